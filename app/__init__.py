@@ -1,0 +1,1 @@
+"""Brokerage gateway: one REST/WebSocket API over the user's own brokerage accounts."""

@@ -1,0 +1,29 @@
+"""The typed application state the lifespan builds and the routers read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.security.jwt import TokenVerifier
+from app.services.accounts import AccountService
+from app.services.connections import ConnectionService
+from app.services.context import ServiceContext
+from app.services.events import EventService
+from app.services.orders import OrderService
+from app.streaming.runtime import StreamRuntime
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    ctx: ServiceContext
+    verifier: TokenVerifier
+    orders: OrderService
+    accounts: AccountService
+    connections: ConnectionService
+    events: EventService
+    stream: StreamRuntime

@@ -1,0 +1,1 @@
+"""Broker adapters: one protocol, one package per broker, one registry."""

@@ -1,0 +1,299 @@
+"""The adapter contract every path implements (Tier A, B, C and the paper broker).
+
+Normalized models carry ``Decimal`` for every quantity and price and timezone-aware UTC
+datetimes. Status enums are strict: a value a mapping does not know is an error
+(``UnknownBrokerValue``), never guessed into something plausible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal, Protocol, runtime_checkable
+
+
+class AssetClass(StrEnum):
+    equity = "equity"
+    option = "option"
+    crypto = "crypto"
+    mutual_fund = "mutual_fund"
+
+
+class OrderSide(StrEnum):
+    buy = "buy"
+    sell = "sell"
+
+
+class OrderType(StrEnum):
+    market = "market"
+    limit = "limit"
+    stop = "stop"
+    stop_limit = "stop_limit"
+
+
+class TimeInForce(StrEnum):
+    day = "day"
+    gtc = "gtc"
+    ioc = "ioc"
+    fok = "fok"
+
+
+class OrderStatus(StrEnum):
+    pending_submit = "pending_submit"
+    submitted = "submitted"
+    accepted = "accepted"
+    partially_filled = "partially_filled"
+    filled = "filled"
+    pending_cancel = "pending_cancel"
+    canceled = "canceled"
+    pending_replace = "pending_replace"
+    replaced = "replaced"
+    rejected = "rejected"
+    expired = "expired"
+    unknown = "unknown"
+
+
+OrderListFilter = Literal["open", "closed", "all"]
+
+
+class Support(StrEnum):
+    """ccxt-style capability value: richer than a boolean."""
+
+    native = "native"
+    emulated = "emulated"
+    unsupported = "unsupported"
+
+
+class Tier(StrEnum):
+    A = "A"
+    B = "B"
+    C = "C"
+    paper = "paper"
+
+
+class AuthKind(StrEnum):
+    api_key = "api_key"
+    oauth2 = "oauth2"
+    aggregator = "aggregator"
+    gateway = "gateway"
+    none = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What one broker path supports; the pre-trade check reads only this."""
+
+    asset_classes: dict[AssetClass, Support]
+    order_types: dict[OrderType, Support]
+    time_in_force: dict[TimeInForce, Support]
+    fractional: Support
+    extended_hours: Support
+    short_selling: Support
+    multi_leg: Support
+    modify: Support
+    order_stream: Support
+    place_orders: bool = True
+
+    def supports_asset(self, asset_class: AssetClass) -> bool:
+        return self.asset_classes.get(asset_class, Support.unsupported) is not Support.unsupported
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "asset_classes": {k.value: v.value for k, v in self.asset_classes.items()},
+            "order_types": {k.value: v.value for k, v in self.order_types.items()},
+            "time_in_force": {k.value: v.value for k, v in self.time_in_force.items()},
+            "fractional": self.fractional.value,
+            "extended_hours": self.extended_hours.value,
+            "short_selling": self.short_selling.value,
+            "multi_leg": self.multi_leg.value,
+            "modify": self.modify.value,
+            "order_stream": self.order_stream.value,
+            "place_orders": self.place_orders,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAccount:
+    broker_account_id: str
+    name: str
+    number_masked: str
+    currency: str = "USD"
+
+
+@dataclass(frozen=True, slots=True)
+class Balances:
+    cash: Decimal
+    equity: Decimal
+    buying_power: Decimal
+    currency: str
+    as_of: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    symbol: str
+    asset_class: AssetClass
+    quantity: Decimal
+    avg_cost: Decimal
+    current_price: Decimal
+    market_value: Decimal
+    unrealized_pl: Decimal
+    as_of: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+    as_of: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """An order as the gateway sends it; ``client_order_id`` is ours and stable across retries."""
+
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    quantity: Decimal
+    order_type: OrderType
+    time_in_force: TimeInForce
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    extended_hours: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChanges:
+    quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TimeInForce | None = None
+
+    def is_empty(self) -> bool:
+        return (
+            self.quantity is None
+            and self.limit_price is None
+            and self.stop_price is None
+            and self.time_in_force is None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrder:
+    """An order as the broker reports it, already mapped to the unified vocabulary."""
+
+    broker_order_id: str
+    client_order_id: str | None
+    symbol: str
+    side: OrderSide
+    quantity: Decimal
+    filled_quantity: Decimal
+    avg_fill_price: Decimal | None
+    order_type: OrderType
+    time_in_force: TimeInForce
+    status: OrderStatus
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    created_at: datetime
+    updated_at: datetime
+    reject_reason: str | None = None
+    replaced_by: str | None = None
+    replaces: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    transaction_id: str
+    type: str
+    occurred_at: datetime
+    amount: Decimal
+    symbol: str | None = None
+    quantity: Decimal | None = None
+    price: Decimal | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """One upstream order change, from a broker stream, a poller or the paper engine."""
+
+    account_ref: str
+    order: BrokerOrder
+    occurred_at: datetime
+    fills: tuple[Fill, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    fill_id: str
+    quantity: Decimal
+    price: Decimal
+    occurred_at: datetime
+
+
+@runtime_checkable
+class BrokerAdapter(Protocol):
+    """One connection's view of one broker. Instances are bound to decrypted credentials.
+
+    Errors are raised from ``app.brokers.errors``: ``Rejected`` when the broker
+    definitively refused, ``Transient`` when nothing happened and a retry is safe,
+    ``OutcomeUnknown`` when a write may or may not have happened (never resent blindly),
+    ``AuthenticationFailed`` when the credentials stopped working, ``NotSupported`` for
+    operations this path does not have.
+    """
+
+    slug: str
+    capabilities: Capabilities
+
+    async def list_accounts(self) -> list[BrokerAccount]: ...
+
+    async def get_balances(self, account_ref: str) -> Balances: ...
+
+    async def get_positions(self, account_ref: str) -> list[Position]: ...
+
+    async def get_position(self, account_ref: str, symbol: str) -> Position | None: ...
+
+    async def check_symbol(self, symbol: str) -> None:
+        """Raise ``UnknownSymbol`` when the broker does not list ``symbol``.
+
+        Called before the order row is written, so an unknown symbol leaves nothing behind.
+        """
+        ...
+
+    async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder: ...
+
+    async def modify_order(
+        self, account_ref: str, broker_order_id: str, changes: OrderChanges
+    ) -> BrokerOrder: ...
+
+    async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder: ...
+
+    async def get_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder: ...
+
+    async def find_order_by_client_id(
+        self, account_ref: str, client_order_id: str
+    ) -> BrokerOrder | None: ...
+
+    async def list_orders(
+        self, account_ref: str, status: OrderListFilter, limit: int
+    ) -> list[BrokerOrder]: ...
+
+    async def order_history(
+        self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
+    ) -> list[BrokerOrder]: ...
+
+    async def get_transactions(
+        self, account_ref: str, start: datetime | None, end: datetime | None, type_: str | None
+    ) -> list[Transaction]: ...
+
+    async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]: ...
+
+    def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,391 @@
+"""The one HTTP layer every broker package uses (httpx.AsyncClient underneath).
+
+Why one layer: the difference between "nothing happened" and "it may have happened" is a
+property of the transport, not of a broker, and getting it wrong once either loses an order
+(a retry that should have happened did not) or duplicates one (a write was resent). So the
+mapping from transport outcomes to ``app.brokers.errors`` lives here, once:
+
+* The request never left (connect error, DNS failure, connect or pool timeout):
+  ``Transient``. Safe to retry, for reads and writes alike.
+* The request left and the answer was lost (read timeout, connection dropped, protocol
+  error): ``Transient`` for a read, ``OutcomeUnknown`` for a write (POST/PATCH/DELETE/PUT).
+  A write is never retried here; reconciliation finds out what happened.
+* 429: ``RateLimitExceeded`` with ``Retry-After`` parsed (seconds or an HTTP date). The
+  broker refused the request, so even a write definitively did not happen.
+* 5xx: ``OutcomeUnknown`` for a write (the broker may have acted before failing),
+  ``Transient`` for a read.
+* 401 (and 403 unless the broker's classifier says otherwise): ``AuthenticationFailed``.
+* Other 4xx: ``Rejected`` with the broker's reason, after the broker's own classifier had
+  the first look (Alpaca answers 403 for insufficient buying power, for example).
+
+Only safe reads (GET) are retried, with capped exponential backoff and full jitter, and only
+for ``Transient`` outcomes. Requests are paced per credential by a token bucket so one user's
+burst cannot get the platform's key (or theirs) blocked by the broker.
+
+Logging is redacted by construction: one line per request with the broker, method, path,
+status and duration. Headers, query strings and bodies are never logged; they carry keys,
+tokens and account numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from app.brokers import errors
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# The broker's own reading of a 4xx answer (never 429 or 5xx, whose meaning is fixed here):
+# given the response and the method, an error to raise, or None for the generic mapping.
+Classifier = Callable[[httpx.Response, str], errors.BrokerError | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Connect is short (nothing happened yet); read bounds how long a user waits."""
+
+    connect: float = 5.0
+    read: float = 10.0
+    write: float = 10.0
+    pool: float = 5.0
+
+    def as_httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+def timeouts_from(settings: Settings) -> Timeouts:
+    return Timeouts(
+        connect=settings.broker_connect_timeout_seconds,
+        read=settings.broker_read_timeout_seconds,
+        write=settings.broker_read_timeout_seconds,
+        pool=settings.broker_connect_timeout_seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries for safe reads only. ``max_retry_after`` caps how long a 429 is waited out."""
+
+    attempts: int = 3
+    base_delay: float = 0.2
+    max_delay: float = 2.0
+    max_retry_after: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """Full jitter (AWS architecture blog): spreads retries of many clients apart."""
+        cap = min(self.max_delay, self.base_delay * (2**attempt))
+        return random.uniform(0, cap)  # noqa: S311 - jitter, not cryptography
+
+
+class TokenBucket:
+    """A per-credential request pacer: ``rate`` tokens per second, at most ``capacity``.
+
+    ``acquire`` waits for a token; if the wait would exceed ``max_wait`` it raises
+    ``RateLimitExceeded`` without sending anything (so the caller may retry later).
+    In-process only: instances do not share buckets yet.
+    """
+
+    def __init__(self, rate: float, capacity: float, *, max_wait: float = 5.0) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ValueError("rate and capacity must be positive")
+        self.rate = rate
+        self.capacity = capacity
+        self.max_wait = max_wait
+        self._tokens = capacity
+        self._updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    async def acquire(self, broker: str = "") -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._refill(now)
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            wait = (1 - self._tokens) / self.rate
+            if wait > self.max_wait:
+                raise errors.RateLimitExceeded(
+                    "the request rate for this credential is exhausted",
+                    retry_after=wait,
+                    broker=broker,
+                )
+            await asyncio.sleep(wait)
+            self._refill(time.monotonic())
+            self._tokens -= 1
+
+
+def credential_key(*parts: str) -> str:
+    """A stable bucket key for a credential that does not keep the credential itself."""
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+class HttpPool:
+    """Shared httpx clients (one per base URL) and rate buckets, owned by the app lifespan.
+
+    ``transport`` lets tests or benchmarks inject an httpx transport; the default is the real
+    network. Redirects are never followed: a broker redirect would resend credentials to
+    wherever it points.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.timeouts = timeouts or Timeouts()
+        self._transport = transport
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._memo: dict[tuple[str, ...], tuple[float, object]] = {}
+
+    def __repr__(self) -> str:
+        return f"HttpPool(clients={len(self._clients)}, buckets={len(self._buckets)})"
+
+    def client(self, base_url: str) -> httpx.AsyncClient:
+        found = self._clients.get(base_url)
+        if found is None:
+            found = httpx.AsyncClient(
+                base_url=base_url,
+                timeout=self.timeouts.as_httpx(),
+                follow_redirects=False,
+                transport=self._transport,
+            )
+            self._clients[base_url] = found
+        return found
+
+    def bucket(self, broker: str, key: str, *, rate: float, capacity: float) -> TokenBucket:
+        found = self._buckets.get((broker, key))
+        if found is None:
+            found = TokenBucket(rate, capacity)
+            self._buckets[(broker, key)] = found
+        return found
+
+    def recall(self, key: tuple[str, ...]) -> object | None:
+        """A value ``remember``ed under ``key`` and not yet expired, else None.
+
+        For slow-changing broker reference data (is this symbol tradable?) that would
+        otherwise cost a broker round trip on every order. Never for credentials.
+        """
+        found = self._memo.get(key)
+        if found is None:
+            return None
+        expires, value = found
+        if expires < time.monotonic():
+            del self._memo[key]
+            return None
+        return value
+
+    def remember(self, key: tuple[str, ...], value: object, ttl: float) -> None:
+        if len(self._memo) >= 10_000:
+            self._memo.clear()  # bounded: a cache, not a store
+        self._memo[key] = (time.monotonic() + ttl, value)
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def error_reason(response: httpx.Response) -> str:
+    """The broker's own message from a JSON error body, else the HTTP reason phrase."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        for key in ("message", "error_description", "error", "detail"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def map_status(response: httpx.Response, method: str, broker: str) -> errors.BrokerError:
+    """The generic mapping of a non-2xx answer (after the broker's classifier passed)."""
+    status = response.status_code
+    write = method.upper() in WRITE_METHODS
+    reason = error_reason(response)
+    if status == 429:
+        return errors.RateLimitExceeded(
+            reason,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            broker=broker,
+        )
+    if status >= 500:
+        if write:
+            return errors.OutcomeUnknown(f"the broker answered {status}", broker=broker)
+        return errors.Transient(f"the broker answered {status}", broker=broker)
+    if status in (401, 403):
+        return errors.AuthenticationFailed(reason, broker=broker)
+    if status == 404:
+        return errors.OrderNotFound(reason, broker=broker)
+    return errors.Rejected(reason, broker=broker)
+
+
+def map_transport(exc: httpx.TransportError, method: str, broker: str) -> errors.BrokerError:
+    """Transport failures: did the request leave before it failed?"""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return errors.Transient("the broker could not be reached", broker=broker)
+    if method.upper() in WRITE_METHODS:
+        return errors.OutcomeUnknown(
+            f"no answer from the broker after the request was sent ({type(exc).__name__})",
+            broker=broker,
+        )
+    return errors.Transient(f"no answer from the broker ({type(exc).__name__})", broker=broker)
+
+
+class BrokerClient:
+    """One broker host, one credential: paced, timed, mapped and redacted requests."""
+
+    def __init__(
+        self,
+        pool: HttpPool,
+        *,
+        broker: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        bucket: TokenBucket,
+        classifier: Classifier | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = pool.client(base_url)
+        self._broker = broker
+        self._headers = dict(headers)
+        self._bucket = bucket
+        self._classifier = classifier
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        # Never the headers: they hold the credential.
+        return f"BrokerClient(broker={self._broker!r}, base_url={str(self._client.base_url)!r})"
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
+        """Send one request; a 2xx response is returned, anything else raised as a BrokerError.
+
+        GETs are retried for ``Transient`` outcomes (a 429 only when its Retry-After is
+        short); writes are sent exactly once.
+        """
+        method = method.upper()
+        attempts = self._retry.attempts if method == "GET" else 1
+        for attempt in range(attempts):
+            try:
+                return await self._once(method, path, params=params, json=json, data=data)
+            except errors.Transient as exc:
+                last = attempt == attempts - 1
+                if last:
+                    raise
+                if isinstance(exc, errors.RateLimitExceeded):
+                    wait = exc.retry_after if exc.retry_after is not None else 1.0
+                    if wait > self._retry.max_retry_after:
+                        raise
+                else:
+                    wait = self._retry.delay(attempt)
+                await self._sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        data: Mapping[str, Any] | None,
+    ) -> httpx.Response:
+        await self._bucket.acquire(self._broker)
+        started = time.perf_counter()
+        try:
+            response = await self._client.request(
+                method, path, params=params, json=json, data=data, headers=self._headers
+            )
+        except httpx.TransportError as exc:
+            mapped = map_transport(exc, method, self._broker)
+            log.warning(
+                "broker request failed",
+                extra={
+                    "broker": self._broker,
+                    "method": method,
+                    "path": path,
+                    "error": type(exc).__name__,
+                    "outcome": type(mapped).__name__,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+            raise mapped from None
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        log.debug(
+            "broker request",
+            extra={
+                "broker": self._broker,
+                "method": method,
+                "path": path,
+                "status": response.status_code,
+                "duration_ms": duration_ms,
+            },
+        )
+        if response.is_success:
+            return response
+        mapped_error = None
+        if self._classifier is not None and 400 <= response.status_code < 500:
+            if response.status_code != 429:
+                mapped_error = self._classifier(response, method)
+        if mapped_error is None:
+            mapped_error = map_status(response, method, self._broker)
+        if response.status_code >= 500 or response.status_code == 429:
+            log.warning(
+                "broker answered an error",
+                extra={
+                    "broker": self._broker,
+                    "method": method,
+                    "path": path,
+                    "status": response.status_code,
+                    "outcome": type(mapped_error).__name__,
+                },
+            )
+        raise mapped_error

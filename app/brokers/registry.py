@@ -1,0 +1,106 @@
+"""The tier-aware broker registry: the only place that knows which brokers exist.
+
+A ``BrokerSpec`` says what a path is (tier, label, auth kind, capabilities) and how to build
+an adapter for one connection. Services resolve adapters through here, never by name checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from app.brokers.base import AuthKind, BrokerAdapter, Capabilities, Tier
+from app.config import Settings
+
+if TYPE_CHECKING:
+    from app.brokers.http import HttpPool
+    from app.paper.engine import PaperEngine
+    from app.security.credentials import Credentials
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterContext:
+    """What adapters may use besides their credentials: shared clients and the paper engine."""
+
+    settings: Settings
+    paper_engine: PaperEngine
+    owner: str
+    # Shared broker HTTP clients and per-credential rate buckets (None: the adapter makes its
+    # own and closes it in ``close()``).
+    http: HttpPool | None = None
+
+
+AdapterFactory = Callable[[AdapterContext, "Credentials | None"], BrokerAdapter]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSpec:
+    slug: str
+    name: str
+    tier: Tier
+    auth: AuthKind
+    capabilities: Capabilities
+    factory: AdapterFactory
+    configured: Callable[[Settings], bool]
+    # API-key paths: the credential fields a connection takes, checked for shape (names,
+    # not values, in any ValueError) before anything is sent to the broker.
+    check_credentials: Callable[[Mapping[str, str]], Credentials] | None = None
+
+    @property
+    def label(self) -> str:
+        return {"A": "Live", "B": "Live", "C": "Linked", "paper": "Paper"}[self.tier.value]
+
+    @property
+    def token_tier(self) -> str | None:
+        """The ``broker_tokens.broker_tier`` value, or None for paths without a credential."""
+        return {"A": "tier_a", "B": "tier_b", "C": "tier_c"}.get(self.tier.value)
+
+
+def _paper_factory(ctx: AdapterContext, _credentials: Credentials | None) -> BrokerAdapter:
+    from app.paper.adapter import PaperAdapter
+
+    return PaperAdapter(ctx.paper_engine, owner=ctx.owner)
+
+
+def _always(_settings: Settings) -> bool:
+    return True
+
+
+def _paper_spec() -> BrokerSpec:
+    from app.paper.adapter import PAPER_CAPABILITIES
+
+    return BrokerSpec(
+        slug="paper",
+        name="Paper",
+        tier=Tier.paper,
+        auth=AuthKind.none,
+        capabilities=PAPER_CAPABILITIES,
+        factory=_paper_factory,
+        configured=_always,
+    )
+
+
+class BrokerRegistry:
+    def __init__(self, specs: list[BrokerSpec]) -> None:
+        self._specs = {spec.slug: spec for spec in specs}
+
+    def register(self, spec: BrokerSpec) -> None:
+        """Add a broker path, or replace the one with the same slug (plugins, test faults)."""
+        self._specs[spec.slug] = spec
+
+    def get(self, slug: str) -> BrokerSpec | None:
+        return self._specs.get(slug)
+
+    def all(self) -> list[BrokerSpec]:
+        return list(self._specs.values())
+
+    def available(self, settings: Settings) -> list[BrokerSpec]:
+        """Brokers offered for new connections on this deployment."""
+        return [spec for spec in self._specs.values() if spec.configured(settings)]
+
+
+def default_registry() -> BrokerRegistry:
+    from app.brokers.alpaca import alpaca_spec
+
+    return BrokerRegistry([_paper_spec(), alpaca_spec()])

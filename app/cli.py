@@ -1,0 +1,141 @@
+"""The ``brokerage`` command: serve, migrate, token, and the ops commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from app.config import get_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    if args.workers > 1:
+        # Several processes: uvicorn imports the factory in each worker.
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+        )
+        return 0
+    uvicorn.run(
+        create_app(get_settings()),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    from app.db.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    print("migrations applied")  # noqa: T201
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from app.security.jwt import issue_dev_token
+    from app.startup import prepare_local_secrets
+
+    _provider, settings = prepare_local_secrets(get_settings())
+    if settings.jwt_secret is None:
+        print("tokens can only be issued with BROKERAGE_JWT_SECRET (HS256)", file=sys.stderr)  # noqa: T201
+        return 2
+    token = issue_dev_token(
+        settings.jwt_secret,
+        args.user,
+        admin=args.admin,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )
+    print(token)  # noqa: T201
+    return 0
+
+
+def _keys_rotate(_args: argparse.Namespace) -> int:
+    from app.security.keyring import rotate_keyring
+
+    settings = get_settings()
+    if settings.keyring_json is not None:
+        print("the keyring comes from BROKERAGE_KEYRING_JSON; rotate it there", file=sys.stderr)  # noqa: T201
+        return 2
+    version = rotate_keyring(settings.keyring_path)
+    print(f"key version {version} is now primary; run `brokerage keys rewrap` next")  # noqa: T201
+    return 0
+
+
+def _keys_rewrap(_args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.db.session import create_engine, create_sessionmaker
+    from app.security.envelope import EnvelopeCipher
+    from app.security.vault import TokenVault
+    from app.startup import prepare_local_secrets
+
+    provider, settings = prepare_local_secrets(get_settings())
+
+    async def rewrap() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                count = await TokenVault(EnvelopeCipher(provider)).rewrap_all(session)
+                await session.commit()
+                return count
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(rewrap())
+    print(f"re-wrapped {count} token(s) under key version {provider.primary_version}")  # noqa: T201
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brokerage", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP/WebSocket server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="processes (Postgres only)")
+    serve.set_defaults(func=_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=_migrate)
+
+    token = sub.add_parser("token", help="print a development JWT (HS256)")
+    token.add_argument("--user", required=True)
+    token.add_argument("--admin", action="store_true")
+    token.set_defaults(func=_token)
+
+    keys = sub.add_parser("keys", help="key-encryption key rotation")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("rotate", help="add a new primary key version").set_defaults(
+        func=_keys_rotate
+    )
+    keys_sub.add_parser(
+        "rewrap", help="re-wrap every token's data key under the primary key"
+    ).set_defaults(func=_keys_rewrap)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Persistence: declarative models, sessions and the repositories that scope every query."""

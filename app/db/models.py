@@ -1,0 +1,303 @@
+"""ORM models. Every user-owned row carries ``user_id``; repositories filter on it.
+
+Relationships are not declared: repositories load what they need explicitly, so there is
+no lazy loading to trip over in async code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base
+from app.db.types import Money, UTCDateTime
+
+ID = String(40)
+USER_ID = String(255)
+EventId = BigInteger().with_variant(Integer, "sqlite")
+
+ORDER_STATUSES = (
+    "pending_submit",
+    "submitted",
+    "accepted",
+    "partially_filled",
+    "filled",
+    "pending_cancel",
+    "canceled",
+    "pending_replace",
+    "replaced",
+    "rejected",
+    "expired",
+    "unknown",
+)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class Connection(Base):
+    __tablename__ = "connections"
+    __table_args__ = (
+        CheckConstraint(_in("tier", ("A", "B", "C", "paper")), name="tier"),
+        CheckConstraint(_in("ownership", ("byob", "platform", "paper")), name="ownership"),
+        CheckConstraint(_in("status", ("active", "expiring", "broken", "revoked")), name="status"),
+        Index(None, "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    broker_slug: Mapped[str] = mapped_column(String(40))
+    tier: Mapped[str] = mapped_column(String(8))
+    ownership: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10))
+    display: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_refresh_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_refresh_outcome: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class BrokerToken(Base):
+    """The envelope-encrypted credential of one connection (the ADR's Velvet table).
+
+    The CHECK constraint holds the read-only invariant at the data layer: a Tier C row
+    cannot exist with ``no_order_write`` false.
+    """
+
+    __tablename__ = "broker_tokens"
+    __table_args__ = (
+        CheckConstraint(_in("broker_tier", ("tier_a", "tier_b", "tier_c")), name="broker_tier"),
+        CheckConstraint("broker_tier <> 'tier_c' OR no_order_write", name="tier_c_no_order_write"),
+        Index(None, "connection_id"),
+        Index(None, "key_version"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    connection_id: Mapped[str] = mapped_column(ID, ForeignKey("connections.id"))
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    broker_tier: Mapped[str] = mapped_column(String(8))
+    broker_slug: Mapped[str] = mapped_column(String(40))
+    no_order_write: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    token_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_data_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    rotate_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"BrokerToken(id={self.id!r}, connection_id={self.connection_id!r}, "
+            f"broker_tier={self.broker_tier!r}, broker_slug={self.broker_slug!r}, "
+            f"key_version={self.key_version!r}, token_ciphertext=<encrypted>)"
+        )
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "broker_account_ref"),
+        CheckConstraint(_in("mode", ("paper", "live")), name="mode"),
+        Index(None, "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    connection_id: Mapped[str] = mapped_column(ID, ForeignKey("connections.id"))
+    broker_slug: Mapped[str] = mapped_column(String(40))
+    tier: Mapped[str] = mapped_column(String(8))
+    mode: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(200))
+    number_masked: Mapped[str] = mapped_column(String(40))
+    broker_account_ref: Mapped[str] = mapped_column(String(128))
+    currency: Mapped[str] = mapped_column(String(3))
+    can_trade: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint(_in("status", ORDER_STATUSES), name="status"),
+        CheckConstraint(_in("side", ("buy", "sell")), name="side"),
+        CheckConstraint(_in("order_type", ("market", "limit", "stop", "stop_limit")), name="type"),
+        CheckConstraint(_in("time_in_force", ("day", "gtc", "ioc", "fok")), name="tif"),
+        Index(None, "account_id", "created_at"),
+        Index(None, "user_id", "created_at"),
+        Index(None, "status"),
+        Index(None, "account_id", "broker_order_id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    account_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"))
+    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    broker_order_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal] = mapped_column(Money())
+    filled_quantity: Mapped[Decimal] = mapped_column(Money())
+    avg_fill_price: Mapped[Decimal | None] = mapped_column(Money(), nullable=True)
+    order_type: Mapped[str] = mapped_column(String(10))
+    limit_price: Mapped[Decimal | None] = mapped_column(Money(), nullable=True)
+    stop_price: Mapped[Decimal | None] = mapped_column(Money(), nullable=True)
+    time_in_force: Mapped[str] = mapped_column(String(3))
+    extended_hours: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(20))
+    reject_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    replaces_order_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    replaced_by_order_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OrderEvent(Base):
+    """The outbox: one row per status change, written in the same transaction as the change.
+
+    ``id`` increases monotonically and is the stream cursor.
+    """
+
+    __tablename__ = "order_events"
+    __table_args__ = (Index(None, "user_id", "id"), Index(None, "account_id", "id"))
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    account_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    order_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    connection_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class IdempotencyKey(Base):
+    """One claimed ``Idempotency-Key`` per (user, key): the request fingerprint and its result."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("user_id", "key"),
+        CheckConstraint(_in("state", ("in_flight", "completed")), name="state"),
+        Index(None, "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    key: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(300))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(10))
+    order_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    locked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- The paper broker's own books. It is a broker: it knows paper accounts, not users. ---
+
+
+class PaperAccount(Base):
+    __tablename__ = "paper_accounts"
+    __table_args__ = (Index(None, "owner"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    owner: Mapped[str] = mapped_column(USER_ID)
+    starting_cash: Mapped[Decimal] = mapped_column(Money())
+    cash: Mapped[Decimal] = mapped_column(Money())
+    # Running total of the cash held by open buy orders (sum of their reserved_cash), kept
+    # on the locked account row so placement never needs a SUM over orders.
+    reserved_cash: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+    # Last sequence number handed out to this account's orders and fills: orders are matched
+    # in seq order, and fill ids embed it so they sort in the order they happened.
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    cycles_completed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PaperPosition(Base):
+    __tablename__ = "paper_positions"
+
+    paper_account_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("paper_accounts.id"), primary_key=True
+    )
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    asset_class: Mapped[str] = mapped_column(String(12))
+    quantity: Mapped[Decimal] = mapped_column(Money())
+    avg_cost: Mapped[Decimal] = mapped_column(Money())
+    realized_pl: Mapped[Decimal] = mapped_column(Money())
+    # Quantity held by open sell orders (sum of their remaining quantity): no shorting.
+    reserved_quantity: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PaperOrder(Base):
+    __tablename__ = "paper_orders"
+    __table_args__ = (
+        UniqueConstraint("paper_account_id", "client_order_id"),
+        CheckConstraint(_in("status", ORDER_STATUSES), name="status"),
+        Index(None, "status", "seq"),
+        Index(None, "paper_account_id", "seq"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    paper_account_id: Mapped[str] = mapped_column(ID, ForeignKey("paper_accounts.id"))
+    client_order_id: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal] = mapped_column(Money())
+    filled_quantity: Mapped[Decimal] = mapped_column(Money())
+    avg_fill_price: Mapped[Decimal | None] = mapped_column(Money(), nullable=True)
+    order_type: Mapped[str] = mapped_column(String(10))
+    limit_price: Mapped[Decimal | None] = mapped_column(Money(), nullable=True)
+    stop_price: Mapped[Decimal | None] = mapped_column(Money(), nullable=True)
+    time_in_force: Mapped[str] = mapped_column(String(3))
+    extended_hours: Mapped[bool] = mapped_column(Boolean)
+    stop_triggered: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20))
+    reject_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    reserved_cash: Mapped[Decimal] = mapped_column(Money())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class PaperFill(Base):
+    __tablename__ = "paper_fills"
+    __table_args__ = (Index(None, "paper_account_id", "occurred_at"), Index(None, "paper_order_id"))
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    paper_order_id: Mapped[str] = mapped_column(ID, ForeignKey("paper_orders.id"))
+    paper_account_id: Mapped[str] = mapped_column(ID, ForeignKey("paper_accounts.id"))
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal] = mapped_column(Money())
+    price: Mapped[Decimal] = mapped_column(Money())
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,145 @@
+"""Queries on ``connections`` and ``accounts``, scoped to one user."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+
+from app.db.models import Account, Connection
+from app.db.repositories.scoped import UserScoped
+
+
+class ConnectionRepository(UserScoped):
+    async def get(self, connection_id: str, *, for_update: bool = False) -> Connection | None:
+        stmt = select(Connection).where(Connection.id == connection_id)
+        if not self.is_system:
+            stmt = stmt.where(Connection.user_id == self.user_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def page(self, *, limit: int, after: tuple[datetime, str] | None) -> Sequence[Connection]:
+        stmt = select(Connection).where(Connection.user_id == self.user_id)
+        if after is not None:
+            stmt = stmt.where(
+                (Connection.created_at > after[0])
+                | ((Connection.created_at == after[0]) & (Connection.id > after[1]))
+            )
+        stmt = stmt.order_by(Connection.created_at, Connection.id).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def count_by_broker_and_status(self) -> list[tuple[str, str, int]]:
+        """Ops summary across all users (system scope only): (broker, status, count)."""
+        if not self.is_system:
+            raise PermissionError("the connection health summary spans every user")
+        stmt = (
+            select(Connection.broker_slug, Connection.status, func.count())
+            .group_by(Connection.broker_slug, Connection.status)
+            .order_by(Connection.broker_slug, Connection.status)
+        )
+        return [(b, s, int(n)) for b, s, n in (await self.session.execute(stmt)).all()]
+
+    async def usable_accounts(
+        self, broker_slugs: Sequence[str]
+    ) -> list[tuple[Connection, Account]]:
+        """Active or expiring connections of these brokers with each of their accounts.
+
+        System scope: the upstream stream supervisor runs for every user.
+        """
+        if not broker_slugs:
+            return []
+        stmt = (
+            select(Connection, Account)
+            .join(Account, Account.connection_id == Connection.id)
+            .where(
+                Connection.status.in_(("active", "expiring")),
+                Connection.broker_slug.in_(list(broker_slugs)),
+            )
+            .order_by(Connection.created_at, Account.id)
+        )
+        if not self.is_system:
+            stmt = stmt.where(Connection.user_id == self.user_id)
+        return [(c, a) for c, a in (await self.session.execute(stmt)).all()]
+
+    def add(self, connection: Connection) -> None:
+        if connection.user_id != self.user_id:
+            raise PermissionError("connection belongs to another user")
+        self.session.add(connection)
+
+
+class AccountRepository(UserScoped):
+    async def get(self, account_id: str) -> Account | None:
+        stmt = select(Account).where(Account.id == account_id)
+        if not self.is_system:
+            stmt = stmt.where(Account.user_id == self.user_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_with_connection(self, account_id: str) -> tuple[Account, Connection] | None:
+        stmt = (
+            select(Account, Connection)
+            .join(Connection, Connection.id == Account.connection_id)
+            .where(Account.id == account_id)
+        )
+        if not self.is_system:
+            stmt = stmt.where(Account.user_id == self.user_id)
+        row = (await self.session.execute(stmt)).first()
+        return None if row is None else (row[0], row[1])
+
+    async def page(self, *, limit: int, after: tuple[datetime, str] | None) -> Sequence[Account]:
+        stmt = select(Account).where(Account.user_id == self.user_id)
+        if after is not None:
+            stmt = stmt.where(
+                (Account.created_at > after[0])
+                | ((Account.created_at == after[0]) & (Account.id > after[1]))
+            )
+        stmt = stmt.order_by(Account.created_at, Account.id).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def ids_for_connection(self, connection_id: str) -> list[str]:
+        stmt = (
+            select(Account.id)
+            .where(Account.user_id == self.user_id, Account.connection_id == connection_id)
+            .order_by(Account.created_at, Account.id)
+        )
+        return list((await self.session.execute(stmt)).scalars().all())
+
+    async def ids_for_connections(self, connection_ids: Sequence[str]) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {cid: [] for cid in connection_ids}
+        if not connection_ids:
+            return result
+        stmt = (
+            select(Account.connection_id, Account.id)
+            .where(Account.user_id == self.user_id, Account.connection_id.in_(connection_ids))
+            .order_by(Account.created_at, Account.id)
+        )
+        for connection_id, account_id in (await self.session.execute(stmt)).all():
+            result[connection_id].append(account_id)
+        return result
+
+    async def ids_by_broker_ref(self, broker_slug: str, broker_account_ref: str) -> list[str]:
+        """System lookup for upstream updates: the broker names its account, not our user.
+
+        More than one row can match (a reconnect of the same broker account keeps the old
+        row; two users may link one account), so every match is returned, oldest first.
+        """
+        stmt = select(Account.id).where(
+            Account.broker_slug == broker_slug, Account.broker_account_ref == broker_account_ref
+        )
+        if not self.is_system:
+            stmt = stmt.where(Account.user_id == self.user_id)
+        stmt = stmt.order_by(Account.created_at, Account.id)
+        return list((await self.session.execute(stmt)).scalars().all())
+
+    async def disable_trading(self, connection_id: str) -> None:
+        await self.session.execute(
+            update(Account)
+            .where(Account.user_id == self.user_id, Account.connection_id == connection_id)
+            .values(can_trade=False)
+        )
+
+    def add(self, account: Account) -> None:
+        if account.user_id != self.user_id:
+            raise PermissionError("account belongs to another user")
+        self.session.add(account)

@@ -1,0 +1,107 @@
+"""Queries on ``idempotency_keys``: the (user, key) pair is the lookup key, never the key alone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.db.models import IdempotencyKey
+from app.db.repositories.scoped import UserScoped
+
+
+class IdempotencyRepository(UserScoped):
+    async def claim(
+        self,
+        *,
+        record_id: str,
+        key: str,
+        method: str,
+        path: str,
+        fingerprint: str,
+        now: datetime,
+        expires_at: datetime,
+        order_id: str | None = None,
+    ) -> bool:
+        """Insert the key as in flight; False if this user already holds it (concurrency-safe).
+
+        ``order_id`` names the order this request will create, so the key and the order
+        row go in together without a second statement.
+        """
+        values = {
+            "order_id": order_id,
+            "id": record_id,
+            "user_id": self.user_id,
+            "key": key,
+            "method": method,
+            "path": path,
+            "fingerprint": fingerprint,
+            "state": "in_flight",
+            "locked_at": now,
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(IdempotencyKey)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["user_id", "key"])
+            .returning(IdempotencyKey.id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+
+    async def get(self, key: str) -> IdempotencyKey | None:
+        stmt = select(IdempotencyKey).where(
+            IdempotencyKey.user_id == self.user_id, IdempotencyKey.key == key
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def delete_expired_key(self, key: str, now: datetime) -> None:
+        await self.session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.user_id == self.user_id,
+                IdempotencyKey.key == key,
+                IdempotencyKey.expires_at <= now,
+            )
+        )
+
+    async def complete(
+        self, record_id: str, *, status: int, body: dict[str, Any], order_id: str | None
+    ) -> None:
+        stmt = update(IdempotencyKey).where(IdempotencyKey.id == record_id)
+        if not self.is_system:
+            stmt = stmt.where(IdempotencyKey.user_id == self.user_id)
+        await self.session.execute(
+            stmt.values(
+                state="completed", response_status=status, response_body=body, order_id=order_id
+            )
+        )
+
+    async def release(self, record_id: str) -> None:
+        """Forget a claim whose request did nothing (refused before any order was written)."""
+        await self.session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.id == record_id,
+                IdempotencyKey.user_id == self.user_id,
+                IdempotencyKey.state == "in_flight",
+            )
+        )
+
+    async def in_flight_for_order(self, order_id: str) -> IdempotencyKey | None:
+        """System: the open claim of an order that reconciliation just resolved."""
+        stmt = select(IdempotencyKey).where(
+            IdempotencyKey.order_id == order_id, IdempotencyKey.state == "in_flight"
+        )
+        if not self.is_system:
+            stmt = stmt.where(IdempotencyKey.user_id == self.user_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def purge_expired(self, now: datetime) -> int:
+        """System: drop keys past their retention."""
+        result = await self.session.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.expires_at <= now)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,152 @@
+"""Queries on ``orders`` and the ``order_events`` outbox, scoped to one user."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app.db.models import Order, OrderEvent
+from app.db.repositories.scoped import UserScoped
+
+
+class OrderRepository(UserScoped):
+    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
+        stmt = select(Order).where(Order.id == order_id)
+        if not self.is_system:
+            stmt = stmt.where(Order.user_id == self.user_id)
+        if for_update:
+            # populate_existing: the session may already hold this row from before the lock;
+            # without it the locked re-read would hand back that stale copy.
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def find_by_broker_ids(
+        self,
+        account_ids: Sequence[str],
+        *,
+        broker_order_id: str | None,
+        client_order_id: str | None,
+        for_update: bool = False,
+    ) -> Order | None:
+        """The order with this client (preferred) or broker order id on any of the accounts.
+
+        Several account rows can share one broker account (a reconnect keeps the old,
+        revoked row), so the lookup spans all of them.
+        """
+        if not account_ids:
+            return None
+        stmt = select(Order).where(Order.account_id.in_(account_ids))
+        if not self.is_system:
+            stmt = stmt.where(Order.user_id == self.user_id)
+        if client_order_id:
+            stmt = stmt.where(Order.client_order_id == client_order_id)
+        elif broker_order_id:
+            stmt = stmt.where(Order.broker_order_id == broker_order_id)
+        else:
+            return None
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return (await self.session.execute(stmt.order_by(Order.created_at))).scalars().first()
+
+    async def list_for_account(
+        self,
+        account_id: str,
+        *,
+        statuses: Sequence[str] | None,
+        limit: int,
+        before: tuple[datetime, str] | None,
+    ) -> Sequence[Order]:
+        """Newest first; ``before`` is the (created_at, id) of the last row of the prior page."""
+        stmt = select(Order).where(Order.user_id == self.user_id, Order.account_id == account_id)
+        if statuses is not None:
+            stmt = stmt.where(Order.status.in_(statuses))
+        if before is not None:
+            stmt = stmt.where(
+                (Order.created_at < before[0])
+                | ((Order.created_at == before[0]) & (Order.id < before[1]))
+            )
+        stmt = stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def list_in_statuses(
+        self, statuses: Sequence[str], *, limit: int, after_id: str | None = None
+    ) -> Sequence[Order]:
+        """System: orders in these statuses in id order, after ``after_id`` (a sweep cursor).
+
+        Id order with a moving cursor, not age: orders that cannot be resolved yet never
+        hold back the ones behind them.
+        """
+        stmt = select(Order).where(Order.status.in_(statuses))
+        if not self.is_system:
+            stmt = stmt.where(Order.user_id == self.user_id)
+        if after_id is not None:
+            stmt = stmt.where(Order.id > after_id)
+        stmt = stmt.order_by(Order.id).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def working_on_accounts(self, account_ids: Sequence[str]) -> list[str]:
+        """Ids of the orders on these accounts that the broker is still working."""
+        if not account_ids:
+            return []
+        stmt = select(Order.id).where(
+            Order.account_id.in_(account_ids),
+            Order.status.in_(("submitted", "accepted", "partially_filled")),
+            Order.broker_order_id.is_not(None),
+        )
+        if not self.is_system:
+            stmt = stmt.where(Order.user_id == self.user_id)
+        return list((await self.session.execute(stmt.order_by(Order.id))).scalars().all())
+
+    def add(self, order: Order) -> None:
+        if not self.is_system and order.user_id != self.user_id:
+            raise PermissionError("order belongs to another user")
+        self.session.add(order)
+
+
+class OrderEventRepository(UserScoped):
+    def append(
+        self,
+        *,
+        user_id: str,
+        type_: str,
+        payload: dict[str, Any],
+        occurred_at: datetime,
+        account_id: str | None = None,
+        order_id: str | None = None,
+        connection_id: str | None = None,
+    ) -> OrderEvent:
+        if not self.is_system and user_id != self.user_id:
+            raise PermissionError("event belongs to another user")
+        event = OrderEvent(
+            user_id=user_id,
+            account_id=account_id,
+            order_id=order_id,
+            connection_id=connection_id,
+            type=type_,
+            payload=payload,
+            occurred_at=occurred_at,
+        )
+        self.session.add(event)
+        return event
+
+    async def list_after(
+        self, after: int, *, limit: int, account_ids: Sequence[str] | None = None
+    ) -> Sequence[OrderEvent]:
+        """Events with ``id > after`` in id order; system scope reads every user's (the hub)."""
+        stmt = select(OrderEvent).where(OrderEvent.id > after)
+        if not self.is_system:
+            stmt = stmt.where(OrderEvent.user_id == self.user_id)
+        if account_ids is not None:
+            stmt = stmt.where(OrderEvent.account_id.in_(account_ids))
+        stmt = stmt.order_by(OrderEvent.id).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def latest_id(self) -> int:
+        """The newest event id (the user's, or anyone's in system scope); 0 when none."""
+        stmt = select(func.max(OrderEvent.id))
+        if not self.is_system:
+            stmt = stmt.where(OrderEvent.user_id == self.user_id)
+        return int((await self.session.execute(stmt)).scalar_one_or_none() or 0)

@@ -1,0 +1,151 @@
+"""The application factory and its lifespan (typed state built once, closed in reverse)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from app.api import accounts, admin, brokers, connections, events, health, orders
+from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.api.problems import install_error_handlers
+from app.api.state import AppState
+from app.brokers.http import HttpPool, timeouts_from
+from app.brokers.registry import BrokerRegistry, default_registry
+from app.config import Settings, get_settings
+from app.db.migrate import upgrade
+from app.db.session import create_engine, create_sessionmaker
+from app.observability import configure_logging
+from app.paper.clock import Clock, SystemClock
+from app.paper.engine import PaperEngine, run_ticker
+from app.paper.quotes import SeededQuoteSource
+from app.security.envelope import EnvelopeCipher
+from app.security.jwt import build_verifier
+from app.security.vault import TokenVault
+from app.services.accounts import AccountService
+from app.services.connections import ConnectionService
+from app.services.context import ServiceContext
+from app.services.events import EventService  # streaming
+from app.services.order_updates import OrderUpdateIngest
+from app.services.orders import OrderService
+from app.services.reconciliation import Reconciler, run_reconciler
+from app.services.upstream import UpstreamStreams
+from app.startup import prepare_local_secrets
+from app.streaming.config import StreamSettings  # streaming
+from app.streaming.runtime import StreamRuntime  # streaming
+
+log = logging.getLogger(__name__)
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    paper_clock: Clock | None = None,
+    registry: BrokerRegistry | None = None,
+    stream_settings: StreamSettings | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    stream_settings = stream_settings or StreamSettings()  # streaming
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, json_logs=settings.log_json)
+        key_provider, verifier_settings = prepare_local_secrets(settings)
+        if settings.auto_migrate:
+            await asyncio.to_thread(upgrade, settings.database_url)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
+        sessionmaker = create_sessionmaker(engine)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        paper_engine = PaperEngine(
+            sessionmaker,
+            SeededQuoteSource(settings.paper_seed),
+            paper_clock or SystemClock(),
+            OrderUpdateIngest(sessionmaker, "paper"),
+        )
+        ctx = ServiceContext(
+            settings=settings,
+            sessionmaker=sessionmaker,
+            registry=registry or default_registry(),
+            paper_engine=paper_engine,
+            vault=TokenVault(EnvelopeCipher(key_provider)),
+            broker_http=HttpPool(timeouts=timeouts_from(settings)),
+        )
+        # --- streaming: the hub and its LISTEN connection (or in-process notifier) ---
+        stream = StreamRuntime(settings.database_url, stream_settings)
+        await stream.start()
+        # --- end streaming ---
+        app.state.brokerage = AppState(
+            settings=settings,
+            engine=engine,
+            ctx=ctx,
+            verifier=build_verifier(verifier_settings, http),
+            orders=OrderService(ctx),
+            accounts=AccountService(ctx),
+            connections=ConnectionService(ctx),
+            events=EventService(sessionmaker),  # streaming
+            stream=stream,  # streaming
+        )
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[Any]] = []
+        reconciler = Reconciler(ctx)
+        await reconciler.run_once()
+        if settings.background_tasks:
+            tasks.append(
+                asyncio.create_task(
+                    run_ticker(paper_engine, settings.paper_tick_seconds, stop), name="paper-ticker"
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    run_reconciler(reconciler, settings.reconcile_interval_seconds, stop),
+                    name="reconciler",
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    UpstreamStreams(ctx).run(settings.upstream_sync_seconds, stop),
+                    name="upstream-streams",
+                )
+            )
+        log.info("brokerage gateway ready", extra={"database": engine.dialect.name})
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await stream.stop()  # streaming
+            await http.aclose()
+            if ctx.broker_http is not None:
+                await ctx.broker_http.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Brokerage Gateway",
+        version="0.1.0",
+        summary="One REST/WebSocket API over your own brokerage accounts.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    for module in (brokers, connections, accounts, orders, events, admin):
+        app.include_router(module.router)
+    return app

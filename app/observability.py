@@ -1,0 +1,78 @@
+"""Metrics (Prometheus) and structured JSON logs carrying the request id."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+HTTP_REQUESTS = Counter(
+    "brokerage_http_requests_total", "HTTP requests", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "brokerage_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ORDERS_TOTAL = Counter(
+    "brokerage_orders_total", "Orders placed, by broker and first outcome", ["broker", "outcome"]
+)
+BROKER_LATENCY = Histogram(
+    "brokerage_broker_call_duration_seconds",
+    "Broker call latency",
+    ["broker", "operation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+_STANDARD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        # RedactingFilter leaves the redacted traceback in exc_text; never re-format the raw one.
+        if record.exc_text:
+            entry["exc_info"] = record.exc_text
+        elif record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, *, json_logs: bool) -> None:
+    from app.security.redaction import RedactingFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if json_logs else logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    )
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, "_brokerage", False):
+            root.removeHandler(existing)
+    handler._brokerage = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)

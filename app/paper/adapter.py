@@ -1,0 +1,117 @@
+"""The paper broker behind the same ``BrokerAdapter`` contract as every live broker.
+
+One adapter instance is bound to one owner (the connection's user): every call is scoped
+to that owner's paper accounts, so a paper account id from another user is simply unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from app.brokers.base import (
+    AssetClass,
+    Balances,
+    BrokerAccount,
+    BrokerOrder,
+    Capabilities,
+    OrderChanges,
+    OrderListFilter,
+    OrderRequest,
+    OrderType,
+    OrderUpdate,
+    Position,
+    Quote,
+    Support,
+    TimeInForce,
+    Transaction,
+)
+from app.paper.engine import PaperEngine
+
+PAPER_CAPABILITIES = Capabilities(
+    asset_classes={
+        AssetClass.equity: Support.native,
+        AssetClass.crypto: Support.native,
+        AssetClass.option: Support.unsupported,
+        AssetClass.mutual_fund: Support.unsupported,
+    },
+    order_types=dict.fromkeys(OrderType, Support.native),
+    time_in_force=dict.fromkeys(TimeInForce, Support.native),
+    fractional=Support.native,
+    extended_hours=Support.native,
+    short_selling=Support.unsupported,
+    multi_leg=Support.unsupported,
+    modify=Support.native,
+    # Paper fills reach the order events through the engine's sink, not an adapter stream.
+    order_stream=Support.emulated,
+)
+
+
+class PaperAdapter:
+    slug = "paper"
+    capabilities = PAPER_CAPABILITIES
+
+    def __init__(self, engine: PaperEngine, *, owner: str) -> None:
+        self._engine = engine
+        self._owner = owner
+
+    def __repr__(self) -> str:
+        return f"PaperAdapter(owner={self._owner!r})"
+
+    async def list_accounts(self) -> list[BrokerAccount]:
+        return await self._engine.list_accounts(self._owner)
+
+    async def get_balances(self, account_ref: str) -> Balances:
+        return await self._engine.balances(self._owner, account_ref)
+
+    async def get_positions(self, account_ref: str) -> list[Position]:
+        return await self._engine.positions(self._owner, account_ref)
+
+    async def get_position(self, account_ref: str, symbol: str) -> Position | None:
+        return await self._engine.position(self._owner, account_ref, symbol)
+
+    async def check_symbol(self, symbol: str) -> None:
+        self._engine.check_symbol(symbol)
+
+    async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
+        return await self._engine.place(self._owner, account_ref, order)
+
+    async def modify_order(
+        self, account_ref: str, broker_order_id: str, changes: OrderChanges
+    ) -> BrokerOrder:
+        return await self._engine.modify(self._owner, account_ref, broker_order_id, changes)
+
+    async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        return await self._engine.cancel(self._owner, account_ref, broker_order_id)
+
+    async def get_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        return await self._engine.get_order(self._owner, account_ref, broker_order_id)
+
+    async def find_order_by_client_id(
+        self, account_ref: str, client_order_id: str
+    ) -> BrokerOrder | None:
+        return await self._engine.find_by_client_id(self._owner, account_ref, client_order_id)
+
+    async def list_orders(
+        self, account_ref: str, status: OrderListFilter, limit: int
+    ) -> list[BrokerOrder]:
+        return await self._engine.list_orders(self._owner, account_ref, status, limit)
+
+    async def order_history(
+        self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
+    ) -> list[BrokerOrder]:
+        return await self._engine.history(self._owner, account_ref, start, end, symbol)
+
+    async def get_transactions(
+        self, account_ref: str, start: datetime | None, end: datetime | None, type_: str | None
+    ) -> list[Transaction]:
+        return await self._engine.transactions(self._owner, account_ref, start, end, type_)
+
+    async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        return await self._engine.quotes(symbols)
+
+    def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
+        return None
+
+    async def close(self) -> None:
+        return None

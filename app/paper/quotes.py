@@ -1,0 +1,210 @@
+"""Seeded, reproducible quotes for the paper market.
+
+A quote is a pure function of (seed, symbol, step), where ``step = floor(epoch_seconds /
+step_seconds)``: no state, no randomness that varies per process (``random`` and ``hash()``
+do), O(1) per call. The price is the symbol's base price moved by three hashed,
+piecewise-linear components (a slow hourly drift of up to ±6%, a minute-scale swing of up to
+±1%, and per-step noise of up to ±0.05%), so it stays within about ±7% of base and moves
+enough for limits and stops to be reached. All arithmetic is ``Decimal`` in a fixed context,
+so the same seed gives the same prices on every machine.
+
+The paper market is open 24/7: every step has a quote, for equities as for crypto.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from functools import lru_cache
+
+from app.brokers.base import AssetClass
+from app.brokers.errors import UnknownSymbol
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CENT = Decimal("0.01")
+_TWO_64 = Decimal(2**64)
+_CTX = Context(prec=28, rounding=ROUND_HALF_EVEN)
+
+# (period in steps, amplitude as a fraction of base)
+_SLOW = (3600, Decimal("0.06"))
+_SWING = (60, Decimal("0.01"))
+_NOISE = Decimal("0.0005")
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    symbol: str
+    asset_class: AssetClass
+    base_price: Decimal
+    size_min: Decimal
+    size_max: Decimal
+    size_quantum: Decimal
+
+
+def _equity(symbol: str, base: str) -> Instrument:
+    return Instrument(
+        symbol, AssetClass.equity, Decimal(base), Decimal(50), Decimal(500), Decimal(1)
+    )
+
+
+UNIVERSE: dict[str, Instrument] = {
+    i.symbol: i
+    for i in (
+        _equity("AAPL", "190.00"),
+        _equity("MSFT", "420.00"),
+        _equity("GOOGL", "170.00"),
+        _equity("AMZN", "185.00"),
+        _equity("NVDA", "120.00"),
+        _equity("TSLA", "250.00"),
+        _equity("META", "500.00"),
+        _equity("SPY", "540.00"),
+        _equity("QQQ", "470.00"),
+        _equity("IWM", "210.00"),
+        _equity("VTI", "270.00"),
+        Instrument(
+            "BTC-USD",
+            AssetClass.crypto,
+            Decimal("65000.00"),
+            Decimal("0.05"),
+            Decimal("2.5"),
+            Decimal("0.0001"),
+        ),
+        Instrument(
+            "ETH-USD",
+            AssetClass.crypto,
+            Decimal("3200.00"),
+            Decimal("0.5"),
+            Decimal("40"),
+            Decimal("0.001"),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PaperQuote:
+    """Top of book at one step. ``bid < ask``; ``bid <= last <= ask``; sizes are > 0."""
+
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+    bid_size: Decimal
+    ask_size: Decimal
+    as_of: datetime
+    step: int
+
+    @property
+    def mid(self) -> Decimal:
+        return ((self.bid + self.ask) / 2).quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def _key(seed: int) -> bytes:
+    return hashlib.blake2b(str(seed).encode(), digest_size=32).digest()
+
+
+@lru_cache(maxsize=8192)
+def _digest(key: bytes, symbol: str, tag: str, index: int) -> bytes:
+    return hashlib.blake2b(f"{symbol}|{tag}|{index}".encode(), key=key, digest_size=32).digest()
+
+
+def _unit(digest: bytes, offset: int) -> Decimal:
+    """A uniform value in [0, 1) from eight bytes of a digest."""
+    return Decimal(int.from_bytes(digest[offset : offset + 8], "big")) / _TWO_64
+
+
+def _signed(digest: bytes, offset: int) -> Decimal:
+    """A uniform value in [-1, 1)."""
+    return _unit(digest, offset) * 2 - 1
+
+
+class SeededQuoteSource:
+    """Deterministic quotes for a fixed universe of equities and crypto pairs."""
+
+    def __init__(self, seed: int, step_seconds: int = 1) -> None:
+        if step_seconds < 1:
+            raise ValueError("step_seconds must be at least 1")
+        self.seed = seed
+        self.step_seconds = step_seconds
+        self._key = _key(seed)
+        self._step = timedelta(seconds=step_seconds)
+
+    @staticmethod
+    def symbols() -> list[str]:
+        return list(UNIVERSE)
+
+    @staticmethod
+    def is_known(symbol: str) -> bool:
+        return symbol in UNIVERSE
+
+    @staticmethod
+    def instrument(symbol: str) -> Instrument:
+        """Raises ``UnknownSymbol`` for a symbol outside the paper universe."""
+        found = UNIVERSE.get(symbol)
+        if found is None:
+            raise UnknownSymbol(f"the paper market does not list {symbol!r}", broker="paper")
+        return found
+
+    @classmethod
+    def asset_class(cls, symbol: str) -> AssetClass:
+        return cls.instrument(symbol).asset_class
+
+    def step_at(self, at: datetime) -> int:
+        """The step containing ``at``; raises ``ValueError`` on a naive datetime."""
+        if at.tzinfo is None:
+            raise ValueError("quotes need a timezone-aware datetime")
+        return (at - EPOCH) // self._step
+
+    def quote(self, symbol: str, at: datetime) -> PaperQuote:
+        """The quote in force at ``at``; raises ``UnknownSymbol`` outside the universe."""
+        instrument = self.instrument(symbol)
+        return self.quote_at_step(instrument, self.step_at(at))
+
+    def quote_at_step(self, instrument: Instrument, step: int) -> PaperQuote:
+        with localcontext(_CTX):
+            symbol = instrument.symbol
+            base = instrument.base_price
+            move = (
+                self._wave(symbol, "slow", step, *_SLOW)
+                + self._wave(symbol, "swing", step, *_SWING)
+                + _signed(_digest(self._key, symbol, "noise", step), 0) * _NOISE
+            )
+            mid = (base * (1 + move)).quantize(CENT)
+            detail = _digest(self._key, symbol, "book", step)
+            if instrument.asset_class is AssetClass.crypto:
+                # Half-spread of 0.5 to 3 basis points: a few dollars on BTC, cents on ETH.
+                bps = Decimal(5 + detail[0] % 26) / Decimal(100_000)
+                half = max(CENT, (mid * bps).quantize(CENT))
+            else:
+                half = CENT * (1 + detail[0] % 3)
+            bid, ask = mid - half, mid + half
+            # last trades somewhere inside the spread, on a cent.
+            cents = int((ask - bid) / CENT)
+            last = bid + CENT * (int.from_bytes(detail[1:5], "big") % (cents + 1))
+            bid_size = self._size(instrument, _unit(detail, 8))
+            ask_size = self._size(instrument, _unit(detail, 16))
+        return PaperQuote(
+            symbol=symbol,
+            bid=bid,
+            ask=ask,
+            last=last,
+            bid_size=bid_size,
+            ask_size=ask_size,
+            as_of=EPOCH + self._step * step,
+            step=step,
+        )
+
+    def _wave(self, symbol: str, tag: str, step: int, period: int, amplitude: Decimal) -> Decimal:
+        """Linear interpolation between hashed anchors every ``period`` steps."""
+        k, into = divmod(step, period)
+        a = _signed(_digest(self._key, symbol, tag, k), 0)
+        b = _signed(_digest(self._key, symbol, tag, k + 1), 0)
+        return (a + (b - a) * Decimal(into) / Decimal(period)) * amplitude
+
+    @staticmethod
+    def _size(instrument: Instrument, u: Decimal) -> Decimal:
+        span = instrument.size_max - instrument.size_min
+        size = (instrument.size_min + span * u).quantize(instrument.size_quantum)
+        return max(instrument.size_min, size)

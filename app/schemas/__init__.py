@@ -1,0 +1,1 @@
+"""The public API's JSON shapes (``../shared/API.md``), shared by routers and services."""

@@ -1,0 +1,135 @@
+"""Connections, accounts, balances, positions, quotes and transactions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.brokers.base import AssetClass
+from app.schemas.common import DecimalStr, ResponseModel, StrictModel, UTCTimestamp
+
+Label = Literal["Live", "Linked", "Paper"]
+TierOut = Literal["A", "B", "C", "paper"]
+
+
+class BrokerOut(ResponseModel):
+    slug: str
+    name: str
+    tier: TierOut
+    label: Label
+    auth: Literal["api_key", "oauth2", "aggregator", "gateway", "none"]
+    capabilities: dict[str, Any]
+
+
+class BrokerList(ResponseModel):
+    items: list[BrokerOut]
+
+
+class ConnectionCreate(StrictModel):
+    broker: str = Field(min_length=1, max_length=40)
+    credentials: dict[str, str] = Field(default_factory=dict, max_length=20)
+    options: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+
+class ConnectionOut(ResponseModel):
+    id: str
+    broker: str
+    tier: TierOut
+    ownership: Literal["byob", "platform", "paper"]
+    status: Literal["active", "expiring", "broken", "revoked"]
+    display: str
+    label: Label
+    created_at: UTCTimestamp
+    expires_at: UTCTimestamp | None
+    refresh_expires_at: UTCTimestamp | None
+    last_refresh_at: UTCTimestamp | None
+    last_refresh_outcome: str | None
+    accounts: list[str]
+
+
+class ConnectionPage(ResponseModel):
+    items: list[ConnectionOut]
+    next_cursor: str | None
+
+
+class AccountOut(ResponseModel):
+    id: str
+    connection_id: str
+    broker: str
+    tier: TierOut
+    label: Label
+    mode: Literal["paper", "live"]
+    name: str
+    number_masked: str
+    currency: str
+    can_trade: bool
+
+
+class AccountPage(ResponseModel):
+    items: list[AccountOut]
+    next_cursor: str | None
+
+
+class BalancesOut(ResponseModel):
+    cash: DecimalStr
+    equity: DecimalStr
+    buying_power: DecimalStr
+    currency: str
+    as_of: UTCTimestamp
+
+
+class PositionOut(ResponseModel):
+    symbol: str
+    asset_class: AssetClass
+    quantity: DecimalStr
+    avg_cost: DecimalStr
+    current_price: DecimalStr
+    market_value: DecimalStr
+    unrealized_pl: DecimalStr
+    as_of: UTCTimestamp
+
+
+class PositionList(ResponseModel):
+    items: list[PositionOut]
+    next_cursor: str | None = None
+
+
+class QuoteOut(ResponseModel):
+    bid: DecimalStr
+    ask: DecimalStr
+    last: DecimalStr
+    as_of: UTCTimestamp
+
+
+class QuotesOut(ResponseModel):
+    quotes: dict[str, QuoteOut]
+
+
+class TransactionOut(ResponseModel):
+    id: str
+    type: str
+    occurred_at: UTCTimestamp
+    amount: DecimalStr
+    symbol: str | None
+    quantity: DecimalStr | None
+    price: DecimalStr | None
+    description: str
+
+
+class TransactionList(ResponseModel):
+    items: list[TransactionOut]
+    next_cursor: str | None = None
+
+
+class ConnectionHealthRow(ResponseModel):
+    broker: str
+    status: str
+    count: int
+
+
+class ConnectionHealth(ResponseModel):
+    """Connections per broker and status, across every user (ops only)."""
+
+    items: list[ConnectionHealthRow]
+    as_of: UTCTimestamp

@@ -1,0 +1,1 @@
+"""Credential encryption, secret redaction and caller authentication (JWT)."""

@@ -1,0 +1,329 @@
+"""Broker list and connections: creating (paper, API-key), reading, revoking."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import errors
+from app.brokers import errors as broker_errors
+from app.brokers.base import AuthKind, BrokerAccount
+from app.brokers.registry import BrokerSpec
+from app.db.models import Account, Connection
+from app.db.repositories.connections import AccountRepository, ConnectionRepository
+from app.db.repositories.orders import OrderEventRepository, OrderRepository
+from app.ids import new_id
+from app.schemas.accounts import (
+    BrokerList,
+    BrokerOut,
+    ConnectionCreate,
+    ConnectionHealth,
+    ConnectionHealthRow,
+    ConnectionOut,
+    ConnectionPage,
+)
+from app.schemas.common import decode_time_cursor, encode_time_cursor
+from app.security.credentials import Credentials
+from app.services.broker_errors import to_app_error
+from app.services.clock import utcnow
+from app.services.context import ServiceContext
+from app.services.orders import OrderService
+
+log = logging.getLogger(__name__)
+
+MAX_STARTING_CASH = Decimal("1000000000")
+
+
+def broker_out(spec: BrokerSpec) -> BrokerOut:
+    return BrokerOut(
+        slug=spec.slug,
+        name=spec.name,
+        tier=spec.tier.value,
+        label=spec.label,  # type: ignore[arg-type]
+        auth=spec.auth.value,
+        capabilities=spec.capabilities.as_dict(),
+    )
+
+
+def connection_out(connection: Connection, account_ids: list[str]) -> ConnectionOut:
+    label = {"A": "Live", "B": "Live", "C": "Linked", "paper": "Paper"}[connection.tier]
+    return ConnectionOut(
+        id=connection.id,
+        broker=connection.broker_slug,
+        tier=connection.tier,  # type: ignore[arg-type]
+        ownership=connection.ownership,  # type: ignore[arg-type]
+        status=connection.status,  # type: ignore[arg-type]
+        display=connection.display,
+        label=label,  # type: ignore[arg-type]
+        created_at=connection.created_at,
+        expires_at=connection.expires_at,
+        refresh_expires_at=connection.refresh_expires_at,
+        last_refresh_at=connection.last_refresh_at,
+        last_refresh_outcome=connection.last_refresh_outcome,
+        accounts=account_ids,
+    )
+
+
+def append_connection_event(session: AsyncSession, connection: Connection) -> None:
+    OrderEventRepository.for_system(session).append(
+        user_id=connection.user_id,
+        type_=f"connection.{connection.status}",
+        payload={"connection_id": connection.id, "status": connection.status},
+        occurred_at=connection.updated_at,
+        connection_id=connection.id,
+    )
+
+
+class ConnectionService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    def list_brokers(self) -> BrokerList:
+        return BrokerList(
+            items=[broker_out(s) for s in self._ctx.registry.available(self._ctx.settings)]
+        )
+
+    async def create(self, *, user_id: str, body: ConnectionCreate) -> ConnectionOut:
+        spec = self._ctx.registry.get(body.broker)
+        if spec is None or not spec.configured(self._ctx.settings):
+            raise errors.UnknownBroker(f"no broker '{body.broker}' on this deployment")
+        if spec.auth is AuthKind.oauth2:
+            raise errors.ValidationFailed(
+                f"connect {spec.name} through GET /v1/oauth/{spec.slug}/authorize"
+            )
+        if spec.auth is AuthKind.none:
+            return await self._create_paper(user_id, spec, body)
+        if spec.auth is AuthKind.api_key and spec.token_tier is not None:
+            return await self._create_api_key(user_id, spec, body)
+        raise errors.UnknownBroker(f"connecting '{spec.slug}' is not available yet")
+
+    async def _create_api_key(
+        self, user_id: str, spec: BrokerSpec, body: ConnectionCreate
+    ) -> ConnectionOut:
+        """A BYOB API-key connection: validated against the broker, then stored sealed.
+
+        The key is checked with a real read (the broker's account list) before anything is
+        written; a refused key answers 422 ``invalid_credentials`` and leaves no row behind.
+        The credential reaches the database only through the vault, in the same transaction
+        as the connection and its accounts.
+        """
+        if body.options:
+            raise errors.ValidationFailed(f"{spec.name} connections take no options")
+        try:
+            credentials = (
+                spec.check_credentials(body.credentials)
+                if spec.check_credentials is not None
+                else Credentials(body.credentials)
+            )
+        except ValueError as exc:
+            raise errors.InvalidCredentials(str(exc)) from None
+        adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
+        try:
+            broker_accounts = await adapter.list_accounts()
+        except broker_errors.AuthenticationFailed:
+            raise errors.InvalidCredentials(f"{spec.name} did not accept this key") from None
+        except broker_errors.BrokerError as exc:
+            log.warning(
+                "could not validate a new connection's key",
+                extra={"broker": spec.slug, "reason": exc.reason},
+            )
+            raise to_app_error(exc) from None
+        finally:
+            await adapter.close()
+        if not broker_accounts:
+            raise errors.InvalidCredentials(f"{spec.name} shows no account for this key")
+        assert spec.token_tier is not None
+        now = utcnow()
+        connection = Connection(
+            id=new_id("con"),
+            user_id=user_id,
+            broker_slug=spec.slug,
+            tier=spec.tier.value,
+            ownership="byob",
+            status="active",
+            display=f"Connected: {spec.name}",
+            created_at=now,
+            updated_at=now,
+        )
+        accounts = [_live_account(user_id, connection, spec, a, now) for a in broker_accounts]
+        async with self._ctx.sessionmaker() as session:
+            ConnectionRepository.for_user(session, user_id).add(connection)
+            await session.flush()
+            await self._ctx.vault.store(
+                session,
+                user_id=user_id,
+                connection_id=connection.id,
+                broker_slug=spec.slug,
+                broker_tier=spec.token_tier,
+                credentials=credentials,
+            )
+            repo = AccountRepository.for_user(session, user_id)
+            for account in accounts:
+                repo.add(account)
+            append_connection_event(session, connection)
+            await session.commit()
+        return connection_out(connection, [a.id for a in accounts])
+
+    async def _create_paper(
+        self, user_id: str, spec: BrokerSpec, body: ConnectionCreate
+    ) -> ConnectionOut:
+        if body.credentials:
+            raise errors.ValidationFailed("the paper broker takes no credentials")
+        unknown = set(body.options) - {"starting_cash"}
+        if unknown:
+            raise errors.ValidationFailed(f"unknown options: {', '.join(sorted(unknown))}")
+        raw = body.options.get("starting_cash", self._ctx.settings.paper_default_starting_cash)
+        starting_cash = _parse_cash(raw)
+        broker_account = await self._ctx.paper_engine.create_account(user_id, starting_cash)
+        now = utcnow()
+        connection = Connection(
+            id=new_id("con"),
+            user_id=user_id,
+            broker_slug=spec.slug,
+            tier="paper",
+            ownership="paper",
+            status="active",
+            display="Paper",
+            created_at=now,
+            updated_at=now,
+        )
+        account = Account(
+            id=new_id("acc"),
+            user_id=user_id,
+            connection_id=connection.id,
+            broker_slug=spec.slug,
+            tier="paper",
+            mode="paper",
+            name=broker_account.name,
+            number_masked=broker_account.number_masked,
+            broker_account_ref=broker_account.broker_account_id,
+            currency=broker_account.currency,
+            can_trade=True,
+            created_at=now,
+        )
+        async with self._ctx.sessionmaker() as session:
+            ConnectionRepository.for_user(session, user_id).add(connection)
+            await session.flush()
+            AccountRepository.for_user(session, user_id).add(account)
+            append_connection_event(session, connection)
+            await session.commit()
+        return connection_out(connection, [account.id])
+
+    async def health(self) -> ConnectionHealth:
+        """Connections per broker and status over every user; callers must be admins."""
+        async with self._ctx.sessionmaker() as session:
+            rows = await ConnectionRepository.for_system(session).count_by_broker_and_status()
+        return ConnectionHealth(
+            items=[ConnectionHealthRow(broker=b, status=s, count=n) for b, s, n in rows],
+            as_of=utcnow(),
+        )
+
+    async def get(self, *, user_id: str, connection_id: str) -> ConnectionOut:
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
+            if connection is None:
+                raise errors.NotFound("no such connection")
+            ids = await AccountRepository.for_user(session, user_id).ids_for_connection(
+                connection.id
+            )
+        return connection_out(connection, ids)
+
+    async def page(self, *, user_id: str, limit: int, cursor: str | None) -> ConnectionPage:
+        after = decode_time_cursor(cursor)
+        async with self._ctx.sessionmaker() as session:
+            rows = await ConnectionRepository.for_user(session, user_id).page(
+                limit=limit + 1, after=after
+            )
+            page = list(rows[:limit])
+            ids = await AccountRepository.for_user(session, user_id).ids_for_connections(
+                [c.id for c in page]
+            )
+        next_cursor = (
+            encode_time_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        )
+        return ConnectionPage(
+            items=[connection_out(c, ids[c.id]) for c in page], next_cursor=next_cursor
+        )
+
+    async def revoke(self, *, user_id: str, connection_id: str) -> None:
+        """Disconnect: cancel the working orders, revoke the credential, stop new orders.
+
+        Working orders are canceled first, while the credential still works: a resting
+        order left at the broker would keep trading for a user who can no longer see or
+        stop it. A cancel that fails is logged; the order stays visible and reconciled.
+        """
+        await self._cancel_working_orders(user_id, connection_id)
+        async with self._ctx.sessionmaker() as session:
+            repo = ConnectionRepository.for_user(session, user_id)
+            connection = await repo.get(connection_id, for_update=True)
+            if connection is None:
+                raise errors.NotFound("no such connection")
+            if connection.status == "revoked":
+                return
+            spec = self._ctx.registry.get(connection.broker_slug)
+            now = utcnow()
+            if spec is not None and spec.token_tier is not None:
+                await self._ctx.vault.revoke(session, user_id=user_id, connection_id=connection.id)
+            connection.status = "revoked"
+            connection.revoked_at = now
+            connection.updated_at = now
+            await AccountRepository.for_user(session, user_id).disable_trading(connection.id)
+            append_connection_event(session, connection)
+            await session.commit()
+
+    async def _cancel_working_orders(self, user_id: str, connection_id: str) -> None:
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
+            if connection is None or connection.status == "revoked":
+                return
+            account_ids = await AccountRepository.for_user(session, user_id).ids_for_connection(
+                connection_id
+            )
+            working = await OrderRepository.for_user(session, user_id).working_on_accounts(
+                account_ids
+            )
+        orders = OrderService(self._ctx)
+        for order_id in working:
+            try:
+                await orders.cancel(user_id=user_id, order_id=order_id)
+            except errors.AppError as exc:
+                log.warning(
+                    "could not cancel a working order while disconnecting",
+                    extra={"order_id": order_id, "code": exc.code},
+                )
+
+
+def _live_account(
+    user_id: str, connection: Connection, spec: BrokerSpec, found: BrokerAccount, now: datetime
+) -> Account:
+    return Account(
+        id=new_id("acc"),
+        user_id=user_id,
+        connection_id=connection.id,
+        broker_slug=spec.slug,
+        tier=spec.tier.value,
+        mode="live",
+        name=found.name,
+        number_masked=found.number_masked,
+        broker_account_ref=found.broker_account_id,
+        currency=found.currency,
+        can_trade=spec.capabilities.place_orders,
+        created_at=now,
+    )
+
+
+def _parse_cash(raw: str) -> Decimal:
+    try:
+        value = Decimal(raw)
+    except InvalidOperation as exc:
+        raise errors.ValidationFailed("starting_cash must be a decimal string") from exc
+    if not value.is_finite() or value <= 0 or value > MAX_STARTING_CASH:
+        raise errors.ValidationFailed(
+            f"starting_cash must be above 0 and at most {MAX_STARTING_CASH}"
+        )
+    if value != value.quantize(Decimal("0.01")):
+        raise errors.ValidationFailed("starting_cash takes at most 2 decimal places")
+    return value

@@ -1,0 +1,154 @@
+"""Applying what a broker says about an order to our row, and the upstream feed seam.
+
+Every change goes through ``apply_broker_order``: the state table decides whether the
+report is news, the row is updated, and an ``order.<status>`` event is appended to the
+outbox in the same transaction. ``OrderUpdateIngest`` is the single entry point through
+which adapters (broker streams, pollers, the paper engine) report order updates.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.brokers.base import BrokerOrder, OrderStatus, OrderUpdate
+from app.db.models import Order
+from app.db.repositories.connections import AccountRepository
+from app.db.repositories.orders import OrderEventRepository, OrderRepository
+from app.db.session import SessionMaker
+from app.schemas.orders import Order as OrderOut
+from app.services.clock import utcnow
+from app.services.order_state import OrderSnapshot, can_transition, is_consistent, should_apply
+from app.streaming.outbox import install_outbox_hooks
+
+log = logging.getLogger(__name__)
+
+# Streaming: every event append takes the outbox ordering lock and announces its id
+# (pg_notify / in-process), see app.streaming.outbox. Installed once per process.
+install_outbox_hooks()
+
+
+def order_payload(order: Order) -> dict[str, Any]:
+    return OrderOut.from_row(order).model_dump(mode="json")
+
+
+def append_order_event(session: AsyncSession, order: Order, occurred_at: datetime) -> None:
+    OrderEventRepository.for_system(session).append(
+        user_id=order.user_id,
+        type_=f"order.{order.status}",
+        payload=order_payload(order),
+        occurred_at=occurred_at,
+        account_id=order.account_id,
+        order_id=order.id,
+    )
+
+
+def set_status(
+    session: AsyncSession,
+    order: Order,
+    status: OrderStatus,
+    now: datetime,
+    *,
+    reject_reason: str | None = None,
+) -> bool:
+    """A status change we decide ourselves (pending_cancel, unknown, a definitive reject).
+
+    Refused (False, nothing written) when the state table does not allow it: a fill that
+    committed meanwhile may have made the order terminal, and that always wins.
+    """
+    current = OrderStatus(order.status)
+    if status is not current and not can_transition(current, status):
+        log.warning(
+            "status change refused by the state table",
+            extra={"order_id": order.id, "from": current.value, "to": status.value},
+        )
+        return False
+    order.status = status.value
+    if reject_reason is not None:
+        order.reject_reason = reject_reason
+    order.updated_at = now
+    append_order_event(session, order, now)
+    return True
+
+
+def apply_broker_order(
+    session: AsyncSession, order: Order, report: BrokerOrder, now: datetime
+) -> bool:
+    """Apply one broker report to our row; False if it was stale or a duplicate."""
+    current = OrderSnapshot(
+        OrderStatus(order.status),
+        order.quantity,
+        order.filled_quantity,
+        terms=(order.limit_price, order.stop_price, order.time_in_force),
+    )
+    incoming = OrderSnapshot(
+        report.status,
+        report.quantity,
+        report.filled_quantity,
+        terms=(report.limit_price, report.stop_price, report.time_in_force.value),
+    )
+    if order.broker_order_id is None:
+        order.broker_order_id = report.broker_order_id
+    if not is_consistent(incoming):
+        log.error(
+            "broker report contradicts itself; not applied",
+            extra={"order_id": order.id, "status": report.status.value},
+        )
+        return False
+    if not should_apply(current, incoming):
+        return False
+    order.status = report.status.value
+    order.quantity = report.quantity
+    order.filled_quantity = report.filled_quantity
+    order.avg_fill_price = report.avg_fill_price
+    order.limit_price = report.limit_price
+    order.stop_price = report.stop_price
+    order.time_in_force = report.time_in_force.value
+    if report.reject_reason:
+        order.reject_reason = report.reject_reason
+    order.updated_at = now
+    append_order_event(session, order, now)
+    return True
+
+
+class OrderUpdateIngest:
+    """The upstream feed seam: one broker's order updates become our order events."""
+
+    def __init__(self, sessionmaker: SessionMaker, broker_slug: str) -> None:
+        self._sessionmaker = sessionmaker
+        self._broker_slug = broker_slug
+
+    async def __call__(self, update: OrderUpdate) -> None:
+        async with self._sessionmaker() as session:
+            account_ids = await AccountRepository.for_system(session).ids_by_broker_ref(
+                self._broker_slug, update.account_ref
+            )
+            if not account_ids:
+                log.warning(
+                    "order update for an unknown account",
+                    extra={
+                        "broker": self._broker_slug,
+                        "broker_order_id": update.order.broker_order_id,
+                    },
+                )
+                return
+            order = await OrderRepository.for_system(session).find_by_broker_ids(
+                account_ids,
+                broker_order_id=update.order.broker_order_id,
+                client_order_id=update.order.client_order_id,
+                for_update=True,
+            )
+            if order is None:
+                log.info(
+                    "order update for an order placed outside the gateway; ignored",
+                    extra={
+                        "broker": self._broker_slug,
+                        "broker_order_id": update.order.broker_order_id,
+                    },
+                )
+                return
+            if apply_broker_order(session, order, update.order, utcnow()):
+                await session.commit()

@@ -1,0 +1,35 @@
+"""The pre-trade capability check: the same rules for paper and live, before any broker call."""
+
+from __future__ import annotations
+
+from app import errors
+from app.brokers.base import AssetClass, Capabilities, OrderType, Support, TimeInForce
+from app.brokers.symbols import asset_class_of
+
+
+def check_order(
+    capabilities: Capabilities,
+    *,
+    symbol: str,
+    order_type: OrderType,
+    time_in_force: TimeInForce,
+    quantity_is_fractional: bool,
+    extended_hours: bool,
+) -> AssetClass:
+    """Refuse with ``unsupported_order`` what this path cannot do; return the asset class."""
+    if not capabilities.place_orders:
+        raise errors.ReadOnlyAccount()
+    asset_class = asset_class_of(symbol)
+    if not capabilities.supports_asset(asset_class):
+        raise errors.UnsupportedOrder(f"this broker does not trade {asset_class.value}")
+    if capabilities.order_types.get(order_type, Support.unsupported) is Support.unsupported:
+        raise errors.UnsupportedOrder(f"this broker does not take {order_type.value} orders")
+    if capabilities.time_in_force.get(time_in_force, Support.unsupported) is Support.unsupported:
+        raise errors.UnsupportedOrder(
+            f"this broker does not take time_in_force {time_in_force.value}"
+        )
+    if quantity_is_fractional and capabilities.fractional is Support.unsupported:
+        raise errors.UnsupportedOrder("this broker does not take fractional quantities")
+    if extended_hours and capabilities.extended_hours is Support.unsupported:
+        raise errors.UnsupportedOrder("this broker does not take extended-hours orders")
+    return asset_class

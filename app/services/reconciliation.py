@@ -1,0 +1,186 @@
+"""Resolving orders whose outcome we do not know, without ever resending them.
+
+An order is left ``unknown`` when a submit timed out or failed after it may have reached
+the broker, and ``pending_submit`` when the process stopped between committing the intent
+and hearing the broker. Reconciliation asks the broker for the order by our client order id
+and adopts what it finds. Only when the broker has had ample time and still does not know
+the order is it marked ``rejected``; it is never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.brokers import errors as broker_errors
+from app.brokers.base import BrokerOrder, OrderStatus
+from app.db.models import Order
+from app.db.repositories.connections import AccountRepository
+from app.db.repositories.idempotency import IdempotencyRepository
+from app.db.repositories.orders import OrderRepository
+from app.errors import BrokerRejected
+from app.schemas.orders import Order as OrderOut
+from app.services.clock import utcnow
+from app.services.context import ServiceContext
+from app.services.order_updates import apply_broker_order, set_status
+
+log = logging.getLogger(__name__)
+
+# A pending_submit order younger than this may still be in its submitting request.
+PENDING_SUBMIT_GRACE = timedelta(seconds=60)
+# An unknown order the broker still does not know after this is declared not placed.
+UNKNOWN_GIVE_UP = timedelta(minutes=2)
+BATCH = 200
+
+_SWEEPS: dict[str, list[str]] = {
+    "waiting": [OrderStatus.unknown.value, OrderStatus.pending_submit.value],
+    "changing": [OrderStatus.pending_cancel.value, OrderStatus.pending_replace.value],
+    "open": [
+        OrderStatus.submitted.value,
+        OrderStatus.accepted.value,
+        OrderStatus.partially_filled.value,
+    ],
+}
+
+
+class Reconciler:
+    """Brings our order rows in line with the broker, on a schedule and at start-up.
+
+    Three kinds of order are looked at, each with its own sweep cursor so a batch of orders
+    that cannot be resolved yet never holds back the rest:
+
+    * waiting (``unknown``, ``pending_submit``): looked up by broker order id when we have
+      it, else by client order id; declared not placed only when no broker id is known and
+      the broker still does not know the client id after the give-up window;
+    * changing (``pending_cancel``, ``pending_replace``) past the grace period: the change
+      request's answer was lost, so the broker's current view is applied;
+    * open (``submitted``, ``accepted``, ``partially_filled``): a fill whose update never
+      arrived (a dropped stream, a crash between a broker commit and its delivery) is found
+      here. Each pass reads a bounded slice, so the whole book is covered over time.
+    """
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self._cursors: dict[str, str | None] = {"waiting": None, "changing": None, "open": None}
+
+    async def run_once(self, now: datetime | None = None) -> int:
+        """One pass over each kind of order; returns how many rows changed.
+
+        ``now`` (default: the wall clock) decides which orders are old enough to look up
+        and when a lookup that finds nothing means the order never reached the broker.
+        """
+        now = now or utcnow()
+        unknown_after = timedelta(seconds=self._ctx.settings.reconcile_unknown_after_seconds)
+        changed = 0
+        for kind, statuses in _SWEEPS.items():
+            batch = await self._next_batch(kind, statuses)
+            for order in batch:
+                age = now - order.updated_at
+                status = OrderStatus(order.status)
+                if status is OrderStatus.pending_submit and age < PENDING_SUBMIT_GRACE:
+                    continue
+                if status is not OrderStatus.pending_submit and age < unknown_after:
+                    continue
+                try:
+                    changed += await self._resolve(order, now)
+                except Exception:
+                    log.exception("reconciliation of an order failed", extra={"order_id": order.id})
+        return changed
+
+    async def _next_batch(self, kind: str, statuses: list[str]) -> list[Order]:
+        async with self._ctx.sessionmaker() as session:
+            repo = OrderRepository.for_system(session)
+            batch = list(
+                await repo.list_in_statuses(statuses, limit=BATCH, after_id=self._cursors[kind])
+            )
+            # A short batch reached the end: the next pass starts again from the first order.
+            self._cursors[kind] = batch[-1].id if len(batch) == BATCH else None
+        return batch
+
+    async def _resolve(self, order: Order, now: datetime) -> int:
+        async with self._ctx.sessionmaker() as session:
+            found = await AccountRepository.for_system(session).get_with_connection(
+                order.account_id
+            )
+            if found is None:
+                return 0
+            account, connection = found
+            adapter = await self._ctx.adapter_for(session, connection, for_order=False)
+            await session.commit()
+            report: BrokerOrder | None
+            try:
+                if order.broker_order_id is not None:
+                    report = await adapter.get_order(
+                        account.broker_account_ref, order.broker_order_id
+                    )
+                else:
+                    report = await adapter.find_order_by_client_id(
+                        account.broker_account_ref, order.client_order_id
+                    )
+            except broker_errors.OrderNotFound:
+                report = None
+            except broker_errors.BrokerError as exc:
+                log.warning(
+                    "broker lookup failed during reconciliation; will retry",
+                    extra={"order_id": order.id, "reason": exc.reason},
+                )
+                return 0
+            fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
+            if fresh is None or fresh.status != order.status:
+                return 0  # something else moved it meanwhile; the next pass looks again
+            if report is not None:
+                if not apply_broker_order(session, fresh, report, now):
+                    return 0
+            elif (
+                fresh.broker_order_id is None
+                and fresh.status in (OrderStatus.unknown.value, OrderStatus.pending_submit.value)
+                and now - fresh.created_at >= max(UNKNOWN_GIVE_UP, PENDING_SUBMIT_GRACE)
+            ):
+                set_status(
+                    session,
+                    fresh,
+                    OrderStatus.rejected,
+                    now,
+                    reject_reason="the broker never received the order",
+                )
+            else:
+                return 0
+            await self._complete_key(session, fresh)
+            await session.commit()
+            log.info("order reconciled", extra={"order_id": fresh.id, "status": fresh.status})
+            return 1
+
+    async def _complete_key(self, session: AsyncSession, order: Order) -> None:
+        keys = IdempotencyRepository.for_system(session)
+        record = await keys.in_flight_for_order(order.id)
+        if record is None:
+            return
+        if order.status == OrderStatus.rejected.value:
+            problem = BrokerRejected(order.reject_reason or "the order was not placed")
+            await keys.complete(
+                record.id,
+                status=problem.status,
+                body=problem.to_problem() | {"order_id": order.id},
+                order_id=order.id,
+            )
+        else:
+            await keys.complete(
+                record.id,
+                status=201,
+                body=OrderOut.from_row(order).model_dump(mode="json"),
+                order_id=order.id,
+            )
+
+
+async def run_reconciler(reconciler: Reconciler, interval: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await reconciler.run_once()
+        except Exception:
+            log.exception("reconciliation pass failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -1,0 +1,163 @@
+"""Upstream order streams: each live connection's broker stream feeds ``OrderUpdateIngest``.
+
+One task per account of every usable connection whose broker pushes order updates (the
+registry's ``capabilities.order_stream``; the paper broker reports through its engine, not
+here). The adapter's stream reconnects and catches up by itself; this supervisor restarts a
+stream that fails outright, stops it when its connection is no longer usable, and marks the
+connection ``broken`` (with a ``connection.broken`` event) when the broker refuses the
+credential.
+
+Single instance only for now: with several instances each runs every stream. Duplicate
+reports are harmless (the state table drops them) but waste broker connections; a Postgres
+advisory lock per account is the planned fix (ARCHITECTURE.md, "Order-status streaming").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from app import errors
+from app.brokers import errors as broker_errors
+from app.brokers.base import Support, Tier
+from app.db.models import Connection
+from app.db.repositories.connections import ConnectionRepository
+from app.services.clock import utcnow
+from app.services.connections import append_connection_event
+from app.services.context import ServiceContext
+from app.services.order_updates import OrderUpdateIngest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    connection_id: str
+    user_id: str
+    account_id: str
+    account_ref: str
+    broker_slug: str
+
+
+class UpstreamStreams:
+    def __init__(self, ctx: ServiceContext, *, restart_delay: float = 5.0) -> None:
+        self._ctx = ctx
+        self._restart_delay = restart_delay
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # account id -> its stream task
+
+    @property
+    def running(self) -> frozenset[str]:
+        """Account ids whose stream task is alive."""
+        return frozenset(a for a, t in self._tasks.items() if not t.done())
+
+    def _streaming_slugs(self) -> list[str]:
+        return [
+            spec.slug
+            for spec in self._ctx.registry.all()
+            if spec.tier is not Tier.paper
+            and spec.capabilities.order_stream is not Support.unsupported
+            and spec.configured(self._ctx.settings)
+        ]
+
+    async def sync(self) -> None:
+        """Start streams for new usable accounts; stop those no longer usable."""
+        async with self._ctx.sessionmaker() as session:
+            rows = await ConnectionRepository.for_system(session).usable_accounts(
+                self._streaming_slugs()
+            )
+        wanted = {account.id: (connection, account) for connection, account in rows}
+        for account_id in list(self._tasks):
+            task = self._tasks[account_id]
+            if account_id not in wanted or task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                del self._tasks[account_id]
+        for account_id, (connection, account) in wanted.items():
+            if account_id not in self._tasks:
+                stream = _Stream(
+                    connection_id=connection.id,
+                    user_id=connection.user_id,
+                    account_id=account.id,
+                    account_ref=account.broker_account_ref,
+                    broker_slug=account.broker_slug,
+                )
+                self._tasks[account_id] = asyncio.create_task(
+                    self._supervise(stream),
+                    name=f"upstream-{connection.broker_slug}-{account_id}",
+                )
+
+    async def run(self, interval: float, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    await self.sync()
+                except Exception:
+                    log.exception("upstream stream sync failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _supervise(self, stream: _Stream) -> None:
+        while True:
+            try:
+                await self._consume(stream)
+                return  # the adapter has no stream
+            except broker_errors.AuthenticationFailed:
+                await self._mark_broken(stream.connection_id, stream.user_id)
+                return
+            except errors.ConnectionBroken:
+                return  # revoked or missing credential: nothing to stream
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "upstream order stream failed; restarting",
+                    extra={"account_id": stream.account_id, "broker": stream.broker_slug},
+                )
+            await asyncio.sleep(self._restart_delay)
+
+    async def _consume(self, stream: _Stream) -> None:
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, stream.user_id).get(
+                stream.connection_id
+            )
+            if connection is None:
+                return
+            adapter = await self._ctx.adapter_for(session, connection, for_order=False)
+        try:
+            updates = adapter.stream_order_updates(stream.account_ref)
+            if updates is None:
+                return
+            ingest = OrderUpdateIngest(self._ctx.sessionmaker, stream.broker_slug)
+            async for update in updates:
+                await ingest(update)
+        finally:
+            await adapter.close()
+
+    async def _mark_broken(self, connection_id: str, user_id: str) -> None:
+        async with self._ctx.sessionmaker() as session:
+            connection: Connection | None = await ConnectionRepository.for_user(
+                session, user_id
+            ).get(connection_id, for_update=True)
+            if connection is None or connection.status not in ("active", "expiring"):
+                return
+            now = utcnow()
+            connection.status = "broken"
+            connection.updated_at = now
+            connection.last_refresh_outcome = "the broker refused the credential"
+            append_connection_event(session, connection)
+            await session.commit()
+        log.warning(
+            "the broker refused a connection's credential; marked broken",
+            extra={"connection_id": connection_id},
+        )

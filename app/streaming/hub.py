@@ -1,0 +1,254 @@
+"""The per-instance fan-out: read the outbox tail once, hand each event to local subscribers.
+
+One ``Hub`` runs per app instance. Something tells it "new events were committed" (the
+Postgres listener, the in-process ``LocalNotifier`` on SQLite, or its own safety poll); it
+then reads every row after its ``head`` from the database, renders each event once and
+offers the frame to the subscriptions of the event's user. Notifications carry ids only
+and are only hints: the rows read from the database by cursor are the truth, so a lost or
+duplicated notification can delay an event, never lose or repeat one.
+
+Each ``Subscription`` has a bounded queue. ``offer`` never blocks and never awaits: when
+the queue is full the subscription is marked ``overflowed`` and its queue dropped, and its
+writer (in ``app.services.events``) resynchronises it from its own cursor by reading the
+database. A slow or stuck subscriber therefore costs the hub one ``len()`` check per event
+and never delays anyone else.
+
+Why live events and a backlog never leave a gap: a subscription is registered with the hub
+*before* its backlog is read. Every event the hub dispatches after registration lands in
+the queue; every event dispatched before it was committed before the backlog read began,
+so the backlog contains it. The writer sends only ids above its cursor, so the overlap is
+dropped and the order is strictly increasing.
+
+Isolation: events are routed by the row's ``user_id`` to that user's subscriptions only,
+then filtered by the subscription's account set (accounts the service has verified belong
+to the user). Nothing a client sends can change either key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge
+
+from app.db.models import OrderEvent
+from app.db.repositories.orders import OrderEventRepository
+from app.db.session import SessionMaker
+from app.streaming.config import StreamSettings
+from app.streaming.protocol import event_frame
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBERS = Gauge("brokerage_stream_subscribers", "Live order-event subscriptions")
+DISPATCHED = Counter(
+    "brokerage_stream_events_dispatched_total", "Events handed to subscriber queues"
+)
+RESYNCS = Counter(
+    "brokerage_stream_resyncs_total", "Subscriber queues that overflowed and were resynchronised"
+)
+TAIL_READS = Counter("brokerage_stream_tail_reads_total", "Outbox tail reads by the hubs")
+TAIL_FAILURES = Counter("brokerage_stream_tail_failures_total", "Failed outbox tail reads")
+
+
+class Subscription:
+    """One subscriber's live feed: who, which accounts, and a bounded queue of frames.
+
+    ``accounts`` is None for "every account of the user" (including connection-level
+    events, which have no account). Owned by one writer task; the hub only calls ``offer``.
+    """
+
+    __slots__ = ("_items", "_max", "_waiter", "accounts", "overflowed", "user_id")
+
+    def __init__(self, user_id: str, accounts: frozenset[str] | None, max_queue: int) -> None:
+        self.user_id = user_id
+        self.accounts = accounts
+        self.overflowed = False
+        self._items: deque[tuple[int, str]] = deque()
+        self._max = max_queue
+        # A bare future rather than an asyncio.Event: this is the per-delivery hot path.
+        self._waiter: asyncio.Future[None] | None = None
+
+    def wants(self, account_id: str | None) -> bool:
+        return self.accounts is None or account_id in self.accounts
+
+    def offer(self, event_id: int, account_id: str | None, frame: str) -> None:
+        """Queue one event for this subscriber; never blocks. Full queue -> overflowed."""
+        if self.accounts is not None and account_id not in self.accounts:
+            return
+        if self.overflowed:
+            return
+        if len(self._items) >= self._max:
+            self.overflowed = True
+            self._items.clear()
+            RESYNCS.inc()
+        else:
+            self._items.append((event_id, frame))
+        self._wakeup()
+
+    def _wakeup(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def take(self) -> list[tuple[int, str]]:
+        """Everything queued so far, oldest first, leaving the queue empty."""
+        if not self._items:
+            return []
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    def clear_overflow(self) -> None:
+        """Forget the queue and the overflow: the writer is about to re-read the database."""
+        self.overflowed = False
+        self._items.clear()
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    def poke(self) -> None:
+        """Wake the writer for something other than an event (heartbeat due, closing)."""
+        self._wakeup()
+
+    async def wait(self) -> None:
+        """Return when an event is queued, the queue overflowed, or ``poke`` was called."""
+        if self._items or self.overflowed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+
+class Hub:
+    """Reads the outbox tail and fans out to this instance's subscriptions.
+
+    ``start`` positions the head at the newest committed event; ``notify`` (a committed
+    id) and ``resume`` (the listener reconnected: notifications may have been missed) wake
+    the tail reader. Tail reads that fail (database down) are retried with backoff; the
+    head does not move, so nothing is skipped.
+    """
+
+    def __init__(self, sessionmaker: SessionMaker, settings: StreamSettings) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._by_user: dict[str, set[Subscription]] = {}
+        self._count = 0
+        self._head = 0
+        self._notified = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def head(self) -> int:
+        """The newest event id this hub has read (and offered to its subscribers)."""
+        return self._head
+
+    @property
+    def subscriber_count(self) -> int:
+        return self._count
+
+    async def start(self) -> None:
+        async with self._sessionmaker() as session:
+            self._head = await OrderEventRepository.for_system(session).latest_id()
+        self._notified = self._head
+        self._task = asyncio.create_task(self._run(), name="stream-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def notify(self, event_id: int) -> None:
+        """An event with this id was committed (a hint; the database is read for the rows)."""
+        if event_id > self._notified:
+            self._notified = event_id
+        self._wake.set()
+
+    def resume(self) -> None:
+        """Notifications may have been lost (listener reconnected): read the tail now."""
+        self._wake.set()
+
+    def add(self, subscription: Subscription) -> None:
+        subs = self._by_user.setdefault(subscription.user_id, set())
+        if subscription not in subs:
+            subs.add(subscription)
+            self._count += 1
+            SUBSCRIBERS.inc()
+
+    def remove(self, subscription: Subscription) -> None:
+        subs = self._by_user.get(subscription.user_id)
+        if subs is None or subscription not in subs:
+            return
+        subs.discard(subscription)
+        if not subs:
+            del self._by_user[subscription.user_id]
+        self._count -= 1
+        SUBSCRIBERS.dec()
+
+    async def _run(self) -> None:
+        backoff = self._settings.reconnect_min_seconds
+        while True:
+            try:
+                async with asyncio.timeout(self._settings.poll_seconds):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if not self._by_user:
+                # Nobody to deliver to. Every id up to the newest notified one has committed
+                # (or rolled back): ids commit in order. A subscriber that arrives later
+                # reads its own backlog, so the head may skip ahead without a read. No await
+                # between the check and the assignment, so no subscriber can slip in.
+                self._head = max(self._head, self._notified)
+                continue
+            try:
+                await self._drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                TAIL_FAILURES.inc()
+                log.exception("reading the order-event outbox failed; retrying")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._settings.reconnect_max_seconds)
+                self._wake.set()
+            else:
+                backoff = self._settings.reconnect_min_seconds
+
+    async def _drain(self) -> None:
+        batch = self._settings.read_batch
+        while True:
+            TAIL_READS.inc()
+            async with self._sessionmaker() as session:
+                rows = await OrderEventRepository.for_system(session).list_after(
+                    self._head, limit=batch
+                )
+            self._dispatch(rows)
+            if len(rows) < batch:
+                return
+
+    def _dispatch(self, rows: Iterable[OrderEvent]) -> None:
+        for row in rows:
+            subs = self._by_user.get(row.user_id)
+            if subs:
+                frame: str | None = None
+                offered = 0
+                for sub in subs:
+                    if sub.wants(row.account_id):
+                        if frame is None:
+                            frame = event_frame(row)
+                        sub.offer(row.id, row.account_id, frame)
+                        offered += 1
+                if offered:
+                    DISPATCHED.inc(offered)
+            self._head = row.id

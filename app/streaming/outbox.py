@@ -1,0 +1,197 @@
+"""How an outbox row is written so that readers can trust "everything after cursor c".
+
+Why this exists
+    Readers (the hub's tail, a subscriber's backlog, ``GET /v1/events``) ask for events
+    with ``id > cursor``. On Postgres the id comes from a sequence, and a sequence hands out
+    numbers in *insert* order, not *commit* order: a transaction holding id 10 can commit
+    after id 11 was already read and delivered, and a reader at cursor 11 would skip 10
+    forever. On SQLite the single writer makes insert order and commit order the same.
+
+The choice: serialise event appends (Postgres)
+    Right before an ``order_events`` row is inserted, the transaction takes the
+    transaction-scoped advisory lock ``pg_advisory_xact_lock(OUTBOX_LOCK_KEY)``. The
+    sequence value is drawn only after the lock is held, and Postgres releases the lock
+    after the commit is visible (``ProcArrayEndTransaction`` precedes lock release), so a
+    later id is always drawn after every earlier id has committed or rolled back. Ids
+    therefore become visible in id order; rolled-back ids are harmless gaps.
+
+    The lock is taken in the ORM's ``before_insert`` hook of ``OrderEvent``, the last thing
+    a flush does (the unit of work orders mappers by name, and ``order_events`` sorts after
+    ``orders``, ``accounts``, ``connections`` and ``idempotency_keys``), and services
+    commit right after appending. So it is held for the insert, the ``pg_notify`` and the
+    commit: every writer of events queues there for about one commit round trip. That is
+    the price (``scripts/bench/stream --lock-cost`` measures it). The alternative, tracking
+    in-flight ids and waiting for gaps to fill, costs nothing on the write path but needs a
+    visibility timeout that turns a slow transaction into a lost event; we prefer slower
+    appends to a rule with a timeout in it.
+
+    Rule for writers: append events last in a transaction and commit promptly; do not
+    take row locks after appending (another appender may be waiting for this lock while
+    holding them, which Postgres would report as a deadlock).
+
+Notification
+    After each flush that inserted events, the transaction calls
+    ``pg_notify(OUTBOX_CHANNEL, '<highest id of the flush>')``: ids only, never rows, and
+    one call per flush rather than per row (a notification is only a wake-up; readers read
+    by cursor). NOTIFY is transactional, so nothing is announced for a rolled-back change,
+    and announcements arrive in commit order. Each instance's listener turns them into a
+    wake-up of its hub, which then reads the rows itself.
+
+    On SQLite there is no NOTIFY: the hook remembers the highest id on the session and,
+    after the session commits, ``LocalNotifier`` wakes every hub of this process that
+    serves the same database file. A rollback forgets it. This is the single-instance
+    embedded mode.
+
+The hooks are installed once per process by ``install_outbox_hooks()``, which
+``app.services.order_updates`` (the only module that appends events) calls at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
+
+from app.db.models import OrderEvent
+
+log = logging.getLogger(__name__)
+
+# "order-ev" in ASCII as a signed 64-bit key; any constant works as long as it is shared.
+OUTBOX_LOCK_KEY = 0x6F726465722D6576
+OUTBOX_CHANNEL = "brokerage_order_events"
+
+_LOCK_SQL = text("SELECT pg_advisory_xact_lock(:key)")
+_NOTIFY_SQL = text("SELECT pg_notify(:channel, :payload)")
+_LOCKED_IN = "brokerage_outbox_locked_in"
+_SQLITE_PENDING = "brokerage_outbox_sqlite_pending"
+_FLUSHED_MAX = "brokerage_outbox_flushed_max"
+
+_installed = False
+_install_lock = threading.Lock()
+
+
+def database_key(url: Any) -> str:
+    """Identify one SQLite database file across engines of this process (absolute path)."""
+    database = str(getattr(url, "database", None) or "")
+    if database and database != ":memory:" and not database.startswith("file:"):
+        return os.path.abspath(database)
+    return database
+
+
+class LocalNotifier:
+    """The in-process stand-in for NOTIFY (SQLite): committed event ids, per database file.
+
+    Hubs register a callback for their database; ``publish`` is called after a commit,
+    possibly from another thread (a sync session), and each callback runs on its hub's
+    event loop.
+    """
+
+    _lock = threading.Lock()
+    _listeners: dict[str, dict[int, tuple[asyncio.AbstractEventLoop, Callable[[int], None]]]] = {}
+    _next_token = 0
+
+    @classmethod
+    def register(cls, database: str, callback: Callable[[int], None]) -> int:
+        loop = asyncio.get_running_loop()
+        with cls._lock:
+            cls._next_token += 1
+            token = cls._next_token
+            cls._listeners.setdefault(database, {})[token] = (loop, callback)
+        return token
+
+    @classmethod
+    def unregister(cls, database: str, token: int) -> None:
+        with cls._lock:
+            listeners = cls._listeners.get(database)
+            if listeners is not None:
+                listeners.pop(token, None)
+                if not listeners:
+                    del cls._listeners[database]
+
+    @classmethod
+    def publish(cls, database: str, event_id: int) -> None:
+        with cls._lock:
+            targets = list(cls._listeners.get(database, {}).values())
+        for loop, callback in targets:
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                callback(event_id)
+            else:
+                loop.call_soon_threadsafe(callback, event_id)
+
+
+def _before_insert(_mapper: Mapper[Any], connection: Connection, _target: Any) -> None:
+    if connection.dialect.name != "postgresql":
+        return
+    transaction = connection.get_transaction()
+    if transaction is not None and connection.info.get(_LOCKED_IN) is transaction:
+        return  # already held by this transaction (the lock is re-entrant anyway)
+    connection.execute(_LOCK_SQL, {"key": OUTBOX_LOCK_KEY})
+    connection.info[_LOCKED_IN] = transaction
+
+
+def _after_insert(_mapper: Mapper[Any], _connection: Connection, target: Any) -> None:
+    # Remember the highest id of this flush; one announcement per flush follows.
+    session = object_session(target)
+    if session is None:  # pragma: no cover - ORM inserts always belong to a session
+        return
+    event_id = int(target.id)
+    if event_id > session.info.get(_FLUSHED_MAX, 0):
+        session.info[_FLUSHED_MAX] = event_id
+
+
+def _after_flush_postexec(session: Session, _context: Any) -> None:
+    event_id: int | None = session.info.pop(_FLUSHED_MAX, None)
+    if event_id is None:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # Transactional: delivered at commit, dropped on rollback.
+        connection.execute(_NOTIFY_SQL, {"channel": OUTBOX_CHANNEL, "payload": str(event_id)})
+        return
+    key = database_key(connection.engine.url)
+    pending: dict[str, int] = session.info.setdefault(_SQLITE_PENDING, {})
+    pending[key] = max(pending.get(key, 0), event_id)
+
+
+def _after_commit(session: Session) -> None:
+    pending: dict[str, int] | None = session.info.pop(_SQLITE_PENDING, None)
+    if not pending:
+        return
+    for database, event_id in pending.items():
+        LocalNotifier.publish(database, event_id)
+
+
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # The outermost transaction ended without ``after_commit`` having announced: it rolled
+    # back, so what it inserted is gone; announce nothing. A savepoint ending changes
+    # nothing (the outer transaction may still commit what it holds).
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_SQLITE_PENDING, None)
+        session.info.pop(_FLUSHED_MAX, None)
+
+
+def install_outbox_hooks() -> None:
+    """Install the ORM hooks (idempotent, process-wide, every engine and session)."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        event.listen(OrderEvent, "before_insert", _before_insert)
+        event.listen(OrderEvent, "after_insert", _after_insert)
+        event.listen(Session, "after_flush_postexec", _after_flush_postexec)
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_transaction_end", _after_transaction_end)
+        _installed = True

@@ -1,0 +1,159 @@
+"""Postgres LISTEN on a dedicated asyncpg connection, with reconnect and catch-up.
+
+The connection is not from the SQLAlchemy pool: a pooled connection would be recycled,
+pre-pinged and shared, and LISTEN state belongs to one session. The payload of each
+notification is an event id (``app.streaming.outbox``); the listener only wakes the hub,
+which reads the rows itself.
+
+Failure handling: the connection can die (server restart, ``pg_terminate_backend``, a
+network cut) or go silent (half-open TCP). asyncpg's termination callback reports the
+first; a ``SELECT 1`` probe every ``listener_probe_seconds`` with a timeout catches the
+second. Either way the listener reconnects with exponential backoff, re-issues LISTEN,
+and only then calls ``hub.resume()``, which reads the outbox after the hub's head. An
+event committed while nobody listened is therefore read by that catch-up, and one committed
+after LISTEN is notified: none is lost. Subscribers need not reconnect; their cursors are
+untouched. The hub's own poll (``poll_seconds``) is a last resort if all else fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg  # type: ignore[import-untyped]
+from prometheus_client import Counter, Gauge
+from sqlalchemy.engine import make_url
+
+from app.streaming.config import StreamSettings
+from app.streaming.hub import Hub
+from app.streaming.outbox import OUTBOX_CHANNEL
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "brokerage-gateway-listener"
+
+LISTENER_UP = Gauge("brokerage_stream_listener_connected", "1 while the LISTEN connection is up")
+LISTENER_RECONNECTS = Counter(
+    "brokerage_stream_listener_connects_total", "LISTEN connections established"
+)
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The SQLAlchemy URL (``postgresql+asyncpg://``) as a plain libpq-style DSN."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class PgListener:
+    """Keeps one LISTEN connection alive for a hub; see the module docstring."""
+
+    def __init__(self, database_url: str, hub: Hub, settings: StreamSettings) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._hub = hub
+        self._settings = settings
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._first_attempt = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._disconnected.set()
+        self._lost = asyncio.Event()
+        self.connects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process id of the LISTEN connection (for operators and tests)."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return None
+        return int(conn.get_server_pid())
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def wait_disconnected(self) -> None:
+        await self._disconnected.wait()
+
+    async def start(self) -> None:
+        """Start listening; waits for the first attempt (a failure is retried in background)."""
+        self._task = asyncio.create_task(self._run(), name="stream-pg-listener")
+        await self._first_attempt.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _on_terminated(self, _conn: asyncpg.Connection) -> None:
+        self._lost.set()
+
+    def _on_notify(self, _conn: asyncpg.Connection, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            event_id = int(payload)
+        except ValueError:
+            log.warning("unexpected notification payload on %s", OUTBOX_CHANNEL)
+            self._hub.resume()
+            return
+        self._hub.notify(event_id)
+
+    async def _run(self) -> None:
+        backoff = self._settings.reconnect_min_seconds
+        while True:
+            conn: asyncpg.Connection | None = None
+            lost = self._lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=self._settings.listener_probe_timeout_seconds,
+                    server_settings={"application_name": APPLICATION_NAME},
+                )
+                conn.add_termination_listener(self._on_terminated)
+                await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
+                self._conn = conn
+                self.connects += 1
+                LISTENER_RECONNECTS.inc()
+                LISTENER_UP.set(1)
+                self._disconnected.clear()
+                self._connected.set()
+                self._first_attempt.set()
+                # LISTEN is active: whatever committed before it is in the table now.
+                self._hub.resume()
+                backoff = self._settings.reconnect_min_seconds
+                await self._watch(conn, lost)
+                log.warning("the LISTEN connection was lost; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("the LISTEN connection failed (%s); retrying", type(exc).__name__)
+            finally:
+                self._conn = None
+                self._connected.clear()
+                self._disconnected.set()
+                LISTENER_UP.set(0)
+                self._first_attempt.set()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._settings.reconnect_max_seconds)
+
+    async def _watch(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        """Return when the connection is gone or stops answering the probe."""
+        while not lost.is_set():
+            try:
+                async with asyncio.timeout(self._settings.listener_probe_seconds):
+                    await lost.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                async with asyncio.timeout(self._settings.listener_probe_timeout_seconds):
+                    await conn.fetchval("SELECT 1")
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return

@@ -1,0 +1,163 @@
+"""Idempotency-Key semantics exactly as API.md says, concurrency-safe on Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from app.db.models import IdempotencyKey, Order
+from app.services.clock import utcnow
+from tests.conftest import new_user
+from tests.harness import Harness
+
+
+async def _orders_of(harness: Harness, account: str) -> int:
+    async with harness.state.ctx.sessionmaker() as session:
+        return int(
+            (
+                await session.execute(select(func.count()).where(Order.account_id == account))
+            ).scalar_one()
+        )
+
+
+async def test_same_key_same_body_replays_the_first_response(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    first = await harness.place(user, account, key=key, quantity="2")
+    await harness.tick()
+    second = await harness.place(user, account, key=key, quantity="2")
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json()
+    assert await _orders_of(harness, account) == 1
+
+
+async def test_an_equal_decimal_spelling_is_the_same_request(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    first = await harness.place(user, account, key=key, quantity="2")
+    second = await harness.place(user, account, key=key, quantity="2.0")
+    assert second.status_code == first.status_code
+    assert second.json() == first.json()
+
+
+async def test_a_rejection_is_replayed_too(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user, starting_cash="10")
+    key = uuid.uuid4().hex
+    first = await harness.place(user, account, key=key, quantity="5")
+    second = await harness.place(user, account, key=key, quantity="5")
+    assert first.status_code == second.status_code == 422
+    assert first.json() == second.json()
+    assert await _orders_of(harness, account) == 1
+
+
+async def test_same_key_different_body_is_422(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    await harness.place(user, account, key=key, quantity="1")
+    response = await harness.place(user, account, key=key, quantity="2")
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert await _orders_of(harness, account) == 1
+
+
+async def test_same_key_on_another_account_is_a_different_request(harness: Harness) -> None:
+    user = new_user()
+    _, first_account = await harness.paper_account(user)
+    _, second_account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    await harness.place(user, first_account, key=key)
+    response = await harness.place(user, second_account, key=key)
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+
+
+async def test_missing_key_is_400_and_writes_nothing(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    response = await harness.client.post(
+        f"/v1/accounts/{account}/orders",
+        json={"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"},
+        headers=harness.auth(user),
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "idempotency_key_required"
+    assert await _orders_of(harness, account) == 0
+
+
+async def test_an_overlong_key_is_refused(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    response = await harness.place(user, account, key="k" * 256)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_idempotency_key"
+
+
+async def test_key_in_flight_is_409(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    await harness.place(user, account, key=key)
+    async with harness.state.ctx.sessionmaker() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user, IdempotencyKey.key == key)
+            .values(state="in_flight", response_status=None, response_body=None)
+        )
+        await session.commit()
+    response = await harness.place(user, account, key=key)
+    assert response.status_code == 409
+    assert response.json()["code"] == "request_in_progress"
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_an_expired_key_counts_as_new(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    first = await harness.place(user, account, key=key)
+    async with harness.state.ctx.sessionmaker() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user, IdempotencyKey.key == key)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        await session.commit()
+    second = await harness.place(user, account, key=key)
+    assert second.status_code == 201
+    assert second.json()["id"] != first.json()["id"]
+    assert await _orders_of(harness, account) == 2
+
+
+async def test_keys_are_per_user(harness: Harness) -> None:
+    alice, bob = new_user("alice"), new_user("bob")
+    _, alice_account = await harness.paper_account(alice)
+    _, bob_account = await harness.paper_account(bob)
+    key = uuid.uuid4().hex
+    a = await harness.place(alice, alice_account, key=key)
+    b = await harness.place(bob, bob_account, key=key)
+    assert a.status_code == b.status_code == 201
+    assert a.json()["id"] != b.json()["id"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_concurrent_identical_requests_make_one_order(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    responses = await asyncio.gather(
+        *(harness.place(user, account, key=key, quantity="1") for _ in range(12))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {201, 409}
+    created = [r.json() for r in responses if r.status_code == 201]
+    assert created
+    assert all(body["id"] == created[0]["id"] for body in created)
+    assert await _orders_of(harness, account) == 1

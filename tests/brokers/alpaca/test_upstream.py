@@ -1,0 +1,54 @@
+"""The upstream stream supervisor with the fake Alpaca: updates arrive, a refused key breaks."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.db.repositories.orders import OrderEventRepository
+from app.services.upstream import UpstreamStreams
+from tests.brokers.alpaca.test_api import gateway
+from tests.conftest import new_user
+
+
+async def test_streams_feed_orders_and_a_refused_key_breaks_the_connection(db_url: str) -> None:
+    async with gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        connection = await gw.connect(user)
+        [account_id] = connection["accounts"]
+        placed = (await h.place(user, account_id, quantity="2")).json()
+
+        streams = UpstreamStreams(h.state.ctx, restart_delay=0.05)
+        try:
+            await streams.sync()
+            assert account_id in streams.running
+            for _ in range(100):  # wait for the stream to be listening at the fake
+                if gw.alpaca.account.streams:
+                    break
+                await asyncio.sleep(0.02)
+            await gw.alpaca.fake.match()
+            status = None
+            for _ in range(200):
+                got = await h.client.get(f"/v1/orders/{placed['id']}", headers=h.auth(user))
+                status = got.json()["status"]
+                if status == "filled":
+                    break
+                await asyncio.sleep(0.02)
+            assert status == "filled"
+
+            gw.alpaca.fake.revoke(gw.alpaca.account.key_id)
+            gw.alpaca.fake.drop_streams()
+            for _ in range(200):
+                got = await h.client.get(
+                    f"/v1/connections/{connection['id']}", headers=h.auth(user)
+                )
+                if got.json()["status"] == "broken":
+                    break
+                await asyncio.sleep(0.02)
+            assert got.json()["status"] == "broken"
+            async with h.state.ctx.sessionmaker() as session:
+                events = await OrderEventRepository.for_user(session, user).list_after(0, limit=100)
+            assert "connection.broken" in [e.type for e in events]
+            await streams.sync()
+            assert account_id not in streams.running
+        finally:
+            await streams.close()

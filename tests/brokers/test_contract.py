@@ -1,0 +1,176 @@
+"""One behavioural contract, run against every adapter: the paper broker and Alpaca (fake).
+
+The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
+venue gives an adapter bound to a fresh funded account and a way to let the market
+move (``settle``): the paper engine's clock and tick, the fake's matching pass. The contract
+is written against ``BrokerAdapter`` only; where brokers legitimately differ (replace keeps
+the id at the paper broker, makes a new one at Alpaca) both outcomes are spelled out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.brokers import errors
+from app.brokers.base import (
+    BrokerAdapter,
+    OrderChanges,
+    OrderRequest,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+)
+from app.db.session import create_sessionmaker
+from app.paper.adapter import PaperAdapter
+from app.paper.clock import ManualClock
+from app.paper.engine import PaperEngine
+from app.paper.quotes import SeededQuoteSource
+from tests.brokers.alpaca.support import running_fake
+from tests.conftest import new_user
+from tests.harness import CLOCK_START
+
+
+@dataclass
+class Venue:
+    adapter: BrokerAdapter
+    account_ref: str
+    settle: Callable[[], Awaitable[object]]
+
+
+async def _ignore(_update: object) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venue]:
+    if name == "paper":
+        clock = ManualClock(CLOCK_START)
+        paper = PaperEngine(create_sessionmaker(engine), SeededQuoteSource(7), clock, _ignore)
+        owner = new_user("contract")
+        account = await paper.create_account(owner, Decimal(cash))
+
+        async def tick() -> object:
+            clock.advance(timedelta(seconds=1))
+            return await paper.tick()
+
+        yield Venue(PaperAdapter(paper, owner=owner), account.broker_account_id, tick)
+        return
+    async with running_fake(cash=cash) as run:
+        yield Venue(run.adapter(), run.account.id, run.fake.match)
+
+
+def order(
+    *,
+    side: OrderSide = OrderSide.buy,
+    qty: str = "2",
+    order_type: OrderType = OrderType.limit,
+    limit: str | None = "1.00",
+    tif: TimeInForce = TimeInForce.gtc,
+) -> OrderRequest:
+    return OrderRequest(
+        client_order_id="bgc" + uuid.uuid4().hex[:20],
+        symbol="AAPL",
+        side=side,
+        quantity=Decimal(qty),
+        order_type=order_type,
+        time_in_force=tif,
+        limit_price=None if limit is None else Decimal(limit),
+    )
+
+
+VENUES = ["paper", "alpaca"]
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        placed = await v.adapter.place_order(v.account_ref, order())
+        assert placed.status is OrderStatus.accepted
+        assert placed.filled_quantity == 0
+        got = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+        assert (got.broker_order_id, got.limit_price) == (placed.broker_order_id, Decimal(1))
+        found = await v.adapter.find_order_by_client_id(v.account_ref, placed.client_order_id or "")
+        assert found is not None
+        assert found.broker_order_id == placed.broker_order_id
+        assert await v.adapter.find_order_by_client_id(v.account_ref, "bgc-none") is None
+        open_ids = [
+            o.broker_order_id for o in await v.adapter.list_orders(v.account_ref, "open", 50)
+        ]
+        assert placed.broker_order_id in open_ids
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        placed = await v.adapter.place_order(v.account_ref, order())
+        canceled = await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
+        assert canceled.status in (OrderStatus.canceled, OrderStatus.pending_cancel)
+        with pytest.raises(errors.OrderNotModifiable):
+            await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        placed = await v.adapter.place_order(v.account_ref, order())
+        changed = await v.adapter.modify_order(
+            v.account_ref, placed.broker_order_id, OrderChanges(limit_price=Decimal("1.50"))
+        )
+        assert changed.limit_price == Decimal("1.50")
+        if changed.broker_order_id != placed.broker_order_id:  # replace-style brokers
+            assert changed.replaces == placed.broker_order_id
+            old = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+            assert old.status is OrderStatus.replaced
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        placed = await v.adapter.place_order(
+            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
+        )
+        for _ in range(5):
+            current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+            if current.status is OrderStatus.filled:
+                break
+            await v.settle()
+        assert current.status is OrderStatus.filled
+        assert current.filled_quantity == Decimal(2)
+        position = await v.adapter.get_position(v.account_ref, "AAPL")
+        assert position is not None
+        assert position.quantity == Decimal(2)
+        balances = await v.adapter.get_balances(v.account_ref)
+        assert balances.cash < Decimal(100000)
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_refusals(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100") as v:
+        with pytest.raises(errors.InsufficientFunds):
+            await v.adapter.place_order(
+                v.account_ref,
+                order(qty="10", order_type=OrderType.market, limit=None, tif=TimeInForce.day),
+            )
+        with pytest.raises(errors.UnknownSymbol):
+            await v.adapter.check_symbol("NOSUCHSYM")
+        with pytest.raises(errors.OrderNotFound):
+            await v.adapter.get_order(v.account_ref, "6f1b9c8e-0000-4000-8000-000000000000")
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_quotes(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        quotes = await v.adapter.get_quotes(["AAPL"])
+        quote = quotes["AAPL"]
+        assert isinstance(quote.bid, Decimal)
+        assert quote.bid < quote.ask
+        assert quote.as_of.tzinfo is not None

@@ -1,0 +1,122 @@
+"""The shared broker HTTP layer: Retry-After, the token bucket and transport outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from app.brokers import errors
+from app.brokers.http import (
+    BrokerClient,
+    HttpPool,
+    RetryPolicy,
+    Timeouts,
+    TokenBucket,
+    credential_key,
+    parse_retry_after,
+)
+from tests.fakes.alpaca import FakeAlpaca, serve_asgi
+
+
+def test_retry_after_in_seconds_and_as_an_http_date() -> None:
+    now = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after("Mon, 23 Nov 2026 12:00:30 GMT", now=now) == 30.0
+    assert parse_retry_after("Mon, 23 Nov 2026 11:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_credential_keys_do_not_contain_the_credential() -> None:
+    key = credential_key("alpaca", "PKSECRETISH")
+    assert "PKSECRETISH" not in key
+    assert key == credential_key("alpaca", "PKSECRETISH")
+    assert key != credential_key("alpaca", "PKOTHER")
+
+
+async def test_the_bucket_paces_and_refuses_long_waits() -> None:
+    bucket = TokenBucket(rate=20, capacity=2, max_wait=0.2)
+    started = time.monotonic()
+    for _ in range(3):
+        await bucket.acquire()
+    assert time.monotonic() - started >= 0.04  # the third waited for a refill
+    slow = TokenBucket(rate=1, capacity=1, max_wait=0.1)
+    await slow.acquire()
+    with pytest.raises(errors.RateLimitExceeded) as caught:
+        await slow.acquire("alpaca")
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after > 0.1
+    with pytest.raises(ValueError, match="positive"):
+        TokenBucket(rate=0, capacity=1)
+
+
+def client_for(pool: HttpPool, base_url: str, retry: RetryPolicy | None = None) -> BrokerClient:
+    return BrokerClient(
+        pool,
+        broker="test",
+        base_url=base_url,
+        headers={"Authorization": "Bearer not-logged"},
+        bucket=pool.bucket("test", "k", rate=1000, capacity=1000),
+        retry=retry or RetryPolicy(base_delay=0.01, max_delay=0.02),
+    )
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_name_that_does_not_resolve_is_transient(method: str) -> None:
+    pool = HttpPool(timeouts=Timeouts(connect=1, read=1, write=1, pool=1))
+    try:
+        client = client_for(pool, "http://broker.invalid")
+        with pytest.raises(errors.Transient):
+            await client.request(method, "/v2/account")
+    finally:
+        await pool.aclose()
+
+
+async def test_generic_status_mapping_and_redacted_repr() -> None:
+    fake = FakeAlpaca()
+    async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
+        pool = HttpPool()
+        try:
+            client = client_for(pool, url)  # no Alpaca key and no classifier: generic rules
+            assert "not-logged" not in repr(client)
+            with pytest.raises(errors.AuthenticationFailed, match="not authorized"):
+                await client.request("GET", "/v2/account")
+            fake.faults.server_errors = 1
+            fake.faults.server_error_status = 502
+            with pytest.raises(errors.OutcomeUnknown):
+                await client.request("DELETE", "/v2/orders/x")
+            fake.faults.server_errors = 5
+            with pytest.raises(errors.Transient):
+                await client.request("GET", "/v2/account")
+            assert fake.requests.count(("GET", "/v2/account")) == 1 + 3
+        finally:
+            await pool.aclose()
+
+
+async def test_writes_are_sent_once_even_when_the_answer_is_lost() -> None:
+    fake = FakeAlpaca()
+    account = fake.add_account()
+    async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
+        pool = HttpPool(timeouts=Timeouts(connect=1, read=0.2, write=1, pool=1))
+        try:
+            client = BrokerClient(
+                pool,
+                broker="test",
+                base_url=url,
+                headers={"APCA-API-KEY-ID": account.key_id, "APCA-API-SECRET-KEY": account.secret},
+                bucket=pool.bucket("test", "k", rate=1000, capacity=1000),
+            )
+            fake.faults.latency = 0.5
+            body = {"symbol": "AAPL", "qty": "1", "side": "buy", "type": "market"}
+            body["time_in_force"] = "day"
+            with pytest.raises(errors.OutcomeUnknown):
+                await client.request("POST", "/v2/orders", json=body)
+            await asyncio.sleep(0.5)  # the fake finishes the request it was holding
+            assert fake.requests.count(("POST", "/v2/orders")) == 1
+            assert len(account.orders) == 1
+        finally:
+            await pool.aclose()

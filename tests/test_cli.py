@@ -1,0 +1,103 @@
+"""The ``brokerage`` command as an operator runs it: a real process with real settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from app.db.models import BrokerToken, Connection
+from app.db.session import create_engine, create_sessionmaker
+from app.ids import new_id
+from app.security.credentials import Credentials
+from app.security.envelope import EnvelopeCipher
+from app.security.jwt import HS256Verifier
+from app.security.keyring import load_or_create_keyring
+from app.security.vault import TokenVault
+from tests.conftest import new_user
+
+BROKERAGE = Path(sys.executable).with_name("brokerage")
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [str(BROKERAGE), *args], env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "BROKERAGE_KEYRING_PATH": str(tmp_path / "keyring.json"),
+        "BROKERAGE_DEV_SECRETS_PATH": str(tmp_path / "dev-secrets.json"),
+        "BROKERAGE_ENVIRONMENT": "development",
+    }
+
+
+async def test_token_prints_a_jwt_the_server_accepts(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    printed = _run(env, "token", "--user", "alice", "--admin")
+    assert printed.returncode == 0, printed.stderr
+    assert "NOT FOR PRODUCTION" in printed.stderr
+    secret = json.loads((tmp_path / "dev-secrets.json").read_text())["jwt_secret"]
+    principal = await HS256Verifier(secret).verify(printed.stdout.strip())
+    assert (principal.user_id, principal.is_admin) == ("alice", True)
+
+
+async def test_keys_rotate_then_rewrap_moves_every_token_to_the_new_version(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path)
+    url = env["DATABASE_URL"]
+    assert _run(env, "migrate").returncode == 0
+    provider, _created = load_or_create_keyring(tmp_path / "keyring.json")
+    engine = create_engine(url)
+    sessionmaker = create_sessionmaker(engine)
+    user = new_user()
+    now = datetime.now(UTC)
+    async with sessionmaker() as session:
+        connection = Connection(
+            id=new_id("con"),
+            user_id=user,
+            broker_slug="tradier",
+            tier="A",
+            ownership="byob",
+            status="active",
+            display="Tradier",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(connection)
+        await session.flush()
+        await TokenVault(EnvelopeCipher(provider)).store(
+            session,
+            user_id=user,
+            connection_id=connection.id,
+            broker_slug="tradier",
+            broker_tier="tier_a",
+            credentials=Credentials(access_token="cli-rotation-secret-value"),
+        )
+        await session.commit()
+
+    rotated = _run(env, "keys", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    rewrapped = _run(env, "keys", "rewrap")
+    assert rewrapped.returncode == 0, rewrapped.stderr
+    assert "re-wrapped 1 token(s) under key version 2" in rewrapped.stdout
+
+    new_provider, created = load_or_create_keyring(tmp_path / "keyring.json")
+    assert not created
+    async with sessionmaker() as session:
+        versions = (await session.execute(select(BrokerToken.key_version))).scalars().all()
+        assert list(versions) == [2]
+        credentials = await TokenVault(EnvelopeCipher(new_provider)).credentials_for_read(
+            session, user_id=user, connection_id=connection.id
+        )
+    assert credentials["access_token"] == "cli-rotation-secret-value"
+    await engine.dispose()
