@@ -76,3 +76,6 @@ def configure_logging(level: str, *, json_logs: bool) -> None:
     handler._brokerage = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every request line at INFO with its full URL (query strings included);
+    # broker calls are logged by app.brokers.http, redacted, so httpx stays at WARNING.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

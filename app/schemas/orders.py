@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -128,12 +127,3 @@ class OrderPage(ResponseModel):
 
 
 OrderListStatus = Literal["open", "closed", "all"]
-
-
-class OrderEventOut(ResponseModel):
-    cursor: int
-    type: str
-    account_id: str | None
-    order_id: str | None
-    order: Order | None
-    occurred_at: datetime
