@@ -7,9 +7,11 @@ stream that fails outright, stops it when its connection is no longer usable, an
 connection ``broken`` (with a ``connection.broken`` event) when the broker refuses the
 credential.
 
-Single instance only for now: with several instances each runs every stream. Duplicate
-reports are harmless (the state table drops them) but waste broker connections; a Postgres
-advisory lock per account is the planned fix (ARCHITECTURE.md, "Order-status streaming").
+With several instances, each account's stream runs on exactly one of them: a stream starts
+only under a cluster-wide lease (``app.db.leases``: a Postgres advisory lock held on a
+dedicated connection). If that connection dies, every lease is lost at once, this instance
+stops its streams, and whichever instance takes a lease next resumes the stream (the
+adapter's REST catch-up fills any gap).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import Support, Tier
+from app.db.leases import Leases, leases_for
 from app.db.models import Connection
 from app.db.repositories.connections import ConnectionRepository
 from app.services.clock import utcnow
@@ -42,10 +45,13 @@ class _Stream:
 
 
 class UpstreamStreams:
-    def __init__(self, ctx: ServiceContext, *, restart_delay: float = 5.0) -> None:
+    def __init__(
+        self, ctx: ServiceContext, *, restart_delay: float = 5.0, leases: Leases | None = None
+    ) -> None:
         self._ctx = ctx
         self._restart_delay = restart_delay
         self._tasks: dict[str, asyncio.Task[None]] = {}  # account id -> its stream task
+        self._leases = leases if leases is not None else leases_for(ctx.sessionmaker.kw["bind"])
 
     @property
     def running(self) -> frozenset[str]:
@@ -62,7 +68,13 @@ class UpstreamStreams:
         ]
 
     async def sync(self) -> None:
-        """Start streams for new usable accounts; stop those no longer usable."""
+        """Start streams for new usable accounts we can lease; stop those no longer usable.
+
+        An account whose lease another instance holds is skipped; it is tried again at the
+        next sync, so a stream moves here when its holder stops or dies.
+        """
+        if not await self._leases.check():
+            await self._stop_all()
         async with self._ctx.sessionmaker() as session:
             rows = await ConnectionRepository.for_system(session).usable_accounts(
                 self._streaming_slugs()
@@ -75,8 +87,9 @@ class UpstreamStreams:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
                 del self._tasks[account_id]
+                await self._leases.release(_lease(account_id))
         for account_id, (connection, account) in wanted.items():
-            if account_id not in self._tasks:
+            if account_id not in self._tasks and await self._leases.acquire(_lease(account_id)):
                 stream = _Stream(
                     connection_id=connection.id,
                     user_id=connection.user_id,
@@ -101,11 +114,15 @@ class UpstreamStreams:
         finally:
             await self.close()
 
-    async def close(self) -> None:
+    async def _stop_all(self) -> None:
         tasks, self._tasks = list(self._tasks.values()), {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self._stop_all()
+        await self._leases.close()
 
     async def _supervise(self, stream: _Stream) -> None:
         while True:
@@ -161,3 +178,7 @@ class UpstreamStreams:
             "the broker refused a connection's credential; marked broken",
             extra={"connection_id": connection_id},
         )
+
+
+def _lease(account_id: str) -> str:
+    return f"upstream-stream:{account_id}"

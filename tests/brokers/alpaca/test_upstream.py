@@ -52,3 +52,35 @@ async def test_streams_feed_orders_and_a_refused_key_breaks_the_connection(db_ur
             assert account_id not in streams.running
         finally:
             await streams.close()
+
+
+async def test_two_instances_hold_one_stream_per_account_and_hand_it_over(
+    postgres_url: str,
+) -> None:
+    """Each account's broker stream runs on exactly one instance; when that instance stops,
+    another takes the stream over at its next sync."""
+    async with gateway(postgres_url) as gw:
+        h, user = gw.harness, new_user()
+        connection = await gw.connect(user)
+        [account_id] = connection["accounts"]
+        first = UpstreamStreams(h.state.ctx, restart_delay=0.05)
+        second = UpstreamStreams(h.state.ctx, restart_delay=0.05)
+        try:
+            await first.sync()
+            await second.sync()
+            assert account_id in first.running
+            assert account_id not in second.running
+            for _ in range(100):
+                if gw.alpaca.account.streams:
+                    break
+                await asyncio.sleep(0.02)
+            await second.sync()  # still held: nothing changes
+            assert account_id not in second.running
+            assert len(gw.alpaca.account.streams) == 1
+
+            await first.close()
+            await second.sync()
+            assert account_id in second.running
+        finally:
+            await first.close()
+            await second.close()
