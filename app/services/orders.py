@@ -23,7 +23,6 @@ from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import (
     BrokerAdapter,
-    BrokerOrder,
     OrderChanges,
     OrderRequest,
     OrderSide,
@@ -46,7 +45,12 @@ from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
 from app.services.context import ServiceContext, ensure_usable
 from app.services.order_state import CLOSED, OPEN, TERMINAL
-from app.services.order_updates import append_order_event, apply_broker_order, set_status
+from app.services.order_updates import (
+    adopt_replacement,
+    append_order_event,
+    apply_broker_order,
+    set_status,
+)
 from app.services.pretrade import check_order
 
 log = logging.getLogger(__name__)
@@ -307,12 +311,7 @@ class OrderService:
             assert fresh is not None
             now = utcnow()
             if report.broker_order_id != fresh.broker_order_id:
-                replacement = _replacement(fresh, report, now)
-                OrderRepository.for_system(session).add(replacement)
-                await session.flush()
-                fresh.replaced_by_order_id = replacement.id
-                set_status(session, fresh, OrderStatus.replaced, now)
-                append_order_event(session, replacement, now)
+                replacement = await adopt_replacement(session, fresh, report, now)
                 await session.commit()
                 return OrderOut.from_row(replacement)
             # Changed in place: the report (new terms, pending_replace -> its status) is news
@@ -469,32 +468,6 @@ def _new_order(user_id: str, account: Account, body: OrderCreate, now: datetime)
         extended_hours=body.extended_hours,
         status=OrderStatus.pending_submit.value,
         reject_reason=None,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def _replacement(old: Order, report: BrokerOrder, now: datetime) -> Order:
-    order_id = new_id("ord")
-    return Order(
-        id=order_id,
-        user_id=old.user_id,
-        account_id=old.account_id,
-        client_order_id=report.client_order_id or client_order_id_for(order_id),
-        broker_order_id=report.broker_order_id,
-        symbol=old.symbol,
-        side=old.side,
-        quantity=report.quantity,
-        filled_quantity=report.filled_quantity,
-        avg_fill_price=report.avg_fill_price,
-        order_type=old.order_type,
-        limit_price=report.limit_price,
-        stop_price=report.stop_price,
-        time_in_force=report.time_in_force.value,
-        extended_hours=old.extended_hours,
-        status=report.status.value,
-        reject_reason=None,
-        replaces_order_id=old.id,
         created_at=now,
         updated_at=now,
     )

@@ -26,7 +26,7 @@ from app.errors import BrokerRejected
 from app.schemas.orders import Order as OrderOut
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
-from app.services.order_updates import apply_broker_order, set_status
+from app.services.order_updates import adopt_replacement, apply_broker_order, set_status
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,17 @@ class Reconciler:
                     report = await adapter.find_order_by_client_id(
                         account.broker_account_ref, order.client_order_id
                     )
+                # A replace whose answer was lost: the broker's replacement is read now, so
+                # it can be recorded in the same transaction as the old order's change.
+                replacement = None
+                if (
+                    report is not None
+                    and report.status is OrderStatus.replaced
+                    and report.replaced_by is not None
+                ):
+                    replacement = await adapter.get_order(
+                        account.broker_account_ref, report.replaced_by
+                    )
             except broker_errors.OrderNotFound:
                 report = None
             except broker_errors.BrokerError as exc:
@@ -133,7 +144,10 @@ class Reconciler:
             if fresh is None or fresh.status != order.status:
                 return 0  # something else moved it meanwhile; the next pass looks again
             if report is not None:
-                if not apply_broker_order(session, fresh, report, now):
+                applied = apply_broker_order(session, fresh, report, now)
+                if replacement is not None and fresh.replaced_by_order_id is None:
+                    await adopt_replacement(session, fresh, replacement, now)
+                elif not applied:
                     return 0
             elif (
                 fresh.broker_order_id is None

@@ -84,7 +84,9 @@ class Faults:
     set) answer 5xx. ``rate_limited`` /
     ``retry_after``: the next N answer 429 with ``Retry-After``. ``timeout_after_accept``: the
     next N ``POST /v2/orders`` create the order, then hold the answer ``hang_seconds`` (the
-    client times out). ``stream_silent``: stream connections stay open and say nothing.
+    client times out). ``timeout_after_replace``: the same for the next N replaces
+    (``PATCH /v2/orders/{id}``): the replacement exists, its answer never comes.
+    ``stream_silent``: stream connections stay open and say nothing.
     ``drop_streams()`` and ``revoke(key)`` on ``FakeAlpaca`` cover the rest.
     """
 
@@ -95,6 +97,7 @@ class Faults:
     rate_limited: int = 0
     retry_after: int = 7
     timeout_after_accept: int = 0
+    timeout_after_replace: int = 0
     hang_seconds: float = 30.0
     stream_silent: bool = False
 
@@ -662,6 +665,10 @@ class FakeAlpaca:
         account.orders[new.id] = new
         self._broadcast(account, "replaced", old)
         self._broadcast(account, "new", new)
+        if self.faults.timeout_after_replace > 0:
+            self.faults.timeout_after_replace -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
         return JSONResponse(new.wire())
 
     def _evaluate(self, account: FakeAccount, order: FakeOrder) -> int:
