@@ -20,6 +20,7 @@ from app.brokers.http import HttpPool, timeouts_from
 from app.brokers.registry import BrokerRegistry, default_registry
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade
+from app.db.rate_limits import PostgresRateLimiter
 from app.db.session import create_engine, create_sessionmaker
 from app.observability import configure_logging
 from app.paper.clock import Clock, SystemClock
@@ -82,7 +83,14 @@ def create_app(
             registry=registry or default_registry(),
             paper_engine=paper_engine,
             vault=TokenVault(EnvelopeCipher(key_provider)),
-            broker_http=HttpPool(timeouts=timeouts_from(settings)),
+            broker_http=HttpPool(
+                timeouts=timeouts_from(settings),
+                # Several instances share one database: per-credential broker limits are
+                # kept there so together they stay within each broker's published limits.
+                limiter=(
+                    PostgresRateLimiter(engine) if engine.dialect.name == "postgresql" else None
+                ),
+            ),
         )
         # --- streaming: the hub and its LISTEN connection (or in-process notifier) ---
         stream = StreamRuntime(settings.database_url, stream_settings)

@@ -301,3 +301,13 @@ class PaperFill(Base):
     quantity: Mapped[Decimal] = mapped_column(Money())
     price: Mapped[Decimal] = mapped_column(Money())
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RateLimitBucket(Base):
+    """Shared pacing state for one credential at one broker (GCRA's theoretical arrival
+    time). The key is a hash of the credential, never the credential."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    tat: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
