@@ -30,6 +30,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -51,7 +52,7 @@ CatchUp = Callable[[str], Awaitable[list[BrokerOrder]]]
 
 def decode(frame: str | bytes) -> dict[str, Any]:
     text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-    return mapping.stream_event(json.loads(text))
+    return mapping.stream_event(json.loads(text, parse_float=Decimal))
 
 
 def subscription(session_id: str) -> str:
@@ -162,9 +163,13 @@ class AccountEventsStream:
                 order = await self._fetch_order(self._account_ref, broker_order_id)
             except mapping.UnmodeledOrder:
                 continue
-            yield OrderUpdate(
-                self._account_ref,
-                order,
-                order.updated_at,
-                fills=mapping.fill_from_event(event, order),
-            )
+            try:
+                fills = mapping.fill_from_event(event, order)
+            except errors.UnknownBrokerValue:
+                log.error(
+                    "tradier order event with fill figures the mapping does not know",
+                    exc_info=True,
+                    extra={"broker": mapping.SLUG},
+                )
+                fills = ()  # the order itself (read over REST) is still right
+            yield OrderUpdate(self._account_ref, order, order.updated_at, fills=fills)
