@@ -75,6 +75,24 @@ class Settings(BaseSettings):
     alpaca_stream_url: str | None = None
     # Alpaca: 200 requests per minute per API key (docs.alpaca.markets, "Rate limit").
     alpaca_requests_per_minute: int = 200
+    # Tradier (https://docs.tradier.com): REST base without the /v1 prefix (the adapter's paths
+    # carry it, as the docs write them). Sandbox: https://sandbox.tradier.com.
+    tradier_base_url: str = Field(
+        default="https://api.tradier.com",
+        validation_alias=AliasChoices("BROKERAGE_TRADIER_BASE_URL", "tradier_base_url"),
+    )
+    # The account-events WebSocket; derived from the base URL if unset (api. -> wss://ws.,
+    # sandbox. -> wss://sandbox-ws., anything else -> ws(s)://<same host>/v1/accounts/events).
+    tradier_stream_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BROKERAGE_TRADIER_STREAM_URL", "tradier_stream_url"),
+    )
+    # Per access token, per minute (https://docs.tradier.com/docs/rate-limiting): standard
+    # (/accounts, /user, order reads) 120, market data (/markets) 120, trading 60 in
+    # production; 60 for each in the sandbox. None: the published figure for the base URL.
+    tradier_standard_per_minute: int | None = None
+    tradier_market_data_per_minute: int | None = None
+    tradier_trading_per_minute: int | None = None
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0

@@ -344,12 +344,16 @@ class BrokerClient:
         classifier: Classifier | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        retry_after_from: Callable[[httpx.Response], float | None] | None = None,
     ) -> None:
         self._client = pool.client(base_url)
         self._broker = broker
         self._headers = dict(headers)
         self._bucket = bucket
         self._classifier = classifier
+        # A broker's own "when may I retry" on a 429 without Retry-After (Tradier documents
+        # X-Ratelimit-Expiry, the window's end as epoch milliseconds).
+        self._retry_after_from = retry_after_from
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
 
@@ -437,6 +441,12 @@ class BrokerClient:
                 mapped_error = self._classifier(response, method)
         if mapped_error is None:
             mapped_error = map_status(response, method, self._broker)
+        if (
+            isinstance(mapped_error, errors.RateLimitExceeded)
+            and mapped_error.retry_after is None
+            and self._retry_after_from is not None
+        ):
+            mapped_error.retry_after = self._retry_after_from(response)
         if response.status_code >= 500 or response.status_code == 429:
             log.warning(
                 "broker answered an error",

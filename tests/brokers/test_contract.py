@@ -1,10 +1,11 @@
-"""One behavioural contract, run against every adapter: the paper broker and Alpaca (fake).
+"""One behavioural contract, run against every adapter: paper, Alpaca and Tradier (fakes).
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
 venue gives an adapter bound to a fresh funded account and a way to let the market
 move (``settle``): the paper engine's clock and tick, the fake's matching pass. The contract
 is written against ``BrokerAdapter`` only; where brokers legitimately differ (replace keeps
-the id at the paper broker, makes a new one at Alpaca) both outcomes are spelled out.
+the id at the paper broker and Tradier, makes a new one at Alpaca) both outcomes are spelled
+out.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.tradier.support import running_fake as running_tradier
 from tests.conftest import new_user
 from tests.harness import CLOCK_START
 
@@ -64,6 +66,10 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
 
         yield Venue(PaperAdapter(paper, owner=owner), account.broker_account_id, tick)
         return
+    if name == "tradier":
+        async with running_tradier(cash=cash) as tradier:
+            yield Venue(tradier.adapter(), tradier.account.number, tradier.fake.match)
+        return
     async with running_fake(cash=cash) as run:
         yield Venue(run.adapter(), run.account.id, run.fake.match)
 
@@ -87,7 +93,7 @@ def order(
     )
 
 
-VENUES = ["paper", "alpaca"]
+VENUES = ["paper", "alpaca", "tradier"]
 
 
 @pytest.mark.parametrize("name", VENUES)

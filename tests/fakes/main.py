@@ -1,6 +1,6 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
-Prints the settings that point the gateway at them and an API key per fake account. A
+Prints the settings that point the gateway at them and a credential per fake account. A
 ticker matches resting orders every ``--tick`` seconds, like a market that moves.
 """
 
@@ -12,30 +12,44 @@ import contextlib
 import sys
 
 from tests.fakes.alpaca import FakeAlpaca, serve_asgi
+from tests.fakes.tradier import FakeTradier
 
 
-async def _tick(fake: FakeAlpaca, seconds: float) -> None:
+async def _tick(fakes: list[FakeAlpaca | FakeTradier], seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
-        await fake.match()
+        for fake in fakes:
+            await fake.match()
 
 
-async def main(port: int, tick: float, key_id: str, secret: str) -> None:
-    fake = FakeAlpaca()
-    fake.add_account(key_id=key_id, secret=secret)
-    async with serve_asgi(fake.app, port=port, on_shutdown=fake.release_hung) as url:
+async def main(args: argparse.Namespace) -> None:
+    alpaca = FakeAlpaca()
+    alpaca.add_account(key_id=args.alpaca_key_id, secret=args.alpaca_secret)
+    tradier = FakeTradier()
+    tradier.add_user(token=args.tradier_token)
+    async with (
+        serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
+        serve_asgi(
+            tradier.app, port=args.tradier_port, on_shutdown=tradier.release_hung
+        ) as tradier_url,
+    ):
         lines = [
-            f"export BROKERAGE_ALPACA_BASE_URL={url}",
-            f"export BROKERAGE_ALPACA_DATA_URL={url}",
+            f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
+            f"export BROKERAGE_ALPACA_DATA_URL={alpaca_url}",
+            f"export BROKERAGE_TRADIER_BASE_URL={tradier_url}",
             "# connect with:",
             '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
             "-H 'Content-Type: application/json' \\",
-            f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": "{key_id}", '
-            f'"api_secret_key": "{secret}"}}}}\'',
+            f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": '
+            f'"{args.alpaca_key_id}", "api_secret_key": "{args.alpaca_secret}"}}}}\'',
+            '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
+            "-H 'Content-Type: application/json' \\",
+            f'#     -d \'{{"broker": "tradier", "credentials": {{"access_token": '
+            f'"{args.tradier_token}"}}}}\'',
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
-        ticker = asyncio.create_task(_tick(fake, tick))
+        ticker = asyncio.create_task(_tick([alpaca, tradier], args.tick))
         try:
             await asyncio.Event().wait()
         finally:
@@ -47,12 +61,14 @@ async def main(port: int, tick: float, key_id: str, secret: str) -> None:
 def run() -> None:
     parser = argparse.ArgumentParser(description="Serve the broker fakes on localhost.")
     parser.add_argument("--port", type=int, default=8765, help="Alpaca fake port (0: any)")
+    parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
     parser.add_argument("--alpaca-key-id", default="PKFAKEALPACA0000001")
     parser.add_argument("--alpaca-secret", default="fake-alpaca-secret-not-a-real-key")
+    parser.add_argument("--tradier-token", default="fake-tradier-token-not-real")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(args.port, args.tick, args.alpaca_key_id, args.alpaca_secret))
+        asyncio.run(main(args))
 
 
 if __name__ == "__main__":
