@@ -1,7 +1,8 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
-Prints the settings that point the gateway at them and an API key per fake account. A
-ticker matches resting orders every ``--tick`` seconds, like a market that moves.
+Prints the settings that point the gateway at them, an API key per fake account, and the
+platform's default Alpaca key (a second fake account). A ticker matches resting orders
+every ``--tick`` seconds, like a market that moves.
 """
 
 from __future__ import annotations
@@ -23,15 +24,20 @@ async def _tick(fake: FakeAlpaca, seconds: float) -> None:
 async def main(port: int, tick: float, key_id: str, secret: str) -> None:
     fake = FakeAlpaca()
     fake.add_account(key_id=key_id, secret=secret)
+    platform = fake.add_account(cash="1000000")
     async with serve_asgi(fake.app, port=port, on_shutdown=fake.release_hung) as url:
         lines = [
             f"export BROKERAGE_ALPACA_BASE_URL={url}",
             f"export BROKERAGE_ALPACA_DATA_URL={url}",
+            f"export BROKERAGE_ALPACA_PLATFORM_KEY_ID={platform.key_id}",
+            f"export BROKERAGE_ALPACA_PLATFORM_SECRET={platform.secret}",
             "# connect with:",
             '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
             "-H 'Content-Type: application/json' \\",
             f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": "{key_id}", '
             f'"api_secret_key": "{secret}"}}}}\'',
+            "# or to the platform's default account: "
+            '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
