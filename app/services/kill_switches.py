@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from app import errors
 
 LIVE_DISABLED = "BYOB_LIVE_DISABLED"
-_BROKER_VARIABLE = re.compile(r"^BYOB_BROKER_([A-Z0-9_]+)_DISABLED$")
+# Matched case-insensitively: an operator who types ``BYOB_BROKER_alpaca_DISABLED=1`` in an
+# emergency means it (a safety switch fails closed).
+_BROKER_VARIABLE = re.compile(r"^BYOB_BROKER_([A-Z0-9_]+)_DISABLED$", re.IGNORECASE)
 _ON = frozenset({"1", "true", "yes", "on"})
 _OFF = frozenset({"", "0", "false", "no", "off"})
 # Ownerships a kill-switch applies to: only credentials users brought themselves.
@@ -72,23 +74,26 @@ class KillSwitches:
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> KillSwitches:
         """Read the switches now (``os.environ`` unless a mapping is given)."""
         env = os.environ if environ is None else environ
-        in_force: list[Switch] = []
-        live = _is_on(env.get(LIVE_DISABLED))
-        if live:
-            in_force.append(Switch(LIVE_DISABLED, env[LIVE_DISABLED], None))
-        slugs: set[str] = set()
+        live: list[Switch] = []
+        brokers: list[Switch] = []
         for name in sorted(env):
-            match = _BROKER_VARIABLE.match(name)
-            if match is None or not _is_on(env[name]):
+            if not _is_on(env[name]):
                 continue
-            slug = match.group(1).lower()
-            slugs.add(slug)
-            in_force.append(Switch(name, env[name], slug))
-        return cls(live_disabled=live, disabled_slugs=frozenset(slugs), switches=tuple(in_force))
+            if name.upper() == LIVE_DISABLED:
+                live.append(Switch(name, env[name], None))
+            elif (match := _BROKER_VARIABLE.match(name)) is not None:
+                brokers.append(Switch(name, env[name], match.group(1).lower()))
+        return cls(
+            live_disabled=bool(live),
+            disabled_slugs=frozenset(s.slug for s in brokers if s.slug is not None),
+            switches=(*live, *brokers),
+        )
 
     def broker_disabled(self, slug: str) -> bool:
-        """Whether the per-broker switch of ``slug`` is on (slugs compare as their variable)."""
-        return broker_variable(slug) in {s.variable for s in self.switches if s.slug is not None}
+        """Whether the per-broker switch of ``slug`` is on (compared as variable names, so
+        ``interactive-brokers`` is ``BYOB_BROKER_INTERACTIVE_BROKERS_DISABLED``)."""
+        variable = broker_variable(slug)
+        return any(s.variable.upper() == variable for s in self.switches if s.slug is not None)
 
     def blocks_live_orders(self, *, slug: str, ownership: str, tier: str) -> bool:
         """Whether a new live order (place or modify) on such a connection is refused."""
