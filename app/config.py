@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     keyring_path: Path = VAR_DIR / "keyring.json"
     keyring_json: SecretStr | None = None
 
+    # The audit chain of live BYOB order actions: an HMAC-SHA256 key (at least 32 bytes).
+    # Production must set BROKERAGE_AUDIT_KEY; development generates one in a private file
+    # next to the development JWT secret (``audit_key_path``, default ``var/audit-key.json``).
+    audit_key: SecretStr | None = None
+    audit_key_path: Path | None = None
+
+    # Paper-first gate: completed round trips on OUR paper broker (never a broker's own
+    # paper environment) a user needs before a live BYOB order. 0 turns the gate off.
+    paper_first_cycles: int = Field(default=3, ge=0)
+
     # Request limits.
     max_body_bytes: int = 64 * 1024
     idempotency_ttl: timedelta = timedelta(days=7)
@@ -71,6 +81,10 @@ class Settings(BaseSettings):
         ),
     )
     alpaca_data_url: str = "https://data.alpaca.markets"
+    # The platform's own default Alpaca account (ownership ``platform``): its Trading API key
+    # comes from the environment, never from a user. Both unset: no platform connections.
+    alpaca_platform_key_id: SecretStr | None = None
+    alpaca_platform_secret: SecretStr | None = None
     # The trade_updates WebSocket; derived from the trading URL (wss://<host>/stream) if unset.
     alpaca_stream_url: str | None = None
     # Alpaca: 200 requests per minute per API key (docs.alpaca.markets, "Rate limit").

@@ -26,10 +26,12 @@ from app.observability import configure_logging
 from app.paper.clock import Clock, SystemClock
 from app.paper.engine import PaperEngine, run_ticker
 from app.paper.quotes import SeededQuoteSource
+from app.security.audit import AuditChain
 from app.security.envelope import EnvelopeCipher
 from app.security.jwt import build_verifier
 from app.security.vault import TokenVault
 from app.services.accounts import AccountService
+from app.services.admin import AdminService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
@@ -46,6 +48,12 @@ log = logging.getLogger(__name__)
 
 def _operation_id(route: APIRoute) -> str:
     return route.name
+
+
+def _audit_chain(settings: Settings) -> AuditChain:
+    # prepare_local_secrets put a key in place (or refused to start in production).
+    assert settings.audit_key is not None
+    return AuditChain(settings.audit_key)
 
 
 def create_app(
@@ -83,6 +91,7 @@ def create_app(
             registry=registry or default_registry(),
             paper_engine=paper_engine,
             vault=TokenVault(EnvelopeCipher(key_provider)),
+            audit=_audit_chain(verifier_settings),
             broker_http=HttpPool(
                 timeouts=timeouts_from(settings),
                 # Several instances share one database: per-credential broker limits are
@@ -104,6 +113,7 @@ def create_app(
             orders=OrderService(ctx),
             accounts=AccountService(ctx),
             connections=ConnectionService(ctx),
+            admin=AdminService(ctx),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
         )

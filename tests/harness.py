@@ -28,6 +28,9 @@ from app.paper.clock import ManualClock
 from app.security.jwt import issue_dev_token
 
 CLOCK_START = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
+# One audit chain key for the whole test run: every test app appends to the same chain in
+# the shared databases, and a verify from any of them must accept every entry.
+AUDIT_KEY_FOR_TESTS = "test-audit-key-" + uuid.uuid4().hex + uuid.uuid4().hex
 
 
 def keyring_json_for_tests() -> str:
@@ -44,6 +47,11 @@ def settings_for_tests(database_url: str, **overrides: Any) -> Settings:
         "background_tasks": False,
         "auto_migrate_setting": False,
         "log_json": True,
+        "audit_key": SecretStr(AUDIT_KEY_FOR_TESTS),
+        # The paper-first gate is off unless a test turns it on (tests/services/
+        # test_order_gates.py does, and checks the production default of 3): a test of some
+        # broker's live order path should not have to play paper round trips first.
+        "paper_first_cycles": 0,
     }
     values.update(overrides)
     return Settings(**values)

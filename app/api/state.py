@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.security.jwt import TokenVerifier
 from app.services.accounts import AccountService
+from app.services.admin import AdminService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
@@ -25,5 +26,6 @@ class AppState:
     orders: OrderService
     accounts: AccountService
     connections: ConnectionService
+    admin: AdminService
     events: EventService
     stream: StreamRuntime

@@ -46,10 +46,19 @@ class BrokerSpec:
     # API-key paths: the credential fields a connection takes, checked for shape (names,
     # not values, in any ValueError) before anything is sent to the broker.
     check_credentials: Callable[[Mapping[str, str]], Credentials] | None = None
+    # The platform's own account on this broker (ownership ``platform``): its credential
+    # from the deployment's settings, or None where this deployment has none configured.
+    platform_credentials: Callable[[Settings], Credentials | None] | None = None
 
     @property
     def label(self) -> str:
         return {"A": "Live", "B": "Live", "C": "Linked", "paper": "Paper"}[self.tier.value]
+
+    def platform_credentials_for(self, settings: Settings) -> Credentials | None:
+        """The platform account's credential, or None when this deployment has none."""
+        if self.platform_credentials is None:
+            return None
+        return self.platform_credentials(settings)
 
     @property
     def token_tier(self) -> str | None:

@@ -311,3 +311,57 @@ class RateLimitBucket(Base):
 
     key: Mapped[str] = mapped_column(String(120), primary_key=True)
     tat: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+# --- The audit chain of live BYOB order actions (app/security/audit.py). ---
+
+AUDIT_ACTIONS = ("place", "modify", "cancel")
+
+
+class AuditEntry(Base):
+    """One live order action against a user-supplied credential, chained by keyed hash.
+
+    ``seq`` runs 1, 2, 3... without gaps (assigned under the chain-head lock), and
+    ``entry_hash`` is HMAC-SHA256 over ``prev_hash`` and the entry's canonical content, so
+    an edited, deleted or reordered row breaks the chain at that row. Only ids, slugs, a
+    request fingerprint (SHA-256 of the canonical request) and an outcome word are stored:
+    never credentials or broker messages.
+    """
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        CheckConstraint(_in("action", AUDIT_ACTIONS), name="action"),
+        Index(None, "user_id", "seq"),
+        Index(None, "order_id"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    action: Mapped[str] = mapped_column(String(10))
+    order_id: Mapped[str] = mapped_column(ID)
+    account_id: Mapped[str] = mapped_column(ID)
+    connection_id: Mapped[str] = mapped_column(ID)
+    broker_slug: Mapped[str] = mapped_column(String(40))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(80))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The single row every append locks: the last ``seq`` and its hash.
+
+    Locking it (``SELECT ... FOR UPDATE``) serializes appends across connections and app
+    instances on Postgres; on SQLite every write transaction already holds the one write
+    lock (``BEGIN IMMEDIATE``). It also pins the tail: deleting the last entries leaves the
+    head pointing past the end, which verification reports.
+    """
+
+    __tablename__ = "audit_chain_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,4 +1,13 @@
-"""Broker list and connections: creating (paper, API-key), reading, revoking."""
+"""Broker list and connections: creating (paper, API-key, platform), reading, revoking.
+
+Ownership says whose credential a connection trades on: ``byob`` (the user's own key or
+token, sealed in the vault), ``paper`` (our paper broker, no credential) or ``platform``
+(the deployment's own default account on a broker, credential from the environment, e.g.
+``BROKERAGE_ALPACA_PLATFORM_KEY_ID``/``_SECRET``). A platform connection is created per
+user on request (``{"broker": "alpaca", "options": {"ownership": "platform"}}``) like any
+other connection, so accounts and orders stay scoped to the user; kill-switches, the
+paper-first gate and the audit chain apply to ``byob`` only (ARCHITECTURE.md).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ from app.security.credentials import Credentials
 from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
+from app.services.kill_switches import KillSwitches
 from app.services.orders import OrderService
 
 log = logging.getLogger(__name__)
@@ -82,14 +92,24 @@ class ConnectionService:
         self._ctx = ctx
 
     def list_brokers(self) -> BrokerList:
+        """Brokers offered for new connections: configured, and not hidden by a kill-switch
+        (read from the environment now)."""
+        switches = KillSwitches.from_environ()
         return BrokerList(
-            items=[broker_out(s) for s in self._ctx.registry.available(self._ctx.settings)]
+            items=[
+                broker_out(s)
+                for s in self._ctx.registry.available(self._ctx.settings)
+                if not switches.hides_broker(slug=s.slug, tier=s.tier.value)
+            ]
         )
 
     async def create(self, *, user_id: str, body: ConnectionCreate) -> ConnectionOut:
         spec = self._ctx.registry.get(body.broker)
         if spec is None or not spec.configured(self._ctx.settings):
             raise errors.UnknownBroker(f"no broker '{body.broker}' on this deployment")
+        if body.options.get("ownership") == "platform":
+            return await self._create_platform(user_id, spec, body)
+        KillSwitches.from_environ().ensure_connectable(slug=spec.slug, tier=spec.tier.value)
         if spec.auth is AuthKind.oauth2:
             raise errors.ValidationFailed(
                 f"connect {spec.name} through GET /v1/oauth/{spec.slug}/authorize"
@@ -120,21 +140,7 @@ class ConnectionService:
             )
         except ValueError as exc:
             raise errors.InvalidCredentials(str(exc)) from None
-        adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
-        try:
-            broker_accounts = await adapter.list_accounts()
-        except broker_errors.AuthenticationFailed:
-            raise errors.InvalidCredentials(f"{spec.name} did not accept this key") from None
-        except broker_errors.BrokerError as exc:
-            log.warning(
-                "could not validate a new connection's key",
-                extra={"broker": spec.slug, "reason": exc.reason},
-            )
-            raise to_app_error(exc) from None
-        finally:
-            await adapter.close()
-        if not broker_accounts:
-            raise errors.InvalidCredentials(f"{spec.name} shows no account for this key")
+        broker_accounts = await self._broker_accounts(user_id, spec, credentials)
         assert spec.token_tier is not None
         now = utcnow()
         connection = Connection(
@@ -160,6 +166,74 @@ class ConnectionService:
                 broker_tier=spec.token_tier,
                 credentials=credentials,
             )
+            repo = AccountRepository.for_user(session, user_id)
+            for account in accounts:
+                repo.add(account)
+            append_connection_event(session, connection)
+            await session.commit()
+        return connection_out(connection, [a.id for a in accounts])
+
+    async def _broker_accounts(
+        self, user_id: str, spec: BrokerSpec, credentials: Credentials
+    ) -> list[BrokerAccount]:
+        """The accounts a credential sees: a real read that proves the credential works."""
+        adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
+        try:
+            broker_accounts = await adapter.list_accounts()
+        except broker_errors.AuthenticationFailed:
+            raise errors.InvalidCredentials(f"{spec.name} did not accept this key") from None
+        except broker_errors.BrokerError as exc:
+            log.warning(
+                "could not validate a new connection's key",
+                extra={"broker": spec.slug, "reason": exc.reason},
+            )
+            raise to_app_error(exc) from None
+        finally:
+            await adapter.close()
+        if not broker_accounts:
+            raise errors.InvalidCredentials(f"{spec.name} shows no account for this key")
+        return broker_accounts
+
+    async def _create_platform(
+        self, user_id: str, spec: BrokerSpec, body: ConnectionCreate
+    ) -> ConnectionOut:
+        """The user's connection to the platform's own default account on ``spec``.
+
+        Takes no credentials (the deployment's own come from the environment) and is
+        refused with 422 ``unknown_broker`` where none is configured. Kill-switches do not
+        apply: they stop BYOB trading only. One active platform connection per user and
+        broker (409 ``conflict`` for a second).
+        """
+        if body.credentials or set(body.options) != {"ownership"}:
+            raise errors.ValidationFailed(
+                "a platform connection takes no credentials and no other options"
+            )
+        credentials = spec.platform_credentials_for(self._ctx.settings)
+        if credentials is None:
+            raise errors.UnknownBroker(f"no platform {spec.name} account on this deployment")
+        async with self._ctx.sessionmaker() as session:
+            existing = await ConnectionRepository.for_user(session, user_id).find_active(
+                broker_slug=spec.slug, ownership="platform"
+            )
+        if existing is not None:
+            raise errors.Conflict(f"you already have a platform {spec.name} connection")
+        broker_accounts = await self._broker_accounts(user_id, spec, credentials)
+        now = utcnow()
+        connection = Connection(
+            id=new_id("con"),
+            user_id=user_id,
+            broker_slug=spec.slug,
+            tier=spec.tier.value,
+            ownership="platform",
+            status="active",
+            display=f"Connected: {spec.name}",
+            created_at=now,
+            updated_at=now,
+        )
+        accounts = [_live_account(user_id, connection, spec, a, now) for a in broker_accounts]
+        async with self._ctx.sessionmaker() as session:
+            ConnectionRepository.for_user(session, user_id).add(connection)
+            await session.flush()
             repo = AccountRepository.for_user(session, user_id)
             for account in accounts:
                 repo.add(account)
@@ -265,7 +339,7 @@ class ConnectionService:
                 return
             spec = self._ctx.registry.get(connection.broker_slug)
             now = utcnow()
-            if spec is not None and spec.token_tier is not None:
+            if spec is not None and spec.token_tier is not None and connection.ownership == "byob":
                 await self._ctx.vault.revoke(session, user_id=user_id, connection_id=connection.id)
             connection.status = "revoked"
             connection.revoked_at = now

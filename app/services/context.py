@@ -14,6 +14,7 @@ from app.config import Settings
 from app.db.models import Connection
 from app.db.session import SessionMaker
 from app.paper.engine import PaperEngine
+from app.security.audit import AuditChain
 from app.security.vault import TokenVault
 
 USABLE_CONNECTION_STATUSES = frozenset({"active", "expiring"})
@@ -26,6 +27,7 @@ class ServiceContext:
     registry: BrokerRegistry
     paper_engine: PaperEngine
     vault: TokenVault
+    audit: AuditChain
     broker_http: HttpPool | None = None
 
     def spec_for(self, connection: Connection) -> BrokerSpec:
@@ -42,11 +44,19 @@ class ServiceContext:
         """Build the connection's adapter with decrypted credentials.
 
         For order paths the vault refuses read-only (``no_order_write``) and revoked
-        credentials before anything is decrypted.
+        credentials before anything is decrypted. A ``platform`` connection uses the
+        deployment's own credential from the settings, never the vault; it is
+        ``ConnectionBroken`` when this deployment no longer configures one.
         """
         spec = self.spec_for(connection)
         credentials = None
-        if spec.token_tier is not None:
+        if connection.ownership == "platform":
+            credentials = spec.platform_credentials_for(self.settings)
+            if credentials is None:
+                raise errors.ConnectionBroken(
+                    f"this deployment has no platform {spec.name} account configured"
+                )
+        elif spec.token_tier is not None:
             if for_order:
                 credentials = await self.vault.credentials_for_order(
                     session, user_id=connection.user_id, connection_id=connection.id

@@ -1,7 +1,8 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
-Prints the settings that point the gateway at them and a credential per fake account. A
-ticker matches resting orders every ``--tick`` seconds, like a market that moves.
+Prints the settings that point the gateway at them, a credential per fake account, and the
+platform's default Alpaca key (a second fake Alpaca account). A ticker matches resting orders
+every ``--tick`` seconds, like a market that moves.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ async def _tick(fakes: list[FakeAlpaca | FakeTradier], seconds: float) -> None:
 async def main(args: argparse.Namespace) -> None:
     alpaca = FakeAlpaca()
     alpaca.add_account(key_id=args.alpaca_key_id, secret=args.alpaca_secret)
+    platform = alpaca.add_account(cash="1000000")
     tradier = FakeTradier()
     tradier.add_user(token=args.tradier_token)
     async with (
@@ -36,6 +38,8 @@ async def main(args: argparse.Namespace) -> None:
         lines = [
             f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
             f"export BROKERAGE_ALPACA_DATA_URL={alpaca_url}",
+            f"export BROKERAGE_ALPACA_PLATFORM_KEY_ID={platform.key_id}",
+            f"export BROKERAGE_ALPACA_PLATFORM_SECRET={platform.secret}",
             f"export BROKERAGE_TRADIER_BASE_URL={tradier_url}",
             "# connect with:",
             '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
@@ -46,6 +50,8 @@ async def main(args: argparse.Namespace) -> None:
             "-H 'Content-Type: application/json' \\",
             f'#     -d \'{{"broker": "tradier", "credentials": {{"access_token": '
             f'"{args.tradier_token}"}}}}\'',
+            "# or to the platform's default Alpaca account: "
+            '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()

@@ -63,6 +63,21 @@ class ConnectionRepository(UserScoped):
             stmt = stmt.where(Connection.user_id == self.user_id)
         return [(c, a) for c, a in (await self.session.execute(stmt)).all()]
 
+    async def find_active(self, *, broker_slug: str, ownership: str) -> Connection | None:
+        """The user's first not-revoked connection to this broker with this ownership."""
+        stmt = (
+            select(Connection)
+            .where(
+                Connection.user_id == self.user_id,
+                Connection.broker_slug == broker_slug,
+                Connection.ownership == ownership,
+                Connection.status != "revoked",
+            )
+            .order_by(Connection.created_at, Connection.id)
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
     def add(self, connection: Connection) -> None:
         if connection.user_id != self.user_id:
             raise PermissionError("connection belongs to another user")

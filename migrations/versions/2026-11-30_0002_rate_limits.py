@@ -1,6 +1,6 @@
 """shared per-credential rate limit buckets
 
-Revision ID: 0006
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-30 03:30:00
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import app.db.types
 
-revision: str = "0006"
+revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
