@@ -149,8 +149,10 @@ class Faults:
     requests (of that method only, when set) answer 5xx. ``rate_limited``: the next N answer
     429; tastytrade documents its 429 without rate-limit headers, so ``retry_after`` None
     sends none, a number sends ``Retry-After``. ``timeout_after_accept``: the next N order
-    placements create the order, then hold the answer ``hang_seconds``. ``cancel_pending``:
-    cancels stay ``Cancel Requested`` until ``match()``. ``stream_silent``: streamer
+    placements create the order, then hold the answer ``hang_seconds``. ``forbidden``: the next
+    N authenticated requests answer 403 ``not_permitted`` (a grant whose scope or authority no
+    longer covers the call). ``cancel_pending``: cancels stay ``Cancel Requested`` until
+    ``match()``. ``stream_silent``: streamer
     connections stay open and answer nothing (no acks, no heartbeats, no notifications).
     """
 
@@ -162,6 +164,7 @@ class Faults:
     retry_after: int | None = 7
     timeout_after_accept: int = 0
     hang_seconds: float = 30.0
+    forbidden: int = 0
     cancel_pending: bool = False
     stream_silent: bool = False
 
@@ -467,6 +470,9 @@ class FakeTastytrade:
         customer = self._bearer(request.headers.get("Authorization"))
         if customer is None:
             return error(401, "unauthorized", "Token is invalid or expired")
+        if self.faults.forbidden > 0:
+            self.faults.forbidden -= 1
+            return error(403, "not_permitted", "User not permitted access")
         return customer
 
     async def _account_gate(self, request: Request) -> tuple[FakeCustomer, FakeAccount] | Response:
