@@ -447,7 +447,7 @@ def test_credentials_are_checked_by_name_only() -> None:
         {"client_secret": " x", "refresh_token": "y"},
         {"client_secret": "", "refresh_token": "y"},
     ):
-        with pytest.raises(ValueError, match="credentials|client secret") as caught:
+        with pytest.raises(ValueError, match=r"credentials|client secret") as caught:
             auth.check_credentials(bad)
         assert "hunter2" not in str(caught.value)
 
