@@ -91,6 +91,7 @@ class AccountStreamer:
         self._last_token: str | None = None
         self.connects = 0
         self.heartbeats_sent = 0
+        self.silences = 0  # connections restarted because they went silent
 
     def __repr__(self) -> str:
         return f"AccountStreamer(url={self._url!r})"
@@ -197,6 +198,7 @@ class AccountStreamer:
             wait = min(next_heartbeat, last_heard + self.idle_timeout) - now
             if now - last_heard >= self.idle_timeout:
                 log.warning("tastytrade account streamer silent; restarting")
+                self.silences += 1
                 return
             try:
                 raw = await asyncio.wait_for(ws.recv(), max(wait, 0.001))
