@@ -1,6 +1,6 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
-Prints the settings that point the gateway at them and an API key per fake account. A
+Prints the settings that point the gateway at them and a credential per fake account. A
 ticker matches resting orders every ``--tick`` seconds, like a market that moves.
 """
 
@@ -10,49 +10,78 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from collections.abc import Awaitable, Callable
 
-from tests.fakes.alpaca import FakeAlpaca, serve_asgi
+from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.runner import serve_asgi
+from tests.fakes.tastytrade import FakeTastytrade
 
 
-async def _tick(fake: FakeAlpaca, seconds: float) -> None:
+async def _tick(match: Callable[[], Awaitable[int]], seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
-        await fake.match()
+        await match()
 
 
-async def main(port: int, tick: float, key_id: str, secret: str) -> None:
-    fake = FakeAlpaca()
-    fake.add_account(key_id=key_id, secret=secret)
-    async with serve_asgi(fake.app, port=port, on_shutdown=fake.release_hung) as url:
+async def main(args: argparse.Namespace) -> None:
+    alpaca = FakeAlpaca()
+    alpaca.add_account(key_id=args.alpaca_key_id, secret=args.alpaca_secret)
+    tastytrade = FakeTastytrade()
+    tastytrade.add_customer(
+        client_secret=args.tastytrade_client_secret,
+        refresh_token=args.tastytrade_refresh_token,
+    )
+    async with (
+        serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
+        serve_asgi(
+            tastytrade.app, port=args.tastytrade_port, on_shutdown=tastytrade.release_hung
+        ) as tt_url,
+    ):
+        tt_ws = "ws" + tt_url.removeprefix("http")
         lines = [
-            f"export BROKERAGE_ALPACA_BASE_URL={url}",
-            f"export BROKERAGE_ALPACA_DATA_URL={url}",
+            f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
+            f"export BROKERAGE_ALPACA_DATA_URL={alpaca_url}",
+            f"export BROKERAGE_TASTYTRADE_BASE_URL={tt_url}",
+            f"export BROKERAGE_TASTYTRADE_STREAMER_URL={tt_ws}",
             "# connect with:",
             '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
             "-H 'Content-Type: application/json' \\",
-            f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": "{key_id}", '
-            f'"api_secret_key": "{secret}"}}}}\'',
+            f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": '
+            f'"{args.alpaca_key_id}", "api_secret_key": "{args.alpaca_secret}"}}}}\'',
+            f'#     -d \'{{"broker": "tastytrade", "credentials": {{"client_secret": '
+            f'"{args.tastytrade_client_secret}", "refresh_token": '
+            f'"{args.tastytrade_refresh_token}"}}}}\'',
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
-        ticker = asyncio.create_task(_tick(fake, tick))
+        tickers = [
+            asyncio.create_task(_tick(alpaca.match, args.tick)),
+            asyncio.create_task(_tick(tastytrade.match, args.tick)),
+        ]
         try:
             await asyncio.Event().wait()
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for ticker in tickers:
+                ticker.cancel()
+            for ticker in tickers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
 
 
 def run() -> None:
     parser = argparse.ArgumentParser(description="Serve the broker fakes on localhost.")
     parser.add_argument("--port", type=int, default=8765, help="Alpaca fake port (0: any)")
+    parser.add_argument(
+        "--tastytrade-port", type=int, default=8766, help="tastytrade fake port (0: any)"
+    )
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
     parser.add_argument("--alpaca-key-id", default="PKFAKEALPACA0000001")
     parser.add_argument("--alpaca-secret", default="fake-alpaca-secret-not-a-real-key")
+    parser.add_argument("--tastytrade-client-secret", default="fake-tastytrade-client-secret")
+    parser.add_argument("--tastytrade-refresh-token", default="fake-tastytrade-refresh-token")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(args.port, args.tick, args.alpaca_key_id, args.alpaca_secret))
+        asyncio.run(main(args))
 
 
 if __name__ == "__main__":
