@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -374,7 +375,7 @@ class TastytradeAdapter:
         answer = await self._call("PUT", path, json=body)
         replacement = mapping.order_from_wire(mapping.data_of(answer))
         if replacement.replaces is None and replacement.broker_order_id != broker_order_id:
-            return _with_replaces(replacement, broker_order_id)
+            return replace(replacement, replaces=broker_order_id)
         return replacement
 
     async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
@@ -511,9 +512,3 @@ class TastytradeAdapter:
     async def close(self) -> None:
         if self._own_pool:
             await self._pool.aclose()
-
-
-def _with_replaces(order: BrokerOrder, replaces: str) -> BrokerOrder:
-    from dataclasses import replace
-
-    return replace(order, replaces=replaces)
