@@ -365,9 +365,17 @@ def order_from_wire(body: object) -> BrokerOrder:
     status = order_status(body.get("status"), quantity, filled, replacing is not None)
     price = opt_dec(body.get("price"), "price")
     stop = opt_dec(body.get("stop-trigger"), "stop-trigger")
-    updated = ts(body.get("updated-at"), "updated-at")
+    # The docs' own examples omit the timestamps; the newest one present stands in.
+    stamps = [
+        ts(body[key], key)
+        for key in ("updated-at", "terminal-at", "cancelled-at", "live-at", "received-at")
+        if body.get(key) is not None
+    ]
+    if not stamps:
+        raise unknown("order timestamps", None)
+    updated = max(stamps)
     received = body.get("received-at")
-    created = ts(received, "received-at") if received else updated
+    created = ts(received, "received-at") if received else min(stamps)
     external = body.get("external-identifier")
     reject_reason = body.get("reject-reason")
     return BrokerOrder(

@@ -175,6 +175,17 @@ def test_other_notifications_and_unmodelled_orders_are_not_updates() -> None:
     assert mapping.update_from_notification(option_order, "a") is None
 
 
+def test_an_order_without_updated_at_uses_its_other_timestamps() -> None:
+    body = order(**{"terminal-at": "2025-05-28T13:39:00.000+00:00"})
+    del body["updated-at"]
+    mapped = mapping.order_from_wire(body)
+    assert mapped.updated_at == datetime(2025, 5, 28, 13, 39, tzinfo=UTC)
+    assert mapped.created_at == datetime(2025, 5, 28, 13, 38, 47, 851000, tzinfo=UTC)
+    del body["terminal-at"], body["received-at"]
+    with pytest.raises(errors.UnknownBrokerValue, match="timestamps"):
+        mapping.order_from_wire(body)
+
+
 def test_the_docs_live_orders_example_is_not_modelled() -> None:
     items = mapping.items_of(LIVE_ORDERS_DOC)
     assert [mapping.is_modelled(i) for i in items] == [False, False]
