@@ -107,6 +107,22 @@ class Settings(BaseSettings):
     tradier_standard_per_minute: int | None = None
     tradier_market_data_per_minute: int | None = None
     tradier_trading_per_minute: int | None = None
+    # tastytrade (Tier A, OAuth refresh token). REST and the account streamer are separate
+    # hosts (sandbox: https://api.cert.tastyworks.com, wss://streamer.cert.tastyworks.com).
+    tastytrade_base_url: str = "https://api.tastyworks.com"
+    tastytrade_streamer_url: str = "wss://streamer.tastyworks.com"
+    # tastytrade publishes no numeric limit ("reasonable thresholds", 429 without headers:
+    # https://developer.tastytrade.com/docs/guides/rate-limits-and-backoff/); this pace per
+    # credential stays well below what an interactive client sends.
+    tastytrade_requests_per_minute: int = 120
+    tastytrade_burst: int = 20
+    # ``Accept-Version`` (YYYYMMDD) pins the API version; unset sends none (the sandbox
+    # refuses the header, tastyware/tastytrade ``Session``).
+    tastytrade_api_version: str | None = None
+    # The account streamer: heartbeat period, and how long a connection may stay silent
+    # (no notification and no heartbeat answer) before it is restarted.
+    tastytrade_heartbeat_seconds: float = 20.0
+    tastytrade_stream_idle_seconds: float = 65.0
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0

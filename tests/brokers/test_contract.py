@@ -1,11 +1,13 @@
-"""One behavioural contract, run against every adapter: paper, Alpaca and Tradier (fakes).
+"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier and tastytrade
+(fakes).
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
 venue gives an adapter bound to a fresh funded account and a way to let the market
 move (``settle``): the paper engine's clock and tick, the fake's matching pass. The contract
 is written against ``BrokerAdapter`` only; where brokers legitimately differ (replace keeps
-the id at the paper broker and Tradier, makes a new one at Alpaca) both outcomes are spelled
-out.
+the id at the paper broker and Tradier, makes a new one at Alpaca and tastytrade; tastytrade
+answers a new order "Routed", i.e. ``submitted``, before it is ``Live``) both outcomes are
+spelled out.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.tastytrade.support import running_fake as running_tastytrade
 from tests.brokers.tradier.support import running_fake as running_tradier
 from tests.conftest import new_user
 from tests.harness import CLOCK_START
@@ -70,6 +73,10 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         async with running_tradier(cash=cash) as tradier:
             yield Venue(tradier.adapter(), tradier.account.number, tradier.fake.match)
         return
+    if name == "tastytrade":
+        async with running_tastytrade(cash=cash) as tt:
+            yield Venue(tt.adapter(), tt.account.number, tt.fake.match)
+        return
     async with running_fake(cash=cash) as run:
         yield Venue(run.adapter(), run.account.id, run.fake.match)
 
@@ -93,17 +100,18 @@ def order(
     )
 
 
-VENUES = ["paper", "alpaca", "tradier"]
+VENUES = ["paper", "alpaca", "tradier", "tastytrade"]
 
 
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         placed = await v.adapter.place_order(v.account_ref, order())
-        assert placed.status is OrderStatus.accepted
+        assert placed.status in (OrderStatus.submitted, OrderStatus.accepted)
         assert placed.filled_quantity == 0
         got = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
         assert (got.broker_order_id, got.limit_price) == (placed.broker_order_id, Decimal(1))
+        assert got.status is OrderStatus.accepted
         found = await v.adapter.find_order_by_client_id(v.account_ref, placed.client_order_id or "")
         assert found is not None
         assert found.broker_order_id == placed.broker_order_id
@@ -180,3 +188,57 @@ async def test_quotes(name: str, sqlite_engine: AsyncEngine) -> None:
         assert isinstance(quote.bid, Decimal)
         assert quote.bid < quote.ask
         assert quote.as_of.tzinfo is not None
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_the_account_and_its_starting_balances(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "25000") as v:
+        accounts = await v.adapter.list_accounts()
+        assert v.account_ref in [a.broker_account_id for a in accounts]
+        balances = await v.adapter.get_balances(v.account_ref)
+        assert (balances.cash, balances.buying_power) == (Decimal(25000), Decimal(25000))
+        assert balances.currency == "USD"
+        assert balances.as_of.tzinfo is not None
+        assert await v.adapter.get_positions(v.account_ref) == []
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        resting = await v.adapter.place_order(v.account_ref, order())
+        gone = await v.adapter.place_order(v.account_ref, order())
+        await v.adapter.cancel_order(v.account_ref, gone.broker_order_id)
+        assert (await v.adapter.get_order(v.account_ref, gone.broker_order_id)).status is (
+            OrderStatus.canceled
+        )
+        open_ids = {
+            o.broker_order_id for o in await v.adapter.list_orders(v.account_ref, "open", 50)
+        }
+        closed_ids = {
+            o.broker_order_id for o in await v.adapter.list_orders(v.account_ref, "closed", 50)
+        }
+        assert resting.broker_order_id in open_ids - closed_ids
+        assert gone.broker_order_id in closed_ids - open_ids
+        history = await v.adapter.order_history(v.account_ref, None, None, "AAPL")
+        assert {resting.broker_order_id, gone.broker_order_id} <= {
+            o.broker_order_id for o in history
+        }
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        placed = await v.adapter.place_order(
+            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
+        )
+        for _ in range(5):
+            current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+            if current.status is OrderStatus.filled:
+                break
+            await v.settle()
+        assert current.avg_fill_price is not None
+        buys = await v.adapter.get_transactions(v.account_ref, None, None, "buy")
+        assert [(t.symbol, t.quantity) for t in buys] == [("AAPL", Decimal(2))]
+        assert buys[0].amount == -(Decimal(2) * current.avg_fill_price)
+        deposits = await v.adapter.get_transactions(v.account_ref, None, None, "deposit")
+        assert sum(t.amount for t in deposits) == Decimal(100000)

@@ -11,16 +11,23 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from collections.abc import Awaitable, Callable
 
-from tests.fakes.alpaca import FakeAlpaca, serve_asgi
+from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.runner import serve_asgi
+from tests.fakes.tastytrade import FakeTastytrade
 from tests.fakes.tradier import FakeTradier
 
+CONNECT = (
+    '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
+    "-H 'Content-Type: application/json' \\"
+)
 
-async def _tick(fakes: list[FakeAlpaca | FakeTradier], seconds: float) -> None:
+
+async def _tick(match: Callable[[], Awaitable[int]], seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
-        for fake in fakes:
-            await fake.match()
+        await match()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -29,11 +36,19 @@ async def main(args: argparse.Namespace) -> None:
     platform = alpaca.add_account(cash="1000000")
     tradier = FakeTradier()
     tradier.add_user(token=args.tradier_token)
+    tastytrade = FakeTastytrade()
+    tastytrade.add_customer(
+        client_secret=args.tastytrade_client_secret,
+        refresh_token=args.tastytrade_refresh_token,
+    )
     async with (
         serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
         serve_asgi(
             tradier.app, port=args.tradier_port, on_shutdown=tradier.release_hung
         ) as tradier_url,
+        serve_asgi(
+            tastytrade.app, port=args.tastytrade_port, on_shutdown=tastytrade.release_hung
+        ) as tt_url,
     ):
         lines = [
             f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
@@ -41,37 +56,47 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_ALPACA_PLATFORM_KEY_ID={platform.key_id}",
             f"export BROKERAGE_ALPACA_PLATFORM_SECRET={platform.secret}",
             f"export BROKERAGE_TRADIER_BASE_URL={tradier_url}",
+            f"export BROKERAGE_TASTYTRADE_BASE_URL={tt_url}",
+            f"export BROKERAGE_TASTYTRADE_STREAMER_URL={'ws' + tt_url.removeprefix('http')}",
             "# connect with:",
-            '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
-            "-H 'Content-Type: application/json' \\",
+            CONNECT,
             f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": '
             f'"{args.alpaca_key_id}", "api_secret_key": "{args.alpaca_secret}"}}}}\'',
-            '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
-            "-H 'Content-Type: application/json' \\",
+            CONNECT,
             f'#     -d \'{{"broker": "tradier", "credentials": {{"access_token": '
             f'"{args.tradier_token}"}}}}\'',
+            CONNECT,
+            f'#     -d \'{{"broker": "tastytrade", "credentials": {{"client_secret": '
+            f'"{args.tastytrade_client_secret}", "refresh_token": '
+            f'"{args.tastytrade_refresh_token}"}}}}\'',
             "# or to the platform's default Alpaca account: "
             '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
-        ticker = asyncio.create_task(_tick([alpaca, tradier], args.tick))
+        tickers = [
+            asyncio.create_task(_tick(fake.match, args.tick))
+            for fake in (alpaca, tradier, tastytrade)
+        ]
         try:
             await asyncio.Event().wait()
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for ticker in tickers:
+                ticker.cancel()
+            await asyncio.gather(*tickers, return_exceptions=True)
 
 
 def run() -> None:
     parser = argparse.ArgumentParser(description="Serve the broker fakes on localhost.")
     parser.add_argument("--port", type=int, default=8765, help="Alpaca fake port (0: any)")
     parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
+    parser.add_argument("--tastytrade-port", type=int, default=8767, help="tastytrade fake port")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
     parser.add_argument("--alpaca-key-id", default="PKFAKEALPACA0000001")
     parser.add_argument("--alpaca-secret", default="fake-alpaca-secret-not-a-real-key")
     parser.add_argument("--tradier-token", default="fake-tradier-token-not-real")
+    parser.add_argument("--tastytrade-client-secret", default="fake-tastytrade-client-secret")
+    parser.add_argument("--tastytrade-refresh-token", default="fake-tastytrade-refresh-token")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))
