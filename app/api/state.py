@@ -13,6 +13,7 @@ from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
 from app.services.orders import OrderService
+from app.services.portfolio import PortfolioService
 from app.streaming.runtime import StreamRuntime
 
 
@@ -27,3 +28,4 @@ class AppState:
     connections: ConnectionService
     events: EventService
     stream: StreamRuntime
+    portfolio: PortfolioService
