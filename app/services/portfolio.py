@@ -32,7 +32,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Round
 
 from app import errors
 from app.brokers import errors as broker_errors
-from app.brokers.base import AssetClass, Balances, BrokerAdapter, Position
+from app.brokers.base import AssetClass, Balances, Position
 from app.db.models import Account, Connection, PortfolioSnapshot
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.portfolio import PortfolioSnapshotRepository
@@ -46,6 +46,7 @@ from app.schemas.portfolio import (
     SnapshotPosition,
     UnavailableAccount,
 )
+from app.security.credentials import Credentials
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
 
@@ -114,6 +115,7 @@ class AccountFailure:
 
 
 Outcome = AccountRead | AccountFailure
+Job = tuple[AccountRef, Account, Connection, Credentials | None]
 
 
 @dataclass(slots=True)
@@ -323,23 +325,38 @@ class PortfolioService:
 
         Fails only when the database does: broker failures become ``unavailable`` entries.
         """
-        async with self._ctx.sessionmaker() as session:
-            rows = await AccountRepository.for_user(session, user_id).all_with_connections()
         loop = asyncio.get_running_loop()
         planned: dict[str, Outcome | None] = {}
-        to_read: list[tuple[AccountRef, Account, Connection]] = []
-        for account, connection in rows:
-            ref = AccountRef.of(account)
-            early = self._precheck(ref, connection)
-            if early is None:
-                skip = self._skips.get(ref.account_id)
-                if skip is not None:
-                    early = AccountFailure(ref, skip.reason, skip.detail, attempted=False)
-                    if loop.time() >= skip.check_after:
-                        self._check_in_background(user_id, ref, account, connection)
-            planned[ref.account_id] = early
-            if early is None:
-                to_read.append((ref, account, connection))
+        to_read: list[Job] = []
+        async with self._ctx.sessionmaker() as session:
+            rows = await AccountRepository.for_user(session, user_id).all_with_connections()
+            candidates: list[tuple[AccountRef, Account, Connection]] = []
+            for account, connection in rows:
+                ref = AccountRef.of(account)
+                early = self._precheck(ref, connection)
+                if early is None:
+                    skip = self._skips.get(ref.account_id)
+                    if skip is not None:
+                        early = AccountFailure(ref, skip.reason, skip.detail, attempted=False)
+                        if loop.time() >= skip.check_after:
+                            self._check_in_background(user_id, ref, account, connection)
+                planned[ref.account_id] = early
+                if early is None:
+                    candidates.append((ref, account, connection))
+            # One query for every credential (not one session per account).
+            credentials = await self._ctx.vault.credentials_for_read_many(
+                session,
+                user_id=user_id,
+                connection_ids=sorted(
+                    {c.id for _, _, c in candidates if self._needs_credentials(c)}
+                ),
+            )
+        for ref, account, connection in candidates:
+            found = credentials.get(connection.id)
+            if isinstance(found, errors.ConnectionBroken):
+                planned[ref.account_id] = _failure_from(ref, found)
+            else:
+                to_read.append((ref, account, connection, found))
         for outcome in await self._read_all(to_read):
             planned[outcome.ref.account_id] = outcome
         outcomes = [o for o in planned.values() if o is not None]
@@ -366,13 +383,19 @@ class PortfolioService:
             )
         return None
 
-    async def _read_one(self, ref: AccountRef, account: Account, connection: Connection) -> Outcome:
+    def _needs_credentials(self, connection: Connection) -> bool:
+        return self._ctx.spec_for(connection).token_tier is not None
+
+    async def _read_one(
+        self,
+        ref: AccountRef,
+        account: Account,
+        connection: Connection,
+        credentials: Credentials | None,
+    ) -> Outcome:
         """Balances and positions of one account, concurrently; failures become outcomes."""
         try:
-            async with self._ctx.sessionmaker() as session:
-                adapter: BrokerAdapter = await self._ctx.adapter_for(
-                    session, connection, for_order=False
-                )
+            adapter = self._ctx.build_adapter(connection, credentials)
             try:
                 async with asyncio.TaskGroup() as group:
                     balances = group.create_task(adapter.get_balances(account.broker_account_ref))
@@ -383,9 +406,7 @@ class PortfolioService:
             return _failure_from(ref, exc)
         return AccountRead(ref, balances.result(), positions.result(), utcnow())
 
-    async def _read_all(
-        self, jobs: Sequence[tuple[AccountRef, Account, Connection]]
-    ) -> list[Outcome]:
+    async def _read_all(self, jobs: Sequence[Job]) -> list[Outcome]:
         """Run every read at once; each gets its broker's timeout, then it is cancelled.
 
         A cancelled read is not awaited: its task is kept only so it is not garbage
@@ -397,8 +418,8 @@ class PortfolioService:
         started = loop.time()
         settings = self._ctx.settings
         tasks: dict[asyncio.Task[Outcome], tuple[AccountRef, float]] = {}
-        for ref, account, connection in jobs:
-            task = asyncio.create_task(self._read_one(ref, account, connection))
+        for ref, account, connection, credentials in jobs:
+            task = asyncio.create_task(self._read_one(ref, account, connection, credentials))
             tasks[task] = (ref, settings.portfolio_timeout_for(ref.broker))
         outcomes: list[Outcome] = []
         pending = set(tasks)
@@ -467,10 +488,18 @@ class PortfolioService:
         budget = self._ctx.settings.portfolio_timeout_for(ref.broker)
         started = loop.time()
         try:
+            limit = max(budget, self._ctx.settings.broker_read_timeout_seconds)
             try:
-                limit = max(budget, self._ctx.settings.broker_read_timeout_seconds)
                 async with asyncio.timeout(limit):
-                    outcome = await self._read_one(ref, account, connection)
+                    credentials = None
+                    if self._needs_credentials(connection):
+                        async with self._ctx.sessionmaker() as session:
+                            credentials = await self._ctx.vault.credentials_for_read(
+                                session, user_id=user_id, connection_id=connection.id
+                            )
+                    outcome = await self._read_one(ref, account, connection, credentials)
+            except errors.ConnectionBroken as exc:
+                outcome = _failure_from(ref, exc)
             except TimeoutError:
                 outcome = _timeout_failure(ref, limit)
             elapsed = loop.time() - started

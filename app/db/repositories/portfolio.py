@@ -29,10 +29,11 @@ class PortfolioSnapshotRepository(UserScoped):
         return {row.account_id: row for row in rows}
 
     async def save(self, snapshots: Sequence[PortfolioSnapshot]) -> None:
-        """Insert or replace these snapshots, unless the stored one is newer.
+        """Insert or replace these snapshots (one statement), unless the stored one is newer.
 
-        Rows are written in account id order so two concurrent requests of one user lock
-        them in the same order (no deadlock). Raises ``PermissionError`` for another user's
+        Rows go in account id order so two concurrent requests of one user lock them in the
+        same order (no deadlock). At most one snapshot per account (Postgres refuses to
+        update a row twice in one statement). Raises ``PermissionError`` for another user's
         row; the caller commits.
         """
         if not snapshots:
@@ -40,23 +41,24 @@ class PortfolioSnapshotRepository(UserScoped):
         if any(s.user_id != self.user_id for s in snapshots):
             raise PermissionError("snapshot belongs to another user")
         postgres = self.session.get_bind().dialect.name == "postgresql"
-        for snapshot in sorted(snapshots, key=lambda s: s.account_id):
-            values = {
-                "account_id": snapshot.account_id,
-                "user_id": snapshot.user_id,
-                "currency": snapshot.currency,
-                "cash": snapshot.cash,
-                "equity": snapshot.equity,
-                "buying_power": snapshot.buying_power,
-                "positions": snapshot.positions,
-                "taken_at": snapshot.taken_at,
+        rows = [
+            {
+                "account_id": s.account_id,
+                "user_id": s.user_id,
+                "currency": s.currency,
+                "cash": s.cash,
+                "equity": s.equity,
+                "buying_power": s.buying_power,
+                "positions": s.positions,
+                "taken_at": s.taken_at,
             }
-            stmt = (postgresql.insert if postgres else sqlite.insert)(PortfolioSnapshot)
-            stmt = stmt.values(**values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[PortfolioSnapshot.account_id],
-                set_={k: stmt.excluded[k] for k in values if k != "account_id"},
-                where=(PortfolioSnapshot.user_id == stmt.excluded.user_id)
-                & (PortfolioSnapshot.taken_at <= stmt.excluded.taken_at),
-            )
-            await self.session.execute(stmt)
+            for s in sorted(snapshots, key=lambda s: s.account_id)
+        ]
+        stmt = (postgresql.insert if postgres else sqlite.insert)(PortfolioSnapshot).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[PortfolioSnapshot.account_id],
+            set_={k: stmt.excluded[k] for k in rows[0] if k != "account_id"},
+            where=(PortfolioSnapshot.user_id == stmt.excluded.user_id)
+            & (PortfolioSnapshot.taken_at <= stmt.excluded.taken_at),
+        )
+        await self.session.execute(stmt)
