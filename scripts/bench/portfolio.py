@@ -34,6 +34,9 @@ from app.security.jwt import issue_dev_token  # noqa: E402
 from tests.fakes.alpaca import FakeAlpaca, serve_asgi  # noqa: E402
 from tests.postgres import fresh_database, postgres_server  # noqa: E402
 
+# Idle connections expire before uvicorn's 5 s keep-alive closes them from the other side.
+LIMITS = httpx.Limits(keepalive_expiry=2.0)
+
 
 def key(n: int) -> tuple[str, str]:
     """The fake's API key id and secret of bench account ``n`` (deterministic)."""
@@ -177,8 +180,8 @@ async def run(args: argparse.Namespace, fake_url: str, gateway_url: str, secret:
     auth = {"Authorization": f"Bearer {issue_dev_token(secret, 'bench-portfolio')}"}
     slow_n = args.accounts - 1
     async with (
-        httpx.AsyncClient(base_url=gateway_url, headers=auth, timeout=30) as gw,
-        httpx.AsyncClient(base_url=fake_url, timeout=30) as direct,
+        httpx.AsyncClient(base_url=gateway_url, headers=auth, timeout=30, limits=LIMITS) as gw,
+        httpx.AsyncClient(base_url=fake_url, timeout=30, limits=LIMITS) as direct,
     ):
         ids: dict[int, str] = {}
         for n in range(args.accounts):
@@ -195,11 +198,19 @@ async def run(args: argparse.Namespace, fake_url: str, gateway_url: str, secret:
         slow_id = ids[slow_n]
         healthy = [n for n in ids if n != slow_n]
 
+        missed: dict[str, int] = {}  # healthy accounts not read, by reason
+
         def check(body: dict[str, Any]) -> dict[str, Any]:
-            read = {a["account_id"] for a in body["accounts"]}
-            assert read == {ids[n] for n in healthy}, "a healthy account was not read"
-            [slow] = body["unavailable"]
-            assert slow["account_id"] == slow_id
+            """The slow account's entry; counts healthy accounts that were not read."""
+            slow = None
+            for entry in body["unavailable"]:
+                if entry["account_id"] == slow_id:
+                    slow = entry
+                else:
+                    name = f"{entry['reason']} attempted={entry['attempted']}"
+                    missed[name] = missed.get(name, 0) + 1
+            if slow is None:
+                raise AssertionError("the slow account was read in time: nothing to measure")
             return dict(slow)
 
         started = time.perf_counter()
@@ -209,6 +220,7 @@ async def run(args: argparse.Namespace, fake_url: str, gateway_url: str, secret:
         cold_slow = check(cold.json())
         for _ in range(args.warmup):
             (await gw.get("/v1/portfolio")).raise_for_status()
+        missed.clear()
 
         portfolio_ms: list[float] = []
         slowest_healthy_ms: list[float] = []
@@ -224,6 +236,9 @@ async def run(args: argparse.Namespace, fake_url: str, gateway_url: str, secret:
             # The floor for any aggregator: it must wait for its slowest healthy broker.
             each = await asyncio.gather(*(direct_read(direct, n) for n in healthy))
             slowest_healthy_ms.append(max(each))
+
+        # Context: one healthy account read alone (no other load on the fake).
+        alone = [await direct_read(direct, healthy[i % len(healthy)]) for i in range(100)]
 
     p50, p99 = percentile(portfolio_ms, 0.5), percentile(portfolio_ms, 0.99)
     h50, h99 = percentile(slowest_healthy_ms, 0.5), percentile(slowest_healthy_ms, 0.99)
@@ -245,12 +260,18 @@ async def run(args: argparse.Namespace, fake_url: str, gateway_url: str, secret:
         f"slowest healthy read p50 {h50:7.1f} ms   p99 {h99:7.1f} ms   (per request, the slowest "
         "of the healthy accounts' account+positions read straight to the fake)"
     )
+    print(
+        f"one healthy read alone p50 {percentile(alone, 0.5):7.1f} ms   p99 "
+        f"{percentile(alone, 0.99):7.1f} ms   (context: the fake with no concurrent load)"
+    )
     print(f"ratio p99/p99 {p99 / h99:.2f}   p50/p50 {p50 / h50:.2f}   (target p99 ratio <= 1.3)")
     summary = ", ".join(
         f"{reason} attempted={attempted}: {count}"
         for (reason, attempted), count in sorted(reasons.items())
     )
     print(f"slow account in the measured answers: {summary}")
+    lost = ", ".join(f"{reason}: {count}" for reason, count in sorted(missed.items()))
+    print(f"healthy accounts not read in the measured answers: {lost or 'none'}")
     waited = sum(1 for ms in portfolio_ms if ms >= args.slow_ms)
     print(
         f"answers that took the slow broker's {args.slow_ms:g} ms or longer: {waited} of "

@@ -9,10 +9,12 @@ from decimal import Decimal, localcontext
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import AssetClass, Balances, Position
+from app.config import Settings
 from app.db.models import PortfolioSnapshot
 from app.schemas.portfolio import PortfolioOut
 from app.security.vault import CredentialRevoked
@@ -188,3 +190,15 @@ def test_every_failure_has_a_stable_reason(exc: Exception, reason: str) -> None:
     assert failure.attempted is True
     if reason == "internal_error":
         assert "a bug" not in failure.detail  # internals stay in the log
+
+
+def test_the_timeout_is_a_setting_overridable_per_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROKERAGE_PORTFOLIO_BROKER_TIMEOUT_SECONDS", "0.75")
+    monkeypatch.setenv("BROKERAGE_PORTFOLIO_BROKER_TIMEOUTS", '{"schwab": 2.5}')
+    configured = Settings()
+    assert configured.portfolio_timeout_for("schwab") == 2.5
+    assert configured.portfolio_timeout_for("alpaca") == 0.75
+    assert Settings().portfolio_skip_seconds == 30
+    monkeypatch.setenv("BROKERAGE_PORTFOLIO_BROKER_TIMEOUTS", '{"schwab": 0}')
+    with pytest.raises(ValidationError):
+        Settings()
