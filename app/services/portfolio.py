@@ -14,6 +14,10 @@ and refreshes the snapshot. Without this, every answer would wait the full timeo
 broker that is known to be slow. The skip state is per process (each instance learns on its
 own); the snapshots are shared through the database.
 
+What is not under a broker's timeout: the database (the account list, one query for every
+credential, then one snapshot upsert) and the vault's decryption. A database failure fails
+the request (500); a credential that cannot be read is that account's ``connection_broken``.
+
 Aggregation (``aggregate``, pure): totals and per-symbol rows are keyed by currency and
 mode. Different currencies are never added (no conversion rates are involved at all), and
 paper money is never added to real money. Each per-symbol row is the exact sum of the
