@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -128,6 +128,17 @@ class Settings(BaseSettings):
     upstream_sync_seconds: float = 30.0
     broker_read_timeout_seconds: float = 10.0
 
+    # GET /v1/portfolio reads every account at once; one account's read may take this long
+    # before the answer goes without it (the read is cancelled, the account is reported as
+    # timed out with its last good data). Per broker slug overrides, e.g.
+    # BROKERAGE_PORTFOLIO_BROKER_TIMEOUTS='{"schwab": 2.5}'.
+    portfolio_broker_timeout_seconds: float = Field(default=1.0, gt=0)
+    portfolio_broker_timeouts: dict[str, Annotated[float, Field(gt=0)]] = {}
+    # After an account's read timed out or its broker was unavailable, later portfolio
+    # answers skip it for at least this long (reporting its last good data) while one
+    # background read per period checks whether the broker is back.
+    portfolio_skip_seconds: float = Field(default=30.0, ge=0)
+
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -136,6 +147,12 @@ class Settings(BaseSettings):
         if self.auto_migrate_setting is not None:
             return self.auto_migrate_setting
         return self.is_sqlite
+
+    def portfolio_timeout_for(self, broker_slug: str) -> float:
+        """Seconds one account of this broker may take in GET /v1/portfolio."""
+        return self.portfolio_broker_timeouts.get(
+            broker_slug, self.portfolio_broker_timeout_seconds
+        )
 
     @property
     def is_sqlite(self) -> bool:

@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import accounts, admin, brokers, connections, events, health, orders
+from app.api import accounts, admin, brokers, connections, events, health, orders, portfolio
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
@@ -37,6 +37,7 @@ from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
+from app.services.portfolio import PortfolioService
 from app.services.reconciliation import Reconciler, run_reconciler
 from app.services.upstream import UpstreamStreams
 from app.startup import prepare_local_secrets
@@ -116,6 +117,7 @@ def create_app(
             admin=AdminService(ctx),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
+            portfolio=PortfolioService(ctx),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -148,6 +150,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await stream.stop()  # streaming
+            await app.state.brokerage.portfolio.aclose()
             await http.aclose()
             if ctx.broker_http is not None:
                 await ctx.broker_http.aclose()
@@ -164,6 +167,6 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for module in (brokers, connections, accounts, orders, events, admin):
+    for module in (brokers, connections, accounts, portfolio, orders, events, admin):
         app.include_router(module.router)
     return app

@@ -365,3 +365,25 @@ class AuditChainHead(Base):
     last_seq: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PortfolioSnapshot(Base):
+    """The last good read of one account, kept for ``GET /v1/portfolio``.
+
+    When an account cannot be read (timeout, broker error, broken connection) the portfolio
+    reports it with this snapshot and its age instead of dropping it. One row per account,
+    overwritten by every newer good read. ``positions`` holds the normalized positions with
+    every number as a decimal string, so nothing passes through a float.
+    """
+
+    __tablename__ = "portfolio_snapshots"
+    __table_args__ = (Index(None, "user_id"),)
+
+    account_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    currency: Mapped[str] = mapped_column(String(3))
+    cash: Mapped[Decimal] = mapped_column(Money())
+    equity: Mapped[Decimal] = mapped_column(Money())
+    buying_power: Mapped[Decimal] = mapped_column(Money())
+    positions: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -13,7 +13,7 @@ constraint enforces again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -160,6 +160,30 @@ class TokenVault:
         """
         token = await self._active(session, user_id, connection_id)
         return self._decrypt(token)
+
+    async def credentials_for_read_many(
+        self, session: AsyncSession, *, user_id: str, connection_ids: Sequence[str]
+    ) -> dict[str, Credentials | errors.ConnectionBroken]:
+        """``credentials_for_read`` for many connections in one query (the portfolio).
+
+        Each connection gets its credentials or the error ``credentials_for_read`` would
+        have raised for it (``CredentialMissing``, ``CredentialRevoked``,
+        ``CredentialUnreadable``), so one bad token never fails the others.
+        """
+        repo = BrokerTokenRepository.for_user(session, user_id)
+        tokens = await repo.active_for_connections(connection_ids)
+        result: dict[str, Credentials | errors.ConnectionBroken] = {}
+        for connection_id in connection_ids:
+            token = tokens.get(connection_id)
+            try:
+                if token is None:
+                    if await repo.exists_for_connection(connection_id):
+                        raise CredentialRevoked()
+                    raise CredentialMissing()
+                result[connection_id] = self._decrypt(token)
+            except errors.ConnectionBroken as exc:
+                result[connection_id] = exc
+        return result
 
     async def credentials_for_order(
         self, session: AsyncSession, *, user_id: str, connection_id: str

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
 from app.brokers import errors as broker_errors
-from app.brokers.base import AuthKind, BrokerAccount
+from app.brokers.base import AuthKind, BrokerAccount, Tier
 from app.brokers.registry import BrokerSpec
 from app.db.models import Account, Connection
 from app.db.repositories.connections import AccountRepository, ConnectionRepository
@@ -150,7 +150,8 @@ class ConnectionService:
             tier=spec.tier.value,
             ownership="byob",
             status="active",
-            display=f"Connected: {spec.name}",
+            # API.md: "Connected: Schwab" for Live paths, "Linked: <institution>" for Tier C.
+            display=f"Linked: {spec.name}" if spec.tier is Tier.C else f"Connected: {spec.name}",
             created_at=now,
             updated_at=now,
         )

@@ -15,6 +15,7 @@ from app.db.models import Connection
 from app.db.session import SessionMaker
 from app.paper.engine import PaperEngine
 from app.security.audit import AuditChain
+from app.security.credentials import Credentials
 from app.security.vault import TokenVault
 
 USABLE_CONNECTION_STATUSES = frozenset({"active", "expiring"})
@@ -66,6 +67,14 @@ class ServiceContext:
                     session, user_id=connection.user_id, connection_id=connection.id
                 )
         return spec.factory(self.adapter_context(connection.user_id), credentials)
+
+    def build_adapter(
+        self, connection: Connection, credentials: Credentials | None
+    ) -> BrokerAdapter:
+        """The connection's adapter from credentials the caller already took from the vault."""
+        return self.spec_for(connection).factory(
+            self.adapter_context(connection.user_id), credentials
+        )
 
     def adapter_context(self, owner: str) -> AdapterContext:
         return AdapterContext(

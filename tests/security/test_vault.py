@@ -192,6 +192,44 @@ async def test_revoked_and_missing_credentials_are_refused(sessionmaker: Session
         assert row.token_ciphertext, "revocation keeps the row for audit"
 
 
+async def test_reading_many_answers_each_connection_on_its_own(
+    sessionmaker: SessionMaker,
+) -> None:
+    """One bad token (revoked, missing, unreadable, another user's) never fails the others."""
+    vault, user, other = _vault(), new_user(), new_user("other")
+    good, replaced, revoked, empty, tampered = [
+        await _connection(sessionmaker, user) for _ in range(5)
+    ]
+    foreign = await _connection(sessionmaker, other)
+    good_secrets, newest = _secrets(), _secrets()
+    await _store(sessionmaker, vault, user, good, good_secrets)
+    await _store(sessionmaker, vault, user, replaced, _secrets())
+    await _store(sessionmaker, vault, user, replaced, newest)
+    await _store(sessionmaker, vault, user, revoked, _secrets())
+    tampered_token = await _store(sessionmaker, vault, user, tampered, _secrets())
+    await _store(sessionmaker, vault, other, foreign, _secrets())
+    async with sessionmaker() as session:
+        await vault.revoke(session, user_id=user, connection_id=revoked)
+        await session.execute(
+            update(BrokerToken)
+            .where(BrokerToken.id == tampered_token)
+            .values(token_ciphertext=b"not a ciphertext")
+        )
+        await session.commit()
+    async with sessionmaker() as session:
+        found = await vault.credentials_for_read_many(
+            session,
+            user_id=user,
+            connection_ids=[good, replaced, revoked, empty, tampered, foreign],
+        )
+    assert found[good] == good_secrets
+    assert found[replaced] == newest
+    assert isinstance(found[revoked], CredentialRevoked)
+    assert isinstance(found[empty], CredentialMissing)
+    assert isinstance(found[tampered], CredentialUnreadable)
+    assert isinstance(found[foreign], CredentialMissing)  # as if it did not exist
+
+
 async def test_storing_again_replaces_the_active_token(sessionmaker: SessionMaker) -> None:
     vault, user = _vault(), new_user()
     connection_id = await _connection(sessionmaker, user)

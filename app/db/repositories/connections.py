@@ -102,6 +102,16 @@ class AccountRepository(UserScoped):
         row = (await self.session.execute(stmt)).first()
         return None if row is None else (row[0], row[1])
 
+    async def all_with_connections(self) -> list[tuple[Account, Connection]]:
+        """Every account of the user with its connection, oldest first, whatever its status."""
+        stmt = (
+            select(Account, Connection)
+            .join(Connection, Connection.id == Account.connection_id)
+            .where(Account.user_id == self.user_id, Connection.user_id == self.user_id)
+            .order_by(Account.created_at, Account.id)
+        )
+        return [(a, c) for a, c in (await self.session.execute(stmt)).all()]
+
     async def page(self, *, limit: int, after: tuple[datetime, str] | None) -> Sequence[Account]:
         stmt = select(Account).where(Account.user_id == self.user_id)
         if after is not None:

@@ -79,7 +79,8 @@ def error(status: int, code: int, message: str, **headers: str) -> JSONResponse:
 class Faults:
     """Fault switches. Counters apply to the next N matching requests, then reset.
 
-    ``latency``: seconds added before every REST answer. ``server_errors`` /
+    ``latency``: seconds added before every REST answer; ``latency_by_key`` overrides it
+    for the requests of one API key (one slow account among many). ``server_errors`` /
     ``server_error_status``: the next N REST requests (of ``server_errors_method`` only, when
     set) answer 5xx. ``rate_limited`` /
     ``retry_after``: the next N answer 429 with ``Retry-After``. ``timeout_after_accept``: the
@@ -91,6 +92,7 @@ class Faults:
     """
 
     latency: float = 0.0
+    latency_by_key: dict[str, float] = field(default_factory=dict)
     server_errors: int = 0
     server_error_status: int = 500
     server_errors_method: str | None = None  # only requests with this method fail
@@ -294,8 +296,14 @@ class FakeAlpaca:
     async def _gate(self, request: Request) -> FakeAccount | Response:
         self.requests.append((request.method, request.url.path))
         await request.body()  # received in full before any delay, as a real server would
-        if self.faults.latency:
-            await asyncio.sleep(self.faults.latency)
+        latency = self.faults.latency_by_key.get(
+            request.headers.get("APCA-API-KEY-ID") or "", self.faults.latency
+        )
+        if latency:
+            # Ends early only at shutdown (``release_hung``), so a stopping fake does not
+            # have to cancel handlers still sleeping out a long latency.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), latency)
         method_matches = self.faults.server_errors_method in (None, request.method)
         if self.faults.server_errors > 0 and method_matches:
             self.faults.server_errors -= 1
