@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     alpaca_stream_url: str | None = None
     # Alpaca: 200 requests per minute per API key (docs.alpaca.markets, "Rate limit").
     alpaca_requests_per_minute: int = 200
+    # Charles Schwab Trader API (Tier A, OAuth2). One host serves the OAuth endpoints, the
+    # trader API and market data (https://developer.schwab.com/products/trader-api--individual).
+    # Offered only when the app's client id and secret are set (``schwab_configured``).
+    schwab_base_url: str = "https://api.schwabapi.com"
+    schwab_client_id: str | None = None
+    schwab_client_secret: SecretStr | None = None
+    # The exact callback registered with the Schwab app (Schwab compares it verbatim).
+    schwab_redirect_uri: str | None = None
+    # Non-order requests: 120 per minute; order placement/replace/cancel: 0-120 per minute
+    # per account, chosen at app registration (Schwab/TDA migration guide; schwab-py
+    # docs/getting-started.rst recommends 120).
+    schwab_requests_per_minute: int = 120
+    schwab_order_requests_per_minute: int = 120
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0
@@ -88,6 +101,12 @@ class Settings(BaseSettings):
         if self.auto_migrate_setting is not None:
             return self.auto_migrate_setting
         return self.is_sqlite
+
+    @property
+    def schwab_configured(self) -> bool:
+        """Schwab is offered only with the app's client id and secret."""
+        secret = self.schwab_client_secret
+        return bool(self.schwab_client_id and secret is not None and secret.get_secret_value())
 
     @property
     def is_sqlite(self) -> bool:

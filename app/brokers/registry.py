@@ -102,5 +102,6 @@ class BrokerRegistry:
 
 def default_registry() -> BrokerRegistry:
     from app.brokers.alpaca import alpaca_spec
+    from app.brokers.schwab import schwab_spec
 
-    return BrokerRegistry([_paper_spec(), alpaca_spec()])
+    return BrokerRegistry([_paper_spec(), alpaca_spec(), schwab_spec()])
