@@ -18,7 +18,7 @@ from tests.fakes.schwab import FakeSchwab, serve_asgi
 from tests.fakes.schwab.server import FakeAccount, FakeLogin
 
 CLIENT_ID = "fake-schwab-app-key"
-CLIENT_SECRET = "fake-schwab-app-secret-value"  # noqa: S105 - the fake's own registration
+CLIENT_SECRET = "fake-schwab-app-secret-value"
 REDIRECT_URI = "https://gateway.test/v1/oauth/schwab/callback"
 
 

@@ -300,7 +300,9 @@ class FakeSchwab:
         self.grants: dict[str, Grant] = {}
         self.access: dict[str, AccessToken] = {}
         self.codes: dict[str, tuple[FakeLogin, str, str, datetime]] = {}
-        self.requests: list[tuple[str, str]] = []
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every REST request
+        # (method, path, query, body) of every REST request, for request fixtures
+        self.calls: list[tuple[str, str, dict[str, str], bytes]] = []
         self.token_requests: list[dict[str, str]] = []
         self._ids = itertools.count(1000000001)
         self._numbers = itertools.count(12345670)
@@ -442,7 +444,8 @@ class FakeSchwab:
 
     async def _faulted(self, request: Request) -> Response | None:
         self.requests.append((request.method, request.url.path))
-        await request.body()  # received in full before any delay, as a real server would
+        body = await request.body()  # received in full before any delay, as a real server would
+        self.calls.append((request.method, request.url.path, dict(request.query_params), body))
         if self.faults.latency:
             await asyncio.sleep(self.faults.latency)
         method_matches = self.faults.server_errors_method in (None, request.method)
