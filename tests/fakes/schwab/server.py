@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -569,7 +569,7 @@ class FakeSchwab:
             "application/x-www-form-urlencoded"
         ):
             return oauth_error(400, "invalid_request", "Invalid request")
-        form = {k: str(v) for k, v in (await request.form()).items()}
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         self.token_requests.append({"grant_type": form.get("grant_type", "")})
         grant_type = form.get("grant_type")
         now = self.now()
