@@ -149,7 +149,9 @@ class AccountActivityStream:
         """The response code of one request; other frames before it are dropped (the
         catch-up after the handshake covers anything they said)."""
         while True:
-            message = decode(await asyncio.wait_for(ws.recv(), self._handshake_timeout))
+            async with asyncio.timeout(self._handshake_timeout):
+                raw = await ws.recv()
+            message = decode(raw)
             for response in message.get("response") or []:
                 if not isinstance(response, dict):
                     continue
@@ -256,7 +258,10 @@ class AccountActivityStream:
     async def _read(self, ws: ClientConnection, number: str | None) -> AsyncIterator[OrderUpdate]:
         while True:
             try:
-                raw = await asyncio.wait_for(ws.recv(), self.idle_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for around recv() can
+                # swallow a cancellation, leaving a stream running after it was stopped.
+                async with asyncio.timeout(self.idle_timeout):
+                    raw = await ws.recv()
             except TimeoutError:
                 # Open but silent (not even heartbeats): restart; the catch-up covers the gap.
                 log.warning("schwab stream silent; restarting", extra={"broker": mapping.SLUG})

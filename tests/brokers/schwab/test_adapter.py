@@ -149,6 +149,21 @@ async def test_a_lost_replace_answer_is_found_through_the_old_order() -> None:
         assert len(run.account.orders) == 1
 
 
+async def test_a_replace_whose_answer_timed_out_returns_the_new_order() -> None:
+    async with running_fake() as run:
+        adapter, ref = run.adapter(), run.account.hash_value
+        placed = await adapter.place_order(ref, limit())
+        run.fake.faults.timeout_after_accept = 1
+        run.fake.faults.hang_seconds = 2.0
+        new = await adapter.modify_order(
+            ref, placed.broker_order_id, OrderChanges(limit_price=Decimal("1.25"))
+        )
+        assert new.replaces == placed.broker_order_id
+        assert new.limit_price == Decimal("1.25")
+        assert len(run.account.orders) == 2
+        assert [c[0] for c in run.fake.calls].count("PUT") == 1
+
+
 async def test_cancel_then_cancel_again() -> None:
     async with running_fake() as run:
         adapter, ref = run.adapter(), run.account.hash_value

@@ -131,9 +131,11 @@ class Faults:
     ``latency``: seconds before every REST answer. ``server_errors`` (of
     ``server_errors_method`` only, when set): the next N REST requests answer
     ``server_error_status``. ``rate_limited``: the next N answer 429 with ``Retry-After:
-    retry_after``. ``timeout_after_accept``: the next N order placements create the order and
-    then hold the answer ``hang_seconds``. ``stream_silent``: streamer connections stay open
-    and say nothing, heartbeats included. ``drop_streams()``, ``revoke()`` and ``advance()``
+    retry_after``. ``timeout_after_accept``: the next N order placements or replaces create the
+    order and then hold the answer ``hang_seconds``. ``stream_silent``: streamer connections stay open
+    and say nothing, heartbeats included. ``heartbeat_seconds``: ``notify`` heartbeats every
+    so often (none when unset). ``login_denied``: the streamer refuses LOGIN (code 3).
+    ``drop_streams()``, ``revoke()`` and ``advance()``
     on ``FakeSchwab`` cover dropped streams and expired or revoked tokens.
     """
 
@@ -147,6 +149,7 @@ class Faults:
     hang_seconds: float = 30.0
     stream_silent: bool = False
     heartbeat_seconds: float | None = None
+    login_denied: bool = False  # the streamer answers LOGIN with code 3
 
 
 @dataclass
@@ -948,13 +951,17 @@ class FakeSchwab:
             return refused
         order = self._new_order(account, parsed)
         self._publish(login, account, order, "OrderAccepted")
+        await self._maybe_hang()
+        return Response(
+            status_code=201, headers={"Location": self._location(request, account, order.id)}
+        )
+
+    async def _maybe_hang(self) -> None:
+        """``timeout_after_accept``: the order exists now; the answer is held back."""
         if self.faults.timeout_after_accept > 0:
             self.faults.timeout_after_accept -= 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
-        return Response(
-            status_code=201, headers={"Location": self._location(request, account, order.id)}
-        )
 
     def _list(self, request: Request, orders: list[FakeOrder]) -> Response:
         params = request.query_params
@@ -1011,6 +1018,7 @@ class FakeSchwab:
         order.status, order.closed, order.replaced_by = "REPLACED", self.now(), new.id
         self._publish(login, account, order, "ChangeAccepted")
         self._publish(login, account, new, "OrderAccepted")
+        await self._maybe_hang()
         return Response(
             status_code=201, headers={"Location": self._location(request, account, new.id)}
         )
@@ -1119,7 +1127,8 @@ class FakeSchwab:
                                 str((request.get("parameters") or {}).get("Authorization"))
                             )
                             ok = (
-                                token is not None
+                                not self.faults.login_denied
+                                and token is not None
                                 and not token.grant.revoked
                                 and token.expires > self.now()
                                 and request.get("SchwabClientCustomerId")
