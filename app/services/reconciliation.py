@@ -4,8 +4,9 @@ An order is left ``unknown`` when a submit timed out or failed after it may have
 the broker, and ``pending_submit`` when the process stopped between committing the intent
 and hearing the broker. Reconciliation asks the broker for the order by our client order id
 (or, for brokers without client order ids, by the order's fingerprint near its submit time:
-``capabilities.client_order_ids`` says which) and adopts what it finds. Only when the broker has had ample time and still does not know
-the order is it marked ``rejected``; it is never sent again.
+``capabilities.client_order_ids`` says which) and adopts what it finds. Only when the
+broker has had ample time and still does not know the order is it marked ``rejected``; it
+is never sent again.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Reconciler:
     that cannot be resolved yet never holds back the rest:
 
     * waiting (``unknown``, ``pending_submit``): looked up by broker order id when we have
-      it, else by client order id; declared not placed only when no broker id is known and
+      it, else by client order id (or by fingerprint where the broker has no client ids); declared not placed only when no broker id is known and
       the broker still does not know the client id after the give-up window;
     * changing (``pending_cancel``, ``pending_replace``) past the grace period: the change
       request's answer was lost, so the broker's current view is applied;

@@ -131,9 +131,9 @@ class Faults:
     ``latency``: seconds before every REST answer. ``server_errors`` (of
     ``server_errors_method`` only, when set): the next N REST requests answer
     ``server_error_status``. ``rate_limited``: the next N answer 429 with ``Retry-After:
-    retry_after``. ``timeout_after_accept``: the next N order placements or replaces create the
-    order and then hold the answer ``hang_seconds``. ``stream_silent``: streamer connections stay open
-    and say nothing, heartbeats included. ``heartbeat_seconds``: ``notify`` heartbeats every
+    retry_after``. ``timeout_after_accept``: the next N order placements or replaces create
+    the order and then hold the answer ``hang_seconds``. ``stream_silent``: streamer
+    connections stay open and say nothing, heartbeats included. ``heartbeat_seconds``: ``notify`` heartbeats every
     so often (none when unset). ``login_denied``: the streamer refuses LOGIN (code 3).
     ``drop_streams()``, ``revoke()`` and ``advance()``
     on ``FakeSchwab`` cover dropped streams and expired or revoked tokens.
