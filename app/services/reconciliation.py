@@ -68,8 +68,9 @@ class Reconciler:
     that cannot be resolved yet never holds back the rest:
 
     * waiting (``unknown``, ``pending_submit``): looked up by broker order id when we have
-      it, else by client order id (or by fingerprint where the broker has no client ids); declared not placed only when no broker id is known and
-      the broker still does not know the client id after the give-up window;
+      it, else by client order id (by fingerprint where the broker has no client ids);
+      declared not placed only when no broker id is known and the broker still does not
+      know the order after the give-up window;
     * changing (``pending_cancel``, ``pending_replace``) past the grace period: the change
       request's answer was lost, so the broker's current view is applied;
     * open (``submitted``, ``accepted``, ``partially_filled``): a fill whose update never

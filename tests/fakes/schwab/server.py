@@ -133,10 +133,10 @@ class Faults:
     ``server_error_status``. ``rate_limited``: the next N answer 429 with ``Retry-After:
     retry_after``. ``timeout_after_accept``: the next N order placements or replaces create
     the order and then hold the answer ``hang_seconds``. ``stream_silent``: streamer
-    connections stay open and say nothing, heartbeats included. ``heartbeat_seconds``: ``notify`` heartbeats every
-    so often (none when unset). ``login_denied``: the streamer refuses LOGIN (code 3).
-    ``drop_streams()``, ``revoke()`` and ``advance()``
-    on ``FakeSchwab`` cover dropped streams and expired or revoked tokens.
+    connections stay open and say nothing, heartbeats included. ``heartbeat_seconds``:
+    ``notify`` heartbeats that often (none when unset). ``login_denied``: the streamer
+    refuses LOGIN (code 3). ``drop_streams()``, ``revoke()``, ``expire_access_tokens()`` and
+    ``advance()`` on ``FakeSchwab`` cover dropped streams and expired or revoked tokens.
     """
 
     latency: float = 0.0
