@@ -317,7 +317,7 @@ async def test_a_refused_order_is_rejected_with_schwab_reason() -> None:
         assert "buying power" in funds.value.reason
         with pytest.raises(errors.Rejected) as refused:
             await adapter.place_order(ref, limit(side=OrderSide.sell))
-        assert "Insufficient shares" in refused.value.reason
+        assert "oversold/overbought position" in refused.value.reason
 
 
 async def test_rate_limited_with_retry_after() -> None:

@@ -906,7 +906,13 @@ class FakeSchwab:
                 ZERO,
             )
             if parsed["quantity"] > held - selling:
-                return service_error(400, "Order rejected", "Insufficient shares available to sell")
+                # Schwab's wording for this refusal (quoted in itsjafer/schwab-api issue #22).
+                return service_error(
+                    400,
+                    "Order rejected",
+                    "This order may result in an oversold/overbought position in your account."
+                    "  Please check your position quantity and/or open orders.",
+                )
         return None
 
     def _location(self, request: Request, account: FakeAccount, order_id: int) -> str:
