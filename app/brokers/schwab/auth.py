@@ -44,6 +44,7 @@ from app.brokers import errors
 from app.brokers.http import BrokerClient, HttpPool, credential_key, timeouts_from
 from app.config import Settings
 from app.security.credentials import Credentials
+from app.security.redaction import register_secret
 
 SLUG = "schwab"
 
@@ -297,6 +298,8 @@ def token_set_from_answer(
         raise errors.UnknownBrokerValue(
             f"Schwab sent an unknown expires_in: {expires_in!r}", broker=SLUG
         )
+    register_secret(access)  # masked in any log line from here on
+    register_secret(refresh_token)
     scope = body.get("scope")
     return TokenSet(
         access_token=access,

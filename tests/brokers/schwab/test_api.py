@@ -274,6 +274,28 @@ async def test_a_timeout_after_accept_is_unknown_then_adopted_by_fingerprint(
         assert len(gw.schwab.account.orders) == 2  # exactly one order for the lost submit
 
 
+async def test_two_identical_lost_submits_adopt_one_broker_order_each(db_url: str) -> None:
+    async with gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        [account_id] = (await gw.connect(user))["accounts"]
+        fake = gw.schwab.fake
+        fake.faults.hang_seconds = 3.0
+        lost = []
+        for key in ("schwab-twin-1", "schwab-twin-2"):
+            fake.faults.timeout_after_accept = 1
+            answer = await h.place(user, account_id, key=key, quantity="1")
+            assert answer.json()["status"] == "unknown"
+            lost.append(answer.json()["id"])
+        assert len(gw.schwab.account.orders) == 2
+        assert await Reconciler(h.state.ctx).run_once() == 2
+        adopted = set()
+        for order_id in lost:
+            got = (await h.client.get(f"/v1/orders/{order_id}", headers=h.auth(user))).json()
+            assert got["status"] in ("accepted", "filled")
+            adopted.add(got["broker_order_id"])
+        assert adopted == {str(i) for i in gw.schwab.account.orders}
+
+
 async def test_a_lost_submit_the_broker_never_saw_is_given_up(db_url: str) -> None:
     async with gateway(db_url) as gw:
         h, user = gw.harness, new_user()
