@@ -22,7 +22,10 @@ QuantConnect/Lean.Brokerages.CharlesSchwab):
   order lists require ``fromEnteredTime``/``toEnteredTime``; numbers are JSON numbers and
   times ``2026-11-23T14:30:00+0000``. Errors use the spec's ``ServiceError`` shape
   ``{"message", "errors": [...]}``; Schwab documents the shape, not the wording, so the
-  messages here are placeholders in that shape.
+  messages here are placeholders in that shape (the oversold/overbought refusal is Schwab's
+  own wording). Throttling answers 429 (schwab-py docs); its body and any ``Retry-After``
+  are not documented, so the fake sends a ``ServiceError`` and a ``Retry-After`` to exercise
+  the gateway's handling of both.
 * Streamer (``streamerInfo`` from ``/userPreference``, a real WebSocket): ``ADMIN``/``LOGIN``
   with the access token (code 0, or 3 "Login denied"), ``ACCT_ACTIVITY``/``SUBS``, a
   ``SUBSCRIBED`` message, then one ``ACCT_ACTIVITY`` message per order change with
