@@ -109,6 +109,22 @@ async def test_place_reads_the_id_from_location() -> None:
         )
 
 
+async def test_a_201_without_location_is_outcome_unknown_and_found_by_fingerprint() -> None:
+    async with running_fake() as run:
+        adapter, ref = run.adapter(), run.account.hash_value
+        request = limit()
+        submitted_at = datetime.now(UTC)
+        run.fake.faults.omit_location = 1
+        with pytest.raises(errors.OutcomeUnknown):
+            await adapter.place_order(ref, request)
+        [held] = run.account.orders.values()
+        found = await adapter.find_order_by_fingerprint(
+            ref, OrderFingerprint.of(request, submitted_at), frozenset()
+        )
+        assert found is not None
+        assert found.broker_order_id == str(held.id)
+
+
 async def test_modify_replaces_with_a_new_order() -> None:
     async with running_fake() as run:
         adapter, ref = run.adapter(), run.account.hash_value

@@ -153,6 +153,7 @@ class Faults:
     stream_silent: bool = False
     heartbeat_seconds: float | None = None
     login_denied: bool = False  # the streamer answers LOGIN with code 3
+    omit_location: int = 0  # the next N 201s carry no Location (the order exists, unnamed)
 
 
 @dataclass
@@ -961,6 +962,9 @@ class FakeSchwab:
         order = self._new_order(account, parsed)
         self._publish(login, account, order, "OrderAccepted")
         await self._maybe_hang()
+        if self.faults.omit_location > 0:
+            self.faults.omit_location -= 1
+            return Response(status_code=201)
         return Response(
             status_code=201, headers={"Location": self._location(request, account, order.id)}
         )
