@@ -123,6 +123,19 @@ class Settings(BaseSettings):
     # (no notification and no heartbeat answer) before it is restarted.
     tastytrade_heartbeat_seconds: float = 20.0
     tastytrade_stream_idle_seconds: float = 65.0
+    # Charles Schwab Trader API (Tier A, OAuth2). One host serves the OAuth endpoints, the
+    # trader API and market data (https://developer.schwab.com/products/trader-api--individual).
+    # Offered only when the app's client id and secret are set (``schwab_configured``).
+    schwab_base_url: str = "https://api.schwabapi.com"
+    schwab_client_id: str | None = None
+    schwab_client_secret: SecretStr | None = None
+    # The exact callback registered with the Schwab app (Schwab compares it verbatim).
+    schwab_redirect_uri: str | None = None
+    # Non-order requests: 120 per minute; order placement/replace/cancel: 0-120 per minute
+    # per account, chosen at app registration (Schwab/TDA migration guide; schwab-py
+    # docs/getting-started.rst recommends 120).
+    schwab_requests_per_minute: int = 120
+    schwab_order_requests_per_minute: int = 120
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0
@@ -153,6 +166,12 @@ class Settings(BaseSettings):
         return self.portfolio_broker_timeouts.get(
             broker_slug, self.portfolio_broker_timeout_seconds
         )
+
+    @property
+    def schwab_configured(self) -> bool:
+        """Schwab is offered only with the app's client id and secret."""
+        secret = self.schwab_client_secret
+        return bool(self.schwab_client_id and secret is not None and secret.get_secret_value())
 
     @property
     def is_sqlite(self) -> bool:
