@@ -12,7 +12,9 @@ from app.services.accounts import AccountService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
+from app.services.oauth import OAuthFlowService
 from app.services.orders import OrderService
+from app.services.token_lifecycle import TokenLifecycle
 from app.streaming.runtime import StreamRuntime
 
 
@@ -27,3 +29,5 @@ class AppState:
     connections: ConnectionService
     events: EventService
     stream: StreamRuntime
+    oauth: OAuthFlowService
+    tokens: TokenLifecycle

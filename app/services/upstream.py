@@ -108,11 +108,15 @@ class UpstreamStreams:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _supervise(self, stream: _Stream) -> None:
+        renewed = False  # the access token was force-refreshed after the last refusal
         while True:
             try:
                 await self._consume(stream)
                 return  # the adapter has no stream
             except broker_errors.AuthenticationFailed:
+                if not renewed and await self._renew_token(stream):
+                    renewed = True
+                    continue
                 await self._mark_broken(stream.connection_id, stream.user_id)
                 return
             except errors.ConnectionBroken:
@@ -120,13 +124,36 @@ class UpstreamStreams:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                renewed = False
                 log.exception(
                     "upstream order stream failed; restarting",
                     extra={"account_id": stream.account_id, "broker": stream.broker_slug},
                 )
             await asyncio.sleep(self._restart_delay)
 
+    async def _renew_token(self, stream: _Stream) -> bool:
+        """An OAuth stream refused: its access token may just have expired mid-stream.
+
+        Force one refresh and let the caller restart the stream; True if that is worth
+        trying. The refresher itself marks the connection broken when the grant is gone.
+        """
+        spec = self._ctx.registry.get(stream.broker_slug)
+        if spec is None or spec.oauth is None or self._ctx.tokens is None:
+            return False
+        try:
+            await self._ctx.tokens.ensure_fresh(
+                user_id=stream.user_id, connection_id=stream.connection_id, force=True
+            )
+        except errors.ConnectionBroken:
+            return False
+        except errors.AppError:
+            await asyncio.sleep(self._restart_delay)
+        return True
+
     async def _consume(self, stream: _Stream) -> None:
+        await self._ctx.with_fresh_tokens(lambda: self._consume_once(stream))
+
+    async def _consume_once(self, stream: _Stream) -> None:
         async with self._ctx.sessionmaker() as session:
             connection = await ConnectionRepository.for_user(session, stream.user_id).get(
                 stream.connection_id
