@@ -96,10 +96,18 @@ def _parse(url: str) -> tuple[str, str, int, str] | None:
     return parts.scheme, parts.hostname.lower(), port or default, parts.path
 
 
-def with_query(url: str, **params: str) -> str:
-    """``url`` with ``params`` added to its query (existing parameters of the same name are
-    replaced, so the frontend never sees two ``error`` values)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    query.extend(params.items())
+RESULT_PARAMS = frozenset({"connection_id", "error"})
+
+
+def landing_url(return_to: str, **result: str) -> str:
+    """``return_to`` with the flow's result (``connection_id`` or ``error``) in its query.
+
+    Result parameters already in ``return_to`` are dropped, so the frontend never sees a
+    stale ``error`` next to a fresh ``connection_id``; its other parameters are kept.
+    """
+    parts = urlsplit(return_to)
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in RESULT_PARAMS
+    ]
+    query.extend(result.items())
     return urlunsplit(parts._replace(query=urlencode(query)))

@@ -53,9 +53,9 @@ from app.security.oauth_state import (
     check_return_to,
     cookie_name,
     digest,
+    landing_url,
     matches,
     new_browser_nonce,
-    with_query,
 )
 from app.services.connections import append_connection_event, live_account
 from app.services.context import ServiceContext
@@ -211,7 +211,7 @@ class OAuthFlowService:
             return self._failure(slug, row, CallbackError.server_error)
         CALLBACKS.labels(broker=slug, outcome="connected").inc()
         return _outcome(
-            slug, row, with_query(row.return_to, connection_id=connection_id), None, connection_id
+            slug, row, landing_url(row.return_to, connection_id=connection_id), None, connection_id
         )
 
     async def _consume(self, state: str | None) -> OAuthState:
@@ -390,7 +390,7 @@ class OAuthFlowService:
         CALLBACKS.labels(broker=slug, outcome=code.value).inc()
         log.info("oauth callback failed", extra={"broker": slug, "error": code.value})
         target = row.return_to if row is not None else self._ctx.settings.oauth_failure_url
-        location = None if target is None else with_query(target, error=code.value)
+        location = None if target is None else landing_url(target, error=code.value)
         return _outcome(slug, row, location, code, None)
 
 
