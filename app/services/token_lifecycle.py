@@ -71,6 +71,9 @@ REFRESHES = Counter(
 BATCH = 100
 # Used and expired OAuth states are kept this long (a replay is told "already used"), then purged.
 STATE_RETENTION = timedelta(days=1)
+# A forced refresh (the broker refused a token before its expiry) is skipped when the token
+# is younger than this: another stream of the same connection already renewed it.
+FORCE_MIN_AGE = timedelta(seconds=30)
 _USABLE = ("active", "expiring")
 
 
@@ -219,7 +222,8 @@ class TokenLifecycle:
 
     async def ensure_fresh(self, *, user_id: str, connection_id: str, force: bool = False) -> None:
         """Refresh the connection's access token now if it is (still) due, waiting for any
-        refresh already running (here or on another instance).
+        refresh already running (here or on another instance). ``force``: also when it is
+        not due (the broker refused it early), unless it is younger than ``FORCE_MIN_AGE``.
 
         Raises ``errors.ConnectionBroken`` (409) when the grant is gone (the connection is now
         ``broken``), ``errors.BrokerUnavailable`` (503) when the refresh failed and the
@@ -308,8 +312,10 @@ class TokenLifecycle:
             return self._break(session, connection, Outcome.refresh_token_expired, now)
         ahead = timedelta(seconds=self._settings.token_refresh_ahead_seconds)
         due = connection.expires_at is not None and connection.expires_at <= now + ahead
+        issued = connection.last_refresh_at or connection.created_at
+        forced = force and now - issued >= FORCE_MIN_AGE
         outcome = Outcome.not_due
-        if due or force:
+        if due or forced:
             outcome = await self._refresh_tokens(session, spec, connection, now)
             if outcome in TERMINAL:
                 return self._break(session, connection, outcome, now)

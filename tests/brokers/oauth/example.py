@@ -9,7 +9,8 @@ tests register it with ``BrokerRegistry.register``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -102,7 +103,17 @@ class ExampleAdapter:
     slug = SLUG
     capabilities = CAPABILITIES
 
-    def __init__(self, settings: Settings, credentials: Credentials | None, pool: HttpPool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: Credentials | None,
+        pool: HttpPool,
+        *,
+        streaming: bool = False,
+    ) -> None:
+        self._streaming = streaming
+        if streaming:
+            self.capabilities = dataclasses.replace(CAPABILITIES, order_stream=N)
         headers = bearer_headers(credentials, broker=SLUG)
         assert credentials is not None
         self.access_token = credentials[ACCESS_TOKEN]  # tests check which token was used
@@ -206,7 +217,14 @@ class ExampleAdapter:
         raise errors.NotSupported("quotes", broker=SLUG)
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
-        return None
+        return self._stream(account_ref) if self._streaming else None
+
+    async def _stream(self, account_ref: str) -> AsyncIterator[OrderUpdate]:
+        """A stream that authenticates (one bearer request) and then ends: enough to see
+        how the supervisor treats a refused token."""
+        await self._client.request("GET", f"/api/v1/accounts/{account_ref}/balances")
+        return
+        yield  # an async generator that yields nothing
 
     async def close(self) -> None:
         return None
@@ -216,31 +234,37 @@ class ExampleAdapter:
 BUILT: list[ExampleAdapter] = []
 
 
-def _factory(ctx: AdapterContext, credentials: Credentials | None) -> BrokerAdapter:
-    assert ctx.http is not None
-    adapter = ExampleAdapter(ctx.settings, credentials, ctx.http)
-    BUILT.append(adapter)
-    return adapter
+def _factory(streaming: bool) -> Callable[[AdapterContext, Credentials | None], BrokerAdapter]:
+    def build(ctx: AdapterContext, credentials: Credentials | None) -> BrokerAdapter:
+        assert ctx.http is not None
+        adapter = ExampleAdapter(ctx.settings, credentials, ctx.http, streaming=streaming)
+        BUILT.append(adapter)
+        return adapter
+
+    return build
 
 
 def _configured(settings: Settings) -> bool:
     return bool(_base(settings))
 
 
-def example_spec(oauth: OAuthSpec = EXAMPLE_OAUTH) -> BrokerSpec:
+def example_spec(oauth: OAuthSpec = EXAMPLE_OAUTH, *, streaming: bool = False) -> BrokerSpec:
+    capabilities = dataclasses.replace(CAPABILITIES, order_stream=N) if streaming else CAPABILITIES
     return BrokerSpec(
         slug=SLUG,
         name="Example",
         tier=Tier.A,
         auth=AuthKind.oauth2,
-        capabilities=CAPABILITIES,
-        factory=_factory,
+        capabilities=capabilities,
+        factory=_factory(streaming),
         configured=_configured,
         oauth=oauth,
     )
 
 
-def example_registry(oauth: OAuthSpec = EXAMPLE_OAUTH) -> BrokerRegistry:
+def example_registry(
+    oauth: OAuthSpec = EXAMPLE_OAUTH, *, streaming: bool = False
+) -> BrokerRegistry:
     registry = default_registry()
-    registry.register(example_spec(oauth))
+    registry.register(example_spec(oauth, streaming=streaming))
     return registry

@@ -17,9 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from pydantic import SecretStr
+from sqlalchemy import update
 
 from app.brokers.registry import BrokerRegistry
 from app.config import Settings
+from app.db.models import Connection
 from app.paper.clock import ManualClock
 from tests.brokers.oauth.example import ExampleSettings, example_registry
 from tests.fakes.oauth import FakeAuthorizationServer
@@ -116,4 +118,29 @@ async def running_oauth(
         owner = fake.add_owner(accounts=accounts)
         settings = example_settings(database_url, url, client, **overrides)
         async with running_app(settings, registry or example_registry(), now=clock.now) as harness:
-            yield OAuthRun(fake, url, client, owner, clock, settings, harness)
+            try:
+                yield OAuthRun(fake, url, client, owner, clock, settings, harness)
+            finally:
+                await _retire_example_connections(harness)
+
+
+async def _retire_example_connections(harness: Harness) -> None:
+    """The test database is shared by the whole run: this run's fake is going away, so its
+    connections must not look refreshable to the next test's token refresher."""
+    async with harness.state.ctx.sessionmaker() as session:
+        await session.execute(
+            update(Connection)
+            .where(
+                Connection.broker_slug == "example",
+                Connection.status.in_(("active", "expiring")),
+            )
+            .values(status="revoked")
+        )
+        await session.commit()
+
+
+@contextlib.asynccontextmanager
+async def another_instance(run: OAuthRun) -> AsyncIterator[Harness]:
+    """A second app instance on the same database, keyring and clock (scale-out)."""
+    async with running_app(run.settings, example_registry(), now=run.clock.now) as harness:
+        yield harness
