@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     token_refresh_ahead_seconds: float = 300.0
     # An adapter built with an access token this close to expiry refreshes it first.
     token_refresh_leeway_seconds: float = 60.0
+    # Refreshes one instance runs at once in a background pass (Postgres; SQLite: one).
+    token_refresh_concurrency: int = 4
     connection_expiring_window: timedelta = timedelta(days=1)
 
     log_level: str = "INFO"

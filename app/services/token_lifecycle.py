@@ -178,6 +178,9 @@ class TokenLifecycle:
     async def run_once(self) -> PassReport:
         """One pass over every due OAuth connection of every user, then purge old states."""
         report = PassReport()
+        # SQLite has one writer and a refresh holds it for the token request: one at a time.
+        width = 1 if self._settings.is_sqlite else max(1, self._settings.token_refresh_concurrency)
+        gate = asyncio.Semaphore(width)
         slugs = oauth_slugs(self._registry)
         now = self._clock()
         after: str | None = None
@@ -192,22 +195,7 @@ class TokenLifecycle:
                     limit=BATCH,
                     after_id=after,
                 )
-            for connection_id in due:
-                report.examined += 1
-                try:
-                    result = await self._refresh(
-                        connection_id, user_id=None, wait=False, force=False
-                    )
-                except Exception:
-                    log.exception("token refresh failed", extra={"connection_id": connection_id})
-                    report.failed += 1
-                    continue
-                if result.outcome is Outcome.refreshed:
-                    report.refreshed += 1
-                elif result.outcome in TERMINAL:
-                    report.broken += 1
-                elif result.outcome is Outcome.failed:
-                    report.failed += 1
+            await asyncio.gather(*(self._background_refresh(c, report, gate) for c in due))
             if len(due) < BATCH:
                 break
             after = due[-1]
@@ -218,6 +206,24 @@ class TokenLifecycle:
             await session.commit()
         return report
 
+    async def _background_refresh(
+        self, connection_id: str, report: PassReport, gate: asyncio.Semaphore
+    ) -> None:
+        async with gate:
+            report.examined += 1
+            try:
+                result = await self._refresh(connection_id, user_id=None, wait=False, force=False)
+            except Exception:
+                log.exception("token refresh failed", extra={"connection_id": connection_id})
+                report.failed += 1
+                return
+        if result.outcome is Outcome.refreshed:
+            report.refreshed += 1
+        elif result.outcome in TERMINAL:
+            report.broken += 1
+        elif result.outcome is Outcome.failed:
+            report.failed += 1
+
     # --- on demand -------------------------------------------------------------------------
 
     async def ensure_fresh(self, *, user_id: str, connection_id: str, force: bool = False) -> None:
@@ -227,8 +233,8 @@ class TokenLifecycle:
 
         Raises ``errors.ConnectionBroken`` (409) when the grant is gone (the connection is now
         ``broken``), ``errors.BrokerUnavailable`` (503) when the refresh failed and the
-        access token has already expired. A failed refresh of a still-valid token is not an
-        error: the caller proceeds with it.
+        access token has already expired (or was forced: the caller knows it is refused).
+        A failed refresh of a still-valid token is not an error: the caller proceeds with it.
         """
         result = await self._refresh(connection_id, user_id=user_id, wait=True, force=force)
         if result.outcome in TERMINAL:
@@ -236,7 +242,7 @@ class TokenLifecycle:
                 "the broker no longer accepts this connection's authorization; connect it again"
             )
         if result.outcome is Outcome.failed and (
-            result.expires_at is None or result.expires_at <= self._clock()
+            force or result.expires_at is None or result.expires_at <= self._clock()
         ):
             raise errors.BrokerUnavailable("the broker could not refresh the access token")
 
@@ -312,8 +318,7 @@ class TokenLifecycle:
             return self._break(session, connection, Outcome.refresh_token_expired, now)
         ahead = timedelta(seconds=self._settings.token_refresh_ahead_seconds)
         due = connection.expires_at is not None and connection.expires_at <= now + ahead
-        issued = connection.last_refresh_at or connection.created_at
-        forced = force and now - issued >= FORCE_MIN_AGE
+        forced = force and not _recently_issued(connection, now)
         outcome = Outcome.not_due
         if due or forced:
             outcome = await self._refresh_tokens(session, spec, connection, now)
@@ -409,6 +414,17 @@ class TokenLifecycle:
             },
         )
         return RefreshResult(outcome, connection.status, connection.expires_at)
+
+
+def _recently_issued(connection: Connection, now: datetime) -> bool:
+    """Whether the current access token is younger than ``FORCE_MIN_AGE``: issued at the
+    last successful refresh, or at connect time if none (after a failed attempt its age is
+    unknown, so it counts as old)."""
+    if connection.last_refresh_at is None:
+        return now - connection.created_at < FORCE_MIN_AGE
+    if connection.last_refresh_outcome != Outcome.refreshed.value:
+        return False
+    return now - connection.last_refresh_at < FORCE_MIN_AGE
 
 
 def oauth_slugs(registry: BrokerRegistry) -> Sequence[str]:

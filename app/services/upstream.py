@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from app import errors
 from app.brokers import errors as broker_errors
@@ -114,11 +115,14 @@ class UpstreamStreams:
                 await self._consume(stream)
                 return  # the adapter has no stream
             except broker_errors.AuthenticationFailed:
-                if not renewed and await self._renew_token(stream):
+                outcome = "give_up" if renewed else await self._renew_token(stream)
+                if outcome == "renewed":
                     renewed = True
                     continue
-                await self._mark_broken(stream.connection_id, stream.user_id)
-                return
+                if outcome == "give_up":
+                    await self._mark_broken(stream.connection_id, stream.user_id)
+                    return
+                # "later": the refresh itself failed for now; retry after the delay.
             except errors.ConnectionBroken:
                 return  # revoked or missing credential: nothing to stream
             except asyncio.CancelledError:
@@ -131,24 +135,26 @@ class UpstreamStreams:
                 )
             await asyncio.sleep(self._restart_delay)
 
-    async def _renew_token(self, stream: _Stream) -> bool:
-        """An OAuth stream refused: its access token may just have expired mid-stream.
+    async def _renew_token(self, stream: _Stream) -> Literal["renewed", "later", "give_up"]:
+        """An OAuth stream was refused: its access token may have been dropped early.
 
-        Force one refresh and let the caller restart the stream; True if that is worth
-        trying. The refresher itself marks the connection broken when the grant is gone.
+        Forces one refresh: "renewed" (restart the stream now), "later" (the refresh failed
+        for now, e.g. the broker is down: retry after the delay, do not give up) or
+        "give_up" (not an OAuth broker, or the grant is gone; the refresher has already
+        marked the connection broken then).
         """
         spec = self._ctx.registry.get(stream.broker_slug)
         if spec is None or spec.oauth is None or self._ctx.tokens is None:
-            return False
+            return "give_up"
         try:
             await self._ctx.tokens.ensure_fresh(
                 user_id=stream.user_id, connection_id=stream.connection_id, force=True
             )
         except errors.ConnectionBroken:
-            return False
+            return "give_up"
         except errors.AppError:
-            await asyncio.sleep(self._restart_delay)
-        return True
+            return "later"
+        return "renewed"
 
     async def _consume(self, stream: _Stream) -> None:
         await self._ctx.with_fresh_tokens(lambda: self._consume_once(stream))

@@ -481,3 +481,16 @@ async def test_disconnect_goes_through_when_the_broker_cannot_revoke(db_url: str
             ).scalar_one()
         assert status == "revoked"
         assert broken_events == 2  # active, revoked
+
+
+async def test_a_failure_while_storing_leaves_nothing_and_revokes(db_url: str) -> None:
+    """Two accounts with one id break the (connection, account) unique constraint: the
+    whole transaction rolls back, and the grant we will not keep is revoked."""
+    async with running_oauth(db_url) as run:
+        run.owner.accounts.append(dict(run.owner.accounts[0]))
+        user = new_user()
+        async with run.browser() as browser:
+            landed = await browser.get(await run.start(browser, user))
+        assert landed.headers["location"] == f"{RETURN_TO}?error=server_error"
+        assert await _rows(run, user) == (0, 0)
+        assert run.fake.revocations == [("refresh_token", True)]

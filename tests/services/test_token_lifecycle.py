@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db.base import Base
-from app.db.models import BrokerToken, Connection, Order, OrderEvent
+from app.db.models import BrokerToken, Connection, OAuthState, Order, OrderEvent
 from app.security.credentials import Credentials
 from app.services.upstream import UpstreamStreams
 from tests.brokers.oauth import example
@@ -487,3 +487,84 @@ async def test_a_stream_refused_because_the_grant_is_gone_breaks_once(db_url: st
         assert (await _connection(run, connection_id)).status == "broken"
         types = [e.type for e in await _connection_events(run, connection_id)]
         assert types == ["connection.active", "connection.broken"]
+
+
+async def test_the_background_task_refreshes_and_purges_old_states(db_url: str) -> None:
+    async with running_oauth(db_url) as run:
+        user, connection_id, grant_id = await _connected(run)
+        async with run.browser() as browser:
+            await run.start(browser, user)  # a flow left unfinished
+        run.clock.advance(AHEAD)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run.harness.state.tokens.run(3600.0, stop))
+
+        async def refreshed() -> bool:
+            return len(run.fake.refreshes(grant_id)) == 1
+
+        await _until(refreshed)
+        stop.set()
+        await task
+        assert (await _connection(run, connection_id)).last_refresh_outcome == "ok"
+
+        run.clock.advance(timedelta(days=1, minutes=11))
+        report = await run.harness.state.tokens.run_once()
+        assert report.purged_states >= 2
+        async with run.harness.state.ctx.sessionmaker() as session:
+            left = (
+                await session.execute(
+                    select(func.count()).select_from(OAuthState).where(OAuthState.user_id == user)
+                )
+            ).scalar_one()
+        assert left == 0
+
+
+async def test_a_stream_whose_renewal_fails_for_now_retries_instead_of_breaking(
+    db_url: str,
+) -> None:
+    async with running_oauth(db_url, registry=example_registry(streaming=True), accounts=1) as run:
+        user, connection_id, _grant_id = await _connected(run)
+        stored = await _stored(run, user, connection_id)
+        run.clock.advance(timedelta(minutes=5))
+        run.fake.access[stored["access_token"]].revoked = True
+        run.fake.faults.server_errors = 1  # the first renewal attempt meets a 503
+        await _stream_all(run)
+        assert [r.status for r in run.fake.refreshes()] == [503, 200]
+        assert (await _connection(run, connection_id)).status == "active"
+        assert [e.type for e in await _connection_events(run, connection_id)] == [
+            "connection.active"
+        ]
+
+
+async def test_without_a_refresh_token_the_connection_ends_with_its_access_token(
+    db_url: str,
+) -> None:
+    async with running_oauth(db_url, fake_options={"issue_refresh_tokens": False}) as run:
+        user, connection_id, _grant_id = await _connected(run)
+        assert "refresh_token" not in await _stored(run, user, connection_id)
+        row = await _connection(run, connection_id)
+        assert row.refresh_expires_at == row.expires_at  # nothing can extend it
+        await run.harness.state.tokens.run_once()  # 30 minutes left: within the 1-day window
+        assert (await _connection(run, connection_id)).status == "expiring"
+        run.clock.advance(EXPIRED)
+        await run.harness.state.tokens.run_once()
+        row = await _connection(run, connection_id)
+        assert (row.status, row.last_refresh_outcome) == ("broken", "refresh_token_expired")
+        assert run.fake.refreshes() == []
+        types = [e.type for e in await _connection_events(run, connection_id)]
+        assert types == ["connection.active", "connection.expiring", "connection.broken"]
+
+
+async def test_a_background_pass_refreshes_many_connections(db_url: str) -> None:
+    async with running_oauth(db_url, accounts=1) as run:
+        connected = [await _connected_again(run) for _ in range(6)]
+        run.clock.advance(AHEAD)
+        report = await run.harness.state.tokens.run_once()
+        assert (report.examined, report.refreshed, report.failed) == (6, 6, 0)
+        for _, connection_id in connected:
+            assert (await _connection(run, connection_id)).last_refresh_outcome == "ok"
+        assert len(run.fake.refreshes()) == 6
+
+
+async def _connected_again(run: OAuthRun) -> tuple[str, str]:
+    user = new_user()
+    return user, await run.connect(user)
