@@ -401,13 +401,14 @@ def _outcome(
     error: CallbackError | None,
     connection_id: str | None,
 ) -> CallbackOutcome:
-    """The answer, with the browser cookie to clear (its path is the redirect URI's)."""
+    """The answer, with the browser cookie to clear (the flow's: its broker's name, the
+    path of its redirect URI)."""
     parts = urlsplit(row.redirect_uri) if row is not None else None
     return CallbackOutcome(
         location=location,
         error=error,
         connection_id=connection_id,
-        cookie_name=cookie_name(slug),
+        cookie_name=cookie_name(row.broker_slug if row is not None else slug),
         cookie_path=parts.path if parts is not None else None,
         cookie_secure=parts is not None and parts.scheme == "https",
     )
