@@ -89,6 +89,8 @@ class OAuthSpec:
     client_secret_setting: str
     redirect_uri_setting: str
     revoke_url: SettingsValue | None = None
+    # Brokers with a separate refresh endpoint (Tradier); None: the token endpoint.
+    refresh_url: SettingsValue | None = None
     client_auth: ClientAuthMethod = "client_secret_basic"
     pkce: bool = True
     scopes: tuple[str, ...] = ()
@@ -122,6 +124,7 @@ class OAuthSpec:
             authorize_url=_value(self.authorize_url, settings),
             token_url=_value(self.token_url, settings),
             revoke_url=None if self.revoke_url is None else _value(self.revoke_url, settings),
+            refresh_url=None if self.refresh_url is None else _value(self.refresh_url, settings),
         )
 
     def configured(self, settings: Settings, slug: str) -> bool:
@@ -179,6 +182,7 @@ class OAuthConfig:
     authorize_url: str
     token_url: str
     revoke_url: str | None
+    refresh_url: str | None = None
 
 
 class TokenEndpointError(errors.Rejected):
@@ -317,7 +321,8 @@ class OAuthClient:
     async def refresh(self, refresh_token: str) -> TokenResponse:
         """Refresh grant (RFC 6749 §6); the scope stays what was granted."""
         body = prepare_token_request("refresh_token", refresh_token=refresh_token)
-        return await self._token_request(body)
+        url = self._config.refresh_url or self._config.token_url
+        return _parse_token_response(await self._post(url, body), self._config.slug)
 
     async def revoke(self, token: str, *, token_type_hint: str | None = None) -> bool:
         """RFC 7009 revocation; False when the broker has no revocation endpoint.

@@ -298,3 +298,21 @@ def test_redirect_uris(uri: str, production: bool, ok: bool) -> None:
     else:
         with pytest.raises(OAuthNotConfigured):
             check_redirect_uri(uri, "example", production=production)
+
+
+async def test_a_separate_refresh_endpoint_is_used_for_refreshes() -> None:
+    async with served() as s:
+        spec = dataclasses.replace(
+            EXAMPLE_OAUTH, refresh_url=lambda st: f"{st.example_base_url}/oauth/refreshtoken"
+        )
+        client = s.oauth(spec)
+        verifier = new_code_verifier()
+        token = await client.exchange_code(
+            code=await s.code(client, verifier), redirect_uri=CALLBACK, code_verifier=verifier
+        )
+        assert token.refresh_token
+        await client.refresh(token.refresh_token)
+        assert [(r.grant_type, r.path) for r in s.fake.token_requests] == [
+            ("authorization_code", "/oauth/token"),
+            ("refresh_token", "/oauth/refreshtoken"),
+        ]

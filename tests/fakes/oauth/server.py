@@ -129,6 +129,7 @@ class TokenRequest:
     """One token endpoint request as the fake saw it (for counting in tests)."""
 
     grant_type: str | None
+    path: str
     client_id: str | None
     grant_id: str | None
     status: int
@@ -196,6 +197,8 @@ class FakeAuthorizationServer:
             routes=[
                 Route("/oauth/authorize", self.authorize, methods=["GET"]),
                 Route("/oauth/token", self.token, methods=["POST"]),
+                # A separate refresh endpoint, as some brokers have (same rules).
+                Route("/oauth/refreshtoken", self.token, methods=["POST"]),
                 Route("/oauth/revoke", self.revoke, methods=["POST"]),
                 Route("/api/v1/accounts", self.accounts, methods=["GET"]),
                 Route("/api/v1/accounts/{account_id}/balances", self.balances, methods=["GET"]),
@@ -306,6 +309,7 @@ class FakeAuthorizationServer:
         form = await self._form(request)
         record = TokenRequest(
             grant_type=None if form is None else form.get("grant_type"),
+            path=request.url.path,
             client_id=None,
             grant_id=None,
             status=200,
