@@ -151,6 +151,26 @@ class Settings(BaseSettings):
     # answers skip it for at least this long (reporting its last good data) while one
     # background read per period checks whether the broker is back.
     portfolio_skip_seconds: float = Field(default=30.0, ge=0)
+    # OAuth brokers (the connect flow and the token lifecycle). Each OAuth broker adds its
+    # own client id / secret / redirect URI settings, named in its ``OAuthSpec``.
+    # Frontend URLs ``return_to`` may point at: absolute URLs, matched by scheme, host and
+    # port exactly and by path prefix at a segment boundary. Empty: no flow can start.
+    oauth_return_to_allowlist: list[str] = []
+    # Where a callback whose state is unknown sends the browser (``?error=invalid_state``);
+    # unset, such a callback answers 400 problem+json instead.
+    oauth_failure_url: str | None = None
+    oauth_state_ttl_seconds: int = 600
+    # Pending (unused, unexpired) authorizations one user may hold at once.
+    oauth_max_pending_states: int = 20
+    # The refresher: how often it looks, how far ahead of expiry it refreshes, and when a
+    # refresh token counts as expiring (``connection.expiring``).
+    token_refresh_interval_seconds: float = 60.0
+    token_refresh_ahead_seconds: float = 300.0
+    # An adapter built with an access token this close to expiry refreshes it first.
+    token_refresh_leeway_seconds: float = 60.0
+    # Refreshes one instance runs at once in a background pass (Postgres; SQLite: one).
+    token_refresh_concurrency: int = 4
+    connection_expiring_window: timedelta = timedelta(days=1)
 
     log_level: str = "INFO"
     log_json: bool = True

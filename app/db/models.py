@@ -117,6 +117,43 @@ class BrokerToken(Base):
         )
 
 
+class OAuthState(Base):
+    """One pending OAuth authorization (the connect flow), stored server-side.
+
+    Only hashes of the ``state`` and of the browser's cookie nonce are kept, and the PKCE
+    verifier is sealed like a credential; a table dump cannot complete anyone's flow. A row
+    is single use (``consumed_at`` set atomically by the callback) and lives 10 minutes; it
+    is kept a while after use so a replay is told "already used", then purged.
+    """
+
+    __tablename__ = "oauth_states"
+    __table_args__ = (
+        UniqueConstraint("state_hash"),
+        Index(None, "user_id", "expires_at"),
+        Index(None, "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    broker_slug: Mapped[str] = mapped_column(String(40))
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    verifier_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    verifier_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    verifier_key_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    return_to: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthState(id={self.id!r}, broker_slug={self.broker_slug!r}, "
+            f"expires_at={self.expires_at!r}, consumed_at={self.consumed_at!r})"
+        )
+
+
 class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (

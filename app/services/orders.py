@@ -110,6 +110,19 @@ class OrderService:
     async def place(
         self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str
     ) -> StoredResponse:
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._place(
+                user_id=user_id,
+                account_id=account_id,
+                body=body,
+                idempotency_key=idempotency_key,
+                path=path,
+            )
+        )
+
+    async def _place(
+        self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str
+    ) -> StoredResponse:
         fingerprint = request_fingerprint("POST", path, body)
         async with self._ctx.sessionmaker() as session:
             keys = IdempotencyRepository.for_user(session, user_id)
@@ -371,6 +384,11 @@ class OrderService:
     # --- modify / cancel ---------------------------------------------------------------
 
     async def modify(self, *, user_id: str, order_id: str, body: OrderUpdateBody) -> OrderOut:
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._modify(user_id=user_id, order_id=order_id, body=body)
+        )
+
+    async def _modify(self, *, user_id: str, order_id: str, body: OrderUpdateBody) -> OrderOut:
         changes = OrderChanges(
             quantity=body.quantity,
             limit_price=body.limit_price,
@@ -432,6 +450,11 @@ class OrderService:
         """Cancel at the broker. Works on a broken or disconnected connection too, as long
         as the broker still accepts the credential: a user must always be able to stop an
         order."""
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._cancel(user_id=user_id, order_id=order_id)
+        )
+
+    async def _cancel(self, *, user_id: str, order_id: str) -> OrderOut:
         fingerprint = canonical_fingerprint("DELETE", _order_path(order_id), None)
         async with self._ctx.sessionmaker() as session:
             # Owned (404 otherwise) and a credential the vault hands out for orders; no

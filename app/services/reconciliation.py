@@ -117,6 +117,9 @@ class Reconciler:
         return batch
 
     async def _resolve(self, order: Order, now: datetime) -> int:
+        return await self._ctx.with_fresh_tokens(lambda: self._resolve_once(order, now))
+
+    async def _resolve_once(self, order: Order, now: datetime) -> int:
         async with self._ctx.sessionmaker() as session:
             found = await AccountRepository.for_system(session).get_with_connection(
                 order.account_id

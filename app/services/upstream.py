@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from app import errors
 from app.brokers import errors as broker_errors
@@ -125,25 +126,57 @@ class UpstreamStreams:
         await self._leases.close()
 
     async def _supervise(self, stream: _Stream) -> None:
+        renewed = False  # the access token was force-refreshed after the last refusal
         while True:
             try:
                 await self._consume(stream)
                 return  # the adapter has no stream
             except broker_errors.AuthenticationFailed:
-                await self._mark_broken(stream.connection_id, stream.user_id)
-                return
+                outcome = "give_up" if renewed else await self._renew_token(stream)
+                if outcome == "renewed":
+                    renewed = True
+                    continue
+                if outcome == "give_up":
+                    await self._mark_broken(stream.connection_id, stream.user_id)
+                    return
+                # "later": the refresh itself failed for now; retry after the delay.
             except errors.ConnectionBroken:
                 return  # revoked or missing credential: nothing to stream
             except asyncio.CancelledError:
                 raise
             except Exception:
+                renewed = False
                 log.exception(
                     "upstream order stream failed; restarting",
                     extra={"account_id": stream.account_id, "broker": stream.broker_slug},
                 )
             await asyncio.sleep(self._restart_delay)
 
+    async def _renew_token(self, stream: _Stream) -> Literal["renewed", "later", "give_up"]:
+        """An OAuth stream was refused: its access token may have been dropped early.
+
+        Forces one refresh: "renewed" (restart the stream now), "later" (the refresh failed
+        for now, e.g. the broker is down: retry after the delay, do not give up) or
+        "give_up" (not an OAuth broker, or the grant is gone; the refresher has already
+        marked the connection broken then).
+        """
+        spec = self._ctx.registry.get(stream.broker_slug)
+        if spec is None or spec.oauth is None or self._ctx.tokens is None:
+            return "give_up"
+        try:
+            await self._ctx.tokens.ensure_fresh(
+                user_id=stream.user_id, connection_id=stream.connection_id, force=True
+            )
+        except errors.ConnectionBroken:
+            return "give_up"
+        except errors.AppError:
+            return "later"
+        return "renewed"
+
     async def _consume(self, stream: _Stream) -> None:
+        await self._ctx.with_fresh_tokens(lambda: self._consume_once(stream))
+
+    async def _consume_once(self, stream: _Stream) -> None:
         async with self._ctx.sessionmaker() as session:
             connection = await ConnectionRepository.for_user(session, stream.user_id).get(
                 stream.connection_id
