@@ -26,7 +26,7 @@ from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import Support, Tier
 from app.db.leases import Leases, leases_for
-from app.db.models import Connection
+from app.db.models import Account, Connection
 from app.db.repositories.connections import ConnectionRepository
 from app.services.clock import utcnow
 from app.services.connections import append_connection_event
@@ -51,13 +51,19 @@ class UpstreamStreams:
     ) -> None:
         self._ctx = ctx
         self._restart_delay = restart_delay
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # account id -> its stream task
+        # One stream per broker account (slug + the broker's account ref), whichever account
+        # rows share it: platform connections of many users all point at the platform's one
+        # broker account, and the ingest matches updates across every row of that ref.
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # stream key -> its task
+        self._streams: dict[str, _Stream] = {}
         self._leases = leases if leases is not None else leases_for(ctx.sessionmaker.kw["bind"])
 
     @property
     def running(self) -> frozenset[str]:
         """Account ids whose stream task is alive."""
-        return frozenset(a for a, t in self._tasks.items() if not t.done())
+        return frozenset(
+            self._streams[key].account_id for key, t in self._tasks.items() if not t.done()
+        )
 
     def _streaming_slugs(self) -> list[str]:
         return [
@@ -80,17 +86,20 @@ class UpstreamStreams:
             rows = await ConnectionRepository.for_system(session).usable_accounts(
                 self._streaming_slugs()
             )
-        wanted = {account.id: (connection, account) for connection, account in rows}
-        for account_id in list(self._tasks):
-            task = self._tasks[account_id]
-            if account_id not in wanted or task.done():
+        wanted: dict[str, tuple[Connection, Account]] = {}
+        for connection, account in sorted(rows, key=lambda row: row[1].id):
+            wanted.setdefault(_stream_key(account), (connection, account))
+        for key in list(self._tasks):
+            task = self._tasks[key]
+            if key not in wanted or task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                del self._tasks[account_id]
-                await self._leases.release(_lease(account_id))
-        for account_id, (connection, account) in wanted.items():
-            if account_id not in self._tasks and await self._leases.acquire(_lease(account_id)):
+                del self._tasks[key]
+                del self._streams[key]
+                await self._leases.release(_lease(key))
+        for key, (connection, account) in wanted.items():
+            if key not in self._tasks and await self._leases.acquire(_lease(key)):
                 stream = _Stream(
                     connection_id=connection.id,
                     user_id=connection.user_id,
@@ -98,9 +107,10 @@ class UpstreamStreams:
                     account_ref=account.broker_account_ref,
                     broker_slug=account.broker_slug,
                 )
-                self._tasks[account_id] = asyncio.create_task(
+                self._streams[key] = stream
+                self._tasks[key] = asyncio.create_task(
                     self._supervise(stream),
-                    name=f"upstream-{connection.broker_slug}-{account_id}",
+                    name=f"upstream-{connection.broker_slug}-{account.id}",
                 )
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
@@ -117,6 +127,7 @@ class UpstreamStreams:
 
     async def _stop_all(self) -> None:
         tasks, self._tasks = list(self._tasks.values()), {}
+        self._streams = {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -213,5 +224,9 @@ class UpstreamStreams:
         )
 
 
-def _lease(account_id: str) -> str:
-    return f"upstream-stream:{account_id}"
+def _stream_key(account: Account) -> str:
+    return f"{account.broker_slug}:{account.broker_account_ref}"
+
+
+def _lease(stream_key: str) -> str:
+    return f"upstream-stream:{stream_key}"
