@@ -12,7 +12,17 @@ import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import accounts, admin, brokers, connections, events, health, orders, portfolio
+from app.api import (
+    accounts,
+    admin,
+    brokers,
+    connections,
+    events,
+    health,
+    orders,
+    portfolio,
+    routing,
+)
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
@@ -39,6 +49,7 @@ from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
 from app.services.portfolio import PortfolioService
 from app.services.reconciliation import Reconciler, run_reconciler
+from app.services.routing import RoutingService
 from app.services.upstream import UpstreamStreams
 from app.startup import prepare_local_secrets
 from app.streaming.config import StreamSettings  # streaming
@@ -106,18 +117,20 @@ def create_app(
         stream = StreamRuntime(settings.database_url, stream_settings)
         await stream.start()
         # --- end streaming ---
+        orders_service = OrderService(ctx)
         app.state.brokerage = AppState(
             settings=settings,
             engine=engine,
             ctx=ctx,
             verifier=build_verifier(verifier_settings, http),
-            orders=OrderService(ctx),
+            orders=orders_service,
             accounts=AccountService(ctx),
             connections=ConnectionService(ctx),
             admin=AdminService(ctx),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
             portfolio=PortfolioService(ctx),
+            routing=RoutingService(ctx, orders_service),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -167,6 +180,6 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for module in (brokers, connections, accounts, portfolio, orders, events, admin):
+    for module in (brokers, connections, accounts, portfolio, orders, routing, events, admin):
         app.include_router(module.router)
     return app

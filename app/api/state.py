@@ -15,6 +15,7 @@ from app.services.context import ServiceContext
 from app.services.events import EventService
 from app.services.orders import OrderService
 from app.services.portfolio import PortfolioService
+from app.services.routing import RoutingService
 from app.streaming.runtime import StreamRuntime
 
 
@@ -31,3 +32,4 @@ class AppState:
     events: EventService
     stream: StreamRuntime
     portfolio: PortfolioService
+    routing: RoutingService
