@@ -36,7 +36,7 @@ async def _three(gw: Gateway, user: str, **cash: str) -> dict[str, str]:
 
 def _only(held: dict[str, int], broker: str | None) -> None:
     """The order is held by ``broker`` alone (or by no broker at all)."""
-    expected = {name: 0 for name in held}
+    expected = dict.fromkeys(held, 0)
     if broker is not None:
         expected[broker] = 1
     assert held == expected
