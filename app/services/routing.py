@@ -580,7 +580,11 @@ def _final_answer(
     release = all(a.outcome == "not_sent" for a in sent)
     problem: errors.AppError
     if explicit:
-        problem = refusals[-1]
+        # The broker's own refusal, as the account route answers it; a rejection that came
+        # by another way (a stream update before the answer) as a plain broker rejection.
+        problem = (
+            refusals[-1] if refusals else errors.BrokerRejected("the broker did not take the order")
+        )
     elif release:
         problem = _unreachable(refusals)
     else:

@@ -204,6 +204,9 @@ async def test_a_linked_account_is_listed_but_never_a_candidate(db_url: str) -> 
         }
         explicit = await gw.route(user, account_id=linked)
         assert (explicit.status_code, explicit.json()["code"]) == (403, "read_only_account")
+        preview = (await gw.decide(user, account_id=linked)).json()
+        assert (preview["account_id"], preview["candidates"]) == (None, [])
+        assert passed_over(preview) == {linked: "read_only_account"}
         rule = await gw.set_rules(user, {"equity": [linked, tradier]})
         assert (rule.status_code, rule.json()["code"]) == (403, "read_only_account")
         assert gw.held() == {"alpaca": 0, "tradier": 1, "tastytrade": 0}

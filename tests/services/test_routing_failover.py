@@ -138,6 +138,26 @@ async def test_a_refused_connection_on_the_placement_itself_fails_over(db_url: s
         assert gw.held()["tastytrade"] == 0
 
 
+async def test_a_503_before_the_order_is_sent_fails_over(db_url: str) -> None:
+    async with routing_gateway(db_url) as gw:
+        user = new_user()
+        accounts = await _three(gw, user)
+        # Tradier's symbol check (a read, retried) answers 503 every time: the order itself
+        # was never sent there.
+        gw.tradier.fake.faults.server_errors = 3
+        gw.tradier.fake.faults.server_errors_method = "GET"
+        gw.tradier.fake.faults.server_error_status = 503
+        response = await gw.route(user)
+        assert response.status_code == 201, response.text
+        assert attempts_of(response.json()) == [
+            (accounts["tradier"], "skipped", "broker_unavailable"),
+            (accounts["alpaca"], "accepted", None),
+        ]
+        assert response.json()["route"]["attempts"][0]["order_id"] is None
+        assert gw.order_posts() == 1
+        _only(gw.held(), "alpaca")
+
+
 async def test_a_5xx_on_submit_is_unknown_and_nothing_else_is_tried(db_url: str) -> None:
     async with routing_gateway(db_url) as gw:
         user = new_user()
