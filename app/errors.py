@@ -188,6 +188,24 @@ class UnknownBroker(AppError):
     title = "This broker is not available on this deployment"
 
 
+class UnknownAccount(AppError):
+    status = 422
+    code = "unknown_account"
+    title = "The request names an account you do not have"
+
+
+class NoEligibleAccount(AppError):
+    status = 422
+    code = "no_eligible_account"
+    title = "None of your accounts can take this order"
+
+
+class RouteFailed(AppError):
+    status = 422
+    code = "route_failed"
+    title = "Every account the order was routed to refused it"
+
+
 class UnknownSymbol(AppError):
     status = 422
     code = "unknown_symbol"

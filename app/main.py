@@ -23,6 +23,7 @@ from app.api import (
     oauth,
     orders,
     portfolio,
+    routing,
 )
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_error_handlers
@@ -52,6 +53,7 @@ from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
 from app.services.portfolio import PortfolioService
 from app.services.reconciliation import Reconciler, run_reconciler
+from app.services.routing import RoutingService
 from app.services.token_lifecycle import TokenLifecycle
 from app.services.upstream import UpstreamStreams
 from app.startup import prepare_local_secrets
@@ -134,12 +136,13 @@ def create_app(
         stream = StreamRuntime(settings.database_url, stream_settings)
         await stream.start()
         # --- end streaming ---
+        orders_service = OrderService(ctx)
         app.state.brokerage = AppState(
             settings=settings,
             engine=engine,
             ctx=ctx,
             verifier=build_verifier(verifier_settings, http),
-            orders=OrderService(ctx),
+            orders=orders_service,
             accounts=AccountService(ctx),
             connections=ConnectionService(ctx),
             admin=AdminService(ctx),
@@ -148,6 +151,7 @@ def create_app(
             portfolio=PortfolioService(ctx),
             oauth=OAuthFlowService(ctx, tokens),
             tokens=tokens,
+            routing=RoutingService(ctx, orders_service),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -203,6 +207,16 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for module in (brokers, connections, oauth, accounts, portfolio, orders, events, admin):
+    for module in (
+        brokers,
+        connections,
+        oauth,
+        accounts,
+        portfolio,
+        orders,
+        routing,
+        events,
+        admin,
+    ):
         app.include_router(module.router)
     return app

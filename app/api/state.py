@@ -16,6 +16,7 @@ from app.services.events import EventService
 from app.services.oauth import OAuthFlowService
 from app.services.orders import OrderService
 from app.services.portfolio import PortfolioService
+from app.services.routing import RoutingService
 from app.services.token_lifecycle import TokenLifecycle
 from app.streaming.runtime import StreamRuntime
 
@@ -35,3 +36,4 @@ class AppState:
     portfolio: PortfolioService
     oauth: OAuthFlowService
     tokens: TokenLifecycle
+    routing: RoutingService

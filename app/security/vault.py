@@ -255,10 +255,25 @@ class TokenVault:
         ``no_order_write`` or Tier C token, ``CredentialRevoked`` / ``CredentialMissing``
         (409 ``connection_broken``) otherwise; ``CredentialUnreadable`` if it cannot decrypt.
         """
+        return self._decrypt(await self._order_token(session, user_id, connection_id))
+
+    async def check_order_credential(
+        self, session: AsyncSession, *, user_id: str, connection_id: str
+    ) -> None:
+        """Raise what ``credentials_for_order`` would refuse with, without decrypting.
+
+        For the order router, which weighs every account of a user before choosing one and
+        must not open credentials it will not use.
+        """
+        await self._order_token(session, user_id, connection_id)
+
+    async def _order_token(
+        self, session: AsyncSession, user_id: str, connection_id: str
+    ) -> BrokerToken:
         token = await self._active(session, user_id, connection_id)
         if token.no_order_write or token.broker_tier == "tier_c":
             raise ReadOnlyCredential()
-        return self._decrypt(token)
+        return token
 
     async def revoke(self, session: AsyncSession, *, user_id: str, connection_id: str) -> None:
         """Mark the connection's active tokens revoked (kept for audit, never handed out)."""

@@ -131,6 +131,23 @@ class ServiceContext:
                 )
         return spec.factory(self.adapter_context(connection.user_id), credentials)
 
+    async def ensure_order_credential(self, session: AsyncSession, connection: Connection) -> None:
+        """Raise what ``adapter_for(..., for_order=True)`` would refuse with, decrypting nothing.
+
+        The order router asks this of every account it weighs; only the chosen one's
+        credential is opened.
+        """
+        spec = self.spec_for(connection)
+        if connection.ownership == "platform":
+            if spec.platform_credentials_for(self.settings) is None:
+                raise errors.ConnectionBroken(
+                    f"this deployment has no platform {spec.name} account configured"
+                )
+        elif spec.token_tier is not None:
+            await self.vault.check_order_credential(
+                session, user_id=connection.user_id, connection_id=connection.id
+            )
+
     def build_adapter(
         self, connection: Connection, credentials: Credentials | None
     ) -> BrokerAdapter:

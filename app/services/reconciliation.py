@@ -39,6 +39,7 @@ from app.schemas.orders import Order as OrderOut
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
 from app.services.order_updates import adopt_replacement, apply_broker_order, set_status
+from app.services.routing import routed_key_response
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,14 @@ class Reconciler:
         keys = IdempotencyRepository.for_system(session)
         record = await keys.in_flight_for_order(order.id)
         if record is None:
+            return
+        # An order placed by the router (the process stopped mid-route): the key gets the
+        # route's answer, never a second route.
+        routed = await routed_key_response(session, order)
+        if routed is not None:
+            await keys.complete(
+                record.id, status=routed.status, body=routed.body, order_id=order.id
+            )
             return
         if order.status == OrderStatus.rejected.value:
             problem = BrokerRejected(order.reject_reason or "the order was not placed")

@@ -128,12 +128,18 @@ class AccountRepository(UserScoped):
             stmt = stmt.where(Account.user_id == self.user_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def get_with_connection(self, account_id: str) -> tuple[Account, Connection] | None:
+    async def get_with_connection(
+        self, account_id: str, *, fresh: bool = False
+    ) -> tuple[Account, Connection] | None:
+        """The account and its connection; ``fresh`` re-reads rows the session already holds
+        (a connection revoked since they were loaded)."""
         stmt = (
             select(Account, Connection)
             .join(Connection, Connection.id == Account.connection_id)
             .where(Account.id == account_id)
         )
+        if fresh:
+            stmt = stmt.execution_options(populate_existing=True)
         if not self.is_system:
             stmt = stmt.where(Account.user_id == self.user_id)
         row = (await self.session.execute(stmt)).first()
