@@ -101,11 +101,7 @@ class ServiceContext:
         """
         spec = self.spec_for(connection)
         credentials = None
-        if (
-            spec.oauth is not None
-            and self.tokens is not None
-            and self._access_token_due(connection)
-        ):
+        if spec.oauth is not None and self.tokens is not None and self.access_token_due(connection):
             refreshed = _REFRESH_SCOPE.get()
             if refreshed is not None and connection.id not in refreshed:
                 raise RefreshRequired(connection)
@@ -156,7 +152,7 @@ class ServiceContext:
             self.adapter_context(connection.user_id), credentials
         )
 
-    def _access_token_due(self, connection: Connection) -> bool:
+    def access_token_due(self, connection: Connection) -> bool:
         if connection.expires_at is None or connection.status not in USABLE_CONNECTION_STATUSES:
             return False
         leeway = timedelta(seconds=self.settings.token_refresh_leeway_seconds)

@@ -479,6 +479,19 @@ class RoutingService:
                     raise errors.NotFound("no such account")
                 account, connection = found
                 await self._orders.check_gates(session, user_id, account, connection, body)
+                if self._ctx.tokens is not None and self._ctx.access_token_due(connection):
+                    # An OAuth access token at or near expiry is refreshed first (outside any
+                    # transaction: SQLite's one writer), then the connection is read again.
+                    await session.commit()
+                    await self._ctx.tokens.ensure_fresh(
+                        user_id=user_id, connection_id=connection.id
+                    )
+                    found = await AccountRepository.for_user(session, user_id).get_with_connection(
+                        candidate.account_id, fresh=True
+                    )
+                    if found is None:  # pragma: no cover - accounts are never deleted
+                        raise errors.NotFound("no such account")
+                    account, connection = found
                 adapter = await self._ctx.adapter_for(session, connection, for_order=True)
                 await session.commit()
                 await _check_symbol(adapter, body)

@@ -352,3 +352,41 @@ async def test_upstream_stream_feeds_orders_and_a_revoked_grant_breaks(db_url: s
             assert "connection.broken" in [e.type for e in events]
         finally:
             await streams.close()
+
+
+async def test_a_routed_order_refreshes_an_expiring_access_token_first(db_url: str) -> None:
+    """The router builds the adapter itself: an OAuth token at the edge of expiry is
+    refreshed against the broker before the order is sent, not sent stale."""
+    async with gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        tokens = gw.schwab.token_set()
+        nearly = TokenSet(
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_at=utcnow() + timedelta(seconds=5),
+            refresh_expires_at=tokens.refresh_expires_at,
+        )
+        connection = await gw.connect(user, nearly)
+        [account_id] = connection["accounts"]
+        before = [r["grant_type"] for r in gw.schwab.fake.token_requests]
+        routed = await h.client.post(
+            "/v1/orders",
+            json={
+                "account_id": "auto",
+                "symbol": "AAPL",
+                "side": "buy",
+                "quantity": "1",
+                "order_type": "limit",
+                "limit_price": "1.00",
+                "time_in_force": "day",
+            },
+            headers=h.auth(user, **{"Idempotency-Key": new_id("key")}),
+        )
+        assert routed.status_code == 201, routed.text
+        assert routed.json()["order"]["account_id"] == account_id
+        after = [r["grant_type"] for r in gw.schwab.fake.token_requests]
+        assert after[len(before) :] == ["refresh_token"]
+        refreshed = (
+            await h.client.get(f"/v1/connections/{connection['id']}", headers=h.auth(user))
+        ).json()
+        assert refreshed["expires_at"] > connection["expires_at"]
