@@ -25,6 +25,7 @@ def _configured(settings: Settings) -> bool:
 def schwab_spec() -> BrokerSpec:
     from app.brokers.registry import BrokerSpec
     from app.brokers.schwab.adapter import SCHWAB_CAPABILITIES
+    from app.brokers.schwab.auth import SCHWAB_OAUTH
 
     return BrokerSpec(
         slug="schwab",
@@ -34,4 +35,5 @@ def schwab_spec() -> BrokerSpec:
         capabilities=SCHWAB_CAPABILITIES,
         factory=_factory,
         configured=_configured,
+        oauth=SCHWAB_OAUTH,
     )

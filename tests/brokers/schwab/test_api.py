@@ -1,116 +1,35 @@
 """End to end: the gateway's /v1 API against the fake Schwab, on both database backends.
 
 The app reaches the fake only through its ``BROKERAGE_SCHWAB_*`` settings. Connections are
-created the way the OAuth callback stores them: tokens from the fake sealed in the vault,
-accounts from the adapter (the browser flow itself is built elsewhere).
+made through the OAuth browser flow (``GET /v1/oauth/schwab/authorize`` -> the fake's
+authorize page -> the callback), as a user makes them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from app.brokers.schwab.auth import TokenSet
-from app.db.models import Account, BrokerToken, Connection
-from app.db.repositories.connections import AccountRepository, ConnectionRepository
+from app.db.models import BrokerToken
 from app.db.repositories.orders import OrderEventRepository
-from app.ids import new_id
 from app.services.clock import utcnow
-from app.services.connections import append_connection_event
 from app.services.reconciliation import Reconciler
 from app.services.upstream import UpstreamStreams
-from tests.brokers.schwab.support import Running, running_fake, schwab_settings
+from tests.brokers.schwab.support import Gateway, gateway
 from tests.conftest import new_user
-from tests.harness import Harness, running_app, settings_for_tests
+from tests.harness import Harness
 
 
-@dataclass
-class Gateway:
-    harness: Harness
-    schwab: Running
-
-    async def connect(self, user: str, tokens: TokenSet | None = None) -> dict[str, Any]:
-        """Store a Schwab grant as the OAuth callback does, then read the connection back."""
-        tokens = tokens or self.schwab.token_set()
-        ctx = self.harness.state.ctx
-        spec = ctx.registry.get("schwab")
-        assert spec is not None
-        assert spec.token_tier is not None
-        adapter = spec.factory(ctx.adapter_context(user), tokens.to_credentials())
-        try:
-            found = await adapter.list_accounts()
-        finally:
-            await adapter.close()
-        now = utcnow()
-        connection = Connection(
-            id=new_id("con"),
-            user_id=user,
-            broker_slug="schwab",
-            tier="A",
-            ownership="byob",
-            status="active",
-            display="Connected: Schwab",
-            created_at=now,
-            updated_at=now,
-            expires_at=tokens.expires_at,
-            refresh_expires_at=tokens.refresh_expires_at,
-        )
-        async with ctx.sessionmaker() as session:
-            ConnectionRepository.for_user(session, user).add(connection)
-            await session.flush()
-            await ctx.vault.store(
-                session,
-                user_id=user,
-                connection_id=connection.id,
-                broker_slug="schwab",
-                broker_tier=spec.token_tier,
-                credentials=tokens.to_credentials(),
-                expires_at=tokens.expires_at,
-                refresh_expires_at=tokens.refresh_expires_at,
-            )
-            for item in found:
-                AccountRepository.for_user(session, user).add(
-                    Account(
-                        id=new_id("acc"),
-                        user_id=user,
-                        connection_id=connection.id,
-                        broker_slug="schwab",
-                        tier="A",
-                        mode="live",
-                        name=item.name,
-                        number_masked=item.number_masked,
-                        broker_account_ref=item.broker_account_id,
-                        currency=item.currency,
-                        can_trade=True,
-                        created_at=now,
-                    )
-                )
-            append_connection_event(session, connection)
-            await session.commit()
-        h = self.harness
-        response = await h.client.get(f"/v1/connections/{connection.id}", headers=h.auth(user))
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-
-@contextlib.asynccontextmanager
-async def gateway(db_url: str) -> AsyncIterator[Gateway]:
-    async with running_fake() as schwab:
-        settings = settings_for_tests(
-            db_url, **schwab_settings(schwab.url), reconcile_unknown_after_seconds=0
-        )
-        async with running_app(settings) as harness:
-            yield Gateway(harness=harness, schwab=schwab)
+def _tokens_of(gw: Gateway) -> tuple[str, str]:
+    """(access token, refresh token) the fake issued for the one grant made so far."""
+    [refresh_token] = list(gw.schwab.fake.grants)
+    [access_token] = list(gw.schwab.fake.access)
+    return access_token, refresh_token
 
 
 async def test_schwab_is_an_oauth_broker_only_when_configured(
@@ -139,15 +58,15 @@ async def test_a_connection_is_sealed_and_reads_work(
     caplog.set_level(logging.DEBUG)
     async with gateway(db_url) as gw:
         h, user = gw.harness, new_user()
-        tokens = gw.schwab.token_set()
-        connection = await gw.connect(user, tokens)
+        connection = await gw.connect(user)
+        access_token, refresh_token = _tokens_of(gw)
         assert (connection["display"], connection["status"], connection["tier"]) == (
             "Connected: Schwab",
             "active",
             "A",
         )
         assert connection["refresh_expires_at"] is not None
-        assert tokens.access_token not in str(connection)
+        assert access_token not in str(connection)
         [account_id] = connection["accounts"]
         account = (await h.client.get(f"/v1/accounts/{account_id}", headers=h.auth(user))).json()
         assert account["number_masked"] == "****" + gw.schwab.account.number[-4:]
@@ -165,10 +84,10 @@ async def test_a_connection_is_sealed_and_reads_work(
                 )
             ).scalar_one()
         assert (token.broker_tier, token.broker_slug) == ("tier_a", "schwab")
-        assert tokens.access_token.encode() not in token.token_ciphertext
-        assert tokens.refresh_token.encode() not in token.token_ciphertext
-        assert tokens.access_token not in caplog.text
-        assert tokens.refresh_token not in caplog.text
+        assert access_token.encode() not in token.token_ciphertext
+        assert refresh_token.encode() not in token.token_ciphertext
+        assert access_token not in caplog.text
+        assert refresh_token not in caplog.text
 
 
 async def test_place_replace_cancel(db_url: str) -> None:
