@@ -359,7 +359,7 @@ class OAuthClient:
         """Refresh grant (RFC 6749 §6); the scope stays what was granted."""
         body = prepare_token_request("refresh_token", refresh_token=refresh_token)
         url = self._config.refresh_url or self._config.token_url
-        return _parse_token_response(await self._post(url, body), self._config.slug)
+        return parse_token_response(await self._post(url, body), self._config.slug)
 
     async def revoke(self, token: str, *, token_type_hint: str | None = None) -> bool:
         """RFC 7009 revocation; False when the broker has no revocation endpoint.
@@ -375,7 +375,7 @@ class OAuthClient:
 
     async def _token_request(self, body: str) -> TokenResponse:
         response = await self._post(self._config.token_url, body)
-        return _parse_token_response(response, self._config.slug)
+        return parse_token_response(response, self._config.slug)
 
     async def _post(self, url: str, form_body: str) -> httpx.Response:
         headers = {"Accept": "application/json", **dict(self._spec.token_headers)}
@@ -433,9 +433,11 @@ def _classifier(
     return classify
 
 
-def _parse_token_response(response: httpx.Response, slug: str) -> TokenResponse:
+def parse_token_response(response: httpx.Response, slug: str) -> TokenResponse:
     """RFC 6749 §5.1. ``token_type`` may be absent (Tradier omits it) but must be Bearer
-    when present; ``expires_in`` may arrive as a number or a numeric string."""
+    when present; ``expires_in`` may arrive as a number or a numeric string. Also for a
+    broker that mints access tokens itself (tastytrade's per-user personal grant).
+    ``UnknownBrokerValue`` for anything else."""
     try:
         body = response.json(parse_float=Decimal)
     except ValueError:

@@ -23,11 +23,11 @@ from app.brokers.oauth import (
     OAuthSpec,
     TokenEndpointError,
     TokenResponse,
-    _parse_token_response,
     access_token_expires_at,
     bearer_headers,
     check_redirect_uri,
     new_code_verifier,
+    parse_token_response,
 )
 from app.security.credentials import Credentials
 from tests.brokers.oauth.example import EXAMPLE_OAUTH, ExampleSettings
@@ -206,7 +206,7 @@ def _response(body: Any, status: int = 200) -> httpx.Response:
 
 
 def test_token_responses_are_parsed_strictly() -> None:
-    parsed = _parse_token_response(
+    parsed = parse_token_response(
         _response({"access_token": "a" * 20, "expires_in": "86399", "scope": "read write"}), "x"
     )
     assert (parsed.token_type, parsed.expires_in, parsed.refresh_token) == ("Bearer", 86399, None)
@@ -223,9 +223,9 @@ def test_token_responses_are_parsed_strictly() -> None:
         ["access_token"],
     ):
         with pytest.raises(errors.UnknownBrokerValue):
-            _parse_token_response(_response(body), "x")
+            parse_token_response(_response(body), "x")
     with pytest.raises(errors.UnknownBrokerValue):
-        _parse_token_response(httpx.Response(200, text="<html>"), "x")
+        parse_token_response(httpx.Response(200, text="<html>"), "x")
 
 
 def test_token_credentials_keep_the_refresh_token_when_none_is_issued() -> None:
