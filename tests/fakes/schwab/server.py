@@ -9,7 +9,8 @@ QuantConnect/Lean.Brokerages.CharlesSchwab):
   ``?code=...&session=...&state=...``; ``POST /v1/oauth/token`` takes HTTP Basic app
   credentials and a form body, answers ``{"expires_in": 1800, "token_type": "Bearer",
   "scope": "api", "refresh_token", "access_token", "id_token"}``. The access token lives 30
-  minutes and the refresh token 7 days, both on this fake's clock (``advance()``). A dead
+  minutes and the refresh token 7 days, both on this fake's clock (the app's manual clock
+  when one is given, plus ``advance()``); ``token_requests`` records each token answer. A dead
   refresh token answers ``{"error": "invalid_client", "error_description": "refresh token
   invalid"}`` (expired, schwab-py docs/auth.rst) or ``unsupported_token_type`` wrapping
   ``refresh_token_authentication_error`` (revoked, Schwabdev issue #40); a wrong app key or
