@@ -9,20 +9,18 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from pydantic import SecretStr
-from sqlalchemy import update
 
 from app.brokers.http import HttpPool, timeouts_from
 from app.brokers.oauth import OAuthClient, OAuthSpec, TokenResponse
 from app.brokers.schwab.adapter import SchwabAdapter
 from app.brokers.schwab.auth import SCHWAB_OAUTH
 from app.config import Settings
-from app.db.models import Connection
 from app.paper.clock import ManualClock
 from app.security.credentials import Credentials
+from tests.brokers.oauth.support import query, retire_connections
 from tests.fakes.schwab import FakeSchwab, serve_asgi
 from tests.fakes.schwab.server import ACCESS_LIFETIME, FakeAccount, FakeLogin
 from tests.harness import Harness, running_app, settings_for_tests
@@ -104,11 +102,7 @@ async def running_fake(
 
 
 GATEWAY = "https://gateway.test"  # the redirect URI's origin: the app, mounted for the browser
-RETURN_TO = "https://app.example.test/settings/brokers"
-
-
-def query(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+RETURN_TO = "https://app.example.test/settings/brokers"  # on the return_to allow-list
 
 
 @dataclass
@@ -137,6 +131,17 @@ class Gateway:
         callback: str = at_schwab.headers["location"]
         assert callback.startswith(REDIRECT_URI + "?")
         return callback
+
+    async def place_limit(self, user: str, account_id: str) -> dict[str, Any]:
+        """A GTC limit buy far below the market: accepted by Schwab, left working."""
+        placed = await self.harness.place(
+            user, account_id, order_type="limit", limit_price="100.00", time_in_force="gtc"
+        )
+        assert placed.status_code == 201, placed.text
+        order: dict[str, Any] = placed.json()
+        assert order["status"] == "accepted"
+        assert order["broker_order_id"] == str(max(self.schwab.account.orders))
+        return order
 
     async def connect(self, user: str) -> dict[str, Any]:
         """The whole browser round trip; returns the new connection as the API shows it."""
@@ -172,19 +177,4 @@ async def gateway(
             try:
                 yield Gateway(harness=harness, schwab=schwab)
             finally:
-                await _retire_schwab_connections(harness)
-
-
-async def _retire_schwab_connections(harness: Harness) -> None:
-    """The test databases are shared by the whole run and this fake is going away: its
-    connections must not look refreshable to the next test's token refresher."""
-    async with harness.state.ctx.sessionmaker() as session:
-        await session.execute(
-            update(Connection)
-            .where(
-                Connection.broker_slug == "schwab",
-                Connection.status.in_(("active", "expiring")),
-            )
-            .values(status="revoked")
-        )
-        await session.commit()
+                await retire_connections(harness, "schwab")

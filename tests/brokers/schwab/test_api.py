@@ -94,13 +94,7 @@ async def test_place_replace_cancel(db_url: str) -> None:
     async with gateway(db_url) as gw:
         h, user = gw.harness, new_user()
         [account_id] = (await gw.connect(user))["accounts"]
-        placed = await h.place(
-            user, account_id, order_type="limit", limit_price="100.00", time_in_force="gtc"
-        )
-        assert placed.status_code == 201, placed.text
-        order = placed.json()
-        assert order["status"] == "accepted"
-        assert order["broker_order_id"] == str(max(gw.schwab.account.orders))
+        order = await gw.place_limit(user, account_id)
 
         modified = await h.client.patch(
             f"/v1/orders/{order['id']}", json={"limit_price": "101.00"}, headers=h.auth(user)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -33,16 +34,19 @@ from tests.brokers.schwab.support import (
 )
 
 
+def _configured(**settings: Any) -> Settings:
+    """A deployment with a Schwab app (made-up key and secret)."""
+    return Settings(
+        schwab_client_id="app-key",
+        schwab_client_secret=SecretStr("app-secret"),
+        schwab_redirect_uri=REDIRECT_URI,
+        **settings,
+    )
+
+
 def test_the_provider_facts_as_data() -> None:
     facts = SCHWAB_OAUTH
-    config = facts.resolve(
-        Settings(
-            schwab_client_id="app-key",
-            schwab_client_secret=SecretStr("app-secret"),
-            schwab_redirect_uri=REDIRECT_URI,
-        ),
-        "schwab",
-    )
+    config = facts.resolve(_configured(), "schwab")
     assert config.authorize_url == "https://api.schwabapi.com/v1/oauth/authorize"
     assert config.token_url == "https://api.schwabapi.com/v1/oauth/token"
     assert (config.revoke_url, config.refresh_url) == (None, None)
@@ -61,15 +65,7 @@ def test_the_provider_facts_as_data() -> None:
 
 
 def test_the_base_url_setting_moves_every_endpoint() -> None:
-    config = SCHWAB_OAUTH.resolve(
-        Settings(
-            schwab_base_url="http://127.0.0.1:9/",
-            schwab_client_id="app-key",
-            schwab_client_secret=SecretStr("app-secret"),
-            schwab_redirect_uri=REDIRECT_URI,
-        ),
-        "schwab",
-    )
+    config = SCHWAB_OAUTH.resolve(_configured(schwab_base_url="http://127.0.0.1:9/"), "schwab")
     assert config.authorize_url == "http://127.0.0.1:9/v1/oauth/authorize"
     assert config.token_url == "http://127.0.0.1:9/v1/oauth/token"
 

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs
 
 from sqlalchemy import select
 
-from app.db.models import Account, Connection, OrderEvent
+from app.db.models import Account
 from app.paper.clock import ManualClock
-from app.security.credentials import Credentials
+from tests.brokers.oauth.support import connection_events, connection_row, stored_credentials
 from tests.brokers.schwab.support import CLIENT_ID, REDIRECT_URI, Gateway, gateway
 from tests.conftest import new_user
 
@@ -34,32 +34,6 @@ def _clock() -> ManualClock:
 
 def _z(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
-
-
-async def _row(gw: Gateway, connection_id: str) -> Connection:
-    async with gw.harness.state.ctx.sessionmaker() as session:
-        row = (
-            await session.execute(select(Connection).where(Connection.id == connection_id))
-        ).scalar_one()
-    return row
-
-
-async def _stored(gw: Gateway, user: str, connection_id: str) -> Credentials:
-    ctx = gw.harness.state.ctx
-    async with ctx.sessionmaker() as session:
-        return await ctx.vault.credentials_for_read(
-            session, user_id=user, connection_id=connection_id
-        )
-
-
-async def _events(gw: Gateway, connection_id: str) -> list[OrderEvent]:
-    async with gw.harness.state.ctx.sessionmaker() as session:
-        rows = await session.execute(
-            select(OrderEvent)
-            .where(OrderEvent.connection_id == connection_id)
-            .order_by(OrderEvent.id)
-        )
-        return list(rows.scalars().all())
 
 
 def _refreshes(gw: Gateway) -> list[tuple[str, str]]:
@@ -112,19 +86,13 @@ async def test_connect_trade_and_refresh_against_the_fake(db_url: str) -> None:
             ).scalar_one()
         assert account.broker_account_ref == gw.schwab.account.hash_value
         assert account.number_masked == "****" + gw.schwab.account.number[-4:]
-        stored = await _stored(gw, user, connection["id"])
+        stored = await stored_credentials(gw.harness, user, connection["id"])
         assert stored["access_token"] in fake.access
         assert stored["refresh_token"] in fake.grants
         assert stored["expires_at"] == (connected_at + ACCESS).isoformat()
 
         # Place and cancel through the gateway.
-        placed = await h.place(
-            user, account_id, order_type="limit", limit_price="100.00", time_in_force="gtc"
-        )
-        assert placed.status_code == 201, placed.text
-        order = placed.json()
-        assert order["status"] == "accepted"
-        assert order["broker_order_id"] == str(max(gw.schwab.account.orders))
+        order = await gw.place_limit(user, account_id)
         canceled = await h.client.delete(f"/v1/orders/{order['id']}", headers=h.auth(user))
         assert (canceled.status_code, canceled.json()["status"]) == (200, "canceled")
         assert gw.schwab.account.orders[int(order["broker_order_id"])].status == "CANCELED"
@@ -139,11 +107,11 @@ async def test_connect_trade_and_refresh_against_the_fake(db_url: str) -> None:
         report = await h.state.tokens.run_once()
         assert (report.examined, report.refreshed, report.broken, report.failed) == (1, 1, 0, 0)
         assert _refreshes(gw) == [("200", "")]
-        refreshed = await _stored(gw, user, connection["id"])
+        refreshed = await stored_credentials(gw.harness, user, connection["id"])
         assert refreshed["access_token"] != stored["access_token"]
         assert refreshed["access_token"] in fake.access
         assert refreshed["refresh_token"] == stored["refresh_token"]  # Schwab does not rotate
-        row = await _row(gw, connection["id"])
+        row = await connection_row(gw.harness, connection["id"])
         assert row.expires_at == clock.now() + ACCESS
         assert row.refresh_expires_at == connected_at + timedelta(days=7)  # not extended
         assert (row.status, row.last_refresh_outcome) == ("active", "ok")
@@ -160,7 +128,9 @@ async def test_connect_trade_and_refresh_against_the_fake(db_url: str) -> None:
         second = await h.place(user, account_id)
         assert second.status_code == 201, second.text
         assert _refreshes(gw) == [("200", ""), ("200", "")]
-        assert [e.type for e in await _events(gw, connection["id"])] == ["connection.active"]
+        assert [e.type for e in await connection_events(gw.harness, connection["id"])] == [
+            "connection.active"
+        ]
 
 
 async def test_the_seven_day_limit_is_announced_then_breaks_the_connection(db_url: str) -> None:
@@ -169,23 +139,23 @@ async def test_the_seven_day_limit_is_announced_then_breaks_the_connection(db_ur
         h, user = gw.harness, new_user()
         connection = await gw.connect(user)
         [account_id] = connection["accounts"]
-        limit = (await _row(gw, connection["id"])).refresh_expires_at
+        limit = (await connection_row(gw.harness, connection["id"])).refresh_expires_at
         assert limit == clock.now() + timedelta(days=7)
 
         clock.advance(timedelta(days=5, hours=23))  # 25 h left: not yet
         await h.state.tokens.run_once()
-        row = await _row(gw, connection["id"])
+        row = await connection_row(gw.harness, connection["id"])
         assert (row.status, row.last_refresh_outcome) == ("active", "ok")  # refreshed meanwhile
 
         clock.advance(timedelta(hours=2))  # 23 h left
         await h.state.tokens.run_once()
-        row = await _row(gw, connection["id"])
+        row = await connection_row(gw.harness, connection["id"])
         assert row.status == "expiring"
         assert row.refresh_expires_at == limit
         for _ in range(3):
             clock.advance(timedelta(hours=1))
             await h.state.tokens.run_once()
-        events = await _events(gw, connection["id"])
+        events = await connection_events(gw.harness, connection["id"])
         assert [e.type for e in events] == ["connection.active", "connection.expiring"]
         assert events[-1].payload["refresh_expires_at"] == _z(limit)
         shown = await h.client.get(f"/v1/connections/{connection['id']}", headers=h.auth(user))
@@ -198,10 +168,10 @@ async def test_the_seven_day_limit_is_announced_then_breaks_the_connection(db_ur
         clock.set(limit + timedelta(seconds=1))
         report = await h.state.tokens.run_once()
         assert report.broken == 1
-        row = await _row(gw, connection["id"])
+        row = await connection_row(gw.harness, connection["id"])
         assert (row.status, row.last_refresh_outcome) == ("broken", "refresh_token_expired")
         assert len(_refreshes(gw)) == sent  # no request for a token past its limit
-        events = await _events(gw, connection["id"])
+        events = await connection_events(gw.harness, connection["id"])
         assert [e.type for e in events] == [
             "connection.active",
             "connection.expiring",
@@ -227,9 +197,9 @@ async def test_a_revoked_grant_breaks_the_connection_once(db_url: str) -> None:
         report = await h.state.tokens.run_once()
         assert (report.examined, report.broken, report.failed) == (1, 1, 0)
         assert _refreshes(gw) == [("400", "unsupported_token_type")]
-        row = await _row(gw, connection["id"])
+        row = await connection_row(gw.harness, connection["id"])
         assert (row.status, row.last_refresh_outcome) == ("broken", "invalid_grant")
-        events = await _events(gw, connection["id"])
+        events = await connection_events(gw.harness, connection["id"])
         assert [e.type for e in events] == ["connection.active", "connection.broken"]
         assert events[-1].payload["reason"] == "invalid_grant"
 
@@ -237,7 +207,7 @@ async def test_a_revoked_grant_breaks_the_connection_once(db_url: str) -> None:
             clock.advance(timedelta(hours=1))
             await h.state.tokens.run_once()
         assert len(_refreshes(gw)) == 1
-        assert len(await _events(gw, connection["id"])) == 2
+        assert len(await connection_events(gw.harness, connection["id"])) == 2
 
 
 async def test_schwabs_expired_grant_answer_breaks_the_connection(db_url: str) -> None:
@@ -252,9 +222,9 @@ async def test_schwabs_expired_grant_answer_breaks_the_connection(db_url: str) -
         report = await h.state.tokens.run_once()
         assert report.broken == 1
         assert _refreshes(gw) == [("400", "invalid_client")]
-        row = await _row(gw, connection["id"])
+        row = await connection_row(gw.harness, connection["id"])
         assert (row.status, row.last_refresh_outcome) == ("broken", "invalid_grant")
-        [*_, broken] = await _events(gw, connection["id"])
+        [*_, broken] = await connection_events(gw.harness, connection["id"])
         assert (broken.type, broken.payload["reason"]) == ("connection.broken", "invalid_grant")
         clock.advance(AHEAD)
         await h.state.tokens.run_once()
@@ -274,11 +244,13 @@ async def test_a_wrong_app_secret_is_retried_not_broken(db_url: str) -> None:
         clock.advance(AHEAD)
         report = await h.state.tokens.run_once()
         assert (report.refreshed, report.broken, report.failed) == (0, 0, 1)
-        row = await _row(gw, connection["id"])
+        row = await connection_row(gw.harness, connection["id"])
         assert (row.status, row.last_refresh_outcome) == ("active", "failed: invalid_client")
 
         fake.apps[CLIENT_ID] = registered
         report = await h.state.tokens.run_once()
         assert report.refreshed == 1
-        assert (await _row(gw, connection["id"])).last_refresh_outcome == "ok"
-        assert [e.type for e in await _events(gw, connection["id"])] == ["connection.active"]
+        assert (await connection_row(gw.harness, connection["id"])).last_refresh_outcome == "ok"
+        assert [e.type for e in await connection_events(gw.harness, connection["id"])] == [
+            "connection.active"
+        ]
