@@ -23,14 +23,18 @@ connection kind stays ``api_key`` (a personal access token), for three reasons:
 
 The facts, for when it is wired (https://docs.tradier.com/docs/authentication and
 https://documentation.tradier.com/brokerage-api/oauth/authorization-code, with its
-siblings ``.../oauth/access-token`` and ``.../oauth/refresh-token``): authorize
-``GET https://api.tradier.com/v1/oauth/authorize?client_id=&scope=&state=`` (comma-delimited scopes ``read,write,market,trade,stream``; no
-``redirect_uri`` parameter, the callback is the one registered with the app; the code lives
-10 minutes); token ``POST /v1/oauth/accesstoken`` with HTTP Basic ``client_id:secret`` and
-the form ``grant_type=authorization_code&code=...``, answering JSON ``{"access_token",
-"expires_in": 86399, "issued_at", "scope", "status", ["refresh_token"]}`` (no
-``token_type``); refresh ``POST /v1/oauth/refreshtoken`` with ``grant_type=refresh_token``,
-partners only, refresh tokens do not expire. PKCE is not documented.
+siblings ``.../oauth/access-token`` and ``.../oauth/refresh-token``):
+
+* authorize: ``GET https://api.tradier.com/v1/oauth/authorize?client_id=&scope=&state=``,
+  comma-delimited scopes ``read,write,market,trade,stream``; no ``redirect_uri`` parameter
+  (the callback is the one registered with the app); the code lives 10 minutes;
+* token: ``POST /v1/oauth/accesstoken``, HTTP Basic ``client_id:secret``, form
+  ``grant_type=authorization_code&code=...``; JSON answer ``{"access_token", "expires_in":
+  86399, "issued_at", "scope", "status", ["refresh_token"]}`` (no ``token_type``);
+* refresh: ``POST /v1/oauth/refreshtoken``, ``grant_type=refresh_token``, partners only;
+  refresh tokens do not expire.
+
+PKCE is not documented.
 """
 
 from __future__ import annotations
