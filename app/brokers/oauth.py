@@ -11,12 +11,16 @@ PKCE S256, RFC 7009 revocation). authlib builds them (authorization URL, code ch
 token request parameters, client authentication); they travel through ``BrokerClient`` like
 every broker call, so they get the same timeouts, no redirects, pacing, error mapping and
 redacted logging. Token endpoint errors (RFC 6749 §5.2 ``{"error": ...}`` bodies) become
-``InvalidGrant`` (never retried: the grant is gone) or ``TokenEndpointError``.
+``InvalidGrant`` (never retried: the grant is gone) or ``TokenEndpointError``; a broker that
+reports a dead grant with another error code lists those answers in
+``OAuthSpec.dead_grant_errors`` (Schwab), so they are ``InvalidGrant`` too.
 
 Stored credentials of an OAuth connection are a ``Credentials`` mapping with
-``access_token``, ``token_type`` and, when the broker issued them, ``refresh_token`` and
-``scope``. Adapters read ``credentials["access_token"]`` (``bearer_headers`` builds the
-header); they never see the token endpoint or refresh anything themselves.
+``access_token``, ``token_type``, ``expires_at`` (the access token's expiry, RFC 3339, when
+known) and, when the broker issued them, ``refresh_token`` and ``scope``. Adapters read
+``credentials["access_token"]`` (``bearer_headers`` builds the header) and, for a stream
+bound to one token, ``access_token_expires_at``; they never see the token endpoint or
+refresh anything themselves.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import ipaddress
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -55,6 +59,7 @@ ACCESS_TOKEN = "access_token"  # noqa: S105
 REFRESH_TOKEN = "refresh_token"  # noqa: S105
 TOKEN_TYPE = "token_type"  # noqa: S105
 SCOPE = "scope"
+EXPIRES_AT = "expires_at"
 
 # Our callback route; every broker's redirect URI must end with it, so each broker has its
 # own redirect URI (RFC 9700 §4.4 mix-up defence: distinct redirect URIs per AS).
@@ -81,6 +86,10 @@ class OAuthSpec:
     requests as a JSON body (tastytrade) instead of the standard form; ``token_headers``
     are sent on every token endpoint request (e.g. a required ``User-Agent``).
     ``issuer``, when the broker implements RFC 9207, is compared with the callback's ``iss``.
+    ``dead_grant_errors`` lists token endpoint answers other than ``invalid_grant`` that
+    mean the grant is dead, as (``error`` code, text its ``error_description`` contains,
+    compared case-insensitively): they raise ``InvalidGrant`` too, so the refresher marks
+    the connection broken instead of retrying a refresh that can never succeed.
     """
 
     authorize_url: SettingsValue
@@ -102,6 +111,16 @@ class OAuthSpec:
     authorize_params: tuple[tuple[str, str], ...] = ()
     issuer: str | None = None
     token_requests_per_minute: int = 60
+    dead_grant_errors: tuple[tuple[str, str], ...] = ()
+
+    def is_dead_grant(self, error: str, description: str | None) -> bool:
+        """Whether a token endpoint ``error`` answer says the grant is gone for good."""
+        if error == "invalid_grant":
+            return True
+        text = (description or "").lower()
+        return any(
+            error == code and fragment.lower() in text for code, fragment in self.dead_grant_errors
+        )
 
     def resolve(self, settings: Settings, slug: str) -> OAuthConfig:
         """This deployment's concrete client configuration; ``OAuthNotConfigured`` if unusable."""
@@ -226,10 +245,15 @@ class TokenResponse:
             f"refresh_token={'<set>' if self.refresh_token else None}, scope={self.scope!r})"
         )
 
-    def credentials(self, previous: Mapping[str, str] | None = None) -> Credentials:
+    def credentials(
+        self, previous: Mapping[str, str] | None = None, *, expires_at: datetime | None = None
+    ) -> Credentials:
         """The credential to store. Without a new refresh token the previous one is kept
-        (RFC 6749 §6: the server MAY issue a new one)."""
+        (RFC 6749 §6: the server MAY issue a new one). ``expires_at``: the access token's
+        expiry (``expires_at()``), stored with it so an adapter knows when it dies."""
         values = {ACCESS_TOKEN: self.access_token, TOKEN_TYPE: self.token_type}
+        if expires_at is not None:
+            values[EXPIRES_AT] = expires_at.astimezone(UTC).isoformat()
         refresh = self.refresh_token or (previous or {}).get(REFRESH_TOKEN)
         if refresh:
             values[REFRESH_TOKEN] = refresh
@@ -252,6 +276,19 @@ def new_code_verifier() -> str:
 def new_state() -> str:
     """An unguessable ``state`` (256 bits), URL-safe."""
     return secrets.token_urlsafe(32)
+
+
+def access_token_expires_at(credentials: Mapping[str, str]) -> datetime | None:
+    """When the stored access token expires; None when unknown (not recorded, or unreadable:
+    then the broker's refusal is what tells)."""
+    value = credentials.get(EXPIRES_AT)
+    if not value:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def bearer_headers(credentials: Credentials | None, *, broker: str) -> dict[str, str]:
@@ -322,7 +359,7 @@ class OAuthClient:
         """Refresh grant (RFC 6749 §6); the scope stays what was granted."""
         body = prepare_token_request("refresh_token", refresh_token=refresh_token)
         url = self._config.refresh_url or self._config.token_url
-        return _parse_token_response(await self._post(url, body), self._config.slug)
+        return parse_token_response(await self._post(url, body), self._config.slug)
 
     async def revoke(self, token: str, *, token_type_hint: str | None = None) -> bool:
         """RFC 7009 revocation; False when the broker has no revocation endpoint.
@@ -338,7 +375,7 @@ class OAuthClient:
 
     async def _token_request(self, body: str) -> TokenResponse:
         response = await self._post(self._config.token_url, body)
-        return _parse_token_response(response, self._config.slug)
+        return parse_token_response(response, self._config.slug)
 
     async def _post(self, url: str, form_body: str) -> httpx.Response:
         headers = {"Accept": "application/json", **dict(self._spec.token_headers)}
@@ -356,7 +393,7 @@ class OAuthClient:
             base_url=base,
             headers=headers,
             bucket=self._bucket,
-            classifier=_classifier(self._config.slug),
+            classifier=_classifier(self._spec, self._config.slug),
         )
         if self._spec.token_encoding == "json":  # noqa: S105 - an encoding name
             return await client.request("POST", path, json=fields)
@@ -373,7 +410,9 @@ def _split(url: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", path
 
 
-def _classifier(slug: str) -> Callable[[httpx.Response, str], errors.BrokerError | None]:
+def _classifier(
+    spec: OAuthSpec, slug: str
+) -> Callable[[httpx.Response, str], errors.BrokerError | None]:
     def classify(response: httpx.Response, _method: str) -> errors.BrokerError | None:
         try:
             body = response.json()
@@ -381,18 +420,24 @@ def _classifier(slug: str) -> Callable[[httpx.Response, str], errors.BrokerError
             return None
         if not isinstance(body, dict) or not isinstance(body.get("error"), str):
             return None
+        error: str = body["error"]
         description = body.get("error_description")
         text = description if isinstance(description, str) else None
-        if body["error"] == "invalid_grant":
+        if error == "invalid_grant":
             return InvalidGrant(text, broker=slug)
-        return TokenEndpointError(body["error"], text, broker=slug)
+        if spec.is_dead_grant(error, text):
+            # Keep the broker's own words: which of its answers it was.
+            return InvalidGrant(f"{error}: {text}" if text else error, broker=slug)
+        return TokenEndpointError(error, text, broker=slug)
 
     return classify
 
 
-def _parse_token_response(response: httpx.Response, slug: str) -> TokenResponse:
+def parse_token_response(response: httpx.Response, slug: str) -> TokenResponse:
     """RFC 6749 §5.1. ``token_type`` may be absent (Tradier omits it) but must be Bearer
-    when present; ``expires_in`` may arrive as a number or a numeric string."""
+    when present; ``expires_in`` may arrive as a number or a numeric string. Also for a
+    broker that mints access tokens itself (tastytrade's per-user personal grant).
+    ``UnknownBrokerValue`` for anything else."""
     try:
         body = response.json(parse_float=Decimal)
     except ValueError:

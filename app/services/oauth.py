@@ -274,10 +274,12 @@ class OAuthFlowService:
         except broker_errors.BrokerError as exc:
             log.warning("token exchange failed", extra={"broker": slug, "reason": _reason(exc)})
             raise _Failed(CallbackError.broker_unavailable) from None
-        credentials = response.credentials()
+        now = self._ctx.clock()
+        expires_at = response.expires_at(now, spec.oauth.access_token_lifetime)
+        credentials = response.credentials(expires_at=expires_at)
         try:
             accounts = await self._accounts(spec, row.user_id, credentials)
-            return await self._store(spec, row.user_id, response, credentials, accounts)
+            return await self._store(spec, row.user_id, response, credentials, accounts, now)
         except Exception:
             await self._revoke(client, credentials)
             raise
@@ -324,11 +326,12 @@ class OAuthFlowService:
         response: TokenResponse,
         credentials: Credentials,
         found: list[BrokerAccount],
+        now: datetime,
     ) -> str:
-        """The connection, its sealed tokens and its accounts, in one transaction."""
+        """The connection, its sealed tokens and its accounts, in one transaction. ``now``:
+        when the tokens were issued (the exchange), which their lifetimes count from."""
         assert spec.oauth is not None
         assert spec.token_tier is not None
-        now = self._ctx.clock()
         expires_at = response.expires_at(now, spec.oauth.access_token_lifetime)
         if response.refresh_token:
             lifetime = spec.oauth.refresh_token_lifetime

@@ -367,7 +367,7 @@ class TokenLifecycle:
             session,
             user_id=connection.user_id,
             connection_id=connection.id,
-            credentials=response.credentials(previous=credentials),
+            credentials=response.credentials(previous=credentials, expires_at=expires_at),
             expires_at=expires_at,
             refresh_expires_at=refresh_expires_at,
         )

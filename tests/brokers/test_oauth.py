@@ -23,10 +23,11 @@ from app.brokers.oauth import (
     OAuthSpec,
     TokenEndpointError,
     TokenResponse,
-    _parse_token_response,
+    access_token_expires_at,
     bearer_headers,
     check_redirect_uri,
     new_code_verifier,
+    parse_token_response,
 )
 from app.security.credentials import Credentials
 from tests.brokers.oauth.example import EXAMPLE_OAUTH, ExampleSettings
@@ -205,7 +206,7 @@ def _response(body: Any, status: int = 200) -> httpx.Response:
 
 
 def test_token_responses_are_parsed_strictly() -> None:
-    parsed = _parse_token_response(
+    parsed = parse_token_response(
         _response({"access_token": "a" * 20, "expires_in": "86399", "scope": "read write"}), "x"
     )
     assert (parsed.token_type, parsed.expires_in, parsed.refresh_token) == ("Bearer", 86399, None)
@@ -222,9 +223,9 @@ def test_token_responses_are_parsed_strictly() -> None:
         ["access_token"],
     ):
         with pytest.raises(errors.UnknownBrokerValue):
-            _parse_token_response(_response(body), "x")
+            parse_token_response(_response(body), "x")
     with pytest.raises(errors.UnknownBrokerValue):
-        _parse_token_response(httpx.Response(200, text="<html>"), "x")
+        parse_token_response(httpx.Response(200, text="<html>"), "x")
 
 
 def test_token_credentials_keep_the_refresh_token_when_none_is_issued() -> None:
@@ -238,6 +239,46 @@ def test_token_credentials_keep_the_refresh_token_when_none_is_issued() -> None:
     no_expiry = TokenResponse("a-token-value", "Bearer", None, None, None)
     assert no_expiry.expires_at(now, None) is None
     assert no_expiry.expires_at(now, timedelta(hours=1)) == now + timedelta(hours=1)
+
+
+def test_credentials_record_when_the_access_token_expires() -> None:
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    response = TokenResponse("new-access-token", "Bearer", 1800, "the-refresh-token", None)
+    stored = response.credentials(expires_at=response.expires_at(at, None))
+    assert access_token_expires_at(stored) == at + timedelta(seconds=1800)
+    assert access_token_expires_at(response.credentials()) is None  # not known
+    assert access_token_expires_at(Credentials(expires_at="not-a-timestamp")) is None
+    naive = Credentials(expires_at="2026-11-30T12:30:00")
+    assert access_token_expires_at(naive) == datetime(2026, 11, 30, 12, 30, tzinfo=UTC)
+
+
+def test_dead_grant_errors_are_matched_by_code_and_description() -> None:
+    spec = dataclasses.replace(
+        EXAMPLE_OAUTH, dead_grant_errors=(("invalid_client", "Refresh Token Invalid"),)
+    )
+    assert spec.is_dead_grant("invalid_grant", None)
+    assert spec.is_dead_grant("invalid_client", "refresh token invalid")
+    assert spec.is_dead_grant("invalid_client", "400: REFRESH TOKEN INVALID (expired)")
+    assert not spec.is_dead_grant("invalid_client", "Unauthorized")
+    assert not spec.is_dead_grant("invalid_client", None)
+    assert not spec.is_dead_grant("invalid_request", "refresh token invalid")
+    assert not EXAMPLE_OAUTH.is_dead_grant("invalid_client", "refresh token invalid")
+
+
+async def test_a_listed_dead_grant_answer_raises_invalid_grant() -> None:
+    """The fake answers a bad client secret with invalid_client "client authentication
+    failed": a spec that lists that answer as a dead grant turns it into InvalidGrant."""
+    async with served() as s:
+        wrong = {"example_client_secret": SecretStr("not-the-secret")}
+        with pytest.raises(TokenEndpointError) as plain:
+            await s.oauth(**wrong).refresh("anything")
+        assert not isinstance(plain.value, InvalidGrant)
+        listed = dataclasses.replace(
+            EXAMPLE_OAUTH, dead_grant_errors=(("invalid_client", "authentication failed"),)
+        )
+        with pytest.raises(InvalidGrant) as dead:
+            await s.oauth(listed, **wrong).refresh("anything")
+        assert dead.value.description == "invalid_client: client authentication failed"
 
 
 def test_bearer_headers() -> None:

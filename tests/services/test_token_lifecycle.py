@@ -23,7 +23,14 @@ from app.security.credentials import Credentials
 from app.services.upstream import UpstreamStreams
 from tests.brokers.oauth import example
 from tests.brokers.oauth.example import example_registry
-from tests.brokers.oauth.support import OAuthRun, another_instance, running_oauth
+from tests.brokers.oauth.support import (
+    OAuthRun,
+    another_instance,
+    connection_events,
+    connection_row,
+    running_oauth,
+    stored_credentials,
+)
 from tests.conftest import new_user
 from tests.harness import Harness
 from tests.postgres import _as_asyncpg_dsn
@@ -34,29 +41,15 @@ EXPIRED = timedelta(seconds=1801)  # the 1800 s access token has expired
 
 
 async def _connection(run: OAuthRun, connection_id: str) -> Connection:
-    async with run.harness.state.ctx.sessionmaker() as session:
-        row = (
-            await session.execute(select(Connection).where(Connection.id == connection_id))
-        ).scalar_one()
-    return row
+    return await connection_row(run.harness, connection_id)
 
 
 async def _stored(run: OAuthRun, user: str, connection_id: str) -> Credentials:
-    ctx = run.harness.state.ctx
-    async with ctx.sessionmaker() as session:
-        return await ctx.vault.credentials_for_read(
-            session, user_id=user, connection_id=connection_id
-        )
+    return await stored_credentials(run.harness, user, connection_id)
 
 
 async def _connection_events(run: OAuthRun, connection_id: str) -> list[OrderEvent]:
-    async with run.harness.state.ctx.sessionmaker() as session:
-        rows = await session.execute(
-            select(OrderEvent)
-            .where(OrderEvent.connection_id == connection_id)
-            .order_by(OrderEvent.id)
-        )
-        return list(rows.scalars().all())
+    return await connection_events(run.harness, connection_id)
 
 
 async def _token_rows(run: OAuthRun, connection_id: str) -> int:

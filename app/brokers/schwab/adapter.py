@@ -1,7 +1,8 @@
 """The Charles Schwab Trader API adapter (Tier A, OAuth2 bearer token).
 
-One adapter per connection, bound to that connection's decrypted token set (refreshing it
-is the connection service's job; this adapter only uses the access token). ``account_ref``
+One adapter per connection, bound to that connection's decrypted OAuth credential
+(``app.brokers.oauth``; the token lifecycle refreshes it, this adapter only uses the access
+token). ``account_ref``
 is the account's ``hashValue``: Schwab's paths never take the plain account number.
 
 Quirks, each with its doc page (Trader API spec, https://developer.schwab.com/products/trader-api--individual/details/specifications/Retail%20Trader%20API%20Production):
@@ -54,6 +55,7 @@ from app.brokers.base import (
     Transaction,
 )
 from app.brokers.http import BrokerClient, HttpPool, credential_key, timeouts_from
+from app.brokers.oauth import bearer_headers
 from app.brokers.schwab import auth, mapping
 from app.brokers.schwab.mapping import SLUG
 from app.config import Settings
@@ -111,8 +113,8 @@ class SchwabAdapter:
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
         self._settings = settings
-        headers = auth.access_headers(credentials)
-        assert credentials is not None  # access_headers refused None
+        headers = bearer_headers(credentials, broker=SLUG)
+        assert credentials is not None  # bearer_headers refused None
         self._credentials = credentials
         self._own_pool = pool is None
         self._pool = pool or HttpPool(timeouts=timeouts_from(settings))

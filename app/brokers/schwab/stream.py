@@ -49,7 +49,8 @@ from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketExcepti
 
 from app.brokers import errors
 from app.brokers.base import OrderUpdate
-from app.brokers.schwab import auth, mapping
+from app.brokers.oauth import ACCESS_TOKEN, access_token_expires_at
+from app.brokers.schwab import mapping
 from app.security.credentials import Credentials
 
 if TYPE_CHECKING:
@@ -119,9 +120,8 @@ class AccountActivityStream:
         return f"AccountActivityStream(account_ref={self._account_ref!r})"
 
     def _expired(self) -> bool:
-        try:
-            expires_at = auth.TokenSet.from_credentials(self._credentials).expires_at
-        except errors.AuthenticationFailed:
+        expires_at = access_token_expires_at(self._credentials)
+        if expires_at is None:
             return False  # an access token without a recorded expiry: let Schwab decide
         return expires_at <= datetime.now(UTC)
 
@@ -172,7 +172,7 @@ class AccountActivityStream:
             "ADMIN",
             "LOGIN",
             {
-                "Authorization": self._credentials[auth.ACCESS_TOKEN],
+                "Authorization": self._credentials[ACCESS_TOKEN],
                 "SchwabClientChannel": info["schwabClientChannel"],
                 "SchwabClientFunctionId": info["schwabClientFunctionId"],
             },

@@ -17,12 +17,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from pydantic import SecretStr
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.brokers.registry import BrokerRegistry
 from app.config import Settings
-from app.db.models import Connection
+from app.db.models import Connection, OrderEvent
 from app.paper.clock import ManualClock
+from app.security.credentials import Credentials
 from tests.brokers.oauth.example import ExampleSettings, example_registry
 from tests.fakes.oauth import FakeAuthorizationServer
 from tests.fakes.oauth.server import FakeClient, FakeOwner
@@ -121,22 +122,50 @@ async def running_oauth(
             try:
                 yield OAuthRun(fake, url, client, owner, clock, settings, harness)
             finally:
-                await _retire_example_connections(harness)
+                await retire_connections(harness, "example")
 
 
-async def _retire_example_connections(harness: Harness) -> None:
-    """The test database is shared by the whole run: this run's fake is going away, so its
-    connections must not look refreshable to the next test's token refresher."""
+async def retire_connections(harness: Harness, slug: str) -> None:
+    """The test database is shared by the whole run: this run's fake is going away, so the
+    connections to ``slug`` must not look refreshable to the next test's token refresher."""
     async with harness.state.ctx.sessionmaker() as session:
         await session.execute(
             update(Connection)
             .where(
-                Connection.broker_slug == "example",
+                Connection.broker_slug == slug,
                 Connection.status.in_(("active", "expiring")),
             )
             .values(status="revoked")
         )
         await session.commit()
+
+
+async def connection_row(harness: Harness, connection_id: str) -> Connection:
+    async with harness.state.ctx.sessionmaker() as session:
+        row = (
+            await session.execute(select(Connection).where(Connection.id == connection_id))
+        ).scalar_one()
+    return row
+
+
+async def stored_credentials(harness: Harness, user: str, connection_id: str) -> Credentials:
+    """The connection's credential as the vault opens it for a read."""
+    ctx = harness.state.ctx
+    async with ctx.sessionmaker() as session:
+        return await ctx.vault.credentials_for_read(
+            session, user_id=user, connection_id=connection_id
+        )
+
+
+async def connection_events(harness: Harness, connection_id: str) -> list[OrderEvent]:
+    """The ``connection.*`` events of one connection, oldest first."""
+    async with harness.state.ctx.sessionmaker() as session:
+        rows = await session.execute(
+            select(OrderEvent)
+            .where(OrderEvent.connection_id == connection_id)
+            .order_by(OrderEvent.id)
+        )
+        return list(rows.scalars().all())
 
 
 @contextlib.asynccontextmanager

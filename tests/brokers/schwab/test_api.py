@@ -1,116 +1,35 @@
 """End to end: the gateway's /v1 API against the fake Schwab, on both database backends.
 
 The app reaches the fake only through its ``BROKERAGE_SCHWAB_*`` settings. Connections are
-created the way the OAuth callback stores them: tokens from the fake sealed in the vault,
-accounts from the adapter (the browser flow itself is built elsewhere).
+made through the OAuth browser flow (``GET /v1/oauth/schwab/authorize`` -> the fake's
+authorize page -> the callback), as a user makes them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from app.brokers.schwab.auth import TokenSet
-from app.db.models import Account, BrokerToken, Connection
-from app.db.repositories.connections import AccountRepository, ConnectionRepository
+from app.db.models import BrokerToken
 from app.db.repositories.orders import OrderEventRepository
-from app.ids import new_id
 from app.services.clock import utcnow
-from app.services.connections import append_connection_event
 from app.services.reconciliation import Reconciler
 from app.services.upstream import UpstreamStreams
-from tests.brokers.schwab.support import Running, running_fake, schwab_settings
+from tests.brokers.schwab.support import Gateway, gateway
 from tests.conftest import new_user
-from tests.harness import Harness, running_app, settings_for_tests
+from tests.harness import Harness
 
 
-@dataclass
-class Gateway:
-    harness: Harness
-    schwab: Running
-
-    async def connect(self, user: str, tokens: TokenSet | None = None) -> dict[str, Any]:
-        """Store a Schwab grant as the OAuth callback does, then read the connection back."""
-        tokens = tokens or self.schwab.token_set()
-        ctx = self.harness.state.ctx
-        spec = ctx.registry.get("schwab")
-        assert spec is not None
-        assert spec.token_tier is not None
-        adapter = spec.factory(ctx.adapter_context(user), tokens.to_credentials())
-        try:
-            found = await adapter.list_accounts()
-        finally:
-            await adapter.close()
-        now = utcnow()
-        connection = Connection(
-            id=new_id("con"),
-            user_id=user,
-            broker_slug="schwab",
-            tier="A",
-            ownership="byob",
-            status="active",
-            display="Connected: Schwab",
-            created_at=now,
-            updated_at=now,
-            expires_at=tokens.expires_at,
-            refresh_expires_at=tokens.refresh_expires_at,
-        )
-        async with ctx.sessionmaker() as session:
-            ConnectionRepository.for_user(session, user).add(connection)
-            await session.flush()
-            await ctx.vault.store(
-                session,
-                user_id=user,
-                connection_id=connection.id,
-                broker_slug="schwab",
-                broker_tier=spec.token_tier,
-                credentials=tokens.to_credentials(),
-                expires_at=tokens.expires_at,
-                refresh_expires_at=tokens.refresh_expires_at,
-            )
-            for item in found:
-                AccountRepository.for_user(session, user).add(
-                    Account(
-                        id=new_id("acc"),
-                        user_id=user,
-                        connection_id=connection.id,
-                        broker_slug="schwab",
-                        tier="A",
-                        mode="live",
-                        name=item.name,
-                        number_masked=item.number_masked,
-                        broker_account_ref=item.broker_account_id,
-                        currency=item.currency,
-                        can_trade=True,
-                        created_at=now,
-                    )
-                )
-            append_connection_event(session, connection)
-            await session.commit()
-        h = self.harness
-        response = await h.client.get(f"/v1/connections/{connection.id}", headers=h.auth(user))
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-
-@contextlib.asynccontextmanager
-async def gateway(db_url: str) -> AsyncIterator[Gateway]:
-    async with running_fake() as schwab:
-        settings = settings_for_tests(
-            db_url, **schwab_settings(schwab.url), reconcile_unknown_after_seconds=0
-        )
-        async with running_app(settings) as harness:
-            yield Gateway(harness=harness, schwab=schwab)
+def _tokens_of(gw: Gateway) -> tuple[str, str]:
+    """(access token, refresh token) the fake issued for the one grant made so far."""
+    [refresh_token] = list(gw.schwab.fake.grants)
+    [access_token] = list(gw.schwab.fake.access)
+    return access_token, refresh_token
 
 
 async def test_schwab_is_an_oauth_broker_only_when_configured(
@@ -139,15 +58,15 @@ async def test_a_connection_is_sealed_and_reads_work(
     caplog.set_level(logging.DEBUG)
     async with gateway(db_url) as gw:
         h, user = gw.harness, new_user()
-        tokens = gw.schwab.token_set()
-        connection = await gw.connect(user, tokens)
+        connection = await gw.connect(user)
+        access_token, refresh_token = _tokens_of(gw)
         assert (connection["display"], connection["status"], connection["tier"]) == (
             "Connected: Schwab",
             "active",
             "A",
         )
         assert connection["refresh_expires_at"] is not None
-        assert tokens.access_token not in str(connection)
+        assert access_token not in str(connection)
         [account_id] = connection["accounts"]
         account = (await h.client.get(f"/v1/accounts/{account_id}", headers=h.auth(user))).json()
         assert account["number_masked"] == "****" + gw.schwab.account.number[-4:]
@@ -165,23 +84,17 @@ async def test_a_connection_is_sealed_and_reads_work(
                 )
             ).scalar_one()
         assert (token.broker_tier, token.broker_slug) == ("tier_a", "schwab")
-        assert tokens.access_token.encode() not in token.token_ciphertext
-        assert tokens.refresh_token.encode() not in token.token_ciphertext
-        assert tokens.access_token not in caplog.text
-        assert tokens.refresh_token not in caplog.text
+        assert access_token.encode() not in token.token_ciphertext
+        assert refresh_token.encode() not in token.token_ciphertext
+        assert access_token not in caplog.text
+        assert refresh_token not in caplog.text
 
 
 async def test_place_replace_cancel(db_url: str) -> None:
     async with gateway(db_url) as gw:
         h, user = gw.harness, new_user()
         [account_id] = (await gw.connect(user))["accounts"]
-        placed = await h.place(
-            user, account_id, order_type="limit", limit_price="100.00", time_in_force="gtc"
-        )
-        assert placed.status_code == 201, placed.text
-        order = placed.json()
-        assert order["status"] == "accepted"
-        assert order["broker_order_id"] == str(max(gw.schwab.account.orders))
+        order = await gw.place_limit(user, account_id)
 
         modified = await h.client.patch(
             f"/v1/orders/{order['id']}", json={"limit_price": "101.00"}, headers=h.auth(user)
@@ -352,41 +265,3 @@ async def test_upstream_stream_feeds_orders_and_a_revoked_grant_breaks(db_url: s
             assert "connection.broken" in [e.type for e in events]
         finally:
             await streams.close()
-
-
-async def test_a_routed_order_refreshes_an_expiring_access_token_first(db_url: str) -> None:
-    """The router builds the adapter itself: an OAuth token at the edge of expiry is
-    refreshed against the broker before the order is sent, not sent stale."""
-    async with gateway(db_url) as gw:
-        h, user = gw.harness, new_user()
-        tokens = gw.schwab.token_set()
-        nearly = TokenSet(
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token,
-            expires_at=utcnow() + timedelta(seconds=5),
-            refresh_expires_at=tokens.refresh_expires_at,
-        )
-        connection = await gw.connect(user, nearly)
-        [account_id] = connection["accounts"]
-        before = [r["grant_type"] for r in gw.schwab.fake.token_requests]
-        routed = await h.client.post(
-            "/v1/orders",
-            json={
-                "account_id": "auto",
-                "symbol": "AAPL",
-                "side": "buy",
-                "quantity": "1",
-                "order_type": "limit",
-                "limit_price": "1.00",
-                "time_in_force": "day",
-            },
-            headers=h.auth(user, **{"Idempotency-Key": new_id("key")}),
-        )
-        assert routed.status_code == 201, routed.text
-        assert routed.json()["order"]["account_id"] == account_id
-        after = [r["grant_type"] for r in gw.schwab.fake.token_requests]
-        assert after[len(before) :] == ["refresh_token"]
-        refreshed = (
-            await h.client.get(f"/v1/connections/{connection['id']}", headers=h.auth(user))
-        ).json()
-        assert refreshed["expires_at"] > connection["expires_at"]

@@ -1,9 +1,12 @@
-"""Schwab OAuth against the fake over real HTTP: authorize, exchange, refresh, dead grants."""
+"""Schwab OAuth: its ``OAuthSpec`` and the generic ``OAuthClient`` against the fake over real
+HTTP: authorize, exchange, refresh, and Schwab's own dead-grant answers."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -11,8 +14,16 @@ import pytest
 from pydantic import SecretStr
 
 from app.brokers import errors
-from app.brokers.schwab import auth
+from app.brokers.base import AuthKind
+from app.brokers.oauth import (
+    InvalidGrant,
+    OAuthClient,
+    OAuthNotConfigured,
+    TokenEndpointError,
+)
+from app.brokers.schwab import schwab_spec
 from app.brokers.schwab.adapter import SchwabAdapter
+from app.brokers.schwab.auth import SCHWAB_OAUTH
 from app.config import Settings
 from tests.brokers.schwab.support import (
     CLIENT_ID,
@@ -23,25 +34,40 @@ from tests.brokers.schwab.support import (
 )
 
 
+def _configured(**settings: Any) -> Settings:
+    """A deployment with a Schwab app (made-up key and secret)."""
+    return Settings(
+        schwab_client_id="app-key",
+        schwab_client_secret=SecretStr("app-secret"),
+        schwab_redirect_uri=REDIRECT_URI,
+        **settings,
+    )
+
+
 def test_the_provider_facts_as_data() -> None:
-    facts = auth.SCHWAB_OAUTH
-    assert facts.authorize_url == "https://api.schwabapi.com/v1/oauth/authorize"
-    assert facts.token_url == "https://api.schwabapi.com/v1/oauth/token"
-    assert facts.client_auth_method == "client_secret_basic"
+    facts = SCHWAB_OAUTH
+    config = facts.resolve(_configured(), "schwab")
+    assert config.authorize_url == "https://api.schwabapi.com/v1/oauth/authorize"
+    assert config.token_url == "https://api.schwabapi.com/v1/oauth/token"
+    assert (config.revoke_url, config.refresh_url) == (None, None)
+    assert facts.client_auth == "client_secret_basic"
     assert facts.pkce is False
     assert facts.scopes == ()
-    assert facts.redirect_uri_setting == "schwab_redirect_uri"
     assert facts.access_token_lifetime == timedelta(minutes=30)
     assert facts.refresh_token_lifetime == timedelta(days=7)
-    assert facts.refresh_extends_grant is False
+    assert facts.token_encoding == "form"
+    assert facts.redirect_uri_setting == "schwab_redirect_uri"
     settings = Settings()
-    for name in (
-        facts.base_url_setting,
-        facts.client_id_setting,
-        facts.client_secret_setting,
-        facts.redirect_uri_setting,
-    ):
+    for name in (facts.client_id_setting, facts.client_secret_setting, facts.redirect_uri_setting):
         assert hasattr(settings, name)
+    spec = schwab_spec()
+    assert (spec.auth, spec.oauth) == (AuthKind.oauth2, SCHWAB_OAUTH)
+
+
+def test_the_base_url_setting_moves_every_endpoint() -> None:
+    config = SCHWAB_OAUTH.resolve(_configured(schwab_base_url="http://127.0.0.1:9/"), "schwab")
+    assert config.authorize_url == "http://127.0.0.1:9/v1/oauth/authorize"
+    assert config.token_url == "http://127.0.0.1:9/v1/oauth/token"
 
 
 def test_configured_only_with_client_id_and_secret() -> None:
@@ -55,18 +81,20 @@ def test_settings_read_the_documented_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("BROKERAGE_SCHWAB_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("BROKERAGE_SCHWAB_CLIENT_ID", "app-key")
     monkeypatch.setenv("BROKERAGE_SCHWAB_CLIENT_SECRET", "app-secret")
-    monkeypatch.setenv("BROKERAGE_SCHWAB_REDIRECT_URI", "https://x.test/cb")
+    monkeypatch.setenv("BROKERAGE_SCHWAB_REDIRECT_URI", "https://x.test/v1/oauth/schwab/callback")
     settings = Settings()
     assert settings.schwab_base_url == "http://127.0.0.1:9"
     assert settings.schwab_configured
     assert "app-secret" not in repr(settings)
+    assert schwab_spec().oauth_ready(settings)
 
 
-async def _authorize(run: Running, state: str) -> str:
+async def _authorize(run: Running, client: OAuthClient, state: str) -> str:
     """The browser's trip: our authorize URL, Schwab's redirect, the code in the callback."""
-    url = auth.authorization_url(run.settings(), state=state)
+    url = client.authorization_url(state=state, code_verifier=None)
     assert url.startswith(f"{run.url}/v1/oauth/authorize?")
     query = parse_qs(urlsplit(url).query)
+    # Exactly what schwab-py sends: no scope, no PKCE challenge.
     assert query == {
         "response_type": ["code"],
         "client_id": [CLIENT_ID],
@@ -86,41 +114,37 @@ async def _authorize(run: Running, state: str) -> str:
 
 async def test_code_exchange_then_refresh() -> None:
     async with running_fake() as run:
-        code = await _authorize(run, "st-1")
-        before = datetime.now(UTC)
-        tokens = await auth.exchange_code(run.settings(), code)
-        assert tokens.token_type == "Bearer"
-        assert tokens.scope == "api"
-        assert (
-            before + timedelta(minutes=29)
-            < tokens.expires_at
-            <= datetime.now(UTC) + timedelta(minutes=30)
+        client = run.oauth()
+        code = await _authorize(run, client, "st-1")
+        tokens = await client.exchange_code(
+            code=code, redirect_uri=REDIRECT_URI, code_verifier=None
         )
-        assert tokens.refresh_expires_at - tokens.expires_at > timedelta(days=6)
+        assert (tokens.token_type, tokens.scope, tokens.expires_in) == ("Bearer", "api", 1800)
+        assert tokens.refresh_token
         assert tokens.access_token not in repr(tokens)
         assert tokens.refresh_token not in str(tokens)
         # The token works against the API.
-        adapter = run.track(SchwabAdapter(run.settings(), tokens.to_credentials()))
+        credentials = tokens.credentials()
+        adapter = run.track(SchwabAdapter(run.settings(), credentials))
         assert [a.broker_account_id for a in await adapter.list_accounts()] == [
             run.account.hash_value
         ]
-        # Refresh: a new access token, the same grant and the same 7-day limit.
-        refreshed = await auth.refresh(
-            run.settings(), tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at
-        )
+        # Refresh: a new access token and the same refresh token (Schwab does not rotate).
+        refreshed = await client.refresh(tokens.refresh_token)
         assert refreshed.access_token != tokens.access_token
         assert refreshed.refresh_token == tokens.refresh_token
-        assert refreshed.refresh_expires_at == tokens.refresh_expires_at
-        assert [r["grant_type"] for r in run.fake.token_requests] == [
-            "authorization_code",
-            "refresh_token",
+        assert refreshed.credentials(previous=credentials)["refresh_token"] == tokens.refresh_token
+        assert [(r["grant_type"], r["status"]) for r in run.fake.token_requests] == [
+            ("authorization_code", "200"),
+            ("refresh_token", "200"),
         ]
 
 
 async def test_the_token_endpoint_gets_basic_auth_and_a_form() -> None:
     async with running_fake() as run:
-        code = await _authorize(run, "st-form")
-        await auth.exchange_code(run.settings(), code)
+        client = run.oauth()
+        code = await _authorize(run, client, "st-form")
+        await client.exchange_code(code=code, redirect_uri=REDIRECT_URI, code_verifier=None)
         method, path, _query, body = run.fake.calls[-1]
         assert (method, path) == ("POST", "/v1/oauth/token")
         form = parse_qs(body.decode())
@@ -134,93 +158,110 @@ async def test_the_token_endpoint_gets_basic_auth_and_a_form() -> None:
 
 async def test_a_code_is_single_use() -> None:
     async with running_fake() as run:
-        code = await _authorize(run, "st-2")
-        await auth.exchange_code(run.settings(), code)
-        with pytest.raises(auth.InvalidGrant):
-            await auth.exchange_code(run.settings(), code)
+        client = run.oauth()
+        code = await _authorize(run, client, "st-2")
+        await client.exchange_code(code=code, redirect_uri=REDIRECT_URI, code_verifier=None)
+        with pytest.raises(InvalidGrant):
+            await client.exchange_code(code=code, redirect_uri=REDIRECT_URI, code_verifier=None)
 
 
 async def test_the_refresh_token_dies_after_seven_days_on_the_fakes_clock() -> None:
     async with running_fake() as run:
-        tokens = run.token_set()
+        refresh_token = run.credentials()["refresh_token"]
+        client = run.oauth()
         run.fake.advance(timedelta(days=6, hours=23))
-        still = await auth.refresh(
-            run.settings(), tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at
-        )
-        assert still.refresh_token == tokens.refresh_token
+        still = await client.refresh(refresh_token)
+        assert still.refresh_token == refresh_token
         run.fake.advance(timedelta(hours=1))
-        with pytest.raises(auth.InvalidGrant) as caught:
-            await auth.refresh(
-                run.settings(), tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at
-            )
-        assert "refresh token invalid" in caught.value.reason
+        with pytest.raises(InvalidGrant) as caught:
+            await client.refresh(refresh_token)
+        # Schwab's answer is invalid_client; the spec lists it as a dead grant.
+        assert caught.value.description == "invalid_client: refresh token invalid"
         assert isinstance(caught.value, errors.AuthenticationFailed)
+        assert run.fake.token_requests[-1]["error"] == "invalid_client"
 
 
-async def test_a_revoked_grant_is_invalid_grant_and_not_retried() -> None:
+async def test_a_revoked_grant_is_invalid_grant() -> None:
     async with running_fake() as run:
-        tokens = run.token_set()
+        refresh_token = run.credentials()["refresh_token"]
         run.fake.revoke(run.login)
-        with pytest.raises(auth.InvalidGrant) as caught:
-            await auth.refresh(
-                run.settings(), tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at
-            )
-        assert "refresh_token_authentication_error" in caught.value.reason
-        assert len(run.fake.token_requests) == 1
+        with pytest.raises(InvalidGrant) as caught:
+            await run.oauth().refresh(refresh_token)
+        description = caught.value.description or ""
+        assert description.startswith("unsupported_token_type: ")
+        assert "refresh_token_authentication_error" in description
+        assert len(run.fake.token_requests) == 1  # one request: the client never resends
 
 
-async def test_wrong_app_credentials_are_an_operator_problem() -> None:
+async def test_without_the_dead_grant_list_schwabs_answers_look_retryable() -> None:
+    """Why the spec lists them: RFC 6749 alone reads both answers as other errors."""
     async with running_fake() as run:
-        tokens = run.token_set()
-        settings = run.settings(schwab_client_secret=SecretStr("not-the-secret"))
-        with pytest.raises(auth.ClientRejected):
-            await auth.refresh(
-                settings, tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at
-            )
+        plain = run.oauth(dataclasses.replace(SCHWAB_OAUTH, dead_grant_errors=()))
+        expired = run.credentials()["refresh_token"]
+        run.fake.advance(timedelta(days=7))
+        with pytest.raises(TokenEndpointError) as old:
+            await plain.refresh(expired)
+        assert not isinstance(old.value, InvalidGrant)
+        assert old.value.error == "invalid_client"
+        revoked = run.credentials()["refresh_token"]
+        run.fake.revoke(run.login)
+        with pytest.raises(TokenEndpointError) as gone:
+            await plain.refresh(revoked)
+        assert not isinstance(gone.value, InvalidGrant)
+        assert gone.value.error == "unsupported_token_type"
+
+
+async def test_wrong_app_credentials_are_an_operator_problem_not_a_dead_grant() -> None:
+    async with running_fake() as run:
+        refresh_token = run.credentials()["refresh_token"]
+        client = run.oauth(schwab_client_secret=SecretStr("not-the-secret"))
+        with pytest.raises(TokenEndpointError) as caught:
+            await client.refresh(refresh_token)
+        assert not isinstance(caught.value, InvalidGrant)
+        assert (caught.value.error, caught.value.description) == ("invalid_client", "Unauthorized")
 
 
 async def test_token_endpoint_faults() -> None:
     async with running_fake() as run:
-        tokens = run.token_set()
+        refresh_token = run.credentials()["refresh_token"]
+        client = run.oauth()
         run.fake.faults.rate_limited = 1
         with pytest.raises(errors.RateLimitExceeded) as limited:
-            await auth.refresh(
-                run.settings(), tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at
-            )
+            await client.refresh(refresh_token)
         assert limited.value.retry_after == 7
         run.fake.faults.server_errors = 1
-        with pytest.raises(errors.Transient) as failed:
-            await auth.refresh(
-                run.settings(), tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at
-            )
-        assert not isinstance(failed.value, errors.RateLimitExceeded)
+        # A POST whose answer was lost: the refresher records it and tries again later.
+        with pytest.raises(errors.OutcomeUnknown):
+            await client.refresh(refresh_token)
+        assert (await client.refresh(refresh_token)).refresh_token == refresh_token
 
 
 async def test_no_token_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     async with running_fake() as run:
-        code = await _authorize(run, "st-log")
-        tokens = await auth.exchange_code(run.settings(), code)
-        await auth.refresh(
-            run.settings(), tokens.refresh_token, refresh_expires_at=tokens.refresh_expires_at
+        client = run.oauth()
+        code = await _authorize(run, client, "st-log")
+        tokens = await client.exchange_code(
+            code=code, redirect_uri=REDIRECT_URI, code_verifier=None
         )
-    assert tokens.access_token not in caplog.text
-    assert tokens.refresh_token not in caplog.text
+        assert tokens.refresh_token is not None
+        refreshed = await client.refresh(tokens.refresh_token)
+    for secret in (tokens.access_token, tokens.refresh_token, refreshed.access_token):
+        assert secret not in caplog.text
     assert CLIENT_SECRET not in caplog.text
 
 
-def test_credentials_round_trip_and_refuse_junk() -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    tokens = auth.TokenSet("a", "r", now, now + timedelta(days=7))
-    assert auth.TokenSet.from_credentials(tokens.to_credentials()) == tokens
-    with pytest.raises(errors.AuthenticationFailed):
-        auth.TokenSet.from_credentials({"access_token": "a"})
-
-
-def test_unconfigured_deployment_cannot_authorize() -> None:
-    with pytest.raises(auth.ClientRejected):
-        auth.authorization_url(Settings(), state="x")
-    with pytest.raises(ValueError, match="REDIRECT_URI"):
-        auth.authorization_url(
-            Settings(schwab_client_id="id", schwab_client_secret=SecretStr("s")), state="x"
-        )
+def test_an_unconfigured_deployment_cannot_authorize() -> None:
+    with pytest.raises(OAuthNotConfigured, match="schwab_client_id"):
+        SCHWAB_OAUTH.resolve(Settings(), "schwab")
+    configured = Settings(schwab_client_id="id", schwab_client_secret=SecretStr("s"))
+    with pytest.raises(OAuthNotConfigured, match="schwab_redirect_uri"):
+        SCHWAB_OAUTH.resolve(configured, "schwab")
+    assert not schwab_spec().oauth_ready(configured)
+    wrong = Settings(
+        schwab_client_id="id",
+        schwab_client_secret=SecretStr("s"),
+        schwab_redirect_uri="https://gateway.test/v1/oauth/example/callback",
+    )
+    with pytest.raises(OAuthNotConfigured, match="/v1/oauth/schwab/callback"):
+        SCHWAB_OAUTH.resolve(wrong, "schwab")

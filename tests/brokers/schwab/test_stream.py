@@ -13,7 +13,6 @@ import pytest
 from app.brokers import errors
 from app.brokers.base import OrderStatus, OrderUpdate
 from app.brokers.schwab.adapter import SchwabAdapter
-from app.brokers.schwab.auth import TokenSet
 from app.brokers.schwab.stream import AccountActivityStream, decode, order_ids
 from tests.brokers.schwab import payloads
 from tests.brokers.schwab.support import Running, running_fake
@@ -134,14 +133,8 @@ async def test_a_revoked_grant_ends_the_stream_with_authentication_failed() -> N
 
 async def test_an_expired_access_token_ends_the_stream_for_a_fresh_one() -> None:
     async with running_fake() as run:
-        tokens = run.token_set()
-        stale = TokenSet(
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token,
-            expires_at=datetime.now(UTC) - timedelta(seconds=1),
-            refresh_expires_at=tokens.refresh_expires_at,
-        )
-        adapter = run.track(SchwabAdapter(run.settings(), stale.to_credentials()))
+        stale = run.credentials(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        adapter = run.track(SchwabAdapter(run.settings(), stale))
         before = len(run.fake.requests)
         got = [u async for u in adapter.stream_order_updates(run.account.hash_value) or []]
         assert got == []

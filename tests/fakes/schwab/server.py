@@ -9,7 +9,8 @@ QuantConnect/Lean.Brokerages.CharlesSchwab):
   ``?code=...&session=...&state=...``; ``POST /v1/oauth/token`` takes HTTP Basic app
   credentials and a form body, answers ``{"expires_in": 1800, "token_type": "Bearer",
   "scope": "api", "refresh_token", "access_token", "id_token"}``. The access token lives 30
-  minutes and the refresh token 7 days, both on this fake's clock (``advance()``). A dead
+  minutes and the refresh token 7 days, both on this fake's clock (the app's manual clock
+  when one is given, plus ``advance()``); ``token_requests`` records each token answer. A dead
   refresh token answers ``{"error": "invalid_client", "error_description": "refresh token
   invalid"}`` (expired, schwab-py docs/auth.rst) or ``unsupported_token_type`` wrapping
   ``refresh_token_authentication_error`` (revoked, Schwabdev issue #40); a wrong app key or
@@ -46,6 +47,7 @@ import json
 import secrets
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -297,8 +299,13 @@ class AccessToken:
 class FakeSchwab:
     """The fake's state, its fault switches and its ASGI ``app``."""
 
-    def __init__(self, *, seed: int = 20260522) -> None:
+    def __init__(
+        self, *, seed: int = 20260522, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.quotes = SeededQuoteSource(seed)
+        # ``clock``: share the app's manual clock (token lifetimes, order times); ``advance``
+        # moves this fake ahead of it (Schwab's clock running ahead of ours).
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.offset = timedelta(0)
         self.faults = Faults()
         self.apps: dict[str, tuple[str, set[str]]] = {}  # client id -> (secret, redirect URIs)
@@ -310,6 +317,8 @@ class FakeSchwab:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every REST request
         # (method, path, query, body) of every REST request, for request fixtures
         self.calls: list[tuple[str, str, dict[str, str], bytes]] = []
+        # Every token request that passed the fault switches and client authentication:
+        # {"grant_type", "status", "error"} (error "" on success).
         self.token_requests: list[dict[str, str]] = []
         self._ids = itertools.count(1000000001)
         self._numbers = itertools.count(12345670)
@@ -339,7 +348,7 @@ class FakeSchwab:
     # --- test controls -----------------------------------------------------------------
 
     def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
+        return self._clock() + self.offset
 
     def advance(self, delta: timedelta) -> None:
         """Move this fake's clock (token lifetimes); order times move with it."""
@@ -577,7 +586,18 @@ class FakeSchwab:
         ):
             return oauth_error(400, "invalid_request", "Invalid request")
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-        self.token_requests.append({"grant_type": form.get("grant_type", "")})
+        answer = self._token_answer(client_id, form)
+        error = json.loads(answer.body).get("error", "") if answer.status_code != 200 else ""
+        self.token_requests.append(
+            {
+                "grant_type": form.get("grant_type", ""),
+                "status": str(answer.status_code),
+                "error": error,
+            }
+        )
+        return answer
+
+    def _token_answer(self, client_id: str, form: dict[str, str]) -> JSONResponse:
         grant_type = form.get("grant_type")
         now = self.now()
         if grant_type == "authorization_code":
