@@ -51,9 +51,9 @@ class UpstreamStreams:
     ) -> None:
         self._ctx = ctx
         self._restart_delay = restart_delay
-        # One stream per broker account (slug + the broker's account ref), whichever account
-        # rows share it: platform connections of many users all point at the platform's one
-        # broker account, and the ingest matches updates across every row of that ref.
+        # One stream per stream key (``_stream_key``): platform connections of many users all
+        # point at the platform's one broker account and share one stream; the ingest matches
+        # updates across every account row of that broker account.
         self._tasks: dict[str, asyncio.Task[None]] = {}  # stream key -> its task
         self._streams: dict[str, _Stream] = {}
         self._leases = leases if leases is not None else leases_for(ctx.sessionmaker.kw["bind"])
@@ -88,7 +88,7 @@ class UpstreamStreams:
             )
         wanted: dict[str, tuple[Connection, Account]] = {}
         for connection, account in sorted(rows, key=lambda row: row[1].id):
-            wanted.setdefault(_stream_key(account), (connection, account))
+            wanted.setdefault(_stream_key(connection, account), (connection, account))
         for key in list(self._tasks):
             task = self._tasks[key]
             if key not in wanted or task.done():
@@ -224,8 +224,11 @@ class UpstreamStreams:
         )
 
 
-def _stream_key(account: Account) -> str:
-    return f"{account.broker_slug}:{account.broker_account_ref}"
+def _stream_key(connection: Connection, account: Account) -> str:
+    """Platform connections of every user share the platform's one broker account and its one
+    credential: one stream serves them all. A user's own connection streams by itself."""
+    owner = "platform" if connection.ownership == "platform" else connection.id
+    return f"{account.broker_slug}:{account.broker_account_ref}:{owner}"
 
 
 def _lease(stream_key: str) -> str:
