@@ -12,13 +12,14 @@ import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import accounts, admin, brokers, connections, events, health, orders
+from app.api import accounts, admin, admin_keys, brokers, connections, events, health, orders
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
 from app.brokers.http import HttpPool, timeouts_from
 from app.brokers.registry import BrokerRegistry, default_registry
 from app.config import Settings, get_settings
+from app.db.leases import leases_for
 from app.db.migrate import upgrade
 from app.db.session import create_engine, create_sessionmaker
 from app.observability import configure_logging
@@ -32,9 +33,11 @@ from app.services.accounts import AccountService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
+from app.services.key_rewrap import KeyRewrap
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
 from app.services.reconciliation import Reconciler, run_reconciler
+from app.services.token_rotation import TokenRotationSweep
 from app.services.upstream import UpstreamStreams
 from app.startup import prepare_local_secrets
 from app.streaming.config import StreamSettings  # streaming
@@ -88,6 +91,15 @@ def create_app(
         stream = StreamRuntime(settings.database_url, stream_settings)
         await stream.start()
         # --- end streaming ---
+        upstream = UpstreamStreams(ctx)
+        keys = KeyRewrap(
+            sessionmaker,
+            ctx.vault,
+            leases=leases_for(engine),
+            batch_size=settings.rewrap_batch_size,
+            pause_seconds=settings.rewrap_pause_seconds,
+        )
+        rotation = TokenRotationSweep(ctx, leases=leases_for(engine))
         app.state.brokerage = AppState(
             settings=settings,
             engine=engine,
@@ -95,9 +107,12 @@ def create_app(
             verifier=build_verifier(verifier_settings, http),
             orders=OrderService(ctx),
             accounts=AccountService(ctx),
-            connections=ConnectionService(ctx),
+            connections=ConnectionService(ctx, streams=upstream),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
+            upstream=upstream,
+            keys=keys,
+            rotation=rotation,
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -117,8 +132,17 @@ def create_app(
             )
             tasks.append(
                 asyncio.create_task(
-                    UpstreamStreams(ctx).run(settings.upstream_sync_seconds, stop),
-                    name="upstream-streams",
+                    upstream.run(settings.upstream_sync_seconds, stop), name="upstream-streams"
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    keys.run(settings.rewrap_interval_seconds, stop), name="key-rewrap"
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    rotation.run(settings.rotation_sweep_seconds, stop), name="rotation-sweep"
                 )
             )
         log.info("brokerage gateway ready", extra={"database": engine.dialect.name})
@@ -129,6 +153,8 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await upstream.close()
+            await keys.close()
             await stream.stop()  # streaming
             await http.aclose()
             if ctx.broker_http is not None:
@@ -146,6 +172,6 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for module in (brokers, connections, accounts, orders, events, admin):
+    for module in (brokers, connections, accounts, orders, events, admin, admin_keys):
         app.include_router(module.router)
     return app

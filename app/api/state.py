@@ -12,7 +12,10 @@ from app.services.accounts import AccountService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
+from app.services.key_rewrap import KeyRewrap
 from app.services.orders import OrderService
+from app.services.token_rotation import TokenRotationSweep
+from app.services.upstream import UpstreamStreams
 from app.streaming.runtime import StreamRuntime
 
 
@@ -27,3 +30,6 @@ class AppState:
     connections: ConnectionService
     events: EventService
     stream: StreamRuntime
+    upstream: UpstreamStreams
+    keys: KeyRewrap
+    rotation: TokenRotationSweep

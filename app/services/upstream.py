@@ -51,6 +51,7 @@ class UpstreamStreams:
         self._ctx = ctx
         self._restart_delay = restart_delay
         self._tasks: dict[str, asyncio.Task[None]] = {}  # account id -> its stream task
+        self._streams: dict[str, _Stream] = {}  # account id -> what its task streams
         self._leases = leases if leases is not None else leases_for(ctx.sessionmaker.kw["bind"])
 
     @property
@@ -81,13 +82,11 @@ class UpstreamStreams:
             )
         wanted = {account.id: (connection, account) for connection, account in rows}
         for account_id in list(self._tasks):
-            task = self._tasks[account_id]
+            task = self._tasks.get(account_id)
+            if task is None:
+                continue  # stopped meanwhile (stop_connection)
             if account_id not in wanted or task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-                del self._tasks[account_id]
-                await self._leases.release(_lease(account_id))
+                await self._stop(account_id)
         for account_id, (connection, account) in wanted.items():
             if account_id not in self._tasks and await self._leases.acquire(_lease(account_id)):
                 stream = _Stream(
@@ -97,6 +96,7 @@ class UpstreamStreams:
                     account_ref=account.broker_account_ref,
                     broker_slug=account.broker_slug,
                 )
+                self._streams[account_id] = stream
                 self._tasks[account_id] = asyncio.create_task(
                     self._supervise(stream),
                     name=f"upstream-{connection.broker_slug}-{account_id}",
@@ -114,7 +114,28 @@ class UpstreamStreams:
         finally:
             await self.close()
 
+    async def stop_connection(self, connection_id: str) -> int:
+        """Stop this instance's streams of one connection now (it was revoked).
+
+        Returns how many stopped. Another instance's streams of it stop at that instance's
+        next ``sync``; meanwhile a restart there is refused by the vault.
+        """
+        accounts = [a for a, s in self._streams.items() if s.connection_id == connection_id]
+        for account_id in accounts:
+            await self._stop(account_id)
+        return len(accounts)
+
+    async def _stop(self, account_id: str) -> None:
+        task = self._tasks.pop(account_id, None)
+        self._streams.pop(account_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._leases.release(_lease(account_id))
+
     async def _stop_all(self) -> None:
+        self._streams = {}
         tasks, self._tasks = list(self._tasks.values()), {}
         for task in tasks:
             task.cancel()
