@@ -115,7 +115,8 @@ class BrokerTokenRepository(UserScoped):
         Postgres: ``FOR UPDATE SKIP LOCKED``, so a token being written right now (a refresh,
         a revocation) is passed over instead of waited for, and two re-wrappers never take
         the same row; the rows stay locked until the caller's transaction ends. SQLite has
-        no row locks (one writer at a time); ``store_wraps`` compares before it writes.
+        no row locks: its transactions take the write lock up front (``BEGIN IMMEDIATE``),
+        and ``store_wraps`` compares before it writes in any case.
         Revoked tokens are included: they are kept for audit and must outlive retirement.
         """
         self._system_only("re-wrapping")
