@@ -74,7 +74,7 @@ class Db:
     async def users(self) -> dict[str, str]:
         async with self.sessionmaker() as session:
             rows = await session.execute(select(Connection.id, Connection.user_id))
-            return {c: u for c, u in rows.all()}
+            return {str(c): str(u) for c, u in rows.all()}
 
 
 @pytest_asyncio.fixture
@@ -87,9 +87,7 @@ async def db(postgres_url: str) -> AsyncIterator[Db]:
             await engine.dispose()
 
 
-async def test_rotate_then_the_apps_background_rewrap_then_retire(
-    db: Db, tmp_path: Path
-) -> None:
+async def test_rotate_then_the_apps_background_rewrap_then_retire(db: Db, tmp_path: Path) -> None:
     keyring = tmp_path / "keyring.json"
     old, _ = load_or_create_keyring(keyring)
     expected = await seed_tokens(db.sessionmaker, EnvelopeCipher(old), 1200)
@@ -183,7 +181,7 @@ async def test_a_rewrap_killed_midway_leaves_every_token_readable_and_a_rerun_fi
     env = _env(tmp_path, db.url)
     assert _run(env, "keys", "rotate").returncode == 0
 
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(  # noqa: S603, ASYNC220 - starting it does not block
         [str(BROKERAGE), "keys", "rewrap", "--batch-size", "100", "--pause", "0.05"],
         env=env,
         stdout=subprocess.DEVNULL,
