@@ -40,5 +40,6 @@ async def get_key_status(_admin: AdminUser, state: State) -> KeyStatusOut:
             remaining=last.remaining,
             failed=len(last.failed),
             stopped=last.stopped,
+            seconds=round(last.seconds, 3),
         ),
     )

@@ -19,6 +19,7 @@ class RewrapRunOut(ResponseModel):
     remaining: int
     failed: int = Field(description="Tokens whose wrap did not authenticate (ids in the log).")
     stopped: bool = Field(description="The run was interrupted (shutdown, lost lease).")
+    seconds: float = Field(description="How long the run took.")
 
 
 class KeyStatusOut(ResponseModel):

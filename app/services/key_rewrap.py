@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
@@ -64,6 +65,7 @@ class RewrapResult:
     remaining: int
     failed: tuple[str, ...] = ()
     stopped: bool = False
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,7 @@ class KeyRewrap:
         await self._leases.close()
 
     async def _passes(self, stop: asyncio.Event | None) -> RewrapResult:
+        started = time.monotonic()
         start_pending = await self.pending()
         primary = self._vault.primary_version
         log.info(
@@ -202,7 +205,9 @@ class KeyRewrap:
             moved_this_pass = 0
             while True:
                 if (stop is not None and stop.is_set()) or not await self._leases.check():
-                    return await self._finish(primary, total, batches, failed, stopped=True)
+                    return await self._finish(
+                        primary, total, batches, failed, started=started, stopped=True
+                    )
                 async with self._sessionmaker() as session:
                     batch = await self._vault.rewrap_batch(
                         session, limit=self._batch_size, after_id=after
@@ -233,13 +238,23 @@ class KeyRewrap:
                     await asyncio.sleep(self._pause)
             remaining = await self.pending()
             if remaining <= len(failed) or moved_this_pass == 0:
-                return await self._finish(primary, total, batches, failed, stopped=False)
+                return await self._finish(
+                    primary, total, batches, failed, started=started, stopped=False
+                )
 
     async def _finish(
-        self, primary: int, total: int, batches: int, failed: set[str], *, stopped: bool
+        self,
+        primary: int,
+        total: int,
+        batches: int,
+        failed: set[str],
+        *,
+        started: float,
+        stopped: bool,
     ) -> RewrapResult:
         remaining = await self.pending()
         result = RewrapResult(
+            seconds=time.monotonic() - started,
             primary_version=primary,
             rewrapped=total,
             batches=batches,
@@ -256,6 +271,7 @@ class KeyRewrap:
                 "remaining": remaining,
                 "failed": len(failed),
                 "stopped": stopped,
+                "seconds": round(result.seconds, 3),
             },
         )
         return result
