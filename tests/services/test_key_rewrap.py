@@ -116,7 +116,7 @@ async def test_rotate_then_the_apps_background_rewrap_then_retire(db: Db, tmp_pa
         body: dict[str, object] = {}
         for _ in range(1200):  # the lifespan's re-wrap task works on its own
             body = (await h.client.get("/v1/admin/keys", headers=admin)).json()
-            if body["pending_rewrap"] == 0:
+            if body["pending_rewrap"] == 0 and body["last_run_here"] is not None:
                 break
             await asyncio.sleep(0.05)
         assert body["primary_version"] == 2
@@ -298,10 +298,12 @@ async def test_concurrent_token_writes_during_a_rewrap_lose_nothing(db: Db) -> N
 
     async def writer(worker: int) -> None:
         index = 0
+        mine = connections[worker::4]  # one writer per connection: the last write is known
         while not run.done():
             index += 1
-            connection_id = rng.choice(connections)
+            connection_id = rng.choice(mine)
             fresh = Credentials(api_key_id=f"W{worker}-{index}", api_secret_key=os.urandom(8).hex())
+            history[connection_id].append(fresh)  # before it can be read
             async with db.sessionmaker() as session:
                 token_id = await vault.store(
                     session,
@@ -316,7 +318,6 @@ async def test_concurrent_token_writes_during_a_rewrap_lose_nothing(db: Db) -> N
                 assert stored is not None
                 assert stored.key_version == 2, "writes during a re-wrap use the primary"
             expected[connection_id] = fresh
-            history[connection_id].append(fresh)
             writes.append(token_id)
             if job.running:
                 writes_during_run.append(1)
