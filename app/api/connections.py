@@ -69,7 +69,7 @@ async def delete_connection(connection_id: str, user: CurrentUser, state: State)
 @router.put(
     "/connections/{connection_id}/credentials",
     name="replace_connection_credentials",
-    responses=problem_responses(401, 404, 409, 413, 422, 429, 503),
+    responses=problem_responses(400, 401, 404, 409, 413, 422, 429, 503),
 )
 async def replace_connection_credentials(
     connection_id: str, body: CredentialsReplace, user: CurrentUser, state: State

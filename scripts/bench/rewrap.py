@@ -214,7 +214,8 @@ async def main() -> None:
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(
         f"key re-wrap of {TOKENS} tokens, {WORKERS} server workers, "
-        f"{CONCURRENCY} concurrent order clients, batches of 500"
+        f"{CONCURRENCY} concurrent order clients, batches of 500, "
+        f"pause {os.environ.get('BROKERAGE_REWRAP_PAUSE_SECONDS', '0')} s between batches"
     )
     print(
         f"  under order load: {finished - began:.1f} s observed "

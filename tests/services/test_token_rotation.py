@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from app.brokers.alpaca import alpaca_spec
 from app.brokers.registry import BrokerRegistry, default_registry
 from app.db.leases import LocalLeases
-from app.db.models import BrokerToken
+from app.db.models import BrokerToken, Connection
 from app.db.repositories.orders import OrderEventRepository
 from app.security.credentials import Credentials
 from app.services.clock import utcnow
@@ -240,3 +240,22 @@ async def test_a_broker_that_can_reissue_is_reissued_not_flagged(db_url: str) ->
         assert len([e for e in await _events(h, user) if e.type == EVENT_TYPE]) == 1
         # With no re-issuer plugged in, a can_reissue broker is flagged like any other.
         assert (await without.run_once()) is not None
+
+
+async def test_a_fresh_key_repairs_a_broken_connection(db_url: str) -> None:
+    async with gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        connection_id = (await gw.connect(user))["id"]
+        gw.alpaca.fake.revoke(gw.alpaca.account.key_id)  # the user deleted the key at Alpaca
+        async with h.state.ctx.sessionmaker() as session:
+            await session.execute(
+                update(Connection).where(Connection.id == connection_id).values(status="broken")
+            )
+            await session.commit()
+        gw.alpaca.account.revoked = False
+        fresh = gw.alpaca.fake.regenerate_key(gw.alpaca.account.key_id)
+        replaced = await _put_key(h, user, connection_id, fresh.key_id, fresh.secret)
+        assert replaced.status_code == 200, replaced.text
+        assert replaced.json()["status"] == "active"
+        events = [e.type for e in await _events(h, user)]
+        assert events[-1] == "connection.active"
