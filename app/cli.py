@@ -215,6 +215,45 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _audit_verify(_args: argparse.Namespace) -> int:
+    """Check the whole audit chain; exit 0 when intact, 1 naming the first bad entry."""
+    import asyncio
+    import json
+
+    from app.db.session import create_engine, create_sessionmaker
+    from app.security.audit import AuditChain, AuditVerification
+    from app.startup import prepare_local_secrets
+
+    _provider, settings = prepare_local_secrets(get_settings())
+    key = settings.audit_key
+    assert key is not None  # prepare_local_secrets puts one in place
+
+    async def verify() -> AuditVerification:
+        engine = create_engine(settings.database_url)
+        try:
+            return await AuditChain(key).verify(create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(verify())
+    print(  # noqa: T201
+        json.dumps(
+            {
+                "ok": result.ok,
+                "entries_checked": result.entries_checked,
+                "head_seq": result.head_seq,
+                "first_bad_seq": result.first_bad_seq,
+                "problem": result.problem,
+                "detail": result.detail,
+            }
+        )
+    )
+    if not result.ok:
+        print(f"audit chain BROKEN at seq {result.first_bad_seq}: {result.detail}", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brokerage", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retire.add_argument("--below", type=_positive_int, required=True)
     retire.set_defaults(func=_keys_retire)
+
+    audit = sub.add_parser("audit", help="the audit chain of live BYOB order actions")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser(
+        "verify", help="check the whole chain; exit 1 naming the first bad entry"
+    ).set_defaults(func=_audit_verify)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     keyring_path: Path = VAR_DIR / "keyring.json"
     keyring_json: SecretStr | None = None
 
+    # The audit chain of live BYOB order actions: an HMAC-SHA256 key (at least 32 bytes).
+    # Production must set BROKERAGE_AUDIT_KEY; development generates one in a private file
+    # next to the development JWT secret (``audit_key_path``, default ``var/audit-key.json``).
+    audit_key: SecretStr | None = None
+    audit_key_path: Path | None = None
+
+    # Paper-first gate: completed round trips on OUR paper broker (never a broker's own
+    # paper environment) a user needs before a live BYOB order. 0 turns the gate off.
+    paper_first_cycles: int = Field(default=3, ge=0)
+
     # Request limits.
     max_body_bytes: int = 64 * 1024
     idempotency_ttl: timedelta = timedelta(days=7)
@@ -71,10 +81,61 @@ class Settings(BaseSettings):
         ),
     )
     alpaca_data_url: str = "https://data.alpaca.markets"
+    # The platform's own default Alpaca account (ownership ``platform``): its Trading API key
+    # comes from the environment, never from a user. Both unset: no platform connections.
+    alpaca_platform_key_id: SecretStr | None = None
+    alpaca_platform_secret: SecretStr | None = None
     # The trade_updates WebSocket; derived from the trading URL (wss://<host>/stream) if unset.
     alpaca_stream_url: str | None = None
     # Alpaca: 200 requests per minute per API key (docs.alpaca.markets, "Rate limit").
     alpaca_requests_per_minute: int = 200
+    # Tradier (https://docs.tradier.com): REST base without the /v1 prefix (the adapter's paths
+    # carry it, as the docs write them). Sandbox: https://sandbox.tradier.com.
+    tradier_base_url: str = Field(
+        default="https://api.tradier.com",
+        validation_alias=AliasChoices("BROKERAGE_TRADIER_BASE_URL", "tradier_base_url"),
+    )
+    # The account-events WebSocket; derived from the base URL if unset (api. -> wss://ws.,
+    # sandbox. -> wss://sandbox-ws., anything else -> ws(s)://<same host>/v1/accounts/events).
+    tradier_stream_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BROKERAGE_TRADIER_STREAM_URL", "tradier_stream_url"),
+    )
+    # Per access token, per minute (https://docs.tradier.com/docs/rate-limiting): standard
+    # (/accounts, /user, order reads) 120, market data (/markets) 120, trading 60 in
+    # production; 60 for each in the sandbox. None: the published figure for the base URL.
+    tradier_standard_per_minute: int | None = None
+    tradier_market_data_per_minute: int | None = None
+    tradier_trading_per_minute: int | None = None
+    # tastytrade (Tier A, OAuth refresh token). REST and the account streamer are separate
+    # hosts (sandbox: https://api.cert.tastyworks.com, wss://streamer.cert.tastyworks.com).
+    tastytrade_base_url: str = "https://api.tastyworks.com"
+    tastytrade_streamer_url: str = "wss://streamer.tastyworks.com"
+    # tastytrade publishes no numeric limit ("reasonable thresholds", 429 without headers:
+    # https://developer.tastytrade.com/docs/guides/rate-limits-and-backoff/); this pace per
+    # credential stays well below what an interactive client sends.
+    tastytrade_requests_per_minute: int = 120
+    tastytrade_burst: int = 20
+    # ``Accept-Version`` (YYYYMMDD) pins the API version; unset sends none (the sandbox
+    # refuses the header, tastyware/tastytrade ``Session``).
+    tastytrade_api_version: str | None = None
+    # The account streamer: heartbeat period, and how long a connection may stay silent
+    # (no notification and no heartbeat answer) before it is restarted.
+    tastytrade_heartbeat_seconds: float = 20.0
+    tastytrade_stream_idle_seconds: float = 65.0
+    # Charles Schwab Trader API (Tier A, OAuth2). One host serves the OAuth endpoints, the
+    # trader API and market data (https://developer.schwab.com/products/trader-api--individual).
+    # Offered only when the app's client id and secret are set (``schwab_configured``).
+    schwab_base_url: str = "https://api.schwabapi.com"
+    schwab_client_id: str | None = None
+    schwab_client_secret: SecretStr | None = None
+    # The exact callback registered with the Schwab app (Schwab compares it verbatim).
+    schwab_redirect_uri: str | None = None
+    # Non-order requests: 120 per minute; order placement/replace/cancel: 0-120 per minute
+    # per account, chosen at app registration (Schwab/TDA migration guide; schwab-py
+    # docs/getting-started.rst recommends 120).
+    schwab_requests_per_minute: int = 120
+    schwab_order_requests_per_minute: int = 120
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0
@@ -88,6 +149,36 @@ class Settings(BaseSettings):
     rewrap_pause_seconds: float = 0.0
     # How often the Tier A rotation sweep looks for credentials past ``rotate_after``.
     rotation_sweep_seconds: float = 3600.0
+    # GET /v1/portfolio reads every account at once; one account's read may take this long
+    # before the answer goes without it (the read is cancelled, the account is reported as
+    # timed out with its last good data). Per broker slug overrides, e.g.
+    # BROKERAGE_PORTFOLIO_BROKER_TIMEOUTS='{"schwab": 2.5}'.
+    portfolio_broker_timeout_seconds: float = Field(default=1.0, gt=0)
+    portfolio_broker_timeouts: dict[str, Annotated[float, Field(gt=0)]] = {}
+    # After an account's read timed out or its broker was unavailable, later portfolio
+    # answers skip it for at least this long (reporting its last good data) while one
+    # background read per period checks whether the broker is back.
+    portfolio_skip_seconds: float = Field(default=30.0, ge=0)
+    # OAuth brokers (the connect flow and the token lifecycle). Each OAuth broker adds its
+    # own client id / secret / redirect URI settings, named in its ``OAuthSpec``.
+    # Frontend URLs ``return_to`` may point at: absolute URLs, matched by scheme, host and
+    # port exactly and by path prefix at a segment boundary. Empty: no flow can start.
+    oauth_return_to_allowlist: list[str] = []
+    # Where a callback whose state is unknown sends the browser (``?error=invalid_state``);
+    # unset, such a callback answers 400 problem+json instead.
+    oauth_failure_url: str | None = None
+    oauth_state_ttl_seconds: int = 600
+    # Pending (unused, unexpired) authorizations one user may hold at once.
+    oauth_max_pending_states: int = 20
+    # The refresher: how often it looks, how far ahead of expiry it refreshes, and when a
+    # refresh token counts as expiring (``connection.expiring``).
+    token_refresh_interval_seconds: float = 60.0
+    token_refresh_ahead_seconds: float = 300.0
+    # An adapter built with an access token this close to expiry refreshes it first.
+    token_refresh_leeway_seconds: float = 60.0
+    # Refreshes one instance runs at once in a background pass (Postgres; SQLite: one).
+    token_refresh_concurrency: int = 4
+    connection_expiring_window: timedelta = timedelta(days=1)
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -97,6 +188,18 @@ class Settings(BaseSettings):
         if self.auto_migrate_setting is not None:
             return self.auto_migrate_setting
         return self.is_sqlite
+
+    def portfolio_timeout_for(self, broker_slug: str) -> float:
+        """Seconds one account of this broker may take in GET /v1/portfolio."""
+        return self.portfolio_broker_timeouts.get(
+            broker_slug, self.portfolio_broker_timeout_seconds
+        )
+
+    @property
+    def schwab_configured(self) -> bool:
+        """Schwab is offered only with the app's client id and secret."""
+        secret = self.schwab_client_secret
+        return bool(self.schwab_client_id and secret is not None and secret.get_secret_value())
 
     @property
     def is_sqlite(self) -> bool:

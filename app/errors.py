@@ -88,6 +88,12 @@ class InvalidCursor(AppError):
     title = "The cursor is not valid"
 
 
+class InvalidOAuthState(AppError):
+    status = 400
+    code = "invalid_state"
+    title = "The OAuth state is unknown"
+
+
 class Unauthorized(AppError):
     status = 401
     code = "unauthorized"
@@ -210,6 +216,12 @@ class BrokerRejected(AppError):
     status = 422
     code = "broker_rejected"
     title = "The broker rejected the request"
+
+
+class InvalidReturnTo(AppError):
+    status = 422
+    code = "invalid_return_to"
+    title = "return_to is not on this deployment's allow-list"
 
 
 class InvalidCredentials(AppError):

@@ -5,14 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import accounts, admin, admin_keys, brokers, connections, events, health, orders
+from app.api import (
+    accounts,
+    admin,
+    admin_keys,
+    brokers,
+    connections,
+    events,
+    health,
+    oauth,
+    orders,
+    portfolio,
+)
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
@@ -21,22 +33,29 @@ from app.brokers.registry import BrokerRegistry, default_registry
 from app.config import Settings, get_settings
 from app.db.leases import leases_for
 from app.db.migrate import upgrade
+from app.db.rate_limits import PostgresRateLimiter
 from app.db.session import create_engine, create_sessionmaker
 from app.observability import configure_logging
 from app.paper.clock import Clock, SystemClock
 from app.paper.engine import PaperEngine, run_ticker
 from app.paper.quotes import SeededQuoteSource
+from app.security.audit import AuditChain
 from app.security.envelope import EnvelopeCipher
 from app.security.jwt import build_verifier
 from app.security.vault import TokenVault
 from app.services.accounts import AccountService
+from app.services.admin import AdminService
+from app.services.clock import utcnow
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
+from app.services.oauth import OAuthFlowService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
+from app.services.portfolio import PortfolioService
 from app.services.reconciliation import Reconciler, run_reconciler
+from app.services.token_lifecycle import TokenLifecycle
 from app.services.token_rotation import TokenRotationSweep
 from app.services.upstream import UpstreamStreams
 from app.startup import prepare_local_secrets
@@ -50,13 +69,21 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def _audit_chain(settings: Settings) -> AuditChain:
+    # prepare_local_secrets put a key in place (or refused to start in production).
+    assert settings.audit_key is not None
+    return AuditChain(settings.audit_key)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     paper_clock: Clock | None = None,
     registry: BrokerRegistry | None = None,
     stream_settings: StreamSettings | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
+    """The app. ``clock`` is "now" for the OAuth flow and token lifecycle (tests inject one)."""
     settings = settings or get_settings()
     stream_settings = stream_settings or StreamSettings()  # streaming
 
@@ -79,13 +106,33 @@ def create_app(
             paper_clock or SystemClock(),
             OrderUpdateIngest(sessionmaker, "paper"),
         )
+        broker_registry = registry or default_registry()
+        vault = TokenVault(EnvelopeCipher(key_provider))
+        broker_http = HttpPool(
+            timeouts=timeouts_from(settings),
+            # Several instances share one database: per-credential broker limits are kept
+            # there so together they stay within each broker's published limits.
+            limiter=PostgresRateLimiter(engine) if engine.dialect.name == "postgresql" else None,
+        )
+        now = clock or utcnow
+        tokens = TokenLifecycle(
+            settings=settings,
+            sessionmaker=sessionmaker,
+            registry=broker_registry,
+            vault=vault,
+            http=broker_http,
+            clock=now,
+        )
         ctx = ServiceContext(
             settings=settings,
             sessionmaker=sessionmaker,
-            registry=registry or default_registry(),
+            registry=broker_registry,
             paper_engine=paper_engine,
-            vault=TokenVault(EnvelopeCipher(key_provider)),
-            broker_http=HttpPool(timeouts=timeouts_from(settings)),
+            vault=vault,
+            audit=_audit_chain(verifier_settings),
+            broker_http=broker_http,
+            clock=now,
+            tokens=tokens,
         )
         # --- streaming: the hub and its LISTEN connection (or in-process notifier) ---
         stream = StreamRuntime(settings.database_url, stream_settings)
@@ -108,8 +155,12 @@ def create_app(
             orders=OrderService(ctx),
             accounts=AccountService(ctx),
             connections=ConnectionService(ctx, streams=upstream),
+            admin=AdminService(ctx),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
+            portfolio=PortfolioService(ctx),
+            oauth=OAuthFlowService(ctx, tokens),
+            tokens=tokens,
             upstream=upstream,
             keys=keys,
             rotation=rotation,
@@ -145,6 +196,12 @@ def create_app(
                     rotation.run(settings.rotation_sweep_seconds, stop), name="rotation-sweep"
                 )
             )
+            tasks.append(
+                asyncio.create_task(
+                    tokens.run(settings.token_refresh_interval_seconds, stop),
+                    name="token-refresh",
+                )
+            )
         log.info("brokerage gateway ready", extra={"database": engine.dialect.name})
         try:
             yield
@@ -156,6 +213,7 @@ def create_app(
             await upstream.close()
             await keys.close()
             await stream.stop()  # streaming
+            await app.state.brokerage.portfolio.aclose()
             await http.aclose()
             if ctx.broker_http is not None:
                 await ctx.broker_http.aclose()
@@ -172,6 +230,16 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for module in (brokers, connections, accounts, orders, events, admin, admin_keys):
+    for module in (
+        brokers,
+        connections,
+        oauth,
+        accounts,
+        portfolio,
+        orders,
+        events,
+        admin,
+        admin_keys,
+    ):
         app.include_router(module.router)
     return app

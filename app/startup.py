@@ -11,6 +11,7 @@ import logging
 import sys
 
 from app.config import Settings
+from app.security.audit import load_or_create_audit_key
 from app.security.jwt import load_or_create_dev_secret
 from app.security.keyring import (
     KeyProvider,
@@ -34,7 +35,8 @@ def _warn(message: str) -> None:
 
 
 def prepare_local_secrets(settings: Settings) -> tuple[KeyProvider, Settings]:
-    """Return the key provider and settings with a JWT secret or JWKS URL in place."""
+    """Return the key provider and settings with a JWT secret (or JWKS URL) and an audit
+    key in place."""
     production = settings.environment == "production"
     if settings.keyring_json is not None:
         provider: KeyProvider = LocalKeyProvider.from_json(settings.keyring_json.get_secret_value())
@@ -55,4 +57,12 @@ def prepare_local_secrets(settings: Settings) -> tuple[KeyProvider, Settings]:
         if created:
             _warn(f"development JWT secret {settings.dev_secrets_path} {NOT_FOR_PRODUCTION}")
         settings = settings.model_copy(update={"jwt_secret": secret})
+    if settings.audit_key is None:
+        if production:
+            raise ConfigurationError("no audit chain key: set BROKERAGE_AUDIT_KEY")
+        path = settings.audit_key_path or settings.dev_secrets_path.with_name("audit-key.json")
+        key, created = load_or_create_audit_key(path)
+        if created:
+            _warn(f"audit chain key {path} {NOT_FOR_PRODUCTION}")
+        settings = settings.model_copy(update={"audit_key": key})
     return provider, settings

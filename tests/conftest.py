@@ -7,6 +7,7 @@ truncated between tests and every test sees the other tests' rows, as production
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +27,23 @@ if TYPE_CHECKING:
 
 def new_user(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def own_database(shared_url: str, directory: Path) -> AsyncIterator[str]:
+    """A migrated database of the caller's own, on the backend of ``shared_url``.
+
+    For tests that break things on purpose (tampering with the audit chain, fault
+    triggers): the shared databases of the run must stay intact for every other test.
+    """
+    if shared_url.startswith("sqlite"):
+        url = f"sqlite+aiosqlite:///{directory / f'own-{uuid.uuid4().hex[:8]}.db'}"
+        await asyncio.to_thread(upgrade, url)
+        yield url
+        return
+    async with fresh_database(shared_url) as url:
+        await asyncio.to_thread(upgrade, url)
+        yield url
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +28,9 @@ from app.paper.clock import ManualClock
 from app.security.jwt import issue_dev_token
 
 CLOCK_START = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
+# One audit chain key for the whole test run: every test app appends to the same chain in
+# the shared databases, and a verify from any of them must accept every entry.
+AUDIT_KEY_FOR_TESTS = "test-audit-key-" + uuid.uuid4().hex + uuid.uuid4().hex
 
 
 def keyring_json_for_tests() -> str:
@@ -44,6 +47,11 @@ def settings_for_tests(database_url: str, **overrides: Any) -> Settings:
         "background_tasks": False,
         "auto_migrate_setting": False,
         "log_json": True,
+        "audit_key": SecretStr(AUDIT_KEY_FOR_TESTS),
+        # The paper-first gate is off unless a test turns it on (tests/services/
+        # test_order_gates.py does, and checks the production default of 3): a test of some
+        # broker's live order path should not have to play paper round trips first.
+        "paper_first_cycles": 0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -96,10 +104,14 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def running_app(
-    settings: Settings, registry: BrokerRegistry | None = None
+    settings: Settings,
+    registry: BrokerRegistry | None = None,
+    *,
+    now: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[Harness]:
+    """``now``: the OAuth flow's and token lifecycle's clock (default: the system clock)."""
     clock = ManualClock(CLOCK_START)
-    app = create_app(settings, paper_clock=clock, registry=registry)
+    app = create_app(settings, paper_clock=clock, registry=registry, clock=now)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:

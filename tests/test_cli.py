@@ -9,17 +9,20 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from pydantic import SecretStr
+from sqlalchemy import delete, select
 
-from app.db.models import BrokerToken, Connection
+from app.db.models import AuditEntry, BrokerToken, Connection
 from app.db.session import create_engine, create_sessionmaker
 from app.ids import new_id
+from app.security.audit import AuditChain, AuditRecord
 from app.security.credentials import Credentials
 from app.security.envelope import EnvelopeCipher
 from app.security.jwt import HS256Verifier
 from app.security.keyring import load_or_create_keyring
 from app.security.vault import TokenVault
 from tests.conftest import new_user
+from tests.harness import keyring_json_for_tests
 
 BROKERAGE = Path(sys.executable).with_name("brokerage")
 
@@ -121,3 +124,82 @@ async def test_keys_retire_with_a_keyring_from_the_environment_says_where_to_cha
     bad = _run(env, "keys", "rewrap", "--batch-size", "0")
     assert bad.returncode == 2
     assert "must be at least 1" in bad.stderr
+
+
+def _audit_env(tmp_path: Path) -> dict[str, str]:
+    return _env(tmp_path) | {"BROKERAGE_AUDIT_KEY": "cli-audit-key-" + "x" * 40}
+
+
+async def test_audit_verify_exits_non_zero_naming_the_first_bad_entry(tmp_path: Path) -> None:
+    env = _audit_env(tmp_path)
+    assert _run(env, "migrate").returncode == 0
+    empty = _run(env, "audit", "verify")
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout)["ok"] is True
+
+    engine = create_engine(env["DATABASE_URL"])
+    sessionmaker = create_sessionmaker(engine)
+    chain = AuditChain(SecretStr(env["BROKERAGE_AUDIT_KEY"]))
+    for i in range(3):
+        async with sessionmaker() as session:
+            await chain.append(
+                session,
+                AuditRecord(
+                    user_id=new_user(),
+                    action="place",
+                    order_id=new_id("ord"),
+                    account_id=new_id("acc"),
+                    connection_id=new_id("con"),
+                    broker_slug="alpaca",
+                    request_fingerprint="0" * 64,
+                    outcome=f"accepted-{i}",
+                ),
+            )
+            await session.commit()
+    intact = _run(env, "audit", "verify")
+    assert intact.returncode == 0, intact.stderr
+    assert json.loads(intact.stdout) == {
+        "ok": True,
+        "entries_checked": 3,
+        "head_seq": 3,
+        "first_bad_seq": None,
+        "problem": None,
+        "detail": "the audit chain is intact",
+    }
+
+    async with sessionmaker() as session:
+        await session.execute(delete(AuditEntry).where(AuditEntry.seq == 2))
+        await session.commit()
+    await engine.dispose()
+    broken = _run(env, "audit", "verify")
+    assert broken.returncode == 1
+    report = json.loads(broken.stdout)
+    assert (report["ok"], report["first_bad_seq"], report["problem"]) == (
+        False,
+        2,
+        "entry_missing",
+    )
+    assert "seq 2" in broken.stderr
+
+    other_key = _run(env | {"BROKERAGE_AUDIT_KEY": "another-key-" + "y" * 40}, "audit", "verify")
+    assert other_key.returncode == 1
+
+
+def test_audit_verify_generates_a_development_key_but_production_needs_one(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path)
+    assert _run(env, "migrate").returncode == 0
+    generated = _run(env, "audit", "verify")
+    assert generated.returncode == 0, generated.stderr
+    assert "NOT FOR PRODUCTION" in generated.stderr
+    assert (tmp_path / "audit-key.json").exists()  # next to the development JWT secret
+
+    production = env | {
+        "BROKERAGE_ENVIRONMENT": "production",
+        "BROKERAGE_JWT_SECRET": "p" * 40,
+        "BROKERAGE_KEYRING_JSON": keyring_json_for_tests(),
+    }
+    refused = _run(production, "audit", "verify")
+    assert refused.returncode != 0
+    assert "BROKERAGE_AUDIT_KEY" in refused.stderr

@@ -9,11 +9,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.security.jwt import TokenVerifier
 from app.services.accounts import AccountService
+from app.services.admin import AdminService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
 from app.services.key_rewrap import KeyRewrap
+from app.services.oauth import OAuthFlowService
 from app.services.orders import OrderService
+from app.services.portfolio import PortfolioService
+from app.services.token_lifecycle import TokenLifecycle
 from app.services.token_rotation import TokenRotationSweep
 from app.services.upstream import UpstreamStreams
 from app.streaming.runtime import StreamRuntime
@@ -28,8 +32,12 @@ class AppState:
     orders: OrderService
     accounts: AccountService
     connections: ConnectionService
+    admin: AdminService
     events: EventService
     stream: StreamRuntime
     upstream: UpstreamStreams
     keys: KeyRewrap
     rotation: TokenRotationSweep
+    portfolio: PortfolioService
+    oauth: OAuthFlowService
+    tokens: TokenLifecycle

@@ -20,7 +20,8 @@ mapping from transport outcomes to ``app.brokers.errors`` lives here, once:
 
 Only safe reads (GET) are retried, with capped exponential backoff and full jitter, and only
 for ``Transient`` outcomes. Requests are paced per credential by a token bucket so one user's
-burst cannot get the platform's key (or theirs) blocked by the broker.
+burst cannot get the platform's key (or theirs) blocked by the broker; on Postgres the
+bucket's state is shared by every instance (``SharedRateLimiter``).
 
 Logging is redacted by construction: one line per request with the broker, method, path,
 status and duration. Headers, query strings and bodies are never logged; they carry keys,
@@ -38,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -96,7 +97,8 @@ class TokenBucket:
 
     ``acquire`` waits for a token; if the wait would exceed ``max_wait`` it raises
     ``RateLimitExceeded`` without sending anything (so the caller may retry later).
-    In-process only: instances do not share buckets yet.
+    In-process: used where one instance owns the credential (SQLite, tests, adapters built
+    without the app's pool); ``SharedBucket`` paces across instances.
     """
 
     def __init__(self, rate: float, capacity: float, *, max_wait: float = 5.0) -> None:
@@ -132,6 +134,57 @@ class TokenBucket:
             self._tokens -= 1
 
 
+class SharedRateLimiter(Protocol):
+    """Rate state shared by every instance (``app.db.rate_limits`` on Postgres).
+
+    ``reserve`` takes one request slot for ``key`` now and answers 0, or answers how many
+    seconds until a slot frees (nothing taken). It must be atomic across instances.
+    """
+
+    async def reserve(self, key: str, *, rate: float, capacity: float) -> float: ...
+
+
+class SharedBucket:
+    """A per-credential pacer whose state lives in the shared limiter, so N instances
+    together stay within the broker's published limit for one credential."""
+
+    def __init__(
+        self,
+        limiter: SharedRateLimiter,
+        key: str,
+        rate: float,
+        capacity: float,
+        *,
+        max_wait: float = 5.0,
+    ) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ValueError("rate and capacity must be positive")
+        self._limiter = limiter
+        self._key = key
+        self.rate = rate
+        self.capacity = capacity
+        self.max_wait = max_wait
+
+    async def acquire(self, broker: str = "") -> None:
+        waited = 0.0
+        while True:
+            wait = await self._limiter.reserve(self._key, rate=self.rate, capacity=self.capacity)
+            if wait <= 0:
+                return
+            if waited + wait > self.max_wait:
+                raise errors.RateLimitExceeded(
+                    "the request rate for this credential is exhausted",
+                    retry_after=wait,
+                    broker=broker,
+                )
+            await asyncio.sleep(wait)
+            waited += wait
+
+
+class Pacer(Protocol):
+    async def acquire(self, broker: str = "") -> None: ...
+
+
 def credential_key(*parts: str) -> str:
     """A stable bucket key for a credential that does not keep the credential itself."""
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
@@ -150,11 +203,13 @@ class HttpPool:
         *,
         timeouts: Timeouts | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        limiter: SharedRateLimiter | None = None,
     ) -> None:
         self.timeouts = timeouts or Timeouts()
         self._transport = transport
+        self._limiter = limiter
         self._clients: dict[str, httpx.AsyncClient] = {}
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._buckets: dict[tuple[str, str], Pacer] = {}
         self._memo: dict[tuple[str, ...], tuple[float, object]] = {}
 
     def __repr__(self) -> str:
@@ -172,10 +227,15 @@ class HttpPool:
             self._clients[base_url] = found
         return found
 
-    def bucket(self, broker: str, key: str, *, rate: float, capacity: float) -> TokenBucket:
+    def bucket(self, broker: str, key: str, *, rate: float, capacity: float) -> Pacer:
+        """The pacer for one credential at one broker: shared across instances when the
+        pool has a shared limiter, else in-process."""
         found = self._buckets.get((broker, key))
         if found is None:
-            found = TokenBucket(rate, capacity)
+            if self._limiter is not None:
+                found = SharedBucket(self._limiter, f"{broker}:{key}", rate, capacity)
+            else:
+                found = TokenBucket(rate, capacity)
             self._buckets[(broker, key)] = found
         return found
 
@@ -280,16 +340,20 @@ class BrokerClient:
         broker: str,
         base_url: str,
         headers: Mapping[str, str],
-        bucket: TokenBucket,
+        bucket: Pacer,
         classifier: Classifier | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        retry_after_from: Callable[[httpx.Response], float | None] | None = None,
     ) -> None:
         self._client = pool.client(base_url)
         self._broker = broker
         self._headers = dict(headers)
         self._bucket = bucket
         self._classifier = classifier
+        # A broker's own "when may I retry" on a 429 without Retry-After (Tradier documents
+        # X-Ratelimit-Expiry, the window's end as epoch milliseconds).
+        self._retry_after_from = retry_after_from
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
 
@@ -377,6 +441,12 @@ class BrokerClient:
                 mapped_error = self._classifier(response, method)
         if mapped_error is None:
             mapped_error = map_status(response, method, self._broker)
+        if (
+            isinstance(mapped_error, errors.RateLimitExceeded)
+            and mapped_error.retry_after is None
+            and self._retry_after_from is not None
+        ):
+            mapped_error.retry_after = self._retry_after_from(response)
         if response.status_code >= 500 or response.status_code == 429:
             log.warning(
                 "broker answered an error",

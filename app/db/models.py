@@ -121,6 +121,43 @@ class BrokerToken(Base):
         )
 
 
+class OAuthState(Base):
+    """One pending OAuth authorization (the connect flow), stored server-side.
+
+    Only hashes of the ``state`` and of the browser's cookie nonce are kept, and the PKCE
+    verifier is sealed like a credential; a table dump cannot complete anyone's flow. A row
+    is single use (``consumed_at`` set atomically by the callback) and lives 10 minutes; it
+    is kept a while after use so a replay is told "already used", then purged.
+    """
+
+    __tablename__ = "oauth_states"
+    __table_args__ = (
+        UniqueConstraint("state_hash"),
+        Index(None, "user_id", "expires_at"),
+        Index(None, "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    broker_slug: Mapped[str] = mapped_column(String(40))
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    verifier_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    verifier_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    verifier_key_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    return_to: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthState(id={self.id!r}, broker_slug={self.broker_slug!r}, "
+            f"expires_at={self.expires_at!r}, consumed_at={self.consumed_at!r})"
+        )
+
+
 class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (
@@ -305,3 +342,89 @@ class PaperFill(Base):
     quantity: Mapped[Decimal] = mapped_column(Money())
     price: Mapped[Decimal] = mapped_column(Money())
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RateLimitBucket(Base):
+    """Shared pacing state for one credential at one broker (GCRA's theoretical arrival
+    time). The key is a hash of the credential, never the credential."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    tat: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+# --- The audit chain of live BYOB order actions (app/security/audit.py). ---
+
+AUDIT_ACTIONS = ("place", "modify", "cancel")
+
+
+class AuditEntry(Base):
+    """One live order action against a user-supplied credential, chained by keyed hash.
+
+    ``seq`` runs 1, 2, 3... without gaps (assigned under the chain-head lock), and
+    ``entry_hash`` is HMAC-SHA256 over ``prev_hash`` and the entry's canonical content, so
+    an edited, deleted or reordered row breaks the chain at that row. Only ids, slugs, a
+    request fingerprint (SHA-256 of the canonical request) and an outcome word are stored:
+    never credentials or broker messages.
+    """
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        CheckConstraint(_in("action", AUDIT_ACTIONS), name="action"),
+        Index(None, "user_id", "seq"),
+        Index(None, "order_id"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    action: Mapped[str] = mapped_column(String(10))
+    order_id: Mapped[str] = mapped_column(ID)
+    account_id: Mapped[str] = mapped_column(ID)
+    connection_id: Mapped[str] = mapped_column(ID)
+    broker_slug: Mapped[str] = mapped_column(String(40))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(80))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The single row every append locks: the last ``seq`` and its hash.
+
+    Locking it (``SELECT ... FOR UPDATE``) serializes appends across connections and app
+    instances on Postgres; on SQLite every write transaction already holds the one write
+    lock (``BEGIN IMMEDIATE``). It also pins the tail: deleting the last entries leaves the
+    head pointing past the end, which verification reports.
+    """
+
+    __tablename__ = "audit_chain_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PortfolioSnapshot(Base):
+    """The last good read of one account, kept for ``GET /v1/portfolio``.
+
+    When an account cannot be read (timeout, broker error, broken connection) the portfolio
+    reports it with this snapshot and its age instead of dropping it. One row per account,
+    overwritten by every newer good read. ``positions`` holds the normalized positions with
+    every number as a decimal string, so nothing passes through a float.
+    """
+
+    __tablename__ = "portfolio_snapshots"
+    __table_args__ = (Index(None, "user_id"),)
+
+    account_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    currency: Mapped[str] = mapped_column(String(3))
+    cash: Mapped[Decimal] = mapped_column(Money())
+    equity: Mapped[Decimal] = mapped_column(Money())
+    buying_power: Mapped[Decimal] = mapped_column(Money())
+    positions: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime())

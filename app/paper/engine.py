@@ -43,6 +43,7 @@ from decimal import (
 from typing import ParamSpec, TypeVar
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers import errors as broker_errors
 from app.brokers.base import (
@@ -218,10 +219,17 @@ class PaperEngine:
             as_of=now,
         )
 
-    async def cycles_completed(self, owner: str) -> int:
-        """Completed round trips over all of the owner's paper accounts (the paper-first gate)."""
-        async with self._sessionmaker() as session:
+    async def cycles_completed(self, owner: str, session: AsyncSession | None = None) -> int:
+        """Completed round trips over all of the owner's paper accounts (the paper-first gate).
+
+        Pass ``session`` to read inside the caller's transaction: on SQLite the order path
+        already holds the one write lock, and a second session would wait for it.
+        """
+        if session is not None:
             rows = await PaperStore(session).accounts_of(owner)
+            return sum(row.cycles_completed for row in rows)
+        async with self._sessionmaker() as own:
+            rows = await PaperStore(own).accounts_of(owner)
             return sum(row.cycles_completed for row in rows)
 
     # --- positions and quotes ----------------------------------------------------------

@@ -13,7 +13,7 @@ constraint enforces again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -81,6 +81,13 @@ def _aad(token: BrokerToken | WrapRow) -> AssociatedData:
         connection_id=token.connection_id,
         broker_slug=token.broker_slug,
         broker_tier=token.broker_tier,
+    )
+
+
+def _flow_aad(user_id: str, flow_id: str, broker_slug: str) -> AssociatedData:
+    # "oauth_flow" is not a broker tier: a flow secret never opens as a credential.
+    return AssociatedData(
+        user_id=user_id, connection_id=flow_id, broker_slug=broker_slug, broker_tier="oauth_flow"
     )
 
 
@@ -177,6 +184,60 @@ class TokenVault:
         await session.flush()
         return token.id
 
+    async def reseal(
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_id: str,
+        credentials: Credentials,
+        expires_at: datetime | None,
+        refresh_expires_at: datetime | None,
+    ) -> str:
+        """Replace the active token's credential in place (an OAuth refresh); returns its id.
+
+        Sealed again under a fresh data key and the current KEK; the row keeps its id,
+        ``created_at`` and ``rotate_after``. In place rather than a new row, so superseded
+        refresh tokens do not pile up in the table. Raises ``CredentialRevoked`` /
+        ``CredentialMissing`` when there is no active token to replace.
+        """
+        repo = BrokerTokenRepository.for_user(session, user_id)
+        token = await repo.active_for_connection(connection_id, for_update=True)
+        if token is None:
+            if await repo.exists_for_connection(connection_id):
+                raise CredentialRevoked()
+            raise CredentialMissing()
+        envelope = self._cipher.seal(credentials.to_json_bytes(), _aad(token))
+        token.token_ciphertext = envelope.ciphertext
+        token.wrapped_data_key = envelope.wrapped_data_key
+        token.key_version = envelope.key_version
+        token.expires_at = expires_at
+        token.refresh_expires_at = refresh_expires_at
+        token.updated_at = self._clock()
+        await session.flush()
+        return token.id
+
+    def seal_flow_secret(
+        self, *, user_id: str, flow_id: str, broker_slug: str, value: str
+    ) -> Envelope:
+        """Seal a short-lived secret of a connect flow (the PKCE verifier) for its state row.
+
+        Bound to the row (user, flow id, broker) like a credential, so it never sits in the
+        database in plaintext and a copy on another row does not open.
+        """
+        return self._cipher.seal(value.encode("utf-8"), _flow_aad(user_id, flow_id, broker_slug))
+
+    def open_flow_secret(
+        self, *, user_id: str, flow_id: str, broker_slug: str, envelope: Envelope
+    ) -> str:
+        """Open ``seal_flow_secret`` output; ``CredentialUnreadable`` when it does not open."""
+        try:
+            plaintext = self._cipher.open(envelope, _flow_aad(user_id, flow_id, broker_slug))
+            return plaintext.decode("utf-8")
+        except (DecryptionError, ValueError) as exc:
+            log.error("cannot open the secret of oauth flow %s: %s", flow_id, exc)
+            raise CredentialUnreadable() from None
+
     async def credentials_for_read(
         self, session: AsyncSession, *, user_id: str, connection_id: str
     ) -> Credentials:
@@ -187,6 +248,30 @@ class TokenVault:
         """
         token = await self._active(session, user_id, connection_id)
         return self._decrypt(token)
+
+    async def credentials_for_read_many(
+        self, session: AsyncSession, *, user_id: str, connection_ids: Sequence[str]
+    ) -> dict[str, Credentials | errors.ConnectionBroken]:
+        """``credentials_for_read`` for many connections in one query (the portfolio).
+
+        Each connection gets its credentials or the error ``credentials_for_read`` would
+        have raised for it (``CredentialMissing``, ``CredentialRevoked``,
+        ``CredentialUnreadable``), so one bad token never fails the others.
+        """
+        repo = BrokerTokenRepository.for_user(session, user_id)
+        tokens = await repo.active_for_connections(connection_ids)
+        result: dict[str, Credentials | errors.ConnectionBroken] = {}
+        for connection_id in connection_ids:
+            token = tokens.get(connection_id)
+            try:
+                if token is None:
+                    if await repo.exists_for_connection(connection_id):
+                        raise CredentialRevoked()
+                    raise CredentialMissing()
+                result[connection_id] = self._decrypt(token)
+            except errors.ConnectionBroken as exc:
+                result[connection_id] = exc
+        return result
 
     async def credentials_for_order(
         self, session: AsyncSession, *, user_id: str, connection_id: str

@@ -1,4 +1,13 @@
-"""Broker list and connections: creating (paper, API-key), reading, revoking."""
+"""Broker list and connections: creating (paper, API-key, platform), reading, revoking.
+
+Ownership says whose credential a connection trades on: ``byob`` (the user's own key or
+token, sealed in the vault), ``paper`` (our paper broker, no credential) or ``platform``
+(the deployment's own default account on a broker, credential from the environment, e.g.
+``BROKERAGE_ALPACA_PLATFORM_KEY_ID``/``_SECRET``). A platform connection is created per
+user on request (``{"broker": "alpaca", "options": {"ownership": "platform"}}``) like any
+other connection, so accounts and orders stay scoped to the user; kill-switches, the
+paper-first gate and the audit chain apply to ``byob`` only (ARCHITECTURE.md).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from app.brokers.base import (
     BrokerAccount,
     BrokerAdapter,
     RevokeOutcome,
+    Tier,
     revoke_credential,
 )
 from app.brokers.registry import BrokerSpec
@@ -38,7 +48,9 @@ from app.security.credentials import Credentials
 from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
+from app.services.kill_switches import KillSwitches
 from app.services.orders import OrderService
+from app.streaming.protocol import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +89,33 @@ def connection_out(connection: Connection, account_ids: list[str]) -> Connection
     )
 
 
-def append_connection_event(session: AsyncSession, connection: Connection) -> None:
+def append_connection_event(
+    session: AsyncSession, connection: Connection, *, reason: str | None = None
+) -> None:
+    """A ``connection.<status>`` event in the outbox (call last, then commit).
+
+    The payload says when the access and refresh tokens expire (``connection.expiring``
+    tells the frontend when the user must reconnect) and, for ``broken``, why.
+    """
+    payload: dict[str, str | None] = {
+        "connection_id": connection.id,
+        "status": connection.status,
+        "expires_at": _timestamp(connection.expires_at),
+        "refresh_expires_at": _timestamp(connection.refresh_expires_at),
+    }
+    if reason is not None:
+        payload["reason"] = reason
     OrderEventRepository.for_system(session).append(
         user_id=connection.user_id,
         type_=f"connection.{connection.status}",
-        payload={"connection_id": connection.id, "status": connection.status},
+        payload=dict(payload),
         occurred_at=connection.updated_at,
         connection_id=connection.id,
     )
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    return None if value is None else format_timestamp(value)
 
 
 class ConnectionStreams(Protocol):
@@ -99,14 +130,24 @@ class ConnectionService:
         self._streams = streams
 
     def list_brokers(self) -> BrokerList:
+        """Brokers offered for new connections: configured, and not hidden by a kill-switch
+        (read from the environment now)."""
+        switches = KillSwitches.from_environ()
         return BrokerList(
-            items=[broker_out(s) for s in self._ctx.registry.available(self._ctx.settings)]
+            items=[
+                broker_out(s)
+                for s in self._ctx.registry.available(self._ctx.settings)
+                if not switches.hides_broker(slug=s.slug, tier=s.tier.value)
+            ]
         )
 
     async def create(self, *, user_id: str, body: ConnectionCreate) -> ConnectionOut:
         spec = self._ctx.registry.get(body.broker)
         if spec is None or not spec.configured(self._ctx.settings):
             raise errors.UnknownBroker(f"no broker '{body.broker}' on this deployment")
+        if body.options.get("ownership") == "platform":
+            return await self._create_platform(user_id, spec, body)
+        KillSwitches.from_environ().ensure_connectable(slug=spec.slug, tier=spec.tier.value)
         if spec.auth is AuthKind.oauth2:
             raise errors.ValidationFailed(
                 f"connect {spec.name} through GET /v1/oauth/{spec.slug}/authorize"
@@ -129,7 +170,15 @@ class ConnectionService:
         """
         if body.options:
             raise errors.ValidationFailed(f"{spec.name} connections take no options")
-        credentials, broker_accounts = await self._validated_key(user_id, spec, body.credentials)
+        try:
+            credentials = (
+                spec.check_credentials(body.credentials)
+                if spec.check_credentials is not None
+                else Credentials(body.credentials)
+            )
+        except ValueError as exc:
+            raise errors.InvalidCredentials(str(exc)) from None
+        broker_accounts = await self._broker_accounts(user_id, spec, credentials)
         assert spec.token_tier is not None
         now = utcnow()
         connection = Connection(
@@ -139,11 +188,12 @@ class ConnectionService:
             tier=spec.tier.value,
             ownership="byob",
             status="active",
-            display=f"Connected: {spec.name}",
+            # API.md: "Connected: Schwab" for Live paths, "Linked: <institution>" for Tier C.
+            display=f"Linked: {spec.name}" if spec.tier is Tier.C else f"Connected: {spec.name}",
             created_at=now,
             updated_at=now,
         )
-        accounts = [_live_account(user_id, connection, spec, a, now) for a in broker_accounts]
+        accounts = [live_account(user_id, connection, spec, a, now) for a in broker_accounts]
         async with self._ctx.sessionmaker() as session:
             ConnectionRepository.for_user(session, user_id).add(connection)
             await session.flush()
@@ -155,6 +205,74 @@ class ConnectionService:
                 broker_tier=spec.token_tier,
                 credentials=credentials,
             )
+            repo = AccountRepository.for_user(session, user_id)
+            for account in accounts:
+                repo.add(account)
+            append_connection_event(session, connection)
+            await session.commit()
+        return connection_out(connection, [a.id for a in accounts])
+
+    async def _broker_accounts(
+        self, user_id: str, spec: BrokerSpec, credentials: Credentials
+    ) -> list[BrokerAccount]:
+        """The accounts a credential sees: a real read that proves the credential works."""
+        adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
+        try:
+            broker_accounts = await adapter.list_accounts()
+        except broker_errors.AuthenticationFailed:
+            raise errors.InvalidCredentials(f"{spec.name} did not accept this key") from None
+        except broker_errors.BrokerError as exc:
+            log.warning(
+                "could not validate a new connection's key",
+                extra={"broker": spec.slug, "reason": exc.reason},
+            )
+            raise to_app_error(exc) from None
+        finally:
+            await adapter.close()
+        if not broker_accounts:
+            raise errors.InvalidCredentials(f"{spec.name} shows no account for this key")
+        return broker_accounts
+
+    async def _create_platform(
+        self, user_id: str, spec: BrokerSpec, body: ConnectionCreate
+    ) -> ConnectionOut:
+        """The user's connection to the platform's own default account on ``spec``.
+
+        Takes no credentials (the deployment's own come from the environment) and is
+        refused with 422 ``unknown_broker`` where none is configured. Kill-switches do not
+        apply: they stop BYOB trading only. One active platform connection per user and
+        broker (409 ``conflict`` for a second).
+        """
+        if body.credentials or set(body.options) != {"ownership"}:
+            raise errors.ValidationFailed(
+                "a platform connection takes no credentials and no other options"
+            )
+        credentials = spec.platform_credentials_for(self._ctx.settings)
+        if credentials is None:
+            raise errors.UnknownBroker(f"no platform {spec.name} account on this deployment")
+        async with self._ctx.sessionmaker() as session:
+            existing = await ConnectionRepository.for_user(session, user_id).find_active(
+                broker_slug=spec.slug, ownership="platform"
+            )
+        if existing is not None:
+            raise errors.Conflict(f"you already have a platform {spec.name} connection")
+        broker_accounts = await self._broker_accounts(user_id, spec, credentials)
+        now = utcnow()
+        connection = Connection(
+            id=new_id("con"),
+            user_id=user_id,
+            broker_slug=spec.slug,
+            tier=spec.tier.value,
+            ownership="platform",
+            status="active",
+            display=f"Connected: {spec.name}",
+            created_at=now,
+            updated_at=now,
+        )
+        accounts = [live_account(user_id, connection, spec, a, now) for a in broker_accounts]
+        async with self._ctx.sessionmaker() as session:
+            ConnectionRepository.for_user(session, user_id).add(connection)
+            await session.flush()
             repo = AccountRepository.for_user(session, user_id)
             for account in accounts:
                 repo.add(account)
@@ -178,22 +296,7 @@ class ConnectionService:
             )
         except ValueError as exc:
             raise errors.InvalidCredentials(str(exc)) from None
-        adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
-        try:
-            broker_accounts = await adapter.list_accounts()
-        except broker_errors.AuthenticationFailed:
-            raise errors.InvalidCredentials(f"{spec.name} did not accept this key") from None
-        except broker_errors.BrokerError as exc:
-            log.warning(
-                "could not validate a connection's key",
-                extra={"broker": spec.slug, "reason": exc.reason},
-            )
-            raise to_app_error(exc) from None
-        finally:
-            await adapter.close()
-        if not broker_accounts:
-            raise errors.InvalidCredentials(f"{spec.name} shows no account for this key")
-        return credentials, broker_accounts
+        return credentials, await self._broker_accounts(user_id, spec, credentials)
 
     async def replace_credentials(
         self, *, user_id: str, connection_id: str, body: CredentialsReplace
@@ -218,6 +321,10 @@ class ConnectionService:
             )
         _ensure_not_revoked(connection)
         spec = self._ctx.spec_for(connection)
+        if connection.ownership != "byob":
+            raise errors.ValidationFailed(
+                f"this {connection.ownership} connection holds no credential of yours to replace"
+            )
         if spec.auth is not AuthKind.api_key or spec.token_tier is None:
             raise errors.ValidationFailed(
                 f"{spec.name} connections do not take an API key; "
@@ -377,8 +484,18 @@ class ConnectionService:
             if connection.status == "revoked":
                 return
             spec = self._ctx.registry.get(connection.broker_slug)
-            holds_credential = spec is not None and spec.token_tier is not None
-            if holds_credential:
+            # Only a BYOB connection holds the user's credential: a platform connection
+            # trades on the deployment's own key, which a user's disconnect never revokes.
+            holds_credential = (
+                spec is not None and spec.token_tier is not None and connection.ownership == "byob"
+            )
+            oauth_grant = (
+                holds_credential
+                and spec is not None
+                and spec.oauth is not None
+                and spec.oauth.revoke_url is not None
+            )
+            if holds_credential and not oauth_grant:
                 try:
                     adapter = await self._ctx.adapter_for(session, connection, for_order=False)
                 except errors.AppError as exc:
@@ -386,6 +503,13 @@ class ConnectionService:
                         "cannot read a credential being revoked; the broker is not called",
                         extra={"connection_id": connection_id, "code": exc.code},
                     )
+        grant_revoked = False
+        if oauth_grant and self._ctx.tokens is not None:
+            # OAuth grants are revoked at the broker (RFC 7009) by the token lifecycle, which
+            # reads the refresh token itself, so before the local revocation; best effort.
+            grant_revoked = await self._ctx.tokens.revoke_at_broker(
+                user_id=user_id, connection_id=connection_id
+            )
         try:
             revoked = await self._revoke_locally(user_id, connection_id, holds_credential)
             if not revoked:
@@ -394,8 +518,15 @@ class ConnectionService:
                 await self._streams.stop_connection(connection_id)
             if holds_credential:
                 assert spec is not None
-                outcome = await self._revoke_at_broker(adapter, spec, connection_id)
-                adapter = None  # closed by _revoke_at_broker
+                if oauth_grant:
+                    outcome = (
+                        f"revoked here and at {spec.name}"
+                        if grant_revoked
+                        else f"revoked here; {spec.name}'s revoke call failed (see the log)"
+                    )
+                else:
+                    outcome = await self._revoke_at_broker(adapter, spec, connection_id)
+                    adapter = None  # closed by _revoke_at_broker
                 await self._record_outcome(user_id, connection_id, outcome)
         finally:
             if adapter is not None:
@@ -485,7 +616,7 @@ def _ensure_not_revoked(connection: Connection) -> None:
         raise errors.ConnectionBroken("the connection was revoked; connect the broker again")
 
 
-def _live_account(
+def live_account(
     user_id: str, connection: Connection, spec: BrokerSpec, found: BrokerAccount, now: datetime
 ) -> Account:
     return Account(

@@ -19,6 +19,7 @@ from app.db.models import Order
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.orders import OrderEventRepository, OrderRepository
 from app.db.session import SessionMaker
+from app.ids import client_order_id_for, new_id
 from app.schemas.orders import Order as OrderOut
 from app.services.clock import utcnow
 from app.services.order_state import OrderSnapshot, can_transition, is_consistent, should_apply
@@ -114,6 +115,62 @@ def apply_broker_order(
     return True
 
 
+def replacement_order(old: Order, report: BrokerOrder, now: datetime) -> Order:
+    """A new row for the broker order that replaced ``old`` (Alpaca, Schwab: replace makes
+    a new order with its own id)."""
+    order_id = new_id("ord")
+    return Order(
+        id=order_id,
+        user_id=old.user_id,
+        account_id=old.account_id,
+        client_order_id=report.client_order_id or client_order_id_for(order_id),
+        broker_order_id=report.broker_order_id,
+        symbol=old.symbol,
+        side=old.side,
+        quantity=report.quantity,
+        filled_quantity=report.filled_quantity,
+        avg_fill_price=report.avg_fill_price,
+        order_type=old.order_type,
+        limit_price=report.limit_price,
+        stop_price=report.stop_price,
+        time_in_force=report.time_in_force.value,
+        extended_hours=old.extended_hours,
+        status=report.status.value,
+        reject_reason=None,
+        replaces_order_id=old.id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def adopt_replacement(
+    session: AsyncSession, old: Order, report: BrokerOrder, now: datetime
+) -> Order:
+    """Record ``report`` as the order that replaced ``old``, once.
+
+    ``old`` must be locked by the caller. Whoever learns of the replacement first (the
+    modify answer, the broker's stream, or reconciliation after a lost answer) creates the
+    row; the others find it here and get the same one back.
+    """
+    repo = OrderRepository.for_system(session)
+    if old.replaced_by_order_id is not None:
+        existing = await repo.get(old.replaced_by_order_id)
+        if existing is not None:
+            return existing
+    replacement = replacement_order(old, report, now)
+    repo.add(replacement)
+    await session.flush()
+    old.replaced_by_order_id = replacement.id
+    if old.status != OrderStatus.replaced.value:
+        set_status(session, old, OrderStatus.replaced, now)
+    append_order_event(session, replacement, now)
+    log.info(
+        "replacement order recorded",
+        extra={"order_id": old.id, "replacement_id": replacement.id},
+    )
+    return replacement
+
+
 class OrderUpdateIngest:
     """The upstream feed seam: one broker's order updates become our order events."""
 
@@ -141,6 +198,19 @@ class OrderUpdateIngest:
                 client_order_id=update.order.client_order_id,
                 for_update=True,
             )
+            if order is None and update.order.replaces:
+                # A replacement we have not recorded yet (its modify answer is still on the
+                # way, or was lost): adopt it under the order it replaces.
+                old = await OrderRepository.for_system(session).find_by_broker_ids(
+                    account_ids,
+                    broker_order_id=update.order.replaces,
+                    client_order_id=None,
+                    for_update=True,
+                )
+                if old is not None:
+                    await adopt_replacement(session, old, update.order, utcnow())
+                    await session.commit()
+                    return
             if order is None:
                 log.info(
                     "order update for an order placed outside the gateway; ignored",

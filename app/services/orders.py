@@ -5,12 +5,30 @@ Placement (ARCHITECTURE.md, "Orders"): an existing Idempotency-Key is answered f
 (``pending_submit``) and the key are committed *before* the broker is called; the broker's
 answer (or ``unknown`` when the outcome cannot be known) is committed with its event and
 the stored response before the client hears anything.
+
+The gates run in the order ARCHITECTURE.md gives, each before anything reaches the broker:
+
+1. the connection is the caller's (404 otherwise) and active (409 ``connection_broken``);
+2. its tier allows orders: not Tier C / Linked, and the vault hands out an order credential
+   (403 ``read_only_account``, 409 ``connection_broken`` for a revoked one);
+3. kill-switches, read from the environment now (503 ``live_trading_disabled``; BYOB only);
+4. paper-first: enough round trips on our paper broker (403 ``paper_first_required``; live
+   BYOB placements only);
+5. capabilities (422 ``unsupported_order``), then the broker's own symbol check.
+
+Modify runs 1-3 and 5 (paper-first guards new live orders; a modified order passed it when
+placed). Cancel runs 1 (owned; a broken connection may still cancel) and 2 only: a user
+must always be able to reduce risk, whatever switch is on.
+
+Every live order action on a user-supplied credential (BYOB, Tier A/B) appends to the audit
+chain in the same transaction as the order change it records: one entry when the order
+change is committed before the broker call (outcome ``pending_submit``,
+``pending_replace``, ``pending_cancel``), one with the result (the order's status, then
+``:<error code>`` on failure or ``:<new order id>`` for a replacement).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +41,6 @@ from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import (
     BrokerAdapter,
-    BrokerOrder,
     OrderChanges,
     OrderRequest,
     OrderSide,
@@ -42,11 +59,19 @@ from app.observability import ORDERS_TOTAL
 from app.schemas.common import decode_time_cursor, encode_time_cursor
 from app.schemas.orders import Order as OrderOut
 from app.schemas.orders import OrderCreate, OrderListStatus, OrderPage, OrderUpdateBody
+from app.security.audit import AuditAction, AuditRecord
+from app.security.audit import request_fingerprint as canonical_fingerprint
 from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
 from app.services.context import ServiceContext, ensure_usable
+from app.services.kill_switches import KillSwitches, is_live_byob
 from app.services.order_state import CLOSED, OPEN, TERMINAL
-from app.services.order_updates import append_order_event, apply_broker_order, set_status
+from app.services.order_updates import (
+    adopt_replacement,
+    append_order_event,
+    apply_broker_order,
+    set_status,
+)
 from app.services.pretrade import check_order
 
 log = logging.getLogger(__name__)
@@ -64,12 +89,12 @@ class StoredResponse:
 
 
 def request_fingerprint(method: str, path: str, body: OrderCreate) -> str:
-    canonical = json.dumps(
-        {"method": method, "path": path, "body": body.model_dump(mode="json")},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """SHA-256 of the canonical request: the Idempotency-Key check and the audit chain."""
+    return canonical_fingerprint(method, path, body.model_dump(mode="json"))
+
+
+def _order_path(order_id: str) -> str:
+    return f"/v1/orders/{order_id}"
 
 
 def _is_fractional(body: OrderCreate) -> bool:
@@ -83,6 +108,19 @@ class OrderService:
     # --- place -----------------------------------------------------------------------
 
     async def place(
+        self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str
+    ) -> StoredResponse:
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._place(
+                user_id=user_id,
+                account_id=account_id,
+                body=body,
+                idempotency_key=idempotency_key,
+                path=path,
+            )
+        )
+
+    async def _place(
         self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str
     ) -> StoredResponse:
         fingerprint = request_fingerprint("POST", path, body)
@@ -121,25 +159,37 @@ class OrderService:
             OrderRepository.for_user(session, user_id).add(order)
             await session.flush()
             append_order_event(session, order, now)
+            await self._audit(session, connection, order, "place", fingerprint, order.status, now)
             await session.commit()
 
-            response = await self._submit(session, adapter, account, order, record_id)
+            response = await self._submit(
+                session, adapter, account, connection, order, record_id, fingerprint
+            )
             ORDERS_TOTAL.labels(broker=connection.broker_slug, outcome=str(order.status)).inc()
             return response
 
     async def _gate(
         self, session: AsyncSession, user_id: str, account_id: str, body: OrderCreate
     ) -> tuple[Account, Connection, BrokerAdapter]:
+        """The pre-trade gates of a placement, in order (see the module docstring)."""
+        # 1. connection active and owned by the caller
         found = await AccountRepository.for_user(session, user_id).get_with_connection(account_id)
         if found is None:
             raise errors.NotFound("no such account")
         account, connection = found
+        ensure_usable(connection)
+        # 2. tier allows orders (the vault refuses a read-only or revoked credential)
         spec = self._ctx.spec_for(connection)
         if account.tier == "C" or not spec.capabilities.place_orders:
             raise errors.ReadOnlyAccount()
-        ensure_usable(connection)
+        adapter = await self._ctx.adapter_for(session, connection, for_order=True)
         if not account.can_trade:
             raise errors.ConnectionBroken("this account does not accept orders")
+        # 3. kill-switches
+        _ensure_live_orders_allowed(connection)
+        # 4. paper-first (live BYOB only)
+        await self._ensure_paper_first(session, user_id, connection)
+        # 5. capabilities, then the broker's own symbol check
         check_order(
             spec.capabilities,
             symbol=normalize_symbol(body.symbol),
@@ -148,20 +198,72 @@ class OrderService:
             quantity_is_fractional=_is_fractional(body),
             extended_hours=body.extended_hours,
         )
-        adapter = await self._ctx.adapter_for(session, connection, for_order=True)
         try:
             await adapter.check_symbol(normalize_symbol(body.symbol))
         except broker_errors.BrokerError as exc:
             raise to_app_error(exc) from exc
         return account, connection, adapter
 
+    async def _ensure_paper_first(
+        self, session: AsyncSession, user_id: str, connection: Connection
+    ) -> None:
+        """Refuse a live BYOB order until the user completed enough paper round trips.
+
+        Only cycles on our paper broker count (summed over the user's paper accounts),
+        never a broker's own paper or sandbox environment: the platform's default
+        connection and paper connections are not gated.
+        """
+        required = self._ctx.settings.paper_first_cycles
+        if required == 0 or not is_live_byob(connection.ownership, connection.tier):
+            return
+        completed = await self._ctx.paper_engine.cycles_completed(user_id, session)
+        if completed < required:
+            raise errors.PaperFirstRequired(
+                f"complete {required - completed} more round trip(s) on the paper broker "
+                "before trading live",
+                extra={"completed_cycles": completed, "required_cycles": required},
+            )
+
+    async def _audit(
+        self,
+        session: AsyncSession,
+        target: Connection | _AuditTarget,
+        order: Order,
+        action: AuditAction,
+        fingerprint: str,
+        outcome: str,
+        now: datetime,
+    ) -> None:
+        """Append to the audit chain when the action is live on a user-supplied credential.
+
+        Call it last before the commit of the order change it records: it takes the
+        chain-head lock, held until that commit.
+        """
+        if isinstance(target, Connection):
+            target = _AuditTarget.of(target)
+        if not target.live_byob:
+            return
+        record = AuditRecord(
+            user_id=order.user_id,
+            action=action,
+            order_id=order.id,
+            account_id=order.account_id,
+            connection_id=target.connection_id,
+            broker_slug=target.broker_slug,
+            request_fingerprint=fingerprint,
+            outcome=outcome,
+        )
+        await self._ctx.audit.append(session, record, occurred_at=now)
+
     async def _submit(
         self,
         session: AsyncSession,
         adapter: BrokerAdapter,
         account: Account,
+        connection: Connection,
         order: Order,
         record_id: str,
+        fingerprint: str,
     ) -> StoredResponse:
         request = OrderRequest(
             client_order_id=order.client_order_id,
@@ -195,6 +297,7 @@ class OrderService:
         if report is not None:
             apply_broker_order(session, fresh, report, now)
             response = StoredResponse(201, OrderOut.from_row(fresh).model_dump(mode="json"))
+            outcome = _outcome(fresh)
         elif isinstance(failure, broker_errors.Transient):
             # Nothing reached the broker and a retry is safe: the key is released so the
             # client's retry (same key, after Retry-After) places the order afresh.
@@ -202,6 +305,9 @@ class OrderService:
             if fresh.status == OrderStatus.pending_submit.value:
                 set_status(session, fresh, OrderStatus.rejected, now, reject_reason=failure.reason)
             await keys.release(record_id)
+            await self._audit(
+                session, connection, fresh, "place", fingerprint, _outcome(fresh, problem.code), now
+            )
             await session.commit()
             order.status = fresh.status
             body = problem.to_problem() | {"order_id": fresh.id}
@@ -218,6 +324,7 @@ class OrderService:
                 set_status(session, fresh, OrderStatus.rejected, now, reject_reason=failure.reason)
             body = problem.to_problem() | {"order_id": fresh.id}
             response = StoredResponse(problem.status, body, problem.headers)
+            outcome = _outcome(fresh, problem.code)
         else:
             # OutcomeUnknown: the order may exist at the broker; reconciliation decides.
             log.warning(
@@ -227,9 +334,11 @@ class OrderService:
             if fresh.status == OrderStatus.pending_submit.value:
                 set_status(session, fresh, OrderStatus.unknown, now)
             response = StoredResponse(202, OrderOut.from_row(fresh).model_dump(mode="json"))
+            outcome = _outcome(fresh)
         await keys.complete(
             record_id, status=response.status, body=response.body, order_id=fresh.id
         )
+        await self._audit(session, connection, fresh, "place", fingerprint, outcome, now)
         await session.commit()
         order.status = fresh.status
         return response
@@ -275,24 +384,37 @@ class OrderService:
     # --- modify / cancel ---------------------------------------------------------------
 
     async def modify(self, *, user_id: str, order_id: str, body: OrderUpdateBody) -> OrderOut:
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._modify(user_id=user_id, order_id=order_id, body=body)
+        )
+
+    async def _modify(self, *, user_id: str, order_id: str, body: OrderUpdateBody) -> OrderOut:
         changes = OrderChanges(
             quantity=body.quantity,
             limit_price=body.limit_price,
             stop_price=body.stop_price,
             time_in_force=body.time_in_force,
         )
+        fingerprint = canonical_fingerprint(
+            "PATCH", _order_path(order_id), body.model_dump(mode="json")
+        )
         async with self._ctx.sessionmaker() as session:
+            # 1. owned and active; 2. tier allows orders (vault); 3. kill-switches
             order, account, connection = await self._load_for_change(session, user_id, order_id)
             ensure_usable(connection)
+            adapter = await self._ctx.adapter_for(session, connection, for_order=True)
+            _ensure_live_orders_allowed(connection)
+            # 5. capabilities (and what the order's state allows)
             if self._ctx.spec_for(connection).capabilities.modify is Support.unsupported:
                 raise errors.UnsupportedOrder("this broker cannot change a working order")
             if order.broker_order_id is None or order.status not in _MODIFIABLE:
                 raise errors.OrderNotModifiable(f"an order that is {order.status} cannot change")
             _check_changes(order, changes)
-            adapter = await self._ctx.adapter_for(session, connection, for_order=True)
             previous = OrderStatus(order.status)
             broker_order_id = order.broker_order_id
-            set_status(session, order, OrderStatus.pending_replace, utcnow())
+            now = utcnow()
+            set_status(session, order, OrderStatus.pending_replace, now)
+            await self._audit(session, connection, order, "modify", fingerprint, order.status, now)
             await session.commit()
 
             try:
@@ -300,19 +422,19 @@ class OrderService:
                     account.broker_account_ref, broker_order_id, changes
                 )
             except Exception as exc:
-                await self._after_failed_change(session, order.id, previous, exc, adapter, account)
+                audit = _ChangeAudit(_AuditTarget.of(connection), "modify", fingerprint)
+                await self._after_failed_change(
+                    session, order.id, previous, exc, adapter, account, audit
+                )
                 raise AssertionError("unreachable") from exc  # _after_failed_change raises
 
             fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
             assert fresh is not None
             now = utcnow()
             if report.broker_order_id != fresh.broker_order_id:
-                replacement = _replacement(fresh, report, now)
-                OrderRepository.for_system(session).add(replacement)
-                await session.flush()
-                fresh.replaced_by_order_id = replacement.id
-                set_status(session, fresh, OrderStatus.replaced, now)
-                append_order_event(session, replacement, now)
+                replacement = await adopt_replacement(session, fresh, report, now)
+                outcome = _outcome(fresh, replacement.id)
+                await self._audit(session, connection, fresh, "modify", fingerprint, outcome, now)
                 await session.commit()
                 return OrderOut.from_row(replacement)
             # Changed in place: the report (new terms, pending_replace -> its status) is news
@@ -320,6 +442,7 @@ class OrderService:
             if not apply_broker_order(session, fresh, report, now):
                 if fresh.status == OrderStatus.pending_replace.value:
                     set_status(session, fresh, previous, now)
+            await self._audit(session, connection, fresh, "modify", fingerprint, fresh.status, now)
             await session.commit()
             return OrderOut.from_row(fresh)
 
@@ -327,7 +450,15 @@ class OrderService:
         """Cancel at the broker. Works on a broken or disconnected connection too, as long
         as the broker still accepts the credential: a user must always be able to stop an
         order."""
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._cancel(user_id=user_id, order_id=order_id)
+        )
+
+    async def _cancel(self, *, user_id: str, order_id: str) -> OrderOut:
+        fingerprint = canonical_fingerprint("DELETE", _order_path(order_id), None)
         async with self._ctx.sessionmaker() as session:
+            # Owned (404 otherwise) and a credential the vault hands out for orders; no
+            # kill-switch and no paper-first gate: cancelling reduces risk.
             order, account, connection = await self._load_for_change(session, user_id, order_id)
             status = OrderStatus(order.status)
             if status in TERMINAL or status in (OrderStatus.canceled, OrderStatus.expired):
@@ -340,16 +471,23 @@ class OrderService:
                 )
             adapter = await self._ctx.adapter_for(session, connection, for_order=True)
             broker_order_id = order.broker_order_id
-            set_status(session, order, OrderStatus.pending_cancel, utcnow())
+            now = utcnow()
+            set_status(session, order, OrderStatus.pending_cancel, now)
+            await self._audit(session, connection, order, "cancel", fingerprint, order.status, now)
             await session.commit()
             try:
                 report = await adapter.cancel_order(account.broker_account_ref, broker_order_id)
             except Exception as exc:
-                await self._after_failed_change(session, order.id, status, exc, adapter, account)
+                audit = _ChangeAudit(_AuditTarget.of(connection), "cancel", fingerprint)
+                await self._after_failed_change(
+                    session, order.id, status, exc, adapter, account, audit
+                )
                 raise AssertionError("unreachable") from exc
             fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
             assert fresh is not None
-            apply_broker_order(session, fresh, report, utcnow())
+            now = utcnow()
+            apply_broker_order(session, fresh, report, now)
+            await self._audit(session, connection, fresh, "cancel", fingerprint, fresh.status, now)
             await session.commit()
             return OrderOut.from_row(fresh)
 
@@ -376,6 +514,7 @@ class OrderService:
         exc: Exception,
         adapter: BrokerAdapter,
         account: Account,
+        audit: _ChangeAudit,
     ) -> None:
         """A modify or cancel failed: record what we know, then raise the mapped error.
 
@@ -407,11 +546,64 @@ class OrderService:
             if not isinstance(exc, broker_errors.BrokerError):
                 log.exception("order change failed unexpectedly", extra={"order_id": fresh.id})
             set_status(session, fresh, OrderStatus.unknown, now)
+        problem: errors.AppError = (
+            to_app_error(exc)
+            if isinstance(exc, broker_errors.BrokerError)
+            else errors.BrokerUnavailable(_ANSWER_LOST)
+        )
+        await self._audit(
+            session,
+            audit.target,
+            fresh,
+            audit.action,
+            audit.fingerprint,
+            _outcome(fresh, problem.code),
+            now,
+        )
         await session.commit()
-        if isinstance(exc, broker_errors.BrokerError):
-            raise to_app_error(exc)
-        raise errors.BrokerUnavailable("the broker's answer was lost; the order is being checked")
+        raise problem
 
+
+@dataclass(frozen=True, slots=True)
+class _ChangeAudit:
+    """What a failed modify or cancel needs to record its outcome in the audit chain
+    (plain values: the ORM rows may be expired by the time it is used)."""
+
+    target: _AuditTarget
+    action: AuditAction
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class _AuditTarget:
+    """The connection an order action runs on, as the audit chain needs it."""
+
+    connection_id: str
+    broker_slug: str
+    live_byob: bool
+
+    @classmethod
+    def of(cls, connection: Connection) -> _AuditTarget:
+        return cls(
+            connection_id=connection.id,
+            broker_slug=connection.broker_slug,
+            live_byob=is_live_byob(connection.ownership, connection.tier),
+        )
+
+
+def _ensure_live_orders_allowed(connection: Connection) -> None:
+    """The kill-switch gate: the environment is read now, on every request."""
+    KillSwitches.from_environ().ensure_live_orders_allowed(
+        slug=connection.broker_slug, ownership=connection.ownership, tier=connection.tier
+    )
+
+
+def _outcome(order: Order, detail: str | None = None) -> str:
+    """An audit outcome: the order's status, then ``:<error code or new order id>``."""
+    return order.status if detail is None else f"{order.status}:{detail}"
+
+
+_ANSWER_LOST = "the broker's answer was lost; the order is being checked"
 
 # Broker answers that say for certain the request changed nothing.
 _DEFINITIVE_REFUSALS = (
@@ -469,32 +661,6 @@ def _new_order(user_id: str, account: Account, body: OrderCreate, now: datetime)
         extended_hours=body.extended_hours,
         status=OrderStatus.pending_submit.value,
         reject_reason=None,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def _replacement(old: Order, report: BrokerOrder, now: datetime) -> Order:
-    order_id = new_id("ord")
-    return Order(
-        id=order_id,
-        user_id=old.user_id,
-        account_id=old.account_id,
-        client_order_id=report.client_order_id or client_order_id_for(order_id),
-        broker_order_id=report.broker_order_id,
-        symbol=old.symbol,
-        side=old.side,
-        quantity=report.quantity,
-        filled_quantity=report.filled_quantity,
-        avg_fill_price=report.avg_fill_price,
-        order_type=old.order_type,
-        limit_price=report.limit_price,
-        stop_price=report.stop_price,
-        time_in_force=report.time_in_force.value,
-        extended_hours=old.extended_hours,
-        status=report.status.value,
-        reject_reason=None,
-        replaces_order_id=old.id,
         created_at=now,
         updated_at=now,
     )

@@ -1,10 +1,14 @@
-"""One behavioural contract, run against every adapter: the paper broker and Alpaca (fake).
+"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade
+and Schwab (fakes).
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
 venue gives an adapter bound to a fresh funded account and a way to let the market
 move (``settle``): the paper engine's clock and tick, the fake's matching pass. The contract
 is written against ``BrokerAdapter`` only; where brokers legitimately differ (replace keeps
-the id at the paper broker, makes a new one at Alpaca) both outcomes are spelled out.
+the id at the paper broker and Tradier, makes a new one at Alpaca, tastytrade and Schwab;
+tastytrade answers a new order "Routed", i.e. ``submitted``, before it is ``Live``; Schwab has
+no client order id, so an order is found by fingerprint instead, as
+``capabilities.client_order_ids`` says) both outcomes are spelled out.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -22,11 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.brokers import errors
 from app.brokers.base import (
     BrokerAdapter,
+    FingerprintLookup,
     OrderChanges,
+    OrderFingerprint,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
+    Support,
     TimeInForce,
 )
 from app.db.session import create_sessionmaker
@@ -35,6 +42,9 @@ from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.schwab.support import running_fake as running_schwab
+from tests.brokers.tastytrade.support import running_fake as running_tastytrade
+from tests.brokers.tradier.support import running_fake as running_tradier
 from tests.conftest import new_user
 from tests.harness import CLOCK_START
 
@@ -64,6 +74,18 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
 
         yield Venue(PaperAdapter(paper, owner=owner), account.broker_account_id, tick)
         return
+    if name == "tradier":
+        async with running_tradier(cash=cash) as tradier:
+            yield Venue(tradier.adapter(), tradier.account.number, tradier.fake.match)
+        return
+    if name == "tastytrade":
+        async with running_tastytrade(cash=cash) as tt:
+            yield Venue(tt.adapter(), tt.account.number, tt.fake.match)
+        return
+    if name == "schwab":
+        async with running_schwab(cash=cash) as schwab:
+            yield Venue(schwab.adapter(), schwab.account.hash_value, schwab.fake.match)
+        return
     async with running_fake(cash=cash) as run:
         yield Venue(run.adapter(), run.account.id, run.fake.match)
 
@@ -87,21 +109,42 @@ def order(
     )
 
 
-VENUES = ["paper", "alpaca"]
+VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab"]
 
 
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
-        assert placed.status is OrderStatus.accepted
+        request = order()
+        submitted_at = datetime.now(UTC)
+        placed = await v.adapter.place_order(v.account_ref, request)
+        assert placed.status in (OrderStatus.submitted, OrderStatus.accepted)
         assert placed.filled_quantity == 0
         got = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
         assert (got.broker_order_id, got.limit_price) == (placed.broker_order_id, Decimal(1))
-        found = await v.adapter.find_order_by_client_id(v.account_ref, placed.client_order_id or "")
-        assert found is not None
-        assert found.broker_order_id == placed.broker_order_id
-        assert await v.adapter.find_order_by_client_id(v.account_ref, "bgc-none") is None
+        assert got.status is OrderStatus.accepted
+        if v.adapter.capabilities.client_order_ids is Support.native:
+            found = await v.adapter.find_order_by_client_id(
+                v.account_ref, placed.client_order_id or ""
+            )
+            assert found is not None
+            assert found.broker_order_id == placed.broker_order_id
+            assert await v.adapter.find_order_by_client_id(v.account_ref, "bgc-none") is None
+        else:
+            assert isinstance(v.adapter, FingerprintLookup)
+            fingerprint = OrderFingerprint.of(request, submitted_at)
+            found = await v.adapter.find_order_by_fingerprint(
+                v.account_ref, fingerprint, frozenset()
+            )
+            assert found is not None
+            assert found.broker_order_id == placed.broker_order_id
+            claimed = frozenset({placed.broker_order_id})
+            assert (
+                await v.adapter.find_order_by_fingerprint(v.account_ref, fingerprint, claimed)
+                is None
+            )
+            with pytest.raises(errors.NotSupported):
+                await v.adapter.find_order_by_client_id(v.account_ref, request.client_order_id)
         open_ids = [
             o.broker_order_id for o in await v.adapter.list_orders(v.account_ref, "open", 50)
         ]
@@ -174,3 +217,57 @@ async def test_quotes(name: str, sqlite_engine: AsyncEngine) -> None:
         assert isinstance(quote.bid, Decimal)
         assert quote.bid < quote.ask
         assert quote.as_of.tzinfo is not None
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_the_account_and_its_starting_balances(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "25000") as v:
+        accounts = await v.adapter.list_accounts()
+        assert v.account_ref in [a.broker_account_id for a in accounts]
+        balances = await v.adapter.get_balances(v.account_ref)
+        assert (balances.cash, balances.buying_power) == (Decimal(25000), Decimal(25000))
+        assert balances.currency == "USD"
+        assert balances.as_of.tzinfo is not None
+        assert await v.adapter.get_positions(v.account_ref) == []
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        resting = await v.adapter.place_order(v.account_ref, order())
+        gone = await v.adapter.place_order(v.account_ref, order())
+        await v.adapter.cancel_order(v.account_ref, gone.broker_order_id)
+        assert (await v.adapter.get_order(v.account_ref, gone.broker_order_id)).status is (
+            OrderStatus.canceled
+        )
+        open_ids = {
+            o.broker_order_id for o in await v.adapter.list_orders(v.account_ref, "open", 50)
+        }
+        closed_ids = {
+            o.broker_order_id for o in await v.adapter.list_orders(v.account_ref, "closed", 50)
+        }
+        assert resting.broker_order_id in open_ids - closed_ids
+        assert gone.broker_order_id in closed_ids - open_ids
+        history = await v.adapter.order_history(v.account_ref, None, None, "AAPL")
+        assert {resting.broker_order_id, gone.broker_order_id} <= {
+            o.broker_order_id for o in history
+        }
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        placed = await v.adapter.place_order(
+            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
+        )
+        for _ in range(5):
+            current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+            if current.status is OrderStatus.filled:
+                break
+            await v.settle()
+        assert current.avg_fill_price is not None
+        buys = await v.adapter.get_transactions(v.account_ref, None, None, "buy")
+        assert [(t.symbol, t.quantity) for t in buys] == [("AAPL", Decimal(2))]
+        assert buys[0].amount == -(Decimal(2) * current.avg_fill_price)
+        deposits = await v.adapter.get_transactions(v.account_ref, None, None, "deposit")
+        assert sum(t.amount for t in deposits) == Decimal(100000)

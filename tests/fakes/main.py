@@ -1,7 +1,9 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
-Prints the settings that point the gateway at them and an API key per fake account. A
-ticker matches resting orders every ``--tick`` seconds, like a market that moves.
+Prints the settings that point the gateway at them, a credential per fake account, the
+platform's default Alpaca key (a second fake Alpaca account) and Schwab's OAuth app
+registration (its authorize page signs in a fake customer at once). A ticker matches resting
+orders every ``--tick`` seconds, like a market that moves.
 """
 
 from __future__ import annotations
@@ -10,49 +12,115 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from collections.abc import Awaitable, Callable
 
-from tests.fakes.alpaca import FakeAlpaca, serve_asgi
+from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.runner import serve_asgi
+from tests.fakes.schwab import FakeSchwab
+from tests.fakes.tastytrade import FakeTastytrade
+from tests.fakes.tradier import FakeTradier
+
+CONNECT = (
+    '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
+    "-H 'Content-Type: application/json' \\"
+)
 
 
-async def _tick(fake: FakeAlpaca, seconds: float) -> None:
+async def _tick(match: Callable[[], Awaitable[int]], seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
-        await fake.match()
+        await match()
 
 
-async def main(port: int, tick: float, key_id: str, secret: str) -> None:
-    fake = FakeAlpaca()
-    fake.add_account(key_id=key_id, secret=secret)
-    async with serve_asgi(fake.app, port=port, on_shutdown=fake.release_hung) as url:
+async def main(args: argparse.Namespace) -> None:
+    alpaca = FakeAlpaca()
+    alpaca.add_account(key_id=args.alpaca_key_id, secret=args.alpaca_secret)
+    platform = alpaca.add_account(cash="1000000")
+    tradier = FakeTradier()
+    tradier.add_user(token=args.tradier_token)
+    tastytrade = FakeTastytrade()
+    tastytrade.add_customer(
+        client_secret=args.tastytrade_client_secret,
+        refresh_token=args.tastytrade_refresh_token,
+    )
+    schwab = FakeSchwab()
+    schwab.add_app(args.schwab_client_id, args.schwab_client_secret, args.schwab_redirect_uri)
+    schwab.add_login()
+    schwab.faults.heartbeat_seconds = 10.0
+    async with (
+        serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
+        serve_asgi(
+            tradier.app, port=args.tradier_port, on_shutdown=tradier.release_hung
+        ) as tradier_url,
+        serve_asgi(
+            tastytrade.app, port=args.tastytrade_port, on_shutdown=tastytrade.release_hung
+        ) as tt_url,
+        serve_asgi(
+            schwab.app, port=args.schwab_port, on_shutdown=schwab.release_hung
+        ) as schwab_url,
+    ):
         lines = [
-            f"export BROKERAGE_ALPACA_BASE_URL={url}",
-            f"export BROKERAGE_ALPACA_DATA_URL={url}",
+            f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
+            f"export BROKERAGE_ALPACA_DATA_URL={alpaca_url}",
+            f"export BROKERAGE_ALPACA_PLATFORM_KEY_ID={platform.key_id}",
+            f"export BROKERAGE_ALPACA_PLATFORM_SECRET={platform.secret}",
+            f"export BROKERAGE_TRADIER_BASE_URL={tradier_url}",
+            f"export BROKERAGE_TASTYTRADE_BASE_URL={tt_url}",
+            f"export BROKERAGE_TASTYTRADE_STREAMER_URL={'ws' + tt_url.removeprefix('http')}",
             "# connect with:",
-            '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
-            "-H 'Content-Type: application/json' \\",
-            f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": "{key_id}", '
-            f'"api_secret_key": "{secret}"}}}}\'',
+            CONNECT,
+            f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": '
+            f'"{args.alpaca_key_id}", "api_secret_key": "{args.alpaca_secret}"}}}}\'',
+            CONNECT,
+            f'#     -d \'{{"broker": "tradier", "credentials": {{"access_token": '
+            f'"{args.tradier_token}"}}}}\'',
+            CONNECT,
+            f'#     -d \'{{"broker": "tastytrade", "credentials": {{"client_secret": '
+            f'"{args.tastytrade_client_secret}", "refresh_token": '
+            f'"{args.tastytrade_refresh_token}"}}}}\'',
+            "# or to the platform's default Alpaca account: "
+            '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
+            f"export BROKERAGE_SCHWAB_BASE_URL={schwab_url}",
+            f"export BROKERAGE_SCHWAB_CLIENT_ID={args.schwab_client_id}",
+            f"export BROKERAGE_SCHWAB_CLIENT_SECRET={args.schwab_client_secret}",
+            f"export BROKERAGE_SCHWAB_REDIRECT_URI={args.schwab_redirect_uri}",
+            "# Schwab connects through the OAuth flow; the fake's authorize page signs in",
+            "# its customer at once and redirects to the redirect URI above.",
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
-        ticker = asyncio.create_task(_tick(fake, tick))
+        tickers = [
+            asyncio.create_task(_tick(fake.match, args.tick))
+            for fake in (alpaca, tradier, tastytrade, schwab)
+        ]
         try:
             await asyncio.Event().wait()
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for ticker in tickers:
+                ticker.cancel()
+            await asyncio.gather(*tickers, return_exceptions=True)
 
 
 def run() -> None:
     parser = argparse.ArgumentParser(description="Serve the broker fakes on localhost.")
     parser.add_argument("--port", type=int, default=8765, help="Alpaca fake port (0: any)")
+    parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
+    parser.add_argument("--tastytrade-port", type=int, default=8767, help="tastytrade fake port")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
     parser.add_argument("--alpaca-key-id", default="PKFAKEALPACA0000001")
     parser.add_argument("--alpaca-secret", default="fake-alpaca-secret-not-a-real-key")
+    parser.add_argument("--tradier-token", default="fake-tradier-token-not-real")
+    parser.add_argument("--tastytrade-client-secret", default="fake-tastytrade-client-secret")
+    parser.add_argument("--tastytrade-refresh-token", default="fake-tastytrade-refresh-token")
+    parser.add_argument("--schwab-port", type=int, default=8768, help="Schwab fake port")
+    parser.add_argument("--schwab-client-id", default="fake-schwab-app-key")
+    parser.add_argument("--schwab-client-secret", default="fake-schwab-app-secret")
+    parser.add_argument(
+        "--schwab-redirect-uri", default="http://localhost:8000/v1/oauth/schwab/callback"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(args.port, args.tick, args.alpaca_key_id, args.alpaca_secret))
+        asyncio.run(main(args))
 
 
 if __name__ == "__main__":

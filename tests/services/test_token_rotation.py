@@ -163,6 +163,7 @@ async def test_a_revoked_or_foreign_connection_takes_no_new_key(db_url: str) -> 
         paper = await _put_key(h, user, paper_id, account.key_id, account.secret)
         assert paper.status_code == 422
         assert paper.json()["code"] == "validation_error"
+        assert "paper connection holds no credential" in paper.json()["detail"]
 
 
 class FreshKeyFromTheBroker:

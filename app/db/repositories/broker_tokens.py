@@ -71,6 +71,21 @@ class BrokerTokenRepository(UserScoped):
         stmt = stmt.order_by(BrokerToken.created_at.desc(), BrokerToken.id.desc()).limit(1)
         return (await self.session.execute(stmt)).scalars().first()
 
+    async def active_for_connections(self, connection_ids: Sequence[str]) -> dict[str, BrokerToken]:
+        """The newest unrevoked token of each of these connections that has one."""
+        if not connection_ids:
+            return {}
+        stmt = select(BrokerToken).where(
+            BrokerToken.connection_id.in_(list(connection_ids)), BrokerToken.revoked_at.is_(None)
+        )
+        if not self.is_system:
+            stmt = stmt.where(BrokerToken.user_id == self.user_id)
+        stmt = stmt.order_by(BrokerToken.created_at.desc(), BrokerToken.id.desc())
+        found: dict[str, BrokerToken] = {}
+        for token in (await self.session.execute(stmt)).scalars():
+            found.setdefault(token.connection_id, token)
+        return found
+
     async def exists_for_connection(self, connection_id: str) -> bool:
         """Whether the connection has any token, revoked or not (tells revoked from missing)."""
         stmt = select(BrokerToken.id).where(BrokerToken.connection_id == connection_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from app.db.models import Account, Connection
 from app.db.repositories.scoped import UserScoped
@@ -63,6 +63,58 @@ class ConnectionRepository(UserScoped):
             stmt = stmt.where(Connection.user_id == self.user_id)
         return [(c, a) for c, a in (await self.session.execute(stmt)).all()]
 
+    async def find_active(self, *, broker_slug: str, ownership: str) -> Connection | None:
+        """The user's first not-revoked connection to this broker with this ownership."""
+        stmt = (
+            select(Connection)
+            .where(
+                Connection.user_id == self.user_id,
+                Connection.broker_slug == broker_slug,
+                Connection.ownership == ownership,
+                Connection.status != "revoked",
+            )
+            .order_by(Connection.created_at, Connection.id)
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def due_for_refresh(
+        self,
+        broker_slugs: Sequence[str],
+        *,
+        now: datetime,
+        access_before: datetime,
+        expiring_before: datetime,
+        limit: int,
+        after_id: str | None = None,
+    ) -> list[str]:
+        """System: ids of usable connections of these brokers with token work to do.
+
+        Due: the access token expires before ``access_before``; or an ``active`` connection's
+        refresh token expires before ``expiring_before`` (it becomes ``expiring``); or the
+        refresh token has expired. In id order, after ``after_id``.
+        """
+        if not self.is_system:
+            raise PermissionError("the refresher spans every user")
+        if not broker_slugs:
+            return []
+        stmt = select(Connection.id).where(
+            Connection.status.in_(("active", "expiring")),
+            Connection.broker_slug.in_(list(broker_slugs)),
+            or_(
+                Connection.expires_at <= access_before,
+                and_(
+                    Connection.status == "active",
+                    Connection.refresh_expires_at <= expiring_before,
+                ),
+                Connection.refresh_expires_at <= now,
+            ),
+        )
+        if after_id is not None:
+            stmt = stmt.where(Connection.id > after_id)
+        stmt = stmt.order_by(Connection.id).limit(limit)
+        return list((await self.session.execute(stmt)).scalars().all())
+
     def add(self, connection: Connection) -> None:
         if connection.user_id != self.user_id:
             raise PermissionError("connection belongs to another user")
@@ -86,6 +138,16 @@ class AccountRepository(UserScoped):
             stmt = stmt.where(Account.user_id == self.user_id)
         row = (await self.session.execute(stmt)).first()
         return None if row is None else (row[0], row[1])
+
+    async def all_with_connections(self) -> list[tuple[Account, Connection]]:
+        """Every account of the user with its connection, oldest first, whatever its status."""
+        stmt = (
+            select(Account, Connection)
+            .join(Connection, Connection.id == Account.connection_id)
+            .where(Account.user_id == self.user_id, Connection.user_id == self.user_id)
+            .order_by(Account.created_at, Account.id)
+        )
+        return [(a, c) for a, c in (await self.session.execute(stmt)).all()]
 
     async def page(self, *, limit: int, after: tuple[datetime, str] | None) -> Sequence[Account]:
         stmt = select(Account).where(Account.user_id == self.user_id)

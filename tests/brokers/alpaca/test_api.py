@@ -261,3 +261,106 @@ async def test_a_stream_update_reaches_the_order(db_url: str) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _working_limit_order(gw: Gateway, user: str, account_id: str) -> dict[str, Any]:
+    placed = await gw.harness.place(
+        user, account_id, order_type="limit", limit_price="1.00", time_in_force="gtc"
+    )
+    assert placed.status_code == 201, placed.text
+    body: dict[str, Any] = placed.json()
+    assert body["status"] == "accepted"
+    return body
+
+
+async def test_a_lost_replace_answer_is_unknown_then_the_replacement_is_adopted_once(
+    db_url: str,
+) -> None:
+    async with gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        [account_id] = (await gw.connect(user))["accounts"]
+        original = await _working_limit_order(gw, user, account_id)
+
+        gw.alpaca.fake.faults.timeout_after_replace = 1
+        changed = await h.client.patch(
+            f"/v1/orders/{original['id']}", json={"limit_price": "1.50"}, headers=h.auth(user)
+        )
+        assert changed.status_code == 503, changed.text
+        got = (await h.client.get(f"/v1/orders/{original['id']}", headers=h.auth(user))).json()
+        assert got["status"] == "unknown"
+
+        assert await Reconciler(h.state.ctx).run_once() >= 1
+        await Reconciler(h.state.ctx).run_once()  # a second pass must not adopt it again
+        old = (await h.client.get(f"/v1/orders/{original['id']}", headers=h.auth(user))).json()
+        assert old["status"] == "replaced"
+        assert old["replaced_by_order_id"] is not None
+        new = (
+            await h.client.get(f"/v1/orders/{old['replaced_by_order_id']}", headers=h.auth(user))
+        ).json()
+        assert new["replaces_order_id"] == original["id"]
+        assert Decimal(new["limit_price"]) == Decimal("1.50")
+        assert new["status"] == "accepted"
+        assert new["broker_order_id"] != original["broker_order_id"]
+        listed = (
+            await h.client.get(f"/v1/accounts/{account_id}/orders", headers=h.auth(user))
+        ).json()["items"]
+        assert sorted(o["id"] for o in listed) == sorted([original["id"], new["id"]])
+        # The broker holds the original (replaced) and exactly one replacement.
+        assert gw.alpaca.fake.order_count(gw.alpaca.account.key_id) == 2
+
+
+async def test_a_replacement_seen_first_on_the_stream_is_adopted_under_its_original(
+    db_url: str,
+) -> None:
+    async with gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        [account_id] = (await gw.connect(user))["accounts"]
+        original = await _working_limit_order(gw, user, account_id)
+        ctx = h.state.ctx
+        async with ctx.sessionmaker() as session:
+            found = await AccountRepository.for_user(session, user).get_with_connection(account_id)
+            assert found is not None
+            account, connection = found
+            adapter = await ctx.adapter_for(session, connection, for_order=False)
+        updates = adapter.stream_order_updates(account.broker_account_ref)
+        assert updates is not None
+        ingest = OrderUpdateIngest(ctx.sessionmaker, "alpaca")
+
+        async def feed() -> None:
+            async for update in updates:
+                await ingest(update)
+
+        task = asyncio.create_task(feed())
+        try:
+            for _ in range(100):
+                if gw.alpaca.account.streams:
+                    break
+                await asyncio.sleep(0.02)
+            gw.alpaca.fake.faults.timeout_after_replace = 1
+            changed = await h.client.patch(
+                f"/v1/orders/{original['id']}", json={"quantity": "3"}, headers=h.auth(user)
+            )
+            assert changed.status_code == 503, changed.text
+            old: dict[str, Any] = {}
+            for _ in range(200):
+                old = (
+                    await h.client.get(f"/v1/orders/{original['id']}", headers=h.auth(user))
+                ).json()
+                if old["replaced_by_order_id"] is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert old["replaced_by_order_id"] is not None
+            # Reconciliation afterwards finds the replacement already recorded: no second row.
+            await Reconciler(h.state.ctx).run_once()
+            listed = (
+                await h.client.get(f"/v1/accounts/{account_id}/orders", headers=h.auth(user))
+            ).json()["items"]
+            assert len(listed) == 2
+            new = next(o for o in listed if o["id"] != original["id"])
+            assert new["quantity"] == "3"
+            assert new["replaces_order_id"] == original["id"]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await adapter.close()

@@ -79,22 +79,27 @@ def error(status: int, code: int, message: str, **headers: str) -> JSONResponse:
 class Faults:
     """Fault switches. Counters apply to the next N matching requests, then reset.
 
-    ``latency``: seconds added before every REST answer. ``server_errors`` /
+    ``latency``: seconds added before every REST answer; ``latency_by_key`` overrides it
+    for the requests of one API key (one slow account among many). ``server_errors`` /
     ``server_error_status``: the next N REST requests (of ``server_errors_method`` only, when
     set) answer 5xx. ``rate_limited`` /
     ``retry_after``: the next N answer 429 with ``Retry-After``. ``timeout_after_accept``: the
     next N ``POST /v2/orders`` create the order, then hold the answer ``hang_seconds`` (the
-    client times out). ``stream_silent``: stream connections stay open and say nothing.
+    client times out). ``timeout_after_replace``: the same for the next N replaces
+    (``PATCH /v2/orders/{id}``): the replacement exists, its answer never comes.
+    ``stream_silent``: stream connections stay open and say nothing.
     ``drop_streams()`` and ``revoke(key)`` on ``FakeAlpaca`` cover the rest.
     """
 
     latency: float = 0.0
+    latency_by_key: dict[str, float] = field(default_factory=dict)
     server_errors: int = 0
     server_error_status: int = 500
     server_errors_method: str | None = None  # only requests with this method fail
     rate_limited: int = 0
     retry_after: int = 7
     timeout_after_accept: int = 0
+    timeout_after_replace: int = 0
     hang_seconds: float = 30.0
     stream_silent: bool = False
 
@@ -304,8 +309,14 @@ class FakeAlpaca:
     async def _gate(self, request: Request) -> FakeAccount | Response:
         self.requests.append((request.method, request.url.path))
         await request.body()  # received in full before any delay, as a real server would
-        if self.faults.latency:
-            await asyncio.sleep(self.faults.latency)
+        latency = self.faults.latency_by_key.get(
+            request.headers.get("APCA-API-KEY-ID") or "", self.faults.latency
+        )
+        if latency:
+            # Ends early only at shutdown (``release_hung``), so a stopping fake does not
+            # have to cancel handlers still sleeping out a long latency.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), latency)
         method_matches = self.faults.server_errors_method in (None, request.method)
         if self.faults.server_errors > 0 and method_matches:
             self.faults.server_errors -= 1
@@ -675,6 +686,10 @@ class FakeAlpaca:
         account.orders[new.id] = new
         self._broadcast(account, "replaced", old)
         self._broadcast(account, "new", new)
+        if self.faults.timeout_after_replace > 0:
+            self.faults.timeout_after_replace -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
         return JSONResponse(new.wire())
 
     def _evaluate(self, account: FakeAccount, order: FakeOrder) -> int:

@@ -1,7 +1,7 @@
 """credential rotation: connections.rotation_due_at, an index on broker_tokens.rotate_after
 
-Revision ID: 0005
-Revises: 0001
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-30 09:00:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import app.db.types
 
-revision: str = "0005"
-down_revision: str | None = "0001"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,514 @@
+"""The tastytrade REST adapter (Tier A, OAuth2 refresh token -> 15-minute access tokens).
+
+One adapter per connection, bound to that connection's decrypted client secret and
+refresh token. A tastytrade login can hold several accounts; ``account_ref`` is the
+``account-number`` from ``GET /customers/me/accounts`` and is part of every account path.
+
+Quirks, with their doc pages (payload quirks are in ``mapping``):
+
+* Every request needs ``User-Agent: product/version`` or it is a 401
+  (https://developer.tastytrade.com/docs/authentication/oauth2).
+* A 401 means the access token expired or was revoked: a fresh token is minted from the
+  refresh token and the request is sent once more (a refused request did nothing, so this
+  is safe for writes too). A refused refresh token is ``AuthenticationFailed``.
+* ``external-identifier`` carries our client order id. tastytrade echoes it and does NOT
+  deduplicate on it, and no endpoint looks an order up by it
+  (https://developer.tastytrade.com/docs/guides/idempotency-and-retries/): the lookup reads
+  the live orders (today's, plus still-working older ones) and then the newest page of the
+  order search. No maximum length is documented; ours are at most 34 characters.
+* Cancel-replace is ``PUT /accounts/{account_number}/orders/{id}`` and answers the NEW order
+  (new id, ``replaces-order-id``); only price, order type and time in force can change
+  (https://developer.tastytrade.com/order-management/). A quantity change is refused before
+  anything is sent.
+* ``DELETE`` answers the order, usually ``Cancel Requested``; a finished order answers 422
+  ``cannot_update_order``.
+* ``GET /accounts/{account_number}/orders/live`` returns every order created or updated
+  today whatever its status, plus older orders still working (same page, "Live Orders").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from app.brokers import errors
+from app.brokers.base import (
+    AssetClass,
+    Balances,
+    BrokerAccount,
+    BrokerOrder,
+    Capabilities,
+    OrderChanges,
+    OrderListFilter,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Position,
+    Quote,
+    Support,
+    TimeInForce,
+    Transaction,
+)
+from app.brokers.http import BrokerClient, Classifier, HttpPool, timeouts_from
+from app.brokers.symbols import asset_class_of
+from app.brokers.tastytrade import auth, mapping
+from app.brokers.tastytrade.mapping import SLUG
+from app.config import Settings
+from app.security.credentials import Credentials
+
+log = logging.getLogger(__name__)
+
+N, U = Support.native, Support.unsupported
+
+TASTYTRADE_CAPABILITIES = Capabilities(
+    # Options, futures and crypto trade at tastytrade; this adapter maps equities only.
+    asset_classes={
+        AssetClass.equity: N,
+        AssetClass.option: U,
+        AssetClass.crypto: U,
+        AssetClass.mutual_fund: U,
+    },
+    order_types=dict.fromkeys(OrderType, N),
+    # time-in-force values: Day, GTC, GTD, Ext, GTC Ext, Ext Overnight, GTC Ext Overnight,
+    # IOC; no fill-or-kill (orders swagger, postAccountsAccountNumberOrders).
+    time_in_force={
+        TimeInForce.day: N,
+        TimeInForce.gtc: N,
+        TimeInForce.ioc: N,
+        TimeInForce.fok: U,
+    },
+    # Fractional equity orders exist only for eligible symbols with a $5 minimum; not mapped.
+    fractional=U,
+    extended_hours=N,  # "Ext" / "GTC Ext"
+    short_selling=N,  # a sell with nothing to close opens a short (margin accounts)
+    multi_leg=U,
+    modify=N,  # price, order type and time in force (not quantity)
+    order_stream=N,
+)
+
+SOURCE = "brokerage-gateway"  # the ``source`` tag on our orders
+PER_PAGE = 200  # ``per-page`` maximum of the order search (orders swagger)
+TRANSACTIONS_PER_PAGE = 250
+MAX_PAGES = 10  # pages read for one history/transactions call
+QUOTES_PER_REQUEST = 100  # "Combined limit across all types is 100"
+ASSET_TTL = 3600.0  # seconds a tradable-equity lookup is trusted
+_OPEN = frozenset(
+    {
+        OrderStatus.submitted,
+        OrderStatus.accepted,
+        OrderStatus.partially_filled,
+        OrderStatus.pending_cancel,
+        OrderStatus.pending_replace,
+    }
+)
+
+
+def _loads(response: httpx.Response) -> Any:
+    try:
+        return response.json(parse_float=Decimal)
+    except ValueError:
+        raise errors.UnknownBrokerValue(
+            "tastytrade sent a body that is not JSON", broker=SLUG
+        ) from None
+
+
+def _token_classifier(response: httpx.Response, method: str) -> errors.BrokerError | None:
+    """Any 4xx from the token endpoint: the refresh token or client secret was refused."""
+    error = mapping.error_of(response)
+    return errors.AuthenticationFailed(
+        f"tastytrade refused the refresh token: {error.reason}", broker=SLUG
+    )
+
+
+def replacement_client_order_id(broker_order_id: str) -> str:
+    """The ``external-identifier`` of the order replacing ``broker_order_id``.
+
+    An order is replaced at most once (its replacement carries the terms from then on), so
+    this is unique, and a replacement whose answer was lost can be found by it.
+    """
+    return f"bgr-{broker_order_id}"[:64]
+
+
+def _masked(number: str) -> str:
+    return "****" + number[-4:] if len(number) > 4 else "****"
+
+
+class TastytradeAdapter:
+    slug = SLUG
+    capabilities = TASTYTRADE_CAPABILITIES
+
+    def __init__(
+        self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
+    ) -> None:
+        self._settings = settings
+        self._credentials = auth.require(credentials)
+        self._own_pool = pool is None
+        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
+        per_minute = settings.tastytrade_requests_per_minute
+        self._bucket = self._pool.bucket(
+            SLUG,
+            auth.credential_id(self._credentials),
+            rate=per_minute / 60.0,
+            capacity=max(1, min(settings.tastytrade_burst, per_minute)),
+        )
+        self._tokens = auth.source_for(self._pool, self._credentials)
+
+    def __repr__(self) -> str:
+        return f"TastytradeAdapter(base_url={self._settings.tastytrade_base_url!r})"
+
+    @staticmethod
+    def _now() -> datetime:
+        return datetime.now(UTC)
+
+    # --- transport ---------------------------------------------------------------------
+
+    def _client(self, token: str | None, classifier: Classifier) -> BrokerClient:
+        headers = {
+            "User-Agent": auth.USER_AGENT,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        if self._settings.tastytrade_api_version:
+            headers["Accept-Version"] = self._settings.tastytrade_api_version
+        if token is not None:
+            headers["Authorization"] = auth.bearer(token)
+        return BrokerClient(
+            self._pool,
+            broker=SLUG,
+            base_url=self._settings.tastytrade_base_url,
+            headers=headers,
+            bucket=self._bucket,
+            classifier=classifier,
+        )
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        """``POST /oauth/token`` with the refresh token: (access token, lifetime seconds).
+
+        Minting a token changes nothing a retry could duplicate, so a lost answer is
+        Transient here, never OutcomeUnknown (an order placement waiting for its token must
+        not become "unknown" because of it).
+        """
+        client = self._client(None, _token_classifier)
+        try:
+            response = await client.request(
+                "POST", auth.OAUTH.token_path, json=auth.token_request(self._credentials)
+            )
+        except errors.OutcomeUnknown as exc:
+            raise errors.Transient(
+                f"no answer from tastytrade's token endpoint: {exc.reason}", broker=SLUG
+            ) from None
+        body = _loads(response)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise mapping.unknown(
+                "token response", sorted(body) if isinstance(body, dict) else body
+            )
+        expires_in = body.get("expires_in", auth.OAUTH.access_token_seconds)
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | Decimal | str):
+            raise mapping.unknown("expires_in", expires_in)
+        return token, float(expires_in)
+
+    async def access_token(self) -> str:
+        """A current access token (also the streamer's ``auth-token``)."""
+        return await self._tokens.token(self._fetch_token)
+
+    def invalidate_token(self, token: str) -> None:
+        self._tokens.invalidate(token)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """One API call with a current token; a 401 mints a new token and retries once."""
+        token = await self.access_token()
+        try:
+            response = await self._client(token, mapping.classify).request(
+                method, path, params=params, json=json
+            )
+        except mapping.TokenRejected:
+            self._tokens.invalidate(token)
+            token = await self.access_token()
+            try:
+                response = await self._client(token, mapping.classify).request(
+                    method, path, params=params, json=json
+                )
+            except mapping.TokenRejected as exc:
+                raise errors.AuthenticationFailed(exc.reason, broker=SLUG) from None
+        return _loads(response)
+
+    @staticmethod
+    def _account_path(account_ref: str, rest: str = "") -> str:
+        return f"/accounts/{quote(account_ref, safe='')}{rest}"
+
+    # --- accounts ----------------------------------------------------------------------
+
+    async def list_accounts(self) -> list[BrokerAccount]:
+        """``GET /customers/me/accounts``: the open accounts this grant may use.
+
+        Also how a new credential is validated before it is stored (the call mints an
+        access token first, so a refused refresh token or secret fails here).
+        """
+        items = mapping.items_of(await self._call("GET", "/customers/me/accounts"))
+        accounts = [mapping.account_from_wire(item) for item in items]
+        return [
+            BrokerAccount(
+                broker_account_id=a.number,
+                name=f"tastytrade {a.name} {_masked(a.number)}",
+                number_masked=_masked(a.number),
+            )
+            for a in accounts
+            if not a.closed
+        ]
+
+    async def get_balances(self, account_ref: str) -> Balances:
+        body = await self._call("GET", self._account_path(account_ref, "/balances"))
+        return mapping.balances_from_wire(mapping.data_of(body), self._now())
+
+    async def _positions(self, account_ref: str, symbol: str | None) -> list[Position]:
+        params: dict[str, Any] = {"include-marks": "true"}
+        if symbol is not None:
+            params["symbol"] = mapping.to_wire_symbol(symbol)
+        body = await self._call("GET", self._account_path(account_ref, "/positions"), params=params)
+        now = self._now()
+        mapped = [mapping.position_from_wire(item, now) for item in mapping.items_of(body)]
+        skipped = sum(1 for p in mapped if p is None)
+        if skipped:
+            log.info(
+                "tastytrade positions in instruments the gateway does not model left out",
+                extra={"broker": SLUG, "count": skipped},
+            )
+        return [p for p in mapped if p is not None and p.quantity != 0]
+
+    async def get_positions(self, account_ref: str) -> list[Position]:
+        return await self._positions(account_ref, None)
+
+    async def get_position(self, account_ref: str, symbol: str) -> Position | None:
+        for position in await self._positions(account_ref, symbol):
+            if position.symbol == symbol:
+                return position
+        return None
+
+    async def check_symbol(self, symbol: str) -> None:
+        """``GET /instruments/equities/{symbol}``: unknown (404), inactive or closing-only
+        equities are refused. A tradable answer is remembered for ``ASSET_TTL``."""
+        if asset_class_of(symbol) is not AssetClass.equity:
+            raise errors.UnsupportedOrder(
+                f"the gateway trades equities only at tastytrade, not {symbol}", broker=SLUG
+            )
+        memo_key = ("tastytrade-equity", self._settings.tastytrade_base_url, symbol)
+        if self._pool.recall(memo_key) is True:
+            return
+        try:
+            body = await self._call(
+                "GET", f"/instruments/equities/{quote(mapping.to_wire_symbol(symbol), safe='')}"
+            )
+        except (errors.UnknownSymbol, errors.OrderNotFound) as exc:
+            raise errors.UnknownSymbol(f"tastytrade does not list {symbol}", broker=SLUG) from exc
+        data = mapping.data_of(body)
+        if not isinstance(data, dict):
+            raise mapping.unknown("equity payload", type(data).__name__)
+        if data.get("active") is not True or data.get("is-closing-only") is True:
+            raise errors.UnsupportedOrder(
+                f"{symbol} is not open for trading at tastytrade", broker=SLUG
+            )
+        self._pool.remember(memo_key, True, ASSET_TTL)
+
+    # --- orders ------------------------------------------------------------------------
+
+    def _modelled(self, items: list[Any]) -> list[BrokerOrder]:
+        orders = [mapping.order_from_wire(item) for item in items if mapping.is_modelled(item)]
+        skipped = len(items) - len(orders)
+        if skipped:
+            log.info(
+                "tastytrade orders outside the gateway's model (multi-leg, non-equity) left out",
+                extra={"broker": SLUG, "count": skipped},
+            )
+        return orders
+
+    async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
+        body = mapping.order_to_wire(order, SOURCE)
+        answer = await self._call("POST", self._account_path(account_ref, "/orders"), json=body)
+        data = mapping.data_of(answer)
+        placed = data.get("order") if isinstance(data, dict) else None
+        return mapping.order_from_wire(placed)
+
+    async def _raw_order(self, account_ref: str, broker_order_id: str) -> dict[str, Any]:
+        path = self._account_path(account_ref, f"/orders/{quote(broker_order_id, safe='')}")
+        data = mapping.data_of(await self._call("GET", path))
+        if not isinstance(data, dict):
+            raise mapping.unknown("order payload", type(data).__name__)
+        return data
+
+    async def get_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        return mapping.order_from_wire(await self._raw_order(account_ref, broker_order_id))
+
+    async def modify_order(
+        self, account_ref: str, broker_order_id: str, changes: OrderChanges
+    ) -> BrokerOrder:
+        """Cancel-replace: the current order is read (its exact time-in-force, extended
+        hours included, is kept unless changed), then ``PUT`` with the new terms. The answer
+        is the replacement (new id, ``replaces`` = this one)."""
+        if changes.is_empty():
+            return await self.get_order(account_ref, broker_order_id)
+        if changes.quantity is not None:
+            raise errors.UnsupportedOrder(
+                "tastytrade cannot change an order's quantity; cancel it and place a new one",
+                broker=SLUG,
+            )
+        current = await self._raw_order(account_ref, broker_order_id)
+        body = mapping.replacement_to_wire(
+            current, changes, replacement_client_order_id(broker_order_id), SOURCE
+        )
+        path = self._account_path(account_ref, f"/orders/{quote(broker_order_id, safe='')}")
+        answer = await self._call("PUT", path, json=body)
+        replacement = mapping.order_from_wire(mapping.data_of(answer))
+        if replacement.replaces is None and replacement.broker_order_id != broker_order_id:
+            return replace(replacement, replaces=broker_order_id)
+        return replacement
+
+    async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        path = self._account_path(account_ref, f"/orders/{quote(broker_order_id, safe='')}")
+        answer = await self._call("DELETE", path)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if isinstance(data, dict) and mapping.is_modelled(data):
+            return mapping.order_from_wire(data)
+        try:
+            return await self.get_order(account_ref, broker_order_id)
+        except errors.BrokerError as exc:
+            # The cancel was accepted; only its result is unknown.
+            raise errors.OutcomeUnknown(
+                f"the cancel was accepted but the order could not be read: {exc.reason}",
+                broker=SLUG,
+            ) from exc
+
+    async def live_orders(self, account_ref: str) -> list[BrokerOrder]:
+        """``GET .../orders/live``: today's orders in any state plus older working ones."""
+        body = await self._call("GET", self._account_path(account_ref, "/orders/live"))
+        return self._modelled(mapping.items_of(body))
+
+    async def _search(
+        self, account_ref: str, params: dict[str, Any], limit: int
+    ) -> list[BrokerOrder]:
+        """``GET .../orders`` (newest first), page after page until ``limit`` orders."""
+        result: list[BrokerOrder] = []
+        per_page = max(1, min(limit, PER_PAGE))
+        for offset in range(MAX_PAGES):
+            body = await self._call(
+                "GET",
+                self._account_path(account_ref, "/orders"),
+                params={**params, "sort": "Desc", "per-page": per_page, "page-offset": offset},
+            )
+            items = mapping.items_of(body)
+            result.extend(self._modelled(items))
+            page = mapping.page_of(body)
+            if len(result) >= limit or not items or page is None or page.last:
+                break
+        return result[:limit]
+
+    async def find_order_by_client_id(
+        self, account_ref: str, client_order_id: str
+    ) -> BrokerOrder | None:
+        body = await self._call("GET", self._account_path(account_ref, "/orders/live"))
+        for item in mapping.items_of(body):
+            if isinstance(item, dict) and item.get("external-identifier") == client_order_id:
+                return mapping.order_from_wire(item)
+        body = await self._call(
+            "GET",
+            self._account_path(account_ref, "/orders"),
+            params={"sort": "Desc", "per-page": PER_PAGE, "page-offset": 0},
+        )
+        for item in mapping.items_of(body):
+            if isinstance(item, dict) and item.get("external-identifier") == client_order_id:
+                return mapping.order_from_wire(item)
+        return None
+
+    async def list_orders(
+        self, account_ref: str, status: OrderListFilter, limit: int
+    ) -> list[BrokerOrder]:
+        limit = max(1, limit)
+        if status == "open":
+            working = [o for o in await self.live_orders(account_ref) if o.status in _OPEN]
+            working.sort(key=lambda o: o.created_at, reverse=True)
+            return working[:limit]
+        params: dict[str, Any] = {}
+        if status == "closed":
+            params["status[]"] = list(mapping.CLOSED_WIRE_STATUSES)
+        return await self._search(account_ref, params, limit)
+
+    async def order_history(
+        self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
+    ) -> list[BrokerOrder]:
+        params: dict[str, Any] = {}
+        if start is not None:
+            params["start-at"] = mapping.wire_time(start)
+        if end is not None:
+            params["end-at"] = mapping.wire_time(end)
+        if symbol is not None:
+            params["underlying-symbol"] = mapping.to_wire_symbol(symbol)
+        return await self._search(account_ref, params, PER_PAGE * MAX_PAGES)
+
+    async def get_transactions(
+        self, account_ref: str, start: datetime | None, end: datetime | None, type_: str | None
+    ) -> list[Transaction]:
+        params: dict[str, Any] = {"sort": "Desc", "per-page": TRANSACTIONS_PER_PAGE}
+        if start is not None:
+            params["start-at"] = mapping.wire_time(start)
+        if end is not None:
+            params["end-at"] = mapping.wire_time(end)
+        result: list[Transaction] = []
+        for offset in range(MAX_PAGES):
+            body = await self._call(
+                "GET",
+                self._account_path(account_ref, "/transactions"),
+                params={**params, "page-offset": offset},
+            )
+            items = mapping.items_of(body)
+            result.extend(mapping.transaction_from_wire(item) for item in items)
+            page = mapping.page_of(body)
+            if not items or page is None or page.last:
+                break
+        if type_ is not None:
+            result = [t for t in result if t.type == type_]
+        return result
+
+    async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        """``GET /market-data/by-type?equity=AAPL&equity=MSFT`` (at most 100 symbols a call)."""
+        result: dict[str, Quote] = {}
+        for start in range(0, len(symbols), QUOTES_PER_REQUEST):
+            chunk = symbols[start : start + QUOTES_PER_REQUEST]
+            params: dict[str, list[str]] = {}
+            for symbol in chunk:
+                kind = "cryptocurrency" if asset_class_of(symbol) is AssetClass.crypto else "equity"
+                params.setdefault(kind, []).append(mapping.to_wire_symbol(symbol))
+            body = await self._call("GET", "/market-data/by-type", params=params)
+            result.update(mapping.quotes_from_wire(mapping.items_of(body), chunk))
+        return result
+
+    def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
+        from app.brokers.tastytrade.stream import AccountStreamer
+
+        return AccountStreamer(
+            self._settings.tastytrade_streamer_url,
+            account_ref,
+            token=self.access_token,
+            invalidate=self.invalidate_token,
+            catch_up=self.live_orders,
+            heartbeat_interval=self._settings.tastytrade_heartbeat_seconds,
+            idle_timeout=self._settings.tastytrade_stream_idle_seconds,
+        ).updates()
+
+    async def close(self) -> None:
+        if self._own_pool:
+            await self._pool.aclose()

@@ -1,0 +1,64 @@
+"""Queries on ``portfolio_snapshots``, scoped to one user.
+
+A snapshot is written for every account a portfolio read reached, and read back for the
+accounts it could not reach. Writes are one upsert per account that never replaces a newer
+snapshot with an older one (two overlapping portfolio requests may finish out of order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.db.models import PortfolioSnapshot
+from app.db.repositories.scoped import UserScoped
+
+
+class PortfolioSnapshotRepository(UserScoped):
+    async def for_accounts(self, account_ids: Sequence[str]) -> dict[str, PortfolioSnapshot]:
+        """The user's snapshots of these accounts, by account id (absent: never read)."""
+        if not account_ids:
+            return {}
+        stmt = select(PortfolioSnapshot).where(
+            PortfolioSnapshot.user_id == self.user_id,
+            PortfolioSnapshot.account_id.in_(list(account_ids)),
+        )
+        rows = (await self.session.execute(stmt)).scalars().all()
+        return {row.account_id: row for row in rows}
+
+    async def save(self, snapshots: Sequence[PortfolioSnapshot]) -> None:
+        """Insert or replace these snapshots (one statement), unless the stored one is newer.
+
+        Rows go in account id order so two concurrent requests of one user lock them in the
+        same order (no deadlock). At most one snapshot per account (Postgres refuses to
+        update a row twice in one statement). Raises ``PermissionError`` for another user's
+        row; the caller commits.
+        """
+        if not snapshots:
+            return
+        if any(s.user_id != self.user_id for s in snapshots):
+            raise PermissionError("snapshot belongs to another user")
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        rows = [
+            {
+                "account_id": s.account_id,
+                "user_id": s.user_id,
+                "currency": s.currency,
+                "cash": s.cash,
+                "equity": s.equity,
+                "buying_power": s.buying_power,
+                "positions": s.positions,
+                "taken_at": s.taken_at,
+            }
+            for s in sorted(snapshots, key=lambda s: s.account_id)
+        ]
+        stmt = (postgresql.insert if postgres else sqlite.insert)(PortfolioSnapshot).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[PortfolioSnapshot.account_id],
+            set_={k: stmt.excluded[k] for k in rows[0] if k != "account_id"},
+            where=(PortfolioSnapshot.user_id == stmt.excluded.user_id)
+            & (PortfolioSnapshot.taken_at <= stmt.excluded.taken_at),
+        )
+        await self.session.execute(stmt)

@@ -1,0 +1,270 @@
+"""The tamper-evident audit chain of live order actions on user-supplied credentials.
+
+Every place, modify and cancel on a BYOB connection appends an entry in the same
+transaction as the order change it records (ARCHITECTURE.md, "Credentials, tokens and
+secrets"). An entry's ``entry_hash`` is HMAC-SHA256, keyed with a secret the database never
+holds, over the previous entry's hash and the entry's own canonical content. Without the key
+nobody can write an entry that verifies, so an edited, deleted, inserted or reordered row
+shows up at that row when the chain is verified.
+
+Appends serialize on the one-row chain head (``SELECT ... FOR UPDATE`` on Postgres; SQLite
+has a single writer), so ``seq`` is gapless and the chain stays linear with any number of
+app instances. The lock is taken last in the order transaction and released at its commit:
+never held across a broker call.
+
+What the chain cannot prove on its own: an attacker with write access who deletes the last
+entries *and* rewinds the head row to an earlier entry's stored hash leaves a shorter chain
+that verifies. Anchoring the head outside the database (exporting it periodically) closes
+that; it is not done here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import AuditEntry
+from app.db.repositories.audit import AuditRepository
+from app.db.session import SessionMaker
+from app.security.keyring import create_private_file, read_private_file
+
+log = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+MIN_KEY_LENGTH = 32
+VERIFY_BATCH = 1000
+
+AuditAction = Literal["place", "modify", "cancel"]
+Problem = Literal[
+    "head_missing", "entry_missing", "chain_broken", "entry_altered", "unexpected_entry"
+]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_or_create_audit_key(path: Path) -> tuple[SecretStr, bool]:
+    """Read the development audit key from ``path`` (``{"audit_key": "..."}``), creating it
+    (mode 0600, never overwriting one that exists) if absent.
+
+    Returns the key and whether this call created it. Losing the file makes every existing
+    entry fail verification: back it up with the database. Raises ``ValueError`` for a
+    malformed file or a short key, ``OSError`` when it cannot be written.
+    """
+    created = False
+    if not path.exists():
+        created = create_private_file(path, json.dumps({"audit_key": secrets.token_urlsafe(48)}))
+    try:
+        data = json.loads(read_private_file(path))
+    except ValueError:
+        raise ValueError(f"{path} is not valid JSON") from None
+    value = data.get("audit_key") if isinstance(data, dict) else None
+    if not isinstance(value, str) or len(value) < MIN_KEY_LENGTH:
+        raise ValueError(f"{path} has no audit_key of at least {MIN_KEY_LENGTH} characters")
+    return SecretStr(value), created
+
+
+def request_fingerprint(method: str, path: str, body: object) -> str:
+    """SHA-256 of the canonical request (method, path, JSON body; sorted keys, no spaces).
+
+    Only the client's request goes in: credentials never travel in an order request.
+    """
+    canonical = json.dumps(
+        {"method": method, "path": path, "body": body}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """What one entry says: who did what, where, on which request, with what result."""
+
+    user_id: str
+    action: AuditAction
+    order_id: str
+    account_id: str
+    connection_id: str
+    broker_slug: str
+    request_fingerprint: str
+    outcome: str
+
+
+def canonical_content(entry: AuditEntry) -> bytes:
+    """The bytes the entry's HMAC covers besides ``prev_hash``: every column but the hashes."""
+    occurred_at = entry.occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+    return json.dumps(
+        {
+            "seq": entry.seq,
+            "occurred_at": occurred_at,
+            "user_id": entry.user_id,
+            "action": entry.action,
+            "order_id": entry.order_id,
+            "account_id": entry.account_id,
+            "connection_id": entry.connection_id,
+            "broker_slug": entry.broker_slug,
+            "request_fingerprint": entry.request_fingerprint,
+            "outcome": entry.outcome,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    """The result of checking the whole chain; ``first_bad_seq`` names where it breaks."""
+
+    ok: bool
+    entries_checked: int
+    head_seq: int | None
+    first_bad_seq: int | None = None
+    problem: Problem | None = None
+    detail: str = "the audit chain is intact"
+
+
+class AuditChain:
+    """Appends entries under the chain-head lock and verifies the whole chain.
+
+    Raises ``ValueError`` at construction for a key shorter than 32 characters.
+    """
+
+    def __init__(self, key: SecretStr, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        raw = key.get_secret_value()
+        if len(raw) < MIN_KEY_LENGTH:
+            raise ValueError(f"the audit key must be at least {MIN_KEY_LENGTH} characters")
+        self._key = raw.encode()
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return "AuditChain(key=<secret>)"
+
+    def _hash(self, prev_hash: str, content: bytes) -> str:
+        return hmac.new(self._key, prev_hash.encode() + b"\n" + content, hashlib.sha256).hexdigest()
+
+    async def append(
+        self, session: AsyncSession, record: AuditRecord, *, occurred_at: datetime | None = None
+    ) -> AuditEntry:
+        """Add the next entry to the caller's transaction (the caller commits, or rolls back).
+
+        Call it as the last write before the commit: it locks the chain head, which every
+        other appender then waits for until this transaction ends. Raises
+        ``AuditChainHeadMissing`` when the head row is gone.
+        """
+        repo = AuditRepository(session)
+        head = await repo.lock_head()
+        entry = AuditEntry(
+            seq=head.last_seq + 1,
+            occurred_at=occurred_at or self._clock(),
+            user_id=record.user_id,
+            action=record.action,
+            order_id=record.order_id,
+            account_id=record.account_id,
+            connection_id=record.connection_id,
+            broker_slug=record.broker_slug,
+            request_fingerprint=record.request_fingerprint,
+            outcome=record.outcome,
+            prev_hash=head.last_hash,
+        )
+        # Hash what the database will give back: UTC, microseconds (both backends keep them).
+        entry.occurred_at = entry.occurred_at.astimezone(UTC)
+        entry.entry_hash = self._hash(entry.prev_hash, canonical_content(entry))
+        repo.add(entry)
+        head.last_seq = entry.seq
+        head.last_hash = entry.entry_hash
+        head.updated_at = self._clock()
+        await session.flush()
+        return entry
+
+    async def verify(self, sessionmaker: SessionMaker) -> AuditVerification:
+        """Check every entry from the first to the head, in one consistent snapshot.
+
+        On Postgres the read runs REPEATABLE READ, so appends committing meanwhile neither
+        show up half-way nor look like tampering. Returns the first problem found:
+        ``entry_missing`` (a gap, or entries after the head's last seq gone),
+        ``chain_broken`` (an entry does not follow the one before it: deleted, reordered or
+        inserted rows), ``entry_altered`` (content or hash changed), ``unexpected_entry``
+        (rows past the head), ``head_missing``.
+        """
+        async with sessionmaker() as session:
+            if session.bind is not None and session.bind.dialect.name == "postgresql":
+                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            try:
+                return await self._verify(AuditRepository(session))
+            finally:
+                await session.rollback()
+
+    async def _verify(self, repo: AuditRepository) -> AuditVerification:
+        head = await repo.head()
+        if head is None:
+            return AuditVerification(
+                ok=False,
+                entries_checked=0,
+                head_seq=None,
+                problem="head_missing",
+                detail="the audit chain head row is missing",
+            )
+        expected, prev, checked = 1, GENESIS_HASH, 0
+        head_seq = head.last_seq
+
+        def bad(seq: int, problem: Problem, detail: str) -> AuditVerification:
+            log.error("audit chain verification failed at seq %s: %s", seq, detail)
+            return AuditVerification(
+                ok=False,
+                entries_checked=checked,
+                head_seq=head_seq,
+                first_bad_seq=seq,
+                problem=problem,
+                detail=detail,
+            )
+
+        while True:
+            batch = await repo.page(after_seq=expected - 1, limit=VERIFY_BATCH)
+            if not batch:
+                break
+            for entry in batch:
+                if entry.seq > head.last_seq:
+                    return bad(
+                        entry.seq,
+                        "unexpected_entry",
+                        f"entry {entry.seq} lies past the chain head ({head.last_seq})",
+                    )
+                if entry.seq != expected:
+                    return bad(expected, "entry_missing", f"entry {expected} is missing")
+                if not hmac.compare_digest(entry.prev_hash, prev):
+                    return bad(
+                        entry.seq,
+                        "chain_broken",
+                        f"entry {entry.seq} does not follow entry {entry.seq - 1}",
+                    )
+                if not hmac.compare_digest(
+                    self._hash(entry.prev_hash, canonical_content(entry)), entry.entry_hash
+                ):
+                    return bad(entry.seq, "entry_altered", f"entry {entry.seq} was altered")
+                prev = entry.entry_hash
+                expected += 1
+                checked += 1
+        if head.last_seq != checked:
+            return bad(
+                checked + 1,
+                "entry_missing",
+                f"the chain head records {head.last_seq} entries; entry {checked + 1} is missing",
+            )
+        if not hmac.compare_digest(head.last_hash, prev):
+            return bad(
+                head.last_seq,
+                "chain_broken",
+                f"the chain head does not match entry {head.last_seq}",
+            )
+        return AuditVerification(ok=True, entries_checked=checked, head_seq=head.last_seq)

@@ -1,0 +1,79 @@
+"""Per-credential broker rate limits shared by every instance through Postgres."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.brokers import errors
+from app.brokers.alpaca import auth
+from app.brokers.http import BrokerClient, HttpPool, SharedBucket, TokenBucket, credential_key
+from app.db.rate_limits import PostgresRateLimiter
+from tests.brokers.alpaca.support import running_fake
+from tests.conftest import new_user
+
+pytestmark = pytest.mark.postgres_only
+
+# One request per 100 s after a burst of 3: a fourth request can never be "just in time".
+SLOW = {"rate": 0.01, "capacity": 3.0}
+
+
+async def test_the_burst_is_shared_by_every_instance(postgres_url: str) -> None:
+    first_engine, second_engine = (
+        create_async_engine(postgres_url),
+        create_async_engine(postgres_url),
+    )
+    first, second = PostgresRateLimiter(first_engine), PostgresRateLimiter(second_engine)
+    key, other = f"test:{new_user()}", f"test:{new_user()}"
+    try:
+        assert await first.reserve(key, **SLOW) == 0
+        assert await second.reserve(key, **SLOW) == 0
+        assert await first.reserve(key, **SLOW) == 0
+        wait = await second.reserve(key, **SLOW)
+        assert 90 < wait <= 100  # one interval minus the moments that passed
+        assert await first.reserve(key, **SLOW) > 90  # a refusal takes nothing
+        assert await second.reserve(other, **SLOW) == 0  # another credential is untouched
+    finally:
+        await first_engine.dispose()
+        await second_engine.dispose()
+
+
+async def test_two_instances_together_send_no_more_than_the_limit(postgres_url: str) -> None:
+    """Two pools (two app instances) pace one Alpaca key: the fourth request is refused
+    before it is sent, whichever instance sends it."""
+    engines = [create_async_engine(postgres_url) for _ in range(2)]
+    pools = [HttpPool(limiter=PostgresRateLimiter(engine)) for engine in engines]
+    try:
+        async with running_fake() as alpaca:
+            credentials = alpaca.credentials()
+            key = credential_key(new_user(), auth.bucket_key(credentials))
+            clients = [
+                BrokerClient(
+                    pool,
+                    broker="alpaca",
+                    base_url=alpaca.url,
+                    headers=auth.headers(credentials),
+                    bucket=pool.bucket("alpaca", key, **SLOW),
+                )
+                for pool in pools
+            ]
+            assert all(
+                isinstance(pool.bucket("alpaca", key, **SLOW), SharedBucket) for pool in pools
+            )
+            before = len(alpaca.fake.requests)
+            for client in (clients[0], clients[1], clients[0]):
+                await client.request("GET", "/v2/account")
+            with pytest.raises(errors.RateLimitExceeded) as refused:
+                await clients[1].request("GET", "/v2/account")
+            assert refused.value.retry_after is not None
+            assert refused.value.retry_after > 90
+            assert len(alpaca.fake.requests) - before == 3
+    finally:
+        for pool in pools:
+            await pool.aclose()
+        for engine in engines:
+            await engine.dispose()
+
+
+def test_a_pool_without_a_shared_limiter_paces_in_process() -> None:
+    assert isinstance(HttpPool().bucket("alpaca", "k", **SLOW), TokenBucket)

@@ -1,0 +1,99 @@
+"""A gateway with live connections of every ownership, for the live-order gate tests.
+
+The app talks to the fake Alpaca over a real socket through its base-URL settings. One fake
+account stands for the user's own Alpaca key (BYOB), another for the platform's default
+account, whose key the app gets from its settings (``BROKERAGE_ALPACA_PLATFORM_KEY_ID`` /
+``_SECRET``), exactly as a deployment configures it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from app.errors import PROBLEM_JSON
+from tests.brokers.alpaca.support import Running, running_fake
+from tests.fakes.alpaca.server import FakeAccount
+from tests.harness import Harness, running_app, settings_for_tests
+
+
+@dataclass
+class LiveGateway:
+    harness: Harness
+    alpaca: Running
+    byob_key: FakeAccount
+    platform_key: FakeAccount
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """Every REST request the fake Alpaca received, in order."""
+        return self.alpaca.fake.requests
+
+    async def connect_byob(self, user: str) -> tuple[str, str]:
+        """A BYOB Alpaca connection (the user's own key); returns (connection, account)."""
+        response = await self.harness.client.post(
+            "/v1/connections",
+            json={
+                "broker": "alpaca",
+                "credentials": {
+                    "api_key_id": self.byob_key.key_id,
+                    "api_secret_key": self.byob_key.secret,
+                },
+            },
+            headers=self.harness.auth(user),
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["ownership"] == "byob"
+        return body["id"], body["accounts"][0]
+
+    async def connect_platform(self, user: str) -> tuple[str, str]:
+        """The user's connection to the platform's default Alpaca account."""
+        response = await self.harness.client.post(
+            "/v1/connections",
+            json={"broker": "alpaca", "options": {"ownership": "platform"}},
+            headers=self.harness.auth(user),
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["ownership"] == "platform"
+        return body["id"], body["accounts"][0]
+
+    async def round_trip(self, user: str, account_id: str) -> None:
+        """Buy one share and sell it again (a completed cycle on paper)."""
+        for side in ("buy", "sell"):
+            response = await self.harness.place(user, account_id, side=side)
+            assert response.status_code == 201, response.text
+            if response.json()["status"] != "filled":
+                await self.alpaca.fake.match()
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    return body
+
+
+@contextlib.asynccontextmanager
+async def live_gateway(db_url: str, **overrides: Any) -> AsyncIterator[LiveGateway]:
+    async with running_fake() as alpaca:
+        platform_key = alpaca.fake.add_account(cash="1000000")
+        values: dict[str, Any] = {
+            "alpaca_trading_url": alpaca.url,
+            "alpaca_data_url": alpaca.url,
+            "broker_read_timeout_seconds": 2.0,
+            "alpaca_platform_key_id": SecretStr(platform_key.key_id),
+            "alpaca_platform_secret": SecretStr(platform_key.secret),
+        }
+        values.update(overrides)
+        async with running_app(settings_for_tests(db_url, **values)) as harness:
+            yield LiveGateway(
+                harness=harness, alpaca=alpaca, byob_key=alpaca.account, platform_key=platform_key
+            )
