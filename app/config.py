@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     upstream_sync_seconds: float = 30.0
     broker_read_timeout_seconds: float = 10.0
 
+    # Key rotation: how often each instance looks for tokens under an old key version (the
+    # re-wrap then runs on one instance at a time), the batch size, and a pause between
+    # batches to cap the load on the database and the KMS.
+    rewrap_interval_seconds: float = 60.0
+    rewrap_batch_size: int = 500
+    rewrap_pause_seconds: float = 0.0
+    # How often the Tier A rotation sweep looks for credentials past ``rotate_after``.
+    rotation_sweep_seconds: float = 3600.0
     # GET /v1/portfolio reads every account at once; one account's read may take this long
     # before the answer goes without it (the read is cancelled, the account is reported as
     # timed out with its last good data). Per broker slug overrides, e.g.

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from app.api import (
     accounts,
     admin,
+    admin_keys,
     brokers,
     connections,
     events,
@@ -31,6 +32,7 @@ from app.api.state import AppState
 from app.brokers.http import HttpPool, timeouts_from
 from app.brokers.registry import BrokerRegistry, default_registry
 from app.config import Settings, get_settings
+from app.db.leases import leases_for
 from app.db.migrate import upgrade
 from app.db.rate_limits import PostgresRateLimiter
 from app.db.session import create_engine, create_sessionmaker
@@ -48,6 +50,7 @@ from app.services.clock import utcnow
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
+from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
@@ -55,6 +58,7 @@ from app.services.portfolio import PortfolioService
 from app.services.reconciliation import Reconciler, run_reconciler
 from app.services.routing import RoutingService
 from app.services.token_lifecycle import TokenLifecycle
+from app.services.token_rotation import TokenRotationSweep
 from app.services.upstream import UpstreamStreams
 from app.startup import prepare_local_secrets
 from app.streaming.config import StreamSettings  # streaming
@@ -137,6 +141,15 @@ def create_app(
         await stream.start()
         # --- end streaming ---
         orders_service = OrderService(ctx)
+        upstream = UpstreamStreams(ctx)
+        keys = KeyRewrap(
+            sessionmaker,
+            ctx.vault,
+            leases=leases_for(engine),
+            batch_size=settings.rewrap_batch_size,
+            pause_seconds=settings.rewrap_pause_seconds,
+        )
+        rotation = TokenRotationSweep(ctx, leases=leases_for(engine))
         app.state.brokerage = AppState(
             settings=settings,
             engine=engine,
@@ -144,7 +157,7 @@ def create_app(
             verifier=build_verifier(verifier_settings, http),
             orders=orders_service,
             accounts=AccountService(ctx),
-            connections=ConnectionService(ctx),
+            connections=ConnectionService(ctx, streams=upstream),
             admin=AdminService(ctx),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
@@ -152,6 +165,9 @@ def create_app(
             oauth=OAuthFlowService(ctx, tokens),
             tokens=tokens,
             routing=RoutingService(ctx, orders_service),
+            upstream=upstream,
+            keys=keys,
+            rotation=rotation,
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -171,8 +187,17 @@ def create_app(
             )
             tasks.append(
                 asyncio.create_task(
-                    UpstreamStreams(ctx).run(settings.upstream_sync_seconds, stop),
-                    name="upstream-streams",
+                    upstream.run(settings.upstream_sync_seconds, stop), name="upstream-streams"
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    keys.run(settings.rewrap_interval_seconds, stop), name="key-rewrap"
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    rotation.run(settings.rotation_sweep_seconds, stop), name="rotation-sweep"
                 )
             )
             tasks.append(
@@ -189,6 +214,8 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await upstream.close()
+            await keys.close()
             await stream.stop()  # streaming
             await app.state.brokerage.portfolio.aclose()
             await http.aclose()
@@ -217,6 +244,7 @@ def create_app(
         routing,
         events,
         admin,
+        admin_keys,
     ):
         app.include_router(module.router)
     return app

@@ -47,6 +47,11 @@ class BrokerSpec:
     # API-key paths: the credential fields a connection takes, checked for shape (names,
     # not values, in any ValueError) before anything is sent to the broker.
     check_credentials: Callable[[Mapping[str, str]], Credentials] | None = None
+    # Whether the broker can issue us a fresh credential without the user (the OAuth refresh
+    # flow re-issues). The Tier A rotation sweep (app.services.token_rotation) hands such
+    # connections to its ``Reissuer`` when their token passes ``rotate_after``; the others
+    # (API keys, which only the user can regenerate) are flagged ``rotation_due``.
+    can_reissue: bool = False
     # The platform's own account on this broker (ownership ``platform``): its credential
     # from the deployment's settings, or None where this deployment has none configured.
     platform_credentials: Callable[[Settings], Credentials | None] | None = None

@@ -90,14 +90,11 @@ class UpstreamStreams:
         for connection, account in sorted(rows, key=lambda row: row[1].id):
             wanted.setdefault(_stream_key(connection, account), (connection, account))
         for key in list(self._tasks):
-            task = self._tasks[key]
+            task = self._tasks.get(key)
+            if task is None:
+                continue  # stopped meanwhile (stop_connection)
             if key not in wanted or task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-                del self._tasks[key]
-                del self._streams[key]
-                await self._leases.release(_lease(key))
+                await self._stop(key)
         for key, (connection, account) in wanted.items():
             if key not in self._tasks and await self._leases.acquire(_lease(key)):
                 stream = _Stream(
@@ -124,6 +121,26 @@ class UpstreamStreams:
                     await asyncio.wait_for(stop.wait(), timeout=interval)
         finally:
             await self.close()
+
+    async def stop_connection(self, connection_id: str) -> int:
+        """Stop this instance's streams of one connection now (it was revoked).
+
+        Returns how many stopped. Another instance's streams of it stop at that instance's
+        next ``sync``; meanwhile a restart there is refused by the vault.
+        """
+        keys = [k for k, s in self._streams.items() if s.connection_id == connection_id]
+        for key in keys:
+            await self._stop(key)
+        return len(keys)
+
+    async def _stop(self, key: str) -> None:
+        task = self._tasks.pop(key, None)
+        self._streams.pop(key, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._leases.release(_lease(key))
 
     async def _stop_all(self) -> None:
         tasks, self._tasks = list(self._tasks.values()), {}
