@@ -114,6 +114,10 @@ class ConnectionService:
             raise errors.ValidationFailed(
                 f"connect {spec.name} through GET /v1/oauth/{spec.slug}/authorize"
             )
+        if spec.auth is AuthKind.aggregator:
+            raise errors.ValidationFailed(
+                f"connect {spec.name} through its link flow (POST /v1/{spec.slug}/link-token)"
+            )
         if spec.auth is AuthKind.none:
             return await self._create_paper(user_id, spec, body)
         if spec.auth is AuthKind.api_key and spec.token_tier is not None:
