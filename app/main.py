@@ -12,7 +12,17 @@ import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import accounts, admin, brokers, connections, events, health, orders, portfolio
+from app.api import (
+    accounts,
+    admin,
+    brokers,
+    connections,
+    events,
+    health,
+    orders,
+    plaid,
+    portfolio,
+)
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
@@ -37,6 +47,7 @@ from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
+from app.services.plaid import PlaidService
 from app.services.portfolio import PortfolioService
 from app.services.reconciliation import Reconciler, run_reconciler
 from app.services.upstream import UpstreamStreams
@@ -118,6 +129,7 @@ def create_app(
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
             portfolio=PortfolioService(ctx),
+            plaid=PlaidService(ctx),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -167,6 +179,6 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for module in (brokers, connections, accounts, portfolio, orders, events, admin):
+    for module in (brokers, connections, accounts, portfolio, orders, events, admin, plaid):
         app.include_router(module.router)
     return app

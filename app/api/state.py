@@ -14,6 +14,7 @@ from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
 from app.services.orders import OrderService
+from app.services.plaid import PlaidService
 from app.services.portfolio import PortfolioService
 from app.streaming.runtime import StreamRuntime
 
@@ -31,3 +32,4 @@ class AppState:
     events: EventService
     stream: StreamRuntime
     portfolio: PortfolioService
+    plaid: PlaidService

@@ -87,6 +87,31 @@ def append_connection_event(session: AsyncSession, connection: Connection) -> No
     )
 
 
+async def mark_broken(ctx: ServiceContext, user_id: str, connection_id: str, outcome: str) -> bool:
+    """Mark an active or expiring connection ``broken`` (its event in the same transaction).
+
+    For a credential the broker refuses for good until the user re-connects (Plaid's
+    ``ITEM_LOGIN_REQUIRED``). Returns whether the status changed.
+    """
+    async with ctx.sessionmaker() as session:
+        connection = await ConnectionRepository.for_user(session, user_id).get(
+            connection_id, for_update=True
+        )
+        if connection is None or connection.status not in ("active", "expiring"):
+            return False
+        now = utcnow()
+        connection.status = "broken"
+        connection.updated_at = now
+        connection.last_refresh_outcome = outcome[:200]
+        append_connection_event(session, connection)
+        await session.commit()
+    log.warning(
+        "a connection's credential needs the user again; marked broken",
+        extra={"connection_id": connection_id},
+    )
+    return True
+
+
 class ConnectionService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx

@@ -130,7 +130,9 @@ def verify_webhook(
             leeway=60,
         )
     except jwt.PyJWTError as exc:
-        raise WebhookRejected(f"the webhook signature does not verify ({type(exc).__name__})")
+        raise WebhookRejected(
+            f"the webhook signature does not verify ({type(exc).__name__})"
+        ) from None
     issued = claims.get("iat")
     if isinstance(issued, bool) or not isinstance(issued, int | float):
         raise WebhookRejected("the webhook JWT has no usable iat")

@@ -342,7 +342,7 @@ def find_account(accounts: Iterable[PlaidAccount], account_id: str) -> PlaidAcco
         if account.account_id == account_id:
             return account
     # The Item no longer has this account (closed, or renamed: a new account_id).
-    raise errors.OrderNotFound("Plaid no longer reports this account", broker=SLUG)
+    raise errors.Rejected("Plaid no longer reports this account; link it again", broker=SLUG)
 
 
 # --- holdings ----------------------------------------------------------------------------
@@ -558,8 +558,8 @@ class Webhook:
 
     @property
     def login_required(self) -> bool:
-        """``ITEM`` ``ERROR`` with ``ITEM_LOGIN_REQUIRED``, or ``PENDING_DISCONNECT``'s cousin
-        ``LOGIN_REPAIRED`` is not: https://plaid.com/docs/api/items/#error ."""
+        """``ITEM`` ``ERROR`` with ``ITEM_LOGIN_REQUIRED``: the user must sign in again
+        (https://plaid.com/docs/api/items/#error)."""
         return (
             self.webhook_type == "ITEM"
             and self.webhook_code == "ERROR"
