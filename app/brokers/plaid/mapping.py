@@ -66,9 +66,11 @@ _CASH_SUBTYPES = {
     "non-qualified dividend": "dividend",
     "interest": "interest",
 }
-# Plaid error codes that mean "the user must sign in at the institution again"
-# (https://plaid.com/docs/errors/item/#item_login_required).
+# Plaid error codes that mean "the user must go through Link again": expired login or
+# consent (https://plaid.com/docs/errors/item/#item_login_required) or access the user
+# revoked (https://plaid.com/docs/errors/item/#access_not_granted).
 LOGIN_REQUIRED = frozenset({"ITEM_LOGIN_REQUIRED"})
+REAUTHORIZE = frozenset({"ITEM_LOGIN_REQUIRED", "ACCESS_NOT_GRANTED"})
 # The access token is gone: the Item was removed (here or by the user) or never existed
 # (https://plaid.com/docs/errors/invalid-input/#invalid_access_token).
 TOKEN_GONE = frozenset({"INVALID_ACCESS_TOKEN", "ITEM_NOT_FOUND"})
@@ -130,7 +132,7 @@ def error_of(response: httpx.Response) -> PlaidError | None:
 
 def error_from_plaid(error: PlaidError) -> errors.BrokerError:
     """Plaid's error type and code -> the broker error tree (https://plaid.com/docs/errors/)."""
-    if error.error_code in LOGIN_REQUIRED:
+    if error.error_code in REAUTHORIZE:
         return errors.ReauthorizationRequired(error.reason, broker=SLUG)
     if error.error_code in TOKEN_GONE:
         return errors.AuthenticationFailed(error.reason, broker=SLUG)
@@ -532,7 +534,7 @@ def transaction_from_wire(item: object, securities: Mapping[str, Security]) -> T
         amount=-dec(item.get("amount"), "amount"),
         symbol=symbol,
         quantity=None if quantity == 0 else quantity,
-        price=None if price == 0 and symbol is None else price,
+        price=None if price == 0 else price,
         description=name if isinstance(name, str) else "",
     )
 

@@ -73,8 +73,9 @@ def _b64(value: int) -> str:
     return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
 
 
-def _number(value: Decimal) -> int | float:
+def _number(value: Decimal | int) -> int | float:
     """JSON numbers as Plaid sends them (the adapter reads them back as Decimal)."""
+    value = Decimal(value)
     return int(value) if value == value.to_integral_value() else float(value)
 
 
@@ -453,6 +454,19 @@ class FakePlaid:
         self.public_tokens[token] = (login, webhook, self.clock())
         return token
 
+    def create_item(self, login: FakeLogin, webhook: str | None = None) -> FakeItem:
+        """A new Item for ``login`` (what an exchanged public token makes): new item id,
+        access token and ``account_id``s, as every (re-)link gets from Plaid."""
+        item = FakeItem(
+            item_id=_plaid_id(),
+            access_token=f"access-sandbox-{uuid.uuid4()}",
+            login=login,
+            account_ids={a.key: _plaid_id() for a in login.accounts},
+            webhook=webhook,
+        )
+        self.items[item.access_token] = item
+        return item
+
     def item_of(self, login: FakeLogin) -> FakeItem:
         """The newest live Item made from ``login``."""
         for item in reversed(list(self.items.values())):
@@ -737,14 +751,7 @@ class FakePlaid:
                 400, "INVALID_INPUT", "INVALID_PUBLIC_TOKEN", "could not find matching public token"
             )
         login, webhook, _created = found
-        item = FakeItem(
-            item_id=_plaid_id(),
-            access_token=f"access-sandbox-{uuid.uuid4()}",
-            login=login,
-            account_ids={a.key: _plaid_id() for a in login.accounts},
-            webhook=webhook,
-        )
-        self.items[item.access_token] = item
+        item = self.create_item(login, webhook)
         return self._ok({"access_token": item.access_token, "item_id": item.item_id})
 
     async def item_get(self, request: Request) -> Response:
