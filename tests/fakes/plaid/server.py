@@ -169,6 +169,8 @@ class FakeSecurity:
             "market_identifier_code": None if self.type == "cash" else "XNAS",
             "sector": None,
             "industry": None,
+            "cfi_code": None,
+            "figi": None,  # in plaid-python 46's Security; newer than the spec file read
             "option_contract": self.option_contract,
             "fixed_income": None,
         }
@@ -795,6 +797,8 @@ class FakePlaid:
                     "routing_numbers": [],
                     "dtc_numbers": [],
                     "oauth": False,
+                    # required by plaid-python 46's Institution (newer than the spec file)
+                    "connection_availability": "SUPPORTED",
                 }
             }
         )
