@@ -34,16 +34,33 @@ from plaid.model.sandbox_public_token_create_response import SandboxPublicTokenC
 from plaid.model.webhook_verification_key_get_response import (
     WebhookVerificationKeyGetResponse,
 )
-from plaid.model_utils import validate_and_convert_types
+from plaid.model_utils import ModelNormal, ModelSimple, validate_and_convert_types
 
 from tests.brokers.plaid.support import Running, running_fake
 
 
 def conforms(body: Any, model: type) -> Any:
-    """Deserialize as the official client does; raises on any disagreement."""
-    return validate_and_convert_types(
+    """Deserialize as the official client does, then check every enum value; raises on any
+    disagreement (the client itself lets unknown enum values through, for forward
+    compatibility, so the enums are checked here against its ``allowed_values``)."""
+    parsed = validate_and_convert_types(
         body, (model,), ["received_data"], True, True, configuration=Configuration()
     )
+    strict_enums(parsed)
+    return parsed
+
+
+def strict_enums(value: Any, path: str = "") -> None:
+    if isinstance(value, ModelSimple):
+        allowed = getattr(value, "allowed_values", {}).get(("value",))
+        if allowed and value.value not in allowed.values():
+            raise ApiValueError(f"{path}: {value.value!r} is not one of {sorted(allowed.values())}")
+    elif isinstance(value, ModelNormal):
+        for name in value.to_dict():
+            strict_enums(getattr(value, name), f"{path}.{name}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            strict_enums(item, f"{path}[{index}]")
 
 
 async def post(run: Running, path: str, **body: Any) -> httpx.Response:
