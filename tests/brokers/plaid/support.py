@@ -15,6 +15,7 @@ from app.config import Settings
 from app.security.credentials import Credentials
 from tests.fakes.plaid import FakePlaid, serve_asgi
 from tests.fakes.plaid.server import FakeInstitutionAccount, FakeItem, FakeLogin
+from tests.harness import Harness, running_app, settings_for_tests
 
 
 @dataclass
@@ -65,3 +66,69 @@ async def running_fake(cash: str = "25000") -> AsyncIterator[Running]:
         finally:
             for adapter in running.adapters:
                 await adapter.close()
+
+
+@dataclass
+class Gateway:
+    """The app (real registry, real database) beside the fake Plaid on a real socket.
+
+    Webhooks from the fake reach the app through the harness's client (the app is served
+    in-process); their signatures are real ES256 JWTs.
+    """
+
+    harness: Harness
+    plaid: Running
+
+    @property
+    def fake(self) -> FakePlaid:
+        return self.plaid.fake
+
+    async def link_token(self, user: str) -> str:
+        response = await self.harness.client.post(
+            "/v1/plaid/link-token", headers=self.harness.auth(user)
+        )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["link_token"]
+        return token
+
+    async def exchange(self, user: str, public_token: str) -> Any:
+        return await self.harness.client.post(
+            "/v1/plaid/exchange",
+            json={"public_token": public_token},
+            headers=self.harness.auth(user),
+        )
+
+    async def link(self, user: str, login: FakeLogin | None = None) -> dict[str, Any]:
+        """Link token -> Link (the fake) -> exchange: the Linked connection."""
+        public = self.fake.complete_link(await self.link_token(user), login or self.plaid.login)
+        response = await self.exchange(user, public)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def get(self, user: str, path: str) -> Any:
+        return await self.harness.client.get(path, headers=self.harness.auth(user))
+
+
+WEBHOOK_URL = "http://gateway.test/v1/webhooks/plaid"
+
+
+@contextlib.asynccontextmanager
+async def gateway(db_url: str, cash: str = "25000", **overrides: Any) -> AsyncIterator[Gateway]:
+    async with running_fake(cash=cash) as run:
+        values: dict[str, Any] = {
+            "plaid_base_url": run.url,
+            "plaid_client_id": SecretStr(run.fake.client_id),
+            "plaid_secret": SecretStr(run.fake.secret),
+            "plaid_webhook_url": WEBHOOK_URL,
+            "plaid_requests_per_minute": 6000,
+            "plaid_burst": 200,
+            "broker_read_timeout_seconds": 0.5,
+        }
+        values.update(overrides)
+        async with running_app(settings_for_tests(db_url, **values)) as harness:
+            run.fake.webhook_client = harness.client
+            try:
+                yield Gateway(harness=harness, plaid=run)
+            finally:
+                run.fake.webhook_client = None

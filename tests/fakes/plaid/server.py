@@ -456,6 +456,12 @@ class FakePlaid:
         self.public_tokens[token] = (login, webhook, self.clock())
         return token
 
+    def complete_link(self, link_token: str, login: FakeLogin) -> str:
+        """The user finished Link (opened with ``link_token``) by signing in to ``login``:
+        the public token Link hands the frontend; the Item gets the link token's webhook."""
+        created = self.link_tokens[link_token]
+        return self.public_token(login, created.get("webhook"))
+
     def create_item(self, login: FakeLogin, webhook: str | None = None) -> FakeItem:
         """A new Item for ``login`` (what an exchanged public token makes): new item id,
         access token and ``account_id``s, as every (re-)link gets from Plaid."""
