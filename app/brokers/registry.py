@@ -6,7 +6,7 @@ an adapter for one connection. Services resolve adapters through here, never by 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,9 @@ class BrokerSpec:
     # The platform's own account on this broker (ownership ``platform``): its credential
     # from the deployment's settings, or None where this deployment has none configured.
     platform_credentials: Callable[[Settings], Credentials | None] | None = None
+    # Paths whose broker can revoke a credential (Plaid's /item/remove): called, best
+    # effort, when the user disconnects. Raises the broker error tree.
+    revoke: Callable[[AdapterContext, Credentials], Awaitable[None]] | None = None
 
     @property
     def label(self) -> str:

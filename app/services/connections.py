@@ -360,6 +360,7 @@ class ConnectionService:
         stop it. A cancel that fails is logged; the order stays visible and reconciled.
         """
         await self._cancel_working_orders(user_id, connection_id)
+        await self._revoke_at_broker(user_id, connection_id)
         async with self._ctx.sessionmaker() as session:
             repo = ConnectionRepository.for_user(session, user_id)
             connection = await repo.get(connection_id, for_update=True)
@@ -377,6 +378,30 @@ class ConnectionService:
             await AccountRepository.for_user(session, user_id).disable_trading(connection.id)
             append_connection_event(session, connection)
             await session.commit()
+
+    async def _revoke_at_broker(self, user_id: str, connection_id: str) -> None:
+        """Revoke the credential at the broker where the path can (best effort: a failure
+        is logged and the disconnect goes on; the credential is revoked here regardless)."""
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
+            if connection is None or connection.status == "revoked":
+                return
+            spec = self._ctx.registry.get(connection.broker_slug)
+            if spec is None or spec.revoke is None or connection.ownership != "byob":
+                return
+            try:
+                credentials = await self._ctx.vault.credentials_for_read(
+                    session, user_id=user_id, connection_id=connection_id
+                )
+            except errors.ConnectionBroken:
+                return
+        try:
+            await spec.revoke(self._ctx.adapter_context(user_id), credentials)
+        except broker_errors.BrokerError as exc:
+            log.warning(
+                "could not revoke a credential at the broker while disconnecting",
+                extra={"broker": spec.slug, "reason": exc.reason},
+            )
 
     async def _cancel_working_orders(self, user_id: str, connection_id: str) -> None:
         async with self._ctx.sessionmaker() as session:

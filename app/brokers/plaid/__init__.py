@@ -23,6 +23,18 @@ def _factory(ctx: AdapterContext, credentials: Credentials | None) -> BrokerAdap
     return PlaidAdapter(ctx.settings, credentials, ctx.http)
 
 
+async def _revoke(ctx: AdapterContext, credentials: Credentials) -> None:
+    """``/item/remove``: Plaid stops the Item (and billing it); its access token dies."""
+    from app.brokers.plaid.adapter import PlaidAdapter
+    from app.brokers.plaid.auth import ACCESS_TOKEN
+
+    adapter = PlaidAdapter(ctx.settings, credentials, ctx.http)
+    try:
+        await adapter.api.remove_item(credentials[ACCESS_TOKEN])
+    finally:
+        await adapter.close()
+
+
 def _configured(settings: Settings) -> bool:
     from app.brokers.plaid.auth import configured
 
@@ -41,4 +53,5 @@ def plaid_spec() -> BrokerSpec:
         capabilities=PLAID_CAPABILITIES,
         factory=_factory,
         configured=_configured,
+        revoke=_revoke,
     )

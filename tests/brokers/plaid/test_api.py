@@ -289,3 +289,36 @@ async def test_quotes_through_a_linked_account_are_unsupported(db_url: str) -> N
         response = await gw.get(user, f"/v1/quotes?symbols=AAPL&account_id={account_id}")
         assert response.status_code == 422
         assert response.json()["code"] == "unsupported_order"
+
+
+async def test_disconnecting_removes_the_item_at_plaid(db_url: str) -> None:
+    async with gateway(db_url) as gw:
+        user = new_user()
+        connection = await gw.link(user)
+        [account_id] = connection["accounts"]
+        item = gw.fake.item_of(gw.plaid.login)
+        response = await gw.harness.client.delete(
+            f"/v1/connections/{connection['id']}", headers=gw.harness.auth(user)
+        )
+        assert response.status_code == 204
+        assert item.removed
+        assert ("POST", "/item/remove") in gw.fake.requests
+        status = (await gw.get(user, f"/v1/connections/{connection['id']}")).json()["status"]
+        assert status == "revoked"
+        reads = await gw.get(user, f"/v1/accounts/{account_id}/positions")
+        assert reads.status_code == 409
+
+
+async def test_disconnecting_goes_on_when_plaid_cannot_remove_the_item(db_url: str) -> None:
+    async with gateway(db_url) as gw:
+        user = new_user()
+        connection = await gw.link(user)
+        item = gw.fake.item_of(gw.plaid.login)
+        gw.fake.faults.server_errors = 1
+        response = await gw.harness.client.delete(
+            f"/v1/connections/{connection['id']}", headers=gw.harness.auth(user)
+        )
+        assert response.status_code == 204
+        assert not item.removed
+        status = (await gw.get(user, f"/v1/connections/{connection['id']}")).json()["status"]
+        assert status == "revoked"
