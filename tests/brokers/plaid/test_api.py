@@ -3,6 +3,7 @@ database backends. The app reaches the fake only through its settings."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
@@ -76,7 +77,9 @@ async def test_link_then_accounts_portfolio_and_positions(db_url: str) -> None:
         assert (connection["ownership"], connection["status"]) == ("byob", "active")
         assert connection["display"] == "Linked: First Platypus Bank"
         [account_id] = connection["accounts"]
-        assert "access" not in str(connection).lower().replace("accounts", "")
+        item = gw.fake.item_of(gw.plaid.login)
+        assert item.access_token not in json.dumps(connection)
+        assert item.item_id not in json.dumps(connection)
 
         accounts = (await gw.get(user, "/v1/accounts")).json()["items"]
         [account] = [a for a in accounts if a["id"] == account_id]
