@@ -136,6 +136,28 @@ class Settings(BaseSettings):
     # docs/getting-started.rst recommends 120).
     schwab_requests_per_minute: int = 120
     schwab_order_requests_per_minute: int = 120
+    # Plaid Investments (Tier C, read-only import): https://plaid.com/docs/api/ . The client
+    # id and secret go in every request's JSON body; both unset: Plaid is not offered.
+    # BROKERAGE_PLAID_ENV picks the host (sandbox / production); BROKERAGE_PLAID_BASE_URL
+    # overrides it (tests and scripts/fake-brokers point it at the fake).
+    plaid_client_id: SecretStr | None = None
+    plaid_secret: SecretStr | None = None
+    plaid_env: Literal["sandbox", "production"] = "production"
+    plaid_base_url: str | None = None
+    # Where Plaid posts webhooks: this deployment's public URL of POST /v1/webhooks/plaid.
+    # Unset: link tokens carry no webhook and Linked data refreshes on read only.
+    plaid_webhook_url: str | None = None
+    # Shown by Plaid Link to the user ("<client_name> uses Plaid to connect...").
+    plaid_client_name: str = "Brokerage Gateway"
+    plaid_country_codes: list[str] = ["US"]
+    plaid_language: str = "en"
+    # Per Item (one access token): Plaid allows 15 /accounts/get and 15
+    # /investments/holdings/get a minute per Item in production
+    # (https://plaid.com/docs/errors/rate-limit-exceeded/); one pace for all calls of an Item.
+    plaid_requests_per_minute: int = 30
+    plaid_burst: int = 10
+    # A webhook whose JWT was issued longer ago than this is refused (Plaid's docs: 5 min).
+    plaid_webhook_max_age_seconds: int = 300
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0
@@ -200,6 +222,13 @@ class Settings(BaseSettings):
         """Schwab is offered only with the app's client id and secret."""
         secret = self.schwab_client_secret
         return bool(self.schwab_client_id and secret is not None and secret.get_secret_value())
+
+    @property
+    def plaid_url(self) -> str:
+        """The Plaid API host: the override, else the environment's documented host."""
+        if self.plaid_base_url:
+            return self.plaid_base_url
+        return f"https://{self.plaid_env}.plaid.com"
 
     @property
     def is_sqlite(self) -> bool:

@@ -103,6 +103,14 @@ class Unauthorized(AppError):
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="brokerage"'})
 
 
+class WebhookSignatureInvalid(AppError):
+    """A webhook whose signature does not prove it came from the broker; nothing is done."""
+
+    status = 401
+    code = "invalid_webhook_signature"
+    title = "The webhook signature does not verify"
+
+
 class Forbidden(AppError):
     status = 403
     code = "forbidden"

@@ -23,6 +23,7 @@ from app.api import (
     health,
     oauth,
     orders,
+    plaid,
     portfolio,
     routing,
 )
@@ -54,6 +55,7 @@ from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
+from app.services.plaid import PlaidService
 from app.services.portfolio import PortfolioService
 from app.services.reconciliation import Reconciler, run_reconciler
 from app.services.routing import RoutingService
@@ -168,6 +170,7 @@ def create_app(
             upstream=upstream,
             keys=keys,
             rotation=rotation,
+            plaid=PlaidService(ctx),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -245,6 +248,7 @@ def create_app(
         events,
         admin,
         admin_keys,
+        plaid,
     ):
         app.include_router(module.router)
     return app

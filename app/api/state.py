@@ -16,6 +16,7 @@ from app.services.events import EventService
 from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
 from app.services.orders import OrderService
+from app.services.plaid import PlaidService
 from app.services.portfolio import PortfolioService
 from app.services.routing import RoutingService
 from app.services.token_lifecycle import TokenLifecycle
@@ -43,3 +44,4 @@ class AppState:
     oauth: OAuthFlowService
     tokens: TokenLifecycle
     routing: RoutingService
+    plaid: PlaidService

@@ -135,10 +135,18 @@ class BrokerRegistry:
 
 def default_registry() -> BrokerRegistry:
     from app.brokers.alpaca import alpaca_spec
+    from app.brokers.plaid import plaid_spec
     from app.brokers.schwab import schwab_spec
     from app.brokers.tastytrade import tastytrade_spec
     from app.brokers.tradier import tradier_spec
 
     return BrokerRegistry(
-        [_paper_spec(), alpaca_spec(), tradier_spec(), tastytrade_spec(), schwab_spec()]
+        [
+            _paper_spec(),
+            alpaca_spec(),
+            tradier_spec(),
+            tastytrade_spec(),
+            schwab_spec(),
+            plaid_spec(),
+        ]
     )

@@ -124,6 +124,31 @@ class ConnectionStreams(Protocol):
     async def stop_connection(self, connection_id: str) -> int: ...
 
 
+async def mark_broken(ctx: ServiceContext, user_id: str, connection_id: str, outcome: str) -> bool:
+    """Mark an active or expiring connection ``broken`` (its event in the same transaction).
+
+    For a credential the broker refuses for good until the user re-connects (Plaid's
+    ``ITEM_LOGIN_REQUIRED``). Returns whether the status changed.
+    """
+    async with ctx.sessionmaker() as session:
+        connection = await ConnectionRepository.for_user(session, user_id).get(
+            connection_id, for_update=True
+        )
+        if connection is None or connection.status not in ("active", "expiring"):
+            return False
+        now = utcnow()
+        connection.status = "broken"
+        connection.updated_at = now
+        connection.last_refresh_outcome = outcome[:200]
+        append_connection_event(session, connection)
+        await session.commit()
+    log.warning(
+        "a connection's credential needs the user again; marked broken",
+        extra={"connection_id": connection_id},
+    )
+    return True
+
+
 class ConnectionService:
     def __init__(self, ctx: ServiceContext, *, streams: ConnectionStreams | None = None) -> None:
         self._ctx = ctx
@@ -151,6 +176,10 @@ class ConnectionService:
         if spec.auth is AuthKind.oauth2:
             raise errors.ValidationFailed(
                 f"connect {spec.name} through GET /v1/oauth/{spec.slug}/authorize"
+            )
+        if spec.auth is AuthKind.aggregator:
+            raise errors.ValidationFailed(
+                f"connect {spec.name} through its link flow (POST /v1/{spec.slug}/link-token)"
             )
         if spec.auth is AuthKind.none:
             return await self._create_paper(user_id, spec, body)

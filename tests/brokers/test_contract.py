@@ -1,5 +1,10 @@
-"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade
-and Schwab (fakes).
+"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade,
+Schwab and Plaid (fakes).
+
+Read-only venues (Tier C: Plaid) take the read half only. Which venues can write comes from
+the registry (``Capabilities.place_orders``), and the write tests are parametrized over the
+write-capable venues only, so nothing is skipped; the read-only venues get their own test
+that the write half is refused without a request.
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
 venue gives an adapter bound to a fresh funded account and a way to let the market
@@ -25,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.brokers import errors
 from app.brokers.base import (
+    AssetClass,
     BrokerAdapter,
     FingerprintLookup,
     OrderChanges,
@@ -36,12 +42,14 @@ from app.brokers.base import (
     Support,
     TimeInForce,
 )
+from app.brokers.registry import default_registry
 from app.db.session import create_sessionmaker
 from app.paper.adapter import PaperAdapter
 from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.plaid.support import running_fake as running_plaid
 from tests.brokers.schwab.support import running_fake as running_schwab
 from tests.brokers.tastytrade.support import running_fake as running_tastytrade
 from tests.brokers.tradier.support import running_fake as running_tradier
@@ -54,6 +62,11 @@ class Venue:
     adapter: BrokerAdapter
     account_ref: str
     settle: Callable[[], Awaitable[object]]
+    # Read-only venues: put a holding in the account at the broker (nothing can be bought
+    # through the adapter). None: the position is bought with a market order.
+    seed: Callable[[str, str], Awaitable[None]] | None = None
+    # Read-only venues: the broker's request log, to show that refusals send nothing.
+    requests: Callable[[], int] | None = None
 
 
 async def _ignore(_update: object) -> None:
@@ -86,8 +99,50 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         async with running_schwab(cash=cash) as schwab:
             yield Venue(schwab.adapter(), schwab.account.hash_value, schwab.fake.match)
         return
+    if name == "plaid":
+        async with running_plaid(cash=cash) as run:
+            adapter = run.adapter()
+            [account] = await adapter.list_accounts()
+
+            async def seed(symbol: str, quantity: str) -> None:
+                run.fake.hold(run.account, symbol, quantity, "190.00", cost_basis="100")
+
+            async def nothing() -> object:
+                return None
+
+            yield Venue(
+                adapter,
+                account.broker_account_id,
+                nothing,
+                seed=seed,
+                requests=lambda: len(run.fake.requests),
+            )
+        return
     async with running_fake(cash=cash) as run:
         yield Venue(run.adapter(), run.account.id, run.fake.match)
+
+
+def _spec_places_orders(name: str) -> bool:
+    spec = _REGISTRY.get(name)
+    assert spec is not None, f"no broker {name!r} in the registry"
+    return spec.capabilities.place_orders
+
+
+async def hold(v: Venue, symbol: str, quantity: str) -> None:
+    """Get ``quantity`` of ``symbol`` into the account: bought, or seeded at the broker."""
+    if v.seed is not None:
+        await v.seed(symbol, quantity)
+        return
+    placed = await v.adapter.place_order(
+        v.account_ref,
+        order(qty=quantity, order_type=OrderType.market, limit=None, tif=TimeInForce.day),
+    )
+    for _ in range(5):
+        current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+        if current.status is OrderStatus.filled:
+            return
+        await v.settle()
+    raise AssertionError(f"the market buy did not fill: {current.status}")
 
 
 def order(
@@ -109,10 +164,14 @@ def order(
     )
 
 
-VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab"]
+VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab", "plaid"]
+_REGISTRY = default_registry()
+# Venues whose path places orders (the write half of the contract); the rest are read-only.
+WRITE_VENUES = [v for v in VENUES if _spec_places_orders(v)]
+READ_ONLY_VENUES = [v for v in VENUES if v not in WRITE_VENUES]
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         request = order()
@@ -151,7 +210,7 @@ async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: Asyn
         assert placed.broker_order_id in open_ids
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         placed = await v.adapter.place_order(v.account_ref, order())
@@ -161,7 +220,7 @@ async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -
             await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         placed = await v.adapter.place_order(v.account_ref, order())
@@ -175,7 +234,7 @@ async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> 
             assert old.status is OrderStatus.replaced
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         placed = await v.adapter.place_order(
@@ -195,7 +254,7 @@ async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: Asyn
         assert balances.cash < Decimal(100000)
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_refusals(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100") as v:
         with pytest.raises(errors.InsufficientFunds):
@@ -205,11 +264,72 @@ async def test_refusals(name: str, sqlite_engine: AsyncEngine) -> None:
             )
         with pytest.raises(errors.UnknownSymbol):
             await v.adapter.check_symbol("NOSUCHSYM")
-        with pytest.raises(errors.OrderNotFound):
-            await v.adapter.get_order(v.account_ref, "6f1b9c8e-0000-4000-8000-000000000000")
+
+
+# --- the read half: every venue -------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", VENUES)
+async def test_an_unknown_order_is_not_found(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100") as v:
+        with pytest.raises(errors.OrderNotFound):
+            await v.adapter.get_order(v.account_ref, "6f1b9c8e-0000-4000-8000-000000000000")
+        if v.adapter.capabilities.client_order_ids is Support.unsupported:
+            with pytest.raises(errors.NotSupported):  # Schwab: found by fingerprint instead
+                await v.adapter.find_order_by_client_id(v.account_ref, "bgc-none")
+        else:
+            assert await v.adapter.find_order_by_client_id(v.account_ref, "bgc-none") is None
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_a_holding_is_read_back_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        await hold(v, "AAPL", "2")
+        positions = await v.adapter.get_positions(v.account_ref)
+        assert [(p.symbol, p.quantity, p.asset_class) for p in positions] == [
+            ("AAPL", Decimal(2), AssetClass.equity)
+        ]
+        [position] = positions
+        assert position.market_value == position.quantity * position.current_price
+        assert position.as_of.tzinfo is not None
+        one = await v.adapter.get_position(v.account_ref, "AAPL")
+        assert one is not None
+        assert (one.symbol, one.quantity, one.avg_cost) == ("AAPL", Decimal(2), position.avg_cost)
+        assert await v.adapter.get_position(v.account_ref, "MSFT") is None
+        balances = await v.adapter.get_balances(v.account_ref)
+        assert balances.equity >= balances.cash
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_the_starting_cash_is_a_deposit(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "30000") as v:
+        deposits = await v.adapter.get_transactions(v.account_ref, None, None, "deposit")
+        assert sum(t.amount for t in deposits) == Decimal(30000)
+        assert all(t.occurred_at.tzinfo is not None for t in deposits)
+        assert await v.adapter.get_transactions(v.account_ref, None, None, "buy") == []
+
+
+@pytest.mark.parametrize("name", READ_ONLY_VENUES)
+async def test_a_read_only_venue_refuses_the_write_half_without_a_request(
+    name: str, sqlite_engine: AsyncEngine
+) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        assert v.adapter.capabilities.place_orders is False
+        assert v.requests is not None
+        before = v.requests()
+        with pytest.raises(errors.NotSupported):
+            await v.adapter.place_order(v.account_ref, order())
+        with pytest.raises(errors.NotSupported):
+            await v.adapter.modify_order(v.account_ref, "x", OrderChanges(limit_price=Decimal(2)))
+        with pytest.raises(errors.NotSupported):
+            await v.adapter.cancel_order(v.account_ref, "x")
+        with pytest.raises(errors.NotSupported):
+            await v.adapter.check_symbol("AAPL")
+        assert await v.adapter.list_orders(v.account_ref, "all", 10) == []
+        assert v.requests() == before
+
+
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_quotes(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         quotes = await v.adapter.get_quotes(["AAPL"])
@@ -231,7 +351,7 @@ async def test_the_account_and_its_starting_balances(name: str, sqlite_engine: A
         assert await v.adapter.get_positions(v.account_ref) == []
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         resting = await v.adapter.place_order(v.account_ref, order())
@@ -254,7 +374,7 @@ async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: A
         }
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         placed = await v.adapter.place_order(

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.plaid import FakePlaid
 from tests.fakes.runner import serve_asgi
 from tests.fakes.schwab import FakeSchwab
 from tests.fakes.tastytrade import FakeTastytrade
@@ -47,8 +48,12 @@ async def main(args: argparse.Namespace) -> None:
     schwab.add_app(args.schwab_client_id, args.schwab_client_secret, args.schwab_redirect_uri)
     schwab.add_login()
     schwab.faults.heartbeat_seconds = 10.0
+    plaid = FakePlaid(client_id=args.plaid_client_id, secret=args.plaid_secret)
+    plaid_login = plaid.add_login()
+    plaid.hold(plaid_login.accounts[0], "AAPL", "10", "190.25", cost_basis="1500.00")
     async with (
         serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
+        serve_asgi(plaid.app, port=args.plaid_port, on_shutdown=plaid.release_hung) as plaid_url,
         serve_asgi(
             tradier.app, port=args.tradier_port, on_shutdown=tradier.release_hung
         ) as tradier_url,
@@ -67,6 +72,9 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_TRADIER_BASE_URL={tradier_url}",
             f"export BROKERAGE_TASTYTRADE_BASE_URL={tt_url}",
             f"export BROKERAGE_TASTYTRADE_STREAMER_URL={'ws' + tt_url.removeprefix('http')}",
+            f"export BROKERAGE_PLAID_BASE_URL={plaid_url}",
+            f"export BROKERAGE_PLAID_CLIENT_ID={plaid.client_id}",
+            f"export BROKERAGE_PLAID_SECRET={plaid.secret}",
             "# connect with:",
             CONNECT,
             f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": '
@@ -78,6 +86,12 @@ async def main(args: argparse.Namespace) -> None:
             f'#     -d \'{{"broker": "tastytrade", "credentials": {{"client_secret": '
             f'"{args.tastytrade_client_secret}", "refresh_token": '
             f'"{args.tastytrade_refresh_token}"}}}}\'',
+            "# Plaid (Linked, read-only): POST /v1/plaid/link-token, then exchange a sandbox",
+            "# public token for the fake's First Platypus Bank login:",
+            '#   curl -X POST localhost:8000/v1/plaid/exchange -H "$AUTH" '
+            "-H 'Content-Type: application/json' \\",
+            f'#     -d \'{{"public_token": "{plaid.public_token(plaid_login)}"}}\'',
+            "#   (more public tokens: POST <plaid url>/sandbox/public_token/create)",
             "# or to the platform's default Alpaca account: "
             '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
             f"export BROKERAGE_SCHWAB_BASE_URL={schwab_url}",
@@ -106,6 +120,7 @@ def run() -> None:
     parser.add_argument("--port", type=int, default=8765, help="Alpaca fake port (0: any)")
     parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
     parser.add_argument("--tastytrade-port", type=int, default=8767, help="tastytrade fake port")
+    parser.add_argument("--plaid-port", type=int, default=8770, help="Plaid fake port")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
     parser.add_argument("--alpaca-key-id", default="PKFAKEALPACA0000001")
     parser.add_argument("--alpaca-secret", default="fake-alpaca-secret-not-a-real-key")
@@ -118,6 +133,8 @@ def run() -> None:
     parser.add_argument(
         "--schwab-redirect-uri", default="http://localhost:8000/v1/oauth/schwab/callback"
     )
+    parser.add_argument("--plaid-client-id", default="fakeplaidclientid0000001")
+    parser.add_argument("--plaid-secret", default="fake-plaid-secret-not-real")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))
