@@ -111,7 +111,10 @@ class BrokerRegistry:
 
 def default_registry() -> BrokerRegistry:
     from app.brokers.alpaca import alpaca_spec
+    from app.brokers.coinbase import coinbase_spec
     from app.brokers.tastytrade import tastytrade_spec
     from app.brokers.tradier import tradier_spec
 
-    return BrokerRegistry([_paper_spec(), alpaca_spec(), tradier_spec(), tastytrade_spec()])
+    return BrokerRegistry(
+        [_paper_spec(), alpaca_spec(), tradier_spec(), tastytrade_spec(), coinbase_spec()]
+    )
