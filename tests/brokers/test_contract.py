@@ -1,13 +1,15 @@
-"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier and tastytrade
-(fakes).
+"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade
+and Coinbase (fakes).
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
-venue gives an adapter bound to a fresh funded account and a way to let the market
-move (``settle``): the paper engine's clock and tick, the fake's matching pass. The contract
-is written against ``BrokerAdapter`` only; where brokers legitimately differ (replace keeps
-the id at the paper broker and Tradier, makes a new one at Alpaca and tastytrade; tastytrade
-answers a new order "Routed", i.e. ``submitted``, before it is ``Live``) both outcomes are
-spelled out.
+venue gives an adapter bound to a fresh funded account, a way to let the market move
+(``settle``: the paper engine's clock and tick, the fake's matching pass), and the
+instrument it trades (``Sample``): an equity for the stock brokers, a crypto pair at
+Coinbase, which lists nothing else and takes market orders only immediate-or-cancel. The
+contract is written against ``BrokerAdapter`` only; where brokers legitimately differ
+(replace keeps the id at the paper broker, Tradier and Coinbase, makes a new one at Alpaca
+and tastytrade; tastytrade answers a new order "Routed", i.e. ``submitted``, before it is
+``Live``) both outcomes are spelled out.
 """
 
 from __future__ import annotations
@@ -38,10 +40,25 @@ from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.coinbase.support import running_fake as running_coinbase
 from tests.brokers.tastytrade.support import running_fake as running_tastytrade
 from tests.brokers.tradier.support import running_fake as running_tradier
 from tests.conftest import new_user
 from tests.harness import CLOCK_START
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a venue trades in the contract: the symbol, a quantity that the starting cash
+    buys at market, and the time in force of its market orders."""
+
+    symbol: str
+    qty: str
+    market_tif: TimeInForce
+
+
+EQUITY = Sample("AAPL", "2", TimeInForce.day)
+SAMPLES = {"coinbase": Sample("BTC-USD", "0.01", TimeInForce.ioc)}
 
 
 @dataclass
@@ -49,6 +66,7 @@ class Venue:
     adapter: BrokerAdapter
     account_ref: str
     settle: Callable[[], Awaitable[object]]
+    sample: Sample = EQUITY
 
 
 async def _ignore(_update: object) -> None:
@@ -77,36 +95,45 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         async with running_tastytrade(cash=cash) as tt:
             yield Venue(tt.adapter(), tt.account.number, tt.fake.match)
         return
+    if name == "coinbase":
+        async with running_coinbase(cash=cash) as cb:
+            yield Venue(cb.adapter(), cb.portfolio, cb.fake.match, SAMPLES[name])
+        return
     async with running_fake(cash=cash) as run:
         yield Venue(run.adapter(), run.account.id, run.fake.match)
 
 
 def order(
+    sample: Sample,
     *,
     side: OrderSide = OrderSide.buy,
-    qty: str = "2",
+    qty: str | None = None,
     order_type: OrderType = OrderType.limit,
     limit: str | None = "1.00",
     tif: TimeInForce = TimeInForce.gtc,
 ) -> OrderRequest:
     return OrderRequest(
         client_order_id="bgc" + uuid.uuid4().hex[:20],
-        symbol="AAPL",
+        symbol=sample.symbol,
         side=side,
-        quantity=Decimal(qty),
+        quantity=Decimal(qty or sample.qty),
         order_type=order_type,
         time_in_force=tif,
         limit_price=None if limit is None else Decimal(limit),
     )
 
 
-VENUES = ["paper", "alpaca", "tradier", "tastytrade"]
+def market(sample: Sample, *, qty: str | None = None) -> OrderRequest:
+    return order(sample, qty=qty, order_type=OrderType.market, limit=None, tif=sample.market_tif)
+
+
+VENUES = ["paper", "alpaca", "tradier", "tastytrade", "coinbase"]
 
 
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        placed = await v.adapter.place_order(v.account_ref, order(v.sample))
         assert placed.status in (OrderStatus.submitted, OrderStatus.accepted)
         assert placed.filled_quantity == 0
         got = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
@@ -125,7 +152,7 @@ async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: Asyn
 @pytest.mark.parametrize("name", VENUES)
 async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        placed = await v.adapter.place_order(v.account_ref, order(v.sample))
         canceled = await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
         assert canceled.status in (OrderStatus.canceled, OrderStatus.pending_cancel)
         with pytest.raises(errors.OrderNotModifiable):
@@ -135,7 +162,7 @@ async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -
 @pytest.mark.parametrize("name", VENUES)
 async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        placed = await v.adapter.place_order(v.account_ref, order(v.sample))
         changed = await v.adapter.modify_order(
             v.account_ref, placed.broker_order_id, OrderChanges(limit_price=Decimal("1.50"))
         )
@@ -149,19 +176,17 @@ async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> 
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(
-            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
-        )
+        placed = await v.adapter.place_order(v.account_ref, market(v.sample))
         for _ in range(5):
             current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
             if current.status is OrderStatus.filled:
                 break
             await v.settle()
         assert current.status is OrderStatus.filled
-        assert current.filled_quantity == Decimal(2)
-        position = await v.adapter.get_position(v.account_ref, "AAPL")
+        assert current.filled_quantity == Decimal(v.sample.qty)
+        position = await v.adapter.get_position(v.account_ref, v.sample.symbol)
         assert position is not None
-        assert position.quantity == Decimal(2)
+        assert position.quantity == Decimal(v.sample.qty)
         balances = await v.adapter.get_balances(v.account_ref)
         assert balances.cash < Decimal(100000)
 
@@ -170,10 +195,7 @@ async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: Asyn
 async def test_refusals(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100") as v:
         with pytest.raises(errors.InsufficientFunds):
-            await v.adapter.place_order(
-                v.account_ref,
-                order(qty="10", order_type=OrderType.market, limit=None, tif=TimeInForce.day),
-            )
+            await v.adapter.place_order(v.account_ref, market(v.sample, qty="10"))
         with pytest.raises(errors.UnknownSymbol):
             await v.adapter.check_symbol("NOSUCHSYM")
         with pytest.raises(errors.OrderNotFound):
@@ -183,8 +205,8 @@ async def test_refusals(name: str, sqlite_engine: AsyncEngine) -> None:
 @pytest.mark.parametrize("name", VENUES)
 async def test_quotes(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        quotes = await v.adapter.get_quotes(["AAPL"])
-        quote = quotes["AAPL"]
+        quotes = await v.adapter.get_quotes([v.sample.symbol])
+        quote = quotes[v.sample.symbol]
         assert isinstance(quote.bid, Decimal)
         assert quote.bid < quote.ask
         assert quote.as_of.tzinfo is not None
@@ -205,8 +227,8 @@ async def test_the_account_and_its_starting_balances(name: str, sqlite_engine: A
 @pytest.mark.parametrize("name", VENUES)
 async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        resting = await v.adapter.place_order(v.account_ref, order())
-        gone = await v.adapter.place_order(v.account_ref, order())
+        resting = await v.adapter.place_order(v.account_ref, order(v.sample))
+        gone = await v.adapter.place_order(v.account_ref, order(v.sample))
         await v.adapter.cancel_order(v.account_ref, gone.broker_order_id)
         assert (await v.adapter.get_order(v.account_ref, gone.broker_order_id)).status is (
             OrderStatus.canceled
@@ -219,7 +241,7 @@ async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: A
         }
         assert resting.broker_order_id in open_ids - closed_ids
         assert gone.broker_order_id in closed_ids - open_ids
-        history = await v.adapter.order_history(v.account_ref, None, None, "AAPL")
+        history = await v.adapter.order_history(v.account_ref, None, None, v.sample.symbol)
         assert {resting.broker_order_id, gone.broker_order_id} <= {
             o.broker_order_id for o in history
         }
@@ -228,9 +250,7 @@ async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: A
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(
-            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
-        )
+        placed = await v.adapter.place_order(v.account_ref, market(v.sample))
         for _ in range(5):
             current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
             if current.status is OrderStatus.filled:
@@ -238,7 +258,7 @@ async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) ->
             await v.settle()
         assert current.avg_fill_price is not None
         buys = await v.adapter.get_transactions(v.account_ref, None, None, "buy")
-        assert [(t.symbol, t.quantity) for t in buys] == [("AAPL", Decimal(2))]
-        assert buys[0].amount == -(Decimal(2) * current.avg_fill_price)
+        assert [(t.symbol, t.quantity) for t in buys] == [(v.sample.symbol, Decimal(v.sample.qty))]
+        assert buys[0].amount == -(Decimal(v.sample.qty) * current.avg_fill_price)
         deposits = await v.adapter.get_transactions(v.account_ref, None, None, "deposit")
         assert sum(t.amount for t in deposits) == Decimal(100000)
