@@ -429,6 +429,8 @@ def order_from_wire(item: object) -> BrokerOrder:
     """A REST order object (``GET /orders/historical/{id}`` ``order``; list ``orders[]``)."""
     if not isinstance(item, dict):
         raise unknown("order", type(item).__name__)
+    if item.get("product_type") not in (None, "", "SPOT", "UNKNOWN_PRODUCT_TYPE"):
+        raise unknown("product_type (only spot orders are modelled)", item.get("product_type"))
     found = _configuration(item)
     if found is None:
         raise unknown("order_configuration", item.get("order_configuration"))
