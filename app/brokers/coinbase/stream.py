@@ -115,7 +115,9 @@ class UserChannelStream:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("no subscription confirmation on the user channel")
-            message = decode(await asyncio.wait_for(ws.recv(), remaining))
+            async with asyncio.timeout(remaining):
+                raw = await ws.recv()
+            message = decode(raw)
             if message.get("type") == "error":
                 raise _Refused(str(message.get("message") or "subscription refused"))
             if isinstance(message.get("sequence_num"), int):
@@ -185,7 +187,11 @@ class UserChannelStream:
         """Messages until the connection drops or goes silent; a gap is caught up in place."""
         while True:
             try:
-                raw = await asyncio.wait_for(ws.recv(), self.idle_timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation
+                # that arrives as the message does (gh-86296), and heartbeats arrive every
+                # second, so a stopped stream could keep running.
+                async with asyncio.timeout(self.idle_timeout):
+                    raw = await ws.recv()
             except TimeoutError:
                 # Open but silent (not even heartbeats): restart; the catch-up covers it.
                 log.warning("coinbase user channel silent; restarting")

@@ -224,7 +224,7 @@ class FakeUser:
         return self.wallets.setdefault(currency, FakeWallet(currency))
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     """One user-channel WebSocket: its queue (None closes it) and its sequence counter."""
 
