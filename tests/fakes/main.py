@@ -1,7 +1,8 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
-Prints the settings that point the gateway at them, a credential per fake account, and the
-platform's default Alpaca key (a second fake Alpaca account). A ticker matches resting orders
+Prints the settings that point the gateway at them, a credential per fake account (for
+Coinbase a CDP key name and a fresh EC private key, as JSON), and the platform's default
+Alpaca key (a second fake Alpaca account). A ticker matches resting orders
 every ``--tick`` seconds, like a market that moves.
 """
 
@@ -10,10 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import Awaitable, Callable
 
 from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.coinbase import FakeCoinbase
 from tests.fakes.runner import serve_asgi
 from tests.fakes.tastytrade import FakeTastytrade
 from tests.fakes.tradier import FakeTradier
@@ -41,6 +44,8 @@ async def main(args: argparse.Namespace) -> None:
         client_secret=args.tastytrade_client_secret,
         refresh_token=args.tastytrade_refresh_token,
     )
+    coinbase = FakeCoinbase()
+    coinbase_user = coinbase.add_user(key_name=args.coinbase_key_name)
     async with (
         serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
         serve_asgi(
@@ -49,7 +54,16 @@ async def main(args: argparse.Namespace) -> None:
         serve_asgi(
             tastytrade.app, port=args.tastytrade_port, on_shutdown=tastytrade.release_hung
         ) as tt_url,
+        serve_asgi(
+            coinbase.app, port=args.coinbase_port, on_shutdown=coinbase.release_hung
+        ) as cb_url,
     ):
+        coinbase_credentials = json.dumps(
+            {
+                "api_key_name": coinbase_user.key_name,
+                "private_key": coinbase_user.private_key,
+            }
+        )
         lines = [
             f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
             f"export BROKERAGE_ALPACA_DATA_URL={alpaca_url}",
@@ -58,6 +72,8 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_TRADIER_BASE_URL={tradier_url}",
             f"export BROKERAGE_TASTYTRADE_BASE_URL={tt_url}",
             f"export BROKERAGE_TASTYTRADE_STREAMER_URL={'ws' + tt_url.removeprefix('http')}",
+            f"export BROKERAGE_COINBASE_BASE_URL={cb_url}",
+            f"export BROKERAGE_COINBASE_WS_URL={'ws' + cb_url.removeprefix('http')}",
             "# connect with:",
             CONNECT,
             f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": '
@@ -69,6 +85,8 @@ async def main(args: argparse.Namespace) -> None:
             f'#     -d \'{{"broker": "tastytrade", "credentials": {{"client_secret": '
             f'"{args.tastytrade_client_secret}", "refresh_token": '
             f'"{args.tastytrade_refresh_token}"}}}}\'',
+            CONNECT,
+            f'#     -d \'{{"broker": "coinbase", "credentials": {coinbase_credentials}}}\'',
             "# or to the platform's default Alpaca account: "
             '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
         ]
@@ -76,7 +94,7 @@ async def main(args: argparse.Namespace) -> None:
         sys.stdout.flush()
         tickers = [
             asyncio.create_task(_tick(fake.match, args.tick))
-            for fake in (alpaca, tradier, tastytrade)
+            for fake in (alpaca, tradier, tastytrade, coinbase)
         ]
         try:
             await asyncio.Event().wait()
@@ -91,12 +109,18 @@ def run() -> None:
     parser.add_argument("--port", type=int, default=8765, help="Alpaca fake port (0: any)")
     parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
     parser.add_argument("--tastytrade-port", type=int, default=8767, help="tastytrade fake port")
+    parser.add_argument("--coinbase-port", type=int, default=8771, help="Coinbase fake port")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
     parser.add_argument("--alpaca-key-id", default="PKFAKEALPACA0000001")
     parser.add_argument("--alpaca-secret", default="fake-alpaca-secret-not-a-real-key")
     parser.add_argument("--tradier-token", default="fake-tradier-token-not-real")
     parser.add_argument("--tastytrade-client-secret", default="fake-tastytrade-client-secret")
     parser.add_argument("--tastytrade-refresh-token", default="fake-tastytrade-refresh-token")
+    parser.add_argument(
+        "--coinbase-key-name",
+        default="organizations/fake-org/apiKeys/fake-coinbase-key",
+        help="the fake CDP key's name (its EC private key is made fresh each run)",
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))
