@@ -155,30 +155,30 @@ async def test_a_key_is_validated_and_stored_sealed(
             assert line not in caplog.text
 
 
-@pytest.mark.parametrize(
-    "credentials",
-    [
-        {"api_key_name": "organizations/x/apiKeys/y", "private_key": "not-a-key!"},
-        {"api_key_name": "organizations/x/apiKeys/y"},
-        {"api_key_name": "a", "private_key": "b", "passphrase": "hunter2-hunter2"},
-        {"key": "someone", "secret": "hunter2-hunter2"},
-    ],
-)
+BAD_CREDENTIALS = [
+    {"api_key_name": "organizations/x/apiKeys/y", "private_key": "not-a-key!"},
+    {"api_key_name": "organizations/x/apiKeys/y"},
+    {"api_key_name": "a", "private_key": "b", "passphrase": "hunter2-hunter2"},
+    {"key": "someone", "secret": "hunter2-hunter2"},
+]
+
+
 async def test_bad_credentials_are_invalid_credentials_and_nothing_is_stored(
-    db_url: str, credentials: dict[str, str], caplog: pytest.LogCaptureFixture
+    db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with gateway(db_url) as gw:
         user = new_user()
         h = gw.harness
-        response = await h.client.post(
-            "/v1/connections",
-            json={"broker": "coinbase", "credentials": credentials},
-            headers=h.auth(user),
-        )
-        assert response.status_code == 422, response.text
-        assert response.json()["code"] == "invalid_credentials"
-        assert "hunter2-hunter2" not in response.text
+        for credentials in BAD_CREDENTIALS:
+            response = await h.client.post(
+                "/v1/connections",
+                json={"broker": "coinbase", "credentials": credentials},
+                headers=h.auth(user),
+            )
+            assert response.status_code == 422, response.text
+            assert response.json()["code"] == "invalid_credentials"
+            assert "hunter2-hunter2" not in response.text
         assert "hunter2-hunter2" not in caplog.text
         assert gw.cb.fake.requests == []  # refused before asking Coinbase
         listed = await h.client.get("/v1/connections", headers=h.auth(user))
