@@ -223,7 +223,15 @@ class CoinbaseAdapter:
         return wallets
 
     async def _portfolio_wallets(self, account_ref: str) -> list[mapping.Wallet]:
-        return [w for w in await self._wallets() if w.portfolio == account_ref]
+        """The portfolio's wallets. A portfolio the key no longer sees (the key was
+        re-scoped, the portfolio deleted) is refused rather than shown as empty."""
+        wallets = [w for w in await self._wallets() if w.portfolio == account_ref]
+        if not wallets:
+            raise errors.Rejected(
+                f"this Coinbase key no longer sees portfolio {_masked(account_ref)}",
+                broker=SLUG,
+            )
+        return wallets
 
     async def list_accounts(self) -> list[BrokerAccount]:
         """One account per portfolio the key's wallets belong to (one for a CDP key).

@@ -512,3 +512,11 @@ async def test_a_401_is_an_authentication_failure(broker: Broker, adapter: Coinb
     broker.answer("GET", f"{P}/accounts", "Unauthorized\n", status=401)
     with pytest.raises(errors.AuthenticationFailed, match="Unauthorized"):
         await adapter.list_accounts()
+
+
+async def test_a_portfolio_the_key_no_longer_sees_is_refused(
+    broker: Broker, adapter: CoinbaseAdapter
+) -> None:
+    broker.answer("GET", f"{P}/accounts", accounts(USD, BTC))
+    with pytest.raises(errors.Rejected, match=r"no longer sees portfolio \*\*\*\*2b5c"):
+        await adapter.get_balances("another-portfolio-2b5c")
