@@ -158,6 +158,25 @@ class Settings(BaseSettings):
     plaid_burst: int = 10
     # A webhook whose JWT was issued longer ago than this is refused (Plaid's docs: 5 min).
     plaid_webhook_max_age_seconds: int = 300
+    # Coinbase Advanced Trade (Tier A, CDP API key). REST base without the /api/v3/brokerage
+    # prefix (the adapter's paths carry it, as the docs write them); the user-order
+    # WebSocket is its own host (https://docs.cdp.coinbase.com/coinbase-app/
+    # advanced-trade-apis/websocket/websocket-endpoints).
+    coinbase_base_url: str = Field(
+        default="https://api.coinbase.com",
+        validation_alias=AliasChoices("BROKERAGE_COINBASE_BASE_URL", "coinbase_base_url"),
+    )
+    coinbase_ws_url: str = Field(
+        default="wss://advanced-trade-ws-user.coinbase.com",
+        validation_alias=AliasChoices("BROKERAGE_COINBASE_WS_URL", "coinbase_ws_url"),
+    )
+    # Private REST endpoints: 30 requests per second per user (Advanced Trade rate-limit
+    # page as cited by api-evangelist/coinbase rate-limits; the same figure in the SDKs of
+    # hummingbot and JKorf/Coinbase.Net).
+    coinbase_requests_per_second: float = 30.0
+    # The user channel: heartbeats arrive every second once subscribed; a connection that
+    # says nothing for this long is restarted (and caught up over REST).
+    coinbase_stream_idle_seconds: float = 15.0
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0

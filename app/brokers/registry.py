@@ -135,6 +135,7 @@ class BrokerRegistry:
 
 def default_registry() -> BrokerRegistry:
     from app.brokers.alpaca import alpaca_spec
+    from app.brokers.coinbase import coinbase_spec
     from app.brokers.plaid import plaid_spec
     from app.brokers.schwab import schwab_spec
     from app.brokers.tastytrade import tastytrade_spec
@@ -147,6 +148,7 @@ def default_registry() -> BrokerRegistry:
             tradier_spec(),
             tastytrade_spec(),
             schwab_spec(),
+            coinbase_spec(),
             plaid_spec(),
         ]
     )

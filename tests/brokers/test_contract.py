@@ -1,5 +1,5 @@
 """One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade,
-Schwab and Plaid (fakes).
+Schwab, Coinbase and Plaid (fakes).
 
 Read-only venues (Tier C: Plaid) take the read half only. Which venues can write comes from
 the registry (``Capabilities.place_orders``), and the write tests are parametrized over the
@@ -7,12 +7,14 @@ write-capable venues only, so nothing is skipped; the read-only venues get their
 that the write half is refused without a request.
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
-venue gives an adapter bound to a fresh funded account and a way to let the market
-move (``settle``): the paper engine's clock and tick, the fake's matching pass. The contract
-is written against ``BrokerAdapter`` only; where brokers legitimately differ (replace keeps
-the id at the paper broker and Tradier, makes a new one at Alpaca, tastytrade and Schwab;
-tastytrade answers a new order "Routed", i.e. ``submitted``, before it is ``Live``; Schwab has
-no client order id, so an order is found by fingerprint instead, as
+venue gives an adapter bound to a fresh funded account, a way to let the market move
+(``settle``: the paper engine's clock and tick, the fake's matching pass), and the
+instrument it trades (``Sample``): an equity for the stock brokers, a crypto pair at
+Coinbase, which lists nothing else and takes market orders only immediate-or-cancel. The
+contract is written against ``BrokerAdapter`` only; where brokers legitimately differ
+(replace keeps the id at the paper broker, Tradier and Coinbase, makes a new one at Alpaca,
+tastytrade and Schwab; tastytrade answers a new order "Routed", i.e. ``submitted``, before it
+is ``Live``; Schwab has no client order id, so an order is found by fingerprint instead, as
 ``capabilities.client_order_ids`` says) both outcomes are spelled out.
 """
 
@@ -49,6 +51,7 @@ from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.coinbase.support import running_fake as running_coinbase
 from tests.brokers.plaid.support import running_fake as running_plaid
 from tests.brokers.schwab.support import running_fake as running_schwab
 from tests.brokers.tastytrade.support import running_fake as running_tastytrade
@@ -57,11 +60,30 @@ from tests.conftest import new_user
 from tests.harness import CLOCK_START
 
 
+@dataclass(frozen=True)
+class Sample:
+    """What a venue trades in the contract: the symbol, a quantity that the starting cash
+    buys at market, and the time in force of its market orders."""
+
+    symbol: str
+    qty: str
+    market_tif: TimeInForce
+    asset_class: AssetClass = AssetClass.equity
+    not_held: str = "MSFT"  # a symbol the account never holds
+
+
+EQUITY = Sample("AAPL", "2", TimeInForce.day)
+SAMPLES = {
+    "coinbase": Sample("BTC-USD", "0.01", TimeInForce.ioc, AssetClass.crypto, "ETH-USD"),
+}
+
+
 @dataclass
 class Venue:
     adapter: BrokerAdapter
     account_ref: str
     settle: Callable[[], Awaitable[object]]
+    sample: Sample = EQUITY
     # Read-only venues: put a holding in the account at the broker (nothing can be bought
     # through the adapter). None: the position is bought with a market order.
     seed: Callable[[str, str], Awaitable[None]] | None = None
@@ -118,6 +140,11 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
                 requests=lambda: len(run.fake.requests),
             )
         return
+    if name == "coinbase":
+        async with running_coinbase(cash=cash) as cb:
+            yield Venue(cb.adapter(), cb.portfolio, cb.fake.match, SAMPLES[name])
+        return
+        return
     async with running_fake(cash=cash) as run:
         yield Venue(run.adapter(), run.account.id, run.fake.match)
 
@@ -128,15 +155,13 @@ def _spec_places_orders(name: str) -> bool:
     return spec.capabilities.place_orders
 
 
-async def hold(v: Venue, symbol: str, quantity: str) -> None:
-    """Get ``quantity`` of ``symbol`` into the account: bought, or seeded at the broker."""
+async def hold(v: Venue, quantity: str) -> None:
+    """Get ``quantity`` of the venue's sample into the account: bought, or seeded at the
+    broker (read-only venues)."""
     if v.seed is not None:
-        await v.seed(symbol, quantity)
+        await v.seed(v.sample.symbol, quantity)
         return
-    placed = await v.adapter.place_order(
-        v.account_ref,
-        order(qty=quantity, order_type=OrderType.market, limit=None, tif=TimeInForce.day),
-    )
+    placed = await v.adapter.place_order(v.account_ref, market(v.sample, qty=quantity))
     for _ in range(5):
         current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
         if current.status is OrderStatus.filled:
@@ -146,25 +171,30 @@ async def hold(v: Venue, symbol: str, quantity: str) -> None:
 
 
 def order(
+    sample: Sample,
     *,
     side: OrderSide = OrderSide.buy,
-    qty: str = "2",
+    qty: str | None = None,
     order_type: OrderType = OrderType.limit,
     limit: str | None = "1.00",
     tif: TimeInForce = TimeInForce.gtc,
 ) -> OrderRequest:
     return OrderRequest(
         client_order_id="bgc" + uuid.uuid4().hex[:20],
-        symbol="AAPL",
+        symbol=sample.symbol,
         side=side,
-        quantity=Decimal(qty),
+        quantity=Decimal(qty or sample.qty),
         order_type=order_type,
         time_in_force=tif,
         limit_price=None if limit is None else Decimal(limit),
     )
 
 
-VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab", "plaid"]
+def market(sample: Sample, *, qty: str | None = None) -> OrderRequest:
+    return order(sample, qty=qty, order_type=OrderType.market, limit=None, tif=sample.market_tif)
+
+
+VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab", "coinbase", "plaid"]
 _REGISTRY = default_registry()
 # Venues whose path places orders (the write half of the contract); the rest are read-only.
 WRITE_VENUES = [v for v in VENUES if _spec_places_orders(v)]
@@ -174,7 +204,7 @@ READ_ONLY_VENUES = [v for v in VENUES if v not in WRITE_VENUES]
 @pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        request = order()
+        request = order(v.sample)
         submitted_at = datetime.now(UTC)
         placed = await v.adapter.place_order(v.account_ref, request)
         assert placed.status in (OrderStatus.submitted, OrderStatus.accepted)
@@ -213,7 +243,7 @@ async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: Asyn
 @pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        placed = await v.adapter.place_order(v.account_ref, order(v.sample))
         canceled = await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
         assert canceled.status in (OrderStatus.canceled, OrderStatus.pending_cancel)
         with pytest.raises(errors.OrderNotModifiable):
@@ -223,7 +253,7 @@ async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -
 @pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        placed = await v.adapter.place_order(v.account_ref, order(v.sample))
         changed = await v.adapter.modify_order(
             v.account_ref, placed.broker_order_id, OrderChanges(limit_price=Decimal("1.50"))
         )
@@ -237,19 +267,17 @@ async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> 
 @pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(
-            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
-        )
+        placed = await v.adapter.place_order(v.account_ref, market(v.sample))
         for _ in range(5):
             current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
             if current.status is OrderStatus.filled:
                 break
             await v.settle()
         assert current.status is OrderStatus.filled
-        assert current.filled_quantity == Decimal(2)
-        position = await v.adapter.get_position(v.account_ref, "AAPL")
+        assert current.filled_quantity == Decimal(v.sample.qty)
+        position = await v.adapter.get_position(v.account_ref, v.sample.symbol)
         assert position is not None
-        assert position.quantity == Decimal(2)
+        assert position.quantity == Decimal(v.sample.qty)
         balances = await v.adapter.get_balances(v.account_ref)
         assert balances.cash < Decimal(100000)
 
@@ -258,10 +286,7 @@ async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: Asyn
 async def test_refusals(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100") as v:
         with pytest.raises(errors.InsufficientFunds):
-            await v.adapter.place_order(
-                v.account_ref,
-                order(qty="10", order_type=OrderType.market, limit=None, tif=TimeInForce.day),
-            )
+            await v.adapter.place_order(v.account_ref, market(v.sample, qty="10"))
         with pytest.raises(errors.UnknownSymbol):
             await v.adapter.check_symbol("NOSUCHSYM")
 
@@ -284,18 +309,23 @@ async def test_an_unknown_order_is_not_found(name: str, sqlite_engine: AsyncEngi
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_holding_is_read_back_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        await hold(v, "AAPL", "2")
+        await hold(v, v.sample.qty)
+        held = Decimal(v.sample.qty)
         positions = await v.adapter.get_positions(v.account_ref)
         assert [(p.symbol, p.quantity, p.asset_class) for p in positions] == [
-            ("AAPL", Decimal(2), AssetClass.equity)
+            (v.sample.symbol, held, v.sample.asset_class)
         ]
         [position] = positions
         assert position.market_value == position.quantity * position.current_price
         assert position.as_of.tzinfo is not None
-        one = await v.adapter.get_position(v.account_ref, "AAPL")
+        one = await v.adapter.get_position(v.account_ref, v.sample.symbol)
         assert one is not None
-        assert (one.symbol, one.quantity, one.avg_cost) == ("AAPL", Decimal(2), position.avg_cost)
-        assert await v.adapter.get_position(v.account_ref, "MSFT") is None
+        assert (one.symbol, one.quantity, one.avg_cost) == (
+            v.sample.symbol,
+            held,
+            position.avg_cost,
+        )
+        assert await v.adapter.get_position(v.account_ref, v.sample.not_held) is None
         balances = await v.adapter.get_balances(v.account_ref)
         assert balances.equity >= balances.cash
 
@@ -318,7 +348,7 @@ async def test_a_read_only_venue_refuses_the_write_half_without_a_request(
         assert v.requests is not None
         before = v.requests()
         with pytest.raises(errors.NotSupported):
-            await v.adapter.place_order(v.account_ref, order())
+            await v.adapter.place_order(v.account_ref, order(v.sample))
         with pytest.raises(errors.NotSupported):
             await v.adapter.modify_order(v.account_ref, "x", OrderChanges(limit_price=Decimal(2)))
         with pytest.raises(errors.NotSupported):
@@ -332,8 +362,8 @@ async def test_a_read_only_venue_refuses_the_write_half_without_a_request(
 @pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_quotes(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        quotes = await v.adapter.get_quotes(["AAPL"])
-        quote = quotes["AAPL"]
+        quotes = await v.adapter.get_quotes([v.sample.symbol])
+        quote = quotes[v.sample.symbol]
         assert isinstance(quote.bid, Decimal)
         assert quote.bid < quote.ask
         assert quote.as_of.tzinfo is not None
@@ -354,8 +384,8 @@ async def test_the_account_and_its_starting_balances(name: str, sqlite_engine: A
 @pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        resting = await v.adapter.place_order(v.account_ref, order())
-        gone = await v.adapter.place_order(v.account_ref, order())
+        resting = await v.adapter.place_order(v.account_ref, order(v.sample))
+        gone = await v.adapter.place_order(v.account_ref, order(v.sample))
         await v.adapter.cancel_order(v.account_ref, gone.broker_order_id)
         assert (await v.adapter.get_order(v.account_ref, gone.broker_order_id)).status is (
             OrderStatus.canceled
@@ -368,7 +398,7 @@ async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: A
         }
         assert resting.broker_order_id in open_ids - closed_ids
         assert gone.broker_order_id in closed_ids - open_ids
-        history = await v.adapter.order_history(v.account_ref, None, None, "AAPL")
+        history = await v.adapter.order_history(v.account_ref, None, None, v.sample.symbol)
         assert {resting.broker_order_id, gone.broker_order_id} <= {
             o.broker_order_id for o in history
         }
@@ -377,9 +407,7 @@ async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: A
 @pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(
-            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
-        )
+        placed = await v.adapter.place_order(v.account_ref, market(v.sample))
         for _ in range(5):
             current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
             if current.status is OrderStatus.filled:
@@ -387,7 +415,7 @@ async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) ->
             await v.settle()
         assert current.avg_fill_price is not None
         buys = await v.adapter.get_transactions(v.account_ref, None, None, "buy")
-        assert [(t.symbol, t.quantity) for t in buys] == [("AAPL", Decimal(2))]
-        assert buys[0].amount == -(Decimal(2) * current.avg_fill_price)
+        assert [(t.symbol, t.quantity) for t in buys] == [(v.sample.symbol, Decimal(v.sample.qty))]
+        assert buys[0].amount == -(Decimal(v.sample.qty) * current.avg_fill_price)
         deposits = await v.adapter.get_transactions(v.account_ref, None, None, "deposit")
         assert sum(t.amount for t in deposits) == Decimal(100000)

@@ -1,9 +1,10 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
-Prints the settings that point the gateway at them, a credential per fake account, the
-platform's default Alpaca key (a second fake Alpaca account) and Schwab's OAuth app
-registration (its authorize page signs in a fake customer at once). A ticker matches resting
-orders every ``--tick`` seconds, like a market that moves.
+Prints the settings that point the gateway at them, a credential per fake account (for
+Coinbase a CDP key name and a fresh EC private key, as JSON), the platform's default Alpaca key
+(a second fake Alpaca account) and Schwab's OAuth app registration (its authorize page signs
+in a fake customer at once). A ticker matches resting orders every ``--tick`` seconds, like a
+market that moves.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import Awaitable, Callable
 
 from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.coinbase import FakeCoinbase
 from tests.fakes.plaid import FakePlaid
 from tests.fakes.runner import serve_asgi
 from tests.fakes.schwab import FakeSchwab
@@ -51,6 +54,8 @@ async def main(args: argparse.Namespace) -> None:
     plaid = FakePlaid(client_id=args.plaid_client_id, secret=args.plaid_secret)
     plaid_login = plaid.add_login()
     plaid.hold(plaid_login.accounts[0], "AAPL", "10", "190.25", cost_basis="1500.00")
+    coinbase = FakeCoinbase()
+    coinbase_user = coinbase.add_user(key_name=args.coinbase_key_name)
     async with (
         serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
         serve_asgi(plaid.app, port=args.plaid_port, on_shutdown=plaid.release_hung) as plaid_url,
@@ -63,7 +68,16 @@ async def main(args: argparse.Namespace) -> None:
         serve_asgi(
             schwab.app, port=args.schwab_port, on_shutdown=schwab.release_hung
         ) as schwab_url,
+        serve_asgi(
+            coinbase.app, port=args.coinbase_port, on_shutdown=coinbase.release_hung
+        ) as cb_url,
     ):
+        coinbase_credentials = json.dumps(
+            {
+                "api_key_name": coinbase_user.key_name,
+                "private_key": coinbase_user.private_key,
+            }
+        )
         lines = [
             f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
             f"export BROKERAGE_ALPACA_DATA_URL={alpaca_url}",
@@ -75,6 +89,8 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_PLAID_BASE_URL={plaid_url}",
             f"export BROKERAGE_PLAID_CLIENT_ID={plaid.client_id}",
             f"export BROKERAGE_PLAID_SECRET={plaid.secret}",
+            f"export BROKERAGE_COINBASE_BASE_URL={cb_url}",
+            f"export BROKERAGE_COINBASE_WS_URL={'ws' + cb_url.removeprefix('http')}",
             "# connect with:",
             CONNECT,
             f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": '
@@ -92,6 +108,8 @@ async def main(args: argparse.Namespace) -> None:
             "-H 'Content-Type: application/json' \\",
             f'#     -d \'{{"public_token": "{plaid.public_token(plaid_login)}"}}\'',
             "#   (more public tokens: POST <plaid url>/sandbox/public_token/create)",
+            CONNECT,
+            f'#     -d \'{{"broker": "coinbase", "credentials": {coinbase_credentials}}}\'',
             "# or to the platform's default Alpaca account: "
             '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
             f"export BROKERAGE_SCHWAB_BASE_URL={schwab_url}",
@@ -105,7 +123,7 @@ async def main(args: argparse.Namespace) -> None:
         sys.stdout.flush()
         tickers = [
             asyncio.create_task(_tick(fake.match, args.tick))
-            for fake in (alpaca, tradier, tastytrade, schwab)
+            for fake in (alpaca, tradier, tastytrade, schwab, coinbase)
         ]
         try:
             await asyncio.Event().wait()
@@ -121,6 +139,7 @@ def run() -> None:
     parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
     parser.add_argument("--tastytrade-port", type=int, default=8767, help="tastytrade fake port")
     parser.add_argument("--plaid-port", type=int, default=8770, help="Plaid fake port")
+    parser.add_argument("--coinbase-port", type=int, default=8771, help="Coinbase fake port")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
     parser.add_argument("--alpaca-key-id", default="PKFAKEALPACA0000001")
     parser.add_argument("--alpaca-secret", default="fake-alpaca-secret-not-a-real-key")
@@ -135,6 +154,11 @@ def run() -> None:
     )
     parser.add_argument("--plaid-client-id", default="fakeplaidclientid0000001")
     parser.add_argument("--plaid-secret", default="fake-plaid-secret-not-real")
+    parser.add_argument(
+        "--coinbase-key-name",
+        default="organizations/fake-org/apiKeys/fake-coinbase-key",
+        help="the fake CDP key's name (its EC private key is made fresh each run)",
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))
