@@ -33,14 +33,15 @@ from app.db.session import create_engine, create_sessionmaker  # noqa: E402
 from app.security.envelope import EnvelopeCipher  # noqa: E402
 from app.security.jwt import issue_dev_token  # noqa: E402
 from app.security.keyring import load_or_create_keyring, rotate_keyring  # noqa: E402
-from tests.postgres import fresh_database, postgres_server  # noqa: E402
+from tests.postgres import free_port, fresh_database, postgres_server  # noqa: E402
 from tests.services.rotation_support import seed_tokens  # noqa: E402
 
 TOKENS = int(os.environ.get("BENCH_TOKENS", "100000"))
 DURATION = float(os.environ.get("BENCH_DURATION", "15"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
-PORT = int(os.environ.get("BENCH_PORT", "8767"))
+# A port nothing listens on (a fixed default could measure some other server).
+PORT = int(os.environ.get("BENCH_PORT", "0")) or free_port()
 ACCOUNTS = 32
 ORDER = {"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"}
 
