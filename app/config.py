@@ -136,6 +136,16 @@ class Settings(BaseSettings):
     # docs/getting-started.rst recommends 120).
     schwab_requests_per_minute: int = 120
     schwab_order_requests_per_minute: int = 120
+    # Robinhood Crypto Trading API (Tier A, API key + Ed25519 signature; users bring their own
+    # key, so nothing else is configured). Production only: Robinhood has no sandbox.
+    robinhood_base_url: str = Field(
+        default="https://trading.robinhood.com",
+        validation_alias=AliasChoices("BROKERAGE_ROBINHOOD_BASE_URL", "robinhood_base_url"),
+    )
+    # "Requests per minute per user account: 100; in bursts: 300" (token bucket,
+    # https://docs.robinhood.com/crypto/trading/#section/Rate-Limiting).
+    robinhood_requests_per_minute: int = 100
+    robinhood_burst: int = 300
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0

@@ -130,10 +130,18 @@ class BrokerRegistry:
 
 def default_registry() -> BrokerRegistry:
     from app.brokers.alpaca import alpaca_spec
+    from app.brokers.robinhood import robinhood_spec
     from app.brokers.schwab import schwab_spec
     from app.brokers.tastytrade import tastytrade_spec
     from app.brokers.tradier import tradier_spec
 
     return BrokerRegistry(
-        [_paper_spec(), alpaca_spec(), tradier_spec(), tastytrade_spec(), schwab_spec()]
+        [
+            _paper_spec(),
+            alpaca_spec(),
+            tradier_spec(),
+            tastytrade_spec(),
+            schwab_spec(),
+            robinhood_spec(),
+        ]
     )

@@ -1,5 +1,5 @@
-"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade
-and Schwab (fakes).
+"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade,
+Schwab and Robinhood crypto (fakes).
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
 venue gives an adapter bound to a fresh funded account and a way to let the market
@@ -9,6 +9,11 @@ the id at the paper broker and Tradier, makes a new one at Alpaca, tastytrade an
 tastytrade answers a new order "Routed", i.e. ``submitted``, before it is ``Live``; Schwab has
 no client order id, so an order is found by fingerprint instead, as
 ``capabilities.client_order_ids`` says) both outcomes are spelled out.
+
+Robinhood trades crypto only: its venue names the instrument (``BTC-USD``), a quantity its
+funds cover, the one time in force it takes (gtc), and says it reports no cash movements
+(the API has no activity endpoint). It has no replace (``capabilities.modify`` unsupported),
+which the modify test spells out. The other venues keep the equity defaults.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.robinhood.support import running_fake as running_robinhood
 from tests.brokers.schwab.support import running_fake as running_schwab
 from tests.brokers.tastytrade.support import running_fake as running_tastytrade
 from tests.brokers.tradier.support import running_fake as running_tradier
@@ -54,6 +60,10 @@ class Venue:
     adapter: BrokerAdapter
     account_ref: str
     settle: Callable[[], Awaitable[object]]
+    symbol: str = "AAPL"
+    quantity: str = "2"  # what the market-order tests buy
+    market_tif: TimeInForce = TimeInForce.day
+    cash_movements: bool = True  # deposits are reported as transactions
 
 
 async def _ignore(_update: object) -> None:
@@ -86,6 +96,18 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         async with running_schwab(cash=cash) as schwab:
             yield Venue(schwab.adapter(), schwab.account.hash_value, schwab.fake.match)
         return
+    if name == "robinhood":
+        async with running_robinhood(cash=cash) as rh:
+            yield Venue(
+                rh.adapter(),
+                rh.account.account_number,
+                rh.fake.match,
+                symbol="BTC-USD",
+                quantity="0.05",  # the paper market's smallest displayed size: one fill
+                market_tif=TimeInForce.gtc,
+                cash_movements=False,
+            )
+        return
     async with running_fake(cash=cash) as run:
         yield Venue(run.adapter(), run.account.id, run.fake.match)
 
@@ -97,10 +119,11 @@ def order(
     order_type: OrderType = OrderType.limit,
     limit: str | None = "1.00",
     tif: TimeInForce = TimeInForce.gtc,
+    symbol: str = "AAPL",
 ) -> OrderRequest:
     return OrderRequest(
         client_order_id="bgc" + uuid.uuid4().hex[:20],
-        symbol="AAPL",
+        symbol=symbol,
         side=side,
         quantity=Decimal(qty),
         order_type=order_type,
@@ -109,13 +132,13 @@ def order(
     )
 
 
-VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab"]
+VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab", "robinhood"]
 
 
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        request = order()
+        request = order(symbol=v.symbol)
         submitted_at = datetime.now(UTC)
         placed = await v.adapter.place_order(v.account_ref, request)
         assert placed.status in (OrderStatus.submitted, OrderStatus.accepted)
@@ -154,7 +177,7 @@ async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: Asyn
 @pytest.mark.parametrize("name", VENUES)
 async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        placed = await v.adapter.place_order(v.account_ref, order(symbol=v.symbol))
         canceled = await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
         assert canceled.status in (OrderStatus.canceled, OrderStatus.pending_cancel)
         with pytest.raises(errors.OrderNotModifiable):
@@ -164,7 +187,15 @@ async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -
 @pytest.mark.parametrize("name", VENUES)
 async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        placed = await v.adapter.place_order(v.account_ref, order(symbol=v.symbol))
+        if v.adapter.capabilities.modify is Support.unsupported:  # Robinhood: no replace
+            with pytest.raises(errors.NotSupported):
+                await v.adapter.modify_order(
+                    v.account_ref, placed.broker_order_id, OrderChanges(limit_price=Decimal("1.5"))
+                )
+            unchanged = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+            assert (unchanged.limit_price, unchanged.status) == (Decimal(1), OrderStatus.accepted)
+            return
         changed = await v.adapter.modify_order(
             v.account_ref, placed.broker_order_id, OrderChanges(limit_price=Decimal("1.50"))
         )
@@ -179,7 +210,14 @@ async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> 
 async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         placed = await v.adapter.place_order(
-            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
+            v.account_ref,
+            order(
+                qty=v.quantity,
+                order_type=OrderType.market,
+                limit=None,
+                tif=v.market_tif,
+                symbol=v.symbol,
+            ),
         )
         for _ in range(5):
             current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
@@ -187,10 +225,10 @@ async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: Asyn
                 break
             await v.settle()
         assert current.status is OrderStatus.filled
-        assert current.filled_quantity == Decimal(2)
-        position = await v.adapter.get_position(v.account_ref, "AAPL")
+        assert current.filled_quantity == Decimal(v.quantity)
+        position = await v.adapter.get_position(v.account_ref, v.symbol)
         assert position is not None
-        assert position.quantity == Decimal(2)
+        assert position.quantity == Decimal(v.quantity)
         balances = await v.adapter.get_balances(v.account_ref)
         assert balances.cash < Decimal(100000)
 
@@ -201,7 +239,13 @@ async def test_refusals(name: str, sqlite_engine: AsyncEngine) -> None:
         with pytest.raises(errors.InsufficientFunds):
             await v.adapter.place_order(
                 v.account_ref,
-                order(qty="10", order_type=OrderType.market, limit=None, tif=TimeInForce.day),
+                order(
+                    qty="10",
+                    order_type=OrderType.market,
+                    limit=None,
+                    tif=v.market_tif,
+                    symbol=v.symbol,
+                ),
             )
         with pytest.raises(errors.UnknownSymbol):
             await v.adapter.check_symbol("NOSUCHSYM")
@@ -212,8 +256,8 @@ async def test_refusals(name: str, sqlite_engine: AsyncEngine) -> None:
 @pytest.mark.parametrize("name", VENUES)
 async def test_quotes(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        quotes = await v.adapter.get_quotes(["AAPL"])
-        quote = quotes["AAPL"]
+        quotes = await v.adapter.get_quotes([v.symbol])
+        quote = quotes[v.symbol]
         assert isinstance(quote.bid, Decimal)
         assert quote.bid < quote.ask
         assert quote.as_of.tzinfo is not None
@@ -234,8 +278,8 @@ async def test_the_account_and_its_starting_balances(name: str, sqlite_engine: A
 @pytest.mark.parametrize("name", VENUES)
 async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        resting = await v.adapter.place_order(v.account_ref, order())
-        gone = await v.adapter.place_order(v.account_ref, order())
+        resting = await v.adapter.place_order(v.account_ref, order(symbol=v.symbol))
+        gone = await v.adapter.place_order(v.account_ref, order(symbol=v.symbol))
         await v.adapter.cancel_order(v.account_ref, gone.broker_order_id)
         assert (await v.adapter.get_order(v.account_ref, gone.broker_order_id)).status is (
             OrderStatus.canceled
@@ -248,7 +292,7 @@ async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: A
         }
         assert resting.broker_order_id in open_ids - closed_ids
         assert gone.broker_order_id in closed_ids - open_ids
-        history = await v.adapter.order_history(v.account_ref, None, None, "AAPL")
+        history = await v.adapter.order_history(v.account_ref, None, None, v.symbol)
         assert {resting.broker_order_id, gone.broker_order_id} <= {
             o.broker_order_id for o in history
         }
@@ -258,7 +302,14 @@ async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: A
 async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
         placed = await v.adapter.place_order(
-            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
+            v.account_ref,
+            order(
+                qty=v.quantity,
+                order_type=OrderType.market,
+                limit=None,
+                tif=v.market_tif,
+                symbol=v.symbol,
+            ),
         )
         for _ in range(5):
             current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
@@ -267,7 +318,10 @@ async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) ->
             await v.settle()
         assert current.avg_fill_price is not None
         buys = await v.adapter.get_transactions(v.account_ref, None, None, "buy")
-        assert [(t.symbol, t.quantity) for t in buys] == [("AAPL", Decimal(2))]
-        assert buys[0].amount == -(Decimal(2) * current.avg_fill_price)
+        assert [(t.symbol, t.quantity) for t in buys] == [(v.symbol, Decimal(v.quantity))]
+        assert buys[0].amount == -(Decimal(v.quantity) * current.avg_fill_price)
         deposits = await v.adapter.get_transactions(v.account_ref, None, None, "deposit")
-        assert sum(t.amount for t in deposits) == Decimal(100000)
+        if v.cash_movements:
+            assert sum(t.amount for t in deposits) == Decimal(100000)
+        else:
+            assert deposits == []

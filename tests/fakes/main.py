@@ -1,9 +1,10 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
 Prints the settings that point the gateway at them, a credential per fake account, the
-platform's default Alpaca key (a second fake Alpaca account) and Schwab's OAuth app
-registration (its authorize page signs in a fake customer at once). A ticker matches resting
-orders every ``--tick`` seconds, like a market that moves.
+platform's default Alpaca key (a second fake Alpaca account), a Robinhood crypto API key and
+its private key (generated per run), and Schwab's OAuth app registration (its authorize page
+signs in a fake customer at once). A ticker matches resting orders every ``--tick`` seconds,
+like a market that moves.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.robinhood import FakeRobinhood
 from tests.fakes.runner import serve_asgi
 from tests.fakes.schwab import FakeSchwab
 from tests.fakes.tastytrade import FakeTastytrade
@@ -47,6 +49,8 @@ async def main(args: argparse.Namespace) -> None:
     schwab.add_app(args.schwab_client_id, args.schwab_client_secret, args.schwab_redirect_uri)
     schwab.add_login()
     schwab.faults.heartbeat_seconds = 10.0
+    robinhood = FakeRobinhood()
+    robinhood_account = robinhood.add_account()
     async with (
         serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
         serve_asgi(
@@ -58,6 +62,9 @@ async def main(args: argparse.Namespace) -> None:
         serve_asgi(
             schwab.app, port=args.schwab_port, on_shutdown=schwab.release_hung
         ) as schwab_url,
+        serve_asgi(
+            robinhood.app, port=args.robinhood_port, on_shutdown=robinhood.release_hung
+        ) as robinhood_url,
     ):
         lines = [
             f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
@@ -86,12 +93,18 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_SCHWAB_REDIRECT_URI={args.schwab_redirect_uri}",
             "# Schwab connects through the OAuth flow; the fake's authorize page signs in",
             "# its customer at once and redirects to the redirect URI above.",
+            f"export BROKERAGE_ROBINHOOD_BASE_URL={robinhood_url}",
+            "# Robinhood crypto (a fresh key pair per run; trade BTC-USD or ETH-USD, gtc):",
+            CONNECT,
+            f'#     -d \'{{"broker": "robinhood", "credentials": {{"api_key": '
+            f'"{robinhood_account.api_key}", "private_key": '
+            f'"{robinhood_account.private_key_b64}"}}}}\'',
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
         tickers = [
             asyncio.create_task(_tick(fake.match, args.tick))
-            for fake in (alpaca, tradier, tastytrade, schwab)
+            for fake in (alpaca, tradier, tastytrade, schwab, robinhood)
         ]
         try:
             await asyncio.Event().wait()
@@ -118,6 +131,7 @@ def run() -> None:
     parser.add_argument(
         "--schwab-redirect-uri", default="http://localhost:8000/v1/oauth/schwab/callback"
     )
+    parser.add_argument("--robinhood-port", type=int, default=8772, help="Robinhood fake port")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))

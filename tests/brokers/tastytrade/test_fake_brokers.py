@@ -24,6 +24,8 @@ async def test_the_fake_brokers_entry_point_serves_tastytrade() -> None:
         "0",
         "--schwab-port",
         "0",
+        "--robinhood-port",
+        "0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=ROOT,
