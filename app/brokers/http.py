@@ -245,15 +245,21 @@ class HttpPool:
             self._clients[key] = found
         return found
 
-    def bucket(self, broker: str, key: str, *, rate: float, capacity: float) -> Pacer:
+    def bucket(
+        self, broker: str, key: str, *, rate: float, capacity: float, max_wait: float = 5.0
+    ) -> Pacer:
         """The pacer for one credential at one broker: shared across instances when the
-        pool has a shared limiter, else in-process."""
+        pool has a shared limiter, else in-process. ``max_wait``: how long a request may
+        wait for its turn before it is refused (an endpoint paced at one request per
+        5 seconds needs more than the default)."""
         found = self._buckets.get((broker, key))
         if found is None:
             if self._limiter is not None:
-                found = SharedBucket(self._limiter, f"{broker}:{key}", rate, capacity)
+                found = SharedBucket(
+                    self._limiter, f"{broker}:{key}", rate, capacity, max_wait=max_wait
+                )
             else:
-                found = TokenBucket(rate, capacity)
+                found = TokenBucket(rate, capacity, max_wait=max_wait)
             self._buckets[(broker, key)] = found
         return found
 

@@ -1,5 +1,5 @@
 """One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade,
-Schwab and Robinhood crypto (fakes).
+Schwab, Robinhood crypto, Webull and Interactive Brokers (fakes).
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
 venue gives an adapter bound to a fresh funded account and a way to let the market
@@ -13,7 +13,10 @@ no client order id, so an order is found by fingerprint instead, as
 Robinhood trades crypto only: its venue names the instrument (``BTC-USD``), a quantity its
 funds cover, the one time in force it takes (gtc), and says it reports no cash movements
 (the API has no activity endpoint). It has no replace (``capabilities.modify`` unsupported),
-which the modify test spells out. The other venues keep the equity defaults.
+which the modify test spells out. Webull's v2 API reports no cash activity either (its
+transactions are its filled orders) and IBKR's gateway reports executions only; IBKR's venue
+confirms the price-constraint question (o163) its far-from-market test limits raise, as a
+deployment may (``ibkr_auto_confirm``). The other venues keep the equity defaults.
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.ibkr.support import running_fake as running_ibkr
 from tests.brokers.robinhood.support import running_fake as running_robinhood
 from tests.brokers.schwab.support import running_fake as running_schwab
 from tests.brokers.tastytrade.support import running_fake as running_tastytrade
 from tests.brokers.tradier.support import running_fake as running_tradier
+from tests.brokers.webull.support import running_fake as running_webull
 from tests.conftest import new_user
 from tests.harness import CLOCK_START
 
@@ -96,6 +101,16 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         async with running_schwab(cash=cash) as schwab:
             yield Venue(schwab.adapter(), schwab.account.hash_value, schwab.fake.match)
         return
+    if name == "webull":
+        async with running_webull(cash=cash) as wb:
+            adapter = await wb.adapter()
+            yield Venue(adapter, wb.account.account_id, wb.fake.match, cash_movements=False)
+        return
+    if name == "ibkr":
+        async with running_ibkr(cash=cash) as ib:
+            adapter = ib.adapter(ibkr_auto_confirm=["o163"])
+            yield Venue(adapter, ib.account.account_id, ib.fake.match, cash_movements=False)
+        return
     if name == "robinhood":
         async with running_robinhood(cash=cash) as rh:
             yield Venue(
@@ -132,7 +147,7 @@ def order(
     )
 
 
-VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab", "robinhood"]
+VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab", "robinhood", "webull", "ibkr"]
 
 
 @pytest.mark.parametrize("name", VENUES)

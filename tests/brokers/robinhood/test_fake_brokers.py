@@ -12,7 +12,15 @@ from app.brokers.robinhood.auth import check_credentials
 from app.config import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
-PORTS = ["--port", "--tradier-port", "--tastytrade-port", "--schwab-port", "--robinhood-port"]
+PORTS = [
+    "--port",
+    "--tradier-port",
+    "--tastytrade-port",
+    "--schwab-port",
+    "--robinhood-port",
+    "--webull-port",
+    "--ibkr-port",
+]
 
 
 async def test_the_fake_brokers_entry_point_serves_robinhood() -> None:
