@@ -339,8 +339,15 @@ class ConnectionService:
     async def _broker_accounts(
         self, user_id: str, spec: BrokerSpec, credentials: Credentials
     ) -> list[BrokerAccount]:
-        """The accounts a credential sees: a real read that proves the credential works."""
-        adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
+        """The accounts a credential sees: a real read that proves the credential works.
+
+        An adapter may refuse a credential before sending anything (an IBKR gateway URL off
+        this deployment's allow-list): that is ``invalid_credentials`` too, with its reason.
+        """
+        try:
+            adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
+        except broker_errors.AuthenticationFailed as exc:
+            raise errors.InvalidCredentials(f"{spec.name}: {exc.reason}") from None
         try:
             broker_accounts = await adapter.list_accounts()
         except broker_errors.AuthenticationFailed:

@@ -6,7 +6,7 @@ IBKR account id (``DU...`` for paper logins); several may sit behind one login.
 Quirks, with their doc pages (IBKR Campus, Client Portal Web API,
 https://www.interactivebrokers.com/campus/ibkr-api-page/cpapi-v1/):
 
-* Session first: ``POST /iserver/auth/status`` must say authenticated (the user logged in
+* Session first: ``/iserver/auth/status`` must say authenticated (the user logged in
   at the gateway), and ``GET /iserver/accounts`` must precede order and market-data calls
   ("pre-flight"). Both are remembered per gateway for ``SESSION_TTL``; ``POST /tickle``
   keeps the session alive (IBKR: at least once a minute), sent when the last one is older
@@ -173,8 +173,9 @@ class IbkrAdapter:
     # --- session ---------------------------------------------------------------------
 
     async def auth_status(self) -> dict[str, Any]:
-        """``POST /iserver/auth/status``: also how a new gateway URL is validated."""
-        body = _loads(await self._api.request("POST", "/iserver/auth/status"))
+        """``GET /iserver/auth/status`` (the gateway takes GET or POST; GET is a read, so a
+        lost answer is retried): also how a new gateway URL is validated."""
+        body = _loads(await self._api.request("GET", "/iserver/auth/status"))
         if not isinstance(body, dict):
             raise mapping.unknown("auth status payload", type(body).__name__)
         if body.get("authenticated") is not True or body.get("connected") is not True:
