@@ -148,3 +148,12 @@ async def test_an_unknown_status_from_the_gateway_is_an_error() -> None:
         ib.fake.set_status(int(placed.broker_order_id), "Working")
         with pytest.raises(errors.UnknownBrokerValue):
             await adapter.get_order(ib.account.account_id, placed.broker_order_id)
+
+
+async def test_latency_beyond_the_read_timeout_is_transient_for_reads() -> None:
+    async with running_fake() as ib:
+        adapter = ib.adapter()
+        assert await adapter.list_accounts()
+        ib.fake.faults.latency = 2.0
+        with pytest.raises(errors.Transient):
+            await adapter.get_order(ib.account.account_id, "1")

@@ -148,3 +148,11 @@ async def test_an_unknown_status_from_the_broker_is_an_error() -> None:
         wb.fake.set_status(placed.broker_order_id, "PARTIAL FILLED")
         with pytest.raises(errors.UnknownBrokerValue):
             await adapter.get_order(wb.account.account_id, placed.broker_order_id)
+
+
+async def test_latency_beyond_the_read_timeout_is_transient_for_reads() -> None:
+    async with running_fake() as wb:
+        adapter = await wb.adapter()
+        wb.fake.faults.latency = 2.0
+        with pytest.raises(errors.Transient):
+            await adapter.get_balances(wb.account.account_id)
