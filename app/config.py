@@ -177,6 +177,42 @@ class Settings(BaseSettings):
     # The user channel: heartbeats arrive every second once subscribed; a connection that
     # says nothing for this long is restarted (and caught up over REST).
     coinbase_stream_idle_seconds: float = 15.0
+    # Robinhood Crypto Trading API (Tier A, API key + Ed25519 signature; users bring their own
+    # key, so nothing else is configured). Production only: Robinhood has no sandbox.
+    robinhood_base_url: str = Field(
+        default="https://trading.robinhood.com",
+        validation_alias=AliasChoices("BROKERAGE_ROBINHOOD_BASE_URL", "robinhood_base_url"),
+    )
+    # "Requests per minute per user account: 100; in bursts: 300" (token bucket,
+    # https://docs.robinhood.com/crypto/trading/#section/Rate-Limiting).
+    robinhood_requests_per_minute: int = 100
+    robinhood_burst: int = 300
+    # Webull OpenAPI (Tier A, HMAC-signed; each user registers their own app and brings its
+    # App Key/Secret). Test environment: http://us-openapi-alb.uat.webullbroker.com
+    # (https://developer.webull.com/apis/docs/trade-api/trade).
+    webull_base_url: str = Field(
+        default="https://api.webull.com",
+        validation_alias=AliasChoices("BROKERAGE_WEBULL_BASE_URL", "webull_base_url"),
+    )
+    # How often connections waiting for the user (Webull's access token, confirmed in the
+    # Webull app) are checked; a GET of such a connection checks it too, at most this often.
+    credential_confirm_interval_seconds: float = 10.0
+    # Interactive Brokers through the user's Client Portal Gateway (Tier A, ``gateway``): the
+    # connection stores the gateway's URL, which this service then calls, so it must be on
+    # this allow-list of hosts (server-side request forgery). The gateway's self-signed
+    # certificate: give its CA bundle, or (local development only) turn verification off.
+    ibkr_gateway_hosts: list[str] = ["localhost", "127.0.0.1", "::1"]
+    ibkr_gateway_verify_tls: bool = True
+    ibkr_gateway_ca_bundle: str | None = None
+    # Order questions (``messageIds`` such as "o163", the price-constraint warning) this
+    # deployment confirms on the user's behalf; any other question rejects the order.
+    ibkr_auto_confirm: list[str] = []
+    # IBKR Campus "Pacing Limitations": 10 requests per second per session; one per
+    # 5 seconds on /iserver/account/orders, /iserver/account/trades, /portfolio/accounts;
+    # a breach is a 429 and a penalty box. Paced below them, with room for network jitter:
+    # a bucket of one at 8 per second never puts 10 in any second.
+    ibkr_requests_per_second: float = 8.0
+    ibkr_slow_endpoint_seconds: float = 5.5
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0

@@ -48,7 +48,7 @@ from app.security.vault import TokenVault
 from app.services.accounts import AccountService
 from app.services.admin import AdminService
 from app.services.clock import utcnow
-from app.services.connections import ConnectionService
+from app.services.connections import ConnectionService, run_confirmations
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
@@ -207,6 +207,16 @@ def create_app(
                 asyncio.create_task(
                     tokens.run(settings.token_refresh_interval_seconds, stop),
                     name="token-refresh",
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    run_confirmations(
+                        app.state.brokerage.connections,
+                        settings.credential_confirm_interval_seconds,
+                        stop,
+                    ),
+                    name="credential-confirmations",
                 )
             )
         log.info("brokerage gateway ready", extra={"database": engine.dialect.name})

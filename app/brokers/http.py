@@ -36,7 +36,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -53,6 +53,19 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The broker's own reading of a 4xx answer (never 429 or 5xx, whose meaning is fixed here):
 # given the response and the method, an error to raise, or None for the generic mapping.
 Classifier = Callable[[httpx.Response, str], errors.BrokerError | None]
+# Per-request authentication (Robinhood's Ed25519 signature, Webull's HMAC): given the fully
+# built request (method, URL with its query, exact body bytes), the headers that sign it. It
+# runs for every attempt, so each carries a fresh timestamp and nonce.
+Signer = Callable[[httpx.Request], Mapping[str, str]]
+# Query parameters: a mapping, or pairs where a key repeats (``?symbol=A&symbol=B``).
+Params = Mapping[str, Any] | Sequence[tuple[str, str]]
+
+
+def _query(params: Params | None) -> Mapping[str, Any] | httpx.QueryParams | None:
+    if params is None or isinstance(params, Mapping):
+        return params
+    pairs: list[tuple[str, str | int | float | bool | None]] = [(k, v) for k, v in params]
+    return httpx.QueryParams(pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,27 +228,38 @@ class HttpPool:
     def __repr__(self) -> str:
         return f"HttpPool(clients={len(self._clients)}, buckets={len(self._buckets)})"
 
-    def client(self, base_url: str) -> httpx.AsyncClient:
-        found = self._clients.get(base_url)
+    def client(self, base_url: str, *, verify: bool | str = True) -> httpx.AsyncClient:
+        """The shared client for ``base_url``. ``verify``: TLS verification as httpx takes it
+        (a CA bundle path for a gateway with its own certificate, False only where a
+        deployment explicitly allows an unverified local gateway)."""
+        key = base_url if verify is True else f"{base_url}\x00{verify}"
+        found = self._clients.get(key)
         if found is None:
             found = httpx.AsyncClient(
                 base_url=base_url,
                 timeout=self.timeouts.as_httpx(),
                 follow_redirects=False,
                 transport=self._transport,
+                verify=verify,
             )
-            self._clients[base_url] = found
+            self._clients[key] = found
         return found
 
-    def bucket(self, broker: str, key: str, *, rate: float, capacity: float) -> Pacer:
+    def bucket(
+        self, broker: str, key: str, *, rate: float, capacity: float, max_wait: float = 5.0
+    ) -> Pacer:
         """The pacer for one credential at one broker: shared across instances when the
-        pool has a shared limiter, else in-process."""
+        pool has a shared limiter, else in-process. ``max_wait``: how long a request may
+        wait for its turn before it is refused (an endpoint paced at one request per
+        5 seconds needs more than the default)."""
         found = self._buckets.get((broker, key))
         if found is None:
             if self._limiter is not None:
-                found = SharedBucket(self._limiter, f"{broker}:{key}", rate, capacity)
+                found = SharedBucket(
+                    self._limiter, f"{broker}:{key}", rate, capacity, max_wait=max_wait
+                )
             else:
-                found = TokenBucket(rate, capacity)
+                found = TokenBucket(rate, capacity, max_wait=max_wait)
             self._buckets[(broker, key)] = found
         return found
 
@@ -345,8 +369,11 @@ class BrokerClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry_after_from: Callable[[httpx.Response], float | None] | None = None,
+        signer: Signer | None = None,
+        verify: bool | str = True,
     ) -> None:
-        self._client = pool.client(base_url)
+        self._client = pool.client(base_url, verify=verify)
+        self._signer = signer
         self._broker = broker
         self._headers = dict(headers)
         self._bucket = bucket
@@ -366,7 +393,7 @@ class BrokerClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, Any] | None = None,
+        params: Params | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
         safe: bool = False,
@@ -403,7 +430,7 @@ class BrokerClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, Any] | None,
+        params: Params | None,
         json: Any,
         data: Mapping[str, Any] | None,
         reads: bool,
@@ -413,9 +440,17 @@ class BrokerClient:
         await self._bucket.acquire(self._broker)
         started = time.perf_counter()
         try:
-            response = await self._client.request(
-                method, path, params=params, json=json, data=data, headers=self._headers
-            )
+            if self._signer is None:
+                response = await self._client.request(
+                    method, path, params=_query(params), json=json, data=data, headers=self._headers
+                )
+            else:
+                # Built first so the signature covers exactly the bytes that are sent.
+                request = self._client.build_request(
+                    method, path, params=_query(params), json=json, data=data, headers=self._headers
+                )
+                request.headers.update(self._signer(request))
+                response = await self._client.send(request)
         except httpx.TransportError as exc:
             mapped = map_transport(exc, kind, self._broker)
             log.warning(

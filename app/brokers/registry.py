@@ -6,9 +6,10 @@ an adapter for one connection. Services resolve adapters through here, never by 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
 from app.brokers.base import AuthKind, BrokerAdapter, Capabilities, Tier
 from app.config import Settings
@@ -36,6 +37,37 @@ AdapterFactory = Callable[[AdapterContext, "Credentials | None"], BrokerAdapter]
 
 
 @dataclass(frozen=True, slots=True)
+class Activation:
+    """Where a credential stands after a broker-side activation step.
+
+    Webull's access token is created by a signed call and is ``PENDING`` until the user
+    confirms it in the Webull app: ``pending`` until then, ``active`` once confirmed,
+    ``failed`` when it expired or was refused. ``credentials`` is what to store (the user's
+    key plus whatever the step issued); ``reason`` is safe to show.
+    """
+
+    credentials: Credentials
+    state: Literal["active", "pending", "failed"]
+    reason: str = ""
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialSetup:
+    """A broker's activation step for API-key connections (see ``Activation``).
+
+    ``begin`` runs when the connection is created (before anything is stored), ``check``
+    afterwards while the connection waits for the user (``app.services.connections``).
+    Both raise ``app.brokers.errors`` like adapter calls. ``pending_display`` is what the
+    connection shows while it waits.
+    """
+
+    begin: Callable[[AdapterContext, Credentials], Awaitable[Activation]]
+    check: Callable[[AdapterContext, Credentials], Awaitable[Activation]]
+    pending_display: str
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerSpec:
     slug: str
     name: str
@@ -58,6 +90,8 @@ class BrokerSpec:
     # OAuth paths (``auth=oauth2``): the broker's authorization server, as data. The connect
     # flow (GET /v1/oauth/{slug}/authorize) and the token refresher use only this.
     oauth: OAuthSpec | None = None
+    # API-key paths whose key must be activated at the broker first (Webull's access token).
+    credential_setup: CredentialSetup | None = None
 
     def oauth_ready(self, settings: Settings) -> bool:
         """Whether this deployment can run the OAuth flow for this broker."""
@@ -136,10 +170,13 @@ class BrokerRegistry:
 def default_registry() -> BrokerRegistry:
     from app.brokers.alpaca import alpaca_spec
     from app.brokers.coinbase import coinbase_spec
+    from app.brokers.ibkr import ibkr_spec
     from app.brokers.plaid import plaid_spec
+    from app.brokers.robinhood import robinhood_spec
     from app.brokers.schwab import schwab_spec
     from app.brokers.tastytrade import tastytrade_spec
     from app.brokers.tradier import tradier_spec
+    from app.brokers.webull import webull_spec
 
     return BrokerRegistry(
         [
@@ -149,6 +186,9 @@ def default_registry() -> BrokerRegistry:
             tastytrade_spec(),
             schwab_spec(),
             coinbase_spec(),
+            robinhood_spec(),
+            webull_spec(),
+            ibkr_spec(),
             plaid_spec(),
         ]
     )

@@ -11,8 +11,11 @@ paper-first gate and the audit chain apply to ``byob`` only (ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
@@ -28,7 +31,7 @@ from app.brokers.base import (
     Tier,
     revoke_credential,
 )
-from app.brokers.registry import BrokerSpec
+from app.brokers.registry import Activation, AdapterContext, BrokerSpec
 from app.db.models import Account, Connection
 from app.db.repositories.connections import AccountRepository, ConnectionRepository
 from app.db.repositories.orders import OrderEventRepository, OrderRepository
@@ -55,6 +58,12 @@ from app.streaming.protocol import format_timestamp
 log = logging.getLogger(__name__)
 
 MAX_STARTING_CASH = Decimal("1000000000")
+# ``last_refresh_outcome`` of a connection whose credential waits for the user at the broker
+# (Webull's access token, confirmed in the Webull app). Such a connection is ``broken`` (no
+# order, no read reaches the broker) until a check finds the credential confirmed.
+PENDING_CONFIRMATION = "pending_confirmation"
+CONFIRMED = "confirmed"
+CONFIRMATION_FAILED = "confirmation_failed"
 
 
 def broker_out(spec: BrokerSpec) -> BrokerOut:
@@ -183,7 +192,9 @@ class ConnectionService:
             )
         if spec.auth is AuthKind.none:
             return await self._create_paper(user_id, spec, body)
-        if spec.auth is AuthKind.api_key and spec.token_tier is not None:
+        if spec.auth in (AuthKind.api_key, AuthKind.gateway) and spec.token_tier is not None:
+            # A gateway connection stores the gateway's URL like a key: sealed, validated
+            # with a real read first.
             return await self._create_api_key(user_id, spec, body)
         raise errors.UnknownBroker(f"connecting '{spec.slug}' is not available yet")
 
@@ -196,6 +207,12 @@ class ConnectionService:
         written; a refused key answers 422 ``invalid_credentials`` and leaves no row behind.
         The credential reaches the database only through the vault, in the same transaction
         as the connection and its accounts.
+
+        Brokers with an activation step (``spec.credential_setup``: Webull issues an access
+        token the user must confirm in its app) run it first; that signed call validates the
+        key. While the broker waits for the user, the connection is stored ``broken`` with
+        ``last_refresh_outcome = "pending_confirmation"`` and no accounts yet (the broker
+        refuses reads until then); ``confirm_pending`` completes it.
         """
         if body.options:
             raise errors.ValidationFailed(f"{spec.name} connections take no options")
@@ -207,20 +224,37 @@ class ConnectionService:
             )
         except ValueError as exc:
             raise errors.InvalidCredentials(str(exc)) from None
-        broker_accounts = await self._broker_accounts(user_id, spec, credentials)
+        activation = None
+        if spec.credential_setup is not None:
+            activation = await self._activate(
+                spec, spec.credential_setup.begin, user_id, credentials
+            )
+            if activation.state == "failed":
+                raise errors.InvalidCredentials(f"{spec.name}: {activation.reason}")
+            credentials = activation.credentials
+        pending = activation is not None and activation.state == "pending"
+        broker_accounts = [] if pending else await self._broker_accounts(user_id, spec, credentials)
         assert spec.token_tier is not None
         now = utcnow()
+        display = f"Linked: {spec.name}" if spec.tier is Tier.C else f"Connected: {spec.name}"
         connection = Connection(
             id=new_id("con"),
             user_id=user_id,
             broker_slug=spec.slug,
             tier=spec.tier.value,
             ownership="byob",
-            status="active",
+            status="broken" if pending else "active",
             # API.md: "Connected: Schwab" for Live paths, "Linked: <institution>" for Tier C.
-            display=f"Linked: {spec.name}" if spec.tier is Tier.C else f"Connected: {spec.name}",
+            display=(
+                spec.credential_setup.pending_display
+                if pending and spec.credential_setup is not None
+                else display
+            ),
             created_at=now,
             updated_at=now,
+            expires_at=None if activation is None else activation.expires_at,
+            last_refresh_at=now if pending else None,
+            last_refresh_outcome=PENDING_CONFIRMATION if pending else None,
         )
         accounts = [live_account(user_id, connection, spec, a, now) for a in broker_accounts]
         async with self._ctx.sessionmaker() as session:
@@ -233,19 +267,134 @@ class ConnectionService:
                 broker_slug=spec.slug,
                 broker_tier=spec.token_tier,
                 credentials=credentials,
+                expires_at=connection.expires_at,
             )
             repo = AccountRepository.for_user(session, user_id)
             for account in accounts:
                 repo.add(account)
-            append_connection_event(session, connection)
+            append_connection_event(
+                session, connection, reason=activation.reason if pending and activation else None
+            )
             await session.commit()
         return connection_out(connection, [a.id for a in accounts])
+
+    async def _activate(
+        self,
+        spec: BrokerSpec,
+        step: Callable[[AdapterContext, Credentials], Awaitable[Activation]],
+        user_id: str,
+        credentials: Credentials,
+    ) -> Activation:
+        """Run a credential activation step; a refused key is ``invalid_credentials``."""
+        try:
+            return await step(self._ctx.adapter_context(user_id), credentials)
+        except broker_errors.AuthenticationFailed:
+            raise errors.InvalidCredentials(f"{spec.name} did not accept this key") from None
+        except broker_errors.BrokerError as exc:
+            log.warning(
+                "could not activate a new connection's key",
+                extra={"broker": spec.slug, "reason": exc.reason},
+            )
+            raise to_app_error(exc) from None
+
+    async def confirm_pending(self, *, user_id: str, connection_id: str) -> bool:
+        """Ask the broker whether a waiting credential was confirmed; complete it if so.
+
+        Confirmed: the credential is sealed again (as the broker now reports it), the
+        accounts are read and stored, the connection becomes ``active`` with a
+        ``connection.active`` event. Expired or refused: it stays ``broken`` with a
+        ``connection.broken`` event naming why (the user connects again). Still waiting:
+        only ``last_refresh_at`` moves. Returns whether the connection changed. Broker
+        failures are logged and leave it as it was (the next check tries again); a change
+        made meanwhile by another instance wins (the row is re-read under a lock).
+        """
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
+            if connection is None or connection.last_refresh_outcome != PENDING_CONFIRMATION:
+                return False
+            spec = self._ctx.registry.get(connection.broker_slug)
+            if spec is None or spec.credential_setup is None or spec.token_tier is None:
+                return False
+            credentials = await self._ctx.vault.credentials_for_read(
+                session, user_id=user_id, connection_id=connection_id
+            )
+        setup = spec.credential_setup
+        broker_accounts: list[BrokerAccount] = []
+        try:
+            activation = await setup.check(self._ctx.adapter_context(user_id), credentials)
+            if activation.state == "active":
+                broker_accounts = await self._broker_accounts(user_id, spec, activation.credentials)
+        except (broker_errors.BrokerError, errors.AppError) as exc:
+            log.warning(
+                "could not check a connection waiting for confirmation",
+                extra={"broker": spec.slug, "connection_id": connection_id, "error": str(exc)},
+            )
+            activation = None
+        now = utcnow()
+        async with self._ctx.sessionmaker() as session:
+            repo = ConnectionRepository.for_user(session, user_id)
+            connection = await repo.get(connection_id, for_update=True)
+            if connection is None or connection.last_refresh_outcome != PENDING_CONFIRMATION:
+                return False
+            connection.last_refresh_at = now
+            if activation is None or activation.state == "pending":
+                await session.commit()
+                return False
+            await self._ctx.vault.reseal(
+                session,
+                user_id=user_id,
+                connection_id=connection_id,
+                credentials=activation.credentials,
+                expires_at=activation.expires_at,
+                refresh_expires_at=None,
+            )
+            connection.updated_at = now
+            connection.expires_at = activation.expires_at
+            ids: list[str] = []
+            if activation.state == "active":
+                connection.status = "active"
+                connection.display = f"Connected: {spec.name}"
+                connection.last_refresh_outcome = CONFIRMED
+                accounts = AccountRepository.for_user(session, user_id)
+                for found in broker_accounts:
+                    account = live_account(user_id, connection, spec, found, now)
+                    accounts.add(account)
+                    ids.append(account.id)
+                append_connection_event(session, connection)
+            else:
+                connection.display = f"{spec.name}: {activation.reason}; connect again"[:200]
+                connection.last_refresh_outcome = CONFIRMATION_FAILED
+                append_connection_event(session, connection, reason=activation.reason)
+            await session.commit()
+        log.info(
+            "connection confirmation checked",
+            extra={"connection_id": connection_id, "outcome": activation.state, "accounts": ids},
+        )
+        return True
+
+    async def confirm_all_pending(self, *, limit: int = 100) -> int:
+        """One background pass over every connection waiting for confirmation."""
+        async with self._ctx.sessionmaker() as session:
+            waiting = await ConnectionRepository.for_system(session).pending_confirmation(
+                PENDING_CONFIRMATION, limit=limit
+            )
+        changed = 0
+        for user_id, connection_id in waiting:
+            changed += await self.confirm_pending(user_id=user_id, connection_id=connection_id)
+        return changed
 
     async def _broker_accounts(
         self, user_id: str, spec: BrokerSpec, credentials: Credentials
     ) -> list[BrokerAccount]:
-        """The accounts a credential sees: a real read that proves the credential works."""
-        adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
+        """The accounts a credential sees: a real read that proves the credential works.
+
+        An adapter may refuse a credential before sending anything (an IBKR gateway URL off
+        this deployment's allow-list): that is ``invalid_credentials`` too, with its reason.
+        """
+        try:
+            adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
+        except broker_errors.AuthenticationFailed as exc:
+            raise errors.InvalidCredentials(f"{spec.name}: {exc.reason}") from None
         try:
             broker_accounts = await adapter.list_accounts()
         except broker_errors.AuthenticationFailed:
@@ -460,6 +609,17 @@ class ConnectionService:
         )
 
     async def get(self, *, user_id: str, connection_id: str) -> ConnectionOut:
+        """The connection; one waiting for confirmation at the broker is checked first (at
+        most every ``credential_confirm_interval_seconds``), so the answer is current."""
+        async with self._ctx.sessionmaker() as session:
+            waiting = await ConnectionRepository.for_user(session, user_id).get(connection_id)
+        interval = timedelta(seconds=self._ctx.settings.credential_confirm_interval_seconds)
+        if (
+            waiting is not None
+            and waiting.last_refresh_outcome == PENDING_CONFIRMATION
+            and (waiting.last_refresh_at is None or utcnow() - waiting.last_refresh_at >= interval)
+        ):
+            await self.confirm_pending(user_id=user_id, connection_id=connection_id)
         async with self._ctx.sessionmaker() as session:
             connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
             if connection is None:
@@ -676,3 +836,16 @@ def _parse_cash(raw: str) -> Decimal:
     if value != value.quantize(Decimal("0.01")):
         raise errors.ValidationFailed("starting_cash takes at most 2 decimal places")
     return value
+
+
+async def run_confirmations(
+    service: ConnectionService, interval: float, stop: asyncio.Event
+) -> None:
+    """The background check of connections waiting for the user at their broker."""
+    while not stop.is_set():
+        try:
+            await service.confirm_all_pending()
+        except Exception:
+            log.exception("connection confirmation pass failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

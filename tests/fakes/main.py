@@ -2,9 +2,10 @@
 
 Prints the settings that point the gateway at them, a credential per fake account (for
 Coinbase a CDP key name and a fresh EC private key, as JSON), the platform's default Alpaca key
-(a second fake Alpaca account) and Schwab's OAuth app registration (its authorize page signs
-in a fake customer at once). A ticker matches resting orders every ``--tick`` seconds, like a
-market that moves.
+(a second fake Alpaca account), a Robinhood crypto API key and its private key (generated per
+run), a Webull App Key/Secret, the URL of a logged-in fake IBKR Client Portal Gateway, and
+Schwab's OAuth app registration (its authorize page signs in a fake customer at once). A
+ticker matches resting orders every ``--tick`` seconds, like a market that moves.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from collections.abc import Awaitable, Callable
 
 from tests.fakes.alpaca import FakeAlpaca
 from tests.fakes.coinbase import FakeCoinbase
+from tests.fakes.ibkr import FakeIbkrGateway
+from tests.fakes.ibkr.server import API as IBKR_API
 from tests.fakes.plaid import FakePlaid
+from tests.fakes.robinhood import FakeRobinhood
 from tests.fakes.runner import serve_asgi
 from tests.fakes.schwab import FakeSchwab
 from tests.fakes.tastytrade import FakeTastytrade
 from tests.fakes.tradier import FakeTradier
+from tests.fakes.webull import FakeWebull
 
 CONNECT = (
     '#   curl -X POST localhost:8000/v1/connections -H "$AUTH" '
@@ -56,6 +61,14 @@ async def main(args: argparse.Namespace) -> None:
     plaid.hold(plaid_login.accounts[0], "AAPL", "10", "190.25", cost_basis="1500.00")
     coinbase = FakeCoinbase()
     coinbase_user = coinbase.add_user(key_name=args.coinbase_key_name)
+    robinhood = FakeRobinhood()
+    robinhood_account = robinhood.add_account()
+    webull = FakeWebull()
+    # Without two-factor authentication the token is usable at once (nobody can enter an
+    # SMS code into the real Webull app for a fake); tests cover the PENDING flow.
+    webull_app = webull.add_app(two_factor=False)
+    ibkr = FakeIbkrGateway()  # logged in, one paper account
+    ibkr.add_account()
     async with (
         serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
         serve_asgi(plaid.app, port=args.plaid_port, on_shutdown=plaid.release_hung) as plaid_url,
@@ -71,6 +84,13 @@ async def main(args: argparse.Namespace) -> None:
         serve_asgi(
             coinbase.app, port=args.coinbase_port, on_shutdown=coinbase.release_hung
         ) as cb_url,
+        serve_asgi(
+            robinhood.app, port=args.robinhood_port, on_shutdown=robinhood.release_hung
+        ) as robinhood_url,
+        serve_asgi(
+            webull.app, port=args.webull_port, on_shutdown=webull.release_hung
+        ) as webull_url,
+        serve_asgi(ibkr.app, port=args.ibkr_port, on_shutdown=ibkr.release_hung) as ibkr_url,
     ):
         coinbase_credentials = json.dumps(
             {
@@ -118,12 +138,27 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_SCHWAB_REDIRECT_URI={args.schwab_redirect_uri}",
             "# Schwab connects through the OAuth flow; the fake's authorize page signs in",
             "# its customer at once and redirects to the redirect URI above.",
+            f"export BROKERAGE_ROBINHOOD_BASE_URL={robinhood_url}",
+            "# Robinhood crypto (a fresh key pair per run; trade BTC-USD or ETH-USD, gtc):",
+            CONNECT,
+            f'#     -d \'{{"broker": "robinhood", "credentials": {{"api_key": '
+            f'"{robinhood_account.api_key}", "private_key": '
+            f'"{robinhood_account.private_key_b64}"}}}}\'',
+            f"export BROKERAGE_WEBULL_BASE_URL={webull_url}",
+            "# Webull (the fake's app has no two-factor authentication: its token is active):",
+            CONNECT,
+            f'#     -d \'{{"broker": "webull", "credentials": {{"app_key": '
+            f'"{webull_app.app_key}", "app_secret": "{webull_app.app_secret}"}}}}\'',
+            "# Interactive Brokers: the fake Client Portal Gateway, already logged in:",
+            CONNECT,
+            f'#     -d \'{{"broker": "ibkr", "credentials": {{"base_url": '
+            f'"{ibkr_url}{IBKR_API}"}}}}\'',
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
         tickers = [
             asyncio.create_task(_tick(fake.match, args.tick))
-            for fake in (alpaca, tradier, tastytrade, schwab, coinbase)
+            for fake in (alpaca, tradier, tastytrade, schwab, coinbase, robinhood, webull, ibkr)
         ]
         try:
             await asyncio.Event().wait()
@@ -159,6 +194,9 @@ def run() -> None:
         default="organizations/fake-org/apiKeys/fake-coinbase-key",
         help="the fake CDP key's name (its EC private key is made fresh each run)",
     )
+    parser.add_argument("--robinhood-port", type=int, default=8772, help="Robinhood fake port")
+    parser.add_argument("--webull-port", type=int, default=8773, help="Webull fake port")
+    parser.add_argument("--ibkr-port", type=int, default=8774, help="IBKR gateway fake port")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))

@@ -34,7 +34,9 @@ SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 
 def _claims(**overrides: Any) -> dict[str, Any]:
     now = datetime.now(UTC)
-    claims: dict[str, Any] = {"sub": "user-1", "iat": now, "exp": now + timedelta(minutes=5)}
+    # Parametrized tokens are built when tests are collected: they must outlive the whole
+    # run (a full run takes longer than five minutes), or they fail as "expired" instead.
+    claims: dict[str, Any] = {"sub": "user-1", "iat": now, "exp": now + timedelta(hours=6)}
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 

@@ -128,6 +128,19 @@ class ConnectionRepository(UserScoped):
         )
         return (await self.session.execute(stmt)).scalars().all()
 
+    async def pending_confirmation(self, outcome: str, *, limit: int) -> list[tuple[str, str]]:
+        """System: (user id, connection id) of broken connections whose credential waits
+        for the user at the broker (``last_refresh_outcome == outcome``), oldest check first."""
+        if not self.is_system:
+            raise PermissionError("the confirmation pass spans every user")
+        stmt = (
+            select(Connection.user_id, Connection.id)
+            .where(Connection.status == "broken", Connection.last_refresh_outcome == outcome)
+            .order_by(Connection.last_refresh_at, Connection.id)
+            .limit(limit)
+        )
+        return [(u, c) for u, c in (await self.session.execute(stmt)).all()]
+
     def add(self, connection: Connection) -> None:
         if connection.user_id != self.user_id:
             raise PermissionError("connection belongs to another user")

@@ -1,0 +1,52 @@
+"""Plain helpers for the IBKR tests: a fake gateway on a real port, settings and adapters."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.brokers.ibkr.adapter import IbkrAdapter
+from app.brokers.ibkr.auth import check_credentials
+from app.config import Settings
+from app.security.credentials import Credentials
+from tests.fakes.ibkr import FakeIbkrGateway, serve_asgi
+from tests.fakes.ibkr.server import API, FakeAccount
+
+
+@dataclass
+class Running:
+    fake: FakeIbkrGateway
+    url: str  # the gateway's base URL, as a user would enter it
+    account: FakeAccount
+    adapters: list[IbkrAdapter] = field(default_factory=list)
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "broker_read_timeout_seconds": 0.5,
+            "broker_connect_timeout_seconds": 0.5,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def credentials(self) -> Credentials:
+        return check_credentials({"base_url": self.url})
+
+    def adapter(self, **overrides: Any) -> IbkrAdapter:
+        adapter = IbkrAdapter(self.settings(**overrides), self.credentials())
+        self.adapters.append(adapter)  # closed when the fake stops
+        return adapter
+
+
+@contextlib.asynccontextmanager
+async def running_fake(cash: str = "100000") -> AsyncIterator[Running]:
+    fake = FakeIbkrGateway()
+    account = fake.add_account(cash=cash)
+    async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
+        running = Running(fake=fake, url=url + API, account=account)
+        try:
+            yield running
+        finally:
+            for adapter in running.adapters:
+                await adapter.close()

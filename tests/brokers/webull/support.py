@@ -1,0 +1,70 @@
+"""Plain helpers for the Webull tests: a fake on a real port, settings and adapters."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.brokers.webull.adapter import WebullAdapter
+from app.brokers.webull.auth import check_credentials
+from app.config import Settings
+from app.security.credentials import Credentials
+from tests.fakes.webull import FakeWebull, serve_asgi
+from tests.fakes.webull.server import FakeAccount, FakeApp
+
+
+@dataclass
+class Running:
+    fake: FakeWebull
+    url: str
+    app: FakeApp
+    adapters: list[WebullAdapter] = field(default_factory=list)
+
+    @property
+    def account(self) -> FakeAccount:
+        return next(iter(self.app.accounts.values()))
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "webull_base_url": self.url,
+            "broker_read_timeout_seconds": 0.5,
+            "broker_connect_timeout_seconds": 0.5,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def user_credentials(self, app: FakeApp | None = None) -> Credentials:
+        app = app or self.app
+        return check_credentials({"app_key": app.app_key, "app_secret": app.app_secret})
+
+    def track(self, adapter: WebullAdapter) -> WebullAdapter:
+        self.adapters.append(adapter)  # closed when the fake stops
+        return adapter
+
+    async def confirmed_credentials(self, app: FakeApp | None = None) -> Credentials:
+        """Create a token as the connect flow does, and confirm it as the user would."""
+        bare = self.track(WebullAdapter(self.settings(), self.user_credentials(app)))
+        stored = await bare.create_token()
+        if stored["token_status"] == "PENDING":
+            self.fake.confirm(stored["access_token"])
+            stored = await self.track(WebullAdapter(self.settings(), stored)).check_token()
+        return stored
+
+    async def adapter(self, app: FakeApp | None = None, **overrides: Any) -> WebullAdapter:
+        credentials = await self.confirmed_credentials(app)
+        return self.track(WebullAdapter(self.settings(**overrides), credentials))
+
+
+@contextlib.asynccontextmanager
+async def running_fake(cash: str = "100000", *, two_factor: bool = True) -> AsyncIterator[Running]:
+    fake = FakeWebull()
+    app = fake.add_app(cash=cash, two_factor=two_factor)
+    async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
+        running = Running(fake=fake, url=url, app=app)
+        try:
+            yield running
+        finally:
+            for adapter in running.adapters:
+                await adapter.close()

@@ -1,0 +1,846 @@
+"""A fake Webull OpenAPI (trading v2, token, account, assets, instruments, snapshot) for tests.
+
+It speaks the protocol of the official SDK (webull-inc/webull-openapi-python-sdk) and docs
+(https://developer.webull.com/apis/docs/): the ``/openapi/...`` v2 paths, the signed headers
+(``x-app-key``, ``x-timestamp``, ``x-signature-version``, ``x-signature-algorithm``,
+``x-signature-nonce``, ``x-signature``) verified with the SDK's composer (HMAC-SHA1 over the
+percent-encoded string of path, sorted signing headers, ``host`` and query, and the body's
+MD5; the SDK's HMAC-SHA256/SHA-256 variant too), the access token lifecycle (create ->
+``PENDING`` until confirmed in the app -> ``NORMAL``; ``EXPIRED``/``INVALID``) with
+``x-access-token`` required once two-factor authentication is on, snake_case bodies with
+string amounts (the Java SDK's response beans), order combos ``{"client_order_id",
+"combo_type", "orders": [...]}``, the SDK's status vocabulary (SUBMITTED, PARTIAL_FILLED,
+FILLED, CANCELLED, FAILED), ``client_order_id`` as the key of detail/replace/cancel, and
+``{"error_code", "message"}`` error bodies (the SDK's ``_parse_error_info_from_response_body``).
+
+Not documented, so chosen here (and kept in one place, ``ERRORS``): the ``error_code``
+strings and HTTP statuses of business refusals, the timestamp tolerance (15 minutes, the
+Aliyun-style composer's usual window), refusing a reused nonce, the time formats of
+``place_time`` (epoch milliseconds) and ``place_time_at`` (ISO 8601), and ``Retry-After``
+on 429.
+
+Prices come from the paper market (``app.paper.quotes.SeededQuoteSource``) and orders match
+by the paper broker's rules (``app.paper.matching.decide``) when the test (or the
+fake-brokers ticker) calls ``match()``. Fault switches live in ``faults``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.brokers.base import AssetClass, OrderSide, OrderType, TimeInForce
+from app.paper.matching import OrderState, decide
+from app.paper.quotes import UNIVERSE, SeededQuoteSource
+
+ZERO = Decimal(0)
+OPEN = frozenset({"SUBMITTED", "PARTIAL_FILLED"})
+TYPES = {
+    "MARKET": OrderType.market,
+    "LIMIT": OrderType.limit,
+    "STOP_LOSS": OrderType.stop,
+    "STOP_LOSS_LIMIT": OrderType.stop_limit,
+}
+TIFS = {"DAY": TimeInForce.day, "GTC": TimeInForce.gtc, "IOC": TimeInForce.ioc}
+TIMESTAMP_SKEW = timedelta(minutes=15)
+TOKEN_LIFETIME = timedelta(days=15)  # "Tokens are time-sensitive (default 15 days)"
+MAX_CLIENT_ORDER_ID = 40
+# (HTTP status, error_code) of each refusal; see the module docstring.
+ERRORS: dict[str, tuple[int, str]] = {
+    "unauthorized": (401, "UNAUTHORIZED"),
+    "signature": (401, "INVALID_SIGNATURE"),
+    "timestamp": (401, "INVALID_TIMESTAMP"),
+    "nonce": (401, "SIGNATURE_NONCE_USED"),
+    "token_missing": (401, "ACCESS_TOKEN_REQUIRED"),
+    "token_pending": (401, "ACCESS_TOKEN_NOT_VERIFIED"),
+    "token_invalid": (401, "ACCESS_TOKEN_INVALID"),
+    "parameter": (400, "INVALID_PARAMETER"),
+    "symbol": (400, "INVALID_SYMBOL"),
+    "funds": (400, "INSUFFICIENT_BUYING_POWER"),
+    "holdings": (400, "INSUFFICIENT_POSITION"),
+    "duplicate": (400, "DUPLICATE_CLIENT_ORDER_ID"),
+    "not_found": (404, "ORDER_NOT_FOUND"),
+    "not_modifiable": (400, "ORDER_STATUS_NOT_SUPPORT"),
+    "account": (400, "INVALID_ACCOUNT_ID"),
+    "rate": (429, "TOO_MANY_REQUESTS"),
+    "server": (500, "INTERNAL_ERROR"),
+}
+
+
+def error(kind: str, message: str, **headers: str) -> JSONResponse:
+    status, code = ERRORS[kind]
+    return JSONResponse(
+        {"error_code": code, "message": message}, status_code=status, headers=headers
+    )
+
+
+def iso_ms(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def epoch_ms(at: datetime) -> str:
+    return str(int(at.timestamp() * 1000))
+
+
+@dataclass
+class Faults:
+    """Fault switches. Counters apply to the next N matching requests, then reset.
+
+    ``latency``: seconds before every answer. ``server_errors`` / ``server_errors_method``:
+    the next N requests (of that method only, when set) answer 500. ``rate_limited`` /
+    ``retry_after``: the next N answer 429. ``timeout_after_accept``: the next N placements
+    create the order, then hold the answer ``hang_seconds``. ``revoke(app_key)`` disables
+    an app key; ``expire_token(token)`` ends a token.
+    """
+
+    latency: float = 0.0
+    server_errors: int = 0
+    server_errors_method: str | None = None
+    rate_limited: int = 0
+    retry_after: int = 7
+    timeout_after_accept: int = 0
+    hang_seconds: float = 30.0
+
+
+@dataclass
+class FakeOrder:
+    client_order_id: str
+    order_id: str
+    symbol: str
+    side: str
+    order_type: str
+    time_in_force: str
+    quantity: Decimal
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    session: str
+    placed_at: datetime
+    status: str = "SUBMITTED"
+    filled: Decimal = ZERO
+    filled_price: Decimal | None = None
+    filled_at: datetime | None = None
+    stop_triggered: bool = False
+
+    def wire(self) -> dict[str, Any]:
+        def opt(value: Decimal | None) -> str | None:
+            return None if value is None else str(value)
+
+        item = {
+            "client_order_id": self.client_order_id,
+            "order_id": self.order_id,
+            "symbol": self.symbol,
+            "market": "US",
+            "side": self.side,
+            "status": self.status,
+            "order_type": self.order_type,
+            "instrument_type": "EQUITY",
+            "total_quantity": str(self.quantity),
+            "filled_quantity": str(self.filled),
+            "remain_quantity": str(self.quantity - self.filled),
+            "limit_price": opt(self.limit_price),
+            "stop_price": opt(self.stop_price),
+            "filled_price": opt(self.filled_price),
+            "time_in_force": self.time_in_force,
+            "support_trading_session": self.session,
+            "entrust_type": "QTY",
+            "place_time": epoch_ms(self.placed_at),
+            "place_time_at": iso_ms(self.placed_at),
+            "filled_time": None if self.filled_at is None else epoch_ms(self.filled_at),
+            "filled_time_at": None if self.filled_at is None else iso_ms(self.filled_at),
+        }
+        return {"client_order_id": self.client_order_id, "combo_type": "NORMAL", "orders": [item]}
+
+
+@dataclass
+class FakeAccount:
+    account_id: str
+    account_number: str
+    cash: Decimal
+    orders: dict[str, FakeOrder] = field(default_factory=dict)  # by client_order_id
+    positions: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # qty, cost
+
+
+@dataclass
+class FakeToken:
+    token: str
+    app_key: str
+    status: str
+    expires: datetime
+
+
+@dataclass
+class FakeApp:
+    app_key: str
+    app_secret: str
+    accounts: dict[str, FakeAccount]
+    two_factor: bool = True
+    revoked: bool = False
+
+
+class FakeWebull:
+    """The fake's state, its fault switches and its ASGI ``app``."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 20260522,
+        clock: Callable[[], datetime] | None = None,
+        unix_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.quotes = SeededQuoteSource(seed)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.unix_clock = unix_clock
+        self.faults = Faults()
+        self.apps: dict[str, FakeApp] = {}
+        self.tokens: dict[str, FakeToken] = {}
+        self.nonces: set[str] = set()
+        self.requests: list[tuple[str, str]] = []
+        self._release = asyncio.Event()
+        post, get = ["POST"], ["GET"]
+        self.app = Starlette(
+            routes=[
+                Route("/openapi/auth/token/create", self.token_create, methods=post),
+                Route("/openapi/auth/token/check", self.token_check, methods=post),
+                Route("/openapi/auth/token/refresh", self.token_refresh, methods=post),
+                Route("/openapi/account/list", self.account_list, methods=get),
+                Route("/openapi/assets/balance", self.balance, methods=get),
+                Route("/openapi/assets/positions", self.positions, methods=get),
+                Route("/openapi/instrument/stock/list", self.instruments, methods=get),
+                Route("/openapi/market-data/stock/snapshot", self.snapshot, methods=get),
+                Route("/openapi/trade/stock/order/place", self.place, methods=post),
+                Route("/openapi/trade/stock/order/replace", self.replace, methods=post),
+                Route("/openapi/trade/stock/order/cancel", self.cancel, methods=post),
+                Route("/openapi/trade/order/detail", self.detail, methods=get),
+                Route("/openapi/trade/order/open", self.open_orders, methods=get),
+                Route("/openapi/trade/order/history", self.history, methods=get),
+            ]
+        )
+
+    # --- test controls -----------------------------------------------------------------
+
+    def add_app(self, cash: str = "100000", *, two_factor: bool = True) -> FakeApp:
+        """A user's registered app with one brokerage account."""
+        account = FakeAccount(
+            account_id=uuid.uuid4().hex[:22].upper(),
+            account_number=str(uuid.uuid4().int)[:8],
+            cash=Decimal(cash),
+        )
+        app = FakeApp(
+            app_key=uuid.uuid4().hex,
+            app_secret=uuid.uuid4().hex,
+            accounts={account.account_id: account},
+            two_factor=two_factor,
+        )
+        self.apps[app.app_key] = app
+        return app
+
+    def confirm(self, token: str) -> None:
+        """The user entered the SMS code in the Webull app."""
+        self.tokens[token].status = "NORMAL"
+
+    def expire_token(self, token: str) -> None:
+        self.tokens[token].status = "EXPIRED"
+
+    def revoke(self, app_key: str) -> None:
+        self.apps[app_key].revoked = True
+
+    def release_hung(self) -> None:
+        self._release.set()
+
+    def set_status(self, client_order_id: str, status: str) -> None:
+        """Force a status, even one outside the vocabulary (for mapping tests)."""
+        for app in self.apps.values():
+            for account in app.accounts.values():
+                if client_order_id in account.orders:
+                    account.orders[client_order_id].status = status
+                    return
+        raise KeyError(client_order_id)
+
+    def order_count(self, app_key: str) -> int:
+        return sum(len(a.orders) for a in self.apps[app_key].accounts.values())
+
+    async def match(self) -> int:
+        fills = 0
+        for app in self.apps.values():
+            for account in app.accounts.values():
+                for order in list(account.orders.values()):
+                    if order.status in OPEN:
+                        fills += self._evaluate(account, order)
+        return fills
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _verify_signature(self, request: Request, body: bytes) -> FakeApp | Response:
+        headers = request.headers
+        needed = (
+            "x-app-key",
+            "x-timestamp",
+            "x-signature-version",
+            "x-signature-algorithm",
+            "x-signature-nonce",
+            "x-signature",
+        )
+        if any(not headers.get(name) for name in needed):
+            return error("unauthorized", "missing signature headers")
+        app = self.apps.get(headers["x-app-key"])
+        if app is None or app.revoked:
+            return error("unauthorized", "invalid app key")
+        try:
+            sent = datetime.strptime(headers["x-timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=UTC
+            )
+        except ValueError:
+            return error("timestamp", "x-timestamp is not an ISO 8601 UTC time")
+        if abs(datetime.fromtimestamp(self.unix_clock(), UTC) - sent) > TIMESTAMP_SKEW:
+            return error("timestamp", "x-timestamp is out of range")
+        algorithm = headers["x-signature-algorithm"]
+        if algorithm not in ("HMAC-SHA1", "HMAC-SHA256"):
+            return error("signature", "unsupported signature algorithm")
+        params = {name: headers[name] for name in needed if name != "x-signature"}
+        params["host"] = headers.get("host", "")
+        for key, value in request.query_params.multi_items():
+            params[key] = f"{params[key]}&{value}" if key in params else value
+        text = request.url.path + "&" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+        if body:
+            digest = (
+                hashlib.md5(body).hexdigest()  # noqa: S324 - Webull's scheme
+                if algorithm == "HMAC-SHA1"
+                else hashlib.sha256(body).hexdigest()
+            )
+            text += "&" + digest.upper()
+        mac = hmac.new(
+            (app.app_secret + "&").encode(),
+            quote(text, safe="").encode(),
+            hashlib.sha1 if algorithm == "HMAC-SHA1" else hashlib.sha256,
+        )
+        if not hmac.compare_digest(base64.b64encode(mac.digest()).decode(), headers["x-signature"]):
+            return error("signature", "signature does not match")
+        nonce = headers["x-signature-nonce"]
+        if nonce in self.nonces:
+            return error("nonce", "x-signature-nonce was used before")
+        self.nonces.add(nonce)
+        return app
+
+    async def _gate(
+        self, request: Request, *, token: bool = True
+    ) -> tuple[FakeApp, bytes] | Response:
+        body = await request.body()
+        self.requests.append((request.method, request.url.path))
+        if self.faults.latency:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), self.faults.latency)
+        if self.faults.server_errors > 0 and self.faults.server_errors_method in (
+            None,
+            request.method,
+        ):
+            self.faults.server_errors -= 1
+            return error("server", "internal error")
+        if self.faults.rate_limited > 0:
+            self.faults.rate_limited -= 1
+            return error(
+                "rate", "too many requests", **{"Retry-After": str(self.faults.retry_after)}
+            )
+        app = self._verify_signature(request, body)
+        if isinstance(app, Response):
+            return app
+        if token and app.two_factor:
+            value = request.headers.get("x-access-token")
+            if not value:
+                return error("token_missing", "two-factor authentication requires x-access-token")
+            found = self.tokens.get(value)
+            if (
+                found is None
+                or found.app_key != app.app_key
+                or found.status in ("INVALID", "EXPIRED")
+            ):
+                return error("token_invalid", "the access token is invalid or expired")
+            if found.status == "PENDING":
+                return error("token_pending", "the access token is pending verification")
+        return app, body
+
+    def _account(self, app: FakeApp, account_id: object) -> FakeAccount | Response:
+        account = app.accounts.get(str(account_id))
+        if account is None:
+            return error("account", "invalid account_id")
+        return account
+
+    def _json(self, body: bytes) -> dict[str, Any] | Response:
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            return error("parameter", "the body is not JSON")
+        if not isinstance(parsed, dict):
+            return error("parameter", "the body is not an object")
+        return parsed
+
+    def _quote(self, symbol: str) -> Any:
+        return self.quotes.quote(symbol, self.clock())
+
+    def _reserved(self, account: FakeAccount) -> Decimal:
+        total = ZERO
+        for order in account.orders.values():
+            if order.side == "BUY" and order.status in OPEN:
+                price = order.limit_price or self._quote(order.symbol).ask
+                total += (order.quantity - order.filled) * price
+        return total
+
+    # --- token ---------------------------------------------------------------------------
+
+    def _token_body(self, token: FakeToken) -> dict[str, Any]:
+        return {
+            "token": token.token,
+            "expires": int(token.expires.timestamp() * 1000),
+            "status": token.status,
+        }
+
+    async def token_create(self, request: Request) -> Response:
+        gated = await self._gate(request, token=False)
+        if isinstance(gated, Response):
+            return gated
+        app, _body = gated
+        token = FakeToken(
+            token=uuid.uuid4().hex + uuid.uuid4().hex,
+            app_key=app.app_key,
+            status="PENDING" if app.two_factor else "NORMAL",
+            expires=self.clock() + TOKEN_LIFETIME,
+        )
+        self.tokens[token.token] = token
+        return JSONResponse(self._token_body(token))
+
+    async def _existing_token(self, request: Request) -> FakeToken | Response:
+        gated = await self._gate(request, token=False)
+        if isinstance(gated, Response):
+            return gated
+        app, body = gated
+        parsed = self._json(body)
+        if isinstance(parsed, Response):
+            return parsed
+        token = self.tokens.get(str(parsed.get("token")))
+        if token is None or token.app_key != app.app_key:
+            return error("parameter", "unknown token")
+        return token
+
+    async def token_check(self, request: Request) -> Response:
+        token = await self._existing_token(request)
+        if isinstance(token, Response):
+            return token
+        return JSONResponse(self._token_body(token))
+
+    async def token_refresh(self, request: Request) -> Response:
+        token = await self._existing_token(request)
+        if isinstance(token, Response):
+            return token
+        if token.status == "NORMAL":
+            token.expires = self.clock() + TOKEN_LIFETIME
+        return JSONResponse(self._token_body(token))
+
+    # --- account, assets, instruments, market data ---------------------------------------
+
+    async def account_list(self, request: Request) -> Response:
+        gated = await self._gate(request)
+        if isinstance(gated, Response):
+            return gated
+        app, _ = gated
+        return JSONResponse(
+            [
+                {
+                    "user_id": app.app_key[:12],
+                    "account_id": a.account_id,
+                    "account_number": a.account_number,
+                    "account_type": "MARGIN",
+                    "account_label": "Individual Margin",
+                    "account_class": "INDIVIDUAL",
+                }
+                for a in app.accounts.values()
+            ]
+        )
+
+    def _position_value(self, account: FakeAccount) -> Decimal:
+        return sum(
+            (qty * self._quote(symbol).last for symbol, (qty, _) in account.positions.items()),
+            ZERO,
+        )
+
+    async def balance(self, request: Request) -> Response:
+        gated = await self._gate(request)
+        if isinstance(gated, Response):
+            return gated
+        account = self._account(gated[0], request.query_params.get("account_id"))
+        if isinstance(account, Response):
+            return account
+        market = self._position_value(account)
+        cost = sum((c for _, c in account.positions.values()), ZERO)
+        buying_power = account.cash - self._reserved(account)
+        return JSONResponse(
+            {
+                "total_asset_currency": "USD",
+                "total_cash_balance": str(account.cash),
+                "total_market_value": str(market),
+                "total_net_liquidation_value": str(account.cash + market),
+                "total_unrealized_profit_loss": str(market - cost),
+                "account_currency_assets": [
+                    {
+                        "currency": "USD",
+                        "cash_balance": str(account.cash),
+                        "settled_cash": str(account.cash),
+                        "unsettled_cash": "0",
+                        "market_value": str(market),
+                        "buying_power": str(buying_power),
+                        "unrealized_profit_loss": str(market - cost),
+                        "net_liquidation_value": str(account.cash + market),
+                    }
+                ],
+            }
+        )
+
+    async def positions(self, request: Request) -> Response:
+        gated = await self._gate(request)
+        if isinstance(gated, Response):
+            return gated
+        account = self._account(gated[0], request.query_params.get("account_id"))
+        if isinstance(account, Response):
+            return account
+        items = []
+        for symbol, (qty, cost) in sorted(account.positions.items()):
+            if not qty:
+                continue
+            last = self._quote(symbol).last
+            items.append(
+                {
+                    "position_id": str(uuid.uuid5(uuid.NAMESPACE_URL, account.account_id + symbol)),
+                    "symbol": symbol,
+                    "instrument_id": str(zlib.crc32(symbol.encode())),
+                    "instrument_type": "EQUITY",
+                    "currency": "USD",
+                    "quantity": str(qty),
+                    "available_quantity": str(qty),
+                    "cost_price": str((cost / qty).quantize(Decimal("0.0001"))),
+                    "last_price": str(last),
+                    "market_value": str(qty * last),
+                    "unrealized_profit_loss": str(qty * last - cost),
+                }
+            )
+        return JSONResponse(items)
+
+    def _equities(self, raw: str | None) -> list[str]:
+        wanted = [s for s in (raw or "").split(",") if s]
+        return [s for s in wanted if s in UNIVERSE and UNIVERSE[s].asset_class is AssetClass.equity]
+
+    async def instruments(self, request: Request) -> Response:
+        gated = await self._gate(request)
+        if isinstance(gated, Response):
+            return gated
+        return JSONResponse(
+            [
+                {
+                    "symbol": s,
+                    "instrument_id": str(zlib.crc32(s.encode())),
+                    "name": f"{s} (fake)",
+                    "exchange_code": "NAS",
+                    "currency_code": "USD",
+                }
+                for s in self._equities(request.query_params.get("symbols"))
+            ]
+        )
+
+    async def snapshot(self, request: Request) -> Response:
+        gated = await self._gate(request)
+        if isinstance(gated, Response):
+            return gated
+        items = []
+        for symbol in self._equities(request.query_params.get("symbols")):
+            q = self._quote(symbol)
+            items.append(
+                {
+                    "symbol": symbol,
+                    "instrument_id": str(zlib.crc32(symbol.encode())),
+                    "price": str(q.last),
+                    "bid": str(q.bid),
+                    "ask": str(q.ask),
+                    "bid_size": str(q.bid_size),
+                    "ask_size": str(q.ask_size),
+                    "trade_time": epoch_ms(q.as_of),
+                }
+            )
+        return JSONResponse(items)
+
+    # --- orders --------------------------------------------------------------------------
+
+    async def _order_body(self, request: Request) -> tuple[FakeAccount, dict[str, Any]] | Response:
+        gated = await self._gate(request)
+        if isinstance(gated, Response):
+            return gated
+        app, body = gated
+        parsed = self._json(body)
+        if isinstance(parsed, Response):
+            return parsed
+        account = self._account(app, parsed.get("account_id"))
+        if isinstance(account, Response):
+            return account
+        return account, parsed
+
+    async def place(self, request: Request) -> Response:
+        found = await self._order_body(request)
+        if isinstance(found, Response):
+            return found
+        account, body = found
+        new_orders = body.get("new_orders")
+        if not isinstance(new_orders, list) or len(new_orders) != 1:
+            return error("parameter", "new_orders must hold one order")
+        entry = new_orders[0]
+        if not isinstance(entry, dict):
+            return error("parameter", "new_orders must hold objects")
+        parsed = self._parse(entry)
+        if isinstance(parsed, Response):
+            return parsed
+        if parsed.client_order_id in account.orders:
+            return error("duplicate", "client_order_id already exists")
+        quote_now = self._quote(parsed.symbol)
+        if parsed.side == "BUY":
+            cost = parsed.quantity * (parsed.limit_price or quote_now.ask)
+            if cost > account.cash - self._reserved(account):
+                return error("funds", "insufficient buying power")
+        else:
+            held = account.positions.get(parsed.symbol, (ZERO, ZERO))[0]
+            selling = sum(
+                (
+                    o.quantity - o.filled
+                    for o in account.orders.values()
+                    if o.side == "SELL" and o.symbol == parsed.symbol and o.status in OPEN
+                ),
+                ZERO,
+            )
+            if parsed.quantity > held - selling:
+                return error("holdings", "insufficient position quantity")
+        account.orders[parsed.client_order_id] = parsed
+        if self.faults.timeout_after_accept > 0:
+            self.faults.timeout_after_accept -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
+        return JSONResponse(
+            {"client_order_id": parsed.client_order_id, "order_id": parsed.order_id}
+        )
+
+    def _parse(self, entry: dict[str, Any]) -> FakeOrder | Response:
+        client_order_id = entry.get("client_order_id")
+        if (
+            not isinstance(client_order_id, str)
+            or not client_order_id
+            or len(client_order_id) > MAX_CLIENT_ORDER_ID
+        ):
+            return error("parameter", "client_order_id is required, at most 40 characters")
+        fixed = {
+            "combo_type": "NORMAL",
+            "instrument_type": "EQUITY",
+            "market": "US",
+            "entrust_type": "QTY",
+        }
+        for name, value in fixed.items():
+            if entry.get(name) != value:
+                return error("parameter", f"{name} must be {value} for this fake")
+        symbol = str(entry.get("symbol"))
+        if symbol not in self._equities(symbol):
+            return error("symbol", f"invalid symbol {symbol}")
+        side, order_type, tif = (
+            entry.get("side"),
+            entry.get("order_type"),
+            entry.get("time_in_force"),
+        )
+        if side not in ("BUY", "SELL"):
+            return error("parameter", "invalid side")
+        if order_type not in TYPES:
+            return error("parameter", "invalid order_type")
+        if tif not in TIFS:
+            return error("parameter", "invalid time_in_force")
+        session = entry.get("support_trading_session")
+        if session not in ("CORE", "ALL", "NIGHT"):
+            return error("parameter", "invalid support_trading_session")
+        try:
+            quantity = Decimal(str(entry.get("quantity")))
+            limit_price = _opt(entry.get("limit_price"))
+            stop_price = _opt(entry.get("stop_price"))
+        except InvalidOperation:
+            return error("parameter", "quantity and prices must be numbers")
+        if not quantity.is_finite() or quantity <= 0:
+            return error("parameter", "quantity must be positive")
+        if order_type in ("LIMIT", "STOP_LOSS_LIMIT") and limit_price is None:
+            return error("parameter", "limit_price is required")
+        if order_type in ("STOP_LOSS", "STOP_LOSS_LIMIT") and stop_price is None:
+            return error("parameter", "stop_price is required")
+        return FakeOrder(
+            client_order_id=client_order_id,
+            order_id=uuid.uuid4().hex[:26].upper(),
+            symbol=symbol,
+            side=str(side),
+            order_type=str(order_type),
+            time_in_force=str(tif),
+            quantity=quantity,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            session=str(session),
+            placed_at=self.clock(),
+        )
+
+    async def replace(self, request: Request) -> Response:
+        found = await self._order_body(request)
+        if isinstance(found, Response):
+            return found
+        account, body = found
+        changes = body.get("modify_orders")
+        if not isinstance(changes, list) or len(changes) != 1 or not isinstance(changes[0], dict):
+            return error("parameter", "modify_orders must hold one order")
+        change = changes[0]
+        order = account.orders.get(str(change.get("client_order_id")))
+        if order is None:
+            return error("not_found", "order not found")
+        if order.status not in OPEN:
+            return error("not_modifiable", f"order status {order.status} does not support modify")
+        try:
+            quantity = _opt(change.get("quantity"))
+            limit_price = _opt(change.get("limit_price"))
+            stop_price = _opt(change.get("stop_price"))
+        except InvalidOperation:
+            return error("parameter", "quantity and prices must be numbers")
+        tif = change.get("time_in_force")
+        if tif is not None and tif not in TIFS:
+            return error("parameter", "invalid time_in_force")
+        if quantity is not None:
+            if quantity <= order.filled:
+                return error("parameter", "quantity must exceed the filled quantity")
+            order.quantity = quantity
+        if limit_price is not None:
+            order.limit_price = limit_price
+        if stop_price is not None:
+            order.stop_price = stop_price
+        if tif is not None:
+            order.time_in_force = str(tif)
+        return JSONResponse({"client_order_id": order.client_order_id, "order_id": order.order_id})
+
+    async def cancel(self, request: Request) -> Response:
+        found = await self._order_body(request)
+        if isinstance(found, Response):
+            return found
+        account, body = found
+        order = account.orders.get(str(body.get("client_order_id")))
+        if order is None:
+            return error("not_found", "order not found")
+        if order.status not in OPEN:
+            return error("not_modifiable", f"order status {order.status} does not support cancel")
+        order.status = "CANCELLED"
+        return JSONResponse({"client_order_id": order.client_order_id, "order_id": order.order_id})
+
+    async def _account_query(self, request: Request) -> FakeAccount | Response:
+        gated = await self._gate(request)
+        if isinstance(gated, Response):
+            return gated
+        return self._account(gated[0], request.query_params.get("account_id"))
+
+    async def detail(self, request: Request) -> Response:
+        account = await self._account_query(request)
+        if isinstance(account, Response):
+            return account
+        order = account.orders.get(request.query_params.get("client_order_id", ""))
+        if order is None:
+            return error("not_found", "order not found")
+        return JSONResponse(order.wire())
+
+    def _paged(self, request: Request, orders: list[FakeOrder]) -> Response:
+        params = request.query_params
+        try:
+            size = min(int(params.get("page_size", "10")), 100)
+        except ValueError:
+            return error("parameter", "invalid page_size")
+        ordered = sorted(orders, key=lambda o: o.placed_at, reverse=True)
+        last = params.get("last_client_order_id")
+        if last:
+            ids = [o.client_order_id for o in ordered]
+            ordered = ordered[ids.index(last) + 1 :] if last in ids else []
+        return JSONResponse([o.wire() for o in ordered[:size]])
+
+    async def open_orders(self, request: Request) -> Response:
+        account = await self._account_query(request)
+        if isinstance(account, Response):
+            return account
+        return self._paged(request, [o for o in account.orders.values() if o.status in OPEN])
+
+    async def history(self, request: Request) -> Response:
+        account = await self._account_query(request)
+        if isinstance(account, Response):
+            return account
+        params = request.query_params
+        selected = list(account.orders.values())
+        try:
+            if "start_date" in params:
+                start = datetime.strptime(params["start_date"], "%Y-%m-%d").replace(tzinfo=UTC)
+                selected = [o for o in selected if o.placed_at >= start]
+            if "end_date" in params:
+                end = datetime.strptime(params["end_date"], "%Y-%m-%d").replace(tzinfo=UTC)
+                selected = [o for o in selected if o.placed_at < end + timedelta(days=1)]
+        except ValueError:
+            return error("parameter", "dates are yyyy-MM-dd")
+        return self._paged(request, selected)
+
+    def _evaluate(self, account: FakeAccount, order: FakeOrder) -> int:
+        now = self.clock()
+        decision = decide(
+            OrderState(
+                side=OrderSide.buy if order.side == "BUY" else OrderSide.sell,
+                order_type=TYPES[order.order_type],
+                time_in_force=TIFS[order.time_in_force],
+                remaining=order.quantity - order.filled,
+                limit_price=order.limit_price,
+                stop_price=order.stop_price,
+                stop_triggered=order.stop_triggered,
+            ),
+            self._quote(order.symbol),
+        )
+        order.stop_triggered = decision.stop_triggered
+        filled = 0
+        if decision.fills and decision.fill_price is not None:
+            filled = 1
+            qty, price = decision.fill_quantity, decision.fill_price
+            previous = order.filled * (order.filled_price or ZERO)
+            order.filled += qty
+            order.filled_price = ((previous + qty * price) / order.filled).quantize(
+                Decimal("0.0001")
+            )
+            order.filled_at = now
+            held, cost = account.positions.get(order.symbol, (ZERO, ZERO))
+            if order.side == "BUY":
+                account.cash -= qty * price
+                account.positions[order.symbol] = (held + qty, cost + qty * price)
+            else:
+                account.cash += qty * price
+                remaining_cost = cost - cost * qty / held if held else ZERO
+                account.positions[order.symbol] = (held - qty, remaining_cost)
+            order.status = "FILLED" if order.filled >= order.quantity else "PARTIAL_FILLED"
+        if decision.cancel_remainder and order.status in OPEN:
+            order.status = "CANCELLED"
+        return filled
+
+
+def _opt(value: object) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    result = Decimal(str(value))
+    if not result.is_finite() or result <= 0:
+        raise InvalidOperation
+    return result
