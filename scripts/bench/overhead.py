@@ -68,6 +68,9 @@ async def main(orders: int, latency_ms: float) -> None:
                 log_level="WARNING",
                 alpaca_trading_url=fake_url,
                 alpaca_data_url=fake_url,
+                # The paper-first gate is policy: off, so the bench user may trade live at
+                # once without first completing paper round trips.
+                paper_first_cycles=0,
             )
             app = create_app(settings)
             async with app.router.lifespan_context(app), serve_asgi(app) as gateway_url:
