@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
@@ -96,6 +96,10 @@ class Capabilities:
     modify: Support
     order_stream: Support
     place_orders: bool = True
+    # Does the broker take our client order id (and find an order by it)? ``unsupported``
+    # (Schwab): an order whose submit outcome is unknown is found by its fingerprint
+    # (``FingerprintLookup``) instead.
+    client_order_ids: Support = Support.native
 
     def supports_asset(self, asset_class: AssetClass) -> bool:
         return self.asset_classes.get(asset_class, Support.unsupported) is not Support.unsupported
@@ -112,6 +116,7 @@ class Capabilities:
             "modify": self.modify.value,
             "order_stream": self.order_stream.value,
             "place_orders": self.place_orders,
+            "client_order_ids": self.client_order_ids.value,
         }
 
 
@@ -235,6 +240,66 @@ class Fill:
     quantity: Decimal
     price: Decimal
     occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFingerprint:
+    """What identifies an order at a broker that takes no client order id.
+
+    ``submitted_at`` is when we committed the intent, just before the broker call: the
+    broker entered the order (if it did) shortly after it.
+    """
+
+    symbol: str
+    side: OrderSide
+    quantity: Decimal
+    order_type: OrderType
+    time_in_force: TimeInForce
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    submitted_at: datetime
+
+    @classmethod
+    def of(cls, order: OrderRequest, submitted_at: datetime) -> OrderFingerprint:
+        return cls(
+            symbol=order.symbol,
+            side=order.side,
+            quantity=order.quantity,
+            order_type=order.order_type,
+            time_in_force=order.time_in_force,
+            limit_price=order.limit_price,
+            stop_price=order.stop_price,
+            submitted_at=submitted_at,
+        )
+
+    def matches(self, order: BrokerOrder) -> bool:
+        """Same instrument, side, size, type, duration and prices (entry time is separate)."""
+        return (
+            order.symbol == self.symbol
+            and order.side is self.side
+            and order.quantity == self.quantity
+            and order.order_type is self.order_type
+            and order.time_in_force is self.time_in_force
+            and order.limit_price == self.limit_price
+            and order.stop_price == self.stop_price
+        )
+
+
+@runtime_checkable
+class FingerprintLookup(Protocol):
+    """Adapters of brokers without client order ids (``client_order_ids = unsupported``).
+
+    ``claimed`` holds broker order ids already adopted by other orders of ours, which are
+    never candidates. The adapter chooses the window around ``submitted_at`` (it knows its
+    broker's clock and latency); when several orders match it returns the one entered
+    closest after the submit, so identical orders submitted apart are told apart by time.
+    """
+
+    fingerprint_window: timedelta
+
+    async def find_order_by_fingerprint(
+        self, account_ref: str, fingerprint: OrderFingerprint, claimed: frozenset[str]
+    ) -> BrokerOrder | None: ...
 
 
 @runtime_checkable

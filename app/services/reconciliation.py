@@ -3,8 +3,10 @@
 An order is left ``unknown`` when a submit timed out or failed after it may have reached
 the broker, and ``pending_submit`` when the process stopped between committing the intent
 and hearing the broker. Reconciliation asks the broker for the order by our client order id
-and adopts what it finds. Only when the broker has had ample time and still does not know
-the order is it marked ``rejected``; it is never sent again.
+(or, for brokers without client order ids, by the order's fingerprint near its submit time:
+``capabilities.client_order_ids`` says which) and adopts what it finds. Only when the
+broker has had ample time and still does not know the order is it marked ``rejected``; it
+is never sent again.
 """
 
 from __future__ import annotations
@@ -17,8 +19,18 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers import errors as broker_errors
-from app.brokers.base import BrokerOrder, OrderStatus
-from app.db.models import Order
+from app.brokers.base import (
+    BrokerAdapter,
+    BrokerOrder,
+    FingerprintLookup,
+    OrderFingerprint,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    Support,
+    TimeInForce,
+)
+from app.db.models import Account, Order
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
 from app.db.repositories.orders import OrderRepository
@@ -34,6 +46,8 @@ log = logging.getLogger(__name__)
 PENDING_SUBMIT_GRACE = timedelta(seconds=60)
 # An unknown order the broker still does not know after this is declared not placed.
 UNKNOWN_GIVE_UP = timedelta(minutes=2)
+# Orders created this close to a fingerprint lookup's order may hold its broker order.
+CLAIM_SPAN = timedelta(hours=1)
 BATCH = 200
 
 _SWEEPS: dict[str, list[str]] = {
@@ -54,8 +68,9 @@ class Reconciler:
     that cannot be resolved yet never holds back the rest:
 
     * waiting (``unknown``, ``pending_submit``): looked up by broker order id when we have
-      it, else by client order id; declared not placed only when no broker id is known and
-      the broker still does not know the client id after the give-up window;
+      it, else by client order id (by fingerprint where the broker has no client ids);
+      declared not placed only when no broker id is known and the broker still does not
+      know the order after the give-up window;
     * changing (``pending_cancel``, ``pending_replace``) past the grace period: the change
       request's answer was lost, so the broker's current view is applied;
     * open (``submitted``, ``accepted``, ``partially_filled``): a fill whose update never
@@ -109,7 +124,13 @@ class Reconciler:
             if found is None:
                 return 0
             account, connection = found
+            by_fingerprint = (
+                self._ctx.spec_for(connection).capabilities.client_order_ids is Support.unsupported
+            )
             adapter = await self._ctx.adapter_for(session, connection, for_order=False)
+            claimed: frozenset[str] = frozenset()
+            if order.broker_order_id is None and by_fingerprint:
+                claimed = await self._claimed(session, account, order)
             await session.commit()
             report: BrokerOrder | None
             try:
@@ -117,6 +138,8 @@ class Reconciler:
                     report = await adapter.get_order(
                         account.broker_account_ref, order.broker_order_id
                     )
+                elif by_fingerprint:
+                    report = await _find_by_fingerprint(adapter, account, order, claimed)
                 else:
                     report = await adapter.find_order_by_client_id(
                         account.broker_account_ref, order.client_order_id
@@ -144,6 +167,9 @@ class Reconciler:
             if fresh is None or fresh.status != order.status:
                 return 0  # something else moved it meanwhile; the next pass looks again
             if report is not None:
+                if by_fingerprint and fresh.broker_order_id is None:
+                    if report.broker_order_id in await self._claimed(session, account, fresh):
+                        return 0  # adopted by another order meanwhile; look again next pass
                 applied = apply_broker_order(session, fresh, report, now)
                 if replacement is not None and fresh.replaced_by_order_id is None:
                     await adopt_replacement(session, fresh, replacement, now)
@@ -168,6 +194,20 @@ class Reconciler:
             log.info("order reconciled", extra={"order_id": fresh.id, "status": fresh.status})
             return 1
 
+    async def _claimed(
+        self, session: AsyncSession, account: Account, order: Order
+    ) -> frozenset[str]:
+        """Broker order ids other orders of the same broker account already hold."""
+        account_ids = await AccountRepository.for_system(session).ids_by_broker_ref(
+            account.broker_slug, account.broker_account_ref
+        )
+        return await OrderRepository.for_system(session).broker_ids_near(
+            account_ids,
+            since=order.created_at - CLAIM_SPAN,
+            until=order.created_at + CLAIM_SPAN,
+            exclude_order_id=order.id,
+        )
+
     async def _complete_key(self, session: AsyncSession, order: Order) -> None:
         keys = IdempotencyRepository.for_system(session)
         record = await keys.in_flight_for_order(order.id)
@@ -188,6 +228,27 @@ class Reconciler:
                 body=OrderOut.from_row(order).model_dump(mode="json"),
                 order_id=order.id,
             )
+
+
+async def _find_by_fingerprint(
+    adapter: BrokerAdapter, account: Account, order: Order, claimed: frozenset[str]
+) -> BrokerOrder | None:
+    """The broker's order for our row, found by what it is and when it was submitted."""
+    if not isinstance(adapter, FingerprintLookup):
+        raise broker_errors.NotSupported(
+            "the broker has no client order ids and its adapter no fingerprint lookup"
+        )
+    fingerprint = OrderFingerprint(
+        symbol=order.symbol,
+        side=OrderSide(order.side),
+        quantity=order.quantity,
+        order_type=OrderType(order.order_type),
+        time_in_force=TimeInForce(order.time_in_force),
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        submitted_at=order.created_at,
+    )
+    return await adapter.find_order_by_fingerprint(account.broker_account_ref, fingerprint, claimed)
 
 
 async def run_reconciler(reconciler: Reconciler, interval: float, stop: asyncio.Event) -> None:

@@ -51,6 +51,30 @@ class OrderRepository(UserScoped):
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt.order_by(Order.created_at))).scalars().first()
 
+    async def broker_ids_near(
+        self,
+        account_ids: Sequence[str],
+        *,
+        since: datetime,
+        until: datetime,
+        exclude_order_id: str,
+    ) -> frozenset[str]:
+        """System: broker order ids already held by orders on these accounts created in the
+        span (fingerprint reconciliation must not adopt a broker order twice)."""
+        if not account_ids:
+            return frozenset()
+        stmt = select(Order.broker_order_id).where(
+            Order.account_id.in_(account_ids),
+            Order.broker_order_id.is_not(None),
+            Order.created_at >= since,
+            Order.created_at <= until,
+            Order.id != exclude_order_id,
+        )
+        if not self.is_system:
+            stmt = stmt.where(Order.user_id == self.user_id)
+        rows = (await self.session.execute(stmt)).scalars().all()
+        return frozenset(r for r in rows if r is not None)
+
     async def list_for_account(
         self,
         account_id: str,
