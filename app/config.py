@@ -123,6 +123,22 @@ class Settings(BaseSettings):
     # (no notification and no heartbeat answer) before it is restarted.
     tastytrade_heartbeat_seconds: float = 20.0
     tastytrade_stream_idle_seconds: float = 65.0
+    # SnapTrade (Tier B aggregator, https://docs.snaptrade.com): the partner API key from the
+    # SnapTrade dashboard (clientId + consumerKey). Unset: SnapTrade is not offered. The
+    # base URL is the spec's server (root paths); the legacy https://api.snaptrade.com/api/v1
+    # works too (requests are signed over whatever path is sent).
+    snaptrade_base_url: str = "https://api.snaptrade.com"
+    snaptrade_client_id: str | None = None
+    snaptrade_consumer_key: SecretStr | None = None
+    # 250 requests per minute per clientId, across every user and endpoint
+    # (https://docs.snaptrade.com/docs/rate-limiting); one shared bucket paces them all.
+    snaptrade_requests_per_minute: int = 250
+    # ``customRedirect`` of every Connection Portal login: where SnapTrade sends the browser
+    # back (with ?status=SUCCESS&connection_id=...). Unset: the dashboard's redirect URI.
+    snaptrade_redirect_url: str | None = None
+    # Webhooks older than this (their eventTimestamp) are refused as replays
+    # (https://docs.snaptrade.com/docs/webhooks, "Verifying Webhook Authenticity").
+    snaptrade_webhook_max_age_seconds: float = 300.0
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0

@@ -103,6 +103,14 @@ class Forbidden(AppError):
     title = "Not allowed"
 
 
+class WebhookUnauthorized(AppError):
+    """A broker webhook whose signature (or age) does not check out: nothing is processed."""
+
+    status = 401
+    code = "invalid_webhook_signature"
+    title = "The webhook signature could not be verified"
+
+
 class ReadOnlyAccount(AppError):
     status = 403
     code = "read_only_account"

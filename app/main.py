@@ -12,7 +12,17 @@ import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import accounts, admin, brokers, connections, events, health, orders, portfolio
+from app.api import (
+    accounts,
+    admin,
+    brokers,
+    connections,
+    events,
+    health,
+    orders,
+    portfolio,
+    webhooks,
+)
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
@@ -167,6 +177,6 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for module in (brokers, connections, accounts, portfolio, orders, events, admin):
+    for module in (brokers, connections, accounts, portfolio, orders, events, admin, webhooks):
         app.include_router(module.router)
     return app

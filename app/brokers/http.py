@@ -345,8 +345,12 @@ class BrokerClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry_after_from: Callable[[httpx.Response], float | None] | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self._client = pool.client(base_url)
+        # Per-request signing (SnapTrade signs the exact query and body of each request):
+        # an httpx auth flow sees the final request, after params and JSON are encoded.
+        self._auth = auth
         self._broker = broker
         self._headers = dict(headers)
         self._bucket = bucket
@@ -406,7 +410,13 @@ class BrokerClient:
         started = time.perf_counter()
         try:
             response = await self._client.request(
-                method, path, params=params, json=json, data=data, headers=self._headers
+                method,
+                path,
+                params=params,
+                json=json,
+                data=data,
+                headers=self._headers,
+                auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TransportError as exc:
             mapped = map_transport(exc, method, self._broker)

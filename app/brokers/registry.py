@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from app.brokers.base import AuthKind, BrokerAdapter, Capabilities, Tier
+from app.brokers.base import AggregatorEvent, AuthKind, BrokerAdapter, Capabilities, Tier
 from app.config import Settings
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ class AdapterContext:
 
 
 AdapterFactory = Callable[[AdapterContext, "Credentials | None"], BrokerAdapter]
+# An aggregator's webhook: (settings, raw body, headers, now) -> the verified event, or
+# ``errors.WebhookRejected`` when it does not prove it comes from the aggregator.
+WebhookVerifier = Callable[[Settings, bytes, Mapping[str, str], datetime], AggregatorEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class BrokerSpec:
     # The platform's own account on this broker (ownership ``platform``): its credential
     # from the deployment's settings, or None where this deployment has none configured.
     platform_credentials: Callable[[Settings], Credentials | None] | None = None
+    # Aggregators that notify by signed webhook (POST /v1/webhooks/<slug>).
+    webhook: WebhookVerifier | None = None
 
     @property
     def label(self) -> str:
@@ -111,7 +117,10 @@ class BrokerRegistry:
 
 def default_registry() -> BrokerRegistry:
     from app.brokers.alpaca import alpaca_spec
+    from app.brokers.snaptrade import snaptrade_spec
     from app.brokers.tastytrade import tastytrade_spec
     from app.brokers.tradier import tradier_spec
 
-    return BrokerRegistry([_paper_spec(), alpaca_spec(), tradier_spec(), tastytrade_spec()])
+    return BrokerRegistry(
+        [_paper_spec(), alpaca_spec(), tradier_spec(), tastytrade_spec(), snaptrade_spec()]
+    )

@@ -32,6 +32,20 @@ class ConnectionCreate(StrictModel):
     options: dict[str, str] = Field(default_factory=dict, max_length=20)
 
 
+class PortalOut(ResponseModel):
+    """Where the browser links (or re-links) a brokerage at an aggregator (SnapTrade's
+    Connection Portal). The URL works once and only until ``expires_at``."""
+
+    url: str
+    expires_at: UTCTimestamp
+
+
+class PortalRequest(StrictModel):
+    """Optional: go straight to one brokerage (the aggregator's slug, e.g. ``SCHWAB``)."""
+
+    brokerage: str | None = Field(default=None, min_length=1, max_length=40)
+
+
 class ConnectionOut(ResponseModel):
     id: str
     broker: str
@@ -46,6 +60,9 @@ class ConnectionOut(ResponseModel):
     last_refresh_at: UTCTimestamp | None
     last_refresh_outcome: str | None
     accounts: list[str]
+    # Aggregator connections only, in the answer that created them: the Connection Portal
+    # where the user links the brokerage (a new one: POST /v1/connections/{id}/portal).
+    portal: PortalOut | None = None
 
 
 class ConnectionPage(ResponseModel):

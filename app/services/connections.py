@@ -116,6 +116,12 @@ class ConnectionService:
             )
         if spec.auth is AuthKind.none:
             return await self._create_paper(user_id, spec, body)
+        if spec.auth is AuthKind.aggregator and spec.token_tier is not None:
+            from app.services.aggregators import AggregatorConnections
+
+            return await AggregatorConnections(self._ctx).create(
+                user_id=user_id, spec=spec, body=body
+            )
         if spec.auth is AuthKind.api_key and spec.token_tier is not None:
             return await self._create_api_key(user_id, spec, body)
         raise errors.UnknownBroker(f"connecting '{spec.slug}' is not available yet")
@@ -329,8 +335,11 @@ class ConnectionService:
         Working orders are canceled first, while the credential still works: a resting
         order left at the broker would keep trading for a user who can no longer see or
         stop it. A cancel that fails is logged; the order stays visible and reconciled.
+        An aggregator connection's user is then deleted at the aggregator (best effort),
+        which removes the brokerage logins it held there.
         """
         await self._cancel_working_orders(user_id, connection_id)
+        await self._release_at_aggregator(user_id, connection_id)
         async with self._ctx.sessionmaker() as session:
             repo = ConnectionRepository.for_user(session, user_id)
             connection = await repo.get(connection_id, for_update=True)
@@ -348,6 +357,24 @@ class ConnectionService:
             await AccountRepository.for_user(session, user_id).disable_trading(connection.id)
             append_connection_event(session, connection)
             await session.commit()
+
+    async def _release_at_aggregator(self, user_id: str, connection_id: str) -> None:
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
+            if connection is None or connection.status == "revoked":
+                return
+            spec = self._ctx.registry.get(connection.broker_slug)
+            if spec is None or spec.auth is not AuthKind.aggregator:
+                return
+            try:
+                credentials = await self._ctx.vault.credentials_for_read(
+                    session, user_id=user_id, connection_id=connection_id
+                )
+            except errors.ConnectionBroken:
+                return
+        from app.services.aggregators import AggregatorConnections
+
+        await AggregatorConnections(self._ctx).release(connection, credentials)
 
     async def _cancel_working_orders(self, user_id: str, connection_id: str) -> None:
         async with self._ctx.sessionmaker() as session:

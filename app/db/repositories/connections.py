@@ -130,6 +130,15 @@ class AccountRepository(UserScoped):
         )
         return list((await self.session.execute(stmt)).scalars().all())
 
+    async def for_connection(self, connection_id: str) -> list[Account]:
+        """The connection's accounts, oldest first."""
+        stmt = (
+            select(Account)
+            .where(Account.user_id == self.user_id, Account.connection_id == connection_id)
+            .order_by(Account.created_at, Account.id)
+        )
+        return list((await self.session.execute(stmt)).scalars().all())
+
     async def ids_for_connections(self, connection_ids: Sequence[str]) -> dict[str, list[str]]:
         result: dict[str, list[str]] = {cid: [] for cid in connection_ids}
         if not connection_ids:
