@@ -1,13 +1,14 @@
-"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier and tastytrade
-(fakes).
+"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade and
+SnapTrade (fakes).
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
 venue gives an adapter bound to a fresh funded account and a way to let the market
 move (``settle``): the paper engine's clock and tick, the fake's matching pass. The contract
 is written against ``BrokerAdapter`` only; where brokers legitimately differ (replace keeps
 the id at the paper broker and Tradier, makes a new one at Alpaca and tastytrade; tastytrade
-answers a new order "Routed", i.e. ``submitted``, before it is ``Live``) both outcomes are
-spelled out.
+answers a new order "Routed", i.e. ``submitted``, before it is ``Live``; SnapTrade has no
+client order id, so an order is found by fingerprint instead, as
+``capabilities.client_order_ids`` says) both outcomes are spelled out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -25,11 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.brokers import errors
 from app.brokers.base import (
     BrokerAdapter,
+    FingerprintLookup,
     OrderChanges,
+    OrderFingerprint,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
+    Support,
     TimeInForce,
 )
 from app.db.session import create_sessionmaker
@@ -38,6 +42,7 @@ from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.snaptrade.support import running_fake as running_snaptrade
 from tests.brokers.tastytrade.support import running_fake as running_tastytrade
 from tests.brokers.tradier.support import running_fake as running_tradier
 from tests.conftest import new_user
@@ -77,6 +82,10 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         async with running_tastytrade(cash=cash) as tt:
             yield Venue(tt.adapter(), tt.account.number, tt.fake.match)
         return
+    if name == "snaptrade":
+        async with running_snaptrade(cash=cash) as snap:
+            yield Venue(snap.adapter(), snap.account.id, snap.fake.match)
+        return
     async with running_fake(cash=cash) as run:
         yield Venue(run.adapter(), run.account.id, run.fake.match)
 
@@ -100,22 +109,42 @@ def order(
     )
 
 
-VENUES = ["paper", "alpaca", "tradier", "tastytrade"]
+VENUES = ["paper", "alpaca", "tradier", "tastytrade", "snaptrade"]
 
 
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        request = order()
+        submitted_at = datetime.now(UTC)
+        placed = await v.adapter.place_order(v.account_ref, request)
         assert placed.status in (OrderStatus.submitted, OrderStatus.accepted)
         assert placed.filled_quantity == 0
         got = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
         assert (got.broker_order_id, got.limit_price) == (placed.broker_order_id, Decimal(1))
         assert got.status is OrderStatus.accepted
-        found = await v.adapter.find_order_by_client_id(v.account_ref, placed.client_order_id or "")
-        assert found is not None
-        assert found.broker_order_id == placed.broker_order_id
-        assert await v.adapter.find_order_by_client_id(v.account_ref, "bgc-none") is None
+        if v.adapter.capabilities.client_order_ids is Support.native:
+            found = await v.adapter.find_order_by_client_id(
+                v.account_ref, placed.client_order_id or ""
+            )
+            assert found is not None
+            assert found.broker_order_id == placed.broker_order_id
+            assert await v.adapter.find_order_by_client_id(v.account_ref, "bgc-none") is None
+        else:
+            assert isinstance(v.adapter, FingerprintLookup)
+            fingerprint = OrderFingerprint.of(request, submitted_at)
+            found = await v.adapter.find_order_by_fingerprint(
+                v.account_ref, fingerprint, frozenset()
+            )
+            assert found is not None
+            assert found.broker_order_id == placed.broker_order_id
+            claimed = frozenset({placed.broker_order_id})
+            assert (
+                await v.adapter.find_order_by_fingerprint(v.account_ref, fingerprint, claimed)
+                is None
+            )
+            with pytest.raises(errors.NotSupported):
+                await v.adapter.find_order_by_client_id(v.account_ref, request.client_order_id)
         open_ids = [
             o.broker_order_id for o in await v.adapter.list_orders(v.account_ref, "open", 50)
         ]

@@ -2,7 +2,8 @@
 
 Prints the settings that point the gateway at them, a credential per fake account, and the
 platform's default Alpaca key (a second fake Alpaca account). A ticker matches resting orders
-every ``--tick`` seconds, like a market that moves.
+every ``--tick`` seconds, like a market that moves. The SnapTrade fake sends its webhooks to
+``--snaptrade-webhook-url`` (the gateway's ``/v1/webhooks/snaptrade``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from tests.fakes.alpaca import FakeAlpaca
 from tests.fakes.runner import serve_asgi
+from tests.fakes.snaptrade import FakeSnapTrade
 from tests.fakes.tastytrade import FakeTastytrade
 from tests.fakes.tradier import FakeTradier
 
@@ -41,6 +43,11 @@ async def main(args: argparse.Namespace) -> None:
         client_secret=args.tastytrade_client_secret,
         refresh_token=args.tastytrade_refresh_token,
     )
+    snaptrade = FakeSnapTrade(
+        client_id=args.snaptrade_client_id,
+        consumer_key=args.snaptrade_consumer_key,
+        webhook_url=args.snaptrade_webhook_url or None,
+    )
     async with (
         serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
         serve_asgi(
@@ -49,6 +56,9 @@ async def main(args: argparse.Namespace) -> None:
         serve_asgi(
             tastytrade.app, port=args.tastytrade_port, on_shutdown=tastytrade.release_hung
         ) as tt_url,
+        serve_asgi(
+            snaptrade.app, port=args.snaptrade_port, on_shutdown=snaptrade.release_hung
+        ) as snaptrade_url,
     ):
         lines = [
             f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
@@ -58,6 +68,9 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_TRADIER_BASE_URL={tradier_url}",
             f"export BROKERAGE_TASTYTRADE_BASE_URL={tt_url}",
             f"export BROKERAGE_TASTYTRADE_STREAMER_URL={'ws' + tt_url.removeprefix('http')}",
+            f"export BROKERAGE_SNAPTRADE_BASE_URL={snaptrade_url}",
+            f"export BROKERAGE_SNAPTRADE_CLIENT_ID={snaptrade.client_id}",
+            f"export BROKERAGE_SNAPTRADE_CONSUMER_KEY={snaptrade.consumer_key}",
             "# connect with:",
             CONNECT,
             f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": '
@@ -69,6 +82,9 @@ async def main(args: argparse.Namespace) -> None:
             f'#     -d \'{{"broker": "tastytrade", "credentials": {{"client_secret": '
             f'"{args.tastytrade_client_secret}", "refresh_token": '
             f'"{args.tastytrade_refresh_token}"}}}}\'',
+            CONNECT,
+            '#     -d \'{"broker": "snaptrade", "options": {"brokerage": "SCHWAB"}}\'',
+            "#   then open the answer's portal.url and press Connect",
             "# or to the platform's default Alpaca account: "
             '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
         ]
@@ -76,7 +92,7 @@ async def main(args: argparse.Namespace) -> None:
         sys.stdout.flush()
         tickers = [
             asyncio.create_task(_tick(fake.match, args.tick))
-            for fake in (alpaca, tradier, tastytrade)
+            for fake in (alpaca, tradier, tastytrade, snaptrade)
         ]
         try:
             await asyncio.Event().wait()
@@ -91,12 +107,20 @@ def run() -> None:
     parser.add_argument("--port", type=int, default=8765, help="Alpaca fake port (0: any)")
     parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
     parser.add_argument("--tastytrade-port", type=int, default=8767, help="tastytrade fake port")
+    parser.add_argument("--snaptrade-port", type=int, default=8769, help="SnapTrade fake port")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
     parser.add_argument("--alpaca-key-id", default="PKFAKEALPACA0000001")
     parser.add_argument("--alpaca-secret", default="fake-alpaca-secret-not-a-real-key")
     parser.add_argument("--tradier-token", default="fake-tradier-token-not-real")
     parser.add_argument("--tastytrade-client-secret", default="fake-tastytrade-client-secret")
     parser.add_argument("--tastytrade-refresh-token", default="fake-tastytrade-refresh-token")
+    parser.add_argument("--snaptrade-client-id", default="BGWFAKE")
+    parser.add_argument("--snaptrade-consumer-key", default="fake-snaptrade-consumer-key-not-real")
+    parser.add_argument(
+        "--snaptrade-webhook-url",
+        default="http://127.0.0.1:8000/v1/webhooks/snaptrade",
+        help="where the SnapTrade fake sends its webhooks ('' for nowhere)",
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))

@@ -53,6 +53,7 @@ import hashlib
 import hmac
 import html
 import json
+import re
 import time
 import uuid
 from collections import deque
@@ -144,11 +145,11 @@ class Faults:
     """Fault switches. Counters apply to the next N matching requests, then reset.
 
     ``latency``: seconds before every API answer. ``server_errors`` /
-    ``server_error_status``: the next N API requests (of ``server_errors_method`` and paths
-    containing ``server_errors_path`` when set) answer 5xx (503 with the spec's "busy
+    ``server_error_status``: the next N API requests (of ``server_errors_method``, and paths
+    matching the regular expression ``server_errors_path``, when set) answer 5xx (503 with the spec's "busy
     syncing" body, else 500). ``rate_limited`` / ``rate_limit_reset``: the next N answer 429
     with the documented body and ``X-RateLimit-Remaining: 0`` (SnapTrade sends no
-    ``Retry-After``). ``timeout_after_accept``: the next N ``POST /trade/{tradeId}`` place
+    ``Retry-After``; ``X-RateLimit-Reset`` says when). ``timeout_after_accept``: the next N ``POST /trade/{tradeId}`` place
     the order, then hold the answer ``hang_seconds``. ``max_clock_skew``: refuse
     timestamps further off than this (SnapTrade's window is undocumented; off by default).
     """
@@ -637,7 +638,8 @@ class FakeSnapTrade:
         if len(self._window) > RATE_LIMIT:
             return self._throttled(60 - int(time.monotonic() - self._window[0]))
         method_ok = self.faults.server_errors_method in (None, method)
-        path_ok = self.faults.server_errors_path is None or self.faults.server_errors_path in path
+        pattern = self.faults.server_errors_path
+        path_ok = pattern is None or re.search(pattern, path) is not None
         if self.faults.server_errors > 0 and method_ok and path_ok:
             self.faults.server_errors -= 1
             if self.faults.server_error_status == 503:  # spec 503BrokerageRequestResponse
