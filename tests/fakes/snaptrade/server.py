@@ -1272,7 +1272,7 @@ class FakeSnapTrade:
                     "symbol": {
                         "universal_symbol_id": universal["id"],
                         "currency": USD,
-                        "local_id": None,
+                        "local_id": str(uuid.UUID(universal["id"]).int % 10**7),
                         "description": universal["description"],
                         "symbol": symbol,
                         "brokerage_symbol_id": str(
