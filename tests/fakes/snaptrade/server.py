@@ -146,12 +146,13 @@ class Faults:
 
     ``latency``: seconds before every API answer. ``server_errors`` /
     ``server_error_status``: the next N API requests (of ``server_errors_method``, and paths
-    matching the regular expression ``server_errors_path``, when set) answer 5xx (503 with the spec's "busy
-    syncing" body, else 500). ``rate_limited`` / ``rate_limit_reset``: the next N answer 429
-    with the documented body and ``X-RateLimit-Remaining: 0`` (SnapTrade sends no
-    ``Retry-After``; ``X-RateLimit-Reset`` says when). ``timeout_after_accept``: the next N ``POST /trade/{tradeId}`` place
-    the order, then hold the answer ``hang_seconds``. ``max_clock_skew``: refuse
-    timestamps further off than this (SnapTrade's window is undocumented; off by default).
+    matching the regular expression ``server_errors_path``, when set) answer 5xx (503 with
+    the spec's "busy syncing" body, else 500). ``rate_limited`` / ``rate_limit_reset``: the
+    next N answer 429 with the documented body and ``X-RateLimit-Remaining: 0`` (SnapTrade
+    sends no ``Retry-After``; ``X-RateLimit-Reset`` says when). ``timeout_after_accept``:
+    the next N ``POST /trade/{tradeId}`` place the order, then hold the answer
+    ``hang_seconds``. ``max_clock_skew``: refuse timestamps further off than this
+    (SnapTrade's window is undocumented; off by default).
     """
 
     latency: float = 0.0
