@@ -70,7 +70,7 @@ async def delete_connection(connection_id: str, user: CurrentUser, state: State)
 @router.post(
     "/connections/{connection_id}/portal",
     name="connection_portal",
-    responses=problem_responses(401, 404, 409, 422, 429, 503),
+    responses=problem_responses(400, 401, 404, 409, 413, 422, 429, 503),
 )
 async def connection_portal(
     connection_id: str,
