@@ -49,7 +49,9 @@ async def test_connect_portal_webhook_then_active(
     caplog.set_level(logging.DEBUG)
     async with gateway(db_url) as gw:
         h, user = gw.harness, new_user()
+        before = datetime.now(UTC)
         created = await gw.connect(user, "SCHWAB")
+        after = datetime.now(UTC)
         assert (created["tier"], created["ownership"], created["label"]) == ("B", "byob", "Live")
         assert (created["status"], created["accounts"]) == ("broken", [])
         assert created["display"] == "Connecting via SnapTrade"
@@ -57,7 +59,7 @@ async def test_connect_portal_webhook_then_active(
         assert portal["url"].startswith(gw.fake_url + "/snapTrade/redeemToken?token=")
         assert "broker=SCHWAB" in portal["url"]
         expires = datetime.fromisoformat(portal["expires_at"])
-        assert timedelta(minutes=4) < expires - datetime.now(UTC) <= timedelta(minutes=5)
+        assert before + timedelta(minutes=5) <= expires <= after + timedelta(minutes=5)
 
         snap_user = gw.user_of(created["id"])
         secret = snap_user.secret
