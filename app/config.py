@@ -123,6 +123,19 @@ class Settings(BaseSettings):
     # (no notification and no heartbeat answer) before it is restarted.
     tastytrade_heartbeat_seconds: float = 20.0
     tastytrade_stream_idle_seconds: float = 65.0
+    # Charles Schwab Trader API (Tier A, OAuth2). One host serves the OAuth endpoints, the
+    # trader API and market data (https://developer.schwab.com/products/trader-api--individual).
+    # Offered only when the app's client id and secret are set (``schwab_configured``).
+    schwab_base_url: str = "https://api.schwabapi.com"
+    schwab_client_id: str | None = None
+    schwab_client_secret: SecretStr | None = None
+    # The exact callback registered with the Schwab app (Schwab compares it verbatim).
+    schwab_redirect_uri: str | None = None
+    # Non-order requests: 120 per minute; order placement/replace/cancel: 0-120 per minute
+    # per account, chosen at app registration (Schwab/TDA migration guide; schwab-py
+    # docs/getting-started.rst recommends 120).
+    schwab_requests_per_minute: int = 120
+    schwab_order_requests_per_minute: int = 120
     # SnapTrade (Tier B aggregator, https://docs.snaptrade.com): the partner API key from the
     # SnapTrade dashboard (clientId + consumerKey). Unset: SnapTrade is not offered. The
     # base URL is the spec's server (root paths); the legacy https://api.snaptrade.com/api/v1
@@ -154,6 +167,26 @@ class Settings(BaseSettings):
     # answers skip it for at least this long (reporting its last good data) while one
     # background read per period checks whether the broker is back.
     portfolio_skip_seconds: float = Field(default=30.0, ge=0)
+    # OAuth brokers (the connect flow and the token lifecycle). Each OAuth broker adds its
+    # own client id / secret / redirect URI settings, named in its ``OAuthSpec``.
+    # Frontend URLs ``return_to`` may point at: absolute URLs, matched by scheme, host and
+    # port exactly and by path prefix at a segment boundary. Empty: no flow can start.
+    oauth_return_to_allowlist: list[str] = []
+    # Where a callback whose state is unknown sends the browser (``?error=invalid_state``);
+    # unset, such a callback answers 400 problem+json instead.
+    oauth_failure_url: str | None = None
+    oauth_state_ttl_seconds: int = 600
+    # Pending (unused, unexpired) authorizations one user may hold at once.
+    oauth_max_pending_states: int = 20
+    # The refresher: how often it looks, how far ahead of expiry it refreshes, and when a
+    # refresh token counts as expiring (``connection.expiring``).
+    token_refresh_interval_seconds: float = 60.0
+    token_refresh_ahead_seconds: float = 300.0
+    # An adapter built with an access token this close to expiry refreshes it first.
+    token_refresh_leeway_seconds: float = 60.0
+    # Refreshes one instance runs at once in a background pass (Postgres; SQLite: one).
+    token_refresh_concurrency: int = 4
+    connection_expiring_window: timedelta = timedelta(days=1)
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -169,6 +202,12 @@ class Settings(BaseSettings):
         return self.portfolio_broker_timeouts.get(
             broker_slug, self.portfolio_broker_timeout_seconds
         )
+
+    @property
+    def schwab_configured(self) -> bool:
+        """Schwab is offered only with the app's client id and secret."""
+        secret = self.schwab_client_secret
+        return bool(self.schwab_client_id and secret is not None and secret.get_secret_value())
 
     @property
     def is_sqlite(self) -> bool:

@@ -88,6 +88,12 @@ class InvalidCursor(AppError):
     title = "The cursor is not valid"
 
 
+class InvalidOAuthState(AppError):
+    status = 400
+    code = "invalid_state"
+    title = "The OAuth state is unknown"
+
+
 class Unauthorized(AppError):
     status = 401
     code = "unauthorized"
@@ -190,6 +196,24 @@ class UnknownBroker(AppError):
     title = "This broker is not available on this deployment"
 
 
+class UnknownAccount(AppError):
+    status = 422
+    code = "unknown_account"
+    title = "The request names an account you do not have"
+
+
+class NoEligibleAccount(AppError):
+    status = 422
+    code = "no_eligible_account"
+    title = "None of your accounts can take this order"
+
+
+class RouteFailed(AppError):
+    status = 422
+    code = "route_failed"
+    title = "Every account the order was routed to refused it"
+
+
 class UnknownSymbol(AppError):
     status = 422
     code = "unknown_symbol"
@@ -218,6 +242,12 @@ class BrokerRejected(AppError):
     status = 422
     code = "broker_rejected"
     title = "The broker rejected the request"
+
+
+class InvalidReturnTo(AppError):
+    status = 422
+    code = "invalid_return_to"
+    title = "return_to is not on this deployment's allow-list"
 
 
 class InvalidCredentials(AppError):

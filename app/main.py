@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -19,8 +20,10 @@ from app.api import (
     connections,
     events,
     health,
+    oauth,
     orders,
     portfolio,
+    routing,
     webhooks,
 )
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -42,13 +45,17 @@ from app.security.jwt import build_verifier
 from app.security.vault import TokenVault
 from app.services.accounts import AccountService
 from app.services.admin import AdminService
+from app.services.clock import utcnow
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
+from app.services.oauth import OAuthFlowService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
 from app.services.portfolio import PortfolioService
 from app.services.reconciliation import Reconciler, run_reconciler
+from app.services.routing import RoutingService
+from app.services.token_lifecycle import TokenLifecycle
 from app.services.upstream import UpstreamStreams
 from app.startup import prepare_local_secrets
 from app.streaming.config import StreamSettings  # streaming
@@ -73,7 +80,9 @@ def create_app(
     paper_clock: Clock | None = None,
     registry: BrokerRegistry | None = None,
     stream_settings: StreamSettings | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
+    """The app. ``clock`` is "now" for the OAuth flow and token lifecycle (tests inject one)."""
     settings = settings or get_settings()
     stream_settings = stream_settings or StreamSettings()  # streaming
 
@@ -96,38 +105,54 @@ def create_app(
             paper_clock or SystemClock(),
             OrderUpdateIngest(sessionmaker, "paper"),
         )
+        broker_registry = registry or default_registry()
+        vault = TokenVault(EnvelopeCipher(key_provider))
+        broker_http = HttpPool(
+            timeouts=timeouts_from(settings),
+            # Several instances share one database: per-credential broker limits are kept
+            # there so together they stay within each broker's published limits.
+            limiter=PostgresRateLimiter(engine) if engine.dialect.name == "postgresql" else None,
+        )
+        now = clock or utcnow
+        tokens = TokenLifecycle(
+            settings=settings,
+            sessionmaker=sessionmaker,
+            registry=broker_registry,
+            vault=vault,
+            http=broker_http,
+            clock=now,
+        )
         ctx = ServiceContext(
             settings=settings,
             sessionmaker=sessionmaker,
-            registry=registry or default_registry(),
+            registry=broker_registry,
             paper_engine=paper_engine,
-            vault=TokenVault(EnvelopeCipher(key_provider)),
+            vault=vault,
             audit=_audit_chain(verifier_settings),
-            broker_http=HttpPool(
-                timeouts=timeouts_from(settings),
-                # Several instances share one database: per-credential broker limits are
-                # kept there so together they stay within each broker's published limits.
-                limiter=(
-                    PostgresRateLimiter(engine) if engine.dialect.name == "postgresql" else None
-                ),
-            ),
+            broker_http=broker_http,
+            clock=now,
+            tokens=tokens,
         )
         # --- streaming: the hub and its LISTEN connection (or in-process notifier) ---
         stream = StreamRuntime(settings.database_url, stream_settings)
         await stream.start()
         # --- end streaming ---
+        orders_service = OrderService(ctx)
         app.state.brokerage = AppState(
             settings=settings,
             engine=engine,
             ctx=ctx,
             verifier=build_verifier(verifier_settings, http),
-            orders=OrderService(ctx),
+            orders=orders_service,
             accounts=AccountService(ctx),
             connections=ConnectionService(ctx),
             admin=AdminService(ctx),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
             portfolio=PortfolioService(ctx),
+            oauth=OAuthFlowService(ctx, tokens),
+            tokens=tokens,
+            routing=RoutingService(ctx, orders_service),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -149,6 +174,12 @@ def create_app(
                 asyncio.create_task(
                     UpstreamStreams(ctx).run(settings.upstream_sync_seconds, stop),
                     name="upstream-streams",
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    tokens.run(settings.token_refresh_interval_seconds, stop),
+                    name="token-refresh",
                 )
             )
         log.info("brokerage gateway ready", extra={"database": engine.dialect.name})
@@ -177,6 +208,17 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for module in (brokers, connections, accounts, portfolio, orders, events, admin, webhooks):
+    for module in (
+        brokers,
+        connections,
+        oauth,
+        accounts,
+        portfolio,
+        orders,
+        routing,
+        events,
+        admin,
+        webhooks,
+    ):
         app.include_router(module.router)
     return app

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -104,10 +104,14 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def running_app(
-    settings: Settings, registry: BrokerRegistry | None = None
+    settings: Settings,
+    registry: BrokerRegistry | None = None,
+    *,
+    now: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[Harness]:
+    """``now``: the OAuth flow's and token lifecycle's clock (default: the system clock)."""
     clock = ManualClock(CLOCK_START)
-    app = create_app(settings, paper_clock=clock, registry=registry)
+    app = create_app(settings, paper_clock=clock, registry=registry, clock=now)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:

@@ -13,8 +13,11 @@ from app.services.admin import AdminService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
+from app.services.oauth import OAuthFlowService
 from app.services.orders import OrderService
 from app.services.portfolio import PortfolioService
+from app.services.routing import RoutingService
+from app.services.token_lifecycle import TokenLifecycle
 from app.streaming.runtime import StreamRuntime
 
 
@@ -31,3 +34,6 @@ class AppState:
     events: EventService
     stream: StreamRuntime
     portfolio: PortfolioService
+    oauth: OAuthFlowService
+    tokens: TokenLifecycle
+    routing: RoutingService

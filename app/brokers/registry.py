@@ -16,6 +16,7 @@ from app.config import Settings
 
 if TYPE_CHECKING:
     from app.brokers.http import HttpPool
+    from app.brokers.oauth import OAuthSpec
     from app.paper.engine import PaperEngine
     from app.security.credentials import Credentials
 
@@ -53,6 +54,19 @@ class BrokerSpec:
     # The platform's own account on this broker (ownership ``platform``): its credential
     # from the deployment's settings, or None where this deployment has none configured.
     platform_credentials: Callable[[Settings], Credentials | None] | None = None
+    # OAuth paths (``auth=oauth2``): the broker's authorization server, as data. The connect
+    # flow (GET /v1/oauth/{slug}/authorize) and the token refresher use only this.
+    oauth: OAuthSpec | None = None
+
+    def oauth_ready(self, settings: Settings) -> bool:
+        """Whether this deployment can run the OAuth flow for this broker."""
+        return (
+            self.auth is AuthKind.oauth2
+            and self.oauth is not None
+            and self.configured(settings)
+            and self.oauth.configured(settings, self.slug)
+        )
+
     # Aggregators that notify by signed webhook (POST /v1/webhooks/<slug>).
     webhook: WebhookVerifier | None = None
 
@@ -111,16 +125,30 @@ class BrokerRegistry:
         return list(self._specs.values())
 
     def available(self, settings: Settings) -> list[BrokerSpec]:
-        """Brokers offered for new connections on this deployment."""
-        return [spec for spec in self._specs.values() if spec.configured(settings)]
+        """Brokers offered for new connections on this deployment (OAuth brokers only with
+        their client id, secret and redirect URI configured)."""
+        return [
+            spec
+            for spec in self._specs.values()
+            if spec.configured(settings)
+            and (spec.auth is not AuthKind.oauth2 or spec.oauth_ready(settings))
+        ]
 
 
 def default_registry() -> BrokerRegistry:
     from app.brokers.alpaca import alpaca_spec
+    from app.brokers.schwab import schwab_spec
     from app.brokers.snaptrade import snaptrade_spec
     from app.brokers.tastytrade import tastytrade_spec
     from app.brokers.tradier import tradier_spec
 
     return BrokerRegistry(
-        [_paper_spec(), alpaca_spec(), tradier_spec(), tastytrade_spec(), snaptrade_spec()]
+        [
+            _paper_spec(),
+            alpaca_spec(),
+            tradier_spec(),
+            tastytrade_spec(),
+            schwab_spec(),
+            snaptrade_spec(),
+        ]
     )

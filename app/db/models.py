@@ -117,6 +117,43 @@ class BrokerToken(Base):
         )
 
 
+class OAuthState(Base):
+    """One pending OAuth authorization (the connect flow), stored server-side.
+
+    Only hashes of the ``state`` and of the browser's cookie nonce are kept, and the PKCE
+    verifier is sealed like a credential; a table dump cannot complete anyone's flow. A row
+    is single use (``consumed_at`` set atomically by the callback) and lives 10 minutes; it
+    is kept a while after use so a replay is told "already used", then purged.
+    """
+
+    __tablename__ = "oauth_states"
+    __table_args__ = (
+        UniqueConstraint("state_hash"),
+        Index(None, "user_id", "expires_at"),
+        Index(None, "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    broker_slug: Mapped[str] = mapped_column(String(40))
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    verifier_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    verifier_wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    verifier_key_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    return_to: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthState(id={self.id!r}, broker_slug={self.broker_slug!r}, "
+            f"expires_at={self.expires_at!r}, consumed_at={self.consumed_at!r})"
+        )
+
+
 class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (
@@ -387,3 +424,92 @@ class PortfolioSnapshot(Base):
     buying_power: Mapped[Decimal] = mapped_column(Money())
     positions: Mapped[list[dict[str, str]]] = mapped_column(JSON)
     taken_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- Multi-broker routing (app/services/routing.py). ---
+
+ASSET_CLASSES = ("equity", "option", "crypto", "mutual_fund")
+ROUTE_SELECTIONS = ("auto", "explicit")
+ROUTE_MODES = ("live", "paper")
+# pending: the attempt's order row is committed and the broker has not answered yet;
+# accepted: the broker took the order; rejected: it definitively refused it; not_sent: the
+# request never reached it (429, connection refused); unknown: it may have it (timeout or
+# 5xx after sending), reconciliation decides; skipped: refused before any order row was
+# written (a kill-switch flipped since the decision, the broker does not list the symbol).
+ROUTE_ATTEMPT_OUTCOMES = ("pending", "accepted", "rejected", "not_sent", "unknown", "skipped")
+
+
+class RoutingRule(Base):
+    """A user's preferred account order for one asset class (at most one row per class).
+
+    ``account_ids`` is the ordered preference list. Accounts a rule does not list still come
+    after the listed ones (in the default order); ``allowed_accounts`` on a request is how a
+    caller restricts the set.
+    """
+
+    __tablename__ = "routing_rules"
+    __table_args__ = (
+        UniqueConstraint("user_id", "asset_class"),
+        CheckConstraint(_in("asset_class", ASSET_CLASSES), name="asset_class"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    asset_class: Mapped[str] = mapped_column(String(12))
+    account_ids: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OrderRoute(Base):
+    """One client request on ``POST /v1/orders``: the decision and its attempts.
+
+    ``decision`` is the router's plan as it was made (candidates in order, every account
+    passed over with its reason code). What happened at each broker is in ``route_attempts``;
+    the route's status is derived from those attempts and their orders, never stored, so it
+    cannot disagree with what reconciliation later finds.
+    """
+
+    __tablename__ = "order_routes"
+    __table_args__ = (
+        CheckConstraint(_in("selection", ROUTE_SELECTIONS), name="selection"),
+        CheckConstraint(_in("mode", ROUTE_MODES), name="mode"),
+        CheckConstraint(_in("asset_class", ASSET_CLASSES), name="asset_class"),
+        Index(None, "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    selection: Mapped[str] = mapped_column(String(10))
+    mode: Mapped[str] = mapped_column(String(8))
+    asset_class: Mapped[str] = mapped_column(String(12))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RouteAttempt(Base):
+    """One try of a route at one account. An attempt that reached the point of calling the
+    broker has its own order row (own ``client_order_id``), so reconciliation of each broker
+    works on that broker's order alone; ``order_id`` is unique across attempts."""
+
+    __tablename__ = "route_attempts"
+    __table_args__ = (
+        UniqueConstraint("route_id", "seq"),
+        UniqueConstraint("order_id"),
+        CheckConstraint(_in("outcome", ROUTE_ATTEMPT_OUTCOMES), name="outcome"),
+        Index(None, "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    route_id: Mapped[str] = mapped_column(ID, ForeignKey("order_routes.id"))
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    seq: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[str] = mapped_column(ID, ForeignKey("accounts.id"))
+    broker_slug: Mapped[str] = mapped_column(String(40))
+    order_id: Mapped[str | None] = mapped_column(ID, ForeignKey("orders.id"), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(10))
+    code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    detail: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

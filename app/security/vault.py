@@ -65,6 +65,13 @@ def _aad(token: BrokerToken) -> AssociatedData:
     )
 
 
+def _flow_aad(user_id: str, flow_id: str, broker_slug: str) -> AssociatedData:
+    # "oauth_flow" is not a broker tier: a flow secret never opens as a credential.
+    return AssociatedData(
+        user_id=user_id, connection_id=flow_id, broker_slug=broker_slug, broker_tier="oauth_flow"
+    )
+
+
 def _envelope(token: BrokerToken) -> Envelope:
     return Envelope(
         ciphertext=token.token_ciphertext,
@@ -150,6 +157,60 @@ class TokenVault:
         await session.flush()
         return token.id
 
+    async def reseal(
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_id: str,
+        credentials: Credentials,
+        expires_at: datetime | None,
+        refresh_expires_at: datetime | None,
+    ) -> str:
+        """Replace the active token's credential in place (an OAuth refresh); returns its id.
+
+        Sealed again under a fresh data key and the current KEK; the row keeps its id,
+        ``created_at`` and ``rotate_after``. In place rather than a new row, so superseded
+        refresh tokens do not pile up in the table. Raises ``CredentialRevoked`` /
+        ``CredentialMissing`` when there is no active token to replace.
+        """
+        repo = BrokerTokenRepository.for_user(session, user_id)
+        token = await repo.active_for_connection(connection_id, for_update=True)
+        if token is None:
+            if await repo.exists_for_connection(connection_id):
+                raise CredentialRevoked()
+            raise CredentialMissing()
+        envelope = self._cipher.seal(credentials.to_json_bytes(), _aad(token))
+        token.token_ciphertext = envelope.ciphertext
+        token.wrapped_data_key = envelope.wrapped_data_key
+        token.key_version = envelope.key_version
+        token.expires_at = expires_at
+        token.refresh_expires_at = refresh_expires_at
+        token.updated_at = self._clock()
+        await session.flush()
+        return token.id
+
+    def seal_flow_secret(
+        self, *, user_id: str, flow_id: str, broker_slug: str, value: str
+    ) -> Envelope:
+        """Seal a short-lived secret of a connect flow (the PKCE verifier) for its state row.
+
+        Bound to the row (user, flow id, broker) like a credential, so it never sits in the
+        database in plaintext and a copy on another row does not open.
+        """
+        return self._cipher.seal(value.encode("utf-8"), _flow_aad(user_id, flow_id, broker_slug))
+
+    def open_flow_secret(
+        self, *, user_id: str, flow_id: str, broker_slug: str, envelope: Envelope
+    ) -> str:
+        """Open ``seal_flow_secret`` output; ``CredentialUnreadable`` when it does not open."""
+        try:
+            plaintext = self._cipher.open(envelope, _flow_aad(user_id, flow_id, broker_slug))
+            return plaintext.decode("utf-8")
+        except (DecryptionError, ValueError) as exc:
+            log.error("cannot open the secret of oauth flow %s: %s", flow_id, exc)
+            raise CredentialUnreadable() from None
+
     async def credentials_for_read(
         self, session: AsyncSession, *, user_id: str, connection_id: str
     ) -> Credentials:
@@ -194,10 +255,25 @@ class TokenVault:
         ``no_order_write`` or Tier C token, ``CredentialRevoked`` / ``CredentialMissing``
         (409 ``connection_broken``) otherwise; ``CredentialUnreadable`` if it cannot decrypt.
         """
+        return self._decrypt(await self._order_token(session, user_id, connection_id))
+
+    async def check_order_credential(
+        self, session: AsyncSession, *, user_id: str, connection_id: str
+    ) -> None:
+        """Raise what ``credentials_for_order`` would refuse with, without decrypting.
+
+        For the order router, which weighs every account of a user before choosing one and
+        must not open credentials it will not use.
+        """
+        await self._order_token(session, user_id, connection_id)
+
+    async def _order_token(
+        self, session: AsyncSession, user_id: str, connection_id: str
+    ) -> BrokerToken:
         token = await self._active(session, user_id, connection_id)
         if token.no_order_write or token.broker_tier == "tier_c":
             raise ReadOnlyCredential()
-        return self._decrypt(token)
+        return token
 
     async def set_no_order_write(
         self, session: AsyncSession, *, user_id: str, connection_id: str, no_order_write: bool

@@ -89,6 +89,14 @@ class AccountService:
         account_id: str,
         call: Callable[[BrokerAdapter, str], Awaitable[T]],
     ) -> T:
+        return await self._ctx.with_fresh_tokens(lambda: self._read_once(user_id, account_id, call))
+
+    async def _read_once(
+        self,
+        user_id: str,
+        account_id: str,
+        call: Callable[[BrokerAdapter, str], Awaitable[T]],
+    ) -> T:
         async with self._ctx.sessionmaker() as session:
             found = await AccountRepository.for_user(session, user_id).get_with_connection(
                 account_id

@@ -41,6 +41,7 @@ from app.services.clock import utcnow
 from app.services.context import ServiceContext
 from app.services.kill_switches import KillSwitches
 from app.services.orders import OrderService
+from app.streaming.protocol import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +78,33 @@ def connection_out(connection: Connection, account_ids: list[str]) -> Connection
     )
 
 
-def append_connection_event(session: AsyncSession, connection: Connection) -> None:
+def append_connection_event(
+    session: AsyncSession, connection: Connection, *, reason: str | None = None
+) -> None:
+    """A ``connection.<status>`` event in the outbox (call last, then commit).
+
+    The payload says when the access and refresh tokens expire (``connection.expiring``
+    tells the frontend when the user must reconnect) and, for ``broken``, why.
+    """
+    payload: dict[str, str | None] = {
+        "connection_id": connection.id,
+        "status": connection.status,
+        "expires_at": _timestamp(connection.expires_at),
+        "refresh_expires_at": _timestamp(connection.refresh_expires_at),
+    }
+    if reason is not None:
+        payload["reason"] = reason
     OrderEventRepository.for_system(session).append(
         user_id=connection.user_id,
         type_=f"connection.{connection.status}",
-        payload={"connection_id": connection.id, "status": connection.status},
+        payload=dict(payload),
         occurred_at=connection.updated_at,
         connection_id=connection.id,
     )
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    return None if value is None else format_timestamp(value)
 
 
 class ConnectionService:
@@ -161,7 +181,7 @@ class ConnectionService:
             created_at=now,
             updated_at=now,
         )
-        accounts = [_live_account(user_id, connection, spec, a, now) for a in broker_accounts]
+        accounts = [live_account(user_id, connection, spec, a, now) for a in broker_accounts]
         async with self._ctx.sessionmaker() as session:
             ConnectionRepository.for_user(session, user_id).add(connection)
             await session.flush()
@@ -237,7 +257,7 @@ class ConnectionService:
             created_at=now,
             updated_at=now,
         )
-        accounts = [_live_account(user_id, connection, spec, a, now) for a in broker_accounts]
+        accounts = [live_account(user_id, connection, spec, a, now) for a in broker_accounts]
         async with self._ctx.sessionmaker() as session:
             ConnectionRepository.for_user(session, user_id).add(connection)
             await session.flush()
@@ -330,7 +350,8 @@ class ConnectionService:
         )
 
     async def revoke(self, *, user_id: str, connection_id: str) -> None:
-        """Disconnect: cancel the working orders, revoke the credential, stop new orders.
+        """Disconnect: cancel the working orders, revoke the credential (at the broker too,
+        for OAuth grants with a revocation endpoint), stop new orders.
 
         Working orders are canceled first, while the credential still works: a resting
         order left at the broker would keep trading for a user who can no longer see or
@@ -340,6 +361,10 @@ class ConnectionService:
         """
         await self._cancel_working_orders(user_id, connection_id)
         await self._release_at_aggregator(user_id, connection_id)
+        if self._ctx.tokens is not None:
+            # OAuth grants are revoked at the broker too (RFC 7009), outside our transaction
+            # and best effort: a broker that does not answer must not block a disconnect.
+            await self._ctx.tokens.revoke_at_broker(user_id=user_id, connection_id=connection_id)
         async with self._ctx.sessionmaker() as session:
             repo = ConnectionRepository.for_user(session, user_id)
             connection = await repo.get(connection_id, for_update=True)
@@ -398,7 +423,7 @@ class ConnectionService:
                 )
 
 
-def _live_account(
+def live_account(
     user_id: str, connection: Connection, spec: BrokerSpec, found: BrokerAccount, now: datetime
 ) -> Account:
     return Account(

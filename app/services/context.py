@@ -1,8 +1,22 @@
-"""What services need from the running application, built once in the lifespan."""
+"""What services need from the running application, built once in the lifespan.
+
+On-demand token refresh: an OAuth connection's adapter is built with a fresh access token.
+The refresh must not run inside the caller's transaction (on SQLite that transaction holds
+the single write lock, on Postgres the refreshed token must commit even if the caller rolls
+back), so ``adapter_for`` does not refresh itself: inside ``with_fresh_tokens`` it raises
+``RefreshRequired`` before anything was written, the scope lets the caller's transaction
+end, refreshes (single-flight), and runs the work again. Outside a scope the stored token is
+used as it is (the background refresher keeps tokens ahead of expiry).
+"""
 
 from __future__ import annotations
 
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,8 +31,41 @@ from app.paper.engine import PaperEngine
 from app.security.audit import AuditChain
 from app.security.credentials import Credentials
 from app.security.vault import TokenVault
+from app.services.clock import utcnow
+
+log = logging.getLogger(__name__)
 
 USABLE_CONNECTION_STATUSES = frozenset({"active", "expiring"})
+T = TypeVar("T")
+
+# Connection ids already refreshed in the current ``with_fresh_tokens`` scope (None: no scope).
+_REFRESH_SCOPE: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "brokerage_refresh_scope", default=None
+)
+
+
+class RefreshRequired(Exception):
+    """Internal: the connection's access token must be refreshed before its adapter is built.
+
+    Raised by ``adapter_for`` only inside ``with_fresh_tokens``, which always catches it.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(connection.id)
+        self.connection_id = connection.id
+        self.user_id = connection.user_id
+
+
+class TokenRefresher(Protocol):
+    """What ``ServiceContext`` needs of the token lifecycle (``app.services.token_lifecycle``)."""
+
+    async def ensure_fresh(self, *, user_id: str, connection_id: str, force: bool = False) -> None:
+        """Refresh now if still due (single-flight); raises ``errors.AppError`` on failure."""
+        ...
+
+    async def revoke_at_broker(self, *, user_id: str, connection_id: str) -> bool:
+        """Revoke the grant at the broker (RFC 7009), best effort."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +77,9 @@ class ServiceContext:
     vault: TokenVault
     audit: AuditChain
     broker_http: HttpPool | None = None
+    # "Now" for the OAuth flow and the token lifecycle (tests inject a manual clock).
+    clock: Callable[[], datetime] = utcnow
+    tokens: TokenRefresher | None = None
 
     def spec_for(self, connection: Connection) -> BrokerSpec:
         spec = self.registry.get(connection.broker_slug)
@@ -51,6 +101,15 @@ class ServiceContext:
         """
         spec = self.spec_for(connection)
         credentials = None
+        if spec.oauth is not None and self.tokens is not None and self.access_token_due(connection):
+            refreshed = _REFRESH_SCOPE.get()
+            if refreshed is not None and connection.id not in refreshed:
+                raise RefreshRequired(connection)
+            if refreshed is None:
+                log.warning(
+                    "building an adapter with an access token at or near expiry",
+                    extra={"connection_id": connection.id, "broker": connection.broker_slug},
+                )
         if connection.ownership == "platform":
             credentials = spec.platform_credentials_for(self.settings)
             if credentials is None:
@@ -68,6 +127,23 @@ class ServiceContext:
                 )
         return spec.factory(self.adapter_context(connection.user_id), credentials)
 
+    async def ensure_order_credential(self, session: AsyncSession, connection: Connection) -> None:
+        """Raise what ``adapter_for(..., for_order=True)`` would refuse with, decrypting nothing.
+
+        The order router asks this of every account it weighs; only the chosen one's
+        credential is opened.
+        """
+        spec = self.spec_for(connection)
+        if connection.ownership == "platform":
+            if spec.platform_credentials_for(self.settings) is None:
+                raise errors.ConnectionBroken(
+                    f"this deployment has no platform {spec.name} account configured"
+                )
+        elif spec.token_tier is not None:
+            await self.vault.check_order_credential(
+                session, user_id=connection.user_id, connection_id=connection.id
+            )
+
     def build_adapter(
         self, connection: Connection, credentials: Credentials | None
     ) -> BrokerAdapter:
@@ -75,6 +151,36 @@ class ServiceContext:
         return self.spec_for(connection).factory(
             self.adapter_context(connection.user_id), credentials
         )
+
+    def access_token_due(self, connection: Connection) -> bool:
+        if connection.expires_at is None or connection.status not in USABLE_CONNECTION_STATUSES:
+            return False
+        leeway = timedelta(seconds=self.settings.token_refresh_leeway_seconds)
+        return connection.expires_at <= self.clock() + leeway
+
+    async def with_fresh_tokens(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work``; if an adapter it builds needs a token refresh, refresh and rerun it.
+
+        ``work`` must build its adapters before it commits anything (every caller does: the
+        adapter is built while the request is still being checked), because a first run cut
+        short by ``RefreshRequired`` is rolled back and started over. Each connection is
+        refreshed at most once per call. Refresh failures surface as the refresher's errors
+        (409 ``connection_broken`` when the grant is gone, 503 ``broker_unavailable``).
+        """
+        refreshed: set[str] = set()
+        scope = _REFRESH_SCOPE.set(refreshed)
+        try:
+            while True:
+                try:
+                    return await work()
+                except RefreshRequired as due:
+                    refreshed.add(due.connection_id)
+                    assert self.tokens is not None  # adapter_for raises only with a refresher
+                    await self.tokens.ensure_fresh(
+                        user_id=due.user_id, connection_id=due.connection_id
+                    )
+        finally:
+            _REFRESH_SCOPE.reset(scope)
 
     def adapter_context(self, owner: str) -> AdapterContext:
         return AdapterContext(

@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,6 +42,7 @@ from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import (
     BrokerAdapter,
+    BrokerOrder,
     OrderChanges,
     OrderRequest,
     OrderSide,
@@ -110,12 +112,25 @@ class OrderService:
     async def place(
         self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str
     ) -> StoredResponse:
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._place(
+                user_id=user_id,
+                account_id=account_id,
+                body=body,
+                idempotency_key=idempotency_key,
+                path=path,
+            )
+        )
+
+    async def _place(
+        self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str
+    ) -> StoredResponse:
         fingerprint = request_fingerprint("POST", path, body)
         async with self._ctx.sessionmaker() as session:
             keys = IdempotencyRepository.for_user(session, user_id)
             existing = await keys.get(idempotency_key)
             if existing is not None:
-                answer = _answer_existing(existing, fingerprint, utcnow())
+                answer = answer_existing(existing, fingerprint, utcnow())
                 if answer is not None:
                     return answer
                 await keys.delete_expired_key(idempotency_key, utcnow())
@@ -124,7 +139,7 @@ class OrderService:
 
             now = utcnow()
             record_id = new_id("idem")
-            order = _new_order(user_id, account, body, now)
+            order = new_order_row(user_id, account, body, now)
             claimed = await keys.claim(
                 record_id=record_id,
                 key=idempotency_key,
@@ -138,7 +153,7 @@ class OrderService:
             if not claimed:
                 await session.rollback()
                 raced = await keys.get(idempotency_key)
-                answer = None if raced is None else _answer_existing(raced, fingerprint, now)
+                answer = None if raced is None else answer_existing(raced, fingerprint, now)
                 if answer is not None:
                     return answer
                 raise errors.RequestInProgress(headers={"Retry-After": "1"})
@@ -146,7 +161,7 @@ class OrderService:
             OrderRepository.for_user(session, user_id).add(order)
             await session.flush()
             append_order_event(session, order, now)
-            await self._audit(session, connection, order, "place", fingerprint, order.status, now)
+            await self.audit(session, connection, order, "place", fingerprint, order.status, now)
             await session.commit()
 
             response = await self._submit(
@@ -159,24 +174,43 @@ class OrderService:
         self, session: AsyncSession, user_id: str, account_id: str, body: OrderCreate
     ) -> tuple[Account, Connection, BrokerAdapter]:
         """The pre-trade gates of a placement, in order (see the module docstring)."""
-        # 1. connection active and owned by the caller
+        # 1. (ownership) the account is the caller's
         found = await AccountRepository.for_user(session, user_id).get_with_connection(account_id)
         if found is None:
             raise errors.NotFound("no such account")
         account, connection = found
+        await self.check_gates(session, user_id, account, connection, body)
+        adapter = await self.order_adapter(session, connection, body)
+        return account, connection, adapter
+
+    async def check_gates(
+        self,
+        session: AsyncSession,
+        user_id: str,
+        account: Account,
+        connection: Connection,
+        body: OrderCreate,
+    ) -> None:
+        """Gates 1-5 of the module docstring for an account already known to be the caller's,
+        without a broker call and without opening the credential.
+
+        Raises the ``AppError`` the placement would answer with (its ``code`` is what the
+        order router reports for an account it passes over).
+        """
+        # 1. connection active
         ensure_usable(connection)
         # 2. tier allows orders (the vault refuses a read-only or revoked credential)
         spec = self._ctx.spec_for(connection)
         if account.tier == "C" or not spec.capabilities.place_orders:
             raise errors.ReadOnlyAccount()
-        adapter = await self._ctx.adapter_for(session, connection, for_order=True)
+        await self._ctx.ensure_order_credential(session, connection)
         if not account.can_trade:
             raise errors.ConnectionBroken("this account does not accept orders")
         # 3. kill-switches
-        _ensure_live_orders_allowed(connection)
+        ensure_live_orders_allowed(connection)
         # 4. paper-first (live BYOB only)
         await self._ensure_paper_first(session, user_id, connection)
-        # 5. capabilities, then the broker's own symbol check
+        # 5. capabilities
         check_order(
             spec.capabilities,
             symbol=normalize_symbol(body.symbol),
@@ -185,11 +219,18 @@ class OrderService:
             quantity_is_fractional=_is_fractional(body),
             extended_hours=body.extended_hours,
         )
+
+    async def order_adapter(
+        self, session: AsyncSession, connection: Connection, body: OrderCreate
+    ) -> BrokerAdapter:
+        """The connection's adapter with its order credential, after the broker's own symbol
+        check (a read; a broker that does not list the symbol refuses before any order)."""
+        adapter = await self._ctx.adapter_for(session, connection, for_order=True)
         try:
             await adapter.check_symbol(normalize_symbol(body.symbol))
         except broker_errors.BrokerError as exc:
             raise to_app_error(exc) from exc
-        return account, connection, adapter
+        return adapter
 
     async def _ensure_paper_first(
         self, session: AsyncSession, user_id: str, connection: Connection
@@ -211,7 +252,7 @@ class OrderService:
                 extra={"completed_cycles": completed, "required_cycles": required},
             )
 
-    async def _audit(
+    async def audit(
         self,
         session: AsyncSession,
         target: Connection | _AuditTarget,
@@ -252,80 +293,48 @@ class OrderService:
         record_id: str,
         fingerprint: str,
     ) -> StoredResponse:
-        request = OrderRequest(
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=OrderSide(order.side),
-            quantity=order.quantity,
-            order_type=OrderType(order.order_type),
-            time_in_force=TimeInForce(order.time_in_force),
-            limit_price=order.limit_price,
-            stop_price=order.stop_price,
-            extended_hours=order.extended_hours,
-        )
-        report = None
-        failure: broker_errors.BrokerError | None = None
-        try:
-            report = await adapter.place_order(account.broker_account_ref, request)
-        except broker_errors.BrokerError as exc:
-            failure = exc
-        except Exception:
-            # A bug or an unexpected library error after the request may have left: treat
-            # it as an unknown outcome (reconciliation looks the order up), never as a 500
-            # that would leave the order and its key hanging.
-            log.exception("placement failed unexpectedly", extra={"order_id": order.id})
-            failure = broker_errors.OutcomeUnknown("unexpected error during placement")
-
+        result = await send_order(adapter, account, order)
         repo = OrderRepository.for_system(session)
         fresh = await repo.get(order.id, for_update=True)
         assert fresh is not None  # committed above, and orders are never deleted
         now = utcnow()
         keys = IdempotencyRepository.for_user(session, fresh.user_id)
-        if report is not None:
-            apply_broker_order(session, fresh, report, now)
+        problem = record_send_result(session, fresh, result, now)
+        if result.outcome is SendOutcome.accepted:
             response = StoredResponse(201, OrderOut.from_row(fresh).model_dump(mode="json"))
-            outcome = _outcome(fresh)
-        elif isinstance(failure, broker_errors.Transient):
+            outcome = audit_outcome(fresh)
+        elif result.outcome is SendOutcome.not_sent:
             # Nothing reached the broker and a retry is safe: the key is released so the
             # client's retry (same key, after Retry-After) places the order afresh.
-            problem = to_app_error(failure)
-            if fresh.status == OrderStatus.pending_submit.value:
-                set_status(session, fresh, OrderStatus.rejected, now, reject_reason=failure.reason)
+            assert problem is not None
             await keys.release(record_id)
-            await self._audit(
-                session, connection, fresh, "place", fingerprint, _outcome(fresh, problem.code), now
+            await self.audit(
+                session,
+                connection,
+                fresh,
+                "place",
+                fingerprint,
+                audit_outcome(fresh, problem.code),
+                now,
             )
             await session.commit()
             order.status = fresh.status
             body = problem.to_problem() | {"order_id": fresh.id}
             return StoredResponse(problem.status, body, problem.headers)
-        elif isinstance(
-            failure,
-            broker_errors.Rejected
-            | broker_errors.AuthenticationFailed
-            | broker_errors.NotSupported,
-        ):
+        elif result.outcome is SendOutcome.rejected:
             # Definitive: the broker did not take the order.
-            problem = to_app_error(failure)
-            if fresh.status == OrderStatus.pending_submit.value:
-                set_status(session, fresh, OrderStatus.rejected, now, reject_reason=failure.reason)
+            assert problem is not None
             body = problem.to_problem() | {"order_id": fresh.id}
             response = StoredResponse(problem.status, body, problem.headers)
-            outcome = _outcome(fresh, problem.code)
+            outcome = audit_outcome(fresh, problem.code)
         else:
-            # OutcomeUnknown: the order may exist at the broker; reconciliation decides.
-            log.warning(
-                "order outcome unknown; waiting for reconciliation",
-                extra={"order_id": fresh.id, "broker": account.broker_slug},
-            )
-            if fresh.status == OrderStatus.pending_submit.value:
-                set_status(session, fresh, OrderStatus.unknown, now)
+            # Unknown: the order may exist at the broker; reconciliation decides.
             response = StoredResponse(202, OrderOut.from_row(fresh).model_dump(mode="json"))
-            outcome = _outcome(fresh)
+            outcome = audit_outcome(fresh)
         await keys.complete(
             record_id, status=response.status, body=response.body, order_id=fresh.id
         )
-        await self._audit(session, connection, fresh, "place", fingerprint, outcome, now)
+        await self.audit(session, connection, fresh, "place", fingerprint, outcome, now)
         await session.commit()
         order.status = fresh.status
         return response
@@ -371,6 +380,11 @@ class OrderService:
     # --- modify / cancel ---------------------------------------------------------------
 
     async def modify(self, *, user_id: str, order_id: str, body: OrderUpdateBody) -> OrderOut:
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._modify(user_id=user_id, order_id=order_id, body=body)
+        )
+
+    async def _modify(self, *, user_id: str, order_id: str, body: OrderUpdateBody) -> OrderOut:
         changes = OrderChanges(
             quantity=body.quantity,
             limit_price=body.limit_price,
@@ -385,7 +399,7 @@ class OrderService:
             order, account, connection = await self._load_for_change(session, user_id, order_id)
             ensure_usable(connection)
             adapter = await self._ctx.adapter_for(session, connection, for_order=True)
-            _ensure_live_orders_allowed(connection)
+            ensure_live_orders_allowed(connection)
             # 5. capabilities (and what the order's state allows)
             if self._ctx.spec_for(connection).capabilities.modify is Support.unsupported:
                 raise errors.UnsupportedOrder("this broker cannot change a working order")
@@ -396,7 +410,7 @@ class OrderService:
             broker_order_id = order.broker_order_id
             now = utcnow()
             set_status(session, order, OrderStatus.pending_replace, now)
-            await self._audit(session, connection, order, "modify", fingerprint, order.status, now)
+            await self.audit(session, connection, order, "modify", fingerprint, order.status, now)
             await session.commit()
 
             try:
@@ -415,8 +429,8 @@ class OrderService:
             now = utcnow()
             if report.broker_order_id != fresh.broker_order_id:
                 replacement = await adopt_replacement(session, fresh, report, now)
-                outcome = _outcome(fresh, replacement.id)
-                await self._audit(session, connection, fresh, "modify", fingerprint, outcome, now)
+                outcome = audit_outcome(fresh, replacement.id)
+                await self.audit(session, connection, fresh, "modify", fingerprint, outcome, now)
                 await session.commit()
                 return OrderOut.from_row(replacement)
             # Changed in place: the report (new terms, pending_replace -> its status) is news
@@ -424,7 +438,7 @@ class OrderService:
             if not apply_broker_order(session, fresh, report, now):
                 if fresh.status == OrderStatus.pending_replace.value:
                     set_status(session, fresh, previous, now)
-            await self._audit(session, connection, fresh, "modify", fingerprint, fresh.status, now)
+            await self.audit(session, connection, fresh, "modify", fingerprint, fresh.status, now)
             await session.commit()
             return OrderOut.from_row(fresh)
 
@@ -432,6 +446,11 @@ class OrderService:
         """Cancel at the broker. Works on a broken or disconnected connection too, as long
         as the broker still accepts the credential: a user must always be able to stop an
         order."""
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._cancel(user_id=user_id, order_id=order_id)
+        )
+
+    async def _cancel(self, *, user_id: str, order_id: str) -> OrderOut:
         fingerprint = canonical_fingerprint("DELETE", _order_path(order_id), None)
         async with self._ctx.sessionmaker() as session:
             # Owned (404 otherwise) and a credential the vault hands out for orders; no
@@ -450,7 +469,7 @@ class OrderService:
             broker_order_id = order.broker_order_id
             now = utcnow()
             set_status(session, order, OrderStatus.pending_cancel, now)
-            await self._audit(session, connection, order, "cancel", fingerprint, order.status, now)
+            await self.audit(session, connection, order, "cancel", fingerprint, order.status, now)
             await session.commit()
             try:
                 report = await adapter.cancel_order(account.broker_account_ref, broker_order_id)
@@ -464,7 +483,7 @@ class OrderService:
             assert fresh is not None
             now = utcnow()
             apply_broker_order(session, fresh, report, now)
-            await self._audit(session, connection, fresh, "cancel", fingerprint, fresh.status, now)
+            await self.audit(session, connection, fresh, "cancel", fingerprint, fresh.status, now)
             await session.commit()
             return OrderOut.from_row(fresh)
 
@@ -528,13 +547,13 @@ class OrderService:
             if isinstance(exc, broker_errors.BrokerError)
             else errors.BrokerUnavailable(_ANSWER_LOST)
         )
-        await self._audit(
+        await self.audit(
             session,
             audit.target,
             fresh,
             audit.action,
             audit.fingerprint,
-            _outcome(fresh, problem.code),
+            audit_outcome(fresh, problem.code),
             now,
         )
         await session.commit()
@@ -568,14 +587,99 @@ class _AuditTarget:
         )
 
 
-def _ensure_live_orders_allowed(connection: Connection) -> None:
+class SendOutcome(StrEnum):
+    """What one placement call at a broker came to, as far as failover is concerned."""
+
+    accepted = "accepted"  # the broker answered with the order
+    rejected = "rejected"  # the broker definitively refused it (nothing was created)
+    not_sent = "not_sent"  # it never reached the broker (429, refused connection)
+    unknown = "unknown"  # it may exist at the broker (timeout or 5xx after sending)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    report: BrokerOrder | None
+    failure: broker_errors.BrokerError | None
+
+    @property
+    def outcome(self) -> SendOutcome:
+        if self.report is not None:
+            return SendOutcome.accepted
+        if isinstance(self.failure, broker_errors.Transient):
+            return SendOutcome.not_sent
+        if isinstance(self.failure, _DEFINITIVE_REFUSALS):
+            return SendOutcome.rejected
+        # OutcomeUnknown, UnknownBrokerValue (an answer we cannot read may describe an order
+        # that exists), anything unexpected: never treated as "not placed".
+        return SendOutcome.unknown
+
+
+def order_request_for(order: Order) -> OrderRequest:
+    return OrderRequest(
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=OrderSide(order.side),
+        quantity=order.quantity,
+        order_type=OrderType(order.order_type),
+        time_in_force=TimeInForce(order.time_in_force),
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        extended_hours=order.extended_hours,
+    )
+
+
+async def send_order(adapter: BrokerAdapter, account: Account, order: Order) -> SendResult:
+    """Send a committed ``pending_submit`` order once; never raises.
+
+    A bug or an unexpected library error after the request may have left counts as an
+    unknown outcome (reconciliation looks the order up), never as a 500 that would leave
+    the order and its key hanging.
+    """
+    try:
+        report = await adapter.place_order(account.broker_account_ref, order_request_for(order))
+    except broker_errors.BrokerError as exc:
+        return SendResult(None, exc)
+    except Exception:
+        log.exception("placement failed unexpectedly", extra={"order_id": order.id})
+        return SendResult(None, broker_errors.OutcomeUnknown("unexpected error during placement"))
+    return SendResult(report, None)
+
+
+def record_send_result(
+    session: AsyncSession, order: Order, result: SendResult, now: datetime
+) -> errors.AppError | None:
+    """Apply a placement's result to the (locked, fresh) order row with its event.
+
+    Returns the client-facing error for a refusal (``rejected`` / ``not_sent``), None when
+    the broker took the order or the outcome is unknown. The row only moves from
+    ``pending_submit``: an update that arrived meanwhile (a stream, reconciliation) wins.
+    """
+    outcome = result.outcome
+    if result.report is not None:
+        apply_broker_order(session, order, result.report, now)
+        return None
+    assert result.failure is not None
+    if outcome is SendOutcome.unknown:
+        log.warning(
+            "order outcome unknown; waiting for reconciliation",
+            extra={"order_id": order.id, "reason": result.failure.reason},
+        )
+        if order.status == OrderStatus.pending_submit.value:
+            set_status(session, order, OrderStatus.unknown, now)
+        return None
+    if order.status == OrderStatus.pending_submit.value:
+        set_status(session, order, OrderStatus.rejected, now, reject_reason=result.failure.reason)
+    return to_app_error(result.failure)
+
+
+def ensure_live_orders_allowed(connection: Connection) -> None:
     """The kill-switch gate: the environment is read now, on every request."""
     KillSwitches.from_environ().ensure_live_orders_allowed(
         slug=connection.broker_slug, ownership=connection.ownership, tier=connection.tier
     )
 
 
-def _outcome(order: Order, detail: str | None = None) -> str:
+def audit_outcome(order: Order, detail: str | None = None) -> str:
     """An audit outcome: the order's status, then ``:<error code or new order id>``."""
     return order.status if detail is None else f"{order.status}:{detail}"
 
@@ -601,7 +705,7 @@ def _check_changes(order: Order, changes: OrderChanges) -> None:
         raise errors.ValidationFailed("quantity must stay above what has already filled")
 
 
-def _answer_existing(
+def answer_existing(
     existing: IdempotencyKey, fingerprint: str, now: datetime
 ) -> StoredResponse | None:
     """The answer for a key already held, or None if it expired and counts as new."""
@@ -618,7 +722,7 @@ def _answer_existing(
     return StoredResponse(existing.response_status, body, headers)
 
 
-def _new_order(user_id: str, account: Account, body: OrderCreate, now: datetime) -> Order:
+def new_order_row(user_id: str, account: Account, body: OrderCreate, now: datetime) -> Order:
     order_id = new_id("ord")
     return Order(
         id=order_id,

@@ -40,6 +40,7 @@ from app.schemas.orders import Order as OrderOut
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
 from app.services.order_updates import adopt_replacement, apply_broker_order, set_status
+from app.services.routing import routed_key_response
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,9 @@ class Reconciler:
         return batch
 
     async def _resolve(self, order: Order, now: datetime) -> int:
+        return await self._ctx.with_fresh_tokens(lambda: self._resolve_once(order, now))
+
+    async def _resolve_once(self, order: Order, now: datetime) -> int:
         async with self._ctx.sessionmaker() as session:
             found = await AccountRepository.for_system(session).get_with_connection(
                 order.account_id
@@ -241,6 +245,14 @@ class Reconciler:
         keys = IdempotencyRepository.for_system(session)
         record = await keys.in_flight_for_order(order.id)
         if record is None:
+            return
+        # An order placed by the router (the process stopped mid-route): the key gets the
+        # route's answer, never a second route.
+        routed = await routed_key_response(session, order)
+        if routed is not None:
+            await keys.complete(
+                record.id, status=routed.status, body=routed.body, order_id=order.id
+            )
             return
         if order.status == OrderStatus.rejected.value:
             problem = BrokerRejected(order.reject_reason or "the order was not placed")

@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import Support, Tier
 from app.db.leases import Leases, leases_for
-from app.db.models import Connection
+from app.db.models import Account, Connection
 from app.db.repositories.connections import ConnectionRepository
 from app.services.clock import utcnow
 from app.services.connections import append_connection_event
@@ -50,13 +51,19 @@ class UpstreamStreams:
     ) -> None:
         self._ctx = ctx
         self._restart_delay = restart_delay
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # account id -> its stream task
+        # One stream per broker account (slug + the broker's account ref), whichever account
+        # rows share it: platform connections of many users all point at the platform's one
+        # broker account, and the ingest matches updates across every row of that ref.
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # stream key -> its task
+        self._streams: dict[str, _Stream] = {}
         self._leases = leases if leases is not None else leases_for(ctx.sessionmaker.kw["bind"])
 
     @property
     def running(self) -> frozenset[str]:
         """Account ids whose stream task is alive."""
-        return frozenset(a for a, t in self._tasks.items() if not t.done())
+        return frozenset(
+            self._streams[key].account_id for key, t in self._tasks.items() if not t.done()
+        )
 
     def _streaming_slugs(self) -> list[str]:
         return [
@@ -79,17 +86,20 @@ class UpstreamStreams:
             rows = await ConnectionRepository.for_system(session).usable_accounts(
                 self._streaming_slugs()
             )
-        wanted = {account.id: (connection, account) for connection, account in rows}
-        for account_id in list(self._tasks):
-            task = self._tasks[account_id]
-            if account_id not in wanted or task.done():
+        wanted: dict[str, tuple[Connection, Account]] = {}
+        for connection, account in sorted(rows, key=lambda row: row[1].id):
+            wanted.setdefault(_stream_key(account), (connection, account))
+        for key in list(self._tasks):
+            task = self._tasks[key]
+            if key not in wanted or task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                del self._tasks[account_id]
-                await self._leases.release(_lease(account_id))
-        for account_id, (connection, account) in wanted.items():
-            if account_id not in self._tasks and await self._leases.acquire(_lease(account_id)):
+                del self._tasks[key]
+                del self._streams[key]
+                await self._leases.release(_lease(key))
+        for key, (connection, account) in wanted.items():
+            if key not in self._tasks and await self._leases.acquire(_lease(key)):
                 stream = _Stream(
                     connection_id=connection.id,
                     user_id=connection.user_id,
@@ -97,9 +107,10 @@ class UpstreamStreams:
                     account_ref=account.broker_account_ref,
                     broker_slug=account.broker_slug,
                 )
-                self._tasks[account_id] = asyncio.create_task(
+                self._streams[key] = stream
+                self._tasks[key] = asyncio.create_task(
                     self._supervise(stream),
-                    name=f"upstream-{connection.broker_slug}-{account_id}",
+                    name=f"upstream-{connection.broker_slug}-{account.id}",
                 )
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
@@ -116,6 +127,7 @@ class UpstreamStreams:
 
     async def _stop_all(self) -> None:
         tasks, self._tasks = list(self._tasks.values()), {}
+        self._streams = {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -125,25 +137,57 @@ class UpstreamStreams:
         await self._leases.close()
 
     async def _supervise(self, stream: _Stream) -> None:
+        renewed = False  # the access token was force-refreshed after the last refusal
         while True:
             try:
                 await self._consume(stream)
                 return  # the adapter has no stream
             except broker_errors.AuthenticationFailed:
-                await self._mark_broken(stream.connection_id, stream.user_id)
-                return
+                outcome = "give_up" if renewed else await self._renew_token(stream)
+                if outcome == "renewed":
+                    renewed = True
+                    continue
+                if outcome == "give_up":
+                    await self._mark_broken(stream.connection_id, stream.user_id)
+                    return
+                # "later": the refresh itself failed for now; retry after the delay.
             except errors.ConnectionBroken:
                 return  # revoked or missing credential: nothing to stream
             except asyncio.CancelledError:
                 raise
             except Exception:
+                renewed = False
                 log.exception(
                     "upstream order stream failed; restarting",
                     extra={"account_id": stream.account_id, "broker": stream.broker_slug},
                 )
             await asyncio.sleep(self._restart_delay)
 
+    async def _renew_token(self, stream: _Stream) -> Literal["renewed", "later", "give_up"]:
+        """An OAuth stream was refused: its access token may have been dropped early.
+
+        Forces one refresh: "renewed" (restart the stream now), "later" (the refresh failed
+        for now, e.g. the broker is down: retry after the delay, do not give up) or
+        "give_up" (not an OAuth broker, or the grant is gone; the refresher has already
+        marked the connection broken then).
+        """
+        spec = self._ctx.registry.get(stream.broker_slug)
+        if spec is None or spec.oauth is None or self._ctx.tokens is None:
+            return "give_up"
+        try:
+            await self._ctx.tokens.ensure_fresh(
+                user_id=stream.user_id, connection_id=stream.connection_id, force=True
+            )
+        except errors.ConnectionBroken:
+            return "give_up"
+        except errors.AppError:
+            return "later"
+        return "renewed"
+
     async def _consume(self, stream: _Stream) -> None:
+        await self._ctx.with_fresh_tokens(lambda: self._consume_once(stream))
+
+    async def _consume_once(self, stream: _Stream) -> None:
         async with self._ctx.sessionmaker() as session:
             connection = await ConnectionRepository.for_user(session, stream.user_id).get(
                 stream.connection_id
@@ -180,5 +224,9 @@ class UpstreamStreams:
         )
 
 
-def _lease(account_id: str) -> str:
-    return f"upstream-stream:{account_id}"
+def _stream_key(account: Account) -> str:
+    return f"{account.broker_slug}:{account.broker_account_ref}"
+
+
+def _lease(stream_key: str) -> str:
+    return f"upstream-stream:{stream_key}"

@@ -55,15 +55,19 @@ MATRIX: dict[tuple[str, str], tuple[str, str, dict[str, object] | None]] = {
     ("GET", "/v1/orders/{order_id}"): ("GET", "/v1/orders/{order}", None),
     ("PATCH", "/v1/orders/{order_id}"): ("PATCH", "/v1/orders/{order}", {"limit_price": "1.00"}),
     ("DELETE", "/v1/orders/{order_id}"): ("DELETE", "/v1/orders/{order}", None),
+    ("GET", "/v1/routes/{route_id}"): ("GET", "/v1/routes/{route}", None),
 }
 
 
 def _id_routes(harness: Harness) -> set[tuple[str, str]]:
-    """Every operation whose path takes an id, from the app's own OpenAPI route table."""
+    """Every operation whose path takes an object id, from the app's own OpenAPI route table.
+
+    ``{slug}`` names a broker, not anything a user owns (the OAuth routes): not in the matrix.
+    """
     return {
         (method.upper(), path)
         for path, operations in harness.app.openapi()["paths"].items()
-        if "{" in path
+        if "{" in path.replace("{slug}", "")
         for method in operations
     }
 
@@ -85,8 +89,20 @@ async def test_another_users_ids_answer_404_and_change_nothing(harness: Harness)
         )
     ).json()
     assert order["status"] == "accepted"
+    routed = await harness.client.post(
+        "/v1/orders",
+        json={"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"}
+        | {"account_id": "auto"},
+        headers=harness.auth(victim, **{"Idempotency-Key": uuid.uuid4().hex}),
+    )
+    assert routed.status_code == 201, routed.text
     await harness.paper_account(attacker)
-    ids = {"connection": connection, "account": account, "order": order["id"]}
+    ids = {
+        "connection": connection,
+        "account": account,
+        "order": order["id"],
+        "route": routed.json()["route"]["id"],
+    }
 
     for method, path, body in MATRIX.values():
         response = await harness.client.request(

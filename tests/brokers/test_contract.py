@@ -1,13 +1,13 @@
-"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade and
-SnapTrade (fakes).
+"""One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade,
+Schwab and SnapTrade (fakes).
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
 venue gives an adapter bound to a fresh funded account and a way to let the market
 move (``settle``): the paper engine's clock and tick, the fake's matching pass. The contract
 is written against ``BrokerAdapter`` only; where brokers legitimately differ (replace keeps
-the id at the paper broker and Tradier, makes a new one at Alpaca and tastytrade; tastytrade
-answers a new order "Routed", i.e. ``submitted``, before it is ``Live``; SnapTrade has no
-client order id, so an order is found by fingerprint instead, as
+the id at the paper broker and Tradier, makes a new one at Alpaca, tastytrade, Schwab and
+SnapTrade; tastytrade answers a new order "Routed", i.e. ``submitted``, before it is ``Live``;
+Schwab and SnapTrade have no client order id, so an order is found by fingerprint instead, as
 ``capabilities.client_order_ids`` says) both outcomes are spelled out.
 """
 
@@ -42,6 +42,7 @@ from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.schwab.support import running_fake as running_schwab
 from tests.brokers.snaptrade.support import running_fake as running_snaptrade
 from tests.brokers.tastytrade.support import running_fake as running_tastytrade
 from tests.brokers.tradier.support import running_fake as running_tradier
@@ -82,6 +83,10 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         async with running_tastytrade(cash=cash) as tt:
             yield Venue(tt.adapter(), tt.account.number, tt.fake.match)
         return
+    if name == "schwab":
+        async with running_schwab(cash=cash) as schwab:
+            yield Venue(schwab.adapter(), schwab.account.hash_value, schwab.fake.match)
+        return
     if name == "snaptrade":
         async with running_snaptrade(cash=cash) as snap:
             yield Venue(snap.adapter(), snap.account.id, snap.fake.match)
@@ -109,7 +114,7 @@ def order(
     )
 
 
-VENUES = ["paper", "alpaca", "tradier", "tastytrade", "snaptrade"]
+VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab", "snaptrade"]
 
 
 @pytest.mark.parametrize("name", VENUES)

@@ -1,9 +1,10 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
-Prints the settings that point the gateway at them, a credential per fake account, and the
-platform's default Alpaca key (a second fake Alpaca account). A ticker matches resting orders
-every ``--tick`` seconds, like a market that moves. The SnapTrade fake sends its webhooks to
-``--snaptrade-webhook-url`` (the gateway's ``/v1/webhooks/snaptrade``).
+Prints the settings that point the gateway at them, a credential per fake account, the
+platform's default Alpaca key (a second fake Alpaca account) and Schwab's OAuth app
+registration (its authorize page signs in a fake customer at once). A ticker matches resting
+orders every ``--tick`` seconds, like a market that moves. The SnapTrade fake sends its
+webhooks to ``--snaptrade-webhook-url`` (the gateway's ``/v1/webhooks/snaptrade``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from tests.fakes.alpaca import FakeAlpaca
 from tests.fakes.runner import serve_asgi
+from tests.fakes.schwab import FakeSchwab
 from tests.fakes.snaptrade import FakeSnapTrade
 from tests.fakes.tastytrade import FakeTastytrade
 from tests.fakes.tradier import FakeTradier
@@ -43,6 +45,10 @@ async def main(args: argparse.Namespace) -> None:
         client_secret=args.tastytrade_client_secret,
         refresh_token=args.tastytrade_refresh_token,
     )
+    schwab = FakeSchwab()
+    schwab.add_app(args.schwab_client_id, args.schwab_client_secret, args.schwab_redirect_uri)
+    schwab.add_login()
+    schwab.faults.heartbeat_seconds = 10.0
     snaptrade = FakeSnapTrade(
         client_id=args.snaptrade_client_id,
         consumer_key=args.snaptrade_consumer_key,
@@ -56,6 +62,9 @@ async def main(args: argparse.Namespace) -> None:
         serve_asgi(
             tastytrade.app, port=args.tastytrade_port, on_shutdown=tastytrade.release_hung
         ) as tt_url,
+        serve_asgi(
+            schwab.app, port=args.schwab_port, on_shutdown=schwab.release_hung
+        ) as schwab_url,
         serve_asgi(
             snaptrade.app, port=args.snaptrade_port, on_shutdown=snaptrade.release_hung
         ) as snaptrade_url,
@@ -87,12 +96,18 @@ async def main(args: argparse.Namespace) -> None:
             "#   then open the answer's portal.url and press Connect",
             "# or to the platform's default Alpaca account: "
             '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
+            f"export BROKERAGE_SCHWAB_BASE_URL={schwab_url}",
+            f"export BROKERAGE_SCHWAB_CLIENT_ID={args.schwab_client_id}",
+            f"export BROKERAGE_SCHWAB_CLIENT_SECRET={args.schwab_client_secret}",
+            f"export BROKERAGE_SCHWAB_REDIRECT_URI={args.schwab_redirect_uri}",
+            "# Schwab connects through the OAuth flow; the fake's authorize page signs in",
+            "# its customer at once and redirects to the redirect URI above.",
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
         tickers = [
             asyncio.create_task(_tick(fake.match, args.tick))
-            for fake in (alpaca, tradier, tastytrade, snaptrade)
+            for fake in (alpaca, tradier, tastytrade, schwab, snaptrade)
         ]
         try:
             await asyncio.Event().wait()
@@ -114,6 +129,12 @@ def run() -> None:
     parser.add_argument("--tradier-token", default="fake-tradier-token-not-real")
     parser.add_argument("--tastytrade-client-secret", default="fake-tastytrade-client-secret")
     parser.add_argument("--tastytrade-refresh-token", default="fake-tastytrade-refresh-token")
+    parser.add_argument("--schwab-port", type=int, default=8768, help="Schwab fake port")
+    parser.add_argument("--schwab-client-id", default="fake-schwab-app-key")
+    parser.add_argument("--schwab-client-secret", default="fake-schwab-app-secret")
+    parser.add_argument(
+        "--schwab-redirect-uri", default="http://localhost:8000/v1/oauth/schwab/callback"
+    )
     parser.add_argument("--snaptrade-client-id", default="BGWFAKE")
     parser.add_argument("--snaptrade-consumer-key", default="fake-snaptrade-consumer-key-not-real")
     parser.add_argument(

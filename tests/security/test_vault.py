@@ -390,6 +390,94 @@ async def test_reprs_hold_no_secret(sessionmaker: SessionMaker) -> None:
     assert json.loads(credentials.to_json_bytes()) == dict(credentials)
 
 
+async def test_reseal_replaces_the_active_token_in_place(sessionmaker: SessionMaker) -> None:
+    vault, user = _vault(), new_user()
+    connection_id = await _connection(sessionmaker, user)
+    token_id = await _store(sessionmaker, vault, user, connection_id, _secrets())
+    async with sessionmaker() as session:
+        before = await session.get(BrokerToken, token_id)
+        assert before is not None
+        old_ciphertext, old_wrap = before.token_ciphertext, before.wrapped_data_key
+    refreshed = _secrets()
+    expires = datetime.now(UTC) + timedelta(minutes=30)
+    async with sessionmaker() as session:
+        same_id = await vault.reseal(
+            session,
+            user_id=user,
+            connection_id=connection_id,
+            credentials=refreshed,
+            expires_at=expires,
+            refresh_expires_at=None,
+        )
+        await session.commit()
+    assert same_id == token_id
+    async with sessionmaker() as session:
+        assert (
+            await vault.credentials_for_read(session, user_id=user, connection_id=connection_id)
+            == refreshed
+        )
+        rows = (
+            (
+                await session.execute(
+                    select(BrokerToken).where(BrokerToken.connection_id == connection_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(rows) == 1
+    assert rows[0].token_ciphertext != old_ciphertext
+    assert rows[0].wrapped_data_key != old_wrap  # a fresh data key
+    assert rows[0].expires_at == expires
+
+
+async def test_reseal_refuses_revoked_and_other_users_tokens(sessionmaker: SessionMaker) -> None:
+    vault, user, other = _vault(), new_user(), new_user()
+    connection_id = await _connection(sessionmaker, user)
+    await _store(sessionmaker, vault, user, connection_id, _secrets())
+    async with sessionmaker() as session:
+        with pytest.raises(CredentialMissing):
+            await vault.reseal(
+                session,
+                user_id=other,
+                connection_id=connection_id,
+                credentials=_secrets(),
+                expires_at=None,
+                refresh_expires_at=None,
+            )
+        await vault.revoke(session, user_id=user, connection_id=connection_id)
+        await session.commit()
+    async with sessionmaker() as session:
+        with pytest.raises(CredentialRevoked):
+            await vault.reseal(
+                session,
+                user_id=user,
+                connection_id=connection_id,
+                credentials=_secrets(),
+                expires_at=None,
+                refresh_expires_at=None,
+            )
+
+
+def test_flow_secrets_are_bound_to_their_flow() -> None:
+    vault = _vault()
+    sealed = vault.seal_flow_secret(
+        user_id="u1", flow_id="oas_1", broker_slug="schwab", value="verifier-" + "x" * 40
+    )
+    assert b"verifier-" not in sealed.ciphertext
+    assert (
+        vault.open_flow_secret(user_id="u1", flow_id="oas_1", broker_slug="schwab", envelope=sealed)
+        == "verifier-" + "x" * 40
+    )
+    for user, flow, slug in (
+        ("u2", "oas_1", "schwab"),
+        ("u1", "oas_2", "schwab"),
+        ("u1", "oas_1", "tradier"),
+    ):
+        with pytest.raises(CredentialUnreadable):
+            vault.open_flow_secret(user_id=user, flow_id=flow, broker_slug=slug, envelope=sealed)
+
+
 async def test_a_credential_is_made_read_only_after_it_was_stored(
     sessionmaker: SessionMaker,
 ) -> None:

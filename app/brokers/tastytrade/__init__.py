@@ -24,8 +24,8 @@ def _configured(settings: Settings) -> bool:
 
 def tastytrade_spec() -> BrokerSpec:
     """The connection takes the OAuth client secret and the refresh token of a personal
-    grant (``api_key`` kind: the user pastes them, no browser redirect); the browser OAuth
-    flow, when built, reads ``auth.OAUTH``."""
+    grant (``api_key`` kind: the user pastes them, no browser redirect). Access tokens are
+    minted per instance in memory, not by the token lifecycle (``auth`` says why)."""
     from app.brokers.registry import BrokerSpec
     from app.brokers.tastytrade.adapter import TASTYTRADE_CAPABILITIES
     from app.brokers.tastytrade.auth import check_credentials

@@ -58,6 +58,7 @@ from app.brokers.base import (
     Transaction,
 )
 from app.brokers.http import BrokerClient, Classifier, HttpPool, timeouts_from
+from app.brokers.oauth import parse_token_response
 from app.brokers.symbols import asset_class_of
 from app.brokers.tastytrade import auth, mapping
 from app.brokers.tastytrade.mapping import SLUG
@@ -199,22 +200,17 @@ class TastytradeAdapter:
         client = self._client(None, _token_classifier)
         try:
             response = await client.request(
-                "POST", auth.OAUTH.token_path, json=auth.token_request(self._credentials)
+                "POST", auth.TOKEN_PATH, json=auth.token_request(self._credentials)
             )
         except errors.OutcomeUnknown as exc:
             raise errors.Transient(
                 f"no answer from tastytrade's token endpoint: {exc.reason}", broker=SLUG
             ) from None
-        body = _loads(response)
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise mapping.unknown(
-                "token response", sorted(body) if isinstance(body, dict) else body
-            )
-        expires_in = body.get("expires_in", auth.OAUTH.access_token_seconds)
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | Decimal | str):
-            raise mapping.unknown("expires_in", expires_in)
-        return token, float(expires_in)
+        answer = parse_token_response(response, SLUG)
+        expires_in = answer.expires_in
+        return answer.access_token, float(
+            auth.ACCESS_TOKEN_SECONDS if expires_in is None else expires_in
+        )
 
     async def access_token(self) -> str:
         """A current access token (also the streamer's ``auth-token``)."""

@@ -16,6 +16,20 @@ Access tokens are kept in memory only, per credential, shared by every adapter b
 same ``HttpPool`` (adapters are built per request, and a token exchange per request would
 double the traffic). Each instance mints its own tokens: a refresh token is not rotated by
 the exchange, so instances never invalidate each other's tokens.
+
+Why this is not on the generic token lifecycle (``app.services.token_lifecycle``): that
+machinery refreshes grants made with the *deployment's* OAuth client (``OAuthSpec``,
+client id and secret from the settings) and stores every new access token through the
+vault, single-flight across instances, because a refresh may rotate the refresh token.
+Here the OAuth client is the *user's* own (its secret is part of the credential), the
+refresh token never rotates and never expires, and an access token is 15 minutes of
+nothing worth persisting: moving it to the lifecycle would add a database write and a
+cross-instance lock every 15 minutes per connection to protect against a race that cannot
+happen. The token answer itself is parsed by the shared ``parse_token_response``.
+
+The browser flow is not offered: tastytrade documents no authorization-code page for
+third-party apps (third-party clients point at ``https://my.tastytrade.com/auth.html`` with
+scopes ``read``/``trade``; unconfirmed, as is PKCE support).
 """
 
 from __future__ import annotations
@@ -24,7 +38,6 @@ import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 from app.brokers import errors
 from app.brokers.http import HttpPool, credential_key
@@ -38,35 +51,11 @@ CREDENTIAL_FIELDS = frozenset({CLIENT_SECRET, REFRESH_TOKEN})
 USER_AGENT = "brokerage-gateway/0.1"
 
 
-@dataclass(frozen=True, slots=True)
-class OAuthEndpoints:
-    """OAuth facts as data, for the generic browser OAuth flow (built elsewhere).
-
-    ``token_path`` is on the API base URL (production ``https://api.tastyworks.com``,
-    sandbox ``https://api.cert.tastyworks.com``; credentials of one do not work on the
-    other). ``authorize_url`` and the scope names come from third-party clients and the
-    reference's "Required OAuth scope: trade" notes, not from a page that documents the
-    authorization-code flow: unconfirmed. PKCE support: unconfirmed.
-    """
-
-    authorize_url: str
-    token_path: str
-    token_body: str  # "json": the token request is a JSON body, not a form
-    scopes: tuple[str, ...]
-    access_token_seconds: int
-    refresh_token_expires: bool
-    pkce: bool | None
-
-
-OAUTH = OAuthEndpoints(
-    authorize_url="https://my.tastytrade.com/auth.html",
-    token_path="/oauth/token",  # noqa: S106 - a path, not a secret
-    token_body="json",  # noqa: S106
-    scopes=("read", "trade"),
-    access_token_seconds=900,
-    refresh_token_expires=False,  # "refresh tokens never expire" (personal grants)
-    pkce=None,
-)
+# The token endpoint, on the API base URL (production ``https://api.tastyworks.com``, sandbox
+# ``https://api.cert.tastyworks.com``; a grant of one does not work on the other).
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
+# Access token lifetime when an answer omits ``expires_in`` (the docs: 15 minutes).
+ACCESS_TOKEN_SECONDS = 900
 
 # Refresh this long before the broker's expiry (clock skew, request time).
 EXPIRY_MARGIN = 60.0

@@ -5,15 +5,41 @@ credential field ``access_token``; requests send ``Authorization: Bearer <token>
 (https://docs.tradier.com/docs/authentication). The token is validated against the broker
 (``GET /v1/user/profile``) before it is stored.
 
-Tradier also offers OAuth 2.0 for apps acting on behalf of users. Its endpoint facts are kept
-here as data (``OAUTH``) for the generic OAuth flow; connections use ``api_key`` for now.
+Tradier also offers OAuth 2.0 to approved partners. It is not offered here, and the
+connection kind stays ``api_key`` (a personal access token), for three reasons:
+
+* One ``BrokerSpec`` carries one ``auth`` kind and ``GET /v1/brokers`` shows one ``auth``
+  value per broker; the services branch on it (``POST /v1/connections`` refuses ``oauth2``
+  brokers, the authorize route refuses the others, the broker list gates ``oauth2`` brokers
+  on their OAuth client settings). Offering both kinds needs an addition to the public
+  Broker object and to those branches, not a Tradier change.
+* Tradier documents the happy path only (below). What its token endpoints answer for a bad
+  or used code, a wrong client secret or a revoked refresh token is not documented (its API
+  gateway's other errors are not RFC 6749 bodies), so a fake would have to invent exactly
+  the answers the token lifecycle relies on to tell a dead grant from a retryable failure.
+* OAuth is for Tradier partners, and refresh tokens need a second approval; without them an
+  access token lasts 24 hours and cannot be renewed, so such a connection would be
+  ``expiring`` from the moment it is made.
+
+The facts, for when it is wired (https://docs.tradier.com/docs/authentication and
+https://documentation.tradier.com/brokerage-api/oauth/authorization-code, with its
+siblings ``.../oauth/access-token`` and ``.../oauth/refresh-token``):
+
+* authorize: ``GET https://api.tradier.com/v1/oauth/authorize?client_id=&scope=&state=``,
+  comma-delimited scopes ``read,write,market,trade,stream``; no ``redirect_uri`` parameter
+  (the callback is the one registered with the app); the code lives 10 minutes;
+* token: ``POST /v1/oauth/accesstoken``, HTTP Basic ``client_id:secret``, form
+  ``grant_type=authorization_code&code=...``; JSON answer ``{"access_token", "expires_in":
+  86399, "issued_at", "scope", "status", ["refresh_token"]}`` (no ``token_type``);
+* refresh: ``POST /v1/oauth/refreshtoken``, ``grant_type=refresh_token``, partners only;
+  refresh tokens do not expire.
+
+PKCE is not documented.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
 
 from app.brokers import errors
 from app.brokers.http import credential_key
@@ -22,48 +48,6 @@ from app.security.credentials import Credentials
 SLUG = "tradier"
 ACCESS_TOKEN = "access_token"  # noqa: S105 - a field name, not a secret
 CREDENTIAL_FIELDS = frozenset({ACCESS_TOKEN})
-
-
-@dataclass(frozen=True, slots=True)
-class OAuthEndpoints:
-    """What a generic authorization-code flow needs to know about one broker."""
-
-    authorize_url: str
-    token_url: str
-    refresh_url: str | None
-    scopes: tuple[str, ...]
-    scope_separator: str
-    # How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
-    token_endpoint_auth: str
-    pkce: bool
-    access_token_lifetime: timedelta
-    # Refresh tokens are issued to approved partners only; None: the user re-authorizes.
-    refresh_token_lifetime: timedelta | None
-    refresh_tokens_for_partners_only: bool
-
-
-# https://documentation.tradier.com/brokerage-api/oauth/authorization-code,
-# .../oauth/access-token and .../oauth/refresh-token:
-# * authorize: GET https://api.tradier.com/v1/oauth/authorize?client_id=&scope=&state=
-#   (comma-delimited scopes; the code lives 10 minutes);
-# * token: POST https://api.tradier.com/v1/oauth/accesstoken, HTTP Basic client_id:secret,
-#   form grant_type=authorization_code&code=...; JSON answer with access_token, expires_in
-#   (86399: access tokens last 24 hours), issued_at, scope, status, [refresh_token];
-# * refresh: POST https://api.tradier.com/v1/oauth/refreshtoken, grant_type=refresh_token,
-#   Basic auth, partners only ("must approve your application for refresh tokens"), refresh
-#   tokens do not expire. PKCE is not documented.
-OAUTH = OAuthEndpoints(
-    authorize_url="https://api.tradier.com/v1/oauth/authorize",
-    token_url="https://api.tradier.com/v1/oauth/accesstoken",  # noqa: S106 - a URL
-    refresh_url="https://api.tradier.com/v1/oauth/refreshtoken",
-    scopes=("read", "write", "market", "trade", "stream"),
-    scope_separator=",",
-    token_endpoint_auth="client_secret_basic",  # noqa: S106 - a method name
-    pkce=False,
-    access_token_lifetime=timedelta(hours=24),
-    refresh_token_lifetime=None,
-    refresh_tokens_for_partners_only=True,
-)
 
 
 def check_credentials(values: Mapping[str, str]) -> Credentials:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from app.db.models import Account, Connection
 from app.db.repositories.scoped import UserScoped
@@ -78,6 +78,43 @@ class ConnectionRepository(UserScoped):
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
+    async def due_for_refresh(
+        self,
+        broker_slugs: Sequence[str],
+        *,
+        now: datetime,
+        access_before: datetime,
+        expiring_before: datetime,
+        limit: int,
+        after_id: str | None = None,
+    ) -> list[str]:
+        """System: ids of usable connections of these brokers with token work to do.
+
+        Due: the access token expires before ``access_before``; or an ``active`` connection's
+        refresh token expires before ``expiring_before`` (it becomes ``expiring``); or the
+        refresh token has expired. In id order, after ``after_id``.
+        """
+        if not self.is_system:
+            raise PermissionError("the refresher spans every user")
+        if not broker_slugs:
+            return []
+        stmt = select(Connection.id).where(
+            Connection.status.in_(("active", "expiring")),
+            Connection.broker_slug.in_(list(broker_slugs)),
+            or_(
+                Connection.expires_at <= access_before,
+                and_(
+                    Connection.status == "active",
+                    Connection.refresh_expires_at <= expiring_before,
+                ),
+                Connection.refresh_expires_at <= now,
+            ),
+        )
+        if after_id is not None:
+            stmt = stmt.where(Connection.id > after_id)
+        stmt = stmt.order_by(Connection.id).limit(limit)
+        return list((await self.session.execute(stmt)).scalars().all())
+
     def add(self, connection: Connection) -> None:
         if connection.user_id != self.user_id:
             raise PermissionError("connection belongs to another user")
@@ -91,12 +128,18 @@ class AccountRepository(UserScoped):
             stmt = stmt.where(Account.user_id == self.user_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def get_with_connection(self, account_id: str) -> tuple[Account, Connection] | None:
+    async def get_with_connection(
+        self, account_id: str, *, fresh: bool = False
+    ) -> tuple[Account, Connection] | None:
+        """The account and its connection; ``fresh`` re-reads rows the session already holds
+        (a connection revoked since they were loaded)."""
         stmt = (
             select(Account, Connection)
             .join(Connection, Connection.id == Account.connection_id)
             .where(Account.id == account_id)
         )
+        if fresh:
+            stmt = stmt.execution_options(populate_existing=True)
         if not self.is_system:
             stmt = stmt.where(Account.user_id == self.user_id)
         row = (await self.session.execute(stmt)).first()

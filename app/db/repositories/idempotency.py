@@ -80,6 +80,19 @@ class IdempotencyRepository(UserScoped):
             )
         )
 
+    async def point_at_order(self, record_id: str, order_id: str) -> None:
+        """Name the order an in-flight claim now waits on (the router's next attempt), so
+        reconciliation completes the claim if the process stops before the request does."""
+        await self.session.execute(
+            update(IdempotencyKey)
+            .where(
+                IdempotencyKey.id == record_id,
+                IdempotencyKey.user_id == self.user_id,
+                IdempotencyKey.state == "in_flight",
+            )
+            .values(order_id=order_id)
+        )
+
     async def release(self, record_id: str) -> None:
         """Forget a claim whose request did nothing (refused before any order was written)."""
         await self.session.execute(

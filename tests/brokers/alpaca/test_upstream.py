@@ -8,6 +8,7 @@ from app.db.repositories.orders import OrderEventRepository
 from app.services.upstream import UpstreamStreams
 from tests.brokers.alpaca.test_api import gateway
 from tests.conftest import new_user
+from tests.services.support import live_gateway
 
 
 async def test_streams_feed_orders_and_a_refused_key_breaks_the_connection(db_url: str) -> None:
@@ -84,3 +85,39 @@ async def test_two_instances_hold_one_stream_per_account_and_hand_it_over(
         finally:
             await first.close()
             await second.close()
+
+
+async def test_platform_connections_of_many_users_share_one_stream(db_url: str) -> None:
+    """Every user's platform connection points at the platform's one Alpaca account: one
+    stream serves them all, and each user's orders still reach the right rows."""
+    async with live_gateway(db_url) as gw:
+        h = gw.harness
+        users = [new_user("platform"), new_user("platform")]
+        accounts = [(await gw.connect_platform(user))[1] for user in users]
+        placed = [
+            (await h.place(user, account)).json()
+            for user, account in zip(users, accounts, strict=True)
+        ]
+        assert all(p["status"] == "accepted" for p in placed), placed
+        platform = gw.platform_key
+        streams = UpstreamStreams(h.state.ctx, restart_delay=0.05)
+        try:
+            await streams.sync()
+            assert len(streams.running & set(accounts)) == 1
+            for _ in range(200):
+                if platform.streams:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(platform.streams) == 1
+            await gw.alpaca.fake.match()
+            for user, order in zip(users, placed, strict=True):
+                status = None
+                for _ in range(300):
+                    got = await h.client.get(f"/v1/orders/{order['id']}", headers=h.auth(user))
+                    status = got.json()["status"]
+                    if status == "filled":
+                        break
+                    await asyncio.sleep(0.02)
+                assert status == "filled"
+        finally:
+            await streams.close()

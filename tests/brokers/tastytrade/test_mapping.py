@@ -12,6 +12,7 @@ import pytest
 from app.brokers import errors
 from app.brokers.base import (
     AssetClass,
+    AuthKind,
     OrderChanges,
     OrderRequest,
     OrderSide,
@@ -19,7 +20,7 @@ from app.brokers.base import (
     OrderType,
     TimeInForce,
 )
-from app.brokers.tastytrade import auth, mapping
+from app.brokers.tastytrade import auth, mapping, tastytrade_spec
 from tests.brokers.tastytrade.payloads import (
     ACCOUNTS,
     BALANCES,
@@ -464,6 +465,8 @@ def test_credentials_are_checked_by_name_only() -> None:
 
 
 def test_oauth_facts_are_data() -> None:
-    assert auth.OAUTH.token_path == "/oauth/token"
-    assert auth.OAUTH.access_token_seconds == 900
-    assert auth.OAUTH.refresh_token_expires is False
+    assert auth.TOKEN_PATH == "/oauth/token"
+    assert auth.ACCESS_TOKEN_SECONDS == 900
+    spec = tastytrade_spec()
+    # A personal grant pasted as an api_key connection; its tokens never reach the lifecycle.
+    assert (spec.auth, spec.oauth) == (AuthKind.api_key, None)

@@ -37,8 +37,10 @@ async def drain(updates: AsyncIterator[OrderUpdate]) -> None:
 
 
 async def eventually(check: Callable[[], bool]) -> None:
-    """Wait (bounded) for something another task does."""
-    for _ in range(500):
+    """Wait (bounded, generously: a loaded CI machine is slow) for what another task does."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while loop.time() < deadline:
         if check():
             return
         await asyncio.sleep(0.01)

@@ -13,6 +13,7 @@ import pytest
 from app.brokers import errors
 from app.brokers.base import (
     AssetClass,
+    AuthKind,
     OrderChanges,
     OrderRequest,
     OrderSide,
@@ -20,7 +21,7 @@ from app.brokers.base import (
     OrderType,
     TimeInForce,
 )
-from app.brokers.tradier import auth, mapping
+from app.brokers.tradier import auth, mapping, tradier_spec
 from tests.brokers.tradier.payloads import (
     BALANCES_MARGIN,
     BUYING_POWER,
@@ -441,8 +442,7 @@ def test_credentials_are_checked_by_name_without_echoing_values() -> None:
         auth.headers(None)
 
 
-def test_the_oauth_endpoint_facts() -> None:
-    assert auth.OAUTH.authorize_url == "https://api.tradier.com/v1/oauth/authorize"
-    assert auth.OAUTH.token_url == "https://api.tradier.com/v1/oauth/accesstoken"
-    assert auth.OAUTH.scope_separator.join(auth.OAUTH.scopes) == "read,write,market,trade,stream"
-    assert auth.OAUTH.pkce is False
+def test_connections_take_a_personal_access_token_not_the_oauth_flow() -> None:
+    spec = tradier_spec()
+    assert (spec.auth, spec.oauth) == (AuthKind.api_key, None)
+    assert spec.check_credentials is auth.check_credentials

@@ -97,6 +97,7 @@ class Faults:
     server_error_status: int = 500
     server_errors_method: str | None = None  # only requests with this method fail
     rate_limited: int = 0
+    rate_limited_method: str | None = None  # only requests with this method answer 429
     retry_after: int = 7
     timeout_after_accept: int = 0
     timeout_after_replace: int = 0
@@ -309,7 +310,10 @@ class FakeAlpaca:
             self.faults.server_errors -= 1
             status = self.faults.server_error_status
             return error(status, status * 100000, "internal server error")
-        if self.faults.rate_limited > 0:
+        if self.faults.rate_limited > 0 and self.faults.rate_limited_method in (
+            None,
+            request.method,
+        ):
             self.faults.rate_limited -= 1
             return error(
                 429,

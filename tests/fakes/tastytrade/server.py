@@ -161,6 +161,7 @@ class Faults:
     server_error_status: int = 500
     server_errors_method: str | None = None
     rate_limited: int = 0
+    rate_limited_method: str | None = None  # only requests with this method answer 429
     retry_after: int | None = 7
     timeout_after_accept: int = 0
     hang_seconds: float = 30.0
@@ -440,7 +441,10 @@ class FakeTastytrade:
             self.faults.server_errors -= 1
             status = self.faults.server_error_status
             return error(status, "internal_error", "Internal server error")
-        if self.faults.rate_limited > 0:
+        if self.faults.rate_limited > 0 and self.faults.rate_limited_method in (
+            None,
+            request.method,
+        ):
             self.faults.rate_limited -= 1
             headers = {}
             if self.faults.retry_after is not None:

@@ -134,6 +134,7 @@ class Faults:
     server_error_status: int = 500
     server_errors_method: str | None = None
     rate_limited: int = 0
+    rate_limited_method: str | None = None  # only requests with this method answer 429
     retry_after: int = 7
     timeout_after_accept: int = 0
     hang_seconds: float = 30.0
@@ -396,7 +397,10 @@ class FakeTradier:
                 "Datastore Error",
                 "steps.servicecallout.ExecutionFailed",
             )
-        if self.faults.rate_limited > 0:
+        if self.faults.rate_limited > 0 and self.faults.rate_limited_method in (
+            None,
+            request.method,
+        ):
             self.faults.rate_limited -= 1
             expiry = int((time.time() + self.faults.retry_after) * 1000)
             return fault(

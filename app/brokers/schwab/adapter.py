@@ -1,0 +1,504 @@
+"""The Charles Schwab Trader API adapter (Tier A, OAuth2 bearer token).
+
+One adapter per connection, bound to that connection's decrypted OAuth credential
+(``app.brokers.oauth``; the token lifecycle refreshes it, this adapter only uses the access
+token). ``account_ref``
+is the account's ``hashValue``: Schwab's paths never take the plain account number.
+
+Quirks, each with its doc page (Trader API spec, https://developer.schwab.com/products/trader-api--individual/details/specifications/Retail%20Trader%20API%20Production):
+
+* Account paths use the encrypted ``hashValue`` from ``GET /accounts/accountNumbers``, never
+  the plain number; the plain number appears only inside bodies (and the stream).
+* ``POST /accounts/{hash}/orders`` answers **201 with an empty body**; the new order's id is
+  only in ``Location`` (schwab-py ``Utils.extract_order_id``). The order is read back.
+* There is **no client order id**: an order whose submit answer was lost is found again by
+  its fingerprint (symbol, side, quantity, type, duration, prices) in a time window after
+  the submit (``find_order_by_fingerprint``; ``capabilities.client_order_ids`` says so).
+* Replace (``PUT /accounts/{hash}/orders/{id}``) takes a whole order, cancels the old one and
+  creates a **new order with a new id**, again only in ``Location`` (201).
+* Cancel (``DELETE``) answers 200 with no body; the state afterwards comes from a GET.
+* Order lists need ``fromEnteredTime`` and ``toEnteredTime`` and filter on entry time only.
+* Quotes live under ``/marketdata/v1`` on the same host; unknown symbols come back in
+  ``errors.invalidSymbols`` of a 200 answer.
+* Rate limits: 120 non-order requests a minute; order writes 0-120 a minute per account
+  (chosen when the app is registered), each paced by its own bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from app.brokers import errors
+from app.brokers.base import (
+    AssetClass,
+    Balances,
+    BrokerAccount,
+    BrokerOrder,
+    Capabilities,
+    OrderChanges,
+    OrderFingerprint,
+    OrderListFilter,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Position,
+    Quote,
+    Support,
+    TimeInForce,
+    Transaction,
+)
+from app.brokers.http import BrokerClient, HttpPool, credential_key, timeouts_from
+from app.brokers.oauth import bearer_headers
+from app.brokers.schwab import auth, mapping
+from app.brokers.schwab.mapping import SLUG
+from app.config import Settings
+from app.security.credentials import Credentials
+
+log = logging.getLogger(__name__)
+
+N, U = Support.native, Support.unsupported
+
+SCHWAB_CAPABILITIES = Capabilities(
+    # Schwab trades options, mutual funds and more; this adapter maps single-leg equities.
+    asset_classes={
+        AssetClass.equity: N,
+        AssetClass.option: U,
+        AssetClass.crypto: U,
+        AssetClass.mutual_fund: U,
+    },
+    order_types=dict.fromkeys(OrderType, N),
+    time_in_force=dict.fromkeys(TimeInForce, N),
+    fractional=U,  # whole shares only through the Trader API
+    extended_hours=N,  # session SEAMLESS
+    short_selling=U,  # needs the SELL_SHORT instruction, which the unified API cannot ask for
+    multi_leg=U,
+    modify=N,  # replace: a new order id
+    order_stream=N,  # streamer ACCT_ACTIVITY
+    client_order_ids=U,  # reconciliation by fingerprint
+)
+
+ACCOUNT_TTL = 600.0  # seconds the accountNumbers map is trusted
+QUOTE_SYMBOL_TTL = 3600.0  # seconds a known-symbol answer is trusted
+OPEN_LOOKBACK = timedelta(days=365)  # GTC orders can stay open for months
+HISTORY_LOOKBACK = timedelta(days=60)
+CATCH_UP_LOOKBACK = timedelta(days=60)
+# Fingerprint lookup: Schwab's clock may run a little behind ours, and Schwab enters the
+# order within the submit's timeout after we committed the intent.
+FINGERPRINT_SKEW = timedelta(seconds=30)
+FINGERPRINT_WINDOW = timedelta(minutes=5)
+
+
+def _loads(response: httpx.Response) -> Any:
+    try:
+        return mapping.loads(response.content)
+    except ValueError:
+        raise errors.UnknownBrokerValue(
+            "schwab sent a body that is not JSON", broker=SLUG
+        ) from None
+
+
+class SchwabAdapter:
+    slug = SLUG
+    capabilities = SCHWAB_CAPABILITIES
+    fingerprint_window = FINGERPRINT_WINDOW
+
+    def __init__(
+        self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
+    ) -> None:
+        self._settings = settings
+        headers = bearer_headers(credentials, broker=SLUG)
+        assert credentials is not None  # bearer_headers refused None
+        self._credentials = credentials
+        self._own_pool = pool is None
+        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
+        self._headers = {**headers, "Accept": "application/json"}
+        self._base = settings.schwab_base_url.rstrip("/")
+        per_minute = settings.schwab_requests_per_minute
+        self._api = BrokerClient(
+            self._pool,
+            broker=SLUG,
+            base_url=self._base,
+            headers=self._headers,
+            bucket=self._pool.bucket(
+                SLUG, auth.bucket_key(credentials), rate=per_minute / 60.0, capacity=per_minute
+            ),
+            classifier=mapping.classify,
+        )
+        self._order_clients: dict[str, BrokerClient] = {}
+
+    def __repr__(self) -> str:
+        return f"SchwabAdapter(base_url={self._base!r})"
+
+    @staticmethod
+    def _now() -> datetime:
+        return datetime.now(UTC)
+
+    def _orders_client(self, account_hash: str) -> BrokerClient:
+        """Order writes are paced per account by their own limit (set at app registration)."""
+        found = self._order_clients.get(account_hash)
+        if found is None:
+            per_minute = self._settings.schwab_order_requests_per_minute
+            found = BrokerClient(
+                self._pool,
+                broker=SLUG,
+                base_url=self._base,
+                headers=self._headers,
+                bucket=self._pool.bucket(
+                    SLUG,
+                    credential_key(SLUG, "orders", account_hash),
+                    rate=per_minute / 60.0,
+                    capacity=per_minute,
+                ),
+                classifier=mapping.classify,
+            )
+            self._order_clients[account_hash] = found
+        return found
+
+    @staticmethod
+    def _account_path(account_hash: str, *rest: str) -> str:
+        parts = [quote(account_hash, safe=""), *(quote(p, safe="") for p in rest)]
+        return "/trader/v1/accounts/" + "/".join(parts)
+
+    # --- accounts ----------------------------------------------------------------------
+
+    async def account_numbers(self) -> dict[str, str]:
+        """Plain account number -> hashValue, remembered per grant for ``ACCOUNT_TTL``."""
+        memo_key = ("schwab-account-numbers", self._base, auth.bucket_key(self._credentials))
+        found = self._pool.recall(memo_key)
+        if isinstance(found, dict):
+            return dict(found)
+        body = _loads(await self._api.request("GET", "/trader/v1/accounts/accountNumbers"))
+        numbers = mapping.account_numbers(body)
+        self._pool.remember(memo_key, dict(numbers), ACCOUNT_TTL)
+        return numbers
+
+    async def list_accounts(self) -> list[BrokerAccount]:
+        """Every account the grant covers; also how a new grant is checked before storing."""
+        numbers = await self.account_numbers()
+        body = _loads(await self._api.request("GET", "/trader/v1/accounts"))
+        if not isinstance(body, list):
+            raise mapping.unknown("accounts payload", type(body).__name__)
+        result = []
+        for item in body:
+            account = mapping.securities_account(item)
+            number = str(account.get("accountNumber"))
+            hash_value = numbers.get(number)
+            if hash_value is None:
+                raise mapping.unknown("account without a hashValue", mapping.masked(number))
+            result.append(mapping.broker_account(account, hash_value))
+        return result
+
+    async def _account(self, account_ref: str, *, positions: bool) -> Any:
+        params = {"fields": "positions"} if positions else None
+        return _loads(
+            await self._api.request("GET", self._account_path(account_ref), params=params)
+        )
+
+    async def get_balances(self, account_ref: str) -> Balances:
+        return mapping.balances_from_account(
+            await self._account(account_ref, positions=False), self._now()
+        )
+
+    async def get_positions(self, account_ref: str) -> list[Position]:
+        body = await self._account(account_ref, positions=True)
+        return mapping.positions_from_account(body, self._now())
+
+    async def get_position(self, account_ref: str, symbol: str) -> Position | None:
+        for position in await self.get_positions(account_ref):
+            if position.symbol == symbol:
+                return position
+        return None
+
+    async def check_symbol(self, symbol: str) -> None:
+        """``GET /marketdata/v1/quotes``: a symbol Schwab does not know is refused.
+
+        A known symbol is remembered for ``QUOTE_SYMBOL_TTL`` for the whole deployment.
+        """
+        memo_key = ("schwab-symbol", self._base, symbol)
+        if self._pool.recall(memo_key) is True:
+            return
+        body = _loads(
+            await self._api.request(
+                "GET", "/marketdata/v1/quotes", params={"symbols": symbol, "fields": "quote"}
+            )
+        )
+        if symbol in mapping.invalid_symbols(body) or not isinstance(body, dict):
+            raise errors.UnknownSymbol(f"Schwab does not list {symbol}", broker=SLUG)
+        if not isinstance(body.get(symbol), dict):
+            raise errors.UnknownSymbol(f"Schwab does not list {symbol}", broker=SLUG)
+        self._pool.remember(memo_key, True, QUOTE_SYMBOL_TTL)
+
+    # --- orders ------------------------------------------------------------------------
+
+    async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
+        """Place, then read the order back by the id in ``Location``.
+
+        A 201 without a usable ``Location`` means the order exists but we cannot name it:
+        ``OutcomeUnknown``, and reconciliation finds it by fingerprint. A read-back failure
+        after the 201 is not an error: the order is reported ``submitted`` under its id.
+        """
+        response = await self._orders_client(account_ref).request(
+            "POST", self._account_path(account_ref, "orders"), json=mapping.order_to_wire(order)
+        )
+        order_id = mapping.order_id_from_location(response.headers.get("Location"), account_ref)
+        if order_id is None:
+            raise errors.OutcomeUnknown(
+                "Schwab accepted the order but did not say its id", broker=SLUG
+            )
+        try:
+            return await self.get_order(account_ref, order_id)
+        except errors.BrokerError as exc:
+            log.warning(
+                "schwab order placed but not read back",
+                extra={"broker": SLUG, "broker_order_id": order_id, "reason": exc.reason},
+            )
+            return mapping.submitted_order(order_id, order, self._now())
+
+    async def modify_order(
+        self, account_ref: str, broker_order_id: str, changes: OrderChanges
+    ) -> BrokerOrder:
+        """Replace: Schwab cancels the order and creates a new one (new id in ``Location``).
+
+        The whole order is sent (``PUT`` takes an ``OrderRequest``), built from the current
+        order and the changes. If the answer is lost, the old order is read: when Schwab
+        reports it replaced, its ``replacingOrderCollection`` names the new order, which is
+        returned as if the answer had arrived.
+        """
+        current = await self.get_order(account_ref, broker_order_id)
+        if changes.is_empty():
+            return current
+        body = mapping.order_to_wire(mapping.replacement_request(current, changes))
+        path = self._account_path(account_ref, "orders", broker_order_id)
+        try:
+            response = await self._orders_client(account_ref).request("PUT", path, json=body)
+        except errors.OutcomeUnknown:
+            found = await self._replacement_of(account_ref, broker_order_id)
+            if found is None:
+                raise
+            return found
+        except errors.Rejected as exc:
+            raise await self._refusal(account_ref, broker_order_id, exc) from exc
+        new_id = mapping.order_id_from_location(response.headers.get("Location"), account_ref)
+        if new_id is None:
+            found = await self._replacement_of(account_ref, broker_order_id)
+            if found is None:
+                raise errors.OutcomeUnknown(
+                    "Schwab accepted the replace but did not say the new order's id", broker=SLUG
+                )
+            return found
+        try:
+            new = await self.get_order(account_ref, new_id)
+        except errors.BrokerError:
+            new = mapping.submitted_order(
+                new_id, mapping.replacement_request(current, changes), self._now()
+            )
+        return mapping.with_replaces(new, broker_order_id)
+
+    async def _replacement_of(self, account_ref: str, old_id: str) -> BrokerOrder | None:
+        try:
+            old = await self.get_order(account_ref, old_id)
+            if old.status is not OrderStatus.replaced or old.replaced_by is None:
+                return None
+            new = await self.get_order(account_ref, old.replaced_by)
+        except errors.BrokerError:
+            return None
+        return mapping.with_replaces(new, old_id)
+
+    async def _refusal(
+        self, account_ref: str, broker_order_id: str, exc: errors.Rejected
+    ) -> errors.BrokerError:
+        """A refused cancel/replace of an order that is done is ``OrderNotModifiable``."""
+        if type(exc) is not errors.Rejected:
+            return exc
+        try:
+            current = await self.get_order(account_ref, broker_order_id)
+        except errors.BrokerError:
+            return exc
+        if current.status in (
+            OrderStatus.filled,
+            OrderStatus.canceled,
+            OrderStatus.expired,
+            OrderStatus.replaced,
+            OrderStatus.rejected,
+        ):
+            return errors.OrderNotModifiable(
+                f"the order is {current.status.value} at Schwab: {exc.reason}", broker=SLUG
+            )
+        return exc
+
+    async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        path = self._account_path(account_ref, "orders", broker_order_id)
+        try:
+            await self._orders_client(account_ref).request("DELETE", path)
+        except errors.Rejected as exc:
+            raise await self._refusal(account_ref, broker_order_id, exc) from exc
+        try:
+            return await self.get_order(account_ref, broker_order_id)
+        except errors.BrokerError as exc:
+            # The cancel was accepted (200); only its result is unknown.
+            raise errors.OutcomeUnknown(
+                f"the cancel was accepted but the order could not be read: {exc.reason}",
+                broker=SLUG,
+            ) from exc
+
+    async def get_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        if not broker_order_id.isdigit():
+            # Schwab order ids are int64; anything else cannot name an order there.
+            raise errors.OrderNotFound("no such order at Schwab", broker=SLUG)
+        response = await self._api.request(
+            "GET", self._account_path(account_ref, "orders", broker_order_id)
+        )
+        return mapping.order_from_wire(_loads(response))
+
+    async def find_order_by_client_id(
+        self, account_ref: str, client_order_id: str
+    ) -> BrokerOrder | None:
+        raise errors.NotSupported(
+            "Schwab has no client order id; orders are found by fingerprint", broker=SLUG
+        )
+
+    async def find_order_by_fingerprint(
+        self, account_ref: str, fingerprint: OrderFingerprint, claimed: frozenset[str]
+    ) -> BrokerOrder | None:
+        """The order Schwab entered for a submit whose answer was lost, if any.
+
+        Candidates: orders entered from ``FINGERPRINT_SKEW`` before the submit to
+        ``FINGERPRINT_WINDOW`` after it, with the same fingerprint, not ``claimed`` by
+        another order of ours. Of several, the one entered closest to the submit wins, so
+        two identical orders submitted apart are each matched to their own.
+        """
+        start = fingerprint.submitted_at - FINGERPRINT_SKEW
+        end = fingerprint.submitted_at + FINGERPRINT_WINDOW
+        candidates = [
+            o
+            for o in await self._orders(account_ref, start, end)
+            if fingerprint.matches(o)
+            and o.broker_order_id not in claimed
+            and start <= o.created_at <= end
+        ]
+        if not candidates:
+            return None
+        if len(candidates) > 1:
+            log.warning(
+                "several Schwab orders match an unknown submit; taking the nearest in time",
+                extra={"broker": SLUG, "candidates": len(candidates)},
+            )
+        return min(
+            candidates,
+            key=lambda o: (abs(o.created_at - fingerprint.submitted_at), o.broker_order_id),
+        )
+
+    async def _orders(
+        self, account_ref: str, start: datetime, end: datetime, *, status: str | None = None
+    ) -> list[BrokerOrder]:
+        params = {
+            "fromEnteredTime": mapping.query_time(start),
+            "toEnteredTime": mapping.query_time(end),
+        }
+        if status is not None:
+            params["status"] = status
+        body = _loads(
+            await self._api.request("GET", self._account_path(account_ref, "orders"), params=params)
+        )
+        orders = mapping.orders_from_wire(body)
+        orders.sort(key=lambda o: (o.created_at, o.broker_order_id), reverse=True)
+        return orders
+
+    async def list_orders(
+        self, account_ref: str, status: OrderListFilter, limit: int
+    ) -> list[BrokerOrder]:
+        now = self._now()
+        if status == "open":
+            orders = await self._orders(account_ref, now - OPEN_LOOKBACK, now)
+            orders = [o for o in orders if o.status in _OPEN]
+        else:
+            orders = await self._orders(account_ref, now - HISTORY_LOOKBACK, now)
+            if status == "closed":
+                orders = [o for o in orders if o.status not in _OPEN]
+        return orders[: max(1, limit)]
+
+    async def order_history(
+        self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
+    ) -> list[BrokerOrder]:
+        end = end or self._now()
+        start = start or end - HISTORY_LOOKBACK
+        orders = await self._orders(account_ref, start, end)
+        if symbol is not None:
+            orders = [o for o in orders if o.symbol == symbol]
+        return orders
+
+    async def recent_orders(self, account_ref: str) -> list[BrokerOrder]:
+        """After a stream gap: every order entered in the catch-up window, in any state."""
+        now = self._now()
+        return await self._orders(account_ref, now - CATCH_UP_LOOKBACK, now)
+
+    async def get_transactions(
+        self, account_ref: str, start: datetime | None, end: datetime | None, type_: str | None
+    ) -> list[Transaction]:
+        """``GET /accounts/{hash}/transactions``: ``types`` is required; dates within a year."""
+        end = end or self._now()
+        start = start or end - HISTORY_LOOKBACK
+        params = {
+            "startDate": mapping.query_time(start),
+            "endDate": mapping.query_time(end),
+            "types": ",".join(mapping.TRANSACTION_TYPES),
+        }
+        body = _loads(
+            await self._api.request(
+                "GET", self._account_path(account_ref, "transactions"), params=params
+            )
+        )
+        if not isinstance(body, list):
+            raise mapping.unknown("transactions payload", type(body).__name__)
+        result = [t for t in (mapping.transaction_from_wire(i) for i in body) if t is not None]
+        if type_ is not None:
+            result = [t for t in result if t.type == type_]
+        result.sort(key=lambda t: t.occurred_at, reverse=True)
+        return result
+
+    async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        if not symbols:
+            return {}
+        body = _loads(
+            await self._api.request(
+                "GET",
+                "/marketdata/v1/quotes",
+                params={"symbols": ",".join(symbols), "fields": "quote"},
+            )
+        )
+        return mapping.quotes_from_wire(body, symbols)
+
+    # --- streaming ---------------------------------------------------------------------
+
+    async def streamer_info(self) -> dict[str, str]:
+        """``GET /trader/v1/userPreference`` -> where and how to log in to the streamer."""
+        body = _loads(await self._api.request("GET", "/trader/v1/userPreference"))
+        return mapping.streamer_info(body)
+
+    def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
+        from app.brokers.schwab.stream import AccountActivityStream
+
+        return AccountActivityStream(self, self._credentials, account_ref).updates()
+
+    async def close(self) -> None:
+        if self._own_pool:
+            await self._pool.aclose()
+
+
+_OPEN = frozenset(
+    {
+        OrderStatus.submitted,
+        OrderStatus.accepted,
+        OrderStatus.partially_filled,
+        OrderStatus.pending_cancel,
+        OrderStatus.pending_replace,
+        OrderStatus.unknown,
+    }
+)
