@@ -77,29 +77,142 @@ def _keys_rotate(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_rewrap(_args: argparse.Namespace) -> int:
+def _keys_rewrap(args: argparse.Namespace) -> int:
+    """Re-wrap in the foreground, under the same cluster-wide lease as the app's job."""
     import asyncio
 
+    from app.db.leases import leases_for
     from app.db.session import create_engine, create_sessionmaker
     from app.security.envelope import EnvelopeCipher
     from app.security.vault import TokenVault
+    from app.services.key_rewrap import KeyRewrap, RewrapResult
     from app.startup import prepare_local_secrets
 
     provider, settings = prepare_local_secrets(get_settings())
 
-    async def rewrap() -> int:
+    async def rewrap() -> RewrapResult | None:
         engine = create_engine(settings.database_url)
         try:
-            async with create_sessionmaker(engine)() as session:
-                count = await TokenVault(EnvelopeCipher(provider)).rewrap_all(session)
-                await session.commit()
-                return count
+            job = KeyRewrap(
+                create_sessionmaker(engine),
+                TokenVault(EnvelopeCipher(provider)),
+                leases=leases_for(engine),
+                batch_size=args.batch_size,
+                pause_seconds=args.pause,
+            )
+            try:
+                return await job.run_once()
+            finally:
+                await job.close()
         finally:
             await engine.dispose()
 
-    count = asyncio.run(rewrap())
-    print(f"re-wrapped {count} token(s) under key version {provider.primary_version}")  # noqa: T201
+    result = asyncio.run(rewrap())
+    if result is None:
+        print(  # noqa: T201
+            "a re-wrap is already running (another instance or command holds the lease); "
+            "follow it with `brokerage keys status`",
+            file=sys.stderr,
+        )
+        return 3
+    print(  # noqa: T201
+        f"re-wrapped {result.rewrapped} token(s) under key version {result.primary_version}"
+        f" in {result.batches} batch(es); {result.remaining} remaining"
+    )
+    if result.failed:
+        print(  # noqa: T201
+            f"{len(result.failed)} token(s) could not be re-wrapped (their key version is "
+            "lost or retired); see the log for their ids",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _keys_status(_args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.db.leases import LocalLeases
+    from app.db.session import create_engine, create_sessionmaker
+    from app.security.envelope import EnvelopeCipher
+    from app.security.vault import TokenVault
+    from app.services.key_rewrap import KeyRewrap, KeyStatus
+    from app.startup import prepare_local_secrets
+
+    provider, settings = prepare_local_secrets(get_settings())
+
+    async def status() -> KeyStatus:
+        engine = create_engine(settings.database_url)
+        try:
+            job = KeyRewrap(
+                create_sessionmaker(engine),
+                TokenVault(EnvelopeCipher(provider)),
+                leases=LocalLeases(),
+            )
+            return await job.status()
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(status())
+    print(f"primary key version: {found.primary_version}")  # noqa: T201
+    if found.min_decryption_version is not None:
+        print(f"min_decryption_version: {found.min_decryption_version}")  # noqa: T201
+    for version, count in sorted(found.tokens_by_version.items()):
+        print(f"version {version}: {count} token(s)")  # noqa: T201
+    print(f"pending re-wrap: {found.pending_rewrap}")  # noqa: T201
+    return 0
+
+
+def _keys_retire(args: argparse.Namespace) -> int:
+    """Raise min_decryption_version, but only once no token row needs the versions below."""
+    import asyncio
+
+    from app.db.session import create_engine, create_sessionmaker
+    from app.security.keyring import KeyringError, retire_keyring
+    from app.services.key_rewrap import tokens_below
+
+    settings = get_settings()
+    below: int = args.below
+
+    async def count() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            return await tokens_below(create_sessionmaker(engine), below)
+        finally:
+            await engine.dispose()
+
+    still = asyncio.run(count())
+    if still:
+        print(  # noqa: T201
+            f"refused: {still} token(s) still use a key version below {below}; "
+            "run `brokerage keys rewrap` (or wait for the background re-wrap) first",
+            file=sys.stderr,
+        )
+        return 1
+    if settings.keyring_json is not None:
+        print(  # noqa: T201
+            f"no token uses a version below {below}; the keyring comes from "
+            f"BROKERAGE_KEYRING_JSON: set its min_decryption_version to {below} there",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        provider = retire_keyring(settings.keyring_path, below)
+    except KeyringError as exc:
+        print(f"refused: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    print(  # noqa: T201
+        f"key versions below {provider.min_decryption_version} are retired; "
+        f"primary is {provider.primary_version}"
+    )
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _audit_verify(_args: argparse.Namespace) -> int:
@@ -164,9 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("rotate", help="add a new primary key version").set_defaults(
         func=_keys_rotate
     )
+    rewrap = keys_sub.add_parser(
+        "rewrap", help="re-wrap every token's data key under the primary key (resumable)"
+    )
+    rewrap.add_argument("--batch-size", type=_positive_int, default=500, help="rows per batch")
+    rewrap.add_argument(
+        "--pause", type=float, default=0.0, help="seconds to sleep between batches (throttle)"
+    )
+    rewrap.set_defaults(func=_keys_rewrap)
     keys_sub.add_parser(
-        "rewrap", help="re-wrap every token's data key under the primary key"
-    ).set_defaults(func=_keys_rewrap)
+        "status", help="tokens per key version and how many still need a re-wrap"
+    ).set_defaults(func=_keys_status)
+    retire = keys_sub.add_parser(
+        "retire", help="stop decrypting key versions below N (refused while tokens use them)"
+    )
+    retire.add_argument("--below", type=_positive_int, required=True)
+    retire.set_defaults(func=_keys_retire)
 
     audit = sub.add_parser("audit", help="the audit chain of live BYOB order actions")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

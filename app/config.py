@@ -136,6 +136,47 @@ class Settings(BaseSettings):
     # docs/getting-started.rst recommends 120).
     schwab_requests_per_minute: int = 120
     schwab_order_requests_per_minute: int = 120
+    # Plaid Investments (Tier C, read-only import): https://plaid.com/docs/api/ . The client
+    # id and secret go in every request's JSON body; both unset: Plaid is not offered.
+    # BROKERAGE_PLAID_ENV picks the host (sandbox / production); BROKERAGE_PLAID_BASE_URL
+    # overrides it (tests and scripts/fake-brokers point it at the fake).
+    plaid_client_id: SecretStr | None = None
+    plaid_secret: SecretStr | None = None
+    plaid_env: Literal["sandbox", "production"] = "production"
+    plaid_base_url: str | None = None
+    # Where Plaid posts webhooks: this deployment's public URL of POST /v1/webhooks/plaid.
+    # Unset: link tokens carry no webhook and Linked data refreshes on read only.
+    plaid_webhook_url: str | None = None
+    # Shown by Plaid Link to the user ("<client_name> uses Plaid to connect...").
+    plaid_client_name: str = "Brokerage Gateway"
+    plaid_country_codes: list[str] = ["US"]
+    plaid_language: str = "en"
+    # Per Item (one access token): Plaid allows 15 /accounts/get and 15
+    # /investments/holdings/get a minute per Item in production
+    # (https://plaid.com/docs/errors/rate-limit-exceeded/); one pace for all calls of an Item.
+    plaid_requests_per_minute: int = 30
+    plaid_burst: int = 10
+    # A webhook whose JWT was issued longer ago than this is refused (Plaid's docs: 5 min).
+    plaid_webhook_max_age_seconds: int = 300
+    # Coinbase Advanced Trade (Tier A, CDP API key). REST base without the /api/v3/brokerage
+    # prefix (the adapter's paths carry it, as the docs write them); the user-order
+    # WebSocket is its own host (https://docs.cdp.coinbase.com/coinbase-app/
+    # advanced-trade-apis/websocket/websocket-endpoints).
+    coinbase_base_url: str = Field(
+        default="https://api.coinbase.com",
+        validation_alias=AliasChoices("BROKERAGE_COINBASE_BASE_URL", "coinbase_base_url"),
+    )
+    coinbase_ws_url: str = Field(
+        default="wss://advanced-trade-ws-user.coinbase.com",
+        validation_alias=AliasChoices("BROKERAGE_COINBASE_WS_URL", "coinbase_ws_url"),
+    )
+    # Private REST endpoints: 30 requests per second per user (Advanced Trade rate-limit
+    # page as cited by api-evangelist/coinbase rate-limits; the same figure in the SDKs of
+    # hummingbot and JKorf/Coinbase.Net).
+    coinbase_requests_per_second: float = 30.0
+    # The user channel: heartbeats arrive every second once subscribed; a connection that
+    # says nothing for this long is restarted (and caught up over REST).
+    coinbase_stream_idle_seconds: float = 15.0
     # SnapTrade (Tier B aggregator, https://docs.snaptrade.com): the partner API key from the
     # SnapTrade dashboard (clientId + consumerKey). Unset: SnapTrade is not offered. The
     # base URL is the spec's server (root paths); the legacy https://api.snaptrade.com/api/v1
@@ -157,6 +198,14 @@ class Settings(BaseSettings):
     upstream_sync_seconds: float = 30.0
     broker_read_timeout_seconds: float = 10.0
 
+    # Key rotation: how often each instance looks for tokens under an old key version (the
+    # re-wrap then runs on one instance at a time), the batch size, and a pause between
+    # batches to cap the load on the database and the KMS.
+    rewrap_interval_seconds: float = 60.0
+    rewrap_batch_size: int = 500
+    rewrap_pause_seconds: float = 0.0
+    # How often the Tier A rotation sweep looks for credentials past ``rotate_after``.
+    rotation_sweep_seconds: float = 3600.0
     # GET /v1/portfolio reads every account at once; one account's read may take this long
     # before the answer goes without it (the read is cancelled, the account is reported as
     # timed out with its last good data). Per broker slug overrides, e.g.
@@ -208,6 +257,13 @@ class Settings(BaseSettings):
         """Schwab is offered only with the app's client id and secret."""
         secret = self.schwab_client_secret
         return bool(self.schwab_client_id and secret is not None and secret.get_secret_value())
+
+    @property
+    def plaid_url(self) -> str:
+        """The Plaid API host: the override, else the environment's documented host."""
+        if self.plaid_base_url:
+            return self.plaid_base_url
+        return f"https://{self.plaid_env}.plaid.com"
 
     @property
     def is_sqlite(self) -> bool:

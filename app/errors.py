@@ -103,18 +103,18 @@ class Unauthorized(AppError):
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="brokerage"'})
 
 
+class WebhookSignatureInvalid(AppError):
+    """A webhook whose signature does not prove it came from the broker; nothing is done."""
+
+    status = 401
+    code = "invalid_webhook_signature"
+    title = "The webhook signature does not verify"
+
+
 class Forbidden(AppError):
     status = 403
     code = "forbidden"
     title = "Not allowed"
-
-
-class WebhookUnauthorized(AppError):
-    """A broker webhook whose signature (or age) does not check out: nothing is processed."""
-
-    status = 401
-    code = "invalid_webhook_signature"
-    title = "The webhook signature could not be verified"
 
 
 class ReadOnlyAccount(AppError):

@@ -16,12 +16,14 @@ from fastapi.routing import APIRoute
 from app.api import (
     accounts,
     admin,
+    admin_keys,
     brokers,
     connections,
     events,
     health,
     oauth,
     orders,
+    plaid,
     portfolio,
     routing,
     webhooks,
@@ -32,6 +34,7 @@ from app.api.state import AppState
 from app.brokers.http import HttpPool, timeouts_from
 from app.brokers.registry import BrokerRegistry, default_registry
 from app.config import Settings, get_settings
+from app.db.leases import leases_for
 from app.db.migrate import upgrade
 from app.db.rate_limits import PostgresRateLimiter
 from app.db.session import create_engine, create_sessionmaker
@@ -49,13 +52,16 @@ from app.services.clock import utcnow
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
+from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
+from app.services.plaid import PlaidService
 from app.services.portfolio import PortfolioService
 from app.services.reconciliation import Reconciler, run_reconciler
 from app.services.routing import RoutingService
 from app.services.token_lifecycle import TokenLifecycle
+from app.services.token_rotation import TokenRotationSweep
 from app.services.upstream import UpstreamStreams
 from app.startup import prepare_local_secrets
 from app.streaming.config import StreamSettings  # streaming
@@ -138,6 +144,15 @@ def create_app(
         await stream.start()
         # --- end streaming ---
         orders_service = OrderService(ctx)
+        upstream = UpstreamStreams(ctx)
+        keys = KeyRewrap(
+            sessionmaker,
+            ctx.vault,
+            leases=leases_for(engine),
+            batch_size=settings.rewrap_batch_size,
+            pause_seconds=settings.rewrap_pause_seconds,
+        )
+        rotation = TokenRotationSweep(ctx, leases=leases_for(engine))
         app.state.brokerage = AppState(
             settings=settings,
             engine=engine,
@@ -145,7 +160,7 @@ def create_app(
             verifier=build_verifier(verifier_settings, http),
             orders=orders_service,
             accounts=AccountService(ctx),
-            connections=ConnectionService(ctx),
+            connections=ConnectionService(ctx, streams=upstream),
             admin=AdminService(ctx),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
@@ -153,6 +168,10 @@ def create_app(
             oauth=OAuthFlowService(ctx, tokens),
             tokens=tokens,
             routing=RoutingService(ctx, orders_service),
+            upstream=upstream,
+            keys=keys,
+            rotation=rotation,
+            plaid=PlaidService(ctx),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -172,8 +191,17 @@ def create_app(
             )
             tasks.append(
                 asyncio.create_task(
-                    UpstreamStreams(ctx).run(settings.upstream_sync_seconds, stop),
-                    name="upstream-streams",
+                    upstream.run(settings.upstream_sync_seconds, stop), name="upstream-streams"
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    keys.run(settings.rewrap_interval_seconds, stop), name="key-rewrap"
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    rotation.run(settings.rotation_sweep_seconds, stop), name="rotation-sweep"
                 )
             )
             tasks.append(
@@ -190,6 +218,8 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await upstream.close()
+            await keys.close()
             await stream.stop()  # streaming
             await app.state.brokerage.portfolio.aclose()
             await http.aclose()
@@ -218,6 +248,8 @@ def create_app(
         routing,
         events,
         admin,
+        admin_keys,
+        plaid,
         webhooks,
     ):
         app.include_router(module.router)

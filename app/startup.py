@@ -13,7 +13,12 @@ import sys
 from app.config import Settings
 from app.security.audit import load_or_create_audit_key
 from app.security.jwt import load_or_create_dev_secret
-from app.security.keyring import KeyProvider, LocalKeyProvider, load_or_create_keyring
+from app.security.keyring import (
+    KeyProvider,
+    KeyringFile,
+    LocalKeyProvider,
+    load_or_create_keyring,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,11 @@ def prepare_local_secrets(settings: Settings) -> tuple[KeyProvider, Settings]:
     elif production and not settings.keyring_path.exists():
         raise ConfigurationError("no keyring: set BROKERAGE_KEYRING_JSON or BROKERAGE_KEYRING_PATH")
     else:
-        provider, created = load_or_create_keyring(settings.keyring_path)
+        _provider, created = load_or_create_keyring(settings.keyring_path)
         if created:
             _warn(f"local keyring {settings.keyring_path} {NOT_FOR_PRODUCTION}")
+        # Followed when it changes: `brokerage keys rotate/retire` needs no restart.
+        provider = KeyringFile(settings.keyring_path)
     if settings.jwt_secret is None and settings.jwks_url is None:
         if production:
             raise ConfigurationError(

@@ -28,7 +28,7 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -69,7 +69,7 @@ def _throwaway_cluster() -> Iterator[str]:
         raise LookupError("no initdb/pg_ctl binaries")
     workdir = Path(tempfile.mkdtemp(prefix="brokerage-pg-"))
     datadir = workdir / "data"
-    port = _free_port()
+    port = free_port()
     run_as: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root
         run_as = ["runuser", "-u", "postgres", "--"]

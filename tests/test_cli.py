@@ -106,6 +106,26 @@ async def test_keys_rotate_then_rewrap_moves_every_token_to_the_new_version(
     await engine.dispose()
 
 
+async def test_keys_retire_with_a_keyring_from_the_environment_says_where_to_change_it(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path)
+    env["BROKERAGE_KEYRING_JSON"] = (
+        load_or_create_keyring(tmp_path / "other.json")[0].rotated().to_json()
+    )
+    assert _run(env, "migrate").returncode == 0
+    retired = _run(env, "keys", "retire", "--below", "2")
+    assert retired.returncode == 2
+    assert "set its min_decryption_version to 2 there" in retired.stderr
+    status = _run(env, "keys", "status")
+    assert status.returncode == 0, status.stderr
+    assert "primary key version: 2" in status.stdout
+    assert "pending re-wrap: 0" in status.stdout
+    bad = _run(env, "keys", "rewrap", "--batch-size", "0")
+    assert bad.returncode == 2
+    assert "must be at least 1" in bad.stderr
+
+
 def _audit_env(tmp_path: Path) -> dict[str, str]:
     return _env(tmp_path) | {"BROKERAGE_AUDIT_KEY": "cli-audit-key-" + "x" * 40}
 

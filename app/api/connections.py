@@ -14,6 +14,7 @@ from app.schemas.accounts import (
     ConnectionCreate,
     ConnectionOut,
     ConnectionPage,
+    CredentialsReplace,
     PortalOut,
     PortalRequest,
 )
@@ -62,9 +63,35 @@ async def get_connection(connection_id: str, user: CurrentUser, state: State) ->
     responses=problem_responses(401, 404, 503),
 )
 async def delete_connection(connection_id: str, user: CurrentUser, state: State) -> Response:
-    """Disconnect: revoke the credential where possible; the accounts stop taking orders."""
+    """Disconnect: revoke the credential where possible; the accounts stop taking orders.
+
+    The token is revoked here first (final: reconnecting makes a new connection), then at
+    the broker where it has a revoke endpoint (Alpaca API keys have none: the user deletes
+    the key in Alpaca's dashboard). The broker's answer, a failure included, shows in the
+    connection's `last_refresh_outcome`; it never makes the old credential usable again.
+    """
     await state.connections.revoke(user_id=user.user_id, connection_id=connection_id)
     return Response(status_code=204)
+
+
+@router.put(
+    "/connections/{connection_id}/credentials",
+    name="replace_connection_credentials",
+    responses=problem_responses(400, 401, 404, 409, 413, 422, 429, 503),
+)
+async def replace_connection_credentials(
+    connection_id: str, body: CredentialsReplace, user: CurrentUser, state: State
+) -> ConnectionOut:
+    """Re-connect with a fresh API key (the answer to `rotation_due`).
+
+    The key is validated against the broker first and must belong to the same broker
+    account; the connection keeps its id and accounts, the old key is forgotten, and
+    `rotation_due` is cleared. Same key again or another account's key: 422
+    `invalid_credentials`. A revoked connection: 409 `connection_broken` (connect anew).
+    """
+    return await state.connections.replace_credentials(
+        user_id=user.user_id, connection_id=connection_id, body=body
+    )
 
 
 @router.post(

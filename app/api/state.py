@@ -13,11 +13,15 @@ from app.services.admin import AdminService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
+from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
 from app.services.orders import OrderService
+from app.services.plaid import PlaidService
 from app.services.portfolio import PortfolioService
 from app.services.routing import RoutingService
 from app.services.token_lifecycle import TokenLifecycle
+from app.services.token_rotation import TokenRotationSweep
+from app.services.upstream import UpstreamStreams
 from app.streaming.runtime import StreamRuntime
 
 
@@ -33,7 +37,11 @@ class AppState:
     admin: AdminService
     events: EventService
     stream: StreamRuntime
+    upstream: UpstreamStreams
+    keys: KeyRewrap
+    rotation: TokenRotationSweep
     portfolio: PortfolioService
     oauth: OAuthFlowService
     tokens: TokenLifecycle
     routing: RoutingService
+    plaid: PlaidService

@@ -384,6 +384,9 @@ class BrokerAdapter(Protocol):
     ``OutcomeUnknown`` when a write may or may not have happened (never resent blindly),
     ``AuthenticationFailed`` when the credentials stopped working, ``NotSupported`` for
     operations this path does not have.
+
+    Optional: ``async def revoke(self) -> RevokeOutcome`` (``SupportsRevoke`` below), called
+    through ``revoke_credential`` when a connection is disconnected.
     """
 
     slug: str
@@ -435,3 +438,31 @@ class BrokerAdapter(Protocol):
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None: ...
 
     async def close(self) -> None: ...
+
+
+class RevokeOutcome(StrEnum):
+    """What a broker-side revocation achieved."""
+
+    revoked = "revoked"  # the broker invalidated the credential
+    unsupported = "unsupported"  # the broker offers no revoke call for this kind of credential
+
+
+@runtime_checkable
+class SupportsRevoke(Protocol):
+    """The optional part of the adapter contract: invalidate the credential at the broker.
+
+    Adapters whose broker has a token-revocation endpoint (OAuth 2.0 token revocation,
+    RFC 7009, and its broker variants) implement ``revoke``; it raises from
+    ``app.brokers.errors`` like any call (``Transient``, ``AuthenticationFailed`` when the
+    credential is already dead, ...). Adapters without one need not define it:
+    ``revoke_credential`` answers ``unsupported`` for them.
+    """
+
+    async def revoke(self) -> RevokeOutcome: ...
+
+
+async def revoke_credential(adapter: BrokerAdapter) -> RevokeOutcome:
+    """Revoke ``adapter``'s credential at the broker where it can be; a no-op otherwise."""
+    if isinstance(adapter, SupportsRevoke):
+        return await adapter.revoke()
+    return RevokeOutcome.unsupported

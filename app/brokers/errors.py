@@ -51,6 +51,11 @@ class AuthenticationFailed(BrokerError):
     """401/403: the credential is wrong, expired or revoked."""
 
 
+class ReauthorizationRequired(AuthenticationFailed):
+    """The credential still exists but the user must sign in at the institution again
+    (Plaid ``ITEM_LOGIN_REQUIRED``): the connection is broken until it is re-linked."""
+
+
 class NotSupported(BrokerError):
     """This broker path does not offer the operation."""
 

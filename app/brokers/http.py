@@ -289,7 +289,7 @@ def error_reason(response: httpx.Response) -> str:
     except ValueError:
         return response.reason_phrase or f"HTTP {response.status_code}"
     if isinstance(body, dict):
-        for key in ("message", "error_description", "error", "detail"):
+        for key in ("message", "error_message", "error_description", "error", "detail"):
             value = body.get(key)
             if isinstance(value, str) and value:
                 return value
@@ -373,17 +373,22 @@ class BrokerClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
+        safe: bool = False,
     ) -> httpx.Response:
         """Send one request; a 2xx response is returned, anything else raised as a BrokerError.
 
-        GETs are retried for ``Transient`` outcomes (a 429 only when its Retry-After is
-        short); writes are sent exactly once.
+        GETs, and requests the caller marks ``safe`` (a POST that only reads, as every Plaid
+        read is), are retried for ``Transient`` outcomes (a 429 only when its Retry-After is
+        short) and their lost answers are ``Transient``; writes are sent exactly once.
         """
         method = method.upper()
-        attempts = self._retry.attempts if method == "GET" else 1
+        reads = method == "GET" or safe
+        attempts = self._retry.attempts if reads else 1
         for attempt in range(attempts):
             try:
-                return await self._once(method, path, params=params, json=json, data=data)
+                return await self._once(
+                    method, path, params=params, json=json, data=data, reads=reads
+                )
             except errors.Transient as exc:
                 last = attempt == attempts - 1
                 if last:
@@ -405,7 +410,10 @@ class BrokerClient:
         params: Mapping[str, Any] | None,
         json: Any,
         data: Mapping[str, Any] | None,
+        reads: bool,
     ) -> httpx.Response:
+        # How outcomes are mapped: as a read (nothing can have changed) or as the method says.
+        kind = "GET" if reads else method
         await self._bucket.acquire(self._broker)
         started = time.perf_counter()
         try:
@@ -419,7 +427,7 @@ class BrokerClient:
                 auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TransportError as exc:
-            mapped = map_transport(exc, method, self._broker)
+            mapped = map_transport(exc, kind, self._broker)
             log.warning(
                 "broker request failed",
                 extra={
@@ -448,9 +456,9 @@ class BrokerClient:
         mapped_error = None
         if self._classifier is not None and 400 <= response.status_code < 500:
             if response.status_code != 429:
-                mapped_error = self._classifier(response, method)
+                mapped_error = self._classifier(response, kind)
         if mapped_error is None:
-            mapped_error = map_status(response, method, self._broker)
+            mapped_error = map_status(response, kind, self._broker)
         if (
             isinstance(mapped_error, errors.RateLimitExceeded)
             and mapped_error.retry_after is None

@@ -51,6 +51,11 @@ class BrokerSpec:
     # API-key paths: the credential fields a connection takes, checked for shape (names,
     # not values, in any ValueError) before anything is sent to the broker.
     check_credentials: Callable[[Mapping[str, str]], Credentials] | None = None
+    # Whether the broker can issue us a fresh credential without the user (the OAuth refresh
+    # flow re-issues). The Tier A rotation sweep (app.services.token_rotation) hands such
+    # connections to its ``Reissuer`` when their token passes ``rotate_after``; the others
+    # (API keys, which only the user can regenerate) are flagged ``rotation_due``.
+    can_reissue: bool = False
     # The platform's own account on this broker (ownership ``platform``): its credential
     # from the deployment's settings, or None where this deployment has none configured.
     platform_credentials: Callable[[Settings], Credentials | None] | None = None
@@ -67,6 +72,10 @@ class BrokerSpec:
             and self.oauth.configured(settings, self.slug)
         )
 
+    # Aggregators whose users link brokerages at a hosted portal, the connection being made
+    # by POST /v1/connections (SnapTrade; ``app.services.aggregators``). Plaid has its own
+    # link flow instead.
+    portal_connect: bool = False
     # Aggregators that notify by signed webhook (POST /v1/webhooks/<slug>).
     webhook: WebhookVerifier | None = None
 
@@ -137,6 +146,8 @@ class BrokerRegistry:
 
 def default_registry() -> BrokerRegistry:
     from app.brokers.alpaca import alpaca_spec
+    from app.brokers.coinbase import coinbase_spec
+    from app.brokers.plaid import plaid_spec
     from app.brokers.schwab import schwab_spec
     from app.brokers.snaptrade import snaptrade_spec
     from app.brokers.tastytrade import tastytrade_spec
@@ -149,6 +160,8 @@ def default_registry() -> BrokerRegistry:
             tradier_spec(),
             tastytrade_spec(),
             schwab_spec(),
+            coinbase_spec(),
+            plaid_spec(),
             snaptrade_spec(),
         ]
     )

@@ -76,6 +76,9 @@ class Connection(Base):
     last_refresh_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_refresh_outcome: Mapped[str | None] = mapped_column(String(200), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Set by the rotation sweep when the active Tier A credential is past ``rotate_after``
+    # and the broker cannot re-issue it; cleared when a fresh credential is stored.
+    rotation_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class BrokerToken(Base):
@@ -91,6 +94,7 @@ class BrokerToken(Base):
         CheckConstraint("broker_tier <> 'tier_c' OR no_order_write", name="tier_c_no_order_write"),
         Index(None, "connection_id"),
         Index(None, "key_version"),
+        Index(None, "rotate_after"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)

@@ -32,6 +32,12 @@ class ConnectionCreate(StrictModel):
     options: dict[str, str] = Field(default_factory=dict, max_length=20)
 
 
+class CredentialsReplace(StrictModel):
+    """A fresh API key for an existing connection (what answers ``rotation_due``)."""
+
+    credentials: dict[str, str] = Field(min_length=1, max_length=20)
+
+
 class PortalOut(ResponseModel):
     """Where the browser links (or re-links) a brokerage at an aggregator (SnapTrade's
     Connection Portal). The URL works once and only until ``expires_at``."""
@@ -59,6 +65,17 @@ class ConnectionOut(ResponseModel):
     refresh_expires_at: UTCTimestamp | None
     last_refresh_at: UTCTimestamp | None
     last_refresh_outcome: str | None
+    rotation_due: bool = Field(
+        description=(
+            "The credential is past its rotation date (90 days for a Live API key) and the "
+            "broker cannot re-issue it: ask the user for a fresh key "
+            "(PUT /v1/connections/{id}/credentials). A `connection.rotation_due` event is "
+            "emitted once when this turns true; storing a fresh credential clears it."
+        )
+    )
+    rotation_due_at: UTCTimestamp | None = Field(
+        description="When the connection was flagged `rotation_due` (null when it is not)."
+    )
     accounts: list[str]
     # Aggregator connections only, in the answer that created them: the Connection Portal
     # where the user links the brokerage (a new one: POST /v1/connections/{id}/portal).

@@ -73,6 +73,10 @@ class EnvelopeCipher:
     def primary_version(self) -> int:
         return self._provider.primary_version
 
+    @property
+    def provider(self) -> KeyProvider:
+        return self._provider
+
     def seal(self, plaintext: bytes, aad: AssociatedData) -> Envelope:
         """Encrypt ``plaintext`` for the row ``aad`` describes, under a fresh data key.
 

@@ -7,7 +7,9 @@ keyring of 32-byte AES keys read from a file or from ``BROKERAGE_KEYRING_JSON``.
 
 Key versions make rotation possible without downtime: a new version becomes primary (new
 tokens are wrapped under it), older versions stay readable until every token has been
-re-wrapped (``TokenVault.rewrap_all``), and ``min_decryption_version`` then retires them.
+re-wrapped (``app.services.key_rewrap``), and ``min_decryption_version`` then retires them
+(``retire_below``). ``KeyringFile`` re-reads its file when it changes, so a rotation or a
+retirement done by ``brokerage keys ...`` reaches running instances without a restart.
 
 Key material never appears in a repr, an exception message or a log line.
 """
@@ -22,6 +24,8 @@ import logging
 import os
 import stat
 import tempfile
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -42,6 +46,14 @@ class DecryptionError(Exception):
 
     The message says why in general terms (retired key version, authentication failed);
     it never carries plaintext, key material or ciphertext.
+    """
+
+
+class KeyVersionRetired(DecryptionError):
+    """The wrap is under a key version below ``min_decryption_version``.
+
+    Raised on purpose after ``brokerage keys retire``: the token should have been re-wrapped
+    first (``retire`` refuses while any token row still uses such a version).
     """
 
 
@@ -143,7 +155,10 @@ class LocalKeyProvider:
 
     def unwrap(self, version: int, wrapped: bytes, aad: bytes) -> bytes:
         if version < self._min_decryption_version:
-            raise DecryptionError(f"key version {version} is retired")
+            raise KeyVersionRetired(
+                f"key version {version} is retired (versions below "
+                f"{self._min_decryption_version} no longer decrypt); re-wrap before retiring"
+            )
         key = self._keys.get(version)
         if key is None:
             raise DecryptionError(f"key version {version} is not in the keyring")
@@ -160,6 +175,21 @@ class LocalKeyProvider:
         version = max(self._keys) + 1
         keys = {**self._keys, version: AESGCM.generate_key(bit_length=256)}
         return LocalKeyProvider(keys, version, self._min_decryption_version)
+
+    def retired_below(self, version: int) -> LocalKeyProvider:
+        """A copy whose ``min_decryption_version`` is ``version`` (keys are kept, refused).
+
+        Raises ``KeyringError`` when ``version`` is above the primary version (the primary
+        must always decrypt) or below the current minimum (retirement is one-way).
+        """
+        if version > self._primary:
+            raise KeyringError(f"cannot retire the primary key version {self._primary} or above it")
+        if version < self._min_decryption_version:
+            raise KeyringError(
+                f"versions below {self._min_decryption_version} are already retired; "
+                "retirement cannot be undone"
+            )
+        return LocalKeyProvider(self._keys, self._primary, version)
 
     @classmethod
     def generate(cls) -> LocalKeyProvider:
@@ -317,3 +347,103 @@ def rotate_keyring(path: Path) -> int:
     provider = LocalKeyProvider.from_json(read_private_file(path)).rotated()
     replace_private_file(path, provider.to_json())
     return provider.primary_version
+
+
+def retire_keyring(path: Path, below: int) -> LocalKeyProvider:
+    """Raise the keyring file's ``min_decryption_version`` to ``below``; returns the result.
+
+    The caller must have checked that no token still uses a version below ``below``
+    (``brokerage keys retire`` does). Raises ``KeyringError`` as ``retired_below`` does.
+    """
+    provider = LocalKeyProvider.from_json(read_private_file(path)).retired_below(below)
+    replace_private_file(path, provider.to_json())
+    return provider
+
+
+class KeyringFile:
+    """A ``KeyProvider`` over a keyring file that follows the file when it changes.
+
+    ``brokerage keys rotate`` and ``keys retire`` replace the file atomically (new inode);
+    every instance reading it picks the change up within ``check_seconds`` on its next
+    wrap or unwrap, and at once when asked to unwrap a version it does not know (another
+    instance already re-wrapped a token under a newer key). That is what makes rotation
+    work without a restart: during the short window where instances disagree on the
+    primary version, every version involved still decrypts everywhere.
+
+    A file that becomes unreadable or malformed is logged and the last good keyring kept:
+    an operator's typo must not take every credential offline.
+    """
+
+    __slots__ = ("_check_seconds", "_current", "_lock", "_next_check", "_path", "_stamp")
+
+    def __init__(self, path: Path, *, check_seconds: float = 1.0) -> None:
+        self._path = path
+        self._check_seconds = check_seconds
+        self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
+        self._current = LocalKeyProvider.from_json(read_private_file(path))
+        self._next_check = time.monotonic() + check_seconds
+
+    def __repr__(self) -> str:
+        return f"KeyringFile({str(self._path)!r}, {self._current!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a keyring is not picklable")
+
+    def _file_stamp(self) -> tuple[int, int, int]:
+        info = self._path.stat()
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def reload(self, *, force: bool = False) -> bool:
+        """Re-read the file if it changed (or ``force``); True when the keyring changed."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now < self._next_check:
+                return False
+            self._next_check = now + self._check_seconds
+            try:
+                stamp = self._file_stamp()
+                if stamp == self._stamp and not force:
+                    return False
+                fresh = LocalKeyProvider.from_json(read_private_file(self._path))
+            except (OSError, KeyringError) as exc:
+                log.error(
+                    "cannot re-read the keyring %s; keeping the last good one: %s", self._path, exc
+                )
+                return False
+            self._stamp = stamp
+            changed = fresh.to_json() != self._current.to_json()
+            if changed:
+                log.warning(
+                    "keyring reloaded: primary version %d, min_decryption_version %d",
+                    fresh.primary_version,
+                    fresh.min_decryption_version,
+                )
+            self._current = fresh
+            return changed
+
+    @property
+    def current(self) -> LocalKeyProvider:
+        self.reload()
+        return self._current
+
+    @property
+    def primary_version(self) -> int:
+        return self.current.primary_version
+
+    @property
+    def min_decryption_version(self) -> int:
+        return self.current.min_decryption_version
+
+    def wrap(self, data_key: bytes, aad: bytes) -> tuple[int, bytes]:
+        return self.current.wrap(data_key, aad)
+
+    def unwrap(self, version: int, wrapped: bytes, aad: bytes) -> bytes:
+        provider = self.current
+        if version not in provider.versions:
+            # Another instance may have rotated since our last look and re-wrapped this token.
+            self.reload(force=True)
+            provider = self._current
+        return provider.unwrap(version, wrapped, aad)

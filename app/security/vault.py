@@ -14,17 +14,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
 from app.db.models import BrokerToken
-from app.db.repositories.broker_tokens import BrokerTokenRepository
+from app.db.repositories.broker_tokens import (
+    BrokerTokenRepository,
+    DueToken,
+    NewWrap,
+    WrapRow,
+)
 from app.db.repositories.connections import ConnectionRepository
 from app.ids import new_id
 from app.security.credentials import Credentials
 from app.security.envelope import AssociatedData, DecryptionError, Envelope, EnvelopeCipher
+from app.security.keyring import KeyProvider
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +58,23 @@ class ReadOnlyCredential(errors.ReadOnlyAccount):
     """An order path asked for a ``no_order_write`` credential."""
 
 
+@dataclass(frozen=True, slots=True)
+class RewrapBatch:
+    """What one re-wrap batch did. ``claimed`` 0 means nothing above ``after_id`` was left
+    (or every such row was locked by someone else)."""
+
+    claimed: int
+    rewrapped: int
+    failed: tuple[str, ...]
+    last_id: str | None
+    primary_version: int
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aad(token: BrokerToken) -> AssociatedData:
+def _aad(token: BrokerToken | WrapRow) -> AssociatedData:
     # Built from the row itself: a ciphertext moved to another row gets that row's AAD.
     return AssociatedData(
         user_id=token.user_id,
@@ -106,10 +125,13 @@ class TokenVault:
     ) -> str:
         """Encrypt and store the connection's credential; returns the new token id.
 
-        The previous active token of the connection is revoked in the same transaction.
-        Tier C is always stored ``no_order_write``. ``rotate_after`` defaults to 90 days
+        The previous active token of the connection is revoked in the same transaction and
+        the connection's ``rotation_due_at`` flag is cleared. Tier C is always stored
+        ``no_order_write``. The data key is wrapped under the primary key version, also
+        while a re-wrap is running. ``rotate_after`` defaults to 90 days
         from now for Tier A. Raises ``errors.NotFound`` when the connection is not the
-        user's, ``ValueError`` when the tier is unknown or does not match the connection,
+        user's, ``CredentialRevoked`` when the connection was revoked (revocation is final),
+        ``ValueError`` when the tier is unknown or does not match the connection,
         and whatever the key provider raises when it cannot wrap (e.g. a KMS outage).
         """
         if broker_tier not in BROKER_TIERS:
@@ -119,6 +141,9 @@ class TokenVault:
         )
         if connection is None:
             raise errors.NotFound("no such connection")
+        if connection.status == "revoked" or connection.revoked_at is not None:
+            # Revocation is final: reconnecting makes a new connection, never revives this one.
+            raise CredentialRevoked()
         if connection.broker_slug != broker_slug:
             raise ValueError("the broker slug does not match the connection")
         if _CONNECTION_TIERS.get(connection.tier) != broker_tier:
@@ -154,6 +179,8 @@ class TokenVault:
             rotate_after=rotate_after,
         )
         repo.add(token)
+        # A fresh credential satisfies the rotation policy (see app.services.token_rotation).
+        connection.rotation_due_at = None
         await session.flush()
         return token.id
 
@@ -301,33 +328,82 @@ class TokenVault:
             connection_id, self._clock()
         )
 
-    async def rewrap_all(self, session: AsyncSession) -> int:
-        """Re-wrap every token not under the primary key version; returns how many moved.
+    @property
+    def primary_version(self) -> int:
+        """The key version new and re-wrapped tokens go under."""
+        return self._cipher.primary_version
 
-        Run after a key rotation, then commit. Tokens whose wrap does not authenticate
-        (retired or lost key versions) are logged by id and skipped, not fatal. Provider
-        outages propagate.
+    @property
+    def key_provider(self) -> KeyProvider:
+        return self._cipher.provider
+
+    async def rewrap_batch(
+        self, session: AsyncSession, *, limit: int = REWRAP_BATCH, after_id: str | None = None
+    ) -> RewrapBatch:
+        """Re-wrap up to ``limit`` tokens under an older key version, ids above ``after_id``.
+
+        One batch of the background re-wrap (``app.services.key_rewrap``); the caller
+        commits it as its own short transaction. Rows are claimed with ``FOR UPDATE SKIP
+        LOCKED`` on Postgres and written only if unchanged since they were read, so a token
+        stored or refreshed concurrently keeps its new envelope. Only the data key is
+        re-wrapped; the ciphertext and the plaintext are never touched. A token whose wrap
+        does not authenticate (lost key version) is logged by id and reported in
+        ``failed``; provider outages (KMS) propagate and the caller's transaction must roll
+        back.
         """
         repo = BrokerTokenRepository.for_system(session)
         primary = self._cipher.primary_version
-        moved = 0
-        after: str | None = None
-        while True:
-            batch = await repo.needing_rewrap(primary, limit=REWRAP_BATCH, after_id=after)
-            if not batch:
-                return moved
-            for token in batch:
-                try:
-                    envelope = self._cipher.rewrap(_envelope(token), _aad(token))
-                except DecryptionError as exc:
-                    log.error("cannot re-wrap broker token %s: %s", token.id, exc)
-                    continue
-                token.wrapped_data_key = envelope.wrapped_data_key
-                token.key_version = envelope.key_version
-                token.updated_at = self._clock()
-                moved += 1
-            await session.flush()
-            after = batch[-1].id
+        rows = await repo.claim_for_rewrap(primary, limit=limit, after_id=after_id)
+        wraps: list[NewWrap] = []
+        failed: list[str] = []
+        for row in rows:
+            old = Envelope(
+                ciphertext=b"", wrapped_data_key=row.wrapped_data_key, key_version=row.key_version
+            )
+            try:
+                fresh = self._cipher.rewrap(old, _aad(row))
+            except DecryptionError as exc:
+                log.error("cannot re-wrap broker token %s: %s", row.id, exc)
+                failed.append(row.id)
+                continue
+            wraps.append(
+                NewWrap(
+                    id=row.id,
+                    old_wrap=row.wrapped_data_key,
+                    old_version=row.key_version,
+                    new_wrap=fresh.wrapped_data_key,
+                    new_version=fresh.key_version,
+                )
+            )
+        written = await repo.store_wraps(wraps, self._clock())
+        return RewrapBatch(
+            claimed=len(rows),
+            rewrapped=len(written),
+            failed=tuple(failed),
+            last_id=rows[-1].id if rows else None,
+            primary_version=primary,
+        )
+
+    async def pending_rewrap(self, session: AsyncSession) -> int:
+        """Tokens still wrapped under a version older than the primary one."""
+        return await BrokerTokenRepository.for_system(session).count_below_version(
+            self._cipher.primary_version
+        )
+
+    async def due_for_rotation(self, session: AsyncSession, *, limit: int = 200) -> list[DueToken]:
+        """Active Tier A tokens past ``rotate_after`` whose connection is not flagged yet."""
+        return await BrokerTokenRepository.for_system(session).due_for_rotation(
+            self._clock(), limit=limit
+        )
+
+    async def active_token(
+        self, session: AsyncSession, *, user_id: str, connection_id: str
+    ) -> tuple[str, datetime | None] | None:
+        """The id and ``rotate_after`` of the connection's active token (nothing decrypted)."""
+        token = await BrokerTokenRepository.for_user(session, user_id).active_for_connection(
+            connection_id
+        )
+        return None if token is None else (token.id, token.rotate_after)
 
     async def _active(self, session: AsyncSession, user_id: str, connection_id: str) -> BrokerToken:
         repo = BrokerTokenRepository.for_user(session, user_id)

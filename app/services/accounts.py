@@ -25,6 +25,7 @@ from app.schemas.accounts import (
 )
 from app.schemas.common import decode_time_cursor, encode_time_cursor
 from app.services.broker_errors import to_app_error
+from app.services.connections import mark_broken
 from app.services.context import ServiceContext
 
 T = TypeVar("T")
@@ -109,6 +110,10 @@ class AccountService:
             adapter = await self._ctx.adapter_for(session, connection, for_order=False)
         try:
             return await call(adapter, account.broker_account_ref)
+        except broker_errors.ReauthorizationRequired as exc:
+            # Definitive until the user signs in again (Plaid ITEM_LOGIN_REQUIRED).
+            await mark_broken(self._ctx, user_id, connection.id, exc.reason)
+            raise to_app_error(exc) from exc
         except broker_errors.BrokerError as exc:
             raise to_app_error(exc) from exc
 

@@ -14,6 +14,9 @@ after the portal sent the browser back):
 * read-only links (Fidelity): the credential is flipped to ``no_order_write``, so the vault
   refuses it to every order path (403 ``read_only_account``) before any broker call.
 
+Disconnecting deletes the aggregator user (the adapter's ``revoke``, called by
+``ConnectionService.revoke`` like any broker's revocation).
+
 The aggregator user's id is derived from the connection id (``user_ref``), so a webhook
 names its connection without a lookup table.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,7 +38,6 @@ from app.db.models import Account, Connection
 from app.db.repositories.connections import AccountRepository, ConnectionRepository
 from app.ids import new_id
 from app.schemas.accounts import ConnectionCreate, ConnectionOut, PortalOut
-from app.security.credentials import Credentials
 from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
 from app.services.connections import append_connection_event, connection_out
@@ -78,7 +80,7 @@ class AggregatorConnections:
 
     def _spec(self, connection: Connection) -> BrokerSpec:
         spec = self._ctx.spec_for(connection)
-        if spec.auth is not AuthKind.aggregator:
+        if spec.auth is not AuthKind.aggregator or not spec.portal_connect:
             raise errors.ValidationFailed(
                 f"{spec.name} connections are not linked through an aggregator"
             )
@@ -289,7 +291,7 @@ class AggregatorConnections:
         connection: Connection,
         spec: BrokerSpec,
         links: list[InstitutionLink],
-        existing: list[Account],
+        existing: Sequence[Account],
         now: datetime,
     ) -> None:
         by_ref = {a.broker_account_ref: a for a in existing}
@@ -343,7 +345,7 @@ class AggregatorConnections:
             event = spec.webhook(self._ctx.settings, body, headers, utcnow())
         except broker_errors.WebhookRejected as exc:
             log.warning("webhook refused", extra={"broker": slug, "reason": exc.reason})
-            raise errors.WebhookUnauthorized(exc.reason) from None
+            raise errors.WebhookSignatureInvalid(exc.reason) from None
         log.info(
             "webhook received",
             extra={"broker": slug, "event": event.event_type, "webhook_id": event.event_id},
@@ -366,20 +368,6 @@ class AggregatorConnections:
                 "refresh after a webhook failed",
                 extra={"broker": slug, "connection_id": connection.id, "code": exc.code},
             )
-
-    # --- disconnect -----------------------------------------------------------------------------
-
-    async def release(self, connection: Connection, credentials: Credentials) -> None:
-        """Delete the connection's aggregator user (and so every brokerage login it holds).
-
-        Best effort: a failure is logged and the local revoke goes ahead.
-        """
-        spec = self._spec(connection)
-        adapter = _aggregator(
-            spec.factory(self._ctx.adapter_context(connection.user_id), credentials)
-        )
-        await _forget_user(adapter, spec)
-        await adapter.close()
 
 
 def _institution(value: str | None) -> str | None:

@@ -14,12 +14,20 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
 from app.brokers import errors as broker_errors
-from app.brokers.base import AuthKind, BrokerAccount, Tier
+from app.brokers.base import (
+    AuthKind,
+    BrokerAccount,
+    BrokerAdapter,
+    RevokeOutcome,
+    Tier,
+    revoke_credential,
+)
 from app.brokers.registry import BrokerSpec
 from app.db.models import Account, Connection
 from app.db.repositories.connections import AccountRepository, ConnectionRepository
@@ -33,6 +41,7 @@ from app.schemas.accounts import (
     ConnectionHealthRow,
     ConnectionOut,
     ConnectionPage,
+    CredentialsReplace,
 )
 from app.schemas.common import decode_time_cursor, encode_time_cursor
 from app.security.credentials import Credentials
@@ -74,6 +83,8 @@ def connection_out(connection: Connection, account_ids: list[str]) -> Connection
         refresh_expires_at=connection.refresh_expires_at,
         last_refresh_at=connection.last_refresh_at,
         last_refresh_outcome=connection.last_refresh_outcome,
+        rotation_due=connection.rotation_due_at is not None,
+        rotation_due_at=connection.rotation_due_at,
         accounts=account_ids,
     )
 
@@ -107,9 +118,41 @@ def _timestamp(value: datetime | None) -> str | None:
     return None if value is None else format_timestamp(value)
 
 
+class ConnectionStreams(Protocol):
+    """What revocation needs of the upstream stream supervisor (``UpstreamStreams``)."""
+
+    async def stop_connection(self, connection_id: str) -> int: ...
+
+
+async def mark_broken(ctx: ServiceContext, user_id: str, connection_id: str, outcome: str) -> bool:
+    """Mark an active or expiring connection ``broken`` (its event in the same transaction).
+
+    For a credential the broker refuses for good until the user re-connects (Plaid's
+    ``ITEM_LOGIN_REQUIRED``). Returns whether the status changed.
+    """
+    async with ctx.sessionmaker() as session:
+        connection = await ConnectionRepository.for_user(session, user_id).get(
+            connection_id, for_update=True
+        )
+        if connection is None or connection.status not in ("active", "expiring"):
+            return False
+        now = utcnow()
+        connection.status = "broken"
+        connection.updated_at = now
+        connection.last_refresh_outcome = outcome[:200]
+        append_connection_event(session, connection)
+        await session.commit()
+    log.warning(
+        "a connection's credential needs the user again; marked broken",
+        extra={"connection_id": connection_id},
+    )
+    return True
+
+
 class ConnectionService:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, *, streams: ConnectionStreams | None = None) -> None:
         self._ctx = ctx
+        self._streams = streams
 
     def list_brokers(self) -> BrokerList:
         """Brokers offered for new connections: configured, and not hidden by a kill-switch
@@ -134,14 +177,19 @@ class ConnectionService:
             raise errors.ValidationFailed(
                 f"connect {spec.name} through GET /v1/oauth/{spec.slug}/authorize"
             )
-        if spec.auth is AuthKind.none:
-            return await self._create_paper(user_id, spec, body)
-        if spec.auth is AuthKind.aggregator and spec.token_tier is not None:
+        if spec.auth is AuthKind.aggregator and spec.portal_connect:
+            # Linked at the aggregator's hosted portal (SnapTrade): the connection starts here.
             from app.services.aggregators import AggregatorConnections
 
             return await AggregatorConnections(self._ctx).create(
                 user_id=user_id, spec=spec, body=body
             )
+        if spec.auth is AuthKind.aggregator:
+            raise errors.ValidationFailed(
+                f"connect {spec.name} through its link flow (POST /v1/{spec.slug}/link-token)"
+            )
+        if spec.auth is AuthKind.none:
+            return await self._create_paper(user_id, spec, body)
         if spec.auth is AuthKind.api_key and spec.token_tier is not None:
             return await self._create_api_key(user_id, spec, body)
         raise errors.UnknownBroker(f"connecting '{spec.slug}' is not available yet")
@@ -268,6 +316,102 @@ class ConnectionService:
             await session.commit()
         return connection_out(connection, [a.id for a in accounts])
 
+    async def _validated_key(
+        self, user_id: str, spec: BrokerSpec, raw: dict[str, str]
+    ) -> tuple[Credentials, list[BrokerAccount]]:
+        """Shape-check an API key, then prove it with a real read (the broker's accounts).
+
+        Raises ``InvalidCredentials`` (422) when the shape is wrong, the broker refuses the
+        key or the key sees no account; other broker failures map as usual (503, 429).
+        """
+        try:
+            credentials = (
+                spec.check_credentials(raw)
+                if spec.check_credentials is not None
+                else Credentials(raw)
+            )
+        except ValueError as exc:
+            raise errors.InvalidCredentials(str(exc)) from None
+        return credentials, await self._broker_accounts(user_id, spec, credentials)
+
+    async def replace_credentials(
+        self, *, user_id: str, connection_id: str, body: CredentialsReplace
+    ) -> ConnectionOut:
+        """Re-connect an API-key connection with a fresh key, keeping its id and accounts.
+
+        This is how a user answers ``rotation_due``: the new key is validated against the
+        broker like a new connection's, must reach at least one of this connection's broker
+        accounts (a key of another account is a new connection, not a rotation) and must
+        differ from the stored one. It is then sealed under the primary key version, the
+        previous token is revoked in the same transaction, ``rotation_due`` is cleared and a
+        ``broken`` connection becomes ``active`` again. Errors: 404 (not yours), 409
+        ``connection_broken`` (revoked: revocation is final), 422 ``invalid_credentials`` or
+        ``validation_error`` (an OAuth broker: use its flow), broker failures as usual.
+        """
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
+            if connection is None:
+                raise errors.NotFound("no such connection")
+            refs = await AccountRepository.for_user(session, user_id).refs_for_connection(
+                connection_id
+            )
+        _ensure_not_revoked(connection)
+        spec = self._ctx.spec_for(connection)
+        if connection.ownership != "byob":
+            raise errors.ValidationFailed(
+                f"this {connection.ownership} connection holds no credential of yours to replace"
+            )
+        if spec.auth is not AuthKind.api_key or spec.token_tier is None:
+            raise errors.ValidationFailed(
+                f"{spec.name} connections do not take an API key; "
+                + (
+                    f"re-authorize through GET /v1/oauth/{spec.slug}/authorize"
+                    if spec.auth is AuthKind.oauth2
+                    else "they hold no credential to replace"
+                )
+            )
+        credentials, broker_accounts = await self._validated_key(user_id, spec, body.credentials)
+        if not set(refs) & {a.broker_account_id for a in broker_accounts}:
+            raise errors.InvalidCredentials(
+                f"this key is for another {spec.name} account; connect it as a new connection"
+            )
+        async with self._ctx.sessionmaker() as session:
+            try:
+                current = await self._ctx.vault.credentials_for_read(
+                    session, user_id=user_id, connection_id=connection_id
+                )
+            except errors.ConnectionBroken:
+                current = None  # unreadable or missing: any valid key is an improvement
+            if current == credentials:
+                raise errors.InvalidCredentials(
+                    f"this is the key already stored; generate a new key at {spec.name}"
+                )
+            locked = await ConnectionRepository.for_user(session, user_id).get(
+                connection_id, for_update=True
+            )
+            if locked is None:
+                raise errors.NotFound("no such connection")
+            _ensure_not_revoked(locked)
+            await self._ctx.vault.store(
+                session,
+                user_id=user_id,
+                connection_id=connection_id,
+                broker_slug=spec.slug,
+                broker_tier=spec.token_tier,
+                credentials=credentials,
+            )
+            now = utcnow()
+            locked.status = "active"
+            locked.updated_at = now
+            locked.last_refresh_at = now
+            locked.last_refresh_outcome = "the credential was replaced by the user"
+            append_connection_event(session, locked)
+            await session.commit()
+            ids = await AccountRepository.for_user(session, user_id).ids_for_connection(
+                connection_id
+            )
+        return connection_out(locked, ids)
+
     async def _create_paper(
         self, user_id: str, spec: BrokerSpec, body: ConnectionCreate
     ) -> ConnectionOut:
@@ -350,56 +494,136 @@ class ConnectionService:
         )
 
     async def revoke(self, *, user_id: str, connection_id: str) -> None:
-        """Disconnect: cancel the working orders, revoke the credential (at the broker too,
-        for OAuth grants with a revocation endpoint), stop new orders.
+        """Disconnect: cancel working orders, revoke the credential here and at the broker.
 
-        Working orders are canceled first, while the credential still works: a resting
-        order left at the broker would keep trading for a user who can no longer see or
-        stop it. A cancel that fails is logged; the order stays visible and reconciled.
-        An aggregator connection's user is then deleted at the aggregator (best effort),
-        which removes the brokerage logins it held there.
+        1. Working orders are canceled first, while the credential still works: a resting
+           order left at the broker would keep trading for a user who can no longer see or
+           stop it. A cancel that fails is logged; the order stays visible and reconciled.
+        2. The credential is decrypted once more (the broker's revoke call needs it), then
+           the token is marked revoked, the connection ``revoked`` and its accounts stop
+           taking orders, all in one committed transaction. From here on the vault refuses
+           the token whatever the broker says or however this request ends.
+        3. This instance's upstream streams of the connection stop now (another instance's
+           at its next supervisor sync: its vault read is refused from then on).
+        4. The broker's revoke call, where it has one (``SupportsRevoke``). Its outcome, a
+           failure included, is logged and recorded in ``last_refresh_outcome``; a failure
+           does not fail the request, because the token is already unusable here.
+
+        Revocation is final: reconnecting creates a new connection.
         """
         await self._cancel_working_orders(user_id, connection_id)
-        await self._release_at_aggregator(user_id, connection_id)
-        if self._ctx.tokens is not None:
-            # OAuth grants are revoked at the broker too (RFC 7009), outside our transaction
-            # and best effort: a broker that does not answer must not block a disconnect.
-            await self._ctx.tokens.revoke_at_broker(user_id=user_id, connection_id=connection_id)
+        adapter = None
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
+            if connection is None:
+                raise errors.NotFound("no such connection")
+            if connection.status == "revoked":
+                return
+            spec = self._ctx.registry.get(connection.broker_slug)
+            # Only a BYOB connection holds the user's credential: a platform connection
+            # trades on the deployment's own key, which a user's disconnect never revokes.
+            holds_credential = (
+                spec is not None and spec.token_tier is not None and connection.ownership == "byob"
+            )
+            oauth_grant = (
+                holds_credential
+                and spec is not None
+                and spec.oauth is not None
+                and spec.oauth.revoke_url is not None
+            )
+            if holds_credential and not oauth_grant:
+                try:
+                    adapter = await self._ctx.adapter_for(session, connection, for_order=False)
+                except errors.AppError as exc:
+                    log.warning(
+                        "cannot read a credential being revoked; the broker is not called",
+                        extra={"connection_id": connection_id, "code": exc.code},
+                    )
+        grant_revoked = False
+        if oauth_grant and self._ctx.tokens is not None:
+            # OAuth grants are revoked at the broker (RFC 7009) by the token lifecycle, which
+            # reads the refresh token itself, so before the local revocation; best effort.
+            grant_revoked = await self._ctx.tokens.revoke_at_broker(
+                user_id=user_id, connection_id=connection_id
+            )
+        try:
+            revoked = await self._revoke_locally(user_id, connection_id, holds_credential)
+            if not revoked:
+                return
+            if self._streams is not None:
+                await self._streams.stop_connection(connection_id)
+            if holds_credential:
+                assert spec is not None
+                if oauth_grant:
+                    outcome = (
+                        f"revoked here and at {spec.name}"
+                        if grant_revoked
+                        else f"revoked here; {spec.name}'s revoke call failed (see the log)"
+                    )
+                else:
+                    outcome = await self._revoke_at_broker(adapter, spec, connection_id)
+                    adapter = None  # closed by _revoke_at_broker
+                await self._record_outcome(user_id, connection_id, outcome)
+        finally:
+            if adapter is not None:
+                await adapter.close()
+
+    async def _revoke_locally(
+        self, user_id: str, connection_id: str, holds_credential: bool
+    ) -> bool:
+        """Mark token, connection and accounts revoked; False if it already was."""
         async with self._ctx.sessionmaker() as session:
             repo = ConnectionRepository.for_user(session, user_id)
             connection = await repo.get(connection_id, for_update=True)
             if connection is None:
                 raise errors.NotFound("no such connection")
             if connection.status == "revoked":
-                return
-            spec = self._ctx.registry.get(connection.broker_slug)
+                return False
             now = utcnow()
-            if spec is not None and spec.token_tier is not None and connection.ownership == "byob":
+            if holds_credential:
                 await self._ctx.vault.revoke(session, user_id=user_id, connection_id=connection.id)
             connection.status = "revoked"
             connection.revoked_at = now
             connection.updated_at = now
+            connection.rotation_due_at = None
             await AccountRepository.for_user(session, user_id).disable_trading(connection.id)
             append_connection_event(session, connection)
             await session.commit()
+        return True
 
-    async def _release_at_aggregator(self, user_id: str, connection_id: str) -> None:
+    async def _revoke_at_broker(
+        self, adapter: BrokerAdapter | None, spec: BrokerSpec, connection_id: str
+    ) -> str:
+        """Call the broker's revoke where it has one; returns what to tell the user."""
+        if adapter is None:
+            return "revoked here; the credential could not be read, so the broker was not called"
+        try:
+            outcome = await revoke_credential(adapter)
+        except Exception as exc:
+            reason = exc.reason if isinstance(exc, broker_errors.BrokerError) else "error"
+            log.warning(
+                "the broker's revoke call failed; the credential is revoked here anyway",
+                exc_info=not isinstance(exc, broker_errors.BrokerError),
+                extra={"connection_id": connection_id, "broker": spec.slug, "reason": reason},
+            )
+            return f"revoked here; {spec.name}'s revoke call failed: {reason}"[:200]
+        finally:
+            await adapter.close()
+        if outcome is RevokeOutcome.revoked:
+            return f"revoked here and at {spec.name}"
+        return (
+            f"revoked here; {spec.name} has no revoke call for this credential, "
+            f"delete it at {spec.name}"
+        )[:200]
+
+    async def _record_outcome(self, user_id: str, connection_id: str, outcome: str) -> None:
         async with self._ctx.sessionmaker() as session:
-            connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
-            if connection is None or connection.status == "revoked":
-                return
-            spec = self._ctx.registry.get(connection.broker_slug)
-            if spec is None or spec.auth is not AuthKind.aggregator:
-                return
-            try:
-                credentials = await self._ctx.vault.credentials_for_read(
-                    session, user_id=user_id, connection_id=connection_id
-                )
-            except errors.ConnectionBroken:
-                return
-        from app.services.aggregators import AggregatorConnections
-
-        await AggregatorConnections(self._ctx).release(connection, credentials)
+            connection = await ConnectionRepository.for_user(session, user_id).get(
+                connection_id, for_update=True
+            )
+            if connection is not None:
+                connection.last_refresh_outcome = outcome
+                await session.commit()
 
     async def _cancel_working_orders(self, user_id: str, connection_id: str) -> None:
         async with self._ctx.sessionmaker() as session:
@@ -421,6 +645,11 @@ class ConnectionService:
                     "could not cancel a working order while disconnecting",
                     extra={"order_id": order_id, "code": exc.code},
                 )
+
+
+def _ensure_not_revoked(connection: Connection) -> None:
+    if connection.status == "revoked":
+        raise errors.ConnectionBroken("the connection was revoked; connect the broker again")
 
 
 def live_account(

@@ -167,7 +167,7 @@ def _timeout_failure(ref: AccountRef, seconds: float) -> AccountFailure:
     return AccountFailure(ref, "timeout", f"the broker did not answer within {seconds:g} s")
 
 
-def _snapshot_of(read: AccountRead, user_id: str) -> PortfolioSnapshot:
+def snapshot_of(read: AccountRead, user_id: str) -> PortfolioSnapshot:
     return PortfolioSnapshot(
         account_id=read.ref.account_id,
         user_id=user_id,
@@ -368,7 +368,7 @@ class PortfolioService:
         failures = [o for o in outcomes if isinstance(o, AccountFailure)]
         async with self._ctx.sessionmaker() as session:
             repo = PortfolioSnapshotRepository.for_user(session, user_id)
-            await repo.save([_snapshot_of(r, user_id) for r in reads])
+            await repo.save([snapshot_of(r, user_id) for r in reads])
             snapshots = await repo.for_accounts([f.ref.account_id for f in failures])
             await session.commit()
         return aggregate(reads, failures, snapshots, utcnow())
@@ -510,7 +510,7 @@ class PortfolioService:
             if isinstance(outcome, AccountRead):
                 async with self._ctx.sessionmaker() as session:
                     await PortfolioSnapshotRepository.for_user(session, user_id).save(
-                        [_snapshot_of(outcome, user_id)]
+                        [snapshot_of(outcome, user_id)]
                     )
                     await session.commit()
                 if elapsed > budget:

@@ -51,9 +51,9 @@ class UpstreamStreams:
     ) -> None:
         self._ctx = ctx
         self._restart_delay = restart_delay
-        # One stream per broker account (slug + the broker's account ref), whichever account
-        # rows share it: platform connections of many users all point at the platform's one
-        # broker account, and the ingest matches updates across every row of that ref.
+        # One stream per stream key (``_stream_key``): platform connections of many users all
+        # point at the platform's one broker account and share one stream; the ingest matches
+        # updates across every account row of that broker account.
         self._tasks: dict[str, asyncio.Task[None]] = {}  # stream key -> its task
         self._streams: dict[str, _Stream] = {}
         self._leases = leases if leases is not None else leases_for(ctx.sessionmaker.kw["bind"])
@@ -88,16 +88,13 @@ class UpstreamStreams:
             )
         wanted: dict[str, tuple[Connection, Account]] = {}
         for connection, account in sorted(rows, key=lambda row: row[1].id):
-            wanted.setdefault(_stream_key(account), (connection, account))
+            wanted.setdefault(_stream_key(connection, account), (connection, account))
         for key in list(self._tasks):
-            task = self._tasks[key]
+            task = self._tasks.get(key)
+            if task is None:
+                continue  # stopped meanwhile (stop_connection)
             if key not in wanted or task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-                del self._tasks[key]
-                del self._streams[key]
-                await self._leases.release(_lease(key))
+                await self._stop(key)
         for key, (connection, account) in wanted.items():
             if key not in self._tasks and await self._leases.acquire(_lease(key)):
                 stream = _Stream(
@@ -124,6 +121,26 @@ class UpstreamStreams:
                     await asyncio.wait_for(stop.wait(), timeout=interval)
         finally:
             await self.close()
+
+    async def stop_connection(self, connection_id: str) -> int:
+        """Stop this instance's streams of one connection now (it was revoked).
+
+        Returns how many stopped. Another instance's streams of it stop at that instance's
+        next ``sync``; meanwhile a restart there is refused by the vault.
+        """
+        keys = [k for k, s in self._streams.items() if s.connection_id == connection_id]
+        for key in keys:
+            await self._stop(key)
+        return len(keys)
+
+    async def _stop(self, key: str) -> None:
+        task = self._tasks.pop(key, None)
+        self._streams.pop(key, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._leases.release(_lease(key))
 
     async def _stop_all(self) -> None:
         tasks, self._tasks = list(self._tasks.values()), {}
@@ -224,8 +241,11 @@ class UpstreamStreams:
         )
 
 
-def _stream_key(account: Account) -> str:
-    return f"{account.broker_slug}:{account.broker_account_ref}"
+def _stream_key(connection: Connection, account: Account) -> str:
+    """Platform connections of every user share the platform's one broker account and its one
+    credential: one stream serves them all. A user's own connection streams by itself."""
+    owner = "platform" if connection.ownership == "platform" else connection.id
+    return f"{account.broker_slug}:{account.broker_account_ref}:{owner}"
 
 
 def _lease(stream_key: str) -> str:

@@ -1,7 +1,7 @@
 """routing: per-user routing rules, order routes and their attempts (POST /v1/orders)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-30 03:47:12.813041
 
 Each attempt of a route at a broker has its own order row (its own client order id), so
@@ -17,7 +17,7 @@ from alembic import op
 import app.db.types
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

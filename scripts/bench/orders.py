@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.db.migrate import upgrade  # noqa: E402
 from app.security.jwt import issue_dev_token  # noqa: E402
-from tests.postgres import fresh_database, postgres_server  # noqa: E402
+from tests.postgres import free_port, fresh_database, postgres_server  # noqa: E402
 
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
@@ -126,25 +126,25 @@ async def main() -> None:
             "BROKERAGE_LOG_LEVEL": "WARNING",
             "BROKERAGE_PAPER_TICK_SECONDS": "1",
         }
+        gateway_port, bare_port = free_port(), free_port()
+        gateway_url, bare_url = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{bare_port}"
         gateway = start_server(
             [
                 str(ROOT / ".venv/bin/brokerage"),
                 "serve",
                 "--port",
-                "8765",
+                str(gateway_port),
                 "--workers",
                 str(WORKERS),
             ],
             env,
-            8765,
+            gateway_port,
         )
         try:
             token = issue_dev_token(secret, "bench")
             headers = {"Authorization": f"Bearer {token}"}
             accounts = []
-            async with httpx.AsyncClient(
-                base_url="http://127.0.0.1:8765", headers=headers
-            ) as client:
+            async with httpx.AsyncClient(base_url=gateway_url, headers=headers) as client:
                 for _ in range(ACCOUNTS):
                     r = await client.post(
                         "/v1/connections",
@@ -158,8 +158,8 @@ async def main() -> None:
                 "run": os.urandom(6).hex(),
                 "body": json.dumps(ORDER_BODY),
             }
-            wrk("http://127.0.0.1:8765", script, 8)  # warm-up
-            gateway_results = {c: wrk("http://127.0.0.1:8765", script, c) for c in (8, 64)}
+            wrk(gateway_url, script, 8)  # warm-up
+            gateway_results = {c: wrk(gateway_url, script, c) for c in (8, 64)}
         finally:
             stop_server(gateway)
 
@@ -168,7 +168,7 @@ async def main() -> None:
                 str(ROOT / ".venv/bin/uvicorn"),
                 "scripts.bench.bare_app:app",
                 "--port",
-                "8766",
+                str(bare_port),
                 "--workers",
                 str(WORKERS),
                 "--no-access-log",
@@ -176,12 +176,12 @@ async def main() -> None:
                 "warning",
             ],
             env,
-            8766,
+            bare_port,
         )
         try:
             bare_script = BARE_SCRIPT % {"body": json.dumps(ORDER_BODY)}
-            wrk("http://127.0.0.1:8766", bare_script, 8)
-            bare_results = {c: wrk("http://127.0.0.1:8766", bare_script, c) for c in (8, 64)}
+            wrk(bare_url, bare_script, 8)
+            bare_results = {c: wrk(bare_url, bare_script, c) for c in (8, 64)}
         finally:
             stop_server(bare)
 

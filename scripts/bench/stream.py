@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from app.db.migrate import upgrade  # noqa: E402
 from app.streaming.outbox import OUTBOX_CHANNEL, OUTBOX_LOCK_KEY  # noqa: E402
-from tests.postgres import _as_asyncpg_dsn, fresh_database, postgres_server  # noqa: E402
+from tests.postgres import _as_asyncpg_dsn, free_port, fresh_database, postgres_server  # noqa: E402
 
-PORT = int(os.environ.get("BENCH_PORT", "8767"))
+# A port nothing listens on (a fixed default could measure some other server).
+PORT = int(os.environ.get("BENCH_PORT", "0")) or free_port()
 
 
 def _env(name: str, default: str) -> str:

@@ -1,9 +1,10 @@
 """Plain helpers for the portfolio and accounts tests: the app beside a fake Alpaca.
 
-No Tier C (Linked) broker exists in the registry yet (Plaid Investments comes later), so
 ``linked_alpaca_spec`` registers a read-only link to an Alpaca account: the real Alpaca
-adapter over real HTTP to the fake, under tier C. Everything the tier decides (the label,
-``no_order_write`` in the vault, ``can_trade``) comes from our own code, as it would for Plaid.
+adapter over real HTTP to the fake, under tier C, so these tests can put Linked and Live
+accounts of one fake side by side. Everything the tier decides (the label, ``no_order_write``
+in the vault, ``can_trade``) comes from our own code, as it does for Plaid (whose own
+end-to-end tests are in tests/brokers/plaid/).
 """
 
 from __future__ import annotations

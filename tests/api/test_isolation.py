@@ -29,6 +29,11 @@ MATRIX: dict[tuple[str, str], tuple[str, str, dict[str, object] | None]] = {
         "/v1/connections/{connection}/refresh",
         None,
     ),
+    ("PUT", "/v1/connections/{connection_id}/credentials"): (
+        "PUT",
+        "/v1/connections/{connection}/credentials",
+        {"credentials": {"api_key_id": "PKATTACKER", "api_secret_key": "attacker-secret"}},
+    ),
     ("GET", "/v1/accounts/{account_id}"): ("GET", "/v1/accounts/{account}", None),
     ("GET", "/v1/accounts/{account_id}/balances"): ("GET", "/v1/accounts/{account}/balances", None),
     ("GET", "/v1/accounts/{account_id}/positions"): (

@@ -1,14 +1,22 @@
 """One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade,
-Schwab and SnapTrade (fakes).
+Schwab, Coinbase, Plaid and SnapTrade (fakes).
+
+Read-only venues (Tier C: Plaid) take the read half only. Which venues can write comes from
+the registry (``Capabilities.place_orders``), and the write tests are parametrized over the
+write-capable venues only, so nothing is skipped; the read-only venues get their own test
+that the write half is refused without a request.
 
 The paper venue uses the SQLite backend (the paper engine's own tests cover Postgres). Each
-venue gives an adapter bound to a fresh funded account and a way to let the market
-move (``settle``): the paper engine's clock and tick, the fake's matching pass. The contract
-is written against ``BrokerAdapter`` only; where brokers legitimately differ (replace keeps
-the id at the paper broker and Tradier, makes a new one at Alpaca, tastytrade, Schwab and
-SnapTrade; tastytrade answers a new order "Routed", i.e. ``submitted``, before it is ``Live``;
-Schwab and SnapTrade have no client order id, so an order is found by fingerprint instead, as
-``capabilities.client_order_ids`` says) both outcomes are spelled out.
+venue gives an adapter bound to a fresh funded account, a way to let the market move
+(``settle``: the paper engine's clock and tick, the fake's matching pass), and the
+instrument it trades (``Sample``): an equity for the stock brokers, a crypto pair at
+Coinbase, which lists nothing else and takes market orders only immediate-or-cancel. The
+contract is written against ``BrokerAdapter`` only; where brokers legitimately differ
+(replace keeps the id at the paper broker, Tradier and Coinbase, makes a new one at Alpaca,
+tastytrade, Schwab and SnapTrade; tastytrade answers a new order "Routed", i.e.
+``submitted``, before it is ``Live``; Schwab and SnapTrade have no client order id, so an
+order is found by fingerprint instead, as ``capabilities.client_order_ids`` says) both
+outcomes are spelled out.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.brokers import errors
 from app.brokers.base import (
+    AssetClass,
     BrokerAdapter,
     FingerprintLookup,
     OrderChanges,
@@ -36,12 +45,15 @@ from app.brokers.base import (
     Support,
     TimeInForce,
 )
+from app.brokers.registry import default_registry
 from app.db.session import create_sessionmaker
 from app.paper.adapter import PaperAdapter
 from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
+from tests.brokers.coinbase.support import running_fake as running_coinbase
+from tests.brokers.plaid.support import running_fake as running_plaid
 from tests.brokers.schwab.support import running_fake as running_schwab
 from tests.brokers.snaptrade.support import running_fake as running_snaptrade
 from tests.brokers.tastytrade.support import running_fake as running_tastytrade
@@ -50,11 +62,35 @@ from tests.conftest import new_user
 from tests.harness import CLOCK_START
 
 
+@dataclass(frozen=True)
+class Sample:
+    """What a venue trades in the contract: the symbol, a quantity that the starting cash
+    buys at market, and the time in force of its market orders."""
+
+    symbol: str
+    qty: str
+    market_tif: TimeInForce
+    asset_class: AssetClass = AssetClass.equity
+    not_held: str = "MSFT"  # a symbol the account never holds
+
+
+EQUITY = Sample("AAPL", "2", TimeInForce.day)
+SAMPLES = {
+    "coinbase": Sample("BTC-USD", "0.01", TimeInForce.ioc, AssetClass.crypto, "ETH-USD"),
+}
+
+
 @dataclass
 class Venue:
     adapter: BrokerAdapter
     account_ref: str
     settle: Callable[[], Awaitable[object]]
+    sample: Sample = EQUITY
+    # Read-only venues: put a holding in the account at the broker (nothing can be bought
+    # through the adapter). None: the position is bought with a market order.
+    seed: Callable[[str, str], Awaitable[None]] | None = None
+    # Read-only venues: the broker's request log, to show that refusals send nothing.
+    requests: Callable[[], int] | None = None
 
 
 async def _ignore(_update: object) -> None:
@@ -87,6 +123,29 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         async with running_schwab(cash=cash) as schwab:
             yield Venue(schwab.adapter(), schwab.account.hash_value, schwab.fake.match)
         return
+    if name == "plaid":
+        async with running_plaid(cash=cash) as run:
+            adapter = run.adapter()
+            [account] = await adapter.list_accounts()
+
+            async def seed(symbol: str, quantity: str) -> None:
+                run.fake.hold(run.account, symbol, quantity, "190.00", cost_basis="100")
+
+            async def nothing() -> object:
+                return None
+
+            yield Venue(
+                adapter,
+                account.broker_account_id,
+                nothing,
+                seed=seed,
+                requests=lambda: len(run.fake.requests),
+            )
+        return
+    if name == "coinbase":
+        async with running_coinbase(cash=cash) as cb:
+            yield Venue(cb.adapter(), cb.portfolio, cb.fake.match, SAMPLES[name])
+        return
     if name == "snaptrade":
         async with running_snaptrade(cash=cash) as snap:
             yield Venue(snap.adapter(), snap.account.id, snap.fake.match)
@@ -95,32 +154,62 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         yield Venue(run.adapter(), run.account.id, run.fake.match)
 
 
+def _spec_places_orders(name: str) -> bool:
+    spec = _REGISTRY.get(name)
+    assert spec is not None, f"no broker {name!r} in the registry"
+    return spec.capabilities.place_orders
+
+
+async def hold(v: Venue, quantity: str) -> None:
+    """Get ``quantity`` of the venue's sample into the account: bought, or seeded at the
+    broker (read-only venues)."""
+    if v.seed is not None:
+        await v.seed(v.sample.symbol, quantity)
+        return
+    placed = await v.adapter.place_order(v.account_ref, market(v.sample, qty=quantity))
+    for _ in range(5):
+        current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+        if current.status is OrderStatus.filled:
+            return
+        await v.settle()
+    raise AssertionError(f"the market buy did not fill: {current.status}")
+
+
 def order(
+    sample: Sample,
     *,
     side: OrderSide = OrderSide.buy,
-    qty: str = "2",
+    qty: str | None = None,
     order_type: OrderType = OrderType.limit,
     limit: str | None = "1.00",
     tif: TimeInForce = TimeInForce.gtc,
 ) -> OrderRequest:
     return OrderRequest(
         client_order_id="bgc" + uuid.uuid4().hex[:20],
-        symbol="AAPL",
+        symbol=sample.symbol,
         side=side,
-        quantity=Decimal(qty),
+        quantity=Decimal(qty or sample.qty),
         order_type=order_type,
         time_in_force=tif,
         limit_price=None if limit is None else Decimal(limit),
     )
 
 
-VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab", "snaptrade"]
+def market(sample: Sample, *, qty: str | None = None) -> OrderRequest:
+    return order(sample, qty=qty, order_type=OrderType.market, limit=None, tif=sample.market_tif)
 
 
-@pytest.mark.parametrize("name", VENUES)
+VENUES = ["paper", "alpaca", "tradier", "tastytrade", "schwab", "coinbase", "plaid", "snaptrade"]
+_REGISTRY = default_registry()
+# Venues whose path places orders (the write half of the contract); the rest are read-only.
+WRITE_VENUES = [v for v in VENUES if _spec_places_orders(v)]
+READ_ONLY_VENUES = [v for v in VENUES if v not in WRITE_VENUES]
+
+
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        request = order()
+        request = order(v.sample)
         submitted_at = datetime.now(UTC)
         placed = await v.adapter.place_order(v.account_ref, request)
         assert placed.status in (OrderStatus.submitted, OrderStatus.accepted)
@@ -156,20 +245,20 @@ async def test_a_resting_order_is_found_every_way(name: str, sqlite_engine: Asyn
         assert placed.broker_order_id in open_ids
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_cancel_then_cancel_again(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        placed = await v.adapter.place_order(v.account_ref, order(v.sample))
         canceled = await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
         assert canceled.status in (OrderStatus.canceled, OrderStatus.pending_cancel)
         with pytest.raises(errors.OrderNotModifiable):
             await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(v.account_ref, order())
+        placed = await v.adapter.place_order(v.account_ref, order(v.sample))
         changed = await v.adapter.modify_order(
             v.account_ref, placed.broker_order_id, OrderChanges(limit_price=Decimal("1.50"))
         )
@@ -180,45 +269,106 @@ async def test_modify_a_resting_limit(name: str, sqlite_engine: AsyncEngine) -> 
             assert old.status is OrderStatus.replaced
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_a_market_buy_fills_into_a_position(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(
-            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
-        )
+        placed = await v.adapter.place_order(v.account_ref, market(v.sample))
         for _ in range(5):
             current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
             if current.status is OrderStatus.filled:
                 break
             await v.settle()
         assert current.status is OrderStatus.filled
-        assert current.filled_quantity == Decimal(2)
-        position = await v.adapter.get_position(v.account_ref, "AAPL")
+        assert current.filled_quantity == Decimal(v.sample.qty)
+        position = await v.adapter.get_position(v.account_ref, v.sample.symbol)
         assert position is not None
-        assert position.quantity == Decimal(2)
+        assert position.quantity == Decimal(v.sample.qty)
         balances = await v.adapter.get_balances(v.account_ref)
         assert balances.cash < Decimal(100000)
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_refusals(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100") as v:
         with pytest.raises(errors.InsufficientFunds):
-            await v.adapter.place_order(
-                v.account_ref,
-                order(qty="10", order_type=OrderType.market, limit=None, tif=TimeInForce.day),
-            )
+            await v.adapter.place_order(v.account_ref, market(v.sample, qty="10"))
         with pytest.raises(errors.UnknownSymbol):
             await v.adapter.check_symbol("NOSUCHSYM")
-        with pytest.raises(errors.OrderNotFound):
-            await v.adapter.get_order(v.account_ref, "6f1b9c8e-0000-4000-8000-000000000000")
+
+
+# --- the read half: every venue -------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", VENUES)
+async def test_an_unknown_order_is_not_found(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100") as v:
+        with pytest.raises(errors.OrderNotFound):
+            await v.adapter.get_order(v.account_ref, "6f1b9c8e-0000-4000-8000-000000000000")
+        if v.adapter.capabilities.client_order_ids is Support.unsupported:
+            with pytest.raises(errors.NotSupported):  # Schwab: found by fingerprint instead
+                await v.adapter.find_order_by_client_id(v.account_ref, "bgc-none")
+        else:
+            assert await v.adapter.find_order_by_client_id(v.account_ref, "bgc-none") is None
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_a_holding_is_read_back_every_way(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        await hold(v, v.sample.qty)
+        held = Decimal(v.sample.qty)
+        positions = await v.adapter.get_positions(v.account_ref)
+        assert [(p.symbol, p.quantity, p.asset_class) for p in positions] == [
+            (v.sample.symbol, held, v.sample.asset_class)
+        ]
+        [position] = positions
+        assert position.market_value == position.quantity * position.current_price
+        assert position.as_of.tzinfo is not None
+        one = await v.adapter.get_position(v.account_ref, v.sample.symbol)
+        assert one is not None
+        assert (one.symbol, one.quantity, one.avg_cost) == (
+            v.sample.symbol,
+            held,
+            position.avg_cost,
+        )
+        assert await v.adapter.get_position(v.account_ref, v.sample.not_held) is None
+        balances = await v.adapter.get_balances(v.account_ref)
+        assert balances.equity >= balances.cash
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_the_starting_cash_is_a_deposit(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "30000") as v:
+        deposits = await v.adapter.get_transactions(v.account_ref, None, None, "deposit")
+        assert sum(t.amount for t in deposits) == Decimal(30000)
+        assert all(t.occurred_at.tzinfo is not None for t in deposits)
+        assert await v.adapter.get_transactions(v.account_ref, None, None, "buy") == []
+
+
+@pytest.mark.parametrize("name", READ_ONLY_VENUES)
+async def test_a_read_only_venue_refuses_the_write_half_without_a_request(
+    name: str, sqlite_engine: AsyncEngine
+) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        assert v.adapter.capabilities.place_orders is False
+        assert v.requests is not None
+        before = v.requests()
+        with pytest.raises(errors.NotSupported):
+            await v.adapter.place_order(v.account_ref, order(v.sample))
+        with pytest.raises(errors.NotSupported):
+            await v.adapter.modify_order(v.account_ref, "x", OrderChanges(limit_price=Decimal(2)))
+        with pytest.raises(errors.NotSupported):
+            await v.adapter.cancel_order(v.account_ref, "x")
+        with pytest.raises(errors.NotSupported):
+            await v.adapter.check_symbol("AAPL")
+        assert await v.adapter.list_orders(v.account_ref, "all", 10) == []
+        assert v.requests() == before
+
+
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_quotes(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        quotes = await v.adapter.get_quotes(["AAPL"])
-        quote = quotes["AAPL"]
+        quotes = await v.adapter.get_quotes([v.sample.symbol])
+        quote = quotes[v.sample.symbol]
         assert isinstance(quote.bid, Decimal)
         assert quote.bid < quote.ask
         assert quote.as_of.tzinfo is not None
@@ -236,11 +386,11 @@ async def test_the_account_and_its_starting_balances(name: str, sqlite_engine: A
         assert await v.adapter.get_positions(v.account_ref) == []
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        resting = await v.adapter.place_order(v.account_ref, order())
-        gone = await v.adapter.place_order(v.account_ref, order())
+        resting = await v.adapter.place_order(v.account_ref, order(v.sample))
+        gone = await v.adapter.place_order(v.account_ref, order(v.sample))
         await v.adapter.cancel_order(v.account_ref, gone.broker_order_id)
         assert (await v.adapter.get_order(v.account_ref, gone.broker_order_id)).status is (
             OrderStatus.canceled
@@ -253,18 +403,16 @@ async def test_open_and_closed_orders_are_told_apart(name: str, sqlite_engine: A
         }
         assert resting.broker_order_id in open_ids - closed_ids
         assert gone.broker_order_id in closed_ids - open_ids
-        history = await v.adapter.order_history(v.account_ref, None, None, "AAPL")
+        history = await v.adapter.order_history(v.account_ref, None, None, v.sample.symbol)
         assert {resting.broker_order_id, gone.broker_order_id} <= {
             o.broker_order_id for o in history
         }
 
 
-@pytest.mark.parametrize("name", VENUES)
+@pytest.mark.parametrize("name", WRITE_VENUES)
 async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) -> None:
     async with venue(name, sqlite_engine, "100000") as v:
-        placed = await v.adapter.place_order(
-            v.account_ref, order(order_type=OrderType.market, limit=None, tif=TimeInForce.day)
-        )
+        placed = await v.adapter.place_order(v.account_ref, market(v.sample))
         for _ in range(5):
             current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
             if current.status is OrderStatus.filled:
@@ -272,7 +420,7 @@ async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) ->
             await v.settle()
         assert current.avg_fill_price is not None
         buys = await v.adapter.get_transactions(v.account_ref, None, None, "buy")
-        assert [(t.symbol, t.quantity) for t in buys] == [("AAPL", Decimal(2))]
-        assert buys[0].amount == -(Decimal(2) * current.avg_fill_price)
+        assert [(t.symbol, t.quantity) for t in buys] == [(v.sample.symbol, Decimal(v.sample.qty))]
+        assert buys[0].amount == -(Decimal(v.sample.qty) * current.avg_fill_price)
         deposits = await v.adapter.get_transactions(v.account_ref, None, None, "deposit")
         assert sum(t.amount for t in deposits) == Decimal(100000)

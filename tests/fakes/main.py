@@ -1,10 +1,11 @@
 """``scripts/fake-brokers``: serve the fakes on localhost until interrupted.
 
-Prints the settings that point the gateway at them, a credential per fake account, the
-platform's default Alpaca key (a second fake Alpaca account) and Schwab's OAuth app
-registration (its authorize page signs in a fake customer at once). A ticker matches resting
-orders every ``--tick`` seconds, like a market that moves. The SnapTrade fake sends its
-webhooks to ``--snaptrade-webhook-url`` (the gateway's ``/v1/webhooks/snaptrade``).
+Prints the settings that point the gateway at them, a credential per fake account (for
+Coinbase a CDP key name and a fresh EC private key, as JSON), the platform's default Alpaca key
+(a second fake Alpaca account) and Schwab's OAuth app registration (its authorize page signs
+in a fake customer at once). A ticker matches resting orders every ``--tick`` seconds, like a
+market that moves. The SnapTrade fake sends its webhooks to ``--snaptrade-webhook-url``
+(the gateway's ``/v1/webhooks/snaptrade``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import Awaitable, Callable
 
 from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.coinbase import FakeCoinbase
+from tests.fakes.plaid import FakePlaid
 from tests.fakes.runner import serve_asgi
 from tests.fakes.schwab import FakeSchwab
 from tests.fakes.snaptrade import FakeSnapTrade
@@ -49,6 +53,11 @@ async def main(args: argparse.Namespace) -> None:
     schwab.add_app(args.schwab_client_id, args.schwab_client_secret, args.schwab_redirect_uri)
     schwab.add_login()
     schwab.faults.heartbeat_seconds = 10.0
+    plaid = FakePlaid(client_id=args.plaid_client_id, secret=args.plaid_secret)
+    plaid_login = plaid.add_login()
+    plaid.hold(plaid_login.accounts[0], "AAPL", "10", "190.25", cost_basis="1500.00")
+    coinbase = FakeCoinbase()
+    coinbase_user = coinbase.add_user(key_name=args.coinbase_key_name)
     snaptrade = FakeSnapTrade(
         client_id=args.snaptrade_client_id,
         consumer_key=args.snaptrade_consumer_key,
@@ -56,6 +65,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     async with (
         serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
+        serve_asgi(plaid.app, port=args.plaid_port, on_shutdown=plaid.release_hung) as plaid_url,
         serve_asgi(
             tradier.app, port=args.tradier_port, on_shutdown=tradier.release_hung
         ) as tradier_url,
@@ -66,9 +76,18 @@ async def main(args: argparse.Namespace) -> None:
             schwab.app, port=args.schwab_port, on_shutdown=schwab.release_hung
         ) as schwab_url,
         serve_asgi(
+            coinbase.app, port=args.coinbase_port, on_shutdown=coinbase.release_hung
+        ) as cb_url,
+        serve_asgi(
             snaptrade.app, port=args.snaptrade_port, on_shutdown=snaptrade.release_hung
         ) as snaptrade_url,
     ):
+        coinbase_credentials = json.dumps(
+            {
+                "api_key_name": coinbase_user.key_name,
+                "private_key": coinbase_user.private_key,
+            }
+        )
         lines = [
             f"export BROKERAGE_ALPACA_BASE_URL={alpaca_url}",
             f"export BROKERAGE_ALPACA_DATA_URL={alpaca_url}",
@@ -77,6 +96,11 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_TRADIER_BASE_URL={tradier_url}",
             f"export BROKERAGE_TASTYTRADE_BASE_URL={tt_url}",
             f"export BROKERAGE_TASTYTRADE_STREAMER_URL={'ws' + tt_url.removeprefix('http')}",
+            f"export BROKERAGE_PLAID_BASE_URL={plaid_url}",
+            f"export BROKERAGE_PLAID_CLIENT_ID={plaid.client_id}",
+            f"export BROKERAGE_PLAID_SECRET={plaid.secret}",
+            f"export BROKERAGE_COINBASE_BASE_URL={cb_url}",
+            f"export BROKERAGE_COINBASE_WS_URL={'ws' + cb_url.removeprefix('http')}",
             f"export BROKERAGE_SNAPTRADE_BASE_URL={snaptrade_url}",
             f"export BROKERAGE_SNAPTRADE_CLIENT_ID={snaptrade.client_id}",
             f"export BROKERAGE_SNAPTRADE_CONSUMER_KEY={snaptrade.consumer_key}",
@@ -91,6 +115,14 @@ async def main(args: argparse.Namespace) -> None:
             f'#     -d \'{{"broker": "tastytrade", "credentials": {{"client_secret": '
             f'"{args.tastytrade_client_secret}", "refresh_token": '
             f'"{args.tastytrade_refresh_token}"}}}}\'',
+            "# Plaid (Linked, read-only): POST /v1/plaid/link-token, then exchange a sandbox",
+            "# public token for the fake's First Platypus Bank login:",
+            '#   curl -X POST localhost:8000/v1/plaid/exchange -H "$AUTH" '
+            "-H 'Content-Type: application/json' \\",
+            f'#     -d \'{{"public_token": "{plaid.public_token(plaid_login)}"}}\'',
+            "#   (more public tokens: POST <plaid url>/sandbox/public_token/create)",
+            CONNECT,
+            f'#     -d \'{{"broker": "coinbase", "credentials": {coinbase_credentials}}}\'',
             CONNECT,
             '#     -d \'{"broker": "snaptrade", "options": {"brokerage": "SCHWAB"}}\'',
             "#   then open the answer's portal.url and press Connect",
@@ -107,7 +139,7 @@ async def main(args: argparse.Namespace) -> None:
         sys.stdout.flush()
         tickers = [
             asyncio.create_task(_tick(fake.match, args.tick))
-            for fake in (alpaca, tradier, tastytrade, schwab, snaptrade)
+            for fake in (alpaca, tradier, tastytrade, schwab, coinbase, snaptrade)
         ]
         try:
             await asyncio.Event().wait()
@@ -123,6 +155,8 @@ def run() -> None:
     parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
     parser.add_argument("--tastytrade-port", type=int, default=8767, help="tastytrade fake port")
     parser.add_argument("--snaptrade-port", type=int, default=8769, help="SnapTrade fake port")
+    parser.add_argument("--plaid-port", type=int, default=8770, help="Plaid fake port")
+    parser.add_argument("--coinbase-port", type=int, default=8771, help="Coinbase fake port")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
     parser.add_argument("--alpaca-key-id", default="PKFAKEALPACA0000001")
     parser.add_argument("--alpaca-secret", default="fake-alpaca-secret-not-a-real-key")
@@ -134,6 +168,13 @@ def run() -> None:
     parser.add_argument("--schwab-client-secret", default="fake-schwab-app-secret")
     parser.add_argument(
         "--schwab-redirect-uri", default="http://localhost:8000/v1/oauth/schwab/callback"
+    )
+    parser.add_argument("--plaid-client-id", default="fakeplaidclientid0000001")
+    parser.add_argument("--plaid-secret", default="fake-plaid-secret-not-real")
+    parser.add_argument(
+        "--coinbase-key-name",
+        default="organizations/fake-org/apiKeys/fake-coinbase-key",
+        help="the fake CDP key's name (its EC private key is made fresh each run)",
     )
     parser.add_argument("--snaptrade-client-id", default="BGWFAKE")
     parser.add_argument("--snaptrade-consumer-key", default="fake-snaptrade-consumer-key-not-real")

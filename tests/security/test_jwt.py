@@ -70,7 +70,7 @@ async def test_dev_token_without_admin_is_not_admin() -> None:
 
 
 @pytest.mark.parametrize(
-    ("make", "reason"),
+    ("make_token", "reason"),
     [
         (
             lambda: jwt.encode(_claims(exp=datetime.now(UTC) - timedelta(minutes=5)), SECRET),
@@ -101,10 +101,10 @@ async def test_dev_token_without_admin_is_not_admin() -> None:
         "alg-none",
     ],
 )
-async def test_hs256_refusals(make: Callable[[], str], reason: str) -> None:
-    # Tokens are made when the test runs, not at collection: a 5-minute token made at
-    # collection has expired by the time a long suite reaches this test.
-    error = await _unauthorized(HS256Verifier(SECRET), make())
+async def test_hs256_refusals(make_token: Callable[[], str], reason: str) -> None:
+    # Tokens are made when the test runs: made at collection, a valid one could expire
+    # before a long suite reaches it.
+    error = await _unauthorized(HS256Verifier(SECRET), make_token())
     assert reason in error.detail
 
 

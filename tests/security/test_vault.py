@@ -343,19 +343,29 @@ async def test_store_refuses_a_tier_that_does_not_match_the_connection(
             )
 
 
-async def test_rewrap_all_moves_tokens_to_the_new_primary(sessionmaker: SessionMaker) -> None:
+async def test_rewrap_batches_move_tokens_to_the_new_primary(sessionmaker: SessionMaker) -> None:
     provider, user = _provider(), new_user()
-    connections = [await _connection(sessionmaker, user) for _ in range(2)]
+    connections = [await _connection(sessionmaker, user) for _ in range(3)]
     originals = [_secrets() for _ in connections]
     for connection_id, credentials in zip(connections, originals, strict=True):
         await _store(sessionmaker, _vault(provider), user, connection_id, credentials)
 
     rotated = _vault(provider.rotated())
-    async with sessionmaker() as session:
-        moved = await rotated.rewrap_all(session)
-        await session.commit()
-    # Other tests' tokens sit in the same database under keys this vault cannot open.
-    assert moved >= 2
+    after: str | None = None
+    moved, foreign = 0, 0
+    while True:  # batches of 2: keyset pagination by id, one transaction each
+        async with sessionmaker() as session:
+            batch = await rotated.rewrap_batch(session, limit=2, after_id=after)
+            await session.commit()
+        if batch.claimed == 0:
+            break
+        assert batch.primary_version == 2
+        moved += batch.rewrapped
+        foreign += len(batch.failed)
+        after = batch.last_id
+    # Other tests' tokens sit in the same database under keys this vault cannot open: they
+    # are reported as failed and left as they are, never fatal.
+    assert moved >= 3
     async with sessionmaker() as session:
         for connection_id, credentials in zip(connections, originals, strict=True):
             row = (
@@ -370,6 +380,26 @@ async def test_rewrap_all_moves_tokens_to_the_new_primary(sessionmaker: SessionM
                 )
                 == credentials
             )
+
+
+async def test_a_revoked_connection_never_gets_a_credential_again(
+    sessionmaker: SessionMaker,
+) -> None:
+    vault, user = _vault(), new_user()
+    connection_id = await _connection(sessionmaker, user)
+    await _store(sessionmaker, vault, user, connection_id, _secrets())
+    async with sessionmaker() as session:
+        await vault.revoke(session, user_id=user, connection_id=connection_id)
+        connection = await session.get(Connection, connection_id)
+        assert connection is not None
+        connection.status = "revoked"
+        connection.revoked_at = datetime.now(UTC)
+        await session.commit()
+    with pytest.raises(CredentialRevoked):
+        await _store(sessionmaker, vault, user, connection_id, _secrets())
+    async with sessionmaker() as session:
+        with pytest.raises(CredentialRevoked):
+            await vault.credentials_for_read(session, user_id=user, connection_id=connection_id)
 
 
 async def test_reprs_hold_no_secret(sessionmaker: SessionMaker) -> None:

@@ -17,6 +17,12 @@ Quirks, with their doc pages:
 * ``GET /v2/orders`` filters ``after``/``until`` on submission time, not update time
   (https://docs.alpaca.markets/reference/getallorders).
 * Market data lives on another host (``data.alpaca.markets``) and sends numbers, not strings.
+* API keys cannot be revoked through the API: the Trading API has no key-management
+  endpoint (https://docs.alpaca.markets/openapi/trading-api.json lists none); the user
+  regenerates or deletes a key in the dashboard
+  (https://forum.alpaca.markets/t/alpaca-ui-dashboard/18758). So this adapter has no
+  ``revoke``: disconnecting forgets the key on our side only (``revoke_credential`` answers
+  ``unsupported``) and the connection tells the user to delete the key at Alpaca.
 """
 
 from __future__ import annotations

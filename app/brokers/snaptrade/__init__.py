@@ -49,5 +49,6 @@ def snaptrade_spec() -> BrokerSpec:
         capabilities=SNAPTRADE_CAPABILITIES,
         factory=_factory,
         configured=_configured,
+        portal_connect=True,
         webhook=verify_webhook,
     )

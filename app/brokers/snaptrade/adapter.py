@@ -58,6 +58,7 @@ from app.brokers.base import (
     PortalLink,
     Position,
     Quote,
+    RevokeOutcome,
     Support,
     TimeInForce,
     Transaction,
@@ -207,6 +208,12 @@ class SnaptradeAdapter:
         at SnapTrade, confirmed by a USER_DELETED webhook)."""
         user_id = self._user()["userId"]
         await self._api.request("DELETE", "/snapTrade/deleteUser", params={"userId": user_id})
+
+    async def revoke(self) -> RevokeOutcome:
+        """Disconnect: the SnapTrade user goes, and with it every brokerage login it held
+        (``DELETE /snapTrade/deleteUser``; SnapTrade has no narrower revoke for a user)."""
+        await self.delete_user()
+        return RevokeOutcome.revoked
 
     async def portal_link(self, *, institution: str | None, reconnect: str | None) -> PortalLink:
         """``POST /snapTrade/login``: the Connection Portal URL (valid 5 minutes).

@@ -115,6 +115,19 @@ class ConnectionRepository(UserScoped):
         stmt = stmt.order_by(Connection.id).limit(limit)
         return list((await self.session.execute(stmt)).scalars().all())
 
+    async def of_broker(self, broker_slug: str, statuses: Sequence[str]) -> Sequence[Connection]:
+        """The user's connections to one broker in these statuses, oldest first."""
+        stmt = (
+            select(Connection)
+            .where(
+                Connection.user_id == self.user_id,
+                Connection.broker_slug == broker_slug,
+                Connection.status.in_(list(statuses)),
+            )
+            .order_by(Connection.created_at, Connection.id)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
     def add(self, connection: Connection) -> None:
         if connection.user_id != self.user_id:
             raise PermissionError("connection belongs to another user")
@@ -173,10 +186,10 @@ class AccountRepository(UserScoped):
         )
         return list((await self.session.execute(stmt)).scalars().all())
 
-    async def for_connection(self, connection_id: str) -> list[Account]:
-        """The connection's accounts, oldest first."""
+    async def refs_for_connection(self, connection_id: str) -> list[str]:
+        """The broker's own account ids (``broker_account_ref``) of the connection's accounts."""
         stmt = (
-            select(Account)
+            select(Account.broker_account_ref)
             .where(Account.user_id == self.user_id, Account.connection_id == connection_id)
             .order_by(Account.created_at, Account.id)
         )
@@ -208,6 +221,15 @@ class AccountRepository(UserScoped):
             stmt = stmt.where(Account.user_id == self.user_id)
         stmt = stmt.order_by(Account.created_at, Account.id)
         return list((await self.session.execute(stmt)).scalars().all())
+
+    async def for_connection(self, connection_id: str) -> Sequence[Account]:
+        """The user's accounts of one connection, oldest first."""
+        stmt = (
+            select(Account)
+            .where(Account.user_id == self.user_id, Account.connection_id == connection_id)
+            .order_by(Account.created_at, Account.id)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
 
     async def disable_trading(self, connection_id: str) -> None:
         await self.session.execute(

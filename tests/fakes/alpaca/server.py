@@ -254,6 +254,19 @@ class FakeAlpaca:
     def revoke(self, key_id: str) -> None:
         self.accounts[key_id].revoked = True
 
+    def regenerate_key(self, key_id: str) -> FakeAccount:
+        """A new key id and secret for the same account; the old key stops working.
+
+        What the dashboard's "regenerate" does to an API key
+        (https://forum.alpaca.markets/t/alpaca-ui-dashboard/18758): the account, its orders
+        and positions stay, only the credential changes.
+        """
+        account = self.accounts.pop(key_id)
+        account.key_id = "PK" + uuid.uuid4().hex[:18].upper()
+        account.secret = uuid.uuid4().hex + uuid.uuid4().hex
+        self.accounts[account.key_id] = account
+        return account
+
     def drop_streams(self) -> None:
         """Close every stream connection at once (as a network drop would)."""
         for account in self.accounts.values():

@@ -1,0 +1,67 @@
+"""Plain helpers for the Coinbase tests: a fake on a real port, settings and an adapter."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.brokers.coinbase.adapter import CoinbaseAdapter
+from app.config import Settings
+from app.security.credentials import Credentials
+from tests.fakes.coinbase import FakeCoinbase, FakeUser, serve_asgi
+
+
+@dataclass
+class Running:
+    fake: FakeCoinbase
+    url: str
+    user: FakeUser
+    adapters: list[CoinbaseAdapter] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http")
+
+    @property
+    def portfolio(self) -> str:
+        return self.user.portfolio
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "coinbase_base_url": self.url,
+            "coinbase_ws_url": self.ws_url,
+            "coinbase_requests_per_second": 1000,
+            "broker_read_timeout_seconds": 0.5,
+            "broker_connect_timeout_seconds": 0.5,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def credentials(self, user: FakeUser | None = None) -> Credentials:
+        user = user or self.user
+        return Credentials(api_key_name=user.key_name, private_key=user.private_key)
+
+    def adapter(self, user: FakeUser | None = None, **overrides: Any) -> CoinbaseAdapter:
+        return self.track(CoinbaseAdapter(self.settings(**overrides), self.credentials(user)))
+
+    def track(self, adapter: CoinbaseAdapter) -> CoinbaseAdapter:
+        """Closed when the fake stops (each test adapter owns its HTTP clients)."""
+        self.adapters.append(adapter)
+        return adapter
+
+
+@contextlib.asynccontextmanager
+async def running_fake(
+    cash: str = "100000", *, algorithm: str = "ES256", heartbeat_seconds: float = 1.0
+) -> AsyncIterator[Running]:
+    fake = FakeCoinbase(heartbeat_seconds=heartbeat_seconds)
+    user = fake.add_user(cash=cash, algorithm=algorithm)
+    async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
+        running = Running(fake=fake, url=url, user=user)
+        try:
+            yield running
+        finally:
+            for adapter in running.adapters:
+                await adapter.close()
