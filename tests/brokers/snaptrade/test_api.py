@@ -369,6 +369,7 @@ async def test_disconnect_deletes_the_snaptrade_user(db_url: str) -> None:
         assert snap_user not in gw.fake.users
         got = (await h.client.get(f"/v1/connections/{connection_id}", headers=h.auth(user))).json()
         assert got["status"] == "revoked"
+        assert got["last_refresh_outcome"] == "revoked here and at SnapTrade"
         again = await h.client.post(
             f"/v1/connections/{connection_id}/refresh", headers=h.auth(user)
         )
