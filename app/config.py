@@ -213,6 +213,22 @@ class Settings(BaseSettings):
     # a bucket of one at 8 per second never puts 10 in any second.
     ibkr_requests_per_second: float = 8.0
     ibkr_slow_endpoint_seconds: float = 5.5
+    # SnapTrade (Tier B aggregator, https://docs.snaptrade.com): the partner API key from the
+    # SnapTrade dashboard (clientId + consumerKey). Unset: SnapTrade is not offered. The
+    # base URL is the spec's server (root paths); the legacy https://api.snaptrade.com/api/v1
+    # works too (requests are signed over whatever path is sent).
+    snaptrade_base_url: str = "https://api.snaptrade.com"
+    snaptrade_client_id: str | None = None
+    snaptrade_consumer_key: SecretStr | None = None
+    # 250 requests per minute per clientId, across every user and endpoint
+    # (https://docs.snaptrade.com/docs/rate-limiting); one shared bucket paces them all.
+    snaptrade_requests_per_minute: int = 250
+    # ``customRedirect`` of every Connection Portal login: where SnapTrade sends the browser
+    # back (with ?status=SUCCESS&connection_id=...). Unset: the dashboard's redirect URI.
+    snaptrade_redirect_url: str | None = None
+    # Webhooks older than this (their eventTimestamp) are refused as replays
+    # (https://docs.snaptrade.com/docs/webhooks, "Verifying Webhook Authenticity").
+    snaptrade_webhook_max_age_seconds: float = 300.0
     broker_connect_timeout_seconds: float = 5.0
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0

@@ -26,6 +26,7 @@ from app.api import (
     plaid,
     portfolio,
     routing,
+    webhooks,
 )
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_error_handlers
@@ -259,6 +260,7 @@ def create_app(
         admin,
         admin_keys,
         plaid,
+        webhooks,
     ):
         app.include_router(module.router)
     return app

@@ -1,10 +1,11 @@
-"""Connections: create (paper, API key), list, get, disconnect."""
+"""Connections: create (paper, API key, aggregator), list, get, disconnect; aggregator
+connections also get a portal URL and a refresh from the aggregator."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from app.api import API_PREFIX
 from app.api.deps import CurrentUser, State
@@ -14,7 +15,10 @@ from app.schemas.accounts import (
     ConnectionOut,
     ConnectionPage,
     CredentialsReplace,
+    PortalOut,
+    PortalRequest,
 )
+from app.services.aggregators import AggregatorConnections
 
 router = APIRouter(prefix=API_PREFIX, tags=["connections"])
 
@@ -30,6 +34,10 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 async def create_connection(
     body: ConnectionCreate, user: CurrentUser, state: State
 ) -> ConnectionOut:
+    """Aggregator brokers (``"auth": "aggregator"``, SnapTrade) take no credentials: the
+    answer is a ``broken`` connection (nothing linked yet) with a ``portal`` URL where the
+    user links the brokerage; ``options.brokerage`` (e.g. ``"SCHWAB"``) goes straight to it.
+    """
     return await state.connections.create(user_id=user.user_id, body=body)
 
 
@@ -83,4 +91,39 @@ async def replace_connection_credentials(
     """
     return await state.connections.replace_credentials(
         user_id=user.user_id, connection_id=connection_id, body=body
+    )
+
+
+@router.post(
+    "/connections/{connection_id}/portal",
+    name="connection_portal",
+    responses=problem_responses(400, 401, 404, 409, 413, 422, 429, 503),
+)
+async def connection_portal(
+    connection_id: str,
+    user: CurrentUser,
+    state: State,
+    body: Annotated[PortalRequest | None, Body()] = None,
+) -> PortalOut:
+    """A new portal URL for an aggregator connection: to link a brokerage, or to relink the
+    one the aggregator disabled (the connection is ``broken`` until then). Valid once, for
+    a few minutes (SnapTrade: 5)."""
+    return await AggregatorConnections(state.ctx).portal(
+        user_id=user.user_id,
+        connection_id=connection_id,
+        institution=body.brokerage if body is not None else None,
+    )
+
+
+@router.post(
+    "/connections/{connection_id}/refresh",
+    name="refresh_connection",
+    responses=problem_responses(401, 404, 409, 422, 429, 503),
+)
+async def refresh_connection(connection_id: str, user: CurrentUser, state: State) -> ConnectionOut:
+    """Read an aggregator connection back from the aggregator now (status, display,
+    accounts; its open orders are looked up too). Call it when the portal sends the browser
+    back; the aggregator's webhooks trigger the same."""
+    return await AggregatorConnections(state.ctx).refresh(
+        user_id=user.user_id, connection_id=connection_id
     )

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from app.security.credentials import Credentials
 
 
 class AssetClass(StrEnum):
@@ -300,6 +303,76 @@ class FingerprintLookup(Protocol):
     async def find_order_by_fingerprint(
         self, account_ref: str, fingerprint: OrderFingerprint, claimed: frozenset[str]
     ) -> BrokerOrder | None: ...
+
+
+# --- Tier B: aggregators (SnapTrade) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PortalLink:
+    """Where to send the user's browser to link (or re-link) a brokerage at the aggregator."""
+
+    url: str
+    expires_at: datetime
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstitutionLink:
+    """One brokerage login held by the aggregator (SnapTrade: a brokerage authorization).
+
+    ``trading`` is the aggregator's own word that orders may be placed through this link
+    (a trade-type link at a brokerage that allows trading); a read-only link (Fidelity)
+    is ``False`` and its accounts never take orders.
+    """
+
+    link_id: str
+    institution: str
+    institution_slug: str
+    disabled: bool
+    trading: bool
+    accounts: tuple[BrokerAccount, ...] = ()
+    disabled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorEvent:
+    """A verified notification from an aggregator (a webhook), already parsed.
+
+    ``refresh``: the aggregator says the user's links, accounts or orders may have changed
+    (the broker package decides which of its event types mean that).
+    """
+
+    event_id: str
+    event_type: str
+    user_ref: str
+    occurred_at: datetime
+    refresh: bool
+    link_id: str | None = None
+    account_ref: str | None = None
+
+
+@runtime_checkable
+class AggregatorAdapter(Protocol):
+    """What a Tier B (aggregator) adapter adds to ``BrokerAdapter``.
+
+    The aggregator keeps the brokerage credentials; we keep one aggregator user per
+    connection (its secret sealed in the vault). ``register_user`` works on an adapter
+    built without credentials (partner keys only) and returns the credentials to seal;
+    every other method acts for the adapter's own user.
+    """
+
+    async def register_user(self, user_ref: str) -> Credentials: ...
+
+    async def delete_user(self) -> None: ...
+
+    async def portal_link(
+        self, *, institution: str | None, reconnect: str | None
+    ) -> PortalLink: ...
+
+    async def links(self) -> list[InstitutionLink]: ...
+
+    async def close(self) -> None: ...
 
 
 @runtime_checkable

@@ -79,3 +79,10 @@ class UnknownBrokerValue(BrokerError):
 
     Raised instead of guessing; logged loudly by the caller.
     """
+
+
+class WebhookRejected(BrokerError):
+    """A webhook that does not prove it comes from the broker (signature, age, shape).
+
+    Nothing in it may be acted on; the caller answers 401 and logs the refusal.
+    """

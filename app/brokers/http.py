@@ -371,9 +371,13 @@ class BrokerClient:
         retry_after_from: Callable[[httpx.Response], float | None] | None = None,
         signer: Signer | None = None,
         verify: bool | str = True,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self._client = pool.client(base_url, verify=verify)
         self._signer = signer
+        # Per-request signing as an httpx auth flow (SnapTrade signs the exact query and body
+        # of each request): the flow sees the final request, after params and JSON are encoded.
+        self._auth = auth
         self._broker = broker
         self._headers = dict(headers)
         self._bucket = bucket
@@ -440,9 +444,16 @@ class BrokerClient:
         await self._bucket.acquire(self._broker)
         started = time.perf_counter()
         try:
+            auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
             if self._signer is None:
                 response = await self._client.request(
-                    method, path, params=_query(params), json=json, data=data, headers=self._headers
+                    method,
+                    path,
+                    params=_query(params),
+                    json=json,
+                    data=data,
+                    headers=self._headers,
+                    auth=auth,
                 )
             else:
                 # Built first so the signature covers exactly the bytes that are sent.
@@ -450,7 +461,7 @@ class BrokerClient:
                     method, path, params=_query(params), json=json, data=data, headers=self._headers
                 )
                 request.headers.update(self._signer(request))
-                response = await self._client.send(request)
+                response = await self._client.send(request, auth=auth)
         except httpx.TransportError as exc:
             mapped = map_transport(exc, kind, self._broker)
             log.warning(

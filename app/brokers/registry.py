@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from app.brokers.base import AuthKind, BrokerAdapter, Capabilities, Tier
+from app.brokers.base import AggregatorEvent, AuthKind, BrokerAdapter, Capabilities, Tier
 from app.config import Settings
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ class AdapterContext:
 
 
 AdapterFactory = Callable[[AdapterContext, "Credentials | None"], BrokerAdapter]
+# An aggregator's webhook: (settings, raw body, headers, now) -> the verified event, or
+# ``errors.WebhookRejected`` when it does not prove it comes from the aggregator.
+WebhookVerifier = Callable[[Settings, bytes, Mapping[str, str], datetime], AggregatorEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,13 @@ class BrokerSpec:
             and self.configured(settings)
             and self.oauth.configured(settings, self.slug)
         )
+
+    # Aggregators whose users link brokerages at a hosted portal, the connection being made
+    # by POST /v1/connections (SnapTrade; ``app.services.aggregators``). Plaid has its own
+    # link flow instead.
+    portal_connect: bool = False
+    # Aggregators that notify by signed webhook (POST /v1/webhooks/<slug>).
+    webhook: WebhookVerifier | None = None
 
     @property
     def label(self) -> str:
@@ -174,6 +184,7 @@ def default_registry() -> BrokerRegistry:
     from app.brokers.plaid import plaid_spec
     from app.brokers.robinhood import robinhood_spec
     from app.brokers.schwab import schwab_spec
+    from app.brokers.snaptrade import snaptrade_spec
     from app.brokers.tastytrade import tastytrade_spec
     from app.brokers.tradier import tradier_spec
     from app.brokers.webull import webull_spec
@@ -190,5 +201,6 @@ def default_registry() -> BrokerRegistry:
             webull_spec(),
             ibkr_spec(),
             plaid_spec(),
+            snaptrade_spec(),
         ]
     )

@@ -38,6 +38,20 @@ class CredentialsReplace(StrictModel):
     credentials: dict[str, str] = Field(min_length=1, max_length=20)
 
 
+class PortalOut(ResponseModel):
+    """Where the browser links (or re-links) a brokerage at an aggregator (SnapTrade's
+    Connection Portal). The URL works once and only until ``expires_at``."""
+
+    url: str
+    expires_at: UTCTimestamp
+
+
+class PortalRequest(StrictModel):
+    """Optional: go straight to one brokerage (the aggregator's slug, e.g. ``SCHWAB``)."""
+
+    brokerage: str | None = Field(default=None, min_length=1, max_length=40)
+
+
 class ConnectionOut(ResponseModel):
     id: str
     broker: str
@@ -63,6 +77,9 @@ class ConnectionOut(ResponseModel):
         description="When the connection was flagged `rotation_due` (null when it is not)."
     )
     accounts: list[str]
+    # Aggregator connections only, in the answer that created them: the Connection Portal
+    # where the user links the brokerage (a new one: POST /v1/connections/{id}/portal).
+    portal: PortalOut | None = None
 
 
 class ConnectionPage(ResponseModel):

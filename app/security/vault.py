@@ -302,6 +302,26 @@ class TokenVault:
             raise ReadOnlyCredential()
         return token
 
+    async def set_no_order_write(
+        self, session: AsyncSession, *, user_id: str, connection_id: str, no_order_write: bool
+    ) -> bool:
+        """Make the connection's active credential read-only, or lift that; True if it changed.
+
+        For aggregator links whose read-only status is learnt after the credential was
+        stored (a Fidelity link through SnapTrade). Nothing is decrypted. A Tier C
+        credential stays read-only (``ValueError``); ``CredentialMissing`` /
+        ``CredentialRevoked`` when there is no active credential.
+        """
+        token = await self._active(session, user_id, connection_id)
+        if token.broker_tier == "tier_c" and not no_order_write:
+            raise ValueError("a tier C credential is always read-only")
+        if token.no_order_write == no_order_write:
+            return False
+        token.no_order_write = no_order_write
+        token.updated_at = self._clock()
+        await session.flush()
+        return True
+
     async def revoke(self, session: AsyncSession, *, user_id: str, connection_id: str) -> None:
         """Mark the connection's active tokens revoked (kept for audit, never handed out)."""
         await BrokerTokenRepository.for_user(session, user_id).revoke_for_connection(

@@ -186,6 +186,13 @@ class ConnectionService:
             raise errors.ValidationFailed(
                 f"connect {spec.name} through GET /v1/oauth/{spec.slug}/authorize"
             )
+        if spec.auth is AuthKind.aggregator and spec.portal_connect:
+            # Linked at the aggregator's hosted portal (SnapTrade): the connection starts here.
+            from app.services.aggregators import AggregatorConnections
+
+            return await AggregatorConnections(self._ctx).create(
+                user_id=user_id, spec=spec, body=body
+            )
         if spec.auth is AuthKind.aggregator:
             raise errors.ValidationFailed(
                 f"connect {spec.name} through its link flow (POST /v1/{spec.slug}/link-token)"

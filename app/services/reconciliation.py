@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -105,6 +106,34 @@ class Reconciler:
                     changed += await self._resolve(order, now)
                 except Exception:
                     log.exception("reconciliation of an order failed", extra={"order_id": order.id})
+        return changed
+
+    async def run_for_accounts(
+        self, account_ids: Sequence[str], now: datetime | None = None
+    ) -> int:
+        """Look at every unfinished order of these accounts now; returns how many changed.
+
+        For brokers that say *that* something changed but not *what* (an aggregator's
+        webhook): the same lookups as ``run_once``, without waiting for the schedule.
+        Orders still within their submit's grace period are left to the submit.
+        """
+        now = now or utcnow()
+        statuses = [s for kind in _SWEEPS.values() for s in kind]
+        async with self._ctx.sessionmaker() as session:
+            orders = await OrderRepository.for_system(session).unfinished_on_accounts(
+                account_ids, statuses
+            )
+        changed = 0
+        for order in orders:
+            if (
+                order.status == OrderStatus.pending_submit.value
+                and now - order.updated_at < PENDING_SUBMIT_GRACE
+            ):
+                continue
+            try:
+                changed += await self._resolve(order, now)
+            except Exception:
+                log.exception("reconciliation of an order failed", extra={"order_id": order.id})
         return changed
 
     async def _next_batch(self, kind: str, statuses: list[str]) -> list[Order]:

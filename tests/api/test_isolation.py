@@ -19,6 +19,16 @@ from tests.harness import Harness
 MATRIX: dict[tuple[str, str], tuple[str, str, dict[str, object] | None]] = {
     ("GET", "/v1/connections/{connection_id}"): ("GET", "/v1/connections/{connection}", None),
     ("DELETE", "/v1/connections/{connection_id}"): ("DELETE", "/v1/connections/{connection}", None),
+    ("POST", "/v1/connections/{connection_id}/portal"): (
+        "POST",
+        "/v1/connections/{connection}/portal",
+        None,
+    ),
+    ("POST", "/v1/connections/{connection_id}/refresh"): (
+        "POST",
+        "/v1/connections/{connection}/refresh",
+        None,
+    ),
     ("PUT", "/v1/connections/{connection_id}/credentials"): (
         "PUT",
         "/v1/connections/{connection}/credentials",

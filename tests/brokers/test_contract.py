@@ -1,5 +1,5 @@
 """One behavioural contract, run against every adapter: paper, Alpaca, Tradier, tastytrade,
-Schwab, Coinbase, Robinhood crypto, Webull, Interactive Brokers and Plaid (fakes).
+Schwab, Coinbase, Robinhood crypto, Webull, Interactive Brokers, Plaid and SnapTrade (fakes).
 
 Read-only venues (Tier C: Plaid) take the read half only. Which venues can write comes from
 the registry (``Capabilities.place_orders``), and the write tests are parametrized over the
@@ -13,9 +13,10 @@ instrument it trades (``Sample``): an equity for the stock brokers, a crypto pai
 Coinbase, which lists nothing else and takes market orders only immediate-or-cancel. The
 contract is written against ``BrokerAdapter`` only; where brokers legitimately differ
 (replace keeps the id at the paper broker, Tradier and Coinbase, makes a new one at Alpaca,
-tastytrade and Schwab; tastytrade answers a new order "Routed", i.e. ``submitted``, before it
-is ``Live``; Schwab has no client order id, so an order is found by fingerprint instead, as
-``capabilities.client_order_ids`` says) both outcomes are spelled out.
+tastytrade, Schwab and SnapTrade; tastytrade answers a new order "Routed", i.e.
+``submitted``, before it is ``Live``; Schwab and SnapTrade have no client order id, so an
+order is found by fingerprint instead, as ``capabilities.client_order_ids`` says) both
+outcomes are spelled out.
 
 Robinhood trades crypto only: its venue names the instrument (``BTC-USD``), a quantity its
 funds cover, the one time in force it takes (gtc), and says it reports no cash movements
@@ -64,6 +65,7 @@ from tests.brokers.ibkr.support import running_fake as running_ibkr
 from tests.brokers.plaid.support import running_fake as running_plaid
 from tests.brokers.robinhood.support import running_fake as running_robinhood
 from tests.brokers.schwab.support import running_fake as running_schwab
+from tests.brokers.snaptrade.support import running_fake as running_snaptrade
 from tests.brokers.tastytrade.support import running_fake as running_tastytrade
 from tests.brokers.tradier.support import running_fake as running_tradier
 from tests.brokers.webull.support import running_fake as running_webull
@@ -178,6 +180,10 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
                 cash_movements=False,
             )
         return
+    if name == "snaptrade":
+        async with running_snaptrade(cash=cash) as snap:
+            yield Venue(snap.adapter(), snap.account.id, snap.fake.match)
+        return
     async with running_fake(cash=cash) as run:
         yield Venue(run.adapter(), run.account.id, run.fake.match)
 
@@ -238,6 +244,7 @@ VENUES = [
     "webull",
     "ibkr",
     "plaid",
+    "snaptrade",
 ]
 _REGISTRY = default_registry()
 # Venues whose path places orders (the write half of the contract); the rest are read-only.

@@ -5,7 +5,9 @@ Coinbase a CDP key name and a fresh EC private key, as JSON), the platform's def
 (a second fake Alpaca account), a Robinhood crypto API key and its private key (generated per
 run), a Webull App Key/Secret, the URL of a logged-in fake IBKR Client Portal Gateway, and
 Schwab's OAuth app registration (its authorize page signs in a fake customer at once). A
-ticker matches resting orders every ``--tick`` seconds, like a market that moves.
+ticker matches resting orders every ``--tick`` seconds, like a market that moves. The
+SnapTrade fake sends its webhooks to ``--snaptrade-webhook-url`` (the gateway's
+``/v1/webhooks/snaptrade``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tests.fakes.plaid import FakePlaid
 from tests.fakes.robinhood import FakeRobinhood
 from tests.fakes.runner import serve_asgi
 from tests.fakes.schwab import FakeSchwab
+from tests.fakes.snaptrade import FakeSnapTrade
 from tests.fakes.tastytrade import FakeTastytrade
 from tests.fakes.tradier import FakeTradier
 from tests.fakes.webull import FakeWebull
@@ -69,6 +72,11 @@ async def main(args: argparse.Namespace) -> None:
     webull_app = webull.add_app(two_factor=False)
     ibkr = FakeIbkrGateway()  # logged in, one paper account
     ibkr.add_account()
+    snaptrade = FakeSnapTrade(
+        client_id=args.snaptrade_client_id,
+        consumer_key=args.snaptrade_consumer_key,
+        webhook_url=args.snaptrade_webhook_url or None,
+    )
     async with (
         serve_asgi(alpaca.app, port=args.port, on_shutdown=alpaca.release_hung) as alpaca_url,
         serve_asgi(plaid.app, port=args.plaid_port, on_shutdown=plaid.release_hung) as plaid_url,
@@ -91,6 +99,9 @@ async def main(args: argparse.Namespace) -> None:
             webull.app, port=args.webull_port, on_shutdown=webull.release_hung
         ) as webull_url,
         serve_asgi(ibkr.app, port=args.ibkr_port, on_shutdown=ibkr.release_hung) as ibkr_url,
+        serve_asgi(
+            snaptrade.app, port=args.snaptrade_port, on_shutdown=snaptrade.release_hung
+        ) as snaptrade_url,
     ):
         coinbase_credentials = json.dumps(
             {
@@ -111,6 +122,9 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_PLAID_SECRET={plaid.secret}",
             f"export BROKERAGE_COINBASE_BASE_URL={cb_url}",
             f"export BROKERAGE_COINBASE_WS_URL={'ws' + cb_url.removeprefix('http')}",
+            f"export BROKERAGE_SNAPTRADE_BASE_URL={snaptrade_url}",
+            f"export BROKERAGE_SNAPTRADE_CLIENT_ID={snaptrade.client_id}",
+            f"export BROKERAGE_SNAPTRADE_CONSUMER_KEY={snaptrade.consumer_key}",
             "# connect with:",
             CONNECT,
             f'#     -d \'{{"broker": "alpaca", "credentials": {{"api_key_id": '
@@ -130,6 +144,9 @@ async def main(args: argparse.Namespace) -> None:
             "#   (more public tokens: POST <plaid url>/sandbox/public_token/create)",
             CONNECT,
             f'#     -d \'{{"broker": "coinbase", "credentials": {coinbase_credentials}}}\'',
+            CONNECT,
+            '#     -d \'{"broker": "snaptrade", "options": {"brokerage": "SCHWAB"}}\'',
+            "#   then open the answer's portal.url and press Connect",
             "# or to the platform's default Alpaca account: "
             '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
             f"export BROKERAGE_SCHWAB_BASE_URL={schwab_url}",
@@ -158,7 +175,17 @@ async def main(args: argparse.Namespace) -> None:
         sys.stdout.flush()
         tickers = [
             asyncio.create_task(_tick(fake.match, args.tick))
-            for fake in (alpaca, tradier, tastytrade, schwab, coinbase, robinhood, webull, ibkr)
+            for fake in (
+                alpaca,
+                tradier,
+                tastytrade,
+                schwab,
+                coinbase,
+                robinhood,
+                webull,
+                ibkr,
+                snaptrade,
+            )
         ]
         try:
             await asyncio.Event().wait()
@@ -173,6 +200,7 @@ def run() -> None:
     parser.add_argument("--port", type=int, default=8765, help="Alpaca fake port (0: any)")
     parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
     parser.add_argument("--tastytrade-port", type=int, default=8767, help="tastytrade fake port")
+    parser.add_argument("--snaptrade-port", type=int, default=8769, help="SnapTrade fake port")
     parser.add_argument("--plaid-port", type=int, default=8770, help="Plaid fake port")
     parser.add_argument("--coinbase-port", type=int, default=8771, help="Coinbase fake port")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between matchings")
@@ -197,6 +225,13 @@ def run() -> None:
     parser.add_argument("--robinhood-port", type=int, default=8772, help="Robinhood fake port")
     parser.add_argument("--webull-port", type=int, default=8773, help="Webull fake port")
     parser.add_argument("--ibkr-port", type=int, default=8774, help="IBKR gateway fake port")
+    parser.add_argument("--snaptrade-client-id", default="BGWFAKE")
+    parser.add_argument("--snaptrade-consumer-key", default="fake-snaptrade-consumer-key-not-real")
+    parser.add_argument(
+        "--snaptrade-webhook-url",
+        default="http://127.0.0.1:8000/v1/webhooks/snaptrade",
+        help="where the SnapTrade fake sends its webhooks ('' for nowhere)",
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))

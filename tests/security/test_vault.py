@@ -506,3 +506,39 @@ def test_flow_secrets_are_bound_to_their_flow() -> None:
     ):
         with pytest.raises(CredentialUnreadable):
             vault.open_flow_secret(user_id=user, flow_id=flow, broker_slug=slug, envelope=sealed)
+
+
+async def test_a_credential_is_made_read_only_after_it_was_stored(
+    sessionmaker: SessionMaker,
+) -> None:
+    """An aggregator link learnt to be read-only (Fidelity) flips its stored credential."""
+    vault, user = _vault(), new_user()
+    linked = await _connection(sessionmaker, user, "tier_b")
+    await _store(sessionmaker, vault, user, linked, _secrets(), "tier_b")
+    blind = _vault()  # the flag is flipped and enforced without decrypting anything
+    async with sessionmaker() as session:
+        flip = blind.set_no_order_write
+        assert await flip(session, user_id=user, connection_id=linked, no_order_write=True)
+        assert not await flip(session, user_id=user, connection_id=linked, no_order_write=True)
+        await session.commit()
+    async with sessionmaker() as session:
+        with pytest.raises(ReadOnlyCredential):
+            await blind.credentials_for_order(session, user_id=user, connection_id=linked)
+        assert await vault.credentials_for_read(session, user_id=user, connection_id=linked)
+        assert await vault.set_no_order_write(
+            session, user_id=user, connection_id=linked, no_order_write=False
+        )
+        await session.commit()
+    async with sessionmaker() as session:
+        assert await vault.credentials_for_order(session, user_id=user, connection_id=linked)
+    tier_c = await _connection(sessionmaker, user, "tier_c")
+    await _store(sessionmaker, vault, user, tier_c, _secrets(), "tier_c")
+    async with sessionmaker() as session:
+        with pytest.raises(ValueError, match="tier C"):
+            await vault.set_no_order_write(
+                session, user_id=user, connection_id=tier_c, no_order_write=False
+            )
+        with pytest.raises(CredentialMissing):
+            await vault.set_no_order_write(
+                session, user_id=new_user("other"), connection_id=linked, no_order_write=True
+            )

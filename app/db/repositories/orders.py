@@ -124,6 +124,17 @@ class OrderRepository(UserScoped):
             stmt = stmt.where(Order.user_id == self.user_id)
         return list((await self.session.execute(stmt.order_by(Order.id))).scalars().all())
 
+    async def unfinished_on_accounts(
+        self, account_ids: Sequence[str], statuses: Sequence[str]
+    ) -> list[Order]:
+        """The orders on these accounts in one of ``statuses``, oldest first."""
+        if not account_ids:
+            return []
+        stmt = select(Order).where(Order.account_id.in_(account_ids), Order.status.in_(statuses))
+        if not self.is_system:
+            stmt = stmt.where(Order.user_id == self.user_id)
+        return list((await self.session.execute(stmt.order_by(Order.created_at))).scalars().all())
+
     def add(self, order: Order) -> None:
         if not self.is_system and order.user_id != self.user_id:
             raise PermissionError("order belongs to another user")

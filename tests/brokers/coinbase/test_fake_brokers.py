@@ -20,7 +20,7 @@ async def test_the_fake_brokers_entry_point_serves_coinbase() -> None:
         "-m",
         "tests.fakes.main",
         *("--port", "0", "--tradier-port", "0", "--tastytrade-port", "0"),
-        *("--coinbase-port", "0"),
+        *("--coinbase-port", "0", "--snaptrade-port", "0", "--snaptrade-webhook-url", ""),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=ROOT,

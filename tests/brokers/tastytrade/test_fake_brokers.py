@@ -24,6 +24,8 @@ async def test_the_fake_brokers_entry_point_serves_tastytrade() -> None:
         "0",
         "--schwab-port",
         "0",
+        "--snaptrade-port",
+        "0",
         "--plaid-port",
         "0",
         "--coinbase-port",

@@ -1,0 +1,518 @@
+"""The SnapTrade adapter (Tier B: SnapTrade holds the brokerage login, we hold its user).
+
+One adapter per connection, bound to the connection's SnapTrade user (``userId`` +
+``userSecret`` from the vault) and the deployment's partner key (``clientId`` +
+``consumerKey`` from the settings). Every request is signed (``auth.SignedRequests``).
+Built without credentials it can only do partner-level calls (``register_user``,
+``check_symbol``).
+
+Quirks, with their doc pages:
+
+* Orders go through the impact check: ``POST /trade/impact`` answers a ``Trade`` (valid for
+  5 minutes), then ``POST /trade/{tradeId}`` places it
+  (https://docs.snaptrade.com/reference/Trading/Trading_getOrderImpact). The check is a
+  POST but places nothing: a lost answer is safe to retry, unlike the placement's.
+* There is no client order id on this path and order records carry none: an order whose
+  placement answer was lost is found by its fingerprint among the account's recent orders
+  (``find_order_by_fingerprint``; ``capabilities.client_order_ids`` says so).
+* Reading one order is ``POST /accounts/{id}/orders/details`` (realtime, only orders placed
+  through SnapTrade): a POST that changes nothing, so a lost answer is a transient failure.
+* Replace (``POST /accounts/{id}/trading/replace``) is brokerage-dependent and "the order's
+  brokerage_order_id may or may not change"; when it does, the answer is the new order and
+  we record which order it replaces (SnapTrade does not).
+* Cancel answers the brokerage's raw response; the order's state comes from a read after.
+* Order status changes are not pushed (webhooks say that something changed, not what):
+  open orders are polled by reconciliation; ``GET /accounts/{id}/orders`` may serve a daily
+  cache on non-realtime plans, ``recentOrders`` is always realtime (last 24 hours).
+* Quotes need an account (``GET /accounts/{id}/quotes``, at most 10 symbols, "not a
+  substitute for a market data provider") and carry no timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from app.brokers import errors
+from app.brokers.base import (
+    AssetClass,
+    Balances,
+    BrokerAccount,
+    BrokerOrder,
+    Capabilities,
+    InstitutionLink,
+    OrderChanges,
+    OrderFingerprint,
+    OrderListFilter,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    PortalLink,
+    Position,
+    Quote,
+    RevokeOutcome,
+    Support,
+    TimeInForce,
+    Transaction,
+)
+from app.brokers.http import BrokerClient, HttpPool, timeouts_from
+from app.brokers.snaptrade import auth, mapping
+from app.brokers.snaptrade.mapping import SLUG
+from app.config import Settings
+from app.security.credentials import Credentials
+
+log = logging.getLogger(__name__)
+
+N, U = Support.native, Support.unsupported
+
+SNAPTRADE_CAPABILITIES = Capabilities(
+    # Equities through the impact form (``ManualTradeForm``); SnapTrade also trades options
+    # (/trading/options) and crypto pairs (/trading/crypto), which this adapter does not map.
+    asset_classes={
+        AssetClass.equity: N,
+        AssetClass.option: U,
+        AssetClass.crypto: U,
+        AssetClass.mutual_fund: U,
+    },
+    order_types=dict.fromkeys(OrderType, N),  # OrderTypeStrict: Market, Limit, Stop, StopLimit
+    time_in_force=dict.fromkeys(TimeInForce, N),  # TimeInForceStrict: Day, GTC, FOK, IOC
+    fractional=N,  # ``units`` "can be a decimal for fractional orders" (brokerage permitting)
+    extended_hours=U,  # ``trading_session`` exists on /trade/place only, not the impact form
+    short_selling=U,  # the impact form's action is BUY or SELL only
+    multi_leg=U,
+    modify=N,  # /trading/replace ("only supported on some brokerages": others refuse it)
+    order_stream=U,  # no stream: webhooks say something changed, reconciliation polls
+    client_order_ids=U,  # reconciliation by fingerprint
+)
+
+SYMBOL_TTL = 3600.0  # seconds a ticker -> universal symbol id answer is trusted
+PORTAL_LIFETIME = timedelta(minutes=5)  # "the returned URL expires in 5 minutes"
+QUOTE_BATCH = 10  # "Returns a maximum of 10 quotes"
+ORDER_DAYS = 30  # the orders endpoint's default window; at most 90
+MAX_ORDER_DAYS = 90
+ACTIVITY_PAGE = 1000
+MAX_ACTIVITY_PAGES = 20
+# Fingerprint lookup: SnapTrade's (and the brokerage's) clock may run a little behind ours,
+# and the brokerage enters the order within the placement's timeout after our commit.
+FINGERPRINT_SKEW = timedelta(seconds=30)
+FINGERPRINT_WINDOW = timedelta(minutes=5)
+_TERMINAL = frozenset(
+    {
+        OrderStatus.filled,
+        OrderStatus.canceled,
+        OrderStatus.rejected,
+        OrderStatus.expired,
+        OrderStatus.replaced,
+    }
+)
+
+
+def _loads(response: httpx.Response) -> Any:
+    try:
+        return mapping.loads(response.content)
+    except ValueError:
+        raise errors.UnknownBrokerValue(
+            "snaptrade sent a body that is not JSON", broker=SLUG
+        ) from None
+
+
+def _path(template: str, *ids: str) -> str:
+    return template.format(*(quote(i, safe="") for i in ids))
+
+
+class SnaptradeAdapter:
+    slug = SLUG
+    capabilities = SNAPTRADE_CAPABILITIES
+    fingerprint_window = FINGERPRINT_WINDOW
+
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: Credentials | None,
+        pool: HttpPool | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._own_pool = pool is None
+        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
+        key = auth.partner_key(settings)
+        per_minute = settings.snaptrade_requests_per_minute
+        self._api = BrokerClient(
+            self._pool,
+            broker=SLUG,
+            base_url=settings.snaptrade_base_url,
+            headers={"Accept": "application/json"},
+            bucket=self._pool.bucket(
+                SLUG, auth.bucket_key(key), rate=per_minute / 60.0, capacity=per_minute
+            ),
+            classifier=mapping.classify,
+            retry_after_from=mapping.retry_after,
+            auth=auth.SignedRequests(key) if clock is None else auth.SignedRequests(key, clock),
+        )
+        self._quote_account: str | None = None
+
+    def __repr__(self) -> str:
+        return f"SnaptradeAdapter(base_url={self._settings.snaptrade_base_url!r})"
+
+    @staticmethod
+    def _now() -> datetime:
+        return datetime.now(UTC)
+
+    def _user(self, **extra: str) -> dict[str, str]:
+        return {**auth.user_params(self._credentials), **extra}
+
+    async def _get(self, path: str, **params: str) -> Any:
+        return _loads(await self._api.request("GET", path, params=self._user(**params)))
+
+    async def _read_post(self, path: str, body: Mapping[str, Any]) -> Any:
+        """A POST that changes nothing: an answer lost on the way is a transient failure."""
+        try:
+            response = await self._api.request("POST", path, params=self._user(), json=body)
+        except errors.OutcomeUnknown as exc:
+            raise errors.Transient(
+                f"no answer from SnapTrade to a read ({exc.reason})", broker=SLUG
+            ) from exc
+        return _loads(response)
+
+    # --- aggregator: users, portal, links --------------------------------------------------
+
+    async def register_user(self, user_ref: str) -> Credentials:
+        """``POST /snapTrade/registerUser``: a new SnapTrade user and its generated secret.
+
+        A lost answer is ``OutcomeUnknown``: the user may exist with a secret we never saw
+        (it then holds no connection and is never used again).
+        """
+        response = await self._api.request(
+            "POST", "/snapTrade/registerUser", json={"userId": user_ref}
+        )
+        body = _loads(response)
+        if not isinstance(body, dict) or body.get("userId") != user_ref:
+            raise mapping.unknown("registerUser answer", type(body).__name__)
+        secret = body.get("userSecret")
+        if not isinstance(secret, str) or not secret:
+            raise mapping.unknown("userSecret", "<missing>")
+        return auth.check_credentials({auth.USER_ID: user_ref, auth.USER_SECRET: secret})
+
+    async def delete_user(self) -> None:
+        """``DELETE /snapTrade/deleteUser``: the user and every connection it holds (queued
+        at SnapTrade, confirmed by a USER_DELETED webhook)."""
+        user_id = self._user()["userId"]
+        await self._api.request("DELETE", "/snapTrade/deleteUser", params={"userId": user_id})
+
+    async def revoke(self) -> RevokeOutcome:
+        """Disconnect: the SnapTrade user goes, and with it every brokerage login it held
+        (``DELETE /snapTrade/deleteUser``; SnapTrade has no narrower revoke for a user)."""
+        await self.delete_user()
+        return RevokeOutcome.revoked
+
+    async def portal_link(self, *, institution: str | None, reconnect: str | None) -> PortalLink:
+        """``POST /snapTrade/login``: the Connection Portal URL (valid 5 minutes).
+
+        ``trade-if-available``: a trading connection where the brokerage allows it through
+        SnapTrade, read-only otherwise (Fidelity). ``reconnect`` re-links a disabled
+        connection instead of making a new one (docs/fix-broken-connections.md). The browser
+        comes back to ``snaptrade_redirect_url`` (``customRedirect``) when it is set.
+        """
+        body: dict[str, Any] = {"connectionType": "trade-if-available"}
+        if institution is not None:
+            body["broker"] = institution
+        if reconnect is not None:
+            body["reconnect"] = reconnect
+        if self._settings.snaptrade_redirect_url:
+            body["customRedirect"] = self._settings.snaptrade_redirect_url
+        started = self._now()
+        answer = await self._read_post("/snapTrade/login", body)
+        url = answer.get("redirectURI") if isinstance(answer, dict) else None
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            # The other documented answer is an encrypted one, for users registered with an
+            # SSH public key: we never register users that way.
+            raise mapping.unknown("login answer", type(answer).__name__)
+        session = answer.get("sessionId")
+        return PortalLink(
+            url=url,
+            expires_at=started + PORTAL_LIFETIME,
+            session_id=session if isinstance(session, str) else None,
+        )
+
+    async def links(self) -> list[InstitutionLink]:
+        """``GET /authorizations`` and ``GET /accounts``: each brokerage login and its accounts."""
+        authorizations = await self._get("/authorizations")
+        accounts = await self._get("/accounts")
+        return mapping.links_from_wire(authorizations, accounts)
+
+    # --- accounts ------------------------------------------------------------------------
+
+    async def list_accounts(self) -> list[BrokerAccount]:
+        body = await self._get("/accounts")
+        return [
+            mapping.account_from_wire(item)
+            for item in mapping.objects(body, "accounts payload")
+            if mapping.is_listed(item)
+        ]
+
+    async def get_balances(self, account_ref: str) -> Balances:
+        account = await self._get(_path("/accounts/{}", account_ref))
+        total, currency = mapping.account_total(account)
+        currency = currency or "USD"
+        cash, buying_power, currency = mapping.cash_and_buying_power(
+            await self._get(_path("/accounts/{}/balances", account_ref)), currency
+        )
+        if total is None:
+            # No brokerage-reported total: cash plus the market value of the positions.
+            positions = await self.get_positions(account_ref)
+            total = cash + sum((p.market_value for p in positions), Decimal(0))
+        return mapping.balances(cash, buying_power, currency, total, self._now())
+
+    async def get_positions(self, account_ref: str) -> list[Position]:
+        body = await self._get(_path("/accounts/{}/positions/all", account_ref))
+        positions, _ = mapping.positions_from_wire(body, self._now())
+        return positions
+
+    async def get_position(self, account_ref: str, symbol: str) -> Position | None:
+        for position in await self.get_positions(account_ref):
+            if position.symbol == symbol:
+                return position
+        return None
+
+    async def _universal_symbol_id(self, symbol: str) -> str:
+        """``GET /symbols/{ticker}``: SnapTrade's id of the ticker (the impact form takes
+        ids only). Remembered for ``SYMBOL_TTL``; unknown tickers are not."""
+        memo = ("snaptrade-symbol", self._settings.snaptrade_base_url, symbol)
+        found = self._pool.recall(memo)
+        if isinstance(found, str):
+            return found
+        try:
+            response = await self._api.request("GET", _path("/symbols/{}", symbol))
+        except errors.OrderNotFound as exc:
+            raise errors.UnknownSymbol(f"SnapTrade does not list {symbol}", broker=SLUG) from exc
+        universal_id = mapping.universal_symbol_id(_loads(response), symbol)
+        if universal_id is None:
+            raise errors.UnknownSymbol(f"SnapTrade does not list {symbol}", broker=SLUG)
+        self._pool.remember(memo, universal_id, SYMBOL_TTL)
+        return universal_id
+
+    async def check_symbol(self, symbol: str) -> None:
+        await self._universal_symbol_id(symbol)
+
+    # --- orders --------------------------------------------------------------------------
+
+    async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
+        """Impact check, then placement of the checked trade.
+
+        The check may refuse (insufficient funds, a symbol the brokerage does not trade):
+        nothing was placed. Only the placement's own lost answer is ``OutcomeUnknown``.
+        """
+        universal_id = await self._universal_symbol_id(order.symbol)
+        form = mapping.impact_form(account_ref, order, universal_id)
+        try:
+            impact = await self._api.request(
+                "POST", "/trade/impact", params=self._user(), json=form
+            )
+        except errors.OutcomeUnknown as exc:
+            raise errors.Transient(
+                f"the order check did not answer; nothing was placed ({exc.reason})",
+                broker=SLUG,
+            ) from exc
+        trade = mapping.trade_id(_loads(impact))
+        # wait_to_confirm (the default, sent explicitly): SnapTrade checks the order's status
+        # before answering, so the answer is less often PENDING.
+        placed = await self._api.request(
+            "POST",
+            _path("/trade/{}", trade),
+            params=self._user(),
+            json={"wait_to_confirm": True},
+        )
+        return mapping.order_from_wire(_loads(placed))
+
+    async def modify_order(
+        self, account_ref: str, broker_order_id: str, changes: OrderChanges
+    ) -> BrokerOrder:
+        """``POST /accounts/{id}/trading/replace`` with the whole order (the form needs it)."""
+        current = await self.get_order(account_ref, broker_order_id)
+        if changes.is_empty():
+            return current
+        response = await self._api.request(
+            "POST",
+            _path("/accounts/{}/trading/replace", account_ref),
+            params=self._user(),
+            json=mapping.replace_form(current, changes),
+        )
+        answer = _loads(response)
+        new_id = answer.get("brokerage_order_id") if isinstance(answer, dict) else None
+        replaces = broker_order_id if new_id not in (None, broker_order_id) else None
+        return mapping.order_from_wire(answer, replaces=replaces)
+
+    async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        await self._api.request(
+            "POST",
+            _path("/accounts/{}/trading/cancel", account_ref),
+            params=self._user(),
+            json={"brokerage_order_id": broker_order_id},
+        )
+        try:
+            return await self.get_order(account_ref, broker_order_id)
+        except errors.BrokerError as exc:
+            # The cancel was accepted; only its result is unknown.
+            raise errors.OutcomeUnknown(
+                f"the cancel was accepted but the order could not be read: {exc.reason}",
+                broker=SLUG,
+            ) from exc
+
+    async def get_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        body = await self._read_post(
+            _path("/accounts/{}/orders/details", account_ref),
+            {"brokerage_order_id": broker_order_id},
+        )
+        return mapping.order_from_wire(body)
+
+    async def find_order_by_client_id(
+        self, account_ref: str, client_order_id: str
+    ) -> BrokerOrder | None:
+        raise errors.NotSupported(
+            "SnapTrade orders carry no client order id; they are found by fingerprint",
+            broker=SLUG,
+        )
+
+    async def find_order_by_fingerprint(
+        self, account_ref: str, fingerprint: OrderFingerprint, claimed: frozenset[str]
+    ) -> BrokerOrder | None:
+        """The order SnapTrade placed for a submit whose answer was lost, if any.
+
+        Candidates come from the realtime ``recentOrders`` (last 24 hours, every state),
+        or the orders list where that endpoint is not enabled for this client: same
+        fingerprint, placed from ``FINGERPRINT_SKEW`` before the submit to
+        ``FINGERPRINT_WINDOW`` after it, not ``claimed`` by another order of ours. Of
+        several, the one placed closest to the submit wins.
+        """
+        start = fingerprint.submitted_at - FINGERPRINT_SKEW
+        end = fingerprint.submitted_at + FINGERPRINT_WINDOW
+        candidates = [
+            o
+            for o in await self._recent_orders(account_ref)
+            if fingerprint.matches(o)
+            and o.broker_order_id not in claimed
+            and start <= o.created_at <= end
+        ]
+        if not candidates:
+            return None
+        if len(candidates) > 1:
+            log.warning(
+                "several SnapTrade orders match an unknown submit; taking the nearest in time",
+                extra={"broker": SLUG, "candidates": len(candidates)},
+            )
+        return min(
+            candidates,
+            key=lambda o: (abs(o.created_at - fingerprint.submitted_at), o.broker_order_id),
+        )
+
+    async def _recent_orders(self, account_ref: str) -> list[BrokerOrder]:
+        try:
+            body = await self._get(
+                _path("/accounts/{}/recentOrders", account_ref), only_executed="false"
+            )
+        except errors.NotSupported:
+            return await self._orders(account_ref, "all", days=1)
+        orders = body.get("orders") if isinstance(body, dict) else None
+        return mapping.orders_from_wire(orders, "recentOrders payload")
+
+    async def _orders(self, account_ref: str, state: str, *, days: int) -> list[BrokerOrder]:
+        body = await self._get(
+            _path("/accounts/{}/orders", account_ref), state=state, days=str(days)
+        )
+        orders = mapping.orders_from_wire(body)
+        orders.sort(key=lambda o: (o.created_at, o.broker_order_id), reverse=True)
+        return orders
+
+    async def list_orders(
+        self, account_ref: str, status: OrderListFilter, limit: int
+    ) -> list[BrokerOrder]:
+        """``GET /accounts/{id}/orders`` over the last 30 days (its default window)."""
+        orders = await self._orders(
+            account_ref, "open" if status == "open" else "all", days=ORDER_DAYS
+        )
+        if status == "open":
+            orders = [o for o in orders if o.status not in _TERMINAL]
+        elif status == "closed":
+            orders = [o for o in orders if o.status in _TERMINAL]
+        return orders[: max(1, limit)]
+
+    async def order_history(
+        self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
+    ) -> list[BrokerOrder]:
+        """Orders placed in [start, end] (SnapTrade keeps at most the last 90 days)."""
+        days = MAX_ORDER_DAYS
+        if start is not None:
+            elapsed = (self._now() - start).total_seconds() / 86400
+            days = min(MAX_ORDER_DAYS, max(1, math.ceil(elapsed)))
+        orders = await self._orders(account_ref, "all", days=days)
+        return [
+            o
+            for o in orders
+            if (start is None or o.created_at >= start)
+            and (end is None or o.created_at <= end)
+            and (symbol is None or o.symbol == symbol)
+        ]
+
+    # --- transactions and quotes ------------------------------------------------------------
+
+    async def get_transactions(
+        self, account_ref: str, start: datetime | None, end: datetime | None, type_: str | None
+    ) -> list[Transaction]:
+        """``GET /accounts/{id}/activities`` (daily data; newest first), every page."""
+        params: dict[str, str] = {"limit": str(ACTIVITY_PAGE)}
+        if start is not None:
+            params["startDate"] = start.astimezone(UTC).date().isoformat()
+        if end is not None:
+            params["endDate"] = end.astimezone(UTC).date().isoformat()
+        result: list[Transaction] = []
+        offset = 0
+        for _ in range(MAX_ACTIVITY_PAGES):
+            body = await self._get(
+                _path("/accounts/{}/activities", account_ref), **params, offset=str(offset)
+            )
+            page, total = mapping.transactions_from_wire(body)
+            result.extend(page)
+            raw = body.get("data") if isinstance(body, dict) else None
+            count = len(raw) if isinstance(raw, list) else 0
+            offset += count
+            if count < ACTIVITY_PAGE or (total is not None and offset >= total):
+                break
+        return [t for t in result if type_ is None or t.type == type_]
+
+    async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        """``GET /accounts/{id}/quotes?use_ticker=true`` through the user's first account
+        (quotes are asked of an account's brokerage), 10 symbols at a time."""
+        if not symbols:
+            return {}
+        if self._quote_account is None:
+            accounts = await self.list_accounts()
+            if not accounts:
+                raise errors.NotSupported("no SnapTrade account to ask for quotes", broker=SLUG)
+            self._quote_account = accounts[0].broker_account_id
+        quotes: dict[str, Quote] = {}
+        for i in range(0, len(symbols), QUOTE_BATCH):
+            batch = symbols[i : i + QUOTE_BATCH]
+            body = await self._get(
+                _path("/accounts/{}/quotes", self._quote_account),
+                symbols=",".join(batch),
+                use_ticker="true",
+            )
+            quotes.update(mapping.quotes_from_wire(body, batch, self._now()))
+        return quotes
+
+    def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
+        return None  # SnapTrade pushes webhooks, not order streams
+
+    async def close(self) -> None:
+        if self._own_pool:
+            await self._pool.aclose()
