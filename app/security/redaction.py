@@ -25,7 +25,9 @@ MASK = "***"
 MIN_SECRET_LENGTH = 8
 MAX_SECRETS = 4096
 
-_lock = threading.Lock()
+# Re-entrant: compiling the pattern can trigger garbage collection, whose finalizers may log,
+# and logging redacts, which takes this lock again in the same thread.
+_lock = threading.RLock()
 _secrets: OrderedDict[str, None] = OrderedDict()
 _secrets_pattern: re.Pattern[str] | None = None
 
