@@ -77,7 +77,8 @@ class TradeUpdatesStream:
 
     async def _handshake(self, ws: ClientConnection) -> None:
         async def expect(stream: str) -> dict[str, Any]:
-            raw = await asyncio.wait_for(ws.recv(), self._handshake_timeout)
+            async with asyncio.timeout(self._handshake_timeout):
+                raw = await ws.recv()
             message = decode(raw)
             if message.get("stream") != stream:
                 raise mapping.unknown("stream handshake answer", message.get("stream"))
@@ -139,7 +140,10 @@ class TradeUpdatesStream:
     async def _read(self, ws: ClientConnection) -> AsyncIterator[OrderUpdate]:
         while True:
             try:
-                raw = await asyncio.wait_for(ws.recv(), self.idle_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for around recv() can swallow a
+                # cancellation that arrives with a frame, and the stream would not stop.
+                async with asyncio.timeout(self.idle_timeout):
+                    raw = await ws.recv()
             except TimeoutError:
                 # Open but silent: restart, and the catch-up covers whatever we missed.
                 log.warning("alpaca trade_updates stream silent; restarting")

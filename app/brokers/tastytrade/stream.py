@@ -120,7 +120,9 @@ class AccountStreamer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("no answer to the streamer connect")
-            message = decode(await asyncio.wait_for(ws.recv(), remaining))
+            async with asyncio.timeout(remaining):
+                raw = await ws.recv()
+            message = decode(raw)
             if message.get("action") != "connect" or message.get("request-id") not in (
                 request_id,
                 None,
@@ -201,7 +203,10 @@ class AccountStreamer:
                 self.silences += 1
                 return
             try:
-                raw = await asyncio.wait_for(ws.recv(), max(wait, 0.001))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for around recv() can swallow a
+                # cancellation that arrives with a frame, and the stream would not stop.
+                async with asyncio.timeout(max(wait, 0.001)):
+                    raw = await ws.recv()
             except TimeoutError:
                 continue
             last_heard = time.monotonic()

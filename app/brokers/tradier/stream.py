@@ -132,7 +132,10 @@ class AccountEventsStream:
     async def _read(self, ws: ClientConnection) -> AsyncIterator[OrderUpdate]:
         while True:
             try:
-                raw = await asyncio.wait_for(ws.recv(), self.idle_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for around recv() can swallow a
+                # cancellation that arrives with a frame, and the stream would not stop.
+                async with asyncio.timeout(self.idle_timeout):
+                    raw = await ws.recv()
             except TimeoutError:
                 # Open but silent (not even heartbeats): restart; the catch-up covers the gap.
                 log.warning("tradier account stream silent; restarting")
