@@ -14,7 +14,11 @@ from app.security.jwt import Principal
 _bearer = HTTPBearer(auto_error=False, description="JWT from the identity service")
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are ``async def`` even where nothing is awaited: FastAPI runs a plain ``def``
+# dependency in a worker thread, a thread hand-off on every request.
+
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.brokerage
     return state
 
@@ -43,7 +47,7 @@ async def get_admin(principal: CurrentUser) -> Principal:
 AdminUser = Annotated[Principal, Depends(get_admin)]
 
 
-def get_idempotency_key(
+async def get_idempotency_key(
     idempotency_key: Annotated[
         str | None,
         Header(

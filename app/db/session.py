@@ -36,11 +36,17 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         # transactions never deadlock upgrading from a read lock.
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
+    # No pre-ping: it costs a round trip on every checkout, and an order placement checks
+    # out three times. A connection that died (a Postgres restart) fails its first statement
+    # instead; SQLAlchemy then invalidates every connection older than that failure, and
+    # the order path is safe against a failed statement at any step (before the broker
+    # call nothing was sent; after it, reconciliation adopts the broker's order).
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
+        pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "brokerage-gateway"}},
     )
 

@@ -29,6 +29,7 @@ change is committed before the broker call (outcome ``pending_submit``,
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,19 +129,23 @@ class OrderService:
         fingerprint = request_fingerprint("POST", path, body)
         async with self._ctx.sessionmaker() as session:
             keys = IdempotencyRepository.for_user(session, user_id)
-            existing = await keys.get(idempotency_key)
-            if existing is not None:
-                answer = answer_existing(existing, fingerprint, utcnow())
+            # Claim first, look second: a new key (the common case) costs one insert. A key
+            # already held is answered as first sent (replay, 422, 409), whatever the gates
+            # would say now, so a gate's refusal looks for a held key before it is raised.
+            try:
+                account, connection, adapter = await self._gate(session, user_id, account_id, body)
+            except errors.AppError:
+                await session.rollback()
+                answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
                 if answer is not None:
                     return answer
-                await keys.delete_expired_key(idempotency_key, utcnow())
-
-            account, connection, adapter = await self._gate(session, user_id, account_id, body)
+                raise
 
             now = utcnow()
             record_id = new_id("idem")
             order = new_order_row(user_id, account, body, now)
-            claimed = await keys.claim(
+            claim = functools.partial(
+                keys.claim,
                 record_id=record_id,
                 key=idempotency_key,
                 method="POST",
@@ -150,13 +155,15 @@ class OrderService:
                 expires_at=now + self._ctx.settings.idempotency_ttl,
                 order_id=order.id,
             )
-            if not claimed:
-                await session.rollback()
-                raced = await keys.get(idempotency_key)
-                answer = None if raced is None else answer_existing(raced, fingerprint, now)
+            if not await claim():
+                answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
                 if answer is not None:
                     return answer
-                raise errors.RequestInProgress(headers={"Retry-After": "1"})
+                # The key had expired and is gone now: claim it afresh (once; a racing
+                # request that took it meanwhile makes this one wait and retry).
+                if not await claim():
+                    await session.rollback()
+                    raise errors.RequestInProgress(headers={"Retry-After": "1"})
 
             OrderRepository.for_user(session, user_id).add(order)
             await session.flush()
@@ -169,6 +176,22 @@ class OrderService:
             )
             ORDERS_TOTAL.labels(broker=connection.broker_slug, outcome=str(order.status)).inc()
             return response
+
+    async def _answer_held_key(
+        self, keys: IdempotencyRepository, key: str, fingerprint: str
+    ) -> StoredResponse | None:
+        """The answer for a key this user already holds: its stored response, 422 for a
+        changed body, 409 while in flight. None when nobody holds it or it expired, in
+        which case the expired record is deleted (uncommitted) so the key can be claimed.
+        """
+        existing = await keys.get(key)
+        if existing is None:
+            return None
+        now = utcnow()
+        answer = answer_existing(existing, fingerprint, now)
+        if answer is None:
+            await keys.delete_expired_key(key, now)
+        return answer
 
     async def _gate(
         self, session: AsyncSession, user_id: str, account_id: str, body: OrderCreate

@@ -8,41 +8,42 @@ Why this exists
     forever. On SQLite the single writer makes insert order and commit order the same.
 
 The choice: serialise event appends (Postgres)
-    Right before an ``order_events`` row is inserted, the transaction takes the
-    transaction-scoped advisory lock ``pg_advisory_xact_lock(OUTBOX_LOCK_KEY)``. The
-    sequence value is drawn only after the lock is held, and Postgres releases the lock
-    after the commit is visible (``ProcArrayEndTransaction`` precedes lock release), so a
-    later id is always drawn after every earlier id has committed or rolled back. Ids
-    therefore become visible in id order; rolled-back ids are harmless gaps.
+    Every insert into ``order_events`` takes the transaction-scoped advisory lock
+    ``pg_advisory_xact_lock(OUTBOX_LOCK_KEY)`` before its ids are drawn: a statement-level
+    ``BEFORE INSERT`` trigger does it (migration 0008), and Postgres fires that trigger
+    before the executor forms the first row, so the sequence value comes after the lock.
+    Postgres releases the lock after the commit is visible (``ProcArrayEndTransaction``
+    precedes lock release), so a later id is always drawn after every earlier id has
+    committed or rolled back. Ids therefore become visible in id order; rolled-back ids are
+    harmless gaps. Being a trigger, no writer (ORM, Core, a script) can forget it.
 
-    The lock is taken in the ORM's ``before_insert`` hook of ``OrderEvent``, the last thing
-    a flush does (the unit of work orders mappers by name, and ``order_events`` sorts after
-    ``orders``, ``accounts``, ``connections`` and ``idempotency_keys``), and services
-    commit right after appending. So it is held for the insert, the ``pg_notify`` and the
-    commit: every writer of events queues there for about one commit round trip. That is
-    the price (``scripts/bench/stream --lock-cost`` measures it). The alternative, tracking
-    in-flight ids and waiting for gaps to fill, costs nothing on the write path but needs a
-    visibility timeout that turns a slow transaction into a lost event; we prefer slower
-    appends to a rule with a timeout in it.
+    The ORM flushes ``order_events`` last (the unit of work orders mappers by name, and
+    ``order_events`` sorts after ``orders``, ``accounts``, ``connections`` and
+    ``idempotency_keys``), and services commit right after appending. So the lock is held
+    for the insert and the commit: every writer of events queues there for about one
+    commit round trip. That is the price (``scripts/bench/stream --lock-cost`` measures
+    it). The alternative, tracking in-flight ids and waiting for gaps to fill, costs
+    nothing on the write path but needs a visibility timeout that turns a slow transaction
+    into a lost event; we prefer slower appends to a rule with a timeout in it.
 
     Rule for writers: append events last in a transaction and commit promptly; do not
     take row locks after appending (another appender may be waiting for this lock while
     holding them, which Postgres would report as a deadlock).
 
 Notification
-    After each flush that inserted events, the transaction calls
-    ``pg_notify(OUTBOX_CHANNEL, '<highest id of the flush>')``: ids only, never rows, and
-    one call per flush rather than per row (a notification is only a wake-up; readers read
-    by cursor). NOTIFY is transactional, so nothing is announced for a rolled-back change,
-    and announcements arrive in commit order. Each instance's listener turns them into a
-    wake-up of its hub, which then reads the rows itself.
+    A statement-level ``AFTER INSERT`` trigger calls ``pg_notify(OUTBOX_CHANNEL, '<highest
+    id of the statement>')``: ids only, never rows, one call per statement rather than per
+    row (a notification is only a wake-up; readers read by cursor). NOTIFY is
+    transactional, so nothing is announced for a rolled-back change, and announcements
+    arrive in commit order. Each instance's listener turns them into a wake-up of its hub,
+    which then reads the rows itself.
 
-    On SQLite there is no NOTIFY: the hook remembers the highest id on the session and,
-    after the session commits, ``LocalNotifier`` wakes every hub of this process that
-    serves the same database file. A rollback forgets it. This is the single-instance
-    embedded mode.
+    On SQLite there is no NOTIFY: the ORM hooks below remember the highest id on the
+    session and, after the session commits, ``LocalNotifier`` wakes every hub of this
+    process that serves the same database file. A rollback forgets it. This is the
+    single-instance embedded mode.
 
-The hooks are installed once per process by ``install_outbox_hooks()``, which
+The SQLite hooks are installed once per process by ``install_outbox_hooks()``, which
 ``app.services.order_updates`` (the only module that appends events) calls at import.
 """
 
@@ -55,7 +56,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
@@ -64,12 +65,10 @@ from app.db.models import OrderEvent
 log = logging.getLogger(__name__)
 
 # "order-ev" in ASCII as a signed 64-bit key; any constant works as long as it is shared.
+# Both values are written into the triggers of migration 0008: change them together.
 OUTBOX_LOCK_KEY = 0x6F726465722D6576
 OUTBOX_CHANNEL = "brokerage_order_events"
 
-_LOCK_SQL = text("SELECT pg_advisory_xact_lock(:key)")
-_NOTIFY_SQL = text("SELECT pg_notify(:channel, :payload)")
-_LOCKED_IN = "brokerage_outbox_locked_in"
 _SQLITE_PENDING = "brokerage_outbox_sqlite_pending"
 _FLUSHED_MAX = "brokerage_outbox_flushed_max"
 
@@ -132,18 +131,11 @@ class LocalNotifier:
                 loop.call_soon_threadsafe(callback, event_id)
 
 
-def _before_insert(_mapper: Mapper[Any], connection: Connection, _target: Any) -> None:
-    if connection.dialect.name != "postgresql":
+def _after_insert(_mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    # SQLite: remember the highest id of this flush; one announcement per commit follows.
+    # (Postgres announces from its trigger.)
+    if connection.dialect.name == "postgresql":
         return
-    transaction = connection.get_transaction()
-    if transaction is not None and connection.info.get(_LOCKED_IN) is transaction:
-        return  # already held by this transaction (the lock is re-entrant anyway)
-    connection.execute(_LOCK_SQL, {"key": OUTBOX_LOCK_KEY})
-    connection.info[_LOCKED_IN] = transaction
-
-
-def _after_insert(_mapper: Mapper[Any], _connection: Connection, target: Any) -> None:
-    # Remember the highest id of this flush; one announcement per flush follows.
     session = object_session(target)
     if session is None:  # pragma: no cover - ORM inserts always belong to a session
         return
@@ -157,10 +149,6 @@ def _after_flush_postexec(session: Session, _context: Any) -> None:
     if event_id is None:
         return
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        # Transactional: delivered at commit, dropped on rollback.
-        connection.execute(_NOTIFY_SQL, {"channel": OUTBOX_CHANNEL, "payload": str(event_id)})
-        return
     key = database_key(connection.engine.url)
     pending: dict[str, int] = session.info.setdefault(_SQLITE_PENDING, {})
     pending[key] = max(pending.get(key, 0), event_id)
@@ -189,7 +177,6 @@ def install_outbox_hooks() -> None:
     with _install_lock:
         if _installed:
             return
-        event.listen(OrderEvent, "before_insert", _before_insert)
         event.listen(OrderEvent, "after_insert", _after_insert)
         event.listen(Session, "after_flush_postexec", _after_flush_postexec)
         event.listen(Session, "after_commit", _after_commit)

@@ -358,10 +358,13 @@ async def _wait_for_advisory_lock_waiter(instance: Instance) -> None:
 
 
 async def test_without_the_lock_a_sequence_commits_out_of_order(pg_a: Instance) -> None:
-    """Why the lock exists: raw inserts that bypass it commit out of id order, and a reader
-    at "id > cursor" would skip the earlier id for good."""
+    """Why the lock exists: inserts that bypass it commit out of id order, and a reader at
+    "id > cursor" would skip the earlier id for good. (Only a superuser can bypass it, by
+    switching the outbox triggers off for its session.)"""
     dsn = _as_asyncpg_dsn(pg_a.settings.database_url)
     one, two, reader = [await asyncpg.connect(dsn) for _ in range(3)]
+    for writer in (one, two):
+        await writer.execute("SET session_replication_role = replica")
     user = new_user("raw")
     insert = (
         "INSERT INTO order_events (user_id, type, payload, occurred_at) "
