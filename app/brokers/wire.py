@@ -13,11 +13,14 @@ money: a float has already lost the digits the broker sent.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import httpx
 
 from app.brokers import errors
 
@@ -46,6 +49,20 @@ class WireReader:
         return errors.UnknownBrokerValue(
             f"{self._name} sent an unknown {field}: {value!r}", broker=self.broker
         )
+
+    def json_body(self, response: httpx.Response, *, ints_as_decimal: bool = False) -> Any:
+        """The answer's JSON with every fraction as ``Decimal`` (``ints_as_decimal``: every
+        number); a body that is not JSON is an ``UnknownBrokerValue``."""
+        try:
+            return json.loads(
+                response.content,
+                parse_float=Decimal,
+                parse_int=Decimal if ints_as_decimal else None,
+            )
+        except ValueError:
+            raise errors.UnknownBrokerValue(
+                f"{self._name} sent a body that is not JSON", broker=self.broker
+            ) from None
 
     # --- numbers ----------------------------------------------------------------------
 
