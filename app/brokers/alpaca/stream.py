@@ -52,15 +52,10 @@ class TradeUpdatesStream(UpstreamStream):
         *,
         catch_up: CatchUp,
         idle_timeout: float = 120.0,
-        handshake_timeout: float = 10.0,
-        max_backoff: float = 30.0,
+        **timing: float,
     ) -> None:
-        super().__init__(
-            account_ref,
-            idle_timeout=idle_timeout,
-            handshake_timeout=handshake_timeout,
-            max_backoff=max_backoff,
-        )
+        """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
+        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
         self._url = url
         self._credentials = credentials
         self._catch_up_from = catch_up

@@ -101,15 +101,10 @@ class AccountActivityStream(UpstreamStream):
         account_ref: str,
         *,
         idle_timeout: float = 60.0,
-        handshake_timeout: float = 10.0,
-        max_backoff: float = 30.0,
+        **timing: float,
     ) -> None:
-        super().__init__(
-            account_ref,
-            idle_timeout=idle_timeout,
-            handshake_timeout=handshake_timeout,
-            max_backoff=max_backoff,
-        )
+        """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
+        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
         self._adapter = adapter
         self._credentials = credentials
         self._ids = itertools.count(1)

@@ -70,15 +70,10 @@ class AccountStreamer(UpstreamStream):
         catch_up: CatchUp,
         heartbeat_interval: float = 20.0,
         idle_timeout: float = 65.0,
-        handshake_timeout: float = 10.0,
-        max_backoff: float = 30.0,
+        **timing: float,
     ) -> None:
-        super().__init__(
-            account_ref,
-            idle_timeout=idle_timeout,
-            handshake_timeout=handshake_timeout,
-            max_backoff=max_backoff,
-        )
+        """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
+        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
         self._url = url
         self._token = token
         self._invalidate = invalidate

@@ -69,16 +69,11 @@ class AccountEventsStream(UpstreamStream):
         fetch_order: FetchOrder,
         catch_up: CatchUp,
         idle_timeout: float = 150.0,
-        handshake_timeout: float = 10.0,
-        max_backoff: float = 30.0,
+        **timing: float,
     ) -> None:
+        """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
         # Heartbeats come about every 60 s; 150 s of nothing means the stream is dead.
-        super().__init__(
-            account_ref,
-            idle_timeout=idle_timeout,
-            handshake_timeout=handshake_timeout,
-            max_backoff=max_backoff,
-        )
+        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
         self._url = url
         self._create_session = create_session
         self._fetch_order = fetch_order
