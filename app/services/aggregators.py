@@ -40,7 +40,11 @@ from app.ids import new_id
 from app.schemas.accounts import ConnectionCreate, ConnectionOut, PortalOut
 from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
-from app.services.connections import append_connection_event, connection_out
+from app.services.connections import (
+    append_connection_event,
+    connection_out,
+    store_live_connection,
+)
 from app.services.context import ServiceContext
 from app.services.reconciliation import Reconciler
 
@@ -131,19 +135,9 @@ class AggregatorConnections:
                 last_refresh_at=now,
                 last_refresh_outcome=AWAITING_PORTAL,
             )
-            assert spec.token_tier is not None
-            async with self._ctx.sessionmaker() as session:
-                ConnectionRepository.for_user(session, user_id).add(connection)
-                await session.flush()
-                await self._ctx.vault.store(
-                    session,
-                    user_id=user_id,
-                    connection_id=connection.id,
-                    broker_slug=spec.slug,
-                    broker_tier=spec.token_tier,
-                    credentials=credentials,
-                )
-                await session.commit()
+            await store_live_connection(
+                self._ctx, spec, connection, credentials=credentials, announce=False
+            )
         except BaseException as exc:
             await _forget_user(adapter, spec)
             if isinstance(exc, broker_errors.BrokerError):

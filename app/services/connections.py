@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Protocol
@@ -121,6 +121,48 @@ def append_connection_event(
         occurred_at=connection.updated_at,
         connection_id=connection.id,
     )
+
+
+async def store_live_connection(
+    ctx: ServiceContext,
+    spec: BrokerSpec,
+    connection: Connection,
+    accounts: Iterable[Account] = (),
+    *,
+    credentials: Credentials | None,
+    expires_at: datetime | None = None,
+    refresh_expires_at: datetime | None = None,
+    reason: str | None = None,
+    announce: bool = True,
+) -> None:
+    """A new connection, its sealed credential (when it has one) and its accounts, in one
+    transaction. ``announce``: append the connection event (not for a connection that is
+    only being set up, such as an aggregator link awaiting its portal).
+
+    The credential is sealed in the same transaction as the rows that point at it: a crash
+    leaves either all of it or none of it.
+    """
+    async with ctx.sessionmaker() as session:
+        ConnectionRepository.for_user(session, connection.user_id).add(connection)
+        await session.flush()
+        if credentials is not None:
+            assert spec.token_tier is not None  # only brokers that keep a credential reach here
+            await ctx.vault.store(
+                session,
+                user_id=connection.user_id,
+                connection_id=connection.id,
+                broker_slug=spec.slug,
+                broker_tier=spec.token_tier,
+                credentials=credentials,
+                expires_at=expires_at,
+                refresh_expires_at=refresh_expires_at,
+            )
+        repo = AccountRepository.for_user(session, connection.user_id)
+        for account in accounts:
+            repo.add(account)
+        if announce:
+            append_connection_event(session, connection, reason=reason)
+        await session.commit()
 
 
 def _timestamp(value: datetime | None) -> str | None:
@@ -264,25 +306,15 @@ class ConnectionService:
             last_refresh_outcome=PENDING_CONFIRMATION if pending else None,
         )
         accounts = [live_account(user_id, connection, spec, a, now) for a in broker_accounts]
-        async with self._ctx.sessionmaker() as session:
-            ConnectionRepository.for_user(session, user_id).add(connection)
-            await session.flush()
-            await self._ctx.vault.store(
-                session,
-                user_id=user_id,
-                connection_id=connection.id,
-                broker_slug=spec.slug,
-                broker_tier=spec.token_tier,
-                credentials=credentials,
-                expires_at=connection.expires_at,
-            )
-            repo = AccountRepository.for_user(session, user_id)
-            for account in accounts:
-                repo.add(account)
-            append_connection_event(
-                session, connection, reason=activation.reason if pending and activation else None
-            )
-            await session.commit()
+        await store_live_connection(
+            self._ctx,
+            spec,
+            connection,
+            accounts,
+            credentials=credentials,
+            expires_at=connection.expires_at,
+            reason=activation.reason if pending and activation else None,
+        )
         return connection_out(connection, [a.id for a in accounts])
 
     async def _activate(
@@ -455,14 +487,7 @@ class ConnectionService:
             updated_at=now,
         )
         accounts = [live_account(user_id, connection, spec, a, now) for a in broker_accounts]
-        async with self._ctx.sessionmaker() as session:
-            ConnectionRepository.for_user(session, user_id).add(connection)
-            await session.flush()
-            repo = AccountRepository.for_user(session, user_id)
-            for account in accounts:
-                repo.add(account)
-            append_connection_event(session, connection)
-            await session.commit()
+        await store_live_connection(self._ctx, spec, connection, accounts, credentials=None)
         return connection_out(connection, [a.id for a in accounts])
 
     async def _validated_key(

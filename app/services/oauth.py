@@ -43,7 +43,6 @@ from app.brokers.oauth import (
 )
 from app.brokers.registry import BrokerSpec
 from app.db.models import Connection, OAuthState
-from app.db.repositories.connections import AccountRepository, ConnectionRepository
 from app.db.repositories.oauth_states import OAuthStateRepository
 from app.ids import new_id
 from app.security.credentials import Credentials
@@ -57,7 +56,7 @@ from app.security.oauth_state import (
     matches,
     new_browser_nonce,
 )
-from app.services.connections import append_connection_event, live_account
+from app.services.connections import live_account, store_live_connection
 from app.services.context import ServiceContext
 from app.services.token_lifecycle import TokenLifecycle
 
@@ -353,24 +352,15 @@ class OAuthFlowService:
             refresh_expires_at=refresh_expires_at,
         )
         accounts = [live_account(user_id, connection, spec, a, now) for a in found]
-        async with self._ctx.sessionmaker() as session:
-            ConnectionRepository.for_user(session, user_id).add(connection)
-            await session.flush()
-            await self._ctx.vault.store(
-                session,
-                user_id=user_id,
-                connection_id=connection.id,
-                broker_slug=spec.slug,
-                broker_tier=spec.token_tier,
-                credentials=credentials,
-                expires_at=expires_at,
-                refresh_expires_at=refresh_expires_at,
-            )
-            repo = AccountRepository.for_user(session, user_id)
-            for account in accounts:
-                repo.add(account)
-            append_connection_event(session, connection)
-            await session.commit()
+        await store_live_connection(
+            self._ctx,
+            spec,
+            connection,
+            accounts,
+            credentials=credentials,
+            expires_at=expires_at,
+            refresh_expires_at=refresh_expires_at,
+        )
         log.info(
             "oauth connection created", extra={"broker": spec.slug, "connection_id": connection.id}
         )

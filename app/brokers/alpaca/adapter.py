@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -56,7 +55,8 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.brokers.http import BrokerClient, HttpPool, timeouts_from
+from app.brokers.http import HttpPool
+from app.brokers.pooled_adapter import PooledAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -85,12 +85,7 @@ ASSET_TTL = 3600.0  # seconds a tradable asset lookup is trusted
 
 
 def _loads(response: httpx.Response) -> Any:
-    try:
-        return response.json(parse_float=Decimal)
-    except ValueError:
-        raise errors.UnknownBrokerValue(
-            "alpaca sent a body that is not JSON", broker=SLUG
-        ) from None
+    return mapping.WIRE.json_body(response)
 
 
 def stream_url(settings: Settings) -> str:
@@ -104,46 +99,26 @@ def stream_url(settings: Settings) -> str:
     return base + "/stream"
 
 
-class AlpacaAdapter:
+class AlpacaAdapter(PooledAdapter):
     slug = SLUG
     capabilities = ALPACA_CAPABILITIES
 
     def __init__(
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         self._credentials = credentials
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
         headers = auth.headers(credentials)
         assert credentials is not None  # auth.headers refused None
         per_minute = settings.alpaca_requests_per_minute
-        bucket = self._pool.bucket(
-            SLUG, auth.bucket_key(credentials), rate=per_minute / 60.0, capacity=per_minute
-        )
-        self._trading = BrokerClient(
-            self._pool,
-            broker=SLUG,
-            base_url=settings.alpaca_trading_url,
-            headers=headers,
-            bucket=bucket,
-            classifier=mapping.classify,
-        )
-        self._data = BrokerClient(
-            self._pool,
-            broker=SLUG,
-            base_url=settings.alpaca_data_url,
-            headers=headers,
-            bucket=bucket,
-            classifier=mapping.classify,
+        bucket = self._pacer(auth.bucket_key(credentials), per_minute=per_minute)
+        self._trading, self._data = (
+            self._broker_client(url, headers=headers, bucket=bucket, classifier=mapping.classify)
+            for url in (settings.alpaca_trading_url, settings.alpaca_data_url)
         )
 
     def __repr__(self) -> str:
         return f"AlpacaAdapter(trading_url={self._settings.alpaca_trading_url!r})"
-
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
 
     # --- account ---------------------------------------------------------------------
 
@@ -361,10 +336,6 @@ class AlpacaAdapter:
         would be missed by a time filter; the newest ``MAX_PAGE`` orders catch it instead.
         """
         return await self._orders({"status": "all", "limit": str(MAX_PAGE), "direction": "desc"})
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()
 
 
 def replacement_client_order_id(broker_order_id: str) -> str:

@@ -10,9 +10,8 @@ copy in ../shared/specs/alpaca-trading-api.json) and https://docs.alpaca.markets
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -34,8 +33,11 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
+from app.brokers.wire import WireReader
 
 SLUG = "alpaca"
+WIRE = WireReader(SLUG)  # the shared wire readers (app/brokers/wire.py), for this broker
+unknown, dec, opt_dec, ts = WIRE.unknown, WIRE.decimal, WIRE.opt_decimal, WIRE.timestamp
 _ZERO = Decimal(0)
 
 # Every value of the spec's OrderStatus enum. Statuses that leave the order working map to
@@ -81,49 +83,6 @@ _ASSET_CLASSES = {
 _SIDES = {"buy": OrderSide.buy, "sell": OrderSide.sell}
 
 
-def unknown(field: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(f"alpaca sent an unknown {field}: {value!r}", broker=SLUG)
-
-
-def dec(value: object, field: str) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if not isinstance(value, str | int):
-        raise unknown(field, value)
-    try:
-        result = Decimal(value)
-    except InvalidOperation:
-        raise unknown(field, value) from None
-    if not result.is_finite():
-        raise unknown(field, value)
-    return result
-
-
-def opt_dec(value: object, field: str) -> Decimal | None:
-    return None if value is None or value == "" else dec(value, field)
-
-
-def ts(value: object, field: str = "timestamp") -> datetime:
-    """RFC 3339 with nanoseconds (Alpaca sends 9 fractional digits) into a UTC datetime."""
-    if not isinstance(value, str):
-        raise unknown(field, value)
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    match = re.match(r"^(.*T\d{2}:\d{2}:\d{2})(\.\d+)?(.*)$", text)
-    if match is None:
-        raise unknown(field, value)
-    head, frac, tail = match.groups()
-    frac = (frac or "")[:7]  # at most microseconds
-    try:
-        parsed = datetime.fromisoformat(head + frac + tail)
-    except ValueError:
-        raise unknown(field, value) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -148,9 +107,7 @@ def from_alpaca_symbol(symbol: str, asset_class: AssetClass | None = None) -> st
 
 
 def order_status(raw: object, quantity: Decimal, filled: Decimal) -> OrderStatus:
-    if not isinstance(raw, str) or raw not in _STATUS:
-        raise unknown("order status", raw)
-    mapped = _STATUS[raw]
+    mapped = WIRE.lookup(_STATUS, raw, "order status")
     if mapped is not None:
         return mapped
     if raw == "calculated" and filled >= quantity > _ZERO:

@@ -21,37 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+from websockets.asyncio.client import ClientConnection
 
 from app.brokers import errors
 from app.brokers.alpaca import auth, mapping
 from app.brokers.base import BrokerOrder, OrderUpdate
+from app.brokers.upstream_stream import UpstreamStream, decode_object, frames_logger
 from app.security.credentials import Credentials
-
-log = logging.getLogger(__name__)
-# The websockets library logs every frame at DEBUG, the auth message (key and secret)
-# included. Its connection logger is ours and never goes below INFO.
-_ws_log = logging.getLogger(__name__ + ".frames")
-_ws_log.setLevel(logging.INFO)
 
 CatchUp = Callable[[str], Awaitable[list[BrokerOrder]]]
 
 
 def decode(frame: str | bytes) -> dict[str, Any]:
-    text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-    message = json.loads(text)
-    if not isinstance(message, dict):
-        raise mapping.unknown("stream message", type(message).__name__)
-    return message
+    return decode_object(frame, "stream message", mapping.SLUG)
 
 
-class TradeUpdatesStream:
+class TradeUpdatesStream(UpstreamStream):
+    broker = mapping.SLUG
+    name = "alpaca trade_updates stream"
+    frames = frames_logger(__name__)  # never DEBUG: the auth frame carries key and secret
+
     def __init__(
         self,
         url: str,
@@ -60,20 +52,22 @@ class TradeUpdatesStream:
         *,
         catch_up: CatchUp,
         idle_timeout: float = 120.0,
-        handshake_timeout: float = 10.0,
-        max_backoff: float = 30.0,
+        **timing: float,
     ) -> None:
+        """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
+        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
         self._url = url
         self._credentials = credentials
-        self._account_ref = account_ref
-        self._catch_up = catch_up
-        self.idle_timeout = idle_timeout
-        self._handshake_timeout = handshake_timeout
-        self._max_backoff = max_backoff
-        self.connects = 0
+        self._catch_up_from = catch_up
 
     def __repr__(self) -> str:
         return f"TradeUpdatesStream(url={self._url!r})"
+
+    async def _open(self) -> str:
+        return self._url
+
+    async def _catch_up_orders(self) -> list[BrokerOrder]:
+        return await self._catch_up_from(self._account_ref)
 
     async def _handshake(self, ws: ClientConnection) -> None:
         async def expect(stream: str) -> dict[str, Any]:
@@ -97,65 +91,12 @@ class TradeUpdatesStream:
         if not isinstance(streams, list) or "trade_updates" not in streams:
             raise mapping.unknown("listening streams", streams)
 
-    async def updates(self) -> AsyncIterator[OrderUpdate]:
-        """Order updates for ever. Raises AuthenticationFailed when the key stops working."""
-        failures = 0
-        while True:
-            try:
-                async with connect(
-                    self._url,
-                    open_timeout=self._handshake_timeout,
-                    ping_interval=10,
-                    ping_timeout=10,
-                    max_size=2**22,
-                    logger=_ws_log,
-                ) as ws:
-                    await self._handshake(ws)
-                    self.connects += 1
-                    failures = 0
-                    for order in await self._catch_up(self._account_ref):
-                        yield OrderUpdate(self._account_ref, order, order.updated_at)
-                    async for update in self._read(ws):
-                        yield update
-            except errors.AuthenticationFailed:
-                raise
-            except (
-                OSError,
-                TimeoutError,
-                InvalidHandshake,
-                InvalidURI,
-                WebSocketException,
-                errors.Transient,
-                errors.UnknownBrokerValue,
-                ValueError,
-            ) as exc:
-                log.warning(
-                    "alpaca trade_updates stream interrupted; reconnecting",
-                    extra={"broker": mapping.SLUG, "error": type(exc).__name__},
-                )
-            failures += 1
-            delay = min(self._max_backoff, 0.25 * 2 ** min(failures, 8))
-            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter
-
     async def _read(self, ws: ClientConnection) -> AsyncIterator[OrderUpdate]:
-        while True:
-            try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for around recv() can swallow a
-                # cancellation that arrives with a frame, and the stream would not stop.
-                async with asyncio.timeout(self.idle_timeout):
-                    raw = await ws.recv()
-            except TimeoutError:
-                # Open but silent: restart, and the catch-up covers whatever we missed.
-                log.warning("alpaca trade_updates stream silent; restarting")
-                return
+        while (raw := await self._recv(ws)) is not None:
             message = decode(raw)
             if message.get("stream") != "trade_updates":
                 continue
             try:
                 yield mapping.update_from_event(message.get("data"), self._account_ref)
             except errors.UnknownBrokerValue:
-                log.error(
-                    "alpaca trade update with a value the mapping does not know; skipped",
-                    exc_info=True,
-                    extra={"broker": mapping.SLUG},
-                )
+                self._skipped("trade update")

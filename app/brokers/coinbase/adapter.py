@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -63,7 +63,8 @@ from app.brokers.base import (
 )
 from app.brokers.coinbase import auth, mapping
 from app.brokers.coinbase.mapping import CASH_CURRENCY, SLUG
-from app.brokers.http import BrokerClient, HttpPool, timeouts_from
+from app.brokers.http import BrokerClient, HttpPool
+from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.symbols import asset_class_of
 from app.config import Settings
 from app.security.credentials import Credentials
@@ -129,31 +130,24 @@ _NOT_EDITABLE = frozenset(
 
 
 def _loads(response: httpx.Response) -> Any:
-    try:
-        return response.json(parse_float=Decimal)
-    except ValueError:
-        raise errors.UnknownBrokerValue(
-            "coinbase sent a body that is not JSON", broker=SLUG
-        ) from None
+    return mapping.WIRE.json_body(response)
 
 
 def _masked(number: str) -> str:
     return "****" + number[-4:] if len(number) > 4 else "****"
 
 
-class CoinbaseAdapter:
+class CoinbaseAdapter(PooledAdapter):
     slug = SLUG
     capabilities = COINBASE_CAPABILITIES
 
     def __init__(
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         self._credentials = auth.require(credentials)
         self._signer = auth.Signer(self._credentials)
         self._host = auth.jwt_host(settings.coinbase_base_url)
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
         rate = settings.coinbase_requests_per_second
         self._bucket = self._pool.bucket(
             SLUG, auth.bucket_key(self._credentials), rate=rate, capacity=max(1.0, rate)
@@ -162,19 +156,13 @@ class CoinbaseAdapter:
     def __repr__(self) -> str:
         return f"CoinbaseAdapter(base_url={self._settings.coinbase_base_url!r})"
 
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
-
     # --- transport ---------------------------------------------------------------------
 
     def _client(self, method: str, path: str) -> BrokerClient:
         """A client for one request: its JWT signs exactly this method and path."""
         token = self._signer.rest_jwt(method, self._host, path)
-        return BrokerClient(
-            self._pool,
-            broker=SLUG,
-            base_url=self._settings.coinbase_base_url,
+        return self._broker_client(
+            self._settings.coinbase_base_url,
             headers={
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/json",
@@ -653,7 +641,3 @@ class CoinbaseAdapter:
             fetch=self.get_order,
             idle_timeout=self._settings.coinbase_stream_idle_seconds,
         ).updates()
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()

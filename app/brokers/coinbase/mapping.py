@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -52,56 +52,16 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
+from app.brokers.wire import WireReader
 
 SLUG = "coinbase"
+WIRE = WireReader(SLUG)  # the shared wire readers (app/brokers/wire.py), for this broker
+unknown, dec, opt_dec, ts = WIRE.unknown, WIRE.decimal, WIRE.opt_decimal, WIRE.timestamp
 CASH_CURRENCY = "USD"
 _ZERO = Decimal(0)
 
 
-def unknown(field: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(
-        f"coinbase sent {field}={value!r}, which this gateway does not know", broker=SLUG
-    )
-
-
 # --- scalars ---------------------------------------------------------------------------
-
-
-def dec(value: object, field: str) -> Decimal:
-    """A decimal from a string (or a JSON number parsed as Decimal); never from a float."""
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise unknown(field, value)
-    try:
-        result = Decimal(value) if not isinstance(value, str) else Decimal(value.strip())
-    except InvalidOperation:
-        raise unknown(field, value) from None
-    if not result.is_finite():
-        raise unknown(field, value)
-    return result
-
-
-def opt_dec(value: object, field: str) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    return dec(value, field)
-
-
-_FRACTION = re.compile(r"\.(\d+)")
-
-
-def ts(value: object, field: str) -> datetime:
-    """RFC 3339 with any number of fractional digits (Python keeps microseconds)."""
-    if not isinstance(value, str) or not value:
-        raise unknown(field, value)
-    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), value.strip(), count=1)
-    text = text.replace("Z", "+00:00").replace("z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise unknown(field, value) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def opt_ts(value: object, field: str) -> datetime | None:
@@ -386,9 +346,7 @@ TIME_IN_FORCE_VALUES = frozenset({*_TIME_IN_FORCE, "GOOD_UNTIL_DATE_TIME", "UNKN
 def order_status(
     raw: object, quantity: Decimal, filled: Decimal, pending_cancel: bool = False
 ) -> OrderStatus:
-    if not isinstance(raw, str) or raw not in _STATUS:
-        raise unknown("order status", raw)
-    mapped = _STATUS[raw]
+    mapped = WIRE.lookup(_STATUS, raw, "order status")
     if mapped is None:  # OPEN
         if pending_cancel:
             return OrderStatus.pending_cancel

@@ -33,50 +33,43 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import WebSocketException
 
 from app.brokers import errors
 from app.brokers.base import BrokerOrder, OrderUpdate
 from app.brokers.coinbase import mapping
+from app.brokers.upstream_stream import (
+    StreamRefused,
+    UpstreamStream,
+    decode_object,
+    frames_logger,
+)
 
 log = logging.getLogger(__name__)
-# The websockets library logs every frame at DEBUG, the subscribe message's JWT included.
-# Its connection logger is ours and never goes below INFO.
-_ws_log = logging.getLogger(__name__ + ".frames")
-_ws_log.setLevel(logging.INFO)
 
 CatchUp = Callable[[str], Awaitable[list[BrokerOrder]]]
 Fetch = Callable[[str, str], Awaitable[BrokerOrder]]
 CHANNELS = ("heartbeats", "user")
-# Subscriptions refused this many times in a row, each with a fresh JWT: the key no longer
-# works (a REST call would say 401 as well).
-MAX_REFUSED = 2
 
 
 def decode(frame: str | bytes) -> dict[str, Any]:
-    text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-    message = json.loads(text, parse_float=Decimal)
-    if not isinstance(message, dict):
-        raise mapping.unknown("user channel message", type(message).__name__)
-    return message
+    return decode_object(frame, "user channel message", mapping.SLUG)
 
 
-class _Refused(Exception):
-    """Coinbase answered a subscription with ``{"type": "error"}``."""
+class UserChannelStream(UpstreamStream):
+    broker = mapping.SLUG
+    name = "coinbase user channel"
+    frames = frames_logger(__name__)  # never DEBUG: each subscribe message carries a JWT
+    max_size = 2**23
+    # Subscriptions refused this many times in a row, each with a fresh JWT: the key no
+    # longer works (a REST call would say 401 as well).
+    max_refused = 2
 
-
-class _Gap(Exception):
-    """Messages were lost on this connection (a ``sequence_num`` jump)."""
-
-
-class UserChannelStream:
     def __init__(
         self,
         url: str,
@@ -86,31 +79,38 @@ class UserChannelStream:
         catch_up: CatchUp,
         fetch: Fetch,
         idle_timeout: float = 15.0,
-        handshake_timeout: float = 10.0,
-        max_backoff: float = 30.0,
+        **timing: float,
     ) -> None:
+        """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
+        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
         self._url = url
-        self._account_ref = account_ref
         self._jwt = jwt
-        self._catch_up = catch_up
+        self._catch_up_from = catch_up
         self._fetch = fetch
-        self.idle_timeout = idle_timeout
-        self._handshake_timeout = handshake_timeout
-        self._max_backoff = max_backoff
-        self.connects = 0
-        self.silences = 0  # connections restarted because they went silent
+        self._sequence = -1  # the last sequence_num seen on this connection
         self.gaps = 0  # sequence jumps caught up over REST
 
     def __repr__(self) -> str:
         return f"UserChannelStream(url={self._url!r})"
 
-    async def _subscribe(self, ws: ClientConnection) -> int:
-        """Subscribe to heartbeats and user; returns the last sequence number seen."""
+    def _refused_for_good(self, exc: StreamRefused) -> errors.AuthenticationFailed:
+        return errors.AuthenticationFailed(
+            f"the Coinbase user channel refused the API key: {exc}", broker=mapping.SLUG
+        )
+
+    async def _open(self) -> str:
+        return self._url
+
+    async def _catch_up_orders(self) -> list[BrokerOrder]:
+        return await self._catch_up_from(self._account_ref)
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        """Subscribe to heartbeats and user; remembers the last sequence number seen."""
         for channel in CHANNELS:
             await ws.send(json.dumps({"type": "subscribe", "channel": channel, "jwt": self._jwt()}))
         deadline = time.monotonic() + self._handshake_timeout
         confirmed: set[str] = set()
-        sequence = -1
+        self._sequence = -1
         while not {"user", "heartbeats"} <= confirmed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -119,98 +119,33 @@ class UserChannelStream:
                 raw = await ws.recv()
             message = decode(raw)
             if message.get("type") == "error":
-                raise _Refused(str(message.get("message") or "subscription refused"))
+                raise StreamRefused(str(message.get("message") or "subscription refused"))
             if isinstance(message.get("sequence_num"), int):
-                sequence = max(sequence, message["sequence_num"])
+                self._sequence = max(self._sequence, message["sequence_num"])
             if message.get("channel") != "subscriptions":
                 continue  # a heartbeat or a snapshot before the confirmation
             for event in message.get("events") or []:
                 subscriptions = event.get("subscriptions") if isinstance(event, dict) else None
                 if isinstance(subscriptions, dict):
                     confirmed.update(str(k) for k in subscriptions)
-        return sequence
 
-    async def updates(self) -> AsyncIterator[OrderUpdate]:
-        """Order updates for ever. Raises AuthenticationFailed when the key stops working
-        (the REST catch-up answers 401, or every subscription is refused with fresh JWTs)."""
-        failures = 0
-        refused = 0
-        while True:
-            try:
-                async with connect(
-                    self._url,
-                    open_timeout=self._handshake_timeout,
-                    ping_interval=10,
-                    ping_timeout=10,
-                    max_size=2**23,
-                    logger=_ws_log,
-                ) as ws:
-                    sequence = await self._subscribe(ws)
-                    self.connects += 1
-                    failures = refused = 0
-                    for order in await self._catch_up(self._account_ref):
-                        yield OrderUpdate(self._account_ref, order, order.updated_at)
-                    async for update in self._read(ws, sequence):
-                        yield update
-            except errors.AuthenticationFailed:
-                raise
-            except _Refused as exc:
-                refused += 1
-                log.warning(
-                    "coinbase refused the user channel subscription",
-                    extra={"broker": mapping.SLUG, "reason": str(exc)},
-                )
-                if refused >= MAX_REFUSED:
-                    raise errors.AuthenticationFailed(
-                        f"the Coinbase user channel refused the API key: {exc}",
-                        broker=mapping.SLUG,
-                    ) from None
-            except (
-                OSError,
-                TimeoutError,
-                InvalidHandshake,
-                InvalidURI,
-                WebSocketException,
-                errors.Transient,
-                errors.UnknownBrokerValue,
-                ValueError,
-            ) as exc:
-                log.warning(
-                    "coinbase user channel interrupted; reconnecting",
-                    extra={"broker": mapping.SLUG, "error": type(exc).__name__},
-                )
-            failures += 1
-            delay = min(self._max_backoff, 0.25 * 2 ** min(failures, 8))
-            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter
-
-    async def _read(self, ws: ClientConnection, sequence: int) -> AsyncIterator[OrderUpdate]:
+    async def _read(self, ws: ClientConnection) -> AsyncIterator[OrderUpdate]:
         """Messages until the connection drops or goes silent; a gap is caught up in place."""
-        while True:
-            try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation
-                # that arrives as the message does (gh-86296), and heartbeats arrive every
-                # second, so a stopped stream could keep running.
-                async with asyncio.timeout(self.idle_timeout):
-                    raw = await ws.recv()
-            except TimeoutError:
-                # Open but silent (not even heartbeats): restart; the catch-up covers it.
-                log.warning("coinbase user channel silent; restarting")
-                self.silences += 1
-                return
+        while (raw := await self._recv(ws)) is not None:
             message = decode(raw)
             if message.get("type") == "error":
                 raise WebSocketException(f"user channel error: {message.get('message')}")
             number = message.get("sequence_num")
             if isinstance(number, int):
-                if sequence >= 0 and number > sequence + 1:
+                if self._sequence >= 0 and number > self._sequence + 1:
                     self.gaps += 1
                     log.warning(
                         "coinbase user channel skipped messages; catching up",
-                        extra={"broker": mapping.SLUG, "missed": number - sequence - 1},
+                        extra={"broker": mapping.SLUG, "missed": number - self._sequence - 1},
                     )
-                    for order in await self._catch_up(self._account_ref):
-                        yield OrderUpdate(self._account_ref, order, order.updated_at)
-                sequence = max(sequence, number)
+                    for caught_up in await self._catch_up():
+                        yield caught_up
+                self._sequence = max(self._sequence, number)
             if message.get("channel") != "user":
                 continue
             occurred = mapping.opt_ts(message.get("timestamp"), "timestamp")
@@ -226,11 +161,7 @@ class UserChannelStream:
         try:
             entry = mapping.event_order(item)
         except errors.UnknownBrokerValue:
-            log.error(
-                "coinbase user channel order with a value the mapping does not know; skipped",
-                exc_info=True,
-                extra={"broker": mapping.SLUG},
-            )
+            self._skipped("order")
             return None
         order = entry.order
         if order is None:

@@ -37,8 +37,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -63,9 +62,10 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.brokers.http import BrokerClient, HttpPool, Pacer, timeouts_from
+from app.brokers.http import BrokerClient, HttpPool, Pacer
 from app.brokers.ibkr import auth, mapping
 from app.brokers.ibkr.mapping import SLUG
+from app.brokers.pooled_adapter import PooledAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -106,10 +106,7 @@ POSITIONS_PAGE = 100  # "pageSize": 100 in the recorded positions answer
 
 
 def _loads(response: httpx.Response) -> Any:
-    try:
-        return response.json(parse_float=Decimal)
-    except ValueError:
-        raise errors.UnknownBrokerValue("ibkr sent a body that is not JSON", broker=SLUG) from None
+    return mapping.WIRE.json_body(response)
 
 
 class _Both:
@@ -123,27 +120,23 @@ class _Both:
         await self._overall.acquire(broker)
 
 
-class IbkrAdapter:
+class IbkrAdapter(PooledAdapter):
     slug = SLUG
     capabilities = IBKR_CAPABILITIES
 
     def __init__(
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         self._url = auth.base_url(credentials, settings.ibkr_gateway_hosts)
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
         key = auth.bucket_key(self._url)
         # Capacity one: a sliding one-second window never sees more than rate + 1.
         overall = self._pool.bucket(SLUG, key, rate=settings.ibkr_requests_per_second, capacity=1)
         verify: bool | str = settings.ibkr_gateway_ca_bundle or settings.ibkr_gateway_verify_tls
 
         def client(bucket: Pacer) -> BrokerClient:
-            return BrokerClient(
-                self._pool,
-                broker=SLUG,
-                base_url=self._url,
+            return self._broker_client(
+                self._url,
                 headers={"Accept": "application/json"},
                 bucket=bucket,
                 classifier=mapping.classify,
@@ -165,10 +158,6 @@ class IbkrAdapter:
 
     def __repr__(self) -> str:
         return "IbkrAdapter(gateway=<sealed>)"
-
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
 
     # --- session ---------------------------------------------------------------------
 
@@ -565,7 +554,3 @@ class IbkrAdapter:
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None  # the reconciler polls open orders
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()

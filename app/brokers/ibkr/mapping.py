@@ -15,7 +15,7 @@ Two order shapes: live orders (``GET /iserver/account/orders``) are camelCase wi
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -34,8 +34,11 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
+from app.brokers.wire import WireReader
 
 SLUG = "ibkr"
+WIRE = WireReader(SLUG)  # the shared wire readers (app/brokers/wire.py), for this broker
+unknown, dec, opt_dec = WIRE.unknown, WIRE.decimal, WIRE.opt_decimal
 _ZERO = Decimal(0)
 
 # Order statuses (ibind ``live_orders`` filter docs; TWS API ``OrderStatus``,
@@ -79,33 +82,10 @@ _WIRE_TIF = {v: k for k, v in _TIF.items()}
 _SIDES = {"BUY": OrderSide.buy, "SELL": OrderSide.sell, "B": OrderSide.buy, "S": OrderSide.sell}
 
 
-def unknown(field: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(f"ibkr sent an unknown {field}: {value!r}", broker=SLUG)
-
-
-def dec(value: object, field: str) -> Decimal:
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, str | int) and not isinstance(value, bool):
-        try:
-            result = Decimal(value)
-        except InvalidOperation:
-            raise unknown(field, value) from None
-    else:
-        raise unknown(field, value)
-    if not result.is_finite():
-        raise unknown(field, value)
-    return result
-
-
-def opt_dec(value: object, field: str) -> Decimal | None:
-    return None if value is None or value == "" else dec(value, field)
-
-
 def order_time(value: object, field: str) -> datetime:
     """``order_time``/``lastExecutionTime`` ``yyMMddHHmmss`` (UTC), or epoch milliseconds."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, UTC)
+        return WIRE.epoch_ms(value, field)
     if not isinstance(value, str) or len(value) != 12 or not value.isdigit():
         raise unknown(field, value)
     try:
@@ -115,9 +95,7 @@ def order_time(value: object, field: str) -> datetime:
 
 
 def order_status(raw: object, filled: Decimal) -> OrderStatus:
-    if not isinstance(raw, str) or raw not in _STATUS:
-        raise unknown("order status", raw)
-    mapped = _STATUS[raw]
+    mapped = WIRE.lookup(_STATUS, raw, "order status")
     if mapped is not None:
         return mapped
     if raw == "Inactive":

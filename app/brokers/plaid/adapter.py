@@ -26,7 +26,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -50,9 +49,10 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.brokers.http import BrokerClient, HttpPool, Pacer, timeouts_from
+from app.brokers.http import BrokerClient, HttpPool, Pacer
 from app.brokers.plaid import auth, mapping
 from app.brokers.plaid.mapping import SLUG
+from app.brokers.pooled_adapter import PooledAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -83,10 +83,7 @@ CLIENT_PER_MINUTE = 400  # /institutions/get_by_id's per-client limit, the lowes
 
 
 def _loads(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json(parse_float=Decimal)
-    except ValueError:
-        raise errors.UnknownBrokerValue("Plaid sent a body that is not JSON", broker=SLUG) from None
+    body = mapping.WIRE.json_body(response)
     if not isinstance(body, dict):
         raise mapping.unknown("response body", type(body).__name__)
     return body
@@ -198,7 +195,7 @@ class PlaidApi:
         return key
 
 
-class PlaidAdapter:
+class PlaidAdapter(PooledAdapter):
     """One Linked connection (one Plaid Item): the read half of ``BrokerAdapter``."""
 
     slug = SLUG
@@ -207,25 +204,18 @@ class PlaidAdapter:
     def __init__(
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         self._credentials = auth.require(credentials)
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
         per_minute = settings.plaid_requests_per_minute
-        bucket = self._pool.bucket(
-            SLUG,
+        bucket = self._pacer(
             auth.item_key(self._credentials),
-            rate=per_minute / 60.0,
+            per_minute=per_minute,
             capacity=max(1, min(settings.plaid_burst, per_minute)),
         )
         self.api = PlaidApi(settings, self._pool, bucket)
 
     def __repr__(self) -> str:
         return f"PlaidAdapter(base_url={self._settings.plaid_url!r})"
-
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
 
     @property
     def item_id(self) -> str:
@@ -372,7 +362,3 @@ class PlaidAdapter:
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()

@@ -34,8 +34,11 @@ import httpx
 
 from app.brokers import errors
 from app.brokers.base import AssetClass, Balances, BrokerAccount, Position, Transaction
+from app.brokers.wire import WireReader
 
 SLUG = "plaid"
+WIRE = WireReader(SLUG, name="Plaid")  # the shared wire readers (app/brokers/wire.py)
+unknown = WIRE.unknown
 ZERO = Decimal(0)
 
 # AccountType (spec enum). ``brokerage`` is the pre-2018-05-22 name of ``investment``.
@@ -82,10 +85,6 @@ PUBLIC_TOKEN_REFUSED = frozenset({"INVALID_PUBLIC_TOKEN"})
 NOT_YET = frozenset({"PRODUCT_NOT_READY"})
 REF_SEPARATOR = "~"
 MAX_ACCOUNT_ID = 90  # leaves room for two match keys in accounts.broker_account_ref (128)
-
-
-def unknown(what: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(f"Plaid sent an unknown {what}: {value!r}", broker=SLUG)
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -157,16 +156,12 @@ def classify(response: httpx.Response, method: str) -> errors.BrokerError | None
 
 
 def dec(value: object, field: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise unknown(field, value)
-    result = Decimal(value)
-    if not result.is_finite():
-        raise unknown(field, value)
-    return result
+    """Plaid's JSON carries numbers (parsed as Decimal), never decimal strings."""
+    return WIRE.decimal(value, field, text=False)
 
 
 def opt_dec(value: object, field: str) -> Decimal | None:
-    return None if value is None else dec(value, field)
+    return WIRE.opt_decimal(value, field, text=False)
 
 
 def wire_date(value: object, field: str) -> date:
@@ -179,15 +174,8 @@ def wire_date(value: object, field: str) -> date:
 
 
 def wire_datetime(value: object, field: str) -> datetime:
-    if not isinstance(value, str):
-        raise unknown(field, value)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise unknown(field, value) from None
-    if parsed.tzinfo is None:
-        raise unknown(field, value)
-    return parsed.astimezone(UTC)
+    """An ISO 8601 instant; one without a zone is refused (Plaid always sends one)."""
+    return WIRE.timestamp(value, field, naive_utc=False)
 
 
 def start_of(day: date) -> datetime:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -60,7 +60,8 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.brokers.http import BrokerClient, HttpPool, timeouts_from
+from app.brokers.http import HttpPool
+from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.robinhood import auth, mapping
 from app.brokers.robinhood.mapping import SLUG
 from app.config import Settings
@@ -103,37 +104,27 @@ PAIR_TTL = 3600.0  # seconds a tradable trading pair is trusted
 
 
 def _loads(response: httpx.Response) -> Any:
-    try:
-        return response.json(parse_float=Decimal)
-    except ValueError:
-        raise errors.UnknownBrokerValue(
-            "robinhood sent a body that is not JSON", broker=SLUG
-        ) from None
+    return mapping.WIRE.json_body(response)
 
 
-class RobinhoodAdapter:
+class RobinhoodAdapter(PooledAdapter):
     slug = SLUG
     capabilities = ROBINHOOD_CAPABILITIES
 
     def __init__(
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         signer = auth.signer(credentials)
         assert credentials is not None  # auth.signer refused None
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
-        bucket = self._pool.bucket(
-            SLUG,
+        bucket = self._pacer(
             auth.bucket_key(credentials),
-            rate=settings.robinhood_requests_per_minute / 60.0,
+            per_minute=settings.robinhood_requests_per_minute,
             capacity=settings.robinhood_burst,
         )
         self._base = settings.robinhood_base_url.rstrip("/")
-        self._client = BrokerClient(
-            self._pool,
-            broker=SLUG,
-            base_url=self._base,
+        self._client = self._broker_client(
+            self._base,
             headers={"Accept": "application/json"},
             bucket=bucket,
             classifier=mapping.classify,
@@ -142,10 +133,6 @@ class RobinhoodAdapter:
 
     def __repr__(self) -> str:
         return f"RobinhoodAdapter(base_url={self._base!r})"
-
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -451,7 +438,3 @@ class RobinhoodAdapter:
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None  # no push: the reconciler polls open orders
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -37,8 +37,11 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
+from app.brokers.wire import WireReader
 
 SLUG = "robinhood"
+WIRE = WireReader(SLUG)  # the shared wire readers (app/brokers/wire.py), for this broker
+unknown, dec, opt_dec, ts = WIRE.unknown, WIRE.decimal, WIRE.opt_decimal, WIRE.timestamp
 _ZERO = Decimal(0)
 _OUR_ID = re.compile(r"^bg[0-9a-f]{32}$")
 _NAMESPACE = uuid.UUID("5b0c3f4e-8d4a-4f57-9a51-6b0a0c6f2d11")  # our uuid5 namespace
@@ -68,49 +71,6 @@ _WIRE_TYPES = {v: k for k, v in _TYPES.items()}
 _TIF = {"gtc": TimeInForce.gtc, "gfd": TimeInForce.day}
 _SIDES = {"buy": OrderSide.buy, "sell": OrderSide.sell}
 ACCOUNT_STATUSES = frozenset({"active", "deactivated", "sell_only"})
-
-
-def unknown(field: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(f"robinhood sent an unknown {field}: {value!r}", broker=SLUG)
-
-
-def dec(value: object, field: str) -> Decimal:
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, str | int) and not isinstance(value, bool):
-        try:
-            result = Decimal(value)
-        except InvalidOperation:
-            raise unknown(field, value) from None
-    else:
-        raise unknown(field, value)
-    if not result.is_finite():
-        raise unknown(field, value)
-    return result
-
-
-def opt_dec(value: object, field: str) -> Decimal | None:
-    return None if value is None or value == "" else dec(value, field)
-
-
-def ts(value: object, field: str = "timestamp") -> datetime:
-    """ISO 8601 (``2019-08-24T14:15:22Z``, offsets and fractions allowed) into UTC."""
-    if not isinstance(value, str) or not value:
-        raise unknown(field, value)
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    match = re.match(r"^(.*T\d{2}:\d{2}:\d{2})(\.\d+)?(.*)$", text)
-    if match is None:
-        raise unknown(field, value)
-    head, frac, tail = match.groups()
-    try:
-        parsed = datetime.fromisoformat(head + (frac or "")[:7] + tail)
-    except ValueError:
-        raise unknown(field, value) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def iso(at: datetime) -> str:
@@ -153,9 +113,7 @@ def _config(body: dict[str, Any], wire_type: str) -> dict[str, Any]:
 
 
 def order_status(raw: object, quantity: Decimal, filled: Decimal) -> OrderStatus:
-    if not isinstance(raw, str) or raw not in _STATES:
-        raise unknown("order state", raw)
-    mapped = _STATES[raw]
+    mapped = WIRE.lookup(_STATES, raw, "order state")
     if mapped is not None:
         return mapped
     if raw == "failed":

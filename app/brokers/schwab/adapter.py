@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -54,8 +54,9 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.brokers.http import BrokerClient, HttpPool, credential_key, timeouts_from
+from app.brokers.http import BrokerClient, HttpPool, credential_key
 from app.brokers.oauth import bearer_headers
+from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.schwab import auth, mapping
 from app.brokers.schwab.mapping import SLUG
 from app.config import Settings
@@ -96,15 +97,10 @@ FINGERPRINT_WINDOW = timedelta(minutes=5)
 
 
 def _loads(response: httpx.Response) -> Any:
-    try:
-        return mapping.loads(response.content)
-    except ValueError:
-        raise errors.UnknownBrokerValue(
-            "schwab sent a body that is not JSON", broker=SLUG
-        ) from None
+    return mapping.WIRE.json_body(response)
 
 
-class SchwabAdapter:
+class SchwabAdapter(PooledAdapter):
     slug = SLUG
     capabilities = SCHWAB_CAPABILITIES
     fingerprint_window = FINGERPRINT_WINDOW
@@ -112,23 +108,17 @@ class SchwabAdapter:
     def __init__(
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         headers = bearer_headers(credentials, broker=SLUG)
         assert credentials is not None  # bearer_headers refused None
         self._credentials = credentials
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
         self._headers = {**headers, "Accept": "application/json"}
         self._base = settings.schwab_base_url.rstrip("/")
         per_minute = settings.schwab_requests_per_minute
-        self._api = BrokerClient(
-            self._pool,
-            broker=SLUG,
-            base_url=self._base,
+        self._api = self._broker_client(
+            self._base,
             headers=self._headers,
-            bucket=self._pool.bucket(
-                SLUG, auth.bucket_key(credentials), rate=per_minute / 60.0, capacity=per_minute
-            ),
+            bucket=self._pacer(auth.bucket_key(credentials), per_minute=per_minute),
             classifier=mapping.classify,
         )
         self._order_clients: dict[str, BrokerClient] = {}
@@ -136,25 +126,16 @@ class SchwabAdapter:
     def __repr__(self) -> str:
         return f"SchwabAdapter(base_url={self._base!r})"
 
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
-
     def _orders_client(self, account_hash: str) -> BrokerClient:
         """Order writes are paced per account by their own limit (set at app registration)."""
         found = self._order_clients.get(account_hash)
         if found is None:
             per_minute = self._settings.schwab_order_requests_per_minute
-            found = BrokerClient(
-                self._pool,
-                broker=SLUG,
-                base_url=self._base,
+            found = self._broker_client(
+                self._base,
                 headers=self._headers,
-                bucket=self._pool.bucket(
-                    SLUG,
-                    credential_key(SLUG, "orders", account_hash),
-                    rate=per_minute / 60.0,
-                    capacity=per_minute,
+                bucket=self._pacer(
+                    credential_key(SLUG, "orders", account_hash), per_minute=per_minute
                 ),
                 classifier=mapping.classify,
             )
@@ -486,10 +467,6 @@ class SchwabAdapter:
         from app.brokers.schwab.stream import AccountActivityStream
 
         return AccountActivityStream(self, self._credentials, account_ref).updates()
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()
 
 
 _OPEN = frozenset(

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
@@ -39,10 +39,14 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
+from app.brokers.wire import WireReader
 
 log = logging.getLogger(__name__)
 
 SLUG = "schwab"
+WIRE = WireReader(SLUG)  # the shared wire readers (app/brokers/wire.py), for this broker
+unknown, dec, opt_dec, ts = WIRE.unknown, WIRE.decimal, WIRE.opt_decimal, WIRE.timestamp
+millis = WIRE.epoch_ms  # market data's ``quoteTime``, ``tradeTime``
 _ZERO = Decimal(0)
 
 S = OrderStatus
@@ -112,58 +116,9 @@ _ASSET_TYPES = {
 }
 
 
-def unknown(field: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(f"schwab sent an unknown {field}: {value!r}", broker=SLUG)
-
-
 def loads(text: str | bytes) -> Any:
     """JSON with every non-integer number as Decimal."""
     return json.loads(text, parse_float=Decimal)
-
-
-def dec(value: object, field: str) -> Decimal:
-    if isinstance(value, bool):
-        raise unknown(field, value)
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, int | str):
-        try:
-            result = Decimal(value)
-        except InvalidOperation:
-            raise unknown(field, value) from None
-    else:
-        raise unknown(field, value)
-    if not result.is_finite():
-        raise unknown(field, value)
-    return result
-
-
-def opt_dec(value: object, field: str) -> Decimal | None:
-    return None if value is None or value == "" else dec(value, field)
-
-
-def ts(value: object, field: str = "timestamp") -> datetime:
-    """``2024-03-19T14:30:00+0000`` (Schwab's form), also with ``Z``, ``+00:00`` or millis."""
-    if not isinstance(value, str):
-        raise unknown(field, value)
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    text = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise unknown(field, value) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def millis(value: object, field: str) -> datetime:
-    """Epoch milliseconds (market data's ``quoteTime``, ``tradeTime``)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise unknown(field, value)
-    return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
 def query_time(at: datetime) -> str:
@@ -285,9 +240,7 @@ def positions_from_account(body: object, now: datetime) -> list[Position]:
 
 
 def order_status(raw: object, filled: Decimal) -> OrderStatus:
-    if not isinstance(raw, str) or raw not in _STATUS:
-        raise unknown("order status", raw)
-    mapped = _STATUS[raw]
+    mapped = WIRE.lookup(_STATUS, raw, "order status")
     if mapped is not None:
         return mapped
     return S.partially_filled if filled > _ZERO else S.accepted

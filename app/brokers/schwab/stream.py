@@ -39,37 +39,29 @@ import asyncio
 import itertools
 import json
 import logging
-import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+from websockets.asyncio.client import ClientConnection
 
 from app.brokers import errors
-from app.brokers.base import OrderUpdate
+from app.brokers.base import BrokerOrder, OrderUpdate
 from app.brokers.oauth import ACCESS_TOKEN, access_token_expires_at
 from app.brokers.schwab import mapping
+from app.brokers.upstream_stream import StreamRefused, UpstreamStream, frames_logger
 from app.security.credentials import Credentials
 
 if TYPE_CHECKING:
     from app.brokers.schwab.adapter import SchwabAdapter
 
 log = logging.getLogger(__name__)
-# The websockets library logs frames at DEBUG, the LOGIN request (the access token) included.
-_ws_log = logging.getLogger(__name__ + ".frames")
-_ws_log.setLevel(logging.INFO)
 
 LOGIN_DENIED = 3
 # Streamer response codes after which the server closes the session.
 CLOSING_CODES = frozenset({12, 30})  # CLOSE_CONNECTION, STOP_STREAMING
 SUBSCRIBED = "SUBSCRIBED"
 ERROR = "ERROR"
-
-
-class StreamRefused(Exception):
-    """The streamer answered a request with a failure code (not a login denial)."""
 
 
 def decode(frame: str | bytes) -> dict[str, Any]:
@@ -96,7 +88,12 @@ def order_ids(message_data: object) -> set[str]:
     return found
 
 
-class AccountActivityStream:
+class AccountActivityStream(UpstreamStream):
+    broker = mapping.SLUG
+    name = "schwab ACCT_ACTIVITY stream"
+    frames = frames_logger(__name__)  # never DEBUG: the LOGIN request carries the token
+    ping_interval = 20.0
+
     def __init__(
         self,
         adapter: SchwabAdapter,
@@ -104,26 +101,34 @@ class AccountActivityStream:
         account_ref: str,
         *,
         idle_timeout: float = 60.0,
-        handshake_timeout: float = 10.0,
-        max_backoff: float = 30.0,
+        **timing: float,
     ) -> None:
+        """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
+        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
         self._adapter = adapter
         self._credentials = credentials
-        self._account_ref = account_ref
-        self.idle_timeout = idle_timeout
-        self._handshake_timeout = handshake_timeout
-        self._max_backoff = max_backoff
         self._ids = itertools.count(1)
-        self.connects = 0
+        self._info: dict[str, str] = {}
+        self._number: str | None = None
 
     def __repr__(self) -> str:
         return f"AccountActivityStream(account_ref={self._account_ref!r})"
 
-    def _expired(self) -> bool:
+    def _finished(self) -> bool:
+        """The access token (fixed for this stream) expired: the supervisor starts a new
+        stream with the refreshed token from the vault."""
         expires_at = access_token_expires_at(self._credentials)
         if expires_at is None:
             return False  # an access token without a recorded expiry: let Schwab decide
         return expires_at <= datetime.now(UTC)
+
+    async def _open(self) -> str:
+        self._info = await self._adapter.streamer_info()
+        self._number = await self._account_number()
+        return self._info["streamerSocketUrl"]
+
+    async def _catch_up_orders(self) -> list[BrokerOrder]:
+        return await self._adapter.recent_orders(self._account_ref)
 
     def _request(
         self, info: dict[str, str], service: str, command: str, parameters: dict[str, str]
@@ -166,7 +171,8 @@ class AccountActivityStream:
                         raise mapping.unknown("stream response code", code)
                     return code
 
-    async def _handshake(self, ws: ClientConnection, info: dict[str, str]) -> None:
+    async def _handshake(self, ws: ClientConnection) -> None:
+        info = self._info
         request_id, frame = self._request(
             info,
             "ADMIN",
@@ -196,10 +202,6 @@ class AccountActivityStream:
         if code != 0:
             raise StreamRefused(f"ACCT_ACTIVITY SUBS answered {code}")
 
-    async def _catch_up(self) -> list[OrderUpdate]:
-        orders = await self._adapter.recent_orders(self._account_ref)
-        return [OrderUpdate(self._account_ref, o, o.updated_at) for o in orders]
-
     async def _account_number(self) -> str | None:
         numbers = await self._adapter.account_numbers()
         for number, hash_value in numbers.items():
@@ -207,65 +209,9 @@ class AccountActivityStream:
                 return number
         return None
 
-    async def updates(self) -> AsyncIterator[OrderUpdate]:
-        """Order updates until the access token expires; AuthenticationFailed if refused."""
-        failures = 0
-        while True:
-            if self._expired():
-                log.info("schwab stream's access token expired; ending for a fresh one")
-                return
-            try:
-                info = await self._adapter.streamer_info()
-                number = await self._account_number()
-                async with connect(
-                    info["streamerSocketUrl"],
-                    open_timeout=self._handshake_timeout,
-                    ping_interval=20,
-                    ping_timeout=20,
-                    max_size=2**22,
-                    logger=_ws_log,
-                ) as ws:
-                    await self._handshake(ws, info)
-                    self.connects += 1
-                    failures = 0
-                    for update in await self._catch_up():
-                        yield update
-                    async for update in self._read(ws, number):
-                        yield update
-            except errors.AuthenticationFailed:
-                if self._expired():
-                    return
-                raise
-            except (
-                OSError,
-                TimeoutError,
-                InvalidHandshake,
-                InvalidURI,
-                WebSocketException,
-                StreamRefused,
-                errors.Transient,
-                errors.UnknownBrokerValue,
-                ValueError,
-            ) as exc:
-                log.warning(
-                    "schwab ACCT_ACTIVITY stream interrupted; reconnecting",
-                    extra={"broker": mapping.SLUG, "error": type(exc).__name__},
-                )
-            failures += 1
-            delay = min(self._max_backoff, 0.25 * 2 ** min(failures, 8))
-            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter
-
-    async def _read(self, ws: ClientConnection, number: str | None) -> AsyncIterator[OrderUpdate]:
-        while True:
-            try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for around recv() can
-                # swallow a cancellation, leaving a stream running after it was stopped.
-                async with asyncio.timeout(self.idle_timeout):
-                    raw = await ws.recv()
-            except TimeoutError:
-                # Open but silent (not even heartbeats): restart; the catch-up covers the gap.
-                log.warning("schwab stream silent; restarting", extra={"broker": mapping.SLUG})
-                return
+    async def _read(self, ws: ClientConnection) -> AsyncIterator[OrderUpdate]:
+        number = self._number
+        while (raw := await self._recv(ws)) is not None:
             message = decode(raw)
             for response in message.get("response") or []:
                 content = response.get("content") if isinstance(response, dict) else None

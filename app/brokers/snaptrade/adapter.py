@@ -63,7 +63,8 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.brokers.http import BrokerClient, HttpPool, timeouts_from
+from app.brokers.http import HttpPool
+from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.snaptrade import auth, mapping
 from app.brokers.snaptrade.mapping import SLUG
 from app.config import Settings
@@ -116,19 +117,14 @@ _TERMINAL = frozenset(
 
 
 def _loads(response: httpx.Response) -> Any:
-    try:
-        return mapping.loads(response.content)
-    except ValueError:
-        raise errors.UnknownBrokerValue(
-            "snaptrade sent a body that is not JSON", broker=SLUG
-        ) from None
+    return mapping.WIRE.json_body(response, ints_as_decimal=True)
 
 
 def _path(template: str, *ids: str) -> str:
     return template.format(*(quote(i, safe="") for i in ids))
 
 
-class SnaptradeAdapter:
+class SnaptradeAdapter(PooledAdapter):
     slug = SLUG
     capabilities = SNAPTRADE_CAPABILITIES
     fingerprint_window = FINGERPRINT_WINDOW
@@ -141,20 +137,14 @@ class SnaptradeAdapter:
         *,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         self._credentials = credentials
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
         key = auth.partner_key(settings)
         per_minute = settings.snaptrade_requests_per_minute
-        self._api = BrokerClient(
-            self._pool,
-            broker=SLUG,
-            base_url=settings.snaptrade_base_url,
+        self._api = self._broker_client(
+            settings.snaptrade_base_url,
             headers={"Accept": "application/json"},
-            bucket=self._pool.bucket(
-                SLUG, auth.bucket_key(key), rate=per_minute / 60.0, capacity=per_minute
-            ),
+            bucket=self._pacer(auth.bucket_key(key), per_minute=per_minute),
             classifier=mapping.classify,
             retry_after_from=mapping.retry_after,
             auth=auth.SignedRequests(key) if clock is None else auth.SignedRequests(key, clock),
@@ -163,10 +153,6 @@ class SnaptradeAdapter:
 
     def __repr__(self) -> str:
         return f"SnaptradeAdapter(base_url={self._settings.snaptrade_base_url!r})"
-
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
 
     def _user(self, **extra: str) -> dict[str, str]:
         return {**auth.user_params(self._credentials), **extra}
@@ -512,7 +498,3 @@ class SnaptradeAdapter:
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None  # SnapTrade pushes webhooks, not order streams
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()

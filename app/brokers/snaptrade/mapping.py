@@ -24,7 +24,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -46,10 +46,13 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
+from app.brokers.wire import WireReader
 
 log = logging.getLogger(__name__)
 
 SLUG = "snaptrade"
+WIRE = WireReader(SLUG)  # the shared wire readers (app/brokers/wire.py), for this broker
+unknown = WIRE.unknown
 _ZERO = Decimal(0)
 
 # Every value of the spec's ``AccountOrderRecordStatus``. ``None``: the order is working;
@@ -165,10 +168,6 @@ REFRESH_EVENTS = frozenset(
 )
 
 
-def unknown(field: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(f"snaptrade sent an unknown {field}: {value!r}", broker=SLUG)
-
-
 def loads(raw: bytes) -> Any:
     """JSON with every number as ``Decimal`` (ValueError when it is not JSON)."""
     return json.loads(raw, parse_float=Decimal, parse_int=Decimal)
@@ -182,20 +181,7 @@ def tidy(value: Decimal) -> Decimal:
 
 
 def dec(value: object, field: str) -> Decimal:
-    if isinstance(value, bool):
-        raise unknown(field, value)
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, str | int):
-        try:
-            result = Decimal(value)
-        except InvalidOperation:
-            raise unknown(field, value) from None
-    else:
-        raise unknown(field, value)
-    if not result.is_finite():
-        raise unknown(field, value)
-    return tidy(result)
+    return tidy(WIRE.decimal(value, field))
 
 
 def opt_dec(value: object, field: str) -> Decimal | None:
@@ -218,31 +204,10 @@ def number(value: Decimal, field: str) -> int | float:
     return as_float
 
 
-_ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$")
-
-
 def ts(value: object, field: str = "timestamp") -> datetime:
     """ISO 8601 with ``Z``, an offset or none (UTC assumed), any fraction; a date alone is
     midnight UTC (activities of some brokerages carry only the date)."""
-    if not isinstance(value, str):
-        raise unknown(field, value)
-    text = value.strip()
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        text += "T00:00:00Z"
-    match = _ISO.match(text)
-    if match is None:
-        raise unknown(field, value)
-    day, clock, frac, zone = match.groups()
-    frac = (frac or "")[:7]
-    if zone in (None, "Z"):
-        zone = "+00:00"
-    elif ":" not in zone:
-        zone = zone[:3] + ":" + zone[3:]
-    try:
-        parsed = datetime.fromisoformat(f"{day}T{clock}{frac}{zone}")
-    except ValueError:
-        raise unknown(field, value) from None
-    return parsed.astimezone(UTC)
+    return WIRE.timestamp(value, field, date_only=True)
 
 
 def iso(at: datetime) -> str:
@@ -306,9 +271,7 @@ def is_modelled(body: dict[str, Any]) -> bool:
 
 
 def order_status(raw: object, quantity: Decimal, filled: Decimal) -> OrderStatus:
-    if not isinstance(raw, str) or raw not in _STATUS:
-        raise unknown("order status", raw)
-    mapped = _STATUS[raw]
+    mapped = WIRE.lookup(_STATUS, raw, "order status")
     if mapped is not None:
         if mapped is OrderStatus.submitted and filled > _ZERO:
             return OrderStatus.partially_filled

@@ -31,8 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -57,8 +56,9 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.brokers.http import BrokerClient, Classifier, HttpPool, timeouts_from
+from app.brokers.http import BrokerClient, Classifier, HttpPool
 from app.brokers.oauth import parse_token_response
+from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.symbols import asset_class_of
 from app.brokers.tastytrade import auth, mapping
 from app.brokers.tastytrade.mapping import SLUG
@@ -113,12 +113,7 @@ _OPEN = frozenset(
 
 
 def _loads(response: httpx.Response) -> Any:
-    try:
-        return response.json(parse_float=Decimal)
-    except ValueError:
-        raise errors.UnknownBrokerValue(
-            "tastytrade sent a body that is not JSON", broker=SLUG
-        ) from None
+    return mapping.WIRE.json_body(response)
 
 
 def _token_classifier(response: httpx.Response, method: str) -> errors.BrokerError | None:
@@ -142,32 +137,25 @@ def _masked(number: str) -> str:
     return "****" + number[-4:] if len(number) > 4 else "****"
 
 
-class TastytradeAdapter:
+class TastytradeAdapter(PooledAdapter):
     slug = SLUG
     capabilities = TASTYTRADE_CAPABILITIES
 
     def __init__(
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         self._credentials = auth.require(credentials)
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
         per_minute = settings.tastytrade_requests_per_minute
-        self._bucket = self._pool.bucket(
-            SLUG,
+        self._bucket = self._pacer(
             auth.credential_id(self._credentials),
-            rate=per_minute / 60.0,
+            per_minute=per_minute,
             capacity=max(1, min(settings.tastytrade_burst, per_minute)),
         )
         self._tokens = auth.source_for(self._pool, self._credentials)
 
     def __repr__(self) -> str:
         return f"TastytradeAdapter(base_url={self._settings.tastytrade_base_url!r})"
-
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
 
     # --- transport ---------------------------------------------------------------------
 
@@ -181,10 +169,8 @@ class TastytradeAdapter:
             headers["Accept-Version"] = self._settings.tastytrade_api_version
         if token is not None:
             headers["Authorization"] = auth.bearer(token)
-        return BrokerClient(
-            self._pool,
-            broker=SLUG,
-            base_url=self._settings.tastytrade_base_url,
+        return self._broker_client(
+            self._settings.tastytrade_base_url,
             headers=headers,
             bucket=self._bucket,
             classifier=classifier,
@@ -504,7 +490,3 @@ class TastytradeAdapter:
             heartbeat_interval=self._settings.tastytrade_heartbeat_seconds,
             idle_timeout=self._settings.tastytrade_stream_idle_seconds,
         ).updates()
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()

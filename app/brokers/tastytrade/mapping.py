@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -45,8 +45,11 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
+from app.brokers.wire import WireReader
 
 SLUG = "tastytrade"
+WIRE = WireReader(SLUG)  # the shared wire readers (app/brokers/wire.py), for this broker
+unknown, dec, opt_dec = WIRE.unknown, WIRE.decimal, WIRE.opt_decimal
 _ZERO = Decimal(0)
 
 # Every status of the order lifecycle (https://developer.tastytrade.com/order-flow and
@@ -135,56 +138,9 @@ _INSTRUMENT_TYPES: dict[str, AssetClass | None] = {
 _PRICE_EFFECTS = {"Debit": Decimal(-1), "Credit": Decimal(1), "None": _ZERO}
 
 
-def unknown(field: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(f"tastytrade sent an unknown {field}: {value!r}", broker=SLUG)
-
-
-def dec(value: object, field: str) -> Decimal:
-    if isinstance(value, bool):
-        raise unknown(field, value)
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, str | int):
-        try:
-            result = Decimal(value)
-        except InvalidOperation:
-            raise unknown(field, value) from None
-    else:
-        raise unknown(field, value)
-    if not result.is_finite():
-        raise unknown(field, value)
-    return result
-
-
-def opt_dec(value: object, field: str) -> Decimal | None:
-    return None if value is None or value == "" else dec(value, field)
-
-
-_ISO = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$")
-
-
 def ts(value: object, field: str = "timestamp") -> datetime:
     """RFC 3339 (``Z`` or an offset, any fraction) or epoch milliseconds, as UTC."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    if not isinstance(value, str):
-        raise unknown(field, value)
-    match = _ISO.match(value.strip())
-    if match is None:
-        raise unknown(field, value)
-    head, frac, zone = match.groups()
-    frac = (frac or "")[:7]
-    if zone in (None, "Z"):
-        zone = "+00:00"
-    elif ":" not in zone:
-        zone = zone[:3] + ":" + zone[3:]
-    try:
-        parsed = datetime.fromisoformat(head + frac + zone)
-    except ValueError:
-        raise unknown(field, value) from None
-    return parsed.astimezone(UTC)
+    return WIRE.timestamp(value, field, epoch_ms=True)
 
 
 def wire_time(at: datetime) -> str:

@@ -26,45 +26,40 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+from websockets.asyncio.client import ClientConnection
 
 from app.brokers import errors
 from app.brokers.base import BrokerOrder, OrderUpdate
 from app.brokers.tastytrade import auth, mapping
+from app.brokers.upstream_stream import (
+    StreamRefused,
+    UpstreamStream,
+    decode_object,
+    frames_logger,
+)
 
 log = logging.getLogger(__name__)
-# The websockets library logs every frame at DEBUG, access tokens included. Its connection
-# logger is ours and never goes below INFO.
-_ws_log = logging.getLogger(__name__ + ".frames")
-_ws_log.setLevel(logging.INFO)
 
 CatchUp = Callable[[str], Awaitable[list[BrokerOrder]]]
 SOURCE = "brokerage-gateway"
-# A connect refused this many times in a row, each with a freshly minted token: the grant
-# may no longer use the account.
-MAX_REFUSED_CONNECTS = 2
 
 
 def decode(frame: str | bytes) -> dict[str, Any]:
-    text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-    message = json.loads(text, parse_float=Decimal)
-    if not isinstance(message, dict):
-        raise mapping.unknown("streamer message", type(message).__name__)
-    return message
+    return decode_object(frame, "streamer message", mapping.SLUG)
 
 
-class _Refused(Exception):
-    """The streamer answered ``status: error`` to our connect or heartbeat."""
+class AccountStreamer(UpstreamStream):
+    broker = mapping.SLUG
+    name = "tastytrade account streamer"
+    frames = frames_logger(__name__)  # never DEBUG: every frame we send carries a token
+    # A connect refused this many times in a row, each with a freshly minted token: the
+    # grant may no longer use the account.
+    max_refused = 2
 
-
-class AccountStreamer:
     def __init__(
         self,
         url: str,
@@ -75,26 +70,32 @@ class AccountStreamer:
         catch_up: CatchUp,
         heartbeat_interval: float = 20.0,
         idle_timeout: float = 65.0,
-        handshake_timeout: float = 10.0,
-        max_backoff: float = 30.0,
+        **timing: float,
     ) -> None:
+        """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
+        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
         self._url = url
-        self._account_ref = account_ref
         self._token = token
         self._invalidate = invalidate
-        self._catch_up = catch_up
+        self._catch_up_from = catch_up
         self.heartbeat_interval = heartbeat_interval
-        self.idle_timeout = idle_timeout
-        self._handshake_timeout = handshake_timeout
-        self._max_backoff = max_backoff
         self._request_id = 0
         self._last_token: str | None = None
-        self.connects = 0
         self.heartbeats_sent = 0
-        self.silences = 0  # connections restarted because they went silent
 
     def __repr__(self) -> str:
         return f"AccountStreamer(url={self._url!r})"
+
+    def _refused_for_good(self, exc: StreamRefused) -> errors.AuthenticationFailed:
+        return errors.AuthenticationFailed(
+            f"the tastytrade account streamer refused the grant: {exc}", broker=mapping.SLUG
+        )
+
+    async def _open(self) -> str:
+        return self._url
+
+    async def _catch_up_orders(self) -> list[BrokerOrder]:
+        return await self._catch_up_from(self._account_ref)
 
     async def _send(self, ws: ClientConnection, action: str, value: object = None) -> str:
         """Send one action with a current token; returns the token used."""
@@ -131,61 +132,7 @@ class AccountStreamer:
             if message.get("status") == "ok":
                 return
             self._invalidate(token)
-            raise _Refused(str(message.get("message") or "connect refused"))
-
-    async def updates(self) -> AsyncIterator[OrderUpdate]:
-        """Order updates for ever. Raises AuthenticationFailed when the grant stops working
-        (the refresh token is refused, or every connect is refused with fresh tokens)."""
-        failures = 0
-        refused = 0
-        while True:
-            try:
-                async with connect(
-                    self._url,
-                    open_timeout=self._handshake_timeout,
-                    # Protocol-level pings as well: a half-open TCP connection fails fast.
-                    ping_interval=10,
-                    ping_timeout=10,
-                    max_size=2**22,
-                    logger=_ws_log,
-                ) as ws:
-                    await self._handshake(ws)
-                    self.connects += 1
-                    failures = refused = 0
-                    for order in await self._catch_up(self._account_ref):
-                        yield OrderUpdate(self._account_ref, order, order.updated_at)
-                    async for update in self._read(ws):
-                        yield update
-            except errors.AuthenticationFailed:
-                raise
-            except _Refused as exc:
-                refused += 1
-                log.warning(
-                    "tastytrade streamer refused the connection's token",
-                    extra={"broker": mapping.SLUG, "reason": str(exc)},
-                )
-                if refused >= MAX_REFUSED_CONNECTS:
-                    raise errors.AuthenticationFailed(
-                        f"the tastytrade account streamer refused the grant: {exc}",
-                        broker=mapping.SLUG,
-                    ) from None
-            except (
-                OSError,
-                TimeoutError,
-                InvalidHandshake,
-                InvalidURI,
-                WebSocketException,
-                errors.Transient,
-                errors.UnknownBrokerValue,
-                ValueError,
-            ) as exc:
-                log.warning(
-                    "tastytrade account streamer interrupted; reconnecting",
-                    extra={"broker": mapping.SLUG, "error": type(exc).__name__},
-                )
-            failures += 1
-            delay = min(self._max_backoff, 0.25 * 2 ** min(failures, 8))
-            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter
+            raise StreamRefused(str(message.get("message") or "connect refused"))
 
     async def _read(self, ws: ClientConnection) -> AsyncIterator[OrderUpdate]:
         """Notifications until the connection drops or goes silent; heartbeats meanwhile."""
@@ -199,7 +146,7 @@ class AccountStreamer:
                 next_heartbeat = now + self.heartbeat_interval
             wait = min(next_heartbeat, last_heard + self.idle_timeout) - now
             if now - last_heard >= self.idle_timeout:
-                log.warning("tastytrade account streamer silent; restarting")
+                log.warning("%s silent; restarting", self.name, extra={"broker": self.broker})
                 self.silences += 1
                 return
             try:
@@ -219,16 +166,11 @@ class AccountStreamer:
                     # A heartbeat refused (its token expired): reconnect with a fresh one.
                     if self._last_token is not None:
                         self._invalidate(self._last_token)
-                    raise _Refused(str(one.get("message") or "heartbeat refused"))
+                    raise StreamRefused(str(one.get("message") or "heartbeat refused"))
                 try:
                     update = mapping.update_from_notification(one, self._account_ref)
                 except errors.UnknownBrokerValue:
-                    log.error(
-                        "tastytrade order notification with a value the mapping does not "
-                        "know; skipped",
-                        exc_info=True,
-                        extra={"broker": mapping.SLUG},
-                    )
+                    self._skipped("order notification")
                     continue
                 if update is not None:
                     yield update

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -52,7 +52,8 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.brokers.http import BrokerClient, HttpPool, timeouts_from
+from app.brokers.http import BrokerClient, HttpPool
+from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.tradier import auth, mapping
 from app.brokers.tradier.mapping import SLUG
 from app.config import Settings
@@ -103,12 +104,7 @@ QUOTE_TTL = 3600.0  # seconds a "this symbol exists" answer is trusted
 
 
 def _loads(response: httpx.Response) -> Any:
-    try:
-        return response.json(parse_float=Decimal)
-    except ValueError:
-        raise errors.UnknownBrokerValue(
-            "tradier sent a body that is not JSON", broker=SLUG
-        ) from None
+    return mapping.WIRE.json_body(response)
 
 
 def _checked(response: httpx.Response, method: str) -> Any:
@@ -149,31 +145,25 @@ def stream_url(settings: Settings) -> str:
     return f"{scheme}://{host}/v1/accounts/events"
 
 
-class TradierAdapter:
+class TradierAdapter(PooledAdapter):
     slug = SLUG
     capabilities = TRADIER_CAPABILITIES
 
     def __init__(
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         self._credentials = credentials
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
         headers = auth.headers(credentials)
         assert credentials is not None  # auth.headers refused None
         key = auth.bucket_key(credentials)
         standard, market, trading = _published(settings)
 
         def client(kind: str, per_minute: int) -> BrokerClient:
-            return BrokerClient(
-                self._pool,
-                broker=SLUG,
-                base_url=settings.tradier_base_url,
+            return self._broker_client(
+                settings.tradier_base_url,
                 headers=headers,
-                bucket=self._pool.bucket(
-                    SLUG, f"{key}:{kind}", rate=per_minute / 60.0, capacity=per_minute
-                ),
+                bucket=self._pacer(f"{key}:{kind}", per_minute=per_minute),
                 classifier=mapping.classify,
                 retry_after_from=mapping.retry_after,
             )
@@ -184,10 +174,6 @@ class TradierAdapter:
 
     def __repr__(self) -> str:
         return f"TradierAdapter(base_url={self._settings.tradier_base_url!r})"
-
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
 
     @staticmethod
     def _account(account_ref: str) -> str:
@@ -462,10 +448,6 @@ class TradierAdapter:
     async def recent_orders(self, account_ref: str) -> list[BrokerOrder]:
         """After a gap: the account's current listing (the stream has no replay)."""
         return await self.list_orders(account_ref, "all", PAGE * MAX_PAGES)
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()
 
 
 def _masked(number: str) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -50,8 +50,12 @@ from app.brokers.base import (
     Transaction,
 )
 from app.brokers.symbols import asset_class_of
+from app.brokers.wire import WireReader
 
 SLUG = "tradier"
+WIRE = WireReader(SLUG)  # the shared wire readers (app/brokers/wire.py), for this broker
+unknown, dec, opt_dec, ts = WIRE.unknown, WIRE.decimal, WIRE.opt_decimal, WIRE.timestamp
+epoch_ms = WIRE.epoch_ms  # quote dates (``"bid_date": 1557168406000``)
 _ZERO = Decimal(0)
 
 # Every documented order status: the REST order object
@@ -111,53 +115,6 @@ _HEX_TAG = re.compile(r"^x-((?:[0-9a-f]{2})+)$")
 
 class UnmodeledOrder(errors.UnknownBrokerValue):
     """A documented order class the adapter does not model (multileg, combo, oto, ...)."""
-
-
-def unknown(field: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(f"tradier sent an unknown {field}: {value!r}", broker=SLUG)
-
-
-def dec(value: object, field: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
-        raise unknown(field, value)
-    try:
-        result = value if isinstance(value, Decimal) else Decimal(value)
-    except InvalidOperation:
-        raise unknown(field, value) from None
-    if not result.is_finite():
-        raise unknown(field, value)
-    return result
-
-
-def opt_dec(value: object, field: str) -> Decimal | None:
-    return None if value is None or value == "" else dec(value, field)
-
-
-def ts(value: object, field: str = "timestamp") -> datetime:
-    """ISO 8601 with up to nanoseconds (``2018-06-01T12:02:29.682Z``) into a UTC datetime."""
-    if not isinstance(value, str):
-        raise unknown(field, value)
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    match = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(.*)$", text)
-    if match is None:
-        raise unknown(field, value)
-    head, frac, tail = match.groups()
-    try:
-        parsed = datetime.fromisoformat(head + (frac or "")[:7] + tail)
-    except ValueError:
-        raise unknown(field, value) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def epoch_ms(value: object, field: str) -> datetime:
-    """Quote dates are epoch milliseconds (``"bid_date": 1557168406000``)."""
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise unknown(field, value)
-    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
 def plain(value: Decimal) -> str:
@@ -226,9 +183,7 @@ def from_tag(tag: object) -> str | None:
 
 
 def order_status(raw: object, quantity: Decimal, filled: Decimal) -> OrderStatus:
-    if not isinstance(raw, str) or raw not in _STATUS:
-        raise unknown("order status", raw)
-    mapped = _STATUS[raw]
+    mapped = WIRE.lookup(_STATUS, raw, "order status")
     if mapped is not None:
         return mapped
     if raw == "calculated" and filled >= quantity > _ZERO:

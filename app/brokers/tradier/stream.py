@@ -25,25 +25,17 @@ orders. A refused token (401 on the session) ends the stream with ``Authenticati
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+from websockets.asyncio.client import ClientConnection
 
 from app.brokers import errors
 from app.brokers.base import BrokerOrder, OrderUpdate
 from app.brokers.tradier import mapping
-
-log = logging.getLogger(__name__)
-# The websockets library logs every frame at DEBUG, the session id included.
-_ws_log = logging.getLogger(__name__ + ".frames")
-_ws_log.setLevel(logging.INFO)
+from app.brokers.upstream_stream import INTERRUPTIONS, UpstreamStream, frames_logger
 
 CreateSession = Callable[[], Awaitable[str]]
 FetchOrder = Callable[[str, str], Awaitable[BrokerOrder]]
@@ -59,7 +51,15 @@ def subscription(session_id: str) -> str:
     return json.dumps({"events": ["order"], "sessionid": session_id, "excludeAccounts": []})
 
 
-class AccountEventsStream:
+class AccountEventsStream(UpstreamStream):
+    broker = mapping.SLUG
+    name = "tradier account stream"
+    frames = frames_logger(__name__)  # never DEBUG: the subscription carries the session id
+    ping_interval = 20.0
+    max_size = 2**20
+    # A session refused by REST (OutcomeUnknown, Rejected) is one more reason to reconnect.
+    interruptions = (*INTERRUPTIONS, errors.OutcomeUnknown, errors.Rejected)
+
     def __init__(
         self,
         url: str,
@@ -69,85 +69,36 @@ class AccountEventsStream:
         fetch_order: FetchOrder,
         catch_up: CatchUp,
         idle_timeout: float = 150.0,
-        handshake_timeout: float = 10.0,
-        max_backoff: float = 30.0,
+        **timing: float,
     ) -> None:
+        """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
+        # Heartbeats come about every 60 s; 150 s of nothing means the stream is dead.
+        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
         self._url = url
-        self._account_ref = account_ref
         self._create_session = create_session
         self._fetch_order = fetch_order
-        self._catch_up = catch_up
-        # Heartbeats come about every 60 s; 150 s of nothing means the stream is dead.
-        self.idle_timeout = idle_timeout
-        self._handshake_timeout = handshake_timeout
-        self._max_backoff = max_backoff
-        self.connects = 0
+        self._catch_up_from = catch_up
+        self._session_id = ""
 
     def __repr__(self) -> str:
         return f"AccountEventsStream(url={self._url!r})"
 
-    async def updates(self) -> AsyncIterator[OrderUpdate]:
-        """Order updates for ever. Raises AuthenticationFailed when the token stops working."""
-        failures = 0
-        while True:
-            try:
-                session_id = await self._create_session()
-                async with connect(
-                    self._url,
-                    open_timeout=self._handshake_timeout,
-                    ping_interval=20,
-                    ping_timeout=20,
-                    max_size=2**20,
-                    logger=_ws_log,
-                ) as ws:
-                    await ws.send(subscription(session_id))
-                    self.connects += 1
-                    failures = 0
-                    for order in await self._catch_up(self._account_ref):
-                        yield OrderUpdate(self._account_ref, order, order.updated_at)
-                    async for update in self._read(ws):
-                        yield update
-            except errors.AuthenticationFailed:
-                raise
-            except (
-                OSError,
-                TimeoutError,
-                InvalidHandshake,
-                InvalidURI,
-                WebSocketException,
-                errors.Transient,
-                errors.OutcomeUnknown,
-                errors.Rejected,
-                errors.UnknownBrokerValue,
-                ValueError,
-            ) as exc:
-                log.warning(
-                    "tradier account stream interrupted; reconnecting",
-                    extra={"broker": mapping.SLUG, "error": type(exc).__name__},
-                )
-            failures += 1
-            delay = min(self._max_backoff, 0.25 * 2 ** min(failures, 8))
-            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter
+    async def _open(self) -> str:
+        self._session_id = await self._create_session()  # used within five minutes
+        return self._url
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await ws.send(subscription(self._session_id))
+
+    async def _catch_up_orders(self) -> list[BrokerOrder]:
+        return await self._catch_up_from(self._account_ref)
 
     async def _read(self, ws: ClientConnection) -> AsyncIterator[OrderUpdate]:
-        while True:
-            try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for around recv() can swallow a
-                # cancellation that arrives with a frame, and the stream would not stop.
-                async with asyncio.timeout(self.idle_timeout):
-                    raw = await ws.recv()
-            except TimeoutError:
-                # Open but silent (not even heartbeats): restart; the catch-up covers the gap.
-                log.warning("tradier account stream silent; restarting")
-                return
+        while (raw := await self._recv(ws)) is not None:
             try:
                 event = decode(raw)
             except (ValueError, errors.UnknownBrokerValue):
-                log.error(
-                    "tradier stream message the mapping does not know; skipped",
-                    exc_info=True,
-                    extra={"broker": mapping.SLUG},
-                )
+                self._skipped("stream message")
                 continue
             if event["event"] != "order" or event.get("account") != self._account_ref:
                 continue
@@ -156,11 +107,7 @@ class AccountEventsStream:
                 mapping.check_status(event.get("status"))
                 broker_order_id = mapping.order_id(event.get("id"))
             except errors.UnknownBrokerValue:
-                log.error(
-                    "tradier order event with a value the mapping does not know; skipped",
-                    exc_info=True,
-                    extra={"broker": mapping.SLUG},
-                )
+                self._skipped("order event")
                 continue
             try:
                 order = await self._fetch_order(self._account_ref, broker_order_id)
@@ -169,10 +116,6 @@ class AccountEventsStream:
             try:
                 fills = mapping.fill_from_event(event, order)
             except errors.UnknownBrokerValue:
-                log.error(
-                    "tradier order event with fill figures the mapping does not know",
-                    exc_info=True,
-                    extra={"broker": mapping.SLUG},
-                )
+                self._skipped("order event's fill figures")
                 fills = ()  # the order itself (read over REST) is still right
             yield OrderUpdate(self._account_ref, order, order.updated_at, fills=fills)

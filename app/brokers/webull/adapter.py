@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -51,7 +50,8 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.brokers.http import BrokerClient, HttpPool, timeouts_from
+from app.brokers.http import BrokerClient, HttpPool
+from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.webull import auth, mapping
 from app.brokers.webull.mapping import SLUG
 from app.config import Settings
@@ -90,35 +90,26 @@ VERSION = {"x-version": "v2"}  # the SDK's ``version='v2'`` on every v2 request
 
 
 def _loads(response: httpx.Response) -> Any:
-    try:
-        return response.json(parse_float=Decimal)
-    except ValueError:
-        raise errors.UnknownBrokerValue(
-            "webull sent a body that is not JSON", broker=SLUG
-        ) from None
+    return mapping.WIRE.json_body(response)
 
 
-class WebullAdapter:
+class WebullAdapter(PooledAdapter):
     slug = SLUG
     capabilities = WEBULL_CAPABILITIES
 
     def __init__(
         self, settings: Settings, credentials: Credentials | None, pool: HttpPool | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, pool)
         signer = auth.signer(credentials)
         assert credentials is not None  # auth.signer refused None
         self._credentials = credentials
-        self._own_pool = pool is None
-        self._pool = pool or HttpPool(timeouts=timeouts_from(settings))
         key = auth.bucket_key(credentials)
         self._base = settings.webull_base_url.rstrip("/")
 
         def client(bucket_name: str, rate: float, capacity: float, **extra: Any) -> BrokerClient:
-            return BrokerClient(
-                self._pool,
-                broker=SLUG,
-                base_url=self._base,
+            return self._broker_client(
+                self._base,
                 headers=VERSION,
                 bucket=self._pool.bucket(
                     f"{SLUG}-{bucket_name}", key, rate=rate, capacity=capacity
@@ -135,10 +126,6 @@ class WebullAdapter:
 
     def __repr__(self) -> str:
         return f"WebullAdapter(base_url={self._base!r})"
-
-    @staticmethod
-    def _now() -> datetime:
-        return datetime.now(UTC)
 
     # --- the access token ------------------------------------------------------------
 
@@ -408,7 +395,3 @@ class WebullAdapter:
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None  # gRPC trade events are not used: the reconciler polls open orders
-
-    async def close(self) -> None:
-        if self._own_pool:
-            await self._pool.aclose()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -46,8 +46,11 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
+from app.brokers.wire import WireReader
 
 SLUG = "webull"
+WIRE = WireReader(SLUG)  # the shared wire readers (app/brokers/wire.py), for this broker
+unknown, dec, opt_dec = WIRE.unknown, WIRE.decimal, WIRE.opt_decimal
 _ZERO = Decimal(0)
 
 # ``webull/trade/common/order_status.py``: SUBMITTED, CANCELLED, FAILED, FILLED,
@@ -75,47 +78,9 @@ _SIDES = {"BUY": OrderSide.buy, "SELL": OrderSide.sell, "SHORT": OrderSide.sell}
 _OUR_ID = re.compile(r"^bg[0-9a-f]{32}$")
 
 
-def unknown(field: str, value: object) -> errors.UnknownBrokerValue:
-    return errors.UnknownBrokerValue(f"webull sent an unknown {field}: {value!r}", broker=SLUG)
-
-
-def dec(value: object, field: str) -> Decimal:
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, str | int) and not isinstance(value, bool):
-        try:
-            result = Decimal(value)
-        except InvalidOperation:
-            raise unknown(field, value) from None
-    else:
-        raise unknown(field, value)
-    if not result.is_finite():
-        raise unknown(field, value)
-    return result
-
-
-def opt_dec(value: object, field: str) -> Decimal | None:
-    return None if value is None or value == "" else dec(value, field)
-
-
 def ts(value: object, field: str) -> datetime:
     """Epoch milliseconds (digits) or ISO 8601 (``yyyy-MM-ddTHH:mm:ss.SSSZ``) into UTC."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, UTC)
-    if not isinstance(value, str) or not value:
-        raise unknown(field, value)
-    if value.isdigit():
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
-    text = value.strip().replace("Z", "+00:00")
-    if re.search(r"[+-]\d{4}$", text):
-        text = text[:-2] + ":" + text[-2:]
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise unknown(field, value) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return WIRE.timestamp(value, field, epoch_ms=True)
 
 
 def client_order_id_to_wire(client_order_id: str) -> str:
@@ -127,9 +92,7 @@ def client_order_id_from_wire(value: str) -> str:
 
 
 def order_status(raw: object, filled: Decimal) -> OrderStatus:
-    if not isinstance(raw, str) or raw not in _STATUS:
-        raise unknown("order status", raw)
-    mapped = _STATUS[raw]
+    mapped = WIRE.lookup(_STATUS, raw, "order status")
     if mapped is not None:
         return mapped
     if raw == "FAILED":

@@ -4,32 +4,30 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from app.brokers.alpaca.adapter import AlpacaAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
+from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.alpaca import FakeAlpaca, serve_asgi
 from tests.fakes.alpaca.server import FakeAccount
 
 
 @dataclass
-class Running:
+class Running(TrackedAdapters):
     fake: FakeAlpaca
     url: str
     account: FakeAccount
-    adapters: list[AlpacaAdapter] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "alpaca_trading_url": self.url,
             "alpaca_data_url": self.url,
-            "broker_read_timeout_seconds": 0.5,
-            "broker_connect_timeout_seconds": 0.5,
         }
         values.update(overrides)
-        return Settings(**values)
+        return fake_settings(**values)
 
     def credentials(self, account: FakeAccount | None = None) -> Credentials:
         account = account or self.account
@@ -37,11 +35,6 @@ class Running:
 
     def adapter(self, account: FakeAccount | None = None, **overrides: Any) -> AlpacaAdapter:
         return self.track(AlpacaAdapter(self.settings(**overrides), self.credentials(account)))
-
-    def track(self, adapter: AlpacaAdapter) -> AlpacaAdapter:
-        """Closed when the fake stops (each test adapter owns its HTTP clients)."""
-        self.adapters.append(adapter)
-        return adapter
 
 
 @contextlib.asynccontextmanager
@@ -53,5 +46,4 @@ async def running_fake(cash: str = "100000") -> AsyncIterator[Running]:
         try:
             yield running
         finally:
-            for adapter in running.adapters:
-                await adapter.close()
+            await running.close_adapters()

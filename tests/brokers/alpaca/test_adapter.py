@@ -19,29 +19,7 @@ from app.brokers.base import (
 )
 from app.security.credentials import Credentials
 from tests.brokers.alpaca.support import running_fake
-
-
-def limit_buy(client_order_id: str, qty: str = "2", price: str = "100") -> OrderRequest:
-    return OrderRequest(
-        client_order_id=client_order_id,
-        symbol="AAPL",
-        side=OrderSide.buy,
-        quantity=Decimal(qty),
-        order_type=OrderType.limit,
-        time_in_force=TimeInForce.gtc,
-        limit_price=Decimal(price),
-    )
-
-
-def market(client_order_id: str, side: OrderSide = OrderSide.buy, qty: str = "2") -> OrderRequest:
-    return OrderRequest(
-        client_order_id=client_order_id,
-        symbol="AAPL",
-        side=side,
-        quantity=Decimal(qty),
-        order_type=OrderType.market,
-        time_in_force=TimeInForce.day,
-    )
+from tests.brokers.support import limit_buy, market
 
 
 async def test_it_is_a_broker_adapter() -> None:

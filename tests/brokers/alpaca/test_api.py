@@ -22,8 +22,9 @@ from app.db.repositories.connections import AccountRepository
 from app.services.order_updates import OrderUpdateIngest
 from app.services.reconciliation import Reconciler
 from tests.brokers.alpaca.support import Running, running_fake
+from tests.brokers.support import connect_broker, gateway_app
 from tests.conftest import new_user
-from tests.harness import Harness, running_app, settings_for_tests
+from tests.harness import Harness
 
 
 @dataclass
@@ -36,27 +37,17 @@ class Gateway:
         return {"api_key_id": account.key_id, "api_secret_key": account.secret}
 
     async def connect(self, user: str) -> dict[str, Any]:
-        response = await self.harness.client.post(
-            "/v1/connections",
-            json={"broker": "alpaca", "credentials": self.credentials()},
-            headers=self.harness.auth(user),
-        )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return await connect_broker(self.harness, user, "alpaca", self.credentials())
 
 
 @contextlib.asynccontextmanager
 async def gateway(db_url: str) -> AsyncIterator[Gateway]:
     async with running_fake() as alpaca:
-        settings = settings_for_tests(
+        async with gateway_app(
             db_url,
             alpaca_trading_url=alpaca.url,
             alpaca_data_url=alpaca.url,
-            broker_read_timeout_seconds=0.5,
-            reconcile_unknown_after_seconds=0,
-        )
-        async with running_app(settings) as harness:
+        ) as harness:
             yield Gateway(harness=harness, alpaca=alpaca)
 
 

@@ -14,7 +14,7 @@ from app.brokers.alpaca.adapter import stream_url
 from app.brokers.alpaca.stream import TradeUpdatesStream
 from app.brokers.base import OrderStatus, OrderUpdate
 from tests.brokers.alpaca.support import Running, running_fake
-from tests.brokers.alpaca.test_adapter import limit_buy, market
+from tests.brokers.support import limit_buy, market
 
 
 async def next_update(updates: AsyncIterator[OrderUpdate]) -> OrderUpdate:

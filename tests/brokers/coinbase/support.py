@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from app.brokers.coinbase.adapter import CoinbaseAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
+from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.coinbase import FakeCoinbase, FakeUser, serve_asgi
 
 
 @dataclass
-class Running:
+class Running(TrackedAdapters):
     fake: FakeCoinbase
     url: str
     user: FakeUser
-    adapters: list[CoinbaseAdapter] = field(default_factory=list)
 
     @property
     def ws_url(self) -> str:
@@ -33,11 +33,9 @@ class Running:
             "coinbase_base_url": self.url,
             "coinbase_ws_url": self.ws_url,
             "coinbase_requests_per_second": 1000,
-            "broker_read_timeout_seconds": 0.5,
-            "broker_connect_timeout_seconds": 0.5,
         }
         values.update(overrides)
-        return Settings(**values)
+        return fake_settings(**values)
 
     def credentials(self, user: FakeUser | None = None) -> Credentials:
         user = user or self.user
@@ -45,11 +43,6 @@ class Running:
 
     def adapter(self, user: FakeUser | None = None, **overrides: Any) -> CoinbaseAdapter:
         return self.track(CoinbaseAdapter(self.settings(**overrides), self.credentials(user)))
-
-    def track(self, adapter: CoinbaseAdapter) -> CoinbaseAdapter:
-        """Closed when the fake stops (each test adapter owns its HTTP clients)."""
-        self.adapters.append(adapter)
-        return adapter
 
 
 @contextlib.asynccontextmanager
@@ -63,5 +56,4 @@ async def running_fake(
         try:
             yield running
         finally:
-            for adapter in running.adapters:
-                await adapter.close()
+            await running.close_adapters()

@@ -22,32 +22,21 @@ from app.brokers.base import (
 from app.brokers.coinbase import auth
 from app.brokers.coinbase.adapter import CoinbaseAdapter
 from app.security.credentials import Credentials
+from tests.brokers import support as shared
 from tests.brokers.coinbase.support import Running, running_fake
 from tests.fakes.coinbase.server import new_key
 
 
 def limit_buy(client_order_id: str, qty: str = "0.01", price: str = "1000") -> OrderRequest:
-    return OrderRequest(
-        client_order_id=client_order_id,
-        symbol="BTC-USD",
-        side=OrderSide.buy,
-        quantity=Decimal(qty),
-        order_type=OrderType.limit,
-        time_in_force=TimeInForce.gtc,
-        limit_price=Decimal(price),
-    )
+    return shared.limit_buy(client_order_id, qty, price, symbol="BTC-USD")
 
 
 def market(
     client_order_id: str, side: OrderSide = OrderSide.buy, qty: str = "0.01"
 ) -> OrderRequest:
-    return OrderRequest(
-        client_order_id=client_order_id,
-        symbol="BTC-USD",
-        side=side,
-        quantity=Decimal(qty),
-        order_type=OrderType.market,
-        time_in_force=TimeInForce.ioc,
+    """Crypto trades around the clock: a market order is IOC (there is no "day")."""
+    return shared.market(
+        client_order_id, side, qty, symbol="BTC-USD", time_in_force=TimeInForce.ioc
     )
 
 

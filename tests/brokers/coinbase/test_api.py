@@ -20,9 +20,10 @@ from sqlalchemy import select
 from app.db.models import BrokerToken
 from app.services.reconciliation import Reconciler
 from tests.brokers.coinbase.support import Running, running_fake
+from tests.brokers.support import connect_broker, gateway_app
 from tests.conftest import new_user
 from tests.fakes.coinbase.server import new_key
-from tests.harness import Harness, running_app, settings_for_tests
+from tests.harness import Harness
 
 BTC = {"symbol": "BTC-USD", "quantity": "0.01"}
 RESTING = {**BTC, "order_type": "limit", "limit_price": "1000.00", "time_in_force": "gtc"}
@@ -42,14 +43,7 @@ class Gateway:
         }
 
     async def connect(self, user: str) -> dict[str, Any]:
-        response = await self.harness.client.post(
-            "/v1/connections",
-            json={"broker": "coinbase", "credentials": self.credentials()},
-            headers=self.harness.auth(user),
-        )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return await connect_broker(self.harness, user, "coinbase", self.credentials())
 
     async def account(self, user: str) -> str:
         [account_id] = (await self.connect(user))["accounts"]
@@ -62,15 +56,12 @@ class Gateway:
 @contextlib.asynccontextmanager
 async def gateway(db_url: str) -> AsyncIterator[Gateway]:
     async with running_fake() as cb:
-        settings = settings_for_tests(
+        async with gateway_app(
             db_url,
             coinbase_base_url=cb.url,
             coinbase_ws_url=cb.ws_url,
             coinbase_requests_per_second=1000,
-            broker_read_timeout_seconds=0.5,
-            reconcile_unknown_after_seconds=0,
-        )
-        async with running_app(settings) as harness:
+        ) as harness:
             yield Gateway(harness=harness, cb=cb)
 
 

@@ -4,31 +4,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from app.brokers.ibkr.adapter import IbkrAdapter
 from app.brokers.ibkr.auth import check_credentials
 from app.config import Settings
 from app.security.credentials import Credentials
+from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.ibkr import FakeIbkrGateway, serve_asgi
 from tests.fakes.ibkr.server import API, FakeAccount
 
 
 @dataclass
-class Running:
+class Running(TrackedAdapters):
     fake: FakeIbkrGateway
     url: str  # the gateway's base URL, as a user would enter it
     account: FakeAccount
-    adapters: list[IbkrAdapter] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "broker_read_timeout_seconds": 0.5,
-            "broker_connect_timeout_seconds": 0.5,
-        }
+        values: dict[str, Any] = {}
         values.update(overrides)
-        return Settings(**values)
+        return fake_settings(**values)
 
     def credentials(self) -> Credentials:
         return check_credentials({"base_url": self.url})
@@ -48,5 +45,4 @@ async def running_fake(cash: str = "100000") -> AsyncIterator[Running]:
         try:
             yield running
         finally:
-            for adapter in running.adapters:
-                await adapter.close()
+            await running.close_adapters()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
@@ -13,17 +13,17 @@ from app.brokers.plaid.adapter import PlaidAdapter
 from app.brokers.plaid.auth import credentials_from_exchange
 from app.config import Settings
 from app.security.credentials import Credentials
+from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.plaid import FakePlaid, serve_asgi
 from tests.fakes.plaid.server import FakeInstitutionAccount, FakeItem, FakeLogin
 from tests.harness import Harness, running_app, settings_for_tests
 
 
 @dataclass
-class Running:
+class Running(TrackedAdapters):
     fake: FakePlaid
     url: str
     login: FakeLogin
-    adapters: list[PlaidAdapter] = field(default_factory=list)
 
     @property
     def account(self) -> FakeInstitutionAccount:
@@ -36,11 +36,9 @@ class Running:
             "plaid_secret": SecretStr(self.fake.secret),
             "plaid_requests_per_minute": 6000,
             "plaid_burst": 200,
-            "broker_read_timeout_seconds": 0.5,
-            "broker_connect_timeout_seconds": 0.5,
         }
         values.update(overrides)
-        return Settings(**values)
+        return fake_settings(**values)
 
     def link(self, login: FakeLogin | None = None) -> tuple[FakeItem, Credentials]:
         """An Item made from ``login`` (Link completed and exchanged, as the app does)."""
@@ -64,8 +62,7 @@ async def running_fake(cash: str = "25000") -> AsyncIterator[Running]:
         try:
             yield running
         finally:
-            for adapter in running.adapters:
-                await adapter.close()
+            await running.close_adapters()
 
 
 @dataclass

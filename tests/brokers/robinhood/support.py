@@ -4,31 +4,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from app.brokers.robinhood.adapter import RobinhoodAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
+from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.robinhood import FakeRobinhood, serve_asgi
 from tests.fakes.robinhood.server import FakeAccount
 
 
 @dataclass
-class Running:
+class Running(TrackedAdapters):
     fake: FakeRobinhood
     url: str
     account: FakeAccount
-    adapters: list[RobinhoodAdapter] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "robinhood_base_url": self.url,
-            "broker_read_timeout_seconds": 0.5,
-            "broker_connect_timeout_seconds": 0.5,
         }
         values.update(overrides)
-        return Settings(**values)
+        return fake_settings(**values)
 
     def credentials(self, account: FakeAccount | None = None) -> Credentials:
         account = account or self.account
@@ -49,5 +47,4 @@ async def running_fake(cash: str = "100000") -> AsyncIterator[Running]:
         try:
             yield running
         finally:
-            for adapter in running.adapters:
-                await adapter.close()
+            await running.close_adapters()

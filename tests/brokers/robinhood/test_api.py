@@ -20,8 +20,9 @@ from sqlalchemy import select
 from app.db.models import BrokerToken
 from app.services.reconciliation import Reconciler
 from tests.brokers.robinhood.support import Running, running_fake
+from tests.brokers.support import connect_broker, gateway_app
 from tests.conftest import new_user
-from tests.harness import Harness, running_app, settings_for_tests
+from tests.harness import Harness
 
 CRYPTO = {"symbol": "BTC-USD", "time_in_force": "gtc"}
 
@@ -35,14 +36,7 @@ class Gateway:
         return {"api_key": self.rh.account.api_key, "private_key": self.rh.account.private_key_b64}
 
     async def connect(self, user: str) -> dict[str, Any]:
-        response = await self.harness.client.post(
-            "/v1/connections",
-            json={"broker": "robinhood", "credentials": self.credentials()},
-            headers=self.harness.auth(user),
-        )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return await connect_broker(self.harness, user, "robinhood", self.credentials())
 
     async def place(self, user: str, account_id: str, **order: Any) -> Any:
         return await self.harness.place(user, account_id, **{**CRYPTO, **order})
@@ -51,13 +45,10 @@ class Gateway:
 @contextlib.asynccontextmanager
 async def gateway(db_url: str, cash: str = "100000") -> AsyncIterator[Gateway]:
     async with running_fake(cash=cash) as rh:
-        settings = settings_for_tests(
+        async with gateway_app(
             db_url,
             robinhood_base_url=rh.url,
-            broker_read_timeout_seconds=0.5,
-            reconcile_unknown_after_seconds=0,
-        )
-        async with running_app(settings) as harness:
+        ) as harness:
             yield Gateway(harness=harness, rh=rh)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from app.config import Settings
 from app.paper.clock import ManualClock
 from app.security.credentials import Credentials
 from tests.brokers.oauth.support import query, retire_connections
+from tests.brokers.support import TrackedAdapters
 from tests.fakes.schwab import FakeSchwab, serve_asgi
 from tests.fakes.schwab.server import ACCESS_LIFETIME, FakeAccount, FakeLogin
 from tests.harness import Harness, running_app, settings_for_tests
@@ -44,12 +45,11 @@ def schwab_settings(url: str, **overrides: Any) -> dict[str, Any]:
 
 
 @dataclass
-class Running:
+class Running(TrackedAdapters):
     fake: FakeSchwab
     url: str
     login: FakeLogin
     pool: HttpPool
-    adapters: list[SchwabAdapter] = field(default_factory=list)
 
     @property
     def account(self) -> FakeAccount:
@@ -74,10 +74,6 @@ class Running:
     def adapter(self, login: FakeLogin | None = None, **overrides: Any) -> SchwabAdapter:
         return self.track(SchwabAdapter(self.settings(**overrides), self.credentials(login)))
 
-    def track(self, adapter: SchwabAdapter) -> SchwabAdapter:
-        self.adapters.append(adapter)
-        return adapter
-
 
 @contextlib.asynccontextmanager
 async def running_fake(
@@ -96,8 +92,7 @@ async def running_fake(
         try:
             yield running
         finally:
-            for adapter in running.adapters:
-                await adapter.close()
+            await running.close_adapters()
             await pool.aclose()
 
 

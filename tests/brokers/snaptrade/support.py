@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
@@ -12,17 +12,17 @@ from pydantic import SecretStr
 from app.brokers.snaptrade.adapter import SnaptradeAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
+from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.snaptrade import FakeSnapTrade, serve_asgi
 from tests.fakes.snaptrade.server import FakeAccount, FakeAuthorization, FakeUser
 
 
 @dataclass
-class Running:
+class Running(TrackedAdapters):
     fake: FakeSnapTrade
     url: str
     user: FakeUser
     authorization: FakeAuthorization
-    adapters: list[SnaptradeAdapter] = field(default_factory=list)
 
     @property
     def account(self) -> FakeAccount:
@@ -41,11 +41,6 @@ class Running:
     def partner_adapter(self, **overrides: Any) -> SnaptradeAdapter:
         return self.track(SnaptradeAdapter(self.settings(**overrides), None))
 
-    def track(self, adapter: SnaptradeAdapter) -> SnaptradeAdapter:
-        """Closed when the fake stops (each test adapter owns its HTTP clients)."""
-        self.adapters.append(adapter)
-        return adapter
-
 
 def snaptrade_settings(fake: FakeSnapTrade, url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
@@ -53,11 +48,9 @@ def snaptrade_settings(fake: FakeSnapTrade, url: str, **overrides: Any) -> Setti
         "snaptrade_client_id": fake.client_id,
         "snaptrade_consumer_key": SecretStr(fake.consumer_key),
         "snaptrade_requests_per_minute": 6000,
-        "broker_read_timeout_seconds": 0.5,
-        "broker_connect_timeout_seconds": 0.5,
     }
     values.update(overrides)
-    return Settings(**values)
+    return fake_settings(**values)
 
 
 @contextlib.asynccontextmanager
@@ -76,6 +69,5 @@ async def running_fake(
         try:
             yield running
         finally:
-            for adapter in running.adapters:
-                await adapter.close()
+            await running.close_adapters()
             await fake.flush_webhooks()

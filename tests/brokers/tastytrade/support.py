@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from app.brokers.tastytrade.adapter import TastytradeAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
+from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.tastytrade import FakeTastytrade, serve_asgi
 from tests.fakes.tastytrade.server import FakeAccount, FakeCustomer
 
 
 @dataclass
-class Running:
+class Running(TrackedAdapters):
     fake: FakeTastytrade
     url: str
     customer: FakeCustomer
-    adapters: list[TastytradeAdapter] = field(default_factory=list)
 
     @property
     def account(self) -> FakeAccount:
@@ -35,11 +35,9 @@ class Running:
             "tastytrade_streamer_url": self.streamer_url,
             "tastytrade_requests_per_minute": 6000,
             "tastytrade_burst": 200,
-            "broker_read_timeout_seconds": 0.5,
-            "broker_connect_timeout_seconds": 0.5,
         }
         values.update(overrides)
-        return Settings(**values)
+        return fake_settings(**values)
 
     def credentials(self, customer: FakeCustomer | None = None) -> Credentials:
         customer = customer or self.customer
@@ -49,11 +47,6 @@ class Running:
 
     def adapter(self, customer: FakeCustomer | None = None, **overrides: Any) -> TastytradeAdapter:
         return self.track(TastytradeAdapter(self.settings(**overrides), self.credentials(customer)))
-
-    def track(self, adapter: TastytradeAdapter) -> TastytradeAdapter:
-        """Closed when the fake stops (each test adapter owns its HTTP clients)."""
-        self.adapters.append(adapter)
-        return adapter
 
 
 @contextlib.asynccontextmanager
@@ -65,5 +58,4 @@ async def running_fake(cash: str = "100000") -> AsyncIterator[Running]:
         try:
             yield running
         finally:
-            for adapter in running.adapters:
-                await adapter.close()
+            await running.close_adapters()

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from app.db.models import BrokerToken
 from app.services.reconciliation import Reconciler
+from tests.brokers.support import connect_broker, gateway_app
 from tests.brokers.tastytrade.support import Running, running_fake
 from tests.conftest import new_user
 from tests.harness import Harness, running_app, settings_for_tests
@@ -35,14 +36,7 @@ class Gateway:
         }
 
     async def connect(self, user: str) -> dict[str, Any]:
-        response = await self.harness.client.post(
-            "/v1/connections",
-            json={"broker": "tastytrade", "credentials": self.credentials()},
-            headers=self.harness.auth(user),
-        )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return await connect_broker(self.harness, user, "tastytrade", self.credentials())
 
     async def account(self, user: str) -> str:
         [account_id] = (await self.connect(user))["accounts"]
@@ -52,16 +46,13 @@ class Gateway:
 @contextlib.asynccontextmanager
 async def gateway(db_url: str) -> AsyncIterator[Gateway]:
     async with running_fake() as tt:
-        settings = settings_for_tests(
+        async with gateway_app(
             db_url,
             tastytrade_base_url=tt.url,
             tastytrade_streamer_url=tt.streamer_url,
             tastytrade_requests_per_minute=6000,
             tastytrade_burst=200,
-            broker_read_timeout_seconds=0.5,
-            reconcile_unknown_after_seconds=0,
-        )
-        async with running_app(settings) as harness:
+        ) as harness:
             yield Gateway(harness=harness, tt=tt)
 
 

@@ -14,8 +14,8 @@ from app.brokers import errors
 from app.brokers.base import OrderStatus, OrderUpdate
 from app.brokers.tastytrade.adapter import TastytradeAdapter
 from app.brokers.tastytrade.stream import AccountStreamer
+from tests.brokers.support import limit_buy, market
 from tests.brokers.tastytrade.support import Running, running_fake
-from tests.brokers.tastytrade.test_adapter import limit_buy, market
 
 
 async def next_update(updates: AsyncIterator[OrderUpdate]) -> OrderUpdate:

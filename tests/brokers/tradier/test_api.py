@@ -21,9 +21,10 @@ from app.db.models import BrokerToken
 from app.db.repositories.orders import OrderEventRepository
 from app.services.reconciliation import Reconciler
 from app.services.upstream import UpstreamStreams
+from tests.brokers.support import connect_broker, gateway_app
 from tests.brokers.tradier.support import Running, running_fake
 from tests.conftest import new_user
-from tests.harness import Harness, running_app, settings_for_tests
+from tests.harness import Harness
 
 
 @dataclass
@@ -32,26 +33,18 @@ class Gateway:
     tradier: Running
 
     async def connect(self, user: str) -> dict[str, Any]:
-        response = await self.harness.client.post(
-            "/v1/connections",
-            json={"broker": "tradier", "credentials": {"access_token": self.tradier.user.token}},
-            headers=self.harness.auth(user),
+        return await connect_broker(
+            self.harness, user, "tradier", {"access_token": self.tradier.user.token}
         )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
 
 
 @contextlib.asynccontextmanager
 async def gateway(db_url: str, accounts: int = 1) -> AsyncIterator[Gateway]:
     async with running_fake(accounts=accounts) as tradier:
-        settings = settings_for_tests(
+        async with gateway_app(
             db_url,
             tradier_base_url=tradier.url,
-            broker_read_timeout_seconds=0.5,
-            reconcile_unknown_after_seconds=0,
-        )
-        async with running_app(settings) as harness:
+        ) as harness:
             yield Gateway(harness=harness, tradier=tradier)
 
 

@@ -15,8 +15,8 @@ from app.brokers import errors
 from app.brokers.base import OrderStatus, OrderUpdate
 from app.brokers.tradier.adapter import TradierAdapter, stream_url
 from app.brokers.tradier.stream import AccountEventsStream
+from tests.brokers.support import limit_buy, market
 from tests.brokers.tradier.support import Running, running_fake
-from tests.brokers.tradier.test_adapter import limit_buy, market
 
 
 async def next_update(updates: AsyncIterator[OrderUpdate]) -> OrderUpdate:

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from app.brokers.webull.adapter import WebullAdapter
 from app.brokers.webull.auth import check_credentials
 from app.config import Settings
 from app.security.credentials import Credentials
+from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.webull import FakeWebull, serve_asgi
 from tests.fakes.webull.server import FakeAccount, FakeApp
 
 
 @dataclass
-class Running:
+class Running(TrackedAdapters):
     fake: FakeWebull
     url: str
     app: FakeApp
-    adapters: list[WebullAdapter] = field(default_factory=list)
 
     @property
     def account(self) -> FakeAccount:
@@ -29,19 +29,13 @@ class Running:
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "webull_base_url": self.url,
-            "broker_read_timeout_seconds": 0.5,
-            "broker_connect_timeout_seconds": 0.5,
         }
         values.update(overrides)
-        return Settings(**values)
+        return fake_settings(**values)
 
     def user_credentials(self, app: FakeApp | None = None) -> Credentials:
         app = app or self.app
         return check_credentials({"app_key": app.app_key, "app_secret": app.app_secret})
-
-    def track(self, adapter: WebullAdapter) -> WebullAdapter:
-        self.adapters.append(adapter)  # closed when the fake stops
-        return adapter
 
     async def confirmed_credentials(self, app: FakeApp | None = None) -> Credentials:
         """Create a token as the connect flow does, and confirm it as the user would."""
@@ -66,5 +60,4 @@ async def running_fake(cash: str = "100000", *, two_factor: bool = True) -> Asyn
         try:
             yield running
         finally:
-            for adapter in running.adapters:
-                await adapter.close()
+            await running.close_adapters()

@@ -19,9 +19,10 @@ from sqlalchemy import select
 
 from app.db.models import BrokerToken
 from app.services.reconciliation import Reconciler
+from tests.brokers.support import connect_broker, gateway_app
 from tests.brokers.webull.support import Running, running_fake
 from tests.conftest import new_user
-from tests.harness import Harness, running_app, settings_for_tests
+from tests.harness import Harness
 
 
 @dataclass
@@ -33,14 +34,7 @@ class Gateway:
         return {"app_key": self.wb.app.app_key, "app_secret": self.wb.app.app_secret}
 
     async def connect(self, user: str) -> dict[str, Any]:
-        response = await self.harness.client.post(
-            "/v1/connections",
-            json={"broker": "webull", "credentials": self.credentials()},
-            headers=self.harness.auth(user),
-        )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return await connect_broker(self.harness, user, "webull", self.credentials())
 
     def token_of(self, connection: dict[str, Any]) -> str:
         """The fake's newest token of this app (the one the connect flow created)."""
@@ -67,14 +61,11 @@ async def gateway(
     db_url: str, cash: str = "100000", *, two_factor: bool = True
 ) -> AsyncIterator[Gateway]:
     async with running_fake(cash=cash, two_factor=two_factor) as wb:
-        settings = settings_for_tests(
+        async with gateway_app(
             db_url,
             webull_base_url=wb.url,
-            broker_read_timeout_seconds=0.5,
-            reconcile_unknown_after_seconds=0,
             credential_confirm_interval_seconds=0,
-        )
-        async with running_app(settings) as harness:
+        ) as harness:
             yield Gateway(harness=harness, wb=wb)
 
 
