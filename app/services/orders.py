@@ -202,8 +202,13 @@ class OrderService:
         if found is None:
             raise errors.NotFound("no such account")
         account, connection = found
-        await self.check_gates(session, user_id, account, connection, body)
-        adapter = await self.order_adapter(session, connection, body)
+        # The credential is opened at gate 2 (one vault read), not checked there and
+        # opened again after gate 5.
+        adapter = await self._check_gates(
+            session, user_id, account, connection, body, open_credential=True
+        )
+        assert adapter is not None
+        await self.check_symbol(adapter, body)
         return account, connection, adapter
 
     async def check_gates(
@@ -220,13 +225,31 @@ class OrderService:
         Raises the ``AppError`` the placement would answer with (its ``code`` is what the
         order router reports for an account it passes over).
         """
+        await self._check_gates(session, user_id, account, connection, body, open_credential=False)
+
+    async def _check_gates(
+        self,
+        session: AsyncSession,
+        user_id: str,
+        account: Account,
+        connection: Connection,
+        body: OrderCreate,
+        *,
+        open_credential: bool,
+    ) -> BrokerAdapter | None:
+        """Gates 1-5; with ``open_credential`` gate 2 opens the order credential and the
+        connection's adapter is returned (None otherwise)."""
         # 1. connection active
         ensure_usable(connection)
         # 2. tier allows orders (the vault refuses a read-only or revoked credential)
         spec = self._ctx.spec_for(connection)
         if account.tier == "C" or not spec.capabilities.place_orders:
             raise errors.ReadOnlyAccount()
-        await self._ctx.ensure_order_credential(session, connection)
+        adapter = None
+        if open_credential:
+            adapter = await self._ctx.adapter_for(session, connection, for_order=True)
+        else:
+            await self._ctx.ensure_order_credential(session, connection)
         if not account.can_trade:
             raise errors.ConnectionBroken("this account does not accept orders")
         # 3. kill-switches
@@ -242,18 +265,15 @@ class OrderService:
             quantity_is_fractional=_is_fractional(body),
             extended_hours=body.extended_hours,
         )
+        return adapter
 
-    async def order_adapter(
-        self, session: AsyncSession, connection: Connection, body: OrderCreate
-    ) -> BrokerAdapter:
-        """The connection's adapter with its order credential, after the broker's own symbol
-        check (a read; a broker that does not list the symbol refuses before any order)."""
-        adapter = await self._ctx.adapter_for(session, connection, for_order=True)
+    async def check_symbol(self, adapter: BrokerAdapter, body: OrderCreate) -> None:
+        """The broker's own symbol check (a read; a broker that does not list the symbol
+        refuses before any order is written)."""
         try:
             await adapter.check_symbol(normalize_symbol(body.symbol))
         except broker_errors.BrokerError as exc:
             raise to_app_error(exc) from exc
-        return adapter
 
     async def _ensure_paper_first(
         self, session: AsyncSession, user_id: str, connection: Connection

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import statistics
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -25,6 +27,7 @@ from app.db.migrate import upgrade  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.security.jwt import issue_dev_token  # noqa: E402
 from tests.fakes.alpaca import FakeAlpaca, serve_asgi  # noqa: E402
+from tests.postgres import fresh_database, postgres_server  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -44,12 +47,26 @@ def order_body(n: int) -> dict[str, str]:
     }
 
 
-async def main(orders: int, latency_ms: float) -> None:
+@contextlib.asynccontextmanager
+async def database(kind: str) -> AsyncIterator[str]:
+    """A migrated database: Postgres (production's store; BENCH_DATABASE_URL or the test
+    discovery) or an SQLite file (the embedded mode)."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+            await asyncio.to_thread(upgrade, url)
+            yield url
+        return
+    explicit = os.environ.get("BENCH_DATABASE_URL")
+    async with postgres_server() as admin, fresh_database(explicit or admin) as url:
+        await asyncio.to_thread(upgrade, url)
+        yield url
+
+
+async def main(orders: int, latency_ms: float, kind: str) -> None:
     fake = FakeAlpaca()
     account = fake.add_account(cash="100000000")
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-        await asyncio.to_thread(upgrade, url)
+    async with database(kind) as url:
         keyring = json.dumps(
             {
                 "primary": 1,
@@ -147,7 +164,8 @@ async def main(orders: int, latency_ms: float) -> None:
                         straight.append((time.perf_counter() - started) * 1000)
                         assert answer.status_code == 200, answer.text
     overhead = [g - d for g, d in zip(via_gateway, straight, strict=True)]
-    print(f"orders: {orders} each way, fake latency {latency_ms:g} ms, SQLite, one client")
+    store = "Postgres" if kind == "postgres" else "SQLite"
+    print(f"orders: {orders} each way, fake latency {latency_ms:g} ms, {store}, one client")
     rows = (
         ("gateway", via_gateway),
         ("direct", straight),
@@ -167,5 +185,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, default=300)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     args = parser.parse_args()
-    asyncio.run(main(args.orders, args.latency_ms))
+    asyncio.run(main(args.orders, args.latency_ms, args.database))
