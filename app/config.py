@@ -63,11 +63,33 @@ class Settings(BaseSettings):
     paper_tick_seconds: float = 1.0
     paper_default_starting_cash: str = "100000"
 
+    def open_order_poll_interval(self, broker_slug: str, *, streamed: bool) -> timedelta:
+        """How long an open order rests between two reconciliation lookups at its broker."""
+        if streamed:
+            return timedelta(seconds=self.reconcile_open_streamed_seconds)
+        return timedelta(
+            seconds=self.reconcile_open_polled_seconds_by_broker.get(
+                broker_slug, self.reconcile_open_polled_seconds
+            )
+        )
+
     # Background work: the paper ticker and reconciliation. Tests switch it off and drive
     # the clock themselves.
     background_tasks: bool = True
     reconcile_interval_seconds: float = 5.0
     reconcile_unknown_after_seconds: float = 2.0
+    # How often one open order is looked up at its broker. Where a stream reports order
+    # changes the lookup only catches an update the stream lost (it also catches up by
+    # REST after every gap), so it is rare; elsewhere it is how fills are learnt. Every
+    # lookup spends the credential's rate budget, which the user's own orders share.
+    reconcile_open_streamed_seconds: float = Field(default=60.0, gt=0)
+    reconcile_open_polled_seconds: float = Field(default=5.0, gt=0)
+    # Brokers whose budget does not stretch to a 5 s poll: SnapTrade's 250 requests/min are
+    # shared by every user of the deployment (snaptrade_requests_per_minute below);
+    # Robinhood's 100/min per account would be spent by 8 open orders at 5 s.
+    reconcile_open_polled_seconds_by_broker: dict[str, float] = Field(
+        default_factory=lambda: {"snaptrade": 30.0, "robinhood": 15.0}
+    )
     # Apply migrations at start-up; defaults on for the embedded SQLite mode only.
     auto_migrate_setting: bool | None = Field(default=None, alias="BROKERAGE_AUTO_MIGRATE")
 

@@ -83,6 +83,11 @@ class Reconciler:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
         self._cursors: dict[str, str | None] = {"waiting": None, "changing": None, "open": None}
+        # Open orders are looked up at most once per their broker's poll interval
+        # (Settings.open_order_poll_interval): when each is next due, by order id. Forgotten
+        # for orders a whole sweep of the open book no longer saw (they closed).
+        self._open_due: dict[str, datetime] = {}
+        self._open_seen: set[str] = set()
 
     async def run_once(self, now: datetime | None = None) -> int:
         """One pass over each kind of order; returns how many rows changed.
@@ -95,12 +100,16 @@ class Reconciler:
         changed = 0
         for kind, statuses in _SWEEPS.items():
             batch = await self._next_batch(kind, statuses)
+            if kind == "open":
+                self._note_open_sweep(batch)
             for order in batch:
                 age = now - order.updated_at
                 status = OrderStatus(order.status)
                 if status is OrderStatus.pending_submit and age < PENDING_SUBMIT_GRACE:
                     continue
                 if status is not OrderStatus.pending_submit and age < unknown_after:
+                    continue
+                if kind == "open" and now < self._open_due.get(order.id, now):
                     continue
                 try:
                     changed += await self._resolve(order, now)
@@ -136,6 +145,16 @@ class Reconciler:
                 log.exception("reconciliation of an order failed", extra={"order_id": order.id})
         return changed
 
+    def _note_open_sweep(self, batch: Sequence[Order]) -> None:
+        self._open_seen.update(order.id for order in batch)
+        if self._cursors["open"] is None:  # the sweep wrapped: the open book was seen whole
+            self._open_due = {
+                order_id: due
+                for order_id, due in self._open_due.items()
+                if order_id in self._open_seen
+            }
+            self._open_seen = set()
+
     async def _next_batch(self, kind: str, statuses: list[str]) -> list[Order]:
         async with self._ctx.sessionmaker() as session:
             repo = OrderRepository.for_system(session)
@@ -157,9 +176,13 @@ class Reconciler:
             if found is None:
                 return 0
             account, connection = found
-            by_fingerprint = (
-                self._ctx.spec_for(connection).capabilities.client_order_ids is Support.unsupported
-            )
+            capabilities = self._ctx.spec_for(connection).capabilities
+            by_fingerprint = capabilities.client_order_ids is Support.unsupported
+            if order.status in _SWEEPS["open"]:
+                self._open_due[order.id] = now + self._ctx.settings.open_order_poll_interval(
+                    connection.broker_slug,
+                    streamed=capabilities.order_stream is not Support.unsupported,
+                )
             adapter = await self._ctx.adapter_for(session, connection, for_order=False)
             claimed: frozenset[str] = frozenset()
             if order.broker_order_id is None and by_fingerprint:
