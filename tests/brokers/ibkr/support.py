@@ -14,6 +14,13 @@ from app.security.credentials import Credentials
 from tests.fakes.ibkr import FakeIbkrGateway, serve_asgi
 from tests.fakes.ibkr.server import API, FakeAccount
 
+# IBKR allows one request per 5 s on its slow endpoints and the adapter paces them at 5.5 s
+# (``ibkr_slow_endpoint_seconds``); waiting that out made each IBKR contract test take
+# ~18 s. The fake here allows one per FAKE_SLOW_SECONDS and the adapters pace at
+# TEST_SLOW_SECONDS: the same rule, a tenth of the window, with more room for jitter.
+FAKE_SLOW_SECONDS = 0.5
+TEST_SLOW_SECONDS = 0.8
+
 
 @dataclass
 class Running:
@@ -26,6 +33,7 @@ class Running:
         values: dict[str, Any] = {
             "broker_read_timeout_seconds": 0.5,
             "broker_connect_timeout_seconds": 0.5,
+            "ibkr_slow_endpoint_seconds": TEST_SLOW_SECONDS,
         }
         values.update(overrides)
         return Settings(**values)
@@ -41,7 +49,7 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_fake(cash: str = "100000") -> AsyncIterator[Running]:
-    fake = FakeIbkrGateway()
+    fake = FakeIbkrGateway(slow_seconds=FAKE_SLOW_SECONDS)
     account = fake.add_account(cash=cash)
     async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
         running = Running(fake=fake, url=url + API, account=account)

@@ -14,6 +14,11 @@ from app.security.credentials import Credentials
 from tests.fakes.webull import FakeWebull, serve_asgi
 from tests.fakes.webull.server import FakeAccount, FakeApp
 
+# Webull allows 2 order queries per 2 s and the adapter paces every read at that
+# (``webull_queries_per_second``); the fake does not enforce it, and waiting it out made the
+# Webull contract tests take seconds each. Tests pace reads at this instead.
+TEST_QUERIES_PER_SECOND = 100.0
+
 
 @dataclass
 class Running:
@@ -29,6 +34,7 @@ class Running:
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "webull_base_url": self.url,
+            "webull_queries_per_second": TEST_QUERIES_PER_SECOND,
             "broker_read_timeout_seconds": 0.5,
             "broker_connect_timeout_seconds": 0.5,
         }

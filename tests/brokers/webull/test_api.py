@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from app.db.models import BrokerToken
 from app.services.reconciliation import Reconciler
-from tests.brokers.webull.support import Running, running_fake
+from tests.brokers.webull.support import TEST_QUERIES_PER_SECOND, Running, running_fake
 from tests.conftest import new_user
 from tests.harness import Harness, running_app, settings_for_tests
 
@@ -70,6 +70,7 @@ async def gateway(
         settings = settings_for_tests(
             db_url,
             webull_base_url=wb.url,
+            webull_queries_per_second=TEST_QUERIES_PER_SECOND,
             broker_read_timeout_seconds=0.5,
             reconcile_unknown_after_seconds=0,
             credential_confirm_interval_seconds=0,
