@@ -216,6 +216,11 @@ class Settings(BaseSettings):
         default="https://api.webull.com",
         validation_alias=AliasChoices("BROKERAGE_WEBULL_BASE_URL", "webull_base_url"),
     )
+    # Webull "Rate Limits" (https://developer.webull.com/apis/llms.txt): order queries 2 per
+    # 2 seconds per App Key; every read but the token calls is paced by it (a bucket of two).
+    # Tests against the fake raise it: the fake does not enforce it and a contract run would
+    # otherwise wait on it for seconds.
+    webull_queries_per_second: float = Field(default=1.0, gt=0)
     # How often connections waiting for the user (Webull's access token, confirmed in the
     # Webull app) are checked; a GET of such a connection checks it too, at most this often.
     credential_confirm_interval_seconds: float = 10.0

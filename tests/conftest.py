@@ -1,13 +1,19 @@
-"""Shared fixtures: a migrated Postgres database and a migrated SQLite file per test run.
+"""Shared fixtures: a migrated Postgres database and a migrated SQLite file per test module.
 
 Tests isolate themselves by creating their own users (``new_user()``), so no table is
-truncated between tests and every test sees the other tests' rows, as production would.
+truncated between tests and every test sees the other tests' rows of its module, as
+production would. Each module gets databases of its own, copied from ones migrated once per
+run (a Postgres template database, a SQLite file): with one database for the whole run, rows
+piled up, and every app start-up's reconciliation pass (``Reconciler.run_once``) walked
+hundreds of orders left behind by earlier modules at brokers (fakes) long gone, which made
+the last tests of a run several times slower than the same tests alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,18 +53,40 @@ async def own_database(shared_url: str, directory: Path) -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def postgres_url() -> AsyncIterator[str]:
-    async with postgres_server() as admin_url, fresh_database(admin_url) as url:
+async def postgres_admin_url() -> AsyncIterator[str]:
+    """An admin database on the run's Postgres server (found or started once)."""
+    async with postgres_server() as admin_url:
+        yield admin_url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def postgres_template(postgres_admin_url: str) -> AsyncIterator[str]:
+    """The name of a database migrated once per run, which module databases are copied
+    from (``CREATE DATABASE ... TEMPLATE``); nothing connects to it after the migration."""
+    async with fresh_database(postgres_admin_url) as url:
         await asyncio.to_thread(upgrade, url)
+        yield url.rpartition("/")[2]
+
+
+@pytest_asyncio.fixture(scope="module")
+async def postgres_url(postgres_admin_url: str, postgres_template: str) -> AsyncIterator[str]:
+    async with fresh_database(postgres_admin_url, template=postgres_template) as url:
         yield url
 
 
 @pytest_asyncio.fixture(scope="session")
-async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per run; module databases are copies of it."""
+    path: Path = tmp_path_factory.mktemp("sqlite-template") / "brokerage.db"
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sqlite_url(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     path: Path = tmp_path_factory.mktemp("sqlite") / "brokerage.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    await asyncio.to_thread(upgrade, url)
-    yield url
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -66,14 +94,14 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def postgres_engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(postgres_url)
     yield engine
     await engine.dispose()
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(sqlite_url)
     yield engine
@@ -98,7 +126,7 @@ def sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return create_sessionmaker(engine)
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def postgres_harness(postgres_url: str) -> AsyncIterator[Harness]:
     from tests.harness import running_app, settings_for_tests
 
@@ -106,7 +134,7 @@ async def postgres_harness(postgres_url: str) -> AsyncIterator[Harness]:
         yield harness
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def sqlite_harness(sqlite_url: str) -> AsyncIterator[Harness]:
     from tests.harness import running_app, settings_for_tests
 

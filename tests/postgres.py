@@ -144,12 +144,14 @@ async def postgres_server():  # type: ignore[no-untyped-def]
 
 
 @contextlib.asynccontextmanager
-async def fresh_database(admin_url: str):  # type: ignore[no-untyped-def]
-    """Create a uniquely named database for this test session and drop it afterwards."""
+async def fresh_database(admin_url: str, template: str | None = None):  # type: ignore[no-untyped-def]
+    """Create a uniquely named database (a copy of ``template``, if given) and drop it
+    afterwards. A template must have no open connections while it is copied."""
     name = f"brokerage_test_{uuid.uuid4().hex[:12]}"
+    copy_of = f' TEMPLATE "{template}"' if template else ""
     admin = await asyncpg.connect(_as_asyncpg_dsn(admin_url))
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"{copy_of}')
     finally:
         await admin.close()
     base, _, _ = admin_url.rpartition("/")

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hashlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -203,6 +205,14 @@ def credential_key(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """httpx's default verifying context (certifi's CA bundle, or ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR``), built once: loading the bundle takes ~20 ms of CPU, and a client is
+    made per broker base URL, i.e. per user's gateway or fake in tests."""
+    return httpx.create_ssl_context()
+
+
 class HttpPool:
     """Shared httpx clients (one per base URL) and rate buckets, owned by the app lifespan.
 
@@ -240,7 +250,7 @@ class HttpPool:
                 timeout=self.timeouts.as_httpx(),
                 follow_redirects=False,
                 transport=self._transport,
-                verify=verify,
+                verify=_default_tls() if verify is True else verify,
             )
             self._clients[key] = found
         return found

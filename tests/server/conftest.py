@@ -41,7 +41,7 @@ def _serve(server: uvicorn.Server) -> threading.Thread:
     return thread
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_server(postgres_url: str) -> Iterator[LiveServer]:
     settings = settings_for_tests(postgres_url)
     assert settings.jwt_secret is not None

@@ -1,7 +1,8 @@
 """Shared running instances: two on one Postgres database (A and B) and one on SQLite.
 
 Tests isolate themselves by user (``new_user()``), so the instances are shared by the
-whole session; a test that needs other stream settings starts its own with ``serve``.
+whole module (as its databases are: ``tests/conftest.py``); a test that needs other stream
+settings starts its own with ``serve``.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from tests.streaming.support import Instance, serve
 SHARED_STREAM = StreamSettings(heartbeat_seconds=0.5)
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def pg_a(postgres_url: str) -> AsyncIterator[Instance]:
     async with serve(settings_for_tests(postgres_url), SHARED_STREAM) as instance:
         yield instance
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def pg_b(pg_a: Instance) -> AsyncIterator[Instance]:
     # Same database and JWT secret as A: a second instance of the same deployment.
     async with serve(pg_a.settings, SHARED_STREAM) as instance:
         yield instance
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def sqlite_instance(sqlite_url: str) -> AsyncIterator[Instance]:
     async with serve(settings_for_tests(sqlite_url), SHARED_STREAM) as instance:
         yield instance

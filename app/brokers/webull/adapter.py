@@ -19,7 +19,8 @@ Quirks, with their doc pages:
   streaming/): open orders are polled by the reconciler's open-order sweep.
 * Rate limits (https://developer.webull.com/apis/llms.txt "Rate Limits"): order
   place/replace/cancel 600 per minute, order queries 2 per 2 seconds, token calls 10 per
-  30 seconds; one pacer each, keyed by App Key. Other reads share the query pace.
+  30 seconds; one pacer each, keyed by App Key. Other reads share the query pace
+  (``settings.webull_queries_per_second``).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class WebullAdapter(PooledAdapter):
             )
 
         self._trade = client("trade", 600 / 60.0, 10)
-        self._query = client("query", 1.0, 2)
+        self._query = client("query", settings.webull_queries_per_second, 2)
         self._token = client(
             "token", 10 / 30.0, 10, signer=auth.signer(credentials, with_access_token=False)
         )

@@ -15,6 +15,13 @@ from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.ibkr import FakeIbkrGateway, serve_asgi
 from tests.fakes.ibkr.server import API, FakeAccount
 
+# IBKR allows one request per 5 s on its slow endpoints and the adapter paces them at 5.5 s
+# (``ibkr_slow_endpoint_seconds``); waiting that out made each IBKR contract test take
+# ~18 s. The fake here allows one per FAKE_SLOW_SECONDS and the adapters pace at
+# TEST_SLOW_SECONDS: the same rule, a tenth of the window, with more room for jitter.
+FAKE_SLOW_SECONDS = 0.5
+TEST_SLOW_SECONDS = 0.8
+
 
 @dataclass
 class Running(TrackedAdapters):
@@ -23,7 +30,7 @@ class Running(TrackedAdapters):
     account: FakeAccount
 
     def settings(self, **overrides: Any) -> Settings:
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"ibkr_slow_endpoint_seconds": TEST_SLOW_SECONDS}
         values.update(overrides)
         return fake_settings(**values)
 
@@ -38,7 +45,7 @@ class Running(TrackedAdapters):
 
 @contextlib.asynccontextmanager
 async def running_fake(cash: str = "100000") -> AsyncIterator[Running]:
-    fake = FakeIbkrGateway()
+    fake = FakeIbkrGateway(slow_seconds=FAKE_SLOW_SECONDS)
     account = fake.add_account(cash=cash)
     async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
         running = Running(fake=fake, url=url + API, account=account)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app.db.models import BrokerToken
 from app.services.reconciliation import Reconciler
-from tests.brokers.ibkr.support import Running, running_fake
+from tests.brokers.ibkr.support import TEST_SLOW_SECONDS, Running, running_fake
 from tests.conftest import new_user
 from tests.harness import Harness, running_app, settings_for_tests
 
@@ -48,6 +48,7 @@ async def gateway(db_url: str, cash: str = "100000", **settings: Any) -> AsyncIt
         values = {
             "broker_read_timeout_seconds": 0.5,
             "reconcile_unknown_after_seconds": 0,
+            "ibkr_slow_endpoint_seconds": TEST_SLOW_SECONDS,
             **settings,
         }
         async with running_app(settings_for_tests(db_url, **values)) as harness:

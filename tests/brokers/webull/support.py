@@ -15,6 +15,11 @@ from tests.brokers.support import TrackedAdapters, fake_settings
 from tests.fakes.webull import FakeWebull, serve_asgi
 from tests.fakes.webull.server import FakeAccount, FakeApp
 
+# Webull allows 2 order queries per 2 s and the adapter paces every read at that
+# (``webull_queries_per_second``); the fake does not enforce it, and waiting it out made the
+# Webull contract tests take seconds each. Tests pace reads at this instead.
+TEST_QUERIES_PER_SECOND = 100.0
+
 
 @dataclass
 class Running(TrackedAdapters):
@@ -29,6 +34,7 @@ class Running(TrackedAdapters):
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "webull_base_url": self.url,
+            "webull_queries_per_second": TEST_QUERIES_PER_SECOND,
         }
         values.update(overrides)
         return fake_settings(**values)

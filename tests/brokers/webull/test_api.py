@@ -20,7 +20,7 @@ from sqlalchemy import select
 from app.db.models import BrokerToken
 from app.services.reconciliation import Reconciler
 from tests.brokers.support import connect_broker, gateway_app
-from tests.brokers.webull.support import Running, running_fake
+from tests.brokers.webull.support import TEST_QUERIES_PER_SECOND, Running, running_fake
 from tests.conftest import new_user
 from tests.harness import Harness
 
@@ -64,6 +64,7 @@ async def gateway(
         async with gateway_app(
             db_url,
             webull_base_url=wb.url,
+            webull_queries_per_second=TEST_QUERIES_PER_SECOND,
             credential_confirm_interval_seconds=0,
         ) as harness:
             yield Gateway(harness=harness, wb=wb)

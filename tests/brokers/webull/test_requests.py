@@ -36,6 +36,7 @@ from tests.brokers.webull.payloads import (
     SNAPSHOT,
     TOKEN_PENDING,
 )
+from tests.brokers.webull.support import TEST_QUERIES_PER_SECOND
 
 BASE = "https://api.webull.com"
 KEY, SECRET = "app-key-1", "app-secret-1"
@@ -100,7 +101,9 @@ def adapter_for(
     credentials = auth.with_token(
         auth.check_credentials({"app_key": KEY, "app_secret": SECRET}), "tok-1", status, "1"
     )
-    return WebullAdapter(Settings(webull_base_url=BASE), credentials, pool)
+    # The query pace as the fake-backed tests set it (tests/brokers/webull/support.py).
+    settings = Settings(webull_base_url=BASE, webull_queries_per_second=TEST_QUERIES_PER_SECOND)
+    return WebullAdapter(settings, credentials, pool)
 
 
 ORDER_REQUEST = OrderRequest(

@@ -61,13 +61,16 @@ TYPES = {
 LIVE_TYPES = {"MKT": "Market", "LMT": "Limit", "STP": "Stop", "STOP_LIMIT": "Stop Limit"}
 STATUS_TYPES = {"MKT": "MARKET", "LMT": "LIMIT", "STP": "STOP", "STOP_LIMIT": "STOP_LIMIT"}
 TIFS = {"DAY": TimeInForce.day, "GTC": TimeInForce.gtc, "IOC": TimeInForce.ioc}
-# Pacing (Campus "Pacing Limitations"): requests allowed per window, per endpoint path.
-SLOW = {
-    f"{API}/iserver/account/orders": (1, 5.0),
-    f"{API}/iserver/account/trades": (1, 5.0),
-    f"{API}/portfolio/accounts": (1, 5.0),
-    f"{API}/tickle": (1, 1.0),
-}
+# Pacing (Campus "Pacing Limitations"): one request per 5 seconds on these endpoints
+# (``slow_seconds``: tests shrink the window, and pace their adapters to match), one per
+# second on /tickle.
+SLOW_PATHS = (
+    f"{API}/iserver/account/orders",
+    f"{API}/iserver/account/trades",
+    f"{API}/portfolio/accounts",
+)
+SLOW_SECONDS = 5.0
+TICKLE = (f"{API}/tickle", 1, 1.0)
 GLOBAL = (10, 1.0)
 PRICE_CONSTRAINT = 0.03  # the "Percentage constraint of 3%" question (o163)
 
@@ -244,8 +247,12 @@ class FakeIbkrGateway:
         seed: int = 20260522,
         clock: Callable[[], datetime] | None = None,
         paper: bool = True,
+        slow_seconds: float = SLOW_SECONDS,
     ) -> None:
         self.quotes = SeededQuoteSource(seed)
+        # Requests allowed per window, per endpoint path.
+        self.slow: dict[str, tuple[int, float]] = dict.fromkeys(SLOW_PATHS, (1, slow_seconds))
+        self.slow[TICKLE[0]] = TICKLE[1:]
         self.clock = clock or (lambda: datetime.now(UTC))
         self.faults = Faults()
         self.paper = paper
@@ -337,8 +344,8 @@ class FakeIbkrGateway:
         if now < self._penalty_until:
             return False
         checks = [("*", *GLOBAL)]
-        if path in SLOW:
-            checks.append((path, *SLOW[path]))
+        if path in self.slow:
+            checks.append((path, *self.slow[path]))
         for key, limit, window in checks:
             seen = self._seen.setdefault(key, deque())
             while seen and seen[0] <= now - window:
