@@ -21,6 +21,9 @@ engine = create_async_engine(os.environ["DATABASE_URL"], pool_size=20, max_overf
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     async with engine.begin() as conn:
+        # Every worker runs this at start; concurrent CREATE TABLE IF NOT EXISTS can still
+        # collide in the catalog, so the workers take turns.
+        await conn.execute(text("SELECT pg_advisory_xact_lock(4242)"))
         await conn.execute(
             text("CREATE TABLE IF NOT EXISTS bench_bare (id text PRIMARY KEY, body jsonb)")
         )
