@@ -204,7 +204,7 @@ class OrderService:
         account, connection = found
         # The credential is opened at gate 2 (one vault read), not checked there and
         # opened again after gate 5.
-        adapter = await self._check_gates(
+        adapter = await self.check_gates(
             session, user_id, account, connection, body, open_credential=True
         )
         assert adapter is not None
@@ -218,27 +218,17 @@ class OrderService:
         account: Account,
         connection: Connection,
         body: OrderCreate,
-    ) -> None:
-        """Gates 1-5 of the module docstring for an account already known to be the caller's,
-        without a broker call and without opening the credential.
-
-        Raises the ``AppError`` the placement would answer with (its ``code`` is what the
-        order router reports for an account it passes over).
-        """
-        await self._check_gates(session, user_id, account, connection, body, open_credential=False)
-
-    async def _check_gates(
-        self,
-        session: AsyncSession,
-        user_id: str,
-        account: Account,
-        connection: Connection,
-        body: OrderCreate,
         *,
-        open_credential: bool,
+        open_credential: bool = False,
     ) -> BrokerAdapter | None:
-        """Gates 1-5; with ``open_credential`` gate 2 opens the order credential and the
-        connection's adapter is returned (None otherwise)."""
+        """Gates 1-5 of the module docstring for an account already known to be the caller's,
+        without a broker call.
+
+        Without ``open_credential`` (the order router weighing accounts) the credential is
+        checked, not opened, and None is returned; with it, gate 2 opens it and the
+        connection's adapter is returned. Raises the ``AppError`` the placement would answer
+        with (its ``code`` is what the order router reports for an account it passes over).
+        """
         # 1. connection active
         ensure_usable(connection)
         # 2. tier allows orders (the vault refuses a read-only or revoked credential)
