@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     # How often connections waiting for the user (Webull's access token, confirmed in the
     # Webull app) are checked; a GET of such a connection checks it too, at most this often.
     credential_confirm_interval_seconds: float = 10.0
+    # Activated credentials that expire (Webull's 15-day access token) are renewed at the
+    # broker by the same background task once their expiry is this close (default 2 days).
+    credential_renew_ahead_seconds: float = Field(default=2 * 24 * 3600, gt=0)
     # Interactive Brokers through the user's Client Portal Gateway (Tier A, ``gateway``): the
     # connection stores the gateway's URL, which this service then calls, so it must be on
     # this allow-list of hosts (server-side request forgery). The gateway's self-signed

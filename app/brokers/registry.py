@@ -63,11 +63,18 @@ class CredentialSetup:
     afterwards while the connection waits for the user (``app.services.connections``).
     Both raise ``app.brokers.errors`` like adapter calls. ``pending_display`` is what the
     connection shows while it waits.
+
+    ``renew`` (optional) extends an activated credential that expires (Webull's access
+    token lasts 15 days): the connection service's renewal pass
+    (``ConnectionService.renew_all_expiring``) runs it on active connections whose
+    ``expires_at`` is near. ``active`` carries the renewed credential and its new expiry;
+    ``failed`` means the broker will not renew it (the connection becomes ``broken``).
     """
 
     begin: Callable[[AdapterContext, Credentials], Awaitable[Activation]]
     check: Callable[[AdapterContext, Credentials], Awaitable[Activation]]
     pending_display: str
+    renew: Callable[[AdapterContext, Credentials], Awaitable[Activation]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

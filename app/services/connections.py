@@ -64,6 +64,10 @@ MAX_STARTING_CASH = Decimal("1000000000")
 PENDING_CONFIRMATION = "pending_confirmation"
 CONFIRMED = "confirmed"
 CONFIRMATION_FAILED = "confirmation_failed"
+# ``last_refresh_outcome`` after the renewal pass extended an activated credential (Webull's
+# 15-day access token) or found the broker would no longer renew it.
+RENEWED = "renewed"
+RENEWAL_FAILED = "renewal_failed"
 
 
 def broker_out(spec: BrokerSpec) -> BrokerOut:
@@ -420,6 +424,96 @@ class ConnectionService:
         changed = 0
         for user_id, connection_id in waiting:
             changed += await self.confirm_pending(user_id=user_id, connection_id=connection_id)
+        return changed
+
+    async def renew_expiring(self, *, user_id: str, connection_id: str) -> bool:
+        """Renew an active connection's credential at its broker before it expires.
+
+        Renewed: the credential is sealed again as the broker reissued it, and
+        ``expires_at``, ``last_refresh_at`` and ``last_refresh_outcome`` (``renewed``) move.
+        Refused for good (Webull reports the token ``INVALID``/``EXPIRED``): the connection
+        becomes ``broken`` with a ``connection.broken`` event (the user connects again).
+        Any other broker failure is logged and leaves the connection as it was; the next
+        pass tries again. The row is re-read under a lock and left alone if it changed
+        meanwhile (another instance renewed it, the user replaced or revoked it), so one
+        renewal wins. Returns whether the connection changed.
+        """
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, user_id).get(connection_id)
+            if connection is None or connection.status != "active":
+                return False
+            spec = self._ctx.registry.get(connection.broker_slug)
+            setup = None if spec is None else spec.credential_setup
+            if spec is None or setup is None or setup.renew is None:
+                return False
+            seen_expires_at = connection.expires_at
+            credentials = await self._ctx.vault.credentials_for_read(
+                session, user_id=user_id, connection_id=connection_id
+            )
+        try:
+            activation: Activation | None = await setup.renew(
+                self._ctx.adapter_context(user_id), credentials
+            )
+        except broker_errors.BrokerError as exc:
+            log.warning(
+                "could not renew a connection's credential; next pass retries",
+                extra={"broker": spec.slug, "connection_id": connection_id, "reason": exc.reason},
+            )
+            activation = None
+        if activation is None or activation.state == "pending":
+            return False
+        now = utcnow()
+        async with self._ctx.sessionmaker() as session:
+            connection = await ConnectionRepository.for_user(session, user_id).get(
+                connection_id, for_update=True
+            )
+            if (
+                connection is None
+                or connection.status != "active"
+                or connection.expires_at != seen_expires_at
+            ):
+                return False
+            connection.updated_at = now
+            connection.last_refresh_at = now
+            if activation.state == "active":
+                await self._ctx.vault.reseal(
+                    session,
+                    user_id=user_id,
+                    connection_id=connection_id,
+                    credentials=activation.credentials,
+                    expires_at=activation.expires_at,
+                    refresh_expires_at=None,
+                )
+                connection.expires_at = activation.expires_at
+                connection.last_refresh_outcome = RENEWED
+            else:
+                connection.status = "broken"
+                connection.display = f"{spec.name}: {activation.reason}; connect again"[:200]
+                connection.last_refresh_outcome = RENEWAL_FAILED
+                append_connection_event(session, connection, reason=activation.reason)
+            await session.commit()
+        log.info(
+            "connection credential renewal",
+            extra={"connection_id": connection_id, "outcome": activation.state},
+        )
+        return True
+
+    async def renew_all_expiring(self, *, limit: int = 100) -> int:
+        """One background pass: renew the credentials of active connections expiring within
+        ``credential_renew_ahead_seconds`` (brokers with a ``renew`` hook only)."""
+        slugs = [
+            spec.slug
+            for spec in self._ctx.registry.all()
+            if spec.credential_setup is not None and spec.credential_setup.renew is not None
+        ]
+        ahead = timedelta(seconds=self._ctx.settings.credential_renew_ahead_seconds)
+        async with self._ctx.sessionmaker() as session:
+            due = await ConnectionRepository.for_system(session).renewal_due(
+                slugs, utcnow() + ahead, limit=limit
+            )
+        changed = 0
+        for user_id, connection_id in due:
+            changed += await self.renew_expiring(user_id=user_id, connection_id=connection_id)
         return changed
 
     async def _broker_accounts(
@@ -873,11 +967,16 @@ def _parse_cash(raw: str) -> Decimal:
 async def run_confirmations(
     service: ConnectionService, interval: float, stop: asyncio.Event
 ) -> None:
-    """The background check of connections waiting for the user at their broker."""
+    """The background check of connections waiting for the user at their broker, and the
+    renewal of activated credentials before they expire (each pass failing alone)."""
     while not stop.is_set():
         try:
             await service.confirm_all_pending()
         except Exception:
             log.exception("connection confirmation pass failed")
+        try:
+            await service.renew_all_expiring()
+        except Exception:
+            log.exception("connection credential renewal pass failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -66,6 +66,18 @@ async def _check(ctx: AdapterContext, credentials: Credentials) -> Activation:
         await adapter.close()
 
 
+async def _renew(ctx: AdapterContext, credentials: Credentials) -> Activation:
+    """Refresh a confirmed access token before its 15 days run out: ``active`` with the new
+    expiry, or ``failed`` when Webull reports it ``INVALID``/``EXPIRED``."""
+    from app.brokers.webull.adapter import WebullAdapter
+
+    adapter = WebullAdapter(ctx.settings, credentials, ctx.http)
+    try:
+        return _activation(await adapter.refresh_token())
+    finally:
+        await adapter.close()
+
+
 def webull_spec() -> BrokerSpec:
     from app.brokers.registry import BrokerSpec, CredentialSetup
     from app.brokers.webull.adapter import WEBULL_CAPABILITIES
@@ -81,6 +93,6 @@ def webull_spec() -> BrokerSpec:
         configured=_configured,
         check_credentials=check_credentials,
         credential_setup=CredentialSetup(
-            begin=_begin, check=_check, pending_display=PENDING_DISPLAY
+            begin=_begin, check=_check, pending_display=PENDING_DISPLAY, renew=_renew
         ),
     )

@@ -149,6 +149,23 @@ class WebullAdapter(PooledAdapter):
         )
         return auth.with_token(self._credentials, token, status, expires)
 
+    async def refresh_token(self) -> Credentials:
+        """``POST /openapi/auth/token/refresh`` with ``{"token": <current>}`` (the official
+        SDK's ``RefreshTokenRequest``): a confirmed token lasts 15 days and "needs to be
+        refreshed before expiration" (https://developer.webull.com/apis/docs/reference/create-token).
+
+        Answers ``{"token", "expires", "status"}`` like create/check: ``NORMAL`` with the new
+        ``expires`` when renewed, ``INVALID``/``EXPIRED`` when the token can no longer be
+        renewed (the user connects again). Raises ``app.brokers.errors`` like any call.
+        """
+        current = self._credentials.get(auth.ACCESS_TOKEN)
+        if not current:
+            raise errors.AuthenticationFailed("no Webull access token to refresh", broker=SLUG)
+        token, expires, status = await self._token_call(
+            "/openapi/auth/token/refresh", {"token": current}
+        )
+        return auth.with_token(self._credentials, token, status, expires)
+
     def _ensure_confirmed(self) -> None:
         if not auth.token_usable(self._credentials):
             raise errors.AuthenticationFailed(

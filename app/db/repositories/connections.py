@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select, update
@@ -137,6 +137,29 @@ class ConnectionRepository(UserScoped):
             select(Connection.user_id, Connection.id)
             .where(Connection.status == "broken", Connection.last_refresh_outcome == outcome)
             .order_by(Connection.last_refresh_at, Connection.id)
+            .limit(limit)
+        )
+        return [(u, c) for u, c in (await self.session.execute(stmt)).all()]
+
+    async def renewal_due(
+        self, broker_slugs: Iterable[str], before: datetime, *, limit: int
+    ) -> list[tuple[str, str]]:
+        """System: (user id, connection id) of active connections to these brokers whose
+        credential expires before ``before``, soonest first (the credential renewal pass)."""
+        if not self.is_system:
+            raise PermissionError("the renewal pass spans every user")
+        slugs = list(broker_slugs)
+        if not slugs:
+            return []
+        stmt = (
+            select(Connection.user_id, Connection.id)
+            .where(
+                Connection.status == "active",
+                Connection.broker_slug.in_(slugs),
+                Connection.expires_at.is_not(None),
+                Connection.expires_at <= before,
+            )
+            .order_by(Connection.expires_at, Connection.id)
             .limit(limit)
         )
         return [(u, c) for u, c in (await self.session.execute(stmt)).all()]

@@ -259,6 +259,14 @@ class FakeWebull:
     def expire_token(self, token: str) -> None:
         self.tokens[token].status = "EXPIRED"
 
+    def invalidate_token(self, token: str) -> None:
+        """Webull no longer knows the token (``INVALID``): it cannot be refreshed."""
+        self.tokens[token].status = "INVALID"
+
+    def token_requests(self, path: str) -> int:
+        """How many requests reached ``/openapi/auth/token/<path>``."""
+        return self.requests.count(("POST", f"/openapi/auth/token/{path}"))
+
     def revoke(self, app_key: str) -> None:
         self.apps[app_key].revoked = True
 
