@@ -23,6 +23,8 @@ in the Webull app and the status becomes ``NORMAL`` (``POST /openapi/auth/token/
 ``EXPIRED`` when not verified in time, ``INVALID`` when unknown or unused. It lasts 15 days
 by default and is sent as ``x-access-token``. Accounts without two-factor authentication
 get a ``NORMAL`` token at once.
+It is renewed before it expires by ``POST /openapi/auth/token/refresh`` with ``{"token"}``
+(the SDK's ``webull/core/http/initializer/token/bean/refresh_token_request.py``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ It speaks the protocol of the official SDK (webull-inc/webull-openapi-python-sdk
 ``x-signature-nonce``, ``x-signature``) verified with the SDK's composer (HMAC-SHA1 over the
 percent-encoded string of path, sorted signing headers, ``host`` and query, and the body's
 MD5; the SDK's HMAC-SHA256/SHA-256 variant too), the access token lifecycle (create ->
-``PENDING`` until confirmed in the app -> ``NORMAL``; ``EXPIRED``/``INVALID``) with
+``PENDING`` until confirmed in the app -> ``NORMAL``; ``EXPIRED``/``INVALID``; refresh
+takes ``{"token"}`` like check, the SDK's ``RefreshTokenRequest``) with
 ``x-access-token`` required once two-factor authentication is on, snake_case bodies with
 string amounts (the Java SDK's response beans), order combos ``{"client_order_id",
 "combo_type", "orders": [...]}``, the SDK's status vocabulary (SUBMITTED, PARTIAL_FILLED,
@@ -108,7 +109,8 @@ class Faults:
     the next N requests (of that method only, when set) answer 500. ``rate_limited`` /
     ``retry_after``: the next N answer 429. ``timeout_after_accept``: the next N placements
     create the order, then hold the answer ``hang_seconds``. ``revoke(app_key)`` disables
-    an app key; ``expire_token(token)`` ends a token.
+    an app key; ``expire_token(token)`` ends a token; ``invalidate_token(token)`` makes it
+    ``INVALID`` (refresh answers that status instead of renewing it).
     """
 
     latency: float = 0.0
