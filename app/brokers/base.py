@@ -7,7 +7,7 @@ datetimes. Status enums are strict: a value a mapping does not know is an error
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -438,6 +438,22 @@ class BrokerAdapter(Protocol):
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsSharedOrderStream(Protocol):
+    """The optional part of the adapter contract for brokers whose order stream serves every
+    account of one credential, and that allow one such stream at a time (Tradier: one
+    streaming session per user). The supervisor then runs one stream per connection, not
+    one per account (``BrokerSpec.shared_order_stream``).
+
+    Yields the updates of ``account_refs`` (tagged with their account), after a catch-up of
+    each of them; raises like ``stream_order_updates``.
+    """
+
+    def stream_accounts_order_updates(
+        self, account_refs: Sequence[str]
+    ) -> AsyncIterator[OrderUpdate]: ...
 
 
 class RevokeOutcome(StrEnum):

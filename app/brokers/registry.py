@@ -102,6 +102,10 @@ class BrokerSpec:
     oauth: OAuthSpec | None = None
     # API-key paths whose key must be activated at the broker first (Webull's access token).
     credential_setup: CredentialSetup | None = None
+    # One order stream serves every account of a credential and only one may be open at a
+    # time: the adapter is a ``SupportsSharedOrderStream`` and the supervisor runs one
+    # stream per connection.
+    shared_order_stream: bool = False
 
     def oauth_ready(self, settings: Settings) -> bool:
         """Whether this deployment can run the OAuth flow for this broker."""

@@ -2,9 +2,11 @@
 
 One task per account of every usable connection whose broker pushes order updates (the
 registry's ``capabilities.order_stream``; the paper broker reports through its engine, not
-here). The adapter's stream reconnects and catches up by itself; this supervisor restarts a
-stream that fails outright, stops it when its connection is no longer usable, and marks the
-connection ``broken`` (with a ``connection.broken`` event) when the broker refuses the
+here), or one per connection where the broker's one stream serves every account of the
+credential and allows only one at a time (``BrokerSpec.shared_order_stream``: Tradier).
+The adapter's stream reconnects and catches up by itself; this supervisor restarts a
+stream that fails outright, stops it when its connection is no longer usable, and marks
+the connection ``broken`` (with a ``connection.broken`` event) when the broker refuses the
 credential.
 
 With several instances, each account's stream runs on exactly one of them: a stream starts
@@ -19,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
 from app import errors
 from app.brokers import errors as broker_errors
-from app.brokers.base import Support, Tier
+from app.brokers.base import OrderUpdate, Support, SupportsSharedOrderStream, Tier
 from app.db.leases import Leases, leases_for
 from app.db.models import Account, Connection
 from app.db.repositories.connections import ConnectionRepository
@@ -40,9 +43,10 @@ log = logging.getLogger(__name__)
 class _Stream:
     connection_id: str
     user_id: str
-    account_id: str
-    account_ref: str
+    account_ids: tuple[str, ...]  # one, or every account of a shared stream
+    account_refs: tuple[str, ...]
     broker_slug: str
+    shared: bool
 
 
 class UpstreamStreams:
@@ -62,7 +66,10 @@ class UpstreamStreams:
     def running(self) -> frozenset[str]:
         """Account ids whose stream task is alive."""
         return frozenset(
-            self._streams[key].account_id for key, t in self._tasks.items() if not t.done()
+            account_id
+            for key, t in self._tasks.items()
+            if not t.done()
+            for account_id in self._streams[key].account_ids
         )
 
     def _streaming_slugs(self) -> list[str]:
@@ -86,28 +93,49 @@ class UpstreamStreams:
             rows = await ConnectionRepository.for_system(session).usable_accounts(
                 self._streaming_slugs()
             )
-        wanted: dict[str, tuple[Connection, Account]] = {}
+        shared_slugs = {s.slug for s in self._ctx.registry.all() if s.shared_order_stream}
+        by_connection: dict[str, list[Account]] = {}
+        wanted: dict[str, _Stream] = {}
         for connection, account in sorted(rows, key=lambda row: row[1].id):
-            wanted.setdefault(_stream_key(connection, account), (connection, account))
+            if connection.broker_slug in shared_slugs:
+                by_connection.setdefault(connection.id, []).append(account)
+                continue
+            wanted.setdefault(
+                _stream_key(connection, account),
+                _Stream(
+                    connection_id=connection.id,
+                    user_id=connection.user_id,
+                    account_ids=(account.id,),
+                    account_refs=(account.broker_account_ref,),
+                    broker_slug=account.broker_slug,
+                    shared=False,
+                ),
+            )
+        connections = {connection.id: connection for connection, _ in rows}
+        for connection_id, accounts in by_connection.items():
+            connection = connections[connection_id]
+            stream = _Stream(
+                connection_id=connection.id,
+                user_id=connection.user_id,
+                account_ids=tuple(a.id for a in accounts),
+                account_refs=tuple(a.broker_account_ref for a in accounts),
+                broker_slug=connection.broker_slug,
+                shared=True,
+            )
+            # The accounts are part of the key: when they change, the stream restarts.
+            wanted[_shared_stream_key(connection, stream.account_refs)] = stream
         for key in list(self._tasks):
             task = self._tasks.get(key)
             if task is None:
                 continue  # stopped meanwhile (stop_connection)
             if key not in wanted or task.done():
                 await self._stop(key)
-        for key, (connection, account) in wanted.items():
+        for key, stream in wanted.items():
             if key not in self._tasks and await self._leases.acquire(_lease(key)):
-                stream = _Stream(
-                    connection_id=connection.id,
-                    user_id=connection.user_id,
-                    account_id=account.id,
-                    account_ref=account.broker_account_ref,
-                    broker_slug=account.broker_slug,
-                )
                 self._streams[key] = stream
                 self._tasks[key] = asyncio.create_task(
                     self._supervise(stream),
-                    name=f"upstream-{connection.broker_slug}-{account.id}",
+                    name=f"upstream-{stream.broker_slug}-{stream.account_ids[0]}",
                 )
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
@@ -176,7 +204,7 @@ class UpstreamStreams:
                 renewed = False
                 log.exception(
                     "upstream order stream failed; restarting",
-                    extra={"account_id": stream.account_id, "broker": stream.broker_slug},
+                    extra={"account_ids": stream.account_ids, "broker": stream.broker_slug},
                 )
             await asyncio.sleep(self._restart_delay)
 
@@ -213,7 +241,11 @@ class UpstreamStreams:
                 return
             adapter = await self._ctx.adapter_for(session, connection, for_order=False)
         try:
-            updates = adapter.stream_order_updates(stream.account_ref)
+            updates: AsyncIterator[OrderUpdate] | None
+            if stream.shared and isinstance(adapter, SupportsSharedOrderStream):
+                updates = adapter.stream_accounts_order_updates(stream.account_refs)
+            else:
+                updates = adapter.stream_order_updates(stream.account_refs[0])
             if updates is None:
                 return
             ingest = OrderUpdateIngest(self._ctx.sessionmaker, stream.broker_slug)
@@ -246,6 +278,11 @@ def _stream_key(connection: Connection, account: Account) -> str:
     credential: one stream serves them all. A user's own connection streams by itself."""
     owner = "platform" if connection.ownership == "platform" else connection.id
     return f"{account.broker_slug}:{account.broker_account_ref}:{owner}"
+
+
+def _shared_stream_key(connection: Connection, account_refs: tuple[str, ...]) -> str:
+    """One stream for every account of one connection's credential."""
+    return f"{connection.broker_slug}:{','.join(sorted(account_refs))}:{connection.id}"
 
 
 def _lease(stream_key: str) -> str:

@@ -36,4 +36,7 @@ def tradier_spec() -> BrokerSpec:
         factory=_factory,
         configured=_configured,
         check_credentials=check_credentials,
+        # One streaming session per user at a time, and it carries every account's events
+        # (https://documentation.tradier.com/brokerage-api/streaming/wss-account-websocket).
+        shared_order_stream=True,
     )

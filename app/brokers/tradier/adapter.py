@@ -25,7 +25,7 @@ Quirks, with their doc pages:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -435,11 +435,17 @@ class TradierAdapter(PooledAdapter):
         return session
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
+        return self.stream_accounts_order_updates([account_ref])
+
+    def stream_accounts_order_updates(
+        self, account_refs: Sequence[str]
+    ) -> AsyncIterator[OrderUpdate]:
+        """One session for all of them: Tradier allows one streaming session per user."""
         from app.brokers.tradier.stream import AccountEventsStream
 
         return AccountEventsStream(
             stream_url(self._settings),
-            account_ref,
+            account_refs,
             create_session=self.create_stream_session,
             fetch_order=self.get_order,
             catch_up=self.recent_orders,

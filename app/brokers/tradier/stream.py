@@ -15,18 +15,19 @@ Protocol (beta; https://documentation.tradier.com/brokerage-api/streaming/wss-ac
 An order event has no symbol, side, quantity or duration, so it cannot become a complete
 ``BrokerOrder`` by itself: each event is a signal, and the order is read with
 ``GET .../orders/{id}`` (the authoritative state). The token sees every account of its user;
-events for other accounts are ignored here.
+the stream serves a set of those accounts (all of a connection's: one session at a time is
+allowed, so one stream serves them all) and ignores events of the others.
 
 The stream has no replay: after any gap (a drop, a failed handshake, a session refused, or a
 connection that stays open but silent longer than ``idle_timeout``, heartbeats included) it
-reconnects with backoff on a new session and first yields a REST catch-up of the account's
+reconnects with backoff on a new session and first yields a REST catch-up of each account's
 orders. A refused token (401 on the session) ends the stream with ``AuthenticationFailed``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -63,7 +64,7 @@ class AccountEventsStream(UpstreamStream):
     def __init__(
         self,
         url: str,
-        account_ref: str,
+        account_refs: Sequence[str],
         *,
         create_session: CreateSession,
         fetch_order: FetchOrder,
@@ -73,7 +74,10 @@ class AccountEventsStream(UpstreamStream):
     ) -> None:
         """``timing``: ``handshake_timeout``, ``max_backoff`` (``UpstreamStream``)."""
         # Heartbeats come about every 60 s; 150 s of nothing means the stream is dead.
-        super().__init__(account_ref, idle_timeout=idle_timeout, **timing)
+        if isinstance(account_refs, str) or not account_refs:
+            raise TypeError("account_refs: a sequence of one or more account numbers")
+        super().__init__(account_refs[0], idle_timeout=idle_timeout, **timing)
+        self._account_refs = frozenset(account_refs)
         self._url = url
         self._create_session = create_session
         self._fetch_order = fetch_order
@@ -90,8 +94,13 @@ class AccountEventsStream(UpstreamStream):
     async def _handshake(self, ws: ClientConnection) -> None:
         await ws.send(subscription(self._session_id))
 
-    async def _catch_up_orders(self) -> list[BrokerOrder]:
-        return await self._catch_up_from(self._account_ref)
+    async def _catch_up(self) -> list[OrderUpdate]:
+        # Every account of the stream, each under its own ref (not the one-account default).
+        updates: list[OrderUpdate] = []
+        for account_ref in sorted(self._account_refs):
+            orders = await self._catch_up_from(account_ref)
+            updates += [OrderUpdate(account_ref, o, o.updated_at) for o in orders]
+        return updates
 
     async def _read(self, ws: ClientConnection) -> AsyncIterator[OrderUpdate]:
         while (raw := await self._recv(ws)) is not None:
@@ -100,8 +109,10 @@ class AccountEventsStream(UpstreamStream):
             except (ValueError, errors.UnknownBrokerValue):
                 self._skipped("stream message")
                 continue
-            if event["event"] != "order" or event.get("account") != self._account_ref:
+            account_ref = event.get("account")
+            if event["event"] != "order" or account_ref not in self._account_refs:
                 continue
+            assert isinstance(account_ref, str)
             try:
                 # Unknown statuses are refused here loudly; the REST read decides the state.
                 mapping.check_status(event.get("status"))
@@ -110,7 +121,7 @@ class AccountEventsStream(UpstreamStream):
                 self._skipped("order event")
                 continue
             try:
-                order = await self._fetch_order(self._account_ref, broker_order_id)
+                order = await self._fetch_order(account_ref, broker_order_id)
             except mapping.UnmodeledOrder:
                 continue
             try:
@@ -118,4 +129,4 @@ class AccountEventsStream(UpstreamStream):
             except errors.UnknownBrokerValue:
                 self._skipped("order event's fill figures")
                 fills = ()  # the order itself (read over REST) is still right
-            yield OrderUpdate(self._account_ref, order, order.updated_at, fills=fills)
+            yield OrderUpdate(account_ref, order, order.updated_at, fills=fills)

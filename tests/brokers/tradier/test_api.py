@@ -263,3 +263,44 @@ async def test_streams_feed_orders_and_a_refused_token_breaks_the_connection(db_
             assert "connection.broken" in [e.type for e in events]
         finally:
             await streams.close()
+
+
+async def test_one_stream_serves_every_account_of_a_connection(db_url: str) -> None:
+    """Tradier allows one streaming session per user at a time: the supervisor runs one
+    stream for the connection's accounts, and fills on each of them arrive."""
+    async with gateway(db_url, accounts=2) as gw:
+        h, user = gw.harness, new_user()
+        connection = await gw.connect(user)
+        first, second = connection["accounts"]
+        placed = [
+            (await h.place(user, account_id, quantity="1")).json() for account_id in (first, second)
+        ]
+
+        streams = UpstreamStreams(h.state.ctx, restart_delay=0.05)
+        try:
+            await streams.sync()
+            # (The module's other tests left connections of their own in the database.)
+            [mine] = [s for s in streams._streams.values() if s.connection_id == connection["id"]]
+            assert set(mine.account_ids) == {first, second}
+            assert {first, second} <= streams.running
+            for _ in range(100):  # wait for the stream to be listening at the fake
+                if gw.tradier.user.streams:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(gw.tradier.user.streams) == 1
+            sessions = gw.tradier.fake.requests.count(("POST", "/v1/accounts/events/session"))
+            assert sessions == 1
+            await gw.tradier.fake.match()
+            for order in placed:
+                status = None
+                for _ in range(200):
+                    got = await h.client.get(f"/v1/orders/{order['id']}", headers=h.auth(user))
+                    status = got.json()["status"]
+                    if status == "filled":
+                        break
+                    await asyncio.sleep(0.02)
+                assert status == "filled", order["account_id"]
+            await streams.sync()  # nothing changed: the same one stream keeps running
+            assert [s for s in streams._streams.values() if s is mine] == [mine]
+        finally:
+            await streams.close()

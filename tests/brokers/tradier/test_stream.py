@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Never
 
 import pytest
 from websockets.asyncio.client import connect
@@ -38,11 +39,11 @@ async def until(
 
 
 def open_stream(
-    run: Running, adapter: TradierAdapter, account: str, idle_timeout: float = 60.0
+    run: Running, adapter: TradierAdapter, *accounts: str, idle_timeout: float = 60.0
 ) -> AccountEventsStream:
     return AccountEventsStream(
         stream_url(adapter._settings),
-        account,
+        accounts,
         create_session=adapter.create_stream_session,
         fetch_order=adapter.get_order,
         catch_up=adapter.recent_orders,
@@ -92,6 +93,50 @@ async def test_events_of_other_accounts_and_heartbeats_are_not_updates() -> None
             assert update.account_ref == first
         finally:
             await updates.aclose()
+
+
+async def test_one_session_serves_every_account_of_the_user() -> None:
+    """Tradier allows one streaming session per user at a time: one stream reads the events
+    of all of a connection's accounts, each update under its own account, and catches up
+    each account after a gap."""
+    async with running_fake(accounts=3) as run:
+        adapter = run.adapter()
+        first, second, third = (a.number for a in run.user.accounts)
+        earlier = await adapter.place_order(second, limit_buy("bg-earlier"))
+        updates = open_stream(run, adapter, first, second).updates()
+        try:
+            caught_up = await next_update(updates)
+            assert (caught_up.account_ref, caught_up.order.broker_order_id) == (
+                second,
+                earlier.broker_order_id,
+            )
+            await adapter.place_order(third, limit_buy("bg-not-ours"))
+            on_first = await adapter.place_order(first, limit_buy("bg-first"))
+            on_second = await adapter.place_order(second, limit_buy("bg-second"))
+            seen = [await next_update(updates) for _ in range(2)]
+            assert [(u.account_ref, u.order.broker_order_id) for u in seen] == [
+                (first, on_first.broker_order_id),
+                (second, on_second.broker_order_id),
+            ]
+            sessions = run.fake.requests.count(("POST", "/v1/accounts/events/session"))
+            assert sessions == 1
+        finally:
+            await updates.aclose()
+
+
+def test_a_stream_needs_a_sequence_of_accounts_not_one_string() -> None:
+    with pytest.raises(TypeError):
+        AccountEventsStream(
+            "wss://ws.example",
+            "VA00000001",
+            create_session=_never,
+            fetch_order=_never,
+            catch_up=_never,
+        )
+
+
+async def _never(*_args: object) -> Never:
+    raise AssertionError("not called")
 
 
 async def test_the_fake_speaks_the_documented_handshake() -> None:
