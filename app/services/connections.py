@@ -383,16 +383,8 @@ class ConnectionService:
             if activation is None or activation.state == "pending":
                 await session.commit()
                 return False
-            await self._ctx.vault.reseal(
-                session,
-                user_id=user_id,
-                connection_id=connection_id,
-                credentials=activation.credentials,
-                expires_at=activation.expires_at,
-                refresh_expires_at=None,
-            )
+            await self._reseal(session, connection, activation)
             connection.updated_at = now
-            connection.expires_at = activation.expires_at
             ids: list[str] = []
             if activation.state == "active":
                 connection.status = "active"
@@ -476,15 +468,7 @@ class ConnectionService:
             connection.updated_at = now
             connection.last_refresh_at = now
             if activation.state == "active":
-                await self._ctx.vault.reseal(
-                    session,
-                    user_id=user_id,
-                    connection_id=connection_id,
-                    credentials=activation.credentials,
-                    expires_at=activation.expires_at,
-                    refresh_expires_at=None,
-                )
-                connection.expires_at = activation.expires_at
+                await self._reseal(session, connection, activation)
                 connection.last_refresh_outcome = RENEWED
             else:
                 connection.status = "broken"
@@ -497,6 +481,20 @@ class ConnectionService:
             extra={"connection_id": connection_id, "outcome": activation.state},
         )
         return True
+
+    async def _reseal(
+        self, session: AsyncSession, connection: Connection, activation: Activation
+    ) -> None:
+        """Seal the credential again as the broker now reports it, with its new expiry."""
+        await self._ctx.vault.reseal(
+            session,
+            user_id=connection.user_id,
+            connection_id=connection.id,
+            credentials=activation.credentials,
+            expires_at=activation.expires_at,
+            refresh_expires_at=None,
+        )
+        connection.expires_at = activation.expires_at
 
     async def renew_all_expiring(self, *, limit: int = 100) -> int:
         """One background pass: renew the credentials of active connections expiring within

@@ -8,11 +8,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
+
+import httpx
 
 from app.brokers.base import OrderRequest, OrderSide, OrderType, TimeInForce
 from app.config import Settings
@@ -120,3 +123,18 @@ async def connect_broker(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def order_reaching(
+    harness: Harness, user: str, order_id: str, status: str, *, attempts: int = 300
+) -> httpx.Response:
+    """``GET /v1/orders/{id}`` until the order shows ``status``: the update arrives from a
+    broker stream in the background. Fails the test if it never does."""
+    seen = None
+    for _ in range(attempts):
+        got = await harness.client.get(f"/v1/orders/{order_id}", headers=harness.auth(user))
+        seen = got.json()["status"]
+        if seen == status:
+            return got
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"order {order_id} is {seen}, never {status}")

@@ -7,6 +7,7 @@ import asyncio
 from app.db.repositories.orders import OrderEventRepository
 from app.services.upstream import UpstreamStreams
 from tests.brokers.alpaca.test_api import gateway
+from tests.brokers.support import order_reaching
 from tests.conftest import new_user
 from tests.services.support import live_gateway
 
@@ -27,14 +28,7 @@ async def test_streams_feed_orders_and_a_refused_key_breaks_the_connection(db_ur
                     break
                 await asyncio.sleep(0.02)
             await gw.alpaca.fake.match()
-            status = None
-            for _ in range(200):
-                got = await h.client.get(f"/v1/orders/{placed['id']}", headers=h.auth(user))
-                status = got.json()["status"]
-                if status == "filled":
-                    break
-                await asyncio.sleep(0.02)
-            assert status == "filled"
+            got = await order_reaching(h, user, placed["id"], "filled")
 
             gw.alpaca.fake.revoke(gw.alpaca.account.key_id)
             gw.alpaca.fake.drop_streams()
@@ -111,13 +105,6 @@ async def test_platform_connections_of_many_users_share_one_stream(db_url: str) 
             assert len(platform.streams) == 1
             await gw.alpaca.fake.match()
             for user, order in zip(users, placed, strict=True):
-                status = None
-                for _ in range(300):
-                    got = await h.client.get(f"/v1/orders/{order['id']}", headers=h.auth(user))
-                    status = got.json()["status"]
-                    if status == "filled":
-                        break
-                    await asyncio.sleep(0.02)
-                assert status == "filled"
+                await order_reaching(h, user, order["id"], "filled")
         finally:
             await streams.close()

@@ -8,6 +8,7 @@ import asyncio
 from app.db.repositories.orders import OrderEventRepository
 from app.services.upstream import UpstreamStreams
 from tests.brokers.coinbase.test_api import gateway
+from tests.brokers.support import order_reaching
 from tests.conftest import new_user
 
 
@@ -31,14 +32,7 @@ async def test_the_user_channel_feeds_orders_and_a_revoked_key_breaks_the_connec
                     break
                 await asyncio.sleep(0.02)
             await gw.cb.fake.match()
-            status = None
-            for _ in range(300):
-                got = await h.client.get(f"/v1/orders/{placed['id']}", headers=h.auth(user))
-                status = got.json()["status"]
-                if status == "filled":
-                    break
-                await asyncio.sleep(0.02)
-            assert status == "filled"
+            got = await order_reaching(h, user, placed["id"], "filled")
             assert got.json()["filled_quantity"] == "0.01"
 
             gw.cb.fake.revoke(gw.cb.user)

@@ -21,6 +21,7 @@ from app.services.clock import utcnow
 from app.services.reconciliation import Reconciler
 from app.services.upstream import UpstreamStreams
 from tests.brokers.schwab.support import Gateway, gateway
+from tests.brokers.support import order_reaching
 from tests.conftest import new_user
 from tests.harness import Harness
 
@@ -241,14 +242,7 @@ async def test_upstream_stream_feeds_orders_and_a_revoked_grant_breaks(db_url: s
                     break
                 await asyncio.sleep(0.02)
             await gw.schwab.fake.match()
-            status = None
-            for _ in range(300):
-                got = await h.client.get(f"/v1/orders/{placed['id']}", headers=h.auth(user))
-                status = got.json()["status"]
-                if status == "filled":
-                    break
-                await asyncio.sleep(0.02)
-            assert status == "filled"
+            got = await order_reaching(h, user, placed["id"], "filled")
 
             gw.schwab.fake.revoke(gw.schwab.login)
             gw.schwab.fake.drop_streams()

@@ -7,6 +7,7 @@ import asyncio
 
 from app.db.repositories.orders import OrderEventRepository
 from app.services.upstream import UpstreamStreams
+from tests.brokers.support import order_reaching
 from tests.brokers.tastytrade.test_api import gateway
 from tests.conftest import new_user
 
@@ -32,14 +33,7 @@ async def test_the_streamer_feeds_orders_and_a_revoked_grant_breaks_the_connecti
                     break
                 await asyncio.sleep(0.02)
             await gw.tt.fake.match()
-            status = None
-            for _ in range(200):
-                got = await h.client.get(f"/v1/orders/{placed['id']}", headers=h.auth(user))
-                status = got.json()["status"]
-                if status == "filled":
-                    break
-                await asyncio.sleep(0.02)
-            assert status == "filled"
+            got = await order_reaching(h, user, placed["id"], "filled")
             assert got.json()["filled_quantity"] == "2"
 
             gw.tt.fake.revoke(gw.tt.customer)

@@ -21,7 +21,7 @@ from app.db.models import BrokerToken
 from app.db.repositories.orders import OrderEventRepository
 from app.services.reconciliation import Reconciler
 from app.services.upstream import UpstreamStreams
-from tests.brokers.support import connect_broker, gateway_app
+from tests.brokers.support import connect_broker, gateway_app, order_reaching
 from tests.brokers.tradier.support import Running, running_fake
 from tests.conftest import new_user
 from tests.harness import Harness
@@ -238,14 +238,7 @@ async def test_streams_feed_orders_and_a_refused_token_breaks_the_connection(db_
                     break
                 await asyncio.sleep(0.02)
             await gw.tradier.fake.match()
-            status = None
-            for _ in range(200):
-                got = await h.client.get(f"/v1/orders/{placed['id']}", headers=h.auth(user))
-                status = got.json()["status"]
-                if status == "filled":
-                    break
-                await asyncio.sleep(0.02)
-            assert status == "filled"
+            got = await order_reaching(h, user, placed["id"], "filled")
             assert got.json()["filled_quantity"] == "2"
 
             gw.tradier.fake.revoke(gw.tradier.user.token)
@@ -292,14 +285,7 @@ async def test_one_stream_serves_every_account_of_a_connection(db_url: str) -> N
             assert sessions == 1
             await gw.tradier.fake.match()
             for order in placed:
-                status = None
-                for _ in range(200):
-                    got = await h.client.get(f"/v1/orders/{order['id']}", headers=h.auth(user))
-                    status = got.json()["status"]
-                    if status == "filled":
-                        break
-                    await asyncio.sleep(0.02)
-                assert status == "filled", order["account_id"]
+                await order_reaching(h, user, order["id"], "filled")
             await streams.sync()  # nothing changed: the same one stream keeps running
             assert [s for s in streams._streams.values() if s is mine] == [mine]
         finally:
