@@ -77,3 +77,21 @@ class Credentials(Mapping[str, str]):
         ):
             raise ValueError("stored credentials must be a JSON object of strings")
         return cls(data)
+
+
+def require_fields(values: Mapping[str, str], fields: frozenset[str]) -> None:
+    """ValueError when the submitted credential lacks one of ``fields`` or has another
+    (the message names fields, never values)."""
+    missing = fields - set(values)
+    extra = set(values) - fields
+    if missing:
+        raise ValueError(f"missing credentials: {', '.join(sorted(missing))}")
+    if extra:
+        raise ValueError(f"unknown credentials: {', '.join(sorted(extra))}")
+
+
+def is_single_line(value: str, max_length: int) -> bool:
+    """A key or secret as users paste it: non-empty printable text, no surrounding blanks."""
+    return (
+        bool(value) and len(value) <= max_length and value.isprintable() and value.strip() == value
+    )

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from app.brokers import errors
 from app.brokers.http import credential_key
-from app.security.credentials import Credentials
+from app.security.credentials import Credentials, is_single_line, require_fields
 
 KEY_ID = "api_key_id"
 SECRET_KEY = "api_secret_key"  # noqa: S105 - a field name, not a secret
@@ -19,15 +19,10 @@ CREDENTIAL_FIELDS = frozenset({KEY_ID, SECRET_KEY})
 
 def check_credentials(values: Mapping[str, str]) -> Credentials:
     """The credential mapping a connection stores; ValueError naming the problem (not values)."""
-    missing = CREDENTIAL_FIELDS - set(values)
-    extra = set(values) - CREDENTIAL_FIELDS
-    if missing:
-        raise ValueError(f"missing credentials: {', '.join(sorted(missing))}")
-    if extra:
-        raise ValueError(f"unknown credentials: {', '.join(sorted(extra))}")
+    require_fields(values, CREDENTIAL_FIELDS)
     for name in sorted(CREDENTIAL_FIELDS):
         value = values[name]
-        if not value or len(value) > 256 or not value.isprintable() or value.strip() != value:
+        if not is_single_line(value, 256):
             raise ValueError(f"{name} is not a valid Alpaca key")
     return Credentials({name: values[name] for name in sorted(CREDENTIAL_FIELDS)})
 

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from app.brokers import errors
 from app.brokers.coinbase.mapping import SLUG
 from app.brokers.http import credential_key
-from app.security.credentials import Credentials
+from app.security.credentials import Credentials, is_single_line, require_fields
 
 KEY_NAME = "api_key_name"
 PRIVATE_KEY = "private_key"
@@ -96,14 +96,9 @@ def check_credentials(values: Mapping[str, str]) -> Credentials:
     ValueError names the problem, never a value: a missing or unknown field, a key name that
     is not one line of printable text, a private key that does not parse.
     """
-    missing = CREDENTIAL_FIELDS - set(values)
-    extra = set(values) - CREDENTIAL_FIELDS
-    if missing:
-        raise ValueError(f"missing credentials: {', '.join(sorted(missing))}")
-    if extra:
-        raise ValueError(f"unknown credentials: {', '.join(sorted(extra))}")
+    require_fields(values, CREDENTIAL_FIELDS)
     name = values[KEY_NAME]
-    if not name or len(name) > 512 or not name.isprintable() or name.strip() != name:
+    if not is_single_line(name, 512):
         raise ValueError("api_key_name is not a valid Coinbase API key name")
     private = values[PRIVATE_KEY]
     if not isinstance(private, str) or len(private) > 8192:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from app.brokers import errors
 from app.brokers.http import credential_key
-from app.security.credentials import Credentials
+from app.security.credentials import Credentials, is_single_line, require_fields
 
 SLUG = "ibkr"
 BASE_URL = "base_url"
@@ -30,7 +30,7 @@ API_PATH = "/v1/api"
 def normalize_base_url(value: str, allowed_hosts: list[str] | None) -> str:
     """The gateway's base URL, or ValueError naming the rule it breaks. ``allowed_hosts``
     None checks the shape only (the adapter checks the host against the settings)."""
-    if not value or len(value) > 300 or not value.isprintable() or value.strip() != value:
+    if not is_single_line(value, 300):
         raise ValueError("base_url is not a URL")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https"):
@@ -59,12 +59,7 @@ def normalize_base_url(value: str, allowed_hosts: list[str] | None) -> str:
 
 def check_credentials(values: Mapping[str, str]) -> Credentials:
     """The connection's credential: the gateway URL, in its normalized form."""
-    missing = CREDENTIAL_FIELDS - set(values)
-    extra = set(values) - CREDENTIAL_FIELDS
-    if missing:
-        raise ValueError(f"missing credentials: {', '.join(sorted(missing))}")
-    if extra:
-        raise ValueError(f"unknown credentials: {', '.join(sorted(extra))}")
+    require_fields(values, CREDENTIAL_FIELDS)
     if not values[BASE_URL].startswith(("http://", "https://")):
         raise ValueError("base_url must be an http or https URL")
     return Credentials({BASE_URL: normalize_base_url(values[BASE_URL], None)})

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from app.brokers import errors
 from app.brokers.http import credential_key
-from app.security.credentials import Credentials
+from app.security.credentials import Credentials, is_single_line, require_fields
 
 SLUG = "robinhood"
 API_KEY = "api_key"
@@ -58,14 +58,9 @@ def _seed(private_key_b64: str) -> bytes:
 
 def check_credentials(values: Mapping[str, str]) -> Credentials:
     """The credential mapping a connection stores; ValueError naming the problem (not values)."""
-    missing = CREDENTIAL_FIELDS - set(values)
-    extra = set(values) - CREDENTIAL_FIELDS
-    if missing:
-        raise ValueError(f"missing credentials: {', '.join(sorted(missing))}")
-    if extra:
-        raise ValueError(f"unknown credentials: {', '.join(sorted(extra))}")
+    require_fields(values, CREDENTIAL_FIELDS)
     api_key = values[API_KEY]
-    if not api_key or len(api_key) > 256 or not api_key.isprintable() or api_key.strip() != api_key:
+    if not is_single_line(api_key, 256):
         raise ValueError("api_key is not a valid Robinhood API key")
     _seed(values[PRIVATE_KEY].strip())
     return Credentials({API_KEY: api_key, PRIVATE_KEY: values[PRIVATE_KEY].strip()})

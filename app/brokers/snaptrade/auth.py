@@ -41,7 +41,7 @@ from app.brokers.base import AggregatorEvent
 from app.brokers.http import credential_key
 from app.brokers.snaptrade.mapping import REFRESH_EVENTS, SLUG, ts
 from app.config import Settings
-from app.security.credentials import Credentials
+from app.security.credentials import Credentials, is_single_line, require_fields
 from app.security.redaction import register_secret
 
 USER_ID = "user_id"
@@ -119,15 +119,10 @@ class SignedRequests(httpx.Auth):
 
 def check_credentials(values: Mapping[str, str]) -> Credentials:
     """The credential a connection stores; ValueError naming the problem (never a value)."""
-    missing = CREDENTIAL_FIELDS - set(values)
-    extra = set(values) - CREDENTIAL_FIELDS
-    if missing:
-        raise ValueError(f"missing credentials: {', '.join(sorted(missing))}")
-    if extra:
-        raise ValueError(f"unknown credentials: {', '.join(sorted(extra))}")
+    require_fields(values, CREDENTIAL_FIELDS)
     for name in sorted(CREDENTIAL_FIELDS):
         value = values[name]
-        if not value or len(value) > 512 or not value.isprintable() or value.strip() != value:
+        if not is_single_line(value, 512):
             raise ValueError(f"{name} is not a valid SnapTrade {name.replace('_', ' ')}")
     return Credentials({name: values[name] for name in sorted(CREDENTIAL_FIELDS)})
 

@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from app.brokers import errors
 from app.brokers.http import HttpPool, credential_key
 from app.brokers.tastytrade.mapping import SLUG
-from app.security.credentials import Credentials
+from app.security.credentials import Credentials, is_single_line, require_fields
 from app.security.redaction import register_secret
 
 CLIENT_SECRET = "client_secret"  # noqa: S105 - a field name, not a secret
@@ -63,15 +63,10 @@ EXPIRY_MARGIN = 60.0
 
 def check_credentials(values: Mapping[str, str]) -> Credentials:
     """The credential a connection stores; ValueError naming the problem (never a value)."""
-    missing = CREDENTIAL_FIELDS - set(values)
-    extra = set(values) - CREDENTIAL_FIELDS
-    if missing:
-        raise ValueError(f"missing credentials: {', '.join(sorted(missing))}")
-    if extra:
-        raise ValueError(f"unknown credentials: {', '.join(sorted(extra))}")
+    require_fields(values, CREDENTIAL_FIELDS)
     for name in sorted(CREDENTIAL_FIELDS):
         value = values[name]
-        if not value or len(value) > 4096 or not value.isprintable() or value.strip() != value:
+        if not is_single_line(value, 4096):
             raise ValueError(f"{name} is not a valid tastytrade {name.replace('_', ' ')}")
     return Credentials({name: values[name] for name in sorted(CREDENTIAL_FIELDS)})
 

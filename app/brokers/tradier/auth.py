@@ -43,7 +43,7 @@ from collections.abc import Mapping
 
 from app.brokers import errors
 from app.brokers.http import credential_key
-from app.security.credentials import Credentials
+from app.security.credentials import Credentials, require_fields
 
 SLUG = "tradier"
 ACCESS_TOKEN = "access_token"  # noqa: S105 - a field name, not a secret
@@ -52,12 +52,7 @@ CREDENTIAL_FIELDS = frozenset({ACCESS_TOKEN})
 
 def check_credentials(values: Mapping[str, str]) -> Credentials:
     """The credential mapping a connection stores; ValueError naming the problem (not values)."""
-    missing = CREDENTIAL_FIELDS - set(values)
-    extra = set(values) - CREDENTIAL_FIELDS
-    if missing:
-        raise ValueError(f"missing credentials: {', '.join(sorted(missing))}")
-    if extra:
-        raise ValueError(f"unknown credentials: {', '.join(sorted(extra))}")
+    require_fields(values, CREDENTIAL_FIELDS)
     token = values[ACCESS_TOKEN]
     if (
         not token

@@ -42,7 +42,7 @@ import httpx
 
 from app.brokers import errors
 from app.brokers.http import credential_key
-from app.security.credentials import Credentials
+from app.security.credentials import Credentials, is_single_line, require_fields
 
 SLUG = "webull"
 APP_KEY = "app_key"
@@ -59,15 +59,10 @@ TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 def check_credentials(values: Mapping[str, str]) -> Credentials:
     """The user's App Key and App Secret; ValueError naming the problem (never values)."""
-    missing = USER_FIELDS - set(values)
-    extra = set(values) - USER_FIELDS
-    if missing:
-        raise ValueError(f"missing credentials: {', '.join(sorted(missing))}")
-    if extra:
-        raise ValueError(f"unknown credentials: {', '.join(sorted(extra))}")
+    require_fields(values, USER_FIELDS)
     for name in sorted(USER_FIELDS):
         value = values[name]
-        if not value or len(value) > 256 or not value.isprintable() or value.strip() != value:
+        if not is_single_line(value, 256):
             raise ValueError(f"{name} is not a valid Webull App Key or Secret")
     return Credentials({name: values[name] for name in sorted(USER_FIELDS)})
 
