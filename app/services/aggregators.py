@@ -43,6 +43,7 @@ from app.services.clock import utcnow
 from app.services.connections import (
     append_connection_event,
     connection_out,
+    live_account,
     store_live_connection,
 )
 from app.services.context import ServiceContext
@@ -297,19 +298,8 @@ class AggregatorConnections:
                 seen.add(found.broker_account_id)
                 account = by_ref.get(found.broker_account_id)
                 if account is None:
-                    account = Account(
-                        id=new_id("acc"),
-                        user_id=connection.user_id,
-                        connection_id=connection.id,
-                        broker_slug=spec.slug,
-                        tier=spec.tier.value,
-                        mode="live",
-                        name=found.name,
-                        number_masked=found.number_masked,
-                        broker_account_ref=found.broker_account_id,
-                        currency=found.currency,
-                        can_trade=can_trade,
-                        created_at=now,
+                    account = live_account(
+                        connection.user_id, connection, spec, found, now, can_trade=can_trade
                     )
                     repo.add(account)
                     by_ref[found.broker_account_id] = account

@@ -930,8 +930,16 @@ def _ensure_not_revoked(connection: Connection) -> None:
 
 
 def live_account(
-    user_id: str, connection: Connection, spec: BrokerSpec, found: BrokerAccount, now: datetime
+    user_id: str,
+    connection: Connection,
+    spec: BrokerSpec,
+    found: BrokerAccount,
+    now: datetime,
+    *,
+    can_trade: bool | None = None,
 ) -> Account:
+    """A new account row for a broker account; ``can_trade`` defaults to what the broker
+    path allows (an aggregator link may know better, per account)."""
     return Account(
         id=new_id("acc"),
         user_id=user_id,
@@ -943,7 +951,7 @@ def live_account(
         number_masked=found.number_masked,
         broker_account_ref=found.broker_account_id,
         currency=found.currency,
-        can_trade=spec.capabilities.place_orders,
+        can_trade=spec.capabilities.place_orders if can_trade is None else can_trade,
         created_at=now,
     )
 

@@ -54,7 +54,12 @@ from app.schemas.plaid import LinkTokenOut, WebhookOut
 from app.security.credentials import Credentials
 from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
-from app.services.connections import append_connection_event, connection_out, mark_broken
+from app.services.connections import (
+    append_connection_event,
+    connection_out,
+    live_account,
+    mark_broken,
+)
 from app.services.context import ServiceContext
 from app.services.kill_switches import KillSwitches
 from app.services.portfolio import AccountRead, AccountRef, snapshot_of
@@ -282,22 +287,7 @@ class PlaidService:
                 fresh = list(accounts)
             await session.flush()
             for found in fresh:
-                repo.add(
-                    Account(
-                        id=new_id("acc"),
-                        user_id=user_id,
-                        connection_id=connection.id,
-                        broker_slug=spec.slug,
-                        tier=spec.tier.value,
-                        mode="live",
-                        name=found.name,
-                        number_masked=found.number_masked,
-                        broker_account_ref=found.broker_account_id,
-                        currency=found.currency,
-                        can_trade=False,
-                        created_at=now,
-                    )
-                )
+                repo.add(live_account(user_id, connection, spec, found, now, can_trade=False))
             await session.flush()
             await self._ctx.vault.store(
                 session,
