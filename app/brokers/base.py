@@ -7,9 +7,10 @@ datetimes. Status enums are strict: a value a mapping does not know is an error
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -85,6 +86,264 @@ class AuthKind(StrEnum):
     none = "none"
 
 
+# --- Options -------------------------------------------------------------------------------
+
+
+class OptionRight(StrEnum):
+    call = "call"
+    put = "put"
+
+
+class OptionStyle(StrEnum):
+    american = "american"
+    european = "european"
+
+
+class ExpirationType(StrEnum):
+    standard = "standard"  # the monthly: third Friday
+    weekly = "weekly"
+    quarterly = "quarterly"
+    end_of_month = "end_of_month"
+    other = "other"
+
+
+class PositionEffect(StrEnum):
+    """Whether an order opens or closes a position (a sell that opens is a short sale)."""
+
+    open = "open"
+    close = "close"
+
+
+class PriceEffect(StrEnum):
+    """The direction of a net price: the account pays (debit), receives (credit) or neither."""
+
+    debit = "debit"
+    credit = "credit"
+    even = "even"
+
+
+class InvalidOptionSymbol(ValueError):
+    """The text is not an OCC option symbol (the API answers 422 ``invalid_option_symbol``)."""
+
+
+# OCC symbology (OCC "Symbology Initiative" / https://www.theocc.com/): a root of 1-6
+# characters, YYMMDD, C or P, and the strike times 1000 in 8 digits. On the wire the root is
+# padded with spaces to 6 characters (tastytrade, Schwab) or not (Alpaca, Tradier).
+_OCC = re.compile(
+    r"^(?P<root>[A-Z][A-Z0-9.]{0,5}) *(?P<date>\d{6})(?P<right>[CP])(?P<strike>\d{8})$"
+)
+_STRIKE_SCALE = Decimal(1000)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionContract:
+    """One listed option contract, whatever broker lists it.
+
+    ``symbol`` (the canonical form the API answers with) is the unpadded OCC symbol
+    (``AAPL261218C00150000``): no spaces, so it is safe in a URL path. ``occ_padded`` is the
+    21-character form. ``underlying`` is the instrument the contract delivers or settles on;
+    it equals ``root`` except for roots such as SPXW (underlying SPX) that a broker reports.
+    ``multiplier`` is the number of underlying units per contract (100 unless adjusted).
+    """
+
+    underlying: str
+    root: str
+    expiration: date
+    right: OptionRight
+    strike: Decimal
+    multiplier: Decimal = Decimal(100)
+    style: OptionStyle = OptionStyle.american
+
+    @property
+    def symbol(self) -> str:
+        return f"{self.root}{self._occ_tail()}"
+
+    @property
+    def occ_padded(self) -> str:
+        return f"{self.root:<6}{self._occ_tail()}"
+
+    def _occ_tail(self) -> str:
+        millis = self.strike * _STRIKE_SCALE
+        return (
+            f"{self.expiration:%y%m%d}{'C' if self.right is OptionRight.call else 'P'}"
+            f"{int(millis):08d}"
+        )
+
+    @classmethod
+    def parse(
+        cls,
+        text: str,
+        *,
+        underlying: str | None = None,
+        multiplier: Decimal = Decimal(100),
+        style: OptionStyle = OptionStyle.american,
+    ) -> OptionContract:
+        """Parse an OCC symbol, padded or unpadded; raise ``InvalidOptionSymbol`` otherwise.
+
+        Expiry in the past is not checked here (it depends on the clock): see ``is_expired``.
+        """
+        match = _OCC.match(text.strip().upper()) if len(text) <= 32 else None
+        if match is None:
+            raise InvalidOptionSymbol(f"{text!r} is not an OCC option symbol")
+        digits = match["date"]
+        try:
+            expiration = date(2000 + int(digits[:2]), int(digits[2:4]), int(digits[4:]))
+        except ValueError as exc:
+            raise InvalidOptionSymbol(f"{text!r} has no valid expiration date") from exc
+        strike = (Decimal(match["strike"]) / _STRIKE_SCALE).normalize()
+        if strike <= 0:
+            raise InvalidOptionSymbol(f"{text!r} has a zero strike")
+        if strike == strike.to_integral_value():
+            strike = strike.quantize(Decimal(1))
+        root = match["root"]
+        return cls(
+            underlying=underlying or root,
+            root=root,
+            expiration=expiration,
+            right=OptionRight.call if match["right"] == "C" else OptionRight.put,
+            strike=strike,
+            multiplier=multiplier,
+            style=style,
+        )
+
+    def is_expired(self, today: date) -> bool:
+        """Expired once its expiration day is over (the contract trades on that day)."""
+        return self.expiration < today
+
+
+def is_option_symbol(text: str) -> bool:
+    """Does ``text`` look like an OCC option symbol (padded or not)?"""
+    return len(text) <= 32 and _OCC.match(text.strip().upper()) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class OptionCapabilities:
+    """What a broker path offers for options, beyond ``asset_classes[option]`` (single leg).
+
+    ``max_legs`` bounds a multi-leg order; ``combo_order_types`` and ``combo_time_in_force``
+    are what the broker takes for combos (Alpaca mleg: market and limit only).
+    ``chain``/``expirations``: discovery endpoints (``unsupported`` answers 422
+    ``options_chain_unsupported``, never an empty list). ``exercise``: the account holder can
+    instruct an exercise or do-not-exercise (Alpaca).
+    """
+
+    chain: Support = Support.unsupported
+    expirations: Support = Support.unsupported
+    max_legs: int = 1
+    combo_order_types: frozenset[OrderType] = frozenset()
+    combo_time_in_force: frozenset[TimeInForce] = frozenset()
+    greeks: Support = Support.unsupported
+    exercise: Support = Support.unsupported
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "chain": self.chain.value,
+            "expirations": self.expirations.value,
+            "max_legs": self.max_legs,
+            "combo_order_types": sorted(t.value for t in self.combo_order_types),
+            "combo_time_in_force": sorted(t.value for t in self.combo_time_in_force),
+            "greeks": self.greeks.value,
+            "exercise": self.exercise.value,
+        }
+
+
+NO_OPTIONS = OptionCapabilities()
+
+
+@dataclass(frozen=True, slots=True)
+class Greeks:
+    """Sensitivities per contract share; ``iv`` as a fraction (0.25 = 25%, Schwab's percent
+    is divided by 100 in its mapping)."""
+
+    delta: Decimal | None
+    gamma: Decimal | None
+    theta: Decimal | None
+    vega: Decimal | None
+    rho: Decimal | None
+    iv: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class OptionExpiration:
+    expiration: date
+    expiration_type: ExpirationType
+
+
+@dataclass(frozen=True, slots=True)
+class OptionChainQuery:
+    """A chain request. Adapters may ignore filters their broker cannot apply: the service
+    applies every filter again to what comes back."""
+
+    underlying: str
+    expiration: date | None = None
+    right: OptionRight | None = None
+    strike_gte: Decimal | None = None
+    strike_lte: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OptionQuote:
+    """One contract of a chain with its quote. ``source`` names where the quote (and greeks)
+    came from: ``broker``, a vendor the broker names (``orats``), or ``model`` (paper)."""
+
+    contract: OptionContract
+    bid: Decimal | None
+    ask: Decimal | None
+    last: Decimal | None
+    open_interest: int | None
+    greeks: Greeks | None
+    source: str
+    as_of: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLeg:
+    """One leg of a multi-leg order. ``symbol`` is the canonical option symbol (or an equity
+    symbol for a stock leg where the broker allows one); ``ratio`` is per strategy unit."""
+
+    symbol: str
+    side: OrderSide
+    ratio: int
+    position_effect: PositionEffect
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrderLeg:
+    """A leg as the broker reports it, with its own fills."""
+
+    symbol: str
+    side: OrderSide
+    ratio: int
+    position_effect: PositionEffect | None
+    filled_quantity: Decimal
+    avg_fill_price: Decimal | None
+    broker_leg_id: str | None = None
+
+
+class PreviewSource(StrEnum):
+    broker = "broker"  # the broker's own preview
+    estimate = "estimate"  # the gateway's estimate from quotes (the broker has no preview)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPreview:
+    """What an order would do, placing nothing.
+
+    ``estimated_cash_change`` is signed from the account's side (negative: cash leaves it)
+    and agrees with ``direction``; ``buying_power_change`` likewise (None where unknown).
+    ``rejections`` non-empty means the broker would refuse the order (Schwab answers 200
+    with rejects).
+    """
+
+    estimated_cash_change: Decimal
+    direction: PriceEffect
+    buying_power_change: Decimal | None
+    fees: Decimal
+    warnings: tuple[str, ...]
+    rejections: tuple[str, ...]
+    source: PreviewSource
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What one broker path supports; the pre-trade check reads only this."""
@@ -103,6 +362,13 @@ class Capabilities:
     # (Schwab): an order whose submit outcome is unknown is found by its fingerprint
     # (``FingerprintLookup``) instead.
     client_order_ids: Support = Support.native
+    # Options (see ``OptionCapabilities``): single-leg option orders are
+    # ``asset_classes[option]``; ``multi_leg`` above says whether combos are taken at all.
+    options: OptionCapabilities = field(default_factory=lambda: NO_OPTIONS)
+    # A preview of an order (cash and buying-power effect, fees, warnings) without placing it:
+    # ``native`` is the broker's own (Tradier ``preview=true``, tastytrade dry-run, Schwab
+    # ``previewOrder``), ``emulated`` is the gateway's estimate from quotes (marked so).
+    preview: Support = Support.emulated
 
     def supports_asset(self, asset_class: AssetClass) -> bool:
         return self.asset_classes.get(asset_class, Support.unsupported) is not Support.unsupported
@@ -120,6 +386,8 @@ class Capabilities:
             "order_stream": self.order_stream.value,
             "place_orders": self.place_orders,
             "client_order_ids": self.client_order_ids.value,
+            "options": self.options.as_dict(),
+            "preview": self.preview.value,
         }
 
 
@@ -150,6 +418,9 @@ class Position:
     market_value: Decimal
     unrealized_pl: Decimal
     as_of: datetime
+    # Options: the contract (``quantity`` signed, negative = short; ``market_value`` =
+    # price x quantity x multiplier; long and short legs are separate positions).
+    contract: OptionContract | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +445,18 @@ class OrderRequest:
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     extended_hours: bool = False
+    # Options and short sales: required for an option order, optional for equities
+    # (sell + open is a short sale, buy + close a cover).
+    position_effect: PositionEffect | None = None
+    # Multi-leg: ``legs`` (2 or more), ``quantity`` in strategy units, ``limit_price``
+    # unsigned with ``price_effect`` saying its direction. ``symbol`` is then the legs'
+    # underlying and ``side`` is ``sell`` for a credit and ``buy`` otherwise.
+    legs: tuple[OrderLeg, ...] = ()
+    price_effect: PriceEffect | None = None
+
+    @property
+    def is_multi_leg(self) -> bool:
+        return bool(self.legs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +496,9 @@ class BrokerOrder:
     reject_reason: str | None = None
     replaced_by: str | None = None
     replaces: str | None = None
+    position_effect: PositionEffect | None = None
+    legs: tuple[BrokerOrderLeg, ...] = ()
+    price_effect: PriceEffect | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +529,8 @@ class Fill:
     quantity: Decimal
     price: Decimal
     occurred_at: datetime
+    # The leg this fill belongs to (its symbol), for a multi-leg order; None otherwise.
+    leg_symbol: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,6 +742,30 @@ class SupportsSharedOrderStream(Protocol):
     def stream_accounts_order_updates(
         self, account_refs: Sequence[str]
     ) -> AsyncIterator[OrderUpdate]: ...
+
+
+@runtime_checkable
+class SupportsOptionChains(Protocol):
+    """The optional part of the contract for brokers with option discovery
+    (``capabilities.options.chain``/``expirations`` not ``unsupported``).
+
+    Raises like any read (``Transient``, ``RateLimitExceeded``, ``UnknownSymbol`` for an
+    underlying the broker does not list).
+    """
+
+    async def list_option_expirations(self, underlying: str) -> list[OptionExpiration]: ...
+
+    async def get_option_chain(self, query: OptionChainQuery) -> list[OptionQuote]: ...
+
+
+@runtime_checkable
+class SupportsOrderPreview(Protocol):
+    """The optional part of the contract for brokers with their own order preview
+    (``capabilities.preview`` is ``native``). Places nothing; a broker refusal is returned in
+    ``OrderPreview.rejections``, not raised, unless the request itself was refused.
+    """
+
+    async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview: ...
 
 
 class RevokeOutcome(StrEnum):
