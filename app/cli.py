@@ -245,11 +245,26 @@ def _audit_verify(_args: argparse.Namespace) -> int:
                 "first_bad_seq": result.first_bad_seq,
                 "problem": result.problem,
                 "detail": result.detail,
+                "chain": result.chain,
+                "chains_checked": result.chains_checked,
+                "failures": [
+                    {
+                        "chain": f.chain,
+                        "first_bad_seq": f.first_bad_seq,
+                        "problem": f.problem,
+                        "detail": f.detail,
+                    }
+                    for f in result.failures
+                ],
             }
         )
     )
+    for failure in result.failures:
+        print(  # noqa: T201
+            f"audit chain {failure.chain} BROKEN at seq {failure.first_bad_seq}: {failure.detail}",
+            file=sys.stderr,
+        )
     if not result.ok:
-        print(f"audit chain BROKEN at seq {result.first_bad_seq}: {result.detail}", file=sys.stderr)  # noqa: T201
         return 1
     return 0
 

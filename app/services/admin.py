@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.schemas.admin import AuditVerification, KillSwitches, KillSwitchOut
+from app.schemas.admin import AuditChainFailure, AuditVerification, KillSwitches, KillSwitchOut
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
 from app.services.kill_switches import LIVE_BYOB_TIERS
@@ -51,4 +51,17 @@ class AdminService:
             problem=result.problem,
             detail=result.detail,
             checked_at=utcnow(),
+            chain=result.chain,
+            chains_checked=result.chains_checked,
+            failures=[
+                AuditChainFailure(
+                    chain=f.chain,
+                    entries_checked=f.entries_checked,
+                    head_seq=f.head_seq,
+                    first_bad_seq=f.first_bad_seq,
+                    problem=f.problem or "chain_broken",
+                    detail=f.detail,
+                )
+                for f in result.failures
+            ],
         )
