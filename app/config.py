@@ -28,8 +28,19 @@ class Settings(BaseSettings):
         default=f"sqlite+aiosqlite:///./{VAR_DIR}/brokerage.db",
         validation_alias=AliasChoices("DATABASE_URL", "BROKERAGE_DATABASE_URL"),
     )
-    db_pool_size: int = 10
-    db_max_overflow: int = 20
+    # Database connections per instance: at most db_pool_size + db_max_overflow for requests,
+    # plus three for streaming (the hub's two and the LISTEN connection). Keep
+    # instances x (pool + overflow + 3) below Postgres' max_connections (100 by default). A
+    # request that waits db_pool_timeout_seconds for a connection is answered 503
+    # ``overloaded`` with Retry-After, never a 5xx from an exhausted pool.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Load shedding at the door: order placements, changes and cancels in flight on one
+    # instance beyond this are answered 503 ``overloaded`` with Retry-After before anything
+    # is read or written, so past capacity orders are refused cleanly instead of queuing
+    # into timeouts.
+    max_inflight_orders: int = Field(default=64, ge=1)
 
     # Auth: HS256 secret (development) or a JWKS URL (production).
     jwt_secret: SecretStr | None = None

@@ -28,6 +28,7 @@ from app.api import (
     routing,
     webhooks,
 )
+from app.api.load_shedding import OrderLoadSheddingMiddleware
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
@@ -102,6 +103,7 @@ def create_app(
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
         )
         sessionmaker = create_sessionmaker(engine)
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
@@ -246,6 +248,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OrderLoadSheddingMiddleware, max_inflight=settings.max_inflight_orders)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     for module in (

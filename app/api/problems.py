@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import errors
@@ -78,6 +79,12 @@ def install_error_handlers(app: FastAPI) -> None:
             mapped = errors.BadRequest(str(exc.detail))
         return problem_response(mapped)
 
+    async def pool_exhausted(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("no database connection free in time: answering 503 overloaded")
+        return problem_response(
+            errors.Overloaded("no database connection became free in time; retry shortly")
+        )
+
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return problem_response(errors.AppError("an unexpected error occurred"))
@@ -85,4 +92,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.AppError, app_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(PoolTimeout, pool_exhausted)
     app.add_exception_handler(Exception, unexpected)

@@ -27,7 +27,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30.0
+) -> AsyncEngine:
     """Build the async engine for Postgres (asyncpg) or SQLite (aiosqlite)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 10})
@@ -45,6 +47,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "brokerage-gateway"}},

@@ -452,27 +452,31 @@ class StreamSession:
             )
 
     async def _catch_up(self, sub: Subscription) -> None:
-        """Send everything after our cursor from the database, until it has no more.
+        """Send everything after our cursor, until there is no more: from the hub's memory
+        when it holds the cursor's range, else from the database (one bounded read at a
+        time per instance, see ``Hub.backlog_read``).
 
         An overflow while catching up needs no ``resync``: the queue is dropped and the
         next read (which starts after the drop) covers whatever was in it.
         """
         batch = self._settings.read_batch
         assert self._principal is not None
+        user_id = self._principal.user_id
         while True:
             if sub.overflowed:
                 sub.clear_overflow()
-            rows = await self._events.backlog(
-                user_id=self._principal.user_id,
-                after=self._cursor,
-                accounts=sub.accounts,
-                limit=batch,
-            )
-            for row in rows:
-                if row.id > self._cursor:
-                    await self._send(event_frame(row))
-                    self._cursor = row.id
-            if len(rows) < batch and not sub.overflowed:
+            items = self._hub.recent_after(user_id, self._cursor, sub.accounts, batch)
+            if items is None:
+                async with self._hub.backlog_read:
+                    rows = await self._events.backlog(
+                        user_id=user_id, after=self._cursor, accounts=sub.accounts, limit=batch
+                    )
+                items = [(row.id, event_frame(row)) for row in rows]
+            for event_id, frame in items:
+                if event_id > self._cursor:
+                    await self._send(frame)
+                    self._cursor = event_id
+            if len(items) < batch and not sub.overflowed:
                 return
 
     # --- supervisor ----------------------------------------------------------------------
