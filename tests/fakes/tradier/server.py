@@ -162,6 +162,11 @@ _TRADIER_EXPIRATION_TYPES = {
 }
 
 
+def _tag_ok(form: dict[str, str]) -> bool:
+    tag = form.get("tag") or None
+    return tag is None or (len(tag) <= 255 and set(tag) <= TAG_CHARS)
+
+
 def _strategy(legs: int) -> str:
     """A documented ``strategy`` value (reference/response/orders) by leg count only."""
     return {2: "spread", 4: "condor"}.get(legs, "freeform")
@@ -683,9 +688,6 @@ class FakeTradier:
 
     async def _place(self, request: Request, user: FakeUser, account: FakeAccount) -> Response:
         form: dict[str, str] = request.state.form
-        tag = form.get("tag") or None
-        if tag is not None and (len(tag) > 255 or not set(tag) <= TAG_CHARS):
-            return refusal(request, 400, "Invalid parameter, tag: invalid characters or length")
         if form.get("class") == "option":
             return await self._place_option(request, user, account)
         if form.get("class") == "multileg":
@@ -761,6 +763,8 @@ class FakeTradier:
         if duration not in DURATIONS:
             return refusal(request, 400, f"Invalid parameter, duration: {duration}")
         tag = form.get("tag") or None
+        if tag is not None and (len(tag) > 255 or not set(tag) <= TAG_CHARS):
+            return refusal(request, 400, "Invalid parameter, tag: invalid characters or length")
         try:
             quantity = Decimal(form["quantity"])
             price = Decimal(form["price"]) if form.get("price") else None
@@ -851,6 +855,8 @@ class FakeTradier:
             return refusal(request, 400, f"Invalid parameter, type: {type_}")
         if duration not in DURATIONS:
             return refusal(request, 400, f"Invalid parameter, duration: {duration}")
+        if not _tag_ok(form):
+            return refusal(request, 400, "Invalid parameter, tag: invalid characters or length")
         try:
             quantity = Decimal(form["quantity"])
             price = Decimal(form["price"]) if form.get("price") else None
@@ -915,6 +921,8 @@ class FakeTradier:
             return refusal(request, 400, f"Invalid parameter, type: {type_}")
         if duration not in DURATIONS:
             return refusal(request, 400, f"Invalid parameter, duration: {duration}")
+        if not _tag_ok(form):
+            return refusal(request, 400, "Invalid parameter, tag: invalid characters or length")
         raw_legs: list[tuple[str, str, str]] = []
         for index in itertools.count():
             if f"option_symbol[{index}]" not in form:
