@@ -379,7 +379,7 @@ class TradierAdapter(PooledAdapter):
                     "greeks": "true",
                 },
             )
-            result.extend(mapping.chain_from_wire(_checked(response, "GET")))
+            result.extend(mapping.chain_from_wire(_checked(response, "GET"), self._now()))
         return [q for q in result if _wanted(q, query)]
 
     async def modify_order(

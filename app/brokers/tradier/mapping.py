@@ -29,7 +29,7 @@ import math
 import re
 import time
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import httpx
@@ -372,7 +372,7 @@ def multileg_from_wire(body: dict[str, Any]) -> BrokerOrder:
     units = Decimal(math.gcd(*(int(q) for q in quantities)))
     legs = tuple(_leg_from_wire(item, units) for item in raw_legs)
     filled = min(
-        (leg.filled_quantity / leg.ratio).to_integral_value(rounding="ROUND_FLOOR") for leg in legs
+        (leg.filled_quantity / leg.ratio).to_integral_value(rounding=ROUND_FLOOR) for leg in legs
     )
     status = order_status(body.get("status"), units, filled)
     avg = opt_dec(body.get("avg_fill_price"), "avg_fill_price")
@@ -879,11 +879,12 @@ def _greeks(raw: object) -> Greeks | None:
     )
 
 
-def option_quote_from_wire(item: dict[str, Any]) -> OptionQuote:
+def option_quote_from_wire(item: dict[str, Any], now: datetime) -> OptionQuote:
     """One chain contract (get-options-chains): ``symbol`` (unpadded OCC), ``underlying``,
     ``root_symbol``, ``strike``, ``option_type``, ``expiration_date``, ``contract_size``,
     ``bid``/``ask``/``last`` (null when absent), ``open_interest``, ``bid_date``/``ask_date``
-    /``trade_date`` (epoch ms) and ``greeks`` when asked for with ``greeks=true``."""
+    /``trade_date`` (epoch ms; ``now`` when none is set) and ``greeks`` when asked for with
+    ``greeks=true``."""
     contract = wire_contract(item.get("symbol"))
     underlying = item.get("underlying")
     size = opt_dec(item.get("contract_size"), "contract_size", text=False)
@@ -909,14 +910,14 @@ def option_quote_from_wire(item: dict[str, Any]) -> OptionQuote:
         open_interest=interest,
         greeks=_greeks(item.get("greeks")),
         source=GREEKS_SOURCE if item.get("greeks") else "broker",
-        as_of=max(stamps) if stamps else datetime.fromtimestamp(0, UTC),
+        as_of=max(stamps) if stamps else now,
     )
 
 
-def chain_from_wire(body: object) -> list[OptionQuote]:
+def chain_from_wire(body: object, now: datetime) -> list[OptionQuote]:
     """``{"options": {"option": [...]}}``; ``{"options": null}`` (no such expiration) is
     empty."""
-    return [option_quote_from_wire(item) for item in items(body, "options", "option")]
+    return [option_quote_from_wire(item, now) for item in items(body, "options", "option")]
 
 
 def preview_from_wire(

@@ -427,7 +427,7 @@ CHAIN_ROW: dict[str, Any] = {  # jiak94/asynctradier tests/test_tradier.py, reco
 
 
 def test_a_chain_contract_with_orats_greeks() -> None:
-    [quote] = mapping.chain_from_wire({"options": {"option": CHAIN_ROW}})
+    [quote] = mapping.chain_from_wire({"options": {"option": CHAIN_ROW}}, NOW)
     assert quote.contract.symbol == "TSLA240119C00290000"
     assert (quote.contract.strike, quote.contract.right) == (D(290), OptionRight.call)
     assert (quote.bid, quote.ask, quote.last, quote.open_interest) == (
@@ -441,18 +441,18 @@ def test_a_chain_contract_with_orats_greeks() -> None:
     assert quote.greeks.iv == D("0.701844")
     assert quote.as_of == datetime.fromtimestamp(1705079341, UTC)
     no_mid = {**CHAIN_ROW, "greeks": {**CHAIN_ROW["greeks"], "mid_iv": D("0.0")}}
-    [quote] = mapping.chain_from_wire({"options": {"option": [no_mid]}})
+    [quote] = mapping.chain_from_wire({"options": {"option": [no_mid]}}, NOW)
     assert quote.greeks is not None
     assert quote.greeks.iv == D("0.634")
-    [plain] = mapping.chain_from_wire({"options": {"option": [{**CHAIN_ROW, "greeks": None}]}})
+    [plain] = mapping.chain_from_wire({"options": {"option": [{**CHAIN_ROW, "greeks": None}]}}, NOW)
     assert (plain.greeks, plain.source) == (None, "broker")
-    assert mapping.chain_from_wire({"options": None}) == []
+    assert mapping.chain_from_wire({"options": None}, NOW) == []
 
 
 def test_a_chain_contract_that_contradicts_its_symbol_is_refused() -> None:
     for change in ({"option_type": "put"}, {"expiration_date": "2024-01-26"}, {"symbol": "X"}):
         with pytest.raises(errors.UnknownBrokerValue):
-            mapping.chain_from_wire({"options": {"option": {**CHAIN_ROW, **change}}})
+            mapping.chain_from_wire({"options": {"option": {**CHAIN_ROW, **change}}}, NOW)
 
 
 def test_expirations_in_both_shapes() -> None:
