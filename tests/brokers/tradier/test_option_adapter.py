@@ -366,3 +366,26 @@ async def test_the_stream_reports_each_legs_fill() -> None:
             assert len({f.fill_id for f in fills}) == 4
         finally:
             await updates.aclose()
+
+
+async def test_leg_fills_seen_in_a_catch_up_are_not_reported_again() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        number = run.account.number
+        legs = condor_legs(run)
+        ask_for = (current_credit(run, legs) * D("0.8")).quantize(D("0.01"))
+        placed = await adapter.place_order(number, condor("bg-condor-4", legs, str(ask_for)))
+        await run.fake.match()  # filled before the stream is open
+        stream = open_stream(run, adapter, number)
+        updates = stream.updates()
+        try:
+            caught_up = await next_update(updates)
+            assert caught_up.order.status is OrderStatus.filled
+            assert caught_up.fills == ()
+            _user, _account, order = run.fake.find_order(int(placed.broker_order_id))
+            run.fake._broadcast(run.user, order)  # the same events once more
+            again = await next_update(updates)
+            assert again.order.broker_order_id == placed.broker_order_id
+            assert again.fills == ()
+        finally:
+            await updates.aclose()
