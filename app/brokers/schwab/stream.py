@@ -24,8 +24,8 @@ Message types (QuantConnect Lean ``Models/Enums/Stream/MessageType.cs``): ``SUBS
 data is a JSON object with ``SchwabOrderID`` and ``AccountNumber``. Its nested event shapes
 are sparsely documented, so an event is used only to learn *which* order changed: the order
 itself is read over REST and mapped by the same strict mapping as every other read; an
-execution event carries the order's fills from that read, each leg's tagged with its symbol
-(``FILL_MESSAGES``). An event without an order id triggers a REST catch-up instead.
+update carries the order's fills from that read, each leg's tagged with its symbol. An event
+without an order id triggers a REST catch-up instead.
 
 The stream has no replay: after any gap (a drop, a failed login, a connection open but
 silent past ``idle_timeout``) it reconnects with backoff, logs in again, resubscribes and
@@ -62,12 +62,13 @@ LOGIN_DENIED = 3
 # Streamer response codes after which the server closes the session.
 CLOSING_CODES = frozenset({12, 30})  # CLOSE_CONNECTION, STOP_STREAMING
 SUBSCRIBED = "SUBSCRIBED"
-# Message types that report an execution (Lean ``MessageType.cs``). Their data's nested
-# execution shape is not documented, so the fills (per leg for a combo, tagged with the
-# leg's symbol) come from the REST read of the order the event names: its
+# Fills, per leg for a combo (tagged with the leg's symbol): the execution events'
+# (``ExecutionCreated``, ``OrderFillCompleted``) nested shape is not documented, so every
+# update carries the fills of the REST read of the order its event names:
 # ``orderActivityCollection[].executionLegs[]`` joined to ``orderLegCollection[]`` by
-# ``legId``. Fill ids are stable (order:activity:leg), so a fill seen twice is one fill.
-FILL_MESSAGES = frozenset({"ExecutionCreated", "OrderFillCompleted"})
+# ``legId``. Events arrive after the state they announce, so an ``OrderAccepted`` read may
+# already show the fill; fill ids are stable (order:activity:leg), so a fill seen in two
+# updates is one fill.
 ERROR = "ERROR"
 
 
@@ -264,6 +265,4 @@ class AccountActivityStream(UpstreamStream):
                     extra={"broker": mapping.SLUG, "broker_order_id": order_id},
                 )
                 continue
-            if message_type not in FILL_MESSAGES:
-                fills = ()
             yield OrderUpdate(self._account_ref, order, order.updated_at, fills)

@@ -28,9 +28,9 @@ from app.brokers.base import (
     PositionEffect,
     PreviewSource,
     PriceEffect,
+    Support,
     SupportsOptionChains,
     SupportsOrderPreview,
-    Support,
     TimeInForce,
 )
 from app.brokers.schwab.adapter import SCHWAB_CAPABILITIES
@@ -177,15 +177,19 @@ async def test_chain_greeks_and_iv_from_percent() -> None:
         ]
         market = SeededOptionMarket(run.fake.quotes)
         for q in quotes:
-            assert q.contract.right is OptionRight.call and q.contract.expiration == day
-            assert q.source == "broker" and q.greeks is not None
+            assert q.contract.right is OptionRight.call
+            assert q.contract.expiration == day
+            assert q.source == "broker"
+            assert q.greeks is not None
             model = market.quote(q.contract, run.fake.now())
             assert (q.bid, q.ask) == (model.bid, model.ask)
             # Schwab's volatility is a percent: 29.5 on the wire is 0.295 here.
             assert q.greeks.iv == model.greeks.iv
-            assert q.greeks.iv is not None and Decimal("0.05") <= q.greeks.iv < 1
+            assert q.greeks.iv is not None
+            assert Decimal("0.05") <= q.greeks.iv < 1
             assert q.greeks.delta == model.greeks.delta
-            assert q.open_interest is not None and q.open_interest >= 1000
+            assert q.open_interest is not None
+            assert q.open_interest >= 1000
         with pytest.raises(errors.UnknownSymbol):
             await adapter.get_option_chain(OptionChainQuery(underlying="ZZZZ"))
 
@@ -205,7 +209,8 @@ async def test_a_single_leg_option_order_padded_and_filled() -> None:
             }
         ]
         assert call.occ_padded[:6] == "AAPL  "
-        assert placed.symbol == call.symbol and placed.position_effect is OPEN
+        assert placed.symbol == call.symbol
+        assert placed.position_effect is OPEN
         assert placed.legs == ()
         assert await run.fake.match() == 1
         filled = await adapter.get_order(hash_value, placed.broker_order_id)
@@ -213,9 +218,11 @@ async def test_a_single_leg_option_order_padded_and_filled() -> None:
         ask = run.fake.options.quote(call, run.fake.now()).ask
         assert filled.avg_fill_price == ask
         [position] = await adapter.get_positions(hash_value)
-        assert position.symbol == call.symbol and position.contract == call
+        assert position.symbol == call.symbol
+        assert position.contract == call
         assert position.asset_class is AssetClass.option
-        assert position.quantity == 1 and position.avg_cost == ask
+        assert position.quantity == 1
+        assert position.avg_cost == ask
         assert position.market_value == position.current_price * 100
         closing = await adapter.place_order(hash_value, single(call.symbol, S, CLOSE))
         assert last_body(run, "POST", "/orders")["orderLegCollection"][0]["instruction"] == (  # type: ignore[index]
@@ -236,9 +243,11 @@ async def test_an_iron_condor_fills_with_four_legs_and_four_positions() -> None:
         order = combo(legs, qty="2", limit="0.05", effect=PriceEffect.credit)
         placed = await adapter.place_order(hash_value, order)
         sent = last_body(run, "POST", "/orders")
-        assert sent["orderType"] == "NET_CREDIT" and sent["price"] == "0.05"
+        assert sent["orderType"] == "NET_CREDIT"
+        assert sent["price"] == "0.05"
         assert sent["complexOrderStrategyType"] == "IRON_CONDOR"
-        assert sent["quantity"] == 2 and sent["orderStrategyType"] == "SINGLE"
+        assert sent["quantity"] == 2
+        assert sent["orderStrategyType"] == "SINGLE"
         assert [leg["instruction"] for leg in sent["orderLegCollection"]] == [  # type: ignore[union-attr]
             "BUY_TO_OPEN",
             "SELL_TO_OPEN",
@@ -247,14 +256,17 @@ async def test_an_iron_condor_fills_with_four_legs_and_four_positions() -> None:
         ]
         assert {leg["quantity"] for leg in sent["orderLegCollection"]} == {2}  # type: ignore[union-attr]
         assert placed.status is OrderStatus.accepted
-        assert placed.symbol == "AAPL" and placed.side is S
-        assert placed.price_effect is PriceEffect.credit and placed.limit_price == Decimal("0.05")
+        assert placed.symbol == "AAPL"
+        assert placed.side is S
+        assert placed.price_effect is PriceEffect.credit
+        assert placed.limit_price == Decimal("0.05")
         assert [leg.symbol for leg in placed.legs] == [leg.symbol for leg in legs]
         assert OrderFingerprint.of(order, placed.created_at).matches(placed)
 
         assert await run.fake.match() == 1
         filled = await adapter.get_order(hash_value, placed.broker_order_id)
-        assert filled.status is OrderStatus.filled and filled.filled_quantity == 2
+        assert filled.status is OrderStatus.filled
+        assert filled.filled_quantity == 2
         assert len(filled.legs) == 4
         now = run.fake.now()
         net = Decimal(0)
@@ -262,8 +274,10 @@ async def test_an_iron_condor_fills_with_four_legs_and_four_positions() -> None:
             quote = run.fake.options.quote(OptionContract.parse(want.symbol), now)
             price = quote.ask if want.side is B else quote.bid
             assert (leg.symbol, leg.side, leg.ratio) == (want.symbol, want.side, 1)
-            assert leg.position_effect is OPEN and leg.filled_quantity == 2
-            assert leg.avg_fill_price == price and leg.broker_leg_id is not None
+            assert leg.position_effect is OPEN
+            assert leg.filled_quantity == 2
+            assert leg.avg_fill_price == price
+            assert leg.broker_leg_id is not None
             net += price if want.side is B else -price
         assert filled.avg_fill_price == abs(net)
 
@@ -272,7 +286,8 @@ async def test_an_iron_condor_fills_with_four_legs_and_four_positions() -> None:
         for want in legs:
             position = positions[want.symbol]
             assert position.quantity == (2 if want.side is B else -2)
-            assert position.contract is not None and position.contract.symbol == want.symbol
+            assert position.contract is not None
+            assert position.contract.symbol == want.symbol
             assert (position.market_value < 0) == (want.side is S)
             assert position.market_value == position.quantity * position.current_price * 100
 
@@ -296,9 +311,8 @@ async def test_a_debit_vertical_rests_then_cancels_whole() -> None:
             hash_value, placed.broker_order_id, OrderChanges(limit_price=Decimal("0.02"))
         )
         assert replaced.replaces == placed.broker_order_id
-        assert replaced.limit_price == Decimal("0.02") and replaced.legs == tuple(
-            r for r in replaced.legs
-        )
+        assert replaced.limit_price == Decimal("0.02")
+        assert replaced.legs == tuple(r for r in replaced.legs)
         assert [leg.symbol for leg in replaced.legs] == [leg.symbol for leg in legs]
         assert last_body(run, "PUT", placed.broker_order_id)["orderType"] == "NET_DEBIT"
         canceled = await adapter.cancel_order(hash_value, replaced.broker_order_id)
@@ -355,8 +369,9 @@ async def test_preview_answered_200_with_rejects_is_a_refusal() -> None:
 async def test_the_fake_refuses_a_fifth_leg_and_unpadded_symbols() -> None:
     async with running_fake() as run:
         adapter = run.adapter()
-        legs = iron_condor(run) + [
-            OrderLeg(contract(run, OptionRight.call, "205").symbol, B, 1, OPEN)
+        legs = [
+            *iron_condor(run),
+            OrderLeg(contract(run, OptionRight.call, "205").symbol, B, 1, OPEN),
         ]
         with pytest.raises(errors.Rejected, match="at most 4 legs"):
             await adapter.place_order(run.account.hash_value, combo(legs))
@@ -396,11 +411,13 @@ async def test_fingerprint_adoption_tells_combos_apart_by_a_leg() -> None:
         found = await adapter.find_order_by_fingerprint(
             hash_value, OrderFingerprint.of(first, submitted), frozenset()
         )
-        assert found is not None and found.broker_order_id == placed_wide.broker_order_id
+        assert found is not None
+        assert found.broker_order_id == placed_wide.broker_order_id
         found = await adapter.find_order_by_fingerprint(
             hash_value, OrderFingerprint.of(second, submitted), frozenset()
         )
-        assert found is not None and found.broker_order_id == placed_narrow.broker_order_id
+        assert found is not None
+        assert found.broker_order_id == placed_narrow.broker_order_id
         # Same legs, other direction: not the same order.
         debit = combo(wide, limit="0.01", effect=PriceEffect.debit)
         assert not OrderFingerprint.of(debit, submitted).matches(placed_wide)
@@ -421,7 +438,8 @@ async def test_option_quotes_by_canonical_symbol() -> None:
         assert run.fake.calls[-1][2]["symbols"] == call.occ_padded
         quotes = await adapter.get_quotes([call.symbol, "AAPL"])
         model = run.fake.options.quote(call, run.fake.now())
-        assert quotes[call.symbol].bid == model.bid and quotes[call.symbol].ask == model.ask
+        assert quotes[call.symbol].bid == model.bid
+        assert quotes[call.symbol].ask == model.ask
         assert "AAPL" in quotes
         expired = OptionContract.parse(call.symbol.replace(call.symbol[4:10], "200117"))
         with pytest.raises(errors.UnknownSymbol):
