@@ -9,6 +9,7 @@ import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from app.brokers import errors
@@ -375,7 +376,6 @@ async def test_the_fake_refuses_a_fifth_leg_and_unpadded_symbols() -> None:
         ]
         with pytest.raises(errors.Rejected, match="at most 4 legs"):
             await adapter.place_order(run.account.hash_value, combo(legs))
-        raw = run.adapter()._api  # the fake itself refuses an unpadded OCC symbol
         call = contract(run, OptionRight.call, "190")
         body = {
             "orderType": "MARKET",
@@ -390,11 +390,37 @@ async def test_the_fake_refuses_a_fifth_leg_and_unpadded_symbols() -> None:
                 }
             ],
         }
-        with pytest.raises(errors.UnknownSymbol):
-            await raw.request(
-                "POST", f"/trader/v1/accounts/{run.account.hash_value}/orders", json=body
+        access, _ = run.fake.issue_tokens(run.login)
+        async with httpx.AsyncClient(base_url=run.url) as client:
+            refused = await client.post(
+                f"/trader/v1/accounts/{run.account.hash_value}/orders",
+                json=body,
+                headers={"Authorization": f"Bearer {access}"},
             )
+        assert refused.status_code == 400
+        assert refused.json()["errors"] == [f"Symbol {call.symbol} is invalid"]
         assert run.fake.order_count(run.account) == 0
+
+
+async def test_a_market_straddle_fills_at_the_asks() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        legs = [
+            OrderLeg(contract(run, OptionRight.call, "190").symbol, B, 1, OPEN),
+            OrderLeg(contract(run, OptionRight.put, "190").symbol, B, 1, OPEN),
+        ]
+        placed = await adapter.place_order(run.account.hash_value, combo(legs))
+        sent = last_body(run, "POST", "/orders")
+        assert (sent["orderType"], sent["complexOrderStrategyType"]) == ("MARKET", "STRADDLE")
+        assert "price" not in sent
+        assert placed.order_type is OrderType.market
+        assert placed.price_effect is None
+        await run.fake.match()
+        filled = await adapter.get_order(run.account.hash_value, placed.broker_order_id)
+        now = run.fake.now()
+        asks = [run.fake.options.quote(OptionContract.parse(g.symbol), now).ask for g in legs]
+        assert [g.avg_fill_price for g in filled.legs] == asks
+        assert filled.avg_fill_price == sum(asks)
 
 
 async def test_fingerprint_adoption_tells_combos_apart_by_a_leg() -> None:
@@ -445,3 +471,27 @@ async def test_option_quotes_by_canonical_symbol() -> None:
         with pytest.raises(errors.UnknownSymbol):
             await adapter.check_symbol(expired.symbol)
         assert expired.expiration < run.fake.today() - timedelta(days=1)
+
+
+async def test_a_combo_whose_answer_is_lost_is_adopted_by_its_legs() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        hash_value = run.account.hash_value
+        wide = iron_condor(run)
+        other = await adapter.place_order(
+            hash_value, combo(wide[:2], limit="0.01", effect=PriceEffect.credit)
+        )
+        order = combo(wide, limit="0.01", effect=PriceEffect.credit)
+        submitted = run.fake.now()
+        run.fake.faults.timeout_after_accept = 1
+        run.fake.faults.hang_seconds = 2.0
+        with pytest.raises(errors.OutcomeUnknown):
+            await adapter.place_order(hash_value, order)
+        assert [c[0] for c in run.fake.calls].count("POST") == 2  # never resent
+        found = await adapter.find_order_by_fingerprint(
+            hash_value, OrderFingerprint.of(order, submitted), frozenset()
+        )
+        assert found is not None
+        assert found.broker_order_id != other.broker_order_id
+        assert len(found.legs) == 4
+        assert found.broker_order_id == str(max(run.account.orders))
