@@ -31,8 +31,9 @@ Options (schwab-py ``orders/options.py``, ``client/base.py``; https://github.com
 * A combo is one ``SINGLE`` order with several legs; a limit combo's direction is its
   ``orderType`` (NET_DEBIT / NET_CREDIT / NET_ZERO) with a positive ``price``, and
   ``complexOrderStrategyType`` is inferred from the legs (``mapping.complex_strategy``).
-  A market combo is ``orderType: MARKET`` (schwab-py's ``OrderType`` has no other market
-  type; Schwab shows no example of one: unconfirmed). Legs and their fills come back in
+  A market combo is ``orderType: MARKET`` without a price, as is NET_ZERO (jkoelker/schwab-mcp
+  ``src/schwab_mcp/tools/orders.py`` ``place_option_combo_order``; Schwab's own docs show no
+  example). Legs and their fills come back in
   ``orderLegCollection[].legId`` and ``orderActivityCollection[].executionLegs[].legId``.
 * Maximum legs: Schwab publishes no limit. 4 is assumed: schwab-py's helpers and every
   strategy in ``ComplexOrderStrategyType`` (iron condor, condor, double diagonal) have at

@@ -885,7 +885,9 @@ def _combo_to_wire(order: OrderRequest) -> dict[str, Any]:
         "orderStrategyType": "SINGLE",
         "orderLegCollection": legs,
     }
-    if order.order_type is OrderType.limit and order.limit_price is not None:
+    # NET_ZERO and MARKET combos carry no price (jkoelker/schwab-mcp
+    # src/schwab_mcp/tools/orders.py place_option_combo_order, a client in daily use).
+    if order_type in ("NET_DEBIT", "NET_CREDIT") and order.limit_price is not None:
         body["price"] = _price(order.limit_price)
     return body
 

@@ -178,22 +178,22 @@ def test_a_vertical_body_matches_schwab_py() -> None:
 
 
 @pytest.mark.parametrize(
-    ("effect", "price", "order_type"),
+    ("effect", "price", "order_type", "sent_price"),
     [
-        (PriceEffect.debit, "1.25", "NET_DEBIT"),
-        (PriceEffect.credit, "1.25", "NET_CREDIT"),
-        (PriceEffect.even, "0", "NET_ZERO"),
-        (None, None, "MARKET"),
+        (PriceEffect.debit, "1.25", "NET_DEBIT", "1.25"),
+        (PriceEffect.credit, "1.25", "NET_CREDIT", "1.25"),
+        (PriceEffect.even, "0", "NET_ZERO", None),
+        (None, None, "MARKET", None),
     ],
 )
 def test_the_direction_lives_in_the_order_type(
-    effect: PriceEffect | None, price: str | None, order_type: str
+    effect: PriceEffect | None, price: str | None, order_type: str, sent_price: str | None
 ) -> None:
     body = mapping.order_to_wire(
         combo([leg(occ("C", "190"), B), leg(occ("C", "195"), S)], effect, price=price)
     )
     assert body["orderType"] == order_type
-    assert body.get("price") == price
+    assert body.get("price") == sent_price
 
 
 def test_a_caller_cannot_send_a_signed_or_mismatched_combo_price() -> None:
