@@ -1105,8 +1105,9 @@ _EXPIRATION_TYPES = {
     "M": ExpirationType.end_of_month,
 }
 _RIGHTS = {"CALL": OptionRight.call, "PUT": OptionRight.put}
-# Schwab answers -999 for a greek or volatility it cannot compute (deep, illiquid contracts;
-# community observation, e.g. https://github.com/tylerebowers/Schwabdev discussions): no value.
+# A greek or volatility the chain cannot compute comes as the string "NaN" (the TD Ameritrade
+# chain Schwab inherited: https://github.com/studerw/td-ameritrade-client/issues/40) or as the
+# -999 sentinel (seen in community dumps; unconfirmed): either is "no value", never a number.
 _NO_VALUE = Decimal(-999)
 
 
