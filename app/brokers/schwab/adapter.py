@@ -238,6 +238,9 @@ class SchwabAdapter(PooledAdapter):
         return mapping.positions_from_account(body, self._now())
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
+        """By ticker, or by option symbol padded or not (positions carry the canonical one)."""
+        if is_option_symbol(symbol):
+            symbol = OptionContract.parse(symbol).symbol
         for position in await self.get_positions(account_ref):
             if position.symbol == symbol:
                 return position

@@ -225,6 +225,9 @@ async def test_a_single_leg_option_order_padded_and_filled() -> None:
         assert position.quantity == 1
         assert position.avg_cost == ask
         assert position.market_value == position.current_price * 100
+        found = await adapter.get_position(hash_value, call.occ_padded)
+        assert found is not None
+        assert (found.symbol, found.quantity) == (call.symbol, 1)
         closing = await adapter.place_order(hash_value, single(call.symbol, S, CLOSE))
         assert last_body(run, "POST", "/orders")["orderLegCollection"][0]["instruction"] == (  # type: ignore[index]
             "SELL_TO_CLOSE"
