@@ -571,11 +571,17 @@ class OrderFingerprint:
 
     def matches(self, order: BrokerOrder) -> bool:
         """Same instrument, side, size, type, duration and prices (entry time is separate);
-        for a multi-leg order also the same legs (in any order) and price effect."""
-        legs = sorted((g.symbol, g.side.value, g.ratio, str(g.position_effect)) for g in self.legs)
-        seen = sorted((g.symbol, g.side.value, g.ratio, str(g.position_effect)) for g in order.legs)
+        for a multi-leg order also the same legs (in any order; a leg's position effect where
+        the broker reports one) and price effect."""
+        legs = sorted(self.legs, key=lambda g: (g.symbol, g.side.value, g.ratio))
+        seen = sorted(order.legs, key=lambda g: (g.symbol, g.side.value, g.ratio))
+        same_legs = len(legs) == len(seen) and all(
+            (a.symbol, a.side, a.ratio) == (b.symbol, b.side, b.ratio)
+            and b.position_effect in (None, a.position_effect)
+            for a, b in zip(legs, seen, strict=False)
+        )
         return (
-            legs == seen
+            same_legs
             and (not self.legs or order.price_effect is self.price_effect)
             and order.symbol == self.symbol
             and order.side is self.side

@@ -607,3 +607,27 @@ def test_a_live_preview_with_rejects_is_a_refusal_in_a_200() -> None:
     accepted = live_preview_with_rejects()
     accepted["orderValidationResult"] = {}
     assert mapping.preview_from_wire(wire(accepted), order, None).rejections == ()
+
+
+def test_a_fingerprint_compares_legs_effects_and_direction() -> None:
+    from dataclasses import replace
+
+    from app.brokers.base import BrokerOrderLeg, OrderFingerprint
+
+    legs = [leg(occ("C", "190"), B), leg(occ("C", "195"), S)]
+    request = combo(legs, PriceEffect.debit)
+    order = mapping.submitted_order("1", request, NOW)
+    fingerprint = OrderFingerprint.of(request, NOW)
+    assert fingerprint.matches(order)
+    assert fingerprint.matches(replace(order, legs=order.legs[::-1]))  # any order
+    unknown_effect = tuple(replace(g, position_effect=None) for g in order.legs)
+    assert fingerprint.matches(replace(order, legs=unknown_effect))
+    closing: tuple[BrokerOrderLeg, ...] = (
+        replace(order.legs[0], position_effect=CLOSE),
+        order.legs[1],
+    )
+    assert not fingerprint.matches(replace(order, legs=closing))
+    assert not fingerprint.matches(replace(order, legs=order.legs[:1]))
+    assert not fingerprint.matches(replace(order, price_effect=PriceEffect.credit))
+    other_strike = (replace(order.legs[0], symbol=occ("C", "187.5")), order.legs[1])
+    assert not fingerprint.matches(replace(order, legs=other_strike))
