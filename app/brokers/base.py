@@ -737,6 +737,10 @@ class OrderFingerprint:
     limit_price: Decimal | None
     stop_price: Decimal | None
     submitted_at: datetime
+    # Multi-leg: the legs (symbol, side, ratio, position effect) and the net price's
+    # direction, so two combos differing only in one leg are told apart.
+    legs: tuple[OrderLeg, ...] = ()
+    price_effect: PriceEffect | None = None
 
     @classmethod
     def of(cls, order: OrderRequest, submitted_at: datetime) -> OrderFingerprint:
@@ -749,12 +753,25 @@ class OrderFingerprint:
             limit_price=order.limit_price,
             stop_price=order.stop_price,
             submitted_at=submitted_at,
+            legs=order.legs,
+            price_effect=order.price_effect,
         )
 
     def matches(self, order: BrokerOrder) -> bool:
-        """Same instrument, side, size, type, duration and prices (entry time is separate)."""
+        """Same instrument, side, size, type, duration and prices (entry time is separate);
+        for a multi-leg order also the same legs (in any order; a leg's position effect where
+        the broker reports one) and price effect."""
+        legs = sorted(self.legs, key=lambda g: (g.symbol, g.side.value, g.ratio))
+        seen = sorted(order.legs, key=lambda g: (g.symbol, g.side.value, g.ratio))
+        same_legs = len(legs) == len(seen) and all(
+            (a.symbol, a.side, a.ratio) == (b.symbol, b.side, b.ratio)
+            and b.position_effect in (None, a.position_effect)
+            for a, b in zip(legs, seen, strict=False)
+        )
         return (
-            order.symbol == self.symbol
+            same_legs
+            and (not self.legs or order.price_effect is self.price_effect)
+            and order.symbol == self.symbol
             and order.side is self.side
             and order.quantity == self.quantity
             and order.order_type is self.order_type
