@@ -2023,6 +2023,8 @@ class PaperEngine:
         row.quantity += signed
         if effect is PositionEffect.close and row.quantity == ZERO:
             account.cycles_completed += 1
+            # Stored as 0 exactly (not 0.0): the settlement pass looks for non-zero rows.
+            row.quantity = ZERO
             row.avg_cost = ZERO
         row.updated_at = now
 
