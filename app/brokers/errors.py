@@ -44,6 +44,10 @@ class MarketDataLimit(Rejected):
     per credential); nothing was changed upstream."""
 
 
+class UncoveredOption(Rejected):
+    """A short option leg without cover (the order's own long legs, shares or cash)."""
+
+
 class OrderNotFound(Rejected):
     pass
 

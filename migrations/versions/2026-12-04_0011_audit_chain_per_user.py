@@ -1,7 +1,7 @@
 """audit chain per user: a ``chain`` column on entries and one head row per chain
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-04 18:30:00
 
 One global chain head made every live order of every user wait on one row lock. From here
@@ -22,7 +22,7 @@ from alembic import op
 import app.db.types
 
 revision: str = "0011"
-down_revision: str | None = "0008"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
