@@ -175,7 +175,7 @@ async def test_check_symbol(broker: Broker, adapter: TastytradeAdapter) -> None:
     broker.answer("GET", "/instruments/equities/OLD", {**EQUITY, "data": {"active": False}})
     with pytest.raises(errors.UnsupportedOrder, match="not open for trading"):
         await adapter.check_symbol("OLD")
-    with pytest.raises(errors.UnsupportedOrder, match="equities only"):
+    with pytest.raises(errors.UnsupportedOrder, match="equities and equity options only"):
         await adapter.check_symbol("BTC-USD")
 
 
