@@ -140,6 +140,15 @@ _OPEN = frozenset(
 )
 
 
+# /market-data/by-type parameters per asset class
+# (https://developer.tastytrade.com/docs/concepts/market-data/).
+_QUOTE_KINDS = {
+    AssetClass.equity: "equity",
+    AssetClass.option: "equity-option",
+    AssetClass.crypto: "cryptocurrency",
+}
+
+
 def _loads(response: httpx.Response) -> Any:
     return mapping.WIRE.json_body(response)
 
@@ -546,6 +555,9 @@ class TastytradeAdapter(PooledAdapter):
         if end is not None:
             params["end-at"] = mapping.wire_time(end)
         if symbol is not None:
+            # The search filters by underlying: an option's orders are its underlying's.
+            if asset_class_of(symbol) is AssetClass.option:
+                symbol = mapping.option_from_wire(symbol).underlying
             params["underlying-symbol"] = mapping.to_wire_symbol(symbol)
         return await self._search(account_ref, params, PER_PAGE * MAX_PAGES)
 
@@ -574,13 +586,14 @@ class TastytradeAdapter(PooledAdapter):
         return result
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
-        """``GET /market-data/by-type?equity=AAPL&equity=MSFT`` (at most 100 symbols a call)."""
+        """``GET /market-data/by-type?equity=AAPL&equity=MSFT`` (at most 100 symbols a call;
+        options as ``equity-option`` with the padded OCC symbol)."""
         result: dict[str, Quote] = {}
         for start in range(0, len(symbols), QUOTES_PER_REQUEST):
             chunk = symbols[start : start + QUOTES_PER_REQUEST]
             params: dict[str, list[str]] = {}
             for symbol in chunk:
-                kind = "cryptocurrency" if asset_class_of(symbol) is AssetClass.crypto else "equity"
+                kind = _QUOTE_KINDS.get(asset_class_of(symbol), "equity")
                 params.setdefault(kind, []).append(mapping.to_wire_symbol(symbol))
             body = await self._call("GET", "/market-data/by-type", params=params)
             result.update(mapping.quotes_from_wire(mapping.items_of(body), chunk))

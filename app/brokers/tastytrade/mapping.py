@@ -907,6 +907,8 @@ def transaction_from_wire(item: object) -> Transaction:
     else:
         raise unknown("transaction-type", kind)
     symbol = item.get("symbol")
+    if item.get("instrument-type") == "Equity Option" and isinstance(symbol, str):
+        symbol = option_from_wire(symbol).symbol
     return Transaction(
         transaction_id=_str_id(item.get("id"), "transaction id"),
         type=type_,

@@ -155,6 +155,14 @@ async def test_single_leg_buy_to_open_then_sell_to_close() -> None:
         assert await adapter.get_position(number, call.symbol) == position
         balances = await adapter.get_balances(number)
         assert balances.cash == Decimal(100000) - ask * 300 - Decimal("0.30") - Decimal("3.06")
+        quotes = await adapter.get_quotes([call.symbol, "AAPL"])
+        model = run.fake.options.quote(call, NOW)
+        assert (quotes[call.symbol].bid, quotes[call.symbol].ask) == (model.bid, model.ask)
+        assert "AAPL" in quotes
+        [trade, _deposit] = await adapter.get_transactions(number, None, None, None)
+        assert (trade.symbol, trade.type, trade.amount) == (call.symbol, "buy", -(ask * 300))
+        [history] = await adapter.order_history(number, None, None, call.symbol)
+        assert history.broker_order_id == placed.broker_order_id
 
         await adapter.place_order(
             number, single("bg-opt-2", call.symbol, OrderSide.sell, PositionEffect.close, qty="3")

@@ -31,10 +31,27 @@ and answers recorded against the sandbox (QuantConnect/Lean.Brokerages.Tastytrad
   "message": "failed"}``; notifications ``{"type": "Order", "data": {...}, "timestamp": ms}``
   and ``AccountBalance``.
 
+* Options: ``GET /option-chains/{symbol}/nested`` (SDK ``NestedOptionChain``: ``expirations[]``
+  of ``{expiration-type, expiration-date, days-to-expiration, settlement-type, strikes[{
+  strike-price, call, put, call-streamer-symbol, put-streamer-symbol}]}``), the flat
+  ``GET /option-chains/{symbol}`` and ``GET /instruments/equity-options/{occ}`` (SDK ``Option``),
+  quotes by ``GET /market-data/by-type?equity-option=`` (no greeks over REST), orders of one
+  ``Equity Option`` leg or spreads of up to 4 (padded OCC ``symbol``, ``action`` "Buy to Open"
+  ..., per-leg ``quantity``, one ``price`` + ``price-effect``), filled whole and atomically
+  with ``fills[]`` per leg; option positions (``instrument-type: Equity Option``,
+  ``multiplier`` 100, ``quantity-direction``); ``POST /accounts/{n}/orders/dry-run`` answering
+  ``order`` (no id), ``buying-power-effect``, ``fee-calculation`` and ``warnings`` like the
+  placement answer does. The contracts, expirations and model prices are the paper market's
+  (``app.paper.options_market.SeededOptionMarket``), so the fake's chain is the paper broker's.
+  Not documented, so chosen here: the preflight codes ``duplicate_legs``,
+  ``mixed_underlyings`` and ``too_many_legs``, the refusal of a zero ``price`` (a negative one
+  is recorded: 400 ``validation_error`` with ``{"domain": "price", "reason": "does not have a
+  valid value"}``) and the fee amounts (the field names are real).
+
 Prices come from the paper market (``SeededQuoteSource``) and orders match by the paper
-broker's rules (``app.paper.matching.decide``) when the test (or the fake-brokers ticker)
-calls ``match()``: nothing moves on its own. Fault switches are in ``Faults``; tokens can be
-expired (``expire_tokens``) and grants revoked (``revoke``).
+broker's rules (``app.paper.matching.decide``; options at their natural prices) when the test
+(or the fake-brokers ticker) calls ``match()``: nothing moves on its own. Fault switches are
+in ``Faults``; tokens can be expired (``expire_tokens``) and grants revoked (``revoke``).
 """
 
 from __future__ import annotations
@@ -1156,7 +1173,7 @@ class FakeTastytrade:
         if end is not None:
             selected = [o for o in selected if o.received_at <= end]
         if "underlying-symbol" in params:
-            selected = [o for o in selected if o.symbol == params["underlying-symbol"]]
+            selected = [o for o in selected if o.underlying == params["underlying-symbol"]]
         selected.sort(key=lambda o: o.id, reverse=params.get("sort", "Desc") == "Desc")
         # per-page: default 100, at most 200 (orders swagger, getAccountsAccountNumberOrders).
         return _paginated(
