@@ -31,7 +31,8 @@ from app.brokers.tastytrade import mapping
 
 NOW = datetime(2026, 11, 23, 15, 30, tzinfo=UTC)
 
-roots = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=6)
+# Roots: a letter, then letters or digits (adjusted roots such as AAPL1), 6 at most.
+roots = st.from_regex(r"\A[A-Z][A-Z0-9]{0,5}\Z")
 strikes = st.integers(min_value=1, max_value=99_999_999).map(
     lambda millis: (Decimal(millis) / 1000).normalize()
 )

@@ -355,3 +355,22 @@ async def test_a_spread_is_replaced_and_cancelled_whole() -> None:
         assert len(cancelled.legs) == 4
         assert all(leg.filled_quantity == 0 for leg in cancelled.legs)
         assert await adapter.get_positions(number) == []
+
+
+async def test_a_spread_whose_answer_is_lost_is_found_by_its_client_order_id() -> None:
+    async with fixed_fake() as run:
+        adapter = run.adapter(broker_read_timeout_seconds=0.3)
+        number = run.account.number
+        run.fake.faults.timeout_after_accept = 1
+        run.fake.faults.hang_seconds = 2
+        legs = iron_condor_legs(run.fake)
+        with pytest.raises(errors.OutcomeUnknown):
+            await adapter.place_order(number, spread("bg-ic-lost", legs))
+        assert run.fake.order_count(number) == 1
+        found = await adapter.find_order_by_client_id(number, "bg-ic-lost")
+        assert found is not None
+        assert (found.status, found.price_effect, len(found.legs)) == (
+            OrderStatus.accepted,
+            PriceEffect.credit,
+            4,
+        )
