@@ -253,28 +253,21 @@ def option_from_wire(
     since a root such as SPXW is not its underlying."""
     if not isinstance(text, str):
         raise unknown("option symbol", text)
-    try:
-        contract = OptionContract.parse(
-            text,
-            underlying=underlying if isinstance(underlying, str) and underlying else None,
-        )
-    except InvalidOptionSymbol:
-        raise unknown("option symbol", text) from None
+    shares = Decimal(100)
     if multiplier is not None:
         shares = dec(multiplier, "multiplier")
         if shares <= 0:
             raise unknown("multiplier", multiplier)
-        contract = OptionContract(
-            underlying=contract.underlying,
-            root=contract.root,
-            expiration=contract.expiration,
-            right=contract.right,
-            strike=contract.strike,
-            multiplier=shares.normalize()
-            if shares != shares.to_integral()
-            else shares.quantize(Decimal(1)),
-            style=contract.style,
+        # "100.0" and 100 are the same multiplier: one form for equal contracts.
+        shares = shares.quantize(Decimal(1)) if shares == shares.to_integral() else shares
+    try:
+        contract = OptionContract.parse(
+            text,
+            underlying=underlying if isinstance(underlying, str) and underlying else None,
+            multiplier=shares,
         )
+    except InvalidOptionSymbol:
+        raise unknown("option symbol", text) from None
     return contract
 
 
