@@ -32,6 +32,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -49,13 +50,16 @@ from app.brokers.base import (
     OptionExpiration,
     OptionQuote,
     OrderChanges,
+    OrderLeg,
     OrderListFilter,
     OrderPreview,
     OrderRequest,
+    OrderSide,
     OrderStatus,
     OrderType,
     OrderUpdate,
     Position,
+    PositionEffect,
     Quote,
     Support,
     TimeInForce,
@@ -422,7 +426,25 @@ class TastytradeAdapter(PooledAdapter):
             raise  # an unknown account, not a verdict on the order
         except errors.Rejected as exc:
             return mapping.rejection_preview(exc.reason)
-        return mapping.preview_from_wire(mapping.data_of(answer), order)
+        natural = None
+        if order.order_type is OrderType.market:
+            natural = await self._natural_debit(order)
+        return mapping.preview_from_wire(mapping.data_of(answer), order, natural)
+
+    async def _natural_debit(self, order: OrderRequest) -> Decimal | None:
+        """A market order's price per unit from current quotes (buys at the ask, sells at the
+        bid), for the preview's cash estimate; None when a quote is missing."""
+        legs = order.legs or (
+            OrderLeg(order.symbol, order.side, 1, order.position_effect or PositionEffect.open),
+        )
+        quotes = await self.get_quotes([leg.symbol for leg in legs])
+        total = Decimal(0)
+        for leg in legs:
+            quote = quotes.get(leg.symbol)
+            if quote is None:
+                return None
+            total += leg.ratio * (quote.ask if leg.side is OrderSide.buy else -quote.bid)
+        return total
 
     # --- orders ------------------------------------------------------------------------
 

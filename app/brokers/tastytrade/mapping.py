@@ -1067,14 +1067,17 @@ def _messages(raw: object, field: str) -> tuple[str, ...]:
     return tuple(result)
 
 
-def preview_from_wire(data: object, order: OrderRequest) -> OrderPreview:
+def preview_from_wire(
+    data: object, order: OrderRequest, natural_debit: Decimal | None = None
+) -> OrderPreview:
     """A dry-run answer (``POST /accounts/{n}/orders/dry-run``, SDK ``PlacedOrderResponse``):
     ``buying-power-effect`` (``change-in-buying-power`` with its ``-effect``),
     ``fee-calculation`` (``total-fees`` with its ``-effect``), ``warnings`` and ``errors``.
 
     The cash estimate is the order's net price x quantity x multiplier (100 for options)
-    signed by its ``price-effect``, less fees; a market order has no price, and its estimate
-    is the buying-power change (what tastytrade says the order will hold or free).
+    signed by its ``price-effect``, less fees. A market order has no price: its estimate is
+    ``natural_debit`` (per unit, from current quotes: buys at the ask, sells at the bid) when
+    the caller has one, else the buying-power change tastytrade states.
     """
     if not isinstance(data, dict):
         raise unknown("dry-run payload", type(data).__name__)
@@ -1104,6 +1107,8 @@ def preview_from_wire(data: object, order: OrderRequest) -> OrderPreview:
         multiplier = Decimal(100)
     if price is not None and effect in ("Debit", "Credit"):
         gross = signed(price, effect, "price") * order.quantity * multiplier
+    elif natural_debit is not None:
+        gross = -natural_debit * order.quantity * multiplier
     else:
         gross = bp_change
     cash = gross - fees

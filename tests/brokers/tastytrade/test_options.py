@@ -293,6 +293,20 @@ async def test_dry_run_preview_places_nothing() -> None:
         assert debit.direction is PriceEffect.debit
         assert debit.estimated_cash_change == -(Decimal(500) + debit.fees)
 
+        # A market spread has no price: the estimate is its natural price from the quotes.
+        market = await adapter.preview_order(number, spread("bg-pv-4", legs, qty="1", price=None))
+        quotes = [run.fake.options.quote(OptionContract.parse(leg.symbol), NOW) for leg in legs]
+        natural_credit = sum(
+            (
+                q.bid if leg.side is OrderSide.sell else -q.ask
+                for q, leg in zip(quotes, legs, strict=True)
+            ),
+            Decimal(0),
+        )
+        assert market.estimated_cash_change == natural_credit * 100 - market.fees
+        assert market.direction is PriceEffect.credit
+        assert run.fake.order_count(number) == 0
+
 
 async def test_a_preview_the_broker_would_refuse_has_rejections() -> None:
     async with fixed_fake(cash="100") as run:
