@@ -24,6 +24,20 @@ Quirks, with their doc pages (payload quirks are in ``mapping``):
   ``cannot_update_order``.
 * ``GET /accounts/{account_number}/orders/live`` returns every order created or updated
   today whatever its status, plus older orders still working (same page, "Live Orders").
+
+Options (``mapping`` has the wire forms):
+
+* Discovery is ``GET /option-chains/{symbol}/nested`` (expirations, strikes, call/put OCC
+  symbols; no server-side filters, so the chain is filtered here) and quotes are
+  ``GET /market-data/by-type?equity-option=<padded OCC>`` (bid/ask/last, no greeks: those are
+  DXLink-only, https://developer.tastytrade.com/docs/concepts/market-data/).
+* A spread is one order of 2 to 4 ``Equity Option`` legs with absolute per-leg quantities and
+  one unsigned ``price`` + ``price-effect``
+  (https://developer.tastytrade.com/docs/guides/multi-leg-spreads/); it is modified with the
+  same cancel-replace ``PUT`` (legs left out of the body, tastyware/tastytrade
+  ``Account.replace_order``) and cancelled whole.
+* Preview is ``POST /accounts/{account_number}/orders/dry-run`` with the placing body; a
+  refused dry run (422 preflight failure) is a preview with rejections.
 """
 
 from __future__ import annotations
