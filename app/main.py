@@ -54,6 +54,7 @@ from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
+from app.services.ops_metrics import OpsGauges
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
 from app.services.plaid import PlaidService
@@ -172,6 +173,7 @@ def create_app(
             keys=keys,
             rotation=rotation,
             plaid=PlaidService(ctx),
+            ops_gauges=OpsGauges(sessionmaker),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []

@@ -36,5 +36,6 @@ async def readyz(state: State) -> JSONResponse:
 
 
 @router.get("/metrics", name="metrics", response_class=Response)
-async def metrics() -> Response:
+async def metrics(state: State) -> Response:
+    await state.ops_gauges.refresh(state.ctx.clock())
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

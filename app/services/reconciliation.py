@@ -36,6 +36,7 @@ from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
 from app.db.repositories.orders import OrderRepository
 from app.errors import BrokerRejected
+from app.observability import RECONCILE_LAST_PASS, RECONCILE_PASSES
 from app.schemas.orders import Order as OrderOut
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
@@ -115,6 +116,8 @@ class Reconciler:
                     changed += await self._resolve(order, now)
                 except Exception:
                     log.exception("reconciliation of an order failed", extra={"order_id": order.id})
+        RECONCILE_PASSES.inc()
+        RECONCILE_LAST_PASS.set_to_current_time()
         return changed
 
     async def run_for_accounts(

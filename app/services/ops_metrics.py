@@ -1,0 +1,73 @@
+"""Gauges sampled on every scrape of ``/metrics``: what an operator must see at a glance.
+
+Unresolved orders (``unknown``, ``pending_submit``) by broker with the age of the oldest,
+connections by broker and status, and the kill-switches in force. They come from the
+database and the environment, so every instance reports the same values (dashboards and
+alerts take ``max`` over instances). A kill-switch's age is how long *this* instance has
+seen it (the environment keeps no "since"); it restarts at zero with the process.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from app.brokers.base import OrderStatus
+from app.db.repositories.connections import ConnectionRepository
+from app.db.repositories.orders import OrderRepository
+from app.db.session import SessionMaker
+from app.observability import (
+    CONNECTIONS,
+    KILL_SWITCH,
+    KILL_SWITCH_SECONDS,
+    ORDERS_UNRESOLVED,
+    ORDERS_UNRESOLVED_AGE,
+)
+from app.services.kill_switches import KillSwitches
+
+UNRESOLVED = (OrderStatus.unknown.value, OrderStatus.pending_submit.value)
+# Always reported (0 when none) for every broker that has a connection, so a rise from
+# nothing is a rise and not a series appearing.
+CONNECTION_STATUSES = ("active", "expiring", "broken", "revoked")
+
+
+class OpsGauges:
+    """Refreshes the gauges; keeps when each kill-switch was first seen in force."""
+
+    def __init__(self, sessionmaker: SessionMaker) -> None:
+        self._sessionmaker = sessionmaker
+        self._switch_seen: dict[tuple[str, str], float] = {}
+
+    async def refresh(self, now: datetime) -> None:
+        async with self._sessionmaker() as session:
+            orders = await OrderRepository.for_system(session).unresolved_summary(UNRESOLVED)
+            connections = await ConnectionRepository.for_system(
+                session
+            ).count_by_broker_and_status()
+        # No await below: a concurrent scrape never sees the gauges half rebuilt.
+        ORDERS_UNRESOLVED.clear()
+        ORDERS_UNRESOLVED_AGE.clear()
+        for broker, status, count, oldest in orders:
+            ORDERS_UNRESOLVED.labels(broker=broker, status=status).set(count)
+            age = max(0.0, (now - oldest).total_seconds())
+            ORDERS_UNRESOLVED_AGE.labels(broker=broker, status=status).set(age)
+        CONNECTIONS.clear()
+        for broker in {b for b, _, _ in connections}:
+            for status in CONNECTION_STATUSES:
+                CONNECTIONS.labels(broker=broker, status=status).set(0)
+        for broker, status, count in connections:
+            CONNECTIONS.labels(broker=broker, status=status).set(count)
+        self._kill_switches()
+
+    def _kill_switches(self) -> None:
+        monotonic = time.monotonic()
+        in_force = {
+            (s.variable, s.slug or ""): self._switch_seen.get((s.variable, s.slug or ""), monotonic)
+            for s in KillSwitches.from_environ().switches
+        }
+        self._switch_seen = in_force
+        KILL_SWITCH.clear()
+        KILL_SWITCH_SECONDS.clear()
+        for (variable, broker), since in in_force.items():
+            KILL_SWITCH.labels(variable=variable, broker=broker).set(1)
+            KILL_SWITCH_SECONDS.labels(variable=variable, broker=broker).set(monotonic - since)
