@@ -11,8 +11,9 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -303,8 +304,56 @@ class Settings(BaseSettings):
     token_refresh_concurrency: int = 4
     connection_expiring_window: timedelta = timedelta(days=1)
 
+    # Browsers on these origins (exact ``scheme://host[:port]``, JSON list) may call the API
+    # with credentials (CORS) and open ``/v1/stream``. Empty: no CORS headers at all (a
+    # same-origin deployment) and WebSocket upgrades are not checked.
+    cors_origins: list[str] = []
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+
+    # Who may read ``/metrics``: ``public`` (anyone who reaches the port), ``token`` (a
+    # ``Authorization: Bearer <metrics_token>``; anything else is a 404), or ``port`` (not on
+    # the API port at all: served by a second listener on ``metrics_port`` of ``metrics_host``).
+    metrics_exposure: Literal["public", "token", "port"] = "public"
+    metrics_token: SecretStr | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+
+    # The HTTP server (uvicorn, h11): an idle keep-alive connection is closed after this
+    # many seconds, a request's headers must fit in ``http_max_header_bytes`` (h11's
+    # ``max_incomplete_event_size``). Slow clients that trickle headers or bodies need a
+    # reverse proxy in front (README, "Operations").
+    http_keep_alive_timeout_seconds: int = Field(default=5, ge=1)
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+
+    # This process's claims on Idempotency-Keys carry its owner id; when the owner is gone
+    # (its process died), the keys it held in flight are settled by the next instance that
+    # starts (or the reconciler of a running one) instead of waiting for the 2-minute
+    # give-up. An order the broker does not know is declared not placed once it is this old.
+    orphan_give_up_seconds: float = Field(default=5.0, ge=0)
+
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        """Each entry is one exact origin: a browser's ``Origin`` header is compared verbatim,
+        and a wildcard with credentials would let any site act as the signed-in user."""
+        cleaned = []
+        for origin in origins:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or "*" in origin
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or parts.username is not None
+            ):
+                raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+            cleaned.append(origin.rstrip("/"))
+        return cleaned
 
     @property
     def auto_migrate(self) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app.api import (
@@ -28,7 +29,11 @@ from app.api import (
     routing,
     webhooks,
 )
-from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.api.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    WebSocketOriginMiddleware,
+)
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
 from app.brokers.http import HttpPool, timeouts_from
@@ -249,6 +254,19 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    if settings.cors_origins:
+        # Outermost: a preflight is answered before anything else looks at the request,
+        # and every answer (errors included) carries the CORS headers.
+        app.add_middleware(WebSocketOriginMiddleware, origins=settings.cors_origins)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Idempotency-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID", "Location"],
+            max_age=settings.cors_max_age_seconds,
+        )
     app.include_router(health.router)
     for module in (
         brokers,

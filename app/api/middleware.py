@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request id, access metrics, and the request body size limit."""
+"""Pure ASGI middleware: request id, access metrics, the request body size limit, and the
+WebSocket origin check."""
 
 from __future__ import annotations
 
@@ -114,6 +115,30 @@ class BodySizeLimitMiddleware:
             errors.PayloadTooLarge(f"request bodies are limited to {self.max_bytes} bytes")
         )
         await response(scope, receive, send)
+
+
+class WebSocketOriginMiddleware:
+    """Refuse WebSocket upgrades from a browser origin that is not on the CORS allow-list.
+
+    CORS does not apply to WebSockets: a page on any origin may open one, and the browser
+    sends the user's cookies with it. The handshake is refused (HTTP 403, before ``accept``)
+    when its ``Origin`` is not on the list. A handshake without ``Origin`` is allowed:
+    browsers always send one, so it comes from a non-browser client (a server, a script),
+    which CORS never constrained and which authenticates with its token like any other.
+    """
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        self.app = app
+        self.origins = frozenset(origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            origin = _header(scope, b"origin")
+            if origin is not None and origin not in self.origins:
+                log.info("websocket upgrade refused: origin not allowed", extra={"origin": origin})
+                await send({"type": "websocket.close", "code": 1008, "reason": ""})
+                return
+        await self.app(scope, receive, send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
