@@ -40,12 +40,10 @@ SCHWAB_APP = ("browser-schwab-app-key", "browser-schwab-app-secret")
 SCHWAB_LOGIN_ID, SCHWAB_PASSWORD = "alice.schwab", "correct horse battery staple"
 
 CHROMIUM = find_chromium()
-if CHROMIUM is None:
-    pytest.skip(
-        "Chromium is not installed (apt-get install chromium, or set BROWSER_BIN): "
-        "the browser suite is skipped",
-        allow_module_level=True,
-    )
+NO_CHROMIUM = (
+    "Chromium is not installed (apt-get install chromium, or set BROWSER_BIN): "
+    "the browser suite is skipped"
+)
 
 
 def free_port() -> int:
@@ -87,7 +85,8 @@ class Stack:
 
 @pytest_asyncio.fixture(scope="module")
 async def stack(postgres_url: str) -> AsyncIterator[Stack]:
-    assert CHROMIUM is not None
+    if CHROMIUM is None:
+        pytest.skip(NO_CHROMIUM)
     gateway_port, frontend_port = free_port(), free_port()
     gateway = f"http://localhost:{gateway_port}"
     frontend = f"http://localhost:{frontend_port}"

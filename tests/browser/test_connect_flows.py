@@ -11,10 +11,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import pytest
+
 from app.security.oauth_state import cookie_name
 from tests.browser.cdp import BrowserContext, Page
-from tests.browser.conftest import SCHWAB_LOGIN_ID, SCHWAB_PASSWORD, Stack
+from tests.browser.conftest import CHROMIUM, NO_CHROMIUM, SCHWAB_LOGIN_ID, SCHWAB_PASSWORD, Stack
 from tests.conftest import new_user
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 
 
 def _query(url: str) -> dict[str, str]:
