@@ -137,6 +137,7 @@ class Page:
         self.session = session
         self.requests: list[str] = []
         self.console: list[str] = []
+        self.paused: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # Fetch.requestPaused
         self._events = browser.listen(session)
         self._watcher = asyncio.create_task(self._watch())
 
@@ -144,7 +145,9 @@ class Page:
         while True:
             event = await self._events.get()
             method, params = event.get("method"), event.get("params", {})
-            if method == "Network.requestWillBeSent":
+            if method == "Fetch.requestPaused":
+                self.paused.put_nowait(params)
+            elif method == "Network.requestWillBeSent":
                 self.requests.append(params["request"]["url"])
             elif method == "Runtime.consoleAPICalled":
                 self.console.append(
@@ -155,6 +158,19 @@ class Page:
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self.browser.send(method, params, session=self.session)
+
+    async def intercept(self, url_pattern: str) -> None:
+        """Hold every request matching ``url_pattern`` (``*`` wildcards) in ``paused``."""
+        await self.send("Fetch.enable", {"patterns": [{"urlPattern": url_pattern}]})
+
+    async def intercepted(self, within: float = 15.0) -> str:
+        """The next held request's URL; it is aborted (it never reaches its server)."""
+        paused = await asyncio.wait_for(self.paused.get(), timeout=within)
+        await self.send(
+            "Fetch.failRequest", {"requestId": paused["requestId"], "errorReason": "Aborted"}
+        )
+        await self.send("Fetch.disable")
+        return str(paused["request"]["url"])
 
     async def goto(self, url: str) -> None:
         answer = await self.send("Page.navigate", {"url": url})

@@ -117,6 +117,31 @@ async def test_a_sign_in_finished_in_another_browser_connects_nothing(stack: Sta
     await other.screenshot(stack.shots / "schwab-4-other-browser.png")
 
 
+async def test_a_stolen_callback_is_useless_to_the_thief_and_burns_the_state(
+    stack: Stack,
+) -> None:
+    user = new_user("browser")
+    _, victim = await _fresh_page(stack)
+    await _to_schwab_sign_in(stack, victim, user)
+    # Someone on the way takes the redirect to the callback (its code and state) and the
+    # victim's browser never gets there.
+    await victim.intercept(f"{stack.gateway}/v1/oauth/schwab/callback*")
+    await _sign_in(victim)
+    stolen = await victim.intercepted()
+    assert {"code", "state"} <= set(_query(stolen))
+
+    _, thief = await _fresh_page(stack)
+    await thief.goto(stolen)
+    shown = await thief.wait_for_text("#status", "[state_mismatch]")
+
+    assert "started in another browser" in shown
+    await thief.screenshot(stack.shots / "schwab-6-stolen-callback.png")
+    # The state was used up by the attempt: the victim's own browser cannot finish either.
+    await victim.goto(stolen)
+    await victim.wait_for_text("#status", "[state_used]")
+    assert await _connections(stack, user) == []
+
+
 async def test_a_return_to_off_the_allow_list_never_leaves_the_frontend(stack: Stack) -> None:
     user = new_user("browser")
     _, page = await _fresh_page(stack)
