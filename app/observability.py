@@ -83,6 +83,10 @@ ORDERS_UNRESOLVED_AGE = Gauge(
     ["broker", "status"],
 )
 CONNECTIONS = Gauge("brokerage_connections", "Connections by status", ["broker", "status"])
+SAMPLE_FAILURES = Counter(
+    "brokerage_ops_sample_failures_total",
+    "Scrapes whose database-sampled gauges were not refreshed (they keep their last values)",
+)
 KILL_SWITCH = Gauge(
     "brokerage_kill_switch_in_force", "1 for each kill-switch in force", ["variable", "broker"]
 )

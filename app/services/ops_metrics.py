@@ -9,6 +9,8 @@ seen it (the environment keeps no "since"); it restarts at zero with the process
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from datetime import datetime
 
@@ -22,9 +24,13 @@ from app.observability import (
     KILL_SWITCH_SECONDS,
     ORDERS_UNRESOLVED,
     ORDERS_UNRESOLVED_AGE,
+    SAMPLE_FAILURES,
 )
 from app.services.kill_switches import KillSwitches
 
+log = logging.getLogger(__name__)
+
+SAMPLE_TIMEOUT = 5.0
 UNRESOLVED = (OrderStatus.unknown.value, OrderStatus.pending_submit.value)
 # Always reported (0 when none) for every broker that has a connection, so a rise from
 # nothing is a rise and not a series appearing.
@@ -39,11 +45,17 @@ class OpsGauges:
         self._switch_seen: dict[tuple[str, str], float] = {}
 
     async def refresh(self, now: datetime) -> None:
-        async with self._sessionmaker() as session:
-            orders = await OrderRepository.for_system(session).unresolved_summary(UNRESOLVED)
-            connections = await ConnectionRepository.for_system(
-                session
-            ).count_by_broker_and_status()
+        """Sample now. When the database does not answer (within ``SAMPLE_TIMEOUT``), its
+        gauges keep their last values and ``brokerage_ops_sample_failures_total`` counts it:
+        the scrape itself must still succeed, an outage is when its metrics matter most."""
+        self._kill_switches()
+        try:
+            async with asyncio.timeout(SAMPLE_TIMEOUT):
+                orders, connections = await self._read()
+        except Exception as exc:
+            SAMPLE_FAILURES.inc()
+            log.warning("ops gauges not sampled", extra={"error": type(exc).__name__})
+            return
         # No await below: a concurrent scrape never sees the gauges half rebuilt.
         ORDERS_UNRESOLVED.clear()
         ORDERS_UNRESOLVED_AGE.clear()
@@ -57,7 +69,16 @@ class OpsGauges:
                 CONNECTIONS.labels(broker=broker, status=status).set(0)
         for broker, status, count in connections:
             CONNECTIONS.labels(broker=broker, status=status).set(count)
-        self._kill_switches()
+
+    async def _read(
+        self,
+    ) -> tuple[list[tuple[str, str, int, datetime]], list[tuple[str, str, int]]]:
+        async with self._sessionmaker() as session:
+            orders = await OrderRepository.for_system(session).unresolved_summary(UNRESOLVED)
+            connections = await ConnectionRepository.for_system(
+                session
+            ).count_by_broker_and_status()
+        return orders, connections
 
     def _kill_switches(self) -> None:
         monotonic = time.monotonic()
