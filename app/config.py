@@ -328,8 +328,11 @@ class Settings(BaseSettings):
     # This process's claims on Idempotency-Keys carry its owner id; when the owner is gone
     # (its process died), the keys it held in flight are settled by the next instance that
     # starts (or the reconciler of a running one) instead of waiting for the 2-minute
-    # give-up. An order the broker does not know is declared not placed once it is this old.
-    orphan_give_up_seconds: float = Field(default=5.0, ge=0)
+    # give-up. Such an order the broker does not know is declared not placed once it is this
+    # old; unset, the longest one broker call can last (pool + connect + write + read
+    # timeouts, app/brokers/http.py ``timeouts_from``, plus 1 s: 31 s by default), so even a
+    # sender still alive could no longer be mid-call.
+    orphan_give_up_seconds: float | None = Field(default=None, ge=0)
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -365,6 +368,17 @@ class Settings(BaseSettings):
         """Seconds one account of this broker may take in GET /v1/portfolio."""
         return self.portfolio_broker_timeouts.get(
             broker_slug, self.portfolio_broker_timeout_seconds
+        )
+
+    @property
+    def orphan_give_up(self) -> timedelta:
+        """How old an orphaned order the broker does not know must be to count as not placed."""
+        if self.orphan_give_up_seconds is not None:
+            return timedelta(seconds=self.orphan_give_up_seconds)
+        return timedelta(
+            seconds=2 * self.broker_connect_timeout_seconds
+            + 2 * self.broker_read_timeout_seconds
+            + 1
         )
 
     @property

@@ -39,10 +39,11 @@ from app.api.state import AppState
 from app.brokers.http import HttpPool, timeouts_from
 from app.brokers.registry import BrokerRegistry, default_registry
 from app.config import Settings, get_settings
-from app.db.leases import leases_for
+from app.db.leases import leases_for, owner_lease
 from app.db.migrate import upgrade
 from app.db.rate_limits import PostgresRateLimiter
 from app.db.session import create_engine, create_sessionmaker
+from app.ids import new_id
 from app.observability import configure_logging
 from app.paper.clock import Clock, SystemClock
 from app.paper.engine import PaperEngine, run_ticker
@@ -108,7 +109,17 @@ def create_app(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
         )
-        sessionmaker = create_sessionmaker(engine)
+        # This process's id, stamped on the Idempotency-Keys it claims. It holds the
+        # owner's lease for its whole life: when the process dies, the lease is free and the
+        # keys it held in flight are settled by whoever looks next (below, at start-up, and
+        # every reconciler pass). Without the lease its claims carry no owner (old timing).
+        owner: str | None = new_id("own")
+        owner_leases = leases_for(engine)
+        assert owner is not None
+        if not await owner_leases.acquire(owner_lease(owner)):
+            log.warning("no liveness lease: in-flight keys of this process are not marked")
+            owner = None
+        sessionmaker = create_sessionmaker(engine, owner=owner)
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
         paper_engine = PaperEngine(
             sessionmaker,
@@ -180,7 +191,10 @@ def create_app(
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
-        reconciler = Reconciler(ctx)
+        reconciler = Reconciler(ctx, owner=owner, leases=leases_for(engine))
+        # First the keys a dead process left in flight (their clients are retrying now),
+        # then the ordinary pass.
+        await reconciler.settle_orphaned_keys()
         await reconciler.run_once()
         if settings.background_tasks:
             tasks.append(
@@ -235,6 +249,8 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             await upstream.close()
             await keys.close()
+            await reconciler.close()
+            await owner_leases.close()
             await stream.stop()  # streaming
             await app.state.brokerage.portfolio.aclose()
             await http.aclose()

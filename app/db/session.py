@@ -55,5 +55,15 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+_OWNER = "brokerage.owner"
+
+
+def create_sessionmaker(engine: AsyncEngine, *, owner: str | None = None) -> SessionMaker:
+    """Sessions of one process; ``owner`` (the process's id) is stamped on what it claims."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info={_OWNER: owner})
+
+
+def session_owner(session: AsyncSession) -> str | None:
+    """The id of the process whose sessionmaker made this session (None: not recorded)."""
+    owner = session.info.get(_OWNER)
+    return owner if isinstance(owner, str) else None
