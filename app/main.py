@@ -31,6 +31,7 @@ from app.api import (
 )
 from app.api.middleware import (
     BodySizeLimitMiddleware,
+    NulByteMiddleware,
     RequestContextMiddleware,
     WebSocketOriginMiddleware,
 )
@@ -267,6 +268,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NulByteMiddleware)
     app.add_middleware(RequestContextMiddleware)
     if settings.cors_origins:
         # Outermost: a preflight is answered before anything else looks at the request,

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from urllib.parse import parse_qsl
 
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
@@ -51,14 +53,16 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception:
+        except Exception as exc:
             # Answered here, not by Starlette's outermost handler, so the 500 carries the
             # request id and is logged with it. After the response started, nothing can be
             # sent: the error propagates and the server closes the connection.
             if response_started["value"]:
                 raise
-            log.exception("unhandled error")
-            problem = errors.AppError("an unexpected error occurred")
+            problem = database_refusal(exc)
+            if problem is None:
+                log.exception("unhandled error")
+                problem = errors.AppError("an unexpected error occurred")
             response = problem_response(problem)
             await response(scope, receive, send_wrapper)
         finally:
@@ -68,6 +72,53 @@ class RequestContextMiddleware:
             HTTP_REQUESTS.labels(method, template, str(status_holder["status"])).inc()
             HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)
             request_id_var.reset(token)
+
+
+# Postgres refuses text it cannot store: a NUL character (22021, "invalid byte sequence
+# for encoding UTF8: 0x00") or one the encoding lacks (22P05). That is the client's input,
+# not a server fault: 422, like SQLite (which stores it and finds nothing) in effect.
+_TEXT_REFUSED = frozenset({"22021", "22P05"})
+
+
+def database_refusal(exc: BaseException) -> errors.AppError | None:
+    """The client-facing error for a database refusal caused by the request's text."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in _TEXT_REFUSED:
+        return errors.ValidationFailed("text values may not contain NUL characters")
+    return None
+
+
+class NulByteMiddleware:
+    """A NUL in the path or the query string is refused before any route sees it.
+
+    No id, slug or parameter value of this API contains one; Postgres cannot even compare
+    against such text (it raises instead of finding nothing). A path with a NUL names no
+    resource (404); a query parameter with one is invalid (422).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem: errors.AppError | None = None
+            if "\x00" in scope["path"]:
+                problem = errors.NotFound("no such resource")
+            else:
+                query = scope.get("query_string", b"").decode("latin-1")
+                if "%00" in query or "\x00" in query:
+                    pairs = parse_qsl(query, keep_blank_values=True)
+                    if any("\x00" in k or "\x00" in v for k, v in pairs):
+                        problem = errors.ValidationFailed(
+                            "query parameters may not contain NUL characters"
+                        )
+            if problem is not None:
+                await problem_response(problem)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimitMiddleware:

@@ -30,7 +30,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
     """Build the async engine for Postgres (asyncpg) or SQLite (aiosqlite)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 10})
+        # hide_parameters: a failed statement's error (and so an unhandled-error log line)
+        # never carries the bound values, which may be user input or sealed credentials.
+        engine = create_async_engine(url, connect_args={"timeout": 10}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         # SQLite has one writer; BEGIN IMMEDIATE takes the write lock up front so two
         # transactions never deadlock upgrading from a read lock.
@@ -47,6 +49,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         max_overflow=max_overflow,
         pool_pre_ping=False,
         pool_recycle=1800,
+        hide_parameters=True,
         connect_args={"server_settings": {"application_name": "brokerage-gateway"}},
     )
 
