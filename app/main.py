@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from prometheus_client import start_wsgi_server
 
 from app.api import (
     accounts,
@@ -240,11 +241,26 @@ def create_app(
                     name="credential-confirmations",
                 )
             )
+        metrics_server = None
+        if settings.metrics_exposure == "port":
+            # Its own listener (a daemon thread): /metrics stays off the API port, so the
+            # public proxy never reaches it; bind it to an address only Prometheus can reach.
+            metrics_server, _thread = start_wsgi_server(
+                settings.metrics_port, addr=settings.metrics_host
+            )
+            log.info(
+                "metrics served on their own port",
+                extra={"host": settings.metrics_host, "port": metrics_server.server_port},
+            )
+        app.state.metrics_server = metrics_server
         log.info("brokerage gateway ready", extra={"database": engine.dialect.name})
         try:
             yield
         finally:
             stop.set()
+            if metrics_server is not None:
+                await asyncio.to_thread(metrics_server.shutdown)
+                metrics_server.server_close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -267,7 +283,11 @@ def create_app(
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        read_timeout=settings.http_body_timeout_seconds,
+    )
     app.add_middleware(NulByteMiddleware)
     app.add_middleware(RequestContextMiddleware)
     if settings.cors_origins:

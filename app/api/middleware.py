@@ -3,6 +3,7 @@ WebSocket origin check."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -122,11 +123,13 @@ class NulByteMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse bodies over the limit with 413 problem+json before the app parses them."""
+    """Refuse bodies over the limit with 413 problem+json before the app parses them, and
+    bodies that stop arriving with 408."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -140,7 +143,19 @@ class BodySizeLimitMiddleware:
         size = 0
         more = True
         while more:
-            message = await receive()
+            try:
+                # A client that stops sending its body holds the connection and a task:
+                # each read gets ``read_timeout`` (http_body_timeout_seconds).
+                async with asyncio.timeout(self.read_timeout):
+                    message = await receive()
+            except TimeoutError:
+                await problem_response(
+                    errors.RequestTimeout(
+                        f"no part of the request body arrived for {self.read_timeout:g} s",
+                        headers={"Connection": "close"},
+                    )
+                )(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             body = message.get("body", b"")

@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import uuid
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from app.config import Settings
 from app.db.session import create_engine
 from tests.conftest import new_user
-from tests.harness import Harness
+from tests.harness import Harness, running_app, settings_for_tests
+from tests.postgres import free_port
 
 # --- NUL bytes: Postgres cannot compare text with a NUL, SQLite just finds nothing -------
 
@@ -111,3 +115,41 @@ async def test_the_oauth_callback_metric_labels_only_known_brokers(harness: Harn
         )
         or 0
     ) >= 1
+
+
+# --- /metrics exposure -------------------------------------------------------------------
+
+
+async def test_metrics_with_a_token_need_the_token(sqlite_url: str) -> None:
+    token = "metrics-" + uuid.uuid4().hex
+    settings = settings_for_tests(sqlite_url, metrics_exposure="token", metrics_token=token)
+    async with running_app(settings) as harness:
+        anonymous = await harness.client.get("/metrics")
+        assert anonymous.status_code == 401
+        assert anonymous.json()["code"] == "unauthorized"
+        user_token = await harness.client.get("/metrics", headers=harness.auth(new_user()))
+        assert user_token.status_code == 401  # a user's JWT is not the metrics token
+        wrong = await harness.client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        scraped = await harness.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200
+        assert "brokerage_http_requests_total" in scraped.text
+
+
+def test_the_token_mode_refuses_to_start_without_a_token() -> None:
+    with pytest.raises(ValidationError):
+        Settings(metrics_exposure="token")
+
+
+async def test_metrics_on_their_own_port_are_not_on_the_api_port(sqlite_url: str) -> None:
+    settings = settings_for_tests(sqlite_url, metrics_exposure="port", metrics_port=free_port())
+    async with running_app(settings) as harness:
+        on_api = await harness.client.get("/metrics")
+        assert on_api.status_code == 404
+        async with httpx.AsyncClient() as client:
+            scraped = await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+        assert scraped.status_code == 200
+        assert "brokerage_http_requests_total" in scraped.text
+    with pytest.raises(httpx.ConnectError):  # the listener stops with the app
+        async with httpx.AsyncClient() as client:
+            await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")

@@ -140,9 +140,13 @@ async def _retry_until_answered(
 
 
 async def crash_mid_order(
-    repo: Path, postgres_admin_url: str, within: float = 300.0
+    repo: Path, postgres_admin_url: str, within: float = 300.0, *, broker_stream: bool = True
 ) -> CrashFigures:
-    """Place an order, kill the gateway while the broker holds its answer, restart, retry."""
+    """Place an order, kill the gateway while the broker holds its answer, restart, retry.
+
+    ``broker_stream`` False points the gateway's Alpaca order stream at a closed port, so
+    only reconciliation (no streamed ``new`` update) can learn about the order.
+    """
     fake = FakeAlpaca()
     account = fake.add_account()
     secret = "crash-" + uuid.uuid4().hex
@@ -151,7 +155,10 @@ async def crash_mid_order(
     with tempfile.TemporaryDirectory(prefix="crash-") as tmp:
         workdir = Path(tmp)
         async with serve_asgi(fake.app) as broker_url, fresh_database(postgres_admin_url) as db:
-            gateway = Gateway(repo, _env(repo, db, broker_url, secret), free_port(), workdir)
+            env = _env(repo, db, broker_url, secret)
+            if not broker_stream:
+                env["BROKERAGE_ALPACA_STREAM_URL"] = f"ws://127.0.0.1:{free_port()}/stream"
+            gateway = Gateway(repo, env, free_port(), workdir)
             try:
                 await gateway.start()
                 async with httpx.AsyncClient(
@@ -207,17 +214,33 @@ def main() -> None:  # pragma: no cover - run through scripts/bench/crash_recove
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[2])
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--within", type=float, default=300.0, help="give up after (s)")
+    parser.add_argument(
+        "--no-broker-stream",
+        action="store_true",
+        help="the broker's order stream unreachable: only reconciliation sees the order",
+    )
     args = parser.parse_args()
 
     async def run() -> None:
         async with postgres_server() as admin_url:
             for n in range(args.runs):
-                figures = await crash_mid_order(args.repo.resolve(), admin_url)
+                try:
+                    figures = await crash_mid_order(
+                        args.repo.resolve(),
+                        admin_url,
+                        args.within,
+                        broker_stream=not args.no_broker_stream,
+                    )
+                except TimeoutError as exc:
+                    print(f"run {n + 1} ({args.repo}): {exc}", flush=True)  # noqa: T201
+                    continue
                 print(  # noqa: T201
                     f"run {n + 1} ({args.repo}): kill -> definitive answer "
                     f"{figures.answer_seconds:.2f} s (restart {figures.restart_seconds:.2f} s, "
                     f"HTTP {figures.status} {figures.body.get('status', figures.body.get('code'))}"
-                    f", {figures.retries} retries, {figures.orders_at_broker} order at broker)"
+                    f", {figures.retries} retries, {figures.orders_at_broker} order at broker)",
+                    flush=True,
                 )
 
     asyncio.run(run())
