@@ -36,6 +36,7 @@ from app.api.middleware import (
     RequestContextMiddleware,
     WebSocketOriginMiddleware,
 )
+from app.api.openapi import install_openapi
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
 from app.brokers.http import HttpPool, timeouts_from
@@ -283,6 +284,7 @@ def create_app(
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -165,13 +165,21 @@ class BodySizeLimitMiddleware:
                 return
             chunks.append(body)
             more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        if body and b"\x00" in body[:4] and _is_json(scope):
+            # JSON is exchanged in UTF-8 (RFC 8259 section 8.1); Python's parser would also
+            # guess UTF-16/32 from the NUL bytes of the first characters.
+            await problem_response(
+                errors.MalformedJson("JSON request bodies must be encoded in UTF-8")
+            )(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
@@ -205,6 +213,11 @@ class WebSocketOriginMiddleware:
                 await send({"type": "websocket.close", "code": 1008, "reason": ""})
                 return
         await self.app(scope, receive, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -153,3 +153,122 @@ async def test_metrics_on_their_own_port_are_not_on_the_api_port(sqlite_url: str
     with pytest.raises(httpx.ConnectError):  # the listener stops with the app
         async with httpx.AsyncClient() as client:
             await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+
+
+# --- the OpenAPI document and the server agree --------------------------------------------
+
+
+def test_the_idempotency_key_is_documented_as_required(harness: Harness) -> None:
+    spec = harness.app.openapi()
+    seen = 0
+    for path in spec["paths"].values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "Idempotency-Key":
+                    seen += 1
+                    assert parameter["required"] is True, operation["operationId"]
+                    assert parameter["schema"]["type"] == "string"
+    assert seen >= 2  # place_order and place_routed_order at least
+
+
+async def test_a_missing_idempotency_key_is_still_a_400(harness: Harness) -> None:
+    user = new_user("probe")
+    _connection, account_id = await harness.paper_account(user)
+    response = await harness.client.post(
+        f"/v1/accounts/{account_id}/orders",
+        json={"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"},
+        headers=harness.auth(user),
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "idempotency_key_required"
+
+
+def test_quotes_document_their_409(harness: Harness) -> None:
+    assert "409" in harness.app.openapi()["paths"]["/v1/quotes"]["get"]["responses"]
+
+
+@pytest.mark.parametrize("path", ["/v1/accounts", "/v1/connections", "/v1/accounts/{acc}/orders"])
+async def test_an_empty_cursor_is_the_first_page(harness: Harness, path: str) -> None:
+    user = new_user("probe")
+    _connection, account_id = await harness.paper_account(user)
+    url = path.replace("{acc}", account_id)
+    first = await harness.client.get(url, headers=harness.auth(user))
+    empty = await harness.client.get(url + "?cursor=", headers=harness.auth(user))
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == first.json()
+
+
+async def test_the_events_cursor_is_documented_as_the_server_reads_it(harness: Harness) -> None:
+    parameters = harness.app.openapi()["paths"]["/v1/events"]["get"]["parameters"]
+    after = next(p for p in parameters if p["name"] == "after")
+    assert after["schema"]["pattern"] == "^[0-9]{1,19}$"
+    user = new_user("probe")
+    over_long = await harness.client.get(
+        "/v1/events", params={"after": "9" * 25}, headers=harness.auth(user)
+    )
+    assert over_long.status_code == 400
+    assert over_long.json()["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "2026-11-23", "2026-11-23T14:30:00"])
+async def test_a_date_time_parameter_takes_rfc_3339_only(harness: Harness, value: str) -> None:
+    user = new_user("probe")
+    _connection, account_id = await harness.paper_account(user)
+    response = await harness.client.get(
+        f"/v1/accounts/{account_id}/transactions",
+        params={"start": value},
+        headers=harness.auth(user),
+    )
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("0001-01-01T00:00:00+01:00", None),
+        ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59-05:00"),
+        ("2026-11-23 14:30:00.123+02:00", None),
+    ],
+)
+async def test_every_rfc_3339_date_time_is_accepted(
+    harness: Harness, start: str, end: str | None
+) -> None:
+    user = new_user("probe")
+    _connection, account_id = await harness.paper_account(user)
+    params = {"start": start} | ({"end": end} if end else {})
+    response = await harness.client.get(
+        f"/v1/accounts/{account_id}/transactions", params=params, headers=harness.auth(user)
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/v1/orders/ord_x", "DELETE, GET, PATCH"),
+        ("POST", "/v1/accounts", "GET"),
+        ("DELETE", "/v1/accounts/acc_x/orders", "GET, POST"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+async def test_a_405_lists_every_method_of_the_path(
+    harness: Harness, method: str, path: str, allowed: str
+) -> None:
+    response = await harness.client.request(method, path, headers=harness.auth(new_user()))
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+async def test_a_json_body_not_in_utf_8_is_refused(harness: Harness, encoding: str) -> None:
+    user = new_user("probe")
+    body = '{"broker": "paper"}'.encode(encoding)
+    response = await harness.client.post(
+        "/v1/connections",
+        content=body,
+        headers=harness.auth(user, **{"Content-Type": "application/json"}),
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "malformed_json"
+    listed = await harness.client.get("/v1/connections", headers=harness.auth(user))
+    assert listed.json()["items"] == []
