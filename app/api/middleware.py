@@ -3,10 +3,13 @@ WebSocket origin check."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+from urllib.parse import parse_qsl
 
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
@@ -51,14 +54,16 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception:
+        except Exception as exc:
             # Answered here, not by Starlette's outermost handler, so the 500 carries the
             # request id and is logged with it. After the response started, nothing can be
             # sent: the error propagates and the server closes the connection.
             if response_started["value"]:
                 raise
-            log.exception("unhandled error")
-            problem = errors.AppError("an unexpected error occurred")
+            problem = database_refusal(exc)
+            if problem is None:
+                log.exception("unhandled error")
+                problem = errors.AppError("an unexpected error occurred")
             response = problem_response(problem)
             await response(scope, receive, send_wrapper)
         finally:
@@ -70,12 +75,61 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class BodySizeLimitMiddleware:
-    """Refuse bodies over the limit with 413 problem+json before the app parses them."""
+# Postgres refuses text it cannot store: a NUL character (22021, "invalid byte sequence
+# for encoding UTF8: 0x00") or one the encoding lacks (22P05). That is the client's input,
+# not a server fault: 422, like SQLite (which stores it and finds nothing) in effect.
+_TEXT_REFUSED = frozenset({"22021", "22P05"})
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+def database_refusal(exc: BaseException) -> errors.AppError | None:
+    """The client-facing error for a database refusal caused by the request's text."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in _TEXT_REFUSED:
+        return errors.ValidationFailed("text values may not contain NUL characters")
+    return None
+
+
+class NulByteMiddleware:
+    """A NUL in the path or the query string is refused before any route sees it.
+
+    No id, slug or parameter value of this API contains one; Postgres cannot even compare
+    against such text (it raises instead of finding nothing). A path with a NUL names no
+    resource (404); a query parameter with one is invalid (422).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem: errors.AppError | None = None
+            if "\x00" in scope["path"]:
+                problem = errors.NotFound("no such resource")
+            else:
+                query = scope.get("query_string", b"").decode("latin-1")
+                if "%00" in query or "\x00" in query:
+                    pairs = parse_qsl(query, keep_blank_values=True)
+                    if any("\x00" in k or "\x00" in v for k, v in pairs):
+                        problem = errors.ValidationFailed(
+                            "query parameters may not contain NUL characters"
+                        )
+            if problem is not None:
+                await problem_response(problem)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over the limit with 413 problem+json before the app parses them, and
+    bodies that stop arriving with 408."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -89,7 +143,19 @@ class BodySizeLimitMiddleware:
         size = 0
         more = True
         while more:
-            message = await receive()
+            try:
+                # A client that stops sending its body holds the connection and a task:
+                # each read gets ``read_timeout`` (http_body_timeout_seconds).
+                async with asyncio.timeout(self.read_timeout):
+                    message = await receive()
+            except TimeoutError:
+                await problem_response(
+                    errors.RequestTimeout(
+                        f"no part of the request body arrived for {self.read_timeout:g} s",
+                        headers={"Connection": "close"},
+                    )
+                )(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             body = message.get("body", b"")
@@ -99,13 +165,21 @@ class BodySizeLimitMiddleware:
                 return
             chunks.append(body)
             more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        if body and b"\x00" in body[:4] and _is_json(scope):
+            # JSON is exchanged in UTF-8 (RFC 8259 section 8.1); Python's parser would also
+            # guess UTF-16/32 from the NUL bytes of the first characters.
+            await problem_response(
+                errors.MalformedJson("JSON request bodies must be encoded in UTF-8")
+            )(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
@@ -139,6 +213,11 @@ class WebSocketOriginMiddleware:
                 await send({"type": "websocket.close", "code": 1008, "reason": ""})
                 return
         await self.app(scope, receive, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -328,6 +328,10 @@ class StreamSession:
         except ValueError:
             await self._reject(ErrorCode.malformed_json, "the message is not valid JSON")
             return
+        except RecursionError:
+            # Thousands of nested brackets fit in a frame; the parser gives up on them.
+            await self._reject(ErrorCode.malformed_json, "the message is nested too deeply")
+            return
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             await self._reject(
                 ErrorCode.malformed_json, 'a message is a JSON object with a string "type"'

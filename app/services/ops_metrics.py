@@ -10,8 +10,10 @@ seen it (the environment keeps no "since"); it restarts at zero with the process
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from app.brokers.base import OrderStatus
@@ -31,6 +33,8 @@ from app.services.kill_switches import KillSwitches
 log = logging.getLogger(__name__)
 
 SAMPLE_TIMEOUT = 5.0
+# With metrics on their own port (BROKERAGE_METRICS_EXPOSURE=port): how often to sample.
+SAMPLE_INTERVAL_SECONDS = 15.0
 UNRESOLVED = (OrderStatus.unknown.value, OrderStatus.pending_submit.value)
 # Always reported (0 when none) for every broker that has a connection, so a rise from
 # nothing is a rise and not a series appearing.
@@ -69,6 +73,16 @@ class OpsGauges:
                 CONNECTIONS.labels(broker=broker, status=status).set(0)
         for broker, status, count in connections:
             CONNECTIONS.labels(broker=broker, status=status).set(count)
+
+    async def run(
+        self, interval: float, stop: asyncio.Event, clock: Callable[[], datetime]
+    ) -> None:
+        """Sample every ``interval`` seconds until ``stop``: for metrics served on their own
+        port (a thread that only renders the registry and cannot sample the database)."""
+        while not stop.is_set():
+            await self.refresh(clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
 
     async def _read(
         self,
