@@ -172,6 +172,12 @@ class PayloadTooLarge(AppError):
     title = "The request body is too large"
 
 
+class RequestTimeout(AppError):
+    status = 408
+    code = "request_timeout"
+    title = "The request body did not arrive in time"
+
+
 class UnsupportedMediaType(AppError):
     status = 415
     code = "unsupported_media_type"

@@ -243,6 +243,7 @@ class IdempotencyKey(Base):
         UniqueConstraint("user_id", "key"),
         CheckConstraint(_in("state", ("in_flight", "completed")), name="state"),
         Index(None, "expires_at"),
+        Index(None, "state", "owner"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -258,6 +259,10 @@ class IdempotencyKey(Base):
     locked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The process that claimed the key (``app.db.session.session_owner``); null for claims
+    # made before owners were recorded. Reconciliation settles the in-flight keys of an
+    # owner that is gone (app/services/reconciliation.py, ``settle_orphaned_keys``).
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 # --- The paper broker's own books. It is a broker: it knows paper accounts, not users. ---

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 
 from app.brokers import errors
 from app.brokers.base import OrderStatus, OrderUpdate
@@ -159,11 +160,17 @@ async def test_heartbeats_carry_a_token_and_are_answered() -> None:
         assert stream.silences == 0  # the answers count as life
 
 
+def _stream_metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name, {"broker": "tastytrade"}) or 0.0
+
+
 async def test_a_dropped_stream_reconnects_and_catches_up() -> None:
     async with running_fake() as run:
         adapter = run.adapter()
         stream = open_stream(run, adapter)
         updates = stream.updates()
+        connects = _stream_metric("brokerage_upstream_stream_connects_total")
+        interruptions = _stream_metric("brokerage_upstream_stream_interruptions_total")
         try:
             placed = await adapter.place_order(run.account.number, market("bg-gap"))
             await until(updates, placed.broker_order_id, OrderStatus.accepted)
@@ -173,6 +180,11 @@ async def test_a_dropped_stream_reconnects_and_catches_up() -> None:
             assert filled.fills == ()  # it came from the REST catch-up, not the stream
             assert stream.connects == 2
             assert [m["action"] for m in run.fake.stream_messages].count("connect") == 2
+            # The operators see it: two connections, one interruption between them.
+            assert _stream_metric("brokerage_upstream_stream_connects_total") == connects + 2
+            assert (
+                _stream_metric("brokerage_upstream_stream_interruptions_total") == interruptions + 1
+            )
         finally:
             await updates.aclose()
 
