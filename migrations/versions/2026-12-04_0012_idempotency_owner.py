@@ -19,7 +19,7 @@ from alembic import op
 revision: str = "0012"
 # Branched from 0008; main has 0011 since (0009/0010 are other branches'): point this at
 # the newest revision when merging.
-down_revision: str | None = "0008"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
