@@ -780,7 +780,13 @@ def classify(response: httpx.Response, method: str) -> errors.BrokerError | None
         return errors.OrderNotFound(message, broker=SLUG)
     if status in (400, 422):
         if method in ("PATCH", "DELETE") and (
-            "cancelable" in text or "replaceable" in text or "already in" in text or "state" in text
+            "cancelable" in text
+            or "replaceable" in text
+            or "already in" in text
+            or "state" in text
+            # "cannot cancel individual legs of a mleg order" (and "replace"): alpaca-py
+            # examples/options/options-trading-mleg.ipynb
+            or "individual legs" in text
         ):
             return errors.OrderNotModifiable(message, broker=SLUG)
         if "asset" in text and ("not found" in text or "could not find" in text):
