@@ -87,7 +87,8 @@ async def test_the_chain_joins_contracts_and_snapshots() -> None:
         model = run.fake.options.quote(middle.contract, datetime.now(UTC))
         assert (middle.bid, middle.ask) == (model.bid, model.ask)
         assert middle.last == model.last
-        assert middle.greeks is not None and middle.greeks.delta is not None
+        assert middle.greeks is not None
+        assert middle.greeks.delta is not None
         assert middle.greeks == model.greeks  # Alpaca's numbers, read as exact decimals
         assert middle.contract.multiplier == 100
         assert isinstance(middle.open_interest, int)
@@ -136,11 +137,13 @@ async def test_a_single_leg_option_round_trip() -> None:
         assert filled.avg_fill_price == model.ask
         [position] = await adapter.get_positions(run.account.id)
         assert position.asset_class is AssetClass.option
-        assert position.contract is not None and position.contract.symbol == call.symbol
+        assert position.contract is not None
+        assert position.contract.symbol == call.symbol
         assert position.quantity == Decimal(2)
         assert position.market_value == position.current_price * 2 * 100
         one = await adapter.get_position(run.account.id, call.occ_padded)
-        assert one is not None and one.quantity == Decimal(2)
+        assert one is not None
+        assert one.quantity == Decimal(2)
         balances = await adapter.get_balances(run.account.id)
         assert balances.cash == Decimal(100000) - model.ask * 2 * 100
         [fill, _deposit] = await adapter.get_transactions(run.account.id, None, None, None)
@@ -225,7 +228,8 @@ async def test_an_iron_condor_is_placed_filled_with_four_legs_and_four_positions
             ),
             Decimal(0),
         )
-        assert net < 0 and filled.avg_fill_price == -net  # a credit, reported unsigned
+        assert net < 0
+        assert filled.avg_fill_price == -net
 
         positions = {p.symbol: p for p in await adapter.get_positions(run.account.id)}
         assert set(positions) == {leg.symbol for leg in legs}
@@ -239,7 +243,8 @@ async def test_an_iron_condor_is_placed_filled_with_four_legs_and_four_positions
 
         # The same order is found by our client order id, with its legs.
         found = await adapter.find_order_by_client_id(run.account.id, "bg-ic-1")
-        assert found is not None and len(found.legs) == 4
+        assert found is not None
+        assert len(found.legs) == 4
         [listed] = await adapter.list_orders(run.account.id, "closed", 10)
         assert listed.legs == filled.legs
 
