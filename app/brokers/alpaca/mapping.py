@@ -604,13 +604,13 @@ def transaction_from_activity(body: object) -> Transaction | None:
     occurred = body.get("date") or body.get("created_at")
     if isinstance(occurred, str) and len(occurred) == 10:
         occurred += "T00:00:00Z"  # NTA ``date`` is a calendar date in the spec examples
-    symbol = body.get("symbol")
+    other_symbol = body.get("symbol")
     return Transaction(
         transaction_id=activity_id,
         type=kind,
         occurred_at=ts(occurred, "date"),
         amount=dec(body.get("net_amount"), "net_amount"),
-        symbol=symbol if isinstance(symbol, str) and symbol else None,
+        symbol=other_symbol if isinstance(other_symbol, str) and other_symbol else None,
         quantity=opt_dec(body.get("qty"), "qty"),
         description=str(body.get("description") or activity_type),
     )
