@@ -273,8 +273,9 @@ class AlpacaAdapter(PooledAdapter):
 
     async def _require_underlying(self, underlying: str) -> None:
         """An empty answer is an unknown underlying only if Alpaca does not list it."""
+        path = f"/v2/assets/{quote(mapping.to_alpaca_symbol(underlying), safe='')}"
         try:
-            await self._trading.request("GET", f"/v2/assets/{quote(underlying, safe='')}")
+            await self._trading.request("GET", path)
         except (errors.OrderNotFound, errors.UnknownSymbol) as exc:
             raise errors.UnknownSymbol(f"Alpaca does not list {underlying}", broker=SLUG) from exc
 
@@ -363,6 +364,8 @@ class AlpacaAdapter(PooledAdapter):
         if current.legs:
             body = self._mleg_changes(current, changes)
         else:
+            if is_option_symbol(current.symbol):
+                self._check_option_changes(changes)
             body = mapping.changes_to_wire(changes)
             if "limit_price" not in body and current.limit_price is not None:
                 body["limit_price"] = str(current.limit_price)
@@ -374,6 +377,21 @@ class AlpacaAdapter(PooledAdapter):
         )
         # The answer is the NEW order (new id, ``replaces`` = the old id).
         return mapping.order_from_wire(_loads(response))
+
+    @staticmethod
+    def _check_option_changes(changes: OrderChanges) -> None:
+        """An option order stays whole contracts, day or gtc, without a stop (mapping)."""
+        quantity = changes.quantity
+        if quantity is not None and quantity != quantity.to_integral_value():
+            raise errors.UnsupportedOrder(
+                f"an option order's quantity is whole contracts (got {quantity})", broker=SLUG
+            )
+        if changes.time_in_force not in (None, *mapping.OPTION_TIME_IN_FORCE):
+            raise errors.UnsupportedOrder(
+                "Alpaca takes option orders with time in force day or gtc only", broker=SLUG
+            )
+        if changes.stop_price is not None:
+            raise errors.UnsupportedOrder("option orders take no stop price", broker=SLUG)
 
     @staticmethod
     def _mleg_changes(current: BrokerOrder, changes: OrderChanges) -> dict[str, Any]:

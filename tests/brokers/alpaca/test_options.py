@@ -334,3 +334,27 @@ async def test_a_market_debit_spread_fills_at_the_natural_price() -> None:
 
 def contract_of(symbol: str) -> OptionContract:
     return OptionContract.parse(symbol)
+
+
+async def test_a_single_option_order_is_replaced_within_its_terms() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        put = contract(run.fake, OptionRight.put, -6)
+        resting = single("bg-o-r", put.symbol, order_type=OrderType.limit, limit_price="0.01")
+        placed = await adapter.place_order(run.account.id, resting)
+        assert await run.fake.match() == 0
+        replaced = await adapter.modify_order(
+            run.account.id, placed.broker_order_id, OrderChanges(limit_price=Decimal("0.02"))
+        )
+        assert (replaced.symbol, replaced.limit_price) == (put.symbol, Decimal("0.02"))
+        assert replaced.position_effect is PositionEffect.open
+        before = len(run.fake.requests)
+        for changes in (
+            OrderChanges(quantity=Decimal("1.5")),
+            OrderChanges(time_in_force=TimeInForce.ioc),
+            OrderChanges(stop_price=Decimal(1)),
+        ):
+            with pytest.raises(errors.UnsupportedOrder):
+                await adapter.modify_order(run.account.id, replaced.broker_order_id, changes)
+        # Only the reads of the current order went out, never a replace.
+        assert {m for m, _ in run.fake.requests[before:]} == {"GET"}
