@@ -253,6 +253,9 @@ class FakeAccount:
     account_number: str = field(default_factory=lambda: "PA" + uuid.uuid4().hex[:10].upper())
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     revoked: bool = False
+    # Level 3 trades multi-leg options (account fields ``options_approved_level`` /
+    # ``options_trading_level``; https://docs.alpaca.markets/docs/options-level-3-trading).
+    options_level: int = 3
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     legs: dict[str, FakeOrder] = field(default_factory=dict)  # mleg child orders by id
     positions: dict[str, FakePosition] = field(default_factory=dict)
@@ -509,9 +512,9 @@ class FakeAlpaca:
                 "maintenance_margin": "0",
                 "multiplier": "1",
                 "non_marginable_buying_power": money(buying_power),
-                "options_approved_level": 0,
+                "options_approved_level": account.options_level,
                 "options_buying_power": money(buying_power),
-                "options_trading_level": 0,
+                "options_trading_level": account.options_level,
                 "pattern_day_trader": False,
                 "pending_reg_taf_fees": "0",
                 "portfolio_value": money(equity),
