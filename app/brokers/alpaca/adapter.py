@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -58,6 +59,7 @@ from app.brokers.base import (
     Capabilities,
     OptionCapabilities,
     OptionChainQuery,
+    OptionContract,
     OptionExpiration,
     OptionQuote,
     OrderChanges,
@@ -186,7 +188,8 @@ class AlpacaAdapter(PooledAdapter):
         if not isinstance(body, list):
             raise mapping.unknown("positions payload", type(body).__name__)
         now = self._now()
-        return [mapping.position_from_wire(item, now) for item in body]
+        positions = [mapping.position_from_wire(item, now) for item in body]
+        return list(await asyncio.gather(*(self._with_terms(p) for p in positions)))
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
         path = f"/v2/positions/{quote(mapping.wire_symbol(symbol), safe='')}"
@@ -194,7 +197,30 @@ class AlpacaAdapter(PooledAdapter):
             body = _loads(await self._trading.request("GET", path))
         except (errors.OrderNotFound, errors.UnknownSymbol):
             return None  # 404 {"code": 40410000, "message": "position does not exist"}
-        return mapping.position_from_wire(body, self._now())
+        return await self._with_terms(mapping.position_from_wire(body, self._now()))
+
+    async def _with_terms(self, position: Position) -> Position:
+        """An option position with its contract's own terms (underlying, multiplier, style:
+        the position carries none of them) from ``GET /v2/options/contracts/{symbol}``,
+        remembered for ``ASSET_TTL``. A contract Alpaca no longer lists (expired today)
+        keeps the terms its OCC symbol gives (a standard 100 multiplier)."""
+        if position.contract is None:
+            return position
+        symbol = position.contract.symbol
+        memo_key = ("alpaca-contract", self._settings.alpaca_trading_url, symbol)
+        terms = self._pool.recall(memo_key)
+        if not isinstance(terms, OptionContract):
+            try:
+                body = _loads(
+                    await self._trading.request(
+                        "GET", f"/v2/options/contracts/{quote(symbol, safe='')}"
+                    )
+                )
+            except (errors.OrderNotFound, errors.UnknownSymbol):
+                return position
+            terms = chain.contract_from_wire(body).contract
+            self._pool.remember(memo_key, terms, ASSET_TTL)
+        return replace(position, contract=terms)
 
     async def check_symbol(self, symbol: str) -> None:
         """``GET /v2/assets/{symbol}``: 404 or an inactive/untradable asset is refused.

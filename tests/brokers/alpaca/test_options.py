@@ -141,9 +141,12 @@ async def test_a_single_leg_option_round_trip() -> None:
         assert position.contract.symbol == call.symbol
         assert position.quantity == Decimal(2)
         assert position.market_value == position.current_price * 2 * 100
+        assert position.contract == call  # its terms, read from the contract endpoint
         one = await adapter.get_position(run.account.id, call.occ_padded)
         assert one is not None
-        assert one.quantity == Decimal(2)
+        assert (one.quantity, one.contract) == (Decimal(2), call)
+        lookups = [r for r in run.fake.requests if r[1] == f"/v2/options/contracts/{call.symbol}"]
+        assert len(lookups) == 2  # check_symbol, then the first position read: remembered
         balances = await adapter.get_balances(run.account.id)
         assert balances.cash == Decimal(100000) - model.ask * 2 * 100
         [fill, _deposit] = await adapter.get_transactions(run.account.id, None, None, None)
