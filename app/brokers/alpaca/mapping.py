@@ -188,7 +188,7 @@ def signed_limit_price(price: Decimal, effect: PriceEffect) -> Decimal:
         raise errors.UnsupportedOrder(
             f"a {effect.value} of 0 is an even order: send price_effect even", broker=SLUG
         )
-    return price if effect is PriceEffect.debit else -price
+    return price if effect is PriceEffect.debit else price.copy_negate()  # exact, no rounding
 
 
 def unsigned_limit_price(signed: Decimal) -> tuple[Decimal, PriceEffect]:
@@ -196,7 +196,7 @@ def unsigned_limit_price(signed: Decimal) -> tuple[Decimal, PriceEffect]:
     if signed > 0:
         return signed, PriceEffect.debit
     if signed < 0:
-        return -signed, PriceEffect.credit
+        return signed.copy_negate(), PriceEffect.credit
     return Decimal(0), PriceEffect.even
 
 
