@@ -26,7 +26,8 @@ Quirks, with their doc pages:
   ``nested``: "roll up multi-leg orders under the legs field"), so every order read asks for
   it. The whole mleg order can be replaced (``PATCH`` with ``qty``/``limit_price``) and
   canceled; its legs cannot on their own ("cannot cancel individual legs of a mleg order",
-  alpaca-py examples/options/options-trading-mleg.ipynb). No expirations endpoint: they
+  https://github.com/alpacahq/alpaca-py/blob/master/examples/options/options-trading-mleg.ipynb).
+  No expirations endpoint: they
   are derived from ``GET /v2/options/contracts``. No preview endpoint: the service
   estimates (``preview`` emulated).
 * API keys cannot be revoked through the API: the Trading API has no key-management
@@ -75,7 +76,7 @@ from app.brokers.base import (
     Transaction,
     is_option_symbol,
 )
-from app.brokers.http import HttpPool
+from app.brokers.http import BrokerClient, HttpPool
 from app.brokers.pooled_adapter import PooledAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
@@ -265,7 +266,7 @@ class AlpacaAdapter(PooledAdapter):
     # --- options discovery -----------------------------------------------------------
 
     async def _paged(
-        self, client: Any, path: str, params: dict[str, str], key: str, size: int
+        self, client: BrokerClient, path: str, params: dict[str, str], key: str, size: int
     ) -> list[Any]:
         """Every item of a paged answer, following ``next_page_token`` up to
         ``MAX_CHAIN_PAGES`` pages (a chain larger than that is cut, never looped on)."""

@@ -677,9 +677,9 @@ TRADE_EVENTS = frozenset(
 def update_from_event(data: object, account_ref: str) -> OrderUpdate | None:
     """One ``trade_updates`` ``data`` object into an OrderUpdate.
 
-    An mleg order's events carry the parent order with its ``legs[]`` (alpaca-py #557: the
-    parent's ``position_intent`` is ""); a fill becomes one ``Fill`` per leg
-    (``leg_fills``). An event about a leg child order alone is None: it names no parent.
+    An mleg order's events carry the parent order with its ``legs[]`` (the parent's
+    ``position_intent`` is "", https://github.com/alpacahq/alpaca-py/pull/557);
+    a fill becomes one ``Fill`` per leg (``leg_fills``). An event about a leg child order alone is None: it names no parent.
     """
     if not isinstance(data, dict):
         raise unknown("trade update", type(data).__name__)
@@ -784,8 +784,8 @@ def classify(response: httpx.Response, method: str) -> errors.BrokerError | None
             or "replaceable" in text
             or "already in" in text
             or "state" in text
-            # "cannot cancel individual legs of a mleg order" (and "replace"): alpaca-py
-            # examples/options/options-trading-mleg.ipynb
+            # "cannot cancel individual legs of a mleg order" (and "replace"):
+            # https://github.com/alpacahq/alpaca-py/blob/master/examples/options/options-trading-mleg.ipynb
             or "individual legs" in text
         ):
             return errors.OrderNotModifiable(message, broker=SLUG)

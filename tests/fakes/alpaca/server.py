@@ -796,7 +796,7 @@ class FakeAlpaca:
     def _intent(self, body: dict[str, Any]) -> tuple[str, str | None] | Response:
         """``side`` and ``position_intent``: either is enough, both must agree (alpaca-py:
         "at least one of side or position_intent must be provided"; the server's answer to a
-        bad intent: "invalid position_intent specified", alpaca-trade-api-go#289)."""
+        bad intent: "invalid position_intent specified", https://github.com/alpacahq/alpaca-trade-api-go/issues/289)."""
         side, intent = body.get("side"), body.get("position_intent")
         if intent is not None and intent not in INTENTS:
             return error(422, 40010001, "invalid position_intent specified")
@@ -1009,7 +1009,8 @@ class FakeAlpaca:
         leg = account.legs.get(order_id)
         if leg is not None:
             # A leg is readable on its own but never canceled or replaced alone
-            # (alpaca-py examples/options/options-trading-mleg.ipynb, the server's answers).
+            # (the server's answers in
+            # https://github.com/alpacahq/alpaca-py/blob/master/examples/options/options-trading-mleg.ipynb).
             if request.method == "GET":
                 return JSONResponse(leg.wire())
             verb = "cancel" if request.method == "DELETE" else "replace"
@@ -1285,9 +1286,10 @@ class FakeAlpaca:
             Decimal("0.01")
         )
         order.status, order.filled_at, order.updated_at = "filled", now, now
-        # One event for the parent with its legs (Broker API trade events carry ``legs[]``,
-        # https://docs.alpaca.markets/changelog; alpaca-py#557 shows mleg orders on
-        # trade_updates); ``qty`` is strategy units, ``price`` the signed net price.
+        # One event for the parent with its legs: Broker API trade events carry ``legs[]``
+        # (https://docs.alpaca.markets/changelog) and mleg orders ride trade_updates
+        # (https://github.com/alpacahq/alpaca-py/pull/557). ``qty`` is strategy units,
+        # ``price`` the signed net price (its sign on the wire is unconfirmed).
         self._broadcast(account, "fill", order, price=str(natural), qty=str(units))
         return 1
 
