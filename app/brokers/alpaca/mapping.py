@@ -679,7 +679,8 @@ def update_from_event(data: object, account_ref: str) -> OrderUpdate | None:
 
     An mleg order's events carry the parent order with its ``legs[]`` (the parent's
     ``position_intent`` is "", https://github.com/alpacahq/alpaca-py/pull/557);
-    a fill becomes one ``Fill`` per leg (``leg_fills``). An event about a leg child order alone is None: it names no parent.
+    a fill becomes one ``Fill`` per leg (``leg_fills``). An event about a leg child order
+    alone is None: it names no parent.
     """
     if not isinstance(data, dict):
         raise unknown("trade update", type(data).__name__)
