@@ -34,9 +34,7 @@ async def main() -> None:
         placed = await adapter.place_order(run.account.id, order)
         sent = run.fake.accounts[run.account.key_id].orders[placed.broker_order_id]
         show(f"placed {placed.broker_order_id} {placed.status.value}: 2 x iron condor on")
-        show(
-            f"  {placed.symbol}, credit {placed.limit_price} (sent as limit_price {sent.limit_price})"
-        )
+        show(f"  {placed.symbol}, credit {placed.limit_price} (wire: {sent.limit_price})")
         await run.fake.match()
         filled = await adapter.get_order(run.account.id, placed.broker_order_id)
         show(
