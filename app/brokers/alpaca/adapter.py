@@ -121,6 +121,7 @@ ASSET_TTL = 3600.0  # seconds a tradable asset lookup is trusted
 CONTRACTS_PAGE = 10000  # GET /v2/options/contracts ``limit`` maximum (spec)
 SNAPSHOTS_PAGE = 1000  # GET /v1beta1/options/snapshots ``limit`` maximum (data spec)
 MAX_CHAIN_PAGES = 10  # pages followed for one chain or expiration list (bounded paging)
+OPTION_QUOTES_BATCH = 100  # /v1beta1/options/quotes/latest: "a limit of 100" symbols
 NESTED = {"nested": "true"}  # mleg orders with their legs (spec parameter ``nested``)
 
 
@@ -517,12 +518,24 @@ class AlpacaAdapter(PooledAdapter):
         return result
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
-        if not symbols:
-            return {}
-        wire = ",".join(mapping.to_alpaca_symbol(s) for s in symbols)
+        """Latest quotes and trades: stocks from ``/v2/stocks/...``, option contracts from
+        ``/v1beta1/options/quotes/latest`` and ``/trades/latest`` (at most 100 symbols a
+        call, data spec parameter ``option_symbols``)."""
+        options = [s for s in symbols if is_option_symbol(s)]
+        stocks = [s for s in symbols if not is_option_symbol(s)]
+        batches = [("/v2/stocks", stocks)] if stocks else []
+        batches += [
+            ("/v1beta1/options", options[i : i + OPTION_QUOTES_BATCH])
+            for i in range(0, len(options), OPTION_QUOTES_BATCH)
+        ]
+        found = await asyncio.gather(*(self._latest(base, batch) for base, batch in batches))
+        return {symbol: q for part in found for symbol, q in part.items()}
+
+    async def _latest(self, base: str, symbols: list[str]) -> dict[str, Quote]:
+        wire = ",".join(mapping.wire_symbol(s) for s in symbols)
         quotes, trades = await asyncio.gather(
-            self._data.request("GET", "/v2/stocks/quotes/latest", params={"symbols": wire}),
-            self._data.request("GET", "/v2/stocks/trades/latest", params={"symbols": wire}),
+            self._data.request("GET", f"{base}/quotes/latest", params={"symbols": wire}),
+            self._data.request("GET", f"{base}/trades/latest", params={"symbols": wire}),
         )
         return mapping.quotes_from_wire(_loads(quotes), _loads(trades), symbols)
 

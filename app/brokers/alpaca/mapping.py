@@ -619,7 +619,8 @@ def transaction_from_activity(body: object) -> Transaction | None:
 def quotes_from_wire(
     quotes_body: object, trades_body: object, symbols: list[str]
 ) -> dict[str, Quote]:
-    """``/v2/stocks/quotes/latest`` and ``/v2/stocks/trades/latest`` into quotes.
+    """``/v2/stocks/quotes/latest`` and ``/v2/stocks/trades/latest`` (options:
+    ``/v1beta1/options/quotes/latest`` and ``/trades/latest``, the same shape) into quotes.
 
     https://docs.alpaca.markets/reference/stocklatestquotes: ``{"quotes": {"AAPL": {"ap",
     "bp", "t", ...}}}``; prices are JSON numbers (parsed as Decimal by the caller).
@@ -632,7 +633,7 @@ def quotes_from_wire(
         raise unknown("market data payload", "quotes")
     result: dict[str, Quote] = {}
     for symbol in symbols:
-        wire = to_alpaca_symbol(symbol)
+        wire = wire_symbol(symbol)
         quote = quotes.get(wire)
         if not isinstance(quote, dict):
             continue

@@ -211,6 +211,15 @@ async def test_option_reads_match_the_specs() -> None:
             flat = await http.get("/v2/orders?status=all")
             assert all(o["legs"] is None for o in flat.json())  # legs only when nested
 
+            for kind in ("quotes", "trades"):
+                latest = await http.get(
+                    f"/v1beta1/options/{kind}/latest", params={"symbols": call.symbol}
+                )
+                assert list(latest.json()[kind]) == [call.symbol]
+                schema = response_schema(
+                    f"/v1beta1/options/{kind}/latest", "get", document=DATA_SPEC
+                )
+                check(latest.json(), schema, DATA_SPEC)
             snapshots = await http.get(
                 "/v1beta1/options/snapshots/AAPL", params={"type": "put", "limit": "5"}
             )

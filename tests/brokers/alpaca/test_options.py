@@ -361,3 +361,17 @@ async def test_a_single_option_order_is_replaced_within_its_terms() -> None:
                 await adapter.modify_order(run.account.id, replaced.broker_order_id, changes)
         # Only the reads of the current order went out, never a replace.
         assert {m for m, _ in run.fake.requests[before:]} == {"GET"}
+
+
+async def test_quotes_of_option_contracts_come_from_the_options_endpoints() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        put = contract(run.fake, OptionRight.put, -1)
+        quotes = await adapter.get_quotes(["AAPL", put.occ_padded, "AAPL261218C99999000"])
+        assert set(quotes) == {"AAPL", put.occ_padded}  # asked for padded, answered as asked
+        model = run.fake.options.quote(put, datetime.now(UTC))
+        option = quotes[put.occ_padded]
+        assert (option.bid, option.ask, option.last) == (model.bid, model.ask, model.last)
+        assert ("GET", "/v1beta1/options/quotes/latest") in run.fake.requests
+        assert ("GET", "/v1beta1/options/trades/latest") in run.fake.requests
+        assert quotes["AAPL"].bid < quotes["AAPL"].ask

@@ -295,6 +295,8 @@ class FakeAlpaca:
                     self.option_contract,
                     methods=["GET"],
                 ),
+                Route("/v1beta1/options/quotes/latest", self.latest_option_quotes, methods=["GET"]),
+                Route("/v1beta1/options/trades/latest", self.latest_option_trades, methods=["GET"]),
                 Route(
                     "/v1beta1/options/snapshots/{underlying}",
                     self.option_snapshots,
@@ -1384,6 +1386,46 @@ class FakeAlpaca:
         if contract is None:
             return error(404, 40410000, f"option contract {wanted} not found")
         return JSONResponse(self._contract_wire(contract))
+
+    def _option_quotes(self, request: Request) -> list[Any]:
+        """The listed contracts among ``symbols`` (at most 100: data spec) and their quotes."""
+        now = self._now()
+        wanted = [s for s in request.query_params.get("symbols", "").split(",") if s][:100]
+        return [
+            self.options.quote(contract, now)
+            for contract in (self._listed(symbol) for symbol in wanted)
+            if contract is not None
+        ]
+
+    async def latest_option_quotes(self, request: Request) -> Response:
+        """``GET /v1beta1/options/quotes/latest`` (data spec ``option_latest_quotes_resp``)."""
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        quotes = {
+            q.contract.symbol: {
+                "ap": float(q.ask),
+                "as": 25,
+                "ax": "C",
+                "bp": float(q.bid),
+                "bs": 25,
+                "bx": "C",
+                "c": "A",
+                "t": iso(q.as_of),
+            }
+            for q in self._option_quotes(request)
+        }
+        return JSONResponse({"quotes": quotes})
+
+    async def latest_option_trades(self, request: Request) -> Response:
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        trades = {
+            q.contract.symbol: {"c": "I", "p": float(q.last), "s": 1, "t": iso(q.as_of), "x": "C"}
+            for q in self._option_quotes(request)
+        }
+        return JSONResponse({"trades": trades})
 
     async def option_snapshots(self, request: Request) -> Response:
         """``GET /v1beta1/options/snapshots/{underlying}`` (data spec ``OptionChain``):
