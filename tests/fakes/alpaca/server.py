@@ -1048,11 +1048,11 @@ class FakeAlpaca:
         client_order_id = str(body.get("client_order_id") or uuid.uuid4())
         if any(o.client_order_id == client_order_id for o in account.orders.values()):
             return error(422, 40010001, "client_order_id must be unique")
-        if (old.is_option or old.is_mleg) and (
-            tif not in OPTION_TIFS
-            or (qty is not None and (qty <= 0 or qty != qty.to_integral_value()))
-        ):
-            return error(422, 40010001, "qty must be a whole number for options orders")
+        if old.is_option or old.is_mleg:
+            if tif not in OPTION_TIFS:
+                return error(422, 42210000, "invalid time_in_force for options orders")
+            if qty is not None and (qty <= 0 or qty != qty.to_integral_value()):
+                return error(422, 40010001, "qty must be a whole number for options orders")
         now = self._now()
         new_qty = qty if qty is not None else old.qty
         legs = None
