@@ -14,6 +14,12 @@ gateway's database, must start instantly for ``scripts/fake-brokers``, and must 
 Alpaca's own semantics (replace makes a new order id, ``new``/``accepted`` statuses, 204 on
 cancel, a unique ``client_order_id``), which the paper engine rightly does not have.
 
+Options (contracts, chain snapshots, single-leg and ``mleg`` orders) list and price the
+paper option market (``app.paper.options_market.SeededOptionMarket``), so the fake's chain is
+the paper broker's. An mleg order is one parent whose ``legs[]`` are child orders (spec
+example ``MultilegOptionsOrderResponse``); it fills atomically, every leg at once, when the
+legs' natural net price reaches its signed limit (positive debit, negative credit).
+
 Matching happens when the test (or the fake-brokers ticker) calls ``match()``: nothing moves
 on its own, so tests are deterministic. Fault switches live in ``faults``; see ``Faults``.
 """
@@ -21,12 +27,14 @@ on its own, so tests are deterministic. Fault switches live in ``faults``; see `
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -36,9 +44,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.brokers.base import AssetClass, OrderSide, OrderType, TimeInForce
+from app.brokers.base import (
+    AssetClass,
+    InvalidOptionSymbol,
+    OptionContract,
+    OptionRight,
+    OrderSide,
+    OrderType,
+    TimeInForce,
+    is_option_symbol,
+)
 from app.paper.matching import OrderState, decide
-from app.paper.quotes import UNIVERSE, SeededQuoteSource
+from app.paper.options_market import SeededOptionMarket
+from app.paper.quotes import UNIVERSE, PaperQuote, SeededQuoteSource
 
 ZERO = Decimal(0)
 OPEN_STATUSES = frozenset(
@@ -59,6 +77,18 @@ OPEN_STATUSES = frozenset(
 )
 REPLACEABLE = frozenset({"new", "partially_filled", "held", "done_for_day"})
 FINAL = frozenset({"filled", "canceled", "expired", "replaced", "rejected"})
+MULTIPLIER = Decimal(100)
+INTENTS = {
+    "buy_to_open": "buy",
+    "buy_to_close": "buy",
+    "sell_to_open": "sell",
+    "sell_to_close": "sell",
+}
+# Spec ``OrderType``: "Options trading: market, limit. Multileg Options trading: market,
+# limit". TIF: the spec says day for options; GTC was added later
+# (https://alpaca.markets/learn/how-to-trade-good-til-canceled-options-trading-with-python-and-alpaca).
+OPTION_TYPES = frozenset({"market", "limit"})
+OPTION_TIFS = frozenset({"day", "gtc"})
 
 
 def iso(at: datetime) -> str:
@@ -130,9 +160,33 @@ class FakeOrder:
     replaces: str | None = None
     stop_triggered: bool = False
     asset_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Options: ``order_class`` "simple" or "mleg"; an mleg parent has ``legs`` (child
+    # orders, kept in ``FakeAccount.legs``) and "" for symbol, side and asset class; a child
+    # has ``type`` "", its ``ratio_qty`` and its ``position_intent``.
+    order_class: str = ""
+    position_intent: str | None = None
+    ratio_qty: Decimal | None = None
+    legs: list[FakeOrder] | None = None
 
-    def wire(self) -> dict[str, Any]:
-        """Field for field the spec's ``EquityOrderResponse`` example."""
+    @property
+    def is_option(self) -> bool:
+        return is_option_symbol(self.symbol) if self.symbol else False
+
+    @property
+    def is_mleg(self) -> bool:
+        return self.legs is not None
+
+    def asset_class(self) -> str:
+        if self.is_mleg:
+            return ""
+        if self.is_option:
+            return "us_option"
+        return "crypto" if "/" in self.symbol else "us_equity"
+
+    def wire(self, *, nested: bool = True) -> dict[str, Any]:
+        """Field for field the spec's ``EquityOrderResponse`` example (``OptionOrderResponse``
+        and ``MultilegOptionsOrderResponse`` for options). ``nested``: an mleg parent with
+        its legs (spec parameter ``nested``; without it ``legs`` is null)."""
 
         def opt(value: Decimal | None) -> str | None:
             return None if value is None else str(value)
@@ -140,9 +194,9 @@ class FakeOrder:
         def opt_ts(value: datetime | None) -> str | None:
             return None if value is None else iso(value)
 
-        return {
-            "asset_class": "crypto" if "/" in self.symbol else "us_equity",
-            "asset_id": self.asset_id,
+        wire = {
+            "asset_class": self.asset_class(),
+            "asset_id": "" if self.is_mleg else self.asset_id,
             "canceled_at": opt_ts(self.canceled_at),
             "client_order_id": self.client_order_id,
             "created_at": iso(self.created_at),
@@ -154,10 +208,10 @@ class FakeOrder:
             "filled_qty": str(self.filled_qty),
             "hwm": None,
             "id": self.id,
-            "legs": None,
+            "legs": [leg.wire() for leg in self.legs or ()] if self.is_mleg and nested else None,
             "limit_price": opt(self.limit_price),
             "notional": None,
-            "order_class": "",
+            "order_class": self.order_class,
             "order_type": self.type,
             "qty": str(self.qty),
             "replaced_at": opt_ts(self.replaced_at),
@@ -176,6 +230,12 @@ class FakeOrder:
             "type": self.type,
             "updated_at": iso(self.updated_at or self.created_at),
         }
+        if self.position_intent is not None:
+            wire["position_intent"] = self.position_intent
+        if self.ratio_qty is not None:
+            wire["ratio_qty"] = str(self.ratio_qty)
+            wire["expires_at"] = iso(self.created_at.replace(hour=21, minute=0, second=0))
+        return wire
 
 
 @dataclass
@@ -193,7 +253,11 @@ class FakeAccount:
     account_number: str = field(default_factory=lambda: "PA" + uuid.uuid4().hex[:10].upper())
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     revoked: bool = False
+    # Level 3 trades multi-leg options (account fields ``options_approved_level`` /
+    # ``options_trading_level``; https://docs.alpaca.markets/docs/options-level-3-trading).
+    options_level: int = 3
     orders: dict[str, FakeOrder] = field(default_factory=dict)
+    legs: dict[str, FakeOrder] = field(default_factory=dict)  # mleg child orders by id
     positions: dict[str, FakePosition] = field(default_factory=dict)
     activities: list[dict[str, Any]] = field(default_factory=list)
     streams: set[asyncio.Queue[bytes | None]] = field(default_factory=set)
@@ -206,6 +270,7 @@ class FakeAlpaca:
         self, *, seed: int = 20260522, clock: Callable[[], datetime] | None = None
     ) -> None:
         self.quotes = SeededQuoteSource(seed)
+        self.options = SeededOptionMarket(self.quotes)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.faults = Faults()
         self.accounts: dict[str, FakeAccount] = {}
@@ -224,6 +289,19 @@ class FakeAlpaca:
                 Route("/v2/orders/{order_id}", self.order, methods=["GET", "PATCH", "DELETE"]),
                 Route("/v2/stocks/quotes/latest", self.latest_quotes, methods=["GET"]),
                 Route("/v2/stocks/trades/latest", self.latest_trades, methods=["GET"]),
+                Route("/v2/options/contracts", self.option_contracts, methods=["GET"]),
+                Route(
+                    "/v2/options/contracts/{symbol_or_id}",
+                    self.option_contract,
+                    methods=["GET"],
+                ),
+                Route("/v1beta1/options/quotes/latest", self.latest_option_quotes, methods=["GET"]),
+                Route("/v1beta1/options/trades/latest", self.latest_option_trades, methods=["GET"]),
+                Route(
+                    "/v1beta1/options/snapshots/{underlying}",
+                    self.option_snapshots,
+                    methods=["GET"],
+                ),
                 WebSocketRoute("/stream", self.stream),
             ]
         )
@@ -293,7 +371,13 @@ class FakeAlpaca:
         fills = 0
         for account in self.accounts.values():
             for order in list(account.orders.values()):
-                if order.status in ("new", "partially_filled"):
+                if order.status not in ("new", "partially_filled"):
+                    continue
+                if order.is_mleg:
+                    fills += self._evaluate_mleg(account, order)
+                elif order.is_option:
+                    fills += self._evaluate_option(account, order)
+                else:
                     fills += self._evaluate(account, order)
         return fills
 
@@ -357,20 +441,49 @@ class FakeAlpaca:
     def _position_value(self, account: FakeAccount) -> Decimal:
         total = ZERO
         for symbol, position in account.positions.items():
-            quote = self.quotes.quote(self._instrument_symbol(symbol), self._now())
-            total += position.qty * quote.last
+            total += position.qty * self._mark(symbol) * self._multiplier(symbol)
         return total
+
+    def _mark(self, symbol: str) -> Decimal:
+        if is_option_symbol(symbol):
+            return self.options.quote(OptionContract.parse(symbol), self._now()).mark
+        return self.quotes.quote(self._instrument_symbol(symbol), self._now()).last
+
+    @staticmethod
+    def _multiplier(symbol: str) -> Decimal:
+        return MULTIPLIER if is_option_symbol(symbol) else Decimal(1)
 
     def _reserved(self, account: FakeAccount) -> Decimal:
         reserved = ZERO
         for order in account.orders.values():
-            if order.side == "buy" and order.status in OPEN_STATUSES:
-                price = (
-                    order.limit_price
-                    or self.quotes.quote(self._instrument_symbol(order.symbol), self._now()).ask
-                )
-                reserved += (order.qty - order.filled_qty) * price
+            if order.status not in OPEN_STATUSES:
+                continue
+            remaining = order.qty - order.filled_qty
+            if order.is_mleg:
+                net = order.limit_price if order.limit_price is not None else self._natural(order)
+                reserved += max(net, ZERO) * remaining * MULTIPLIER
+            elif order.side == "buy":
+                price = order.limit_price or self._touch(order.symbol, "buy")
+                reserved += remaining * price * self._multiplier(order.symbol)
         return reserved
+
+    def _touch(self, symbol: str, side: str) -> Decimal:
+        """The price a marketable order of ``side`` trades at now (ask to buy, bid to sell)."""
+        if is_option_symbol(symbol):
+            q = self.options.quote(OptionContract.parse(symbol), self._now())
+            return q.ask if side == "buy" else q.bid
+        quote = self.quotes.quote(self._instrument_symbol(symbol), self._now())
+        return quote.ask if side == "buy" else quote.bid
+
+    def _natural(self, order: FakeOrder) -> Decimal:
+        """An mleg order's natural net price per strategy unit: legs bought at the ask, sold
+        at the bid; positive is a debit, negative a credit (the ``limit_price`` sign)."""
+        net = ZERO
+        for leg in order.legs or ():
+            ratio = leg.ratio_qty or Decimal(1)
+            price = self._touch(leg.symbol, leg.side)
+            net += ratio * price if leg.side == "buy" else -ratio * price
+        return net
 
     async def get_account(self, request: Request) -> Response:
         account = await self._gate(request)
@@ -401,9 +514,9 @@ class FakeAlpaca:
                 "maintenance_margin": "0",
                 "multiplier": "1",
                 "non_marginable_buying_power": money(buying_power),
-                "options_approved_level": 0,
+                "options_approved_level": account.options_level,
                 "options_buying_power": money(buying_power),
-                "options_trading_level": 0,
+                "options_trading_level": account.options_level,
                 "pattern_day_trader": False,
                 "pending_reg_taf_fees": "0",
                 "portfolio_value": money(equity),
@@ -418,7 +531,45 @@ class FakeAlpaca:
             }
         )
 
+    def _option_position_wire(self, symbol: str, position: FakePosition) -> dict[str, Any]:
+        """An option position (spec ``Position``): per-share prices, ``market_value`` and
+        ``cost_basis`` in dollars with the multiplier, signed for a short (``side: short``),
+        ``exchange`` "" ("Can be empty ... for options contracts", ``ExchangeForPosition``)."""
+        mark = self._mark(symbol)
+        market_value = position.qty * mark * MULTIPLIER
+        avg = (abs(position.cost_basis) / (abs(position.qty) * MULTIPLIER)).quantize(
+            Decimal("0.0001")
+        )
+        pl = market_value - position.cost_basis
+        plpc = (
+            (pl / abs(position.cost_basis)).quantize(Decimal("0.0001"))
+            if position.cost_basis
+            else 0
+        )
+        return {
+            "asset_class": "us_option",
+            "asset_id": str(uuid.uuid5(uuid.NAMESPACE_URL, "alpaca-option:" + symbol)),
+            "asset_marginable": False,
+            "avg_entry_price": str(avg),
+            "change_today": "0",
+            "cost_basis": money(position.cost_basis),
+            "current_price": str(mark),
+            "exchange": "",
+            "lastday_price": str(mark),
+            "market_value": money(market_value),
+            "qty": str(position.qty),
+            "qty_available": str(position.qty),
+            "side": "long" if position.qty > 0 else "short",
+            "symbol": symbol,
+            "unrealized_intraday_pl": money(pl),
+            "unrealized_intraday_plpc": str(plpc),
+            "unrealized_pl": money(pl),
+            "unrealized_plpc": str(plpc),
+        }
+
     def _position_wire(self, symbol: str, position: FakePosition) -> dict[str, Any]:
+        if is_option_symbol(symbol):
+            return self._option_position_wire(symbol, position)
         quote = self.quotes.quote(self._instrument_symbol(symbol), self._now())
         market_value = position.qty * quote.last
         avg = (position.cost_basis / position.qty).quantize(Decimal("0.0001"))
@@ -525,10 +676,15 @@ class FakeAlpaca:
             selected = [o for o in selected if o.created_at < until]
         if "symbols" in params:
             wanted = set(params["symbols"].split(","))
-            selected = [o for o in selected if o.symbol in wanted]
+            selected = [
+                o
+                for o in selected
+                if o.symbol in wanted or any(leg.symbol in wanted for leg in o.legs or ())
+            ]
         selected.sort(key=lambda o: o.created_at, reverse=params.get("direction") != "asc")
         limit = min(int(params.get("limit", "50")), 500)
-        return JSONResponse([o.wire() for o in selected[:limit]])
+        nested = params.get("nested") == "true"
+        return JSONResponse([o.wire(nested=nested) for o in selected[:limit]])
 
     async def _place(self, request: Request, account: FakeAccount) -> Response:
         try:
@@ -537,12 +693,16 @@ class FakeAlpaca:
             return error(400, 40010000, "request body format is invalid")
         if not isinstance(body, dict):
             return error(400, 40010000, "request body format is invalid")
-        parsed = self._parse_order(body)
-        if isinstance(parsed, Response):
-            return parsed
         client_order_id = str(body.get("client_order_id") or uuid.uuid4())
         if any(o.client_order_id == client_order_id for o in account.orders.values()):
             return error(422, 40010001, "client_order_id must be unique")
+        if body.get("order_class") == "mleg":
+            return await self._place_mleg(body, account, client_order_id)
+        if isinstance(body.get("symbol"), str) and is_option_symbol(body["symbol"]):
+            return await self._place_option(body, account, client_order_id)
+        parsed = self._parse_order(body)
+        if isinstance(parsed, Response):
+            return parsed
         symbol, qty, side, type_, tif, limit_price, stop_price = parsed
         quote = self.quotes.quote(self._instrument_symbol(symbol), self._now())
         if side == "buy":
@@ -582,13 +742,222 @@ class FakeAlpaca:
             updated_at=now,
             status="new",
         )
+        return await self._accept(account, order)
+
+    async def _accept(self, account: FakeAccount, order: FakeOrder) -> Response:
         account.orders[order.id] = order
+        for leg in order.legs or ():
+            account.legs[leg.id] = leg
         self._broadcast(account, "new", order)
         if self.faults.timeout_after_accept > 0:
             self.faults.timeout_after_accept -= 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
         return JSONResponse(order.wire())
+
+    # --- option orders -------------------------------------------------------------------
+
+    def _listed(self, symbol: object) -> OptionContract | None:
+        """The listed, unexpired contract ``symbol`` names in Alpaca's (unpadded) form."""
+        if not isinstance(symbol, str):
+            return None
+        try:
+            contract = OptionContract.parse(symbol)
+        except InvalidOptionSymbol:
+            return None
+        if contract.symbol != symbol or not self.options.is_listed(contract, self._today()):
+            return None
+        return contract
+
+    def _today(self) -> date:
+        return self._now().date()
+
+    def _option_terms(
+        self, body: dict[str, Any], *, qty_name: str = "qty"
+    ) -> tuple[Decimal, str, str, Decimal | None] | Response:
+        type_, tif = body.get("type"), body.get("time_in_force")
+        if type_ not in OPTION_TYPES:
+            return error(422, 42210000, "options orders support only market and limit types")
+        if tif not in OPTION_TIFS:
+            return error(422, 42210000, "invalid time_in_force for options orders")
+        if body.get("extended_hours"):
+            return error(422, 42210000, "extended hours are not supported for options orders")
+        try:
+            qty = Decimal(str(body.get(qty_name)))
+            limit_price = _opt_decimal(body.get("limit_price"))
+        except InvalidOperation:
+            return error(422, 40010000, "qty and limit_price must be decimal strings")
+        if not qty.is_finite() or qty <= 0 or qty != qty.to_integral_value():
+            return error(422, 40010001, "qty must be a whole number for options orders")
+        if type_ == "limit" and limit_price is None:
+            return error(422, 42210000, "limit_price is required for limit orders")
+        if type_ == "market" and limit_price is not None:
+            return error(422, 42210000, "limit_price is not allowed for market orders")
+        return qty, str(type_), str(tif), limit_price
+
+    def _intent(self, body: dict[str, Any]) -> tuple[str, str | None] | Response:
+        """``side`` and ``position_intent``: either is enough, both must agree (alpaca-py:
+        "at least one of side or position_intent must be provided"; the server's answer to a
+        bad intent: "invalid position_intent specified", https://github.com/alpacahq/alpaca-trade-api-go/issues/289)."""
+        side, intent = body.get("side"), body.get("position_intent")
+        if intent is not None and intent not in INTENTS:
+            return error(422, 40010001, "invalid position_intent specified")
+        if side is None and intent is not None:
+            side = INTENTS[intent]
+        if side not in ("buy", "sell") or (intent is not None and INTENTS[intent] != side):
+            return error(422, 40010001, "invalid position_intent specified")
+        return str(side), None if intent is None else str(intent)
+
+    def _closable(self, account: FakeAccount, symbol: str, side: str) -> Decimal:
+        """Contracts a closing order of ``side`` may close now: the position held on the
+        other side, minus what open closing orders already hold."""
+        held = account.positions.get(symbol, FakePosition()).qty
+        held = held if side == "sell" else -held
+        working = [*account.orders.values(), *account.legs.values()]
+        pending = sum(
+            (
+                o.qty - o.filled_qty
+                for o in working
+                if o.symbol == symbol
+                and o.side == side
+                and o.status in OPEN_STATUSES
+                and (o.position_intent or "").endswith("_to_close")
+            ),
+            ZERO,
+        )
+        return max(held, ZERO) - pending
+
+    async def _place_option(
+        self, body: dict[str, Any], account: FakeAccount, client_order_id: str
+    ) -> Response:
+        symbol = body["symbol"]
+        if self._listed(symbol) is None:
+            return error(422, 42210000, f"asset {symbol} not found")
+        terms = self._option_terms(body)
+        if isinstance(terms, Response):
+            return terms
+        qty, type_, tif, limit_price = terms
+        intent = self._intent(body)
+        if isinstance(intent, Response):
+            return intent
+        side, position_intent = intent
+        if position_intent is not None and position_intent.endswith("_to_close"):
+            available = self._closable(account, symbol, side)
+            if qty > available:
+                return error(
+                    403,
+                    40310000,
+                    f"insufficient qty available for order (requested: {qty}, "
+                    f"available: {available})",
+                )
+        if side == "buy":
+            cost = qty * (limit_price or self._touch(symbol, "buy")) * MULTIPLIER
+            if cost > account.cash - self._reserved(account):
+                return error(403, 40310000, "insufficient options buying power")
+        now = self._now()
+        order = FakeOrder(
+            id=str(uuid.uuid4()),
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            type=type_,
+            time_in_force=tif,
+            qty=qty,
+            limit_price=limit_price,
+            stop_price=None,
+            extended_hours=False,
+            created_at=now,
+            updated_at=now,
+            order_class="simple",
+            position_intent=position_intent,
+            asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, "alpaca-option:" + symbol)),
+        )
+        return await self._accept(account, order)
+
+    async def _place_mleg(
+        self, body: dict[str, Any], account: FakeAccount, client_order_id: str
+    ) -> Response:
+        """``order_class: mleg`` (spec ``MLegOrderLeg``; alpaca-py's checks: qty required, 2
+        to 4 legs, distinct symbols, market or limit; limit_price signed)."""
+        raw_legs = body.get("legs")
+        if not isinstance(raw_legs, list) or not 2 <= len(raw_legs) <= 4:
+            return error(422, 40010001, "mleg orders require between 2 and 4 legs")
+        terms = self._option_terms(body)
+        if isinstance(terms, Response):
+            return terms
+        qty, type_, tif, limit_price = terms
+        now = self._now()
+        legs: list[FakeOrder] = []
+        for raw in raw_legs:
+            if not isinstance(raw, dict):
+                return error(400, 40010000, "request body format is invalid")
+            contract = self._listed(raw.get("symbol"))
+            if contract is None:
+                return error(422, 42210000, f"asset {raw.get('symbol')} not found")
+            try:
+                ratio = Decimal(str(raw.get("ratio_qty")))
+            except InvalidOperation:
+                return error(422, 40010001, "ratio_qty must be a decimal string")
+            if not ratio.is_finite() or ratio <= 0 or ratio != ratio.to_integral_value():
+                return error(422, 40010001, "ratio_qty must be a positive whole number")
+            intent = self._intent(raw)
+            if isinstance(intent, Response):
+                return intent
+            side, position_intent = intent
+            legs.append(
+                FakeOrder(
+                    id=str(uuid.uuid4()),
+                    client_order_id=str(uuid.uuid4()),
+                    symbol=contract.symbol,
+                    side=side,
+                    type="",
+                    time_in_force=tif,
+                    qty=ratio * qty,
+                    limit_price=None,
+                    stop_price=None,
+                    extended_hours=False,
+                    created_at=now,
+                    updated_at=now,
+                    order_class="mleg",
+                    position_intent=position_intent,
+                    ratio_qty=ratio,
+                    asset_id=str(
+                        uuid.uuid5(uuid.NAMESPACE_URL, "alpaca-option:" + contract.symbol)
+                    ),
+                )
+            )
+        if len({leg.symbol for leg in legs}) != len(legs):
+            return error(422, 40010001, "all legs must have unique symbols")
+        for leg in legs:
+            if (leg.position_intent or "").endswith("_to_close") and leg.qty > self._closable(
+                account, leg.symbol, leg.side
+            ):
+                return error(
+                    403,
+                    40310000,
+                    f"insufficient qty available for order (requested: {leg.qty}, "
+                    f"available: {self._closable(account, leg.symbol, leg.side)})",
+                )
+        parent = FakeOrder(
+            id=str(uuid.uuid4()),
+            client_order_id=client_order_id,
+            symbol="",
+            side="",
+            type=type_,
+            time_in_force=tif,
+            qty=qty,
+            limit_price=limit_price,
+            stop_price=None,
+            extended_hours=False,
+            created_at=now,
+            updated_at=now,
+            order_class="mleg",
+            legs=legs,
+        )
+        net = limit_price if limit_price is not None else self._natural(parent)
+        if max(net, ZERO) * qty * MULTIPLIER > account.cash - self._reserved(account):
+            return error(403, 40310000, "insufficient options buying power")
+        return await self._accept(account, parent)
 
     def _parse_order(
         self, body: dict[str, Any]
@@ -629,7 +998,7 @@ class FakeAlpaca:
         if isinstance(account, Response):
             return account
         wanted = request.query_params.get("client_order_id")
-        for order in account.orders.values():
+        for order in [*account.orders.values(), *account.legs.values()]:
             if order.client_order_id == wanted:
                 return JSONResponse(order.wire())
         return error(404, 40410000, "order not found")
@@ -638,16 +1007,27 @@ class FakeAlpaca:
         account = await self._gate(request)
         if isinstance(account, Response):
             return account
-        order = self._find(account, request.path_params["order_id"])
+        order_id = request.path_params["order_id"]
+        leg = account.legs.get(order_id)
+        if leg is not None:
+            # A leg is readable on its own but never canceled or replaced alone
+            # (the server's answers in
+            # https://github.com/alpacahq/alpaca-py/blob/master/examples/options/options-trading-mleg.ipynb).
+            if request.method == "GET":
+                return JSONResponse(leg.wire())
+            verb = "cancel" if request.method == "DELETE" else "replace"
+            return error(422, 42210000, f"cannot {verb} individual legs of a mleg order")
+        order = self._find(account, order_id)
         if order is None:
             return error(404, 40410000, "order not found")
         if request.method == "GET":
-            return JSONResponse(order.wire())
+            return JSONResponse(order.wire(nested=request.query_params.get("nested") == "true"))
         if request.method == "DELETE":
             if order.status in FINAL:
                 return error(422, 42210000, f'order is already in "{order.status}" state')
             now = self._now()
-            order.status, order.canceled_at, order.updated_at = "canceled", now, now
+            for part in (order, *(order.legs or ())):
+                part.status, part.canceled_at, part.updated_at = "canceled", now, now
             self._broadcast(account, "canceled", order)
             return Response(status_code=204)
         return await self._replace(request, account, order)
@@ -668,7 +1048,40 @@ class FakeAlpaca:
         client_order_id = str(body.get("client_order_id") or uuid.uuid4())
         if any(o.client_order_id == client_order_id for o in account.orders.values()):
             return error(422, 40010001, "client_order_id must be unique")
+        if old.is_option or old.is_mleg:
+            if tif not in OPTION_TIFS:
+                return error(422, 42210000, "invalid time_in_force for options orders")
+            if qty is not None and (qty <= 0 or qty != qty.to_integral_value()):
+                return error(422, 40010001, "qty must be a whole number for options orders")
         now = self._now()
+        new_qty = qty if qty is not None else old.qty
+        legs = None
+        if old.legs is not None:
+            legs = [
+                FakeOrder(
+                    id=str(uuid.uuid4()),
+                    client_order_id=str(uuid.uuid4()),
+                    symbol=leg.symbol,
+                    side=leg.side,
+                    type="",
+                    time_in_force=str(tif),
+                    qty=(leg.ratio_qty or Decimal(1)) * new_qty,
+                    limit_price=None,
+                    stop_price=None,
+                    extended_hours=False,
+                    created_at=now,
+                    updated_at=now,
+                    order_class="mleg",
+                    position_intent=leg.position_intent,
+                    ratio_qty=leg.ratio_qty,
+                    asset_id=leg.asset_id,
+                )
+                for leg in old.legs
+            ]
+            for leg in old.legs:
+                leg.status, leg.replaced_at, leg.updated_at = "replaced", now, now
+            for leg in legs:
+                account.legs[leg.id] = leg
         new = FakeOrder(
             id=str(uuid.uuid4()),
             client_order_id=client_order_id,
@@ -685,6 +1098,9 @@ class FakeAlpaca:
             status="new",
             replaces=old.id,
             asset_id=old.asset_id,
+            order_class=old.order_class,
+            position_intent=old.position_intent,
+            legs=legs,
         )
         old.status, old.replaced_at, old.replaced_by, old.updated_at = "replaced", now, new.id, now
         account.orders[new.id] = new
@@ -764,6 +1180,294 @@ class FakeAlpaca:
             order.status, order.canceled_at, order.updated_at = "canceled", now, now
             self._broadcast(account, "canceled", order)
         return filled
+
+    # --- option matching ---------------------------------------------------------------
+
+    def _apply_option_fill(
+        self, account: FakeAccount, order: FakeOrder, qty: Decimal, price: Decimal
+    ) -> FakePosition:
+        """Cash, the signed position and a FILL activity for ``qty`` contracts at ``price``
+        (per share; the dollars carry the multiplier)."""
+        now = self._now()
+        signed = qty if order.side == "buy" else -qty
+        account.cash -= signed * price * MULTIPLIER
+        position = account.positions.setdefault(order.symbol, FakePosition())
+        if position.qty == 0 or (position.qty > 0) == (signed > 0):
+            position.cost_basis += signed * price * MULTIPLIER
+            position.qty += signed
+        else:
+            closing = min(abs(signed), abs(position.qty))
+            position.cost_basis -= position.cost_basis * closing / abs(position.qty)
+            position.qty += signed
+            if abs(signed) > closing:  # crossed through zero: the rest opens anew
+                position.cost_basis = position.qty * price * MULTIPLIER
+        previous = order.filled_qty * (order.filled_avg_price or ZERO)
+        order.filled_qty += qty
+        order.filled_avg_price = ((previous + qty * price) / order.filled_qty).quantize(
+            Decimal("0.01")
+        )
+        done = order.filled_qty >= order.qty
+        order.status = "filled" if done else "partially_filled"
+        order.updated_at = now
+        if done:
+            order.filled_at = now
+        account.activities.append(
+            {
+                "activity_type": "FILL",
+                "cum_qty": str(order.filled_qty),
+                "id": f"{now:%Y%m%d%H%M%S%f}::{uuid.uuid4()}",
+                "leaves_qty": str(order.qty - order.filled_qty),
+                "order_id": order.id,
+                "order_status": order.status,
+                "price": str(price),
+                "qty": str(qty),
+                "side": order.side,
+                "symbol": order.symbol,
+                "transaction_time": iso(now),
+                "type": "fill" if done else "partial_fill",
+            }
+        )
+        return position
+
+    def _evaluate_option(self, account: FakeAccount, order: FakeOrder) -> int:
+        """A single-leg option order by the paper matching rules on the model quote."""
+        now = self._now()
+        model = self.options.quote(OptionContract.parse(order.symbol), now)
+        quote = PaperQuote(
+            symbol=order.symbol,
+            bid=model.bid,
+            ask=model.ask,
+            last=model.last,
+            bid_size=Decimal(500),
+            ask_size=Decimal(500),
+            as_of=model.as_of,
+            step=0,
+        )
+        decision = decide(
+            OrderState(
+                side=OrderSide(order.side),
+                order_type=OrderType(order.type),
+                time_in_force=TimeInForce(order.time_in_force),
+                remaining=order.qty - order.filled_qty,
+                limit_price=order.limit_price,
+            ),
+            quote,
+        )
+        if not decision.fills or decision.fill_price is None:
+            return 0
+        qty, price = decision.fill_quantity, decision.fill_price
+        position = self._apply_option_fill(account, order, qty, price)
+        self._broadcast(
+            account,
+            "fill" if order.status == "filled" else "partial_fill",
+            order,
+            price=str(price),
+            qty=str(qty),
+            position_qty=str(position.qty),
+        )
+        return 1
+
+    def _evaluate_mleg(self, account: FakeAccount, order: FakeOrder) -> int:
+        """All legs at once, when the natural net price is at or better than the signed
+        limit (a debit pays at most it, a credit receives at least its absolute value)."""
+        natural = self._natural(order)
+        if order.limit_price is not None and natural > order.limit_price:
+            return 0
+        units = order.qty - order.filled_qty
+        for leg in order.legs or ():
+            self._apply_option_fill(
+                account,
+                leg,
+                units * (leg.ratio_qty or Decimal(1)),
+                self._touch(leg.symbol, leg.side),
+            )
+        now = self._now()
+        previous = order.filled_qty * (order.filled_avg_price or ZERO)
+        order.filled_qty += units
+        order.filled_avg_price = ((previous + units * natural) / order.filled_qty).quantize(
+            Decimal("0.01")
+        )
+        order.status, order.filled_at, order.updated_at = "filled", now, now
+        # One event for the parent with its legs: Broker API trade events carry ``legs[]``
+        # (https://docs.alpaca.markets/changelog) and mleg orders ride trade_updates
+        # (https://github.com/alpacahq/alpaca-py/pull/557). ``qty`` is strategy units,
+        # ``price`` the signed net price (its sign on the wire is unconfirmed).
+        self._broadcast(account, "fill", order, price=str(natural), qty=str(units))
+        return 1
+
+    # --- option contracts and chain snapshots ------------------------------------------
+
+    def _contract_wire(self, contract: OptionContract) -> dict[str, Any]:
+        """Spec schema ``OptionContract`` (every decimal a string)."""
+        now = self._now()
+        close = self.options.quote(contract, now).mark
+        digest = hashlib.blake2b(contract.symbol.encode(), digest_size=4).digest()
+        right = "Call" if contract.right is OptionRight.call else "Put"
+        return {
+            "close_price": str(close),
+            "close_price_date": now.date().isoformat(),
+            "expiration_date": contract.expiration.isoformat(),
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "alpaca-option:" + contract.symbol)),
+            "multiplier": "100",
+            "name": f"{contract.root} {contract.expiration:%b %d %Y} {contract.strike} {right}",
+            "open_interest": str(int.from_bytes(digest, "big") % 5000),
+            "open_interest_date": now.date().isoformat(),
+            "root_symbol": contract.root,
+            "size": "100",
+            "status": "active",
+            "strike_price": str(contract.strike),
+            "style": contract.style.value,
+            "symbol": contract.symbol,
+            "tradable": True,
+            "type": contract.right.value,
+            "underlying_asset_id": str(uuid.uuid5(uuid.NAMESPACE_URL, contract.underlying)),
+            "underlying_symbol": contract.underlying,
+        }
+
+    def _select_contracts(
+        self, underlyings: list[str], params: Any, *, default_window: bool
+    ) -> list[OptionContract] | Response:
+        """The filters both the contracts list and the chain snapshots take."""
+        today = self._today()
+        try:
+            exact = _opt_date(params.get("expiration_date"))
+            gte = _opt_date(params.get("expiration_date_gte"))
+            lte = _opt_date(params.get("expiration_date_lte"))
+            strike_gte = _opt_decimal(params.get("strike_price_gte"))
+            strike_lte = _opt_decimal(params.get("strike_price_lte"))
+        except (ValueError, InvalidOperation):
+            return error(422, 40010001, "invalid query parameter")
+        if default_window and exact is None and gte is None and lte is None:
+            # "By default only active contracts that expire before the upcoming weekend are
+            # returned" (spec, GET /v2/options/contracts).
+            lte = today + timedelta(days=(5 - today.weekday()) % 7)
+        right, root = params.get("type"), params.get("root_symbol")
+        if params.get("status", "active") != "active" or params.get("style") == "european":
+            return []
+        found: list[OptionContract] = []
+        for underlying in underlyings:
+            if not self.options.has_options(underlying) or root not in (None, underlying):
+                continue
+            for expiration in self.options.expirations(underlying, today):
+                day = expiration.expiration
+                if (exact and day != exact) or (gte and day < gte) or (lte and day > lte):
+                    continue
+                for contract in self.options.contracts(underlying, day):
+                    if right not in (None, contract.right.value):
+                        continue
+                    if strike_gte is not None and contract.strike < strike_gte:
+                        continue
+                    if strike_lte is not None and contract.strike > strike_lte:
+                        continue
+                    found.append(contract)
+        return found
+
+    async def option_contracts(self, request: Request) -> Response:
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        params = request.query_params
+        underlyings = [u for u in params.get("underlying_symbols", "").split(",") if u]
+        selected = self._select_contracts(underlyings, params, default_window=True)
+        if isinstance(selected, Response):
+            return selected
+        limit = min(int(params.get("limit", "100")), 10000)
+        items, token = _paginate(selected, params.get("page_token"), limit)
+        return JSONResponse(
+            {"option_contracts": [self._contract_wire(c) for c in items], "next_page_token": token}
+        )
+
+    async def option_contract(self, request: Request) -> Response:
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        wanted = request.path_params["symbol_or_id"]
+        contract = self._listed(wanted)
+        if contract is None:
+            return error(404, 40410000, f"option contract {wanted} not found")
+        return JSONResponse(self._contract_wire(contract))
+
+    def _option_quotes(self, request: Request) -> list[Any]:
+        """The listed contracts among ``symbols`` (at most 100: data spec) and their quotes."""
+        now = self._now()
+        wanted = [s for s in request.query_params.get("symbols", "").split(",") if s][:100]
+        return [
+            self.options.quote(contract, now)
+            for contract in (self._listed(symbol) for symbol in wanted)
+            if contract is not None
+        ]
+
+    async def latest_option_quotes(self, request: Request) -> Response:
+        """``GET /v1beta1/options/quotes/latest`` (data spec ``option_latest_quotes_resp``)."""
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        quotes = {
+            q.contract.symbol: {
+                "ap": float(q.ask),
+                "as": 25,
+                "ax": "C",
+                "bp": float(q.bid),
+                "bs": 25,
+                "bx": "C",
+                "c": "A",
+                "t": iso(q.as_of),
+            }
+            for q in self._option_quotes(request)
+        }
+        return JSONResponse({"quotes": quotes})
+
+    async def latest_option_trades(self, request: Request) -> Response:
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        trades = {
+            q.contract.symbol: {"c": "I", "p": float(q.last), "s": 1, "t": iso(q.as_of), "x": "C"}
+            for q in self._option_quotes(request)
+        }
+        return JSONResponse({"trades": trades})
+
+    async def option_snapshots(self, request: Request) -> Response:
+        """``GET /v1beta1/options/snapshots/{underlying}`` (data spec ``OptionChain``):
+        JSON numbers, ``limit`` 1..1000 counting snapshots, ``next_page_token``."""
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        params = request.query_params
+        selected = self._select_contracts(
+            [request.path_params["underlying"]], params, default_window=False
+        )
+        if isinstance(selected, Response):
+            return selected
+        limit = min(max(int(params.get("limit", "100")), 1), 1000)
+        items, token = _paginate(selected, params.get("page_token"), limit)
+        now = self._now()
+        snapshots: dict[str, Any] = {}
+        for contract in items:
+            q = self.options.quote(contract, now)
+            g = q.greeks
+            snapshots[contract.symbol] = {
+                "greeks": {
+                    "delta": float(g.delta or 0),
+                    "gamma": float(g.gamma or 0),
+                    "rho": float(g.rho or 0),
+                    "theta": float(g.theta or 0),
+                    "vega": float(g.vega or 0),
+                },
+                "impliedVolatility": float(g.iv or 0),
+                "latestQuote": {
+                    "ap": float(q.ask),
+                    "as": 25,
+                    "ax": "C",
+                    "bp": float(q.bid),
+                    "bs": 25,
+                    "bx": "C",
+                    "c": "A",
+                    "t": iso(q.as_of),
+                },
+                "latestTrade": {"c": "I", "p": float(q.last), "s": 1, "t": iso(q.as_of), "x": "C"},
+            }
+        return JSONResponse({"snapshots": snapshots, "next_page_token": token})
 
     # --- market data (same fake, data host paths) ----------------------------------------
 
@@ -889,6 +1593,18 @@ class FakeAlpaca:
             ).encode()
         )
         return account
+
+
+def _opt_date(value: object) -> date | None:
+    return None if value in (None, "") else date.fromisoformat(str(value))
+
+
+def _paginate(items: list[Any], token: str | None, limit: int) -> tuple[list[Any], str | None]:
+    """One page and the token of the next (an opaque base64 offset), None on the last."""
+    start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+    end = start + limit
+    following = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(items) else None
+    return items[start:end], following
 
 
 def _opt_decimal(value: object) -> Decimal | None:
