@@ -868,7 +868,13 @@ class FakeIbkrGateway:
                 continue
             if sum(r for _c, r in bought) < sum(r for _c, r in sold):
                 return Decimal("Infinity")  # naked: not in a cash account
-            width = max(abs(s.strike - b.strike) for s, _ in sold for b, _ in bought)
+            # A sold call loses up to the distance to a bought call above it; a sold put,
+            # to a bought put below it (zero when the bought leg is nearer the money).
+            width = max(
+                max(ZERO, b.strike - s.strike if right is OptionRight.call else s.strike - b.strike)
+                for s, _ in sold
+                for b, _ in bought
+            )
             worst = max(worst, width * max(r for _c, r in sold) + min(price, ZERO))
         return worst * 100
 
