@@ -705,16 +705,16 @@ class IbkrAdapter(PooledAdapter):
                 sign = -1 if current.price_effect is PriceEffect.credit else 1
                 body["price"] = mapping.number(sign * limit)
             return body
+        extra: dict[str, Any] = {}
         if is_option_symbol(current.symbol):
             conid = (await self.resolve(options.order_contract(current.symbol))).conid
-            sec_type = f"{conid}:OPT"
+            extra["secType"] = f"{conid}:OPT"
         else:
             conid = await self.conid(current.symbol)
-            sec_type = f"{conid}:STK"
         body = {
             "acctId": account_ref,
             "conid": conid,
-            "secType": sec_type,
+            **extra,
             "orderType": mapping.wire_type(current.order_type),
             "side": "BUY" if current.side.value == "buy" else "SELL",
             "quantity": mapping.number(quantity),

@@ -108,12 +108,15 @@ async def test_chain_walks_only_the_strikes_asked_then_serves_from_the_cache() -
         at = ib.fake.clock()
         for quote in chain:
             model = ib.fake.options.quote(quote.contract, at)
-            assert quote.bid is not None and quote.ask is not None
+            assert quote.bid is not None
+            assert quote.ask is not None
             assert quote.bid <= quote.ask
-            assert quote.greeks is not None and quote.greeks.iv is not None
+            assert quote.greeks is not None
+            assert quote.greeks.iv is not None
             assert quote.greeks.rho is None  # IBKR has no rho field
             assert Decimal("0.01") < quote.greeks.iv < Decimal(2)  # a fraction, not percent
-            assert model.greeks.delta is not None and quote.greeks.delta is not None
+            assert model.greeks.delta is not None
+            assert quote.greeks.delta is not None
             assert abs(quote.greeks.delta - model.greeks.delta) < Decimal("0.2")
             assert quote.open_interest is not None
             assert quote.source == "broker"
@@ -181,7 +184,8 @@ async def test_a_debit_vertical_is_one_combo_filled_with_both_legs_and_two_posit
         assert placed.client_order_id == order.client_order_id
         assert placed.price_effect is PriceEffect.debit
         assert placed.limit_price == price
-        assert placed.symbol == UNDERLYING and placed.side is OrderSide.buy
+        assert placed.symbol == UNDERLYING
+        assert placed.side is OrderSide.buy
         assert [(leg.symbol, leg.side, leg.ratio) for leg in placed.legs] == [
             (buy.symbol, OrderSide.buy, 1),
             (sell.symbol, OrderSide.sell, 1),
@@ -189,7 +193,9 @@ async def test_a_debit_vertical_is_one_combo_filled_with_both_legs_and_two_posit
         sent = next(o for o in ib.fake.orders.values() if o.coid == order.client_order_id)
         conids = [ib.fake.options.by_symbol[c.symbol] for c in (buy, sell)]
         assert sent.conidex == f"28812380;;;{conids[0]}/1,{conids[1]}/-1"
-        assert sent.side == "BUY" and sent.price == price and sent.quantity == 3
+        assert sent.side == "BUY"
+        assert sent.price == price
+        assert sent.quantity == 3
         await ib.fake.match()
         filled = await adapter.get_order(account, placed.broker_order_id)
         assert filled.status is OrderStatus.filled
@@ -201,20 +207,24 @@ async def test_a_debit_vertical_is_one_combo_filled_with_both_legs_and_two_posit
         assert legs[buy.symbol].avg_fill_price == prices[conids[0]]
         assert legs[sell.symbol].avg_fill_price == prices[conids[1]]
         assert filled.avg_fill_price == prices[conids[0]] - prices[conids[1]]
-        assert filled.avg_fill_price is not None and filled.avg_fill_price <= price
+        assert filled.avg_fill_price is not None
+        assert filled.avg_fill_price <= price
         positions = {
             p.symbol: p for p in await adapter.get_positions(account) if p.contract is not None
         }
         assert set(positions) == {buy.symbol, sell.symbol}
         long, short = positions[buy.symbol], positions[sell.symbol]
-        assert long.quantity == 3 and short.quantity == -3
+        assert long.quantity == 3
+        assert short.quantity == -3
         assert long.contract == dataclasses.replace(buy, strike=buy.strike)
-        assert short.contract is not None and short.contract.strike == sell.strike
+        assert short.contract is not None
+        assert short.contract.strike == sell.strike
         assert long.avg_cost == prices[conids[0]]
         assert long.market_value == long.current_price * 3 * 100
         assert short.market_value < 0
         padded = await adapter.get_position(account, sell.occ_padded)
-        assert padded is not None and padded.symbol == sell.symbol
+        assert padded is not None
+        assert padded.symbol == sell.symbol
         listed = await adapter.list_orders(account, "all", 10)
         assert [leg.avg_fill_price for leg in listed[0].legs] == [
             prices[conids[0]],
@@ -238,13 +248,16 @@ async def test_a_credit_vertical_goes_out_with_a_negative_price_and_reads_back_a
         order = vertical(bought, sold, price=credit - SLACK, effect=PriceEffect.credit)
         placed = await adapter.place_order(account, order)
         sent = next(o for o in ib.fake.orders.values() if o.coid == order.client_order_id)
-        assert sent.side == "BUY" and sent.price == -(credit - SLACK)
+        assert sent.side == "BUY"
+        assert sent.price == -(credit - SLACK)
         assert placed.price_effect is PriceEffect.credit
-        assert placed.side is OrderSide.sell and placed.limit_price == credit - SLACK
+        assert placed.side is OrderSide.sell
+        assert placed.limit_price == credit - SLACK
         await ib.fake.match()
         filled = await adapter.get_order(account, placed.broker_order_id)
         assert filled.status is OrderStatus.filled
-        assert filled.avg_fill_price is not None and filled.avg_fill_price >= credit - SLACK
+        assert filled.avg_fill_price is not None
+        assert filled.avg_fill_price >= credit - SLACK
 
 
 async def test_a_combo_limit_is_modified_with_its_sign_kept() -> None:
@@ -274,11 +287,15 @@ async def test_a_single_option_is_bought_by_its_conid_and_sold_to_close() -> Non
         order = single(call, OrderSide.buy, Decimal(2), ask + SLACK, PositionEffect.open)
         placed = await adapter.place_order(account, order)
         sent = next(o for o in ib.fake.orders.values() if o.coid == order.client_order_id)
-        assert sent.conid == ib.fake.options.by_symbol[call.symbol] and sent.sec_type == "OPT"
-        assert placed.symbol == call.symbol and placed.legs == ()
+        assert sent.conid == ib.fake.options.by_symbol[call.symbol]
+        assert sent.sec_type == "OPT"
+        assert placed.symbol == call.symbol
+        assert placed.legs == ()
         await ib.fake.match()
         held = await adapter.get_position(account, call.symbol)
-        assert held is not None and held.quantity == 2 and held.contract is not None
+        assert held is not None
+        assert held.quantity == 2
+        assert held.contract is not None
         bid = ib.fake.options.quote(call, ib.fake.clock()).bid
         close = single(call, OrderSide.sell, Decimal(2), bid - SLACK, PositionEffect.close)
         closed = await adapter.place_order(account, close)
@@ -325,7 +342,8 @@ async def test_a_preview_the_broker_would_refuse_carries_the_rejection() -> None
         buy, sell = contract(ib.fake, 0), contract(ib.fake, 2)
         order = vertical(buy, sell, price=Decimal("3.00"), effect=PriceEffect.debit, quantity=5)
         preview = await adapter.preview_order(ib.account.account_id, order)
-        assert preview.rejections and "insufficient" in preview.rejections[0]
+        assert preview.rejections
+        assert "insufficient" in preview.rejections[0]
         assert ib.fake.order_count() == 0
 
 

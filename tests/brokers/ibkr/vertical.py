@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from decimal import Decimal
 
 from app.brokers.base import OrderStatus, PriceEffect
 from tests.brokers.ibkr.option_support import contract, net_ask, vertical
 from tests.brokers.ibkr.support import running_fake
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
 
 
 async def main() -> None:
@@ -27,26 +32,26 @@ async def main() -> None:
         order = vertical(buy, sell, price=price, effect=PriceEffect.debit, quantity=2)
         placed = await adapter.place_order(account, order)
         sent = next(o for o in ib.fake.orders.values() if o.coid == order.client_order_id)
-        print(f"placed {placed.broker_order_id}: {placed.status.value}")
-        print(f"  on the wire: conidex={sent.conidex} side={sent.side} price={sent.price}")
+        say(f"placed {placed.broker_order_id}: {placed.status.value}")
+        say(f"  on the wire: conidex={sent.conidex} side={sent.side} price={sent.price}")
         await ib.fake.match()
         filled = await adapter.get_order(account, placed.broker_order_id)
         assert filled.status is OrderStatus.filled, filled.status
-        print(
+        say(
             f"order {filled.broker_order_id}: {filled.status.value}, "
             f"{filled.filled_quantity} x {filled.symbol} {filled.price_effect} "
             f"net {filled.avg_fill_price} (limit {filled.limit_price})"
         )
         for leg in filled.legs:
-            print(
+            say(
                 f"  leg {leg.side.value:4} {leg.ratio} x {leg.symbol}: "
                 f"filled {leg.filled_quantity} @ {leg.avg_fill_price}"
             )
         positions = [p for p in await adapter.get_positions(account) if p.contract is not None]
-        print("positions:")
+        say("positions:")
         for p in positions:
             assert p.contract is not None
-            print(
+            say(
                 json.dumps(
                     {
                         "symbol": p.symbol,
