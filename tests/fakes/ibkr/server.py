@@ -298,6 +298,7 @@ class FakeIbkrGateway:
         self._seen: dict[str, deque[float]] = {}
         self._penalty_until = 0.0
         self.penalties = 0
+        self.too_many = 0  # 429s answered for pacing (breaches and the penalty box)
         self._release = asyncio.Event()
         get, post = ["GET"], ["POST"]
         self.app = Starlette(
@@ -398,6 +399,7 @@ class FakeIbkrGateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), self.faults.latency)
         if not self._paced(request.url.path):
+            self.too_many += 1
             return Response("Too Many Requests", status_code=429)
         if self.faults.rate_limited > 0:
             self.faults.rate_limited -= 1
