@@ -352,6 +352,10 @@ class IbkrAdapter(PooledAdapter):
         raise errors.UnknownSymbol(f"IBKR does not list {symbol}", broker=SLUG)
 
     async def check_symbol(self, symbol: str) -> None:
+        """A stock's conid, or an option's (the secdef walk, remembered for the order)."""
+        if is_option_symbol(symbol):
+            await self.resolve(options.order_contract(symbol))
+            return
         await self.conid(symbol)
 
     # --- options: the secdef walk ------------------------------------------------------
@@ -929,8 +933,12 @@ class IbkrAdapter(PooledAdapter):
         conids: dict[int, str] = {}
         for symbol in symbols:
             try:
-                conids[await self.conid(symbol)] = symbol
-            except errors.UnknownSymbol:
+                if is_option_symbol(symbol):
+                    listed = await self.resolve(options.order_contract(symbol))
+                    conids[listed.conid] = symbol
+                else:
+                    conids[await self.conid(symbol)] = symbol
+            except (errors.UnknownSymbol, errors.UnsupportedOrder):
                 continue
         result: dict[str, Quote] = {}
         for _ in range(SNAPSHOT_ATTEMPTS):

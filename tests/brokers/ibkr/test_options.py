@@ -489,3 +489,19 @@ async def test_a_contract_ibkr_does_not_list_is_an_unknown_symbol() -> None:
         with pytest.raises(errors.UnknownSymbol):
             await adapter.place_order(ib.account.account_id, order)
         assert ib.fake.order_count() == 0
+
+
+async def test_an_option_symbol_is_checked_and_quoted_through_its_conid() -> None:
+    async with running_fake() as ib:
+        adapter = ib.adapter()
+        call = contract(ib.fake, 1)
+        await adapter.check_symbol(call.occ_padded)
+        walked = paths(ib.fake.requests, "/secdef/info")
+        assert walked == 1
+        quotes = await adapter.get_quotes([call.symbol, "AAPL"])
+        assert set(quotes) == {call.symbol, "AAPL"}
+        assert Decimal(0) < quotes[call.symbol].bid < quotes[call.symbol].ask
+        assert paths(ib.fake.requests, "/secdef/info") == walked  # remembered
+        unlisted = dataclasses.replace(call, strike=call.strike + Decimal("0.1"))
+        with pytest.raises(errors.UnknownSymbol):
+            await adapter.check_symbol(unlisted.symbol)
