@@ -623,6 +623,10 @@ class IbkrAdapter(PooledAdapter):
             if found is None:
                 raise errors.Rejected(exc.reason, broker=SLUG) from exc
             return found
+        # The status answer carries no cOID; a combo's leg prices are found by it.
+        self._pool.remember(
+            ("ibkr-coid", self._url, str(ack["order_id"])), order.client_order_id, CONTRACT_TTL
+        )
         placed = await self._read_after_write(account_ref, str(ack["order_id"]), "placed")
         return dataclasses.replace(placed, client_order_id=order.client_order_id)
 
@@ -761,19 +765,22 @@ class IbkrAdapter(PooledAdapter):
             return order
         leg_prices: dict[int, Decimal] = {}
         if order.filled_quantity > 0 and body.get("sec_type") == "BAG":
-            # The status answer has no cOID: the live list gives it, the executions the prices.
-            live = await self._live_rows(account_ref)
-            ref = next(
-                (
-                    r.get("order_ref")
-                    for r in live
-                    if str(r.get("orderId")) == order.broker_order_id
-                ),
-                None,
-            )
+            ref = await self._client_order_id(account_ref, order.broker_order_id)
             if isinstance(ref, str) and ref:
                 leg_prices = (await self._leg_prices(account_ref)).get(ref, {})
         return await self._with_terms(order, body, leg_prices)
+
+    async def _client_order_id(self, account_ref: str, order_id: str) -> str | None:
+        """The cOID of an order, which the status answer lacks: remembered from placing,
+        else the live list's ``order_ref``."""
+        ref = self._pool.recall(("ibkr-coid", self._url, order_id))
+        if isinstance(ref, str):
+            return ref
+        for row in await self._live_rows(account_ref):
+            if str(row.get("orderId")) == order_id:
+                found = row.get("order_ref")
+                return found if isinstance(found, str) and found else None
+        return None
 
     async def _with_terms(
         self, order: BrokerOrder, body: dict[str, Any], leg_prices: dict[int, Decimal]

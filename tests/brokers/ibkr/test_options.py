@@ -505,3 +505,51 @@ async def test_an_option_symbol_is_checked_and_quoted_through_its_conid() -> Non
         unlisted = dataclasses.replace(call, strike=call.strike + Decimal("0.1"))
         with pytest.raises(errors.UnknownSymbol):
             await adapter.check_symbol(unlisted.symbol)
+
+
+async def test_without_search_dates_expirations_come_from_each_month_s_info() -> None:
+    async with running_fake() as ib:
+        ib.fake.faults.option_dates = False
+        adapter = ib.adapter()
+        found = await adapter.list_option_expirations(UNDERLYING)
+        today = ib.fake.clock().date()
+        wanted = ib.fake.options.market.expirations(UNDERLYING, today)
+        assert [e.expiration for e in found] == [e.expiration for e in wanted]
+        months = len(ib.fake.options.months(UNDERLYING, today))
+        assert paths(ib.fake.requests, "/secdef/strikes") == months
+        assert paths(ib.fake.requests, "/secdef/info") == months
+
+
+async def test_a_single_option_limit_is_modified_by_its_conid() -> None:
+    async with running_fake() as ib:
+        adapter = ib.adapter()
+        account = ib.account.account_id
+        call = contract(ib.fake, 1)
+        order = single(call, OrderSide.buy, Decimal(1), Decimal("0.05"), PositionEffect.open)
+        placed = await adapter.place_order(account, order)
+        changed = await adapter.modify_order(
+            account, placed.broker_order_id, OrderChanges(limit_price=Decimal("0.10"))
+        )
+        sent = ib.fake.orders[int(placed.broker_order_id)]
+        assert sent.conid == ib.fake.options.by_symbol[call.symbol]
+        assert sent.price == Decimal("0.1")
+        assert changed.symbol == call.symbol
+        assert changed.limit_price == Decimal("0.1")
+
+
+async def test_a_new_adapter_reads_a_filled_combo_from_conids_alone() -> None:
+    async with running_fake() as ib:
+        account = ib.account.account_id
+        buy, sell = contract(ib.fake, 0), contract(ib.fake, 2)
+        order = vertical(
+            buy, sell, price=net_ask(ib.fake, buy, sell) + SLACK, effect=PriceEffect.debit
+        )
+        placed = await ib.adapter().place_order(account, order)
+        await ib.fake.match()
+        ib.fake.requests.clear()
+        fresh = ib.adapter()  # its own pool: nothing remembered (no conids, no cOID)
+        filled = await fresh.get_order(account, placed.broker_order_id)
+        assert [leg.symbol for leg in filled.legs] == [buy.symbol, sell.symbol]
+        assert all(leg.avg_fill_price is not None for leg in filled.legs)
+        assert paths(ib.fake.requests, "/trsrv/secdef") == 2
+        assert paths(ib.fake.requests, "/iserver/account/orders") >= 1  # the cOID

@@ -130,8 +130,9 @@ class Faults:
     their answer is held ``hang_seconds``. ``extra_questions``: asked (in order) after the
     gateway's own before any order is acknowledged. ``penalty_seconds``: how long a pacing
     breach locks the caller out. ``empty_first_orders``: the first live-order list of a
-    session is the subscription's empty ``snapshot: false``. ``logout()`` ends the
-    session (as a gateway restart or a competing login would).
+    session is the subscription's empty ``snapshot: false``. ``option_dates``: the search
+    answers its ``opt`` expiration dates (the spec's example has them; False sends null).
+    ``logout()`` ends the session (as a gateway restart or a competing login would).
     """
 
     latency: float = 0.0
@@ -143,6 +144,7 @@ class Faults:
     extra_questions: list[Question] = field(default_factory=list)
     penalty_seconds: float = 600.0
     empty_first_orders: bool = True
+    option_dates: bool = True  # the search's ``opt`` dates (False: ``null``, months only)
 
 
 @dataclass
@@ -677,7 +679,7 @@ class FakeIbkrGateway:
                     "description": "NASDAQ",
                     "restricted": None,
                     "fop": None,
-                    "opt": dates,
+                    "opt": dates if self.faults.option_dates else None,
                     "war": None,
                     "sections": [{"secType": "STK"}, section],
                 }
