@@ -691,6 +691,12 @@ class IbkrAdapter(PooledAdapter):
         if current.legs:
             if quantity != quantity.to_integral_value():
                 raise errors.UnsupportedOrder("combos trade whole strategy units", broker=SLUG)
+            if changes.stop_price is not None:
+                raise errors.UnsupportedOrder("IBKR combos here take no stop price", broker=SLUG)
+            if changes.limit_price is not None and current.order_type is not OrderType.limit:
+                raise errors.UnsupportedOrder("a market combo has no limit price", broker=SLUG)
+            if changes.time_in_force is not None and tif not in options.COMBO_TIFS:
+                raise errors.UnsupportedOrder("IBKR combos here are DAY or GTC", broker=SLUG)
             listed = [
                 await self.resolve(options.order_contract(leg.symbol)) for leg in current.legs
             ]

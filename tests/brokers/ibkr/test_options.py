@@ -272,6 +272,16 @@ async def test_a_combo_limit_is_modified_with_its_sign_kept() -> None:
         )
         sent = ib.fake.orders[int(placed.broker_order_id)]
         assert sent.price == Decimal("-8.5")
+        before = len(ib.fake.requests)
+        for bad in (
+            OrderChanges(stop_price=Decimal(1)),
+            OrderChanges(time_in_force=TimeInForce.ioc),
+            OrderChanges(quantity=Decimal("1.5")),
+        ):
+            with pytest.raises(errors.UnsupportedOrder):
+                await adapter.modify_order(account, placed.broker_order_id, bad)
+        writes = [m for m, _p in ib.fake.requests[before:] if m != "GET"]
+        assert writes == []  # refused after reading the order, before any change is sent
         assert changed.limit_price == Decimal("8.5")
         assert changed.price_effect is PriceEffect.credit
         canceled = await adapter.cancel_order(account, placed.broker_order_id)
