@@ -2,8 +2,9 @@
 
 Sources (each quirk below names its own):
 
-* IBKR's Web API OpenAPI document ("IB REST API" 2.13.0, https://api.ibkr.com/gw/api/v3/
-  api-docs, as copied in codyfarrey/swagger-codegen-demo ``ibkr-client-apispec.json``) for
+* IBKR's Web API OpenAPI document ("IB REST API" 2.13.0, rendered at
+  https://www.interactivebrokers.com/campus/ibkr-api-page/webapi-ref/; the copy read is
+  codyfarrey/swagger-codegen-demo ``src/main/resources/ibkr-client-apispec.json``) for
   ``/iserver/secdef/search`` (``conid`` a string; ``opt``: the listed expiration dates,
   ``YYYYMMDD;...``; the ``OPT`` section's ``months``: ``MAR24;APR24;...``),
   ``/iserver/secdef/strikes`` (``{"call": [numbers], "put": [numbers]}``),

@@ -19,8 +19,8 @@ OpenAPI document ("IB REST API" 2.13.0; copy in codyfarrey/swagger-codegen-demo
 
 Not documented, so chosen here: option conids (from 700000000 in listing order), the
 error wording for an unknown month/strike, the open interest figure (a fixed function of the
-contract), and the commission (0.65 USD a contract, IBKR's published US tiered base rate
-rounded; what-if text "0.65 USD").
+contract), and the commission (0.65 USD a contract, a round figure; what-if text
+"0.65 USD", in the spec example's "1 USD" form).
 """
 
 from __future__ import annotations
