@@ -17,6 +17,7 @@ from app.brokers.base import (
     OptionRight,
     OrderChanges,
     OrderLeg,
+    OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
@@ -563,3 +564,22 @@ async def test_a_new_adapter_reads_a_filled_combo_from_conids_alone() -> None:
         assert all(leg.avg_fill_price is not None for leg in filled.legs)
         assert paths(ib.fake.requests, "/trsrv/secdef") == 2
         assert paths(ib.fake.requests, "/iserver/account/orders") >= 1  # the cOID
+
+
+async def test_an_equity_order_is_previewed_by_the_same_whatif() -> None:
+    async with running_fake() as ib:
+        order = OrderRequest(
+            client_order_id="eq1",
+            symbol="AAPL",
+            side=OrderSide.buy,
+            quantity=Decimal(10),
+            order_type=OrderType.limit,
+            time_in_force=TimeInForce.day,
+            limit_price=Decimal("100.00"),
+        )
+        preview = await ib.adapter().preview_order(ib.account.account_id, order)
+        assert preview.direction is PriceEffect.debit
+        assert preview.fees == Decimal(1)
+        assert preview.estimated_cash_change == Decimal("-1001.00")
+        assert preview.rejections == ()
+        assert ib.fake.order_count() == 0
