@@ -1,7 +1,7 @@
 """idempotency owner: which process holds an in-flight Idempotency-Key
 
 Revision ID: 0012
-Revises: 0008 (on main: rechain onto 0011)
+Revises: 0011
 Create Date: 2026-12-04 18:30:00.000000
 
 A claim records the id of the process that made it (``owner``). When that process is gone
