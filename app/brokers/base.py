@@ -556,6 +556,10 @@ class Capabilities:
     # ``previewOrder``), ``emulated`` is the gateway's estimate from quotes (marked so).
     preview: Support = Support.emulated
     market_data: MarketDataCapabilities = field(default_factory=lambda: NO_MARKET_DATA)
+    # Dollar-amount orders (``OrderRequest.notional``): on market orders, and on limit
+    # orders where ``notional_limit`` says so.
+    notional: Support = Support.unsupported
+    notional_limit: Support = Support.unsupported
 
     def supports_asset(self, asset_class: AssetClass) -> bool:
         return self.asset_classes.get(asset_class, Support.unsupported) is not Support.unsupported
@@ -576,6 +580,8 @@ class Capabilities:
             "options": self.options.as_dict(),
             "preview": self.preview.value,
             "market_data": self.market_data.as_dict(),
+            "notional": self.notional.value,
+            "notional_limit": self.notional_limit.value,
         }
 
 
@@ -641,10 +647,17 @@ class OrderRequest:
     # underlying and ``side`` is ``sell`` for a credit and ``buy`` otherwise.
     legs: tuple[OrderLeg, ...] = ()
     price_effect: PriceEffect | None = None
+    # Dollar-amount orders: the amount to spend (buy) or raise (sell) instead of a quantity;
+    # ``quantity`` is then 0 (unknown until filled). Only where ``capabilities.notional``.
+    notional: Decimal | None = None
 
     @property
     def is_multi_leg(self) -> bool:
         return bool(self.legs)
+
+    @property
+    def is_notional(self) -> bool:
+        return self.notional is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -687,6 +700,8 @@ class BrokerOrder:
     position_effect: PositionEffect | None = None
     legs: tuple[BrokerOrderLeg, ...] = ()
     price_effect: PriceEffect | None = None
+    # A dollar-amount order: ``quantity`` is what the broker reports (0 until it is known).
+    notional: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
