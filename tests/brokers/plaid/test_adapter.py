@@ -331,7 +331,7 @@ async def test_held_options_are_imported_as_option_positions() -> None:
         assert all(p.asset_class is AssetClass.option for p in positions.values())
         balances = await adapter.get_balances(ref)
         assert balances.equity == Decimal(500) + 1450 - 310
-        assert await adapter.get_position(ref, put.symbol) == short
+        assert await adapter.get_position(ref, put.occ_padded) == short
         with pytest.raises(errors.NotSupported):
             await adapter.place_order(
                 ref,
