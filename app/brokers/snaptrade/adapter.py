@@ -426,7 +426,7 @@ class SnaptradeAdapter(PooledAdapter):
         if impact is not None:
             said = options.impact_direction(impact)
             wanted = options.order_direction(order)
-            if said is not None and said is not wanted:
+            if said is not None and wanted is not None and said is not wanted:
                 raise errors.UnsupportedOrder(
                     f"the order says {wanted.value} but SnapTrade's impact is a "
                     f"{said.value}; nothing was placed",

@@ -20,8 +20,9 @@ Wire reference: the official OpenAPI spec (passiv/snaptrade-sdks ``api.yaml``, c
 * Prices on option orders are per share ("For option orders, this represents the price per
   share"), as in the gateway. Positions (``/positions/all``, ``OptionInstrument``): ``price``
   and ``cost_basis`` per share, ``units`` signed, ``multiplier`` per contract (10 for minis).
-  The deprecated ``/holdings`` ``OptionsPosition.average_purchase_price`` is *per contract*
-  ("divide this value by the number of shares per contract"): ``per_share_cost`` converts it.
+  The deprecated ``/holdings`` (410 for customers from May 11, 2026) has ``option_positions``
+  whose ``average_purchase_price`` is *per contract* ("divide this value by the number of
+  shares per contract"); it is not read: ``/positions/all`` is already per share.
 * Option quotes: ``GET /accounts/{id}/quotes/options?symbol=<OCC>`` (``OptionQuote``): one
   derived ``synthetic_price``, ``implied_volatility`` and greeks, no bid or ask ("derived
   values [...] not suitable for trading purposes"); the spec marks it deprecated and says it
@@ -192,11 +193,10 @@ def order_legs(order: OrderRequest) -> tuple[OrderLeg, ...]:
     return (OrderLeg(order.symbol, order.side, 1, order.position_effect),)
 
 
-def order_direction(order: OrderRequest) -> PriceEffect:
-    """Which way cash moves: a multi-leg order's price effect; a single leg: buy = debit."""
+def order_direction(order: OrderRequest) -> PriceEffect | None:
+    """Which way cash moves: a multi-leg order's price effect (None: a market combo that
+    names none); a single leg: buy = debit, sell = credit."""
     if order.is_multi_leg:
-        if order.price_effect is None:
-            raise _refuse("a multi-leg order needs a price effect (debit, credit or even)")
         return order.price_effect
     return PriceEffect.debit if order.side is OrderSide.buy else PriceEffect.credit
 
@@ -251,6 +251,8 @@ def mleg_form(order: OrderRequest) -> dict[str, Any]:
         ],
     }
     if order.order_type in (OrderType.limit, OrderType.stop_limit):
+        if direction is None:
+            raise _refuse("a priced multi-leg order needs a price effect (debit, credit, even)")
         form["price_effect"] = _PRICE_EFFECT_OUT[direction]
         if direction is PriceEffect.even:
             if order.limit_price not in (None, _ZERO):
@@ -298,9 +300,12 @@ def preview_from_impact(body: object, order: OrderRequest) -> OrderPreview:
     rejections: list[str] = []
     direction = said
     if said is None:
-        direction = wanted
-        warnings.append("SnapTrade could not tell the cash direction; the order's is shown")
-    elif said is not wanted:
+        direction = wanted or PriceEffect.debit
+        warnings.append(
+            "SnapTrade could not tell the cash direction; "
+            + ("the order's is shown" if wanted else "shown as a debit (the cautious reading)")
+        )
+    elif wanted is not None and said is not wanted:
         rejections.append(f"the order says {wanted.value} but SnapTrade's impact is a {said.value}")
     assert direction is not None
     magnitude = abs(change)
@@ -603,9 +608,9 @@ def placed_from_wire(body: object, order: OrderRequest) -> BrokerOrder:
     order_type = WIRE.lookup(_V1_TYPES, first.get("order_type"), "order type")
     tif = WIRE.lookup(_V1_TIF, first.get("time_in_force"), "time_in_force")
     limit, stop = _prices(first, order_type)
-    direction = order_direction(order) if order.order_type is not OrderType.market else None
-    if order.is_multi_leg and order.order_type is OrderType.market:
-        direction = order.price_effect
+    direction = order_direction(order)
+    if not order.is_multi_leg and order.order_type is OrderType.market:
+        direction = None  # a plain order carries no price effect
     created = min(ts(r.get("time_placed"), "time_placed") for r in items)
     return _single_or_multi(
         order_id=order_id,
@@ -629,12 +634,6 @@ def is_option_record(body: object) -> bool:
 
 
 # --- positions and quotes -----------------------------------------------------------------
-
-
-def per_share_cost(per_contract: Decimal, multiplier: Decimal) -> Decimal:
-    """``OptionsPosition.average_purchase_price`` (per contract) on the gateway's per-share
-    basis."""
-    return tidy(per_contract / multiplier)
 
 
 def option_quote_from_wire(body: object, symbol: str, now: datetime) -> Quote:

@@ -5,6 +5,7 @@ input refused before any request."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -413,8 +414,6 @@ async def test_lifecycle_activities_are_transactions_of_the_contract() -> None:
 def test_the_form_sends_ratio_times_quantity_of_each_padded_contract(
     ratios: list[int], units: int, sides: list[OrderSide]
 ) -> None:
-    import math
-
     if math.gcd(*ratios) != 1:
         ratios = [*ratios[:-1], 1]
     day = date(2030, 1, 18)
@@ -434,3 +433,62 @@ def test_the_form_sends_ratio_times_quantity_of_each_padded_contract(
         assert OptionContract.parse(sent["instrument"]["symbol"]).symbol == leg.symbol
         assert sent["action"] == f"{leg.side.value.upper()}_TO_OPEN"
     assert (form["price_effect"], form["limit_price"]) == ("DEBIT", "1.25")
+
+
+async def test_a_lost_placement_answer_is_unknown_and_found_by_its_legs() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        account = run.account.id
+        request = vertical(vertical_legs(run), D("0.05"))
+        submitted = datetime.now(UTC)
+        run.fake.faults.timeout_after_accept = 1
+        with pytest.raises(errors.OutcomeUnknown):
+            await adapter.place_order(account, request)
+        [entered] = run.account.options.orders.values()
+        found = await adapter.find_order_by_fingerprint(
+            account, OrderFingerprint.of(request, submitted), frozenset()
+        )
+        assert found is not None
+        assert found.broker_order_id == entered.id
+        other = vertical(vertical_legs(run)[::-1], D("0.05"))  # same contracts, sides swapped
+        swapped = tuple(
+            OrderLeg(
+                g.symbol,
+                OrderSide.sell if g.side is OrderSide.buy else OrderSide.buy,
+                1,
+                g.position_effect,
+            )
+            for g in other.legs
+        )
+        assert (
+            await adapter.find_order_by_fingerprint(
+                account,
+                OrderFingerprint.of(vertical(swapped, D("0.05")), submitted),
+                frozenset(),
+            )
+            is None
+        )
+
+
+async def test_a_market_combo_without_a_price_effect_fills() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        account = run.account.id
+        legs = vertical_legs(run)
+        request = OrderRequest(
+            client_order_id="bg-market-combo",
+            symbol=UNDERLYING,
+            side=OrderSide.buy,
+            quantity=D(1),
+            order_type=OrderType.market,
+            time_in_force=TimeInForce.day,
+            legs=legs,
+        )
+        placed = await adapter.place_order(account, request)
+        assert placed.limit_price is None
+        assert placed.price_effect is None
+        await run.fake.match()
+        filled = await adapter.get_order(account, placed.broker_order_id)
+        assert filled.status is OrderStatus.filled
+        assert filled.price_effect is PriceEffect.debit  # SnapTrade's reading of the fills
+        assert sorted(p.quantity for p in await adapter.get_positions(account)) == [-1, 1]

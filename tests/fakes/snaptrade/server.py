@@ -153,9 +153,9 @@ class Faults:
     the spec's "busy syncing" body, else 500). ``rate_limited`` / ``rate_limit_reset``: the
     next N answer 429 with the documented body and ``X-RateLimit-Remaining: 0`` (SnapTrade
     sends no ``Retry-After``; ``X-RateLimit-Reset`` says when). ``timeout_after_accept``:
-    the next N ``POST /trade/{tradeId}`` place the order, then hold the answer
-    ``hang_seconds``. ``max_clock_skew``: refuse timestamps further off than this
-    (SnapTrade's window is undocumented; off by default).
+    the next N ``POST /trade/{tradeId}`` (or ``POST .../trading/options``) place the order,
+    then hold the answer ``hang_seconds``. ``max_clock_skew``: refuse timestamps further off
+    than this (SnapTrade's window is undocumented; off by default).
     """
 
     latency: float = 0.0
@@ -1648,6 +1648,10 @@ class FakeSnapTrade:
             time_placed=self.clock(),
         )
         account.options.orders[order.id] = order
+        if self.faults.timeout_after_accept > 0:
+            self.faults.timeout_after_accept -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
         return self._json(
             request,
             {
