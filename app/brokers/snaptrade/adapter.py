@@ -335,7 +335,33 @@ class SnaptradeAdapter(PooledAdapter):
         return universal_id
 
     async def check_symbol(self, symbol: str) -> None:
-        await self._universal_symbol_id(symbol)
+        """An equity: ``GET /symbols/{ticker}``. An option contract: SnapTrade has no
+        contract lookup (no chain), so the symbol is parsed (``UnknownSymbol`` when it is no
+        OCC symbol) and the user must hold at least one trading link at a brokerage that
+        trades options (``UnsupportedOrder`` otherwise); the account's own brokerage is
+        checked by ``check_order``."""
+        if not is_option_symbol(symbol):
+            await self._universal_symbol_id(symbol)
+            return
+        try:
+            mapping.contract_of(symbol)
+        except errors.UnknownBrokerValue as exc:
+            raise errors.UnknownSymbol(f"{symbol} is not an option contract", broker=SLUG) from exc
+        links = await self._get("/authorizations")
+        if not any(
+            link.trading and link.institution_slug.upper() in self._option_brokerages
+            for link in mapping.links_from_wire(links, [])
+        ):
+            raise errors.UnsupportedOrder(
+                "none of this user's SnapTrade connections trades options", broker=SLUG
+            )
+
+    async def check_order(self, account_ref: str, order: OrderRequest) -> None:
+        """Before anything is written: an option order's form and the account's brokerage
+        (``SupportsOrderCheck``); reads only. Equity orders are checked by the impact."""
+        if options.is_option_order(order):
+            options.mleg_form(order)
+            await self._check_option_link(account_ref)
 
     # --- orders --------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from app.brokers.base import (
     PriceEffect,
     Support,
     SupportsOptionChains,
+    SupportsOrderCheck,
     SupportsOrderPreview,
     TimeInForce,
 )
@@ -492,3 +493,31 @@ async def test_a_market_combo_without_a_price_effect_fills() -> None:
         assert filled.status is OrderStatus.filled
         assert filled.price_effect is PriceEffect.debit  # SnapTrade's reading of the fills
         assert sorted(p.quantity for p in await adapter.get_positions(account)) == [-1, 1]
+
+
+@pytest.mark.parametrize(("broker", "takes"), [("SCHWAB", True), ("ALPACA", False)])
+async def test_the_checks_before_anything_is_written_read_only(broker: str, takes: bool) -> None:
+    async with running_fake(broker=broker) as run:
+        adapter = run.adapter()
+        assert isinstance(adapter, SupportsOrderCheck)
+        call = contract(run, 0)
+        order = vertical(vertical_legs(run), D("1"))
+        if takes:
+            await adapter.check_symbol(call.symbol)
+            await adapter.check_order(run.account.id, order)
+            await adapter.check_order(run.account.id, single(call.occ_padded))
+        else:
+            with pytest.raises(errors.UnsupportedOrder):
+                await adapter.check_symbol(call.symbol)
+            with pytest.raises(errors.UnsupportedOrder):
+                await adapter.check_order(run.account.id, order)
+        with pytest.raises(errors.UnknownSymbol):
+            await adapter.check_symbol("AAPL261340C00150000")  # no 40th of December
+        with pytest.raises(errors.UnsupportedOrder):
+            await adapter.check_order(run.account.id, vertical(vertical_legs(run), D(1), qty="0.5"))
+        await adapter.check_order(
+            run.account.id,
+            OrderRequest("bg-eq", "AAPL", OrderSide.buy, D(1), OrderType.market, TimeInForce.day),
+        )  # an equity order: left to the impact check
+        assert trading_requests(run) == []
+        assert all(method == "GET" for method, _ in run.fake.requests)
