@@ -49,6 +49,7 @@ Options (``options.py`` has the wire format):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -494,7 +495,13 @@ class SnaptradeAdapter(PooledAdapter):
     async def modify_order(
         self, account_ref: str, broker_order_id: str, changes: OrderChanges
     ) -> BrokerOrder:
-        """``POST /accounts/{id}/trading/replace`` with the whole order (the form needs it)."""
+        """``POST /accounts/{id}/trading/replace`` with the whole order (the form needs it).
+
+        A single-leg option order is replaced by its OCC symbol and option action ("Use the
+        OCC symbol to replace an option order", spec ``ManualTradeReplaceForm``) and read
+        back in the V2 format; a multi-leg order cannot be expressed in that form and is
+        refused (``UnsupportedOrder``) before any request.
+        """
         current = await self.get_order(account_ref, broker_order_id)
         if changes.is_empty():
             return current
@@ -507,6 +514,15 @@ class SnaptradeAdapter(PooledAdapter):
         answer = _loads(response)
         new_id = answer.get("brokerage_order_id") if isinstance(answer, dict) else None
         replaces = broker_order_id if new_id not in (None, broker_order_id) else None
+        if options.is_option_record(answer) and isinstance(new_id, str):
+            try:
+                replaced = await self._get_order_v2(account_ref, new_id)
+            except errors.BrokerError as exc:
+                raise errors.OutcomeUnknown(
+                    f"the replace was accepted but the new order could not be read: {exc.reason}",
+                    broker=SLUG,
+                ) from exc
+            return dataclasses.replace(replaced, replaces=replaces)
         return mapping.order_from_wire(answer, replaces=replaces)
 
     async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:

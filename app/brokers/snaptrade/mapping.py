@@ -51,6 +51,7 @@ from app.brokers.base import (
     Quote,
     TimeInForce,
     Transaction,
+    is_option_symbol,
 )
 from app.brokers.wire import WireReader
 
@@ -432,15 +433,30 @@ def impact_form(account_ref: str, order: OrderRequest, universal_symbol_id: str)
 
 
 def replace_form(current: BrokerOrder, changes: OrderChanges) -> dict[str, Any]:
-    """``ManualTradeReplaceForm``: the whole order with the changes applied."""
+    """``ManualTradeReplaceForm``: the whole order with the changes applied. An option order
+    goes by its 21-character OCC symbol with its option action (BUY_TO_OPEN...); a
+    multi-leg order has no replace form (``UnsupportedOrder``)."""
+    if current.legs:
+        raise errors.UnsupportedOrder(
+            "SnapTrade cannot replace a multi-leg order; cancel it and place a new one",
+            broker=SLUG,
+        )
     quantity = changes.quantity if changes.quantity is not None else current.quantity
     tif = changes.time_in_force or current.time_in_force
+    action, symbol = _SIDES_OUT[current.side], current.symbol
+    if is_option_symbol(current.symbol):
+        if current.position_effect is None:
+            raise errors.UnsupportedOrder("the option order's open/close is unknown", broker=SLUG)
+        if quantity != quantity.to_integral_value():
+            raise errors.UnsupportedOrder("options trade in whole contracts", broker=SLUG)
+        symbol = contract_of(current.symbol).occ_padded
+        action = f"{action}_TO_{current.position_effect.value.upper()}"
     form: dict[str, Any] = {
         "brokerage_order_id": current.broker_order_id,
-        "action": _SIDES_OUT[current.side],
+        "action": action,
         "order_type": _ORDER_TYPES_OUT[current.order_type],
         "time_in_force": _TIF_OUT[tif],
-        "symbol": current.symbol,
+        "symbol": symbol,
         "units": number(quantity, "quantity"),
     }
     limit = changes.limit_price if changes.limit_price is not None else current.limit_price

@@ -448,10 +448,21 @@ async def test_option_endpoints_match_the_spec() -> None:
             )
             check(detail.json(), response_schema("/accounts/{accountId}/orders/details", "post"))
             assert detail.json()["option_symbol"]["ticker"] == contract(run, -4).occ_padded
+            v2 = await http.get(
+                f"/accounts/{account}/orders/details/v2/{single_id}", params=user(run)
+            )
+            current = options.order_v2_from_wire(mapping.loads(v2.content))
+            replace = mapping.replace_form(current, OrderChanges(limit_price=Decimal("0.02")))
+            check(replace, request_schema("/accounts/{accountId}/trading/replace", "post"))
+            replaced = await http.post(
+                f"/accounts/{account}/trading/replace", params=user(run), json=replace
+            )
+            assert replaced.status_code == 200, replaced.text
+            check(replaced.json(), response_schema("/accounts/{accountId}/trading/replace", "post"))
             canceled = await http.post(
                 f"/accounts/{account}/trading/cancel",
                 params=user(run),
-                json={"brokerage_order_id": single_id},
+                json={"brokerage_order_id": replaced.json()["brokerage_order_id"]},
             )
             check(canceled.json(), response_schema("/accounts/{accountId}/trading/cancel", "post"))
             activity = run.fake.record_option_event(

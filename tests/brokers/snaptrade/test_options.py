@@ -18,6 +18,7 @@ from app.brokers.base import (
     AssetClass,
     OptionContract,
     OptionRight,
+    OrderChanges,
     OrderFingerprint,
     OrderLeg,
     OrderRequest,
@@ -521,3 +522,26 @@ async def test_the_checks_before_anything_is_written_read_only(broker: str, take
         )  # an equity order: left to the impact check
         assert trading_requests(run) == []
         assert all(method == "GET" for method, _ in run.fake.requests)
+
+
+async def test_a_single_leg_option_is_replaced_and_a_combo_is_not() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        account = run.account.id
+        call = contract(run, 1)
+        placed = await adapter.place_order(account, single(call.symbol))
+        moved = await adapter.modify_order(
+            account, placed.broker_order_id, OrderChanges(limit_price=D("0.02"), quantity=D(2))
+        )
+        assert moved.replaces == placed.broker_order_id
+        assert (moved.symbol, moved.quantity, moved.limit_price) == (call.symbol, 2, D("0.02"))
+        assert moved.position_effect is PositionEffect.open
+        old = await adapter.get_order(account, placed.broker_order_id)
+        assert old.status is OrderStatus.replaced
+        combo = await adapter.place_order(account, vertical(vertical_legs(run), D("0.01")))
+        before = len(trading_requests(run))
+        with pytest.raises(errors.UnsupportedOrder):
+            await adapter.modify_order(
+                account, combo.broker_order_id, OrderChanges(limit_price=D("0.02"))
+            )
+        assert len(trading_requests(run)) == before  # refused before any request

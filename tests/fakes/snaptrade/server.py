@@ -1476,6 +1476,9 @@ class FakeSnapTrade:
         if refusal is not None:
             return self._answer(request, refusal)
         body = await self._body(request)
+        option_order = account.options.orders.get(str((body or {}).get("brokerage_order_id")))
+        if option_order is not None:
+            return self._replace_option(request, account, option_order, body or {})
         old = account.orders.get(str((body or {}).get("brokerage_order_id")))
         if old is None:
             return self._answer(request, not_found())
@@ -1637,7 +1640,14 @@ class FakeSnapTrade:
             id=order_id,
             account_id=account.id,
             legs=[
-                opt.FakeLeg(contract, action, units, f"{order_id}-{n}")
+                # A single-leg order's record is the order (its id); a combo's records are
+                # its legs (ids of ours: the spec does not say how leg ids look).
+                opt.FakeLeg(
+                    contract,
+                    action,
+                    units,
+                    order_id if len(parsed.legs) == 1 else f"{order_id}-{n}",
+                )
                 for n, (contract, action, units) in enumerate(parsed.legs, start=1)
             ],
             order_type=parsed.order_type,
@@ -1728,6 +1738,56 @@ class FakeSnapTrade:
                 "raw_response": {"order_id": order.id, "status": "CANCELLED"},
             },
         )
+
+    def _replace_option(
+        self,
+        request: Request,
+        account: FakeAccount,
+        old: opt.FakeOptionOrder,
+        body: dict[str, Any],
+    ) -> Response:
+        """``ManualTradeReplaceForm`` for an option order: "Use the OCC symbol to replace an
+        option order"; one leg only (a combo has no replace form: refused, wording chosen)."""
+        if len(old.legs) != 1:
+            return self._answer(request, bad_request("Multi-leg orders cannot be replaced"))
+        [leg] = old.legs
+        types = {v: k for k, v in opt.V1_TYPES.items()}
+        order_type = types.get(str(body.get("order_type")))
+        units = body.get("units")
+        try:
+            price = _opt(body.get("price"))
+            stop = _opt(body.get("stop"))
+        except InvalidOperation:
+            return self._answer(request, bad_request())
+        if (
+            body.get("symbol") != leg.contract.occ_padded
+            or body.get("action") != leg.action
+            or order_type is None
+            or body.get("time_in_force") not in opt.TIFS
+            or not isinstance(units, int)
+            or units < 1
+        ):
+            return self._answer(request, bad_request())
+        if old.status != "ACCEPTED":
+            return self._answer(
+                request,
+                bad_request(f"Order cannot be replaced in its current state ({old.status})"),
+            )
+        new_id = str(uuid.uuid4())
+        new = opt.FakeOptionOrder(
+            id=new_id,
+            account_id=account.id,
+            legs=[opt.FakeLeg(leg.contract, leg.action, units, new_id)],
+            order_type=order_type,
+            time_in_force=str(body["time_in_force"]),
+            limit_price=price,
+            stop_price=stop,
+            price_effect=old.price_effect,
+            time_placed=self.clock(),
+        )
+        old.status = "REPLACED"
+        account.options.orders[new.id] = new
+        return self._json(request, opt.leg_record_v1(new, new.legs[0]))
 
     def _evaluate_option(self, account: FakeAccount, order: opt.FakeOptionOrder) -> int:
         """A combo fills whole at its legs' natural prices when the net is within the limit
