@@ -545,3 +545,40 @@ async def test_a_single_leg_option_is_replaced_and_a_combo_is_not() -> None:
                 account, combo.broker_order_id, OrderChanges(limit_price=D("0.02"))
             )
         assert len(trading_requests(run)) == before  # refused before any request
+
+
+async def test_without_an_impact_at_the_brokerage_the_order_is_placed_directly() -> None:
+    async with running_fake() as run:
+        run.fake.faults.no_option_impact = True
+        adapter = run.adapter()
+        account = run.account.id
+        legs = vertical_legs(run)
+        placed = await adapter.place_order(account, vertical(legs, D("0.05")))
+        assert placed.status is OrderStatus.accepted
+        assert [p for _, p in trading_requests(run)] == [
+            f"/accounts/{account}/trading/options/impact",
+            f"/accounts/{account}/trading/options",
+        ]
+        with pytest.raises(errors.NotSupported):
+            await adapter.preview_order(account, vertical(legs, D("0.05")))
+
+
+def test_an_impact_without_a_direction_is_a_warning_not_a_guess() -> None:
+    legs = (
+        OrderLeg("AAPL270115C00200000", OrderSide.buy, 1, PositionEffect.open),
+        OrderLeg("AAPL270115C00210000", OrderSide.sell, 1, PositionEffect.open),
+    )
+    body = {"estimated_cash_change": "250", "cash_change_direction": "UNKNOWN"}
+    preview = options.preview_from_impact(body, vertical(legs, D("2.5"), qty="1"))
+    assert (preview.direction, preview.estimated_cash_change) == (PriceEffect.debit, D(-250))
+    assert preview.warnings
+    assert preview.fees == 0
+    credit = options.preview_from_impact(
+        {**body, "cash_change_direction": "CREDIT", "estimated_fee_total": "1.30"},
+        vertical(legs[::-1], D("2.5"), qty="1", effect=PriceEffect.credit),
+    )
+    assert (credit.estimated_cash_change, credit.fees, credit.rejections) == (D(250), D("1.3"), ())
+    with pytest.raises(errors.UnknownBrokerValue):
+        options.preview_from_impact(
+            {**body, "cash_change_direction": "SIDEWAYS"}, vertical(legs, D("2.5"))
+        )

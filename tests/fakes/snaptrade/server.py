@@ -168,6 +168,9 @@ class Faults:
     timeout_after_accept: int = 0
     hang_seconds: float = 30.0
     max_clock_skew: float | None = None
+    # The brokerage has no option impact: ``.../trading/options/impact`` answers 400 (spec:
+    # "Invalid request, or option impact is not supported for this brokerage"; wording ours).
+    no_option_impact: bool = False
 
 
 @dataclass(frozen=True)
@@ -1609,6 +1612,10 @@ class FakeSnapTrade:
         refusal, parsed = self._option_request_refusal(auth, await self._body(request))
         if refusal is not None or parsed is None:
             return self._answer(request, refusal or bad_request())
+        if self.faults.no_option_impact:
+            return self._answer(
+                request, bad_request("Option impact is not supported for this brokerage")
+            )
         net, cash, _ = self._option_cost(parsed)
         if cash < 0 and -cash > account.cash - self._reserved(account):
             return self._answer(request, bad_request("Insufficient buying power"))
