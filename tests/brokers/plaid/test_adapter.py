@@ -344,3 +344,26 @@ async def test_held_options_are_imported_as_option_positions() -> None:
                     time_in_force=TIF.day,
                 ),
             )
+
+
+async def test_an_expired_option_is_an_option_expiration_of_its_contract() -> None:
+    async with running_fake(cash="10") as run:
+        put = OptionContract("AAPL", "AAPL", date(2026, 11, 20), OptionRight.put, Decimal(150))
+        holding = run.fake.hold_option(run.account, put, 1, "0.01")
+        run.account.holdings.remove(holding)  # it expired: the holding is gone
+        run.fake.add_transaction(
+            run.account,
+            kind="transfer",
+            subtype="expire",
+            amount=Decimal(0),
+            name="EXPIRED AAPL PUT",
+            security=holding.security,
+            quantity=Decimal(-100),
+        )
+        adapter = run.adapter()
+        [account] = await adapter.list_accounts()
+        found = await adapter.get_transactions(
+            account.broker_account_id, None, None, "option_expiration"
+        )
+        assert [(t.type, t.symbol) for t in found] == [("option_expiration", put.symbol)]
+        assert await adapter.get_positions(account.broker_account_id) == []
