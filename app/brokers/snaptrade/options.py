@@ -298,16 +298,14 @@ def preview_from_impact(body: object, order: OrderRequest) -> OrderPreview:
     said = impact_direction(impact)
     warnings: list[str] = []
     rejections: list[str] = []
-    direction = said
+    direction: PriceEffect = said if said is not None else (wanted or PriceEffect.debit)
     if said is None:
-        direction = wanted or PriceEffect.debit
         warnings.append(
             "SnapTrade could not tell the cash direction; "
             + ("the order's is shown" if wanted else "shown as a debit (the cautious reading)")
         )
     elif wanted is not None and said is not wanted:
         rejections.append(f"the order says {wanted.value} but SnapTrade's impact is a {said.value}")
-    assert direction is not None
     magnitude = abs(change)
     signed = -magnitude if direction is PriceEffect.debit else magnitude
     if direction is PriceEffect.even:
