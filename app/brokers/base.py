@@ -989,6 +989,17 @@ class SupportsOrderPreview(Protocol):
 
 
 @runtime_checkable
+class SupportsOrderCheck(Protocol):
+    """The optional part of the contract for brokers whose capabilities depend on the account
+    (SnapTrade: whether the linked brokerage trades options). Called, like ``check_symbol``,
+    before the order row is written; raises ``UnsupportedOrder`` (or ``UnknownSymbol``) for
+    an order this account cannot take, with reads only and no trading request.
+    """
+
+    async def check_order(self, account_ref: str, order: OrderRequest) -> None: ...
+
+
+@runtime_checkable
 class MarketDataSession(Protocol):
     """One upstream market-data session (one broker connection or poller) for one
     credential, shared by every local subscriber entitled to it.

@@ -33,7 +33,11 @@ async def test_snaptrade_is_offered_as_a_tier_b_aggregator(db_url: str) -> None:
         )
         capabilities = snap["capabilities"]
         assert capabilities["asset_classes"]["equity"] == "native"
-        assert capabilities["asset_classes"]["option"] == "unsupported"
+        assert capabilities["asset_classes"]["option"] == "native"
+        assert capabilities["multi_leg"] == "native"
+        assert capabilities["options"]["chain"] == "unsupported"  # no chain endpoint
+        assert capabilities["options"]["max_legs"] == 4
+        assert capabilities["preview"] == "native"
         assert set(capabilities["order_types"].values()) == {"native"}
         assert set(capabilities["time_in_force"].values()) == {"native"}
         assert (capabilities["extended_hours"], capabilities["order_stream"]) == (
