@@ -38,10 +38,7 @@ def test_the_pre_trade_gate_refuses_an_option_order(symbol: str) -> None:
             extended_hours=False,
         )
     assert refused.value.code == "unsupported_order"
-    if symbol == CALL:
-        assert "option" in str(refused.value.detail)
-    # The padded form is refused too, but app.brokers.symbols.asset_class_of allows one space
-    # only, so the reason it gives is "equity" (reported; that module is not this package's).
+    assert "option" in str(refused.value.detail)  # padded or not, it is an option
 
 
 async def test_an_option_order_is_refused_before_any_request(db_url: str) -> None:
