@@ -22,6 +22,7 @@ from app.api import (
     events,
     health,
     oauth,
+    options,
     orders,
     plaid,
     portfolio,
@@ -54,6 +55,7 @@ from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
+from app.services.options import OptionsService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
 from app.services.plaid import PlaidService
@@ -172,6 +174,7 @@ def create_app(
             keys=keys,
             rotation=rotation,
             plaid=PlaidService(ctx),
+            options=OptionsService(ctx),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -255,6 +258,7 @@ def create_app(
         accounts,
         portfolio,
         orders,
+        options,
         routing,
         events,
         admin,

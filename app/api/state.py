@@ -15,6 +15,7 @@ from app.services.context import ServiceContext
 from app.services.events import EventService
 from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
+from app.services.options import OptionsService
 from app.services.orders import OrderService
 from app.services.plaid import PlaidService
 from app.services.portfolio import PortfolioService
@@ -45,3 +46,4 @@ class AppState:
     tokens: TokenLifecycle
     routing: RoutingService
     plaid: PlaidService
+    options: OptionsService

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from app.brokers.base import AssetClass
 from app.schemas.common import DecimalStr, ResponseModel, StrictModel, UTCTimestamp
+from app.schemas.options import ContractOut
 
 Label = Literal["Live", "Linked", "Paper"]
 TierOut = Literal["A", "B", "C", "paper"]
@@ -116,12 +117,17 @@ class BalancesOut(ResponseModel):
 class PositionOut(ResponseModel):
     symbol: str
     asset_class: AssetClass
-    quantity: DecimalStr
+    quantity: DecimalStr = Field(description="Signed: negative is short")
     avg_cost: DecimalStr
     current_price: DecimalStr
-    market_value: DecimalStr
+    market_value: DecimalStr = Field(
+        description="current_price x quantity, times the contract multiplier for an option"
+    )
     unrealized_pl: DecimalStr
     as_of: UTCTimestamp
+    contract: ContractOut | None = Field(
+        default=None, description="An option position: the contract's terms"
+    )
 
 
 class PositionList(ResponseModel):

@@ -105,7 +105,7 @@ def _order_path(order_id: str) -> str:
     return f"/v1/orders/{order_id}"
 
 
-def _is_fractional(body: OrderCreate) -> bool:
+def quantity_is_fractional(body: OrderCreate) -> bool:
     return body.quantity != body.quantity.to_integral_value()
 
 
@@ -285,7 +285,7 @@ class OrderService:
             symbol=order_symbol(body),
             order_type=body.order_type,
             time_in_force=body.time_in_force,
-            quantity_is_fractional=_is_fractional(body),
+            quantity_is_fractional=quantity_is_fractional(body),
             extended_hours=body.extended_hours,
             legs=len(body.legs or ()),
         )
