@@ -131,7 +131,7 @@ class OptionStandInAdapter(PaperAdapter):
         self._log.expiration_calls += 1
         if not self._market.has_options(underlying):
             raise UnknownSymbol(f"no options on {underlying}")
-        return self._market.expirations(underlying, date.today())
+        return self._market.expirations(underlying, datetime.now(UTC).date())
 
     async def get_option_chain(self, query: OptionChainQuery) -> list[OptionQuote]:
         """Every listed contract of the underlying, whatever the query asks (the gateway
@@ -141,7 +141,10 @@ class OptionStandInAdapter(PaperAdapter):
             raise UnknownSymbol(f"no options on {query.underlying}")
         at = self._paper_engine.clock.now()
         quotes = []
-        listed = [e.expiration for e in self._market.expirations(query.underlying, date.today())]
+        listed = [
+            e.expiration
+            for e in self._market.expirations(query.underlying, datetime.now(UTC).date())
+        ]
         # The first three expirations, and the one asked for (where it is listed).
         wanted = listed[:3] + [e for e in listed[3:] if e == query.expiration]
         for expiration in wanted:
@@ -206,7 +209,7 @@ def standin_registry(
 
 def far_monthly() -> date:
     """A listed monthly expiration a few months out (third Friday), by today's real date."""
-    today = date.today()
+    today = datetime.now(UTC).date()
     month = today.month + 3
     year = today.year + (month - 1) // 12
     month = (month - 1) % 12 + 1

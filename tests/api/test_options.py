@@ -16,7 +16,6 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from app.brokers.base import (
-    BrokerOrder,
     BrokerOrderLeg,
     Fill,
     OptionCapabilities,
@@ -318,8 +317,10 @@ async def test_a_single_leg_option_order(standin: StandIn) -> None:
         "style": "american",
     }
     sent = standin.log.placed[-1]
-    assert sent.symbol == CALL and sent.position_effect is PositionEffect.open
-    assert sent.quantity == Decimal(2) and not sent.legs
+    assert sent.symbol == CALL
+    assert sent.position_effect is PositionEffect.open
+    assert sent.quantity == Decimal(2)
+    assert not sent.legs
 
 
 async def test_an_iron_condor_is_one_order_with_four_legs(standin: StandIn) -> None:
@@ -330,28 +331,34 @@ async def test_an_iron_condor_is_one_order_with_four_legs(standin: StandIn) -> N
     response = await _post(harness, user, account, body, uuid.uuid4().hex)
     assert response.status_code == 201, response.text
     order = response.json()
-    assert order["symbol"] == "AAPL" and order["side"] == "sell"
-    assert order["price_effect"] == "credit" and order["contract"] is None
+    assert order["symbol"] == "AAPL"
+    assert order["side"] == "sell"
+    assert order["price_effect"] == "credit"
+    assert order["contract"] is None
     assert [(leg["symbol"], leg["side"], leg["ratio"]) for leg in order["legs"]] == [
         (leg["symbol"], leg["side"], 1) for leg in body["legs"]
     ]
     assert all(leg["filled_quantity"] == "0" for leg in order["legs"])
     sent = standin.log.placed[-1]
-    assert sent.symbol == "AAPL" and sent.side is OrderSide.sell
-    assert sent.price_effect is PriceEffect.credit and sent.limit_price == Decimal("2.10")
+    assert sent.symbol == "AAPL"
+    assert sent.side is OrderSide.sell
+    assert sent.price_effect is PriceEffect.credit
+    assert sent.limit_price == Decimal("2.10")
     assert [leg.symbol for leg in sent.legs] == [leg["symbol"] for leg in body["legs"]]
     assert sent.quantity == Decimal(3)
 
     # The events carry the legs.
     events = await harness.client.get("/v1/events?after=0&limit=500", headers=harness.auth(user))
     payloads = [e["order"] for e in events.json()["items"] if e["order_id"] == order["id"]]
-    assert payloads and all(len(p["legs"]) == 4 for p in payloads)
+    assert payloads
+    assert all(len(p["legs"]) == 4 for p in payloads)
 
     # Leg fills reported by the broker land on the legs, each fill once.
     async with harness.state.ctx.sessionmaker() as session:
         row = await session.get(Order, order["id"])
         acct = await session.get(Account, account)
-        assert row is not None and acct is not None
+        assert row is not None
+        assert acct is not None
         broker_order_id, ref = row.broker_order_id, acct.broker_account_ref
     assert broker_order_id is not None
     reported = standin.log.orders[broker_order_id]
@@ -398,7 +405,8 @@ async def test_an_iron_condor_is_one_order_with_four_legs(standin: StandIn) -> N
         from app.services.order_updates import merge_broker_legs
 
         row = await session.get(Order, order["id"])
-        assert row is not None and row.legs is not None
+        assert row is not None
+        assert row.legs is not None
         merged = merge_broker_legs(row.legs, ingest_report.legs)
     assert [m["avg_fill_price"] for m in merged] == ["9"] * 4
     assert [m["position_effect"] for m in merged] == ["open"] * 4
@@ -413,7 +421,8 @@ async def test_idempotency_covers_the_legs(standin: StandIn) -> None:
     first = await _post(harness, user, account, body, key)
     assert first.status_code == 201, first.text
     again = await _post(harness, user, account, body, key)
-    assert again.status_code == 201 and again.json() == first.json()
+    assert again.status_code == 201
+    assert again.json() == first.json()
     # The same legs written padded are the same order.
     padded = iron_condor(EXPIRY)
     for leg in padded["legs"]:
@@ -422,7 +431,8 @@ async def test_idempotency_covers_the_legs(standin: StandIn) -> None:
     changed = iron_condor(EXPIRY)
     changed["legs"][0]["symbol"] = occ("AAPL", EXPIRY, "P", "165")
     reused = await _post(harness, user, account, changed, key)
-    assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
+    assert reused.status_code == 422
+    assert reused.json()["code"] == "idempotency_key_reused"
     assert (await _written(harness, user))[0] == 1
 
 
@@ -462,7 +472,8 @@ async def test_expirations_and_a_filtered_paged_chain(standin: StandIn) -> None:
     body = expirations.json()
     assert body["underlying"] == "AAPL"
     dates = [item["expiration"] for item in body["items"]]
-    assert dates == sorted(set(dates)) and dates[0] >= date.today().isoformat()
+    assert dates == sorted(set(dates))
+    assert dates[0] >= datetime.now(UTC).date().isoformat()
 
     first_expiry = dates[0]
     query = (
@@ -483,13 +494,16 @@ async def test_expirations_and_a_filtered_paged_chain(standin: StandIn) -> None:
     assert seen, "the stand-in lists puts between 180 and 200"
     for item in seen:
         contract = item["contract"]
-        assert contract["expiration"] == first_expiry and contract["right"] == "put"
+        assert contract["expiration"] == first_expiry
+        assert contract["right"] == "put"
         assert Decimal("180") <= Decimal(contract["strike"]) <= Decimal("200")
-        assert item["source"] == "model" and item["as_of"].endswith("Z")
+        assert item["source"] == "model"
+        assert item["as_of"].endswith("Z")
         assert set(item["greeks"]) == {"delta", "gamma", "theta", "vega", "rho", "iv"}
         assert Decimal(item["bid"]) <= Decimal(item["ask"])
     strikes = [Decimal(i["contract"]["strike"]) for i in seen]
-    assert strikes == sorted(strikes) and len(set(strikes)) == len(strikes)
+    assert strikes == sorted(strikes)
+    assert len(set(strikes)) == len(strikes)
 
     too_many = await harness.client.get(
         f"{base}/chain?underlying=AAPL&limit=501", headers=harness.auth(user)
@@ -498,7 +512,8 @@ async def test_expirations_and_a_filtered_paged_chain(standin: StandIn) -> None:
     unknown = await harness.client.get(
         f"{base}/chain?underlying=NOTREAL", headers=harness.auth(user)
     )
-    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_symbol"
+    assert unknown.status_code == 422
+    assert unknown.json()["code"] == "unknown_symbol"
 
 
 async def test_the_chain_is_cached_per_account_for_a_short_time(standin: StandIn) -> None:
@@ -557,12 +572,14 @@ async def test_equity_preview_is_an_estimate_and_writes_nothing(harness: Harness
         account,
         {"symbol": "AAPL", "side": "sell", "quantity": "2", "order_type": "market"},
     )
-    assert market.status_code == 200 and market.json()["direction"] == "credit"
+    assert market.status_code == 200
+    assert market.json()["direction"] == "credit"
     assert Decimal(market.json()["estimated_cash_change"]) > 0
     assert await _written(harness, user) == (0, 0, 0)
     # The same validation as placing.
     bad = await _preview(harness, user, account, _single(symbol=EXPIRED))
-    assert bad.status_code == 422 and bad.json()["code"] == "unsupported_order"
+    assert bad.status_code == 422
+    assert bad.json()["code"] == "unsupported_order"
 
 
 async def test_option_preview_estimates_from_the_legs(standin: StandIn) -> None:
@@ -572,20 +589,23 @@ async def test_option_preview_estimates_from_the_legs(standin: StandIn) -> None:
     limit = await _preview(harness, user, account, iron_condor(EXPIRY, quantity="2"))
     assert limit.status_code == 200, limit.text
     assert limit.json()["estimated_cash_change"] == "420"  # 2.10 x 2 x 100, a credit
-    assert limit.json()["direction"] == "credit" and limit.json()["source"] == "estimate"
+    assert limit.json()["direction"] == "credit"
+    assert limit.json()["source"] == "estimate"
     market = await _preview(
         harness, user, account, iron_condor(EXPIRY, order_type="market", limit_price=None)
     )
     assert market.status_code == 200, market.text
     assert market.json()["direction"] == "credit"  # the short strikes are dearer
     single = await _preview(harness, user, account, _single(order_type="market", limit_price=None))
-    assert single.status_code == 200 and single.json()["direction"] == "debit"
+    assert single.status_code == 200
+    assert single.json()["direction"] == "debit"
     for bad, code in (
         (_single(symbol=EXPIRED), "option_expired"),
         (_vertical(price_effect="credit", legs=[_leg(CALL), _leg(C210)]), "price_effect_mismatch"),
     ):
         response = await _preview(harness, user, account, bad)
-        assert response.status_code == 422 and response.json()["code"] == code
+        assert response.status_code == 422
+        assert response.json()["code"] == code
     assert await _written(harness, user) == (0, 0, 0)
     assert not [p for p in standin.log.placed if p.client_order_id.startswith("preview")]
 
@@ -599,9 +619,11 @@ async def test_a_native_preview_is_the_brokers(db_url: str) -> None:
         response = await _preview(harness, user, account, iron_condor(EXPIRY, quantity="101"))
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["source"] == "broker" and body["fees"] == "0.65"
+        assert body["source"] == "broker"
+        assert body["fees"] == "0.65"
         assert body["rejections"] == ["order exceeds the account's limit"]
-        assert len(log.previews) == 1 and len(log.previews[0].legs) == 4
+        assert len(log.previews) == 1
+        assert len(log.previews[0].legs) == 4
         assert not log.placed
         assert await _written(harness, user) == (0, 0, 0)
         # No Idempotency-Key is needed, and one given changes nothing.
