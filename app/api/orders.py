@@ -54,7 +54,7 @@ async def place_order(
 @router.post(
     "/accounts/{account_id}/orders/preview",
     name="preview_order",
-    responses=problem_responses(401, 403, 404, 409, 413, 422, 429, 503),
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
 )
 async def preview_order(
     account_id: str, body: OrderCreate, user: CurrentUser, state: State
