@@ -39,6 +39,10 @@ class UnsupportedOrder(Rejected):
     pass
 
 
+class UncoveredOption(Rejected):
+    """A short option leg without cover (the order's own long legs, shares or cash)."""
+
+
 class OrderNotFound(Rejected):
     pass
 

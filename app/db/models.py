@@ -290,10 +290,14 @@ class PaperAccount(Base):
     cycles_completed: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Cash held against the account's short option positions (cash-secured puts, the maximum
+    # loss of spreads): buying power is cash - reserved_cash - collateral_cash (migration 0010).
+    collateral_cash: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
 
 
 class PaperPosition(Base):
     __tablename__ = "paper_positions"
+    __table_args__ = (Index(None, "expires_at"),)
 
     paper_account_id: Mapped[str] = mapped_column(
         ID, ForeignKey("paper_accounts.id"), primary_key=True
@@ -304,8 +308,14 @@ class PaperPosition(Base):
     avg_cost: Mapped[Decimal] = mapped_column(Money())
     realized_pl: Mapped[Decimal] = mapped_column(Money())
     # Quantity held by open sell orders (sum of their remaining quantity): no shorting.
+    # For an option position: the contracts held by open closing orders.
     reserved_quantity: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Shares pledged as cover for short calls (covered calls); not available to sell.
+    pledged_quantity: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+    # An option position's expiry instant (expiration day at EXPIRY_TIME_UTC); None for
+    # equities and crypto. The ticker settles positions whose instant has passed.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class PaperOrder(Base):
@@ -338,6 +348,17 @@ class PaperOrder(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Options (migration 0010): ``position_effect`` of a single-leg option order; a
+    # multi-leg order has ``legs`` (``symbol`` is the underlying, ``quantity`` strategy
+    # units, ``limit_price`` unsigned with ``price_effect``), each
+    # ``{"symbol", "side", "ratio", "position_effect", "avg_fill_price"}`` (decimals as
+    # strings). ``kind`` names an order the paper broker made itself at expiry
+    # (``option_expiration``, ``option_exercise``, ``option_assignment``,
+    # ``option_cash_settlement``); None for an order that was placed.
+    position_effect: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    price_effect: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    legs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    kind: Mapped[str | None] = mapped_column(String(24), nullable=True)
 
 
 class PaperFill(Base):
@@ -352,6 +373,8 @@ class PaperFill(Base):
     quantity: Mapped[Decimal] = mapped_column(Money())
     price: Mapped[Decimal] = mapped_column(Money())
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The event an expiry fill records (the order's ``kind``); None for a trade.
+    kind: Mapped[str | None] = mapped_column(String(24), nullable=True)
 
 
 class RateLimitBucket(Base):

@@ -15,8 +15,13 @@ from app.brokers.base import (
     BrokerAccount,
     BrokerOrder,
     Capabilities,
+    OptionCapabilities,
+    OptionChainQuery,
+    OptionExpiration,
+    OptionQuote,
     OrderChanges,
     OrderListFilter,
+    OrderPreview,
     OrderRequest,
     OrderType,
     OrderUpdate,
@@ -26,13 +31,13 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
-from app.paper.engine import PaperEngine
+from app.paper.engine import COMBO_ORDER_TYPES, COMBO_TIME_IN_FORCE, MAX_LEGS, PaperEngine
 
 PAPER_CAPABILITIES = Capabilities(
     asset_classes={
         AssetClass.equity: Support.native,
         AssetClass.crypto: Support.native,
-        AssetClass.option: Support.unsupported,
+        AssetClass.option: Support.native,
         AssetClass.mutual_fund: Support.unsupported,
     },
     order_types=dict.fromkeys(OrderType, Support.native),
@@ -40,10 +45,19 @@ PAPER_CAPABILITIES = Capabilities(
     fractional=Support.native,
     extended_hours=Support.native,
     short_selling=Support.unsupported,
-    multi_leg=Support.unsupported,
+    multi_leg=Support.native,
     modify=Support.native,
     # Paper fills reach the order events through the engine's sink, not an adapter stream.
     order_stream=Support.emulated,
+    options=OptionCapabilities(
+        chain=Support.native,
+        expirations=Support.native,
+        max_legs=MAX_LEGS,
+        combo_order_types=COMBO_ORDER_TYPES,
+        combo_time_in_force=COMBO_TIME_IN_FORCE,
+        greeks=Support.native,
+    ),
+    preview=Support.native,
 )
 
 
@@ -109,6 +123,15 @@ class PaperAdapter:
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
         return await self._engine.quotes(symbols)
+
+    async def list_option_expirations(self, underlying: str) -> list[OptionExpiration]:
+        return self._engine.option_expirations(underlying)
+
+    async def get_option_chain(self, query: OptionChainQuery) -> list[OptionQuote]:
+        return await self._engine.option_chain(query)
+
+    async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview:
+        return await self._engine.preview(self._owner, account_ref, order)
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None

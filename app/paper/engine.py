@@ -47,28 +47,51 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers import errors as broker_errors
 from app.brokers.base import (
+    AssetClass,
     Balances,
     BrokerAccount,
     BrokerOrder,
+    BrokerOrderLeg,
     Fill,
+    InvalidOptionSymbol,
+    OptionChainQuery,
+    OptionContract,
+    OptionExpiration,
+    OptionQuote,
+    OptionRight,
     OrderChanges,
     OrderListFilter,
+    OrderPreview,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
     OrderUpdate,
     Position,
+    PositionEffect,
+    PreviewSource,
+    PriceEffect,
     Quote,
     TimeInForce,
     Transaction,
+    is_option_symbol,
 )
 from app.db.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
 from app.db.session import SessionMaker
 from app.ids import new_id
 from app.paper.clock import Clock
-from app.paper.matching import OrderState, decide, has_limit, is_stop_type
-from app.paper.quotes import SeededQuoteSource
+from app.paper.matching import (
+    LegQuote,
+    OrderState,
+    combo_marketable,
+    decide,
+    has_limit,
+    is_stop_type,
+    net_credit,
+)
+from app.paper.option_risk import OptionHolding, Requirement, intrinsic, requirement
+from app.paper.options_market import EXPIRY_TIME_UTC, SeededOptionMarket
+from app.paper.quotes import PaperQuote, SeededQuoteSource
 from app.paper.store import OPEN_STATUSES, PaperStore, is_open
 
 log = logging.getLogger(__name__)
@@ -78,6 +101,16 @@ CENT = Decimal("0.01")
 PRICE_QUANTUM = Decimal("0.00000001")
 MARKET_COLLAR = Decimal("0.05")
 TICK_BATCH = 100
+MAX_LEGS = 4
+COMBO_ORDER_TYPES = frozenset({OrderType.market, OrderType.limit})
+COMBO_TIME_IN_FORCE = frozenset({TimeInForce.day, TimeInForce.gtc})
+OPTION_MULTIPLIER = Decimal(100)
+OPTION_EVENT_KINDS = (
+    "option_expiration",
+    "option_exercise",
+    "option_assignment",
+    "option_cash_settlement",
+)
 
 OrderSink = Callable[[OrderUpdate], Awaitable[None]]
 
@@ -110,9 +143,114 @@ class _Outcome:
     fills: tuple[Fill, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    """One leg of an option order (a single-leg option order is one leg of ratio 1)."""
+
+    contract: OptionContract
+    side: OrderSide
+    ratio: int
+    position_effect: PositionEffect
+
+    @property
+    def symbol(self) -> str:
+        return self.contract.symbol
+
+
+@dataclass(frozen=True, slots=True)
+class _OptionPlan:
+    """What an option order would do: ``reservation`` is the cash held while it works (its
+    worst cash out plus the collateral it adds); ``estimated_cash`` the signed cash change at
+    the current quotes (or the limit); ``collateral_change`` what the fill adds to the cash
+    held against short options; ``problems`` why the paper broker refuses it (first wins)."""
+
+    reservation: Decimal
+    estimated_cash: Decimal
+    collateral_change: Decimal
+    problems: tuple[broker_errors.Rejected, ...]
+
+
+def _multiplier(symbol: str) -> Decimal:
+    return OPTION_MULTIPLIER if is_option_symbol(symbol) else Decimal(1)
+
+
+def _expiry_instant(contract: OptionContract) -> datetime:
+    return datetime.combine(contract.expiration, EXPIRY_TIME_UTC)
+
+
+def _is_option_order(row: PaperOrder) -> bool:
+    return row.legs is not None or is_option_symbol(row.symbol)
+
+
+def _row_legs(row: PaperOrder) -> list[_Leg]:
+    if row.legs is not None:
+        return [
+            _Leg(
+                contract=OptionContract.parse(leg["symbol"]),
+                side=OrderSide(leg["side"]),
+                ratio=int(leg["ratio"]),
+                position_effect=PositionEffect(leg["position_effect"]),
+            )
+            for leg in row.legs
+        ]
+    return [
+        _Leg(
+            contract=OptionContract.parse(row.symbol),
+            side=OrderSide(row.side),
+            ratio=1,
+            position_effect=PositionEffect(row.position_effect or PositionEffect.open.value),
+        )
+    ]
+
+
+def _account_positions(
+    positions: dict[PositionKey, PaperPosition], account_id: str
+) -> dict[str, PaperPosition]:
+    return {symbol: row for (owner, symbol), row in positions.items() if owner == account_id}
+
+
+def _holdings(positions: dict[str, PaperPosition]) -> dict[str, OptionHolding]:
+    return {
+        symbol: OptionHolding(OptionContract.parse(symbol), row.quantity)
+        for symbol, row in positions.items()
+        if row.quantity != ZERO and is_option_symbol(symbol)
+    }
+
+
+def _free_shares(positions: dict[str, PaperPosition]) -> dict[str, Decimal]:
+    """Shares of each underlying that open sell orders do not hold (pledges are recomputed)."""
+    return {
+        symbol: row.quantity - row.reserved_quantity
+        for symbol, row in positions.items()
+        if not is_option_symbol(symbol)
+    }
+
+
+def _effect_of(credit: Decimal) -> PriceEffect:
+    if credit > ZERO:
+        return PriceEffect.credit
+    return PriceEffect.debit if credit < ZERO else PriceEffect.even
+
+
 def _end_of_day(at: datetime) -> datetime:
     """Day orders expire at the next midnight UTC: the paper market trades around the clock."""
     return datetime.combine(at.date() + timedelta(days=1), time(0), tzinfo=at.tzinfo)
+
+
+def _broker_legs(row: PaperOrder) -> tuple[BrokerOrderLeg, ...]:
+    return tuple(
+        BrokerOrderLeg(
+            symbol=leg["symbol"],
+            side=OrderSide(leg["side"]),
+            ratio=int(leg["ratio"]),
+            position_effect=PositionEffect(leg["position_effect"]),
+            filled_quantity=row.filled_quantity * int(leg["ratio"]),
+            avg_fill_price=(
+                None if leg.get("avg_fill_price") is None else Decimal(leg["avg_fill_price"])
+            ),
+        )
+        for leg in row.legs or ()
+    )
 
 
 def to_broker_order(row: PaperOrder) -> BrokerOrder:
@@ -132,6 +270,11 @@ def to_broker_order(row: PaperOrder) -> BrokerOrder:
         created_at=row.created_at,
         updated_at=row.updated_at,
         reject_reason=row.reject_reason,
+        position_effect=(
+            None if row.position_effect is None else PositionEffect(row.position_effect)
+        ),
+        legs=_broker_legs(row),
+        price_effect=None if row.price_effect is None else PriceEffect(row.price_effect),
     )
 
 
@@ -162,6 +305,7 @@ class PaperEngine:
     ) -> None:
         self._sessionmaker = sessionmaker
         self.quote_source = quotes
+        self.options = SeededOptionMarket(quotes)
         self.clock = clock
         self._sink = sink
 
@@ -208,13 +352,17 @@ class PaperEngine:
             account = await self._account(store, owner, account_id, lock=False)
             positions = await store.positions([account.id])
         market_value = sum(
-            (p.quantity * self._mark(p.symbol, now) for p in positions if p.quantity != ZERO),
+            (
+                p.quantity * self._mark(p.symbol, now) * _multiplier(p.symbol)
+                for p in positions
+                if p.quantity != ZERO
+            ),
             ZERO,
         )
         return Balances(
             cash=account.cash,
             equity=account.cash + market_value,
-            buying_power=account.cash - account.reserved_cash,
+            buying_power=account.cash - account.reserved_cash - account.collateral_cash,
             currency="USD",
             as_of=now,
         )
@@ -235,10 +383,26 @@ class PaperEngine:
     # --- positions and quotes ----------------------------------------------------------
 
     def _mark(self, symbol: str, at: datetime) -> Decimal:
+        if is_option_symbol(symbol):
+            return self.options.quote(OptionContract.parse(symbol), at).mark
         return self.quote_source.quote(symbol, at).mid
 
     def _position(self, row: PaperPosition, at: datetime) -> Position:
         price = self._mark(row.symbol, at)
+        if is_option_symbol(row.symbol):
+            contract = OptionContract.parse(row.symbol)
+            value = row.quantity * price * contract.multiplier
+            return Position(
+                symbol=row.symbol,
+                asset_class=AssetClass.option,
+                quantity=row.quantity,
+                avg_cost=row.avg_cost,
+                current_price=price,
+                market_value=value,
+                unrealized_pl=value - row.quantity * row.avg_cost * contract.multiplier,
+                as_of=at,
+                contract=contract,
+            )
         value = row.quantity * price
         return Position(
             symbol=row.symbol,
@@ -272,21 +436,96 @@ class PaperEngine:
         return self._position(row, now)
 
     def check_symbol(self, symbol: str) -> None:
-        """Raises ``UnknownSymbol`` for a symbol the paper market does not list."""
-        self.quote_source.instrument(symbol)
+        """Raises ``UnknownSymbol`` for a symbol the paper market does not list (an option
+        contract must be listed and not yet expired)."""
+        if is_option_symbol(symbol):
+            self._contract(symbol, self.clock.now())
+        else:
+            self.quote_source.instrument(symbol)
 
+    def _contract(self, symbol: str, now: datetime) -> OptionContract:
+        """The listed, unexpired contract ``symbol`` names (padded or unpadded OCC)."""
+        try:
+            contract = OptionContract.parse(symbol)
+        except InvalidOptionSymbol as exc:
+            raise broker_errors.UnknownSymbol(str(exc), broker="paper") from exc
+        if not self.options.is_listed(contract, now.date()):
+            raise broker_errors.UnknownSymbol(
+                f"the paper market does not list the option {contract.symbol}", broker="paper"
+            )
+        if now >= _expiry_instant(contract):
+            raise broker_errors.UnknownSymbol(
+                f"the option {contract.symbol} has expired", broker="paper"
+            )
+        return contract
+
+    @_exact_money
     async def quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
+        """Quotes by the symbols asked for; option contracts (OCC) are the model's quotes,
+        under their canonical unpadded symbol."""
         now = self.clock.now()
         result: dict[str, Quote] = {}
         for symbol in symbols:
+            if is_option_symbol(symbol):
+                contract = self._contract(symbol, now)
+                o = self.options.quote(contract, now)
+                result[symbol] = Quote(
+                    symbol=contract.symbol, bid=o.bid, ask=o.ask, last=o.last, as_of=o.as_of
+                )
+                continue
             q = self.quote_source.quote(symbol, now)
             result[symbol] = Quote(symbol=symbol, bid=q.bid, ask=q.ask, last=q.last, as_of=q.as_of)
         return result
+
+    def option_expirations(self, underlying: str) -> list[OptionExpiration]:
+        """Listed expirations still trading at the clock's time; ``UnknownSymbol`` for an
+        underlying without options."""
+        now = self.clock.now()
+        return [
+            e
+            for e in self.options.expirations(underlying, now.date())
+            if now < datetime.combine(e.expiration, EXPIRY_TIME_UTC)
+        ]
+
+    @_exact_money
+    async def option_chain(self, query: OptionChainQuery) -> list[OptionQuote]:
+        """The chain with model quotes and greeks (source ``model``), every filter applied;
+        all listed expirations when the query names none. Sorted by expiration, strike,
+        then call before put."""
+        now = self.clock.now()
+        expirations = [e.expiration for e in self.option_expirations(query.underlying)]
+        if query.expiration is not None:
+            expirations = [e for e in expirations if e == query.expiration]
+        found: list[OptionQuote] = []
+        for expiration in expirations:
+            for contract in self.options.contracts(query.underlying, expiration):
+                if query.right is not None and contract.right is not query.right:
+                    continue
+                if query.strike_gte is not None and contract.strike < query.strike_gte:
+                    continue
+                if query.strike_lte is not None and contract.strike > query.strike_lte:
+                    continue
+                q = self.options.quote(contract, now)
+                found.append(
+                    OptionQuote(
+                        contract=contract,
+                        bid=q.bid,
+                        ask=q.ask,
+                        last=q.last,
+                        open_interest=None,
+                        greeks=q.greeks,
+                        source="model",
+                        as_of=q.as_of,
+                    )
+                )
+        return found
 
     # --- orders ----------------------------------------------------------------------
 
     @_exact_money
     async def place(self, owner: str, account_id: str, request: OrderRequest) -> BrokerOrder:
+        if request.is_multi_leg or is_option_symbol(request.symbol):
+            return await self._place_option(owner, account_id, request)
         _validate_shape(
             request.order_type, request.quantity, request.limit_price, request.stop_price
         )
@@ -309,7 +548,7 @@ class PaperEngine:
                     request.stop_price,
                     now,
                 )
-                buying_power = account.cash - account.reserved_cash
+                buying_power = account.cash - account.reserved_cash - account.collateral_cash
                 if reserved_cash > buying_power:
                     raise broker_errors.InsufficientFunds(
                         f"insufficient buying power: {reserved_cash} needed, "
@@ -319,12 +558,15 @@ class PaperEngine:
                 account.reserved_cash += reserved_cash
             else:
                 available = (
-                    ZERO if position is None else position.quantity - position.reserved_quantity
+                    ZERO
+                    if position is None
+                    else position.quantity - position.reserved_quantity - position.pledged_quantity
                 )
                 if request.quantity > available:
                     raise broker_errors.InsufficientFunds(
                         f"insufficient quantity: {request.quantity} requested, "
-                        f"{available} available (short selling is not supported)",
+                        f"{available} available (short selling is not supported; shares "
+                        "pledged to covered calls are not available)",
                         broker="paper",
                     )
                 assert position is not None
@@ -357,18 +599,382 @@ class PaperEngine:
             store.hold_fills()
             self._evaluate(store, account, order, positions, now)
             store.add(order)
-            try:
-                # The order row goes in first (its fills reference it); the unique
-                # (account, client_order_id) constraint refuses a reused client order id.
-                await session.flush()
-            except IntegrityError as exc:
-                await session.rollback()
-                raise broker_errors.Rejected(
-                    "client_order_id must be unique", broker="paper"
-                ) from exc
-            store.release_fills()
+            await self._insert_order(session, store)
             await session.commit()
             return to_broker_order(order)
+
+    # --- option orders ----------------------------------------------------------------
+
+    def _request_legs(self, request: OrderRequest, now: datetime) -> list[_Leg]:
+        """The legs of an option order, validated; raises ``UnsupportedOrder`` for a shape the
+        paper broker does not take and ``UnknownSymbol`` for an unlisted or expired contract."""
+        if request.quantity <= ZERO or request.quantity != request.quantity.to_integral_value():
+            raise broker_errors.UnsupportedOrder(
+                "option orders are in whole contracts (whole strategy units)", broker="paper"
+            )
+        if not request.is_multi_leg:
+            _validate_shape(
+                request.order_type, request.quantity, request.limit_price, request.stop_price
+            )
+            if request.position_effect is None:
+                raise broker_errors.UnsupportedOrder(
+                    "an option order needs position_effect (open or close)", broker="paper"
+                )
+            contract = self._contract(request.symbol, now)
+            return [_Leg(contract, request.side, 1, request.position_effect)]
+        if not 2 <= len(request.legs) <= MAX_LEGS:
+            raise broker_errors.UnsupportedOrder(
+                f"a multi-leg order has 2 to {MAX_LEGS} legs", broker="paper"
+            )
+        if request.order_type not in COMBO_ORDER_TYPES:
+            raise broker_errors.UnsupportedOrder(
+                "multi-leg orders are market or limit", broker="paper"
+            )
+        if request.time_in_force not in COMBO_TIME_IN_FORCE:
+            raise broker_errors.UnsupportedOrder("multi-leg orders are day or gtc", broker="paper")
+        if request.order_type is OrderType.limit and (
+            request.limit_price is None or request.limit_price < ZERO
+        ):
+            raise broker_errors.UnsupportedOrder(
+                "a multi-leg limit order needs an unsigned limit_price", broker="paper"
+            )
+        if request.order_type is OrderType.limit and request.price_effect is None:
+            raise broker_errors.UnsupportedOrder(
+                "a multi-leg limit order needs price_effect (debit, credit or even)",
+                broker="paper",
+            )
+        legs: list[_Leg] = []
+        for leg in request.legs:
+            if not is_option_symbol(leg.symbol):
+                raise broker_errors.UnsupportedOrder(
+                    "the paper broker takes option legs only", broker="paper"
+                )
+            contract = self._contract(leg.symbol, now)
+            if contract.underlying != request.symbol:
+                raise broker_errors.UnsupportedOrder(
+                    f"every leg must be on {request.symbol}: {contract.symbol} is not",
+                    broker="paper",
+                )
+            if leg.ratio < 1:
+                raise broker_errors.UnsupportedOrder("a leg ratio is at least 1", broker="paper")
+            if any(existing.symbol == contract.symbol for existing in legs):
+                raise broker_errors.UnsupportedOrder(
+                    f"{contract.symbol} appears in more than one leg", broker="paper"
+                )
+            legs.append(_Leg(contract, leg.side, leg.ratio, leg.position_effect))
+        return legs
+
+    def _plan_option(
+        self,
+        account: PaperAccount,
+        legs: Sequence[_Leg],
+        quantity: Decimal,
+        order_type: OrderType,
+        limit_price: Decimal | None,
+        stop_price: Decimal | None,
+        price_effect: PriceEffect | None,
+        positions: dict[str, PaperPosition],
+        now: datetime,
+    ) -> _OptionPlan:
+        """What the order would hold and do against the account's positions now.
+
+        Cover: see ``app.paper.option_risk``. Closing needs the position on the right side
+        (long to sell, short to buy) with enough contracts not already being closed; opening
+        against a position held the other way is refused (legs are never netted).
+        """
+        problems: list[broker_errors.Rejected] = []
+        holdings = _holdings(positions)
+        after = dict(holdings)
+        for leg in legs:
+            wanted = quantity * leg.ratio
+            row = positions.get(leg.symbol)
+            held = ZERO if row is None else row.quantity
+            if leg.position_effect is PositionEffect.close:
+                on_side = held if leg.side is OrderSide.sell else -held
+                available = (
+                    on_side - row.reserved_quantity if row is not None and on_side > ZERO else ZERO
+                )
+                if wanted > available:
+                    direction = "long" if leg.side is OrderSide.sell else "short"
+                    problems.append(
+                        broker_errors.InsufficientFunds(
+                            f"cannot close {wanted} {leg.symbol}: {available} held {direction} "
+                            "and not already being closed",
+                            broker="paper",
+                        )
+                    )
+            elif (leg.side is OrderSide.sell and held > ZERO) or (
+                leg.side is OrderSide.buy and held < ZERO
+            ):
+                problems.append(
+                    broker_errors.Rejected(
+                        f"{leg.symbol} is held {'long' if held > ZERO else 'short'}: close it "
+                        "(position_effect close) rather than open the other way",
+                        broker="paper",
+                    )
+                )
+            signed = wanted if leg.side is OrderSide.buy else -wanted
+            before = after.get(leg.symbol)
+            after[leg.symbol] = OptionHolding(
+                leg.contract, (ZERO if before is None else before.quantity) + signed
+            )
+        free = _free_shares(positions)
+        now_requirement = requirement(holdings.values(), free)
+        after_requirement = requirement(after.values(), free)
+        if after_requirement.uncovered:
+            problems.append(
+                broker_errors.UncoveredOption(
+                    "uncovered short option: " + "; ".join(after_requirement.uncovered),
+                    broker="paper",
+                )
+            )
+        quotes = [self.options.quote(leg.contract, now) for leg in legs]
+        market = net_credit(
+            [
+                LegQuote(leg.side, leg.ratio, q.bid, q.ask)
+                for leg, q in zip(legs, quotes, strict=True)
+            ]
+        )
+        single = len(legs) == 1
+        effect = price_effect
+        if single:
+            effect = PriceEffect.credit if legs[0].side is OrderSide.sell else PriceEffect.debit
+        if has_limit(order_type):
+            assert limit_price is not None
+            assert effect is not None
+            signed_limit = {
+                PriceEffect.credit: limit_price,
+                PriceEffect.debit: -limit_price,
+                PriceEffect.even: ZERO,
+            }[effect]
+            worst = estimate = signed_limit
+        else:
+            reference = market
+            if single and stop_price is not None and legs[0].side is OrderSide.buy:
+                reference = min(reference, -stop_price)
+            worst = reference * (1 + MARKET_COLLAR) if reference < ZERO else ZERO
+            estimate = market
+        multiplier = legs[0].contract.multiplier
+        worst_cash = worst * quantity * multiplier
+        estimated_cash = (estimate * quantity * multiplier).quantize(CENT, rounding=ROUND_HALF_EVEN)
+        collateral_change = after_requirement.cash - now_requirement.cash
+        reservation = max(ZERO, collateral_change - worst_cash).quantize(
+            CENT, rounding=ROUND_CEILING
+        )
+        buying_power = account.cash - account.reserved_cash - account.collateral_cash
+        if not problems and reservation > buying_power:
+            problems.append(
+                broker_errors.InsufficientFunds(
+                    f"insufficient buying power: {reservation} needed, {buying_power} available",
+                    broker="paper",
+                )
+            )
+        return _OptionPlan(reservation, estimated_cash, collateral_change, tuple(problems))
+
+    @staticmethod
+    def _hold_closing(
+        legs: Sequence[_Leg],
+        quantity: Decimal,
+        positions: dict[str, PaperPosition],
+        sign: int,
+        now: datetime,
+    ) -> None:
+        """Hold (``sign`` 1) or give back (-1) the contracts the closing legs will close."""
+        for leg in legs:
+            if leg.position_effect is PositionEffect.close:
+                row = positions.get(leg.symbol)
+                if row is not None:
+                    row.reserved_quantity += sign * quantity * leg.ratio
+                    row.updated_at = now
+
+    async def _place_option(
+        self, owner: str, account_id: str, request: OrderRequest
+    ) -> BrokerOrder:
+        now = self.clock.now()
+        legs = self._request_legs(request, now)
+        async with self._sessionmaker() as session:
+            store = PaperStore(session)
+            account = await self._account(store, owner, account_id, lock=True)
+            positions = {
+                (p.paper_account_id, p.symbol): p for p in await store.positions([account.id])
+            }
+            mine = _account_positions(positions, account.id)
+            plan = self._plan_option(
+                account,
+                legs,
+                request.quantity,
+                request.order_type,
+                request.limit_price,
+                request.stop_price,
+                request.price_effect,
+                mine,
+                now,
+            )
+            if plan.problems:
+                raise plan.problems[0]
+            account.reserved_cash += plan.reservation
+            self._hold_closing(legs, request.quantity, mine, 1, now)
+            account.seq += 1
+            multi = request.is_multi_leg
+            order = PaperOrder(
+                id=f"po_{account.seq:010d}_{account.id[-24:]}",
+                seq=account.seq,
+                paper_account_id=account.id,
+                client_order_id=request.client_order_id,
+                symbol=request.symbol if multi else legs[0].symbol,
+                side=request.side.value,
+                quantity=request.quantity,
+                filled_quantity=ZERO,
+                avg_fill_price=None,
+                order_type=request.order_type.value,
+                limit_price=request.limit_price,
+                stop_price=request.stop_price,
+                time_in_force=request.time_in_force.value,
+                extended_hours=request.extended_hours,
+                stop_triggered=False,
+                status=OrderStatus.accepted.value,
+                reject_reason=None,
+                reserved_cash=plan.reservation,
+                created_at=now,
+                updated_at=now,
+                expires_at=_end_of_day(now) if request.time_in_force is TimeInForce.day else None,
+                position_effect=None if multi else legs[0].position_effect.value,
+                price_effect=(
+                    request.price_effect.value
+                    if multi and request.price_effect is not None
+                    else None
+                ),
+                legs=(
+                    [
+                        {
+                            "symbol": leg.symbol,
+                            "side": leg.side.value,
+                            "ratio": leg.ratio,
+                            "position_effect": leg.position_effect.value,
+                            "avg_fill_price": None,
+                        }
+                        for leg in legs
+                    ]
+                    if multi
+                    else None
+                ),
+            )
+            account.updated_at = now
+            store.hold_fills()
+            self._evaluate(store, account, order, positions, now)
+            store.add(order)
+            await self._insert_order(session, store)
+            await session.commit()
+            return to_broker_order(order)
+
+    async def _insert_order(self, session: AsyncSession, store: PaperStore) -> None:
+        """Flush a new order row ahead of its held fills; a reused client order id is refused."""
+        try:
+            # The order row goes in first (its fills reference it); the unique
+            # (account, client_order_id) constraint refuses a reused client order id.
+            await session.flush()
+        except IntegrityError as exc:
+            await session.rollback()
+            raise broker_errors.Rejected("client_order_id must be unique", broker="paper") from exc
+        store.release_fills()
+
+    @_exact_money
+    async def preview(self, owner: str, account_id: str, request: OrderRequest) -> OrderPreview:
+        """What placing ``request`` would do now, placing nothing: the cash change at the
+        current quotes (or the limit), buying power after the collateral a short option
+        needs, no fees, and the paper broker's refusals as ``rejections``."""
+        now = self.clock.now()
+        async with self._sessionmaker() as session:
+            store = PaperStore(session)
+            account = await self._account(store, owner, account_id, lock=False)
+            mine = {p.symbol: p for p in await store.positions([account.id])}
+        try:
+            if request.is_multi_leg or is_option_symbol(request.symbol):
+                legs = self._request_legs(request, now)
+                plan = self._plan_option(
+                    account,
+                    legs,
+                    request.quantity,
+                    request.order_type,
+                    request.limit_price,
+                    request.stop_price,
+                    request.price_effect,
+                    mine,
+                    now,
+                )
+                cash = plan.estimated_cash
+                buying_power = cash - plan.collateral_change
+                problems = plan.problems
+            else:
+                cash, problems = self._equity_preview(account, request, mine, now)
+                buying_power = cash
+        except broker_errors.Rejected as exc:
+            return OrderPreview(
+                estimated_cash_change=ZERO,
+                direction=PriceEffect.even,
+                buying_power_change=None,
+                fees=ZERO,
+                warnings=(),
+                rejections=(exc.reason,),
+                source=PreviewSource.broker,
+            )
+        return OrderPreview(
+            estimated_cash_change=cash,
+            direction=_effect_of(cash),
+            buying_power_change=buying_power,
+            fees=ZERO,
+            warnings=(),
+            rejections=tuple(problem.reason for problem in problems),
+            source=PreviewSource.broker,
+        )
+
+    def _equity_preview(
+        self,
+        account: PaperAccount,
+        request: OrderRequest,
+        positions: dict[str, PaperPosition],
+        now: datetime,
+    ) -> tuple[Decimal, tuple[broker_errors.Rejected, ...]]:
+        _validate_shape(
+            request.order_type, request.quantity, request.limit_price, request.stop_price
+        )
+        quote = self.quote_source.quote(request.symbol, now)
+        if request.side is OrderSide.buy:
+            price = request.limit_price if has_limit(request.order_type) else quote.ask
+            assert price is not None
+            cash = -(request.quantity * price).quantize(CENT, rounding=ROUND_CEILING)
+            needed = self._reservation(
+                request.symbol,
+                request.order_type,
+                request.quantity,
+                request.limit_price,
+                request.stop_price,
+                now,
+            )
+            buying_power = account.cash - account.reserved_cash - account.collateral_cash
+            if needed > buying_power:
+                return cash, (
+                    broker_errors.InsufficientFunds(
+                        f"insufficient buying power: {needed} needed, {buying_power} available",
+                        broker="paper",
+                    ),
+                )
+            return cash, ()
+        price = request.limit_price if has_limit(request.order_type) else quote.bid
+        assert price is not None
+        cash = (request.quantity * price).quantize(CENT, rounding=ROUND_HALF_EVEN)
+        row = positions.get(request.symbol)
+        available = (
+            ZERO if row is None else row.quantity - row.reserved_quantity - row.pledged_quantity
+        )
+        if request.quantity > available:
+            return cash, (
+                broker_errors.InsufficientFunds(
+                    f"insufficient quantity: {request.quantity} requested, {available} available",
+                    broker="paper",
+                ),
+            )
+        return cash, ()
 
     def _reservation(
         self,
@@ -410,6 +1016,10 @@ class PaperEngine:
                 raise broker_errors.OrderNotModifiable(
                     f"the order is {order.status}", broker="paper"
                 )
+            if _is_option_order(order):
+                await self._modify_option(store, account, order, changes, now)
+                await session.commit()
+                return to_broker_order(order)
             order_type = OrderType(order.order_type)
             quantity = changes.quantity if changes.quantity is not None else order.quantity
             limit_price = (
@@ -434,7 +1044,12 @@ class PaperEngine:
                 needed = self._reservation(
                     order.symbol, order_type, remaining, limit_price, stop_price, now
                 )
-                available = account.cash - account.reserved_cash + order.reserved_cash
+                available = (
+                    account.cash
+                    - account.reserved_cash
+                    - account.collateral_cash
+                    + order.reserved_cash
+                )
                 if needed > available:
                     raise broker_errors.InsufficientFunds(
                         f"insufficient buying power: {needed} needed, {available} available",
@@ -445,7 +1060,12 @@ class PaperEngine:
             else:
                 assert position is not None  # an open sell holds a reservation on it
                 old_remaining = order.quantity - order.filled_quantity
-                free = position.quantity - position.reserved_quantity + old_remaining
+                free = (
+                    position.quantity
+                    - position.reserved_quantity
+                    - position.pledged_quantity
+                    + old_remaining
+                )
                 if remaining > free:
                     raise broker_errors.InsufficientFunds(
                         f"insufficient quantity: {remaining} wanted, {free} available",
@@ -466,6 +1086,74 @@ class PaperEngine:
             await session.commit()
             return to_broker_order(order)
 
+    async def _modify_option(
+        self,
+        store: PaperStore,
+        account: PaperAccount,
+        order: PaperOrder,
+        changes: OrderChanges,
+        now: datetime,
+    ) -> None:
+        """Change a working option order (the whole order: quantity, limit, time in force;
+        a stop only on a single leg), hold again what it needs, then match it at once."""
+        multi = order.legs is not None
+        if changes.stop_price is not None and (multi or order.stop_price is None):
+            raise broker_errors.UnsupportedOrder("this order has no stop price", broker="paper")
+        if changes.time_in_force in (TimeInForce.ioc, TimeInForce.fok):
+            raise broker_errors.UnsupportedOrder(
+                "a resting order cannot become ioc or fok", broker="paper"
+            )
+        quantity = changes.quantity if changes.quantity is not None else order.quantity
+        if quantity <= ZERO or quantity != quantity.to_integral_value():
+            raise broker_errors.UnsupportedOrder(
+                "option orders are in whole contracts (whole strategy units)", broker="paper"
+            )
+        limit_price = changes.limit_price if changes.limit_price is not None else order.limit_price
+        stop_price = changes.stop_price if changes.stop_price is not None else order.stop_price
+        order_type = OrderType(order.order_type)
+        if multi:
+            if changes.limit_price is not None and order_type is not OrderType.limit:
+                raise broker_errors.UnsupportedOrder(
+                    "a market order has no limit price", broker="paper"
+                )
+        else:
+            _validate_shape(order_type, quantity, limit_price, stop_price)
+        legs = _row_legs(order)
+        positions = {(p.paper_account_id, p.symbol): p for p in await store.positions([account.id])}
+        mine = _account_positions(positions, account.id)
+        # Give back what the order holds, then plan it again as if new (a failure below
+        # leaves the transaction uncommitted, so nothing of this survives it).
+        account.reserved_cash -= order.reserved_cash
+        order.reserved_cash = ZERO
+        self._hold_closing(legs, order.quantity, mine, -1, now)
+        plan = self._plan_option(
+            account,
+            legs,
+            quantity,
+            order_type,
+            limit_price,
+            stop_price,
+            None if order.price_effect is None else PriceEffect(order.price_effect),
+            mine,
+            now,
+        )
+        if plan.problems:
+            raise plan.problems[0]
+        account.reserved_cash += plan.reservation
+        order.reserved_cash = plan.reservation
+        self._hold_closing(legs, quantity, mine, 1, now)
+        order.quantity = quantity
+        order.limit_price = limit_price
+        order.stop_price = stop_price
+        if changes.time_in_force is not None:
+            order.time_in_force = changes.time_in_force.value
+            order.expires_at = (
+                _end_of_day(now) if changes.time_in_force is TimeInForce.day else None
+            )
+        order.updated_at = now
+        account.updated_at = now
+        self._evaluate(store, account, order, positions, now)
+
     async def cancel(self, owner: str, account_id: str, order_id: str) -> BrokerOrder:
         """Cancel a working order; ``OrderNotModifiable`` once it is filled or closed."""
         now = self.clock.now()
@@ -479,8 +1167,12 @@ class PaperEngine:
                 raise broker_errors.OrderNotModifiable(
                     f"the order is {order.status}", broker="paper"
                 )
-            position = await store.position(account.id, order.symbol)
-            self._close(account, order, position, OrderStatus.canceled, now, None)
+            if _is_option_order(order):
+                positions = {p.symbol: p for p in await store.positions([account.id])}
+                self._close_option(account, order, positions, OrderStatus.canceled, now, None)
+            else:
+                position = await store.position(account.id, order.symbol)
+                self._close(account, order, position, OrderStatus.canceled, now, None)
             await session.commit()
             return to_broker_order(order)
 
@@ -564,20 +1256,23 @@ class PaperEngine:
                 )
             )
         for fill in fills:
-            kind = fill.side
-            if type_ not in (None, "trade", kind):
+            kind = fill.kind or fill.side
+            if type_ not in (None, kind) and not (type_ == "trade" and fill.kind is None):
                 continue
-            value = fill.quantity * fill.price
+            value = fill.quantity * fill.price * _multiplier(fill.symbol)
+            description = f"{fill.side} {fill.quantity} {fill.symbol} @ {fill.price}"
+            if fill.kind is not None:
+                description = f"{fill.kind.replace('_', ' ')}: {description}"
             found.append(
                 Transaction(
                     transaction_id=fill.id,
                     type=kind,
                     occurred_at=fill.occurred_at,
-                    amount=-value if kind == "buy" else value,
+                    amount=-value if fill.side == "buy" else value,
                     symbol=fill.symbol,
                     quantity=fill.quantity,
                     price=fill.price,
-                    description=f"{kind} {fill.quantity} {fill.symbol} @ {fill.price}",
+                    description=description,
                 )
             )
         return found
@@ -633,7 +1328,286 @@ class PaperEngine:
             after = accounts[-1].id
             if len(accounts) < TICK_BATCH:
                 break
-        return changed
+        return changed + await self._settle_expirations(now)
+
+    # --- option expiration -----------------------------------------------------------
+
+    async def _settle_expirations(self, now: datetime) -> int:
+        """Settle every option position whose expiry instant has passed; returns how many.
+
+        Per account, underlying and expiration, at the underlying's price at the expiry
+        instant: a contract in the money by at least $0.01 (the OCC's automatic exercise
+        threshold) is exercised (long) or assigned (short) into 100 shares per contract at
+        the strike; the rest expire worthless. Should the group's deliveries need shares
+        the account does not have free or cash it does not have, the whole group settles in
+        cash at its intrinsic value instead (what a broker's closing trade before expiry
+        would do). Each settled position becomes an order the paper broker makes itself
+        (``kind``: ``option_expiration``, ``option_exercise``, ``option_assignment`` or
+        ``option_cash_settlement``) with its fills, so it is a transaction and, through the
+        sink, an order-stream event. Working orders on an expired contract expire first.
+        """
+        settled = 0
+        after: str | None = None
+        while True:
+            updates: list[OrderUpdate] = []
+            async with self._sessionmaker() as session:
+                store = PaperStore(session)
+                accounts = await store.claim_accounts_with_expired_options(now, after, TICK_BATCH)
+                if not accounts:
+                    break
+                by_id = {account.id: account for account in accounts}
+                positions = {
+                    (p.paper_account_id, p.symbol): p for p in await store.positions(list(by_id))
+                }
+                for order in await store.claim_open_orders(list(by_id)):
+                    if _is_option_order(order) and any(
+                        now >= _expiry_instant(leg.contract) for leg in _row_legs(order)
+                    ):
+                        account = by_id[order.paper_account_id]
+                        self._close_option(
+                            account,
+                            order,
+                            _account_positions(positions, account.id),
+                            OrderStatus.expired,
+                            now,
+                            "the option contract expired",
+                        )
+                        updates.append(
+                            OrderUpdate(
+                                account_ref=account.id,
+                                order=to_broker_order(order),
+                                occurred_at=now,
+                            )
+                        )
+                store.hold_fills()
+                for account in accounts:
+                    groups: dict[tuple[str, datetime], list[PaperPosition]] = {}
+                    for symbol, row in sorted(_account_positions(positions, account.id).items()):
+                        if row.expires_at is None or row.expires_at > now or row.quantity == ZERO:
+                            continue
+                        underlying = OptionContract.parse(symbol).underlying
+                        groups.setdefault((underlying, row.expires_at), []).append(row)
+                    for (underlying, expiry), rows in sorted(groups.items()):
+                        updates.extend(
+                            self._settle_group(
+                                store, account, underlying, expiry, rows, positions, now
+                            )
+                        )
+                        settled += len(rows)
+                await session.flush()
+                store.release_fills()
+                await session.commit()
+            await self._deliver(updates)
+            after = accounts[-1].id
+            if len(accounts) < TICK_BATCH:
+                break
+        return settled
+
+    def _settle_group(
+        self,
+        store: PaperStore,
+        account: PaperAccount,
+        underlying: str,
+        expiry: datetime,
+        rows: Sequence[PaperPosition],
+        positions: dict[PositionKey, PaperPosition],
+        now: datetime,
+    ) -> list[OrderUpdate]:
+        spot = self.quote_source.quote(underlying, expiry).mid
+        mine = _account_positions(positions, account.id)
+        contracts = [(row, OptionContract.parse(row.symbol)) for row in rows]
+        share_change = ZERO
+        cash_change = ZERO
+        for row, contract in contracts:
+            if intrinsic(contract, spot) >= CENT:
+                per_call = 1 if contract.right is OptionRight.call else -1
+                shares = row.quantity * contract.multiplier * per_call
+                share_change += shares
+                cash_change -= shares * contract.strike
+        stock = mine.get(underlying)
+        free = ZERO if stock is None else stock.quantity - stock.reserved_quantity
+        remaining = {
+            symbol: holding
+            for symbol, holding in _holdings(mine).items()
+            if symbol not in {row.symbol for row in rows}
+        }
+        free_after = {**_free_shares(mine), underlying: free + share_change}
+        needed = requirement(remaining.values(), free_after)
+        physical = (
+            free + share_change >= ZERO
+            and not needed.uncovered
+            and account.cash + cash_change - account.reserved_cash - needed.cash >= ZERO
+        )
+        if not physical:
+            needed = requirement(remaining.values(), _free_shares(mine))
+        # Deliveries that add shares first, so the position never dips below zero.
+        ordered = sorted(
+            contracts,
+            key=lambda item: (
+                0 if (item[0].quantity > ZERO) == (item[1].right is OptionRight.call) else 1,
+                item[0].symbol,
+            ),
+        )
+        updates: list[OrderUpdate] = []
+        for row, contract in ordered:
+            updates.append(
+                self._settle_position(
+                    store, account, row, contract, spot, physical, positions, expiry, now
+                )
+            )
+        self._set_cover(account, _account_positions(positions, account.id), needed, now)
+        return updates
+
+    def _settle_position(
+        self,
+        store: PaperStore,
+        account: PaperAccount,
+        row: PaperPosition,
+        contract: OptionContract,
+        spot: Decimal,
+        physical: bool,
+        positions: dict[PositionKey, PaperPosition],
+        expiry: datetime,
+        now: datetime,
+    ) -> OrderUpdate:
+        long = row.quantity > ZERO
+        contracts = abs(row.quantity)
+        value = intrinsic(contract, spot)
+        in_the_money = value >= CENT
+        if not in_the_money:
+            kind, price = "option_expiration", ZERO
+        elif physical:
+            kind, price = ("option_exercise" if long else "option_assignment"), ZERO
+        else:
+            kind, price = "option_cash_settlement", value
+        closing_side = OrderSide.sell if long else OrderSide.buy
+        proceeds = contracts * price * contract.multiplier
+        account.cash += proceeds if long else -proceeds
+        gain = (price - row.avg_cost) * contracts * contract.multiplier
+        row.realized_pl += gain if long else -gain
+        row.quantity = ZERO
+        row.avg_cost = ZERO
+        row.reserved_quantity = ZERO
+        row.updated_at = now
+        account.cycles_completed += 1
+        account.seq += 1
+        order = PaperOrder(
+            id=f"po_{account.seq:010d}_{account.id[-24:]}",
+            seq=account.seq,
+            paper_account_id=account.id,
+            client_order_id=f"{kind}:{contract.symbol}",
+            symbol=contract.symbol,
+            side=closing_side.value,
+            quantity=contracts,
+            filled_quantity=contracts,
+            avg_fill_price=price,
+            order_type=OrderType.market.value,
+            limit_price=None,
+            stop_price=None,
+            time_in_force=TimeInForce.day.value,
+            extended_hours=False,
+            stop_triggered=False,
+            status=OrderStatus.filled.value,
+            reject_reason=None,
+            reserved_cash=ZERO,
+            created_at=now,
+            updated_at=now,
+            expires_at=None,
+            position_effect=PositionEffect.close.value,
+            kind=kind,
+        )
+        store.add(order)
+        option_fill = self._add_fill(
+            store, account, order, contract.symbol, closing_side, contracts, price, expiry, kind
+        )
+        fills = [
+            Fill(
+                fill_id=option_fill.id,
+                quantity=contracts,
+                price=price,
+                occurred_at=expiry,
+                leg_symbol=contract.symbol,
+            )
+        ]
+        if in_the_money and physical:
+            receives = long == (contract.right is OptionRight.call)
+            side = OrderSide.buy if receives else OrderSide.sell
+            shares = contracts * contract.multiplier
+            self._deliver_shares(
+                store, account, contract.underlying, side, shares, contract.strike, positions, now
+            )
+            share_fill = self._add_fill(
+                store,
+                account,
+                order,
+                contract.underlying,
+                side,
+                shares,
+                contract.strike,
+                expiry,
+                kind,
+            )
+            fills.append(
+                Fill(
+                    fill_id=share_fill.id,
+                    quantity=shares,
+                    price=contract.strike,
+                    occurred_at=expiry,
+                    leg_symbol=contract.underlying,
+                )
+            )
+        account.updated_at = now
+        return OrderUpdate(
+            account_ref=account.id,
+            order=to_broker_order(order),
+            occurred_at=now,
+            fills=tuple(fills),
+        )
+
+    def _deliver_shares(
+        self,
+        store: PaperStore,
+        account: PaperAccount,
+        symbol: str,
+        side: OrderSide,
+        shares: Decimal,
+        price: Decimal,
+        positions: dict[PositionKey, PaperPosition],
+        now: datetime,
+    ) -> None:
+        """Shares bought or sold at the strike by an exercise or an assignment."""
+        key = (account.id, symbol)
+        row = positions.get(key)
+        value = shares * price
+        if row is None:
+            row = PaperPosition(
+                paper_account_id=account.id,
+                symbol=symbol,
+                asset_class=self.quote_source.asset_class(symbol).value,
+                quantity=ZERO,
+                avg_cost=ZERO,
+                realized_pl=ZERO,
+                reserved_quantity=ZERO,
+                pledged_quantity=ZERO,
+                updated_at=now,
+            )
+            store.add(row)
+            positions[key] = row
+        if side is OrderSide.buy:
+            account.cash -= value
+            held = row.quantity
+            row.avg_cost = ((held * row.avg_cost + value) / (held + shares)).quantize(
+                PRICE_QUANTUM, rounding=ROUND_HALF_EVEN
+            )
+            row.quantity = held + shares
+        else:
+            account.cash += value
+            row.realized_pl += (price - row.avg_cost) * shares
+            row.quantity -= shares
+            if row.quantity == ZERO:
+                account.cycles_completed += 1
+                row.avg_cost = ZERO
+        row.updated_at = now
 
     async def _deliver(self, updates: list[OrderUpdate]) -> None:
         if self._sink is None:
@@ -656,6 +1630,8 @@ class PaperEngine:
         now: datetime,
     ) -> _Outcome:
         """Match one working order against the quote at ``now`` and book what happens."""
+        if _is_option_order(order):
+            return self._evaluate_option(store, account, order, positions, now)
         key = (account.id, order.symbol)
         if order.expires_at is not None and now >= order.expires_at:
             self._close(account, order, positions.get(key), OrderStatus.expired, now, None)
@@ -732,7 +1708,11 @@ class PaperEngine:
                     CENT, rounding=ROUND_HALF_EVEN
                 )
                 release = min(release, order.reserved_cash)
-            free_cash = account.cash - (account.reserved_cash - order.reserved_cash)
+            free_cash = (
+                account.cash
+                - (account.reserved_cash - order.reserved_cash)
+                - account.collateral_cash
+            )
             if value > free_cash:
                 return None
             account.cash -= value
@@ -806,6 +1786,287 @@ class PaperEngine:
         elif position is not None:
             position.reserved_quantity -= remaining
             position.updated_at = now
+        order.status = status.value
+        if reason is not None:
+            order.reject_reason = reason
+        order.updated_at = now
+        account.updated_at = now
+
+    # --- option matching -----------------------------------------------------------------
+
+    def _evaluate_option(
+        self,
+        store: PaperStore,
+        account: PaperAccount,
+        order: PaperOrder,
+        positions: dict[PositionKey, PaperPosition],
+        now: datetime,
+    ) -> _Outcome:
+        """Match a working option order against the model quotes at ``now``.
+
+        Option orders fill whole (the model quote shows no size limit), a combo with all its
+        legs at once at its net price, or not at all; a contract past its expiry instant
+        ends the order (``expired``).
+        """
+        legs = _row_legs(order)
+        mine = _account_positions(positions, account.id)
+        day_over = order.expires_at is not None and now >= order.expires_at
+        if day_over or any(now >= _expiry_instant(leg.contract) for leg in legs):
+            reason = None if day_over else "the option contract expired"
+            self._close_option(account, order, mine, OrderStatus.expired, now, reason)
+            return _Outcome(True)
+        remaining = order.quantity - order.filled_quantity
+        quotes = [self.options.quote(leg.contract, now) for leg in legs]
+        changed = False
+        if order.legs is None:
+            model = quotes[0]
+            decision = decide(
+                OrderState(
+                    side=OrderSide(order.side),
+                    order_type=OrderType(order.order_type),
+                    time_in_force=TimeInForce(order.time_in_force),
+                    remaining=remaining,
+                    limit_price=order.limit_price,
+                    stop_price=order.stop_price,
+                    stop_triggered=order.stop_triggered,
+                ),
+                PaperQuote(
+                    symbol=order.symbol,
+                    bid=model.bid,
+                    ask=model.ask,
+                    last=model.last,
+                    bid_size=remaining,
+                    ask_size=remaining,
+                    as_of=model.as_of,
+                    step=0,
+                ),
+            )
+            if decision.stop_triggered and not order.stop_triggered:
+                order.stop_triggered = True
+                changed = True
+            if not decision.fills:
+                if decision.cancel_remainder:
+                    self._close_option(
+                        account, order, mine, OrderStatus.canceled, now, decision.reason
+                    )
+                    return _Outcome(True)
+                if changed:
+                    order.updated_at = now
+                return _Outcome(changed)
+            assert decision.fill_price is not None
+            prices = [decision.fill_price]
+        else:
+            leg_quotes = [
+                LegQuote(leg.side, leg.ratio, q.bid, q.ask)
+                for leg, q in zip(legs, quotes, strict=True)
+            ]
+            effect = None if order.price_effect is None else PriceEffect(order.price_effect)
+            credit = net_credit(leg_quotes)
+            if not combo_marketable(OrderType(order.order_type), effect, order.limit_price, credit):
+                return _Outcome(False)
+            prices = [q.price for q in leg_quotes]
+        booked = self._book_option_fill(store, account, order, legs, prices, positions, now)
+        if isinstance(booked, str):
+            self._close_option(account, order, mine, OrderStatus.canceled, now, booked)
+            return _Outcome(True)
+        order.status = OrderStatus.filled.value
+        order.updated_at = now
+        return _Outcome(True, booked)
+
+    def _book_option_fill(
+        self,
+        store: PaperStore,
+        account: PaperAccount,
+        order: PaperOrder,
+        legs: Sequence[_Leg],
+        prices: Sequence[Decimal],
+        positions: dict[PositionKey, PaperPosition],
+        now: datetime,
+    ) -> tuple[Fill, ...] | str:
+        """Book the whole remaining quantity of an option order at ``prices`` (one per leg),
+        all legs or none; the reason as a string (nothing booked) when the fill would leave
+        a short option uncovered or overdraw the account."""
+        quantity = order.quantity - order.filled_quantity
+        mine = _account_positions(positions, account.id)
+        after = _holdings(mine)
+        cash_change = ZERO
+        for leg, price in zip(legs, prices, strict=True):
+            contracts = quantity * leg.ratio
+            value = contracts * price * leg.contract.multiplier
+            cash_change += value if leg.side is OrderSide.sell else -value
+            before = after.get(leg.symbol)
+            signed = contracts if leg.side is OrderSide.buy else -contracts
+            after[leg.symbol] = OptionHolding(
+                leg.contract, (ZERO if before is None else before.quantity) + signed
+            )
+        needed = requirement(after.values(), _free_shares(mine))
+        if needed.uncovered:
+            return "uncovered short option at the fill: " + "; ".join(needed.uncovered)
+        free_cash = (
+            account.cash + cash_change - (account.reserved_cash - order.reserved_cash) - needed.cash
+        )
+        if free_cash < ZERO:
+            return "insufficient buying power at the fill price"
+        account.cash += cash_change
+        account.reserved_cash -= order.reserved_cash
+        order.reserved_cash = ZERO
+        multi = order.legs is not None
+        fills: list[Fill] = []
+        for leg, price in zip(legs, prices, strict=True):
+            contracts = quantity * leg.ratio
+            row = self._option_row(store, account, leg.contract, positions, now)
+            self._trade_option(account, row, leg.side, leg.position_effect, contracts, price, now)
+            fill = self._add_fill(
+                store, account, order, leg.symbol, leg.side, contracts, price, now
+            )
+            fills.append(
+                Fill(
+                    fill_id=fill.id,
+                    quantity=contracts,
+                    price=price,
+                    occurred_at=now,
+                    leg_symbol=leg.symbol if multi else None,
+                )
+            )
+        self._set_cover(account, _account_positions(positions, account.id), needed, now)
+        order.filled_quantity += quantity
+        if multi:
+            credit = sum(
+                (
+                    price * leg.ratio * (1 if leg.side is OrderSide.sell else -1)
+                    for leg, price in zip(legs, prices, strict=True)
+                ),
+                ZERO,
+            )
+            order.avg_fill_price = abs(credit)
+            if order.price_effect is None:
+                order.price_effect = _effect_of(credit).value
+            order.legs = [
+                {**stored, "avg_fill_price": str(price)}
+                for stored, price in zip(order.legs or [], prices, strict=True)
+            ]
+        else:
+            order.avg_fill_price = prices[0]
+        account.updated_at = now
+        return tuple(fills)
+
+    def _option_row(
+        self,
+        store: PaperStore,
+        account: PaperAccount,
+        contract: OptionContract,
+        positions: dict[PositionKey, PaperPosition],
+        now: datetime,
+    ) -> PaperPosition:
+        key = (account.id, contract.symbol)
+        row = positions.get(key)
+        if row is None:
+            row = PaperPosition(
+                paper_account_id=account.id,
+                symbol=contract.symbol,
+                asset_class=AssetClass.option.value,
+                quantity=ZERO,
+                avg_cost=ZERO,
+                realized_pl=ZERO,
+                reserved_quantity=ZERO,
+                pledged_quantity=ZERO,
+                expires_at=_expiry_instant(contract),
+                updated_at=now,
+            )
+            store.add(row)
+            positions[key] = row
+        return row
+
+    @staticmethod
+    def _trade_option(
+        account: PaperAccount,
+        row: PaperPosition,
+        side: OrderSide,
+        effect: PositionEffect,
+        contracts: Decimal,
+        price: Decimal,
+        now: datetime,
+    ) -> None:
+        """Open (average the premium in) or close (realise the difference) ``contracts``.
+
+        ``avg_cost`` is the premium per share; a position that returns to flat completes a
+        round trip (the paper-first gate counts it, as for shares).
+        """
+        held = abs(row.quantity)
+        signed = contracts if side is OrderSide.buy else -contracts
+        if effect is PositionEffect.open:
+            row.avg_cost = (
+                (held * row.avg_cost + contracts * price) / (held + contracts)
+            ).quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN)
+        else:
+            was_long = row.quantity > ZERO
+            gain = (price - row.avg_cost) * contracts * OPTION_MULTIPLIER
+            row.realized_pl += gain if was_long else -gain
+            row.reserved_quantity -= contracts
+        row.quantity += signed
+        if effect is PositionEffect.close and row.quantity == ZERO:
+            account.cycles_completed += 1
+            row.avg_cost = ZERO
+        row.updated_at = now
+
+    @staticmethod
+    def _add_fill(
+        store: PaperStore,
+        account: PaperAccount,
+        order: PaperOrder,
+        symbol: str,
+        side: OrderSide,
+        quantity: Decimal,
+        price: Decimal,
+        now: datetime,
+        kind: str | None = None,
+    ) -> PaperFill:
+        account.seq += 1
+        fill = PaperFill(
+            id=f"pf_{account.seq:010d}_{account.id[-24:]}",
+            paper_order_id=order.id,
+            paper_account_id=account.id,
+            symbol=symbol,
+            side=side.value,
+            quantity=quantity,
+            price=price,
+            occurred_at=now,
+            kind=kind,
+        )
+        store.add_fill(fill)
+        return fill
+
+    @staticmethod
+    def _set_cover(
+        account: PaperAccount,
+        positions: dict[str, PaperPosition],
+        needed: Requirement,
+        now: datetime,
+    ) -> None:
+        """Record the cash held and the shares pledged against the account's short options."""
+        account.collateral_cash = needed.cash
+        for symbol, row in positions.items():
+            if is_option_symbol(symbol):
+                continue
+            pledged = needed.pledged_shares.get(symbol, ZERO)
+            if row.pledged_quantity != pledged:
+                row.pledged_quantity = pledged
+                row.updated_at = now
+
+    @staticmethod
+    def _close_option(
+        account: PaperAccount,
+        order: PaperOrder,
+        positions: dict[str, PaperPosition],
+        status: OrderStatus,
+        now: datetime,
+        reason: str | None,
+    ) -> None:
+        """End a working option order and give back the cash and contracts it held."""
+        remaining = order.quantity - order.filled_quantity
+        account.reserved_cash -= order.reserved_cash
+        order.reserved_cash = ZERO
+        PaperEngine._hold_closing(_row_legs(order), remaining, positions, -1, now)
         order.status = status.value
         if reason is not None:
             order.reject_reason = reason

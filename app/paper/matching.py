@@ -14,14 +14,17 @@ engine's business. The rules:
   is canceled with nothing filled; ``day`` and ``gtc`` rest and are evaluated again on later
   steps. "Now" for IOC/FOK means the evaluation at submission: an IOC/FOK stop order that
   has not triggered at submission is canceled, since it cannot fill immediately.
+* Combos (multi-leg option orders): each leg trades at its touch (buys at the ask, sells at
+  the bid); the order fills whole, all legs at once, when its net price is marketable.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from app.brokers.base import OrderSide, OrderType, TimeInForce
+from app.brokers.base import OrderSide, OrderType, PriceEffect, TimeInForce
 from app.paper.quotes import PaperQuote
 
 ZERO = Decimal(0)
@@ -124,3 +127,47 @@ def decide(order: OrderState, quote: PaperQuote) -> Decision:
         reason = f"immediate-or-cancel: {order.remaining - quantity} unfilled"
         return Decision(triggered, quantity, price, True, reason)
     return Decision(triggered, quantity, price, False)
+
+
+@dataclass(frozen=True, slots=True)
+class LegQuote:
+    """One leg of a combo at one step: its side, its ratio and its contract's quote."""
+
+    side: OrderSide
+    ratio: int
+    bid: Decimal
+    ask: Decimal
+
+    @property
+    def price(self) -> Decimal:
+        """What this leg trades at: the ask for a buy, the bid for a sell."""
+        return self.ask if self.side is OrderSide.buy else self.bid
+
+
+def net_credit(legs: Sequence[LegQuote]) -> Decimal:
+    """The combo's net price per strategy unit, positive for a credit, negative for a debit."""
+    return sum(
+        (leg.price * leg.ratio * (1 if leg.side is OrderSide.sell else -1) for leg in legs), ZERO
+    )
+
+
+def combo_marketable(
+    order_type: OrderType,
+    price_effect: PriceEffect | None,
+    limit_price: Decimal | None,
+    credit: Decimal,
+) -> bool:
+    """Does a combo fill at this net? Market always; a limit when the net is at least as good:
+    a credit of at least the limit, a debit of at most the limit, an even limit at no debit.
+    Combos fill whole or not at all (all legs at once), so there is no size to consider."""
+    if order_type is OrderType.market:
+        return True
+    if limit_price is None or price_effect is None:
+        raise ValueError("a combo limit needs a limit price and a price effect")
+    match price_effect:
+        case PriceEffect.credit:
+            return credit >= limit_price
+        case PriceEffect.debit:
+            return -credit <= limit_price
+        case PriceEffect.even:
+            return credit >= ZERO

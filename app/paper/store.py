@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -91,6 +92,22 @@ class PaperStore:
             .scalar_subquery()
         )
         stmt = select(PaperAccount).where(PaperAccount.id.in_(has_open))
+        if after_id is not None:
+            stmt = stmt.where(PaperAccount.id > after_id)
+        stmt = stmt.order_by(PaperAccount.id).limit(limit).with_for_update(skip_locked=True)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def claim_accounts_with_expired_options(
+        self, now: datetime, after_id: str | None, limit: int
+    ) -> Sequence[PaperAccount]:
+        """Lock up to ``limit`` accounts holding option positions whose expiry instant has
+        passed, in id order, skipping busy ones (the ticker's settlement pass)."""
+        has_expired = (
+            select(PaperPosition.paper_account_id)
+            .where(PaperPosition.expires_at <= now, PaperPosition.quantity != Decimal(0))
+            .scalar_subquery()
+        )
+        stmt = select(PaperAccount).where(PaperAccount.id.in_(has_expired))
         if after_id is not None:
             stmt = stmt.where(PaperAccount.id > after_id)
         stmt = stmt.order_by(PaperAccount.id).limit(limit).with_for_update(skip_locked=True)

@@ -52,7 +52,8 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
     ("missing symbol", {k: v for k, v in GOOD.items() if k != "symbol"}, 422, "validation_error"),
     ("not an object", ["AAPL"], 422, "validation_error"),
     ("unknown symbol", {**GOOD, "symbol": "NOTREAL"}, 422, "unknown_symbol"),
-    ("options on paper", {**GOOD, "symbol": "AAPL260116C00150000"}, 422, "unsupported_order"),
+    # The paper broker trades options, but not contracts that have expired.
+    ("expired option", {**GOOD, "symbol": "AAPL260116C00150000"}, 422, "unknown_symbol"),
 ]
 
 
