@@ -119,21 +119,21 @@ def market_today(now: datetime) -> date:
 
 
 def check_option_terms(body: OrderCreate, now: datetime) -> None:
-    """After the capability gate: a single-leg option order says whether it opens or closes
-    (422 ``position_effect_required``), and no contract it names has expired by the service
-    clock (422 ``option_expired``).
+    """After the capability gate: no contract the order names has expired by the service
+    clock (422 ``option_expired``), and a single-leg option order says whether it opens or
+    closes (422 ``position_effect_required``).
 
     A closing order on an expired contract is refused too: what is left of it is settled by
     the broker (exercise, assignment or expiry), not traded.
     """
-    if body.legs is None and body.is_option and body.position_effect is None:
-        raise errors.PositionEffectRequired("an option order needs position_effect: open or close")
     today = market_today(now)
     for contract in body.contracts():
         if contract.is_expired(today):
             raise errors.OptionExpired(
                 f"{contract.symbol} expired on {contract.expiration.isoformat()}"
             )
+    if body.legs is None and body.is_option and body.position_effect is None:
+        raise errors.PositionEffectRequired("an option order needs position_effect: open or close")
 
 
 class OrderService:

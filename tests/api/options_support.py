@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.brokers.base import (
+    NO_OPTIONS,
     AssetClass,
     BrokerAdapter,
     BrokerOrder,
@@ -204,6 +205,25 @@ def standin_registry(
             paper, factory=factory, capabilities=capabilities or adapter.capabilities
         )
     )
+    return registry
+
+
+NO_OPTION_CAPABILITIES = dataclasses.replace(
+    PAPER_CAPABILITIES,
+    asset_classes={**PAPER_CAPABILITIES.asset_classes, AssetClass.option: Support.unsupported},
+    multi_leg=Support.unsupported,
+    options=NO_OPTIONS,
+    preview=Support.emulated,
+)
+
+
+def no_options_registry() -> BrokerRegistry:
+    """The default registry with a paper broker that declares no options at all (as the
+    brokers without an option API do)."""
+    registry = default_registry()
+    paper = registry.get("paper")
+    assert paper is not None
+    registry.register(dataclasses.replace(paper, capabilities=NO_OPTION_CAPABILITIES))
     return registry
 
 

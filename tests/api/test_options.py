@@ -36,6 +36,7 @@ from tests.api.options_support import (
     StandInLog,
     far_monthly,
     iron_condor,
+    no_options_registry,
     occ,
     standin_registry,
 )
@@ -65,6 +66,13 @@ async def sqlite_standin(sqlite_url: str) -> AsyncIterator[StandIn]:
     log = StandInLog()
     async with running_app(settings_for_tests(sqlite_url), standin_registry(log)) as h:
         yield StandIn(h, log)
+
+
+@pytest_asyncio.fixture
+async def no_options(db_url: str) -> AsyncIterator[Harness]:
+    """A broker without options (most brokers; the paper broker's capabilities stripped)."""
+    async with running_app(settings_for_tests(db_url), no_options_registry()) as h:
+        yield h
 
 
 @pytest.fixture
@@ -247,9 +255,10 @@ async def test_bad_option_orders_write_nothing(
     assert retry.status_code == 201, retry.text
 
 
-async def test_options_to_a_broker_without_options(harness: Harness) -> None:
-    """The paper broker has no options (yet): single and multi-leg are unsupported_order,
-    before the contract's own terms are looked at, and nothing is written."""
+async def test_options_to_a_broker_without_options(no_options: Harness) -> None:
+    """Single and multi-leg are unsupported_order at a broker without options, before the
+    contract's own terms are looked at, and nothing is written."""
+    harness = no_options
     user = new_user()
     _, account = await harness.paper_account(user)
     for body in (_single(), _vertical(), _single(symbol=EXPIRED)):
@@ -439,7 +448,10 @@ async def test_idempotency_covers_the_legs(standin: StandIn) -> None:
 # --- discovery ------------------------------------------------------------------------
 
 
-async def test_a_broker_without_a_chain_answers_a_capability_problem(harness: Harness) -> None:
+async def test_a_broker_without_a_chain_answers_a_capability_problem(
+    no_options: Harness,
+) -> None:
+    harness = no_options
     user = new_user()
     _, account = await harness.paper_account(user)
     for path in ("expirations?underlying=AAPL", "chain?underlying=AAPL"):
@@ -541,7 +553,9 @@ async def _preview(harness: Harness, user: str, account: str, body: Any) -> Any:
     )
 
 
-async def test_equity_preview_is_an_estimate_and_writes_nothing(harness: Harness) -> None:
+async def test_equity_preview_is_an_estimate_and_writes_nothing(no_options: Harness) -> None:
+    """At a broker without a preview of its own the gateway estimates."""
+    harness = no_options
     user = new_user()
     _, account = await harness.paper_account(user)
     response = await _preview(
