@@ -237,3 +237,39 @@ async def test_an_iron_condor_fills_with_four_legs_into_four_positions(paper: Ha
         if row["asset_class"] == "option"
     }
     assert rows == {(leg["symbol"], "long" if leg["side"] == "buy" else "short") for leg in legs}
+
+
+async def test_the_order_router_takes_the_same_multi_leg_body(paper: Harness) -> None:
+    user = new_user()
+    _, account = await paper.paper_account(user)
+    expiration = await _monthly(paper, user, account)
+    chain = await _chain(
+        paper, user, account, f"expiration={expiration}&right=call&strike_gte=190&strike_lte=200"
+    )
+    low, high = chain[0]["symbol"], chain[-1]["symbol"]
+    body = {
+        "account_id": "auto",
+        "legs": [
+            {"symbol": low, "side": "buy", "ratio": 1, "position_effect": "open"},
+            {"symbol": high, "side": "sell", "ratio": 1, "position_effect": "open"},
+        ],
+        "quantity": "1",
+        "order_type": "market",
+    }
+    response = await paper.client.post(
+        "/v1/orders", json=body, headers=paper.auth(user, **{"Idempotency-Key": "route-1"})
+    )
+    assert response.status_code == 201, response.text
+    routed = response.json()
+    assert routed["route"]["decision"]["asset_class"] == "option"
+    assert routed["route"]["account_id"] == account
+    assert routed["order"]["status"] == "filled"
+    assert [leg["symbol"] for leg in routed["order"]["legs"]] == [low, high]
+    # A leg on another underlying is refused before anything is written, as on the account
+    # route.
+    body["legs"][1]["symbol"] = "MSFT" + high[4:]
+    refused = await paper.client.post(
+        "/v1/orders", json=body, headers=paper.auth(user, **{"Idempotency-Key": "route-2"})
+    )
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "mixed_underlyings"
