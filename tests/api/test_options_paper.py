@@ -273,3 +273,43 @@ async def test_the_order_router_takes_the_same_multi_leg_body(paper: Harness) ->
     )
     assert refused.status_code == 422
     assert refused.json()["code"] == "mixed_underlyings"
+
+
+async def test_a_resting_combo_is_modified_and_canceled_as_one_order(paper: Harness) -> None:
+    user = new_user()
+    _, account = await paper.paper_account(user)
+    expiration = await _monthly(paper, user, account)
+    chain = await _chain(
+        paper, user, account, f"expiration={expiration}&right=call&strike_gte=200&strike_lte=205"
+    )
+    low, high = chain[0]["symbol"], chain[-1]["symbol"]
+    body = {
+        "legs": [
+            {"symbol": low, "side": "sell", "ratio": 1, "position_effect": "open"},
+            {"symbol": high, "side": "buy", "ratio": 1, "position_effect": "open"},
+        ],
+        "quantity": "1",
+        "order_type": "limit",
+        "limit_price": "4.90",  # a credit near the spread's whole width: it rests
+        "price_effect": "credit",
+        "time_in_force": "gtc",
+    }
+    order = await _place(paper, user, account, body)
+    assert order["status"] == "accepted"
+    assert [leg["filled_quantity"] for leg in order["legs"]] == ["0", "0"]
+
+    changed = await paper.client.patch(
+        f"/v1/orders/{order['id']}",
+        json={"quantity": "2", "limit_price": "4.80"},
+        headers=paper.auth(user),
+    )
+    assert changed.status_code == 200, changed.text
+    current = changed.json()
+    assert current["quantity"] == "2"
+    assert current["limit_price"] == "4.8"
+    assert [leg["symbol"] for leg in current["legs"]] == [low, high]
+
+    canceled = await paper.client.delete(f"/v1/orders/{current['id']}", headers=paper.auth(user))
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] in ("pending_cancel", "canceled")
+    assert len(canceled.json()["legs"]) == 2
