@@ -101,7 +101,7 @@ def apply_broker_order(
         )
         return False
     if not should_apply(current, incoming):
-        return False
+        return _apply_leg_progress(session, order, report, now)
     order.status = report.status.value
     order.quantity = report.quantity
     order.filled_quantity = report.filled_quantity
@@ -195,6 +195,25 @@ def apply_leg_fills(
         leg["fill_ids"] = [*seen, fill.fill_id]
         changed = True
     return legs if changed else None
+
+
+def _apply_leg_progress(
+    session: AsyncSession, order: Order, report: BrokerOrder, now: datetime
+) -> bool:
+    """A report that is no news for the order as a whole may still be news for its legs (a
+    combo's legs fill before a whole strategy unit has): applied, with an event, when its
+    status is the order's and no leg's fills go backwards."""
+    if not order.legs or not report.legs or report.status.value != order.status:
+        return False
+    merged = merge_broker_legs(order.legs, report.legs)
+    before = [Decimal(str(leg.get("filled_quantity") or "0")) for leg in order.legs]
+    after = [Decimal(str(leg.get("filled_quantity") or "0")) for leg in merged]
+    if merged == order.legs or any(a < b for a, b in zip(after, before, strict=True)):
+        return False
+    order.legs = merged
+    order.updated_at = now
+    append_order_event(session, order, now)
+    return True
 
 
 def _text(value: Decimal) -> str:

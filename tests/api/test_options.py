@@ -659,3 +659,51 @@ async def test_capabilities_show_options_and_preview(standin: StandIn) -> None:
         assert broker["preview"] in ("native", "emulated", "unsupported")
     assert caps["paper"]["options"]["max_legs"] == 4
     assert caps["paper"]["options"]["combo_order_types"] == ["limit", "market"]
+
+
+async def test_leg_progress_before_a_whole_unit_fills_is_news(standin: StandIn) -> None:
+    harness = standin.harness
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    order = (await _post(harness, user, account, iron_condor(EXPIRY), uuid.uuid4().hex)).json()
+    async with harness.state.ctx.sessionmaker() as session:
+        row = await session.get(Order, order["id"])
+        acct = await session.get(Account, account)
+        assert row is not None
+        assert acct is not None
+        broker_order_id, ref = row.broker_order_id, acct.broker_account_ref
+    assert broker_order_id is not None
+    reported = standin.log.orders[broker_order_id]
+
+    def with_first_leg(filled: str) -> OrderUpdate:
+        first = dataclasses.replace(
+            reported.legs[0], filled_quantity=Decimal(filled), avg_fill_price=Decimal("0.35")
+        )
+        return OrderUpdate(
+            account_ref=ref,
+            order=dataclasses.replace(reported, legs=(first, *reported.legs[1:])),
+            occurred_at=datetime.now(UTC),
+        )
+
+    async def events() -> int:
+        async with harness.state.ctx.sessionmaker() as session:
+            return int(
+                (
+                    await session.execute(
+                        select(func.count()).where(OrderEvent.order_id == order["id"])
+                    )
+                ).scalar_one()
+            )
+
+    ingest = OrderUpdateIngest(harness.state.ctx.sessionmaker, "paper")
+    before = await events()
+    await ingest(with_first_leg("1"))
+    assert await events() == before + 1
+    await ingest(with_first_leg("1"))  # a duplicate
+    await ingest(with_first_leg("0"))  # stale: fills never go backwards
+    assert await events() == before + 1
+    got = (await harness.client.get(f"/v1/orders/{order['id']}", headers=harness.auth(user))).json()
+    assert got["status"] == "accepted"
+    assert got["filled_quantity"] == "0"
+    assert (got["legs"][0]["filled_quantity"], got["legs"][0]["avg_fill_price"]) == ("1", "0.35")
+    assert [leg["filled_quantity"] for leg in got["legs"][1:]] == ["0", "0", "0"]
