@@ -16,7 +16,24 @@ Money rules:
   Should a market fill cost more than cash not held for other orders, the rest of that order
   is canceled (never a negative balance).
 * Sells need the quantity in the position, net of other open sells: no short selling.
-* A cycle completes when a position goes from flat to open and back to flat.
+* A cycle completes when a position goes from flat to open and back to flat (an option
+  position closed, expired, exercised or assigned included: the paper-first gate counts it).
+
+Options (premium x 100 per contract):
+
+* An option order is one contract (``position_effect`` open or close) or 2-4 legs on one
+  underlying (``price_effect``, unsigned ``limit_price``); it fills whole, all legs at once,
+  at the legs' touch prices (``matching.net_credit``) when its net is marketable.
+* Short legs need cover (``option_risk``): the order's own long legs, 100 free shares per
+  short call (pledged: ``pledged_quantity``, not sellable), or cash. The cash held against
+  the account's short options is ``collateral_cash``; buying power is ``cash -
+  reserved_cash - collateral_cash``. A working option order reserves its worst cash out
+  plus the collateral it adds. Uncovered: ``UncoveredOption``.
+* Closing needs the contracts on the right side, not already held by another closing
+  order (``reserved_quantity``); long and short legs are never netted.
+* At a contract's expiry instant (``EXPIRY_TIME_UTC`` on its expiration day) the ticker
+  settles it: worthless, exercised or assigned into shares at the strike, or, when the
+  account cannot carry the delivery, in cash at intrinsic value (``_settle_expirations``).
 
 Updates that the ticker produces are handed to ``sink`` (the upstream feed seam) only after
 their transaction has committed; placement, modification and cancellation return the new
@@ -2006,6 +2023,8 @@ class PaperEngine:
         row.quantity += signed
         if effect is PositionEffect.close and row.quantity == ZERO:
             account.cycles_completed += 1
+            # Stored as 0 exactly (not 0.0): the settlement pass looks for non-zero rows.
+            row.quantity = ZERO
             row.avg_cost = ZERO
         row.updated_at = now
 

@@ -490,6 +490,7 @@ async def test_an_iron_condor_fills_with_four_legs_into_four_positions(
         bid, ask = model(symbol)
         assert (leg.symbol, leg.side, leg.filled_quantity) == (symbol, side, 3)
         assert leg.avg_fill_price == (bid if side is OrderSide.sell else ask)
+    assert (await adapter.get_order(account, order.broker_order_id)).legs == order.legs
     fills = await engine.fills(owner, account)
     assert sorted(f.symbol for f in fills) == sorted(s for s, _ in IRON_CONDOR)
     positions = {p.symbol: p.quantity for p in await adapter.get_positions(account)}
@@ -727,6 +728,32 @@ async def test_a_covered_call_in_the_money_at_expiry_is_assigned_against_its_sha
     [update] = sink.of(account)
     assert update.order.side is OrderSide.buy
     assert {f.leg_symbol for f in update.fills} == {call(strike), "AAPL"}
+
+
+async def test_an_exercise_the_account_cannot_pay_for_settles_in_cash_at_intrinsic_value(
+    sessionmaker: SessionMaker,
+) -> None:
+    engine, clock, sink = make_engine(sessionmaker)
+    owner, account = await funded(engine, "2000")
+    settle_price = spot(EXPIRY)
+    symbol = call(strike_near(settle_price - 5, above=False))
+    strike = OptionContract.parse(symbol).strike
+    bought = await engine.place(owner, account, single(symbol, OrderSide.buy, PositionEffect.open))
+    assert bought.status is OrderStatus.filled
+    cash = (await engine.balances(owner, account)).cash
+    assert cash < strike * HUNDRED  # exercising would overdraw the account
+
+    clock.set(EXPIRY)
+    await engine.tick()
+
+    assert await engine.positions(owner, account) == []
+    value = (settle_price - strike) * HUNDRED
+    assert (await engine.balances(owner, account)).cash == cash + value
+    kind = "option_cash_settlement"
+    [settlement] = await engine.transactions(owner, account, None, None, kind)
+    assert (settlement.symbol, settlement.amount) == (symbol, value)
+    [update] = sink.of(account)
+    assert update.order.avg_fill_price == settle_price - strike
 
 
 async def test_a_working_order_on_an_expiring_contract_expires_with_it(
