@@ -549,8 +549,6 @@ class OrderFingerprint:
     limit_price: Decimal | None
     stop_price: Decimal | None
     submitted_at: datetime
-    # A multi-leg order is also told apart by its legs (contract, side, ratio).
-    legs: tuple[OrderLeg, ...] = ()
 
     @classmethod
     def of(cls, order: OrderRequest, submitted_at: datetime) -> OrderFingerprint:
@@ -563,7 +561,6 @@ class OrderFingerprint:
             limit_price=order.limit_price,
             stop_price=order.stop_price,
             submitted_at=submitted_at,
-            legs=order.legs,
         )
 
     def matches(self, order: BrokerOrder) -> bool:
@@ -576,8 +573,6 @@ class OrderFingerprint:
             and order.time_in_force is self.time_in_force
             and order.limit_price == self.limit_price
             and order.stop_price == self.stop_price
-            and sorted((leg.symbol, leg.side.value, leg.ratio) for leg in order.legs)
-            == sorted((leg.symbol, leg.side.value, leg.ratio) for leg in self.legs)
         )
 
 
