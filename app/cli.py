@@ -13,7 +13,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.server import guard, server_options
 
+    settings = get_settings()
     if args.workers > 1:
         # Several processes: uvicorn imports the factory in each worker.
         uvicorn.run(
@@ -25,16 +27,19 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,
             access_log=False,
             proxy_headers=False,
+            **server_options(settings),
         )
         return 0
-    uvicorn.run(
-        create_app(get_settings()),
+    config = uvicorn.Config(
+        create_app(settings),
         host=args.host,
         port=args.port,
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        **server_options(settings),
     )
+    uvicorn.Server(guard(config, settings)).run()
     return 0
 
 
@@ -245,11 +250,26 @@ def _audit_verify(_args: argparse.Namespace) -> int:
                 "first_bad_seq": result.first_bad_seq,
                 "problem": result.problem,
                 "detail": result.detail,
+                "chain": result.chain,
+                "chains_checked": result.chains_checked,
+                "failures": [
+                    {
+                        "chain": f.chain,
+                        "first_bad_seq": f.first_bad_seq,
+                        "problem": f.problem,
+                        "detail": f.detail,
+                    }
+                    for f in result.failures
+                ],
             }
         )
     )
+    for failure in result.failures:
+        print(  # noqa: T201
+            f"audit chain {failure.chain} BROKEN at seq {failure.first_bad_seq}: {failure.detail}",
+            file=sys.stderr,
+        )
     if not result.ok:
-        print(f"audit chain BROKEN at seq {result.first_bad_seq}: {result.detail}", file=sys.stderr)  # noqa: T201
         return 1
     return 0
 

@@ -172,6 +172,12 @@ class PayloadTooLarge(AppError):
     title = "The request body is too large"
 
 
+class RequestTimeout(AppError):
+    status = 408
+    code = "request_timeout"
+    title = "The request body did not arrive in time"
+
+
 class UnsupportedMediaType(AppError):
     status = 415
     code = "unsupported_media_type"
@@ -368,3 +374,16 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
     title = "The service is not ready"
     retryable = True
+
+
+class Overloaded(AppError):
+    """Past this instance's capacity (orders in flight, or no database connection free in
+    time): nothing was done; retry after ``Retry-After`` seconds."""
+
+    status = 503
+    code = "overloaded"
+    title = "The service is overloaded"
+    retryable = True
+
+    def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import delete, select
 
 from app.db.models import AuditEntry, BrokerToken, Connection
+from app.db.repositories.audit import user_chain
 from app.db.session import create_engine, create_sessionmaker
 from app.ids import new_id
 from app.security.audit import AuditChain, AuditRecord
@@ -140,12 +141,13 @@ async def test_audit_verify_exits_non_zero_naming_the_first_bad_entry(tmp_path: 
     engine = create_engine(env["DATABASE_URL"])
     sessionmaker = create_sessionmaker(engine)
     chain = AuditChain(SecretStr(env["BROKERAGE_AUDIT_KEY"]))
+    user = new_user()
     for i in range(3):
         async with sessionmaker() as session:
             await chain.append(
                 session,
                 AuditRecord(
-                    user_id=new_user(),
+                    user_id=user,
                     action="place",
                     order_id=new_id("ord"),
                     account_id=new_id("acc"),
@@ -164,11 +166,16 @@ async def test_audit_verify_exits_non_zero_naming_the_first_bad_entry(tmp_path: 
         "head_seq": 3,
         "first_bad_seq": None,
         "problem": None,
-        "detail": "the audit chain is intact",
+        "detail": "the audit chains are intact",
+        "chain": None,
+        "chains_checked": 2,  # the user's, and the (empty) pre-per-user global chain
+        "failures": [],
     }
 
     async with sessionmaker() as session:
-        await session.execute(delete(AuditEntry).where(AuditEntry.seq == 2))
+        await session.execute(
+            delete(AuditEntry).where(AuditEntry.chain == user_chain(user), AuditEntry.seq == 2)
+        )
         await session.commit()
     await engine.dispose()
     broken = _run(env, "audit", "verify")
@@ -179,7 +186,8 @@ async def test_audit_verify_exits_non_zero_naming_the_first_bad_entry(tmp_path: 
         2,
         "entry_missing",
     )
-    assert "seq 2" in broken.stderr
+    assert report["chain"] == user_chain(user)
+    assert f"audit chain {user_chain(user)} BROKEN at seq 2" in broken.stderr
 
     other_key = _run(env | {"BROKERAGE_AUDIT_KEY": "another-key-" + "y" * 40}, "audit", "verify")
     assert other_key.returncode == 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import errors
@@ -68,6 +70,30 @@ def _validation_problem(exc: RequestValidationError) -> errors.AppError:
     return coded(summary or "the request is not valid", extra={"errors": fields})
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some operation serves at this path, from the OpenAPI document (each
+    method of a path is its own route here, and Starlette's 405 names only the first)."""
+    table: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, operations in request.app.openapi().get("paths", {}).items():
+            regex = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+            methods = frozenset(m.upper() for m in operations if m.upper() in _METHODS)
+            table.append((re.compile(f"^{regex}$"), methods))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    allowed: set[str] = set()
+    for compiled, methods in table:
+        if compiled.match(path):
+            allowed |= methods
+    return sorted(allowed)
+
+
+_METHODS = frozenset({"GET", "PUT", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def app_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.AppError)
@@ -77,16 +103,24 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return problem_response(_validation_problem(exc))
 
-    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         mapped: errors.AppError
         if exc.status_code == 404:
             mapped = errors.NotFound("no such route")
         elif exc.status_code == 405:
-            mapped = errors.MethodNotAllowed(headers=dict(exc.headers or {}))
+            headers = dict(exc.headers or {})
+            headers["Allow"] = ", ".join(allowed_methods(request))
+            mapped = errors.MethodNotAllowed(headers=headers)
         else:
             mapped = errors.BadRequest(str(exc.detail))
         return problem_response(mapped)
+
+    async def pool_exhausted(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("no database connection free in time: answering 503 overloaded")
+        return problem_response(
+            errors.Overloaded("no database connection became free in time; retry shortly")
+        )
 
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
@@ -95,4 +129,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.AppError, app_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(PoolTimeout, pool_exhausted)
     app.add_exception_handler(Exception, unexpected)

@@ -15,6 +15,7 @@ from app.services.context import ServiceContext
 from app.services.events import EventService
 from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
+from app.services.ops_metrics import OpsGauges
 from app.services.options import OptionsService
 from app.services.orders import OrderService
 from app.services.plaid import PlaidService
@@ -47,3 +48,4 @@ class AppState:
     routing: RoutingService
     plaid: PlaidService
     options: OptionsService
+    ops_gauges: OpsGauges

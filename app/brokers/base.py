@@ -344,6 +344,192 @@ class OrderPreview:
     source: PreviewSource
 
 
+# --- Market data -------------------------------------------------------------------------
+
+
+class BarInterval(StrEnum):
+    m1 = "1m"
+    m5 = "5m"
+    m15 = "15m"
+    h1 = "1h"
+    d1 = "1d"
+
+    @property
+    def seconds(self) -> int:
+        return _BAR_SECONDS[self]
+
+
+_BAR_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
+
+
+class MarketDataSource(StrEnum):
+    """Where a market-data event came from: the broker's stream, the gateway's aggregation
+    of smaller bars or trades (a bar interval the broker lacks), or a REST poll (brokers
+    without a stream)."""
+
+    stream = "stream"
+    aggregated = "aggregated"
+    poll = "poll"
+    history = "history"  # a bar from the broker's history endpoint (REST bars, backfill)
+
+
+class MarketChannel(StrEnum):
+    quotes = "quotes"
+    trades = "trades"
+    bars = "bars"
+    greeks = "greeks"
+
+
+@dataclass(frozen=True, slots=True)
+class MarketQuote:
+    """Top of book. ``ts`` is the exchange's (or broker's) time of the quote."""
+
+    symbol: str
+    bid: Decimal | None
+    ask: Decimal | None
+    bid_size: Decimal | None
+    ask_size: Decimal | None
+    ts: datetime
+    source: MarketDataSource
+
+
+@dataclass(frozen=True, slots=True)
+class MarketTrade:
+    symbol: str
+    price: Decimal
+    size: Decimal
+    ts: datetime
+    source: MarketDataSource
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """OHLCV over ``[start, start + interval)``. ``final`` is False while the bar is still
+    forming (a live bar updated in place); a final bar never changes again."""
+
+    symbol: str
+    interval: BarInterval
+    start: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    vwap: Decimal | None
+    trade_count: int | None
+    final: bool
+    source: MarketDataSource
+
+
+@dataclass(frozen=True, slots=True)
+class GreeksUpdate:
+    symbol: str  # the canonical option symbol
+    greeks: Greeks
+    underlying_price: Decimal | None
+    ts: datetime
+    source: MarketDataSource
+
+
+@dataclass(frozen=True, slots=True)
+class MarketGap:
+    """The upstream session was lost: events may be missing from ``since`` until the
+    matching ``MarketResubscribed``. Subscribers are told; a hole is never silent."""
+
+    reason: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MarketResubscribed:
+    """The upstream session is back and every wanted symbol is subscribed again."""
+
+    at: datetime
+
+
+MarketEvent = MarketQuote | MarketTrade | Bar | GreeksUpdate | MarketGap | MarketResubscribed
+
+
+@dataclass(frozen=True, slots=True)
+class MarketDataSubscription:
+    """A declarative set of wanted market data (the union of local subscribers' wishes, or
+    one subscriber's). Set algebra, so an upstream session can diff what it has against what
+    is wanted and add or remove in its broker's own way."""
+
+    quotes: frozenset[str] = frozenset()
+    trades: frozenset[str] = frozenset()
+    bars: frozenset[tuple[BarInterval, str]] = frozenset()
+    greeks: frozenset[str] = frozenset()
+
+    def __or__(self, other: MarketDataSubscription) -> MarketDataSubscription:
+        return MarketDataSubscription(
+            self.quotes | other.quotes,
+            self.trades | other.trades,
+            self.bars | other.bars,
+            self.greeks | other.greeks,
+        )
+
+    def __sub__(self, other: MarketDataSubscription) -> MarketDataSubscription:
+        return MarketDataSubscription(
+            self.quotes - other.quotes,
+            self.trades - other.trades,
+            self.bars - other.bars,
+            self.greeks - other.greeks,
+        )
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        """Every instrument named, whatever the channel (what per-symbol caps count)."""
+        return self.quotes | self.trades | {s for _, s in self.bars} | self.greeks
+
+    def is_empty(self) -> bool:
+        return not (self.quotes or self.trades or self.bars or self.greeks)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketDataCapabilities:
+    """What a broker path streams, and its limits (data, never ``if broker == ...``).
+
+    ``bar_intervals``: intervals the broker streams natively; others are aggregated by the
+    gateway from the smallest native one (or from trades). ``max_symbols``: the plan's
+    symbol cap per upstream session (Alpaca IEX 30); ``max_sessions``: upstream connections
+    allowed per credential (Alpaca 1 per endpoint, Tradier 1 session). ``poll_seconds`` is
+    set for brokers without a stream (a REST poll behind the same subscription, within the
+    broker's rate budget). ``history``: REST bars.
+    """
+
+    quotes: Support = Support.unsupported
+    trades: Support = Support.unsupported
+    bars: Support = Support.unsupported
+    greeks: Support = Support.unsupported
+    bar_intervals: frozenset[BarInterval] = frozenset()
+    history: Support = Support.unsupported
+    history_intervals: frozenset[BarInterval] = frozenset()
+    max_symbols: int | None = None
+    max_sessions: int | None = 1
+    poll_seconds: float | None = None
+
+    def supports(self, channel: MarketChannel) -> bool:
+        value: Support = getattr(self, channel.value)
+        return value is not Support.unsupported
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "quotes": self.quotes.value,
+            "trades": self.trades.value,
+            "bars": self.bars.value,
+            "greeks": self.greeks.value,
+            "bar_intervals": sorted(i.value for i in self.bar_intervals),
+            "history": self.history.value,
+            "history_intervals": sorted(i.value for i in self.history_intervals),
+            "max_symbols": self.max_symbols,
+            "max_sessions": self.max_sessions,
+            "poll_seconds": self.poll_seconds,
+        }
+
+
+NO_MARKET_DATA = MarketDataCapabilities()
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What one broker path supports; the pre-trade check reads only this."""
@@ -369,6 +555,7 @@ class Capabilities:
     # ``native`` is the broker's own (Tradier ``preview=true``, tastytrade dry-run, Schwab
     # ``previewOrder``), ``emulated`` is the gateway's estimate from quotes (marked so).
     preview: Support = Support.emulated
+    market_data: MarketDataCapabilities = field(default_factory=lambda: NO_MARKET_DATA)
 
     def supports_asset(self, asset_class: AssetClass) -> bool:
         return self.asset_classes.get(asset_class, Support.unsupported) is not Support.unsupported
@@ -388,6 +575,7 @@ class Capabilities:
             "client_order_ids": self.client_order_ids.value,
             "options": self.options.as_dict(),
             "preview": self.preview.value,
+            "market_data": self.market_data.as_dict(),
         }
 
 
@@ -549,6 +737,10 @@ class OrderFingerprint:
     limit_price: Decimal | None
     stop_price: Decimal | None
     submitted_at: datetime
+    # Multi-leg: the legs (symbol, side, ratio, position effect) and the net price's
+    # direction, so two combos differing only in one leg are told apart.
+    legs: tuple[OrderLeg, ...] = ()
+    price_effect: PriceEffect | None = None
 
     @classmethod
     def of(cls, order: OrderRequest, submitted_at: datetime) -> OrderFingerprint:
@@ -561,12 +753,25 @@ class OrderFingerprint:
             limit_price=order.limit_price,
             stop_price=order.stop_price,
             submitted_at=submitted_at,
+            legs=order.legs,
+            price_effect=order.price_effect,
         )
 
     def matches(self, order: BrokerOrder) -> bool:
-        """Same instrument, side, size, type, duration and prices (entry time is separate)."""
+        """Same instrument, side, size, type, duration and prices (entry time is separate);
+        for a multi-leg order also the same legs (in any order; a leg's position effect where
+        the broker reports one) and price effect."""
+        legs = sorted(self.legs, key=lambda g: (g.symbol, g.side.value, g.ratio))
+        seen = sorted(order.legs, key=lambda g: (g.symbol, g.side.value, g.ratio))
+        same_legs = len(legs) == len(seen) and all(
+            (a.symbol, a.side, a.ratio) == (b.symbol, b.side, b.ratio)
+            and b.position_effect in (None, a.position_effect)
+            for a, b in zip(legs, seen, strict=False)
+        )
         return (
-            order.symbol == self.symbol
+            same_legs
+            and (not self.legs or order.price_effect is self.price_effect)
+            and order.symbol == self.symbol
             and order.side is self.side
             and order.quantity == self.quantity
             and order.order_type is self.order_type
@@ -766,6 +971,45 @@ class SupportsOrderPreview(Protocol):
     """
 
     async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview: ...
+
+
+@runtime_checkable
+class MarketDataSession(Protocol):
+    """One upstream market-data session (one broker connection or poller) for one
+    credential, shared by every local subscriber entitled to it.
+
+    ``update`` states the whole wanted set; the session diffs it against what it has and
+    subscribes and unsubscribes in its broker's way (set-replacing or additive). Raises
+    ``MarketDataLimit`` (a ``Rejected``) when the set exceeds the broker's caps, having
+    changed nothing. ``events`` yields until ``close``; across an upstream reconnect it
+    yields ``MarketGap`` then ``MarketResubscribed`` (after resubscribing everything),
+    never a silent hole. Transport errors are retried inside with backoff.
+    """
+
+    async def update(self, wanted: MarketDataSubscription) -> None: ...
+
+    def events(self) -> AsyncIterator[MarketEvent]: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsMarketData(Protocol):
+    """The optional part of the contract for brokers that stream market data (or are
+    polled for it): ``capabilities.market_data`` says what and within which limits."""
+
+    def market_data_session(self) -> MarketDataSession: ...
+
+
+@runtime_checkable
+class SupportsBarHistory(Protocol):
+    """REST bars from the broker's history endpoint, oldest first, at most ``limit``, with
+    ``start <= bar.start < end``. Raises ``NotSupported`` for an interval or range the
+    broker cannot serve."""
+
+    async def get_bars(
+        self, symbol: str, interval: BarInterval, start: datetime, end: datetime, limit: int
+    ) -> list[Bar]: ...
 
 
 class RevokeOutcome(StrEnum):

@@ -39,6 +39,11 @@ class UnsupportedOrder(Rejected):
     pass
 
 
+class MarketDataLimit(Rejected):
+    """A market-data subscription beyond the broker's caps (symbols per session, sessions
+    per credential); nothing was changed upstream."""
+
+
 class UncoveredOption(Rejected):
     """A short option leg without cover (the order's own long legs, shares or cash)."""
 

@@ -253,6 +253,7 @@ class IdempotencyKey(Base):
         UniqueConstraint("user_id", "key"),
         CheckConstraint(_in("state", ("in_flight", "completed")), name="state"),
         Index(None, "expires_at"),
+        Index(None, "state", "owner"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -268,6 +269,10 @@ class IdempotencyKey(Base):
     locked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The process that claimed the key (``app.db.session.session_owner``); null for claims
+    # made before owners were recorded. Reconciliation settles the in-flight keys of an
+    # owner that is gone (app/services/reconciliation.py, ``settle_orphaned_keys``).
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 # --- The paper broker's own books. It is a broker: it knows paper accounts, not users. ---
@@ -395,9 +400,11 @@ AUDIT_ACTIONS = ("place", "modify", "cancel")
 class AuditEntry(Base):
     """One live order action against a user-supplied credential, chained by keyed hash.
 
-    ``seq`` runs 1, 2, 3... without gaps (assigned under the chain-head lock), and
+    Entries form one chain per user (``chain`` = ``user:<user id>``), plus the frozen
+    ``global`` chain of the entries written before chains were per user. Within a chain
+    ``seq`` runs 1, 2, 3... without gaps (assigned under that chain's head lock), and
     ``entry_hash`` is HMAC-SHA256 over ``prev_hash`` and the entry's canonical content, so
-    an edited, deleted or reordered row breaks the chain at that row. Only ids, slugs, a
+    an edited, deleted or reordered row breaks its chain at that row. Only ids, slugs, a
     request fingerprint (SHA-256 of the canonical request) and an outcome word are stored:
     never credentials or broker messages.
     """
@@ -409,6 +416,7 @@ class AuditEntry(Base):
         Index(None, "order_id"),
     )
 
+    chain: Mapped[str] = mapped_column(String(300), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     user_id: Mapped[str] = mapped_column(USER_ID)
@@ -424,18 +432,17 @@ class AuditEntry(Base):
 
 
 class AuditChainHead(Base):
-    """The single row every append locks: the last ``seq`` and its hash.
+    """One row per chain: its last ``seq`` and that entry's hash.
 
-    Locking it (``SELECT ... FOR UPDATE``) serializes appends across connections and app
-    instances on Postgres; on SQLite every write transaction already holds the one write
-    lock (``BEGIN IMMEDIATE``). It also pins the tail: deleting the last entries leaves the
+    An append locks its chain's row (an upsert that takes the row lock on Postgres; SQLite
+    has one writer), so appends to one chain serialize while different users' chains never
+    wait for each other. It also pins the tail: deleting a chain's last entries leaves its
     head pointing past the end, which verification reports.
     """
 
     __tablename__ = "audit_chain_head"
-    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    chain: Mapped[str] = mapped_column(String(300), primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -28,8 +28,21 @@ class KillSwitches(ResponseModel):
     as_of: UTCTimestamp
 
 
+class AuditChainFailure(ResponseModel):
+    """One broken chain: ``first_bad_seq`` names its first entry that fails."""
+
+    chain: str
+    entries_checked: int
+    head_seq: int | None
+    first_bad_seq: int | None
+    problem: AuditProblem
+    detail: str
+
+
 class AuditVerification(ResponseModel):
-    """The whole audit chain checked; ``first_bad_seq`` names the first entry that fails."""
+    """Every audit chain checked (one per user, plus the frozen pre-per-user ``global``
+    chain). ``first_bad_seq``, ``problem`` and ``chain`` are those of the first broken chain;
+    ``failures`` names the first bad entry of each broken chain."""
 
     ok: bool
     entries_checked: int
@@ -38,3 +51,6 @@ class AuditVerification(ResponseModel):
     problem: AuditProblem | None
     detail: str
     checked_at: UTCTimestamp
+    chain: str | None
+    chains_checked: int
+    failures: list[AuditChainFailure]

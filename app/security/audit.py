@@ -7,15 +7,19 @@ holds, over the previous entry's hash and the entry's own canonical content. Wit
 nobody can write an entry that verifies, so an edited, deleted, inserted or reordered row
 shows up at that row when the chain is verified.
 
-Appends serialize on the one-row chain head (``SELECT ... FOR UPDATE`` on Postgres; SQLite
-has a single writer), so ``seq`` is gapless and the chain stays linear with any number of
-app instances. The lock is taken last in the order transaction and released at its commit:
-never held across a broker call.
+Each user has a chain of their own (``user:<user id>``): appends to one chain serialize on
+its head row (locked by an upsert on Postgres; SQLite has a single writer), so ``seq`` is
+gapless and each chain stays linear with any number of app instances, while different users'
+live orders never wait for each other. The lock is taken last in the order transaction and
+released at its commit: never held across a broker call. Entries written before chains were
+per user form the frozen ``global`` chain, verified as before. An entry's canonical content
+names its chain (except in the legacy chain), so an entry moved to another chain does not
+verify there.
 
-What the chain cannot prove on its own: an attacker with write access who deletes the last
-entries *and* rewinds the head row to an earlier entry's stored hash leaves a shorter chain
-that verifies. Anchoring the head outside the database (exporting it periodically) closes
-that; it is not done here.
+What a chain cannot prove on its own: an attacker with write access who deletes a chain's
+last entries *and* rewinds its head row to an earlier entry's stored hash (or deletes a whole
+chain with its head) leaves a shorter chain that verifies. Anchoring the heads outside the
+database (exporting them periodically) closes that; it is not done here.
 """
 
 from __future__ import annotations
@@ -32,10 +36,16 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import SecretStr
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import AuditEntry
-from app.db.repositories.audit import AuditRepository
+from app.db.models import AuditChainHead, AuditEntry
+from app.db.repositories.audit import (
+    LEGACY_CHAIN,
+    AuditChainHeadMissing,
+    AuditRepository,
+    user_chain,
+)
 from app.db.session import SessionMaker
 from app.security.keyring import create_private_file, read_private_file
 
@@ -102,10 +112,13 @@ class AuditRecord:
 
 
 def canonical_content(entry: AuditEntry) -> bytes:
-    """The bytes the entry's HMAC covers besides ``prev_hash``: every column but the hashes."""
+    """The bytes the entry's HMAC covers besides ``prev_hash``: every column but the hashes
+    (the legacy ``global`` chain's entries were hashed without a ``chain`` field)."""
     occurred_at = entry.occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+    chain = {} if entry.chain == LEGACY_CHAIN else {"chain": entry.chain}
     return json.dumps(
         {
+            **chain,
             "seq": entry.seq,
             "occurred_at": occurred_at,
             "user_id": entry.user_id,
@@ -123,8 +136,23 @@ def canonical_content(entry: AuditEntry) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainVerification:
+    """One chain checked; ``first_bad_seq`` names where it breaks."""
+
+    chain: str
+    ok: bool
+    entries_checked: int
+    head_seq: int | None
+    first_bad_seq: int | None = None
+    problem: Problem | None = None
+    detail: str = "the audit chain is intact"
+
+
+@dataclass(frozen=True, slots=True)
 class AuditVerification:
-    """The result of checking the whole chain; ``first_bad_seq`` names where it breaks."""
+    """Every chain checked. The top-level ``first_bad_seq``/``problem``/``detail``/``chain``
+    are those of the first broken chain (by name); ``failures`` lists every broken chain.
+    ``head_seq`` is the sum of the heads' last seqs (the entries the heads record)."""
 
     ok: bool
     entries_checked: int
@@ -132,6 +160,27 @@ class AuditVerification:
     first_bad_seq: int | None = None
     problem: Problem | None = None
     detail: str = "the audit chain is intact"
+    chain: str | None = None
+    chains_checked: int = 0
+    failures: tuple[ChainVerification, ...] = ()
+
+    @classmethod
+    def of(cls, chains: list[ChainVerification]) -> AuditVerification:
+        failures = tuple(c for c in chains if not c.ok)
+        first = failures[0] if failures else None
+        return cls(
+            ok=first is None,
+            entries_checked=sum(c.entries_checked for c in chains),
+            head_seq=sum(c.head_seq or 0 for c in chains),
+            first_bad_seq=first.first_bad_seq if first else None,
+            problem=first.problem if first else None,
+            detail=(
+                f"chain {first.chain}: {first.detail}" if first else "the audit chains are intact"
+            ),
+            chain=first.chain if first else None,
+            chains_checked=len(chains),
+            failures=failures,
+        )
 
 
 class AuditChain:
@@ -156,17 +205,22 @@ class AuditChain:
     async def append(
         self, session: AsyncSession, record: AuditRecord, *, occurred_at: datetime | None = None
     ) -> AuditEntry:
-        """Add the next entry to the caller's transaction (the caller commits, or rolls back).
+        """Add the next entry of the record's user's chain to the caller's transaction (the
+        caller commits, or rolls back).
 
-        Call it as the last write before the commit: it locks the chain head, which every
-        other appender then waits for until this transaction ends. Raises
-        ``AuditChainHeadMissing`` when the head row is gone.
+        Call it as the last write before the commit: it locks the user's chain head, which
+        that user's other appenders then wait for until this transaction ends. Raises
+        ``AuditChainHeadMissing`` when the chain's entries exist but its head row was
+        deleted or rewound (the append would collide with an existing entry).
         """
         repo = AuditRepository(session)
-        head = await repo.lock_head()
+        chain = user_chain(record.user_id)
+        now = self._clock()
+        last_seq, last_hash = await repo.lock_head(chain, genesis_hash=GENESIS_HASH, now=now)
         entry = AuditEntry(
-            seq=head.last_seq + 1,
-            occurred_at=occurred_at or self._clock(),
+            chain=chain,
+            seq=last_seq + 1,
+            occurred_at=occurred_at or now,
             user_id=record.user_id,
             action=record.action,
             order_id=record.order_id,
@@ -175,52 +229,80 @@ class AuditChain:
             broker_slug=record.broker_slug,
             request_fingerprint=record.request_fingerprint,
             outcome=record.outcome,
-            prev_hash=head.last_hash,
+            prev_hash=last_hash,
         )
         # Hash what the database will give back: UTC, microseconds (both backends keep them).
         entry.occurred_at = entry.occurred_at.astimezone(UTC)
         entry.entry_hash = self._hash(entry.prev_hash, canonical_content(entry))
-        repo.add(entry)
-        head.last_seq = entry.seq
-        head.last_hash = entry.entry_hash
-        head.updated_at = self._clock()
-        await session.flush()
+        await session.flush()  # the caller's own changes first: their errors are theirs
+        try:
+            await repo.insert(entry)
+        except IntegrityError as exc:
+            raise AuditChainHeadMissing(
+                f"the head of audit chain {chain} is missing or rewound: entry {entry.seq} exists"
+            ) from exc
+        await repo.advance_head(chain, seq=entry.seq, entry_hash=entry.entry_hash, now=now)
         return entry
 
-    async def verify(self, sessionmaker: SessionMaker) -> AuditVerification:
-        """Check every entry from the first to the head, in one consistent snapshot.
+    async def verify(
+        self, sessionmaker: SessionMaker, *, chain: str | None = None
+    ) -> AuditVerification:
+        """Check every chain (or only ``chain``) from its first entry to its head, in one
+        consistent snapshot.
 
         On Postgres the read runs REPEATABLE READ, so appends committing meanwhile neither
-        show up half-way nor look like tampering. Returns the first problem found:
+        show up half-way nor look like tampering. Per chain, the first problem found:
         ``entry_missing`` (a gap, or entries after the head's last seq gone),
         ``chain_broken`` (an entry does not follow the one before it: deleted, reordered or
         inserted rows), ``entry_altered`` (content or hash changed), ``unexpected_entry``
-        (rows past the head), ``head_missing``.
+        (rows past the head), ``head_missing`` (entries without a head row).
         """
         async with sessionmaker() as session:
             if session.bind is not None and session.bind.dialect.name == "postgresql":
                 await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             try:
-                return await self._verify(AuditRepository(session))
+                return AuditVerification.of(await self._verify_all(AuditRepository(session), chain))
             finally:
                 await session.rollback()
 
-    async def _verify(self, repo: AuditRepository) -> AuditVerification:
-        head = await repo.head()
-        if head is None:
-            return AuditVerification(
-                ok=False,
-                entries_checked=0,
-                head_seq=None,
-                problem="head_missing",
-                detail="the audit chain head row is missing",
+    async def _verify_all(self, repo: AuditRepository, only: str | None) -> list[ChainVerification]:
+        results: list[ChainVerification] = []
+        orphans = await repo.chains_without_head()
+        if only is not None:
+            head = await repo.head(only)
+            heads = [head] if head is not None else []
+            orphans = [c for c in orphans if c == only]
+        else:
+            heads = []
+            after: str | None = None
+            while batch := await repo.heads(after_chain=after, limit=VERIFY_BATCH):
+                heads.extend(batch)
+                after = batch[-1].chain
+        for name in orphans:
+            log.error("audit chain %s has entries but no head row", name)
+            results.append(
+                ChainVerification(
+                    chain=name,
+                    ok=False,
+                    entries_checked=0,
+                    head_seq=None,
+                    problem="head_missing",
+                    detail="the audit chain head row is missing",
+                )
             )
-        expected, prev, checked = 1, GENESIS_HASH, 0
-        head_seq = head.last_seq
+        for head in heads:
+            results.append(await self._verify_chain(repo, head))
+        results.sort(key=lambda c: c.chain)
+        return results
 
-        def bad(seq: int, problem: Problem, detail: str) -> AuditVerification:
-            log.error("audit chain verification failed at seq %s: %s", seq, detail)
-            return AuditVerification(
+    async def _verify_chain(self, repo: AuditRepository, head: AuditChainHead) -> ChainVerification:
+        expected, prev, checked = 1, GENESIS_HASH, 0
+        chain, head_seq, head_hash = head.chain, head.last_seq, head.last_hash
+
+        def bad(seq: int, problem: Problem, detail: str) -> ChainVerification:
+            log.error("audit chain %s verification failed at seq %s: %s", chain, seq, detail)
+            return ChainVerification(
+                chain=chain,
                 ok=False,
                 entries_checked=checked,
                 head_seq=head_seq,
@@ -230,15 +312,15 @@ class AuditChain:
             )
 
         while True:
-            batch = await repo.page(after_seq=expected - 1, limit=VERIFY_BATCH)
+            batch = await repo.page(chain, after_seq=expected - 1, limit=VERIFY_BATCH)
             if not batch:
                 break
             for entry in batch:
-                if entry.seq > head.last_seq:
+                if entry.seq > head_seq:
                     return bad(
                         entry.seq,
                         "unexpected_entry",
-                        f"entry {entry.seq} lies past the chain head ({head.last_seq})",
+                        f"entry {entry.seq} lies past the chain head ({head_seq})",
                     )
                 if entry.seq != expected:
                     return bad(expected, "entry_missing", f"entry {expected} is missing")
@@ -255,16 +337,12 @@ class AuditChain:
                 prev = entry.entry_hash
                 expected += 1
                 checked += 1
-        if head.last_seq != checked:
+        if head_seq != checked:
             return bad(
                 checked + 1,
                 "entry_missing",
-                f"the chain head records {head.last_seq} entries; entry {checked + 1} is missing",
+                f"the chain head records {head_seq} entries; entry {checked + 1} is missing",
             )
-        if not hmac.compare_digest(head.last_hash, prev):
-            return bad(
-                head.last_seq,
-                "chain_broken",
-                f"the chain head does not match entry {head.last_seq}",
-            )
-        return AuditVerification(ok=True, entries_checked=checked, head_seq=head.last_seq)
+        if not hmac.compare_digest(head_hash, prev):
+            return bad(head_seq, "chain_broken", f"the chain head does not match entry {head_seq}")
+        return ChainVerification(chain=chain, ok=True, entries_checked=checked, head_seq=head_seq)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.schemas.admin import AuditVerification, KillSwitches, KillSwitchOut
+from app.observability import AUDIT_VERIFICATIONS
+from app.schemas.admin import AuditChainFailure, AuditVerification, KillSwitches, KillSwitchOut
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
 from app.services.kill_switches import LIVE_BYOB_TIERS
@@ -43,6 +44,7 @@ class AdminService:
     async def verify_audit(self) -> AuditVerification:
         """Check the whole audit chain; see ``AuditChain.verify``."""
         result = await self._ctx.audit.verify(self._ctx.sessionmaker)
+        AUDIT_VERIFICATIONS.labels(outcome="ok" if result.ok else "broken").inc()
         return AuditVerification(
             ok=result.ok,
             entries_checked=result.entries_checked,
@@ -51,4 +53,17 @@ class AdminService:
             problem=result.problem,
             detail=result.detail,
             checked_at=utcnow(),
+            chain=result.chain,
+            chains_checked=result.chains_checked,
+            failures=[
+                AuditChainFailure(
+                    chain=f.chain,
+                    entries_checked=f.entries_checked,
+                    head_seq=f.head_seq,
+                    first_bad_seq=f.first_bad_seq,
+                    problem=f.problem or "chain_broken",
+                    detail=f.detail,
+                )
+                for f in result.failures
+            ],
         )

@@ -64,6 +64,11 @@ from app.streaming.protocol import (
 log = logging.getLogger(__name__)
 
 CLOSES = Counter("brokerage_stream_closes_total", "Stream connections closed by us", ["code"])
+# Event frames written to subscribers' WebSockets: ``live`` (woken by the hub) or ``backlog``
+# (read from the outbox after a subscribe or a resync).
+SENT = Counter(
+    "brokerage_stream_events_sent_total", "Event frames sent to WebSocket subscribers", ["path"]
+)
 
 # How long a close (error message + close frame) may take before the connection is dropped.
 CLOSE_GRACE_SECONDS = 1.0
@@ -246,6 +251,7 @@ class StreamSession:
                         self._sending_since = clock()
                         await send(frame)
                         self._cursor = event_id
+                        SENT.labels(path="live").inc()
             except Exception as exc:
                 raise _PeerGone() from exc
             finally:
@@ -321,6 +327,10 @@ class StreamSession:
             data = json.loads(text)
         except ValueError:
             await self._reject(ErrorCode.malformed_json, "the message is not valid JSON")
+            return
+        except RecursionError:
+            # Thousands of nested brackets fit in a frame; the parser gives up on them.
+            await self._reject(ErrorCode.malformed_json, "the message is nested too deeply")
             return
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             await self._reject(
@@ -452,27 +462,32 @@ class StreamSession:
             )
 
     async def _catch_up(self, sub: Subscription) -> None:
-        """Send everything after our cursor from the database, until it has no more.
+        """Send everything after our cursor, until there is no more: from the hub's memory
+        when it holds the cursor's range, else from the database (one bounded read at a
+        time per instance, see ``Hub.backlog_read``).
 
         An overflow while catching up needs no ``resync``: the queue is dropped and the
         next read (which starts after the drop) covers whatever was in it.
         """
         batch = self._settings.read_batch
         assert self._principal is not None
+        user_id = self._principal.user_id
         while True:
             if sub.overflowed:
                 sub.clear_overflow()
-            rows = await self._events.backlog(
-                user_id=self._principal.user_id,
-                after=self._cursor,
-                accounts=sub.accounts,
-                limit=batch,
-            )
-            for row in rows:
-                if row.id > self._cursor:
-                    await self._send(event_frame(row))
-                    self._cursor = row.id
-            if len(rows) < batch and not sub.overflowed:
+            items = self._hub.recent_after(user_id, self._cursor, sub.accounts, batch)
+            if items is None:
+                async with self._hub.backlog_read:
+                    rows = await self._events.backlog(
+                        user_id=user_id, after=self._cursor, accounts=sub.accounts, limit=batch
+                    )
+                items = [(row.id, event_frame(row)) for row in rows]
+            for event_id, frame in items:
+                if event_id > self._cursor:
+                    await self._send(frame)
+                    self._cursor = event_id
+                    SENT.labels(path="backlog").inc()
+            if len(items) < batch and not sub.overflowed:
                 return
 
     # --- supervisor ----------------------------------------------------------------------

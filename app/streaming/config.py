@@ -33,6 +33,11 @@ class StreamSettings(BaseSettings):
     send_timeout_seconds: float = Field(default=30.0, gt=0)
     # Rows per database read, for the hub's tail and a subscriber's backlog.
     read_batch: int = Field(default=500, ge=1, le=5000)
+    # Frames the hub holds per subscribed user, so a subscriber that fell behind catches up
+    # from memory; and how many backlog reads (cursors older than that) may use the
+    # database at once per instance: connections stay bounded however many fall behind.
+    recent_events_per_user: int = Field(default=4096, ge=1)
+    backlog_read_concurrency: int = Field(default=4, ge=1)
 
     # The Postgres LISTEN connection: health probe interval, reconnect backoff, and a
     # safety poll of the outbox (in case a notification was lost without the connection

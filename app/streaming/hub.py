@@ -19,6 +19,14 @@ the queue; every event dispatched before it was committed before the backlog rea
 so the backlog contains it. The writer sends only ids above its cursor, so the overlap is
 dropped and the order is strictly increasing.
 
+Catching up from memory: for each user with a subscription on this instance the hub keeps
+that user's most recent frames (``recent_events_per_user``), from the moment the user's
+first subscription arrived. A subscriber that fell behind (``resync``) or resumes from a
+recent cursor is served from there, with no database read at all; only a cursor older than
+what the hub holds is read from the database, and those reads are bounded per instance
+(``backlog_read_concurrency``), so the number of database connections never grows with the
+number of subscribers that fall behind.
+
 Isolation: events are routed by the row's ``user_id`` to that user's subscriptions only,
 then filtered by the subscription's account set (accounts the service has verified belong
 to the user). Nothing a client sends can change either key.
@@ -51,6 +59,48 @@ RESYNCS = Counter(
 )
 TAIL_READS = Counter("brokerage_stream_tail_reads_total", "Outbox tail reads by the hubs")
 TAIL_FAILURES = Counter("brokerage_stream_tail_failures_total", "Failed outbox tail reads")
+CATCH_UPS = Counter(
+    "brokerage_stream_catch_ups_total",
+    "Subscriber catch-ups (backlog or resync), by where they were served from",
+    ["source"],
+)
+
+
+class RecentFrames:
+    """One user's most recent event frames, oldest first, and what they cover.
+
+    ``floor``: every event of the user with ``floor < id <= hub.head`` is held (the hub
+    appends each one as it reads the tail); older ones may not be.
+    """
+
+    __slots__ = ("floor", "frames")
+
+    def __init__(self, floor: int, size: int) -> None:
+        self.floor = floor
+        self.frames: deque[tuple[int, str | None, str]] = deque(maxlen=size)
+
+    def append(self, event_id: int, account_id: str | None, frame: str) -> None:
+        frames = self.frames
+        if frames.maxlen is not None and len(frames) == frames.maxlen:
+            self.floor = frames[0][0]  # about to be evicted
+        frames.append((event_id, account_id, frame))
+
+    def after(
+        self, cursor: int, accounts: frozenset[str] | None, limit: int
+    ) -> list[tuple[int, str]] | None:
+        """The frames after ``cursor`` for ``accounts``, oldest first (at most ``limit``),
+        or None when ``cursor`` is older than what is held."""
+        if cursor < self.floor:
+            return None
+        found: list[tuple[int, str]] = []
+        # Newest first until the cursor, then reversed: a caught-up subscriber costs little.
+        for event_id, account_id, frame in reversed(self.frames):
+            if event_id <= cursor:
+                break
+            if accounts is None or account_id in accounts:
+                found.append((event_id, frame))
+        found.reverse()
+        return found[:limit]
 
 
 class Subscription:
@@ -141,6 +191,8 @@ class Hub:
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._by_user: dict[str, set[Subscription]] = {}
+        self._recent: dict[str, RecentFrames] = {}
+        self._backlog_reads = asyncio.Semaphore(settings.backlog_read_concurrency)
         self._count = 0
         self._head = 0
         self._notified = 0
@@ -181,6 +233,11 @@ class Hub:
 
     def add(self, subscription: Subscription) -> None:
         subs = self._by_user.setdefault(subscription.user_id, set())
+        if subscription.user_id not in self._recent:
+            # Everything this user commits after ``head`` will be read and held from now on.
+            self._recent[subscription.user_id] = RecentFrames(
+                self._head, self._settings.recent_events_per_user
+            )
         if subscription not in subs:
             subs.add(subscription)
             self._count += 1
@@ -193,8 +250,27 @@ class Hub:
         subs.discard(subscription)
         if not subs:
             del self._by_user[subscription.user_id]
+            del self._recent[subscription.user_id]
         self._count -= 1
         SUBSCRIBERS.dec()
+
+    def recent_after(
+        self, user_id: str, cursor: int, accounts: frozenset[str] | None, limit: int
+    ) -> list[tuple[int, str]] | None:
+        """The user's frames after ``cursor`` that this hub holds in memory (oldest first,
+        at most ``limit``), or None when the cursor is older than what it holds (then the
+        caller reads the database through ``backlog_read``). Only frames up to ``head``:
+        later ones reach a registered subscription's queue."""
+        recent = self._recent.get(user_id)
+        found = None if recent is None else recent.after(cursor, accounts, limit)
+        CATCH_UPS.labels("memory" if found is not None else "database").inc()
+        return found
+
+    @property
+    def backlog_read(self) -> asyncio.Semaphore:
+        """Held around every backlog read from the database: bounds the connections that
+        subscribers catching up can take, however many fall behind at once."""
+        return self._backlog_reads
 
     async def _run(self) -> None:
         backoff = self._settings.reconnect_min_seconds
@@ -211,6 +287,7 @@ class Hub:
                 # reads its own backlog, so the head may skip ahead without a read. No await
                 # between the check and the assignment, so no subscriber can slip in.
                 self._head = max(self._head, self._notified)
+                self._recent.clear()  # nobody subscribed, so nothing is held
                 continue
             try:
                 await self._drain()
@@ -241,14 +318,13 @@ class Hub:
         for row in rows:
             subs = self._by_user.get(row.user_id)
             if subs:
-                frame: str | None = None
+                frame = event_frame(row)
                 offered = 0
                 for sub in subs:
                     if sub.wants(row.account_id):
-                        if frame is None:
-                            frame = event_frame(row)
                         sub.offer(row.id, row.account_id, frame)
                         offered += 1
                 if offered:
                     DISPATCHED.inc(offered)
+                self._recent[row.user_id].append(row.id, row.account_id, frame)
             self._head = row.id

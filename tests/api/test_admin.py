@@ -41,6 +41,10 @@ async def test_audit_verify_names_the_first_bad_entry(db_url: str, tmp_path: Pat
             "entry_altered",
         )
         assert broken["entries_checked"] == 1
+        assert broken["chain"] == f"user:{user}"
+        assert [(f["chain"], f["first_bad_seq"], f["problem"]) for f in broken["failures"]] == [
+            (f"user:{user}", 2, "entry_altered")
+        ]
 
         assert_problem(
             await h.client.get("/v1/admin/audit/verify", headers=h.auth(user)), 403, "forbidden"

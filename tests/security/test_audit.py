@@ -25,8 +25,14 @@ from pydantic import SecretStr
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.migrate import upgrade
 from app.db.models import AuditChainHead, AuditEntry, PaperAccount
-from app.db.repositories.audit import AuditChainHeadMissing, AuditRepository
+from app.db.repositories.audit import (
+    LEGACY_CHAIN,
+    AuditChainHeadMissing,
+    AuditRepository,
+    user_chain,
+)
 from app.db.session import SessionMaker, create_engine, create_sessionmaker
 from app.ids import new_id
 from app.security.audit import (
@@ -38,8 +44,10 @@ from app.security.audit import (
     request_fingerprint,
 )
 from tests.conftest import new_user, own_database
+from tests.postgres import fresh_database
 
 KEY = SecretStr("k" * 40)
+ALICE = user_chain("alice")
 
 
 def record(user: str = "alice", outcome: str = "accepted", **overrides: Any) -> AuditRecord:
@@ -79,7 +87,9 @@ async def reset(sessionmaker: SessionMaker) -> None:
         await session.execute(delete(AuditEntry))
         await session.execute(delete(AuditChainHead))
         session.add(
-            AuditChainHead(id=1, last_seq=0, last_hash=GENESIS_HASH, updated_at=datetime.now(UTC))
+            AuditChainHead(
+                chain=LEGACY_CHAIN, last_seq=0, last_hash=GENESIS_HASH, updated_at=datetime.now(UTC)
+            )
         )
         await session.commit()
 
@@ -106,7 +116,7 @@ async def test_an_intact_chain_verifies(chain_db: SessionMaker) -> None:
         None,
     )
     async with chain_db() as session:
-        entries = await AuditRepository(session).page(after_seq=0, limit=10)
+        entries = await AuditRepository(session).page(ALICE, after_seq=0, limit=10)
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     assert entries[0].prev_hash == GENESIS_HASH
     assert all(b.prev_hash == a.entry_hash for a, b in itertools.pairwise(entries))
@@ -118,7 +128,7 @@ async def test_the_hash_is_an_hmac_over_the_previous_hash_and_the_content(
     await reset(chain_db)
     await append(chain_db, 2)
     async with chain_db() as session:
-        first, second = await AuditRepository(session).page(after_seq=0, limit=10)
+        first, second = await AuditRepository(session).page(ALICE, after_seq=0, limit=10)
     for entry in (first, second):
         expected = hmac.new(
             KEY.get_secret_value().encode(),
@@ -128,6 +138,7 @@ async def test_the_hash_is_an_hmac_over_the_previous_hash_and_the_content(
         assert entry.entry_hash == expected
     content = json.loads(canonical_content(second))
     assert set(content) == {
+        "chain",
         "seq",
         "occurred_at",
         "user_id",
@@ -183,7 +194,9 @@ async def _delete_and_renumber(session: AsyncSession) -> None:
     await session.execute(delete(AuditEntry).where(AuditEntry.seq == 3))
     for seq in (4, 5):
         await session.execute(update(AuditEntry).where(AuditEntry.seq == seq).values(seq=seq - 1))
-    await session.execute(update(AuditChainHead).values(last_seq=4))
+    await session.execute(
+        update(AuditChainHead).where(AuditChainHead.chain == ALICE).values(last_seq=4)
+    )
 
 
 async def _swap(session: AsyncSession) -> None:
@@ -195,6 +208,7 @@ async def _swap(session: AsyncSession) -> None:
 async def _insert_past_head(session: AsyncSession) -> None:
     last = (await session.execute(select(AuditEntry).where(AuditEntry.seq == 5))).scalar_one()
     forged = AuditEntry(
+        chain=ALICE,
         seq=6,
         occurred_at=datetime.now(UTC),
         user_id="mallory",
@@ -300,7 +314,7 @@ async def test_the_entry_commits_and_rolls_back_with_the_change_it_records(
         assert await session.get(PaperAccount, committed) is not None
         [entry] = await repo.for_order(committed)
         assert entry.seq == 1  # the rolled-back append left no gap
-        head = await repo.head()
+        head = await repo.head(ALICE)
         assert head is not None
         assert (head.last_seq, head.last_hash) == (1, entry.entry_hash)
     assert (await chain.verify(chain_db)).ok
@@ -309,8 +323,8 @@ async def test_the_entry_commits_and_rolls_back_with_the_change_it_records(
 async def test_many_concurrent_appenders_keep_one_linear_chain(
     chain_db: SessionMaker, shared_url: str
 ) -> None:
-    """Postgres: appenders in separate connections queue on the chain head. (SQLite has one
-    writer; the same run there serializes on BEGIN IMMEDIATE.)"""
+    """Postgres: one user's appenders in separate connections queue on that user's chain
+    head. (SQLite has one writer; the same run there serializes on BEGIN IMMEDIATE.)"""
     await reset(chain_db)
     chain = AuditChain(KEY)
     started = asyncio.Event()
@@ -319,7 +333,7 @@ async def test_many_concurrent_appenders_keep_one_linear_chain(
     async def one(i: int) -> int:
         await started.wait()
         async with chain_db() as session:
-            entry = await chain.append(session, record(user=f"user-{i}"))
+            entry = await chain.append(session, record(outcome=f"accepted-{i}"))
             await asyncio.sleep(0)  # let the others reach the head lock while it is held
             await session.commit()
             return entry.seq
@@ -332,14 +346,95 @@ async def test_many_concurrent_appenders_keep_one_linear_chain(
     assert (result.ok, result.entries_checked) == (True, count)
 
 
-async def test_an_append_without_a_head_row_is_refused(chain_db: SessionMaker) -> None:
+async def test_different_users_chains_do_not_wait_for_each_other(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """On Postgres a user's append holding its chain head does not block another user's
+    append. (SQLite has one writer for everything, so there is nothing to show there.)"""
+    async with own_database(postgres_url, tmp_path) as url:
+        engine = create_engine(url)
+        try:
+            sessionmaker = create_sessionmaker(engine)
+            chain = AuditChain(KEY)
+            async with sessionmaker() as holding:
+                await chain.append(holding, record(user="alice"))  # alice's head stays locked
+                async with sessionmaker() as other:
+                    entry = await asyncio.wait_for(
+                        chain.append(other, record(user="bob")), timeout=10
+                    )
+                    await other.commit()
+                assert (entry.chain, entry.seq) == (user_chain("bob"), 1)
+                await holding.commit()
+            result = await chain.verify(sessionmaker)
+            assert (result.ok, result.entries_checked, result.chains_checked) == (True, 2, 3)
+        finally:
+            await engine.dispose()
+
+
+async def test_tampering_in_one_chain_is_reported_for_that_chain_only(
+    chain_db: SessionMaker,
+) -> None:
     await reset(chain_db)
+    chain = AuditChain(KEY)
+    for user in ("alice", "bob", "carol"):
+        for _ in range(3):
+            async with chain_db() as session:
+                await chain.append(session, record(user=user))
+                await session.commit()
     async with chain_db() as session:
-        await session.execute(delete(AuditChainHead))
+        for user in ("bob", "carol"):
+            await session.execute(
+                update(AuditEntry)
+                .where(AuditEntry.chain == user_chain(user), AuditEntry.seq == 2)
+                .values(outcome="filled")
+            )
+        await session.commit()
+    result = await chain.verify(chain_db)
+    assert result.ok is False
+    assert [(f.chain, f.problem, f.first_bad_seq) for f in result.failures] == [
+        (user_chain("bob"), "entry_altered", 2),
+        (user_chain("carol"), "entry_altered", 2),
+    ]
+    assert (result.chain, result.first_bad_seq) == (user_chain("bob"), 2)
+    alone = await chain.verify(chain_db, chain=user_chain("alice"))
+    assert (alone.ok, alone.entries_checked) == (True, 3)
+
+
+async def test_an_entry_moved_to_another_chain_does_not_verify(chain_db: SessionMaker) -> None:
+    await reset(chain_db)
+    chain = AuditChain(KEY)
+    for user in ("alice", "bob"):
+        async with chain_db() as session:
+            await chain.append(session, record(user=user))
+            await session.commit()
+    async with chain_db() as session:
+        # Make bob's only entry look like alice's second one, hash chain and all.
+        [alice_entry] = await AuditRepository(session).page(ALICE, after_seq=0, limit=10)
+        await session.execute(
+            update(AuditEntry)
+            .where(AuditEntry.chain == user_chain("bob"))
+            .values(chain=ALICE, seq=2, prev_hash=alice_entry.entry_hash)
+        )
+        await session.execute(
+            update(AuditChainHead).where(AuditChainHead.chain == ALICE).values(last_seq=2)
+        )
+        await session.commit()
+    result = await chain.verify(chain_db, chain=ALICE)
+    assert (result.ok, result.problem, result.first_bad_seq) == (False, "entry_altered", 2)
+
+
+async def test_an_append_without_a_head_row_is_refused(chain_db: SessionMaker) -> None:
+    """A chain whose entries exist but whose head was deleted is not started again."""
+    await reset(chain_db)
+    await append(chain_db, 2)
+    async with chain_db() as session:
+        await session.execute(delete(AuditChainHead).where(AuditChainHead.chain == ALICE))
         await session.commit()
     async with chain_db() as session:
         with pytest.raises(AuditChainHeadMissing):
             await AuditChain(KEY).append(session, record())
+    result = await AuditChain(KEY).verify(chain_db)
+    assert (result.ok, result.chain, result.problem) == (False, ALICE, "head_missing")
     await reset(chain_db)
 
 
@@ -349,11 +444,93 @@ async def test_the_migration_creates_the_genesis_head(shared_url: str, tmp_path:
         try:
             async with engine.connect() as conn:
                 rows = (
-                    await conn.execute(text("SELECT id, last_seq, last_hash FROM audit_chain_head"))
+                    await conn.execute(
+                        text("SELECT chain, last_seq, last_hash FROM audit_chain_head")
+                    )
                 ).all()
         finally:
             await engine.dispose()
-    assert [tuple(r) for r in rows] == [(1, 0, GENESIS_HASH)]
+    assert [tuple(r) for r in rows] == [(LEGACY_CHAIN, 0, GENESIS_HASH)]
+
+
+def _legacy_hash(prev_hash: str, content: dict[str, object]) -> str:
+    """How entries were hashed when one global chain held them (no ``chain`` field)."""
+    body = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(
+        KEY.get_secret_value().encode(), prev_hash.encode() + b"\n" + body, hashlib.sha256
+    ).hexdigest()
+
+
+async def test_the_migration_carries_the_global_chain_over_intact(
+    shared_url: str, tmp_path: Path
+) -> None:
+    """A database with a global chain written before per-user chains, upgraded: the old
+    entries verify unchanged as the ``global`` chain, and new appends go to user chains."""
+
+    async def run(url: str) -> None:
+        await asyncio.to_thread(upgrade, url, "0008")
+        engine = create_engine(url)
+        try:
+            prev = GENESIS_HASH
+            async with engine.begin() as conn:
+                for seq in (1, 2, 3):
+                    content: dict[str, object] = {
+                        "seq": seq,
+                        "occurred_at": f"2026-11-30T10:00:0{seq}.000001+00:00",
+                        "user_id": f"user-{seq}",
+                        "action": "place",
+                        "order_id": f"ord-{seq}",
+                        "account_id": "acc-1",
+                        "connection_id": "con-1",
+                        "broker_slug": "alpaca",
+                        "request_fingerprint": "0" * 64,
+                        "outcome": "accepted",
+                    }
+                    entry_hash = _legacy_hash(prev, content)
+                    await conn.execute(
+                        text(
+                            "INSERT INTO audit_entries (seq, occurred_at, user_id, action, "
+                            "order_id, account_id, connection_id, broker_slug, "
+                            "request_fingerprint, outcome, prev_hash, entry_hash) VALUES (:seq, "
+                            ":occurred_at, :user_id, :action, :order_id, :account_id, "
+                            ":connection_id, :broker_slug, :request_fingerprint, :outcome, "
+                            ":prev_hash, :entry_hash)"
+                        ),
+                        {
+                            **content,
+                            "occurred_at": datetime.fromisoformat(str(content["occurred_at"])),
+                            "prev_hash": prev,
+                            "entry_hash": entry_hash,
+                        },
+                    )
+                    prev = entry_hash
+                await conn.execute(
+                    text("UPDATE audit_chain_head SET last_seq = 3, last_hash = :h WHERE id = 1"),
+                    {"h": prev},
+                )
+        finally:
+            await engine.dispose()
+        await asyncio.to_thread(upgrade, url)
+        engine = create_engine(url)
+        try:
+            sessionmaker = create_sessionmaker(engine)
+            chain = AuditChain(KEY)
+            carried = await chain.verify(sessionmaker, chain=LEGACY_CHAIN)
+            assert (carried.ok, carried.entries_checked, carried.head_seq) == (True, 3, 3)
+            async with sessionmaker() as session:
+                entry = await chain.append(session, record(user="user-1"))
+                await session.commit()
+            assert (entry.chain, entry.seq) == (user_chain("user-1"), 1)
+            result = await chain.verify(sessionmaker)
+            assert (result.ok, result.entries_checked, result.chains_checked) == (True, 4, 2)
+        finally:
+            await engine.dispose()
+
+    if shared_url.startswith("sqlite"):
+        await run(f"sqlite+aiosqlite:///{tmp_path / 'legacy.db'}")
+    else:
+        async with fresh_database(shared_url) as url:
+            await run(url)
 
 
 # --- keys and fingerprints ---------------------------------------------------------------

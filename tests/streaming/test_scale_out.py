@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from app.streaming.config import StreamSettings
+from app.streaming.hub import CATCH_UPS
 from tests.conftest import new_user
 from tests.postgres import _as_asyncpg_dsn
 from tests.streaming.support import (
@@ -393,3 +394,32 @@ async def test_without_the_lock_a_sequence_commits_out_of_order(pg_a: Instance) 
     finally:
         for conn in (one, two, reader):
             await conn.close()
+
+
+def _catch_ups(source: str) -> float:
+    return CATCH_UPS.labels(source)._value.get()
+
+
+async def test_a_subscriber_that_fell_behind_catches_up_from_memory(pg_a: Instance) -> None:
+    """A resync is served from the hub's recent frames: no database read per lagging
+    subscriber, so database connections never grow with the subscribers that fall behind."""
+    user = new_user()
+    account = await pg_a.paper_account(user)
+    settings = StreamSettings(queue_size=16, heartbeat_seconds=3600)
+    async with serve(pg_a.settings, settings) as instance:
+        slow_sock = _small_window_socket(instance.port)
+        async with stream_client(
+            instance.ws_url, sock=slow_sock, max_queue=1, compression=None
+        ) as slow:
+            await slow.auth(instance.token(user))
+            await slow.subscribe("*", after=None)
+            from_database = _catch_ups("database")
+            from_memory = _catch_ups("memory")
+            # ~5 MB that does not compress: more than the socket buffers and the queue hold.
+            ids = await append_events(
+                instance.sessionmaker, user, account, 300, per_transaction=10, pad=16384
+            )
+            assert await _collect(slow, len(ids), [], within=60) == ids
+            assert slow.resyncs  # it did fall behind
+            assert _catch_ups("memory") > from_memory
+            assert _catch_ups("database") == from_database

@@ -11,13 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.orm import Session
 
 from app.db.repositories.orders import OrderEventRepository
 from app.db.session import create_engine, create_sessionmaker
 from app.streaming.config import StreamSettings
-from app.streaming.hub import Subscription
+from app.streaming.hub import RecentFrames, Subscription
 from app.streaming.outbox import LocalNotifier, database_key
 from app.streaming.pg_listener import asyncpg_dsn
 from app.streaming.protocol import InvalidCursorError, parse_cursor
@@ -186,3 +188,43 @@ async def test_sqlite_poll_catches_writes_nobody_announced(sqlite_url: str) -> N
             raw_id = await asyncio.to_thread(raw_insert)
             [event] = await client.events(1)
             assert event["cursor"] == str(raw_id)
+
+
+@given(
+    events=st.lists(
+        st.tuples(st.sampled_from(["a", "b", None]), st.booleans()), min_size=0, max_size=60
+    ),
+    size=st.integers(min_value=1, max_value=20),
+    floor=st.integers(min_value=0, max_value=5),
+    cursor=st.integers(min_value=0, max_value=80),
+    accounts=st.sampled_from([None, frozenset({"a"}), frozenset({"a", "b"})]),
+)
+def test_recent_frames_answer_exactly_the_held_range_or_nothing(
+    events: list[tuple[str | None, bool]],
+    size: int,
+    floor: int,
+    cursor: int,
+    accounts: frozenset[str] | None,
+) -> None:
+    """Whatever was appended and evicted: either every event after the cursor (for the
+    accounts, oldest first), or None when some of them may have been evicted."""
+    recent = RecentFrames(floor, size)
+    appended: list[tuple[int, str | None]] = []
+    event_id = floor
+    for account, skip in events:
+        event_id += 2 if skip else 1  # ids have gaps (other users' events)
+        recent.append(event_id, account, f"frame-{event_id}")
+        appended.append((event_id, account))
+    found = recent.after(cursor, accounts, limit=1000)
+    evicted = appended[: max(0, len(appended) - size)]
+    if evicted and cursor < evicted[-1][0]:
+        assert found is None
+        return
+    if cursor < floor:
+        assert found is None
+        return
+    assert found == [
+        (i, f"frame-{i}")
+        for i, account in appended
+        if i > cursor and (accounts is None or account in accounts)
+    ]

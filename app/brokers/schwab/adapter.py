@@ -22,6 +22,27 @@ Quirks, each with its doc page (Trader API spec, https://developer.schwab.com/pr
   ``errors.invalidSymbols`` of a 200 answer.
 * Rate limits: 120 non-order requests a minute; order writes 0-120 a minute per account
   (chosen when the app is registered), each paced by its own bucket.
+
+Options (schwab-py ``orders/options.py``, ``client/base.py``; https://github.com/alexgolec/schwab-py):
+
+* Option symbols are OCC padded to six characters (``AAPL  261218C00150000``) on the wire
+  and canonical (unpadded) everywhere else; instructions are BUY_TO_OPEN / SELL_TO_OPEN /
+  BUY_TO_CLOSE / SELL_TO_CLOSE.
+* A combo is one ``SINGLE`` order with several legs; a limit combo's direction is its
+  ``orderType`` (NET_DEBIT / NET_CREDIT / NET_ZERO) with a positive ``price``, and
+  ``complexOrderStrategyType`` is inferred from the legs (``mapping.complex_strategy``).
+  A market combo is ``orderType: MARKET`` without a price, as is NET_ZERO (jkoelker/schwab-mcp
+  ``src/schwab_mcp/tools/orders.py`` ``place_option_combo_order``; Schwab's own docs show no
+  example). Legs and their fills come back in
+  ``orderLegCollection[].legId`` and ``orderActivityCollection[].executionLegs[].legId``.
+* Maximum legs: Schwab publishes no limit. 4 is assumed: schwab-py's helpers and every
+  strategy in ``ComplexOrderStrategyType`` (iron condor, condor, double diagonal) have at
+  most four legs, and the research notes (options-and-market-data.md 1.4d) mark it
+  unconfirmed.
+* Chains: ``GET /marketdata/v1/chains`` (greeks in each contract, ``volatility`` in percent);
+  expirations: ``GET /marketdata/v1/expirationchain``.
+* Preview: ``POST /accounts/{hash}/previewOrder``, whose HTTP 200 can carry
+  ``orderValidationResult.rejects`` (returned as the preview's rejections).
 """
 
 from __future__ import annotations
@@ -41,9 +62,17 @@ from app.brokers.base import (
     BrokerAccount,
     BrokerOrder,
     Capabilities,
+    Fill,
+    OptionCapabilities,
+    OptionChainQuery,
+    OptionContract,
+    OptionExpiration,
+    OptionQuote,
+    OptionRight,
     OrderChanges,
     OrderFingerprint,
     OrderListFilter,
+    OrderPreview,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -53,6 +82,7 @@ from app.brokers.base import (
     Support,
     TimeInForce,
     Transaction,
+    is_option_symbol,
 )
 from app.brokers.http import BrokerClient, HttpPool, credential_key
 from app.brokers.oauth import bearer_headers
@@ -67,10 +97,10 @@ log = logging.getLogger(__name__)
 N, U = Support.native, Support.unsupported
 
 SCHWAB_CAPABILITIES = Capabilities(
-    # Schwab trades options, mutual funds and more; this adapter maps single-leg equities.
+    # Schwab trades mutual funds and more; this adapter maps equities and options.
     asset_classes={
         AssetClass.equity: N,
-        AssetClass.option: U,
+        AssetClass.option: N,
         AssetClass.crypto: U,
         AssetClass.mutual_fund: U,
     },
@@ -79,10 +109,21 @@ SCHWAB_CAPABILITIES = Capabilities(
     fractional=U,  # whole shares only through the Trader API
     extended_hours=N,  # session SEAMLESS
     short_selling=U,  # needs the SELL_SHORT instruction, which the unified API cannot ask for
-    multi_leg=U,
+    multi_leg=N,  # one order, orderLegCollection + complexOrderStrategyType
     modify=N,  # replace: a new order id
     order_stream=N,  # streamer ACCT_ACTIVITY
-    client_order_ids=U,  # reconciliation by fingerprint
+    client_order_ids=U,  # reconciliation by fingerprint (legs included)
+    options=OptionCapabilities(
+        chain=N,  # GET /marketdata/v1/chains
+        expirations=N,  # GET /marketdata/v1/expirationchain
+        max_legs=4,  # assumed: see the module docstring
+        # market (orderType MARKET) or limit (NET_DEBIT / NET_CREDIT / NET_ZERO)
+        combo_order_types=frozenset({OrderType.market, OrderType.limit}),
+        combo_time_in_force=frozenset({TimeInForce.day, TimeInForce.gtc}),
+        greeks=N,  # in each chain contract; volatility in percent
+        exercise=U,  # no exercise instruction in the Trader API
+    ),
+    preview=N,  # POST /accounts/{hash}/previewOrder
 )
 
 ACCOUNT_TTL = 600.0  # seconds the accountNumbers map is trusted
@@ -98,6 +139,11 @@ FINGERPRINT_WINDOW = timedelta(minutes=5)
 
 def _loads(response: httpx.Response) -> Any:
     return mapping.WIRE.json_body(response)
+
+
+def _wire_symbol(symbol: str) -> str:
+    """Schwab's form of a symbol: an option's OCC symbol padded, a ticker as it is."""
+    return OptionContract.parse(symbol).occ_padded if is_option_symbol(symbol) else symbol
 
 
 class SchwabAdapter(PooledAdapter):
@@ -192,27 +238,32 @@ class SchwabAdapter(PooledAdapter):
         return mapping.positions_from_account(body, self._now())
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
+        """By ticker, or by option symbol padded or not (positions carry the canonical one)."""
+        if is_option_symbol(symbol):
+            symbol = OptionContract.parse(symbol).symbol
         for position in await self.get_positions(account_ref):
             if position.symbol == symbol:
                 return position
         return None
 
     async def check_symbol(self, symbol: str) -> None:
-        """``GET /marketdata/v1/quotes``: a symbol Schwab does not know is refused.
+        """``GET /marketdata/v1/quotes``: a symbol Schwab does not know is refused (an option
+        is asked for by its padded OCC symbol, as Schwab's quote examples show).
 
         A known symbol is remembered for ``QUOTE_SYMBOL_TTL`` for the whole deployment.
         """
         memo_key = ("schwab-symbol", self._base, symbol)
         if self._pool.recall(memo_key) is True:
             return
+        wire = _wire_symbol(symbol)
         body = _loads(
             await self._api.request(
-                "GET", "/marketdata/v1/quotes", params={"symbols": symbol, "fields": "quote"}
+                "GET", "/marketdata/v1/quotes", params={"symbols": wire, "fields": "quote"}
             )
         )
-        if symbol in mapping.invalid_symbols(body) or not isinstance(body, dict):
+        if wire in mapping.invalid_symbols(body) or not isinstance(body, dict):
             raise errors.UnknownSymbol(f"Schwab does not list {symbol}", broker=SLUG)
-        if not isinstance(body.get(symbol), dict):
+        if not isinstance(body.get(wire), dict):
             raise errors.UnknownSymbol(f"Schwab does not list {symbol}", broker=SLUG)
         self._pool.remember(memo_key, True, QUOTE_SYMBOL_TTL)
 
@@ -330,13 +381,21 @@ class SchwabAdapter(PooledAdapter):
             ) from exc
 
     async def get_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        order, _ = await self.get_order_and_fills(account_ref, broker_order_id)
+        return order
+
+    async def get_order_and_fills(
+        self, account_ref: str, broker_order_id: str
+    ) -> tuple[BrokerOrder, tuple[Fill, ...]]:
+        """The order and every execution of it (per leg for a combo), from one read."""
         if not broker_order_id.isdigit():
             # Schwab order ids are int64; anything else cannot name an order there.
             raise errors.OrderNotFound("no such order at Schwab", broker=SLUG)
         response = await self._api.request(
             "GET", self._account_path(account_ref, "orders", broker_order_id)
         )
-        return mapping.order_from_wire(_loads(response))
+        body = _loads(response)
+        return mapping.order_from_wire(body), mapping.fills_from_wire(body)
 
     async def find_order_by_client_id(
         self, account_ref: str, client_order_id: str
@@ -445,16 +504,74 @@ class SchwabAdapter(PooledAdapter):
         return result
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        """Equities by ticker; options by their canonical symbol, asked for padded."""
         if not symbols:
             return {}
+        wire = {_wire_symbol(s): s for s in symbols}
         body = _loads(
             await self._api.request(
                 "GET",
                 "/marketdata/v1/quotes",
-                params={"symbols": ",".join(symbols), "fields": "quote"},
+                params={"symbols": ",".join(wire), "fields": "quote"},
             )
         )
-        return mapping.quotes_from_wire(body, symbols)
+        found = mapping.quotes_from_wire(body, list(wire))
+        return {
+            wire[w]: Quote(symbol=wire[w], bid=q.bid, ask=q.ask, last=q.last, as_of=q.as_of)
+            for w, q in found.items()
+        }
+
+    # --- options -----------------------------------------------------------------------
+
+    async def list_option_expirations(self, underlying: str) -> list[OptionExpiration]:
+        """``GET /marketdata/v1/expirationchain?symbol=``; an empty list means Schwab lists
+        no options on ``underlying`` (``UnknownSymbol``), never "no expirations"."""
+        body = _loads(
+            await self._api.request(
+                "GET", "/marketdata/v1/expirationchain", params={"symbol": underlying}
+            )
+        )
+        found = mapping.expirations_from_wire(body)
+        if not found:
+            raise errors.UnknownSymbol(f"Schwab lists no options on {underlying}", broker=SLUG)
+        return found
+
+    async def get_option_chain(self, query: OptionChainQuery) -> list[OptionQuote]:
+        """``GET /marketdata/v1/chains``: Schwab filters right (``contractType``) and
+        expiration (``fromDate``/``toDate``); the strike range is applied here."""
+        params = {
+            "symbol": query.underlying,
+            "strategy": "SINGLE",
+            "contractType": {OptionRight.call: "CALL", OptionRight.put: "PUT", None: "ALL"}[
+                query.right
+            ],
+        }
+        if query.expiration is not None:
+            params["fromDate"] = params["toDate"] = query.expiration.isoformat()
+        body = _loads(await self._api.request("GET", "/marketdata/v1/chains", params=params))
+        return [
+            q
+            for q in mapping.chain_from_wire(body, query)
+            if (query.expiration is None or q.contract.expiration == query.expiration)
+            and (query.right is None or q.contract.right is query.right)
+            and (query.strike_gte is None or q.contract.strike >= query.strike_gte)
+            and (query.strike_lte is None or q.contract.strike <= query.strike_lte)
+        ]
+
+    async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview:
+        """``POST /accounts/{hash}/previewOrder`` with the body placing would send.
+
+        Places nothing, so it is paced and retried as a read (``safe``). Rejections in a 200
+        are returned; a 4xx (a malformed order) raises like any refused request.
+        """
+        balances = await self.get_balances(account_ref)
+        response = await self._api.request(
+            "POST",
+            self._account_path(account_ref, "previewOrder"),
+            json=mapping.order_to_wire(order),
+            safe=True,
+        )
+        return mapping.preview_from_wire(_loads(response), order, balances.buying_power)
 
     # --- streaming ---------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ Message types (QuantConnect Lean ``Models/Enums/Stream/MessageType.cs``): ``SUBS
 ``OrderUROutCompleted``, ``OrderFillCompleted``, ``ChangeCreated``, ``ChangeAccepted``; their
 data is a JSON object with ``SchwabOrderID`` and ``AccountNumber``. Its nested event shapes
 are sparsely documented, so an event is used only to learn *which* order changed: the order
-itself is read over REST and mapped by the same strict mapping as every other read. An event
+itself is read over REST and mapped by the same strict mapping as every other read; an
+update carries the order's fills from that read, each leg's tagged with its symbol. An event
 without an order id triggers a REST catch-up instead.
 
 The stream has no replay: after any gap (a drop, a failed login, a connection open but
@@ -61,6 +62,13 @@ LOGIN_DENIED = 3
 # Streamer response codes after which the server closes the session.
 CLOSING_CODES = frozenset({12, 30})  # CLOSE_CONNECTION, STOP_STREAMING
 SUBSCRIBED = "SUBSCRIBED"
+# Fills, per leg for a combo (tagged with the leg's symbol): the execution events'
+# (``ExecutionCreated``, ``OrderFillCompleted``) nested shape is not documented, so every
+# update carries the fills of the REST read of the order its event names:
+# ``orderActivityCollection[].executionLegs[]`` joined to ``orderLegCollection[]`` by
+# ``legId``. Events arrive after the state they announce, so an ``OrderAccepted`` read may
+# already show the fill; fill ids are stable (order:activity:leg), so a fill seen in two
+# updates is one fill.
 ERROR = "ERROR"
 
 
@@ -247,7 +255,7 @@ class AccountActivityStream(UpstreamStream):
             return
         for order_id in sorted(ids):
             try:
-                order = await self._adapter.get_order(self._account_ref, order_id)
+                order, fills = await self._adapter.get_order_and_fills(self._account_ref, order_id)
             except errors.OrderNotFound:
                 continue
             except errors.UnknownBrokerValue:
@@ -257,4 +265,4 @@ class AccountActivityStream(UpstreamStream):
                     extra={"broker": mapping.SLUG, "broker_order_id": order_id},
                 )
                 continue
-            yield OrderUpdate(self._account_ref, order, order.updated_at)
+            yield OrderUpdate(self._account_ref, order, order.updated_at, fills)

@@ -20,6 +20,12 @@ Quirks, with their doc pages:
 * There is no lookup by tag: ``find_order_by_client_id`` pages through the account's orders.
 * Three rate buckets per token (https://docs.tradier.com/docs/rate-limiting): standard
   (accounts, user, order reads), market data, trading (writes).
+* Options: single-leg ``class=option`` and ``class=multileg`` orders of up to four legs
+  (place-option-order, place-multileg-order), chains with ORATS greeks (``greeks=true`` on
+  ``GET /v1/markets/options/chains``, which has no strike or right filter: the service
+  filters), expirations, and ``preview=true`` on the same order form (trading/preview-order).
+  A multileg order is modified in place like any other (change-order takes ``type`` debit or
+  credit, ``duration`` and ``price``); its quantity is not modifiable.
 """
 
 from __future__ import annotations
@@ -39,9 +45,15 @@ from app.brokers.base import (
     Balances,
     BrokerAccount,
     BrokerOrder,
+    BrokerOrderLeg,
     Capabilities,
+    OptionCapabilities,
+    OptionChainQuery,
+    OptionExpiration,
+    OptionQuote,
     OrderChanges,
     OrderListFilter,
+    OrderPreview,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -64,10 +76,9 @@ log = logging.getLogger(__name__)
 N, U = Support.native, Support.unsupported
 
 TRADIER_CAPABILITIES = Capabilities(
-    # Options trade at Tradier, but this adapter maps single equity orders only so far.
     asset_classes={
         AssetClass.equity: N,
-        AssetClass.option: U,
+        AssetClass.option: N,
         AssetClass.crypto: U,
         AssetClass.mutual_fund: U,
     },
@@ -82,9 +93,19 @@ TRADIER_CAPABILITIES = Capabilities(
     fractional=U,  # quantity is whole shares (IncorrectOrderQuantity: 1..10,000,000)
     extended_hours=U,  # pre/post durations exist; not mapped yet
     short_selling=U,  # needs sell_short vs sell by position; not mapped yet
-    multi_leg=U,
+    multi_leg=N,
     modify=N,
     order_stream=N,
+    options=OptionCapabilities(
+        chain=N,  # GET /v1/markets/options/chains?symbol&expiration&greeks=true
+        expirations=N,  # GET /v1/markets/options/expirations
+        max_legs=mapping.MAX_LEGS,
+        # multileg type market | debit | credit | even: our market, and limit + price effect
+        combo_order_types=frozenset({OrderType.market, OrderType.limit}),
+        combo_time_in_force=frozenset({TimeInForce.day, TimeInForce.gtc}),
+        greeks=N,  # ORATS, tagged source "orats"
+    ),
+    preview=N,  # preview=true on the order form
 )
 
 # Statuses in which an order may still trade (what ``status=open`` lists).
@@ -101,6 +122,7 @@ _WORKING = frozenset(
 PAGE = 100  # orders/history page size we ask for
 MAX_PAGES = 10  # pages read for a listing or a tag search
 QUOTE_TTL = 3600.0  # seconds a "this symbol exists" answer is trusted
+EXPIRATIONS_TTL = 300.0  # seconds an underlying's expirations are reused
 
 
 def _loads(response: httpx.Response) -> Any:
@@ -291,12 +313,80 @@ class TradierAdapter(PooledAdapter):
                 stop_price=order.stop_price,
                 created_at=now,
                 updated_at=now,
+                position_effect=order.position_effect,
+                legs=tuple(
+                    BrokerOrderLeg(
+                        symbol=leg.symbol,
+                        side=leg.side,
+                        ratio=leg.ratio,
+                        position_effect=leg.position_effect,
+                        filled_quantity=Decimal(0),
+                        avg_fill_price=None,
+                    )
+                    for leg in order.legs
+                ),
+                price_effect=order.price_effect,
             )
+
+    async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview:
+        """The same form with ``preview=true``: Tradier runs every validation and buying-power
+        check and answers costs, fees and the margin change, placing nothing
+        (https://documentation.tradier.com/brokerage-api/trading/preview-order). A refusal
+        (``errors``, with status 200 for downstream checks) is returned as rejections; a
+        malformed request (400) still raises."""
+        form = {**mapping.order_to_form(order), "preview": "true"}
+        response = await self._trading.request(
+            "POST", f"{self._account(account_ref)}/orders", data=form
+        )
+        return mapping.preview_from_wire(_loads(response), mapping.order_direction(order))
+
+    # --- options discovery -------------------------------------------------------------
+
+    async def list_option_expirations(self, underlying: str) -> list[OptionExpiration]:
+        """``GET /v1/markets/options/expirations`` with ``includeAllRoots`` (so SPXW-style
+        weekly roots are listed, get-options-expirations) and ``expirationType``."""
+        memo_key = ("tradier-expirations", self._settings.tradier_base_url, underlying)
+        remembered = self._pool.recall(memo_key)
+        if isinstance(remembered, list):
+            return list(remembered)
+        response = await self._market.request(
+            "GET",
+            "/v1/markets/options/expirations",
+            params={"symbol": underlying, "includeAllRoots": "true", "expirationType": "true"},
+        )
+        found = mapping.expirations_from_wire(_checked(response, "GET"))
+        if found is None:
+            raise errors.UnknownSymbol(f"Tradier lists no options on {underlying}", broker=SLUG)
+        self._pool.remember(memo_key, found, EXPIRATIONS_TTL)
+        return list(found)
+
+    async def get_option_chain(self, query: OptionChainQuery) -> list[OptionQuote]:
+        """``GET /v1/markets/options/chains?symbol&expiration&greeks=true``: one expiration per
+        call, so without one every listed expiration is read (the service bounds the query).
+        Tradier cannot filter by right or strike; the filters are applied here too."""
+        if query.expiration is not None:
+            days = [query.expiration]
+        else:
+            days = [e.expiration for e in await self.list_option_expirations(query.underlying)]
+        result: list[OptionQuote] = []
+        for day_ in days:
+            response = await self._market.request(
+                "GET",
+                "/v1/markets/options/chains",
+                params={
+                    "symbol": query.underlying,
+                    "expiration": day_.isoformat(),
+                    "greeks": "true",
+                },
+            )
+            result.extend(mapping.chain_from_wire(_checked(response, "GET"), self._now()))
+        return [q for q in result if _wanted(q, query)]
 
     async def modify_order(
         self, account_ref: str, broker_order_id: str, changes: OrderChanges
     ) -> BrokerOrder:
-        """``PUT .../orders/{id}`` (form): price, stop, duration; the id is kept."""
+        """``PUT .../orders/{id}`` (form): price, stop, duration; the id is kept. For a
+        multileg order the price is the unsigned net price (its type keeps the sign)."""
         if changes.is_empty():
             return await self.get_order(account_ref, broker_order_id)
         form = mapping.changes_to_form(changes)
@@ -338,7 +428,7 @@ class TradierAdapter(PooledAdapter):
     async def _order_pages(
         self, account_ref: str, params: dict[str, str]
     ) -> AsyncIterator[list[BrokerOrder]]:
-        """Pages of orders (``page``/``limit``); unmodeled multi-leg orders are skipped."""
+        """Pages of orders (``page``/``limit``); combo/oto/oco/otoco orders are skipped."""
         for page in range(1, MAX_PAGES + 1):
             query = {**params, "page": str(page), "limit": str(PAGE), "includeTags": "true"}
             response = await self._standard.request(
@@ -454,6 +544,15 @@ class TradierAdapter(PooledAdapter):
     async def recent_orders(self, account_ref: str) -> list[BrokerOrder]:
         """After a gap: the account's current listing (the stream has no replay)."""
         return await self.list_orders(account_ref, "all", PAGE * MAX_PAGES)
+
+
+def _wanted(quote: OptionQuote, query: OptionChainQuery) -> bool:
+    contract = quote.contract
+    if query.right is not None and contract.right is not query.right:
+        return False
+    if query.strike_gte is not None and contract.strike < query.strike_gte:
+        return False
+    return query.strike_lte is None or contract.strike <= query.strike_lte
 
 
 def _masked(number: str) -> str:

@@ -25,10 +25,11 @@ Quirks, each with its doc page:
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import httpx
@@ -38,16 +39,28 @@ from app.brokers.base import (
     AssetClass,
     Balances,
     BrokerOrder,
+    BrokerOrderLeg,
+    ExpirationType,
     Fill,
+    Greeks,
+    InvalidOptionSymbol,
+    OptionContract,
+    OptionExpiration,
+    OptionQuote,
     OrderChanges,
+    OrderPreview,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
     Position,
+    PositionEffect,
+    PreviewSource,
+    PriceEffect,
     Quote,
     TimeInForce,
     Transaction,
+    is_option_symbol,
 )
 from app.brokers.symbols import asset_class_of
 from app.brokers.wire import WireReader
@@ -86,7 +99,14 @@ _ORDER_TYPES = {
     "stop": OrderType.stop,
     "stop_limit": OrderType.stop_limit,
 }
-# Multi-leg order types (market/debit/credit/even) belong to classes we do not model.
+# Multi-leg order types: the sign of the net price is the type, ``price`` is positive
+# (https://documentation.tradier.com/brokerage-api/trading/place-multileg-order).
+_MULTILEG_TYPES: dict[str, tuple[OrderType, PriceEffect | None]] = {
+    "market": (OrderType.market, None),
+    "debit": (OrderType.limit, PriceEffect.debit),
+    "credit": (OrderType.limit, PriceEffect.credit),
+    "even": (OrderType.limit, PriceEffect.even),
+}
 _DURATIONS = {
     "day": TimeInForce.day,
     "gtc": TimeInForce.gtc,
@@ -103,10 +123,19 @@ _SIDES = {
     "sell_to_open": OrderSide.sell,
     "sell_to_close": OrderSide.sell,
 }
-# Order classes (reference/response/orders): equity and option are single orders we model;
+# Option sides carry the position effect (place-option-order, place-multileg-order).
+_OPTION_SIDES = {
+    (OrderSide.buy, PositionEffect.open): "buy_to_open",
+    (OrderSide.buy, PositionEffect.close): "buy_to_close",
+    (OrderSide.sell, PositionEffect.open): "sell_to_open",
+    (OrderSide.sell, PositionEffect.close): "sell_to_close",
+}
+_SIDE_EFFECTS = {wire: effect for (_side, effect), wire in _OPTION_SIDES.items()}
+MAX_LEGS = 4  # "up to 4 legs", indices 0-3 (place-multileg-order)
+# Order classes (reference/response/orders): equity, option and multileg are orders we model;
 # the others are multi-order structures this adapter does not model (skipped by listings).
-SINGLE_CLASSES = frozenset({"equity", "option"})
-UNMODELED_CLASSES = frozenset({"multileg", "combo", "oto", "oco", "otoco"})
+SINGLE_CLASSES = frozenset({"equity", "option", "multileg"})
+UNMODELED_CLASSES = frozenset({"combo", "oto", "oco", "otoco"})
 
 TAG_MAX = 255
 _TAG_OK = re.compile(r"^[A-Za-z0-9-]{1,255}$")
@@ -217,6 +246,8 @@ def order_from_wire(body: object) -> BrokerOrder:
     if not isinstance(body, dict):
         raise unknown("order payload", type(body).__name__)
     kind = order_class(body)
+    if kind == "multileg":
+        return multileg_from_wire(body)
     order_type = _ORDER_TYPES.get(str(body.get("type")))
     if order_type is None:
         raise unknown("order type", body.get("type"))
@@ -235,10 +266,12 @@ def order_from_wire(body: object) -> BrokerOrder:
     symbol = body.get("option_symbol") if kind == "option" else body.get("symbol")
     if not isinstance(symbol, str) or not symbol:
         raise unknown("symbol", symbol)
-    reason = body.get("reason_description")
-    reject_reason = None
-    if status is OrderStatus.rejected:
-        reject_reason = reason if isinstance(reason, str) and reason else "rejected by the broker"
+    effect = None
+    if kind == "option":
+        symbol = wire_contract(symbol).symbol
+        effect = _SIDE_EFFECTS.get(str(body.get("side")))
+        if effect is None:
+            raise unknown("option side", body.get("side"))
     return BrokerOrder(
         broker_order_id=order_id(body.get("id")),
         client_order_id=from_tag(body.get("tag")),
@@ -263,30 +296,147 @@ def order_from_wire(body: object) -> BrokerOrder:
         ),
         created_at=created,
         updated_at=ts(updated_raw, "transaction_date") if updated_raw else created,
-        reject_reason=reject_reason,
+        reject_reason=_reject_reason(body, status),
+        position_effect=effect,
     )
 
 
-def order_to_form(order: OrderRequest) -> dict[str, str]:
-    """The ``POST /v1/accounts/{id}/orders`` form for a single equity order.
+def _reject_reason(body: dict[str, Any], status: OrderStatus) -> str | None:
+    if status is not OrderStatus.rejected:
+        return None
+    reason = body.get("reason_description")
+    return reason if isinstance(reason, str) and reason else "rejected by the broker"
 
-    https://documentation.tradier.com/brokerage-api/trading/place-equity-order: class, symbol,
-    side (buy|buy_to_cover|sell|sell_short), quantity (whole shares), type, duration
-    (day|gtc|pre|post), price, stop, tag. Anything Tradier cannot express raises
-    ``UnsupportedOrder`` before a request is sent.
+
+def wire_contract(symbol: object) -> OptionContract:
+    """An OCC symbol Tradier sent (unpadded) as a contract; anything else is refused."""
+    if not isinstance(symbol, str):
+        raise unknown("option symbol", symbol)
+    try:
+        return OptionContract.parse(symbol)
+    except InvalidOptionSymbol:
+        raise unknown("option symbol", symbol) from None
+
+
+def _leg_from_wire(item: dict[str, Any], units: Decimal) -> BrokerOrderLeg:
+    """One entry of a multileg order's ``leg`` list (each an option order object of its own,
+    https://docs.tradier.com/docs/orders); ``units`` is the order's strategy quantity."""
+    wire_side = str(item.get("side"))
+    effect = _SIDE_EFFECTS.get(wire_side)
+    if effect is None:
+        raise unknown("leg side", item.get("side"))
+    quantity = dec(item.get("quantity"), "leg quantity")
+    ratio = quantity / units
+    if ratio != ratio.to_integral_value() or ratio < 1:
+        raise unknown("leg quantity", item.get("quantity"))
+    filled = opt_dec(item.get("exec_quantity"), "leg exec_quantity") or _ZERO
+    avg = opt_dec(item.get("avg_fill_price"), "leg avg_fill_price")
+    leg_id = item.get("id")
+    return BrokerOrderLeg(
+        symbol=wire_contract(item.get("option_symbol")).symbol,
+        side=_SIDES[wire_side],
+        ratio=int(ratio),
+        position_effect=effect,
+        filled_quantity=filled,
+        avg_fill_price=avg if filled > _ZERO and avg is not None else None,
+        broker_leg_id=None if leg_id is None else order_id(leg_id),
+    )
+
+
+def multileg_from_wire(body: dict[str, Any]) -> BrokerOrder:
+    """A ``class: multileg`` order: one order, its legs in ``leg`` (one object or a list).
+
+    The strategy quantity is the greatest common divisor of the legs' quantities (the form
+    sends per-leg quantities only, ``quantity[n]``), each leg's ratio its quantity divided by
+    that, and the filled strategy units the fewest any leg has filled. ``type`` carries the
+    sign of the net price (debit, credit, even; market has none); ``price`` and the average
+    fill price are read unsigned. A credit is our ``sell``, anything else ``buy``.
     """
+    found = _MULTILEG_TYPES.get(str(body.get("type")))
+    if found is None:
+        raise unknown("multileg order type", body.get("type"))
+    order_type, price_effect = found
+    tif = _DURATIONS.get(str(body.get("duration")))
+    if tif is None:
+        raise unknown("duration", body.get("duration"))
+    raw_legs = body.get("leg")
+    if isinstance(raw_legs, dict):
+        raw_legs = [raw_legs]
+    if not isinstance(raw_legs, list) or not raw_legs:
+        raise unknown("multileg legs", raw_legs)
+    if not all(isinstance(item, dict) for item in raw_legs):
+        raise unknown("multileg legs", raw_legs)
+    quantities = [dec(item.get("quantity"), "leg quantity") for item in raw_legs]
+    if any(q <= 0 or q != q.to_integral_value() for q in quantities):
+        raise unknown("leg quantities", [str(q) for q in quantities])
+    units = Decimal(math.gcd(*(int(q) for q in quantities)))
+    legs = tuple(_leg_from_wire(item, units) for item in raw_legs)
+    filled = min(
+        (leg.filled_quantity / leg.ratio).to_integral_value(rounding=ROUND_FLOOR) for leg in legs
+    )
+    status = order_status(body.get("status"), units, filled)
+    avg = opt_dec(body.get("avg_fill_price"), "avg_fill_price")
+    if filled > _ZERO and not avg:
+        avg = net_price(legs)
+    underlying = body.get("symbol")
+    if not isinstance(underlying, str) or not underlying:
+        raise unknown("symbol", underlying)
+    created = ts(body.get("create_date"), "create_date")
+    updated_raw = body.get("transaction_date")
+    price = opt_dec(body.get("price"), "price")
+    limit_price: Decimal | None = None
+    if price_effect is PriceEffect.even:
+        limit_price = _ZERO
+    elif price_effect is not None:
+        limit_price = abs(price) if price is not None else None
+    return BrokerOrder(
+        broker_order_id=order_id(body.get("id")),
+        client_order_id=from_tag(body.get("tag")),
+        symbol=underlying,
+        side=OrderSide.sell if price_effect is PriceEffect.credit else OrderSide.buy,
+        quantity=units,
+        filled_quantity=filled,
+        avg_fill_price=abs(avg) if filled > _ZERO and avg is not None else None,
+        order_type=order_type,
+        time_in_force=tif,
+        status=status,
+        limit_price=limit_price,
+        stop_price=None,
+        created_at=created,
+        updated_at=ts(updated_raw, "transaction_date") if updated_raw else created,
+        reject_reason=_reject_reason(body, status),
+        legs=legs,
+        price_effect=price_effect,
+    )
+
+
+def net_price(legs: tuple[BrokerOrderLeg, ...]) -> Decimal | None:
+    """The net price per strategy unit the legs' fills make (positive: a debit)."""
+    total = _ZERO
+    for leg in legs:
+        if leg.avg_fill_price is None:
+            return None
+        sign = 1 if leg.side is OrderSide.buy else -1
+        total += sign * leg.ratio * leg.avg_fill_price
+    return total
+
+
+def order_to_form(order: OrderRequest) -> dict[str, str]:
+    """The ``POST /v1/accounts/{id}/orders`` form for an equity, option or multileg order.
+
+    Equity (https://documentation.tradier.com/brokerage-api/trading/place-equity-order):
+    class, symbol, side (buy|buy_to_cover|sell|sell_short), quantity (whole shares), type,
+    duration (day|gtc|pre|post), price, stop, tag. Options and multileg: ``option_form`` and
+    ``multileg_form``. Anything Tradier cannot express raises ``UnsupportedOrder`` before a
+    request is sent.
+    """
+    if order.is_multi_leg:
+        return multileg_form(order)
+    if is_option_symbol(order.symbol):
+        return option_form(order)
     if asset_class_of(order.symbol) is not AssetClass.equity:
-        raise errors.UnsupportedOrder("only equity orders go to Tradier so far", broker=SLUG)
-    if order.quantity != order.quantity.to_integral_value() or order.quantity <= 0:
-        raise errors.UnsupportedOrder("Tradier trades whole shares only", broker=SLUG)
-    if order.time_in_force not in (TimeInForce.day, TimeInForce.gtc):
-        raise errors.UnsupportedOrder(
-            f"Tradier has no {order.time_in_force.value} duration", broker=SLUG
-        )
-    if order.extended_hours:
-        raise errors.UnsupportedOrder(
-            "extended-hours (pre/post) orders are not mapped yet", broker=SLUG
-        )
+        raise errors.UnsupportedOrder("only equity and option orders go to Tradier", broker=SLUG)
+    _check_common(order, "shares")
     form = {
         "class": "equity",
         "symbol": order.symbol,
@@ -301,6 +451,139 @@ def order_to_form(order: OrderRequest) -> dict[str, str]:
     if order.stop_price is not None:
         form["stop"] = plain(order.stop_price)
     return form
+
+
+def _check_common(order: OrderRequest, unit: str) -> None:
+    if order.quantity != order.quantity.to_integral_value() or order.quantity <= 0:
+        raise errors.UnsupportedOrder(f"Tradier trades whole {unit} only", broker=SLUG)
+    if order.time_in_force not in (TimeInForce.day, TimeInForce.gtc):
+        raise errors.UnsupportedOrder(
+            f"Tradier has no {order.time_in_force.value} duration", broker=SLUG
+        )
+    if order.extended_hours:
+        raise errors.UnsupportedOrder(
+            "extended-hours (pre/post) orders are not mapped yet", broker=SLUG
+        )
+
+
+def order_contract(symbol: str) -> OptionContract:
+    """A contract of an order we are about to send; a malformed symbol is refused."""
+    try:
+        return OptionContract.parse(symbol)
+    except InvalidOptionSymbol as exc:
+        raise errors.UnsupportedOrder(str(exc), broker=SLUG) from None
+
+
+def option_side(side: OrderSide, effect: PositionEffect | None) -> str:
+    """``buy_to_open`` ... ``sell_to_close``: Tradier needs the position effect on every
+    option order (place-option-order)."""
+    if effect is None:
+        raise errors.UnsupportedOrder(
+            "a Tradier option order needs a position effect (open or close)", broker=SLUG
+        )
+    return _OPTION_SIDES[(side, effect)]
+
+
+def option_form(order: OrderRequest) -> dict[str, str]:
+    """A single-leg option order (https://documentation.tradier.com/brokerage-api/trading/
+    place-option-order): ``class=option``, ``symbol`` = the underlying, ``option_symbol`` =
+    the unpadded OCC symbol, ``side`` with the position effect, whole contracts."""
+    contract = order_contract(order.symbol)
+    _check_common(order, "contracts")
+    form = {
+        "class": "option",
+        "symbol": contract.underlying,
+        "option_symbol": contract.symbol,
+        "side": option_side(order.side, order.position_effect),
+        "quantity": plain(order.quantity),
+        "type": order.order_type.value,
+        "duration": order.time_in_force.value,
+        "tag": to_tag(order.client_order_id),
+    }
+    if order.limit_price is not None:
+        form["price"] = plain(order.limit_price)
+    if order.stop_price is not None:
+        form["stop"] = plain(order.stop_price)
+    return form
+
+
+def multileg_type(order: OrderRequest) -> str:
+    """Our order type and price effect as Tradier's multileg ``type``: market, or the sign of
+    a limit price as debit, credit or even."""
+    if order.order_type is OrderType.market:
+        if order.limit_price is not None:
+            raise errors.UnsupportedOrder("a market order has no limit price", broker=SLUG)
+        return "market"
+    if order.order_type is not OrderType.limit:
+        raise errors.UnsupportedOrder(
+            "Tradier multileg orders are market, debit, credit or even", broker=SLUG
+        )
+    if order.price_effect is None or order.limit_price is None:
+        raise errors.UnsupportedOrder(
+            "a multileg limit order needs a limit price and its price effect", broker=SLUG
+        )
+    if order.limit_price < 0:
+        raise errors.UnsupportedOrder("the net limit price is unsigned", broker=SLUG)
+    if order.price_effect is PriceEffect.even:
+        if order.limit_price != 0:
+            raise errors.UnsupportedOrder("an even order has a net price of 0", broker=SLUG)
+        return "even"
+    if order.limit_price == 0:
+        raise errors.UnsupportedOrder(
+            f"a {order.price_effect.value} order needs a net price above 0", broker=SLUG
+        )
+    return order.price_effect.value
+
+
+def multileg_form(order: OrderRequest) -> dict[str, str]:
+    """A multileg order (https://documentation.tradier.com/brokerage-api/trading/
+    place-multileg-order): ``class=multileg``, ``symbol`` = the legs' underlying, ``type``
+    (market|debit|credit|even) with a positive ``price`` for debit and credit, and per leg
+    ``option_symbol[n]``, ``side[n]``, ``quantity[n]`` (ratio x strategy quantity), n = 0..3.
+    """
+    _check_common(order, "contracts")
+    if not 2 <= len(order.legs) <= MAX_LEGS:
+        raise errors.UnsupportedOrder(
+            f"a Tradier multileg order has 2 to {MAX_LEGS} legs", broker=SLUG
+        )
+    contracts = [order_contract(leg.symbol) for leg in order.legs]
+    underlyings = {c.underlying for c in contracts}
+    if len(underlyings) != 1:
+        raise errors.UnsupportedOrder(
+            "every leg of a Tradier multileg order is on one underlying", broker=SLUG
+        )
+    if len({c.symbol for c in contracts}) != len(contracts):
+        raise errors.UnsupportedOrder("the legs name distinct contracts", broker=SLUG)
+    if any(leg.ratio < 1 for leg in order.legs):
+        raise errors.UnsupportedOrder("leg ratios are whole numbers from 1", broker=SLUG)
+    type_ = multileg_type(order)
+    [underlying] = underlyings
+    form = {
+        "class": "multileg",
+        "symbol": underlying,
+        "type": type_,
+        "duration": order.time_in_force.value,
+        "tag": to_tag(order.client_order_id),
+    }
+    if type_ in ("debit", "credit") and order.limit_price is not None:
+        form["price"] = plain(order.limit_price)  # positive: the sign is the type
+    for index, (leg, contract) in enumerate(zip(order.legs, contracts, strict=True)):
+        form[f"option_symbol[{index}]"] = contract.symbol
+        form[f"side[{index}]"] = option_side(leg.side, leg.position_effect)
+        form[f"quantity[{index}]"] = plain(order.quantity * leg.ratio)
+    return form
+
+
+def legs_from_form(form: dict[str, str]) -> list[tuple[str, str, str]]:
+    """The indexed ``(option_symbol[n], side[n], quantity[n])`` of a multileg form, in order
+    (what the fake reads, and what the round-trip property test checks)."""
+    legs = []
+    for index in range(MAX_LEGS + 1):
+        symbol = form.get(f"option_symbol[{index}]")
+        if symbol is None:
+            break
+        legs.append((symbol, form.get(f"side[{index}]", ""), form.get(f"quantity[{index}]", "")))
+    return legs
 
 
 def changes_to_form(changes: OrderChanges) -> dict[str, str]:
@@ -381,24 +664,32 @@ def position_from_wire(item: dict[str, Any], quote: Quote | None, now: datetime)
 
     https://docs.tradier.com/docs/positions has no price: the current price comes from the
     quote (last, else the bid/ask midpoint); without a quote the cost basis stands in.
+    An OCC symbol is an option position: ``quantity`` is signed (negative = short, as in
+    account history, https://docs.tradier.com/docs/history), ``cost_basis`` is the whole
+    position's (premium x contracts x multiplier, negative for a short), and there is no
+    multiplier field, so the standard 100 is taken; prices are per share of the contract and
+    ``market_value`` = price x quantity x multiplier.
     """
     symbol = item.get("symbol")
     if not isinstance(symbol, str) or not symbol:
         raise unknown("position symbol", symbol)
     quantity = dec(item.get("quantity"), "quantity")
     cost = dec(item.get("cost_basis"), "cost_basis")
-    avg = (cost / quantity) if quantity else _ZERO
+    contract = wire_contract(symbol) if is_option_symbol(symbol) else None
+    multiplier = contract.multiplier if contract is not None else Decimal(1)
+    avg = (cost / (quantity * multiplier)) if quantity else _ZERO
     price = quote.last if quote is not None else avg
-    market_value = quantity * price
+    market_value = quantity * price * multiplier
     return Position(
-        symbol=symbol,
-        asset_class=asset_class_of(symbol),
+        symbol=contract.symbol if contract is not None else symbol,
+        asset_class=AssetClass.option if contract is not None else asset_class_of(symbol),
         quantity=quantity,
         avg_cost=abs(avg),
         current_price=price,
         market_value=market_value,
         unrealized_pl=market_value - cost,
         as_of=now,
+        contract=contract,
     )
 
 
@@ -516,6 +807,181 @@ def quotes_from_wire(body: object, symbols: list[str]) -> dict[str, Quote]:
     return result
 
 
+# --- options: expirations, chains, preview --------------------------------------------------
+
+# ``expiration_type`` values seen in Tradier answers (expirations with ``expirationType=true``
+# and chain contracts; jiak94/asynctradier tests/test_tradier.py records standard, weeklys and
+# quarterlys; eom is Tradier's end-of-month series).
+_EXPIRATION_TYPES = {
+    "standard": ExpirationType.standard,
+    "weeklys": ExpirationType.weekly,
+    "quarterlys": ExpirationType.quarterly,
+    "eom": ExpirationType.end_of_month,
+}
+GREEKS_SOURCE = "orats"  # "Greek and IV data is provided by ORATS" (get-options-chains)
+
+
+def expiration_day(value: object, field: str = "expiration date") -> date:
+    if not isinstance(value, str):
+        raise unknown(field, value)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise unknown(field, value) from None
+
+
+def expirations_from_wire(body: object) -> list[OptionExpiration] | None:
+    """``GET /v1/markets/options/expirations?expirationType=true`` (get-options-expirations):
+    ``{"expirations": {"expiration": [{"date", "expiration_type", ...}]}}``, or without the
+    flag ``{"expirations": {"date": [...]}}`` (then the type is unknown: ``other``).
+    ``{"expirations": null}`` (an underlying without options) is None."""
+    if not isinstance(body, dict) or "expirations" not in body:
+        raise unknown("expirations payload", body)
+    container = body["expirations"]
+    if container is None or container == "null":
+        return None
+    if not isinstance(container, dict):
+        raise unknown("expirations payload", container)
+    result: list[OptionExpiration] = []
+    if "expiration" in container:
+        for item in items(body, "expirations", "expiration"):
+            raw = item.get("expiration_type")
+            kind = (
+                ExpirationType.other
+                if raw is None
+                else WIRE.lookup(_EXPIRATION_TYPES, raw, "expiration_type")
+            )
+            result.append(OptionExpiration(expiration_day(item.get("date")), kind))
+    else:
+        dates = container.get("date")
+        listed = dates if isinstance(dates, list) else [] if dates is None else [dates]
+        result = [OptionExpiration(expiration_day(d), ExpirationType.other) for d in listed]
+    return sorted(result, key=lambda e: e.expiration)
+
+
+def _greeks(raw: object) -> Greeks | None:
+    """``greeks: {delta, gamma, theta, vega, rho, phi, bid_iv, mid_iv, ask_iv, smv_vol,
+    updated_at}`` (ORATS). ``iv`` is ``mid_iv``, else ORATS's smoothed ``smv_vol``: the mid
+    is 0 when there is no two-sided market."""
+    if raw is None or raw == "null":
+        return None
+    if not isinstance(raw, dict):
+        raise unknown("greeks", raw)
+    mid = opt_dec(raw.get("mid_iv"), "greeks.mid_iv", text=False)
+    smooth = opt_dec(raw.get("smv_vol"), "greeks.smv_vol", text=False)
+    return Greeks(
+        delta=opt_dec(raw.get("delta"), "greeks.delta", text=False),
+        gamma=opt_dec(raw.get("gamma"), "greeks.gamma", text=False),
+        theta=opt_dec(raw.get("theta"), "greeks.theta", text=False),
+        vega=opt_dec(raw.get("vega"), "greeks.vega", text=False),
+        rho=opt_dec(raw.get("rho"), "greeks.rho", text=False),
+        iv=mid if mid else smooth,
+    )
+
+
+def option_quote_from_wire(item: dict[str, Any], now: datetime) -> OptionQuote:
+    """One chain contract (get-options-chains): ``symbol`` (unpadded OCC), ``underlying``,
+    ``root_symbol``, ``strike``, ``option_type``, ``expiration_date``, ``contract_size``,
+    ``bid``/``ask``/``last`` (null when absent), ``open_interest``, ``bid_date``/``ask_date``
+    /``trade_date`` (epoch ms; ``now`` when none is set) and ``greeks`` when asked for with
+    ``greeks=true``."""
+    contract = wire_contract(item.get("symbol"))
+    underlying = item.get("underlying")
+    size = opt_dec(item.get("contract_size"), "contract_size", text=False)
+    if isinstance(underlying, str) and underlying and underlying != contract.underlying:
+        contract = OptionContract.parse(
+            contract.symbol, underlying=underlying, multiplier=size or Decimal(100)
+        )
+    elif size is not None and size != contract.multiplier:
+        contract = OptionContract.parse(contract.symbol, multiplier=size)
+    if item.get("option_type") != contract.right.value:
+        raise unknown("option_type", item.get("option_type"))
+    if expiration_day(item.get("expiration_date")) != contract.expiration:
+        raise unknown("expiration_date", item.get("expiration_date"))
+    stamps = [epoch_ms(item[k], k) for k in ("bid_date", "ask_date", "trade_date") if item.get(k)]
+    interest = item.get("open_interest")
+    if interest is not None and (isinstance(interest, bool) or not isinstance(interest, int)):
+        raise unknown("open_interest", interest)
+    return OptionQuote(
+        contract=contract,
+        bid=opt_dec(item.get("bid"), "bid", text=False),
+        ask=opt_dec(item.get("ask"), "ask", text=False),
+        last=opt_dec(item.get("last"), "last", text=False),
+        open_interest=interest,
+        greeks=_greeks(item.get("greeks")),
+        source=GREEKS_SOURCE if item.get("greeks") else "broker",
+        as_of=max(stamps) if stamps else now,
+    )
+
+
+def chain_from_wire(body: object, now: datetime) -> list[OptionQuote]:
+    """``{"options": {"option": [...]}}``; ``{"options": null}`` (no such expiration) is
+    empty."""
+    return [option_quote_from_wire(item, now) for item in items(body, "options", "option")]
+
+
+def preview_from_wire(
+    body: object, direction: PriceEffect, warnings: tuple[str, ...] = ()
+) -> OrderPreview:
+    """``preview=true`` (https://docs.tradier.com/docs/preview): ``{"order": {"status": "ok",
+    "commission", "cost", "fees", "order_cost", "margin_change", "result", ...}}``, or the
+    refusals as ``{"errors": {"error": ...}}`` (returned as rejections, not raised).
+
+    ``order_cost`` is the premium (or share value), ``cost`` adds commission and fees
+    (3.49 + 31.2251 = 34.7151 in the documented example). The sign of ``order_cost`` for a
+    credit is not documented: its magnitude is read and the direction is the order's own.
+    ``margin_change`` is read as the requirement added (buying power taken).
+    """
+    messages = error_messages(body)
+    if messages is not None:
+        return OrderPreview(
+            estimated_cash_change=_ZERO,
+            direction=direction,
+            buying_power_change=None,
+            fees=_ZERO,
+            warnings=warnings,
+            rejections=tuple(messages),
+            source=PreviewSource.broker,
+        )
+    if not isinstance(body, dict) or not isinstance(body.get("order"), dict):
+        raise unknown("preview payload", body)
+    found = body["order"]
+    if found.get("status") != "ok":
+        raise unknown("preview status", found.get("status"))
+    fees = dec(found.get("commission") or _ZERO, "commission") + dec(
+        found.get("fees") or _ZERO, "fees"
+    )
+    premium = abs(dec(found.get("order_cost") or _ZERO, "order_cost"))
+    if direction is PriceEffect.debit:
+        cash = -premium - fees
+    elif direction is PriceEffect.credit:
+        cash = premium - fees
+    else:
+        cash = -fees
+    margin = opt_dec(found.get("margin_change"), "margin_change")
+    rejections: tuple[str, ...] = ()
+    if found.get("result") is False:
+        rejections = ("Tradier's preview says the order would not be accepted",)
+    return OrderPreview(
+        estimated_cash_change=cash,
+        direction=direction,
+        buying_power_change=None if margin is None else -margin,
+        fees=fees,
+        warnings=warnings,
+        rejections=rejections,
+        source=PreviewSource.broker,
+    )
+
+
+def order_direction(order: OrderRequest) -> PriceEffect:
+    """Which way cash moves: the price effect of a multileg order, else buy = debit."""
+    if order.is_multi_leg:
+        if order.price_effect is not None:
+            return order.price_effect
+        return PriceEffect.credit if order.side is OrderSide.sell else PriceEffect.debit
+    return PriceEffect.debit if order.side is OrderSide.buy else PriceEffect.credit
+
+
 # --- account streaming ----------------------------------------------------------------------
 
 STREAM_EVENTS = frozenset({"order", "heartbeat"})
@@ -552,6 +1018,59 @@ def fill_from_event(event: dict[str, Any], order: BrokerOrder) -> tuple[Fill, ..
             occurred_at=order.updated_at,
         ),
     )
+
+
+LegState = dict[str, tuple[Decimal, Decimal]]  # leg key -> (filled quantity, average price)
+
+
+def leg_key(order: BrokerOrder, index: int) -> str:
+    leg = order.legs[index]
+    return f"{order.broker_order_id}:{leg.broker_leg_id or index}"
+
+
+def leg_fills(order: BrokerOrder, seen: LegState) -> tuple[Fill, ...]:
+    """The leg fills of a multileg order since ``seen`` (updated in place).
+
+    Tradier's order events carry no legs: a leg's event names its parent in ``parent_id``
+    and has no symbol (https://docs.tradier.com/docs/account-streaming-responses), so the
+    legs are read over REST and each leg's new fills are the growth of its ``exec_quantity``
+    since the last read, priced from the change in its average fill price.
+    """
+    fills: list[Fill] = []
+    for index, leg in enumerate(order.legs):
+        key = leg_key(order, index)
+        before, before_avg = seen.get(key, (_ZERO, _ZERO))
+        now = leg.filled_quantity
+        if now <= before or leg.avg_fill_price is None:
+            continue
+        added = now - before
+        price = (now * leg.avg_fill_price - before * before_avg) / added
+        seen[key] = (now, leg.avg_fill_price)
+        fills.append(
+            Fill(
+                fill_id=f"{key}:{plain(now)}",
+                quantity=added,
+                price=price.quantize(Decimal("0.0001")).normalize(),
+                occurred_at=order.updated_at,
+                leg_symbol=leg.symbol,
+            )
+        )
+    return tuple(fills)
+
+
+def remember_legs(order: BrokerOrder, seen: LegState) -> None:
+    """Record what a REST read (a catch-up) showed, so later events report only news."""
+    for index, leg in enumerate(order.legs):
+        if leg.avg_fill_price is not None:
+            seen[leg_key(order, index)] = (leg.filled_quantity, leg.avg_fill_price)
+
+
+def event_order_id(event: dict[str, Any]) -> str:
+    """The order an event is about: a leg's event names its multileg order in ``parent_id``."""
+    parent = event.get("parent_id")
+    if parent not in (None, "", 0):
+        return order_id(parent)
+    return order_id(event.get("id"))
 
 
 # --- errors ---------------------------------------------------------------------------------

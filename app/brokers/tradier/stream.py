@@ -18,6 +18,13 @@ An order event has no symbol, side, quantity or duration, so it cannot become a 
 the stream serves a set of those accounts (all of a connection's: one session at a time is
 allowed, so one stream serves them all) and ignores events of the others.
 
+Multileg orders: the events carry no legs. A leg's event is an order event of its own whose
+``parent_id`` names the multileg order (the field is in the definitions of
+https://docs.tradier.com/docs/account-streaming-responses); either way the multileg order is
+read over REST with its ``leg`` list, and each leg's new fills are the growth of its
+``exec_quantity`` since the stream last read it (``mapping.leg_fills``), reported as fills
+with ``leg_symbol``. A catch-up read records the legs' state without reporting fills.
+
 The stream has no replay: after any gap (a drop, a failed handshake, a session refused, or a
 connection that stays open but silent longer than ``idle_timeout``, heartbeats included) it
 reconnects with backoff on a new session and first yields a REST catch-up of each account's
@@ -83,6 +90,7 @@ class AccountEventsStream(UpstreamStream):
         self._fetch_order = fetch_order
         self._catch_up_from = catch_up
         self._session_id = ""
+        self._legs: mapping.LegState = {}
 
     def __repr__(self) -> str:
         return f"AccountEventsStream(url={self._url!r})"
@@ -99,6 +107,8 @@ class AccountEventsStream(UpstreamStream):
         updates: list[OrderUpdate] = []
         for account_ref in sorted(self._account_refs):
             orders = await self._catch_up_from(account_ref)
+            for order in orders:
+                mapping.remember_legs(order, self._legs)
             updates += [OrderUpdate(account_ref, o, o.updated_at) for o in orders]
         return updates
 
@@ -116,13 +126,17 @@ class AccountEventsStream(UpstreamStream):
             try:
                 # Unknown statuses are refused here loudly; the REST read decides the state.
                 mapping.check_status(event.get("status"))
-                broker_order_id = mapping.order_id(event.get("id"))
+                broker_order_id = mapping.event_order_id(event)
             except errors.UnknownBrokerValue:
                 self._skipped("order event")
                 continue
             try:
                 order = await self._fetch_order(account_ref, broker_order_id)
             except mapping.UnmodeledOrder:
+                continue
+            if order.legs:
+                fills = mapping.leg_fills(order, self._legs)
+                yield OrderUpdate(account_ref, order, order.updated_at, fills=fills)
                 continue
             try:
                 fills = mapping.fill_from_event(event, order)

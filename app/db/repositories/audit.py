@@ -1,64 +1,110 @@
-"""Queries on the audit chain (``audit_entries`` and its one-row ``audit_chain_head``).
+"""Queries on the audit chains (``audit_entries`` and ``audit_chain_head``, a row per chain).
 
-The chain spans every user, so this repository is not user-scoped: only the audit chain
-(``app.security.audit``) and ops verification use it, never a request handler directly.
+The chains span users only in the sense that ops verify them all: only the audit chain
+(``app.security.audit``) and ops verification use this repository, never a request handler
+directly. Each user's chain is named ``user:<user id>`` (``user_chain``); ``global`` is the
+frozen chain of the entries written before chains were per user.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import AuditChainHead, AuditEntry
 
-HEAD_ID = 1
+LEGACY_CHAIN = "global"
+
+
+def user_chain(user_id: str) -> str:
+    """The chain that records ``user_id``'s live order actions."""
+    return f"user:{user_id}"
 
 
 class AuditChainHeadMissing(RuntimeError):
-    """The chain-head row is gone: appends stop rather than start a new, unanchored chain."""
+    """A chain's head row is gone (or was rewound) while its entries remain: appends stop
+    rather than start the chain again."""
 
 
 class AuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def lock_head(self) -> AuditChainHead:
-        """The chain head, locked until the transaction ends.
+    async def lock_head(self, chain: str, *, genesis_hash: str, now: datetime) -> tuple[int, str]:
+        """``chain``'s (last seq, last hash), its head row locked until the transaction ends.
 
-        ``FOR UPDATE`` makes concurrent appenders on Postgres queue here, each seeing the
-        head its predecessor committed (READ COMMITTED re-reads the locked row). SQLite
-        ignores ``FOR UPDATE``; there every write transaction holds the database's single
-        write lock from ``BEGIN IMMEDIATE`` on. Raises ``AuditChainHeadMissing``.
+        One statement: an upsert that creates the head of a new chain at (0, genesis) and
+        otherwise touches the existing row, which takes its row lock on Postgres, so
+        concurrent appenders to the same chain queue here and each reads the head its
+        predecessor committed (an upsert's update applies to the latest row version).
+        Different chains never wait for each other. SQLite serializes every write
+        transaction on its one write lock (``BEGIN IMMEDIATE``).
         """
-        stmt = (
-            select(AuditChainHead)
-            .where(AuditChainHead.id == HEAD_ID)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+        dialect = self.session.get_bind().dialect.name
+        dialect_insert = postgres_insert if dialect == "postgresql" else sqlite_insert
+        new_head = dialect_insert(AuditChainHead).values(
+            chain=chain, last_seq=0, last_hash=genesis_hash, updated_at=now
         )
-        head = (await self.session.execute(stmt)).scalar_one_or_none()
-        if head is None:
-            raise AuditChainHeadMissing("the audit chain head row is missing")
-        return head
+        upsert = new_head.on_conflict_do_update(
+            index_elements=[AuditChainHead.chain],
+            set_={"updated_at": new_head.excluded.updated_at},
+        ).returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
+        row = (await self.session.execute(upsert)).one()
+        return int(row.last_seq), str(row.last_hash)
 
-    async def head(self) -> AuditChainHead | None:
+    async def advance_head(self, chain: str, *, seq: int, entry_hash: str, now: datetime) -> None:
+        await self.session.execute(
+            update(AuditChainHead)
+            .where(AuditChainHead.chain == chain)
+            .values(last_seq=seq, last_hash=entry_hash, updated_at=now)
+        )
+
+    async def head(self, chain: str) -> AuditChainHead | None:
         stmt = (
             select(AuditChainHead)
-            .where(AuditChainHead.id == HEAD_ID)
+            .where(AuditChainHead.chain == chain)
             .execution_options(populate_existing=True)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    def add(self, entry: AuditEntry) -> None:
-        self.session.add(entry)
+    async def heads(self, *, after_chain: str | None, limit: int) -> Sequence[AuditChainHead]:
+        """Chain heads in chain-name order (keyset pagination)."""
+        stmt = select(AuditChainHead).order_by(AuditChainHead.chain).limit(limit)
+        if after_chain is not None:
+            stmt = stmt.where(AuditChainHead.chain > after_chain)
+        return (
+            (await self.session.execute(stmt.execution_options(populate_existing=True)))
+            .scalars()
+            .all()
+        )
 
-    async def page(self, *, after_seq: int, limit: int) -> Sequence[AuditEntry]:
-        """Entries with ``seq > after_seq`` in ``seq`` order (keyset pagination)."""
+    async def chains_without_head(self) -> Sequence[str]:
+        """Chains that have entries but no head row (the head was deleted)."""
+        heads = select(AuditChainHead.chain)
+        stmt = (
+            select(AuditEntry.chain)
+            .where(AuditEntry.chain.not_in(heads))
+            .distinct()
+            .order_by(AuditEntry.chain)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def insert(self, entry: AuditEntry) -> None:
+        """Insert ``entry`` with one statement (it stays a plain object, not in the session);
+        raises ``IntegrityError`` when its (chain, seq) is taken."""
+        columns = {c.key: getattr(entry, c.key) for c in AuditEntry.__table__.columns}
+        await self.session.execute(insert(AuditEntry).values(**columns))
+
+    async def page(self, chain: str, *, after_seq: int, limit: int) -> Sequence[AuditEntry]:
+        """``chain``'s entries with ``seq > after_seq`` in ``seq`` order (keyset pagination)."""
         stmt = (
             select(AuditEntry)
-            .where(AuditEntry.seq > after_seq)
+            .where(AuditEntry.chain == chain, AuditEntry.seq > after_seq)
             .order_by(AuditEntry.seq)
             .limit(limit)
             .execution_options(populate_existing=True)
@@ -66,5 +112,9 @@ class AuditRepository:
         return (await self.session.execute(stmt)).scalars().all()
 
     async def for_order(self, order_id: str) -> Sequence[AuditEntry]:
-        stmt = select(AuditEntry).where(AuditEntry.order_id == order_id).order_by(AuditEntry.seq)
+        stmt = (
+            select(AuditEntry)
+            .where(AuditEntry.order_id == order_id)
+            .order_by(AuditEntry.occurred_at, AuditEntry.seq)
+        )
         return (await self.session.execute(stmt)).scalars().all()

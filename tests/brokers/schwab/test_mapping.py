@@ -134,7 +134,7 @@ def test_orders_we_cannot_represent_are_refused(field: str, value: object) -> No
         mapping.order_from_wire(payloads.order(**{field: value}))
 
 
-def test_option_legs_and_instructions_are_refused() -> None:
+def test_an_option_without_an_occ_symbol_or_shares_with_an_option_instruction_is_refused() -> None:
     option = payloads.order()
     option["orderLegCollection"][0]["instrument"]["assetType"] = "OPTION"
     with pytest.raises(errors.UnknownBrokerValue):

@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from app.brokers import errors
-from app.brokers.base import OrderStatus, OrderUpdate
+from app.brokers.base import OrderStatus, OrderUpdate, PriceEffect
 from app.brokers.schwab.adapter import SchwabAdapter
 from app.brokers.schwab.stream import AccountActivityStream, decode, order_ids
 from tests.brokers.schwab import payloads
@@ -175,3 +175,40 @@ async def test_a_cancelled_stream_stops_right_after_an_update() -> None:
                 break
             await asyncio.sleep(0.01)
         assert not run.fake.streaming(run.login)
+
+
+async def test_a_combo_fill_arrives_with_one_fill_per_leg() -> None:
+    from tests.brokers.schwab.test_options import combo, iron_condor
+
+    async with running_fake() as run:
+        adapter = run.adapter()
+        async with streaming(run, adapter) as collector:
+            legs = iron_condor(run)
+            order = combo(legs, qty="2", limit="0.05", effect=PriceEffect.credit)
+            placed = await adapter.place_order(run.account.hash_value, order)
+            accepted = await collector.until(placed.broker_order_id, OrderStatus.accepted)
+            assert accepted.fills == () or accepted.order.status is OrderStatus.filled
+            await run.fake.match()
+            update = await collector.until(placed.broker_order_id, OrderStatus.filled)
+        assert [f.leg_symbol for f in update.fills] == [leg.symbol for leg in legs]
+        assert all(f.quantity == 2 for f in update.fills)
+        by_leg = {leg.symbol: leg for leg in update.order.legs}
+        for fill in update.fills:
+            assert fill.leg_symbol is not None
+            assert fill.price == by_leg[fill.leg_symbol].avg_fill_price
+        assert len({f.fill_id for f in update.fills}) == 4
+        again = await adapter.get_order_and_fills(run.account.hash_value, placed.broker_order_id)
+        assert again[1] == update.fills  # stable ids: a fill read twice is one fill
+
+
+async def test_a_single_leg_fill_has_no_leg_symbol() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        async with streaming(run, adapter) as collector:
+            placed = await adapter.place_order(run.account.hash_value, market())
+            await run.fake.match()
+            update = await collector.until(placed.broker_order_id, OrderStatus.filled)
+        [fill] = update.fills
+        assert fill.leg_symbol is None
+        assert fill.quantity == Decimal(2)
+        assert fill.price == update.order.avg_fill_price

@@ -135,9 +135,10 @@ def test_order_values_we_do_not_know_raise(field: str, value: Any) -> None:
         mapping.order_from_wire({**EXPIRED_LIMIT, field: value})
 
 
-def test_multi_leg_classes_are_unmodeled_not_unknown() -> None:
-    with pytest.raises(mapping.UnmodeledOrder):
-        mapping.order_from_wire({**EXPIRED_LIMIT, "class": "multileg"})
+def test_combo_and_bracket_classes_are_unmodeled_not_unknown() -> None:
+    for kind in ("combo", "oto", "oco", "otoco"):
+        with pytest.raises(mapping.UnmodeledOrder):
+            mapping.order_from_wire({**EXPIRED_LIMIT, "class": kind})
 
 
 def test_a_rejected_order_carries_its_reason() -> None:

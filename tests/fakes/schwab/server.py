@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import html
 import itertools
 import json
 import secrets
@@ -49,20 +50,36 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.brokers.base import AssetClass, OrderSide, OrderType, TimeInForce
+from app.brokers.base import (
+    AssetClass,
+    ExpirationType,
+    InvalidOptionSymbol,
+    OptionContract,
+    OptionRight,
+    OrderSide,
+    OrderType,
+    TimeInForce,
+)
 from app.paper.matching import OrderState, decide
-from app.paper.quotes import UNIVERSE, SeededQuoteSource
+from app.paper.options_market import (
+    EXPIRY_TIME_UTC,
+    RISK_FREE_RATE,
+    OptionModelQuote,
+    SeededOptionMarket,
+    intrinsic_value,
+)
+from app.paper.quotes import CENT, UNIVERSE, SeededQuoteSource
 
 ZERO = Decimal(0)
 ACCESS_LIFETIME = timedelta(minutes=30)
@@ -101,6 +118,49 @@ ORDER_TYPES = {
     "LIMIT": OrderType.limit,
     "STOP": OrderType.stop,
     "STOP_LIMIT": OrderType.stop_limit,
+}
+# Options (schwab-py ``orders/common.py``: OptionInstruction, OrderType NET_*,
+# ComplexOrderStrategyType; https://github.com/alexgolec/schwab-py).
+OPTION_INSTRUCTIONS = frozenset({"BUY_TO_OPEN", "SELL_TO_OPEN", "BUY_TO_CLOSE", "SELL_TO_CLOSE"})
+COMBO_ORDER_TYPES = ("MARKET", "NET_DEBIT", "NET_CREDIT", "NET_ZERO")
+COMPLEX_TYPES = frozenset(
+    {
+        "NONE",
+        "COVERED",
+        "VERTICAL",
+        "BACK_RATIO",
+        "CALENDAR",
+        "DIAGONAL",
+        "STRADDLE",
+        "STRANGLE",
+        "COLLAR_SYNTHETIC",
+        "BUTTERFLY",
+        "CONDOR",
+        "IRON_CONDOR",
+        "VERTICAL_ROLL",
+        "COLLAR_WITH_STOCK",
+        "DOUBLE_DIAGONAL",
+        "UNBALANCED_BUTTERFLY",
+        "UNBALANCED_CONDOR",
+        "UNBALANCED_IRON_CONDOR",
+        "UNBALANCED_VERTICAL_ROLL",
+        "MUTUAL_FUND_SWAP",
+        "CUSTOM",
+    }
+)
+# Schwab publishes no leg limit; the fake takes the gateway's assumption (4, the largest
+# ComplexOrderStrategyType shape) and refuses more.
+MAX_LEGS = 4
+# The fake's fee schedule for previews: $0.65 per option contract (Schwab's published
+# commission, https://www.schwab.com/pricing) and a small regulatory fee per contract.
+OPTION_COMMISSION = Decimal("0.65")
+OPTION_REG_FEE = Decimal("0.02")
+_EXPIRATION_CODES = {
+    ExpirationType.standard: "S",
+    ExpirationType.weekly: "W",
+    ExpirationType.quarterly: "Q",
+    ExpirationType.end_of_month: "M",
+    ExpirationType.other: "S",
 }
 
 
@@ -159,6 +219,50 @@ class Faults:
 
 
 @dataclass
+class FakeLeg:
+    """One ``orderLegCollection`` leg: an option (padded OCC symbol) or shares."""
+
+    leg_id: int
+    symbol: str
+    asset_type: str  # OPTION | EQUITY
+    instruction: str
+    quantity: Decimal
+
+    @property
+    def multiplier(self) -> Decimal:
+        return Decimal(100) if self.asset_type == "OPTION" else Decimal(1)
+
+    def wire(self) -> dict[str, Any]:
+        """As Schwab reads a leg back (z-Wind/schwab_api ``Order_real2.json``)."""
+        instrument: dict[str, Any] = {
+            "assetType": self.asset_type,
+            "cusip": f"{_ident(self.symbol) % 10**9:09d}",
+            "symbol": self.symbol,
+            "instrumentId": _ident(self.symbol),
+        }
+        if self.asset_type == "OPTION":
+            contract = OptionContract.parse(self.symbol)
+            right = "CALL" if contract.right is OptionRight.call else "PUT"
+            instrument |= {
+                "description": f"{contract.underlying} {contract.expiration:%m/%d/%Y} "
+                f"${contract.strike} {right.title()}",
+                "type": "VANILLA",
+                "putCall": right,
+                "underlyingSymbol": contract.underlying,
+                "optionDeliverables": [{"symbol": contract.underlying, "deliverableUnits": 100}],
+            }
+        closing = self.instruction.endswith("CLOSE") or self.instruction == "SELL"
+        return {
+            "orderLegType": self.asset_type,
+            "legId": self.leg_id,
+            "instrument": instrument,
+            "instruction": self.instruction,
+            "positionEffect": "CLOSING" if closing else "OPENING",
+            "quantity": num(self.quantity),
+        }
+
+
+@dataclass
 class FakeOrder:
     id: int
     account_number: str
@@ -178,6 +282,19 @@ class FakeOrder:
     replaced_by: int | None = None
     stop_triggered: bool = False
     description: str | None = None
+    # Option orders (one leg or a combo): their legs, the complexOrderStrategyType sent, and
+    # each fill as (time, strategy units, [(legId, quantity, price)]).
+    legs: list[FakeLeg] = field(default_factory=list)
+    complex_type: str = "NONE"
+    combo_fills: list[tuple[datetime, Decimal, list[tuple[int, Decimal, Decimal]]]] = field(
+        default_factory=list
+    )
+
+    def key(self) -> tuple[tuple[str, str], ...]:
+        """What a replacement must keep: each leg's instrument and instruction."""
+        if self.legs:
+            return tuple((leg.symbol, leg.instruction) for leg in self.legs)
+        return ((self.symbol, self.instruction),)
 
     def wire(self) -> dict[str, Any]:
         """An ``Order`` as the spec and schwab-py's fixtures show it."""
@@ -185,7 +302,7 @@ class FakeOrder:
             "session": self.session,
             "duration": self.duration,
             "orderType": self.order_type,
-            "complexOrderStrategyType": "NONE",
+            "complexOrderStrategyType": self.complex_type,
             "quantity": num(self.quantity),
             "filledQuantity": num(self.filled),
             "remainingQuantity": num(self.quantity - self.filled),
@@ -243,6 +360,33 @@ class FakeOrder:
                 }
                 for n, (qty, price, at, done) in enumerate(self._cumulative(), start=1)
             ]
+        if self.legs:
+            body["orderLegCollection"] = [leg.wire() for leg in self.legs]
+            done = ZERO
+            activities = []
+            for n, (at, units, executed) in enumerate(self.combo_fills, start=1):
+                done += units
+                activities.append(
+                    {
+                        "activityType": "EXECUTION",
+                        "activityId": self.id * 100 + n,
+                        "executionType": "FILL",
+                        "quantity": num(units),
+                        "orderRemainingQuantity": num(self.quantity - done),
+                        "executionLegs": [
+                            {
+                                "legId": leg_id,
+                                "quantity": num(qty),
+                                "mismarkedQuantity": 0,
+                                "price": num(price),
+                                "time": wire_time(at),
+                            }
+                            for leg_id, qty, price in executed
+                        ],
+                    }
+                )
+            if activities:
+                body["orderActivityCollection"] = activities
         if self.replaced_by is not None:
             body["replacingOrderCollection"] = [{"orderId": self.replaced_by}]
         return body
@@ -257,8 +401,21 @@ class FakeOrder:
 
 @dataclass
 class FakePosition:
-    qty: Decimal = ZERO
-    cost_basis: Decimal = ZERO
+    qty: Decimal = ZERO  # signed for options (negative: short)
+    cost_basis: Decimal = ZERO  # dollars, signed like qty
+    option: bool = False
+
+
+def _apply(position: FakePosition, signed_qty: Decimal, unit_cost: Decimal) -> None:
+    """Add ``signed_qty`` at ``unit_cost`` dollars each: a reduction releases cost pro rata,
+    whatever crosses zero opens at the new cost."""
+    if position.qty and (position.qty > 0) != (signed_qty > 0):
+        closing = min(abs(signed_qty), abs(position.qty))
+        position.cost_basis -= position.cost_basis * closing / abs(position.qty)
+        position.qty += closing if signed_qty > 0 else -closing
+        signed_qty += -closing if signed_qty > 0 else closing
+    position.qty += signed_qty
+    position.cost_basis += signed_qty * unit_cost
 
 
 @dataclass
@@ -303,6 +460,7 @@ class FakeSchwab:
         self, *, seed: int = 20260522, clock: Callable[[], datetime] | None = None
     ) -> None:
         self.quotes = SeededQuoteSource(seed)
+        self.options = SeededOptionMarket(self.quotes)  # the paper broker's option market
         # ``clock``: share the app's manual clock (token lifetimes, order times); ``advance``
         # moves this fake ahead of it (Schwab's clock running ahead of ours).
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -311,6 +469,11 @@ class FakeSchwab:
         self.apps: dict[str, tuple[str, set[str]]] = {}  # client id -> (secret, redirect URIs)
         self.logins: list[FakeLogin] = []
         self.login_as: FakeLogin | None = None  # who signs in at the authorize page
+        # With passwords set (``add_password``), the authorize page is a sign-in form the
+        # browser must fill in (Schwab's Login Micro Site stands behind the real authorize
+        # URL, https://developer.schwab.com/user-guides/get-started/authenticate-with-oauth);
+        # without, the customer ``login_as`` is signed in at once.
+        self.passwords: dict[str, tuple[str, FakeLogin]] = {}
         self.grants: dict[str, Grant] = {}
         self.access: dict[str, AccessToken] = {}
         self.codes: dict[str, tuple[FakeLogin, str, str, datetime]] = {}
@@ -326,7 +489,7 @@ class FakeSchwab:
         self._release = asyncio.Event()
         self.app = Starlette(
             routes=[
-                Route("/v1/oauth/authorize", self.authorize, methods=["GET"]),
+                Route("/v1/oauth/authorize", self.authorize, methods=["GET", "POST"]),
                 Route("/v1/oauth/token", self.token, methods=["POST"]),
                 Route("/trader/v1/accounts/accountNumbers", self.account_numbers),
                 Route("/trader/v1/accounts", self.get_accounts),
@@ -339,6 +502,9 @@ class FakeSchwab:
                 ),
                 Route("/trader/v1/orders", self.all_orders),
                 Route("/trader/v1/accounts/{hash}/transactions", self.transactions),
+                Route("/trader/v1/accounts/{hash}/previewOrder", self.preview, methods=["POST"]),
+                Route("/marketdata/v1/chains", self.chains),
+                Route("/marketdata/v1/expirationchain", self.expiration_chain),
                 Route("/trader/v1/userPreference", self.user_preference),
                 Route("/marketdata/v1/quotes", self.get_quotes),
                 WebSocketRoute("/ws", self.streamer),
@@ -544,6 +710,22 @@ class FakeSchwab:
 
     # --- OAuth ---------------------------------------------------------------------------
 
+    def add_password(self, login: FakeLogin, login_id: str, password: str) -> None:
+        """Make the authorize page a sign-in form; ``login_id``/``password`` sign ``login`` in."""
+        self.passwords[login_id] = (password, login)
+
+    def _sign_in_page(self, request: Request, problem: str = "") -> Response:
+        note = f'<p id="problem" role="alert">{html.escape(problem)}</p>' if problem else ""
+        return HTMLResponse(
+            "<!doctype html><title>Charles Schwab - Log in</title>"
+            "<h1>Log in to authorize a third-party app</h1>"
+            f'{note}<form method="post" action="{html.escape(str(request.url))}">'
+            '<label>Login ID <input name="login_id" id="login_id" autocomplete="username">'
+            '</label><label>Password <input name="password" id="password" type="password">'
+            '</label><button type="submit" id="log-in">Log in</button></form>',
+            status_code=400 if problem else 200,
+        )
+
     async def authorize(self, request: Request) -> Response:
         params = request.query_params
         client_id = params.get("client_id", "")
@@ -553,11 +735,23 @@ class FakeSchwab:
         redirect_uri = params.get("redirect_uri", "")
         if params.get("response_type") != "code" or redirect_uri not in registered[1]:
             return oauth_error(400, "invalid_request", "Invalid request")
-        if self.login_as is None:
+        signed_in = self.login_as
+        if self.passwords:
+            if request.method == "GET":
+                return self._sign_in_page(request)
+            form = parse_qs((await request.body()).decode())
+            found = self.passwords.get(form.get("login_id", [""])[0])
+            given = form.get("password", [""])[0]
+            if found is None or not secrets.compare_digest(found[0], given):
+                return self._sign_in_page(request, "The login ID or password is incorrect.")
+            signed_in = found[1]
+        elif request.method != "GET":
+            return oauth_error(400, "invalid_request", "Invalid request")
+        if signed_in is None:
             return oauth_error(400, "access_denied", "No customer signed in")
         code = "C0." + base64.urlsafe_b64encode(b"oauth2.bdc.schwab.com").decode().rstrip("=")
         code += "." + self._token() + "@"
-        self.codes[code] = (self.login_as, client_id, redirect_uri, self.now())
+        self.codes[code] = (signed_in, client_id, redirect_uri, self.now())
         query = {"code": code, "session": str(uuid.uuid4())}
         if "state" in params:
             query["state"] = params["state"]
@@ -645,15 +839,28 @@ class FakeSchwab:
 
     def _account_wire(self, account: FakeAccount, positions: bool) -> dict[str, Any]:
         long_value = sum(
-            (p.qty * self._instrument_price(s).last for s, p in account.positions.items()), ZERO
+            (
+                p.qty * self._instrument_price(s).last
+                for s, p in account.positions.items()
+                if not p.option
+            ),
+            ZERO,
+        )
+        option_value = sum(
+            (
+                p.qty * self._option_quote(OptionContract.parse(s)).mark * 100
+                for s, p in account.positions.items()
+                if p.option and p.qty
+            ),
+            ZERO,
         )
         reserved = self._reserved(account)
-        liquidation = account.cash + long_value
+        liquidation = account.cash + long_value + option_value
         current: dict[str, Any] = {
             "accruedInterest": 0,
             "cashBalance": num(account.cash),
             "cashReceipts": 0,
-            "longOptionMarketValue": 0,
+            "longOptionMarketValue": num(max(option_value, ZERO).quantize(CENT)),
             "liquidationValue": num(liquidation),
             "longMarketValue": num(long_value),
             "moneyMarketFund": 0,
@@ -705,7 +912,9 @@ class FakeSchwab:
         }
         if positions:
             body["positions"] = [
-                self._position_wire(s, p) for s, p in account.positions.items() if p.qty
+                self._option_position_wire(s, p) if p.option else self._position_wire(s, p)
+                for s, p in account.positions.items()
+                if p.qty
             ]
         return {
             "securitiesAccount": body,
@@ -747,7 +956,14 @@ class FakeSchwab:
     def _reserved(self, account: FakeAccount) -> Decimal:
         reserved = ZERO
         for order in account.orders.values():
-            if order.instruction == "BUY" and order.status in OPEN_STATUSES:
+            if order.status not in OPEN_STATUSES:
+                continue
+            if order.legs:
+                if order.order_type in ("NET_DEBIT", "LIMIT") and order.price is not None:
+                    buying = order.legs[0].instruction.startswith("BUY")
+                    if order.order_type == "NET_DEBIT" or buying:
+                        reserved += (order.quantity - order.filled) * order.price * 100
+            elif order.instruction == "BUY":
                 price = order.price or self._instrument_price(order.symbol).ask
                 reserved += (order.quantity - order.filled) * price
         return reserved
@@ -818,6 +1034,28 @@ class FakeSchwab:
         body: dict[str, Any] = {}
         invalid = []
         for symbol in filter(None, request.query_params.get("symbols", "").split(",")):
+            contract = self._listed_contract(symbol)
+            if contract is not None:
+                oq = self._option_quote(contract)
+                body[symbol] = {
+                    "assetMainType": "OPTION",
+                    "realtime": True,
+                    "ssid": _ident(symbol),
+                    "symbol": symbol,
+                    "quote": {
+                        "askPrice": num(oq.ask),
+                        "askSize": 10,
+                        "bidPrice": num(oq.bid),
+                        "bidSize": 10,
+                        "lastPrice": num(oq.last),
+                        "mark": num(oq.mark),
+                        "quoteTime": epoch_ms(oq.as_of),
+                        "tradeTime": epoch_ms(oq.as_of),
+                        "delta": num(oq.greeks.delta or ZERO),
+                        "volatility": num((oq.greeks.iv or ZERO) * 100),
+                    },
+                }
+                continue
             if symbol not in EQUITIES:
                 invalid.append(symbol)
                 continue
@@ -868,15 +1106,17 @@ class FakeSchwab:
             return bad("only SINGLE orders are supported by this fake")
         order_type, duration = body.get("orderType"), body.get("duration")
         session = body.get("session")
-        if order_type not in ORDER_TYPES:
-            return bad(f"orderType {order_type} is not supported")
         if duration not in DURATIONS:
             return bad(f"duration {duration} is not supported")
         if session not in ("NORMAL", "AM", "PM", "SEAMLESS"):
             return bad(f"session {session} is not valid")
         legs = body.get("orderLegCollection")
-        if not isinstance(legs, list) or len(legs) != 1 or not isinstance(legs[0], dict):
-            return bad("exactly one order leg is required")
+        if not isinstance(legs, list) or not legs or not all(isinstance(x, dict) for x in legs):
+            return bad("orderLegCollection is required")
+        if len(legs) > 1 or (legs[0].get("instrument") or {}).get("assetType") == "OPTION":
+            return self._parse_option_order(body)
+        if order_type not in ORDER_TYPES:
+            return bad(f"orderType {order_type} is not supported")
         leg = legs[0]
         instrument = leg.get("instrument") or {}
         symbol = instrument.get("symbol") if isinstance(instrument, dict) else None
@@ -910,6 +1150,12 @@ class FakeSchwab:
         }
 
     def _check_funds(self, account: FakeAccount, parsed: dict[str, Any]) -> Response | None:
+        if "legs" in parsed:
+            if self._order_value(parsed) > account.cash - self._reserved(account):
+                return service_error(
+                    400, "Order rejected", "Insufficient buying power for this order"
+                )
+            return None
         quote = self._instrument_price(parsed["symbol"])
         if parsed["instruction"] == "BUY":
             cost = parsed["quantity"] * (parsed["price"] or quote.ask)
@@ -959,6 +1205,10 @@ class FakeSchwab:
             else None,
             entered=self.now(),
         )
+        if "legs" in parsed:
+            order.legs = parsed["legs"]
+            order.complex_type = parsed["complex"]
+            order.price = parsed["price"] if parsed["order_type"] != "MARKET" else None
         account.orders[order.id] = order
         return order
 
@@ -1045,7 +1295,12 @@ class FakeSchwab:
         parsed = self._parse_order(body)
         if isinstance(parsed, Response):
             return parsed
-        if (parsed["symbol"], parsed["instruction"]) != (order.symbol, order.instruction):
+        new_key = (
+            tuple((leg.symbol, leg.instruction) for leg in parsed["legs"])
+            if "legs" in parsed
+            else ((parsed["symbol"], parsed["instruction"]),)
+        )
+        if new_key != order.key():
             return service_error(400, "A replacement must keep the symbol and instruction")
         new = self._new_order(account, parsed)
         order.status, order.closed, order.replaced_by = "REPLACED", self.now(), new.id
@@ -1057,6 +1312,8 @@ class FakeSchwab:
         )
 
     def _evaluate(self, login: FakeLogin, account: FakeAccount, order: FakeOrder) -> int:
+        if order.legs:
+            return self._evaluate_option(login, account, order)
         now = self.now()
         quote = self._instrument_price(order.symbol)
         side = OrderSide.buy if order.instruction == "BUY" else OrderSide.sell
@@ -1123,6 +1380,529 @@ class FakeSchwab:
             order.status, order.closed = "CANCELED", now
             self._publish(login, account, order, "OrderUROutCompleted")
         return filled
+
+    # --- options -------------------------------------------------------------------------
+
+    def today(self) -> date:
+        return self.now().date()
+
+    def _listed_contract(self, symbol: object) -> OptionContract | None:
+        """A padded OCC symbol (exactly 21 characters, as Schwab takes them) of a contract
+        the paper option market lists today; None otherwise."""
+        if not isinstance(symbol, str) or len(symbol) != 21:
+            return None
+        try:
+            contract = OptionContract.parse(symbol)
+        except InvalidOptionSymbol:
+            return None
+        if contract.occ_padded != symbol or not self.options.is_listed(contract, self.today()):
+            return None
+        return contract
+
+    def _option_quote(self, contract: OptionContract) -> OptionModelQuote:
+        return self.options.quote(contract, self.now())
+
+    def _contract_wire(self, contract: OptionContract) -> dict[str, Any]:
+        """The chain's contract object. Live answers carry ``bid``/``ask``/``last``/``mark``
+        beside the spec's schema (z-Wind/schwab_api ``option_chain.rs``); ``volatility`` is
+        in percent; ``expirationDate`` like ``2024-05-17T20:00:00.000+00:00``."""
+        q = self._option_quote(contract)
+        expiry = datetime.combine(contract.expiration, EXPIRY_TIME_UTC)
+        dte = (contract.expiration - self.today()).days
+        intrinsic = Decimal(repr(intrinsic_value(contract, q.underlying_price))).quantize(CENT)
+        right = "CALL" if contract.right is OptionRight.call else "PUT"
+        greeks = q.greeks
+        return {
+            "putCall": right,
+            "symbol": contract.occ_padded,
+            "description": f"{contract.underlying} {contract.expiration:%m/%d/%Y} "
+            f"{contract.strike} {right.title()}",
+            "exchangeName": "OPR",
+            "bid": num(q.bid),
+            "ask": num(q.ask),
+            "last": num(q.last),
+            "mark": num(q.mark),
+            "bidSize": 10,
+            "askSize": 10,
+            "bidAskSize": "10X10",
+            "lastSize": 1,
+            "highPrice": num(q.last),
+            "lowPrice": num(q.last),
+            "openPrice": 0,
+            "closePrice": num(q.last),
+            "totalVolume": 100,
+            "tradeTimeInLong": epoch_ms(q.as_of),
+            "quoteTimeInLong": epoch_ms(q.as_of),
+            "netChange": 0,
+            "volatility": num((greeks.iv or ZERO) * 100),
+            "delta": num(greeks.delta or ZERO),
+            "gamma": num(greeks.gamma or ZERO),
+            "theta": num(greeks.theta or ZERO),
+            "vega": num(greeks.vega or ZERO),
+            "rho": num(greeks.rho or ZERO),
+            "openInterest": 1000 + _ident(contract.occ_padded) % 5000,
+            "timeValue": num(max(ZERO, q.mark - intrinsic)),
+            "theoreticalOptionValue": num(q.mark),
+            "theoreticalVolatility": 29,
+            "optionDeliverablesList": [
+                {
+                    "symbol": contract.underlying,
+                    "assetType": "STOCK",
+                    "deliverableUnits": 100,
+                }
+            ],
+            "strikePrice": num(contract.strike),
+            "expirationDate": expiry.strftime("%Y-%m-%dT%H:%M:%S.000+00:00"),
+            "daysToExpiration": dte,
+            "expirationType": self._expiration_type(contract),
+            "lastTradingDay": epoch_ms(expiry),
+            "multiplier": 100,
+            "settlementType": "P",
+            "deliverableNote": "100 " + contract.underlying,
+            "percentChange": 0,
+            "markChange": 0,
+            "markPercentChange": 0,
+            "intrinsicValue": num(intrinsic),
+            "extrinsicValue": num(max(ZERO, q.mark - intrinsic)),
+            "optionRoot": contract.root,
+            "exerciseType": "A",
+            "high52Week": num(q.last),
+            "low52Week": num(q.last),
+            "inTheMoney": intrinsic > 0,
+            "mini": False,
+            "nonStandard": False,
+            "pennyPilot": True,
+        }
+
+    def _expiration_type(self, contract: OptionContract) -> str:
+        for item in self.options.expirations(contract.underlying, self.today()):
+            if item.expiration == contract.expiration:
+                return _EXPIRATION_CODES[item.expiration_type]
+        return "S"
+
+    async def chains(self, request: Request) -> Response:
+        """``GET /marketdata/v1/chains`` (``strategy=SINGLE`` only). A symbol without options
+        answers ``"status": "FAILED"`` with empty maps (the TD Ameritrade behaviour Schwab's
+        chain kept; unconfirmed)."""
+        login = await self._gate(request)
+        if isinstance(login, Response):
+            return login
+        params = request.query_params
+        symbol = params.get("symbol", "")
+        if not symbol:
+            return service_error(400, "Bad Request", "symbol is required")
+        if params.get("strategy", "SINGLE") != "SINGLE":
+            return service_error(400, "Bad Request", "only SINGLE chains are served by this fake")
+        contract_type = params.get("contractType", "ALL")
+        if contract_type not in ("CALL", "PUT", "ALL"):
+            return service_error(400, "Bad Request", f"contractType {contract_type} is invalid")
+        try:
+            start = date.fromisoformat(params["fromDate"]) if "fromDate" in params else None
+            end = date.fromisoformat(params["toDate"]) if "toDate" in params else None
+            strike = _opt_decimal(params.get("strike"))
+        except (ValueError, InvalidOperation):
+            return service_error(400, "Bad Request", "fromDate/toDate/strike are invalid")
+        body: dict[str, Any] = {
+            "symbol": symbol,
+            "status": "SUCCESS",
+            "strategy": "SINGLE",
+            "interval": 0,
+            "isDelayed": False,
+            "isIndex": False,
+            "interestRate": num(Decimal(str(RISK_FREE_RATE * 100))),
+            "underlyingPrice": 0,
+            "volatility": 29,
+            "daysToExpiration": 0,
+            "numberOfContracts": 0,
+            "assetMainType": "EQUITY",
+            "assetSubType": "COE",
+            "isChainTruncated": False,
+            "callExpDateMap": {},
+            "putExpDateMap": {},
+        }
+        if not self.options.has_options(symbol):
+            body["status"] = "FAILED"
+            return JSONResponse(body)
+        body["underlyingPrice"] = num(self.quotes.quote(symbol, self.now()).mid)
+        count = 0
+        for item in self.options.expirations(symbol, self.today()):
+            day = item.expiration
+            if (start is not None and day < start) or (end is not None and day > end):
+                continue
+            key = f"{day.isoformat()}:{(day - self.today()).days}"
+            for contract in self.options.contracts(symbol, day):
+                if strike is not None and contract.strike != strike:
+                    continue
+                right = "CALL" if contract.right is OptionRight.call else "PUT"
+                if contract_type not in ("ALL", right):
+                    continue
+                side = body["callExpDateMap" if right == "CALL" else "putExpDateMap"]
+                strikes = side.setdefault(key, {})
+                strikes.setdefault(str(float(contract.strike)), []).append(
+                    self._contract_wire(contract)
+                )
+                count += 1
+        body["numberOfContracts"] = count
+        return JSONResponse(body)
+
+    async def expiration_chain(self, request: Request) -> Response:
+        """``GET /marketdata/v1/expirationchain`` (z-Wind/schwab_api
+        ``ExpirationChain_real.json``); a symbol without options has an empty list."""
+        login = await self._gate(request)
+        if isinstance(login, Response):
+            return login
+        symbol = request.query_params.get("symbol", "")
+        if not symbol:
+            return service_error(400, "Bad Request", "symbol is required")
+        items = []
+        if self.options.has_options(symbol):
+            for item in self.options.expirations(symbol, self.today()):
+                items.append(
+                    {
+                        "expirationDate": item.expiration.isoformat(),
+                        "daysToExpiration": (item.expiration - self.today()).days,
+                        "expirationType": _EXPIRATION_CODES[item.expiration_type],
+                        "settlementType": "P",
+                        "optionRoots": symbol,
+                        "standard": True,
+                    }
+                )
+        return JSONResponse({"expirationList": items})
+
+    def _parse_option_order(self, body: dict[str, Any]) -> dict[str, Any] | Response:
+        """An option ``OrderRequest``: one leg (MARKET/LIMIT) or a combo (MARKET, NET_DEBIT,
+        NET_CREDIT, NET_ZERO with a positive ``price``) of 2 to 4 legs on one underlying."""
+
+        def bad(detail: str) -> Response:
+            return service_error(
+                400, "A validation error occurred while processing the request.", detail
+            )
+
+        raw_legs = body["orderLegCollection"]
+        if len(raw_legs) > MAX_LEGS:
+            return bad(f"an order takes at most {MAX_LEGS} legs")
+        combo = len(raw_legs) > 1
+        order_type = body.get("orderType")
+        allowed = COMBO_ORDER_TYPES if combo else ("MARKET", "LIMIT")
+        if order_type not in allowed:
+            return bad(f"orderType {order_type} is not valid for this order")
+        if body.get("duration") not in ("DAY", "GOOD_TILL_CANCEL"):
+            return bad(f"duration {body.get('duration')} is not valid for an option order")
+        if body.get("session") != "NORMAL":
+            return bad("options trade in the NORMAL session only")
+        complex_type = body.get("complexOrderStrategyType", "NONE")
+        if complex_type not in COMPLEX_TYPES or (combo and complex_type == "NONE"):
+            return bad(f"complexOrderStrategyType {complex_type} is not valid")
+        try:
+            price = _opt_decimal(body.get("price"))
+            units = Decimal(str(body.get("quantity", raw_legs[0].get("quantity"))))
+        except InvalidOperation:
+            return bad("quantity and price must be numbers")
+        if not units.is_finite() or units <= 0 or units != units.to_integral_value():
+            return bad("quantity must be a positive whole number")
+        if order_type in ("LIMIT", "NET_DEBIT", "NET_CREDIT") and (price is None or price <= 0):
+            return bad("a positive price is required for this orderType")
+        legs: list[FakeLeg] = []
+        underlyings: set[str] = set()
+        for n, raw in enumerate(raw_legs, start=1):
+            instrument = raw.get("instrument") if isinstance(raw, dict) else None
+            if not isinstance(instrument, dict):
+                return bad("every leg needs an instrument")
+            asset_type, symbol = instrument.get("assetType"), instrument.get("symbol")
+            instruction = raw.get("instruction")
+            if asset_type == "OPTION":
+                contract = self._listed_contract(symbol)
+                if contract is None:
+                    return bad(f"Symbol {symbol} is invalid")
+                if instruction not in OPTION_INSTRUCTIONS:
+                    return bad(f"instruction {instruction} is not valid for an option")
+                underlyings.add(contract.underlying)
+            elif asset_type == "EQUITY" and combo:
+                if symbol not in EQUITIES or instruction not in ("BUY", "SELL"):
+                    return bad(f"the equity leg {symbol} {instruction} is not valid")
+                underlyings.add(str(symbol))
+            else:
+                return bad(f"assetType {asset_type} is not valid in this order")
+            try:
+                qty = Decimal(str(raw.get("quantity")))
+            except InvalidOperation:
+                return bad("leg quantity must be a number")
+            if not qty.is_finite() or qty <= 0 or qty % units != 0:
+                return bad("each leg's quantity must be a whole multiple of the order quantity")
+            legs.append(FakeLeg(n, str(symbol), str(asset_type), str(instruction), qty))
+        if len(underlyings) != 1 or len({leg.symbol for leg in legs}) != len(legs):
+            return bad("the legs must be distinct contracts on one underlying")
+        underlying = next(iter(underlyings))
+        return {
+            "symbol": underlying if combo else legs[0].symbol,
+            "instruction": "" if combo else legs[0].instruction,
+            "order_type": order_type,
+            "duration": body["duration"],
+            "session": "NORMAL",
+            "quantity": units,
+            "price": price,
+            "stop_price": None,
+            "legs": legs,
+            "complex": complex_type,
+        }
+
+    def _leg_prices(self, legs: list[FakeLeg]) -> list[tuple[Decimal, Decimal, Decimal]]:
+        """(bid, ask, mark) per share of each leg now."""
+        prices = []
+        for leg in legs:
+            if leg.asset_type == "OPTION":
+                q = self._option_quote(OptionContract.parse(leg.symbol))
+                prices.append((q.bid, q.ask, q.mark))
+            else:
+                e = self.quotes.quote(leg.symbol, self.now())
+                prices.append((e.bid, e.ask, e.last))
+        return prices
+
+    def _net_cost(self, legs: list[FakeLeg], units: Decimal) -> Decimal:
+        """What filling the legs at the market costs in dollars (negative: a credit)."""
+        total = ZERO
+        for leg, (bid, ask, _) in zip(legs, self._leg_prices(legs), strict=True):
+            buy = leg.instruction.startswith("BUY")
+            total += (ask if buy else -bid) * leg.quantity * leg.multiplier
+        return total
+
+    def _order_value(self, parsed: dict[str, Any]) -> Decimal:
+        """Cash the order takes (positive) or brings (negative), at its price or the market."""
+        legs: list[FakeLeg] = parsed["legs"]
+        units: Decimal = parsed["quantity"]
+        price: Decimal | None = parsed["price"]
+        order_type = parsed["order_type"]
+        if order_type == "NET_DEBIT" and price is not None:
+            return price * units * 100
+        if order_type == "NET_CREDIT" and price is not None:
+            return -price * units * 100
+        if order_type == "NET_ZERO":
+            return ZERO
+        if order_type == "LIMIT" and price is not None:
+            sign = 1 if legs[0].instruction.startswith("BUY") else -1
+            return sign * price * units * 100
+        return self._net_cost(legs, units)
+
+    def _evaluate_option(self, login: FakeLogin, account: FakeAccount, order: FakeOrder) -> int:
+        """Fill a working option order whole when marketable (a combo atomically), each leg
+        at its own side of the quote: buys at the ask, sells at the bid."""
+        prices = self._leg_prices(order.legs)
+        net = ZERO  # per strategy unit, per share
+        for leg, (bid, ask, _) in zip(order.legs, prices, strict=True):
+            ratio = leg.quantity / order.quantity
+            weight = ratio if leg.asset_type == "OPTION" else ratio / 100
+            net += (ask if leg.instruction.startswith("BUY") else -bid) * weight
+        limit = order.price
+        marketable = {
+            "MARKET": True,
+            "NET_DEBIT": limit is not None and net <= limit,
+            "NET_CREDIT": limit is not None and -net >= limit,
+            "NET_ZERO": net <= 0,
+            "LIMIT": limit is not None
+            and (
+                prices[0][1] <= limit
+                if order.legs[0].instruction.startswith("BUY")
+                else prices[0][0] >= limit
+            ),
+        }[order.order_type]
+        if not marketable:
+            return 0
+        now = self.now()
+        executed: list[tuple[int, Decimal, Decimal]] = []
+        for leg, (bid, ask, _) in zip(order.legs, prices, strict=True):
+            buy = leg.instruction.startswith("BUY")
+            price = ask if buy else bid
+            executed.append((leg.leg_id, leg.quantity, price))
+            signed = leg.quantity if buy else -leg.quantity
+            account.cash -= signed * price * leg.multiplier
+            position = account.positions.setdefault(leg.symbol, FakePosition())
+            position.option = leg.asset_type == "OPTION"
+            _apply(position, signed, price * leg.multiplier)
+            account.transactions.append(
+                {
+                    "activityId": next(self._seq),
+                    "time": wire_time(now),
+                    "description": f"{leg.instruction} {leg.quantity} {leg.symbol}",
+                    "accountNumber": account.number,
+                    "type": "TRADE",
+                    "status": "VALID",
+                    "subAccount": "CASH",
+                    "tradeDate": wire_time(now),
+                    "orderId": order.id,
+                    "netAmount": num(-signed * price * leg.multiplier),
+                    "transferItems": [
+                        {
+                            "instrument": {"assetType": leg.asset_type, "symbol": leg.symbol},
+                            "amount": num(signed),
+                            "cost": num(-signed * price * leg.multiplier),
+                            "price": num(price),
+                            "positionEffect": "CLOSING"
+                            if leg.instruction.endswith("CLOSE")
+                            else "OPENING",
+                        }
+                    ],
+                }
+            )
+        order.combo_fills.append((now, order.quantity, executed))
+        order.filled = order.quantity
+        order.status, order.closed = "FILLED", now
+        self._publish(login, account, order, "OrderFillCompleted")
+        return 1
+
+    def _option_position_wire(self, symbol: str, position: FakePosition) -> dict[str, Any]:
+        """An option ``Position``: unsigned long/short quantities, ``averagePrice`` per share,
+        ``marketValue`` signed (negative when short), the spec's ``AccountOption``
+        instrument (``putCall``, ``underlyingSymbol``, ``optionMultiplier``)."""
+        contract = OptionContract.parse(symbol)
+        mark = self._option_quote(contract).mark
+        market_value = (position.qty * mark * 100).quantize(Decimal("0.01"))
+        avg = abs(position.cost_basis / (position.qty * 100)).quantize(Decimal("0.0001"))
+        long_qty = position.qty if position.qty > 0 else ZERO
+        short_qty = -position.qty if position.qty < 0 else ZERO
+        body: dict[str, Any] = {
+            "shortQuantity": num(short_qty),
+            "averagePrice": num(avg),
+            "currentDayProfitLoss": 0,
+            "currentDayProfitLossPercentage": 0,
+            "longQuantity": num(long_qty),
+            "settledLongQuantity": num(long_qty),
+            "settledShortQuantity": num(short_qty),
+            "instrument": {
+                "assetType": "OPTION",
+                "cusip": f"0{contract.root}.{contract.expiration:%y%m%d}",
+                "symbol": symbol,
+                "description": f"{contract.underlying} {contract.expiration:%m/%d/%Y} "
+                f"${contract.strike} {contract.right.value.title()}",
+                "netChange": 0,
+                "type": "VANILLA",
+                "putCall": "CALL" if contract.right is OptionRight.call else "PUT",
+                "underlyingSymbol": contract.underlying,
+                "optionMultiplier": 100,
+            },
+            "marketValue": num(market_value),
+            "maintenanceRequirement": 0,
+            "previousSessionLongQuantity": 0,
+            "previousSessionShortQuantity": 0,
+            "currentDayCost": 0,
+        }
+        pl = (market_value - position.cost_basis).quantize(Decimal("0.01"))
+        if position.qty > 0:
+            body |= {"averageLongPrice": num(avg), "longOpenProfitLoss": num(pl)}
+        else:
+            body |= {"averageShortPrice": num(avg), "shortOpenProfitLoss": num(pl)}
+        return body
+
+    async def preview(self, request: Request) -> Response:
+        """``POST /accounts/{hash}/previewOrder``: 200 with the order's balance, its
+        validation (``rejects`` when cash or buying power falls short: Schwab's own words,
+        z-Wind/schwab_api ``PreviewOrder_real.json``) and ``commissionAndFee``; a malformed
+        order is a 400 like placing it."""
+        found = await self._account_gate(request)
+        if isinstance(found, Response):
+            return found
+        _, account = found
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return service_error(400, "A validation error occurred while processing the request.")
+        parsed = self._parse_order(body)
+        if isinstance(parsed, Response):
+            return parsed
+        if "legs" in parsed:
+            value = self._order_value(parsed)
+            contracts = sum(
+                (leg.quantity for leg in parsed["legs"] if leg.asset_type == "OPTION"), ZERO
+            )
+            leg_rows = list(zip(parsed["legs"], self._leg_prices(parsed["legs"]), strict=True))
+        else:
+            quote = self._instrument_price(parsed["symbol"])
+            sign = 1 if parsed["instruction"] == "BUY" else -1
+            value = sign * parsed["quantity"] * (parsed["price"] or quote.ask)
+            contracts = ZERO
+            leg = FakeLeg(1, parsed["symbol"], "EQUITY", parsed["instruction"], parsed["quantity"])
+            leg_rows = [(leg, (quote.bid, quote.ask, quote.last))]
+        available = account.cash - self._reserved(account)
+        commission = (contracts * OPTION_COMMISSION).quantize(Decimal("0.01"))
+        reg_fee = (contracts * OPTION_REG_FEE).quantize(Decimal("0.01"))
+        projected = available - max(value, ZERO) - commission - reg_fee
+        validation: dict[str, Any] = {}
+        if value > 0 and value + commission + reg_fee > available:
+            validation["rejects"] = [
+                {
+                    "activityMessage": "You do not have enough available cash/buying power "
+                    "for this order.",
+                    "originalSeverity": "REJECT",
+                }
+            ]
+        now = self.now()
+        strategy = {
+            "accountNumber": account.number,
+            "advancedOrderType": "NONE",
+            "enteredTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "orderBalance": {
+                "orderValue": num(abs(value)),
+                "projectedAvailableFund": num(projected),
+                "projectedBuyingPower": num(projected),
+                "projectedCommission": num(commission + reg_fee),
+            },
+            "orderStrategyType": "SINGLE",
+            "orderVersion": 1,
+            "session": parsed["session"],
+            "status": "REJECTED" if validation else "ACCEPTED",
+            "discretionary": False,
+            "duration": parsed["duration"],
+            "filledQuantity": 0,
+            "orderType": parsed["order_type"],
+            "orderValue": num(abs(value)),
+            "quantity": num(parsed["quantity"]),
+            "remainingQuantity": num(parsed["quantity"]),
+            "sellNonMarginableFirst": False,
+            "strategy": parsed.get("complex", "NONE"),
+            "amountIndicator": "SHARES",
+            "orderLegs": [
+                {
+                    "askPrice": num(ask),
+                    "bidPrice": num(bid),
+                    "lastPrice": num(mark),
+                    "markPrice": num(mark),
+                    "projectedCommission": 0,
+                    "finalSymbol": leg.symbol,
+                    "legId": leg.leg_id,
+                    "assetType": leg.asset_type,
+                    "instruction": leg.instruction,
+                    "positionEffect": "CLOSING" if "CLOSE" in leg.instruction else "OPENING",
+                    "instrument": {"assetType": leg.asset_type, "symbol": leg.symbol},
+                }
+                for leg, (bid, ask, mark) in leg_rows
+            ],
+        }
+        if parsed["price"] is not None:
+            strategy["price"] = num(parsed["price"])
+
+        def charges(kind: str, values: list[tuple[str, Decimal]]) -> dict[str, Any]:
+            return {
+                f"{kind}Legs": [
+                    {f"{kind}Values": [{"value": num(v), "type": t} for t, v in values]}
+                ]
+            }
+
+        commission_block = charges(
+            "commission", [("BASE_CHARGE", ZERO), ("COMMISSION", commission)]
+        )
+        return JSONResponse(
+            {
+                "orderId": 0,
+                "orderStrategy": strategy,
+                "orderValidationResult": validation,
+                "commissionAndFee": {
+                    "commission": commission_block,
+                    "fee": charges(
+                        "fee", [("SEC_FEE", ZERO), ("OPT_REG_FEE", reg_fee), ("TAF_FEE", ZERO)]
+                    ),
+                    "trueCommission": commission_block,
+                },
+            }
+        )
 
     # --- streamer ------------------------------------------------------------------------
 

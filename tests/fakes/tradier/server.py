@@ -23,6 +23,24 @@ anywhere and so chosen here: the exact status of those last answers (400), the 4
 Prices come from the paper market (``app.paper.quotes.SeededQuoteSource``) and orders match
 by the paper broker's rules (``app.paper.matching.decide``) over in-memory books, when the
 test (or the fake-brokers ticker) calls ``match()``. Fault switches live in ``faults``.
+
+Options: listed contracts, quotes and greeks come from the paper option market
+(``app.paper.options_market.SeededOptionMarket``, the same market the paper broker trades),
+served as Tradier's chain (``GET /v1/markets/options/chains``, contract fields as in
+jiak94/asynctradier's recorded answers, greeks with ``mid_iv``/``smv_vol`` as from ORATS) and
+expirations (``expirationType`` values ``weeklys``/``standard``/``quarterlys``). Option and
+multileg orders (``class=option``; ``class=multileg`` with indexed ``option_symbol[n]``,
+``side[n]``, ``quantity[n]`` and ``type`` market/debit/credit/even) fill whole and at once,
+each leg at its own side of its quote (buys at the ask, sells at the bid), when the net
+price is marketable. A multileg order reads back as one order with ``num_legs``, ``strategy``
+and its legs in ``leg`` (https://docs.tradier.com/docs/orders); the top-level ``quantity``
+is the strategy quantity (the legs' greatest common divisor: the form has none of its own,
+so this is the fake's choice). Account events: each leg's change is an order event with
+``parent_id`` = the multileg order (a documented field of account-streaming-responses; that
+legs are what it names is this fake's reading), then the multileg order's own event.
+``preview=true`` answers the documented preview object (commission $0.35 per contract here,
+the fake's figure) and places nothing. Not checked here: option approval levels and whether
+a short leg is covered.
 """
 
 from __future__ import annotations
@@ -31,11 +49,12 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs
@@ -47,15 +66,30 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.brokers.base import OrderSide, OrderType, TimeInForce
+from app.brokers.base import (
+    InvalidOptionSymbol,
+    OptionContract,
+    OrderSide,
+    OrderType,
+    TimeInForce,
+    is_option_symbol,
+)
 from app.paper.matching import OrderState, decide
+from app.paper.options_market import OptionModelQuote, SeededOptionMarket
 from app.paper.quotes import UNIVERSE, SeededQuoteSource
 
 ZERO = Decimal(0)
 WORKING = frozenset({"open", "partially_filled", "pending"})
 FINAL = frozenset({"filled", "canceled", "expired", "rejected", "error"})
 SIDES = frozenset({"buy", "buy_to_cover", "sell", "sell_short"})
+OPTION_SIDES = frozenset({"buy_to_open", "buy_to_close", "sell_to_open", "sell_to_close"})
 TYPES = frozenset({"market", "limit", "stop", "stop_limit"})
+MULTILEG_TYPES = frozenset({"market", "debit", "credit", "even"})
+# change-order: "type ... One of: limit, stop, stop_limit, debit, credit"
+CHANGE_TYPES = {"single": TYPES, "multileg": frozenset({"market", "debit", "credit", "even"})}
+MAX_LEGS = 4
+MULTIPLIER = Decimal(100)
+COMMISSION_PER_CONTRACT = Decimal("0.35")  # the fake's figure for previews
 DURATIONS = frozenset({"day", "gtc", "pre", "post"})
 TAG_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 BACKOFFICE = "Backoffice rejected override of the order."
@@ -117,6 +151,27 @@ def fault(request: Request, status: int, text: str, code: str, **headers: str) -
     return Response(json.dumps(body), status, headers=headers, media_type="application/json")
 
 
+# Our expiration types as Tradier names them (``weeklys``, ``standard``, ``quarterlys`` in
+# jiak94/asynctradier's recorded answers; ``eom`` for end of month).
+_TRADIER_EXPIRATION_TYPES = {
+    "standard": "standard",
+    "weekly": "weeklys",
+    "quarterly": "quarterlys",
+    "end_of_month": "eom",
+    "other": "standard",
+}
+
+
+def _tag_ok(form: dict[str, str]) -> bool:
+    tag = form.get("tag") or None
+    return tag is None or (len(tag) <= 255 and set(tag) <= TAG_CHARS)
+
+
+def _strategy(legs: int) -> str:
+    """A documented ``strategy`` value (reference/response/orders) by leg count only."""
+    return {2: "spread", 4: "condor"}.get(legs, "freeform")
+
+
 @dataclass
 class Faults:
     """Fault switches. Counters apply to the next N matching requests, then reset.
@@ -162,10 +217,19 @@ class FakeOrder:
     last_fill_quantity: Decimal = ZERO
     updated_at: datetime | None = None
     stop_triggered: bool = False
+    klass: str = "equity"
+    option_symbol: str | None = None
+    legs: list[FakeOrder] = field(default_factory=list)
+    parent_id: int | None = None
+    strategy: str | None = None
 
     @property
     def remaining(self) -> Decimal:
         return ZERO if self.status in FINAL else self.quantity - self.exec_quantity
+
+    @property
+    def is_buy(self) -> bool:
+        return self.side.startswith("buy")
 
     def wire(self, include_tags: bool) -> dict[str, Any]:
         """Field for field the documented order object (get-account-order)."""
@@ -191,9 +255,15 @@ class FakeOrder:
                 "remaining_quantity": self.remaining,
                 "create_date": iso_ms(self.created_at),
                 "transaction_date": iso_ms(self.updated_at or self.created_at),
-                "class": "equity",
+                "class": self.klass,
             }
         )
+        if self.option_symbol is not None:
+            body["option_symbol"] = self.option_symbol
+        if self.klass == "multileg":
+            body["num_legs"] = len(self.legs)
+            body["strategy"] = self.strategy or "unknown"
+            body["leg"] = [leg.wire(False) for leg in self.legs]
         if include_tags and self.tag:
             body["tag"] = self.tag
         return body
@@ -215,6 +285,8 @@ class FakeOrder:
             "create_date": iso_ms(self.created_at),
             "account": self.account,
         }
+        if self.parent_id is not None:
+            body["parent_id"] = self.parent_id
         if self.tag:
             body["tag"] = self.tag
         return body
@@ -270,6 +342,7 @@ class FakeTradier:
         self, *, seed: int = 20260522, clock: Callable[[], datetime] | None = None
     ) -> None:
         self.quotes = SeededQuoteSource(seed)
+        self.options = SeededOptionMarket(self.quotes)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.faults = Faults()
         self.users: dict[str, FakeUser] = {}
@@ -292,6 +365,8 @@ class FakeTradier:
                     methods=["GET", "PUT", "DELETE"],
                 ),
                 Route("/v1/markets/quotes", self.market_quotes, methods=["GET", "POST"]),
+                Route("/v1/markets/options/chains", self.option_chain, methods=["GET"]),
+                Route("/v1/markets/options/expirations", self.option_expirations, methods=["GET"]),
                 WebSocketRoute("/v1/accounts/events", self.stream),
             ]
         )
@@ -362,8 +437,12 @@ class FakeTradier:
         for user in self.users.values():
             for account in user.accounts:
                 for order in list(account.orders.values()):
-                    if order.status in ("open", "partially_filled"):
+                    if order.status not in ("open", "partially_filled"):
+                        continue
+                    if order.klass == "equity":
                         fills += self._evaluate(user, account, order)
+                    else:
+                        fills += self._evaluate_options(user, account, order)
         return fills
 
     # --- plumbing ------------------------------------------------------------------------
@@ -445,25 +524,34 @@ class FakeTradier:
     def _broadcast(self, user: FakeUser, order: FakeOrder) -> None:
         if self.faults.stream_silent:
             return
-        frame = json.dumps(order.event(), default=_number)
-        for queue in user.streams:
-            queue.put_nowait(frame)
+        for one in [*order.legs, order]:  # each leg (parent_id set), then the order
+            frame = json.dumps(one.event(), default=_number)
+            for queue in user.streams:
+                queue.put_nowait(frame)
+
+    def _mark(self, symbol: str) -> Decimal:
+        """The value of one unit held: a share's last price, a contract's mark x 100."""
+        if is_option_symbol(symbol):
+            return self._option_quote(OptionContract.parse(symbol)).mark * MULTIPLIER
+        return self.quotes.quote(symbol, self._now()).last
 
     def _positions_value(self, account: FakeAccount) -> Decimal:
-        return sum(
-            (
-                p.quantity * self.quotes.quote(s, self._now()).last
-                for s, p in account.positions.items()
-            ),
-            ZERO,
-        )
+        return sum((p.quantity * self._mark(s) for s, p in account.positions.items()), ZERO)
 
     def _reserved(self, account: FakeAccount) -> Decimal:
         reserved = ZERO
         for order in account.orders.values():
-            if order.side in ("buy", "buy_to_cover") and order.status in WORKING:
+            if order.status not in WORKING:
+                continue
+            if order.klass == "equity" and order.side in ("buy", "buy_to_cover"):
                 price = order.price or self.quotes.quote(order.symbol, self._now()).ask
                 reserved += (order.quantity - order.exec_quantity) * price
+            elif order.klass == "option" and order.is_buy and order.option_symbol:
+                quote = self._option_quote(OptionContract.parse(order.option_symbol))
+                price = order.price or quote.ask
+                reserved += (order.quantity - order.exec_quantity) * price * MULTIPLIER
+            elif order.klass == "multileg" and order.type == "debit" and order.price:
+                reserved += (order.quantity - order.exec_quantity) * order.price * MULTIPLIER
         return reserved
 
     # --- user, account -----------------------------------------------------------------
@@ -600,6 +688,68 @@ class FakeTradier:
 
     async def _place(self, request: Request, user: FakeUser, account: FakeAccount) -> Response:
         form: dict[str, str] = request.state.form
+        if form.get("class") == "option":
+            return await self._place_option(request, user, account)
+        if form.get("class") == "multileg":
+            return await self._place_multileg(request, user, account)
+        return await self._place_equity(request, user, account)
+
+    async def _accept(
+        self, request: Request, user: FakeUser, account: FakeAccount, order: FakeOrder
+    ) -> Response:
+        """Book a new order, tell the streams, answer the documented acknowledgement."""
+        account.orders[order.id] = order
+        self._broadcast(user, order)
+        if self.faults.timeout_after_accept > 0:
+            self.faults.timeout_after_accept -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
+        return answer(
+            request, {"order": {"id": order.id, "status": "ok", "partner_id": str(uuid.uuid4())}}
+        )
+
+    def _preview(
+        self,
+        request: Request,
+        form: dict[str, str],
+        *,
+        quantity: Decimal,
+        order_cost: Decimal,
+        contracts: Decimal = ZERO,
+        margin_change: Decimal = ZERO,
+        strategy: str,
+    ) -> Response:
+        """The documented preview object (https://docs.tradier.com/docs/preview)."""
+        commission = contracts * COMMISSION_PER_CONTRACT
+        return answer(
+            request,
+            {
+                "order": {
+                    "status": "ok",
+                    "commission": commission,
+                    "cost": order_cost + commission,
+                    "fees": ZERO,
+                    "symbol": form["symbol"],
+                    "quantity": quantity,
+                    "side": form.get("side", "buy"),
+                    "type": form["type"],
+                    "duration": form["duration"],
+                    "result": True,
+                    "order_cost": order_cost,
+                    "margin_change": margin_change,
+                    "request_date": self._now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
+                    "extended_hours": False,
+                    "class": form["class"],
+                    "strategy": strategy,
+                    "day_trades": 0,
+                }
+            },
+        )
+
+    async def _place_equity(
+        self, request: Request, user: FakeUser, account: FakeAccount
+    ) -> Response:
+        form: dict[str, str] = request.state.form
         for name in ("class", "symbol", "side", "quantity", "type", "duration"):
             if not form.get(name):
                 return refusal(request, 400, f"Invalid parameter, {name}: is required")
@@ -654,6 +804,11 @@ class FakeTradier:
                 return refusal(request, 200, BACKOFFICE, "UnexpectedSellOrder")
             if quantity > held - selling:
                 return refusal(request, 200, BACKOFFICE, "LongPositionCrossZero")
+        if form.get("preview") == "true":
+            cost = quantity * (price or (quote.ask if side == "buy" else quote.bid))
+            return self._preview(
+                request, form, quantity=quantity, order_cost=cost, strategy="equity"
+            )
         now = self._now()
         order = FakeOrder(
             id=next(self._ids),
@@ -669,15 +824,241 @@ class FakeTradier:
             created_at=now,
             updated_at=now,
         )
-        account.orders[order.id] = order
-        self._broadcast(user, order)
-        if self.faults.timeout_after_accept > 0:
-            self.faults.timeout_after_accept -= 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
-        return answer(
-            request, {"order": {"id": order.id, "status": "ok", "partner_id": str(uuid.uuid4())}}
+        return await self._accept(request, user, account, order)
+
+    def _listed(self, raw: str) -> OptionContract | None:
+        """A listed, unexpired contract of the paper option market named by ``raw``."""
+        if not is_option_symbol(raw) or " " in raw:
+            return None  # Tradier takes the unpadded OCC symbol
+        try:
+            contract = OptionContract.parse(raw)
+        except InvalidOptionSymbol:
+            return None
+        return contract if self.options.is_listed(contract, self._now().date()) else None
+
+    def _option_quote(self, contract: OptionContract) -> OptionModelQuote:
+        return self.options.quote(contract, self._now())
+
+    async def _place_option(
+        self, request: Request, user: FakeUser, account: FakeAccount
+    ) -> Response:
+        """``class=option`` (https://documentation.tradier.com/brokerage-api/trading/
+        place-option-order)."""
+        form: dict[str, str] = request.state.form
+        for name in ("symbol", "option_symbol", "side", "quantity", "type", "duration"):
+            if not form.get(name):
+                return refusal(request, 400, f"Invalid parameter, {name}: is required")
+        side, type_, duration = form["side"], form["type"], form["duration"]
+        if side not in OPTION_SIDES:
+            return refusal(request, 400, f"Invalid parameter, side: {side}")
+        if type_ not in TYPES:
+            return refusal(request, 400, f"Invalid parameter, type: {type_}")
+        if duration not in DURATIONS:
+            return refusal(request, 400, f"Invalid parameter, duration: {duration}")
+        if not _tag_ok(form):
+            return refusal(request, 400, "Invalid parameter, tag: invalid characters or length")
+        try:
+            quantity = Decimal(form["quantity"])
+            price = Decimal(form["price"]) if form.get("price") else None
+            stop = Decimal(form["stop"]) if form.get("stop") else None
+        except InvalidOperation:
+            return refusal(request, 400, "Invalid parameter, quantity: not a number")
+        if quantity != quantity.to_integral_value() or not 1 <= quantity <= 10_000_000:
+            return refusal(request, 200, "IncorrectOrderQuantity")
+        if type_ in ("limit", "stop_limit") and price is None:
+            return refusal(request, 200, "LimitPriceUndefined")
+        if type_ in ("stop", "stop_limit") and stop is None:
+            return refusal(request, 200, "StopPriceUndefined")
+        if type_ == "market" and duration == "gtc":
+            return refusal(request, 200, "MarketOrderIsGtc")
+        contract = self._listed(form["option_symbol"])
+        if contract is None or contract.underlying != form["symbol"]:
+            return refusal(request, 200, f"Undefined symbol: {form['option_symbol']}")
+        quote = self._option_quote(contract)
+        unit = price or (quote.ask if side.startswith("buy") else quote.bid)
+        cost = quantity * unit * MULTIPLIER
+        if side.startswith("buy") and cost > account.cash - self._reserved(account):
+            return refusal(request, 200, BACKOFFICE, "DayTradingBuyingPowerExceeded")
+        if form.get("preview") == "true":
+            return self._preview(
+                request,
+                form,
+                quantity=quantity,
+                order_cost=cost if side.startswith("buy") else -cost,
+                contracts=quantity,
+                strategy="option",
+            )
+        now = self._now()
+        order = FakeOrder(
+            id=next(self._ids),
+            account=account.number,
+            symbol=contract.underlying,
+            side=side,
+            type=type_,
+            duration=duration,
+            quantity=quantity,
+            price=price if type_ in ("limit", "stop_limit") else None,
+            stop=stop if type_ in ("stop", "stop_limit") else None,
+            tag=form.get("tag") or None,
+            created_at=now,
+            updated_at=now,
+            klass="option",
+            option_symbol=contract.symbol,
         )
+        return await self._accept(request, user, account, order)
+
+    async def _place_multileg(
+        self, request: Request, user: FakeUser, account: FakeAccount
+    ) -> Response:
+        """``class=multileg`` with indexed legs (https://documentation.tradier.com/
+        brokerage-api/trading/place-multileg-order): up to 4 legs, indices from 0."""
+        form: dict[str, str] = request.state.form
+        for name in ("symbol", "type", "duration"):
+            if not form.get(name):
+                return refusal(request, 400, f"Invalid parameter, {name}: is required")
+        type_, duration = form["type"], form["duration"]
+        if type_ not in MULTILEG_TYPES:
+            return refusal(request, 400, f"Invalid parameter, type: {type_}")
+        if duration not in DURATIONS:
+            return refusal(request, 400, f"Invalid parameter, duration: {duration}")
+        if not _tag_ok(form):
+            return refusal(request, 400, "Invalid parameter, tag: invalid characters or length")
+        raw_legs: list[tuple[str, str, str]] = []
+        for index in itertools.count():
+            if f"option_symbol[{index}]" not in form:
+                break
+            raw_legs.append(
+                (
+                    form[f"option_symbol[{index}]"],
+                    form.get(f"side[{index}]", ""),
+                    form.get(f"quantity[{index}]", ""),
+                )
+            )
+        if not raw_legs:
+            return refusal(request, 400, "Invalid parameter, option_symbol[0]: is required")
+        if len(raw_legs) > MAX_LEGS:
+            return refusal(request, 400, f"Invalid parameter, option_symbol[{MAX_LEGS}]")
+        price: Decimal | None = None
+        try:
+            if form.get("price"):
+                price = Decimal(form["price"])
+            quantities = [Decimal(q) for _s, _side, q in raw_legs]
+        except InvalidOperation:
+            return refusal(request, 400, "Invalid parameter, quantity: not a number")
+        if type_ in ("debit", "credit") and (price is None or price <= 0):
+            return refusal(request, 200, "LimitPriceUndefined")
+        if type_ == "market" and duration == "gtc":
+            return refusal(request, 200, "MarketOrderIsGtc")
+        contracts: list[OptionContract] = []
+        for index, ((symbol, side, _q), quantity) in enumerate(
+            zip(raw_legs, quantities, strict=True)
+        ):
+            if side not in OPTION_SIDES:
+                return refusal(request, 400, f"Invalid parameter, side[{index}]: {side}")
+            if quantity != quantity.to_integral_value() or not 1 <= quantity <= 10_000_000:
+                return refusal(request, 200, "IncorrectOrderQuantity")
+            contract = self._listed(symbol)
+            if contract is None or contract.underlying != form["symbol"]:
+                return refusal(request, 200, f"Undefined symbol: {symbol}")
+            contracts.append(contract)
+        units = Decimal(math.gcd(*(int(q) for q in quantities)))
+        net = self._net_price(
+            [
+                (c, side, q)
+                for c, (_s, side, _q), q in zip(contracts, raw_legs, quantities, strict=True)
+            ],
+            units,
+        )
+        debit = max(ZERO, price if type_ == "debit" and price is not None else net)
+        cost = debit * units * MULTIPLIER
+        if cost > account.cash - self._reserved(account):
+            return refusal(request, 200, BACKOFFICE, "DayTradingBuyingPowerExceeded")
+        if form.get("preview") == "true":
+            signed = net * units * MULTIPLIER
+            return self._preview(
+                request,
+                form,
+                quantity=units,
+                order_cost=signed,
+                contracts=sum(quantities, ZERO),
+                margin_change=self._spread_requirement(contracts, raw_legs, quantities, net, units),
+                strategy=_strategy(len(raw_legs)),
+            )
+        now = self._now()
+        parent_id = next(self._ids)
+        legs = [
+            FakeOrder(
+                id=next(self._ids),
+                account=account.number,
+                symbol=contract.underlying,
+                side=side,
+                type=type_,
+                duration=duration,
+                quantity=quantity,
+                price=price,
+                stop=None,
+                tag=None,
+                created_at=now,
+                updated_at=now,
+                klass="option",
+                option_symbol=contract.symbol,
+                parent_id=parent_id,
+            )
+            for contract, (_s, side, _q), quantity in zip(
+                contracts, raw_legs, quantities, strict=True
+            )
+        ]
+        order = FakeOrder(
+            id=parent_id,
+            account=account.number,
+            symbol=form["symbol"],
+            side="sell" if type_ == "credit" else "buy",
+            type=type_,
+            duration=duration,
+            quantity=units,
+            price=price if type_ in ("debit", "credit") else None,
+            stop=None,
+            tag=form.get("tag") or None,
+            created_at=now,
+            updated_at=now,
+            klass="multileg",
+            legs=legs,
+            strategy=_strategy(len(legs)),
+        )
+        return await self._accept(request, user, account, order)
+
+    def _net_price(
+        self, legs: list[tuple[OptionContract, str, Decimal]], units: Decimal
+    ) -> Decimal:
+        """Net price per strategy unit at the current quotes (positive: a debit)."""
+        total = ZERO
+        for contract, side, quantity in legs:
+            quote = self._option_quote(contract)
+            if side.startswith("buy"):
+                total += quote.ask * quantity
+            else:
+                total -= quote.bid * quantity
+        return total / units
+
+    @staticmethod
+    def _spread_requirement(
+        contracts: list[OptionContract],
+        raw_legs: list[tuple[str, str, str]],
+        quantities: list[Decimal],
+        net: Decimal,
+        units: Decimal,
+    ) -> Decimal:
+        """The fake's margin change: the widest strike distance between a short and a long
+        leg of the same right, less the credit (a defined-risk spread's maximum loss)."""
+        width = ZERO
+        for short, (_s, side, _q) in zip(contracts, raw_legs, strict=True):
+            if not side.startswith("sell"):
+                continue
+            for long, (_s2, side2, _q2) in zip(contracts, raw_legs, strict=True):
+                if side2.startswith("buy") and long.right is short.right:
+                    width = max(width, abs(long.strike - short.strike))
+        del quantities
+        return max(ZERO, (width + min(net, ZERO)) * units * MULTIPLIER)
 
     async def order(self, request: Request) -> Response:
         found = await self._account_gate(request)
@@ -696,6 +1077,8 @@ class FakeTradier:
         now = self._now()
         if request.method == "DELETE":
             order.status, order.updated_at = "canceled", now
+            for leg in order.legs:
+                leg.status, leg.updated_at = "canceled", now
             self._broadcast(user, order)
             return answer(request, {"order": {"id": order.id, "status": "ok"}})
         form: dict[str, str] = request.state.form
@@ -706,11 +1089,18 @@ class FakeTradier:
             return refusal(request, 400, "Invalid parameter, price: not a number")
         type_ = form.get("type") or order.type
         duration = form.get("duration") or order.duration
-        if type_ not in TYPES:
+        allowed = CHANGE_TYPES["multileg" if order.klass == "multileg" else "single"]
+        if type_ not in allowed:
             return refusal(request, 400, f"Invalid parameter, type: {type_}")
+        if order.klass == "multileg" and stop is not None:
+            return refusal(request, 400, "Invalid parameter, stop: not for a multileg order")
         if duration not in DURATIONS:
             return refusal(request, 400, f"Invalid parameter, duration: {duration}")
         order.type, order.duration = type_, duration
+        for leg in order.legs:
+            leg.type, leg.duration = type_, duration
+            if price is not None:
+                leg.price = price
         if price is not None:
             order.price = price
         if stop is not None:
@@ -778,6 +1168,87 @@ class FakeTradier:
         self._broadcast(user, order)
         return 1
 
+    def _evaluate_options(self, user: FakeUser, account: FakeAccount, order: FakeOrder) -> int:
+        """An option or multileg order fills whole, at once, when its net price is marketable:
+        each leg at its own side of its quote (buys at the ask, sells at the bid)."""
+        legs = order.legs or [order]
+        contracts = [OptionContract.parse(leg.option_symbol or "") for leg in legs]
+        quotes = [self._option_quote(c) for c in contracts]
+        prices = [q.ask if leg.is_buy else q.bid for leg, q in zip(legs, quotes, strict=True)]
+        units = order.quantity
+        net = (
+            sum(
+                (
+                    (p if leg.is_buy else -p) * leg.quantity
+                    for leg, p in zip(legs, prices, strict=True)
+                ),
+                ZERO,
+            )
+            / units
+        )
+        limit = order.price
+        marketable = {
+            "market": True,
+            "debit": limit is not None and net <= limit,
+            "credit": limit is not None and -net >= limit,
+            "even": net <= 0,
+            "limit": limit is not None and (net <= limit if order.is_buy else -net >= limit),
+        }.get(order.type, False)  # stop and stop_limit option orders never trigger here
+        if not marketable:
+            return 0
+        now = self._now()
+        for leg, contract, price in zip(legs, contracts, prices, strict=True):
+            self._fill_leg(account, leg, contract, price, now)
+        if order.legs:
+            order.exec_quantity = order.quantity
+            order.avg_fill_price = abs(net).quantize(Decimal("0.0001"))
+            order.last_fill_price, order.last_fill_quantity = order.avg_fill_price, units
+            order.status, order.updated_at = "filled", now
+        self._broadcast(user, order)
+        return 1
+
+    def _fill_leg(
+        self,
+        account: FakeAccount,
+        leg: FakeOrder,
+        contract: OptionContract,
+        price: Decimal,
+        now: datetime,
+    ) -> None:
+        qty = leg.quantity - leg.exec_quantity
+        leg.exec_quantity = leg.quantity
+        leg.avg_fill_price = price
+        leg.last_fill_price, leg.last_fill_quantity = price, qty
+        leg.status, leg.updated_at = "filled", now
+        signed = qty if leg.is_buy else -qty
+        value = signed * price * MULTIPLIER
+        account.cash -= value
+        position = account.positions.setdefault(contract.symbol, FakePosition(next(self._ids)))
+        opening = position.quantity == 0 or (position.quantity > 0) == (signed > 0)
+        if opening:
+            position.cost_basis += value
+        else:
+            position.cost_basis -= (
+                position.cost_basis * min(qty, abs(position.quantity)) / abs(position.quantity)
+            )
+        position.quantity += signed
+        position.date_acquired = now
+        account.history.append(
+            {
+                "amount": -value,
+                "date": now.strftime("%Y-%m-%dT00:00:00Z"),
+                "type": "trade",
+                "trade": {
+                    "commission": ZERO,
+                    "description": f"{contract.symbol} (fake)",
+                    "price": price,
+                    "quantity": signed,
+                    "symbol": contract.symbol,
+                    "trade_type": "Option",
+                },
+            }
+        )
+
     # --- market data ---------------------------------------------------------------------
 
     async def market_quotes(self, request: Request) -> Response:
@@ -787,7 +1258,12 @@ class FakeTradier:
         raw = request.state.form.get("symbols") or request.query_params.get("symbols", "")
         now = self._now()
         found, unmatched = [], []
+        greeks = (request.query_params.get("greeks") or request.state.form.get("greeks")) == "true"
         for symbol in [s for s in raw.split(",") if s]:
+            contract = self._listed(symbol) if is_option_symbol(symbol) else None
+            if contract is not None:
+                found.append(self._option_row(contract, greeks=greeks))
+                continue
             if symbol not in UNIVERSE or "-" in symbol:
                 unmatched.append(symbol)
                 continue
@@ -830,6 +1306,116 @@ class FakeTradier:
         if unmatched:
             body["unmatched_symbols"] = {"symbol": one_or_many(unmatched)}
         return answer(request, {"quotes": body})
+
+    def _option_row(self, contract: OptionContract, *, greeks: bool) -> dict[str, Any]:
+        """A contract as in Tradier's chains and quotes (field set of jiak94/asynctradier's
+        recorded answers); ``greeks`` as from ORATS when asked for."""
+        q = self._option_quote(contract)
+        stamp = epoch_ms(q.as_of)
+        kind = {e.expiration: e.expiration_type.value for e in self._expirations(contract)}
+        month = contract.expiration.strftime("%b %d %Y")
+        row: dict[str, Any] = {
+            "symbol": contract.symbol,
+            "description": f"{contract.root} {month} ${contract.strike:.2f} "
+            f"{contract.right.value.capitalize()}",
+            "exch": "Z",
+            "type": "option",
+            "last": q.last,
+            "change": 0,
+            "volume": 0,
+            "open": None,
+            "high": None,
+            "low": None,
+            "close": None,
+            "bid": q.bid,
+            "ask": q.ask,
+            "underlying": contract.underlying,
+            "strike": contract.strike,
+            "change_percentage": 0,
+            "average_volume": 0,
+            "last_volume": 0,
+            "trade_date": stamp,
+            "prevclose": q.last,
+            "week_52_high": 0,
+            "week_52_low": 0,
+            "bidsize": 10,
+            "bidexch": "Z",
+            "bid_date": stamp,
+            "asksize": 10,
+            "askexch": "Z",
+            "ask_date": stamp,
+            "open_interest": 100,
+            "contract_size": 100,
+            "expiration_date": contract.expiration.isoformat(),
+            "expiration_type": _TRADIER_EXPIRATION_TYPES[kind[contract.expiration]],
+            "option_type": contract.right.value,
+            "root_symbol": contract.root,
+        }
+        if greeks:
+            g = q.greeks
+            row["greeks"] = {
+                "delta": g.delta,
+                "gamma": g.gamma,
+                "theta": g.theta,
+                "vega": g.vega,
+                "rho": g.rho,
+                "phi": ZERO,
+                "bid_iv": g.iv,
+                "mid_iv": g.iv,
+                "ask_iv": g.iv,
+                "smv_vol": g.iv,
+                "updated_at": q.as_of.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+        return row
+
+    def _expirations(self, contract: OptionContract) -> list[Any]:
+        return self.options.expirations(contract.underlying, self._now().date())
+
+    async def option_expirations(self, request: Request) -> Response:
+        """https://documentation.tradier.com/brokerage-api/markets/get-options-expirations"""
+        user = await self._gate(request)
+        if isinstance(user, Response):
+            return user
+        symbol = request.query_params.get("symbol", "")
+        if not symbol:
+            return refusal(request, 400, "Invalid parameter, symbol: is required")
+        if not self.options.has_options(symbol):
+            return answer(request, {"expirations": None})
+        listed = self.options.expirations(symbol, self._now().date())
+        if request.query_params.get("expirationType") == "true":
+            rows = [
+                {
+                    "date": e.expiration.isoformat(),
+                    "contract_size": 100,
+                    "expiration_type": _TRADIER_EXPIRATION_TYPES[e.expiration_type.value],
+                }
+                for e in listed
+            ]
+            return answer(request, {"expirations": {"expiration": one_or_many(rows)}})
+        dates = [e.expiration.isoformat() for e in listed]
+        return answer(request, {"expirations": {"date": one_or_many(dates)}})
+
+    async def option_chain(self, request: Request) -> Response:
+        """https://documentation.tradier.com/brokerage-api/markets/get-options-chains"""
+        user = await self._gate(request)
+        if isinstance(user, Response):
+            return user
+        params = request.query_params
+        symbol, raw_day = params.get("symbol", ""), params.get("expiration", "")
+        if not symbol or not raw_day:
+            name = "symbol" if not symbol else "expiration"
+            return refusal(request, 400, f"Invalid parameter, {name}: is required")
+        try:
+            day = date.fromisoformat(raw_day)
+        except ValueError:
+            return refusal(request, 400, f"Invalid parameter, expiration: {raw_day}")
+        if not self.options.has_options(symbol) or day not in {
+            e.expiration for e in self.options.expirations(symbol, self._now().date())
+        }:
+            return answer(request, {"options": None})
+        greeks = params.get("greeks") == "true"
+        rows = [self._option_row(c, greeks=greeks) for c in self.options.contracts(symbol, day)]
+        return answer(request, {"options": {"option": one_or_many(rows)}})
 
     # --- account streaming ---------------------------------------------------------------
 
