@@ -1,7 +1,7 @@
 """idempotency owner: which process holds an in-flight Idempotency-Key
 
 Revision ID: 0012
-Revises: 0011
+Revises: 0008 (on main: rechain onto 0011)
 Create Date: 2026-12-04 18:30:00.000000
 
 A claim records the id of the process that made it (``owner``). When that process is gone
@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
+# Branched from 0008; main has 0011 since (0009/0010 are other branches'): point this at
+# the newest revision when merging.
 down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
