@@ -32,6 +32,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import (
@@ -297,7 +299,9 @@ class OptionsService:
         return OrderPreviewOut.of(preview)
 
 
-async def _owned(session: Any, user_id: str, account_id: str) -> tuple[Account, Connection]:
+async def _owned(
+    session: AsyncSession, user_id: str, account_id: str
+) -> tuple[Account, Connection]:
     found = await AccountRepository.for_user(session, user_id).get_with_connection(account_id)
     if found is None:
         raise errors.NotFound("no such account")
