@@ -707,3 +707,17 @@ async def test_leg_progress_before_a_whole_unit_fills_is_news(standin: StandIn) 
     assert got["filled_quantity"] == "0"
     assert (got["legs"][0]["filled_quantity"], got["legs"][0]["avg_fill_price"]) == ("1", "0.35")
     assert [leg["filled_quantity"] for leg in got["legs"][1:]] == ["0", "0", "0"]
+
+
+async def test_the_typed_capabilities_lose_nothing(harness: Harness) -> None:
+    """GET /v1/brokers answers every broker's capabilities exactly as the registry holds
+    them (the schema types them; nothing is dropped or renamed)."""
+    from app.brokers.registry import default_registry
+
+    response = await harness.client.get("/v1/brokers", headers=harness.auth(new_user()))
+    assert response.status_code == 200
+    shown = {b["slug"]: b["capabilities"] for b in response.json()["items"]}
+    assert shown
+    for spec in default_registry().all():
+        if spec.slug in shown:
+            assert shown[spec.slug] == spec.capabilities.as_dict(), spec.slug
