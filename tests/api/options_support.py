@@ -278,3 +278,31 @@ def iron_condor(expiration: date, quantity: str = "1", **extra: Any) -> dict[str
     }
     body.update(extra)
     return body
+
+
+class WithoutChains:
+    """The paper adapter seen through a path that has no option discovery, whatever its
+    capabilities claim: the two discovery methods are missing."""
+
+    _HIDDEN = frozenset({"list_option_expirations", "get_option_chain"})
+
+    def __init__(self, inner: PaperAdapter) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._HIDDEN:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def without_chains_registry() -> BrokerRegistry:
+    """Paper declaring a chain (its own capabilities) but with an adapter lacking it."""
+    registry = default_registry()
+    paper = registry.get("paper")
+    assert paper is not None
+
+    def factory(ctx: AdapterContext, _credentials: Credentials | None) -> BrokerAdapter:
+        return WithoutChains(PaperAdapter(ctx.paper_engine, owner=ctx.owner))
+
+    registry.register(dataclasses.replace(paper, factory=factory))
+    return registry

@@ -721,3 +721,19 @@ async def test_the_typed_capabilities_lose_nothing(harness: Harness) -> None:
     for spec in default_registry().all():
         if spec.slug in shown:
             assert shown[spec.slug] == spec.capabilities.as_dict(), spec.slug
+
+
+async def test_an_adapter_without_the_chain_protocol_answers_a_capability_problem(
+    db_url: str,
+) -> None:
+    from tests.api.options_support import without_chains_registry
+
+    async with running_app(settings_for_tests(db_url), without_chains_registry()) as harness:
+        user = new_user()
+        _, account = await harness.paper_account(user)
+        for path in ("expirations?underlying=AAPL", "chain?underlying=AAPL"):
+            response = await harness.client.get(
+                f"/v1/accounts/{account}/options/{path}", headers=harness.auth(user)
+            )
+            assert response.status_code == 422, response.text
+            assert response.json()["code"] == "options_chain_unsupported"

@@ -247,12 +247,13 @@ async def test_the_order_router_takes_the_same_multi_leg_body(paper: Harness) ->
         paper, user, account, f"expiration={expiration}&right=call&strike_gte=190&strike_lte=200"
     )
     low, high = chain[0]["symbol"], chain[-1]["symbol"]
+    legs: list[dict[str, Any]] = [
+        {"symbol": low, "side": "buy", "ratio": 1, "position_effect": "open"},
+        {"symbol": high, "side": "sell", "ratio": 1, "position_effect": "open"},
+    ]
     body = {
         "account_id": "auto",
-        "legs": [
-            {"symbol": low, "side": "buy", "ratio": 1, "position_effect": "open"},
-            {"symbol": high, "side": "sell", "ratio": 1, "position_effect": "open"},
-        ],
+        "legs": legs,
         "quantity": "1",
         "order_type": "market",
     }
@@ -267,7 +268,7 @@ async def test_the_order_router_takes_the_same_multi_leg_body(paper: Harness) ->
     assert [leg["symbol"] for leg in routed["order"]["legs"]] == [low, high]
     # A leg on another underlying is refused before anything is written, as on the account
     # route.
-    body["legs"][1]["symbol"] = "MSFT" + high[4:]
+    legs[1]["symbol"] = "MSFT" + high[4:]
     refused = await paper.client.post(
         "/v1/orders", json=body, headers=paper.auth(user, **{"Idempotency-Key": "route-2"})
     )
