@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     idempotency_ttl: timedelta = timedelta(days=7)
     idempotency_lock_timeout: timedelta = timedelta(seconds=90)
 
+    # Options discovery: chains and expirations are kept per account this long (a quote
+    # older than this is never served from the cache; 0 turns the cache off).
+    option_chain_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+
     # The paper broker.
     paper_seed: int = 20260522
     paper_tick_seconds: float = 1.0

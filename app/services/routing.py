@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import AssetClass, BrokerAdapter, OrderStatus
-from app.brokers.symbols import asset_class_of, normalize_symbol
+from app.brokers.symbols import asset_class_of
 from app.db.models import Account, Connection, Order, OrderRoute, RouteAttempt
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
@@ -89,6 +89,8 @@ from app.services.orders import (
     answer_existing,
     audit_outcome,
     new_order_row,
+    order_symbol,
+    order_symbols,
     record_send_result,
     request_fingerprint,
     send_order,
@@ -200,7 +202,7 @@ class RoutingService:
         return plan.decision
 
     async def _plan(self, session: AsyncSession, user_id: str, body: RoutedOrderCreate) -> _Plan:
-        asset_class = asset_class_of(normalize_symbol(body.symbol))
+        asset_class = AssetClass.option if body.is_option else asset_class_of(order_symbol(body))
         rows = await AccountRepository.for_user(session, user_id).all_with_connections()
         by_id = {account.id: (account, connection) for account, connection in rows}
         passed: list[PassedOver] = []
@@ -692,7 +694,8 @@ def _reason(
 async def _check_symbol(adapter: BrokerAdapter, body: RoutedOrderCreate) -> None:
     """The broker's own symbol check (a read); any failure is a refusal of this candidate."""
     try:
-        await adapter.check_symbol(normalize_symbol(body.symbol))
+        for symbol in order_symbols(body):
+            await adapter.check_symbol(symbol)
     except broker_errors.BrokerError as exc:
         raise to_app_error(exc) from exc
     except Exception as exc:
