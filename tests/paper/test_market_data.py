@@ -439,3 +439,18 @@ def test_the_trend_bounds_hold_every_last_price(symbol: str, first: int, length:
     for run_first, run_last, lower, upper in runs:
         for step in range(run_first, run_last + 1):
             assert lower <= quotes.quote_at_step(instrument, step).last <= upper
+
+
+def test_the_bench_settings_make_the_fast_market_and_are_off_by_default() -> None:
+    from app.config import Settings
+
+    plain = SeededQuoteSource.from_settings(Settings())
+    assert plain.step == SECOND
+    assert not plain.is_known("SYM000")
+    fast = SeededQuoteSource.from_settings(
+        Settings(paper_market_step_ms=50, paper_bench_symbols=100)
+    )
+    assert fast.step == timedelta(milliseconds=50)
+    assert fast.is_known("SYM099")
+    assert not fast.is_known("SYM100")
+    assert fast.asset_class("SYM042").value == "equity"
