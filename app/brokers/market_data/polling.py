@@ -40,7 +40,6 @@ from typing import Protocol
 from app.brokers import errors
 from app.brokers.base import (
     Capabilities,
-    MarketChannel,
     MarketDataCapabilities,
     MarketDataSource,
     MarketDataSubscription,
@@ -51,6 +50,7 @@ from app.brokers.base import (
     Quote,
     Support,
 )
+from app.brokers.market_data.subscription import check_subscription
 
 # What ends one poll but not the session: it backs off and polls again.
 POLL_FAULTS: tuple[type[Exception], ...] = (
@@ -136,24 +136,7 @@ class PollingMarketDataSession:
     async def update(self, wanted: MarketDataSubscription) -> None:
         """Replace the wanted set; ``MarketDataLimit`` (nothing changed) for a channel this
         broker cannot be polled for, or more symbols than ``max_symbols``."""
-        asked = {
-            MarketChannel.trades: wanted.trades,
-            MarketChannel.bars: wanted.bars,
-            MarketChannel.greeks: wanted.greeks,
-        }
-        for channel, items in asked.items():
-            if items and not self._caps.supports(channel):
-                raise errors.MarketDataLimit(
-                    f"{self._adapter.slug} has no {channel.value} stream: only quotes are "
-                    f"polled, every {self.interval:g} s",
-                    broker=self._adapter.slug,
-                )
-        limit = self._caps.max_symbols
-        if limit is not None and len(wanted.quotes) > limit:
-            raise errors.MarketDataLimit(
-                f"{self._adapter.slug} polls at most {limit} symbols per session",
-                broker=self._adapter.slug,
-            )
+        check_subscription(self._caps, wanted, broker=self._adapter.slug)
         added = wanted.quotes - self._wanted.quotes
         for gone in self._wanted.quotes - wanted.quotes:
             self._delivered.pop(gone, None)
