@@ -54,6 +54,7 @@ from app.brokers.base import (
     is_option_symbol,
 )
 from app.brokers.market_data.bars import aggregate, window_start
+from app.brokers.market_data.subscription import check_subscription
 from app.paper.clock import Clock, WaitableClock
 from app.paper.options_market import EXPIRY_TIME_UTC, SeededOptionMarket
 from app.paper.quotes import EPOCH, SeededQuoteSource, _digest, _unit
@@ -366,11 +367,7 @@ class PaperMarketDataSession:
         list (or greeks of a non-option), ``MarketDataLimit`` for a bar interval other than
         1m (the service aggregates the others); nothing changes when either is raised."""
         now = self._clock.now()
-        for interval, _ in wanted.bars:
-            if interval is not BarInterval.m1:
-                raise errors.MarketDataLimit(
-                    f"the paper market streams 1m bars, not {interval.value}", broker="paper"
-                )
+        check_subscription(PAPER_MARKET_DATA, wanted, broker="paper")
         canonical: dict[str, str] = {}
         for symbol in wanted.symbols:
             canonical[symbol] = self._data.resolve(symbol, now)
