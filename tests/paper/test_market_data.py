@@ -454,3 +454,17 @@ def test_the_bench_settings_make_the_fast_market_and_are_off_by_default() -> Non
     assert fast.is_known("SYM099")
     assert not fast.is_known("SYM100")
     assert fast.asset_class("SYM042").value == "equity"
+
+
+async def test_the_app_builds_the_bench_market_from_its_settings(sqlite_url: str) -> None:
+    from tests.harness import running_app, settings_for_tests
+
+    settings = settings_for_tests(sqlite_url, paper_bench_symbols=100, paper_market_step_ms=50)
+    async with running_app(settings) as harness:
+        source = harness.state.ctx.paper_engine.quote_source
+        assert source.step == timedelta(milliseconds=50)
+        response = await harness.client.get(
+            "/v1/quotes?symbols=SYM007", headers=harness.auth("bench-user")
+        )
+        assert response.status_code == 200, response.text
+        assert "SYM007" in response.json()["quotes"]
