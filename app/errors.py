@@ -238,6 +238,14 @@ class InsufficientFunds(AppError):
     title = "Insufficient buying power or position"
 
 
+class UncoveredOption(AppError):
+    """A short option leg the account cannot cover (its own long legs, shares or cash)."""
+
+    status = 422
+    code = "uncovered_option"
+    title = "A short option leg is not covered"
+
+
 class MarketClosed(AppError):
     status = 422
     code = "market_closed"

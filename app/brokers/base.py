@@ -724,6 +724,11 @@ class OrderUpdate:
     order: BrokerOrder
     occurred_at: datetime
     fills: tuple[Fill, ...] = field(default_factory=tuple)
+    # An order the broker made itself on the account's behalf, not one we placed: an option
+    # expiring worthless, an exercise or an assignment (``option_expiration``,
+    # ``option_exercise``, ``option_assignment``, ``option_cash_settlement``). The gateway
+    # records it as an order of the account and tells the subscribers.
+    lifecycle: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,11 +71,11 @@ from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
 from app.services.context import ServiceContext, ensure_usable
 from app.services.orders import (
+    check_at_broker,
     check_option_terms,
     market_today,
     order_request_for_body,
     order_symbol,
-    order_symbols,
     quantity_is_fractional,
 )
 from app.services.pretrade import check_order
@@ -286,8 +286,7 @@ class OptionsService:
             adapter = await self._ctx.adapter_for(session, connection, for_order=False)
         request = order_request_for_body(body, new_id("preview"))
         try:
-            for symbol in order_symbols(body):
-                await adapter.check_symbol(symbol)
+            await check_at_broker(adapter, account.broker_account_ref, body)
             if spec.capabilities.preview is Support.native and isinstance(
                 adapter, SupportsOrderPreview
             ):

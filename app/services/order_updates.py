@@ -294,6 +294,39 @@ async def adopt_replacement(
     return replacement
 
 
+def lifecycle_order(account_id: str, update: OrderUpdate, now: datetime) -> Order | None:
+    """Our row for an order the broker made itself (``update.lifecycle``): its client order
+    id names the kind (``option_assignment:<our id>``) so the client can tell it apart."""
+    report = update.order
+    if report.status not in (OrderStatus.filled, OrderStatus.expired, OrderStatus.canceled):
+        return None
+    order_id = new_id("ord")
+    return Order(
+        id=order_id,
+        user_id="",  # the account's owner, set by the caller
+        account_id=account_id,
+        client_order_id=f"{update.lifecycle}:{order_id}"[:64],
+        broker_order_id=report.broker_order_id,
+        symbol=report.symbol,
+        side=report.side.value,
+        quantity=report.quantity,
+        filled_quantity=report.filled_quantity,
+        avg_fill_price=report.avg_fill_price,
+        order_type=report.order_type.value,
+        limit_price=None,
+        stop_price=None,
+        time_in_force=report.time_in_force.value,
+        extended_hours=False,
+        status=report.status.value,
+        reject_reason=None,
+        created_at=update.occurred_at,
+        updated_at=now,
+        position_effect=report.position_effect.value if report.position_effect else None,
+        price_effect=None,
+        legs=None,
+    )
+
+
 class OrderUpdateIngest:
     """The upstream feed seam: one broker's order updates become our order events."""
 
@@ -334,6 +367,18 @@ class OrderUpdateIngest:
                     await adopt_replacement(session, old, update.order, utcnow())
                     await session.commit()
                     return
+            if order is None and update.lifecycle is not None and len(account_ids) == 1:
+                # The broker acted on the account itself (expiry, exercise, assignment):
+                # recorded as an order of the account, so it shows with its event.
+                adopted = lifecycle_order(account_ids[0], update, utcnow())
+                if adopted is not None:
+                    owner = await AccountRepository.for_system(session).get(account_ids[0])
+                    if owner is not None:
+                        adopted.user_id = owner.user_id
+                        OrderRepository.for_system(session).add(adopted)
+                        append_order_event(session, adopted, adopted.updated_at)
+                        await session.commit()
+                        return
             if order is None:
                 log.info(
                     "order update for an order placed outside the gateway; ignored",

@@ -54,6 +54,7 @@ from app.brokers.base import (
     PositionEffect,
     PriceEffect,
     Support,
+    SupportsOrderCheck,
     TimeInForce,
 )
 from app.brokers.symbols import normalize_symbol
@@ -240,7 +241,7 @@ class OrderService:
             session, user_id, account, connection, body, open_credential=True
         )
         assert adapter is not None
-        await self.check_symbol(adapter, body)
+        await check_at_broker(adapter, account.broker_account_ref, body)
         return account, connection, adapter
 
     async def check_gates(
@@ -291,15 +292,6 @@ class OrderService:
         )
         check_option_terms(body, utcnow())
         return adapter
-
-    async def check_symbol(self, adapter: BrokerAdapter, body: OrderCreate) -> None:
-        """The broker's own symbol check (a read; a broker that does not list the symbol
-        refuses before any order is written). A multi-leg order checks every leg."""
-        try:
-            for symbol in order_symbols(body):
-                await adapter.check_symbol(symbol)
-        except broker_errors.BrokerError as exc:
-            raise to_app_error(exc) from exc
 
     async def _ensure_paper_first(
         self, session: AsyncSession, user_id: str, connection: Connection
@@ -712,6 +704,20 @@ def order_symbol(body: OrderCreate) -> str:
     """The symbol the order row carries: the normalized symbol (an option's canonical OCC
     symbol), or a multi-leg order's underlying."""
     return normalize_symbol(body.instrument)
+
+
+async def check_at_broker(adapter: BrokerAdapter, account_ref: str, body: OrderCreate) -> None:
+    """The broker's own checks before anything is written, with reads only: every symbol
+    (each leg of a multi-leg order) is one it lists, and where what it takes depends on the
+    account (``SupportsOrderCheck``: SnapTrade's linked brokerage) the order itself. Raises
+    the ``AppError`` the placement answers with."""
+    try:
+        for symbol in order_symbols(body):
+            await adapter.check_symbol(symbol)
+        if isinstance(adapter, SupportsOrderCheck):
+            await adapter.check_order(account_ref, order_request_for_body(body, "check"))
+    except broker_errors.BrokerError as exc:
+        raise to_app_error(exc) from exc
 
 
 def order_symbols(body: OrderCreate) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -314,3 +314,78 @@ async def test_a_resting_combo_is_modified_and_canceled_as_one_order(paper: Harn
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["status"] in ("pending_cancel", "canceled")
     assert len(canceled.json()["legs"]) == 2
+
+
+async def test_a_naked_short_call_is_422_uncovered_option(paper: Harness) -> None:
+    user = new_user()
+    _, account = await paper.paper_account(user)
+    expiration = await _monthly(paper, user, account)
+    call = (
+        await _chain(paper, user, account, f"expiration={expiration}&right=call&strike_gte=200")
+    )[0]
+    response = await paper.client.post(
+        f"/v1/accounts/{account}/orders",
+        json={
+            "symbol": call["symbol"],
+            "side": "sell",
+            "quantity": "1",
+            "order_type": "market",
+            "position_effect": "open",
+        },
+        headers=paper.auth(user, **{"Idempotency-Key": uuid.uuid4().hex}),
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "uncovered_option"
+    assert "uncovered short call" in response.json()["detail"]
+    positions = await _get(paper, user, f"/v1/accounts/{account}/positions")
+    assert positions["items"] == []
+
+
+async def test_an_in_the_money_call_held_through_expiry_is_exercised_and_subscribers_see_it(
+    paper: Harness,
+) -> None:
+    user = new_user()
+    _, account = await paper.paper_account(user)
+    expirations = await _get(
+        paper, user, f"/v1/accounts/{account}/options/expirations?underlying=AAPL"
+    )
+    nearest = expirations["items"][0]["expiration"]
+    call = (await _chain(paper, user, account, f"expiration={nearest}&right=call&strike_lte=160"))[
+        0
+    ]
+    bought = await _place(
+        paper,
+        user,
+        account,
+        {
+            "symbol": call["symbol"],
+            "side": "buy",
+            "quantity": "1",
+            "order_type": "market",
+            "position_effect": "open",
+        },
+    )
+    assert bought["status"] == "filled"
+    cursor = (await _get(paper, user, "/v1/events?limit=500"))["items"][-1]["cursor"]
+
+    expiry = datetime.fromisoformat(f"{nearest}T21:00:00+00:00")
+    paper.clock.advance(expiry - paper.clock.now() + timedelta(minutes=1))
+    await paper.state.ctx.paper_engine.tick()
+
+    events = (await _get(paper, user, f"/v1/events?after={cursor}"))["items"]
+    exercised = [e for e in events if e["order"]["client_order_id"].startswith("option_exercise:")]
+    assert [e["type"] for e in exercised] == ["order.filled"]
+    order = exercised[0]["order"]
+    assert (order["symbol"], order["side"], order["filled_quantity"]) == (
+        call["symbol"],
+        "sell",
+        "1",
+    )
+    positions = {
+        p["symbol"]: p
+        for p in (await _get(paper, user, f"/v1/accounts/{account}/positions"))["items"]
+    }
+    assert call["symbol"] not in positions
+    assert Decimal(positions["AAPL"]["quantity"]) == 100
+    orders = await _get(paper, user, f"/v1/accounts/{account}/orders?status=all")
+    assert order["id"] in {o["id"] for o in orders["items"]}
