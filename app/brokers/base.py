@@ -234,9 +234,23 @@ class OptionCapabilities:
     combo_time_in_force: frozenset[TimeInForce] = frozenset()
     greeks: Support = Support.unsupported
     exercise: Support = Support.unsupported
+    # Net price directions the broker takes for combos (tastytrade has no "even").
+    combo_price_effects: frozenset[PriceEffect] = frozenset(PriceEffect)
+    # Order types and durations the broker takes for single-leg option orders, where they
+    # are narrower than for equities (Alpaca: market and limit, day and gtc). None: as
+    # ``Capabilities.order_types`` / ``time_in_force``.
+    single_order_types: frozenset[OrderType] | None = None
+    single_time_in_force: frozenset[TimeInForce] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "combo_price_effects": sorted(e.value for e in self.combo_price_effects),
+            "single_order_types": None
+            if self.single_order_types is None
+            else sorted(t.value for t in self.single_order_types),
+            "single_time_in_force": None
+            if self.single_time_in_force is None
+            else sorted(t.value for t in self.single_time_in_force),
             "chain": self.chain.value,
             "expirations": self.expirations.value,
             "max_legs": self.max_legs,

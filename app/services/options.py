@@ -281,6 +281,7 @@ class OptionsService:
                 quantity_is_fractional=quantity_is_fractional(body),
                 extended_hours=body.extended_hours,
                 legs=len(body.legs or ()),
+                price_effect=body.price_effect,
             )
             check_option_terms(body, utcnow())
             adapter = await self._ctx.adapter_for(session, connection, for_order=False)

@@ -289,6 +289,7 @@ class OrderService:
             quantity_is_fractional=quantity_is_fractional(body),
             extended_hours=body.extended_hours,
             legs=len(body.legs or ()),
+            price_effect=body.price_effect,
         )
         check_option_terms(body, utcnow())
         return adapter

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from app import errors
-from app.brokers.base import AssetClass, Capabilities, OrderType, Support, TimeInForce
+from app.brokers.base import (
+    AssetClass,
+    Capabilities,
+    OrderType,
+    PriceEffect,
+    Support,
+    TimeInForce,
+)
 from app.brokers.symbols import asset_class_of
 
 
@@ -16,6 +23,7 @@ def check_order(
     quantity_is_fractional: bool,
     extended_hours: bool,
     legs: int = 0,
+    price_effect: PriceEffect | None = None,
 ) -> AssetClass:
     """Refuse with ``unsupported_order`` what this path cannot do; return the asset class.
 
@@ -30,7 +38,9 @@ def check_order(
     if not capabilities.supports_asset(asset_class):
         raise errors.UnsupportedOrder(f"this broker does not trade {asset_class.value}")
     if legs:
-        _check_combo(capabilities, legs, order_type, time_in_force)
+        _check_combo(capabilities, legs, order_type, time_in_force, price_effect)
+    elif asset_class is AssetClass.option:
+        _check_single_option(capabilities, order_type, time_in_force)
     if capabilities.order_types.get(order_type, Support.unsupported) is Support.unsupported:
         raise errors.UnsupportedOrder(f"this broker does not take {order_type.value} orders")
     if capabilities.time_in_force.get(time_in_force, Support.unsupported) is Support.unsupported:
@@ -44,8 +54,29 @@ def check_order(
     return asset_class
 
 
+def _check_single_option(
+    capabilities: Capabilities, order_type: OrderType, time_in_force: TimeInForce
+) -> None:
+    options = capabilities.options
+    if options.single_order_types is not None and order_type not in options.single_order_types:
+        raise errors.UnsupportedOrder(
+            f"this broker does not take {order_type.value} orders for options"
+        )
+    if (
+        options.single_time_in_force is not None
+        and time_in_force not in options.single_time_in_force
+    ):
+        raise errors.UnsupportedOrder(
+            f"this broker does not take time_in_force {time_in_force.value} for options"
+        )
+
+
 def _check_combo(
-    capabilities: Capabilities, legs: int, order_type: OrderType, time_in_force: TimeInForce
+    capabilities: Capabilities,
+    legs: int,
+    order_type: OrderType,
+    time_in_force: TimeInForce,
+    price_effect: PriceEffect | None,
 ) -> None:
     options = capabilities.options
     if capabilities.multi_leg is Support.unsupported:
@@ -61,4 +92,8 @@ def _check_combo(
     if time_in_force not in options.combo_time_in_force:
         raise errors.UnsupportedOrder(
             f"this broker does not take time_in_force {time_in_force.value} for multi-leg orders"
+        )
+    if price_effect is not None and price_effect not in options.combo_price_effects:
+        raise errors.UnsupportedOrder(
+            f"this broker does not take {price_effect.value} multi-leg orders"
         )
