@@ -78,6 +78,7 @@ from app.brokers.base import (
 )
 from app.brokers.http import BrokerClient, HttpPool
 from app.brokers.pooled_adapter import PooledAdapter
+from app.brokers.rows import read_rows
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -90,18 +91,19 @@ ALPACA_OPTIONS = OptionCapabilities(
     combo_order_types=frozenset({OrderType.market, OrderType.limit}),
     combo_time_in_force=mapping.COMBO_TIME_IN_FORCE,
     greeks=N,  # snapshot ``greeks`` and ``impliedVolatility``
-    # POST /v2/positions/{symbol}/exercise exists at Alpaca (spec) but is not wired here.
-    exercise=U,
+    # POST /v2/positions/{symbol_or_contract_id}/exercise and .../do-not-exercise (spec
+    # operations optionExercise, optionDoNotExercise): ``exercise_option``/``do_not_exercise``.
+    exercise=N,
 )
 
 ALPACA_CAPABILITIES = Capabilities(
-    # Crypto trades at Alpaca but this adapter maps equities and options only so far.
     # Option orders are narrower than equity ones (market/limit, day/gtc, whole contracts,
-    # no extended hours): the adapter refuses the rest before any call (mapping).
+    # no extended hours), and crypto ones too (``BTC/USD`` pairs, gtc/ioc, no shorts): the
+    # adapter refuses the rest before any call (mapping).
     asset_classes={
         AssetClass.equity: N,
         AssetClass.option: N,
-        AssetClass.crypto: U,
+        AssetClass.crypto: N,
         AssetClass.mutual_fund: U,
     },
     order_types=dict.fromkeys(OrderType, N),
@@ -114,6 +116,10 @@ ALPACA_CAPABILITIES = Capabilities(
     order_stream=N,
     options=ALPACA_OPTIONS,
     preview=E,  # Alpaca has no preview or what-if endpoint: the gateway estimates
+    # ``notional`` on market orders, day (equities) or gtc/ioc (crypto): spec ``notional``
+    # "Can only work for market order types and day for time in force".
+    notional=N,
+    notional_limit=U,
 )
 
 MAX_PAGE = 500  # GET /v2/orders ``limit`` maximum
@@ -190,8 +196,11 @@ class AlpacaAdapter(PooledAdapter):
         if not isinstance(body, list):
             raise mapping.unknown("positions payload", type(body).__name__)
         now = self._now()
-        positions = [mapping.position_from_wire(item, now) for item in body]
-        return list(await asyncio.gather(*(self._with_terms(p) for p in positions)))
+        positions = read_rows(
+            body, lambda item: mapping.position_from_wire(item, now), broker=SLUG, kind="position"
+        )
+        positions[:] = await asyncio.gather(*(self._with_terms(p) for p in positions))
+        return positions
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
         path = f"/v2/positions/{quote(mapping.wire_symbol(symbol), safe='')}"
@@ -477,7 +486,7 @@ class AlpacaAdapter(PooledAdapter):
         body = _loads(await self._trading.request("GET", "/v2/orders", params={**params, **NESTED}))
         if not isinstance(body, list):
             raise mapping.unknown("orders payload", type(body).__name__)
-        return [mapping.order_from_wire(item) for item in body]
+        return read_rows(body, mapping.order_from_wire, broker=SLUG, kind="order")
 
     async def list_orders(
         self, account_ref: str, status: OrderListFilter, limit: int
@@ -512,9 +521,9 @@ class AlpacaAdapter(PooledAdapter):
         body = _loads(await self._trading.request("GET", "/v2/account/activities", params=params))
         if not isinstance(body, list):
             raise mapping.unknown("activities payload", type(body).__name__)
-        result = [t for t in (mapping.transaction_from_activity(a) for a in body) if t]
+        result = read_rows(body, mapping.transaction_from_activity, broker=SLUG, kind="transaction")
         if type_ is not None:
-            result = [t for t in result if t.type == type_]
+            result[:] = [t for t in result if t.type == type_]
         return result
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
@@ -538,6 +547,26 @@ class AlpacaAdapter(PooledAdapter):
             self._data.request("GET", f"{base}/trades/latest", params={"symbols": wire}),
         )
         return mapping.quotes_from_wire(_loads(quotes), _loads(trades), symbols)
+
+    # --- option exercise instructions ------------------------------------------------
+
+    async def exercise_option(self, account_ref: str, symbol: str) -> None:
+        """``POST /v2/positions/{symbol_or_contract_id}/exercise``: exercise every available
+        contract of a long position now (spec ``optionExercise``: 200 without a body; 403
+        "no available position for the specified contract" or "cannot exercise short
+        position"; requests between market close and midnight are refused)."""
+        await self._instruct(symbol, "exercise")
+
+    async def do_not_exercise(self, account_ref: str, symbol: str) -> None:
+        """``POST /v2/positions/{symbol_or_contract_id}/do-not-exercise``: no automatic
+        exercise at expiry of an in-the-money long position (spec ``optionDoNotExercise``)."""
+        await self._instruct(symbol, "do-not-exercise")
+
+    async def _instruct(self, symbol: str, action: str) -> None:
+        if not is_option_symbol(symbol):
+            raise errors.UnsupportedOrder(f"{symbol!r} is not an option contract", broker=SLUG)
+        wire = mapping.wire_symbol(symbol)
+        await self._trading.request("POST", f"/v2/positions/{quote(wire, safe='')}/{action}")
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         from app.brokers.alpaca.stream import TradeUpdatesStream
