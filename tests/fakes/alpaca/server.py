@@ -264,6 +264,10 @@ class FakeAccount:
     # long position is then a short sale, https://docs.alpaca.markets/docs/margin-and-short-selling).
     shorting: bool = False
     do_not_exercise: set[str] = field(default_factory=set)
+    # Rows placed outside this fake's order form, answered as given (``GET /v2/orders``
+    # and ``GET /v2/positions``): what another client or Alpaca's dashboard left there.
+    foreign_orders: list[dict[str, Any]] = field(default_factory=list)
+    foreign_positions: list[dict[str, Any]] = field(default_factory=list)
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     legs: dict[str, FakeOrder] = field(default_factory=dict)  # mleg child orders by id
     positions: dict[str, FakePosition] = field(default_factory=dict)
@@ -631,7 +635,10 @@ class FakeAlpaca:
                     answers.append({"body": order.wire(), "status": 200, "symbol": wire_symbol})
             return JSONResponse(answers, status_code=207)
         return JSONResponse(
-            [self._position_wire(s, p) for s, p in account.positions.items() if p.qty]
+            [
+                *(self._position_wire(s, p) for s, p in account.positions.items() if p.qty),
+                *account.foreign_positions,
+            ]
         )
 
     @staticmethod
@@ -924,7 +931,12 @@ class FakeAlpaca:
         selected.sort(key=lambda o: o.created_at, reverse=params.get("direction") != "asc")
         limit = min(int(params.get("limit", "50")), 500)
         nested = params.get("nested") == "true"
-        return JSONResponse([o.wire(nested=nested) for o in selected[:limit]])
+        foreign = [
+            row
+            for row in account.foreign_orders
+            if status == "all" or (row.get("status") in OPEN_STATUSES) == (status == "open")
+        ]
+        return JSONResponse([*foreign, *(o.wire(nested=nested) for o in selected)][:limit])
 
     def _cancel(self, account: FakeAccount, order: FakeOrder) -> None:
         now = self._now()
