@@ -701,7 +701,8 @@ class FakeAlpaca:
             if percentage is not None:
                 if not ZERO < percentage <= 100:
                     return error(422, 40010001, "percentage must be between 0 and 100")
-                qty = (held * percentage / 100).quantize(Decimal("0.000000001"))
+                share = (held * percentage / 100).quantize(Decimal("0.000000001"))
+                qty = Decimal(format(share.normalize(), "f"))
             qty = held if qty is None else qty
             if qty <= 0 or qty > held:
                 return error(
