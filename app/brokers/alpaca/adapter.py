@@ -44,6 +44,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -66,9 +67,11 @@ from app.brokers.base import (
     OrderChanges,
     OrderListFilter,
     OrderRequest,
+    OrderSide,
     OrderType,
     OrderUpdate,
     Position,
+    PositionEffect,
     PriceEffect,
     Quote,
     Support,
@@ -360,10 +363,18 @@ class AlpacaAdapter(PooledAdapter):
     # --- orders ----------------------------------------------------------------------
 
     async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
+        body = mapping.order_to_wire(order)  # refuses what Alpaca cannot take, before any call
+        if is_short_or_cover(order):
+            refusal = await self._short_refusal(order)
+            if refusal is not None:
+                # A retry of an order that already went through (its cover filled, say)
+                # must find that order, not be refused for the state it left behind.
+                found = await self.find_order_by_client_id(account_ref, order.client_order_id)
+                if found is not None:
+                    return found
+                raise errors.UnsupportedOrder(refusal, broker=SLUG)
         try:
-            response = await self._trading.request(
-                "POST", "/v2/orders", json=mapping.order_to_wire(order)
-            )
+            response = await self._trading.request("POST", "/v2/orders", json=body)
         except errors.Rejected as exc:
             if mapping.DUPLICATE_CLIENT_ORDER_ID not in exc.reason:
                 raise
@@ -383,6 +394,25 @@ class AlpacaAdapter(PooledAdapter):
                 ) from exc
             return found
         return mapping.order_from_wire(_loads(response))
+
+    async def _short_refusal(self, order: OrderRequest) -> str | None:
+        """Alpaca shorts by position, so ``open``/``close`` on an equity is checked, not
+        sent: a sell that opens needs a margin account that may short (account
+        ``shorting_enabled``) and no long position (the sell would close it instead); a buy
+        that closes needs a short position of at least its quantity (it would open a long).
+        https://docs.alpaca.markets/docs/margin-and-short-selling"""
+        held = await self.get_position("", order.symbol)
+        quantity = held.quantity if held is not None else Decimal(0)
+        if order.side is OrderSide.buy:
+            if quantity >= 0 or order.quantity > -quantity:
+                return f"no short position of {order.quantity} {order.symbol} to cover"
+            return None
+        if quantity > 0:
+            return f"a long position in {order.symbol} is held: a sell closes it, not a short"
+        account = await self.get_account()
+        if account.get("shorting_enabled") is not True:
+            return "this Alpaca account cannot sell short (a margin account with shorting)"
+        return None
 
     async def modify_order(
         self, account_ref: str, broker_order_id: str, changes: OrderChanges
@@ -583,6 +613,14 @@ class AlpacaAdapter(PooledAdapter):
         would be missed by a time filter; the newest ``MAX_PAGE`` orders catch it instead.
         """
         return await self._orders({"status": "all", "limit": str(MAX_PAGE), "direction": "desc"})
+
+
+def is_short_or_cover(order: OrderRequest) -> bool:
+    """An equity sell that opens (a short sale) or buy that closes (a cover)."""
+    if order.is_multi_leg or is_option_symbol(order.symbol) or order.position_effect is None:
+        return False
+    opens = order.position_effect is PositionEffect.open
+    return (order.side is OrderSide.sell) == opens
 
 
 def replacement_client_order_id(broker_order_id: str) -> str:

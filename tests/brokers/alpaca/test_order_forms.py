@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -325,19 +326,75 @@ async def test_a_short_sale_and_its_cover_on_a_margin_account() -> None:
         assert await adapter.get_positions(run.account.id) == []
 
 
-async def test_a_short_sale_on_a_cash_account_is_refused_by_alpaca() -> None:
+def short_sale(client_order_id: str, qty: str = "5") -> OrderRequest:
+    return OrderRequest(
+        client_order_id,
+        "AAPL",
+        OrderSide.sell,
+        Decimal(qty),
+        OrderType.market,
+        TimeInForce.day,
+        position_effect=PositionEffect.open,
+    )
+
+
+def cover(client_order_id: str, qty: str = "5") -> OrderRequest:
+    return OrderRequest(
+        client_order_id,
+        "AAPL",
+        OrderSide.buy,
+        Decimal(qty),
+        OrderType.market,
+        TimeInForce.day,
+        position_effect=PositionEffect.close,
+    )
+
+
+async def test_a_short_sale_on_a_cash_account_is_refused_before_the_order() -> None:
     async with running_fake() as run:
-        short = OrderRequest(
-            "bg-s-3",
-            "AAPL",
-            OrderSide.sell,
-            Decimal(5),
-            OrderType.market,
-            TimeInForce.day,
-            position_effect=PositionEffect.open,
-        )
-        with pytest.raises(errors.InsufficientFunds):
-            await run.adapter().place_order(run.account.id, short)
+        with pytest.raises(errors.UnsupportedOrder, match="cannot sell short"):
+            await run.adapter().place_order(run.account.id, short_sale("bg-s-3"))
+        assert ("POST", "/v2/orders") not in run.fake.requests
+        # Alpaca itself refuses it too (the fake as the real API), were it sent.
+        run.fake.accounts[run.account.key_id].shorting = False
+        body = mapping.order_to_wire(short_sale("bg-s-3b"))
+
+        async with httpx.AsyncClient(base_url=run.url) as http:
+            refused = await http.post(
+                "/v2/orders",
+                json=body,
+                headers={
+                    "APCA-API-KEY-ID": run.account.key_id,
+                    "APCA-API-SECRET-KEY": run.account.secret,
+                },
+            )
+        assert refused.status_code == 403
+
+
+async def test_open_and_close_that_alpaca_would_read_otherwise_are_refused() -> None:
+    async with running_fake() as run:
+        run.account.shorting = True
+        adapter = run.adapter()
+        with pytest.raises(errors.UnsupportedOrder, match="no short position"):
+            await adapter.place_order(run.account.id, cover("bg-s-c0"))
+        await adapter.place_order(run.account.id, market("bg-s-long", qty="2"))
+        await run.fake.match()
+        with pytest.raises(errors.UnsupportedOrder, match="long position"):
+            await adapter.place_order(run.account.id, short_sale("bg-s-while-long"))
+        assert run.fake.order_count(run.account.key_id) == 1
+
+
+async def test_a_retried_cover_finds_the_order_it_placed() -> None:
+    async with running_fake() as run:
+        run.account.shorting = True
+        adapter = run.adapter()
+        await adapter.place_order(run.account.id, short_sale("bg-s-r1"))
+        await run.fake.match()
+        first = await adapter.place_order(run.account.id, cover("bg-s-r2"))
+        await run.fake.match()
+        again = await adapter.place_order(run.account.id, cover("bg-s-r2"))  # position now 0
+        assert again.broker_order_id == first.broker_order_id
+        assert again.status is OrderStatus.filled
 
 
 async def test_fractional_and_notional_short_sales_are_refused_before_any_request() -> None:
