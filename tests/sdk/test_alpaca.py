@@ -27,6 +27,7 @@ CALLS = {
     "submit_order_notional",
     "get_notional_filled",
     "submit_order_crypto",
+    "get_crypto_filled",
     "submit_order_limit",
     "get_order_by_client_id",
     "get_orders_filtered",

@@ -117,7 +117,7 @@ by_dollars = call(
 )
 if by_dollars is not None:
     call("get_notional_filled", lambda: wait_until(trading, by_dollars.id, OrderStatus.FILLED))
-call(
+crypto = call(
     "submit_order_crypto",
     lambda: trading.submit_order(
         MarketOrderRequest(
@@ -125,6 +125,8 @@ call(
         )
     ),
 )
+if crypto is not None:
+    call("get_crypto_filled", lambda: wait_until(trading, crypto.id, OrderStatus.FILLED))
 resting = call(
     "submit_order_limit",
     lambda: trading.submit_order(
