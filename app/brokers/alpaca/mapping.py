@@ -490,9 +490,11 @@ def order_to_wire(order: OrderRequest) -> dict[str, Any]:
 #
 # Crypto pairs are ``BTC/USD`` on the wire, ``BTC-USD`` in the gateway; Alpaca takes crypto
 # orders with time in force ``gtc`` or ``ioc`` only (spec ``TimeInForce``: "Crypto trading:
-# gtc, ioc"), as market, limit or stop_limit orders
-# (https://docs.alpaca.markets/docs/crypto-trading: "market, limit and stop limit"), never
-# in extended hours, never short.
+# gtc, ioc"), as market, limit or stop_limit orders, by ``qty`` or ``notional``
+# (https://docs.alpaca.markets/docs/crypto-orders), never in extended hours, never short.
+# alpaca-py allows a crypto notional on limit orders too ("For stocks, only works with
+# MarketOrders"); the gateway takes notional on market orders only (``notional_limit``
+# unsupported), for crypto as for stocks.
 CRYPTO_TIME_IN_FORCE = frozenset({TimeInForce.gtc, TimeInForce.ioc})
 CRYPTO_ORDER_TYPES = frozenset({OrderType.market, OrderType.limit, OrderType.stop_limit})
 # Quote currencies of Alpaca's crypto pairs (https://docs.alpaca.markets/docs/crypto-trading).
