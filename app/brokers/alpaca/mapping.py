@@ -693,6 +693,30 @@ def _option_event(body: dict[str, Any], activity_id: str, kind: str) -> Transact
     )
 
 
+def _option_trade(body: dict[str, Any], activity_id: str) -> Transaction:
+    """``OPTRD``: the underlying's trade that an exercise or assignment makes, signed ``qty``
+    (200 bought, -200 sold) at the strike, the cash in ``net_amount`` (same doc page)."""
+    qty = dec(body.get("qty"), "qty")
+    if qty == 0:
+        raise unknown("OPTRD qty", body.get("qty"))
+    occurred = body.get("date") or body.get("created_at")
+    if isinstance(occurred, str) and len(occurred) == 10:
+        occurred += "T00:00:00Z"
+    symbol = body.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        raise unknown("OPTRD symbol", symbol)
+    return Transaction(
+        transaction_id=activity_id,
+        type=OrderSide.buy.value if qty > 0 else OrderSide.sell.value,
+        occurred_at=ts(occurred, "date"),
+        amount=dec(body.get("net_amount"), "net_amount"),
+        symbol=symbol,
+        quantity=abs(qty),
+        price=opt_dec(body.get("price"), "price"),
+        description=str(body.get("description") or "Option Trade"),
+    )
+
+
 def transaction_from_activity(body: object) -> Transaction | None:
     """One activity into a transaction; None for activity types we do not report."""
     if not isinstance(body, dict):
@@ -726,6 +750,8 @@ def transaction_from_activity(body: object) -> Transaction | None:
     lifecycle = _OPTION_LIFECYCLE.get(str(activity_type))
     if lifecycle is not None:
         return _option_event(body, activity_id, lifecycle)
+    if activity_type == "OPTRD":
+        return _option_trade(body, activity_id)
     kind = _ACTIVITY_TYPES.get(str(activity_type))
     if kind is None:
         return None

@@ -451,6 +451,10 @@ async def test_exercise_turns_a_long_call_into_shares_and_reads_back_as_a_transa
         assert positions["AAPL"].quantity == Decimal(200)
         [event] = await adapter.get_transactions(run.account.id, None, None, "option_exercise")
         assert (event.symbol, event.quantity, event.amount) == (call.symbol, Decimal(-2), 0)
+        bought = await adapter.get_transactions(run.account.id, None, None, "buy")
+        shares = [t for t in bought if t.symbol == "AAPL"]
+        assert [(t.quantity, t.price) for t in shares] == [(Decimal(200), call.strike)]
+        assert shares[0].amount == -200 * call.strike
         with pytest.raises(errors.Rejected, match="no available position"):
             await adapter.exercise_option(run.account.id, call.symbol)
 
@@ -495,3 +499,54 @@ async def test_expiration_and_assignment_activities_become_transactions() -> Non
         assert events["option_assignment"].quantity == Decimal(1)
         positions = {p.symbol: p.quantity for p in await adapter.get_positions(run.account.id)}
         assert positions == {"AAPL": Decimal(100)}  # the short put bought 100 at the strike
+
+
+def test_the_documented_option_activities_map_to_transactions() -> None:
+    # https://docs.alpaca.markets/docs/non-trade-activities-for-option-events (as published)
+    documented = [
+        {
+            "id": "20190801011955195::5f596936-6f23-4cef-bdf1-3806aae57dbf",
+            "activity_type": "OPEXC",
+            "date": "2023-07-21",
+            "net_amount": "0",
+            "description": "Option Exercise",
+            "symbol": "AAPL230721C00150000",
+            "qty": "-2",
+            "status": "executed",
+        },
+        {
+            "id": "20190801011955195::5f596936-6f23-4cef-bdf1-3806aae57dbf",
+            "activity_type": "OPTRD",
+            "date": "2023-07-21",
+            "net_amount": "-30000",
+            "description": "Option Trade",
+            "symbol": "AAPL",
+            "qty": "200",
+            "price": "90",
+            "status": "executed",
+        },
+        {
+            "id": "20190801011955195::5f596936-6f23-4cef-bdf1-3806aae57dbg",
+            "activity_type": "OPASN",
+            "date": "2023-07-01",
+            "net_amount": "0",
+            "description": "Option Assignment",
+            "symbol": "AAPL230721C00150000",
+            "qty": "2",
+            "status": "executed",
+        },
+    ]
+    exercise, trade, assignment = (mapping.transaction_from_activity(a) for a in documented)
+    assert exercise is not None
+    assert (exercise.type, exercise.symbol, exercise.quantity) == (
+        "option_exercise",
+        "AAPL230721C00150000",
+        Decimal(-2),
+    )
+    assert exercise.occurred_at.isoformat() == "2023-07-21T00:00:00+00:00"
+    assert trade is not None
+    assert (trade.type, trade.quantity, trade.amount) == ("buy", Decimal(200), Decimal(-30000))
+    assert assignment is not None
+    assert (assignment.type, assignment.quantity) == ("option_assignment", Decimal(2))
+    with pytest.raises(errors.UnknownBrokerValue):
+        mapping.transaction_from_activity(dict(documented[0], symbol="NOT-AN-OPTION"))
