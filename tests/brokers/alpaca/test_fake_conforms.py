@@ -412,3 +412,22 @@ async def test_notional_crypto_and_exercise_bodies_match_the_spec() -> None:
             check(nothing.json(), {"$ref": "#/components/schemas/Error"})
             dne = await http.post("/v2/positions/AAPL250620C00100000/do-not-exercise")
             assert dne.status_code == 403
+
+
+async def test_option_lifecycle_activities_match_the_spec() -> None:
+    async with running_fake(cash="1000000") as run:
+        adapter = run.adapter()
+        call = contract(run.fake, OptionRight.call, 1)
+        put = contract(run.fake, OptionRight.call, 2)
+        for n, symbol in enumerate((call.symbol, put.symbol)):
+            await adapter.place_order(run.account.id, single(f"bg-spec-l{n}", symbol))
+        await run.fake.match()
+        async with client(run) as http:
+            exercised = await http.post(f"/v2/positions/{call.symbol}/exercise")
+            assert (exercised.status_code, exercised.content) == (200, b"")
+        run.fake.settle_option(run.account.key_id, put.symbol, "OPEXP")
+        async with client(run) as http:
+            activities = await http.get("/v2/account/activities")
+            kinds = [a["activity_type"] for a in activities.json()]
+            assert {"OPEXC", "OPTRD", "OPEXP"} <= set(kinds)
+            check(activities.json(), response_schema("/v2/account/activities", "get"))
