@@ -1019,6 +1019,18 @@ class SupportsOrderCheck(Protocol):
 
 
 @runtime_checkable
+class SupportsOptionExercise(Protocol):
+    """The optional part of the contract for brokers that take exercise instructions from
+    the account holder (``capabilities.options.exercise`` is ``native``; Alpaca). ``symbol``
+    is a held contract's OCC symbol. Raises like an order call (``Rejected`` when there is
+    no long position to exercise, ...)."""
+
+    async def exercise_option(self, account_ref: str, symbol: str) -> None: ...
+
+    async def do_not_exercise(self, account_ref: str, symbol: str) -> None: ...
+
+
+@runtime_checkable
 class MarketDataSession(Protocol):
     """One upstream market-data session (one broker connection or poller) for one
     credential, shared by every local subscriber entitled to it.

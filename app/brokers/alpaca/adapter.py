@@ -44,6 +44,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -66,9 +67,11 @@ from app.brokers.base import (
     OrderChanges,
     OrderListFilter,
     OrderRequest,
+    OrderSide,
     OrderType,
     OrderUpdate,
     Position,
+    PositionEffect,
     PriceEffect,
     Quote,
     Support,
@@ -78,6 +81,7 @@ from app.brokers.base import (
 )
 from app.brokers.http import BrokerClient, HttpPool
 from app.brokers.pooled_adapter import PooledAdapter
+from app.brokers.rows import read_rows
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -93,18 +97,19 @@ ALPACA_OPTIONS = OptionCapabilities(
     # Options take market and limit orders, day or gtc (the spec's order notes).
     single_order_types=frozenset({OrderType.market, OrderType.limit}),
     single_time_in_force=frozenset({TimeInForce.day, TimeInForce.gtc}),
-    # POST /v2/positions/{symbol}/exercise exists at Alpaca (spec) but is not wired here.
-    exercise=U,
+    # POST /v2/positions/{symbol_or_contract_id}/exercise and .../do-not-exercise (spec
+    # operations optionExercise, optionDoNotExercise): ``exercise_option``/``do_not_exercise``.
+    exercise=N,
 )
 
 ALPACA_CAPABILITIES = Capabilities(
-    # Crypto trades at Alpaca but this adapter maps equities and options only so far.
     # Option orders are narrower than equity ones (market/limit, day/gtc, whole contracts,
-    # no extended hours): the adapter refuses the rest before any call (mapping).
+    # no extended hours), and crypto ones too (``BTC/USD`` pairs, gtc/ioc, no shorts): the
+    # adapter refuses the rest before any call (mapping).
     asset_classes={
         AssetClass.equity: N,
         AssetClass.option: N,
-        AssetClass.crypto: U,
+        AssetClass.crypto: N,
         AssetClass.mutual_fund: U,
     },
     order_types=dict.fromkeys(OrderType, N),
@@ -117,6 +122,10 @@ ALPACA_CAPABILITIES = Capabilities(
     order_stream=N,
     options=ALPACA_OPTIONS,
     preview=E,  # Alpaca has no preview or what-if endpoint: the gateway estimates
+    # ``notional`` on market orders, day (equities) or gtc/ioc (crypto): spec ``notional``
+    # "Can only work for market order types and day for time in force".
+    notional=N,
+    notional_limit=U,
 )
 
 MAX_PAGE = 500  # GET /v2/orders ``limit`` maximum
@@ -193,8 +202,11 @@ class AlpacaAdapter(PooledAdapter):
         if not isinstance(body, list):
             raise mapping.unknown("positions payload", type(body).__name__)
         now = self._now()
-        positions = [mapping.position_from_wire(item, now) for item in body]
-        return list(await asyncio.gather(*(self._with_terms(p) for p in positions)))
+        positions = read_rows(
+            body, lambda item: mapping.position_from_wire(item, now), broker=SLUG, kind="position"
+        )
+        positions[:] = await asyncio.gather(*(self._with_terms(p) for p in positions))
+        return positions
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
         path = f"/v2/positions/{quote(mapping.wire_symbol(symbol), safe='')}"
@@ -354,10 +366,18 @@ class AlpacaAdapter(PooledAdapter):
     # --- orders ----------------------------------------------------------------------
 
     async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
+        body = mapping.order_to_wire(order)  # refuses what Alpaca cannot take, before any call
+        if is_short_or_cover(order):
+            refusal = await self._short_refusal(order)
+            if refusal is not None:
+                # A retry of an order that already went through (its cover filled, say)
+                # must find that order, not be refused for the state it left behind.
+                found = await self.find_order_by_client_id(account_ref, order.client_order_id)
+                if found is not None:
+                    return found
+                raise errors.UnsupportedOrder(refusal, broker=SLUG)
         try:
-            response = await self._trading.request(
-                "POST", "/v2/orders", json=mapping.order_to_wire(order)
-            )
+            response = await self._trading.request("POST", "/v2/orders", json=body)
         except errors.Rejected as exc:
             if mapping.DUPLICATE_CLIENT_ORDER_ID not in exc.reason:
                 raise
@@ -377,6 +397,25 @@ class AlpacaAdapter(PooledAdapter):
                 ) from exc
             return found
         return mapping.order_from_wire(_loads(response))
+
+    async def _short_refusal(self, order: OrderRequest) -> str | None:
+        """Alpaca shorts by position, so ``open``/``close`` on an equity is checked, not
+        sent: a sell that opens needs a margin account that may short (account
+        ``shorting_enabled``) and no long position (the sell would close it instead); a buy
+        that closes needs a short position of at least its quantity (it would open a long).
+        https://docs.alpaca.markets/docs/margin-and-short-selling"""
+        held = await self.get_position("", order.symbol)
+        quantity = held.quantity if held is not None else Decimal(0)
+        if order.side is OrderSide.buy:
+            if quantity >= 0 or order.quantity > -quantity:
+                return f"no short position of {order.quantity} {order.symbol} to cover"
+            return None
+        if quantity > 0:
+            return f"a long position in {order.symbol} is held: a sell closes it, not a short"
+        account = await self.get_account()
+        if account.get("shorting_enabled") is not True:
+            return "this Alpaca account cannot sell short (a margin account with shorting)"
+        return None
 
     async def modify_order(
         self, account_ref: str, broker_order_id: str, changes: OrderChanges
@@ -480,7 +519,7 @@ class AlpacaAdapter(PooledAdapter):
         body = _loads(await self._trading.request("GET", "/v2/orders", params={**params, **NESTED}))
         if not isinstance(body, list):
             raise mapping.unknown("orders payload", type(body).__name__)
-        return [mapping.order_from_wire(item) for item in body]
+        return read_rows(body, mapping.order_from_wire, broker=SLUG, kind="order")
 
     async def list_orders(
         self, account_ref: str, status: OrderListFilter, limit: int
@@ -515,9 +554,9 @@ class AlpacaAdapter(PooledAdapter):
         body = _loads(await self._trading.request("GET", "/v2/account/activities", params=params))
         if not isinstance(body, list):
             raise mapping.unknown("activities payload", type(body).__name__)
-        result = [t for t in (mapping.transaction_from_activity(a) for a in body) if t]
+        result = read_rows(body, mapping.transaction_from_activity, broker=SLUG, kind="transaction")
         if type_ is not None:
-            result = [t for t in result if t.type == type_]
+            result[:] = [t for t in result if t.type == type_]
         return result
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
@@ -542,6 +581,26 @@ class AlpacaAdapter(PooledAdapter):
         )
         return mapping.quotes_from_wire(_loads(quotes), _loads(trades), symbols)
 
+    # --- option exercise instructions ------------------------------------------------
+
+    async def exercise_option(self, account_ref: str, symbol: str) -> None:
+        """``POST /v2/positions/{symbol_or_contract_id}/exercise``: exercise every available
+        contract of a long position now (spec ``optionExercise``: 200 without a body; 403
+        "no available position for the specified contract" or "cannot exercise short
+        position"; requests between market close and midnight are refused)."""
+        await self._instruct(symbol, "exercise")
+
+    async def do_not_exercise(self, account_ref: str, symbol: str) -> None:
+        """``POST /v2/positions/{symbol_or_contract_id}/do-not-exercise``: no automatic
+        exercise at expiry of an in-the-money long position (spec ``optionDoNotExercise``)."""
+        await self._instruct(symbol, "do-not-exercise")
+
+    async def _instruct(self, symbol: str, action: str) -> None:
+        if not is_option_symbol(symbol):
+            raise errors.UnsupportedOrder(f"{symbol!r} is not an option contract", broker=SLUG)
+        wire = mapping.wire_symbol(symbol)
+        await self._trading.request("POST", f"/v2/positions/{quote(wire, safe='')}/{action}")
+
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         from app.brokers.alpaca.stream import TradeUpdatesStream
 
@@ -557,6 +616,14 @@ class AlpacaAdapter(PooledAdapter):
         would be missed by a time filter; the newest ``MAX_PAGE`` orders catch it instead.
         """
         return await self._orders({"status": "all", "limit": str(MAX_PAGE), "direction": "desc"})
+
+
+def is_short_or_cover(order: OrderRequest) -> bool:
+    """An equity sell that opens (a short sale) or buy that closes (a cover)."""
+    if order.is_multi_leg or is_option_symbol(order.symbol) or order.position_effect is None:
+        return False
+    opens = order.position_effect is PositionEffect.open
+    return (order.side is OrderSide.sell) == opens
 
 
 def replacement_client_order_id(broker_order_id: str) -> str:

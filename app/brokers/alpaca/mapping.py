@@ -402,11 +402,15 @@ def order_from_wire(body: object) -> BrokerOrder:
     side = _SIDES.get(str(body.get("side")))
     if side is None:
         raise unknown("side", body.get("side"))
+    filled = opt_dec(body.get("filled_qty"), "filled_qty") or _ZERO
+    # A dollar-amount order has ``notional`` and a null ``qty`` (spec ``Order.notional``: "If
+    # entered, qty will be null"); its quantity is what has filled so far, as Alpaca reports.
+    notional = opt_dec(body.get("notional"), "notional")
     qty = opt_dec(body.get("qty"), "qty")
     if qty is None:
-        # Notional orders have no qty until filled; the gateway never sends them.
-        raise unknown("qty", body.get("qty"))
-    filled = opt_dec(body.get("filled_qty"), "filled_qty") or _ZERO
+        if notional is None:
+            raise unknown("qty", body.get("qty"))
+        qty = filled
     asset_class = _ASSET_CLASSES.get(str(body.get("asset_class")))
     created = ts(body.get("created_at"), "created_at")
     updated_raw = body.get("updated_at")
@@ -438,6 +442,7 @@ def order_from_wire(body: object) -> BrokerOrder:
         replaced_by=_opt_str(body.get("replaced_by")),
         replaces=_opt_str(body.get("replaces")),
         position_effect=_effect_from_intent(body.get("position_intent")),
+        notional=notional,
     )
 
 
@@ -455,14 +460,23 @@ def order_to_wire(order: OrderRequest) -> dict[str, Any]:
         return mleg_order_to_wire(order)
     if is_option_symbol(order.symbol):
         return option_order_to_wire(order)
+    crypto = is_crypto_symbol(order.symbol)
+    if crypto:
+        _check_crypto_terms(order)
+    if order.position_effect is not None:
+        _check_short_terms(order, crypto=crypto)
     body: dict[str, Any] = {
         "symbol": to_alpaca_symbol(order.symbol),
-        "qty": str(order.quantity),
         "side": order.side.value,
         "type": order.order_type.value,
         "time_in_force": order.time_in_force.value,
         "client_order_id": order.client_order_id,
     }
+    if order.notional is not None:
+        _check_notional_terms(order, crypto=crypto)
+        body["notional"] = str(order.notional)
+    else:
+        body["qty"] = str(order.quantity)
     if order.limit_price is not None:
         body["limit_price"] = str(order.limit_price)
     if order.stop_price is not None:
@@ -470,6 +484,89 @@ def order_to_wire(order: OrderRequest) -> dict[str, Any]:
     if order.extended_hours:
         body["extended_hours"] = True
     return body
+
+
+# --- crypto, notional and short-sale terms -------------------------------------------------
+#
+# Crypto pairs are ``BTC/USD`` on the wire, ``BTC-USD`` in the gateway; Alpaca takes crypto
+# orders with time in force ``gtc`` or ``ioc`` only (spec ``TimeInForce``: "Crypto trading:
+# gtc, ioc"), as market, limit or stop_limit orders, by ``qty`` or ``notional``
+# (https://docs.alpaca.markets/docs/crypto-orders), never in extended hours, never short.
+# alpaca-py allows a crypto notional on limit orders too ("For stocks, only works with
+# MarketOrders"); the gateway takes notional on market orders only (``notional_limit``
+# unsupported), for crypto as for stocks.
+CRYPTO_TIME_IN_FORCE = frozenset({TimeInForce.gtc, TimeInForce.ioc})
+CRYPTO_ORDER_TYPES = frozenset({OrderType.market, OrderType.limit, OrderType.stop_limit})
+# Quote currencies of Alpaca's crypto pairs (https://docs.alpaca.markets/docs/crypto-trading).
+CRYPTO_QUOTES = ("USD", "USDT", "USDC", "BTC")
+
+
+def is_crypto_symbol(symbol: str) -> bool:
+    """``BTC-USD`` (ours) or ``BTC/USD`` (Alpaca's): a pair of a crypto and a quote currency."""
+    for sep in ("-", "/"):
+        base, found, quote_ccy = symbol.partition(sep)
+        if found and base and quote_ccy in CRYPTO_QUOTES:
+            return True
+    return False
+
+
+def _check_crypto_terms(order: OrderRequest) -> None:
+    if order.time_in_force not in CRYPTO_TIME_IN_FORCE:
+        raise errors.UnsupportedOrder(
+            "Alpaca takes crypto orders with time in force gtc or ioc only", broker=SLUG
+        )
+    if order.order_type not in CRYPTO_ORDER_TYPES:
+        raise errors.UnsupportedOrder(
+            "Alpaca takes crypto orders as market, limit or stop_limit only", broker=SLUG
+        )
+    if order.extended_hours:
+        raise errors.UnsupportedOrder(
+            "crypto trades around the clock: no extended_hours", broker=SLUG
+        )
+
+
+def _check_notional_terms(order: OrderRequest, *, crypto: bool) -> None:
+    """Spec ``notional``: "Can only work for market order types and day for time in force"
+    (crypto: ``gtc``/``ioc``, its only time in force); fractionable assets only (Alpaca
+    refuses others with a 422 we map to ``UnsupportedOrder``)."""
+    notional = order.notional
+    assert notional is not None
+    if not notional.is_finite() or notional <= 0:
+        raise errors.UnsupportedOrder(
+            f"a notional amount must be > 0 (got {notional})", broker=SLUG
+        )
+    if order.order_type is not OrderType.market:
+        raise errors.UnsupportedOrder(
+            "Alpaca takes notional amounts on market orders only", broker=SLUG
+        )
+    if not crypto and order.time_in_force is not TimeInForce.day:
+        raise errors.UnsupportedOrder(
+            "Alpaca takes notional equity orders with time in force day only", broker=SLUG
+        )
+    if order.extended_hours:
+        raise errors.UnsupportedOrder("notional orders do not trade in extended hours", broker=SLUG)
+    if order.quantity:
+        raise errors.UnsupportedOrder(
+            "an order has a quantity or a notional, not both", broker=SLUG
+        )
+
+
+def _check_short_terms(order: OrderRequest, *, crypto: bool) -> None:
+    """Alpaca shorts by position: a sell with no long position is a short sale on a margin
+    account (https://docs.alpaca.markets/docs/margin-and-short-selling), so ``open``/``close``
+    is not sent for equities, only checked. What Alpaca cannot short is refused here:
+    crypto ("Crypto cannot be sold short", https://docs.alpaca.markets/docs/crypto-trading),
+    fractional or notional short sales ("fractional orders ... cannot be sold short",
+    https://docs.alpaca.markets/docs/fractional-trading)."""
+    if order.side is OrderSide.sell and order.position_effect is PositionEffect.open:
+        if crypto:
+            raise errors.UnsupportedOrder("Alpaca does not sell crypto short", broker=SLUG)
+        if order.notional is not None or order.quantity != order.quantity.to_integral_value():
+            raise errors.UnsupportedOrder(
+                "Alpaca sells short whole shares only (no fractional or notional)", broker=SLUG
+            )
+    if crypto and order.side is OrderSide.buy and order.position_effect is PositionEffect.close:
+        raise errors.UnsupportedOrder("there is no crypto short at Alpaca to cover", broker=SLUG)
 
 
 def changes_to_wire(
@@ -568,6 +665,58 @@ _ACTIVITY_TYPES = {
 }
 
 
+# An option's end of life, as non-trade activities with the contract's OCC ``symbol`` and the
+# signed change of the position in ``qty`` (``-2``: two long contracts exercised; ``2``: two
+# short ones assigned), ``net_amount`` "0" (the underlying's trade is a separate ``OPTRD``):
+# https://docs.alpaca.markets/docs/non-trade-activities-for-option-events (spec
+# ``ActivityType``: OPASN, OPEXC, OPEXP).
+_OPTION_LIFECYCLE = {
+    "OPEXP": "option_expiration",
+    "OPEXC": "option_exercise",
+    "OPASN": "option_assignment",
+}
+
+
+def _option_event(body: dict[str, Any], activity_id: str, kind: str) -> Transaction:
+    contract = option_contract(str(body.get("symbol")))
+    occurred = body.get("date") or body.get("created_at")
+    if isinstance(occurred, str) and len(occurred) == 10:
+        occurred += "T00:00:00Z"  # a calendar date in the doc's examples
+    return Transaction(
+        transaction_id=activity_id,
+        type=kind,
+        occurred_at=ts(occurred, "date"),
+        amount=opt_dec(body.get("net_amount"), "net_amount") or _ZERO,
+        symbol=contract.symbol,
+        quantity=dec(body.get("qty"), "qty"),
+        description=str(body.get("description") or body.get("activity_type")),
+    )
+
+
+def _option_trade(body: dict[str, Any], activity_id: str) -> Transaction:
+    """``OPTRD``: the underlying's trade that an exercise or assignment makes, signed ``qty``
+    (200 bought, -200 sold) at the strike, the cash in ``net_amount`` (same doc page)."""
+    qty = dec(body.get("qty"), "qty")
+    if qty == 0:
+        raise unknown("OPTRD qty", body.get("qty"))
+    occurred = body.get("date") or body.get("created_at")
+    if isinstance(occurred, str) and len(occurred) == 10:
+        occurred += "T00:00:00Z"
+    symbol = body.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        raise unknown("OPTRD symbol", symbol)
+    return Transaction(
+        transaction_id=activity_id,
+        type=OrderSide.buy.value if qty > 0 else OrderSide.sell.value,
+        occurred_at=ts(occurred, "date"),
+        amount=dec(body.get("net_amount"), "net_amount"),
+        symbol=symbol,
+        quantity=abs(qty),
+        price=opt_dec(body.get("price"), "price"),
+        description=str(body.get("description") or "Option Trade"),
+    )
+
+
 def transaction_from_activity(body: object) -> Transaction | None:
     """One activity into a transaction; None for activity types we do not report."""
     if not isinstance(body, dict):
@@ -598,6 +747,11 @@ def transaction_from_activity(body: object) -> Transaction | None:
             price=price,
             description=f"{body.get('type', 'fill')} of order {body.get('order_id')}",
         )
+    lifecycle = _OPTION_LIFECYCLE.get(str(activity_type))
+    if lifecycle is not None:
+        return _option_event(body, activity_id, lifecycle)
+    if activity_type == "OPTRD":
+        return _option_trade(body, activity_id)
     kind = _ACTIVITY_TYPES.get(str(activity_type))
     if kind is None:
         return None

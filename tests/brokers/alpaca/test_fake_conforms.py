@@ -277,3 +277,157 @@ async def test_option_writes_match_the_spec() -> None:
             refused = await http.post("/v2/orders", json=bad)
             assert refused.status_code == 422
             check(refused.json(), {"$ref": "#/components/schemas/Error"})
+
+
+# --- the routes alpaca-py calls beyond the gateway's own (issue 15 item 9) ------------------
+
+
+async def test_bulk_cancel_close_configurations_and_clock_match_the_spec() -> None:
+    error_schema = {"$ref": "#/components/schemas/Error"}
+    async with running_fake() as run:
+        adapter = run.adapter()
+        resting = await adapter.place_order(run.account.id, limit_buy("bg-spec-bulk"))
+        for n, symbol in enumerate(("AAPL", "MSFT")):
+            await adapter.place_order(
+                run.account.id,
+                OrderRequest(
+                    f"bg-spec-pos-{n}",
+                    symbol,
+                    OrderSide.buy,
+                    Decimal(4),
+                    OrderType.market,
+                    TimeInForce.day,
+                ),
+            )
+        await run.fake.match()
+        async with client(run) as http:
+            configurations = await http.get("/v2/account/configurations")
+            assert configurations.status_code == 200
+            check(configurations.json(), response_schema("/v2/account/configurations", "get"))
+            clock = await http.get("/v2/clock")
+            assert clock.status_code == 200
+            check(clock.json(), response_schema("/v2/clock", "get"))
+
+            half = await http.delete("/v2/positions/AAPL", params={"percentage": "50"})
+            assert half.status_code == 200, half.text
+            assert (half.json()["side"], half.json()["qty"]) == ("sell", "2")
+            check(half.json(), response_schema("/v2/positions/{symbol_or_asset_id}", "delete"))
+            too_much = await http.delete("/v2/positions/AAPL", params={"qty": "9"})
+            assert too_much.status_code == 403
+            check(too_much.json(), error_schema)
+
+            canceled = await http.delete("/v2/orders")
+            assert canceled.status_code == 207
+            ids = {c["id"] for c in canceled.json()}
+            assert resting.broker_order_id in ids
+            check(canceled.json(), response_schema("/v2/orders", "delete", "207"))
+            assert (await http.get("/v2/orders")).json() == []
+
+            closed = await http.delete("/v2/positions", params={"cancel_orders": "true"})
+            assert closed.status_code == 207
+            assert {c["symbol"] for c in closed.json()} == {"AAPL", "MSFT"}
+            check(closed.json(), response_schema("/v2/positions", "delete", "207"))
+
+            for unknown in (await http.get("/v2/nowhere"), await http.put("/v2/clock")):
+                assert unknown.status_code in (404, 405)
+                assert unknown.headers["content-type"].startswith("application/json")
+                check(unknown.json(), error_schema)
+
+
+async def test_order_list_filters() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        first = await adapter.place_order(run.account.id, limit_buy("bg-f-1"))
+        second = await adapter.place_order(
+            run.account.id,
+            OrderRequest(
+                "bg-f-2",
+                "BTC-USD",
+                OrderSide.buy,
+                Decimal("0.01"),
+                OrderType.limit,
+                TimeInForce.gtc,
+                limit_price=Decimal(1000),
+            ),
+        )
+        third = await adapter.place_order(run.account.id, limit_buy("bg-f-3", symbol="MSFT"))
+        async with client(run) as http:
+
+            async def ids(**params: str) -> list[str]:
+                answer = await http.get("/v2/orders", params={"direction": "asc", **params})
+                assert answer.status_code == 200, answer.text
+                return [o["id"] for o in answer.json()]
+
+            all_ids = [first.broker_order_id, second.broker_order_id, third.broker_order_id]
+            assert await ids() == all_ids
+            assert await ids(side="sell") == []
+            assert await ids(side="buy") == all_ids
+            assert await ids(asset_class="crypto") == [second.broker_order_id]
+            assert await ids(asset_class="us_equity") == [all_ids[0], all_ids[2]]
+            assert await ids(after_order_id=first.broker_order_id) == all_ids[1:]
+            assert await ids(before_order_id=third.broker_order_id) == all_ids[:2]
+
+
+async def test_notional_crypto_and_exercise_bodies_match_the_spec() -> None:
+    request_schema = spec()["paths"]["/v2/orders"]["post"]["requestBody"]
+    body_schema = _json_schema(request_schema["content"]["application/json"]["schema"])
+    async with running_fake() as run:
+        async with client(run) as http:
+            for body in (
+                mapping.order_to_wire(
+                    OrderRequest(
+                        "bg-spec-n",
+                        "AAPL",
+                        OrderSide.buy,
+                        Decimal(0),
+                        OrderType.market,
+                        TimeInForce.day,
+                        notional=Decimal("500"),
+                    )
+                ),
+                mapping.order_to_wire(
+                    OrderRequest(
+                        "bg-spec-c",
+                        "BTC-USD",
+                        OrderSide.buy,
+                        Decimal("0.001"),
+                        OrderType.market,
+                        TimeInForce.ioc,
+                    )
+                ),
+            ):
+                check(body, body_schema)
+                placed = await http.post("/v2/orders", json=body)
+                assert placed.status_code == 200, placed.text
+                check(placed.json(), response_schema("/v2/orders", "post"))
+            notional = await http.get("/v2/orders:by_client_order_id?client_order_id=bg-spec-n")
+            assert (notional.json()["qty"], notional.json()["notional"]) == (None, "500")
+            both = await http.post(
+                "/v2/orders",
+                json={**body, "client_order_id": "bg-spec-both", "qty": "1", "notional": "5"},
+            )
+            assert both.status_code == 422
+            nothing = await http.post("/v2/positions/AAPL250620C00100000/exercise")
+            assert nothing.status_code == 403
+            check(nothing.json(), {"$ref": "#/components/schemas/Error"})
+            dne = await http.post("/v2/positions/AAPL250620C00100000/do-not-exercise")
+            assert dne.status_code == 403
+
+
+async def test_option_lifecycle_activities_match_the_spec() -> None:
+    async with running_fake(cash="1000000") as run:
+        adapter = run.adapter()
+        call = contract(run.fake, OptionRight.call, 1)
+        put = contract(run.fake, OptionRight.call, 2)
+        for n, symbol in enumerate((call.symbol, put.symbol)):
+            await adapter.place_order(run.account.id, single(f"bg-spec-l{n}", symbol))
+        await run.fake.match()
+        async with client(run) as http:
+            exercised = await http.post(f"/v2/positions/{call.symbol}/exercise")
+            assert (exercised.status_code, exercised.content) == (200, b"")
+        run.fake.settle_option(run.account.key_id, put.symbol, "OPEXP")
+        async with client(run) as http:
+            activities = await http.get("/v2/account/activities")
+            kinds = [a["activity_type"] for a in activities.json()]
+            assert {"OPEXC", "OPTRD", "OPEXP"} <= set(kinds)
+            check(activities.json(), response_schema("/v2/account/activities", "get"))

@@ -34,11 +34,12 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -167,6 +168,9 @@ class FakeOrder:
     position_intent: str | None = None
     ratio_qty: Decimal | None = None
     legs: list[FakeOrder] | None = None
+    # A dollar-amount order: ``qty`` on the wire is null (spec ``Order.notional``: "If
+    # entered, qty will be null"); ``qty`` here is the estimate, fixed at the fill price.
+    notional: Decimal | None = None
 
     @property
     def is_option(self) -> bool:
@@ -210,10 +214,10 @@ class FakeOrder:
             "id": self.id,
             "legs": [leg.wire() for leg in self.legs or ()] if self.is_mleg and nested else None,
             "limit_price": opt(self.limit_price),
-            "notional": None,
+            "notional": opt(self.notional),
             "order_class": self.order_class,
             "order_type": self.type,
-            "qty": str(self.qty),
+            "qty": None if self.notional is not None else str(self.qty),
             "replaced_at": opt_ts(self.replaced_at),
             "replaced_by": self.replaced_by,
             "replaces": self.replaces,
@@ -256,6 +260,14 @@ class FakeAccount:
     # Level 3 trades multi-leg options (account fields ``options_approved_level`` /
     # ``options_trading_level``; https://docs.alpaca.markets/docs/options-level-3-trading).
     options_level: int = 3
+    # A margin account that may sell short (account ``shorting_enabled``; a sell with no
+    # long position is then a short sale, https://docs.alpaca.markets/docs/margin-and-short-selling).
+    shorting: bool = False
+    do_not_exercise: set[str] = field(default_factory=set)
+    # Rows placed outside this fake's order form, answered as given (``GET /v2/orders``
+    # and ``GET /v2/positions``): what another client or Alpaca's dashboard left there.
+    foreign_orders: list[dict[str, Any]] = field(default_factory=list)
+    foreign_positions: list[dict[str, Any]] = field(default_factory=list)
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     legs: dict[str, FakeOrder] = field(default_factory=dict)  # mleg child orders by id
     positions: dict[str, FakePosition] = field(default_factory=dict)
@@ -281,10 +293,18 @@ class FakeAlpaca:
             routes=[
                 Route("/v2/account", self.get_account, methods=["GET"]),
                 Route("/v2/account/activities", self.get_activities, methods=["GET"]),
-                Route("/v2/positions", self.get_positions, methods=["GET"]),
-                Route("/v2/positions/{symbol:path}", self.get_position, methods=["GET"]),
+                Route("/v2/account/configurations", self.configurations, methods=["GET"]),
+                Route("/v2/clock", self.get_clock, methods=["GET"]),
+                Route("/v2/positions", self.get_positions, methods=["GET", "DELETE"]),
+                Route("/v2/positions/{symbol:path}/exercise", self.exercise, methods=["POST"]),
+                Route(
+                    "/v2/positions/{symbol:path}/do-not-exercise",
+                    self.do_not_exercise,
+                    methods=["POST"],
+                ),
+                Route("/v2/positions/{symbol:path}", self.get_position, methods=["GET", "DELETE"]),
                 Route("/v2/assets/{symbol:path}", self.get_asset, methods=["GET"]),
-                Route("/v2/orders", self.orders, methods=["GET", "POST"]),
+                Route("/v2/orders", self.orders, methods=["GET", "POST", "DELETE"]),
                 Route("/v2/orders:by_client_order_id", self.by_client_id, methods=["GET"]),
                 Route("/v2/orders/{order_id}", self.order, methods=["GET", "PATCH", "DELETE"]),
                 Route("/v2/stocks/quotes/latest", self.latest_quotes, methods=["GET"]),
@@ -303,7 +323,8 @@ class FakeAlpaca:
                     methods=["GET"],
                 ),
                 WebSocketRoute("/stream", self.stream),
-            ]
+            ],
+            exception_handlers={HTTPException: _http_error},
         )
 
     # --- test controls -----------------------------------------------------------------
@@ -512,7 +533,7 @@ class FakeAlpaca:
                 "last_maintenance_margin": "0",
                 "long_market_value": money(long_value),
                 "maintenance_margin": "0",
-                "multiplier": "1",
+                "multiplier": "2" if account.shorting else "1",
                 "non_marginable_buying_power": money(buying_power),
                 "options_approved_level": account.options_level,
                 "options_buying_power": money(buying_power),
@@ -522,7 +543,7 @@ class FakeAlpaca:
                 "portfolio_value": money(equity),
                 "regt_buying_power": money(buying_power),
                 "short_market_value": "0",
-                "shorting_enabled": False,
+                "shorting_enabled": account.shorting,
                 "sma": "0",
                 "status": "ACTIVE",
                 "trade_suspended_by_user": False,
@@ -574,7 +595,8 @@ class FakeAlpaca:
         market_value = position.qty * quote.last
         avg = (position.cost_basis / position.qty).quantize(Decimal("0.0001"))
         pl = market_value - position.cost_basis
-        plpc = (pl / position.cost_basis).quantize(Decimal("0.0001")) if position.cost_basis else 0
+        basis = abs(position.cost_basis)
+        plpc = (pl / basis).quantize(Decimal("0.0001")) if basis else 0
         crypto = "/" in symbol
         return {
             "asset_class": "crypto" if crypto else "us_equity",
@@ -589,7 +611,7 @@ class FakeAlpaca:
             "market_value": money(market_value),
             "qty": str(position.qty),
             "qty_available": str(position.qty),
-            "side": "long",
+            "side": "long" if position.qty > 0 else "short",
             "symbol": symbol.replace("/", "") if crypto else symbol,
             "unrealized_intraday_pl": money(pl),
             "unrealized_intraday_plpc": str(plpc),
@@ -601,19 +623,228 @@ class FakeAlpaca:
         account = await self._gate(request)
         if isinstance(account, Response):
             return account
+        if request.method == "DELETE":
+            # Spec ``deleteAllOpenPositions``: 207, one ``PositionClosedReponse`` each.
+            if request.query_params.get("cancel_orders") == "true":
+                self._cancel_all(account)
+            answers = []
+            for symbol, position in list(account.positions.items()):
+                if position.qty:
+                    order = self._closing_order(account, symbol, abs(position.qty))
+                    wire_symbol = symbol.replace("/", "") if "/" in symbol else symbol
+                    answers.append({"body": order.wire(), "status": 200, "symbol": wire_symbol})
+            return JSONResponse(answers, status_code=207)
         return JSONResponse(
-            [self._position_wire(s, p) for s, p in account.positions.items() if p.qty]
+            [
+                *(self._position_wire(s, p) for s, p in account.positions.items() if p.qty),
+                *account.foreign_positions,
+            ]
         )
+
+    @staticmethod
+    def _held_symbol(account: FakeAccount, symbol: str) -> str:
+        """Crypto positions answer to ``BTC/USD`` and to ``BTCUSD`` (their position form)."""
+        if symbol in account.positions:
+            return symbol
+        for held in account.positions:
+            if "/" in held and held.replace("/", "") == symbol:
+                return held
+        return symbol
+
+    def _closing_order(self, account: FakeAccount, symbol: str, qty: Decimal) -> FakeOrder:
+        """The market order that closes ``qty`` of a position (long or short)."""
+        position = account.positions[symbol]
+        now = self._now()
+        crypto = "/" in symbol
+        order = FakeOrder(
+            id=str(uuid.uuid4()),
+            client_order_id=str(uuid.uuid4()),
+            symbol=symbol,
+            side="sell" if position.qty > 0 else "buy",
+            type="market",
+            time_in_force="gtc" if crypto else "day",
+            qty=qty,
+            limit_price=None,
+            stop_price=None,
+            extended_hours=False,
+            created_at=now,
+            updated_at=now,
+            status="accepted",
+            order_class="simple" if is_option_symbol(symbol) else "",
+        )
+        if is_option_symbol(symbol):
+            order.position_intent = "sell_to_close" if position.qty > 0 else "buy_to_close"
+        account.orders[order.id] = order
+        self._broadcast(account, "new", order)
+        order.status = "new"
+        return order
 
     async def get_position(self, request: Request) -> Response:
         account = await self._gate(request)
         if isinstance(account, Response):
             return account
-        symbol = request.path_params["symbol"]
+        symbol = self._held_symbol(account, request.path_params["symbol"])
         position = account.positions.get(symbol)
         if position is None or not position.qty:
             return error(404, 40410000, "position does not exist")
+        if request.method == "DELETE":
+            # Spec ``deleteOpenPosition``: ``qty`` or ``percentage``, the closing Order.
+            params = request.query_params
+            held = abs(position.qty)
+            try:
+                qty = _opt_decimal(params.get("qty"))
+                percentage = _opt_decimal(params.get("percentage"))
+            except InvalidOperation:
+                return error(422, 40010001, "invalid qty or percentage")
+            if qty is not None and percentage is not None:
+                return error(422, 40010001, "qty and percentage cannot be used together")
+            if percentage is not None:
+                if not ZERO < percentage <= 100:
+                    return error(422, 40010001, "percentage must be between 0 and 100")
+                share = (held * percentage / 100).quantize(Decimal("0.000000001"))
+                qty = Decimal(format(share.normalize(), "f"))
+            qty = held if qty is None else qty
+            if qty <= 0 or qty > held:
+                return error(
+                    403,
+                    40310000,
+                    f"insufficient qty available for order (requested: {qty}, available: {held})",
+                )
+            return JSONResponse(self._closing_order(account, symbol, qty).wire())
         return JSONResponse(self._position_wire(symbol, position))
+
+    async def configurations(self, request: Request) -> Response:
+        """``GET /v2/account/configurations`` (spec ``AccountConfigurations`` example)."""
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        return JSONResponse(
+            {
+                "disable_overnight_trading": False,
+                "dtbp_check": "entry",
+                "fractional_trading": True,
+                "max_margin_multiplier": "2" if account.shorting else "1",
+                "max_options_trading_level": account.options_level,
+                "no_shorting": not account.shorting,
+                "pdt_check": "entry",
+                "ptp_no_exception_entry": False,
+                "suspend_trade": False,
+                "trade_confirm_email": "all",
+            }
+        )
+
+    async def get_clock(self, request: Request) -> Response:
+        """``GET /v2/clock`` (spec ``legacy_clock``): timestamps in US/Eastern with offset.
+        The fake's market is a plain weekday 09:30-16:00 at a fixed -05:00 (no holidays)."""
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        eastern = timezone(timedelta(hours=-5))
+        now = self._now().astimezone(eastern)
+        opening = now.replace(hour=9, minute=30, second=0, microsecond=0)
+        closing = now.replace(hour=16, minute=0, second=0, microsecond=0)
+        is_open = now.weekday() < 5 and opening <= now < closing
+        next_open = opening if now < opening else opening + timedelta(days=1)
+        while next_open.weekday() >= 5:
+            next_open += timedelta(days=1)
+        next_close = closing if now < closing else closing + timedelta(days=1)
+        while next_close.weekday() >= 5:
+            next_close += timedelta(days=1)
+        return JSONResponse(
+            {
+                "is_open": is_open,
+                "next_close": next_close.isoformat(),
+                "next_open": next_open.isoformat(),
+                "timestamp": now.isoformat(),
+            }
+        )
+
+    # --- option exercise and end of life -------------------------------------------------
+
+    def _long_contract(
+        self, account: FakeAccount, symbol: str, verb: str
+    ) -> FakePosition | Response:
+        if not is_option_symbol(symbol):
+            return error(422, 42210000, "invalid symbol")
+        position = account.positions.get(OptionContract.parse(symbol).symbol)
+        if position is None or not position.qty:
+            return error(403, 40310000, "no available position for the specified contract")
+        if position.qty < 0:
+            return error(403, 40310001, f"cannot {verb} short position")
+        return position
+
+    async def exercise(self, request: Request) -> Response:
+        """Spec ``optionExercise``: the whole available long position, at once; 200, no
+        body."""
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        symbol = request.path_params["symbol"]
+        position = self._long_contract(account, symbol, "exercise")
+        if isinstance(position, Response):
+            return position
+        self.settle_option(account.key_id, OptionContract.parse(symbol).symbol, "OPEXC")
+        return Response(status_code=200)
+
+    async def do_not_exercise(self, request: Request) -> Response:
+        """Spec ``optionDoNotExercise``: 200, no body; the contract then expires unexercised."""
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        symbol = request.path_params["symbol"]
+        position = self._long_contract(account, symbol, "submit DNE for")
+        if isinstance(position, Response):
+            return position
+        account.do_not_exercise.add(OptionContract.parse(symbol).symbol)
+        return Response(status_code=200)
+
+    def settle_option(self, key_id: str, symbol: str, activity_type: str) -> None:
+        """Test hook: end an option position's life as Alpaca reports it. ``OPEXP``
+        (expired worthless), ``OPEXC`` (a long exercised), ``OPASN`` (a short assigned):
+        the contract leaves the account with a non-trade activity whose ``qty`` is the
+        signed change of the position; exercise and assignment add the underlying's
+        ``OPTRD`` at the strike
+        (https://docs.alpaca.markets/docs/non-trade-activities-for-option-events)."""
+        account = self.accounts[key_id]
+        contract = OptionContract.parse(symbol)
+        position = account.positions.pop(contract.symbol)
+        now = self._now()
+        names = {"OPEXP": "Option Expiry", "OPEXC": "Option Exercise", "OPASN": "Option Assignment"}
+        account.activities.append(
+            {
+                "activity_type": activity_type,
+                "date": now.date().isoformat(),
+                "description": names[activity_type],
+                "id": f"{now:%Y%m%d%H%M%S%f}::{uuid.uuid4()}",
+                "net_amount": "0",
+                "qty": str(-position.qty),
+                "status": "executed",
+                "symbol": contract.symbol,
+            }
+        )
+        if activity_type == "OPEXP":
+            return
+        shares = position.qty * contract.multiplier
+        if contract.right is OptionRight.put:
+            shares = -shares  # a long put sells the underlying, a short put buys it
+        cash = -shares * contract.strike
+        account.cash += cash
+        underlying = account.positions.setdefault(contract.underlying, FakePosition())
+        underlying.qty += shares
+        underlying.cost_basis += shares * contract.strike
+        account.activities.append(
+            {
+                "activity_type": "OPTRD",
+                "date": now.date().isoformat(),
+                "description": "Option Trade",
+                "id": f"{now:%Y%m%d%H%M%S%f}::{uuid.uuid4()}",
+                "net_amount": money(cash),
+                "price": str(contract.strike),
+                "qty": str(shares),
+                "status": "executed",
+                "symbol": contract.underlying,
+            }
+        )
 
     async def get_asset(self, request: Request) -> Response:
         account = await self._gate(request)
@@ -659,6 +890,8 @@ class FakeAlpaca:
             return account
         if request.method == "POST":
             return await self._place(request, account)
+        if request.method == "DELETE":
+            return self._cancel_all(account)
         params = request.query_params
         status = params.get("status", "open")
         selected = list(account.orders.values())
@@ -681,10 +914,46 @@ class FakeAlpaca:
                 for o in selected
                 if o.symbol in wanted or any(leg.symbol in wanted for leg in o.legs or ())
             ]
+        if "side" in params:
+            selected = [o for o in selected if o.side == params["side"]]
+        classes = {c for v in params.getlist("asset_class") for c in v.split(",") if c}
+        if classes and "all" not in classes:
+            selected = [o for o in selected if o.asset_class() in classes]
+        for name, later in (("after_order_id", True), ("before_order_id", False)):
+            if name in params:
+                anchor = self._find(account, params[name])
+                if anchor is None:
+                    return error(422, 42210000, f"invalid {name}")
+                selected = [
+                    o
+                    for o in selected
+                    if (o.created_at > anchor.created_at) == later and o.id != anchor.id
+                ]
         selected.sort(key=lambda o: o.created_at, reverse=params.get("direction") != "asc")
         limit = min(int(params.get("limit", "50")), 500)
         nested = params.get("nested") == "true"
-        return JSONResponse([o.wire(nested=nested) for o in selected[:limit]])
+        foreign = [
+            row
+            for row in account.foreign_orders
+            if status == "all" or (row.get("status") in OPEN_STATUSES) == (status == "open")
+        ]
+        return JSONResponse([*foreign, *(o.wire(nested=nested) for o in selected)][:limit])
+
+    def _cancel(self, account: FakeAccount, order: FakeOrder) -> None:
+        now = self._now()
+        for part in (order, *(order.legs or ())):
+            part.status, part.canceled_at, part.updated_at = "canceled", now, now
+        self._broadcast(account, "canceled", order)
+
+    def _cancel_all(self, account: FakeAccount) -> Response:
+        """``DELETE /v2/orders``: 207 with one ``CanceledOrderResponse`` per open order
+        (spec ``deleteAllOrders``)."""
+        answers = []
+        for order in list(account.orders.values()):
+            if order.status in OPEN_STATUSES:
+                self._cancel(account, order)
+                answers.append({"id": order.id, "status": 200})
+        return JSONResponse(answers, status_code=207)
 
     async def _place(self, request: Request, account: FakeAccount) -> Response:
         try:
@@ -703,12 +972,26 @@ class FakeAlpaca:
         parsed = self._parse_order(body)
         if isinstance(parsed, Response):
             return parsed
-        symbol, qty, side, type_, tif, limit_price, stop_price = parsed
+        symbol, qty, side, type_, tif, limit_price, stop_price, notional = parsed
         quote = self.quotes.quote(self._instrument_symbol(symbol), self._now())
+        crypto = "/" in symbol
+        if notional is not None:
+            qty = (notional / (quote.ask if side == "buy" else quote.bid)).quantize(
+                Decimal("0.000000001")
+            )
         if side == "buy":
-            cost = qty * (limit_price or quote.ask)
+            cost = notional if notional is not None else qty * (limit_price or quote.ask)
             if cost > account.cash - self._reserved(account):
                 return error(403, 40310000, "insufficient buying power")
+        elif (
+            account.shorting
+            and not crypto
+            and account.positions.get(symbol, FakePosition()).qty <= 0
+        ):
+            # A short sale: whole shares only ("fractional orders ... cannot be sold short",
+            # https://docs.alpaca.markets/docs/fractional-trading).
+            if notional is not None or qty != qty.to_integral_value():
+                return error(403, 40310000, "fractional orders cannot be sold short")
         else:
             held = account.positions.get(symbol, FakePosition()).qty
             selling = sum(
@@ -741,6 +1024,7 @@ class FakeAlpaca:
             created_at=now,
             updated_at=now,
             status="new",
+            notional=notional,
         )
         return await self._accept(account, order)
 
@@ -961,7 +1245,10 @@ class FakeAlpaca:
 
     def _parse_order(
         self, body: dict[str, Any]
-    ) -> tuple[str, Decimal, str, str, str, Decimal | None, Decimal | None] | Response:
+    ) -> (
+        tuple[str, Decimal, str, str, str, Decimal | None, Decimal | None, Decimal | None]
+        | Response
+    ):
         symbol = body.get("symbol")
         if not isinstance(symbol, str) or not symbol:
             return error(422, 40010000, "symbol is required")
@@ -977,18 +1264,34 @@ class FakeAlpaca:
         if tif not in {*(t.value for t in TimeInForce), "opg", "cls"}:
             return error(422, 42210000, "invalid time_in_force")
         try:
-            qty = Decimal(str(body.get("qty")))
+            raw_qty = _opt_decimal(body.get("qty"))
+            notional = _opt_decimal(body.get("notional"))
             limit_price = _opt_decimal(body.get("limit_price"))
             stop_price = _opt_decimal(body.get("stop_price"))
         except InvalidOperation:
             return error(422, 40010000, "qty, limit_price and stop_price must be decimal strings")
-        if not qty.is_finite() or qty <= 0:
+        if "/" in symbol and tif not in ("gtc", "ioc"):
+            # Spec ``TimeInForce``: "Crypto trading: gtc, ioc".
+            return error(422, 42210000, "invalid crypto time_in_force")
+        if (raw_qty is None) == (notional is None):
+            return error(422, 40010001, "qty or notional is required, not both")
+        if notional is not None:
+            # Spec ``notional``: "Can only work for market order types and day for time in
+            # force" (crypto: its own gtc/ioc).
+            if notional <= 0:
+                return error(422, 40010001, "notional must be > 0")
+            if type_ != "market" or ("/" not in symbol and tif != "day"):
+                return error(
+                    422, 40010001, "notional orders only work with market type and day tif"
+                )
+        qty = raw_qty if raw_qty is not None else ZERO
+        if notional is None and (not qty.is_finite() or qty <= 0):
             return error(422, 40010000, "qty must be > 0")
         if type_ in ("limit", "stop_limit") and limit_price is None:
             return error(422, 42210000, "limit_price is required for limit orders")
         if type_ in ("stop", "stop_limit") and stop_price is None:
             return error(422, 42210000, "stop_price is required for stop orders")
-        return symbol, qty, str(side), str(type_), str(tif), limit_price, stop_price
+        return symbol, qty, str(side), str(type_), str(tif), limit_price, stop_price, notional
 
     def _find(self, account: FakeAccount, order_id: str) -> FakeOrder | None:
         return account.orders.get(order_id)
@@ -1025,10 +1328,7 @@ class FakeAlpaca:
         if request.method == "DELETE":
             if order.status in FINAL:
                 return error(422, 42210000, f'order is already in "{order.status}" state')
-            now = self._now()
-            for part in (order, *(order.legs or ())):
-                part.status, part.canceled_at, part.updated_at = "canceled", now, now
-            self._broadcast(account, "canceled", order)
+            self._cancel(account, order)
             return Response(status_code=204)
         return await self._replace(request, account, order)
 
@@ -1115,6 +1415,10 @@ class FakeAlpaca:
     def _evaluate(self, account: FakeAccount, order: FakeOrder) -> int:
         now = self._now()
         quote = self.quotes.quote(self._instrument_symbol(order.symbol), now)
+        if order.notional is not None and not order.filled_qty:
+            # A notional market order buys (sells) what the amount pays for at the touch.
+            touch = quote.ask if order.side == "buy" else quote.bid
+            order.qty = (order.notional / touch).quantize(Decimal("0.000000001"))
         decision = decide(
             OrderState(
                 side=OrderSide(order.side),
@@ -1139,15 +1443,17 @@ class FakeAlpaca:
             )
             order.updated_at = now
             position = account.positions.setdefault(order.symbol, FakePosition())
-            if order.side == "buy":
-                account.cash -= qty * price
-                position.cost_basis += qty * price
-                position.qty += qty
+            signed = qty if order.side == "buy" else -qty
+            account.cash -= signed * price
+            if position.qty == 0 or (position.qty > 0) == (signed > 0):
+                position.cost_basis += signed * price  # opening (a short's basis is negative)
+                position.qty += signed
             else:
-                account.cash += qty * price
-                if position.qty:
-                    position.cost_basis -= position.cost_basis * qty / position.qty
-                position.qty -= qty
+                closing = min(abs(signed), abs(position.qty))
+                position.cost_basis -= position.cost_basis * closing / abs(position.qty)
+                position.qty += signed
+                if abs(signed) > closing:  # crossed through zero: the rest opens anew
+                    position.cost_basis = position.qty * price
             done = order.filled_qty >= order.qty
             order.status = "filled" if done else "partially_filled"
             if done:
@@ -1593,6 +1899,14 @@ class FakeAlpaca:
             ).encode()
         )
         return account
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes and methods answer Alpaca's ``{"code", "message"}`` envelope (spec
+    ``Error``), never Starlette's plain text."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    message = "endpoint not found" if status == 404 else "method not allowed"
+    return error(status, status * 100000, message)
 
 
 def _opt_date(value: object) -> date | None:
