@@ -166,7 +166,7 @@ def test_balances_positions_quotes_and_tokens() -> None:
         Decimal("11900.50"),
         Decimal("20001.00"),
     )
-    [position] = [mapping.position_from_wire(p, NOW) for p in POSITIONS]
+    [position] = [q for p in POSITIONS for q in mapping.positions_from_wire(p, NOW)]
     assert (position.quantity, position.avg_cost, position.unrealized_pl) == (
         Decimal(10),
         Decimal("188.7660"),
