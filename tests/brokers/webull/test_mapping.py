@@ -186,7 +186,7 @@ def test_balances_positions_quotes_and_tokens() -> None:
     with pytest.raises(errors.UnknownBrokerValue):
         mapping.token_from_wire({**TOKEN_PENDING, "status": "ACTIVE"})
     with pytest.raises(errors.UnknownBrokerValue):
-        mapping.position_from_wire({**POSITIONS[0], "instrument_type": "CRYPTO"}, NOW)
+        mapping.positions_from_wire({**POSITIONS[0], "instrument_type": "FUTURES"}, NOW)
 
 
 def test_fills_become_trades() -> None:
