@@ -1272,16 +1272,20 @@ class FakeWebull:
         return filled
 
     def _evaluate_option(self, account: FakeAccount, order: FakeOrder) -> int:
-        """All or nothing at the model's net price: a debit fills when the limit is at or
-        above it, a credit when the limit is at or below what it brings."""
+        """All or nothing at the model's net price (no better than the limit): a debit fills
+        when the limit is at or above it, a credit when the limit is at or below it."""
         net = self._option_net(order)
-        price = abs(net)
+        # What the strategy costs (BUY) or brings (SELL) at the model marks, per unit.
+        price = net if order.side == "BUY" else -net
         if order.limit_price is not None:
-            if order.side == "BUY" and order.limit_price < net:
+            if order.side == "BUY" and order.limit_price < price:
                 return 0
-            if order.side == "SELL" and order.limit_price > -net:
+            if order.side == "SELL" and order.limit_price > price:
                 return 0
-            price = order.limit_price
+            if price <= 0:  # the marks disagree with the order's direction: fill at its limit
+                price = order.limit_price
+        elif price <= 0:
+            price = Decimal("0.01")
         now = self.clock()
         units = order.quantity - order.filled
         order.filled = order.quantity
