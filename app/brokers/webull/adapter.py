@@ -87,7 +87,10 @@ WEBULL_CAPABILITIES = Capabilities(
     asset_classes={
         AssetClass.equity: N,
         AssetClass.option: N,  # single-stock options (index options excluded)
-        AssetClass.crypto: U,  # documented, but needs its own crypto account: not mapped
+        # Crypto pairs (https://developer.webull.com/apis/docs/trade-api/crypto; 3.x sample
+        # "Crypto Order Example": symbol BTCUSD, instrument_type CRYPTO) in the user's crypto
+        # account; the gateway's BTC-USD form both ways (``mapping``).
+        AssetClass.crypto: N,
         AssetClass.mutual_fund: U,
     },
     order_types=dict.fromkeys(OrderType, N),
@@ -97,9 +100,9 @@ WEBULL_CAPABILITIES = Capabilities(
         TimeInForce.ioc: N,
         TimeInForce.fok: U,
     },
-    # Fractional shares go by amount (``notional``, entrust_type AMOUNT), never by a
-    # fractional quantity.
-    fractional=U,
+    # Fractional quantities: crypto by quantity; stocks by amount only (``notional``,
+    # entrust_type AMOUNT): a fractional stock quantity is refused before any request.
+    fractional=N,
     extended_hours=N,  # support_trading_session ALL
     short_selling=N,  # side SHORT (webull/trade/common/order_side.py)
     multi_leg=N,
@@ -268,16 +271,20 @@ class WebullAdapter(PooledAdapter):
         memo_key = ("webull-instrument", self._base, symbol)
         if self._pool.recall(memo_key) is True:
             return
+        # Crypto: ``/openapi/instrument/crypto/list`` (3.x ``get_crypto_instruments_request.py``,
+        # symbols such as ``BTCUSD``, category ``US_CRYPTO``).
+        crypto = mapping.is_crypto_symbol(symbol)
+        wire = mapping.crypto_symbol_to_wire(symbol) if crypto else symbol
         body = _loads(
             await self._query.request(
                 "GET",
-                "/openapi/instrument/stock/list",
-                params={"symbols": symbol, "category": "US_STOCK"},
+                "/openapi/instrument/crypto/list" if crypto else "/openapi/instrument/stock/list",
+                params={"symbols": wire, "category": "US_CRYPTO" if crypto else "US_STOCK"},
             )
         )
         if not isinstance(body, list):
             raise mapping.unknown("instrument list payload", type(body).__name__)
-        if not any(isinstance(i, dict) and i.get("symbol") == symbol for i in body):
+        if not any(isinstance(i, dict) and i.get("symbol") == wire for i in body):
             raise errors.UnknownSymbol(f"Webull does not list {symbol}", broker=SLUG)
         self._pool.remember(memo_key, True, 3600.0)
 
@@ -477,7 +484,8 @@ class WebullAdapter(PooledAdapter):
         if not symbols:
             return {}
         option_symbols = [s for s in symbols if is_option_symbol(s)]
-        stocks = [s for s in symbols if not is_option_symbol(s)]
+        cryptos = [s for s in symbols if mapping.is_crypto_symbol(s)]
+        stocks = [s for s in symbols if not is_option_symbol(s) and s not in cryptos]
         now = self._now()
         result: dict[str, Quote] = {}
         if stocks:
@@ -492,6 +500,25 @@ class WebullAdapter(PooledAdapter):
                 raise mapping.unknown("snapshot payload", type(body).__name__)
             quotes = [mapping.quote_from_snapshot(item, now) for item in body]
             result.update({q.symbol: q for q in quotes if q.symbol in stocks})
+        if cryptos:
+            # ``/market-data/crypto/snapshots/list`` (3.x ``get_crypto_snapshot_request.py``).
+            body = _loads(
+                await self._query.request(
+                    "GET",
+                    "/market-data/crypto/snapshots/list",
+                    params={
+                        "symbols": ",".join(mapping.crypto_symbol_to_wire(s) for s in cryptos),
+                        "category": "US_CRYPTO",
+                    },
+                )
+            )
+            if not isinstance(body, list):
+                raise mapping.unknown("crypto snapshot payload", type(body).__name__)
+            for item in body:
+                quote = mapping.quote_from_snapshot(item, now)
+                pair = mapping.crypto_symbol_from_wire(quote.symbol)
+                if pair in cryptos:
+                    result[pair] = dataclasses.replace(quote, symbol=pair)
         if option_symbols:
             from app.brokers.base import OptionContract
 

@@ -248,6 +248,11 @@ def order_to_wire(order: OrderRequest) -> dict[str, Any]:
         body["entrust_type"] = "AMOUNT"
         body["total_cash_amount"] = str(order.notional)
     else:
+        if not crypto and order.quantity != order.quantity.to_integral_value():
+            raise errors.UnsupportedOrder(
+                "Webull takes fractional shares by amount: send a notional instead",
+                broker=SLUG,
+            )
         body["entrust_type"] = "QTY"
         body["quantity"] = str(order.quantity)
     return body

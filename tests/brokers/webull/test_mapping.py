@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.brokers import errors
 from app.brokers.base import (
@@ -222,3 +224,11 @@ def test_error_bodies_classify_once(
     assert type(found) is expected
     assert found is not None
     assert found.reason == message
+
+
+@given(st.from_regex(r"[A-Z0-9]{2,10}", fullmatch=True))
+def test_crypto_symbols_map_to_webull_and_back(base: str) -> None:
+    pair = f"{base}-USD"
+    assert mapping.is_crypto_symbol(pair)
+    assert mapping.crypto_symbol_to_wire(pair) == f"{base}USD"
+    assert mapping.crypto_symbol_from_wire(mapping.crypto_symbol_to_wire(pair)) == pair

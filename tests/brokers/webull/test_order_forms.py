@@ -171,5 +171,54 @@ async def test_the_config_and_the_older_generation_still_answer_signed_requests(
         assert answers["/trading/accounts/list"].json()[0]["account_id"] == (wb.account.account_id)
 
 
-def test_crypto_is_not_declared() -> None:
-    assert WEBULL_CAPABILITIES.asset_classes[AssetClass.crypto] is Support.unsupported
+async def test_crypto_trades_in_the_crypto_account_as_btc_usd_both_ways() -> None:
+    async with running_fake() as wb:
+        adapter = await wb.adapter()
+        crypto = wb.fake.add_crypto_account(wb.app)
+        assert len(await adapter.list_accounts()) == 2
+        await adapter.check_symbol("BTC-USD")
+        with pytest.raises(errors.UnknownSymbol):
+            await adapter.check_symbol("NOPE-USD")
+        quotes = await adapter.get_quotes(["BTC-USD", "AAPL"])
+        assert set(quotes) == {"BTC-USD", "AAPL"}
+        assert quotes["BTC-USD"].symbol == "BTC-USD"
+        ask = quotes["BTC-USD"].ask
+        order = dataclasses.replace(
+            market(OrderSide.buy, quantity="0.01", symbol="BTC-USD"),
+            order_type=OrderType.limit,
+            limit_price=(ask * Decimal("1.01")).quantize(Decimal("0.01")),
+        )
+        with pytest.raises(errors.Rejected, match="crypto account"):
+            await adapter.place_order(wb.account.account_id, order)
+        placed = await adapter.place_order(crypto.account_id, order)
+        sent = crypto.orders[placed.broker_order_id]
+        assert (sent.symbol, sent.instrument, sent.quantity) == (
+            "BTCUSD",
+            "CRYPTO",
+            Decimal("0.01"),
+        )
+        assert placed.symbol == "BTC-USD"
+        await wb.fake.match()
+        assert (await adapter.get_order(crypto.account_id, placed.broker_order_id)).status is (
+            OrderStatus.filled
+        )
+        [held] = await adapter.get_positions(crypto.account_id)
+        assert (held.symbol, held.asset_class, held.quantity) == (
+            "BTC-USD",
+            AssetClass.crypto,
+            Decimal("0.01"),
+        )
+        with pytest.raises(errors.UnsupportedOrder, match="short"):
+            await adapter.place_order(
+                crypto.account_id,
+                market(OrderSide.sell, quantity="1", symbol="BTC-USD", effect=PositionEffect.open),
+            )
+
+
+async def test_a_fractional_stock_quantity_is_refused_before_any_request() -> None:
+    async with running_fake() as wb:
+        adapter = await wb.adapter()
+        before = len(wb.fake.requests)
+        with pytest.raises(errors.UnsupportedOrder, match="by amount"):
+            await adapter.place_order(wb.account.account_id, market(OrderSide.buy, quantity="0.5"))
+        assert len(wb.fake.requests) == before

@@ -195,6 +195,7 @@ class FakeOrder:
     strategy: str | None = None  # option orders: option_strategy
     intent: str | None = None  # option orders: position_intent
     legs: list[FakeLeg] = field(default_factory=list)
+    instrument: str = "EQUITY"  # or CRYPTO
 
     @property
     def is_option(self) -> bool:
@@ -212,7 +213,7 @@ class FakeOrder:
             "side": self.side,
             "status": self.status,
             "order_type": self.order_type,
-            "instrument_type": "OPTION" if self.is_option else "EQUITY",
+            "instrument_type": "OPTION" if self.is_option else self.instrument,
             "total_quantity": str(self.quantity),
             "filled_quantity": str(self.filled),
             "remain_quantity": str(self.quantity - self.filled),
@@ -245,6 +246,9 @@ class FakeAccount:
     account_id: str
     account_number: str
     cash: Decimal
+    # A crypto account (crypto orders need one: "please use a cryptocurrency account ID", the
+    # 3.x sample). Its account-list labels are chosen here (not documented).
+    crypto: bool = False
     orders: dict[str, FakeOrder] = field(default_factory=dict)  # by client_order_id
     positions: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # qty, cost
     # Option strategy positions: the strategy and its legs (OCC symbol -> signed qty, cost).
@@ -307,6 +311,8 @@ class FakeWebull:
             ("/openapi/instrument/stock/list", self.instruments, get),
             ("/market-data/stocks/snapshots/list", self.snapshot, get),
             ("/market-data/options/snapshots/list", self.option_snapshot, get),
+            ("/market-data/crypto/snapshots/list", self.crypto_snapshot, get),
+            ("/openapi/instrument/crypto/list", self.crypto_instruments, get),
             ("/trading/orders/place", self.place, post),
             ("/trading/orders/preview", self.preview, post),
             ("/trading/orders/replace", self.replace, post),
@@ -364,6 +370,16 @@ class FakeWebull:
         )
         self.apps[app.app_key] = app
         return app
+
+    def add_crypto_account(self, app: FakeApp, cash: str = "10000") -> FakeAccount:
+        account = FakeAccount(
+            account_id=uuid.uuid4().hex[:22].upper(),
+            account_number=str(uuid.uuid4().int)[:8],
+            cash=Decimal(cash),
+            crypto=True,
+        )
+        app.accounts[account.account_id] = account
+        return account
 
     def confirm(self, token: str) -> None:
         """The user entered the SMS code in the Webull app."""
@@ -540,7 +556,7 @@ class FakeWebull:
         return parsed
 
     def _quote(self, symbol: str) -> Any:
-        return self.quotes.quote(symbol, self.clock())
+        return self.quotes.quote(_pair(symbol) or symbol, self.clock())
 
     def _reserved(self, account: FakeAccount) -> Decimal:
         total = ZERO
@@ -634,8 +650,8 @@ class FakeWebull:
                     "user_id": app.app_key[:12],
                     "account_id": a.account_id,
                     "account_number": a.account_number,
-                    "account_type": "MARGIN",
-                    "account_label": "Individual Margin",
+                    "account_type": "CASH" if a.crypto else "MARGIN",
+                    "account_label": "Crypto" if a.crypto else "Individual Margin",
                     "account_class": "INDIVIDUAL",
                 }
                 for a in app.accounts.values()
@@ -697,7 +713,7 @@ class FakeWebull:
                     "position_id": str(uuid.uuid5(uuid.NAMESPACE_URL, account.account_id + symbol)),
                     "symbol": symbol,
                     "instrument_id": str(zlib.crc32(symbol.encode())),
-                    "instrument_type": "EQUITY",
+                    "instrument_type": "CRYPTO" if _pair(symbol) else "EQUITY",
                     "currency": "USD",
                     "quantity": str(qty),
                     "available_quantity": str(qty),
@@ -809,6 +825,43 @@ class FakeWebull:
             )
         return JSONResponse(items)
 
+    def _cryptos(self, raw: str | None) -> list[str]:
+        """Wire crypto symbols (``BTCUSD``) of pairs the paper market lists."""
+        return [s for s in (raw or "").split(",") if _pair(s)]
+
+    async def crypto_instruments(self, request: Request) -> Response:
+        """``GET /openapi/instrument/crypto/list?symbols=BTCUSD&category=US_CRYPTO``."""
+        gated = await self._gate(request)
+        if isinstance(gated, Response):
+            return gated
+        return JSONResponse(
+            [
+                {"symbol": s, "instrument_id": str(zlib.crc32(s.encode())), "name": s}
+                for s in self._cryptos(request.query_params.get("symbols"))
+            ]
+        )
+
+    async def crypto_snapshot(self, request: Request) -> Response:
+        """``GET /market-data/crypto/snapshots/list?symbols=BTCUSD&category=US_CRYPTO``."""
+        gated = await self._gate(request)
+        if isinstance(gated, Response):
+            return gated
+        if request.query_params.get("category") != "US_CRYPTO":
+            return error("parameter", "category must be US_CRYPTO")
+        items = []
+        for symbol in self._cryptos(request.query_params.get("symbols")):
+            q = self._quote(symbol)
+            items.append(
+                {
+                    "symbol": symbol,
+                    "price": str(q.last),
+                    "bid": str(q.bid),
+                    "ask": str(q.ask),
+                    "trade_time": epoch_ms(q.as_of),
+                }
+            )
+        return JSONResponse(items)
+
     async def option_snapshot(self, request: Request) -> Response:
         """``GET /market-data/options/snapshots/list?symbols=<OCC,...>&category=US_OPTION``
         (3.x ``get_option_snapshot_request.py``: at most 20 symbols)."""
@@ -869,6 +922,8 @@ class FakeWebull:
             return parsed
         if parsed.client_order_id in account.orders:
             return error("duplicate", "client_order_id already exists")
+        if (parsed.instrument == "CRYPTO") != account.crypto:
+            return error("account", "crypto trades in the crypto account only")
         if parsed.is_option:
             debit = self._option_net(parsed) * parsed.quantity * 100
             price = parsed.limit_price or abs(self._option_net(parsed))
@@ -958,12 +1013,12 @@ class FakeWebull:
             return error("parameter", "combo_type must be NORMAL for this fake")
         if entry.get("legs") is not None:
             return self._parse_option(entry, client_order_id)
-        fixed = {"instrument_type": "EQUITY", "market": "US"}
-        for name, value in fixed.items():
-            if entry.get(name) != value:
-                return error("parameter", f"{name} must be {value} for this fake")
+        instrument = entry.get("instrument_type")
+        if instrument not in ("EQUITY", "CRYPTO") or entry.get("market") != "US":
+            return error("parameter", "instrument_type EQUITY or CRYPTO, market US")
         symbol = str(entry.get("symbol"))
-        if symbol not in self._equities(symbol):
+        crypto = instrument == "CRYPTO"
+        if symbol not in (self._cryptos(symbol) if crypto else self._equities(symbol)):
             return error("symbol", f"invalid symbol {symbol}")
         side, order_type, tif = (
             entry.get("side"),
@@ -976,9 +1031,11 @@ class FakeWebull:
             return error("parameter", "invalid order_type")
         if tif not in TIFS:
             return error("parameter", "invalid time_in_force")
-        session = entry.get("support_trading_session")
+        session = entry.get("support_trading_session", "CORE" if crypto else None)
         if session not in ("CORE", "ALL", "NIGHT"):
             return error("parameter", "invalid support_trading_session")
+        if crypto and side == "SHORT":
+            return error("parameter", "crypto cannot be sold short")
         entrust = entry.get("entrust_type")
         amount: Decimal | None = None
         try:
@@ -995,7 +1052,7 @@ class FakeWebull:
                 quantity = Decimal(str(entry.get("quantity")))
                 if not quantity.is_finite() or quantity <= 0:
                     return error("parameter", "quantity must be positive")
-                if quantity != quantity.to_integral_value():
+                if not crypto and quantity != quantity.to_integral_value():
                     return error("parameter", "fractional shares are traded by amount")
             else:
                 return error("parameter", "entrust_type must be QTY or AMOUNT")
@@ -1020,6 +1077,7 @@ class FakeWebull:
             session=str(session),
             placed_at=self.clock(),
             amount=amount,
+            instrument=str(instrument),
         )
 
     def _parse_option(self, entry: dict[str, Any], client_order_id: str) -> FakeOrder | Response:
@@ -1367,3 +1425,12 @@ def _opt(value: object) -> Decimal | None:
     if not result.is_finite() or result <= 0:
         raise InvalidOperation
     return result
+
+
+def _pair(symbol: str) -> str | None:
+    """``BTCUSD`` -> ``BTC-USD`` when the paper market lists that crypto pair."""
+    if not symbol.endswith("USD") or len(symbol) <= 3:
+        return None
+    pair = f"{symbol[:-3]}-USD"
+    found = UNIVERSE.get(pair)
+    return pair if found is not None and found.asset_class is AssetClass.crypto else None
