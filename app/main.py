@@ -24,6 +24,7 @@ from app.api import (
     events,
     health,
     oauth,
+    options,
     orders,
     plaid,
     portfolio,
@@ -65,6 +66,7 @@ from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
 from app.services.ops_metrics import SAMPLE_INTERVAL_SECONDS, OpsGauges
+from app.services.options import OptionsService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
 from app.services.plaid import PlaidService
@@ -129,7 +131,7 @@ def create_app(
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
         paper_engine = PaperEngine(
             sessionmaker,
-            SeededQuoteSource(settings.paper_seed),
+            SeededQuoteSource.from_settings(settings),
             paper_clock or SystemClock(),
             OrderUpdateIngest(sessionmaker, "paper"),
         )
@@ -194,6 +196,7 @@ def create_app(
             keys=keys,
             rotation=rotation,
             plaid=PlaidService(ctx),
+            options=OptionsService(ctx),
             ops_gauges=OpsGauges(sessionmaker),
         )
         stop = asyncio.Event()
@@ -324,6 +327,7 @@ def create_app(
         accounts,
         portfolio,
         orders,
+        options,
         routing,
         events,
         admin,

@@ -57,7 +57,17 @@ def _validation_problem(exc: RequestValidationError) -> errors.AppError:
         loc = [str(p) for p in d.get("loc", ()) if p != "body"]
         fields.append({"field": ".".join(loc) or "body", "message": str(d.get("msg", "invalid"))})
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-    return errors.ValidationFailed(summary or "the request is not valid", extra={"errors": fields})
+    # An order body's own checks (options, legs) raise errors typed with a stable code of
+    # their own: the first of them names the problem, every error is still listed.
+    coded = next(
+        (
+            errors.ORDER_VALIDATION_CODES[str(d["type"])]
+            for d in details
+            if str(d.get("type")) in errors.ORDER_VALIDATION_CODES
+        ),
+        errors.ValidationFailed,
+    )
+    return coded(summary or "the request is not valid", extra={"errors": fields})
 
 
 def allowed_methods(request: Request) -> list[str]:

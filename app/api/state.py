@@ -16,6 +16,7 @@ from app.services.events import EventService
 from app.services.key_rewrap import KeyRewrap
 from app.services.oauth import OAuthFlowService
 from app.services.ops_metrics import OpsGauges
+from app.services.options import OptionsService
 from app.services.orders import OrderService
 from app.services.plaid import PlaidService
 from app.services.portfolio import PortfolioService
@@ -46,4 +47,5 @@ class AppState:
     tokens: TokenLifecycle
     routing: RoutingService
     plaid: PlaidService
+    options: OptionsService
     ops_gauges: OpsGauges

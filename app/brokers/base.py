@@ -234,9 +234,23 @@ class OptionCapabilities:
     combo_time_in_force: frozenset[TimeInForce] = frozenset()
     greeks: Support = Support.unsupported
     exercise: Support = Support.unsupported
+    # Net price directions the broker takes for combos (tastytrade has no "even").
+    combo_price_effects: frozenset[PriceEffect] = frozenset(PriceEffect)
+    # Order types and durations the broker takes for single-leg option orders, where they
+    # are narrower than for equities (Alpaca: market and limit, day and gtc). None: as
+    # ``Capabilities.order_types`` / ``time_in_force``.
+    single_order_types: frozenset[OrderType] | None = None
+    single_time_in_force: frozenset[TimeInForce] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "combo_price_effects": sorted(e.value for e in self.combo_price_effects),
+            "single_order_types": None
+            if self.single_order_types is None
+            else sorted(t.value for t in self.single_order_types),
+            "single_time_in_force": None
+            if self.single_time_in_force is None
+            else sorted(t.value for t in self.single_time_in_force),
             "chain": self.chain.value,
             "expirations": self.expirations.value,
             "max_legs": self.max_legs,
@@ -724,6 +738,11 @@ class OrderUpdate:
     order: BrokerOrder
     occurred_at: datetime
     fills: tuple[Fill, ...] = field(default_factory=tuple)
+    # An order the broker made itself on the account's behalf, not one we placed: an option
+    # expiring worthless, an exercise or an assignment (``option_expiration``,
+    # ``option_exercise``, ``option_assignment``, ``option_cash_settlement``). The gateway
+    # records it as an order of the account and tells the subscribers.
+    lifecycle: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -986,6 +1005,17 @@ class SupportsOrderPreview(Protocol):
     """
 
     async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview: ...
+
+
+@runtime_checkable
+class SupportsOrderCheck(Protocol):
+    """The optional part of the contract for brokers whose capabilities depend on the account
+    (SnapTrade: whether the linked brokerage trades options). Called, like ``check_symbol``,
+    before the order row is written; raises ``UnsupportedOrder`` (or ``UnknownSymbol``) for
+    an order this account cannot take, with reads only and no trading request.
+    """
+
+    async def check_order(self, account_ref: str, order: OrderRequest) -> None: ...
 
 
 @runtime_checkable

@@ -9,6 +9,12 @@ enough for limits and stops to be reached. All arithmetic is ``Decimal`` in a fi
 so the same seed gives the same prices on every machine.
 
 The paper market is open 24/7: every step has a quote, for equities as for crypto.
+
+For the market-data benchmark (``scripts/bench/marketdata``: 2,000 quote updates per second
+over 100 symbols) a source can take a step in milliseconds (``step_ms``) and a synthetic
+universe ``SYM000``..``SYMnnn`` (``synthetic_symbols``) beside the listed one; both come
+from settings that are off by default (``from_settings``: ``BROKERAGE_PAPER_MARKET_STEP_MS``
+and ``BROKERAGE_PAPER_BENCH_SYMBOLS``), and the default market is unchanged.
 """
 
 from __future__ import annotations
@@ -18,9 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from app.brokers.base import AssetClass
 from app.brokers.errors import UnknownSymbol
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CENT = Decimal("0.01")
@@ -83,6 +93,21 @@ UNIVERSE: dict[str, Instrument] = {
 }
 
 
+SYNTHETIC_PREFIX = "SYM"
+
+
+def synthetic_instruments(count: int) -> dict[str, Instrument]:
+    """``SYM000``.. equities for the benchmark, base prices spread over $20-$500."""
+    if not 0 <= count <= 1000:
+        raise ValueError("between 0 and 1000 synthetic symbols")
+    return {
+        f"{SYNTHETIC_PREFIX}{i:03d}": _equity(
+            f"{SYNTHETIC_PREFIX}{i:03d}", f"{20 + (i * 37) % 481}.00"
+        )
+        for i in range(count)
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class PaperQuote:
     """Top of book at one step. ``bid < ask``; ``bid <= last <= ask``; sizes are > 0."""
@@ -121,35 +146,59 @@ def _signed(digest: bytes, offset: int) -> Decimal:
 
 
 class SeededQuoteSource:
-    """Deterministic quotes for a fixed universe of equities and crypto pairs."""
+    """Deterministic quotes for a fixed universe of equities and crypto pairs (plus, for the
+    benchmark only, ``synthetic_symbols`` equities ``SYM000``..)."""
 
-    def __init__(self, seed: int, step_seconds: int = 1) -> None:
+    def __init__(
+        self,
+        seed: int,
+        step_seconds: int = 1,
+        *,
+        step_ms: int | None = None,
+        synthetic_symbols: int = 0,
+    ) -> None:
         if step_seconds < 1:
             raise ValueError("step_seconds must be at least 1")
+        if step_ms is not None and not 1 <= step_ms <= 60_000:
+            raise ValueError("step_ms must be between 1 and 60000")
         self.seed = seed
         self.step_seconds = step_seconds
         self._key = _key(seed)
-        self._step = timedelta(seconds=step_seconds)
+        self._step = (
+            timedelta(milliseconds=step_ms)
+            if step_ms is not None
+            else timedelta(seconds=step_seconds)
+        )
+        self._universe = {**UNIVERSE, **synthetic_instruments(synthetic_symbols)}
 
-    @staticmethod
-    def symbols() -> list[str]:
-        return list(UNIVERSE)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SeededQuoteSource:
+        return cls(
+            settings.paper_seed,
+            step_ms=settings.paper_market_step_ms,
+            synthetic_symbols=settings.paper_bench_symbols,
+        )
 
-    @staticmethod
-    def is_known(symbol: str) -> bool:
-        return symbol in UNIVERSE
+    @property
+    def step(self) -> timedelta:
+        """How long one quote stays in force."""
+        return self._step
 
-    @staticmethod
-    def instrument(symbol: str) -> Instrument:
+    def symbols(self) -> list[str]:
+        return list(self._universe)
+
+    def is_known(self, symbol: str) -> bool:
+        return symbol in self._universe
+
+    def instrument(self, symbol: str) -> Instrument:
         """Raises ``UnknownSymbol`` for a symbol outside the paper universe."""
-        found = UNIVERSE.get(symbol)
+        found = self._universe.get(symbol)
         if found is None:
             raise UnknownSymbol(f"the paper market does not list {symbol!r}", broker="paper")
         return found
 
-    @classmethod
-    def asset_class(cls, symbol: str) -> AssetClass:
-        return cls.instrument(symbol).asset_class
+    def asset_class(self, symbol: str) -> AssetClass:
+        return self.instrument(symbol).asset_class
 
     def step_at(self, at: datetime) -> int:
         """The step containing ``at``; raises ``ValueError`` on a naive datetime."""
@@ -195,6 +244,48 @@ class SeededQuoteSource:
             as_of=EPOCH + self._step * step,
             step=step,
         )
+
+    # --- what bars need: the trend and bounds on ``last`` ----------------------------------
+
+    TREND_SEGMENT = _SWING[0]  # the trend is linear between multiples of this many steps
+
+    def trend(self, symbol: str, step: int) -> Decimal:
+        """The slow and swing components at ``step`` (the price without noise and spread)."""
+        with localcontext(_CTX):
+            return self._wave(symbol, "slow", step, *_SLOW) + self._wave(
+                symbol, "swing", step, *_SWING
+            )
+
+    def last_bounds(
+        self, instrument: Instrument, first: int, last: int
+    ) -> list[tuple[int, int, Decimal, Decimal]]:
+        """``[first, last]`` cut into runs within one trend segment each, with bounds on
+        ``last`` at every step of the run: ``(run_first, run_last, lower, upper)``.
+
+        The trend is linear over a closed segment, so it is extreme at the segment's ends;
+        the bounds are that range plus or minus the noise, a cent of rounding and the widest
+        half-spread, with a cent to spare. Loose but safe: bars use them to skip runs that
+        cannot hold a high or low."""
+        symbol, base, size = instrument.symbol, instrument.base_price, self.TREND_SEGMENT
+        crypto = instrument.asset_class is AssetClass.crypto
+        widest = Decimal(30) / Decimal(100_000)
+        runs = []
+        with localcontext(_CTX):
+            at = first
+            edge = self.trend(symbol, first // size * size)
+            while at <= last:
+                segment_end = (at // size + 1) * size
+                next_edge = self.trend(symbol, segment_end)
+                low_mid = base * (1 + min(edge, next_edge) - _NOISE) - CENT
+                high_mid = base * (1 + max(edge, next_edge) + _NOISE) + CENT
+                if crypto:
+                    lower = low_mid * (1 - widest) - 2 * CENT
+                    upper = high_mid * (1 + widest) + 2 * CENT
+                else:
+                    lower, upper = low_mid - 4 * CENT, high_mid + 4 * CENT
+                runs.append((at, min(last, segment_end - 1), lower, upper))
+                at, edge = segment_end, next_edge
+        return runs
 
     def _wave(self, symbol: str, tag: str, step: int, period: int, amplitude: Decimal) -> Decimal:
         """Linear interpolation between hashed anchors every ``period`` steps."""

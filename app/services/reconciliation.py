@@ -25,11 +25,8 @@ from app.brokers.base import (
     BrokerOrder,
     FingerprintLookup,
     OrderFingerprint,
-    OrderSide,
     OrderStatus,
-    OrderType,
     Support,
-    TimeInForce,
 )
 from app.db.leases import Leases, LocalLeases, owner_lease
 from app.db.models import Account, IdempotencyKey, Order
@@ -42,6 +39,7 @@ from app.schemas.orders import Order as OrderOut
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
 from app.services.order_updates import adopt_replacement, apply_broker_order, set_status
+from app.services.orders import order_request_for
 from app.services.routing import routed_key_response
 
 log = logging.getLogger(__name__)
@@ -386,16 +384,7 @@ async def _find_by_fingerprint(
         raise broker_errors.NotSupported(
             "the broker has no client order ids and its adapter no fingerprint lookup"
         )
-    fingerprint = OrderFingerprint(
-        symbol=order.symbol,
-        side=OrderSide(order.side),
-        quantity=order.quantity,
-        order_type=OrderType(order.order_type),
-        time_in_force=TimeInForce(order.time_in_force),
-        limit_price=order.limit_price,
-        stop_price=order.stop_price,
-        submitted_at=order.created_at,
-    )
+    fingerprint = OrderFingerprint.of(order_request_for(order), order.created_at)
     return await adapter.find_order_by_fingerprint(account.broker_account_ref, fingerprint, claimed)
 
 

@@ -90,6 +90,9 @@ ALPACA_OPTIONS = OptionCapabilities(
     combo_order_types=frozenset({OrderType.market, OrderType.limit}),
     combo_time_in_force=mapping.COMBO_TIME_IN_FORCE,
     greeks=N,  # snapshot ``greeks`` and ``impliedVolatility``
+    # Options take market and limit orders, day or gtc (the spec's order notes).
+    single_order_types=frozenset({OrderType.market, OrderType.limit}),
+    single_time_in_force=frozenset({TimeInForce.day, TimeInForce.gtc}),
     # POST /v2/positions/{symbol}/exercise exists at Alpaca (spec) but is not wired here.
     exercise=U,
 )

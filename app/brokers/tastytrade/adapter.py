@@ -74,6 +74,7 @@ from app.brokers.base import (
     OrderUpdate,
     Position,
     PositionEffect,
+    PriceEffect,
     Quote,
     Support,
     TimeInForce,
@@ -129,6 +130,7 @@ TASTYTRADE_CAPABILITIES = Capabilities(
         # an even net price has no form, see mapping._combo_price_effect).
         combo_order_types=frozenset({OrderType.market, OrderType.limit}),
         combo_time_in_force=frozenset({TimeInForce.day, TimeInForce.gtc}),
+        combo_price_effects=frozenset({PriceEffect.debit, PriceEffect.credit}),
         # REST quotes (/market-data/by-type) carry no greeks; tastytrade publishes greeks
         # only as DXLink ``Greeks`` events (docs/concepts/streaming), which this adapter
         # does not read.
