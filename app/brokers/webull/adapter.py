@@ -67,6 +67,7 @@ from app.brokers.base import (
     OrderType,
     OrderUpdate,
     Position,
+    PriceEffect,
     Quote,
     Support,
     TimeInForce,
@@ -113,8 +114,13 @@ WEBULL_CAPABILITIES = Capabilities(
         chain=U,  # no chain or expiration endpoint in the SDK or the docs
         expirations=U,
         max_legs=options.MAX_LEGS,
+        # Limit only, day or GTC: every official option example is a limit order, and the
+        # docs disagree on MARKET for options (docs/reference notes), so it is not offered.
         combo_order_types=frozenset({OrderType.limit}),
         combo_time_in_force=frozenset({TimeInForce.day, TimeInForce.gtc}),
+        combo_price_effects=frozenset({PriceEffect.debit, PriceEffect.credit}),  # side BUY/SELL
+        single_order_types=frozenset({OrderType.limit}),
+        single_time_in_force=frozenset({TimeInForce.day, TimeInForce.gtc}),
         greeks=U,
     ),
     preview=N,  # POST /trading/orders/preview

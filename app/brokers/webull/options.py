@@ -43,8 +43,10 @@ from app.brokers.base import (
     OptionRight,
     OrderRequest,
     OrderSide,
+    OrderType,
     Position,
     PositionEffect,
+    PriceEffect,
 )
 from app.brokers.wire import WireReader
 
@@ -202,6 +204,10 @@ def order_legs(order: OrderRequest) -> list[Leg]:
 def option_order_to_wire(order: OrderRequest, base: dict[str, Any]) -> dict[str, Any]:
     """The option fields of one ``new_orders`` entry, on top of ``base`` (id, type, prices,
     time in force)."""
+    if order.order_type is not OrderType.limit:
+        raise _unsupported("Webull option orders are limit orders here")
+    if order.is_multi_leg and order.price_effect is PriceEffect.even:
+        raise _unsupported("Webull takes a debit (BUY) or a credit (SELL), not an even price")
     legs = order_legs(order)
     if len(legs) > MAX_LEGS:
         raise _unsupported(f"Webull takes at most {MAX_LEGS} option legs")
