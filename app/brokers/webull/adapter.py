@@ -166,6 +166,13 @@ class WebullAdapter(PooledAdapter):
             )
 
         self._trade = client("trade", 600 / 60.0, 10)
+        # Placements carry a ``category`` header (market + "_" + instrument type) as the 3.x
+        # SDK adds it (``place_order_request.py`` ``add_custom_headers_from_order``); it is not
+        # signed. One client per category, all on the one order pacer.
+        self._placers = {
+            category: client("trade", 600 / 60.0, 10, headers={**VERSION, "category": category})
+            for category in mapping.CATEGORIES
+        }
         self._query = client("query", settings.webull_queries_per_second, 2)
         self._lists = client("query", settings.webull_queries_per_second, 2, headers=LEGACY_PAGES)
         self._token = client(
@@ -298,9 +305,11 @@ class WebullAdapter(PooledAdapter):
 
     async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
         self._ensure_confirmed()
-        body = {"account_id": account_ref, "new_orders": [mapping.order_to_wire(order)]}
+        entry = mapping.order_to_wire(order)
+        body = {"account_id": account_ref, "new_orders": [entry]}
+        placer = self._placers[mapping.category(entry)]
         try:
-            answer = await self._trade.request("POST", "/trading/orders/place", json=body)
+            answer = await placer.request("POST", "/trading/orders/place", json=body)
         except mapping.DuplicateClientOrderId as exc:
             # Our client_order_id is there already: that order is this one (idempotent).
             try:

@@ -258,6 +258,17 @@ def order_to_wire(order: OrderRequest) -> dict[str, Any]:
     return body
 
 
+CATEGORIES = ("US_EQUITY", "US_OPTION", "US_CRYPTO")
+
+
+def category(entry: dict[str, Any]) -> str:
+    """The ``category`` header of a placement: ``market + "_" + instrument_type`` of the
+    order, or of its option legs (3.x ``add_custom_headers_from_order``)."""
+    legs = entry.get("legs")
+    source = legs[0] if isinstance(legs, list) and legs else entry
+    return f"{source['market']}_{source['instrument_type']}"
+
+
 _CRYPTO = re.compile(r"^([A-Z0-9]{2,10})-USD$")
 _CRYPTO_WIRE = re.compile(r"^([A-Z0-9]{2,10})USD$")
 _ENTRUST = {"QTY": "QTY", "AMOUNT": "AMOUNT"}

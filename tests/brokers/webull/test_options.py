@@ -90,6 +90,7 @@ async def test_a_vertical_fills_with_both_legs_and_leaves_two_positions() -> Non
         assert placed.price_effect is PriceEffect.debit
         sent = wb.account.orders[order.client_order_id[2:]]
         assert sent.strategy == "VERTICAL"
+        assert wb.fake.categories == ["US_OPTION"]  # the 3.x SDK's placement header
         assert [(leg.side, leg.quantity) for leg in sent.legs] == [
             ("BUY", Decimal(3)),
             ("SELL", Decimal(3)),

@@ -61,6 +61,7 @@ async def test_an_amount_order_buys_fractional_shares_and_reports_what_filled() 
         placed = await adapter.place_order(ref, market(OrderSide.buy, notional="500"))
         sent = wb.account.orders[placed.broker_order_id]
         assert (sent.amount, sent.quantity) == (Decimal(500), 0)
+        assert wb.fake.categories == ["US_EQUITY"]
         assert placed.notional == Decimal(500)
         assert placed.quantity == 0  # unknown until filled
         await wb.fake.match()
@@ -191,6 +192,7 @@ async def test_crypto_trades_in_the_crypto_account_as_btc_usd_both_ways() -> Non
         with pytest.raises(errors.Rejected, match="crypto account"):
             await adapter.place_order(wb.account.account_id, order)
         placed = await adapter.place_order(crypto.account_id, order)
+        assert wb.fake.categories == ["US_CRYPTO"]
         sent = crypto.orders[placed.broker_order_id]
         assert (sent.symbol, sent.instrument, sent.quantity) == (
             "BTCUSD",

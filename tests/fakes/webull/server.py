@@ -295,6 +295,7 @@ class FakeWebull:
         self.nonces: set[str] = set()
         self.requests: list[tuple[str, str]] = []
         self._foreign_positions: dict[str, list[dict[str, Any]]] = {}
+        self.categories: list[str | None] = []  # the category header of each placement
         self._release = asyncio.Event()
         post, get = ["POST"], ["GET"]
         self.options = SeededOptionMarket(self.quotes)
@@ -964,6 +965,12 @@ class FakeWebull:
         parsed = self._admit(account, body)
         if isinstance(parsed, Response):
             return parsed
+        # The 3.x SDK names the placement's category in a header (market_instrument type).
+        sent_category = request.headers.get("category")
+        instrument = "OPTION" if parsed.is_option else parsed.instrument
+        if sent_category is not None and sent_category != f"US_{instrument}":
+            return error("parameter", f"category {sent_category} does not match the order")
+        self.categories.append(sent_category)
         account.orders[parsed.client_order_id] = parsed
         if self.faults.timeout_after_accept > 0:
             self.faults.timeout_after_accept -= 1
