@@ -5,8 +5,9 @@ the SDK's own interpreter (its own virtual environment) and makes the SDK's call
 the client (``GET /openapi/config``, token create, the check loop until the user confirms in
 the app, which this test does on the fake), accounts, balances, positions, preview, place,
 get, replace, the open and historical order lists, cancel, option orders (single-leg with
-replace by leg id, a vertical), the older generation's option cancel, token refresh, stock
-and option snapshots, and an unknown order's error envelope.
+replace by leg id, a vertical), the older generation's option cancel, an amount order, a
+crypto order in the crypto account, token refresh, stock, option and crypto snapshots, and an
+unknown order's error envelope.
 """
 
 from __future__ import annotations
@@ -43,9 +44,14 @@ PASSING = (
     "vertical_place",
     "vertical_detail",
     "v2_cancel_option",
+    "amount_place",
+    "amount_detail",
+    "crypto_place",
+    "crypto_cancel",
     "token_refresh",
     "stock_snapshot",
     "option_snapshot",
+    "crypto_snapshot",
 )
 
 
@@ -66,6 +72,7 @@ async def test_webulls_own_sdk_runs_against_the_fake() -> None:
     fake = FakeWebull()
     app = fake.add_app()
     account = next(iter(app.accounts.values()))
+    crypto = fake.add_crypto_account(app)
     low, high = contract(fake, 0), contract(fake, 2)
     assert (low.right, high.right) == (OptionRight.call, OptionRight.call)
     async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
@@ -81,6 +88,7 @@ async def test_webulls_own_sdk_runs_against_the_fake() -> None:
                         "WEBULL_APP_KEY": app.app_key,
                         "WEBULL_APP_SECRET": app.app_secret,
                         "WEBULL_ACCOUNT_ID": account.account_id,
+                        "WEBULL_CRYPTO_ACCOUNT_ID": crypto.account_id,
                         "WEBULL_WORKDIR": workdir,
                         "WEBULL_OPTION_EXPIRY": low.expiration.isoformat(),
                         "WEBULL_OPTION_LOW": str(low.strike),
@@ -103,8 +111,8 @@ async def test_webulls_own_sdk_runs_against_the_fake() -> None:
     assert ("POST", "/auth/tokens/create") in fake.requests
     assert ("POST", "/auth/tokens/check") in fake.requests
 
-    [listed] = result["account_list"]["body"]
-    assert listed["account_id"] == account.account_id
+    listed = result["account_list"]["body"]
+    assert [a["account_id"] for a in listed] == [account.account_id, crypto.account_id]
     assert result["balance"]["body"]["total_asset_currency"] == "USD"
     placed = result["place_order"]["body"]
     detail = result["order_detail_replaced"]["body"]["orders"][0]
@@ -128,6 +136,11 @@ async def test_webulls_own_sdk_runs_against_the_fake() -> None:
     [snap] = result["option_snapshot"]["body"]
     assert OptionContract.parse(snap["symbol"]) == low
     assert {s["symbol"] for s in result["stock_snapshot"]["body"]} == {"AAPL", "MSFT"}
+    [btc] = result["crypto_snapshot"]["body"]
+    assert btc["symbol"] == "BTCUSD"
+    amount_item = result["amount_detail"]["body"]["orders"][0]
+    assert (amount_item["entrust_type"], amount_item["total_cash_amount"]) == ("AMOUNT", "100")
+    assert crypto.orders[result["crypto_place"]["body"]["client_order_id"]].status == "CANCELLED"
 
     unknown = result["order_detail_unknown"]
     assert (unknown["error"], unknown["http_status"], unknown["error_code"]) == (

@@ -5,8 +5,8 @@ gateway. Every call's HTTP status and JSON answer (or the SDK's error) is collec
 line printed is one JSON object of them all.
 
 Environment: WEBULL_HOST, WEBULL_PORT (the fake), WEBULL_APP_KEY, WEBULL_APP_SECRET,
-WEBULL_ACCOUNT_ID, WEBULL_WORKDIR (logs and the SDK's token file go there), and the option
-contracts to trade: WEBULL_OPTION_EXPIRY (yyyy-MM-dd), WEBULL_OPTION_LOW, WEBULL_OPTION_HIGH
+WEBULL_ACCOUNT_ID, WEBULL_CRYPTO_ACCOUNT_ID, WEBULL_WORKDIR (logs and the SDK's token file
+go there), and the option contracts to trade: WEBULL_OPTION_EXPIRY (yyyy-MM-dd), WEBULL_OPTION_LOW, WEBULL_OPTION_HIGH
 (strikes), WEBULL_OPTION_SYMBOL (the OCC symbol of the low call).
 """
 
@@ -171,6 +171,47 @@ def main() -> None:
     # The older generation, still shipped (deprecated OrderOperationV2).
     record("v2_cancel_option", lambda: trade.order_v2.cancel_option(account, vertical_id))
 
+    # Dollar-amount (fractional) stock order: entrust_type AMOUNT with total_cash_amount.
+    amount_id = uuid.uuid4().hex
+    amount = [
+        {
+            "combo_type": "NORMAL",
+            "client_order_id": amount_id,
+            "symbol": "AAPL",
+            "instrument_type": "EQUITY",
+            "market": "US",
+            "order_type": "MARKET",
+            "total_cash_amount": "100",
+            "support_trading_session": "CORE",
+            "side": "BUY",
+            "time_in_force": "DAY",
+            "entrust_type": "AMOUNT",
+        }
+    ]
+    record("amount_place", lambda: trade.order_v3.place_order(account, amount))
+    record("amount_detail", lambda: trade.order_v3.get_order_detail(account, amount_id))
+
+    # Crypto in the crypto account (the 3.x sample's crypto order).
+    crypto_account = env["WEBULL_CRYPTO_ACCOUNT_ID"]
+    crypto_id = uuid.uuid4().hex
+    crypto = [
+        {
+            "combo_type": "NORMAL",
+            "client_order_id": crypto_id,
+            "symbol": "BTCUSD",
+            "instrument_type": "CRYPTO",
+            "market": "US",
+            "order_type": "LIMIT",
+            "limit_price": "1000",
+            "quantity": "0.003",
+            "side": "BUY",
+            "time_in_force": "DAY",
+            "entrust_type": "QTY",
+        }
+    ]
+    record("crypto_place", lambda: trade.order_v3.place_order(crypto_account, crypto))
+    record("crypto_cancel", lambda: trade.order_v3.cancel_order(crypto_account, crypto_id))
+
     token = client.get_token()
     record("token_refresh", lambda: TokenOperation(client).refresh_token(token))
 
@@ -181,6 +222,10 @@ def main() -> None:
         lambda: data.option_market_data.get_option_snapshot(
             env["WEBULL_OPTION_SYMBOL"], "US_OPTION"
         ),
+    )
+    record(
+        "crypto_snapshot",
+        lambda: data.crypto_market_data.get_crypto_snapshot("BTCUSD"),
     )
     sys.stdout.write(json.dumps(results, default=str) + "\n")
 
