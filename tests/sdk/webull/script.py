@@ -6,8 +6,9 @@ line printed is one JSON object of them all.
 
 Environment: WEBULL_HOST, WEBULL_PORT (the fake), WEBULL_APP_KEY, WEBULL_APP_SECRET,
 WEBULL_ACCOUNT_ID, WEBULL_CRYPTO_ACCOUNT_ID, WEBULL_WORKDIR (logs and the SDK's token file
-go there), and the option contracts to trade: WEBULL_OPTION_EXPIRY (yyyy-MM-dd), WEBULL_OPTION_LOW, WEBULL_OPTION_HIGH
-(strikes), WEBULL_OPTION_SYMBOL (the OCC symbol of the low call).
+go there), and the option contracts to trade: WEBULL_OPTION_EXPIRY (yyyy-MM-dd),
+WEBULL_OPTION_LOW, WEBULL_OPTION_HIGH (strikes), WEBULL_OPTION_SYMBOL (the OCC symbol of the
+low call).
 """
 
 from __future__ import annotations
