@@ -29,7 +29,9 @@ from app.brokers.base import (
     MarketTrade,
     OptionRight,
     Support,
+    SupportsMarketData,
 )
+from app.brokers.tastytrade.adapter import TASTYTRADE_CAPABILITIES
 from app.brokers.tastytrade.market_data import (
     EVENT_FIELDS,
     TASTYTRADE_MARKET_DATA,
@@ -411,3 +413,16 @@ def test_symbols_and_capabilities() -> None:
     assert candle_symbol("AAPL", BarInterval.h1) == "AAPL{=1h}"
     assert TASTYTRADE_MARKET_DATA.history is Support.unsupported
     assert TASTYTRADE_MARKET_DATA.bar_intervals == frozenset(BarInterval)
+    assert TASTYTRADE_CAPABILITIES.market_data is TASTYTRADE_MARKET_DATA
+
+
+async def test_adapter_offers_a_dxlink_session() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        assert isinstance(adapter, SupportsMarketData)
+        md = adapter.market_data_session()
+        await md.update(subs(quotes={"AAPL"}))
+        async with consumed(md) as queue:
+            quote = await next_matching(queue, lambda e: isinstance(e, MarketQuote))
+        assert isinstance(quote, MarketQuote)
+        assert quote.symbol == "AAPL"

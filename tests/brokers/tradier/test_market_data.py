@@ -12,6 +12,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.brokers import errors
 from app.brokers.base import (
@@ -283,3 +285,71 @@ async def test_rest_bars_from_timesales_and_history() -> None:
             await adapter.get_bars("AAPL", BarInterval.m1, now - timedelta(days=30), now, 10)
         with pytest.raises(errors.NotSupported):
             await adapter.get_bars("AAPL", BarInterval.h1, start, end, 10)
+
+
+def test_trades_make_forming_then_final_bars() -> None:
+    md = TradierMarketSession("ws://unused", _no_session)
+    md._wanted = subs(trades={"SPY"}, bars={(BarInterval.m1, "SPY")})
+
+    def trade(second: int, price: str, size: str = "100") -> dict[str, Any]:
+        at = datetime(2026, 1, 2, 15, 0, tzinfo=UTC) + timedelta(seconds=second)
+        ms = str(int(at.timestamp() * 1000))
+        return {"type": "trade", "symbol": "SPY", "exch": "Q", "price": price, "size": size,
+                "cvol": "1000", "date": ms, "last": price}  # fmt: skip
+
+    received = datetime(2026, 1, 2, 15, 0, 59, tzinfo=UTC)
+    first = md._events(trade(5, "10.00"), received)
+    second = md._events(trade(50, "10.50", "300"), received)
+    turned = md._events(trade(65, "10.25"), received)
+    bars = [e for e in first + second + turned if isinstance(e, Bar)]
+    assert [(b.start.minute, b.final) for b in bars] == [
+        (0, False),
+        (0, False),
+        (0, True),
+        (1, False),
+    ]
+    final = bars[2]
+    assert (final.open, final.high, final.low, final.close) == (
+        Decimal("10.00"),
+        Decimal("10.50"),
+        Decimal("10.00"),
+        Decimal("10.50"),
+    )
+    assert final.volume == Decimal(400)
+    assert final.vwap == Decimal("10.375")
+    assert final.trade_count == 2
+    # The clock finalises the forming bar without another trade.
+    closed = md._close_bars(datetime(2026, 1, 2, 15, 2, tzinfo=UTC))
+    assert [(b.start.minute, b.final) for b in closed if isinstance(b, Bar)] == [(1, True)]
+    # Trades of a symbol only wanted as bars are not delivered as trades.
+    md._wanted = subs(bars={(BarInterval.m1, "SPY")})
+    assert all(isinstance(e, Bar) for e in md._events(trade(130, "10.30"), received))
+
+
+def test_unknown_event_types_are_refused_and_errors_logged() -> None:
+    md = TradierMarketSession("ws://unused", _no_session)
+    md._wanted = subs(quotes={"SPY"})
+    assert md._events({"error": "1234 is not a valid symbol"}, datetime.now(UTC)) == []
+    assert md._events({"type": "summary", "symbol": "SPY"}, datetime.now(UTC)) == []
+    with pytest.raises(errors.UnknownBrokerValue):
+        md._events({"type": "orderbook", "symbol": "SPY"}, datetime.now(UTC))
+
+
+@given(
+    wanted=st.builds(
+        MarketDataSubscription,
+        quotes=st.frozensets(st.sampled_from(["AAPL", "MSFT", "SPY"])),
+        trades=st.frozensets(st.sampled_from(["AAPL", "QQQ"])),
+        bars=st.frozensets(st.tuples(st.just(BarInterval.m1), st.sampled_from(["SPY", "IWM"]))),
+    )
+)
+def test_payload_names_the_whole_wanted_set(wanted: MarketDataSubscription) -> None:
+    md = TradierMarketSession("ws://unused", _no_session)
+    payload = md.payload(wanted)
+    assert payload["symbols"] == sorted(wanted.symbols)
+    assert ("quote" in payload["filter"]) == bool(wanted.quotes)
+    assert ("trade" in payload["filter"]) == bool(wanted.trades or wanted.bars)
+
+
+async def _no_session() -> str:
+    raise AssertionError("not connected in this test")
