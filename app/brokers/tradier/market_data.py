@@ -22,10 +22,13 @@ https://documentation.tradier.com/brokerage-api/streaming/wss-market-websocket):
    source ``aggregated``): a bar is forming until a trade or the clock passes its end, then
    final. After a gap the builders start afresh (a bar that lost trades is never final).
 
-Limits: "It is not permitted to open more than one session at a time" (one market session per
-user; whether the account stream's session counts against it is not documented), so
-``max_sessions`` is 1. Symbol limits are unpublished. Tradier's greeks are REST-only (ORATS,
-hourly), so there is no greeks stream.
+Limits: "It is not permitted to open more than one session at a time"
+(https://documentation.tradier.com/brokerage-api/streaming/wss-market-websocket), so
+``max_sessions`` is 1. The market and account streams are separate sessions (different
+``.../events/session`` endpoints; a user's report that Tradier needs "one stream for quotes
+and another for account status", https://github.com/alexgolec/tda-api/issues/332; Tradier's
+docs say nothing either way), so the account stream does not use up the market one. Symbol
+limits are unpublished. Tradier's greeks are REST-only (ORATS, hourly): no greeks stream.
 
 History (https://docs.tradier.com/reference/brokerage-api-markets-get-history,
 ``.../get-timesales``): ``GET /v1/markets/history?interval=daily`` for 1d bars
@@ -87,7 +90,7 @@ TRADIER_MARKET_DATA = MarketDataCapabilities(
     history=Support.native,
     history_intervals=frozenset({*TIMESALES, BarInterval.d1}),
     max_symbols=None,  # unpublished ("ask for what you need")
-    max_sessions=1,  # one streaming session at a time
+    max_sessions=1,  # one market session at a time (the account stream is separate)
 )
 
 CreateSession = Callable[[], Awaitable[str]]
