@@ -5,7 +5,8 @@ Protocol (dxFeed/dxLink ``dxlink-specification/asyncapi.yml``; tastyware/tastytr
 
 1. ``GET /api-quote-tokens`` (REST, OAuth access token) answers ``{"data": {"token",
    "dxlink-url", "level"}}``; the token lasts 24 hours, so one is reused across reconnects
-   until ``TOKEN_REUSE`` has passed, and a refused one is dropped.
+   until ``TOKEN_REUSE`` has passed (then replaced on the open connection by a new
+   ``AUTH``), and a refused one is dropped.
 2. Connect to ``dxlink-url``; send ``SETUP`` (``keepaliveTimeout`` 60,
    ``acceptKeepaliveTimeout`` 60, ``version``); the server answers ``SETUP`` then
    ``AUTH_STATE`` ``UNAUTHORIZED`` (authorization required: not a refusal). Send ``AUTH``
@@ -198,6 +199,7 @@ class TastytradeMarketSession(UpstreamMarketSession):
         *,
         capabilities: MarketDataCapabilities = TASTYTRADE_MARKET_DATA,
         keepalive_interval: float = 30.0,
+        token_reuse: float = TOKEN_REUSE.total_seconds(),
         idle_timeout: float = KEEPALIVE_TIMEOUT + 5.0,
         handshake_timeout: float = 10.0,
         max_backoff: float = 30.0,
@@ -210,6 +212,8 @@ class TastytradeMarketSession(UpstreamMarketSession):
         )
         self._quote_token = quote_token
         self.keepalive_interval = keepalive_interval
+        self.token_reuse = token_reuse
+        self.reauths = 0
         self._token: tuple[str, str, float] | None = None  # (token, url, fetched monotonic)
         self._refused = 0
         self._fields: dict[str, list[str]] = dict(EVENT_FIELDS)
@@ -246,20 +250,27 @@ class TastytradeMarketSession(UpstreamMarketSession):
                 "tastytrade's DXLink refused the quote token", broker=SLUG
             )
         held = self._token
-        if held is None or time.monotonic() - held[2] > TOKEN_REUSE.total_seconds():
-            try:
-                token, url = await self._quote_token()
-            except errors.AuthenticationFailed:
-                raise
-            except errors.Rejected as exc:
-                # quote_streamer.customer_not_found_error and the like: no retry helps.
-                raise errors.AuthenticationFailed(
-                    f"tastytrade gives this login no quote token: {exc.reason}", broker=SLUG
-                ) from None
-            self.token_fetches += 1
-            held = (token, url, time.monotonic())
-            self._token = held
+        if held is None or self._stale(held):
+            held = await self._fresh_token()
         return held[1]
+
+    def _stale(self, held: tuple[str, str, float]) -> bool:
+        return time.monotonic() - held[2] > self.token_reuse
+
+    async def _fresh_token(self) -> tuple[str, str, float]:
+        try:
+            token, url = await self._quote_token()
+        except errors.AuthenticationFailed:
+            raise
+        except errors.Rejected as exc:
+            # quote_streamer.customer_not_found_error and the like: no retry helps.
+            raise errors.AuthenticationFailed(
+                f"tastytrade gives this login no quote token: {exc.reason}", broker=SLUG
+            ) from None
+        self.token_fetches += 1
+        held = (token, url, time.monotonic())
+        self._token = held
+        return held
 
     async def _send(self, ws: ClientConnection, message: dict[str, Any]) -> None:
         await ws.send(json.dumps(message))
@@ -389,8 +400,16 @@ class TastytradeMarketSession(UpstreamMarketSession):
     # --- reading ---------------------------------------------------------------------------
 
     async def _keepalive(self, ws: ClientConnection) -> None:
+        """KEEPALIVE every ``keepalive_interval``; a token near its 24 hours is replaced on
+        the open connection by a new ``AUTH`` (DXLink takes one at any time: dxLink
+        ``SPECIFICATION.md`` "Token Management"), so a long session needs no reconnect."""
         while True:
             await asyncio.sleep(self.keepalive_interval)
+            held = self._token
+            if held is not None and self._stale(held):
+                token = (await self._fresh_token())[0]
+                await self._send(ws, {"type": "AUTH", "channel": 0, "token": token})
+                self.reauths += 1
             await self._send(ws, {"type": "KEEPALIVE", "channel": 0})
             self.keepalives_sent += 1
 

@@ -426,3 +426,17 @@ async def test_adapter_offers_a_dxlink_session() -> None:
             quote = await next_matching(queue, lambda e: isinstance(e, MarketQuote))
         assert isinstance(quote, MarketQuote)
         assert quote.symbol == "AAPL"
+
+
+async def test_an_old_quote_token_is_replaced_on_the_open_connection() -> None:
+    async with running_fake() as run:
+        md = session(run, keepalive_interval=0.05, token_reuse=0.2)
+        await md.update(subs(quotes={"AAPL"}))
+        async with consumed(md) as queue:
+            await next_matching(queue, lambda e: isinstance(e, MarketQuote))
+            await eventually(lambda: md.reauths >= 2)
+            await next_matching(queue, lambda e: isinstance(e, MarketQuote))
+        tokens = [m["token"] for m in run.fake.dxlink.sent("AUTH")]
+        assert len(set(tokens)) == len(tokens) >= 3
+        assert run.fake.dxlink.connections_opened == 1
+        assert md.gaps == 0
