@@ -353,3 +353,30 @@ def test_payload_names_the_whole_wanted_set(wanted: MarketDataSubscription) -> N
 
 async def _no_session() -> str:
     raise AssertionError("not connected in this test")
+
+
+async def test_an_invalid_symbol_is_refused_and_the_rest_streams() -> None:
+    async with running_fake() as run:
+        md = session(run)
+        await md.update(subs(quotes={"AAPL", "NOSUCH"}))
+        async with consumed(md) as queue:
+            for _ in range(4):
+                quote = await next_matching(queue, lambda e: isinstance(e, MarketQuote))
+                assert isinstance(quote, MarketQuote)
+                assert quote.symbol == "AAPL"
+        assert md.gaps == 0
+        assert run.fake.market.connections_opened == 1
+
+
+async def test_a_slow_feed_still_delivers_in_order() -> None:
+    async with running_fake() as run:
+        run.fake.market.faults.slow = 0.05
+        md = session(run)
+        await md.update(subs(trades={"AAPL"}))
+        async with consumed(md) as queue:
+            first = await next_matching(queue, lambda e: isinstance(e, MarketTrade))
+            second = await next_matching(queue, lambda e: isinstance(e, MarketTrade))
+        assert isinstance(first, MarketTrade)
+        assert isinstance(second, MarketTrade)
+        assert first.ts <= second.ts
+        assert md.gaps == 0
