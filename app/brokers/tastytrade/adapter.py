@@ -86,6 +86,7 @@ from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.symbols import asset_class_of
 from app.brokers.tastytrade import auth, mapping
 from app.brokers.tastytrade.mapping import SLUG
+from app.brokers.tastytrade.market_data import TASTYTRADE_MARKET_DATA, TastytradeMarketSession
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -140,6 +141,8 @@ TASTYTRADE_CAPABILITIES = Capabilities(
     # POST /accounts/{account_number}/orders/dry-run: preflight, buying-power effect and
     # fees without routing (https://developer.tastytrade.com/reference/orders/postAccountsAccountNumberOrdersDryRun).
     preview=N,
+    # DXLink: Quote, Trade, Greeks and Candle events (market_data.py); no REST bars.
+    market_data=TASTYTRADE_MARKET_DATA,
 )
 
 SOURCE = "brokerage-gateway"  # the ``source`` tag on our orders
@@ -636,6 +639,21 @@ class TastytradeAdapter(PooledAdapter):
             body = await self._call("GET", "/market-data/by-type", params=params)
             result.update(mapping.quotes_from_wire(mapping.items_of(body), chunk))
         return result
+
+    async def quote_token(self) -> tuple[str, str]:
+        """``GET /api-quote-tokens``: the DXLink token and ``dxlink-url`` (24 h)."""
+        data = mapping.data_of(await self._call("GET", "/api-quote-tokens"))
+        token = data.get("token") if isinstance(data, dict) else None
+        url = data.get("dxlink-url") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token or not isinstance(url, str) or not url:
+            raise mapping.unknown(
+                "quote token payload", sorted(data) if isinstance(data, dict) else None
+            )
+        return token, url
+
+    def market_data_session(self) -> TastytradeMarketSession:
+        """One DXLink connection (quotes, trades, greeks, candles) for this credential."""
+        return TastytradeMarketSession(self.quote_token)
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         from app.brokers.tastytrade.stream import AccountStreamer

@@ -85,9 +85,11 @@ from app.brokers.base import (
     OrderType,
     TimeInForce,
 )
+from app.paper.market_data import PaperMarketData
 from app.paper.matching import OrderState, decide
 from app.paper.options_market import EXPIRY_TIME_UTC, OptionModelQuote, SeededOptionMarket
 from app.paper.quotes import UNIVERSE, SeededQuoteSource
+from tests.fakes.tastytrade.dxlink import DXLINK_PATH, FakeDXLink
 
 ZERO = Decimal(0)
 TOKEN_SECONDS = 900
@@ -430,6 +432,8 @@ class FakeTastytrade:
         self._transaction_ids = itertools.count(41000001)
         self._release = asyncio.Event()
         self._streams: set[_Stream] = set()
+        # Market data: quote tokens and the DXLink feed (``dxlink.py``), the paper market's.
+        self.dxlink = FakeDXLink(PaperMarketData(self.quotes, self.options), clock=self.clock)
         self.app = Starlette(
             routes=[
                 Route("/oauth/token", self.oauth_token, methods=["POST"]),
@@ -455,6 +459,8 @@ class FakeTastytrade:
                 Route("/option-chains/{symbol}", self.flat_chain, methods=["GET"]),
                 Route("/market-data/by-type", self.market_data, methods=["GET"]),
                 WebSocketRoute("/", self.streamer),
+                Route("/api-quote-tokens", self.quote_token, methods=["GET"]),
+                WebSocketRoute(DXLINK_PATH, self.dxlink.serve),
             ]
         )
 
@@ -1673,6 +1679,13 @@ class FakeTastytrade:
                 "order-id": order_id,
             },
         )
+
+    async def quote_token(self, request: Request) -> Response:
+        """``GET /api-quote-tokens`` (the DXLink token and URL, ``dxlink.py``)."""
+        customer = await self._gate(request)
+        if isinstance(customer, Response):
+            return customer
+        return self.dxlink.quote_token(request)
 
     # --- account streamer ------------------------------------------------------------------
 
