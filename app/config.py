@@ -139,6 +139,7 @@ class Settings(BaseSettings):
     # trade+quote channels; None: no cap, SIP). Silence past the idle timeout reconnects.
     alpaca_market_stream_url: str | None = None
     alpaca_stock_feed: str = "iex"
+    alpaca_option_feed: str = "indicative"  # or "opra" (paid)
     alpaca_stream_max_symbols: int | None = 30
     alpaca_stream_idle_seconds: float = 120.0
     # Tradier (https://docs.tradier.com): REST base without the /v1 prefix (the adapter's paths

@@ -563,7 +563,9 @@ class AlpacaAdapter(PooledAdapter):
         base = market_data.stream_base(settings.alpaca_data_url, settings.alpaca_market_stream_url)
 
         def endpoint(kind: market_data.Endpoint) -> market_data.AlpacaEndpointSession:
-            url = market_data.endpoint_url(base, kind, settings.alpaca_stock_feed)
+            url = market_data.endpoint_url(
+                base, kind, settings.alpaca_stock_feed, settings.alpaca_option_feed
+            )
             return market_data.AlpacaEndpointSession(
                 url, kind, credentials, caps, idle_timeout=settings.alpaca_stream_idle_seconds
             )

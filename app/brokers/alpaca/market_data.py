@@ -25,9 +25,14 @@ https://docs.alpaca.markets/docs/real-time-stock-pricing-data; alpaca-py
   insufficient subscription, 500 internal.
 
 Symbols: crypto pairs are ``BTC/USD`` on the wire (``BTC-USD`` here). Option contracts
-stream only as msgpack on ``/v1beta1/{indicative|opra}``
-(https://docs.alpaca.markets/docs/real-time-option-data), not served by this session yet:
-asking for one is a ``MarketDataLimit``. Alpaca streams no greeks.
+(unpadded OCC) stream on ``/v1beta1/{indicative|opra}`` in msgpack only ("Unlike the stock
+and crypto stream, the option stream is only available in msgpack format",
+https://docs.alpaca.markets/docs/real-time-option-data): the client asks for it with
+``Content-Type: application/msgpack`` on the opening handshake and sends msgpack frames
+(alpaca-py ``websocket.py``); times are msgpack Timestamp extensions and prices float64, read
+through their shortest repr (the digits a JSON encoder would have written). The option feed
+has trades and quotes only (alpaca-py ``live/option.py``): option bars are refused
+(``MarketDataLimit``). Alpaca streams no greeks.
 
 OAuth: the market-data stream takes API keys only ("due to licensing",
 https://forum.alpaca.markets/t/market-data-real-time-websocket-oauth-support/10380); a
@@ -46,12 +51,13 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
+import msgpack
 from websockets.asyncio.client import ClientConnection
 
 from app.brokers import errors
@@ -68,7 +74,9 @@ from app.brokers.base import (
     MarketQuote,
     MarketResubscribed,
     MarketTrade,
+    OptionContract,
     Support,
+    is_option_symbol,
 )
 from app.brokers.http import BrokerClient
 from app.brokers.market_data.subscription import SubscriptionDiff, check_subscription
@@ -120,19 +128,16 @@ def market_data_capabilities(max_symbols: int | None) -> MarketDataCapabilities:
 class Endpoint(StrEnum):
     stocks = "stocks"
     crypto = "crypto"
+    options = "options"  # msgpack only
 
 
 def endpoint_of(symbol: str) -> Endpoint:
-    """Which stream serves ``symbol``; option contracts are refused (msgpack feed)."""
+    """Which stream serves ``symbol``."""
     kind = asset_class_of(symbol)
     if kind is AssetClass.crypto:
         return Endpoint.crypto
     if kind is AssetClass.option:
-        raise errors.MarketDataLimit(
-            "Alpaca streams option contracts only on its msgpack option feed, which this "
-            "gateway does not serve yet",
-            broker=SLUG,
-        )
+        return Endpoint.options
     return Endpoint.stocks
 
 
@@ -154,14 +159,24 @@ def stream_base(data_url: str, override: str | None) -> str:
     return base
 
 
-def endpoint_url(base: str, endpoint: Endpoint, stock_feed: str) -> str:
+def endpoint_url(
+    base: str, endpoint: Endpoint, stock_feed: str, option_feed: str = "indicative"
+) -> str:
     if endpoint is Endpoint.crypto:
         return f"{base}/v1beta3/crypto/us"
+    if endpoint is Endpoint.options:
+        return f"{base}/v1beta1/{option_feed}"
     return f"{base}/v2/{stock_feed}"
 
 
 def split(wanted: MarketDataSubscription) -> dict[Endpoint, MarketDataSubscription]:
-    """The wanted set per endpoint (``MarketDataLimit`` for an option contract)."""
+    """The wanted set per endpoint (``MarketDataLimit`` for bars of an option contract: the
+    option feed has trades and quotes only)."""
+    for _, symbol in wanted.bars:
+        if endpoint_of(symbol) is Endpoint.options:
+            raise errors.MarketDataLimit(
+                "Alpaca's option stream has trades and quotes, no bars", broker=SLUG
+            )
     parts: dict[Endpoint, MarketDataSubscription] = {}
     for symbol in wanted.symbols:
         parts.setdefault(endpoint_of(symbol), MarketDataSubscription())
@@ -179,16 +194,58 @@ def split(wanted: MarketDataSubscription) -> dict[Endpoint, MarketDataSubscripti
 # --- the wire --------------------------------------------------------------------------
 
 
-def decode(frame: str | bytes) -> list[dict[str, Any]]:
-    """One frame: an array of messages, fractions as ``Decimal``."""
-    text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-    try:
-        body = json.loads(text, parse_float=Decimal)
-    except ValueError:
-        raise WIRE.unknown("stream frame", text[:80]) from None
+def _exact(value: Any) -> Any:
+    """A msgpack value with every float as the ``Decimal`` of its shortest repr."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    return value
+
+
+def decode(frame: str | bytes, *, binary: bool = False) -> list[dict[str, Any]]:
+    """One frame: an array of messages, fractions as ``Decimal``; ``binary``: msgpack
+    (times as aware datetimes)."""
+    if binary:
+        if not isinstance(frame, bytes):
+            raise WIRE.unknown("option stream frame", "text")
+        try:
+            body = _exact(msgpack.unpackb(frame, timestamp=3))
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            raise WIRE.unknown("option stream frame", frame[:40]) from None
+    else:
+        text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
+        try:
+            body = json.loads(text, parse_float=Decimal)
+        except ValueError:
+            raise WIRE.unknown("stream frame", text[:80]) from None
     if not isinstance(body, list) or not all(isinstance(m, dict) for m in body):
         raise WIRE.unknown("stream frame", type(body).__name__)
     return body
+
+
+def encode(message: dict[str, Any], *, binary: bool = False) -> str | bytes:
+    if binary:
+        packed: bytes = msgpack.packb(message)
+        return packed
+    return json.dumps(message)
+
+
+def _time(value: object, field: str) -> datetime:
+    """RFC 3339 text (JSON feeds) or a msgpack Timestamp read as a datetime (options)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise WIRE.unknown(field, value)
+        return value.astimezone(UTC)
+    return WIRE.timestamp(value, field, naive_utc=False)
+
+
+def _our_symbol(raw: str) -> str:
+    if is_option_symbol(raw):
+        return OptionContract.parse(raw).symbol
+    return mapping.from_alpaca_symbol(raw)
 
 
 def subscription_message(action: str, part: MarketDataSubscription) -> dict[str, Any]:
@@ -219,8 +276,8 @@ def event_from_wire(message: dict[str, Any]) -> MarketEvent | None:
     raw_symbol = message.get("S")
     if not isinstance(raw_symbol, str) or not raw_symbol:
         raise WIRE.unknown("stream symbol", raw_symbol)
-    symbol = mapping.from_alpaca_symbol(raw_symbol)
-    at = WIRE.timestamp(message.get("t"), "stream t", naive_utc=False)
+    symbol = _our_symbol(raw_symbol)
+    at = _time(message.get("t"), "stream t")
     if kind == "t":
         return MarketTrade(
             symbol=symbol,
@@ -255,7 +312,7 @@ def bar_from_wire(
     return Bar(
         symbol=symbol,
         interval=interval,
-        start=WIRE.timestamp(item.get("t"), "bar t", naive_utc=False),
+        start=_time(item.get("t"), "bar t"),
         open=WIRE.decimal(item.get("o"), "bar o", text=False),
         high=WIRE.decimal(item.get("h"), "bar h", text=False),
         low=WIRE.decimal(item.get("l"), "bar l", text=False),
@@ -300,6 +357,9 @@ class AlpacaEndpointSession(UpstreamMarketSession):
         )
         self._url = url
         self.endpoint = endpoint
+        self.binary = endpoint is Endpoint.options
+        if self.binary:  # ask for msgpack, as alpaca-py does
+            self.headers = {"Content-Type": "application/msgpack"}
         self.name = f"alpaca {endpoint.value} market stream"
         self._credentials = credentials
         self.answered: dict[str, list[str]] = {}  # the server's last ``subscription`` answer
@@ -312,7 +372,7 @@ class AlpacaEndpointSession(UpstreamMarketSession):
 
     async def _control(self, ws: ClientConnection) -> dict[str, Any]:
         async with asyncio.timeout(self._handshake_timeout):
-            messages = decode(await ws.recv())
+            messages = decode(await ws.recv(), binary=self.binary)
         if len(messages) != 1:  # control messages come alone (docs, "Message format")
             raise WIRE.unknown("stream control message", messages[:2])
         return messages[0]
@@ -335,7 +395,7 @@ class AlpacaEndpointSession(UpstreamMarketSession):
             raise self._refusal(hello)
         if hello.get("T") != "success" or hello.get("msg") != "connected":
             raise WIRE.unknown("stream greeting", hello.get("msg"))
-        await ws.send(json.dumps(auth.auth_message(self._credentials)))
+        await ws.send(encode(auth.auth_message(self._credentials), binary=self.binary))
         answer = await self._control(ws)
         if answer.get("T") == "error":
             raise self._refusal(answer)
@@ -347,11 +407,11 @@ class AlpacaEndpointSession(UpstreamMarketSession):
         for action, part in (("unsubscribe", diff.removed), ("subscribe", diff.added)):
             message = subscription_message(action, part)
             if len(message) > 1:
-                await ws.send(json.dumps(message))
+                await ws.send(encode(message, binary=self.binary))
 
     async def _read(self, ws: ClientConnection) -> AsyncIterator[MarketEvent]:
         while (raw := await self._recv(ws)) is not None:
-            for message in decode(raw):
+            for message in decode(raw, binary=self.binary):
                 kind = message.get("T")
                 if kind == "subscription":
                     self.answered = {

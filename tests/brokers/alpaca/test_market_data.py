@@ -27,6 +27,8 @@ from app.brokers.base import (
     MarketQuote,
     MarketResubscribed,
     MarketTrade,
+    OptionContract,
+    OptionRight,
     SupportsBarHistory,
     SupportsMarketData,
 )
@@ -35,6 +37,19 @@ from tests.brokers.alpaca.support import Running, running_fake
 
 SPEC = Path(__file__).resolve().parents[4] / "shared" / "specs" / "alpaca-market-data-api.json"
 OPTION = "AAPL261218C00190000"
+
+
+def listed_option(run: Running) -> str:
+    """A listed AAPL call a few weeks out (canonical, unpadded OCC)."""
+    expiration = run.fake.options.expirations("AAPL", run.fake.clock().date())[2].expiration
+    contract = OptionContract(
+        underlying="AAPL",
+        root="AAPL",
+        expiration=expiration,
+        right=OptionRight.call,
+        strike=Decimal("190"),
+    )
+    return contract.symbol
 
 
 def sub(**channels: Any) -> MarketDataSubscription:
@@ -175,6 +190,41 @@ async def test_quotes_trades_and_bars_arrive_normalised_from_both_endpoints() ->
         assert not of(MarketGap, reader.events)
 
 
+async def test_option_quotes_and_trades_arrive_over_msgpack() -> None:
+    async with running_fake() as run, streaming(run) as (s, reader):
+        option = listed_option(run)
+        await s.update(sub(quotes={option, "AAPL"}, trades={option}))
+        await subscribed(run, "options", {"quotes": {option}, "trades": {option}})
+        await subscribed(run, "stocks", {"quotes": {"AAPL"}})
+        headers = run.fake.market.handshake_headers
+        assert any(h.get("content-type") == "application/msgpack" for h in headers)
+        run.fake.market.publish(3)
+        await reader.until(
+            lambda ev: (
+                len([q for q in of(MarketQuote, ev) if q.symbol == option]) >= 3
+                and len(of(MarketTrade, ev)) >= 3
+            )
+        )
+        model = run.fake.options
+        for q in of(MarketQuote, reader.events):
+            if q.symbol != option:
+                continue
+            expected = model.quote(OptionContract.parse(option), q.ts)
+            assert (q.bid, q.ask) == (expected.bid, expected.ask)
+            assert isinstance(q.bid_size, Decimal)
+            assert q.ts.utcoffset() == timedelta(0)
+        for t in of(MarketTrade, reader.events):
+            assert t.symbol == option
+            assert isinstance(t.price, Decimal)
+            assert (
+                t.price
+                == run.fake.market.data.trade(option, run.fake.market.data.step_at(t.ts)).price
+            )
+        run.fake.market.drop()
+        await reader.until(lambda ev: bool(of(MarketResubscribed, ev)))
+        await subscribed(run, "options", {"quotes": {option}, "trades": {option}})
+
+
 async def test_update_sends_only_the_diff_and_the_server_holds_the_union() -> None:
     async with running_fake() as run, streaming(run) as (s, reader):
         await s.update(sub(quotes={"AAPL", "MSFT"}))
@@ -199,7 +249,7 @@ async def test_caps_refuse_before_anything_changes() -> None:
         sent = list(run.fake.market.received)
         refusals: list[MarketDataSubscription] = [
             sub(quotes={"AAPL", "MSFT", "SPY"}),  # beyond the plan's cap
-            sub(quotes={"AAPL", OPTION}),  # the option feed is msgpack, not served
+            sub(quotes={"AAPL"}, bars={OPTION}),  # the option feed has no bars
             sub(greeks={"AAPL"}),  # Alpaca streams no greeks
             MarketDataSubscription(bars=frozenset({(BarInterval.m5, "AAPL")})),  # 1m only
         ]
@@ -357,6 +407,14 @@ async def test_fake_bars_and_stream_messages_conform_to_the_data_spec() -> None:
             body = kind(market.data.quote(symbol.replace("/", "-"), step), symbol)
             body = {k: v for k, v in body.items() if k not in ("T", "S")}
             check(body, {"$ref": f"#/components/schemas/{schema}"}, SPEC)
+        option = listed_option(run)
+        body = market._quote(market.data.quote(option, step), option)
+        body = {k: v for k, v in body.items() if k not in ("T", "S")}
+        body.update({"bs": 1, "as": 1})  # sizes: the model quotes none; the stream adds them
+        check(body, {"$ref": "#/components/schemas/option_quote"}, SPEC)
+        trade = market.data.trade(option, step)
+        body = {k: v for k, v in market._trade(trade, option, step).items() if k not in "TS"}
+        check(body, {"$ref": "#/components/schemas/option_trade"}, SPEC)
         for symbol, schema in (("AAPL", "stock_trade"), ("BTC/USD", "crypto_trade")):
             trade = market.data.trade(symbol.replace("/", "-"), step)
             body = {k: v for k, v in market._trade(trade, symbol, step).items() if k not in "TS"}

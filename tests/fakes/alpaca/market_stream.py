@@ -33,12 +33,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.brokers.base import Bar, BarInterval, MarketQuote, MarketTrade
+from app.brokers.base import Bar, BarInterval, MarketQuote, MarketTrade, is_option_symbol
 from app.brokers.errors import NotSupported, UnknownSymbol
 from app.brokers.market_data.bars import window_start
 from app.paper.market_data import PaperMarketData
@@ -79,12 +80,24 @@ def our_symbol(symbol: str) -> str:
     return symbol.replace("/", "-")
 
 
-def control(kind: str, **fields: Any) -> bytes:
-    return json.dumps([{"T": kind, **fields}]).encode()
+def pack(messages: list[dict[str, Any]], binary: bool) -> bytes:
+    """JSON (stocks, crypto) or msgpack with Timestamp extensions (options)."""
+    if not binary:
+        return json.dumps(messages).encode()
+    converted = [
+        {k: msgpack.Timestamp.from_datetime(_parse(v)) if k == "t" else v for k, v in m.items()}
+        for m in messages
+    ]
+    packed: bytes = msgpack.packb(converted)
+    return packed
 
 
-def error(code: int, msg: str) -> bytes:
-    return control("error", code=code, msg=msg)
+def control(kind: str, binary: bool = False, **fields: Any) -> bytes:
+    return pack([{"T": kind, **fields}], binary)
+
+
+def error(code: int, msg: str, binary: bool = False) -> bytes:
+    return control("error", binary, code=code, msg=msg)
 
 
 @dataclass
@@ -95,11 +108,15 @@ class MarketFaults:
 
 @dataclass
 class Connection:
-    endpoint: str  # "stocks" | "crypto"
+    endpoint: str  # "stocks" | "crypto" | "options"
     key: str
     queue: asyncio.Queue[bytes | None]
     subs: dict[str, set[str]] = field(default_factory=lambda: {c: set() for c in CHANNELS})
     closed: bool = False
+
+    @property
+    def binary(self) -> bool:
+        return self.endpoint == "options"
 
 
 class AlpacaMarketStream:
@@ -113,6 +130,7 @@ class AlpacaMarketStream:
         self.connections: list[Connection] = []
         self.cursor: int | None = None  # the last step published
         self.received: list[dict[str, Any]] = []  # every client message after auth
+        self.handshake_headers: list[dict[str, str]] = []  # each connection's request headers
         # "The API may return less [than limit]" (data spec ``limit``): bars per page at most.
         self.bars_page = 10000
 
@@ -121,6 +139,8 @@ class AlpacaMarketStream:
             WebSocketRoute("/v2/iex", self._stocks),
             WebSocketRoute("/v2/sip", self._stocks),
             WebSocketRoute("/v1beta3/crypto/us", self._crypto),
+            WebSocketRoute("/v1beta1/indicative", self._options),
+            WebSocketRoute("/v1beta1/opra", self._options),
             Route("/v2/stocks/bars", self.multi_bars, methods=["GET"]),
             Route("/v2/stocks/{symbol}/bars", self.single_bars, methods=["GET"]),
             Route("/v1beta3/crypto/{loc}/bars", self.multi_bars, methods=["GET"]),
@@ -146,7 +166,7 @@ class AlpacaMarketStream:
             for connection in list(self.connections):
                 messages = self._step_messages(connection, self.cursor)
                 if messages and not self.faults.silent:
-                    frames += self._send(connection, json.dumps(messages).encode())
+                    frames += self._send(connection, pack(messages, connection.binary))
         return frames
 
     # --- messages of one step --------------------------------------------------------------
@@ -155,7 +175,13 @@ class AlpacaMarketStream:
         out: list[dict[str, Any]] = []
         subs = connection.subs
         for symbol in sorted(subs["quotes"]):
-            out.append(self._quote(self.data.quote(our_symbol(symbol), step), symbol))
+            quote = self.data.quote(our_symbol(symbol), step)
+            if connection.binary:  # the model quotes no sizes: a seeded one a minute
+                size = self.data.trade_size(symbol, self.data.minute_index(step))
+                quote = MarketQuote(
+                    symbol, quote.bid, quote.ask, size, size, quote.ts, quote.source
+                )
+            out.append(self._quote(quote, symbol))
         for symbol in sorted(subs["trades"]):
             out.append(self._trade(self.data.trade(our_symbol(symbol), step), symbol, step))
         if subs["bars"]:
@@ -179,7 +205,9 @@ class AlpacaMarketStream:
             "as": _num(q.ask_size or Decimal(0)),
             "t": _ts(q.ts),
         }
-        if "/" not in symbol:  # stock quotes carry exchanges, conditions and tape
+        if is_option_symbol(symbol):  # option_quote: exchanges and one condition
+            body.update({"bx": "C", "ax": "C", "c": "A"})
+        elif "/" not in symbol:  # stock quotes carry exchanges, conditions and tape
             body.update({"bx": "V", "ax": "V", "c": ["R"], "z": "C"})
         return body
 
@@ -193,7 +221,10 @@ class AlpacaMarketStream:
             "s": _num(t.size),
             "t": _ts(t.ts),
         }
-        if "/" in symbol:
+        if is_option_symbol(symbol):  # option_trade: exchange and one condition, no id
+            del body["i"]
+            body.update({"x": "C", "c": "I"})
+        elif "/" in symbol:
             body["tks"] = "B" if step % 2 else "S"
         else:
             body.update({"x": "V", "c": ["@"], "z": "C"})
@@ -205,7 +236,7 @@ class AlpacaMarketStream:
         if connection.queue.qsize() >= self.faults.buffer:
             # "slow clients may get disconnected if their buffer becomes full" (docs)
             connection.closed = True
-            connection.queue.put_nowait(error(407, "slow client"))
+            connection.queue.put_nowait(error(407, "slow client", connection.binary))
             connection.queue.put_nowait(None)
             return 0
         connection.queue.put_nowait(frame)
@@ -219,35 +250,43 @@ class AlpacaMarketStream:
     async def _crypto(self, websocket: WebSocket) -> None:
         await self._serve(websocket, "crypto")
 
+    async def _options(self, websocket: WebSocket) -> None:
+        await self._serve(websocket, "options")
+
     async def _serve(self, websocket: WebSocket, endpoint: str) -> None:
         await websocket.accept()
+        binary = endpoint == "options"  # the option feed is msgpack only
+        self.handshake_headers.append(dict(websocket.headers))
 
         async def receive() -> dict[str, Any] | None:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
-            raw = message.get("text") or (message.get("bytes") or b"").decode()
             try:
-                parsed = json.loads(raw)
+                if binary:
+                    parsed = msgpack.unpackb(message.get("bytes") or b"")
+                else:
+                    raw = message.get("text") or (message.get("bytes") or b"").decode()
+                    parsed = json.loads(raw)
             except ValueError:
                 return None
             return parsed if isinstance(parsed, dict) else None
 
         try:
             if not self.faults.silent:
-                await websocket.send_bytes(control("success", msg="connected"))
+                await websocket.send_bytes(control("success", binary, msg="connected"))
             hello = await receive()
             if hello is None or hello.get("action") != "auth":
-                await websocket.send_bytes(error(401, "not authenticated"))
+                await websocket.send_bytes(error(401, "not authenticated", binary))
                 await websocket.close(code=1008)
                 return
             account = self.fake.accounts.get(str(hello.get("key")))
             if account is None or account.secret != hello.get("secret") or account.revoked:
-                await websocket.send_bytes(error(402, "auth failed"))
+                await websocket.send_bytes(error(402, "auth failed", binary))
                 await websocket.close(code=1008)
                 return
             if any(c.key == account.key_id and not c.closed for c in self.live(endpoint)):
-                await websocket.send_bytes(error(406, "connection limit exceeded"))
+                await websocket.send_bytes(error(406, "connection limit exceeded", binary))
                 await websocket.close(code=1008)
                 return
         except (WebSocketDisconnect, RuntimeError):
@@ -255,14 +294,14 @@ class AlpacaMarketStream:
         connection = Connection(endpoint=endpoint, key=account.key_id, queue=asyncio.Queue())
         self.connections.append(connection)
         if not self.faults.silent:
-            connection.queue.put_nowait(control("success", msg="authenticated"))
+            connection.queue.put_nowait(control("success", binary, msg="authenticated"))
 
         async def reader() -> None:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                 while True:
                     message = await receive()
                     if message is None:
-                        self._send(connection, error(400, "invalid syntax"))
+                        self._send(connection, error(400, "invalid syntax", binary))
                         continue
                     self.received.append(message)
                     self._apply(connection, message)
@@ -286,14 +325,15 @@ class AlpacaMarketStream:
 
     def _apply(self, connection: Connection, message: dict[str, Any]) -> None:
         action = message.get("action")
+        binary = connection.binary
         if action not in ("subscribe", "unsubscribe"):
-            self._send(connection, error(400, "invalid syntax"))
+            self._send(connection, error(400, "invalid syntax", binary))
             return
         asked: dict[str, set[str]] = {}
         for channel in CHANNELS:
             symbols = message.get(channel) or []
             if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
-                self._send(connection, error(400, "invalid syntax"))
+                self._send(connection, error(400, "invalid syntax", binary))
                 return
             asked[channel] = set(symbols)
         after = {c: set(connection.subs[c]) for c in CHANNELS}
@@ -304,13 +344,13 @@ class AlpacaMarketStream:
                 after[channel] -= asked[channel]
         capped = after["trades"] | after["quotes"]  # bars are uncapped (docs, IEX plan)
         if self.symbol_limit is not None and len(capped) > self.symbol_limit:
-            self._send(connection, error(405, "symbol limit exceeded"))
+            self._send(connection, error(405, "symbol limit exceeded", binary))
             return  # the subscription is unchanged
         connection.subs = after
         if not self.faults.silent:
             self._send(
                 connection,
-                control("subscription", **{c: sorted(after[c]) for c in CHANNELS}),
+                control("subscription", binary, **{c: sorted(after[c]) for c in CHANNELS}),
             )
 
     # --- history -----------------------------------------------------------------------------
