@@ -417,6 +417,7 @@ class AlpacaEndpointSession(UpstreamMarketSession):
                     self.answered = {
                         k: list(message.get(k) or []) for k in ("trades", "quotes", "bars")
                     }
+                    self._check_answer()
                     continue
                 if kind == "error":
                     code, text = _error(message)
@@ -434,6 +435,20 @@ class AlpacaEndpointSession(UpstreamMarketSession):
                     continue
                 if event is not None and self._is_wanted(event):
                     yield event
+
+    def _check_answer(self) -> None:
+        """The server's full set should hold what was subscribed; a symbol it left out (one
+        it does not know) is logged: its subscribers will see no data for it."""
+        held = subscription_message("subscribe", self.wanted)
+        missing = {
+            channel: sorted(set(held.get(channel, [])) - set(self.answered.get(channel, [])))
+            for channel in ("trades", "quotes", "bars")
+        }
+        if any(missing.values()):
+            log.warning(
+                "alpaca market stream did not take every symbol",
+                extra={"broker": SLUG, "missing": {k: v for k, v in missing.items() if v}},
+            )
 
     def _is_wanted(self, event: MarketEvent) -> bool:
         """Messages of a symbol just unsubscribed may still be in flight: dropped."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from app.brokers import errors
 from app.brokers.alpaca import market_data
@@ -325,6 +327,16 @@ async def test_a_bad_key_ends_the_session_after_a_gap() -> None:
             assert isinstance(reader.error, errors.AuthenticationFailed)
             assert of(MarketGap, reader.events)
             assert run.account.secret not in str(reader.error)
+
+
+async def test_the_fake_wants_auth_within_its_timeout() -> None:
+    async with running_fake() as run:
+        run.fake.market.auth_timeout = 0.2
+        url = market_data.stream_base(run.url, None) + "/v2/iex"
+        async with websockets.connect(url) as ws:
+            assert json.loads(await ws.recv()) == [{"T": "success", "msg": "connected"}]
+            refused = json.loads(await ws.recv())
+        assert refused == [{"T": "error", "code": 404, "msg": "auth timeout"}]
 
 
 async def test_oauth_credentials_cannot_stream() -> None:

@@ -133,6 +133,7 @@ class AlpacaMarketStream:
         self.handshake_headers: list[dict[str, str]] = []  # each connection's request headers
         # "The API may return less [than limit]" (data spec ``limit``): bars per page at most.
         self.bars_page = 10000
+        self.auth_timeout = 10.0  # seconds to authenticate after connecting (then 404)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -155,6 +156,17 @@ class AlpacaMarketStream:
         """Every market connection closes at once (a network drop)."""
         for connection in self.connections:
             connection.queue.put_nowait(None)
+
+    async def run(self, seconds: float = 0.25) -> None:
+        """Follow the fake's clock (scripts/fake-brokers): every ``seconds``, publish the
+        steps it passed (at most a minute's worth at once)."""
+        while True:
+            await asyncio.sleep(seconds)
+            if self.cursor is None:
+                self.cursor = self.data.step_at(self.fake.clock())
+            behind = self.data.step_at(self.fake.clock()) - self.cursor
+            if behind > 0:
+                self.publish(min(behind, 60))
 
     def publish(self, steps: int = 1) -> int:
         """Move the market ``steps`` steps on; returns the frames queued."""
@@ -275,7 +287,12 @@ class AlpacaMarketStream:
         try:
             if not self.faults.silent:
                 await websocket.send_bytes(control("success", binary, msg="connected"))
-            hello = await receive()
+            try:  # "you only have 10 seconds to do so after connecting" (docs)
+                hello = await asyncio.wait_for(receive(), self.auth_timeout)
+            except TimeoutError:
+                await websocket.send_bytes(error(404, "auth timeout", binary))
+                await websocket.close(code=1008)
+                return
             if hello is None or hello.get("action") != "auth":
                 await websocket.send_bytes(error(401, "not authenticated", binary))
                 await websocket.close(code=1008)

@@ -122,6 +122,17 @@ class SchwabMarketStream:
             self.cursor = self.data.step_at(self.fake.now())
         return self.cursor
 
+    async def run(self, seconds: float = 0.25) -> None:
+        """Follow the fake's clock (scripts/fake-brokers): every ``seconds``, publish the
+        steps it passed (at most a minute's worth at once)."""
+        while True:
+            await asyncio.sleep(seconds)
+            if self.cursor is None:
+                self.cursor = self.data.step_at(self.fake.now())
+            behind = self.data.step_at(self.fake.now()) - self.cursor
+            if behind > 0:
+                self.publish(min(behind, 60))
+
     def publish(self, steps: int = 1) -> None:
         for _ in range(steps):
             self.cursor = self._cursor() + 1
