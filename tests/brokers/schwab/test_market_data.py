@@ -231,6 +231,18 @@ async def test_a_drop_is_a_gap_then_everything_is_subscribed_again() -> None:
         await reader.until(lambda ev: len(of(MarketQuote, ev)) > count)
 
 
+async def test_a_slow_reader_is_closed_then_resubscribed() -> None:
+    async with running_fake() as run, streaming(run) as (s, reader):
+        await s.update(sub(quotes={"AAPL"}))
+        await holds(run, "LEVELONE_EQUITIES", {"AAPL"})
+        run.fake.market.buffer = 3
+        run.fake.market.publish(10)  # queued faster than sent
+        await reader.until(lambda ev: bool(of(MarketResubscribed, ev)))
+        run.fake.market.buffer = 100_000
+        await holds(run, "LEVELONE_EQUITIES", {"AAPL"})
+        assert [type(e) for e in reader.events if isinstance(e, MarketGap)] == [MarketGap]
+
+
 async def test_heartbeats_keep_a_quiet_stream_alive_and_silence_reconnects() -> None:
     async with running_fake() as run:
         run.fake.faults.heartbeat_seconds = 0.05

@@ -15,7 +15,8 @@ answers ``{"candles": [{"open", "high", "low", "close", "volume", "datetime"}], 
 Data come from the paper market (``PaperMarketData`` over the fake's quote source and
 option market); ``publish(steps)`` moves this market on from its cursor (the fake's clock at
 first) and sends every subscriber what changed. Faults are the fake's own: ``stream_silent``,
-``heartbeat_seconds``, ``drop_streams()``.
+``heartbeat_seconds``, ``drop_streams()``; and ``buffer``: a connection with more frames
+queued than that is a slow reader, and is closed.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class SchwabMarketStream:
         self._sent: dict[tuple[Queue, str, str], dict[str, Any]] = {}
         self.cursor: int | None = None
         self.requests: list[tuple[str, str, str]] = []  # (service, command, keys)
+        self.buffer = 100_000  # frames queued per connection before it counts as slow
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/marketdata/v1/pricehistory", self.price_history)]
@@ -161,6 +163,11 @@ class SchwabMarketStream:
                 }
             ]
         }
+        if queue.qsize() >= self.buffer:
+            # A reader too slow for its buffer: Schwab does not document what it does, so the
+            # fake does the harshest plausible thing and closes the socket.
+            queue.put_nowait(None)
+            return
         queue.put_nowait(json.dumps(frame))
 
     def _fields(self, service: str, key: str, step: int) -> dict[str, Any] | None:
