@@ -71,7 +71,7 @@ from app.brokers.http import BrokerClient
 from app.brokers.market_data.bars import window_end
 from app.brokers.market_data.subscription import SubscriptionDiff
 from app.brokers.market_data.upstream import UpstreamMarketSession
-from app.brokers.oauth import ACCESS_TOKEN
+from app.brokers.oauth import ACCESS_TOKEN, access_token_expires_at
 from app.brokers.schwab import mapping
 from app.brokers.upstream_stream import StreamRefused, frames_logger
 from app.security.credentials import Credentials
@@ -307,6 +307,13 @@ class SchwabMarketSession(UpstreamMarketSession):
         await super().update(wanted)
 
     async def _open(self) -> str:
+        expires_at = access_token_expires_at(self._credentials)
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            # The token is fixed for this session (30 minutes at Schwab): a reconnect after
+            # it expired needs a new session built with the refreshed token from the vault.
+            raise errors.AuthenticationFailed(
+                "the Schwab access token of this market-data session expired", broker=SLUG
+            )
         self._info = await self._streamer_info()
         return check_streamer_url(self._info["streamerSocketUrl"], self._rest_base)
 

@@ -269,6 +269,21 @@ async def test_a_denied_login_ends_the_session_after_a_gap() -> None:
         assert of(MarketGap, reader.events)
 
 
+async def test_an_expired_token_ends_the_session_instead_of_retrying() -> None:
+    async with running_fake() as run:
+        adapter = run.track(SchwabAdapter(run.settings(), run.credentials()))
+        expired = run.credentials(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        s = SchwabMarketSession(adapter.streamer_info, expired, run.url, handshake_timeout=1.0)
+        reader = Reader(s)
+        try:
+            await s.update(sub(quotes={"AAPL"}))
+            await reader.finished()
+        finally:
+            await s.close()
+        assert isinstance(reader.error, errors.AuthenticationFailed)
+        assert "expired" in reader.error.reason
+
+
 def test_a_plain_streamer_url_is_refused_for_a_tls_api() -> None:
     assert market_data.check_streamer_url("wss://streamer-api.schwab.com/ws", "https://a") == (
         "wss://streamer-api.schwab.com/ws"
