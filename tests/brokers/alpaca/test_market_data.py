@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.brokers import errors
 from app.brokers.alpaca import market_data
@@ -431,3 +434,51 @@ async def test_fake_bars_and_stream_messages_conform_to_the_data_spec() -> None:
             trade = market.data.trade(symbol.replace("/", "-"), step)
             body = {k: v for k, v in market._trade(trade, symbol, step).items() if k not in "TS"}
             check(body, {"$ref": f"#/components/schemas/{schema}"}, SPEC)
+
+
+# --- one gap over several endpoints, as a property ---------------------------------------------
+
+
+@st.composite
+def endpoint_histories(draw: st.DrawFn) -> list[tuple[Endpoint, bool]]:
+    """Interleaved (endpoint, is_gap) events, each endpoint alternating gap / resubscribed."""
+    per = {e: draw(st.integers(0, 3)) * 2 - draw(st.integers(0, 1)) for e in list(Endpoint)}
+    streams = {e: [(e, i % 2 == 0) for i in range(max(n, 0))] for e, n in per.items()}
+    out: list[tuple[Endpoint, bool]] = []
+    while any(streams.values()):
+        choice = draw(st.sampled_from([e for e, s in streams.items() if s]))
+        out.append(streams[choice].pop(0))
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(endpoint_histories())
+def test_one_gap_until_every_endpoint_is_back(history: list[tuple[Endpoint, bool]]) -> None:
+    async def run() -> list[MarketEvent]:
+        s = AlpacaMarketDataSession(market_data.market_data_capabilities(None), _no_endpoint)
+        at = datetime(2026, 1, 5, tzinfo=UTC)
+        for endpoint, is_gap in history:
+            event = MarketGap("drop", at) if is_gap else MarketResubscribed(at)
+            s._queue.put_nowait((endpoint, event))
+        s._queue.put_nowait(None)
+        return [e async for e in s.events()]
+
+    out = asyncio.run(run())
+    down: set[Endpoint] = set()
+    expected: list[type] = []
+    for endpoint, is_gap in history:
+        if is_gap:
+            if not down:
+                expected.append(MarketGap)
+            down.add(endpoint)
+        else:
+            down.discard(endpoint)
+            if not down:
+                expected.append(MarketResubscribed)
+    assert [type(e) for e in out] == expected
+    # Never two gaps without a resubscribed between them, never a resubscribed first.
+    assert all(a is not b for a, b in itertools.pairwise(expected))
+
+
+def _no_endpoint(kind: Endpoint) -> AlpacaEndpointSession:
+    raise AssertionError("no connection in this test")
