@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     alpaca_stream_url: str | None = None
     # Alpaca: 200 requests per minute per API key (docs.alpaca.markets, "Rate limit").
     alpaca_requests_per_minute: int = 200
+    # The market-data WebSocket host (https://docs.alpaca.markets/docs/streaming-market-data):
+    # derived from the data URL if unset (https://data.X -> wss://stream.data.X). The stock
+    # feed (``iex`` free, ``sip`` paid) and the plan's symbol cap per connection (IEX: 30
+    # trade+quote channels; None: no cap, SIP). Silence past the idle timeout reconnects.
+    alpaca_market_stream_url: str | None = None
+    alpaca_stock_feed: str = "iex"
+    alpaca_option_feed: str = "indicative"  # or "opra" (paid)
+    alpaca_stream_max_symbols: int | None = 30
+    alpaca_stream_idle_seconds: float = 120.0
     # Tradier (https://docs.tradier.com): REST base without the /v1 prefix (the adapter's paths
     # carry it, as the docs write them). Sandbox: https://sandbox.tradier.com.
     tradier_base_url: str = Field(

@@ -187,6 +187,8 @@ async def main(args: argparse.Namespace) -> None:
                 snaptrade,
             )
         ]
+        # Market-data streams follow the clock (tests/fakes/{alpaca,schwab}/market_stream.py).
+        tickers += [asyncio.create_task(f.market.run()) for f in (alpaca, schwab)]
         try:
             await asyncio.Event().wait()
         finally:

@@ -51,11 +51,13 @@ from urllib.parse import quote
 import httpx
 
 from app.brokers import errors
-from app.brokers.alpaca import auth, chain, mapping
+from app.brokers.alpaca import auth, chain, mapping, market_data
 from app.brokers.alpaca.mapping import SLUG
 from app.brokers.base import (
     AssetClass,
     Balances,
+    Bar,
+    BarInterval,
     BrokerAccount,
     BrokerOrder,
     Capabilities,
@@ -126,6 +128,9 @@ ALPACA_CAPABILITIES = Capabilities(
     # "Can only work for market order types and day for time in force".
     notional=N,
     notional_limit=U,
+    # Streams and history bars (market_data.py); the symbol cap is the IEX plan's default,
+    # the session enforces ``alpaca_stream_max_symbols``.
+    market_data=market_data.market_data_capabilities(30),
 )
 
 MAX_PAGE = 500  # GET /v2/orders ``limit`` maximum
@@ -608,6 +613,33 @@ class AlpacaAdapter(PooledAdapter):
         return TradeUpdatesStream(
             stream_url(self._settings), self._credentials, account_ref, catch_up=self.recent_orders
         ).updates()
+
+    # --- market data (market_data.py) --------------------------------------------------
+
+    def market_data_session(self) -> market_data.AlpacaMarketDataSession:
+        """The stock and crypto streams of this key; ``NotSupported`` without an API key
+        (OAuth tokens cannot stream)."""
+        settings = self._settings
+        credentials = market_data.require_api_key(self._credentials)
+        caps = market_data.market_data_capabilities(settings.alpaca_stream_max_symbols)
+        base = market_data.stream_base(settings.alpaca_data_url, settings.alpaca_market_stream_url)
+
+        def endpoint(kind: market_data.Endpoint) -> market_data.AlpacaEndpointSession:
+            url = market_data.endpoint_url(
+                base, kind, settings.alpaca_stock_feed, settings.alpaca_option_feed
+            )
+            return market_data.AlpacaEndpointSession(
+                url, kind, credentials, caps, idle_timeout=settings.alpaca_stream_idle_seconds
+            )
+
+        return market_data.AlpacaMarketDataSession(caps, endpoint)
+
+    async def get_bars(
+        self, symbol: str, interval: BarInterval, start: datetime, end: datetime, limit: int
+    ) -> list[Bar]:
+        return await market_data.get_bars(
+            self._data, self._settings.alpaca_stock_feed, symbol, interval, start, end, limit
+        )
 
     async def recent_orders(self, account_ref: str) -> list[BrokerOrder]:
         """After a gap: the newest orders in any state (the stream's own replay is absent).

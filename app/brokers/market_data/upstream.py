@@ -59,6 +59,7 @@ class UpstreamMarketSession:
     frames: logging.Logger
     ping_interval: float = 10.0
     max_size: int = 2**22
+    headers: dict[str, str] | None = None  # extra opening-handshake headers (a codec choice)
     interruptions: tuple[type[Exception], ...] = (*INTERRUPTIONS, StreamRefused)
 
     def __init__(
@@ -147,6 +148,7 @@ class UpstreamMarketSession:
                     ping_interval=self.ping_interval,
                     ping_timeout=self.ping_interval,
                     max_size=self.max_size,
+                    additional_headers=self.headers,
                     logger=self.frames,
                 ) as ws:
                     await self._handshake(ws)

@@ -59,6 +59,8 @@ from app.brokers import errors
 from app.brokers.base import (
     AssetClass,
     Balances,
+    Bar,
+    BarInterval,
     BrokerAccount,
     BrokerOrder,
     Capabilities,
@@ -87,7 +89,7 @@ from app.brokers.base import (
 from app.brokers.http import BrokerClient, HttpPool, credential_key
 from app.brokers.oauth import bearer_headers
 from app.brokers.pooled_adapter import PooledAdapter
-from app.brokers.schwab import auth, mapping
+from app.brokers.schwab import auth, mapping, market_data
 from app.brokers.schwab.mapping import SLUG
 from app.config import Settings
 from app.security.credentials import Credentials
@@ -124,6 +126,7 @@ SCHWAB_CAPABILITIES = Capabilities(
         exercise=U,  # no exercise instruction in the Trader API
     ),
     preview=N,  # POST /accounts/{hash}/previewOrder
+    market_data=market_data.SCHWAB_MARKET_DATA,  # streamer services, price history
 )
 
 ACCOUNT_TTL = 600.0  # seconds the accountNumbers map is trusted
@@ -579,6 +582,15 @@ class SchwabAdapter(PooledAdapter):
         """``GET /trader/v1/userPreference`` -> where and how to log in to the streamer."""
         body = _loads(await self._api.request("GET", "/trader/v1/userPreference"))
         return mapping.streamer_info(body)
+
+    def market_data_session(self) -> market_data.SchwabMarketSession:
+        """Level-one quotes, trades and greeks and 1-minute bars over the streamer."""
+        return market_data.SchwabMarketSession(self.streamer_info, self._credentials, self._base)
+
+    async def get_bars(
+        self, symbol: str, interval: BarInterval, start: datetime, end: datetime, limit: int
+    ) -> list[Bar]:
+        return await market_data.get_bars(self._api, symbol, interval, start, end, limit)
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         from app.brokers.schwab.stream import AccountActivityStream

@@ -58,6 +58,7 @@ from app.brokers.base import (
 from app.paper.matching import OrderState, decide
 from app.paper.options_market import SeededOptionMarket
 from app.paper.quotes import UNIVERSE, PaperQuote, SeededQuoteSource
+from tests.fakes.alpaca.market_stream import AlpacaMarketStream
 
 ZERO = Decimal(0)
 OPEN_STATUSES = frozenset(
@@ -326,6 +327,8 @@ class FakeAlpaca:
             ],
             exception_handlers={HTTPException: _http_error},
         )
+        self.market = AlpacaMarketStream(self)  # market-data streams and bars (market_stream)
+        self.app.router.routes.extend(self.market.routes())
 
     # --- test controls -----------------------------------------------------------------
 

@@ -80,6 +80,7 @@ from app.paper.options_market import (
     intrinsic_value,
 )
 from app.paper.quotes import CENT, UNIVERSE, SeededQuoteSource
+from tests.fakes.schwab.market_stream import SchwabMarketStream
 
 ZERO = Decimal(0)
 ACCESS_LIFETIME = timedelta(minutes=30)
@@ -510,6 +511,8 @@ class FakeSchwab:
                 WebSocketRoute("/ws", self.streamer),
             ]
         )
+        self.market = SchwabMarketStream(self)  # streamer market data, price history
+        self.app.router.routes.extend(self.market.routes())
 
     # --- test controls -----------------------------------------------------------------
 
@@ -1963,6 +1966,8 @@ class FakeSchwab:
                                 continue
                             queue.put_nowait(respond(request, 0, "ACCT_ACTIVITY command succeeded"))
                             queue.put_nowait(self._subscribed_frame(login))
+                        elif self.market.handles(service):
+                            self.market.request(queue, request, respond)
                         elif service == "ADMIN" and command == "LOGOUT":
                             queue.put_nowait(respond(request, 0, "SUCCESS"))
                             queue.put_nowait(None)
@@ -1996,6 +2001,7 @@ class FakeSchwab:
         finally:
             if login is not None:
                 login.streams.discard(queue)
+            self.market.forget(queue)
             for task in tasks:
                 task.cancel()
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
