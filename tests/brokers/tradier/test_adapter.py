@@ -67,7 +67,7 @@ async def test_accounts_balances_positions_and_transactions() -> None:
         assert await adapter.get_positions(number) == []  # {"positions": "null"}
 
         placed = await adapter.place_order(number, market("bg-m-1", qty="3"))
-        assert placed.status is OrderStatus.accepted
+        assert placed.status is OrderStatus.submitted  # first seen "pending", as at the sandbox
         assert await run.fake.match() == 1
         filled = await adapter.get_order(number, placed.broker_order_id)
         assert filled.status is OrderStatus.filled
