@@ -1190,6 +1190,11 @@ _UNSUPPORTED = frozenset(
         "AssetTradingNotConfiguredForAccount",
         "ShortStockTradingDeniedForAccount",
         "ShortTradingDeniedForSecurity",
+        # The side does not fit the position: a short is covered with buy_to_cover, a long is
+        # not sold short, a cover needs a short (error-responses).
+        "UnexpectedBuyOrder",
+        "UnexpectedBuyToCoverOrder",
+        "UnexpectedSellShortOrder",
         "SellShortOrderLastPriceBelow5",
         "OpeningOrdersForOTCBBNotAccepted",
         "LimitOrderRequiredOutsideMarketHours",
