@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from app.brokers.base import OrderSide
 from tests.brokers.support import market
 from tests.brokers.tradier.support import running_fake
 from tests.sdk.environments import run_sdk_script
@@ -21,6 +22,7 @@ CALLS = [
     "balances",
     "positions",
     "history",
+    "gainloss",
     "quotes",
     "place_limit",
     "get_order",
@@ -52,6 +54,8 @@ async def test_lumiwealth_tradier_drives_the_fake() -> None:
         adapter = run.adapter()
         number = run.account.number
         filled = await adapter.place_order(number, market("sdk-fill-1", qty="3"))
+        assert await run.fake.match() == 1
+        await adapter.place_order(number, market("sdk-sell-1", OrderSide.sell, qty="1"))
         assert await run.fake.match() == 1
         other = run.fake.add_user()
         foreign = await run.adapter(other).place_order(
@@ -90,7 +94,10 @@ async def test_lumiwealth_tradier_drives_the_fake() -> None:
     assert balances["account_type"] == "margin"
     assert {"total_equity", "total_cash", "margin.stock_buying_power"} <= set(balances)
     [position] = result["positions"]["value"]
-    assert (position["symbol"], position["quantity"]) == ("AAPL", 3)
+    assert (position["symbol"], position["quantity"]) == ("AAPL", 2)
+    [closed] = result["gainloss"]["value"]
+    assert (closed["symbol"], closed["quantity"]) == ("AAPL", 1)
+    assert round(closed["proceeds"] - closed["cost"], 2) == closed["gain_loss"]
     assert any(e["type"] == "trade" for e in result["history"]["value"])
     assert {q["symbol"] for q in result["quotes"]["value"]} == {"AAPL", "MSFT"}
 

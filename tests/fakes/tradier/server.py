@@ -365,6 +365,7 @@ class FakeAccount:
     raw_orders: list[dict[str, Any]] = field(default_factory=list)
     raw_positions: list[dict[str, Any]] = field(default_factory=list)
     raw_history: list[dict[str, Any]] = field(default_factory=list)
+    closed_positions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -416,6 +417,7 @@ class FakeTradier:
                 Route("/v1/accounts/{account}/balances", self.balances, methods=["GET"]),
                 Route("/v1/accounts/{account}/positions", self.positions, methods=["GET"]),
                 Route("/v1/accounts/{account}/history", self.history, methods=["GET"]),
+                Route("/v1/accounts/{account}/gainloss", self.gainloss, methods=["GET"]),
                 Route("/v1/accounts/{account}/orders", self.orders, methods=["GET", "POST"]),
                 Route(
                     "/v1/accounts/{account}/orders/{order_id}",
@@ -762,6 +764,24 @@ class FakeTradier:
         if not events:
             return answer(request, {"history": "null"})
         return answer(request, {"history": {"event": one_or_many(events)}})
+
+    async def gainloss(self, request: Request) -> Response:
+        """https://documentation.tradier.com/brokerage-api/accounts/get-account-gainloss:
+        closed positions, newest close first (``sortBy=closeDate``, ``sort=desc`` defaults),
+        ``page``/``limit`` (25), ``symbol``; none is ``{"gainloss": "null"}``."""
+        found = await self._account_gate(request)
+        if isinstance(found, Response):
+            return found
+        _user, account = found
+        params = request.query_params
+        rows = list(reversed(account.closed_positions))
+        if "symbol" in params:
+            rows = [r for r in rows if r["symbol"] == params["symbol"]]
+        limit, page = int(params.get("limit", "25")), int(params.get("page", "1"))
+        rows = rows[(page - 1) * limit : page * limit]
+        if not rows:
+            return answer(request, {"gainloss": "null"})
+        return answer(request, {"gainloss": {"closed_position": one_or_many(rows)}})
 
     # --- orders --------------------------------------------------------------------------
 
@@ -1302,6 +1322,7 @@ class FakeTradier:
         if opening:  # cost basis is signed: negative for a short (as for options)
             position.cost_basis += signed * price
         else:
+            self._close_lot(account, order.symbol, position, qty, price, Decimal(1), now)
             position.cost_basis -= position.cost_basis * qty / abs(position.quantity)
         position.quantity += signed
         position.date_acquired = now
@@ -1362,6 +1383,41 @@ class FakeTradier:
         self._broadcast(user, order)
         return 1
 
+    @staticmethod
+    def _close_lot(
+        account: FakeAccount,
+        symbol: str,
+        position: FakePosition,
+        qty: Decimal,
+        price: Decimal,
+        multiplier: Decimal,
+        now: datetime,
+    ) -> None:
+        """A closing fill as a ``gainloss.closed_position`` (get-account-gainloss): cost and
+        proceeds of the closed part, its gain and percentage, the days held as ``term``."""
+        closed = min(qty, abs(position.quantity))
+        share = position.cost_basis * closed / abs(position.quantity)  # negative for a short
+        value = closed * price * multiplier
+        cost, proceeds = (share, value) if share >= 0 else (value, -share)
+        gain = proceeds - cost
+        account.closed_positions.append(
+            {
+                "close_date": iso_ms(now.replace(hour=0, minute=0, second=0, microsecond=0)),
+                "cost": cost.quantize(Decimal("0.01")),
+                "gain_loss": gain.quantize(Decimal("0.01")),
+                "gain_loss_percent": (gain / cost * 100).quantize(Decimal("0.0001"))
+                if cost
+                else ZERO,
+                "open_date": iso_ms(
+                    position.date_acquired.replace(hour=0, minute=0, second=0, microsecond=0)
+                ),
+                "proceeds": proceeds.quantize(Decimal("0.01")),
+                "quantity": closed,
+                "symbol": symbol,
+                "term": (now - position.date_acquired).days,
+            }
+        )
+
     def _fill_leg(
         self,
         account: FakeAccount,
@@ -1383,6 +1439,7 @@ class FakeTradier:
         if opening:
             position.cost_basis += value
         else:
+            self._close_lot(account, contract.symbol, position, qty, price, MULTIPLIER, now)
             position.cost_basis -= (
                 position.cost_basis * min(qty, abs(position.quantity)) / abs(position.quantity)
             )

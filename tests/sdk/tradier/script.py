@@ -50,6 +50,7 @@ def main() -> None:
     call("balances", tradier.account.get_account_balance)
     call("positions", tradier.account.get_positions)
     call("history", lambda: tradier.account.get_history(limit=50))
+    call("gainloss", tradier.account.get_gainloss)
     call("quotes", lambda: tradier.market.get_quotes(["AAPL", "MSFT"]))
 
     placed = call(
