@@ -16,9 +16,9 @@ QuantConnect's recorded Tradier answers (QuantConnect/Lean.Brokerages.Tradier te
 for an order id the account does not have, ``order already in finalized state`` on cancelling
 a closed order, and ``["Backoffice rejected override of the order.",
 "DayTradingBuyingPowerExceeded"]`` for an order beyond the buying power. Not confirmed
-anywhere and so chosen here: the exact status of those last answers (400), the 429 body
-(the API gateway's quota fault), and what the WebSocket does with an unknown session id
-(closes with 1008).
+anywhere and so chosen here: the status of the buying-power refusal (200, as documented for
+downstream refusals), the 429 body (the API gateway's quota fault), and what the WebSocket
+does with an unknown session id (closes with 1008).
 
 Answers the brokerage backend gives as plain text, not JSON, are plain text here too: a
 cancel or change of a finished order is **400** ``order already in finalized state: <status>``
