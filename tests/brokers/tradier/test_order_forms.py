@@ -211,7 +211,11 @@ async def test_extended_hours_refusals() -> None:
             await clocked(run, PRE).place_order(number, extended("bg-e4"))
 
 
-@given(st.datetimes(timezones=st.just(UTC)))
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    )
+)
 def test_the_extended_session_follows_the_new_york_clock(at: datetime) -> None:
     local = at.astimezone(mapping.EASTERN).time()
     order = extended("bg-h")
