@@ -212,8 +212,10 @@ async def test_extended_hours_refusals() -> None:
 
 
 @given(
-    st.datetimes(
-        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    st.datetimes(  # hypothesis takes naive bounds and adds the zone itself
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.just(UTC),
     )
 )
 def test_the_extended_session_follows_the_new_york_clock(at: datetime) -> None:
