@@ -307,3 +307,37 @@ async def test_an_unknown_route_answers_the_gateway_fault() -> None:
                 assert answer.json()["fault"]["detail"]["errorcode"] == (
                     "messaging.adaptors.http.flow.ApplicationNotFound"
                 )
+
+
+@pytest.mark.parametrize(
+    ("side", "effect", "wire"),
+    [
+        (OrderSide.buy, None, "buy"),
+        (OrderSide.sell, None, "sell"),
+        (OrderSide.buy, PositionEffect.open, "buy"),
+        (OrderSide.sell, PositionEffect.close, "sell"),
+        (OrderSide.sell, PositionEffect.open, "sell_short"),
+        (OrderSide.buy, PositionEffect.close, "buy_to_cover"),
+    ],
+)
+def test_equity_sides_from_side_and_position_effect(
+    side: OrderSide, effect: PositionEffect | None, wire: str
+) -> None:
+    order = replace(market("bg-side", side), position_effect=effect)
+    form = mapping.order_to_form(order, REGULAR)
+    assert form["side"] == wire
+    body = {
+        "id": 1,
+        "type": "market",
+        "symbol": "AAPL",
+        "side": wire,
+        "quantity": Decimal(2),  # bodies are parsed with parse_float=Decimal
+        "status": "open",
+        "duration": "day",
+        "class": "equity",
+        "create_date": "2026-12-04T15:00:00.000Z",
+    }
+    read = mapping.order_from_wire(body)
+    assert read.side is side
+    expected = effect if wire in ("sell_short", "buy_to_cover") else None
+    assert read.position_effect is expected
