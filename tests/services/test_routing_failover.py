@@ -203,6 +203,7 @@ async def test_a_timeout_after_accept_is_unknown_then_reconciled_to_placed(db_ur
         assert attempts_of(body) == [(accounts["tradier"], "unknown", None)]
         _only(gw.held(), "tradier")  # Tradier has it; nobody else was asked
 
+        gw.tradier.fake.acknowledge()  # pending -> open meanwhile
         await Reconciler(gw.harness.state.ctx).run_once(utcnow() + timedelta(seconds=1))
         route = await _route(gw, user, body["route"]["id"])
         assert (route["status"], route["account_id"]) == ("placed", accounts["tradier"])

@@ -34,7 +34,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -43,6 +43,8 @@ from app.brokers import errors
 from app.brokers.base import (
     AssetClass,
     Balances,
+    Bar,
+    BarInterval,
     BrokerAccount,
     BrokerOrder,
     BrokerOrderLeg,
@@ -66,12 +68,17 @@ from app.brokers.base import (
 )
 from app.brokers.http import BrokerClient, HttpPool
 from app.brokers.pooled_adapter import PooledAdapter
+from app.brokers.rows import RowList, read_rows
 from app.brokers.tradier import auth, mapping
 from app.brokers.tradier.mapping import SLUG
+from app.brokers.tradier.market_data import TRADIER_MARKET_DATA, TradierMarketSession
+from app.brokers.tradier.market_data import get_bars as _get_bars
 from app.config import Settings
 from app.security.credentials import Credentials
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 N, U = Support.native, Support.unsupported
 
@@ -91,8 +98,9 @@ TRADIER_CAPABILITIES = Capabilities(
         TimeInForce.fok: U,
     },
     fractional=U,  # quantity is whole shares (IncorrectOrderQuantity: 1..10,000,000)
-    extended_hours=U,  # pre/post durations exist; not mapped yet
-    short_selling=U,  # needs sell_short vs sell by position; not mapped yet
+    # duration pre/post: equity limit day orders, session by the New York clock
+    extended_hours=N,
+    short_selling=N,  # side sell_short / buy_to_cover from the position effect (margin accounts)
     multi_leg=N,
     modify=N,
     order_stream=N,
@@ -106,6 +114,12 @@ TRADIER_CAPABILITIES = Capabilities(
         greeks=N,  # ORATS, tagged source "orats"
     ),
     preview=N,  # preview=true on the order form
+    # No dollar-amount orders: the order form has ``quantity`` (whole shares) only.
+    notional=U,
+    notional_limit=U,
+    # The market WebSocket (quotes, trades; 1-minute bars built from trades) and REST bars
+    # (history, timesales): market_data.py.
+    market_data=TRADIER_MARKET_DATA,
 )
 
 # Statuses in which an order may still trade (what ``status=open`` lists).
@@ -167,21 +181,6 @@ def stream_url(settings: Settings) -> str:
     return f"{scheme}://{host}/v1/accounts/events"
 
 
-# Market data (market_data.py): the market WebSocket (quotes, trades, 1-minute bars built
-# from trades) and REST bars (history, timesales). Imported here, apart from the imports
-# above, to keep this addition in one place.
-from dataclasses import replace  # noqa: E402
-
-from app.brokers.base import Bar, BarInterval  # noqa: E402
-from app.brokers.tradier.market_data import (  # noqa: E402
-    TRADIER_MARKET_DATA,
-    TradierMarketSession,
-)
-from app.brokers.tradier.market_data import get_bars as _get_bars  # noqa: E402
-
-TRADIER_CAPABILITIES = replace(TRADIER_CAPABILITIES, market_data=TRADIER_MARKET_DATA)
-
-
 class TradierAdapter(PooledAdapter):
     slug = SLUG
     capabilities = TRADIER_CAPABILITIES
@@ -227,23 +226,13 @@ class TradierAdapter(PooledAdapter):
         return mapping.profile_accounts(_checked(response, "GET"))
 
     async def list_accounts(self) -> list[BrokerAccount]:
-        result = []
-        for account in await self.get_profile():
-            number = account.get("account_number")
-            if not isinstance(number, str) or not number:
-                raise mapping.unknown("account_number", number)
-            if account.get("status") == "closed":
-                continue  # documented statuses: active, closed
-            masked = _masked(number)
-            kind = account.get("classification") or account.get("type") or "account"
-            result.append(
-                BrokerAccount(
-                    broker_account_id=number,
-                    name=f"Tradier {str(kind).replace('_', ' ')} {masked}",
-                    number_masked=masked,
-                )
-            )
-        return result
+        return read_rows(
+            await self.get_profile(),
+            _account_from_wire,
+            broker=SLUG,
+            kind="account",
+            row_id=lambda row: _masked(str(row.get("account_number") or "")),
+        )
 
     async def get_balances(self, account_ref: str) -> Balances:
         response = await self._standard.request("GET", f"{self._account(account_ref)}/balances")
@@ -255,9 +244,15 @@ class TradierAdapter(PooledAdapter):
 
     async def get_positions(self, account_ref: str) -> list[Position]:
         raw = await self._raw_positions(account_ref)
-        quotes = await self.get_quotes([str(p.get("symbol")) for p in raw]) if raw else {}
+        symbols = sorted({str(p.get("symbol")) for p in raw if isinstance(p.get("symbol"), str)})
+        quotes = await self.get_quotes(symbols) if symbols else {}
         now = self._now()
-        return [mapping.position_from_wire(p, quotes.get(str(p.get("symbol"))), now) for p in raw]
+        return read_rows(
+            raw,
+            lambda p: mapping.position_from_wire(p, quotes.get(str(p.get("symbol"))), now),
+            broker=SLUG,
+            kind="position",
+        )
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
         """No single-position endpoint: the list, filtered, priced for that symbol only."""
@@ -300,7 +295,7 @@ class TradierAdapter(PooledAdapter):
         If the read-back fails, the order is known to exist (Tradier said ``ok`` and gave
         its id), so it is reported ``submitted`` from what was sent, never as a failure.
         """
-        form = mapping.order_to_form(order)
+        form = mapping.order_to_form(order, self._now())
         response = await self._trading.request(
             "POST", f"{self._account(account_ref)}/orders", data=form
         )
@@ -349,7 +344,7 @@ class TradierAdapter(PooledAdapter):
         (https://documentation.tradier.com/brokerage-api/trading/preview-order). A refusal
         (``errors``, with status 200 for downstream checks) is returned as rejections; a
         malformed request (400) still raises."""
-        form = {**mapping.order_to_form(order), "preview": "true"}
+        form = {**mapping.order_to_form(order, self._now()), "preview": "true"}
         response = await self._trading.request(
             "POST", f"{self._account(account_ref)}/orders", data=form
         )
@@ -442,24 +437,16 @@ class TradierAdapter(PooledAdapter):
 
     async def _order_pages(
         self, account_ref: str, params: dict[str, str]
-    ) -> AsyncIterator[list[BrokerOrder]]:
-        """Pages of orders (``page``/``limit``); combo/oto/oco/otoco orders are skipped."""
+    ) -> AsyncIterator[RowList[BrokerOrder]]:
+        """Pages of orders (``page``/``limit``). A row the mapping cannot represent (a
+        combo/oto/oco/otoco order, an unknown value) is left out and counted (``read_rows``)."""
         for page in range(1, MAX_PAGES + 1):
             query = {**params, "page": str(page), "limit": str(PAGE), "includeTags": "true"}
             response = await self._standard.request(
                 "GET", f"{self._account(account_ref)}/orders", params=query
             )
             raw = mapping.items(_checked(response, "GET"), "orders", "order")
-            orders = []
-            for item in raw:
-                try:
-                    orders.append(mapping.order_from_wire(item))
-                except mapping.UnmodeledOrder as exc:
-                    log.warning(
-                        "tradier order of a class this adapter does not model; skipped",
-                        extra={"broker": SLUG, "reason": exc.reason},
-                    )
-            yield orders
+            yield read_rows(raw, mapping.order_from_wire, broker=SLUG, kind="order")
             if len(raw) < PAGE:
                 return
 
@@ -481,13 +468,15 @@ class TradierAdapter(PooledAdapter):
         self, account_ref: str, status: OrderListFilter, limit: int
     ) -> list[BrokerOrder]:
         wanted: list[BrokerOrder] = []
+        skipped = 0
         async for page in self._order_pages(account_ref, {}):
+            skipped += page.skipped
             for order in page:
                 is_open = order.status in _WORKING
                 if status == "all" or (status == "open") == is_open:
                     wanted.append(order)
         wanted.sort(key=lambda o: o.created_at, reverse=True)
-        return wanted[: max(1, limit)]
+        return _rows(wanted[: max(1, limit)], skipped)
 
     async def order_history(
         self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
@@ -499,10 +488,12 @@ class TradierAdapter(PooledAdapter):
         if end is not None:
             params["end"] = mapping.day(end)
         result: list[BrokerOrder] = []
+        skipped = 0
         async for page in self._order_pages(account_ref, params):
+            skipped += page.skipped
             result.extend(o for o in page if symbol is None or o.symbol == symbol)
         result.sort(key=lambda o: o.created_at, reverse=True)
-        return result
+        return _rows(result, skipped)
 
     async def get_transactions(
         self, account_ref: str, start: datetime | None, end: datetime | None, type_: str | None
@@ -517,9 +508,15 @@ class TradierAdapter(PooledAdapter):
             "GET", f"{self._account(account_ref)}/history", params=params
         )
         events = mapping.items(_checked(response, "GET"), "history", "event")
-        result = [mapping.transaction_from_event(i, e) for i, e in enumerate(events)]
+        result = read_rows(
+            enumerate(events),
+            lambda pair: mapping.transaction_from_event(*pair),
+            broker=SLUG,
+            kind="transaction",
+            row_id=lambda pair: f"{pair[1].get('date')}#{pair[0]}",
+        )
         if type_ is not None:
-            result = [t for t in result if t.type == type_]
+            return _rows([t for t in result if t.type == type_], result.skipped)
         return result
 
     # --- streaming -------------------------------------------------------------------
@@ -593,6 +590,29 @@ def _wanted(quote: OptionQuote, query: OptionChainQuery) -> bool:
     if query.strike_gte is not None and contract.strike < query.strike_gte:
         return False
     return query.strike_lte is None or contract.strike <= query.strike_lte
+
+
+def _rows(items: list[_T], skipped: int) -> RowList[_T]:
+    rows: RowList[_T] = RowList(items)
+    rows.skipped = skipped
+    return rows
+
+
+def _account_from_wire(account: dict[str, Any]) -> BrokerAccount | None:
+    """One ``profile.account``; a closed account is not listed (None: not a row of the list).
+    Documented statuses: active, closed (https://docs.tradier.com/docs/user-profile)."""
+    number = account.get("account_number")
+    if not isinstance(number, str) or not number:
+        raise mapping.unknown("account_number", number)
+    if account.get("status") == "closed":
+        return None
+    masked = _masked(number)
+    kind = account.get("classification") or account.get("type") or "account"
+    return BrokerAccount(
+        broker_account_id=number,
+        name=f"Tradier {str(kind).replace('_', ' ')} {masked}",
+        number_masked=masked,
+    )
 
 
 def _masked(number: str) -> str:

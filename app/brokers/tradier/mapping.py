@@ -20,7 +20,11 @@ Quirks, each with its doc page:
   and ``-`` (https://documentation.tradier.com/brokerage-api/trading/place-equity-order).
   ``to_tag``/``from_tag`` make any client order id fit and map it back.
 * ``duration`` is ``day | gtc | pre | post``; ``pre``/``post`` are day orders for the
-  extended sessions (same page).
+  extended sessions (same page), for equity limit orders only (``extended_duration``).
+* Short sales are their own sides: ``sell_short`` opens a short, ``buy_to_cover`` closes it
+  (place-equity-order); a plain ``buy`` against a short is refused (``UnexpectedBuyOrder``,
+  https://docs.tradier.com/docs/error-responses). There are no dollar-amount orders: the form
+  has ``quantity`` only, whole shares from 1 to 10,000,000 (``IncorrectOrderQuantity``).
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ import math
 import re
 import time
 from datetime import UTC, date, datetime
+from datetime import time as clock_time
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -131,6 +137,16 @@ _OPTION_SIDES = {
     (OrderSide.sell, PositionEffect.close): "sell_to_close",
 }
 _SIDE_EFFECTS = {wire: effect for (_side, effect), wire in _OPTION_SIDES.items()}
+# Equity sides: a short sale opens, a cover closes; plain buy and sell say nothing more.
+_EQUITY_SIDES = {
+    (OrderSide.buy, None): "buy",
+    (OrderSide.sell, None): "sell",
+    (OrderSide.buy, PositionEffect.open): "buy",
+    (OrderSide.sell, PositionEffect.close): "sell",
+    (OrderSide.sell, PositionEffect.open): "sell_short",
+    (OrderSide.buy, PositionEffect.close): "buy_to_cover",
+}
+_EQUITY_EFFECTS = {"sell_short": PositionEffect.open, "buy_to_cover": PositionEffect.close}
 MAX_LEGS = 4  # "up to 4 legs", indices 0-3 (place-multileg-order)
 # Order classes (reference/response/orders): equity, option and multileg are orders we model;
 # the others are multi-order structures this adapter does not model (skipped by listings).
@@ -266,7 +282,7 @@ def order_from_wire(body: object) -> BrokerOrder:
     symbol = body.get("option_symbol") if kind == "option" else body.get("symbol")
     if not isinstance(symbol, str) or not symbol:
         raise unknown("symbol", symbol)
-    effect = None
+    effect = _EQUITY_EFFECTS.get(str(body.get("side")))
     if kind == "option":
         symbol = wire_contract(symbol).symbol
         effect = _SIDE_EFFECTS.get(str(body.get("side")))
@@ -421,29 +437,40 @@ def net_price(legs: tuple[BrokerOrderLeg, ...]) -> Decimal | None:
     return total
 
 
-def order_to_form(order: OrderRequest) -> dict[str, str]:
+def order_to_form(order: OrderRequest, now: datetime | None = None) -> dict[str, str]:
     """The ``POST /v1/accounts/{id}/orders`` form for an equity, option or multileg order.
 
     Equity (https://documentation.tradier.com/brokerage-api/trading/place-equity-order):
     class, symbol, side (buy|buy_to_cover|sell|sell_short), quantity (whole shares), type,
     duration (day|gtc|pre|post), price, stop, tag. Options and multileg: ``option_form`` and
     ``multileg_form``. Anything Tradier cannot express raises ``UnsupportedOrder`` before a
-    request is sent.
+    request is sent. ``now`` picks the extended session of an ``extended_hours`` order.
     """
+    if order.notional is not None:
+        raise errors.UnsupportedOrder(
+            "Tradier has no dollar-amount orders: give a quantity of whole shares", broker=SLUG
+        )
     if order.is_multi_leg:
         return multileg_form(order)
     if is_option_symbol(order.symbol):
         return option_form(order)
     if asset_class_of(order.symbol) is not AssetClass.equity:
         raise errors.UnsupportedOrder("only equity and option orders go to Tradier", broker=SLUG)
-    _check_common(order, "shares")
+    _check_common(order, "shares", extended_ok=True)
+    side = _EQUITY_SIDES[(order.side, order.position_effect)]
+    if side == "sell_short" and order.time_in_force is TimeInForce.gtc:
+        # ShortOrderIsGtc: "You cannot place short stock orders with GTC, only day orders are
+        # allowed" (https://docs.tradier.com/docs/error-responses).
+        raise errors.UnsupportedOrder("Tradier takes short sales as day orders only", broker=SLUG)
     form = {
         "class": "equity",
         "symbol": order.symbol,
-        "side": order.side.value,
+        "side": side,
         "quantity": plain(order.quantity),
         "type": order.order_type.value,
-        "duration": order.time_in_force.value,
+        "duration": (
+            extended_duration(order, now) if order.extended_hours else order.time_in_force.value
+        ),
         "tag": to_tag(order.client_order_id),
     }
     if order.limit_price is not None:
@@ -453,17 +480,60 @@ def order_to_form(order: OrderRequest) -> dict[str, str]:
     return form
 
 
-def _check_common(order: OrderRequest, unit: str) -> None:
+def _check_common(order: OrderRequest, unit: str, *, extended_ok: bool = False) -> None:
     if order.quantity != order.quantity.to_integral_value() or order.quantity <= 0:
         raise errors.UnsupportedOrder(f"Tradier trades whole {unit} only", broker=SLUG)
     if order.time_in_force not in (TimeInForce.day, TimeInForce.gtc):
         raise errors.UnsupportedOrder(
             f"Tradier has no {order.time_in_force.value} duration", broker=SLUG
         )
-    if order.extended_hours:
+    if order.extended_hours and not extended_ok:
+        # QuantConnect's live tests against Tradier: "Pre/Post orders are only allowed for
+        # equities limit orders" (QuantConnect/Lean.Brokerages.Tradier, TradierBrokerageTests).
         raise errors.UnsupportedOrder(
-            "extended-hours (pre/post) orders are not mapped yet", broker=SLUG
+            "Tradier's extended sessions (pre/post) take equity orders only", broker=SLUG
         )
+
+
+EASTERN = ZoneInfo("America/New_York")
+REGULAR_OPEN = clock_time(9, 30)
+REGULAR_CLOSE = clock_time(16, 0)
+
+
+def extended_duration(order: OrderRequest, now: datetime | None) -> str:
+    """``pre`` or ``post``: the extended session to come, by the New York clock.
+
+    Tradier's ``pre``/``post`` durations are day orders for one extended session
+    (place-equity-order; sessions 04:00-09:30 and 16:00-20:00 ET, order entry until 09:24 and
+    19:55 per documentation.tradier.com/brokerage-api/trading/getting-started, as cited by
+    QuantConnect's Tradier brokerage). Only limit orders: "Outside of market hours this order
+    is required to be placed at a limit price" (``LimitOrderRequiredOutsideMarketHours``,
+    https://docs.tradier.com/docs/error-responses), and only for the day: no GTC form exists.
+    Before the regular open the order is for the pre-market, from the close for the
+    post-market; during the regular session there is no Tradier duration meaning "this
+    session and the extended one", so the order is refused rather than silently narrowed.
+    Outside the entry windows Tradier itself refuses (``... market no longer available``,
+    classified ``MarketClosed``).
+    """
+    if order.order_type is not OrderType.limit:
+        raise errors.UnsupportedOrder(
+            "Tradier takes extended-hours (pre/post) orders as limit orders only", broker=SLUG
+        )
+    if order.time_in_force is not TimeInForce.day:
+        raise errors.UnsupportedOrder(
+            "Tradier's extended-hours orders last one session: use time in force day",
+            broker=SLUG,
+        )
+    local = (now or datetime.now(UTC)).astimezone(EASTERN).time()
+    if local < REGULAR_OPEN:
+        return "pre"
+    if local >= REGULAR_CLOSE:
+        return "post"
+    raise errors.UnsupportedOrder(
+        "during the regular session Tradier has no extended-hours duration: place a day order,"
+        " or a post-market order from 16:00 New York time",
+        broker=SLUG,
+    )
 
 
 def order_contract(symbol: str) -> OptionContract:
@@ -1120,6 +1190,11 @@ _UNSUPPORTED = frozenset(
         "AssetTradingNotConfiguredForAccount",
         "ShortStockTradingDeniedForAccount",
         "ShortTradingDeniedForSecurity",
+        # The side does not fit the position: a short is covered with buy_to_cover, a long is
+        # not sold short, a cover needs a short (error-responses).
+        "UnexpectedBuyOrder",
+        "UnexpectedBuyToCoverOrder",
+        "UnexpectedSellShortOrder",
         "SellShortOrderLastPriceBelow5",
         "OpeningOrdersForOTCBBNotAccepted",
         "LimitOrderRequiredOutsideMarketHours",
@@ -1154,9 +1229,22 @@ def classify(response: httpx.Response, method: str) -> errors.BrokerError | None
     """Tradier's 4xx answers (429 and 5xx are fixed in app.brokers.http).
 
     https://docs.tradier.com/docs/error-responses: 400 carries a message; 401 is
-    authentication and entitlement. An order id the account does not know is answered with
-    ``Unauthorized Account: <account>`` (QuantConnect's recorded answer to cancelling an
-    unknown id): on an order path that means "no such order", not a bad token.
+    authentication and entitlement. Two answers come as plain text from the brokerage
+    backend, not as JSON (lumiwealth-tradier's ``Orders.cancel`` matches the first on the
+    raw text, ``"400 - order already in finalized state"``; QuantConnect's Tradier brokerage
+    records both):
+
+    * cancelling or changing a finished order: **400** ``order already in finalized state:
+      filled``: ``OrderNotModifiable``, never a rejection of something new;
+    * an order id (or account) the token's account does not own: **401** ``Unauthorized
+      Account: <account>``: on an order path ``OrderNotFound``, on an account path a refusal
+      for that account (``Rejected``). The connection's token is fine.
+
+    A dead token is told apart by its body, not its status: the API gateway answers a bad,
+    revoked or expired token with a JSON fault, ``{"fault": {"faultstring": "Invalid Access
+    Token", "detail": {"errorcode": "keymanagement.service.invalid_access_token"}}}``
+    (QuantConnect/Lean.Brokerages.Tradier tests). Only a fault (or a 401/403 whose body says
+    nothing else) is ``AuthenticationFailed``.
     """
     status = response.status_code
     text = response.text.strip()
@@ -1166,20 +1254,23 @@ def classify(response: httpx.Response, method: str) -> errors.BrokerError | None
         body = None
     found = fault(body)
     messages = error_messages(body)
-    order_path = "/orders/" in response.request.url.path
-    if text.startswith(UNAUTHORIZED_ACCOUNT) and order_path:
-        return errors.OrderNotFound(text, broker=SLUG)
+    if body is None and text.startswith(UNAUTHORIZED_ACCOUNT):
+        if "/orders/" in response.request.url.path:
+            return errors.OrderNotFound(text, broker=SLUG)
+        return errors.Rejected(text, broker=SLUG)
+    if body is None and FINALIZED in text.lower():
+        if method in ("PUT", "DELETE"):
+            return errors.OrderNotModifiable(text, broker=SLUG)
+        return errors.Rejected(text, broker=SLUG)
     if status in (401, 403):
         reason = found[0] if found else (text or "unauthorized")
         return errors.AuthenticationFailed(reason, broker=SLUG)
     if found is not None and "access_token" in found[1]:
         return errors.AuthenticationFailed(found[0], broker=SLUG)
     if status == 404:
-        return errors.OrderNotFound(text or "not found", broker=SLUG)
+        return errors.OrderNotFound(found[0] if found else (text or "not found"), broker=SLUG)
     if messages is not None:
         return classify_messages(messages, method)
-    if text.startswith(UNAUTHORIZED_ACCOUNT):
-        return errors.AuthenticationFailed(text, broker=SLUG)
     return errors.Rejected(found[0] if found else (text or f"HTTP {status}"), broker=SLUG)
 
 

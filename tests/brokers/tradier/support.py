@@ -40,9 +40,11 @@ class Running(TrackedAdapters):
 
 
 @contextlib.asynccontextmanager
-async def running_fake(cash: str = "100000", accounts: int = 1) -> AsyncIterator[Running]:
+async def running_fake(
+    cash: str = "100000", accounts: int = 1, account_type: str = "margin"
+) -> AsyncIterator[Running]:
     fake = FakeTradier()
-    user = fake.add_user(cash=cash, accounts=accounts)
+    user = fake.add_user(cash=cash, accounts=accounts, account_type=account_type)
     async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
         running = Running(fake=fake, url=url, user=user)
         try:

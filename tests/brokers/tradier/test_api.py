@@ -144,9 +144,10 @@ async def test_place_modify_cancel_through_the_api(db_url: str) -> None:
         )
         assert placed.status_code == 201, placed.text
         order = placed.json()
-        assert order["status"] == "accepted"
+        assert order["status"] == "submitted"  # Tradier: first "pending"
         _u, _a, fake_order = gw.tradier.fake.find_order(int(order["broker_order_id"]))
         assert fake_order.tag == order["client_order_id"]  # our id, as the tag
+        gw.tradier.fake.acknowledge()  # pending -> open before it is changed
 
         modified = await h.client.patch(
             f"/v1/orders/{order['id']}", json={"limit_price": "101.00"}, headers=h.auth(user)
@@ -211,7 +212,7 @@ async def test_a_timeout_after_accept_is_unknown_then_adopted_once(db_url: str) 
 
         assert await Reconciler(h.state.ctx).run_once() >= 1
         got = (await h.client.get(f"/v1/orders/{order['id']}", headers=h.auth(user))).json()
-        assert got["status"] == "accepted"
+        assert got["status"] == "submitted"
         assert got["broker_order_id"] is not None
         _u, _a, fake_order = gw.tradier.fake.find_order(int(got["broker_order_id"]))
         assert fake_order.tag == order["client_order_id"]  # adopted by its tag

@@ -382,12 +382,41 @@ def response(status: int, body: object, path: str = "/v1/accounts/VA1/orders") -
             "/v1/accounts/VA1/orders/9",
             errors.OrderNotFound,
         ),
+        # An account the token does not see: a refusal for that account, not a dead token.
         (
-            400,
+            401,
             "Unauthorized Account: VA9",
             "GET",
             "/v1/accounts/VA9/balances",
+            errors.Rejected,
+        ),
+        # A dead token is the gateway's JSON fault, on an order path too.
+        (
+            401,
+            {
+                "fault": {
+                    "faultstring": "Invalid Access Token",
+                    "detail": {"errorcode": "keymanagement.service.invalid_access_token"},
+                }
+            },
+            "DELETE",
+            "/v1/accounts/VA1/orders/9",
             errors.AuthenticationFailed,
+        ),
+        # Issue 15: a finished order, answered in plain text (not the errors envelope).
+        (
+            400,
+            "order already in finalized state: filled",
+            "DELETE",
+            "/v1/accounts/VA1/orders/9",
+            errors.OrderNotModifiable,
+        ),
+        (
+            400,
+            "order already in finalized state: canceled",
+            "PUT",
+            "/v1/accounts/VA1/orders/9",
+            errors.OrderNotModifiable,
         ),
         (404, "Not Found", "GET", "/v1/accounts/VA1/orders/9", errors.OrderNotFound),
     ],

@@ -196,7 +196,7 @@ async def test_a_single_leg_option_round_trip() -> None:
         assert (placed.symbol, placed.position_effect, placed.status) == (
             call,
             PositionEffect.open,
-            OrderStatus.accepted,
+            OrderStatus.submitted,
         )
         assert await run.fake.match() == 1
         filled = await adapter.get_order(number, placed.broker_order_id)
@@ -235,7 +235,7 @@ async def test_an_iron_condor_fills_with_its_four_legs_into_four_positions() -> 
         )
         assert post.form["quantity[3]"] == "2"
         assert (placed.status, placed.quantity, placed.price_effect, placed.limit_price) == (
-            OrderStatus.accepted,
+            OrderStatus.submitted,
             D(2),
             PriceEffect.credit,
             ask_for,

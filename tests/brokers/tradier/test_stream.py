@@ -66,9 +66,11 @@ async def test_session_then_live_events_with_fills(caplog: pytest.LogCaptureFixt
             assert ("POST", "/v1/accounts/events/session") in run.fake.requests
 
             placed = await adapter.place_order(number, market("bg-live", qty="2"))
-            new = await until(updates, placed.broker_order_id, OrderStatus.accepted)
+            new = await until(updates, placed.broker_order_id, OrderStatus.submitted)
             assert new.account_ref == number
             assert new.order.client_order_id == "bg-live"  # read back with its tag
+            run.fake.acknowledge()  # pending -> open, as the market takes it
+            await until(updates, placed.broker_order_id, OrderStatus.accepted)
             await run.fake.match()
             fill = await until(updates, placed.broker_order_id, OrderStatus.filled)
             [one] = fill.fills
@@ -172,7 +174,7 @@ async def test_a_dropped_stream_reconnects_on_a_new_session_and_catches_up() -> 
         updates = stream.updates()
         try:
             placed = await adapter.place_order(number, market("bg-gap"))
-            await until(updates, placed.broker_order_id, OrderStatus.accepted)
+            await until(updates, placed.broker_order_id, OrderStatus.submitted)
             run.fake.drop_streams()
             await run.fake.match()  # fills while nobody listens: the event is lost
             filled = await until(updates, placed.broker_order_id, OrderStatus.filled)
@@ -191,7 +193,7 @@ async def test_a_silent_stream_is_restarted_and_caught_up() -> None:
         updates = stream.updates()
         try:
             placed = await adapter.place_order(number, market("bg-silent"))
-            await until(updates, placed.broker_order_id, OrderStatus.accepted)
+            await until(updates, placed.broker_order_id, OrderStatus.submitted)
             run.fake.faults.stream_silent = True
             await run.fake.match()
             filled = await until(updates, placed.broker_order_id, OrderStatus.filled)
@@ -225,7 +227,7 @@ async def test_a_refused_token_ends_the_stream_with_authentication_failed(fault:
         updates = open_stream(run, adapter, run.account.number).updates()
         try:
             placed = await adapter.place_order(run.account.number, limit_buy("bg-rv"))
-            await until(updates, placed.broker_order_id, OrderStatus.accepted)
+            await until(updates, placed.broker_order_id, OrderStatus.submitted)
             getattr(run.fake, fault)(run.user.token)
             run.fake.drop_streams()
             with pytest.raises(errors.AuthenticationFailed):

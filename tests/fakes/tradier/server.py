@@ -16,9 +16,41 @@ QuantConnect's recorded Tradier answers (QuantConnect/Lean.Brokerages.Tradier te
 for an order id the account does not have, ``order already in finalized state`` on cancelling
 a closed order, and ``["Backoffice rejected override of the order.",
 "DayTradingBuyingPowerExceeded"]`` for an order beyond the buying power. Not confirmed
-anywhere and so chosen here: the exact status of those last answers (400), the 429 body
-(the API gateway's quota fault), and what the WebSocket does with an unknown session id
-(closes with 1008).
+anywhere and so chosen here: the status of the buying-power refusal (200, as documented for
+downstream refusals), the 429 body (the API gateway's quota fault), and what the WebSocket
+does with an unknown session id (closes with 1008).
+
+Answers the brokerage backend gives as plain text, not JSON, are plain text here too: a
+cancel or change of a finished order is **400** ``order already in finalized state: <status>``
+(lumiwealth-tradier's ``Orders.cancel`` matches ``"400 - order already in finalized state"``
+on the raw answer), and an order id or account number the token's account does not own is
+**401** ``Unauthorized Account: <account>`` (the status as seen at the real sandbox, issue 15;
+the text as QuantConnect's tests record it), which is not the gateway's bad-token fault. New
+orders are first ``pending`` (as at the real sandbox; lumibot's Tradier tests and its status
+table carry ``pending`` too) and become ``open`` when the market acknowledges them: here at the
+next ``match()``.
+
+Short sales (margin accounts only, ``account_type``): ``sell_short`` opens or adds to a short,
+``buy_to_cover`` closes it, with the documented refusals (https://docs.tradier.com/docs/
+error-responses): ``ShortStockTradingDeniedForAccount`` (cash account), ``ShortOrderIsGtc``,
+``UnexpectedSellShortOrder`` (a long position is held), ``UnexpectedBuyOrder`` (a plain buy
+against a short), ``UnexpectedBuyToCoverOrder`` (no short), ``ShortPositionCrossZero``.
+Extended hours: ``duration`` ``pre``/``post`` for equity limit orders only
+(``LimitOrderRequiredOutsideMarketHours`` otherwise), entered in the session windows
+04:00-09:24 and 16:00-19:55 New York time (documentation.tradier.com/brokerage-api/trading/
+getting-started, as QuantConnect cites it); outside them ``Invalid parameter, duration: pre
+market no longer available`` (QuantConnect's recorded text), 400. They match like day orders.
+
+Unknown routes answer as Tradier's API gateway (Apigee: its faults ``keymanagement.service.*``,
+``policies.ratelimit.QuotaViolation`` are Apigee policy codes) answers an unrouted request:
+404 ``{"fault": {"faultstring": "Unable to identify proxy for host: default and url: <path>",
+"detail": {"errorcode": "messaging.adaptors.http.flow.ApplicationNotFound"}}}``
+(https://docs.apigee.com/api-platform/troubleshoot/runtime/404-unable-identify-proxy-host; the
+virtual host name ``default`` is the fake's choice).
+
+Rows the adapter cannot represent (for list tests): ``FakeAccount.raw_orders``,
+``raw_positions``, ``raw_history`` and ``FakeUser.raw_accounts`` hold wire rows served as they
+are, mixed into the real lists.
 
 Prices come from the paper market (``app.paper.quotes.SeededQuoteSource``) and orders match
 by the paper broker's rules (``app.paper.matching.decide``) over in-memory books, when the
@@ -55,12 +87,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
+from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -96,6 +131,19 @@ DURATIONS = frozenset({"day", "gtc", "pre", "post"})
 TAG_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 BACKOFFICE = "Backoffice rejected override of the order."
 SESSION_TTL = timedelta(minutes=5)
+EASTERN = ZoneInfo("America/New_York")
+# Order entry windows of the extended sessions (trading/getting-started, via QuantConnect).
+EXTENDED_WINDOWS = {
+    "pre": (clock_time(4, 0), clock_time(9, 24)),
+    "post": (clock_time(16, 0), clock_time(19, 55)),
+}
+FINALIZED = "order already in finalized state"
+
+
+def _truthy(value: str | None) -> bool:
+    """Boolean query flags; lumiwealth-tradier sends Python's ``True`` for ``includeTags``
+    and relies on the tags coming back, so the flag is read without regard to case."""
+    return (value or "").lower() == "true"
 
 
 def iso_ms(at: datetime) -> str:
@@ -146,6 +194,11 @@ def refusal(request: Request, status: int, *messages: str) -> Response:
     """``{"errors": {"error": "..." | [...]}}``."""
     error: object = messages[0] if len(messages) == 1 else list(messages)
     return answer(request, {"errors": {"error": error}}, status)
+
+
+def unauthorized_account(number: str) -> Response:
+    """An order id or account the token's account does not own (module docstring)."""
+    return PlainTextResponse(f"Unauthorized Account: {number}", 401)
 
 
 def fault(request: Request, status: int, text: str, code: str, **headers: str) -> Response:
@@ -212,7 +265,7 @@ class FakeOrder:
     stop: Decimal | None
     tag: str | None
     created_at: datetime
-    status: str = "open"
+    status: str = "pending"
     exec_quantity: Decimal = ZERO
     avg_fill_price: Decimal = ZERO
     last_fill_price: Decimal = ZERO
@@ -307,9 +360,14 @@ class FakeAccount:
     number: str
     cash: Decimal
     created_at: datetime
+    account_type: str = "margin"  # margin | cash (pdt is a margin account flagged for PDT)
     orders: dict[int, FakeOrder] = field(default_factory=dict)
     positions: dict[str, FakePosition] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    raw_orders: list[dict[str, Any]] = field(default_factory=list)
+    raw_positions: list[dict[str, Any]] = field(default_factory=list)
+    raw_history: list[dict[str, Any]] = field(default_factory=list)
+    closed_positions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -322,6 +380,7 @@ class FakeUser:
     expired: bool = False
     sessions: dict[str, datetime] = field(default_factory=dict)
     streams: set[asyncio.Queue[str | None]] = field(default_factory=set)
+    raw_accounts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def account(self) -> FakeAccount:
@@ -364,6 +423,7 @@ class FakeTradier:
                 Route("/v1/accounts/{account}/balances", self.balances, methods=["GET"]),
                 Route("/v1/accounts/{account}/positions", self.positions, methods=["GET"]),
                 Route("/v1/accounts/{account}/history", self.history, methods=["GET"]),
+                Route("/v1/accounts/{account}/gainloss", self.gainloss, methods=["GET"]),
                 Route("/v1/accounts/{account}/orders", self.orders, methods=["GET", "POST"]),
                 Route(
                     "/v1/accounts/{account}/orders/{order_id}",
@@ -379,20 +439,28 @@ class FakeTradier:
                 Route("/v1/markets/history", self.market.history, methods=["GET"]),
                 Route("/v1/markets/timesales", self.market.timesales, methods=["GET"]),
                 WebSocketRoute(MARKET_PATH, self.market.serve),
-            ]
+            ],
+            exception_handlers={HTTPException: self._unrouted},
         )
 
     # --- test controls -----------------------------------------------------------------
 
     def add_user(
-        self, token: str | None = None, cash: str = "100000", accounts: int = 1
+        self,
+        token: str | None = None,
+        cash: str = "100000",
+        accounts: int = 1,
+        account_type: str = "margin",
     ) -> FakeUser:
         now = self.clock()
         user = FakeUser(
             token=token or uuid.uuid4().hex[:28],
             accounts=[
                 FakeAccount(
-                    number=f"VA{next(self._numbers):08d}", cash=Decimal(cash), created_at=now
+                    number=f"VA{next(self._numbers):08d}",
+                    cash=Decimal(cash),
+                    created_at=now,
+                    account_type=account_type,
                 )
                 for _ in range(accounts)
             ],
@@ -442,8 +510,24 @@ class FakeTradier:
                     return len(account.orders)
         raise KeyError(account_number)
 
+    def acknowledge(self) -> int:
+        """The market acknowledges every ``pending`` order: it becomes ``open``."""
+        count = 0
+        for user in self.users.values():
+            for account in user.accounts:
+                for order in account.orders.values():
+                    if order.status == "pending":
+                        order.status, order.updated_at = "open", self._now()
+                        for leg in order.legs:
+                            leg.status = "open"
+                        self._broadcast(user, order)
+                        count += 1
+        return count
+
     async def match(self) -> int:
-        """Evaluate every working order against the current quote; returns fills made."""
+        """Acknowledge pending orders, then evaluate every working order against the current
+        quote; returns fills made."""
+        self.acknowledge()
         fills = 0
         for user in self.users.values():
             for account in user.accounts:
@@ -527,7 +611,7 @@ class FakeTradier:
         for account in user.accounts:
             if account.number == wanted:
                 return user, account
-        return PlainTextResponse(f"Unauthorized Account: {wanted}", 400)
+        return unauthorized_account(wanted)
 
     def _now(self) -> datetime:
         return self.clock()
@@ -546,8 +630,16 @@ class FakeTradier:
             return self._option_quote(OptionContract.parse(symbol)).mark * MULTIPLIER
         return self.quotes.quote(symbol, self._now()).last
 
-    def _positions_value(self, account: FakeAccount) -> Decimal:
-        return sum((p.quantity * self._mark(s) for s, p in account.positions.items()), ZERO)
+    def _positions_value(self, account: FakeAccount, *, short: bool | None = None) -> Decimal:
+        """The value of the positions held: all, only the short (``True``) or long ones."""
+        return sum(
+            (
+                p.quantity * self._mark(s)
+                for s, p in account.positions.items()
+                if short is None or (p.quantity < 0) == short
+            ),
+            ZERO,
+        )
 
     def _reserved(self, account: FakeAccount) -> Decimal:
         reserved = ZERO
@@ -565,6 +657,16 @@ class FakeTradier:
                 reserved += (order.quantity - order.exec_quantity) * order.price * MULTIPLIER
         return reserved
 
+    async def _unrouted(self, request: Request, exc: Exception) -> Response:
+        """An unknown path (or method): the gateway's unrouted-request fault (docstring)."""
+        self.requests.append((request.method, request.url.path))
+        return fault(
+            request,
+            404,
+            f"Unable to identify proxy for host: default and url: {request.url.path}",
+            "messaging.adaptors.http.flow.ApplicationNotFound",
+        )
+
     # --- user, account -----------------------------------------------------------------
 
     async def profile(self, request: Request) -> Response:
@@ -579,11 +681,12 @@ class FakeTradier:
                 "day_trader": False,
                 "option_level": 2,
                 "status": "active",
-                "type": "margin",
+                "type": a.account_type,
                 "last_update_date": iso_ms(a.created_at),
             }
             for a in user.accounts
         ]
+        accounts.extend(user.raw_accounts)
         return answer(
             request,
             {"profile": {"account": one_or_many(accounts), "id": user.id, "name": user.name}},
@@ -594,42 +697,43 @@ class FakeTradier:
         if isinstance(found, Response):
             return found
         _user, account = found
-        long_value = self._positions_value(account)
+        long_value = self._positions_value(account, short=False)
         buying_power = account.cash - self._reserved(account)
         pending = sum(1 for o in account.orders.values() if o.status in WORKING)
-        return answer(
-            request,
-            {
-                "balances": {
-                    "option_short_value": 0,
-                    "total_equity": account.cash + long_value,
-                    "account_number": account.number,
-                    "account_type": "margin",
-                    "close_pl": 0,
-                    "current_requirement": 0,
-                    "equity": 0,
-                    "long_market_value": long_value,
-                    "market_value": long_value,
-                    "open_pl": 0,
-                    "option_long_value": 0,
-                    "option_requirement": 0,
-                    "pending_orders_count": pending,
-                    "short_market_value": 0,
-                    "stock_long_value": long_value,
-                    "total_cash": account.cash,
-                    "uncleared_funds": 0,
-                    "pending_cash": 0,
-                    "margin": {
-                        "fed_call": 0,
-                        "maintenance_call": 0,
-                        "option_buying_power": buying_power,
-                        "stock_buying_power": buying_power,
-                        "stock_short_value": 0,
-                        "sweep": 0,
-                    },
-                }
-            },
-        )
+        short_value = self._positions_value(account, short=True)
+        body: dict[str, Any] = {
+            "option_short_value": 0,
+            "total_equity": account.cash + long_value + short_value,
+            "account_number": account.number,
+            "account_type": account.account_type,
+            "close_pl": 0,
+            "current_requirement": 0,
+            "equity": 0,
+            "long_market_value": long_value,
+            "market_value": long_value + short_value,
+            "open_pl": 0,
+            "option_long_value": 0,
+            "option_requirement": 0,
+            "pending_orders_count": pending,
+            "short_market_value": short_value,
+            "stock_long_value": long_value,
+            "total_cash": account.cash,
+            "uncleared_funds": 0,
+            "pending_cash": 0,
+        }
+        if account.account_type == "cash":
+            # https://docs.tradier.com/docs/balances: a cash account's detail is "cash".
+            body["cash"] = {"cash_available": buying_power, "sweep": 0, "unsettled_funds": 0}
+        else:
+            body["margin"] = {
+                "fed_call": 0,
+                "maintenance_call": 0,
+                "option_buying_power": buying_power,
+                "stock_buying_power": buying_power,
+                "stock_short_value": short_value,
+                "sweep": 0,
+            }
+        return answer(request, {"balances": body})
 
     async def positions(self, request: Request) -> Response:
         found = await self._account_gate(request)
@@ -647,6 +751,7 @@ class FakeTradier:
             for symbol, p in sorted(account.positions.items())
             if p.quantity
         ]
+        rows.extend(account.raw_positions)
         if not rows:
             return answer(request, {"positions": "null"})
         return answer(request, {"positions": {"position": one_or_many(rows)}})
@@ -657,7 +762,7 @@ class FakeTradier:
             return found
         _user, account = found
         params = request.query_params
-        events = list(reversed(account.history))  # newest first
+        events = list(reversed(account.history)) + account.raw_history  # newest first
         if "type" in params:
             events = [e for e in events if e["type"] == params["type"]]
         if "start" in params:
@@ -670,6 +775,24 @@ class FakeTradier:
         if not events:
             return answer(request, {"history": "null"})
         return answer(request, {"history": {"event": one_or_many(events)}})
+
+    async def gainloss(self, request: Request) -> Response:
+        """https://documentation.tradier.com/brokerage-api/accounts/get-account-gainloss:
+        closed positions, newest close first (``sortBy=closeDate``, ``sort=desc`` defaults),
+        ``page``/``limit`` (25), ``symbol``; none is ``{"gainloss": "null"}``."""
+        found = await self._account_gate(request)
+        if isinstance(found, Response):
+            return found
+        _user, account = found
+        params = request.query_params
+        rows = list(reversed(account.closed_positions))
+        if "symbol" in params:
+            rows = [r for r in rows if r["symbol"] == params["symbol"]]
+        limit, page = int(params.get("limit", "25")), int(params.get("page", "1"))
+        rows = rows[(page - 1) * limit : page * limit]
+        if not rows:
+            return answer(request, {"gainloss": "null"})
+        return answer(request, {"gainloss": {"closed_position": one_or_many(rows)}})
 
     # --- orders --------------------------------------------------------------------------
 
@@ -690,12 +813,13 @@ class FakeTradier:
         limit = int(params.get("limit", "25"))
         page = int(params.get("page", "1"))
         selected = selected[(page - 1) * limit : page * limit]
-        include = params.get("includeTags") == "true"
-        if not selected:
+        include = _truthy(params.get("includeTags"))
+        rows = [o.wire(include) for o in selected]
+        if page == 1:
+            rows.extend(account.raw_orders)
+        if not rows:
             return answer(request, {"orders": "null"})
-        return answer(
-            request, {"orders": {"order": one_or_many([o.wire(include) for o in selected])}}
-        )
+        return answer(request, {"orders": {"order": one_or_many(rows)}})
 
     async def _place(self, request: Request, user: FakeUser, account: FakeAccount) -> Response:
         form: dict[str, str] = request.state.form
@@ -794,29 +918,20 @@ class FakeTradier:
         symbol = form["symbol"]
         if symbol not in UNIVERSE or "-" in symbol:
             return refusal(request, 200, f"Undefined symbol: {symbol}")
-        if side in ("sell_short", "buy_to_cover"):
-            return refusal(request, 200, BACKOFFICE, "ShortStockTradingDeniedForAccount")
+        if duration in EXTENDED_WINDOWS:
+            refused = self._extended_refusal(request, type_, duration)
+            if refused is not None:
+                return refused
         quote = self.quotes.quote(symbol, self._now())
-        if side == "buy":
+        refused = self._position_refusal(request, account, symbol, side, quantity, duration)
+        if refused is not None:
+            return refused
+        if side in ("buy", "buy_to_cover"):
             cost = quantity * (price or quote.ask)
             if cost > account.cash - self._reserved(account):
                 return refusal(request, 200, BACKOFFICE, "DayTradingBuyingPowerExceeded")
-        else:
-            held = account.positions.get(symbol, FakePosition(0)).quantity
-            selling = sum(
-                (
-                    o.quantity - o.exec_quantity
-                    for o in account.orders.values()
-                    if o.side == "sell" and o.symbol == symbol and o.status in WORKING
-                ),
-                ZERO,
-            )
-            if held <= 0:
-                return refusal(request, 200, BACKOFFICE, "UnexpectedSellOrder")
-            if quantity > held - selling:
-                return refusal(request, 200, BACKOFFICE, "LongPositionCrossZero")
         if form.get("preview") == "true":
-            cost = quantity * (price or (quote.ask if side == "buy" else quote.bid))
+            cost = quantity * (price or (quote.ask if side.startswith("buy") else quote.bid))
             return self._preview(
                 request, form, quantity=quantity, order_cost=cost, strategy="equity"
             )
@@ -836,6 +951,61 @@ class FakeTradier:
             updated_at=now,
         )
         return await self._accept(request, user, account, order)
+
+    def _extended_refusal(self, request: Request, type_: str, duration: str) -> Response | None:
+        """``pre``/``post``: limit orders, entered in the session's window (docstring)."""
+        if type_ != "limit":
+            return refusal(request, 200, "LimitOrderRequiredOutsideMarketHours")
+        start, end = EXTENDED_WINDOWS[duration]
+        if not start <= self._now().astimezone(EASTERN).time() < end:
+            return refusal(
+                request, 400, f"Invalid parameter, duration: {duration} market no longer available"
+            )
+        return None
+
+    def _position_refusal(
+        self,
+        request: Request,
+        account: FakeAccount,
+        symbol: str,
+        side: str,
+        quantity: Decimal,
+        duration: str,
+    ) -> Response | None:
+        """The side must fit the position (error-responses: Unexpected*Order, *CrossZero)."""
+        held = account.positions.get(symbol, FakePosition(0)).quantity
+
+        def working(*sides: str) -> Decimal:
+            return sum(
+                (
+                    o.quantity - o.exec_quantity
+                    for o in account.orders.values()
+                    if o.side in sides and o.symbol == symbol and o.status in WORKING
+                ),
+                ZERO,
+            )
+
+        if side == "sell_short":
+            if account.account_type == "cash":
+                return refusal(request, 200, BACKOFFICE, "ShortStockTradingDeniedForAccount")
+            if duration == "gtc":
+                return refusal(request, 200, BACKOFFICE, "ShortOrderIsGtc")
+            if held > 0 or working("sell") > 0:
+                return refusal(request, 200, BACKOFFICE, "UnexpectedSellShortOrder")
+        elif side == "buy_to_cover":
+            if held >= 0:
+                return refusal(request, 200, BACKOFFICE, "UnexpectedBuyToCoverOrder")
+            if quantity > -held - working("buy_to_cover"):
+                return refusal(request, 200, BACKOFFICE, "ShortPositionCrossZero")
+        elif side == "buy":
+            if held < 0:
+                return refusal(request, 200, BACKOFFICE, "UnexpectedBuyOrder")
+        else:  # sell
+            if held <= 0:
+                return refusal(request, 200, BACKOFFICE, "UnexpectedSellOrder")
+            if quantity > held - working("sell"):
+                return refusal(request, 200, BACKOFFICE, "LongPositionCrossZero")
+        return None
 
     def _listed(self, raw: str) -> OptionContract | None:
         """A listed, unexpired contract of the paper option market named by ``raw``."""
@@ -882,6 +1052,10 @@ class FakeTradier:
             return refusal(request, 200, "StopPriceUndefined")
         if type_ == "market" and duration == "gtc":
             return refusal(request, 200, "MarketOrderIsGtc")
+        if duration in EXTENDED_WINDOWS:
+            # Pre/post are for equities only (QuantConnect's live Tradier tests); the answer's
+            # wording is the fake's, in the form of Tradier's parameter refusals.
+            return refusal(request, 400, f"Invalid parameter, duration: {duration}")
         contract = self._listed(form["option_symbol"])
         if contract is None or contract.underlying != form["symbol"]:
             return refusal(request, 200, f"Undefined symbol: {form['option_symbol']}")
@@ -960,6 +1134,8 @@ class FakeTradier:
             return refusal(request, 200, "LimitPriceUndefined")
         if type_ == "market" and duration == "gtc":
             return refusal(request, 200, "MarketOrderIsGtc")
+        if duration in EXTENDED_WINDOWS:
+            return refusal(request, 400, f"Invalid parameter, duration: {duration}")
         contracts: list[OptionContract] = []
         for index, ((symbol, side, _q), quantity) in enumerate(
             zip(raw_legs, quantities, strict=True)
@@ -1079,12 +1255,13 @@ class FakeTradier:
         raw_id = request.path_params["order_id"]
         order = account.orders.get(int(raw_id)) if raw_id.isdigit() else None
         if order is None:
-            return PlainTextResponse(f"Unauthorized Account: {account.number}", 400)
+            return unauthorized_account(account.number)
         if request.method == "GET":
-            include = request.query_params.get("includeTags") == "true"
+            include = _truthy(request.query_params.get("includeTags"))
             return answer(request, {"order": order.wire(include)})
         if order.status in FINAL:
-            return refusal(request, 400, f"order already in finalized state: {order.status}")
+            # Plain text, not the errors envelope (module docstring).
+            return PlainTextResponse(f"{FINALIZED}: {order.status}", 400)
         now = self._now()
         if request.method == "DELETE":
             order.status, order.updated_at = "canceled", now
@@ -1150,17 +1327,16 @@ class FakeTradier:
         order.updated_at = now
         order.status = "filled" if order.exec_quantity >= order.quantity else "partially_filled"
         position = account.positions.setdefault(order.symbol, FakePosition(next(self._ids)))
-        if order.side == "buy":
-            account.cash -= qty * price
-            position.cost_basis += qty * price
-            position.quantity += qty
+        signed = qty if order.is_buy else -qty
+        account.cash -= signed * price
+        opening = position.quantity == 0 or (position.quantity > 0) == (signed > 0)
+        if opening:  # cost basis is signed: negative for a short (as for options)
+            position.cost_basis += signed * price
         else:
-            account.cash += qty * price
-            if position.quantity:
-                position.cost_basis -= position.cost_basis * qty / position.quantity
-            position.quantity -= qty
+            self._close_lot(account, order.symbol, position, qty, price, Decimal(1), now)
+            position.cost_basis -= position.cost_basis * qty / abs(position.quantity)
+        position.quantity += signed
         position.date_acquired = now
-        signed = qty if order.side == "buy" else -qty
         account.history.append(
             {
                 "amount": -signed * price,
@@ -1218,6 +1394,41 @@ class FakeTradier:
         self._broadcast(user, order)
         return 1
 
+    @staticmethod
+    def _close_lot(
+        account: FakeAccount,
+        symbol: str,
+        position: FakePosition,
+        qty: Decimal,
+        price: Decimal,
+        multiplier: Decimal,
+        now: datetime,
+    ) -> None:
+        """A closing fill as a ``gainloss.closed_position`` (get-account-gainloss): cost and
+        proceeds of the closed part, its gain and percentage, the days held as ``term``."""
+        closed = min(qty, abs(position.quantity))
+        share = position.cost_basis * closed / abs(position.quantity)  # negative for a short
+        value = closed * price * multiplier
+        cost, proceeds = (share, value) if share >= 0 else (value, -share)
+        gain = proceeds - cost
+        account.closed_positions.append(
+            {
+                "close_date": iso_ms(now.replace(hour=0, minute=0, second=0, microsecond=0)),
+                "cost": cost.quantize(Decimal("0.01")),
+                "gain_loss": gain.quantize(Decimal("0.01")),
+                "gain_loss_percent": (gain / cost * 100).quantize(Decimal("0.0001"))
+                if cost
+                else ZERO,
+                "open_date": iso_ms(
+                    position.date_acquired.replace(hour=0, minute=0, second=0, microsecond=0)
+                ),
+                "proceeds": proceeds.quantize(Decimal("0.01")),
+                "quantity": closed,
+                "symbol": symbol,
+                "term": (now - position.date_acquired).days,
+            }
+        )
+
     def _fill_leg(
         self,
         account: FakeAccount,
@@ -1239,6 +1450,7 @@ class FakeTradier:
         if opening:
             position.cost_basis += value
         else:
+            self._close_lot(account, contract.symbol, position, qty, price, MULTIPLIER, now)
             position.cost_basis -= (
                 position.cost_basis * min(qty, abs(position.quantity)) / abs(position.quantity)
             )
