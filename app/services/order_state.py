@@ -74,13 +74,17 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
             *_FILLS,
         }
     ),
+    # A cancel or change refused, or applied in place, leaves the order working: acknowledged
+    # (accepted) or, at a broker that had not acknowledged it yet, still submitted (Tradier
+    # shows a new order ``pending`` until the market acknowledges it).
     S.pending_cancel: frozenset(
-        {S.canceled, S.accepted, S.expired, S.pending_cancel, S.unknown, *_FILLS}
+        {S.canceled, S.accepted, S.submitted, S.expired, S.pending_cancel, S.unknown, *_FILLS}
     ),
     S.pending_replace: frozenset(
         {
             S.replaced,
             S.accepted,
+            S.submitted,
             S.pending_replace,
             S.pending_cancel,
             S.canceled,

@@ -44,6 +44,9 @@ def test_real_world_rows() -> None:
     assert can_transition(OrderStatus.pending_submit, OrderStatus.filled)  # fill before ack
     assert can_transition(OrderStatus.canceled, OrderStatus.filled)  # fill after cancel ack
     assert can_transition(OrderStatus.pending_cancel, OrderStatus.accepted)  # cancel refused
+    # ... or a change applied in place, at a broker that had not acknowledged the order yet
+    assert can_transition(OrderStatus.pending_cancel, OrderStatus.submitted)
+    assert can_transition(OrderStatus.pending_replace, OrderStatus.submitted)
     assert can_transition(OrderStatus.unknown, OrderStatus.accepted)  # reconciliation
     assert not can_transition(OrderStatus.filled, OrderStatus.canceled)
     assert not can_transition(OrderStatus.accepted, OrderStatus.pending_submit)
