@@ -188,14 +188,17 @@ def test_quotes_document_their_409(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/accounts", "/v1/connections", "/v1/accounts/{acc}/orders"])
-async def test_an_empty_cursor_is_the_first_page(harness: Harness, path: str) -> None:
+async def test_an_empty_cursor_is_refused_as_the_schema_says(harness: Harness, path: str) -> None:
+    template = path.replace("{acc}", "{account_id}")
+    parameters = harness.app.openapi()["paths"][template]["get"]["parameters"]
+    cursor = next(p for p in parameters if p["name"] == "cursor")
+    assert any(o.get("minLength") == 1 for o in cursor["schema"].get("anyOf", [cursor["schema"]]))
     user = new_user("probe")
     _connection, account_id = await harness.paper_account(user)
     url = path.replace("{acc}", account_id)
-    first = await harness.client.get(url, headers=harness.auth(user))
     empty = await harness.client.get(url + "?cursor=", headers=harness.auth(user))
-    assert empty.status_code == 200, empty.text
-    assert empty.json() == first.json()
+    assert empty.status_code == 400, empty.text
+    assert empty.json()["code"] == "invalid_cursor"
 
 
 async def test_the_events_cursor_is_documented_as_the_server_reads_it(harness: Harness) -> None:
