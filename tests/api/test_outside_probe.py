@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import httpx
@@ -275,3 +276,23 @@ async def test_a_json_body_not_in_utf_8_is_refused(harness: Harness, encoding: s
     assert response.json()["code"] == "malformed_json"
     listed = await harness.client.get("/v1/connections", headers=harness.auth(user))
     assert listed.json()["items"] == []
+
+
+async def test_a_refused_change_answers_at_once_on_every_backend(harness: Harness) -> None:
+    """Found by schemathesis on SQLite: a modify the broker refused waited out the 10 s
+    SQLite busy timeout (the order row's transaction held the write lock the paper broker's
+    read needed) before its 422."""
+    user = new_user("probe")
+    _connection, account_id = await harness.paper_account(user)
+    placed = await harness.place(
+        user, account_id, order_type="limit", limit_price="1.00", time_in_force="gtc"
+    )
+    order_id = placed.json()["id"]
+    started = time.monotonic()
+    refused = await harness.client.patch(
+        f"/v1/orders/{order_id}", json={"time_in_force": "fok"}, headers=harness.auth(user)
+    )
+    assert refused.status_code == 422, refused.text
+    assert time.monotonic() - started < 3
+    order = await harness.client.get(f"/v1/orders/{order_id}", headers=harness.auth(user))
+    assert order.json()["status"] == placed.json()["status"]
