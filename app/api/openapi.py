@@ -2,7 +2,9 @@
 
 ``Idempotency-Key`` is declared by the ``get_idempotency_key`` dependency as an optional
 header so that its absence is our 400 ``idempotency_key_required`` (not FastAPI's 422); the
-server refuses every request without it, so the document marks it required.
+server refuses every request without it, so the document marks it required. Path and query
+strings never take a NUL character (``NulByteMiddleware``) and a page cursor is never empty;
+their schemas say so.
 """
 
 from __future__ import annotations
@@ -33,12 +35,41 @@ def _mark_required_headers(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+# The NulByteMiddleware refuses a NUL in any path or query value (404 / 422): said here.
+NO_NUL = "^[^\\x00]*$"
+
+
+def _no_nul_in_parameters(spec: dict[str, Any]) -> dict[str, Any]:
+    for path in spec.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") not in ("path", "query"):
+                    continue
+                schema = parameter.get("schema", {})
+                options = schema.get("anyOf", [schema])
+                if parameter.get("in") == "query" and parameter.get("name") == "cursor":
+                    # A page cursor is what a previous page's ``next_cursor`` was: never
+                    # empty (``cursor=`` is a 400 ``invalid_cursor``, like any bad cursor).
+                    for option in options:
+                        if option.get("type") == "string":
+                            option.setdefault("minLength", 1)
+                for option in options:
+                    if option.get("type") == "string" and "pattern" not in option:
+                        option["pattern"] = NO_NUL
+                    items = option.get("items", {})
+                    if items.get("type") == "string" and "pattern" not in items:
+                        items["pattern"] = NO_NUL
+    return spec
+
+
 def install_openapi(app: FastAPI) -> None:
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _mark_required_headers(generate())
+            app.openapi_schema = _no_nul_in_parameters(_mark_required_headers(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -73,7 +73,7 @@ def _validation_problem(exc: RequestValidationError) -> errors.AppError:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some operation serves at this path, from the OpenAPI document (each
     method of a path is its own route here, and Starlette's 405 names only the first)."""
-    table: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+    table: list[tuple[re.Pattern[str], int, frozenset[str]]] | None = getattr(
         request.app.state, "allowed_methods", None
     )
     if table is None:
@@ -81,14 +81,15 @@ def allowed_methods(request: Request) -> list[str]:
         for template, operations in request.app.openapi().get("paths", {}).items():
             regex = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
             methods = frozenset(m.upper() for m in operations if m.upper() in _METHODS)
-            table.append((re.compile(f"^{regex}$"), methods))
+            literal = sum(1 for part in template.split("/") if part and "{" not in part)
+            table.append((re.compile(f"^{regex}$"), literal, methods))
         request.app.state.allowed_methods = table
     path = request.url.path
-    allowed: set[str] = set()
-    for compiled, methods in table:
-        if compiled.match(path):
-            allowed |= methods
-    return sorted(allowed)
+    # The most specific templates win: /v1/orders/route (POST) names its own resource, not
+    # an order called "route" of /v1/orders/{order_id}.
+    matched = [(literal, methods) for compiled, literal, methods in table if compiled.match(path)]
+    best = max((literal for literal, _ in matched), default=0)
+    return sorted({m for literal, methods in matched if literal == best for m in methods})
 
 
 _METHODS = frozenset({"GET", "PUT", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"})

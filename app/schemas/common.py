@@ -96,8 +96,7 @@ def decode_cursor(cursor: str, *, size: int) -> list[str]:
 
 
 def decode_time_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    """The position a page cursor stands for; None (the first page) for none or ``""``."""
-    if not cursor:
+    if cursor is None:
         return None
     stamp, row_id = decode_cursor(cursor, size=2)
     try:

@@ -38,7 +38,10 @@ class RoutedOrderCreate(OrderCreate):
 
     account_id: AccountRef = Field(description='"auto", or one of your account ids')
     allowed_accounts: list[AccountRef] | None = Field(
-        default=None, min_length=1, max_length=MAX_ALLOWED_ACCOUNTS
+        default=None,
+        min_length=1,
+        max_length=MAX_ALLOWED_ACCOUNTS,
+        json_schema_extra={"uniqueItems": True},
     )
     mode: TradingMode | None = None
 
@@ -125,7 +128,9 @@ class RoutedOrder(ResponseModel):
 
 class RoutingRuleIn(StrictModel):
     asset_class: AssetClass
-    accounts: list[AccountRef] = Field(min_length=1, max_length=MAX_RULE_ACCOUNTS)
+    accounts: list[AccountRef] = Field(
+        min_length=1, max_length=MAX_RULE_ACCOUNTS, json_schema_extra={"uniqueItems": True}
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> RoutingRuleIn:

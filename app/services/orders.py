@@ -581,19 +581,26 @@ class OrderService:
         read it, else the order goes back to where it was. Anything else may have changed
         the order: it becomes ``unknown`` for reconciliation.
         """
+        account_ref = account.broker_account_ref  # read before a rollback expires it
         await session.rollback()
+        definitive = isinstance(exc, _DEFINITIVE_REFUSALS | broker_errors.Transient)
+        report = None
+        if definitive:
+            # The broker is read before the order row is locked: on SQLite every transaction
+            # holds the one write lock, which the paper broker's read needs too (it waited
+            # out the 10 s busy timeout, then failed).
+            current = await OrderRepository.for_system(session).get(order_id)
+            broker_order_id = None if current is None else current.broker_order_id
+            await session.rollback()
+            if broker_order_id is not None:
+                try:
+                    report = await adapter.get_order(account_ref, broker_order_id)
+                except Exception:
+                    report = None
         fresh = await OrderRepository.for_system(session).get(order_id, for_update=True)
         assert fresh is not None
         now = utcnow()
-        if isinstance(exc, _DEFINITIVE_REFUSALS | broker_errors.Transient):
-            report = None
-            if fresh.broker_order_id is not None:
-                try:
-                    report = await adapter.get_order(
-                        account.broker_account_ref, fresh.broker_order_id
-                    )
-                except Exception:
-                    report = None
+        if definitive:
             if report is None or not apply_broker_order(session, fresh, report, now):
                 if fresh.status in (
                     OrderStatus.pending_cancel.value,

@@ -17,6 +17,7 @@ import uvicorn
 
 from app.main import create_app
 from app.security.jwt import issue_dev_token
+from app.server import guard, server_options
 from tests.conftest import new_user
 from tests.harness import settings_for_tests
 
@@ -28,6 +29,7 @@ class LiveServer:
     token: str
     account_id: str
     order_id: str
+    backend: str
 
 
 def _serve(server: uvicorn.Server) -> threading.Thread:
@@ -41,14 +43,22 @@ def _serve(server: uvicorn.Server) -> threading.Thread:
     return thread
 
 
-@pytest.fixture(scope="module")
-def live_server(postgres_url: str) -> Iterator[LiveServer]:
-    settings = settings_for_tests(postgres_url)
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+def live_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    """The server on each backend in turn (Postgres refuses some text SQLite stores)."""
+    database_url = str(request.getfixturevalue(f"{request.param}_url"))
+    settings = settings_for_tests(database_url)
     assert settings.jwt_secret is not None
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        **server_options(settings),
     )
+    server = uvicorn.Server(guard(config, settings))
     thread = _serve(server)
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
@@ -73,7 +83,7 @@ def live_server(postgres_url: str) -> Iterator[LiveServer]:
         )
         assert order.status_code == 201, order.text
     try:
-        yield LiveServer(url, user, token, account_id, order.json()["id"])
+        yield LiveServer(url, user, token, account_id, order.json()["id"], request.param)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -297,20 +297,17 @@ async def test_disconnecting_cancels_the_working_orders(app: Harness) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "code"),
-    [
-        ("end=9999-12-31T23:59:59-05:00", "validation_error"),
-        ("start=0001-01-01T00:00:00%2B05:00", "validation_error"),
-    ],
+    "query", ["end=9999-12-31T23:59:59-05:00", "start=0001-01-01T00:00:00%2B05:00"]
 )
-async def test_dates_utc_cannot_hold_are_a_422(app: Harness, query: str, code: str) -> None:
+async def test_dates_utc_cannot_hold_are_the_edge_of_the_range(app: Harness, query: str) -> None:
+    # Valid RFC 3339 date-times (the OpenAPI document allows them): a range filter past
+    # what UTC can hold means "from the beginning" / "to the end" (issue 14; was a 422).
     user = new_user()
     _, account = await app.paper_account(user)
     response = await app.client.get(
         f"/v1/accounts/{account}/transactions?{query}", headers=app.auth(user)
     )
-    assert response.status_code == 422, response.text
-    assert response.json()["code"] == code
+    assert response.status_code == 200, response.text
 
 
 async def test_a_huge_order_is_refused_cleanly(app: Harness) -> None:
