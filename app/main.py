@@ -54,6 +54,7 @@ from app.services.connections import ConnectionService, run_confirmations
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
+from app.services.market_data import MarketDataService
 from app.services.oauth import OAuthFlowService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
@@ -174,6 +175,11 @@ def create_app(
             keys=keys,
             rotation=rotation,
             plaid=PlaidService(ctx),
+            market=MarketDataService(
+                ctx,
+                max_symbols_per_connection=stream_settings.market_max_symbols,
+                queue_size=stream_settings.market_queue_size,
+            ),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -231,6 +237,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await upstream.close()
+            await app.state.brokerage.market.close()
             await keys.close()
             await stream.stop()  # streaming
             await app.state.brokerage.portfolio.aclose()

@@ -77,5 +77,6 @@ async def stream(websocket: WebSocket) -> None:
         events=state.events,
         hub=state.stream.hub,
         settings=state.stream.settings,
+        market=state.market,
     )
     await session.run()

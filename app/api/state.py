@@ -14,6 +14,7 @@ from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
 from app.services.key_rewrap import KeyRewrap
+from app.services.market_data import MarketDataService
 from app.services.oauth import OAuthFlowService
 from app.services.orders import OrderService
 from app.services.plaid import PlaidService
@@ -45,3 +46,4 @@ class AppState:
     tokens: TokenLifecycle
     routing: RoutingService
     plaid: PlaidService
+    market: MarketDataService
