@@ -21,6 +21,7 @@ from app.api import (
     connections,
     events,
     health,
+    market_data,
     oauth,
     orders,
     plaid,
@@ -49,6 +50,7 @@ from app.security.jwt import build_verifier
 from app.security.vault import TokenVault
 from app.services.accounts import AccountService
 from app.services.admin import AdminService
+from app.services.bar_history import BarHistoryService
 from app.services.clock import utcnow
 from app.services.connections import ConnectionService, run_confirmations
 from app.services.context import ServiceContext
@@ -180,6 +182,7 @@ def create_app(
                 max_symbols_per_connection=stream_settings.market_max_symbols,
                 queue_size=stream_settings.market_queue_size,
             ),
+            bars=BarHistoryService(ctx),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
@@ -267,6 +270,7 @@ def create_app(
         orders,
         routing,
         events,
+        market_data,
         admin,
         admin_keys,
         plaid,

@@ -10,6 +10,7 @@ from app.config import Settings
 from app.security.jwt import TokenVerifier
 from app.services.accounts import AccountService
 from app.services.admin import AdminService
+from app.services.bar_history import BarHistoryService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
@@ -47,3 +48,4 @@ class AppState:
     routing: RoutingService
     plaid: PlaidService
     market: MarketDataService
+    bars: BarHistoryService
