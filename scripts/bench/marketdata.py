@@ -29,7 +29,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -222,7 +221,7 @@ async def bare_main(port: int, rate: float, symbol_count: int) -> None:
                 by_symbol[s].discard(ws)
 
     async def produce() -> None:
-        rng = random.Random(7)  # noqa: S311 - prices for a benchmark
+        rng = random.Random(7)
         interval = 1.0 / rate
         next_at = time.monotonic()
         i = 0
