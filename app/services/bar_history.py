@@ -10,7 +10,6 @@ start together with the symbol and interval it belongs to.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from app import errors
@@ -23,6 +22,7 @@ from app.brokers.base import (
     Support,
     SupportsBarHistory,
 )
+from app.brokers.market_data.bars import aggregate, window_start
 from app.db.repositories.connections import AccountRepository
 from app.schemas.common import decode_cursor, encode_cursor
 from app.schemas.market_data import BarOut, BarPage
@@ -34,8 +34,6 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500
 MAX_SOURCE_BARS = 10_000
 
-Aggregate = Callable[[list[Bar], BarInterval], list[Bar]]
-
 
 def source_interval(wanted: BarInterval, available: frozenset[BarInterval]) -> BarInterval | None:
     """The largest served interval below ``wanted`` that divides it, or None."""
@@ -45,16 +43,9 @@ def source_interval(wanted: BarInterval, available: frozenset[BarInterval]) -> B
     return max(candidates, key=lambda i: i.seconds) if candidates else None
 
 
-def _floor(at: datetime, interval: BarInterval) -> datetime:
-    seconds = interval.seconds
-    epoch = int(at.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
-
-
 class BarHistoryService:
-    def __init__(self, ctx: ServiceContext, aggregate: Aggregate | None = None) -> None:
+    def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
-        self._aggregate = aggregate
 
     async def page(
         self,
@@ -143,17 +134,24 @@ class BarHistoryService:
         limit: int,
     ) -> BarPage:
         base = source_interval(interval, caps.history_intervals)
-        if base is None or self._aggregate is None:
+        if base is None:
             raise errors.RangeUnavailable(
                 f"the broker serves {', '.join(sorted(i.value for i in caps.history_intervals))}"
                 f" bars, from which {interval.value} cannot be built"
             )
         ratio = interval.seconds // base.seconds
         per_page = max(1, min(limit, MAX_SOURCE_BARS // ratio))
-        start = _floor(start, interval)
+        start = window_start(start, interval)
         window_end = min(end, start + timedelta(seconds=interval.seconds * per_page))
         source = await adapter.get_bars(symbol, base, start, window_end, per_page * ratio)
-        built = [b for b in self._aggregate(source, interval) if start <= b.start < window_end]
+        # The broker's history is complete up to the current (forming) source bar; brokers
+        # that send no bar for a minute without trades leave holes that are not gaps.
+        complete_until = min(window_end, window_start(self._ctx.clock(), base))
+        built = [
+            b
+            for b in aggregate(source, interval, complete_until=complete_until)
+            if start <= b.start < window_end
+        ]
         if len(built) > per_page:
             built = built[:per_page]
         next_cursor = None
