@@ -204,6 +204,7 @@ class MarketFeed:
     """
 
     __slots__ = (
+        "_data",
         "_dropped",
         "_dropped_since",
         "_max",
@@ -216,7 +217,10 @@ class MarketFeed:
 
     def __init__(self, max_queue: int) -> None:
         self._quotes: dict[tuple[str, str], str] = {}
-        self._queue: deque[str] = deque()
+        # (is data, frame): data frames count against the bound and may be dropped; control
+        # frames and flushed quotes never are.
+        self._queue: deque[tuple[bool, str]] = deque()
+        self._data = 0
         self._max = max_queue
         self._dropped = 0
         self._dropped_since: str | None = None
@@ -241,16 +245,18 @@ class MarketFeed:
             # Already behind: keep counting until the writer has told the client.
             self._dropped += 1
             return False
-        if len(self._queue) >= self._max:
+        if self._data >= self._max:
             self.overflows += 1
-            self._dropped = len(self._queue) + 1
-            self._dropped_since = _first_received_at(self._queue[0]) if self._queue else None
-            if self._dropped_since is None:
-                self._dropped_since = received_at
-            self._queue.clear()
+            self._dropped = self._data + 1
+            first = next((f for is_data, f in self._queue if is_data), None)
+            since = None if first is None else _first_received_at(first)
+            self._dropped_since = since if since is not None else received_at
+            self._queue = deque(item for item in self._queue if not item[0])
+            self._data = 0
             self._wakeup()
             return False
-        self._queue.append(frame)
+        self._queue.append((True, frame))
+        self._data += 1
         self._wakeup()
         return True
 
@@ -258,9 +264,9 @@ class MarketFeed:
         """A control frame (``market.gap``/``market.resubscribed``): never dropped, and
         ordered after every quote received before it."""
         if self._quotes:
-            self._queue.extend(self._quotes.values())
+            self._queue.extend((False, q) for q in self._quotes.values())
             self._quotes.clear()
-        self._queue.append(frame)
+        self._queue.append((False, frame))
         self._wakeup()
 
     def take(self) -> list[str]:
@@ -272,8 +278,9 @@ class MarketFeed:
             self._dropped = 0
             self._dropped_since = None
         if self._queue:
-            out.extend(self._queue)
+            out.extend(frame for _, frame in self._queue)
             self._queue.clear()
+            self._data = 0
         if self._quotes:
             out.extend(self._quotes.values())
             self._quotes.clear()
