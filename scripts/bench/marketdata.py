@@ -56,8 +56,8 @@ def _env(name: str, default: str) -> str:
 
 
 def symbols(count: int) -> list[str]:
-    """Paper symbols: S000, S001, ... (the paper market quotes any equity symbol)."""
-    return [f"S{i:03d}" for i in range(count)]
+    """The paper market's synthetic benchmark equities SYM000.. (``paper_bench_symbols``)."""
+    return [f"SYM{i:03d}" for i in range(count)]
 
 
 # --- client processes ---------------------------------------------------------------------
@@ -433,7 +433,7 @@ async def run(args: argparse.Namespace) -> None:
             "BROKERAGE_JWT_SECRET": secret,
             "BROKERAGE_KEYRING_JSON": keyring,
             "BROKERAGE_LOG_LEVEL": "WARNING",
-            **paper_market_env(args.rate, names),
+            **paper_market_env(args.rate, args.symbols),
         }
         from app.security.jwt import issue_dev_token
 
@@ -498,6 +498,15 @@ async def run(args: argparse.Namespace) -> None:
                     ) - _metric(before, "brokerage_market_conflations_total")
                     await asyncio.to_thread(clients.close_all)
                     await asyncio.sleep(1.0)
+                clients.kill()
+                clients = None
+                # Memory: a fresh gateway (same database) whose paper market quotes the
+                # MEM_SYMBOLS symbols once a second each.
+                stop(gateway)
+                gateway = start_gateway(
+                    {**env, **paper_market_env(args.mem_symbols, args.mem_symbols)}
+                )
+                await asyncio.sleep(2.0)
                 rss_idle = rss_mib(gateway.pid)
                 mem = await memory(args, clients_plan(token, account, args), gateway.pid)
         finally:
@@ -518,7 +527,7 @@ async def run(args: argparse.Namespace) -> None:
     ratio = results["gateway"]["per_s"] / max(results["bare websockets"]["per_s"], 1e-9)
     print(f"gateway / bare delivery rate: {ratio:.2f}")
     print(
-        f"memory: idle after the phases {rss_idle:.0f} MiB; with {args.subscribers} subscribers"
+        f"memory: idle {rss_idle:.0f} MiB; with {args.subscribers} subscribers"
         f" and {args.mem_symbols} symbols subscribed {mem['rss']:.0f} MiB; "
         f"+{args.extra} subscribers: {mem['per_extra_kib']:.1f} KiB each"
     )
@@ -558,11 +567,13 @@ async def memory(args: argparse.Namespace, plan: list[dict[str, Any]], pid: int)
     return {"rss": rss, "per_extra_kib": (rss_more - rss) * 1024 / max(args.extra, 1)}
 
 
-def paper_market_env(rate: float, names: list[str]) -> dict[str, str]:
-    """Settings that make the gateway's paper market stream ``rate`` quote updates/s."""
+def paper_market_env(rate: float, symbol_count: int) -> dict[str, str]:
+    """Settings that make the gateway's paper market step every ``symbol_count / rate``
+    seconds over ``symbol_count`` synthetic symbols: ``rate`` quote updates/s in all."""
+    step_ms = max(1, round(1000 * symbol_count / rate))
     return {
-        "BROKERAGE_PAPER_MARKET_QUOTES_PER_SECOND": str(rate),
-        "BROKERAGE_PAPER_TICK_SECONDS": "1",
+        "BROKERAGE_PAPER_MARKET_STEP_MS": str(step_ms),
+        "BROKERAGE_PAPER_BENCH_SYMBOLS": str(symbol_count),
     }
 
 
