@@ -40,9 +40,10 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
@@ -64,6 +65,7 @@ from app.brokers.base import (
     OptionContract,
     SupportsMarketData,
 )
+from app.brokers.market_data.bars import aggregate, window_end, window_start
 from app.brokers.symbols import asset_class_of
 from app.db.models import Connection
 from app.db.repositories.connections import AccountRepository
@@ -180,6 +182,14 @@ def parse_request(
     )
 
 
+def source_interval(wanted: BarInterval, available: frozenset[BarInterval]) -> BarInterval | None:
+    """The largest interval in ``available`` below ``wanted`` that divides it, or None."""
+    candidates = [
+        i for i in available if i.seconds < wanted.seconds and wanted.seconds % i.seconds == 0
+    ]
+    return max(candidates, key=lambda i: i.seconds) if candidates else None
+
+
 def _routes(wanted: MarketDataSubscription) -> set[_ROUTE]:
     routes: set[_ROUTE] = set()
     routes.update(("quotes", "", s) for s in wanted.quotes)
@@ -241,9 +251,52 @@ class _Upstream:
     pump: asyncio.Task[None] | None = None
     closed: bool = False
     symbol_count: int = 0
+    # Bars of an interval the broker does not stream, built here from a smaller one:
+    # (source interval, symbol) -> the target intervals, and each target's current window.
+    derived: dict[tuple[BarInterval, str], set[BarInterval]] = field(default_factory=dict)
+    windows: dict[tuple[BarInterval, str], list[Bar]] = field(default_factory=dict)
 
     def union(self) -> MarketDataSubscription:
+        """What local subscribers want (bars at the intervals they asked for)."""
         return _subscription(self.routes)
+
+    def upstream_wanted(self, routes: Iterable[_ROUTE]) -> MarketDataSubscription:
+        """What to ask the broker for: bars it does not stream at their source interval."""
+        wanted = _subscription(routes)
+        if not wanted.bars:
+            return wanted
+        bars = set()
+        for interval, symbol in wanted.bars:
+            bars.add((self.bar_source(interval), symbol))
+        return replace(wanted, bars=frozenset(bars))
+
+    def bar_source(self, interval: BarInterval) -> BarInterval:
+        native = self.caps.bar_intervals
+        if interval in native or not native:
+            return interval
+        source = source_interval(interval, native)
+        if source is None:
+            raise MarketDataError(
+                "market_data_unsupported",
+                f"{self.broker} streams {', '.join(sorted(i.value for i in native))} bars,"
+                f" from which {interval.value} cannot be built",
+            )
+        return source
+
+    def rebuild_derived(self) -> None:
+        derived: dict[tuple[BarInterval, str], set[BarInterval]] = {}
+        for channel, interval_text, symbol in self.routes:
+            if channel != "bars":
+                continue
+            interval = BarInterval(interval_text)
+            source = self.bar_source(interval)
+            if source is not interval:
+                derived.setdefault((source, symbol), set()).add(interval)
+        self.derived = derived
+        wanted = {(t, s) for (_, s), targets in derived.items() for t in targets}
+        for key in list(self.windows):
+            if key not in wanted:
+                del self.windows[key]
 
 
 class MarketDataService:
@@ -435,7 +488,7 @@ class MarketDataService:
             r for r in removed if up.routes.get(r, set()) <= {client}
         }
         if new_union_routes != set(up.routes):
-            wanted = _subscription(new_union_routes)
+            wanted = up.upstream_wanted(new_union_routes)
             if up.caps.max_symbols is not None and len(wanted.symbols) > up.caps.max_symbols:
                 if added:
                     raise MarketDataError(
@@ -469,6 +522,7 @@ class MarketDataService:
                 subs.discard(client)
                 if not subs:
                     del up.routes[route]
+        up.rebuild_derived()
         client.accounts = client_after
         mine = {a for a, (k, _) in client_after.items() if k == up.key}
         if mine:
@@ -540,7 +594,7 @@ class MarketDataService:
                 try:
                     async with up.lock:
                         replacement = up.adapter.market_data_session()
-                        wanted = up.union()
+                        wanted = up.upstream_wanted(up.routes)
                         if not wanted.is_empty():
                             await replacement.update(wanted)
                         up.session = replacement
@@ -570,11 +624,16 @@ class MarketDataService:
         elif isinstance(event, Bar):
             route = ("bars", event.interval.value, event.symbol)
             render = bar_frame  # type: ignore[assignment]
+            targets = up.derived.get((event.interval, event.symbol))
+            if targets:
+                for built in _build_bars(up, event, targets):
+                    self._deliver(up, ("bars", built.interval.value, built.symbol), built)
         elif isinstance(event, GreeksUpdate):
             route = ("greeks", "", event.symbol)
             render = greeks_frame  # type: ignore[assignment]
         elif isinstance(event, MarketGap):
             RECONNECTS.labels(up.broker).inc()
+            up.windows.clear()  # a window with a hole in it is not built
             for client, accounts in up.members.items():
                 for account_id in sorted(accounts):
                     client.feed.control(gap_frame(account_id, event.reason, event.since))
@@ -586,10 +645,22 @@ class MarketDataService:
             return
         else:  # pragma: no cover - the MarketEvent union is closed
             return
+        self._deliver(up, route, event, render, received_at)
+
+    def _deliver(
+        self,
+        up: _Upstream,
+        route: _ROUTE,
+        event: MarketTrade | Bar | GreeksUpdate,
+        render: Callable[[Any, str], str] = bar_frame,
+        received_at: str | None = None,
+    ) -> None:
         subs = up.routes.get(route)
         if not subs:
             return
-        frame = render(event, received_at)  # type: ignore[arg-type]
+        if received_at is None:
+            received_at = format_timestamp(datetime.now(UTC))
+        frame = render(event, received_at)
         dropped = 0
         for client in subs:
             if not client.feed.offer(frame, received_at):
@@ -597,6 +668,33 @@ class MarketDataService:
         DELIVERIES.labels(up.broker).inc(len(subs) - dropped)
         if dropped:
             DROPPED.labels(up.broker).inc(dropped)
+
+
+def _build_bars(up: _Upstream, bar: Bar, targets: set[BarInterval]) -> list[Bar]:
+    """Each target interval's bar after ``bar`` (a smaller one) arrived: forming until its
+    window is covered, then final once; a window left incomplete when the next one starts
+    is closed as it is (the source had nothing for the missing minutes)."""
+    out: list[Bar] = []
+    for target in sorted(targets, key=lambda i: i.seconds):
+        key = (target, bar.symbol)
+        start = window_start(bar.start, target)
+        held = up.windows.get(key)
+        if held:
+            held_start = window_start(held[0].start, target)
+            if held_start > start:
+                continue  # a late bar of a window already closed: never reopened
+            if held_start < start:
+                out.extend(aggregate(held, target, complete_until=start))
+                held = None
+        parts = [*(held or []), bar]
+        complete = window_end(bar.start, bar.interval) if bar.final else None
+        built = aggregate(parts, target, complete_until=complete)
+        out.extend(built)
+        if built and built[-1].final:
+            up.windows.pop(key, None)
+        else:
+            up.windows[key] = parts
+    return out
 
 
 def _check_channels(caps: MarketDataCapabilities, request: MarketDataSubscription) -> None:
