@@ -42,7 +42,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -255,6 +255,9 @@ class _Upstream:
     # (source interval, symbol) -> the target intervals, and each target's current window.
     derived: dict[tuple[BarInterval, str], set[BarInterval]] = field(default_factory=dict)
     windows: dict[tuple[BarInterval, str], list[Bar]] = field(default_factory=dict)
+    # The window that was already under way when a target was subscribed (or after a gap):
+    # its earlier part was never seen, so its bar is sent as forming, never as final.
+    partial: dict[tuple[BarInterval, str], datetime] = field(default_factory=dict)
 
     def union(self) -> MarketDataSubscription:
         """What local subscribers want (bars at the intervals they asked for)."""
@@ -297,6 +300,9 @@ class _Upstream:
         for key in list(self.windows):
             if key not in wanted:
                 del self.windows[key]
+        for key in list(self.partial):
+            if key not in wanted:
+                del self.partial[key]
 
 
 class MarketDataService:
@@ -633,7 +639,9 @@ class MarketDataService:
             render = greeks_frame  # type: ignore[assignment]
         elif isinstance(event, MarketGap):
             RECONNECTS.labels(up.broker).inc()
-            up.windows.clear()  # a window with a hole in it is not built
+            # A window with a hole in it is never final: the next bar starts afresh.
+            up.windows.clear()
+            up.partial.clear()
             for client, accounts in up.members.items():
                 for account_id in sorted(accounts):
                     client.feed.control(gap_frame(account_id, event.reason, event.since))
@@ -679,16 +687,23 @@ def _build_bars(up: _Upstream, bar: Bar, targets: set[BarInterval]) -> list[Bar]
         key = (target, bar.symbol)
         start = window_start(bar.start, target)
         held = up.windows.get(key)
+        if held is None and key not in up.partial:
+            # The first bar of this target: unless it opens its window, the window began
+            # before we were listening.
+            up.partial[key] = start if bar.start != start else start - timedelta(days=1)
         if held:
             held_start = window_start(held[0].start, target)
             if held_start > start:
                 continue  # a late bar of a window already closed: never reopened
             if held_start < start:
-                out.extend(aggregate(held, target, complete_until=start))
+                if up.partial.get(key) != held_start:
+                    out.extend(aggregate(held, target, complete_until=start))
                 held = None
         parts = [*(held or []), bar]
         complete = window_end(bar.start, bar.interval) if bar.final else None
         built = aggregate(parts, target, complete_until=complete)
+        if up.partial.get(key) == start:
+            built = [replace(b, final=False) for b in built]
         out.extend(built)
         if built and built[-1].final:
             up.windows.pop(key, None)
