@@ -170,16 +170,20 @@ async def test_one_upstream_per_credential_and_the_last_unsubscribe_releases_it(
         assert market.subscribers_of(key) == 2
         wanted = market.upstream_wanted(key)
         assert wanted is not None
-        assert wanted.quotes == {"AAPL"} and wanted.trades == {"MSFT"}
+        assert wanted.quotes == {"AAPL"}
+        assert wanted.trades == {"MSFT"}
         # One of two leaving AAPL keeps it upstream (the other still wants it).
         answer = await _market(second, account, "market.unsubscribe", quotes=["AAPL"])
-        assert answer["quotes"] == [] and answer["trades"] == ["MSFT"]
+        assert answer["quotes"] == []
+        assert answer["trades"] == ["MSFT"]
         wanted = market.upstream_wanted(key)
-        assert wanted is not None and wanted.quotes == {"AAPL"}
+        assert wanted is not None
+        assert wanted.quotes == {"AAPL"}
         # The last subscriber of AAPL leaving releases it.
         await _market(first, account, "market.unsubscribe", quotes=["AAPL"])
         wanted = market.upstream_wanted(key)
-        assert wanted is not None and wanted.quotes == frozenset()
+        assert wanted is not None
+        assert wanted.quotes == frozenset()
         assert wanted.trades == {"MSFT"}
         metrics = (await md.http.get("/metrics")).text
         assert 'brokerage_market_upstream_sessions{broker="paper"}' in metrics
@@ -214,10 +218,12 @@ async def test_a_users_own_connection_serves_only_that_user(md: Instance) -> Non
         assert market.subscribers_of(bob_key) == 1
         # Bob cannot join Alice's session through her account: it is not found for him.
         refused = await _market(b, alice_account, quotes=["MSFT"])
-        assert refused["type"] == "error" and refused["code"] == "not_found"
+        assert refused["type"] == "error"
+        assert refused["code"] == "not_found"
         assert market.subscribers_of(alice_key) == 1
         wanted = market.upstream_wanted(alice_key)
-        assert wanted is not None and wanted.quotes == {"AAPL"}
+        assert wanted is not None
+        assert wanted.quotes == {"AAPL"}
 
 
 async def test_the_platform_connection_is_shared_by_every_user(md: Instance) -> None:
@@ -234,20 +240,23 @@ async def test_the_platform_connection_is_shared_by_every_user(md: Instance) -> 
         await _market(b, bob_account, quotes=["AAPL", "MSFT"])
         assert market.subscribers_of("papermd:platform") == 2
         wanted = market.upstream_wanted("papermd:platform")
-        assert wanted is not None and wanted.quotes == {"AAPL", "MSFT"}
+        assert wanted is not None
+        assert wanted.quotes == {"AAPL", "MSFT"}
         await _advance(md, 1)
         for client in (a, b):
             quote = await _next(client, ("quote",))
             assert quote["symbol"] in {"AAPL", "MSFT"}
         # The broker's cap counts the shared union: Bob holds 2 of 3, Alice asks for 2 more.
         refused = await _market(a, alice_account, quotes=["IBM", "NVDA"])
-        assert refused["type"] == "error" and refused["code"] == "too_many_symbols"
+        assert refused["type"] == "error"
+        assert refused["code"] == "too_many_symbols"
         assert str(CAPPED_SYMBOLS) in refused["detail"]
         # Nobody lost anything.
         assert (await _current(a, alice_account))["quotes"] == ["AAPL"]
         assert (await _current(b, bob_account))["quotes"] == ["AAPL", "MSFT"]
         wanted = market.upstream_wanted("papermd:platform")
-        assert wanted is not None and wanted.quotes == {"AAPL", "MSFT"}
+        assert wanted is not None
+        assert wanted.quotes == {"AAPL", "MSFT"}
 
 
 # --- bad subscribe messages: an error frame, nothing changed ---------------------------------
