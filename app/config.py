@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     paper_seed: int = 20260522
     paper_tick_seconds: float = 1.0
     paper_default_starting_cash: str = "100000"
+    # Benchmark only (scripts/bench/marketdata): a quote step in milliseconds instead of 1 s,
+    # and N synthetic equities SYM000.. beside the listed universe. 100 symbols at 50 ms make
+    # the 2,000 quote updates per second the benchmark asks for. Both off by default; they
+    # change the paper market's prices (fills included), so never set them outside a bench.
+    paper_market_step_ms: int | None = Field(default=None, ge=1, le=60_000)
+    paper_bench_symbols: int = Field(default=0, ge=0, le=1000)
 
     def open_order_poll_interval(self, broker_slug: str, *, streamed: bool) -> timedelta:
         """How long an open order rests between two reconciliation lookups at its broker."""

@@ -112,7 +112,7 @@ def create_app(
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
         paper_engine = PaperEngine(
             sessionmaker,
-            SeededQuoteSource(settings.paper_seed),
+            SeededQuoteSource.from_settings(settings),
             paper_clock or SystemClock(),
             OrderUpdateIngest(sessionmaker, "paper"),
         )

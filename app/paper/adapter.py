@@ -2,16 +2,21 @@
 
 One adapter instance is bound to one owner (the connection's user): every call is scoped
 to that owner's paper accounts, so a paper account id from another user is simply unknown.
+Market data (``market_data_session``, ``get_bars``) is the paper market's, the same for
+every owner (``app.paper.market_data``).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime
 
 from app.brokers.base import (
     AssetClass,
     Balances,
+    Bar,
+    BarInterval,
     BrokerAccount,
     BrokerOrder,
     Capabilities,
@@ -32,6 +37,12 @@ from app.brokers.base import (
     Transaction,
 )
 from app.paper.engine import COMBO_ORDER_TYPES, COMBO_TIME_IN_FORCE, MAX_LEGS, PaperEngine
+from app.paper.market_data import (
+    PAPER_MARKET_DATA,
+    PaperMarketData,
+    PaperMarketDataSession,
+    history_bars,
+)
 
 PAPER_CAPABILITIES = Capabilities(
     asset_classes={
@@ -58,7 +69,18 @@ PAPER_CAPABILITIES = Capabilities(
         greeks=Support.native,
     ),
     preview=Support.native,
+    market_data=PAPER_MARKET_DATA,
 )
+
+# One market-data view (and its bar cache) per engine, shared by every owner's adapter.
+_MARKETS: weakref.WeakKeyDictionary[PaperEngine, PaperMarketData] = weakref.WeakKeyDictionary()
+
+
+def paper_market_data(engine: PaperEngine) -> PaperMarketData:
+    found = _MARKETS.get(engine)
+    if found is None:
+        found = _MARKETS[engine] = PaperMarketData(engine.quote_source, engine.options)
+    return found
 
 
 class PaperAdapter:
@@ -132,6 +154,17 @@ class PaperAdapter:
 
     async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview:
         return await self._engine.preview(self._owner, account_ref, order)
+
+    def market_data_session(self) -> PaperMarketDataSession:
+        return PaperMarketDataSession(paper_market_data(self._engine), self._engine.clock)
+
+    async def get_bars(
+        self, symbol: str, interval: BarInterval, start: datetime, end: datetime, limit: int
+    ) -> list[Bar]:
+        market = paper_market_data(self._engine)
+        return await history_bars(
+            market, symbol, interval, start, end, limit, self._engine.clock.now()
+        )
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None

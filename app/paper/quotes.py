@@ -9,6 +9,12 @@ enough for limits and stops to be reached. All arithmetic is ``Decimal`` in a fi
 so the same seed gives the same prices on every machine.
 
 The paper market is open 24/7: every step has a quote, for equities as for crypto.
+
+For the market-data benchmark (``scripts/bench/marketdata``: 2,000 quote updates per second
+over 100 symbols) a source can take a step in milliseconds (``step_ms``) and a synthetic
+universe ``SYM000``..``SYMnnn`` (``synthetic_symbols``) beside the listed one; both come
+from settings that are off by default (``from_settings``: ``BROKERAGE_PAPER_MARKET_STEP_MS``
+and ``BROKERAGE_PAPER_BENCH_SYMBOLS``), and the default market is unchanged.
 """
 
 from __future__ import annotations
@@ -18,9 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from app.brokers.base import AssetClass
 from app.brokers.errors import UnknownSymbol
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CENT = Decimal("0.01")
@@ -83,6 +93,21 @@ UNIVERSE: dict[str, Instrument] = {
 }
 
 
+SYNTHETIC_PREFIX = "SYM"
+
+
+def synthetic_instruments(count: int) -> dict[str, Instrument]:
+    """``SYM000``.. equities for the benchmark, base prices spread over $20-$500."""
+    if not 0 <= count <= 1000:
+        raise ValueError("between 0 and 1000 synthetic symbols")
+    return {
+        f"{SYNTHETIC_PREFIX}{i:03d}": _equity(
+            f"{SYNTHETIC_PREFIX}{i:03d}", f"{20 + (i * 37) % 481}.00"
+        )
+        for i in range(count)
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class PaperQuote:
     """Top of book at one step. ``bid < ask``; ``bid <= last <= ask``; sizes are > 0."""
@@ -121,35 +146,59 @@ def _signed(digest: bytes, offset: int) -> Decimal:
 
 
 class SeededQuoteSource:
-    """Deterministic quotes for a fixed universe of equities and crypto pairs."""
+    """Deterministic quotes for a fixed universe of equities and crypto pairs (plus, for the
+    benchmark only, ``synthetic_symbols`` equities ``SYM000``..)."""
 
-    def __init__(self, seed: int, step_seconds: int = 1) -> None:
+    def __init__(
+        self,
+        seed: int,
+        step_seconds: int = 1,
+        *,
+        step_ms: int | None = None,
+        synthetic_symbols: int = 0,
+    ) -> None:
         if step_seconds < 1:
             raise ValueError("step_seconds must be at least 1")
+        if step_ms is not None and not 1 <= step_ms <= 60_000:
+            raise ValueError("step_ms must be between 1 and 60000")
         self.seed = seed
         self.step_seconds = step_seconds
         self._key = _key(seed)
-        self._step = timedelta(seconds=step_seconds)
+        self._step = (
+            timedelta(milliseconds=step_ms)
+            if step_ms is not None
+            else timedelta(seconds=step_seconds)
+        )
+        self._universe = {**UNIVERSE, **synthetic_instruments(synthetic_symbols)}
 
-    @staticmethod
-    def symbols() -> list[str]:
-        return list(UNIVERSE)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SeededQuoteSource:
+        return cls(
+            settings.paper_seed,
+            step_ms=settings.paper_market_step_ms,
+            synthetic_symbols=settings.paper_bench_symbols,
+        )
 
-    @staticmethod
-    def is_known(symbol: str) -> bool:
-        return symbol in UNIVERSE
+    @property
+    def step(self) -> timedelta:
+        """How long one quote stays in force."""
+        return self._step
 
-    @staticmethod
-    def instrument(symbol: str) -> Instrument:
+    def symbols(self) -> list[str]:
+        return list(self._universe)
+
+    def is_known(self, symbol: str) -> bool:
+        return symbol in self._universe
+
+    def instrument(self, symbol: str) -> Instrument:
         """Raises ``UnknownSymbol`` for a symbol outside the paper universe."""
-        found = UNIVERSE.get(symbol)
+        found = self._universe.get(symbol)
         if found is None:
             raise UnknownSymbol(f"the paper market does not list {symbol!r}", broker="paper")
         return found
 
-    @classmethod
-    def asset_class(cls, symbol: str) -> AssetClass:
-        return cls.instrument(symbol).asset_class
+    def asset_class(self, symbol: str) -> AssetClass:
+        return self.instrument(symbol).asset_class
 
     def step_at(self, at: datetime) -> int:
         """The step containing ``at``; raises ``ValueError`` on a naive datetime."""

@@ -17,7 +17,7 @@ from app.paper.quotes import SeededQuoteSource
 AT = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
 source = SeededQuoteSource(seed=11)
 
-symbols = st.sampled_from(SeededQuoteSource.symbols())
+symbols = st.sampled_from(SeededQuoteSource(0).symbols())
 moments = st.integers(min_value=0, max_value=10_000_000).map(lambda s: AT + timedelta(seconds=s))
 sides = st.sampled_from(list(OrderSide))
 quantities = st.integers(min_value=1, max_value=2000).map(Decimal)
