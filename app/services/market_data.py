@@ -628,12 +628,14 @@ class MarketDataService:
             route: _ROUTE = ("trades", "", event.symbol)
             render = trade_frame
         elif isinstance(event, Bar):
-            route = ("bars", event.interval.value, event.symbol)
-            render = bar_frame  # type: ignore[assignment]
+            # The bar itself first, then what is built from it (a larger bar never
+            # precedes its last part).
+            self._deliver(up, ("bars", event.interval.value, event.symbol), event)
             targets = up.derived.get((event.interval, event.symbol))
             if targets:
                 for built in _build_bars(up, event, targets):
                     self._deliver(up, ("bars", built.interval.value, built.symbol), built)
+            return
         elif isinstance(event, GreeksUpdate):
             route = ("greeks", "", event.symbol)
             render = greeks_frame  # type: ignore[assignment]
