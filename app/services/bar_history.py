@@ -141,7 +141,11 @@ class BarHistoryService:
             )
         ratio = interval.seconds // base.seconds
         per_page = max(1, min(limit, MAX_SOURCE_BARS // ratio))
-        start = window_start(start, interval)
+        # Bars start in [start, end): the first whole window at or after ``start``.
+        aligned = window_start(start, interval)
+        start = aligned if aligned == start else aligned + timedelta(seconds=interval.seconds)
+        if start >= end:
+            return BarPage(symbol=symbol, interval=interval.value, items=[], next_cursor=None)
         window_end = min(end, start + timedelta(seconds=interval.seconds * per_page))
         source = await adapter.get_bars(symbol, base, start, window_end, per_page * ratio)
         # The broker's history is complete up to the current (forming) source bar; brokers

@@ -117,7 +117,10 @@ async def test_an_interval_the_broker_lacks_is_aggregated_and_marked_so(h: Harne
         end=NOW,
     )
     assert hourly.status_code == 200, hourly.text
-    assert [b["source"] for b in hourly.json()["items"]] == ["aggregated"] * 3
+    hours = hourly.json()["items"]
+    assert [b["source"] for b in hours] == ["aggregated"] * 3
+    # The window the range ends in is not over: that bar is forming, the others final.
+    assert [b["final"] for b in hours] == [True, True, False]
 
 
 async def test_problems(h: Harness) -> None:
