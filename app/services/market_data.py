@@ -47,6 +47,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import (
     Bar,
@@ -353,6 +354,16 @@ class MarketDataService:
         except MarketDataError as exc:
             SUBSCRIBE_ERRORS.labels(exc.code).inc()
             raise
+        except errors.AppError as exc:
+            # Building the upstream (the connection's credential, the broker) failed.
+            code = {"not_found": "not_found", "connection_broken": "connection_broken"}.get(
+                exc.code, "market_data_unavailable"
+            )
+            SUBSCRIBE_ERRORS.labels(code).inc()
+            raise MarketDataError(code, exc.detail) from None
+        except broker_errors.BrokerError as exc:
+            SUBSCRIBE_ERRORS.labels("market_data_unavailable").inc()
+            raise MarketDataError("market_data_unavailable", exc.reason) from None
 
     async def _subscribe(
         self, client: MarketClient, account_id: str, request: MarketDataSubscription

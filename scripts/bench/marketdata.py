@@ -262,9 +262,11 @@ async def bare_main(port: int, rate: float, symbol_count: int) -> None:
 # --- the driver ---------------------------------------------------------------------------
 
 
-def start_gateway(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_gateway(env: dict[str, str], ws: str = "auto") -> subprocess.Popen[bytes]:
+    profile = os.environ.get("BENCH_PROFILE")  # a path: run the gateway under cProfile
     args = [
-        str(ROOT / ".venv/bin/uvicorn"),
+        *([sys.executable, "-m", "cProfile", "-o", profile, "-m", "uvicorn"] if profile else []),
+        *([] if profile else [str(ROOT / ".venv/bin/uvicorn")]),
         "app.main:create_app",
         "--factory",
         "--host",
@@ -276,6 +278,8 @@ def start_gateway(env: dict[str, str]) -> subprocess.Popen[bytes]:
         "warning",
         "--ws-per-message-deflate",
         "false",
+        "--ws",
+        ws,
     ]
     proc = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)  # noqa: S603
     deadline = time.monotonic() + 60
@@ -454,7 +458,7 @@ async def run(args: argparse.Namespace) -> None:
             cwd=ROOT,
             start_new_session=True,
         )
-        gateway = start_gateway(env)
+        gateway = start_gateway(env, args.ws)
         clients: Clients | None = None
         try:
             assert bare.stdout is not None
@@ -504,7 +508,7 @@ async def run(args: argparse.Namespace) -> None:
                 # MEM_SYMBOLS symbols once a second each.
                 stop(gateway)
                 gateway = start_gateway(
-                    {**env, **paper_market_env(args.mem_symbols, args.mem_symbols)}
+                    {**env, **paper_market_env(args.mem_symbols, args.mem_symbols)}, args.ws
                 )
                 await asyncio.sleep(2.0)
                 rss_idle = rss_mib(gateway.pid)
@@ -590,6 +594,9 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=int(_env("BENCH_CLIENT_PROCS", "2")))
     parser.add_argument("--mem-symbols", type=int, default=500)
     parser.add_argument("--extra", type=int, default=200)
+    parser.add_argument(
+        "--ws", default="auto", help="uvicorn's WebSocket implementation for the gateway"
+    )
     args = parser.parse_args()
     try:
         import uvloop
