@@ -73,7 +73,10 @@ class BarHistoryService:
             except ValueError:
                 raise errors.InvalidCursor() from None
         if start is None:
-            start = end - interval.seconds * timedelta(seconds=limit)
+            try:
+                start = end - interval.seconds * timedelta(seconds=limit)
+            except OverflowError:
+                raise errors.ValidationFailed("end is too early for this interval") from None
         if start >= end:
             raise errors.ValidationFailed("start must be before end")
         return await self._ctx.with_fresh_tokens(

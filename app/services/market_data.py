@@ -94,7 +94,7 @@ SYMBOLS = Gauge(
 )
 DELIVERIES = Counter(
     "brokerage_market_deliveries_total",
-    "Market-data frames handed to subscriber queues",
+    "Market-data frames handed to subscriber queues (a slow reader's may later be dropped)",
     ["broker"],
 )
 CONFLATIONS = Counter(
@@ -104,7 +104,7 @@ CONFLATIONS = Counter(
 )
 DROPPED = Counter(
     "brokerage_market_dropped_total",
-    "Trades/bars/greeks not delivered to a slow subscriber (each announced by market.resync)",
+    "Trades/bars/greeks dropped for a slow subscriber (all announced by market.resync)",
     ["broker"],
 )
 RECONNECTS = Counter(
@@ -682,11 +682,15 @@ class MarketDataService:
         if received_at is None:
             received_at = format_timestamp(datetime.now(UTC))
         frame = render(event, received_at)
-        dropped = 0
+        dropped = queued = 0
         for client in subs:
-            if not client.feed.offer(frame, received_at):
-                dropped += 1
-        DELIVERIES.labels(up.broker).inc(len(subs) - dropped)
+            lost = client.feed.offer(frame, received_at)
+            if lost:
+                dropped += lost
+            else:
+                queued += 1
+        if queued:
+            DELIVERIES.labels(up.broker).inc(queued)
         if dropped:
             DROPPED.labels(up.broker).inc(dropped)
 

@@ -239,12 +239,13 @@ class MarketFeed:
             self._wakeup()
         return replaced
 
-    def offer(self, frame: str, received_at: str) -> bool:
-        """Queue a trade/bar/greeks frame; False when it was dropped (queue full)."""
+    def offer(self, frame: str, received_at: str) -> int:
+        """Queue a trade/bar/greeks frame; returns how many frames were dropped by doing so
+        (0: queued; at an overflow, this one and every data frame the queue held)."""
         if self._dropped:
             # Already behind: keep counting until the writer has told the client.
             self._dropped += 1
-            return False
+            return 1
         if self._data >= self._max:
             self.overflows += 1
             self._dropped = self._data + 1
@@ -254,11 +255,11 @@ class MarketFeed:
             self._queue = deque(item for item in self._queue if not item[0])
             self._data = 0
             self._wakeup()
-            return False
+            return self._dropped
         self._queue.append((True, frame))
         self._data += 1
         self._wakeup()
-        return True
+        return 0
 
     def control(self, frame: str) -> None:
         """A control frame (``market.gap``/``market.resubscribed``): never dropped, and

@@ -309,15 +309,21 @@ async def test_bad_subscribe_messages_get_error_frames_and_change_nothing(md: In
 async def test_an_upstream_gap_is_relayed_then_resubscribed(md: Instance) -> None:
     user = new_user("md-gap")
     account = await md.paper_account(user)
+    before = await _metrics(md)
     async with md.client() as client:
         await client.auth(md.token(user))
         await _market(client, account, quotes=["AAPL"])
+        during = await _metrics(md)
+        assert during['brokerage_market_upstream_sessions{broker="paper"}'] >= 1
+        assert during['brokerage_market_symbols_subscribed{broker="paper"}'] >= 1
         # More than the paper session replays: it reports a gap and resubscribes.
         await _advance(md, 2 * 3600)
         gap = await _next(client, ("market.gap",))
         resubscribed = await _next(client, ("market.resubscribed",))
         await _advance(md, 1)
         after = await _next(client, ("quote",))
+    reconnects = 'brokerage_market_reconnects_total{broker="paper"}'
+    assert (await _metrics(md))[reconnects] > before.get(reconnects, 0)
     assert gap["account_id"] == resubscribed["account_id"] == account
     assert gap["reason"]
     assert _ts(after["ts"]) >= _ts(gap["since"])
@@ -327,6 +333,7 @@ async def test_a_slow_reader_is_told_what_it_missed_never_silently(md: Instance)
     user = new_user("md-slow")
     account = await md.paper_account(user)
     symbols = ["AAPL", "MSFT"]
+    before = await _metrics(md)
     async with md.client() as client:
         await client.auth(md.token(user))
         await _market(client, account, trades=symbols, quotes=symbols)
@@ -354,3 +361,27 @@ async def test_a_slow_reader_is_told_what_it_missed_never_silently(md: Instance)
                 dropped += message["dropped"]
     # Every trade of every step is either delivered or counted in a market.resync.
     assert trades + dropped == len(symbols) * (steps + 1)
+    # Counted per broker: the drops, the quotes conflated in the same burst, deliveries.
+    after = await _metrics(md)
+    paper = '{broker="paper"}'
+    assert (
+        after[f"brokerage_market_dropped_total{paper}"]
+        - before.get(f"brokerage_market_dropped_total{paper}", 0)
+        == dropped
+    )
+    assert after[f"brokerage_market_conflations_total{paper}"] > before.get(
+        f"brokerage_market_conflations_total{paper}", 0
+    )
+    assert after[f"brokerage_market_deliveries_total{paper}"] > before.get(
+        f"brokerage_market_deliveries_total{paper}", 0
+    )
+
+
+async def _metrics(md: Instance) -> dict[str, float]:
+    text = (await md.http.get("/metrics")).text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("brokerage_market_"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values

@@ -60,10 +60,10 @@ def test_the_same_symbol_through_two_upstreams_is_not_merged() -> None:
 def test_trades_overflow_into_one_resync_that_says_what_was_dropped() -> None:
     feed = MarketFeed(max_queue=3)
     for i in range(3):
-        assert feed.offer(f'{{"type":"trade","received_at":"t{i}","n":{i}}}', f"t{i}")
+        assert feed.offer(f'{{"type":"trade","received_at":"t{i}","n":{i}}}', f"t{i}") == 0
     # Full: this one and what was queued are dropped, and counted.
-    assert not feed.offer('{"type":"trade","received_at":"t3","n":3}', "t3")
-    assert not feed.offer('{"type":"trade","received_at":"t4","n":4}', "t4")
+    assert feed.offer('{"type":"trade","received_at":"t3","n":3}', "t3") == 4
+    assert feed.offer('{"type":"trade","received_at":"t4","n":4}', "t4") == 1
     frames = [json.loads(f) for f in feed.take()]
     assert frames[0] == {
         "type": "market.resync",
@@ -73,7 +73,7 @@ def test_trades_overflow_into_one_resync_that_says_what_was_dropped() -> None:
     }
     assert len(frames) == 1
     # Afterwards it queues again, and nothing is dropped without another resync.
-    assert feed.offer('{"type":"trade","received_at":"t5","n":5}', "t5")
+    assert feed.offer('{"type":"trade","received_at":"t5","n":5}', "t5") == 0
     assert [json.loads(f)["n"] for f in feed.take()] == [5]
     assert feed.overflows == 1
 
@@ -85,12 +85,13 @@ def test_nothing_is_lost_without_a_resync(ops: list[str], size: int) -> None:
     feed = MarketFeed(max_queue=size)
     offered_trades = 0
     controls = 0
+    reported_lost = 0
     for n, op in enumerate(ops):
         if op == "q":
             feed.offer_quote(("u", "S"), _quote("S", str(n)))
         elif op == "t":
             offered_trades += 1
-            feed.offer(f'{{"type":"trade","received_at":"x","n":{n}}}', "x")
+            reported_lost += feed.offer(f'{{"type":"trade","received_at":"x","n":{n}}}', "x")
         else:
             controls += 1
             feed.control(f'{{"type":"market.gap","n":{n}}}')
@@ -98,6 +99,7 @@ def test_nothing_is_lost_without_a_resync(ops: list[str], size: int) -> None:
     sent_trades = sum(1 for f in frames if f["type"] == "trade")
     dropped = sum(f["dropped"] for f in frames if f["type"] == "market.resync")
     assert sent_trades + dropped == offered_trades
+    assert reported_lost == dropped  # what the metrics count is what the client is told
     assert sum(1 for f in frames if f["type"] == "market.gap") == controls
     # A quote offered before a control frame is sent before it.
     last_gap = max((i for i, f in enumerate(frames) if f["type"] == "market.gap"), default=-1)
