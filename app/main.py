@@ -56,7 +56,7 @@ from app.services.connections import ConnectionService, run_confirmations
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
-from app.services.market_data import MarketDataService
+from app.services.market_data import MarketDataService, StopStreams
 from app.services.oauth import OAuthFlowService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
@@ -150,6 +150,11 @@ def create_app(
         # --- end streaming ---
         orders_service = OrderService(ctx)
         upstream = UpstreamStreams(ctx)
+        market = MarketDataService(
+            ctx,
+            max_symbols_per_connection=stream_settings.market_max_symbols,
+            queue_size=stream_settings.market_queue_size,
+        )
         keys = KeyRewrap(
             sessionmaker,
             ctx.vault,
@@ -165,7 +170,7 @@ def create_app(
             verifier=build_verifier(verifier_settings, http),
             orders=orders_service,
             accounts=AccountService(ctx),
-            connections=ConnectionService(ctx, streams=upstream),
+            connections=ConnectionService(ctx, streams=StopStreams(upstream, market)),
             admin=AdminService(ctx),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
@@ -177,11 +182,7 @@ def create_app(
             keys=keys,
             rotation=rotation,
             plaid=PlaidService(ctx),
-            market=MarketDataService(
-                ctx,
-                max_symbols_per_connection=stream_settings.market_max_symbols,
-                queue_size=stream_settings.market_queue_size,
-            ),
+            market=market,
             bars=BarHistoryService(ctx),
         )
         stop = asyncio.Event()

@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -78,9 +78,10 @@ from app.streaming.market import (
     greeks_frame,
     quote_frame,
     resubscribed_frame,
+    subscribed_frame,
     trade_frame,
 )
-from app.streaming.protocol import format_timestamp
+from app.streaming.protocol import ErrorCode, error_message, format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +223,15 @@ def _subscription(routes: Iterable[_ROUTE]) -> MarketDataSubscription:
 class MarketClient:
     """One WebSocket connection's market data: its feed and what it wants per account."""
 
-    __slots__ = ("accounts", "feed", "user_id")
+    __slots__ = ("accounts", "connections", "feed", "user_id")
 
     def __init__(self, user_id: str, max_queue: int) -> None:
         self.user_id = user_id
         self.feed = MarketFeed(max_queue)
         # account id -> (upstream key, what this connection wants through that account)
         self.accounts: dict[str, tuple[str, MarketDataSubscription]] = {}
+        # account id -> the gateway connection (credential) it was subscribed through
+        self.connections: dict[str, str] = {}
 
     def wanted(self, account_id: str) -> MarketDataSubscription:
         found = self.accounts.get(account_id)
@@ -393,6 +396,7 @@ class MarketDataService:
                     continue  # released while we waited: make a fresh one
                 try:
                     await self._apply(up, client, account_id, after)
+                    client.connections[account_id] = connection.id
                 except BaseException:
                     if not up.routes:
                         await self._release(up)
@@ -430,6 +434,36 @@ class MarketDataService:
                     with contextlib.suppress(Exception):
                         await self._apply(up, client, account_id, MarketDataSubscription())
         client.accounts.clear()
+
+    async def stop_connection(self, connection_id: str) -> int:
+        """The connection was disconnected (revoked): every subscription made through it on
+        this instance ends now, each subscriber told (``error`` ``connection_broken`` and an
+        empty ``market.subscribed`` for the account); an upstream nobody else uses closes.
+        Returns how many subscriptions ended."""
+        ended = 0
+        for up in list(self._upstreams.values()):
+            async with up.lock:
+                if up.closed:
+                    continue
+                for client in list(up.members):
+                    for account_id in sorted(up.members.get(client, ())):
+                        if client.connections.get(account_id) != connection_id:
+                            continue
+                        with contextlib.suppress(Exception):
+                            await self._apply(up, client, account_id, MarketDataSubscription())
+                        client.connections.pop(account_id, None)
+                        client.feed.control(
+                            error_message(
+                                ErrorCode.connection_broken,
+                                f"the connection of account {account_id} was disconnected;"
+                                " its market data ended",
+                            )
+                        )
+                        client.feed.control(subscribed_frame(account_id, MarketDataSubscription()))
+                        ended += 1
+                    if up.closed:
+                        break
+        return ended
 
     async def close(self) -> None:
         for up in list(self._upstreams.values()):
@@ -727,6 +761,23 @@ def _build_bars(up: _Upstream, bar: Bar, targets: set[BarInterval]) -> list[Bar]
         else:
             up.windows[key] = parts
     return out
+
+
+class _ConnectionStreams(Protocol):
+    async def stop_connection(self, connection_id: str) -> int: ...
+
+
+class StopStreams:
+    """Revocation stops a connection's order streams and its market data alike."""
+
+    def __init__(self, *streams: _ConnectionStreams) -> None:
+        self._streams = streams
+
+    async def stop_connection(self, connection_id: str) -> int:
+        stopped = 0
+        for streams in self._streams:
+            stopped += await streams.stop_connection(connection_id)
+        return stopped
 
 
 def _check_channels(caps: MarketDataCapabilities, request: MarketDataSubscription) -> None:

@@ -385,3 +385,27 @@ async def _metrics(md: Instance) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
     return values
+
+
+async def test_disconnecting_a_connection_ends_its_market_data(md: Instance) -> None:
+    user = new_user("md-revoke")
+    await md.paper_account(user)
+    account = await _connect(md, user, "papermd")
+    connection = await _connection_of(md, user, account)
+    key = f"papermd:{connection}"
+    market = md.state.market
+    async with md.client() as client:
+        await client.auth(md.token(user))
+        await _market(client, account, quotes=["AAPL"])
+        assert key in market.upstream_keys()
+        response = await md.http.delete(f"/v1/connections/{connection}", headers=md.auth(user))
+        assert response.status_code in (200, 204), response.text
+        ended = await _next(client, ("error",))
+        assert ended["code"] == "connection_broken"
+        emptied = await _next(client, ("market.subscribed",))
+        assert emptied["account_id"] == account
+        assert emptied["quotes"] == []
+        assert key not in market.upstream_keys()
+        # And it cannot be subscribed again.
+        refused = await _market(client, account, quotes=["AAPL"])
+        assert refused["code"] == "connection_broken"
