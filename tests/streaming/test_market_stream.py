@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest_asyncio
 
+from app.brokers.base import OptionContract, OptionRight
 from app.streaming.config import StreamSettings
 from tests.conftest import new_user
 from tests.harness import settings_for_tests
@@ -409,3 +410,31 @@ async def test_disconnecting_a_connection_ends_its_market_data(md: Instance) -> 
         # And it cannot be subscribed again.
         refused = await _market(client, account, quotes=["AAPL"])
         assert refused["code"] == "connection_broken"
+
+
+async def test_greeks_and_quotes_of_an_option_contract(md: Instance) -> None:
+    user = new_user("md-greeks")
+    account = await md.paper_account(user)
+    options = md.state.ctx.paper_engine.options
+    today = md.clock.now().date()
+    contract = OptionContract(
+        underlying="AAPL",
+        root="AAPL",
+        expiration=options.expirations("AAPL", today)[1].expiration,
+        right=OptionRight.call,
+        strike=options.strikes("AAPL")[20],
+    )
+    async with md.client() as client:
+        await client.auth(md.token(user))
+        # The padded OCC form is accepted and answered in the canonical (unpadded) one.
+        answer = await _market(
+            client, account, greeks=[contract.occ_padded], quotes=[contract.symbol]
+        )
+        assert answer["greeks"] == [contract.symbol]
+        await _advance(md, 1)
+        greeks = await _next(client, ("greeks",))
+    assert greeks["symbol"] == contract.symbol
+    assert greeks["source"] == "stream"
+    assert 0 < Decimal(greeks["delta"]) < 1  # a call
+    assert Decimal(greeks["iv"]) > 0
+    assert greeks["underlying_price"] is not None
