@@ -338,6 +338,10 @@ class MarketDataService:
         up = self._upstreams.get(key)
         return None if up is None else up.union()
 
+    def upstream_session(self, key: str) -> MarketDataSession | None:
+        up = self._upstreams.get(key)
+        return None if up is None else up.session
+
     def subscribers_of(self, key: str) -> int:
         up = self._upstreams.get(key)
         return 0 if up is None else len(up.members)

@@ -438,3 +438,28 @@ async def test_greeks_and_quotes_of_an_option_contract(md: Instance) -> None:
     assert 0 < Decimal(greeks["delta"]) < 1  # a call
     assert Decimal(greeks["iv"]) > 0
     assert greeks["underlying_price"] is not None
+
+
+async def test_an_upstream_session_that_ends_is_replaced_and_subscribers_told(
+    md: Instance,
+) -> None:
+    user = new_user("md-ends")
+    account = await md.paper_account(user)
+    key = f"paper:{await _connection_of(md, user, account)}"
+    market = md.state.market
+    async with md.client() as client:
+        await client.auth(md.token(user))
+        await _market(client, account, quotes=["AAPL"], trades=["AAPL"])
+        first = market.upstream_session(key)
+        assert first is not None
+        await first.close()  # the upstream goes away under its subscribers
+        gap = await _next(client, ("market.gap",))
+        resubscribed = await _next(client, ("market.resubscribed",))
+        second = market.upstream_session(key)
+        assert second is not None
+        assert second is not first
+        await _advance(md, 1)
+        trade = await _next(client, ("trade",))
+    assert gap["account_id"] == resubscribed["account_id"] == account
+    assert "ended" in gap["reason"]
+    assert trade["symbol"] == "AAPL"
