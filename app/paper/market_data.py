@@ -4,12 +4,14 @@ functions of the seeded path, and the session that streams them on the paper clo
 * **Quotes**: ``SeededQuoteSource``'s quote at every step (option contracts: the model's
   quote from ``SeededOptionMarket``, sizes unknown).
 * **Trades**: one per step and symbol, at that step's ``last`` (options: the model's mark),
-  with a seeded size.
+  with a seeded size drawn once a minute.
 * **Bars**: the 1-minute bar of those trades (so a bar built from the streamed trades equals
   the streamed bar); a bar is streamed once, final, at the step that ends its minute. No
   forming bars (``BarBuilder`` makes them from trades where a subscriber wants them).
-  History bars of 5m..1d are the aggregate of the 1-minute bars, so a backfill and the live
-  bars agree to the cent.
+  History bars of 5m and 15m are the aggregate of the 1-minute bars, so a backfill and the
+  live bars agree to the cent; 1h and 1d bars of equities and crypto have the same OHLC,
+  volume and trade count, found without computing every step (``_bounded_bar``), and no
+  vwap.
 * **Greeks**: the model's greeks of an option contract at every step.
 
 ``PaperMarketDataSession`` emits, for every step the clock passes, that step's events for
@@ -18,9 +20,10 @@ system clock it ticks in real time at the quote step; on a ``ManualClock`` it em
 the steps a test moves the clock past. A jump of more than ``MAX_CATCH_UP`` steps is not
 replayed: the session says ``MarketGap`` then ``MarketResubscribed`` and goes on from now.
 
-History costs one quote computation per step (86,400 for a 1-day bar at a 1 s step), so one
-``get_bars`` call computes at most ``MAX_HISTORY_STEPS`` steps not already cached and is
-refused (``NotSupported``, saying how many bars fit) beyond; it runs in a worker thread.
+History from 1-minute bars costs one quote computation per step, so one ``get_bars`` call
+computes at most ``MAX_HISTORY_STEPS`` steps not already cached and is refused
+(``NotSupported``, saying how many bars fit) beyond (only option contracts' 1h and 1d bars
+come near it); it runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from app.brokers.base import (
     is_option_symbol,
 )
 from app.brokers.market_data.bars import aggregate, window_start
+from app.brokers.market_data.subscription import check_subscription
 from app.paper.clock import Clock, WaitableClock
 from app.paper.options_market import EXPIRY_TIME_UTC, SeededOptionMarket
 from app.paper.quotes import EPOCH, SeededQuoteSource, _digest, _unit
@@ -71,6 +75,8 @@ MAX_CATCH_UP = 3600  # steps replayed after the clock jumps; beyond, a gap
 MAX_HISTORY_STEPS = 200_000  # uncached steps one get_bars call may compute
 _MINUTE_CACHE = 50_000  # 1-minute bars kept per market
 _MINUTE = timedelta(minutes=1)
+# Intervals whose equity and crypto history bars are found by trend bounds (``_bounded_bar``).
+_BOUNDED = frozenset({BarInterval.h1, BarInterval.d1})
 _MS = timedelta(milliseconds=1)
 _OPTION_SIZES = 20  # an option trade is 1..20 contracts
 _TRADE_SHARE = Decimal(4)  # an equity/crypto trade is up to a quarter of the displayed range
@@ -84,6 +90,7 @@ class PaperMarketData:
         self.options = options
         self._step_ms = quotes.step // _MS
         self._minutes: OrderedDict[tuple[str, datetime], Bar] = OrderedDict()
+        self._runs: OrderedDict[tuple[str, int, int], tuple[Decimal, Decimal]] = OrderedDict()
         self._lock = threading.Lock()  # history runs in a worker thread
 
     # --- steps -----------------------------------------------------------------------------
@@ -136,19 +143,32 @@ class PaperMarketData:
             symbol, q.bid, q.ask, q.bid_size, q.ask_size, q.as_of, MarketDataSource.stream
         )
 
-    def trade(self, symbol: str, step: int) -> MarketTrade:
-        at = self.time_of(step)
-        digest = _digest(self.quotes._key, symbol, "trade", step)
+    def minute_index(self, step: int) -> int:
+        return (self.time_of(step) - EPOCH) // _MINUTE
+
+    def trade_size(self, symbol: str, minute: int) -> Decimal:
+        """The size of every trade of ``symbol`` in minute ``minute`` (since the epoch): one
+        seeded size a minute, so a bar's volume needs no step-by-step sum."""
+        digest = _digest(self.quotes._key, symbol, "trade-size", minute)
         if is_option_symbol(symbol):
-            o = self.options.quote(OptionContract.parse(symbol), at)
-            size = Decimal(1 + digest[0] % _OPTION_SIZES)
-            return MarketTrade(symbol, o.last, size, at, MarketDataSource.stream)
+            return Decimal(1 + digest[0] % _OPTION_SIZES)
         instrument = self.quotes.instrument(symbol)
-        q = self.quotes.quote_at_step(instrument, step)
         span = (instrument.size_max - instrument.size_min) / _TRADE_SHARE
         size = (instrument.size_min + span * _unit(digest, 0)).quantize(instrument.size_quantum)
+        return max(instrument.size_min, size)
+
+    def trade_price(self, symbol: str, step: int) -> Decimal:
+        if is_option_symbol(symbol):
+            return self.options.quote(OptionContract.parse(symbol), self.time_of(step)).last
+        return self.quotes.quote_at_step(self.quotes.instrument(symbol), step).last
+
+    def trade(self, symbol: str, step: int) -> MarketTrade:
         return MarketTrade(
-            symbol, q.last, max(instrument.size_min, size), at, MarketDataSource.stream
+            symbol,
+            self.trade_price(symbol, step),
+            self.trade_size(symbol, self.minute_index(step)),
+            self.time_of(step),
+            MarketDataSource.stream,
         )
 
     def greeks(self, symbol: str, step: int) -> GreeksUpdate:
@@ -216,7 +236,10 @@ class PaperMarketData:
         while at < end and at + size <= now and len(windows) < max(limit, 0):
             windows.append(at)
             at += size
-        minutes = [w + _MINUTE * i for w in windows for i in range(interval.seconds // 60)]
+        if interval in _BOUNDED and not is_option_symbol(symbol):
+            minutes = []  # bounded bars read a few segments, not every step
+        else:
+            minutes = [w + _MINUTE * i for w in windows for i in range(interval.seconds // 60)]
         with self._lock:
             missing = [m for m in minutes if (symbol, m) not in self._minutes]
         uncached = sum(len(self.minute_steps(m)) for m in missing)
@@ -229,6 +252,12 @@ class PaperMarketData:
                 broker="paper",
             )
         result = []
+        if interval in _BOUNDED and not is_option_symbol(symbol):
+            for window in windows:
+                bounded = self._bounded_bar(symbol, interval, window)
+                if bounded is not None:
+                    result.append(bounded)
+            return result
         for window in windows:
             parts = [
                 b
@@ -243,6 +272,66 @@ class PaperMarketData:
                 [bar] = aggregate(parts, interval, complete_until=window + size)
             result.append(_as_history(bar))
         return result
+
+    def _bounded_bar(self, symbol: str, interval: BarInterval, window: datetime) -> Bar | None:
+        """A 1h or 1d bar without computing every step: open and close are the first and
+        last trades; high and low come from the trend segments whose bounds could hold
+        them, best first, stopping once no other segment could do better (exact, the same
+        as aggregating the 1-minute bars); volume is the per-minute sizes times the trades
+        per minute. No vwap: that would take every step's price."""
+        first = self._first_step_from(window)
+        last = self._first_step_from(window + timedelta(seconds=interval.seconds)) - 1
+        if last < first:
+            return None
+        runs = self.quotes.last_bounds(self.quotes.instrument(symbol), first, last)
+        high: Decimal | None = None
+        for run_first, run_last, _, upper in sorted(runs, key=lambda r: r[3], reverse=True):
+            if high is not None and upper <= high:
+                break
+            run_high = self._run_extremes(symbol, run_first, run_last)[1]
+            high = run_high if high is None else max(high, run_high)
+        low: Decimal | None = None
+        for run_first, run_last, lower, _ in sorted(runs, key=lambda r: r[2]):
+            if low is not None and lower >= low:
+                break
+            run_low = self._run_extremes(symbol, run_first, run_last)[0]
+            low = run_low if low is None else min(low, run_low)
+        assert high is not None
+        assert low is not None
+        volume = Decimal(0)
+        minute = window
+        while minute < window + timedelta(seconds=interval.seconds):
+            trades = len(self.minute_steps(minute))
+            if trades:
+                volume += self.trade_size(symbol, (minute - EPOCH) // _MINUTE) * trades
+            minute += _MINUTE
+        return Bar(
+            symbol=symbol,
+            interval=interval,
+            start=window,
+            open=self.trade_price(symbol, first),
+            high=high,
+            low=low,
+            close=self.trade_price(symbol, last),
+            volume=volume,
+            vwap=None,
+            trade_count=last - first + 1,
+            final=True,
+            source=MarketDataSource.history,
+        )
+
+    def _run_extremes(self, symbol: str, first: int, last: int) -> tuple[Decimal, Decimal]:
+        key = (symbol, first, last)
+        with self._lock:
+            found = self._runs.get(key)
+        if found is None:
+            prices = [self.trade_price(symbol, step) for step in range(first, last + 1)]
+            found = (min(prices), max(prices))
+            with self._lock:
+                self._runs[key] = found
+                if len(self._runs) > _MINUTE_CACHE:
+                    self._runs.popitem(last=False)
+        return found
 
 
 def _as_history(bar: Bar) -> Bar:
@@ -278,11 +367,7 @@ class PaperMarketDataSession:
         list (or greeks of a non-option), ``MarketDataLimit`` for a bar interval other than
         1m (the service aggregates the others); nothing changes when either is raised."""
         now = self._clock.now()
-        for interval, _ in wanted.bars:
-            if interval is not BarInterval.m1:
-                raise errors.MarketDataLimit(
-                    f"the paper market streams 1m bars, not {interval.value}", broker="paper"
-                )
+        check_subscription(PAPER_MARKET_DATA, wanted, broker="paper")
         canonical: dict[str, str] = {}
         for symbol in wanted.symbols:
             canonical[symbol] = self._data.resolve(symbol, now)

@@ -245,6 +245,48 @@ class SeededQuoteSource:
             step=step,
         )
 
+    # --- what bars need: the trend and bounds on ``last`` ----------------------------------
+
+    TREND_SEGMENT = _SWING[0]  # the trend is linear between multiples of this many steps
+
+    def trend(self, symbol: str, step: int) -> Decimal:
+        """The slow and swing components at ``step`` (the price without noise and spread)."""
+        with localcontext(_CTX):
+            return self._wave(symbol, "slow", step, *_SLOW) + self._wave(
+                symbol, "swing", step, *_SWING
+            )
+
+    def last_bounds(
+        self, instrument: Instrument, first: int, last: int
+    ) -> list[tuple[int, int, Decimal, Decimal]]:
+        """``[first, last]`` cut into runs within one trend segment each, with bounds on
+        ``last`` at every step of the run: ``(run_first, run_last, lower, upper)``.
+
+        The trend is linear over a closed segment, so it is extreme at the segment's ends;
+        the bounds are that range plus or minus the noise, a cent of rounding and the widest
+        half-spread, with a cent to spare. Loose but safe: bars use them to skip runs that
+        cannot hold a high or low."""
+        symbol, base, size = instrument.symbol, instrument.base_price, self.TREND_SEGMENT
+        crypto = instrument.asset_class is AssetClass.crypto
+        widest = Decimal(30) / Decimal(100_000)
+        runs = []
+        with localcontext(_CTX):
+            at = first
+            edge = self.trend(symbol, first // size * size)
+            while at <= last:
+                segment_end = (at // size + 1) * size
+                next_edge = self.trend(symbol, segment_end)
+                low_mid = base * (1 + min(edge, next_edge) - _NOISE) - CENT
+                high_mid = base * (1 + max(edge, next_edge) + _NOISE) + CENT
+                if crypto:
+                    lower = low_mid * (1 - widest) - 2 * CENT
+                    upper = high_mid * (1 + widest) + 2 * CENT
+                else:
+                    lower, upper = low_mid - 4 * CENT, high_mid + 4 * CENT
+                runs.append((at, min(last, segment_end - 1), lower, upper))
+                at, edge = segment_end, next_edge
+        return runs
+
     def _wave(self, symbol: str, tag: str, step: int, period: int, amplitude: Decimal) -> Decimal:
         """Linear interpolation between hashed anchors every ``period`` steps."""
         k, into = divmod(step, period)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.brokers import errors
 from app.brokers.base import (
@@ -238,10 +241,48 @@ async def test_history_limit_range_and_options() -> None:
     option = an_option(data)
     [ob] = data.history(option, BarInterval.m1, START, START + MINUTE, 5, now)
     assert ob.trade_count == 60
+    # An option's day bar takes every step of the model: more than one request computes.
     with pytest.raises(errors.NotSupported, match="at most"):
-        data.history("SPY", BarInterval.d1, START - timedelta(days=30), START, 30, START)
+        data.history(option, BarInterval.d1, START - timedelta(days=5), START, 5, START)
     with pytest.raises(errors.UnknownSymbol):
         data.history("NOPE", BarInterval.m1, START, now, 5, now)
+
+
+@settings(max_examples=5, deadline=None)
+@given(
+    st.sampled_from(["AAPL", "TSLA", "BTC-USD", "ETH-USD"]),
+    st.integers(0, 10_000),
+    st.sampled_from([1000, 250]),
+)
+def test_hour_bars_found_by_bounds_equal_the_aggregate_of_every_minute(
+    symbol: str, hours: int, step_ms: int
+) -> None:
+    data = market(step_ms=step_ms)
+    start = START + timedelta(hours=hours)  # half past: the first whole hour is next
+    now = start + 2 * timedelta(hours=1)
+    [hour] = data.history(symbol, BarInterval.h1, start, now, 5, now)
+    minutes = data.history(symbol, BarInterval.m1, hour.start, hour.start + 60 * MINUTE, 60, now)
+    [again] = aggregate(minutes, BarInterval.h1)
+    assert (hour.open, hour.high, hour.low, hour.close, hour.volume, hour.trade_count) == (
+        again.open,
+        again.high,
+        again.low,
+        again.close,
+        again.volume,
+        again.trade_count,
+    )
+    assert hour.vwap is None
+    assert hour.source is MarketDataSource.history
+
+
+def test_a_month_of_day_bars_in_one_request() -> None:
+    data = market()
+    days = data.history("SPY", BarInterval.d1, START - timedelta(days=31), START, 30, START)
+    assert len(days) == 30
+    assert all(d.trade_count == 86_400 for d in days)
+    for d in days:
+        assert d.low <= min(d.open, d.close)
+        assert max(d.open, d.close) <= d.high
 
 
 async def test_bad_subscriptions_are_refused_and_change_nothing() -> None:
@@ -379,3 +420,51 @@ async def test_the_paper_adapter_offers_market_data_and_history(
     assert (quote.bid, quote.ask) == (got["AAPL"].bid, got["AAPL"].ask)
     assert quote.bid is not None
     assert quote.bid > Decimal(0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(["AAPL", "SPY", "BTC-USD", "ETH-USD"]),
+    st.integers(10**9, 2 * 10**9),
+    st.integers(0, 200),
+)
+def test_the_trend_bounds_hold_every_last_price(symbol: str, first: int, length: int) -> None:
+    quotes = SeededQuoteSource(SEED)
+    instrument = quotes.instrument(symbol)
+    runs = quotes.last_bounds(instrument, first, first + length)
+    assert runs[0][0] == first
+    assert runs[-1][1] == first + length
+    for (_, end, _, _), (start, _, _, _) in itertools.pairwise(runs):
+        assert start == end + 1
+    for run_first, run_last, lower, upper in runs:
+        for step in range(run_first, run_last + 1):
+            assert lower <= quotes.quote_at_step(instrument, step).last <= upper
+
+
+def test_the_bench_settings_make_the_fast_market_and_are_off_by_default() -> None:
+    from app.config import Settings
+
+    plain = SeededQuoteSource.from_settings(Settings())
+    assert plain.step == SECOND
+    assert not plain.is_known("SYM000")
+    fast = SeededQuoteSource.from_settings(
+        Settings(paper_market_step_ms=50, paper_bench_symbols=100)
+    )
+    assert fast.step == timedelta(milliseconds=50)
+    assert fast.is_known("SYM099")
+    assert not fast.is_known("SYM100")
+    assert fast.asset_class("SYM042").value == "equity"
+
+
+async def test_the_app_builds_the_bench_market_from_its_settings(sqlite_url: str) -> None:
+    from tests.harness import running_app, settings_for_tests
+
+    settings = settings_for_tests(sqlite_url, paper_bench_symbols=100, paper_market_step_ms=50)
+    async with running_app(settings) as harness:
+        source = harness.state.ctx.paper_engine.quote_source
+        assert source.step == timedelta(milliseconds=50)
+        response = await harness.client.get(
+            "/v1/quotes?symbols=SYM007", headers=harness.auth("bench-user")
+        )
+        assert response.status_code == 200, response.text
+        assert "SYM007" in response.json()["quotes"]
