@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest_asyncio
 
+from app.brokers.base import OptionContract, OptionRight
 from tests.conftest import new_user
 from tests.harness import CLOCK_START, Harness, running_app, settings_for_tests
 from tests.streaming.market_support import market_registry
@@ -123,6 +124,17 @@ async def test_an_interval_the_broker_lacks_is_aggregated_and_marked_so(h: Harne
     assert [b["final"] for b in hours] == [True, True, False]
 
 
+def _an_option(h: Harness) -> str:
+    options = h.state.ctx.paper_engine.options
+    return OptionContract(
+        underlying="AAPL",
+        root="AAPL",
+        expiration=options.expirations("AAPL", CLOCK_START.date())[1].expiration,
+        right=OptionRight.call,
+        strike=options.strikes("AAPL")[20],
+    ).symbol
+
+
 async def test_problems(h: Harness) -> None:
     user, other = new_user("bars-problems"), new_user("bars-other")
     _, account = await h.paper_account(user)
@@ -137,11 +149,13 @@ async def test_problems(h: Harness) -> None:
         (account, {"symbol": "AAPL", "limit": 100000}, 422, "validation_error"),
         (account, {"symbol": "AAPL", "cursor": "garbage"}, 400, "invalid_cursor"),
         (
+            # The paper market builds an option's day bars from every step: refused
+            # beyond what one request may compute.
             account,
             {
-                "symbol": "AAPL",
+                "symbol": _an_option(h),
                 "interval": "1d",
-                "start": (CLOCK_START - timedelta(days=3650)).isoformat(),
+                "start": (CLOCK_START - timedelta(days=60)).isoformat(),
                 "end": NOW,
             },
             422,
