@@ -13,7 +13,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.server import guard, server_options
 
+    settings = get_settings()
     if args.workers > 1:
         # Several processes: uvicorn imports the factory in each worker.
         uvicorn.run(
@@ -25,16 +27,19 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,
             access_log=False,
             proxy_headers=False,
+            **server_options(settings),
         )
         return 0
-    uvicorn.run(
-        create_app(get_settings()),
+    config = uvicorn.Config(
+        create_app(settings),
         host=args.host,
         port=args.port,
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        **server_options(settings),
     )
+    uvicorn.Server(guard(config, settings)).run()
     return 0
 
 

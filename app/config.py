@@ -11,8 +11,9 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -68,6 +69,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     idempotency_ttl: timedelta = timedelta(days=7)
     idempotency_lock_timeout: timedelta = timedelta(seconds=90)
+
+    # Options discovery: chains and expirations are kept per account this long (a quote
+    # older than this is never served from the cache; 0 turns the cache off).
+    option_chain_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     # The paper broker.
     paper_seed: int = 20260522
@@ -320,8 +325,73 @@ class Settings(BaseSettings):
     token_refresh_concurrency: int = 4
     connection_expiring_window: timedelta = timedelta(days=1)
 
+    # Browsers on these origins (exact ``scheme://host[:port]``, JSON list) may call the API
+    # with credentials (CORS) and open ``/v1/stream``. Empty: no CORS headers at all (a
+    # same-origin deployment) and WebSocket upgrades are not checked.
+    cors_origins: list[str] = []
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+
+    # Who may read ``/metrics``: ``public`` (anyone who reaches the API port; the default,
+    # for a deployment whose proxy does not route /metrics), ``token`` (only with
+    # ``Authorization: Bearer <metrics_token>``, else 401), or ``port`` (not on the API port:
+    # a second listener on ``metrics_host``:``metrics_port`` of each process serves it).
+    metrics_exposure: Literal["public", "token", "port"] = "public"
+    metrics_token: SecretStr | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+
+    # The HTTP server (uvicorn with h11, app/server.py): an idle keep-alive connection is
+    # closed after ``http_keep_alive_timeout_seconds``; a connection must deliver a whole
+    # request head (line and headers, at most ``http_max_header_bytes``) within
+    # ``http_header_timeout_seconds`` of connecting or of its previous response, and a body
+    # must keep arriving: each read waits at most ``http_body_timeout_seconds`` (then 408).
+    # These bound what one slow client holds; production still needs the reverse proxy of
+    # README "Operations" in front (buffering, connection limits, TLS).
+    http_keep_alive_timeout_seconds: int = Field(default=5, ge=1)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+
+    # This process's claims on Idempotency-Keys carry its owner id; when the owner is gone
+    # (its process died), the keys it held in flight are settled by the next instance that
+    # starts (or the reconciler of a running one) instead of waiting for the 2-minute
+    # give-up. Such an order the broker does not know is declared not placed once it is this
+    # old; unset, the longest one broker call can last (pool + connect + write + read
+    # timeouts, app/brokers/http.py ``timeouts_from``, plus 1 s: 31 s by default), so even a
+    # sender still alive could no longer be mid-call.
+    orphan_give_up_seconds: float | None = Field(default=None, ge=0)
+
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _metrics_token_given(self) -> Settings:
+        if self.metrics_exposure == "token" and (
+            self.metrics_token is None or len(self.metrics_token.get_secret_value()) < 16
+        ):
+            raise ValueError("BROKERAGE_METRICS_EXPOSURE=token needs a BROKERAGE_METRICS_TOKEN")
+        return self
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        """Each entry is one exact origin: a browser's ``Origin`` header is compared verbatim,
+        and a wildcard with credentials would let any site act as the signed-in user."""
+        cleaned = []
+        for origin in origins:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or "*" in origin
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or parts.username is not None
+            ):
+                raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+            cleaned.append(origin.rstrip("/"))
+        return cleaned
 
     @property
     def auto_migrate(self) -> bool:
@@ -333,6 +403,17 @@ class Settings(BaseSettings):
         """Seconds one account of this broker may take in GET /v1/portfolio."""
         return self.portfolio_broker_timeouts.get(
             broker_slug, self.portfolio_broker_timeout_seconds
+        )
+
+    @property
+    def orphan_give_up(self) -> timedelta:
+        """How old an orphaned order the broker does not know must be to count as not placed."""
+        if self.orphan_give_up_seconds is not None:
+            return timedelta(seconds=self.orphan_give_up_seconds)
+        return timedelta(
+            seconds=2 * self.broker_connect_timeout_seconds
+            + 2 * self.broker_read_timeout_seconds
+            + 1
         )
 
     @property

@@ -172,6 +172,12 @@ class PayloadTooLarge(AppError):
     title = "The request body is too large"
 
 
+class RequestTimeout(AppError):
+    status = 408
+    code = "request_timeout"
+    title = "The request body did not arrive in time"
+
+
 class UnsupportedMediaType(AppError):
     status = 415
     code = "unsupported_media_type"
@@ -232,6 +238,14 @@ class InsufficientFunds(AppError):
     title = "Insufficient buying power or position"
 
 
+class UncoveredOption(AppError):
+    """A short option leg the account cannot cover (its own long legs, shares or cash)."""
+
+    status = 422
+    code = "uncovered_option"
+    title = "A short option leg is not covered"
+
+
 class MarketClosed(AppError):
     status = 422
     code = "market_closed"
@@ -248,6 +262,93 @@ class InvalidReturnTo(AppError):
     status = 422
     code = "invalid_return_to"
     title = "return_to is not on this deployment's allow-list"
+
+
+# --- Options: refusals of an order body before anything is written ---------------------------
+
+
+class OrderBodyInvalid(ValidationFailed):
+    """A 422 with a code of its own for an order body (see ``ORDER_VALIDATION_CODES``)."""
+
+
+class InvalidOptionSymbol(OrderBodyInvalid):
+    code = "invalid_option_symbol"
+    title = "Not a valid OCC option symbol"
+
+
+class OptionExpired(OrderBodyInvalid):
+    code = "option_expired"
+    title = "The option contract has expired"
+
+
+class FractionalContracts(OrderBodyInvalid):
+    code = "fractional_contracts"
+    title = "Option orders are in whole contracts (or whole strategy units)"
+
+
+class PositionEffectRequired(OrderBodyInvalid):
+    code = "position_effect_required"
+    title = "An option order needs position_effect (open or close)"
+
+
+class InvalidLegCount(OrderBodyInvalid):
+    code = "invalid_leg_count"
+    title = "A multi-leg order has 2 to 4 legs"
+
+
+class MixedUnderlyings(OrderBodyInvalid):
+    code = "mixed_underlyings"
+    title = "Every leg of a multi-leg order must be on the same underlying"
+
+
+class DuplicateLegs(OrderBodyInvalid):
+    code = "duplicate_legs"
+    title = "A contract appears in more than one leg"
+
+
+class InvalidLegRatio(OrderBodyInvalid):
+    code = "invalid_leg_ratio"
+    title = "A leg ratio must be a whole number of at least 1"
+
+
+class LegRatiosNotReduced(OrderBodyInvalid):
+    code = "leg_ratios_not_reduced"
+    title = "The leg ratios share a common factor; divide them and raise the quantity"
+
+
+class PriceEffectRequired(OrderBodyInvalid):
+    code = "price_effect_required"
+    title = "A multi-leg limit order needs price_effect (debit, credit or even)"
+
+
+class PriceEffectMismatch(OrderBodyInvalid):
+    code = "price_effect_mismatch"
+    title = "price_effect contradicts the direction of the legs"
+
+
+ORDER_VALIDATION_CODES: dict[str, type[OrderBodyInvalid]] = {
+    cls.code: cls
+    for cls in (
+        InvalidOptionSymbol,
+        OptionExpired,
+        FractionalContracts,
+        PositionEffectRequired,
+        InvalidLegCount,
+        MixedUnderlyings,
+        DuplicateLegs,
+        InvalidLegRatio,
+        LegRatiosNotReduced,
+        PriceEffectRequired,
+        PriceEffectMismatch,
+    )
+}
+"""The stable codes an order body's own validation answers with (422), by code."""
+
+
+class OptionsChainUnsupported(AppError):
+    status = 422
+    code = "options_chain_unsupported"
+    title = "This broker offers no option chain"
 
 
 class InvalidCredentials(AppError):

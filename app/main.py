@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from prometheus_client import start_wsgi_server
 
 from app.api import (
     accounts,
@@ -23,6 +25,7 @@ from app.api import (
     health,
     market_data,
     oauth,
+    options,
     orders,
     plaid,
     portfolio,
@@ -30,16 +33,23 @@ from app.api import (
     webhooks,
 )
 from app.api.load_shedding import OrderLoadSheddingMiddleware
-from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.api.middleware import (
+    BodySizeLimitMiddleware,
+    NulByteMiddleware,
+    RequestContextMiddleware,
+    WebSocketOriginMiddleware,
+)
+from app.api.openapi import install_openapi
 from app.api.problems import install_error_handlers
 from app.api.state import AppState
 from app.brokers.http import HttpPool, timeouts_from
 from app.brokers.registry import BrokerRegistry, default_registry
 from app.config import Settings, get_settings
-from app.db.leases import leases_for
+from app.db.leases import leases_for, owner_lease
 from app.db.migrate import upgrade
 from app.db.rate_limits import PostgresRateLimiter
 from app.db.session import create_engine, create_sessionmaker
+from app.ids import new_id
 from app.observability import configure_logging
 from app.paper.clock import Clock, SystemClock
 from app.paper.engine import PaperEngine, run_ticker
@@ -58,6 +68,8 @@ from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
 from app.services.market_data import MarketDataService, StopStreams
 from app.services.oauth import OAuthFlowService
+from app.services.ops_metrics import SAMPLE_INTERVAL_SECONDS, OpsGauges
+from app.services.options import OptionsService
 from app.services.order_updates import OrderUpdateIngest
 from app.services.orders import OrderService
 from app.services.plaid import PlaidService
@@ -108,7 +120,17 @@ def create_app(
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout_seconds,
         )
-        sessionmaker = create_sessionmaker(engine)
+        # This process's id, stamped on the Idempotency-Keys it claims. It holds the
+        # owner's lease for its whole life: when the process dies, the lease is free and the
+        # keys it held in flight are settled by whoever looks next (below, at start-up, and
+        # every reconciler pass). Without the lease its claims carry no owner (old timing).
+        owner: str | None = new_id("own")
+        owner_leases = leases_for(engine)
+        assert owner is not None
+        if not await owner_leases.acquire(owner_lease(owner)):
+            log.warning("no liveness lease: in-flight keys of this process are not marked")
+            owner = None
+        sessionmaker = create_sessionmaker(engine, owner=owner)
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
         paper_engine = PaperEngine(
             sessionmaker,
@@ -184,10 +206,15 @@ def create_app(
             plaid=PlaidService(ctx),
             market=market,
             bars=BarHistoryService(ctx),
+            options=OptionsService(ctx),
+            ops_gauges=OpsGauges(sessionmaker),
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
-        reconciler = Reconciler(ctx)
+        reconciler = Reconciler(ctx, owner=owner, leases=leases_for(engine))
+        # First the keys a dead process left in flight (their clients are retrying now),
+        # then the ordinary pass.
+        await reconciler.settle_orphaned_keys()
         await reconciler.run_once()
         if settings.background_tasks:
             tasks.append(
@@ -232,17 +259,40 @@ def create_app(
                     name="credential-confirmations",
                 )
             )
+        metrics_server = None
+        if settings.metrics_exposure == "port":
+            # Its own listener (a daemon thread): /metrics stays off the API port, so the
+            # public proxy never reaches it; bind it to an address only Prometheus can reach.
+            metrics_server, _thread = start_wsgi_server(
+                settings.metrics_port, addr=settings.metrics_host
+            )
+            log.info(
+                "metrics served on their own port",
+                extra={"host": settings.metrics_host, "port": metrics_server.server_port},
+            )
+            tasks.append(
+                asyncio.create_task(
+                    app.state.brokerage.ops_gauges.run(SAMPLE_INTERVAL_SECONDS, stop, ctx.clock),
+                    name="ops-gauges",
+                )
+            )
+        app.state.metrics_server = metrics_server
         log.info("brokerage gateway ready", extra={"database": engine.dialect.name})
         try:
             yield
         finally:
             stop.set()
+            if metrics_server is not None:
+                await asyncio.to_thread(metrics_server.shutdown)
+                metrics_server.server_close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await upstream.close()
             await app.state.brokerage.market.close()
             await keys.close()
+            await reconciler.close()
+            await owner_leases.close()
             await stream.stop()  # streaming
             await app.state.brokerage.portfolio.aclose()
             await http.aclose()
@@ -258,9 +308,28 @@ def create_app(
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_openapi(app)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        read_timeout=settings.http_body_timeout_seconds,
+    )
     app.add_middleware(OrderLoadSheddingMiddleware, max_inflight=settings.max_inflight_orders)
+    app.add_middleware(NulByteMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    if settings.cors_origins:
+        # Outermost: a preflight is answered before anything else looks at the request,
+        # and every answer (errors included) carries the CORS headers.
+        app.add_middleware(WebSocketOriginMiddleware, origins=settings.cors_origins)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Idempotency-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID", "Location"],
+            max_age=settings.cors_max_age_seconds,
+        )
     app.include_router(health.router)
     for module in (
         brokers,
@@ -269,6 +338,7 @@ def create_app(
         accounts,
         portfolio,
         orders,
+        options,
         routing,
         events,
         market_data,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from app.api import API_PREFIX
 from app.api.deps import CurrentUser, State
@@ -19,7 +18,7 @@ from app.schemas.accounts import (
     QuotesOut,
     TransactionList,
 )
-from app.schemas.common import as_utc
+from app.schemas.common import QueryDateTime, as_utc
 
 router = APIRouter(prefix=API_PREFIX, tags=["accounts"])
 
@@ -76,8 +75,8 @@ async def list_transactions(
     account_id: str,
     user: CurrentUser,
     state: State,
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: QueryDateTime | None = None,
+    end: QueryDateTime | None = None,
     type: Annotated[str | None, Query(max_length=40)] = None,
 ) -> TransactionList:
     return await state.accounts.transactions(
@@ -89,7 +88,7 @@ async def list_transactions(
     )
 
 
-@router.get("/quotes", name="get_quotes", responses=problem_responses(401, 404, 422, 429, 503))
+@router.get("/quotes", name="get_quotes", responses=problem_responses(401, 404, 409, 422, 429, 503))
 async def get_quotes(
     user: CurrentUser,
     state: State,

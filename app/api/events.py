@@ -68,7 +68,16 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 async def list_events(
     user: CurrentUser,
     state: State,
-    after: Annotated[str | None, Query(max_length=40, description="A cursor")] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="A cursor",
+            # What parse_cursor takes (anything else is a 400 invalid_cursor); documented,
+            # not enforced here, so the refusal keeps its stable code.
+            json_schema_extra={"pattern": "^[0-9]{1,19}$"},
+        ),
+    ] = None,
     limit: Limit = 100,
     account_id: Annotated[list[str] | None, Query(max_length=100)] = None,
 ) -> JSONResponse:

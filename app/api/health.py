@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -10,7 +13,7 @@ from sqlalchemy import text
 from app.api.deps import State
 from app.api.problems import problem_response, problem_responses
 from app.db.migrate import current_revision, head_revision
-from app.errors import ServiceUnavailable
+from app.errors import NotFound, ServiceUnavailable, Unauthorized
 
 router = APIRouter(tags=["operations"])
 
@@ -35,6 +38,23 @@ async def readyz(state: State) -> JSONResponse:
     return JSONResponse({"status": "ready", "revision": revision})
 
 
-@router.get("/metrics", name="metrics", response_class=Response)
-async def metrics() -> Response:
+@router.get(
+    "/metrics", name="metrics", response_class=Response, responses=problem_responses(401, 404)
+)
+async def metrics(
+    state: State,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    """Prometheus metrics, as ``BROKERAGE_METRICS_EXPOSURE`` allows (README, "Operations")."""
+    settings = state.settings
+    if settings.metrics_exposure == "port":
+        return problem_response(NotFound("metrics are served on the metrics port"))
+    if settings.metrics_exposure == "token":
+        assert settings.metrics_token is not None  # Settings refuses "token" without one
+        expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+        if authorization is None or not hmac.compare_digest(
+            authorization.encode(), expected.encode()
+        ):
+            return problem_response(Unauthorized("the metrics token is required"))
+    await state.ops_gauges.refresh(state.ctx.clock())
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

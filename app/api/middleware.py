@@ -1,11 +1,15 @@
-"""Pure ASGI middleware: request id, access metrics, and the request body size limit."""
+"""Pure ASGI middleware: request id, access metrics, the request body size limit, and the
+WebSocket origin check."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+from urllib.parse import parse_qsl
 
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
@@ -50,14 +54,16 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception:
+        except Exception as exc:
             # Answered here, not by Starlette's outermost handler, so the 500 carries the
             # request id and is logged with it. After the response started, nothing can be
             # sent: the error propagates and the server closes the connection.
             if response_started["value"]:
                 raise
-            log.exception("unhandled error")
-            problem = errors.AppError("an unexpected error occurred")
+            problem = database_refusal(exc)
+            if problem is None:
+                log.exception("unhandled error")
+                problem = errors.AppError("an unexpected error occurred")
             response = problem_response(problem)
             await response(scope, receive, send_wrapper)
         finally:
@@ -69,12 +75,61 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class BodySizeLimitMiddleware:
-    """Refuse bodies over the limit with 413 problem+json before the app parses them."""
+# Postgres refuses text it cannot store: a NUL character (22021, "invalid byte sequence
+# for encoding UTF8: 0x00") or one the encoding lacks (22P05). That is the client's input,
+# not a server fault: 422, like SQLite (which stores it and finds nothing) in effect.
+_TEXT_REFUSED = frozenset({"22021", "22P05"})
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+def database_refusal(exc: BaseException) -> errors.AppError | None:
+    """The client-facing error for a database refusal caused by the request's text."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in _TEXT_REFUSED:
+        return errors.ValidationFailed("text values may not contain NUL characters")
+    return None
+
+
+class NulByteMiddleware:
+    """A NUL in the path or the query string is refused before any route sees it.
+
+    No id, slug or parameter value of this API contains one; Postgres cannot even compare
+    against such text (it raises instead of finding nothing). A path with a NUL names no
+    resource (404); a query parameter with one is invalid (422).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem: errors.AppError | None = None
+            if "\x00" in scope["path"]:
+                problem = errors.NotFound("no such resource")
+            else:
+                query = scope.get("query_string", b"").decode("latin-1")
+                if "%00" in query or "\x00" in query:
+                    pairs = parse_qsl(query, keep_blank_values=True)
+                    if any("\x00" in k or "\x00" in v for k, v in pairs):
+                        problem = errors.ValidationFailed(
+                            "query parameters may not contain NUL characters"
+                        )
+            if problem is not None:
+                await problem_response(problem)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over the limit with 413 problem+json before the app parses them, and
+    bodies that stop arriving with 408."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -88,7 +143,19 @@ class BodySizeLimitMiddleware:
         size = 0
         more = True
         while more:
-            message = await receive()
+            try:
+                # A client that stops sending its body holds the connection and a task:
+                # each read gets ``read_timeout`` (http_body_timeout_seconds).
+                async with asyncio.timeout(self.read_timeout):
+                    message = await receive()
+            except TimeoutError:
+                await problem_response(
+                    errors.RequestTimeout(
+                        f"no part of the request body arrived for {self.read_timeout:g} s",
+                        headers={"Connection": "close"},
+                    )
+                )(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             body = message.get("body", b"")
@@ -98,13 +165,21 @@ class BodySizeLimitMiddleware:
                 return
             chunks.append(body)
             more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        if body and b"\x00" in body[:4] and _is_json(scope):
+            # JSON is exchanged in UTF-8 (RFC 8259 section 8.1); Python's parser would also
+            # guess UTF-16/32 from the NUL bytes of the first characters.
+            await problem_response(
+                errors.MalformedJson("JSON request bodies must be encoded in UTF-8")
+            )(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
@@ -114,6 +189,35 @@ class BodySizeLimitMiddleware:
             errors.PayloadTooLarge(f"request bodies are limited to {self.max_bytes} bytes")
         )
         await response(scope, receive, send)
+
+
+class WebSocketOriginMiddleware:
+    """Refuse WebSocket upgrades from a browser origin that is not on the CORS allow-list.
+
+    CORS does not apply to WebSockets: a page on any origin may open one, and the browser
+    sends the user's cookies with it. The handshake is refused (HTTP 403, before ``accept``)
+    when its ``Origin`` is not on the list. A handshake without ``Origin`` is allowed:
+    browsers always send one, so it comes from a non-browser client (a server, a script),
+    which CORS never constrained and which authenticates with its token like any other.
+    """
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        self.app = app
+        self.origins = frozenset(origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            origin = _header(scope, b"origin")
+            if origin is not None and origin not in self.origins:
+                log.info("websocket upgrade refused: origin not allowed", extra={"origin": origin})
+                await send({"type": "websocket.close", "code": 1008, "reason": ""})
+                return
+        await self.app(scope, receive, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

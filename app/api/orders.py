@@ -11,6 +11,7 @@ from app.api import API_PREFIX
 from app.api.deps import CurrentUser, IdempotencyKey, State
 from app.api.problems import problem_responses
 from app.errors import PROBLEM_JSON
+from app.schemas.options import OrderPreviewOut
 from app.schemas.orders import Order, OrderCreate, OrderListStatus, OrderPage, OrderUpdateBody
 
 router = APIRouter(prefix=API_PREFIX, tags=["orders"])
@@ -48,6 +49,22 @@ async def place_order(
     return JSONResponse(
         stored.body, status_code=stored.status, headers=stored.headers, media_type=media_type
     )
+
+
+@router.post(
+    "/accounts/{account_id}/orders/preview",
+    name="preview_order",
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+)
+async def preview_order(
+    account_id: str, body: OrderCreate, user: CurrentUser, state: State
+) -> OrderPreviewOut:
+    """What the order would do (cash and buying-power effect, fees, the broker's warnings and
+    rejections), placing nothing and writing nothing; no Idempotency-Key. The same body and
+    the same validation and capability gates as placing; kill-switches and the paper-first
+    gate do not apply (a preview sends no order). ``source``: ``broker`` where the broker has
+    its own preview, else ``estimate`` (the gateway's, from quotes)."""
+    return await state.options.preview(user_id=user.user_id, account_id=account_id, body=body)
 
 
 @router.get(

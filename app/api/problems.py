@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,7 +57,41 @@ def _validation_problem(exc: RequestValidationError) -> errors.AppError:
         loc = [str(p) for p in d.get("loc", ()) if p != "body"]
         fields.append({"field": ".".join(loc) or "body", "message": str(d.get("msg", "invalid"))})
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-    return errors.ValidationFailed(summary or "the request is not valid", extra={"errors": fields})
+    # An order body's own checks (options, legs) raise errors typed with a stable code of
+    # their own: the first of them names the problem, every error is still listed.
+    coded = next(
+        (
+            errors.ORDER_VALIDATION_CODES[str(d["type"])]
+            for d in details
+            if str(d.get("type")) in errors.ORDER_VALIDATION_CODES
+        ),
+        errors.ValidationFailed,
+    )
+    return coded(summary or "the request is not valid", extra={"errors": fields})
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some operation serves at this path, from the OpenAPI document (each
+    method of a path is its own route here, and Starlette's 405 names only the first)."""
+    table: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, operations in request.app.openapi().get("paths", {}).items():
+            regex = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+            methods = frozenset(m.upper() for m in operations if m.upper() in _METHODS)
+            table.append((re.compile(f"^{regex}$"), methods))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    allowed: set[str] = set()
+    for compiled, methods in table:
+        if compiled.match(path):
+            allowed |= methods
+    return sorted(allowed)
+
+
+_METHODS = frozenset({"GET", "PUT", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -68,13 +103,15 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return problem_response(_validation_problem(exc))
 
-    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         mapped: errors.AppError
         if exc.status_code == 404:
             mapped = errors.NotFound("no such route")
         elif exc.status_code == 405:
-            mapped = errors.MethodNotAllowed(headers=dict(exc.headers or {}))
+            headers = dict(exc.headers or {})
+            headers["Allow"] = ", ".join(allowed_methods(request))
+            mapped = errors.MethodNotAllowed(headers=headers)
         else:
             mapped = errors.BadRequest(str(exc.detail))
         return problem_response(mapped)

@@ -17,6 +17,8 @@ from app.services.events import EventService
 from app.services.key_rewrap import KeyRewrap
 from app.services.market_data import MarketDataService
 from app.services.oauth import OAuthFlowService
+from app.services.ops_metrics import OpsGauges
+from app.services.options import OptionsService
 from app.services.orders import OrderService
 from app.services.plaid import PlaidService
 from app.services.portfolio import PortfolioService
@@ -49,3 +51,5 @@ class AppState:
     plaid: PlaidService
     market: MarketDataService
     bars: BarHistoryService
+    options: OptionsService
+    ops_gauges: OpsGauges

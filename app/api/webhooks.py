@@ -32,7 +32,7 @@ _BODY = {
     name="snaptrade_webhook",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(401, 404, 413),
+    responses=problem_responses(400, 401, 404, 413),
     openapi_extra=_BODY,
 )
 async def snaptrade_webhook(request: Request, state: State) -> Response:

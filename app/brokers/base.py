@@ -234,9 +234,23 @@ class OptionCapabilities:
     combo_time_in_force: frozenset[TimeInForce] = frozenset()
     greeks: Support = Support.unsupported
     exercise: Support = Support.unsupported
+    # Net price directions the broker takes for combos (tastytrade has no "even").
+    combo_price_effects: frozenset[PriceEffect] = frozenset(PriceEffect)
+    # Order types and durations the broker takes for single-leg option orders, where they
+    # are narrower than for equities (Alpaca: market and limit, day and gtc). None: as
+    # ``Capabilities.order_types`` / ``time_in_force``.
+    single_order_types: frozenset[OrderType] | None = None
+    single_time_in_force: frozenset[TimeInForce] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "combo_price_effects": sorted(e.value for e in self.combo_price_effects),
+            "single_order_types": None
+            if self.single_order_types is None
+            else sorted(t.value for t in self.single_order_types),
+            "single_time_in_force": None
+            if self.single_time_in_force is None
+            else sorted(t.value for t in self.single_time_in_force),
             "chain": self.chain.value,
             "expirations": self.expirations.value,
             "max_legs": self.max_legs,
@@ -556,6 +570,10 @@ class Capabilities:
     # ``previewOrder``), ``emulated`` is the gateway's estimate from quotes (marked so).
     preview: Support = Support.emulated
     market_data: MarketDataCapabilities = field(default_factory=lambda: NO_MARKET_DATA)
+    # Dollar-amount orders (``OrderRequest.notional``): on market orders, and on limit
+    # orders where ``notional_limit`` says so.
+    notional: Support = Support.unsupported
+    notional_limit: Support = Support.unsupported
 
     def supports_asset(self, asset_class: AssetClass) -> bool:
         return self.asset_classes.get(asset_class, Support.unsupported) is not Support.unsupported
@@ -576,6 +594,8 @@ class Capabilities:
             "options": self.options.as_dict(),
             "preview": self.preview.value,
             "market_data": self.market_data.as_dict(),
+            "notional": self.notional.value,
+            "notional_limit": self.notional_limit.value,
         }
 
 
@@ -641,10 +661,17 @@ class OrderRequest:
     # underlying and ``side`` is ``sell`` for a credit and ``buy`` otherwise.
     legs: tuple[OrderLeg, ...] = ()
     price_effect: PriceEffect | None = None
+    # Dollar-amount orders: the amount to spend (buy) or raise (sell) instead of a quantity;
+    # ``quantity`` is then 0 (unknown until filled). Only where ``capabilities.notional``.
+    notional: Decimal | None = None
 
     @property
     def is_multi_leg(self) -> bool:
         return bool(self.legs)
+
+    @property
+    def is_notional(self) -> bool:
+        return self.notional is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -687,6 +714,8 @@ class BrokerOrder:
     position_effect: PositionEffect | None = None
     legs: tuple[BrokerOrderLeg, ...] = ()
     price_effect: PriceEffect | None = None
+    # A dollar-amount order: ``quantity`` is what the broker reports (0 until it is known).
+    notional: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -709,6 +738,11 @@ class OrderUpdate:
     order: BrokerOrder
     occurred_at: datetime
     fills: tuple[Fill, ...] = field(default_factory=tuple)
+    # An order the broker made itself on the account's behalf, not one we placed: an option
+    # expiring worthless, an exercise or an assignment (``option_expiration``,
+    # ``option_exercise``, ``option_assignment``, ``option_cash_settlement``). The gateway
+    # records it as an order of the account and tells the subscribers.
+    lifecycle: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -971,6 +1005,29 @@ class SupportsOrderPreview(Protocol):
     """
 
     async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview: ...
+
+
+@runtime_checkable
+class SupportsOrderCheck(Protocol):
+    """The optional part of the contract for brokers whose capabilities depend on the account
+    (SnapTrade: whether the linked brokerage trades options). Called, like ``check_symbol``,
+    before the order row is written; raises ``UnsupportedOrder`` (or ``UnknownSymbol``) for
+    an order this account cannot take, with reads only and no trading request.
+    """
+
+    async def check_order(self, account_ref: str, order: OrderRequest) -> None: ...
+
+
+@runtime_checkable
+class SupportsOptionExercise(Protocol):
+    """The optional part of the contract for brokers that take exercise instructions from
+    the account holder (``capabilities.options.exercise`` is ``native``; Alpaca). ``symbol``
+    is a held contract's OCC symbol. Raises like an order call (``Rejected`` when there is
+    no long position to exercise, ...)."""
+
+    async def exercise_option(self, account_ref: str, symbol: str) -> None: ...
+
+    async def do_not_exercise(self, account_ref: str, symbol: str) -> None: ...
 
 
 @runtime_checkable

@@ -47,6 +47,13 @@ import httpx
 
 from app.brokers import errors
 from app.config import Settings
+from app.observability import (
+    BROKER_LATENCY,
+    BROKER_REQUESTS,
+    RATE_LIMIT_REFUSED,
+    RATE_LIMIT_WAIT_SECONDS,
+    RATE_LIMIT_WAITS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +146,13 @@ class TokenBucket:
                 return
             wait = (1 - self._tokens) / self.rate
             if wait > self.max_wait:
+                RATE_LIMIT_REFUSED.labels(broker=broker).inc()
                 raise errors.RateLimitExceeded(
                     "the request rate for this credential is exhausted",
                     retry_after=wait,
                     broker=broker,
                 )
+            _note_wait(broker, wait)
             await asyncio.sleep(wait)
             self._refill(time.monotonic())
             self._tokens -= 1
@@ -187,13 +196,28 @@ class SharedBucket:
             if wait <= 0:
                 return
             if waited + wait > self.max_wait:
+                RATE_LIMIT_REFUSED.labels(broker=broker).inc()
                 raise errors.RateLimitExceeded(
                     "the request rate for this credential is exhausted",
                     retry_after=wait,
                     broker=broker,
                 )
+            _note_wait(broker, wait)
             await asyncio.sleep(wait)
             waited += wait
+
+
+def _note_wait(broker: str, seconds: float) -> None:
+    RATE_LIMIT_WAITS.labels(broker=broker).inc()
+    RATE_LIMIT_WAIT_SECONDS.labels(broker=broker).inc(seconds)
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status == 429:
+        return "rate_limited"
+    return "client_error" if status < 500 else "server_error"
 
 
 class Pacer(Protocol):
@@ -473,6 +497,7 @@ class BrokerClient:
                 request.headers.update(self._signer(request))
                 response = await self._client.send(request, auth=auth)
         except httpx.TransportError as exc:
+            BROKER_REQUESTS.labels(broker=self._broker, outcome="transport_error").inc()
             mapped = map_transport(exc, kind, self._broker)
             log.warning(
                 "broker request failed",
@@ -486,7 +511,10 @@ class BrokerClient:
                 },
             )
             raise mapped from None
-        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        elapsed = time.perf_counter() - started
+        BROKER_REQUESTS.labels(broker=self._broker, outcome=_outcome(response.status_code)).inc()
+        BROKER_LATENCY.labels(broker=self._broker, operation=method).observe(elapsed)
+        duration_ms = round(elapsed * 1000, 1)
         log.debug(
             "broker request",
             extra={

@@ -27,6 +27,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketExcepti
 
 from app.brokers import errors
 from app.brokers.base import BrokerOrder, OrderUpdate
+from app.observability import UPSTREAM_CONNECTS, UPSTREAM_INTERRUPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ class UpstreamStream:
                 ) as ws:
                     await self._handshake(ws)
                     self.connects += 1
+                    UPSTREAM_CONNECTS.labels(broker=self.broker).inc()
                     failures = refused = 0
                     for update in await self._catch_up():
                         yield update
@@ -179,6 +181,7 @@ class UpstreamStream:
                     extra=self._extra(error=type(exc).__name__),
                 )
             failures += 1
+            UPSTREAM_INTERRUPTIONS.labels(broker=self.broker).inc()
             delay = min(self._max_backoff, 0.25 * 2 ** min(failures, 8))
             await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter
 

@@ -41,6 +41,11 @@ def lease_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def owner_lease(owner: str) -> str:
+    """The lease a process holds for its whole life under its owner id: free means gone."""
+    return f"owner:{owner}"
+
+
 class LocalLeases:
     """One instance owns everything (SQLite, embedded mode)."""
 

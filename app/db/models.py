@@ -187,6 +187,8 @@ class Order(Base):
         CheckConstraint(_in("side", ("buy", "sell")), name="side"),
         CheckConstraint(_in("order_type", ("market", "limit", "stop", "stop_limit")), name="type"),
         CheckConstraint(_in("time_in_force", ("day", "gtc", "ioc", "fok")), name="tif"),
+        CheckConstraint(_in("position_effect", ("open", "close")), name="position_effect"),
+        CheckConstraint(_in("price_effect", ("debit", "credit", "even")), name="price_effect"),
         Index(None, "account_id", "created_at"),
         Index(None, "user_id", "created_at"),
         Index(None, "status"),
@@ -214,6 +216,14 @@ class Order(Base):
     replaced_by_order_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Options (migration 0009). ``position_effect``: open/close of a single-leg order (or of
+    # an equity short sale / cover). A multi-leg order has ``legs`` (``symbol`` is then the
+    # legs' underlying and ``side`` the OrderRequest convention: sell for a credit) and
+    # ``price_effect``; each leg is ``{"symbol", "side", "ratio", "position_effect",
+    # "filled_quantity", "avg_fill_price", "broker_leg_id"}`` with decimals as strings.
+    position_effect: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    price_effect: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    legs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class OrderEvent(Base):
@@ -243,6 +253,7 @@ class IdempotencyKey(Base):
         UniqueConstraint("user_id", "key"),
         CheckConstraint(_in("state", ("in_flight", "completed")), name="state"),
         Index(None, "expires_at"),
+        Index(None, "state", "owner"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -258,6 +269,10 @@ class IdempotencyKey(Base):
     locked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The process that claimed the key (``app.db.session.session_owner``); null for claims
+    # made before owners were recorded. Reconciliation settles the in-flight keys of an
+    # owner that is gone (app/services/reconciliation.py, ``settle_orphaned_keys``).
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 # --- The paper broker's own books. It is a broker: it knows paper accounts, not users. ---

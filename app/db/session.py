@@ -32,7 +32,9 @@ def create_engine(
 ) -> AsyncEngine:
     """Build the async engine for Postgres (asyncpg) or SQLite (aiosqlite)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 10})
+        # hide_parameters: a failed statement's error (and so an unhandled-error log line)
+        # never carries the bound values, which may be user input or sealed credentials.
+        engine = create_async_engine(url, connect_args={"timeout": 10}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         # SQLite has one writer; BEGIN IMMEDIATE takes the write lock up front so two
         # transactions never deadlock upgrading from a read lock.
@@ -50,6 +52,7 @@ def create_engine(
         pool_timeout=pool_timeout,
         pool_pre_ping=False,
         pool_recycle=1800,
+        hide_parameters=True,
         connect_args={"server_settings": {"application_name": "brokerage-gateway"}},
     )
 
@@ -58,5 +61,15 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+_OWNER = "brokerage.owner"
+
+
+def create_sessionmaker(engine: AsyncEngine, *, owner: str | None = None) -> SessionMaker:
+    """Sessions of one process; ``owner`` (the process's id) is stamped on what it claims."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info={_OWNER: owner})
+
+
+def session_owner(session: AsyncSession) -> str | None:
+    """The id of the process whose sessionmaker made this session (None: not recorded)."""
+    owner = session.info.get(_OWNER)
+    return owner if isinstance(owner, str) else None

@@ -1579,6 +1579,7 @@ class PaperEngine:
             order=to_broker_order(order),
             occurred_at=now,
             fills=tuple(fills),
+            lifecycle=kind,
         )
 
     def _deliver_shares(

@@ -2,15 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from app.brokers.base import AssetClass
 from app.schemas.common import DecimalStr, ResponseModel, StrictModel, UTCTimestamp
+from app.schemas.options import ContractOut
 
 Label = Literal["Live", "Linked", "Paper"]
 TierOut = Literal["A", "B", "C", "paper"]
+
+
+SupportOut = Literal["native", "emulated", "unsupported"]
+
+
+class OptionCapabilitiesOut(ResponseModel):
+    """Options beyond ``asset_classes.option`` (single-leg orders): discovery, the most legs
+    in one order, the order types and times in force taken for multi-leg orders."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    chain: SupportOut
+    expirations: SupportOut
+    max_legs: int
+    combo_order_types: list[str]
+    combo_time_in_force: list[str]
+    greeks: SupportOut
+    exercise: SupportOut
+
+
+class CapabilitiesOut(ResponseModel):
+    """What the broker path supports (``native``, ``emulated`` by the gateway, or
+    ``unsupported``); the pre-trade gate reads exactly this. ``preview``: the broker's own
+    order preview (``native``) or the gateway's estimate from quotes (``emulated``)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    asset_classes: dict[str, SupportOut]
+    order_types: dict[str, SupportOut]
+    time_in_force: dict[str, SupportOut]
+    fractional: SupportOut
+    extended_hours: SupportOut
+    short_selling: SupportOut
+    multi_leg: SupportOut
+    modify: SupportOut
+    order_stream: SupportOut
+    place_orders: bool
+    client_order_ids: SupportOut
+    options: OptionCapabilitiesOut
+    preview: SupportOut
 
 
 class BrokerOut(ResponseModel):
@@ -19,7 +60,7 @@ class BrokerOut(ResponseModel):
     tier: TierOut
     label: Label
     auth: Literal["api_key", "oauth2", "aggregator", "gateway", "none"]
-    capabilities: dict[str, Any]
+    capabilities: CapabilitiesOut
 
 
 class BrokerList(ResponseModel):
@@ -116,12 +157,17 @@ class BalancesOut(ResponseModel):
 class PositionOut(ResponseModel):
     symbol: str
     asset_class: AssetClass
-    quantity: DecimalStr
+    quantity: DecimalStr = Field(description="Signed: negative is short")
     avg_cost: DecimalStr
     current_price: DecimalStr
-    market_value: DecimalStr
+    market_value: DecimalStr = Field(
+        description="current_price x quantity, times the contract multiplier for an option"
+    )
     unrealized_pl: DecimalStr
     as_of: UTCTimestamp
+    contract: ContractOut | None = Field(
+        default=None, description="An option position: the contract's terms"
+    )
 
 
 class PositionList(ResponseModel):

@@ -18,7 +18,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from app.errors import InvalidCursor, ValidationFailed
+from app.errors import InvalidCursor
 
 DECIMAL_PATTERN = r"^-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,10})?$"
 _DECIMAL_RE = re.compile(DECIMAL_PATTERN)
@@ -96,7 +96,8 @@ def decode_cursor(cursor: str, *, size: int) -> list[str]:
 
 
 def decode_time_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    if cursor is None:
+    """The position a page cursor stands for; None (the first page) for none or ``""``."""
+    if not cursor:
         return None
     stamp, row_id = decode_cursor(cursor, size=2)
     try:
@@ -111,14 +112,39 @@ def decode_time_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         raise InvalidCursor() from exc
 
 
+# RFC 3339 ``date-time`` (what OpenAPI's ``format: date-time`` means): a full date, "T" or a
+# space, a time, and "Z" or an offset. Pydantic alone would also take a number ("0.5" as
+# seconds since 1970), which the document does not allow.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time such as 2026-11-23T14:30:00Z")
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+# A date-time query parameter: RFC 3339 text only, with an offset.
+QueryDateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+
+
 def as_utc(value: datetime | None, name: str) -> datetime | None:
-    """A timezone-aware query parameter in UTC; ``ValidationFailed`` when UTC cannot hold it."""
+    """A timezone-aware query parameter in UTC.
+
+    Every RFC 3339 date-time is accepted: one whose UTC instant falls outside what Python
+    represents (0001-01-01T00:00:00+01:00 is in year 0 in UTC) is the earliest or latest
+    representable instant, which a range filter treats the same.
+    """
     if value is None:
         return None
     try:
         return value.astimezone(UTC)
-    except OverflowError as exc:
-        raise ValidationFailed(f"{name} is outside the supported range of dates") from exc
+    except OverflowError:
+        if value.year == 1:
+            return datetime(1, 1, 1, tzinfo=UTC)
+        return datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def encode_time_cursor(at: datetime, row_id: str) -> str:

@@ -14,6 +14,7 @@ from pydantic import Field
 from app.brokers.base import AssetClass
 from app.schemas.accounts import Label, TierOut
 from app.schemas.common import DecimalStr, ResponseModel, UTCTimestamp
+from app.schemas.options import ContractOut
 
 Mode = Literal["paper", "live"]
 
@@ -55,7 +56,10 @@ class AccountHolding(ResponseModel):
 
 
 class PortfolioPosition(ResponseModel):
-    """A symbol across accounts: the totals are plain sums of ``accounts`` beside them."""
+    """A symbol across accounts: the totals are plain sums of ``accounts`` beside them.
+
+    Options are never netted: long and short holdings of one contract are two rows
+    (``position_side``), and every contract is a row of its own (no "strategy" rows)."""
 
     symbol: str
     asset_class: AssetClass
@@ -64,6 +68,10 @@ class PortfolioPosition(ResponseModel):
     quantity: DecimalStr
     market_value: DecimalStr
     accounts: list[AccountHolding]
+    position_side: Literal["long", "short"] | None = Field(
+        default=None, description="Options only: the rows of long and of short holdings"
+    )
+    contract: ContractOut | None = Field(default=None, description="Options: the contract")
 
 
 class PortfolioAccount(ResponseModel):

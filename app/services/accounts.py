@@ -8,7 +8,13 @@ from typing import TypeVar
 
 from app import errors
 from app.brokers import errors as broker_errors
-from app.brokers.base import BrokerAdapter, Position
+from app.brokers.base import (
+    AssetClass,
+    BrokerAdapter,
+    OptionContract,
+    Position,
+    is_option_symbol,
+)
 from app.brokers.symbols import normalize_symbol
 from app.db.models import Account
 from app.db.repositories.connections import AccountRepository
@@ -24,6 +30,7 @@ from app.schemas.accounts import (
     TransactionOut,
 )
 from app.schemas.common import decode_time_cursor, encode_time_cursor
+from app.schemas.options import ContractOut
 from app.services.broker_errors import to_app_error
 from app.services.connections import mark_broken
 from app.services.context import ServiceContext
@@ -48,7 +55,17 @@ def account_out(account: Account) -> AccountOut:
     )
 
 
+def position_contract(position: Position) -> OptionContract | None:
+    """An option position's contract: the adapter's, else parsed from its OCC symbol."""
+    if position.contract is not None:
+        return position.contract
+    if position.asset_class is AssetClass.option and is_option_symbol(position.symbol):
+        return OptionContract.parse(position.symbol)
+    return None
+
+
 def position_out(position: Position) -> PositionOut:
+    contract = position_contract(position)
     return PositionOut(
         symbol=position.symbol,
         asset_class=position.asset_class,
@@ -58,6 +75,7 @@ def position_out(position: Position) -> PositionOut:
         market_value=position.market_value,
         unrealized_pl=position.unrealized_pl,
         as_of=position.as_of,
+        contract=ContractOut.of(contract) if contract is not None else None,
     )
 
 
@@ -133,6 +151,8 @@ class AccountService:
 
     async def position(self, *, user_id: str, account_id: str, symbol: str) -> PositionOut:
         wanted = normalize_symbol(symbol)
+        if is_option_symbol(wanted):  # padded or not: the canonical form
+            wanted = OptionContract.parse(wanted).symbol
         found = await self._read(user_id, account_id, lambda a, ref: a.get_position(ref, wanted))
         if found is None:
             raise errors.NotFound(f"no position in {wanted}")

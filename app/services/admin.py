@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.observability import AUDIT_VERIFICATIONS
 from app.schemas.admin import AuditChainFailure, AuditVerification, KillSwitches, KillSwitchOut
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
@@ -43,6 +44,7 @@ class AdminService:
     async def verify_audit(self) -> AuditVerification:
         """Check the whole audit chain; see ``AuditChain.verify``."""
         result = await self._ctx.audit.verify(self._ctx.sessionmaker)
+        AUDIT_VERIFICATIONS.labels(outcome="ok" if result.ok else "broken").inc()
         return AuditVerification(
             ok=result.ok,
             entries_checked=result.entries_checked,

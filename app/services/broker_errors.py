@@ -23,6 +23,8 @@ def to_app_error(exc: broker_errors.BrokerError) -> errors.AppError:
             return errors.MarketClosed(exc.reason)
         case broker_errors.UnsupportedOrder():
             return errors.UnsupportedOrder(exc.reason)
+        case broker_errors.UncoveredOption():
+            return errors.UncoveredOption(exc.reason)
         case broker_errors.OrderNotFound():
             return errors.NotFound("the broker does not know this order")
         case broker_errors.OrderNotModifiable():

@@ -39,6 +39,7 @@ from app.ids import new_id
 from app.schemas.accounts import (
     BrokerList,
     BrokerOut,
+    CapabilitiesOut,
     ConnectionCreate,
     ConnectionHealth,
     ConnectionHealthRow,
@@ -77,7 +78,7 @@ def broker_out(spec: BrokerSpec) -> BrokerOut:
         tier=spec.tier.value,
         label=spec.label,  # type: ignore[arg-type]
         auth=spec.auth.value,
-        capabilities=spec.capabilities.as_dict(),
+        capabilities=CapabilitiesOut.model_validate(spec.capabilities.as_dict()),
     )
 
 

@@ -66,6 +66,11 @@ from app.streaming.protocol import (
 log = logging.getLogger(__name__)
 
 CLOSES = Counter("brokerage_stream_closes_total", "Stream connections closed by us", ["code"])
+# Event frames written to subscribers' WebSockets: ``live`` (woken by the hub) or ``backlog``
+# (read from the outbox after a subscribe or a resync).
+SENT = Counter(
+    "brokerage_stream_events_sent_total", "Event frames sent to WebSocket subscribers", ["path"]
+)
 MARKET_SENT = Counter(
     "brokerage_market_frames_sent_total", "Market-data frames written to WebSocket clients"
 )
@@ -266,6 +271,7 @@ class StreamSession:
                         self._sending_since = clock()
                         await send(frame)
                         self._cursor = event_id
+                        SENT.labels(path="live").inc()
             except Exception as exc:
                 raise _PeerGone() from exc
             finally:
@@ -341,6 +347,10 @@ class StreamSession:
             data = json.loads(text)
         except ValueError:
             await self._reject(ErrorCode.malformed_json, "the message is not valid JSON")
+            return
+        except RecursionError:
+            # Thousands of nested brackets fit in a frame; the parser gives up on them.
+            await self._reject(ErrorCode.malformed_json, "the message is nested too deeply")
             return
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             await self._reject(
@@ -559,6 +569,7 @@ class StreamSession:
                 if event_id > self._cursor:
                     await self._send(frame)
                     self._cursor = event_id
+                    SENT.labels(path="backlog").inc()
             if len(items) < batch and not sub.overflowed:
                 return
 

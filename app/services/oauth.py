@@ -208,7 +208,7 @@ class OAuthFlowService:
         except Exception:
             log.exception("oauth callback failed", extra={"broker": slug})
             return self._failure(slug, row, CallbackError.server_error)
-        CALLBACKS.labels(broker=slug, outcome="connected").inc()
+        CALLBACKS.labels(broker=self._metric_label(slug), outcome="connected").inc()
         return _outcome(
             slug, row, landing_url(row.return_to, connection_id=connection_id), None, connection_id
         )
@@ -379,8 +379,13 @@ class OAuthFlowService:
                 extra={"broker": client.config.slug, "reason": _reason(exc)},
             )
 
+    def _metric_label(self, slug: str) -> str:
+        """The slug of a registered broker, else ``unknown``: the callback is reachable
+        without a token, and a label per made-up slug would grow the metric without bound."""
+        return slug if self._ctx.registry.get(slug) is not None else "unknown"
+
     def _failure(self, slug: str, row: OAuthState | None, code: CallbackError) -> CallbackOutcome:
-        CALLBACKS.labels(broker=slug, outcome=code.value).inc()
+        CALLBACKS.labels(broker=self._metric_label(slug), outcome=code.value).inc()
         log.info("oauth callback failed", extra={"broker": slug, "error": code.value})
         target = row.return_to if row is not None else self._ctx.settings.oauth_failure_url
         location = None if target is None else landing_url(target, error=code.value)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.brokers.base import BrokerOrder, OrderStatus, OrderUpdate
+from app.brokers.base import BrokerOrder, BrokerOrderLeg, Fill, OrderStatus, OrderUpdate
 from app.db.models import Order
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.orders import OrderEventRepository, OrderRepository
@@ -100,7 +101,7 @@ def apply_broker_order(
         )
         return False
     if not should_apply(current, incoming):
-        return False
+        return _apply_leg_progress(session, order, report, now)
     order.status = report.status.value
     order.quantity = report.quantity
     order.filled_quantity = report.filled_quantity
@@ -110,9 +111,113 @@ def apply_broker_order(
     order.time_in_force = report.time_in_force.value
     if report.reject_reason:
         order.reject_reason = report.reject_reason
+    if report.legs and order.legs:
+        order.legs = merge_broker_legs(order.legs, report.legs)
+    if report.position_effect is not None and order.position_effect is None:
+        order.position_effect = report.position_effect.value
     order.updated_at = now
     append_order_event(session, order, now)
     return True
+
+
+# --- legs --------------------------------------------------------------------------------
+# A multi-leg order's legs live on its row as JSON (``Order.legs``): what the caller asked
+# for (symbol, side, ratio, position_effect) and what the broker reported of each leg's
+# fills (filled_quantity, avg_fill_price, broker_leg_id, and the ids of fills counted).
+
+
+def new_leg_state(
+    symbol: str, side: str, ratio: int, position_effect: str | None
+) -> dict[str, Any]:
+    return {
+        "symbol": symbol,
+        "side": side,
+        "ratio": ratio,
+        "position_effect": position_effect,
+        "filled_quantity": "0",
+        "avg_fill_price": None,
+        "broker_leg_id": None,
+        "fill_ids": [],
+    }
+
+
+def merge_broker_legs(
+    stored: list[dict[str, Any]], reported: tuple[BrokerOrderLeg, ...]
+) -> list[dict[str, Any]]:
+    """The stored legs with the broker's per-leg fill state, matched by contract symbol.
+
+    The broker's report is the whole truth for the legs it names (its filled quantity and
+    average price replace ours); a leg the report does not name keeps what we had. The
+    caller's side, ratio and position effect stay as asked.
+    """
+    by_symbol = {leg.symbol: leg for leg in reported}
+    merged = []
+    for leg in stored:
+        state = dict(leg)
+        found = by_symbol.get(str(leg["symbol"]))
+        if found is not None:
+            state["filled_quantity"] = _text(found.filled_quantity)
+            state["avg_fill_price"] = (
+                _text(found.avg_fill_price) if found.avg_fill_price is not None else None
+            )
+            if found.broker_leg_id is not None:
+                state["broker_leg_id"] = found.broker_leg_id
+            if state.get("position_effect") is None and found.position_effect is not None:
+                state["position_effect"] = found.position_effect.value
+        merged.append(state)
+    return merged
+
+
+def apply_leg_fills(
+    stored: list[dict[str, Any]], fills: tuple[Fill, ...]
+) -> list[dict[str, Any]] | None:
+    """The stored legs with ``fills`` that name a leg (``Fill.leg_symbol``) counted in, each
+    fill once (its id is remembered); None when no fill changes anything."""
+    changed = False
+    legs = [dict(leg) for leg in stored]
+    by_symbol = {str(leg["symbol"]): leg for leg in legs}
+    for fill in fills:
+        if fill.leg_symbol is None:
+            continue
+        leg = by_symbol.get(fill.leg_symbol)
+        if leg is None:
+            log.warning("fill for a leg the order does not have", extra={"leg": fill.leg_symbol})
+            continue
+        seen = list(leg.get("fill_ids") or [])
+        if fill.fill_id in seen:
+            continue
+        filled = Decimal(str(leg.get("filled_quantity") or "0"))
+        avg = leg.get("avg_fill_price")
+        total = filled + fill.quantity
+        cost = filled * Decimal(str(avg)) if avg is not None else Decimal(0)
+        leg["avg_fill_price"] = _text((cost + fill.quantity * fill.price) / total)
+        leg["filled_quantity"] = _text(total)
+        leg["fill_ids"] = [*seen, fill.fill_id]
+        changed = True
+    return legs if changed else None
+
+
+def _apply_leg_progress(
+    session: AsyncSession, order: Order, report: BrokerOrder, now: datetime
+) -> bool:
+    """A report that is no news for the order as a whole may still be news for its legs (a
+    combo's legs fill before a whole strategy unit has): applied, with an event, when its
+    status is the order's and no leg's fills go backwards."""
+    if not order.legs or not report.legs or report.status.value != order.status:
+        return False
+    merged = merge_broker_legs(order.legs, report.legs)
+    before = [Decimal(str(leg.get("filled_quantity") or "0")) for leg in order.legs]
+    after = [Decimal(str(leg.get("filled_quantity") or "0")) for leg in merged]
+    if merged == order.legs or any(a < b for a, b in zip(after, before, strict=True)):
+        return False
+    order.legs = merged
+    order.updated_at = now
+    append_order_event(session, order, now)
+    return True
+
+
+def _text(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
 
 
 def replacement_order(old: Order, report: BrokerOrder, now: datetime) -> Order:
@@ -140,6 +245,24 @@ def replacement_order(old: Order, report: BrokerOrder, now: datetime) -> Order:
         replaces_order_id=old.id,
         created_at=now,
         updated_at=now,
+        position_effect=old.position_effect,
+        price_effect=report.price_effect.value if report.price_effect else old.price_effect,
+        legs=(
+            merge_broker_legs(
+                [
+                    new_leg_state(
+                        str(leg["symbol"]),
+                        str(leg["side"]),
+                        int(leg["ratio"]),
+                        leg.get("position_effect"),
+                    )
+                    for leg in old.legs
+                ],
+                report.legs,
+            )
+            if old.legs
+            else None
+        ),
     )
 
 
@@ -169,6 +292,39 @@ async def adopt_replacement(
         extra={"order_id": old.id, "replacement_id": replacement.id},
     )
     return replacement
+
+
+def lifecycle_order(account_id: str, update: OrderUpdate, now: datetime) -> Order | None:
+    """Our row for an order the broker made itself (``update.lifecycle``): its client order
+    id names the kind (``option_assignment:<our id>``) so the client can tell it apart."""
+    report = update.order
+    if report.status not in (OrderStatus.filled, OrderStatus.expired, OrderStatus.canceled):
+        return None
+    order_id = new_id("ord")
+    return Order(
+        id=order_id,
+        user_id="",  # the account's owner, set by the caller
+        account_id=account_id,
+        client_order_id=f"{update.lifecycle}:{order_id}"[:64],
+        broker_order_id=report.broker_order_id,
+        symbol=report.symbol,
+        side=report.side.value,
+        quantity=report.quantity,
+        filled_quantity=report.filled_quantity,
+        avg_fill_price=report.avg_fill_price,
+        order_type=report.order_type.value,
+        limit_price=None,
+        stop_price=None,
+        time_in_force=report.time_in_force.value,
+        extended_hours=False,
+        status=report.status.value,
+        reject_reason=None,
+        created_at=update.occurred_at,
+        updated_at=now,
+        position_effect=report.position_effect.value if report.position_effect else None,
+        price_effect=None,
+        legs=None,
+    )
 
 
 class OrderUpdateIngest:
@@ -211,6 +367,18 @@ class OrderUpdateIngest:
                     await adopt_replacement(session, old, update.order, utcnow())
                     await session.commit()
                     return
+            if order is None and update.lifecycle is not None and len(account_ids) == 1:
+                # The broker acted on the account itself (expiry, exercise, assignment):
+                # recorded as an order of the account, so it shows with its event.
+                adopted = lifecycle_order(account_ids[0], update, utcnow())
+                if adopted is not None:
+                    owner = await AccountRepository.for_system(session).get(account_ids[0])
+                    if owner is not None:
+                        adopted.user_id = owner.user_id
+                        OrderRepository.for_system(session).add(adopted)
+                        append_order_event(session, adopted, adopted.updated_at)
+                        await session.commit()
+                        return
             if order is None:
                 log.info(
                     "order update for an order placed outside the gateway; ignored",
@@ -220,5 +388,16 @@ class OrderUpdateIngest:
                     },
                 )
                 return
-            if apply_broker_order(session, order, update.order, utcnow()):
+            changed = apply_broker_order(session, order, update.order, utcnow())
+            if order.legs and update.fills:
+                # Leg fills a broker reports as fills (not in the order's legs) are counted
+                # here, each once; a new state of the legs is news even without a status.
+                legs = apply_leg_fills(order.legs, update.fills)
+                if legs is not None:
+                    order.legs = legs
+                    if not changed:
+                        order.updated_at = utcnow()
+                        append_order_event(session, order, order.updated_at)
+                    changed = True
+            if changed:
                 await session.commit()

@@ -32,10 +32,11 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,11 +46,15 @@ from app.brokers.base import (
     BrokerAdapter,
     BrokerOrder,
     OrderChanges,
+    OrderLeg,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
+    PositionEffect,
+    PriceEffect,
     Support,
+    SupportsOrderCheck,
     TimeInForce,
 )
 from app.brokers.symbols import normalize_symbol
@@ -73,6 +78,7 @@ from app.services.order_updates import (
     adopt_replacement,
     append_order_event,
     apply_broker_order,
+    new_leg_state,
     set_status,
 )
 from app.services.pretrade import check_order
@@ -100,8 +106,35 @@ def _order_path(order_id: str) -> str:
     return f"/v1/orders/{order_id}"
 
 
-def _is_fractional(body: OrderCreate) -> bool:
+def quantity_is_fractional(body: OrderCreate) -> bool:
     return body.quantity != body.quantity.to_integral_value()
+
+
+# Option contracts expire at the end of their expiration day in the market's time zone
+# (US listed options trade on it until the close): "today" is the date in New York.
+MARKET_TIME_ZONE = ZoneInfo("America/New_York")
+
+
+def market_today(now: datetime) -> date:
+    return now.astimezone(MARKET_TIME_ZONE).date()
+
+
+def check_option_terms(body: OrderCreate, now: datetime) -> None:
+    """After the capability gate: no contract the order names has expired by the service
+    clock (422 ``option_expired``), and a single-leg option order says whether it opens or
+    closes (422 ``position_effect_required``).
+
+    A closing order on an expired contract is refused too: what is left of it is settled by
+    the broker (exercise, assignment or expiry), not traded.
+    """
+    today = market_today(now)
+    for contract in body.contracts():
+        if contract.is_expired(today):
+            raise errors.OptionExpired(
+                f"{contract.symbol} expired on {contract.expiration.isoformat()}"
+            )
+    if body.legs is None and body.is_option and body.position_effect is None:
+        raise errors.PositionEffectRequired("an option order needs position_effect: open or close")
 
 
 class OrderService:
@@ -208,7 +241,7 @@ class OrderService:
             session, user_id, account, connection, body, open_credential=True
         )
         assert adapter is not None
-        await self.check_symbol(adapter, body)
+        await check_at_broker(adapter, account.broker_account_ref, body)
         return account, connection, adapter
 
     async def check_gates(
@@ -246,24 +279,20 @@ class OrderService:
         ensure_live_orders_allowed(connection)
         # 4. paper-first (live BYOB only)
         await self._ensure_paper_first(session, user_id, connection)
-        # 5. capabilities
+        # 5. capabilities, then the option terms (a broker without options answers that
+        # first: the contract does not matter there)
         check_order(
             spec.capabilities,
-            symbol=normalize_symbol(body.symbol),
+            symbol=order_symbol(body),
             order_type=body.order_type,
             time_in_force=body.time_in_force,
-            quantity_is_fractional=_is_fractional(body),
+            quantity_is_fractional=quantity_is_fractional(body),
             extended_hours=body.extended_hours,
+            legs=len(body.legs or ()),
+            price_effect=body.price_effect,
         )
+        check_option_terms(body, utcnow())
         return adapter
-
-    async def check_symbol(self, adapter: BrokerAdapter, body: OrderCreate) -> None:
-        """The broker's own symbol check (a read; a broker that does not list the symbol
-        refuses before any order is written)."""
-        try:
-            await adapter.check_symbol(normalize_symbol(body.symbol))
-        except broker_errors.BrokerError as exc:
-            raise to_app_error(exc) from exc
 
     async def _ensure_paper_first(
         self, session: AsyncSession, user_id: str, connection: Connection
@@ -658,6 +687,70 @@ def order_request_for(order: Order) -> OrderRequest:
         limit_price=order.limit_price,
         stop_price=order.stop_price,
         extended_hours=order.extended_hours,
+        position_effect=PositionEffect(order.position_effect) if order.position_effect else None,
+        legs=tuple(
+            OrderLeg(
+                symbol=str(leg["symbol"]),
+                side=OrderSide(leg["side"]),
+                ratio=int(leg["ratio"]),
+                position_effect=PositionEffect(leg["position_effect"]),
+            )
+            for leg in order.legs or ()
+        ),
+        price_effect=PriceEffect(order.price_effect) if order.price_effect else None,
+    )
+
+
+def order_symbol(body: OrderCreate) -> str:
+    """The symbol the order row carries: the normalized symbol (an option's canonical OCC
+    symbol), or a multi-leg order's underlying."""
+    return normalize_symbol(body.instrument)
+
+
+async def check_at_broker(adapter: BrokerAdapter, account_ref: str, body: OrderCreate) -> None:
+    """The broker's own checks before anything is written, with reads only: every symbol
+    (each leg of a multi-leg order) is one it lists, and where what it takes depends on the
+    account (``SupportsOrderCheck``: SnapTrade's linked brokerage) the order itself. Raises
+    the ``AppError`` the placement answers with."""
+    try:
+        for symbol in order_symbols(body):
+            await adapter.check_symbol(symbol)
+        if isinstance(adapter, SupportsOrderCheck):
+            await adapter.check_order(account_ref, order_request_for_body(body, "check"))
+    except broker_errors.BrokerError as exc:
+        raise to_app_error(exc) from exc
+
+
+def order_symbols(body: OrderCreate) -> list[str]:
+    """The symbols the broker is asked about before anything is written."""
+    if body.legs is not None:
+        return [leg.symbol for leg in body.legs]
+    return [order_symbol(body)]
+
+
+def order_request_for_body(body: OrderCreate, client_order_id: str) -> OrderRequest:
+    """The request an order body would send (the preview sends it without placing it)."""
+    return OrderRequest(
+        client_order_id=client_order_id,
+        symbol=order_symbol(body),
+        side=body.order_side,
+        quantity=body.quantity,
+        order_type=body.order_type,
+        time_in_force=body.time_in_force,
+        limit_price=body.limit_price,
+        stop_price=body.stop_price,
+        extended_hours=body.extended_hours,
+        position_effect=body.position_effect,
+        legs=tuple(
+            OrderLeg(
+                symbol=leg.symbol,
+                side=leg.side,
+                ratio=leg.ratio,
+                position_effect=leg.position_effect,
+            )
+            for leg in body.legs or ()
+        ),
+        price_effect=body.price_effect,
     )
 
 
@@ -763,8 +856,8 @@ def new_order_row(user_id: str, account: Account, body: OrderCreate, now: dateti
         account_id=account.id,
         client_order_id=client_order_id_for(order_id),
         broker_order_id=None,
-        symbol=normalize_symbol(body.symbol),
-        side=body.side.value,
+        symbol=order_symbol(body),
+        side=body.order_side.value,
         quantity=body.quantity,
         filled_quantity=_ZERO,
         avg_fill_price=None,
@@ -777,4 +870,14 @@ def new_order_row(user_id: str, account: Account, body: OrderCreate, now: dateti
         reject_reason=None,
         created_at=now,
         updated_at=now,
+        position_effect=body.position_effect.value if body.position_effect else None,
+        price_effect=body.price_effect.value if body.price_effect else None,
+        legs=(
+            [
+                new_leg_state(leg.symbol, leg.side.value, leg.ratio, leg.position_effect.value)
+                for leg in body.legs
+            ]
+            if body.legs is not None
+            else None
+        ),
     )

@@ -40,6 +40,7 @@ from app.brokers.base import AssetClass, Balances, Position
 from app.db.models import Account, Connection, PortfolioSnapshot
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.portfolio import PortfolioSnapshotRepository
+from app.schemas.options import ContractOut
 from app.schemas.portfolio import (
     AccountHolding,
     LastGood,
@@ -51,6 +52,7 @@ from app.schemas.portfolio import (
     UnavailableAccount,
 )
 from app.security.credentials import Credentials
+from app.services.accounts import position_contract
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
 
@@ -229,11 +231,15 @@ def aggregate(
     ``decimal.Inexact`` rather than round a sum (not reachable with broker-sized numbers).
     """
     totals: dict[tuple[str, str], list[AccountRead]] = {}
-    holdings: dict[tuple[str, str, str, AssetClass], list[tuple[AccountRead, Position]]] = {}
+    holdings: dict[tuple[str, str, str, AssetClass, str], list[tuple[AccountRead, Position]]] = {}
     for read in reads:
         totals.setdefault((read.ref.mode, read.currency), []).append(read)
         for position in read.positions:
-            key = (read.ref.mode, read.currency, position.symbol, position.asset_class)
+            # Options: long and short holdings of a contract are separate rows, never netted.
+            side = ""
+            if position.asset_class is AssetClass.option:
+                side = "short" if position.quantity < 0 else "long"
+            key = (read.ref.mode, read.currency, position.symbol, position.asset_class, side)
             holdings.setdefault(key, []).append((read, position))
 
     def mode_first(key: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
@@ -275,8 +281,10 @@ def aggregate(
                     )
                     for read, p in group
                 ],
+                position_side=side or None,  # type: ignore[arg-type]
+                contract=_contract_out(group[0][1]),
             )
-            for (mode, currency, symbol, asset_class), group in sorted(
+            for (mode, currency, symbol, asset_class, side), group in sorted(
                 holdings.items(), key=lambda kv: mode_first(kv[0])
             )
         ],
@@ -529,3 +537,8 @@ class PortfolioService:
         for task in list(self._background):
             task.cancel()
         await self.settle()
+
+
+def _contract_out(position: Position) -> ContractOut | None:
+    contract = position_contract(position)
+    return ContractOut.of(contract) if contract is not None else None

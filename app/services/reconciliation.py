@@ -25,21 +25,21 @@ from app.brokers.base import (
     BrokerOrder,
     FingerprintLookup,
     OrderFingerprint,
-    OrderSide,
     OrderStatus,
-    OrderType,
     Support,
-    TimeInForce,
 )
-from app.db.models import Account, Order
+from app.db.leases import Leases, LocalLeases, owner_lease
+from app.db.models import Account, IdempotencyKey, Order
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
 from app.db.repositories.orders import OrderRepository
 from app.errors import BrokerRejected
+from app.observability import RECONCILE_LAST_PASS, RECONCILE_PASSES
 from app.schemas.orders import Order as OrderOut
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
 from app.services.order_updates import adopt_replacement, apply_broker_order, set_status
+from app.services.orders import order_request_for
 from app.services.routing import routed_key_response
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,14 @@ class Reconciler:
       here. Each pass reads a bounded slice, so the whole book is covered over time.
     """
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(
+        self, ctx: ServiceContext, *, owner: str | None = None, leases: Leases | None = None
+    ) -> None:
+        """``owner``: this process's id (its own in-flight keys are never settled here);
+        ``leases``: where an owner's liveness is read (its process holds ``owner_lease``)."""
         self._ctx = ctx
+        self._owner = owner
+        self._leases = leases or LocalLeases()
         self._cursors: dict[str, str | None] = {"waiting": None, "changing": None, "open": None}
         # Open orders are looked up at most once per their broker's poll interval
         # (Settings.open_order_poll_interval): when each is next due, by order id. Forgotten
@@ -115,6 +121,8 @@ class Reconciler:
                     changed += await self._resolve(order, now)
                 except Exception:
                     log.exception("reconciliation of an order failed", extra={"order_id": order.id})
+        RECONCILE_PASSES.inc()
+        RECONCILE_LAST_PASS.set_to_current_time()
         return changed
 
     async def run_for_accounts(
@@ -145,6 +153,77 @@ class Reconciler:
                 log.exception("reconciliation of an order failed", extra={"order_id": order.id})
         return changed
 
+    async def close(self) -> None:
+        await self._leases.close()
+
+    async def settle_orphaned_keys(self, now: datetime | None = None) -> int:
+        """Settle the in-flight Idempotency-Keys of processes that are gone; returns how many.
+
+        A key stays ``in_flight`` while its request runs. When the process running it dies
+        (a crash, a forced kill), nobody will finish it: without this the client's retry
+        hears 409 ``request_in_progress`` until the normal sweep gives up on the order
+        (``UNKNOWN_GIVE_UP``, two minutes). An owner is gone when its liveness lease is free
+        (Postgres: the advisory lock its process holds for its lifetime, released by
+        Postgres with the process's connection; SQLite: one process, so every other owner).
+        Its orders are reconciled first, by the same broker lookups as ``run_once``; an
+        order the broker does not know is declared not placed once it is
+        ``orphan_give_up_seconds`` old (a dead process sends nothing more). Then the key
+        gets the order's answer, which the client's retry replays. A claim without an order
+        row wrote nothing and is released, so the retry runs afresh.
+        """
+        now = now or utcnow()
+        async with self._ctx.sessionmaker() as session:
+            keys = await IdempotencyRepository.for_system(session).in_flight_owned_by_others(
+                self._owner, limit=BATCH
+            )
+        dead: dict[str, bool] = {}
+        settled = 0
+        for key in keys:
+            assert key.owner is not None
+            if key.owner not in dead:
+                dead[key.owner] = await self._owner_is_gone(key.owner)
+            if not dead[key.owner]:
+                continue
+            try:
+                settled += await self._settle_key(key, now)
+            except Exception:
+                log.exception("settling an orphaned idempotency key failed", extra={"key": key.id})
+        for owner, gone in dead.items():
+            if gone:
+                await self._leases.release(owner_lease(owner))
+        if settled:
+            log.info("orphaned idempotency keys settled", extra={"count": settled})
+        return settled
+
+    async def _owner_is_gone(self, owner: str) -> bool:
+        # Taking the owner's lease succeeds only when no live process holds it. It is kept
+        # until the pass ends, so the owner cannot come back meanwhile (it never does:
+        # every process start has a new id).
+        return await self._leases.acquire(owner_lease(owner))
+
+    async def _settle_key(self, key: IdempotencyKey, now: datetime) -> int:
+        order = None
+        if key.order_id is not None:
+            async with self._ctx.sessionmaker() as session:
+                order = await OrderRepository.for_system(session).get(key.order_id)
+        if order is None:
+            async with self._ctx.sessionmaker() as session:
+                await IdempotencyRepository.for_system(session).release_orphan(key.id)
+                await session.commit()
+            return 1
+        if order.status in _SWEEPS["waiting"]:
+            give_up = self._ctx.settings.orphan_give_up
+            await self._ctx.with_fresh_tokens(
+                lambda: self._resolve_once(order, now, give_up=give_up)
+            )
+        async with self._ctx.sessionmaker() as session:
+            fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
+            if fresh is None or fresh.status in _SWEEPS["waiting"]:
+                return 0  # not resolved yet (the broker was unreachable): the next pass
+            await self._complete_key(session, fresh)
+            await session.commit()
+        return 1
+
     def _note_open_sweep(self, batch: Sequence[Order]) -> None:
         self._open_seen.update(order.id for order in batch)
         if self._cursors["open"] is None:  # the sweep wrapped: the open book was seen whole
@@ -168,7 +247,9 @@ class Reconciler:
     async def _resolve(self, order: Order, now: datetime) -> int:
         return await self._ctx.with_fresh_tokens(lambda: self._resolve_once(order, now))
 
-    async def _resolve_once(self, order: Order, now: datetime) -> int:
+    async def _resolve_once(
+        self, order: Order, now: datetime, *, give_up: timedelta | None = None
+    ) -> int:
         async with self._ctx.sessionmaker() as session:
             found = await AccountRepository.for_system(session).get_with_connection(
                 order.account_id
@@ -234,7 +315,8 @@ class Reconciler:
             elif (
                 fresh.broker_order_id is None
                 and fresh.status in (OrderStatus.unknown.value, OrderStatus.pending_submit.value)
-                and now - fresh.created_at >= max(UNKNOWN_GIVE_UP, PENDING_SUBMIT_GRACE)
+                and now - fresh.created_at
+                >= (max(UNKNOWN_GIVE_UP, PENDING_SUBMIT_GRACE) if give_up is None else give_up)
             ):
                 set_status(
                     session,
@@ -302,22 +384,14 @@ async def _find_by_fingerprint(
         raise broker_errors.NotSupported(
             "the broker has no client order ids and its adapter no fingerprint lookup"
         )
-    fingerprint = OrderFingerprint(
-        symbol=order.symbol,
-        side=OrderSide(order.side),
-        quantity=order.quantity,
-        order_type=OrderType(order.order_type),
-        time_in_force=TimeInForce(order.time_in_force),
-        limit_price=order.limit_price,
-        stop_price=order.stop_price,
-        submitted_at=order.created_at,
-    )
+    fingerprint = OrderFingerprint.of(order_request_for(order), order.created_at)
     return await adapter.find_order_by_fingerprint(account.broker_account_ref, fingerprint, claimed)
 
 
 async def run_reconciler(reconciler: Reconciler, interval: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
+            await reconciler.settle_orphaned_keys()
             await reconciler.run_once()
         except Exception:
             log.exception("reconciliation pass failed")

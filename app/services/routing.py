@@ -51,9 +51,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
-from app.brokers import errors as broker_errors
 from app.brokers.base import AssetClass, BrokerAdapter, OrderStatus
-from app.brokers.symbols import asset_class_of, normalize_symbol
+from app.brokers.symbols import asset_class_of
 from app.db.models import Account, Connection, Order, OrderRoute, RouteAttempt
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
@@ -78,7 +77,6 @@ from app.schemas.routing import (
     RoutingRulesIn,
     TradingMode,
 )
-from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
 from app.services.context import ServiceContext
 from app.services.order_updates import append_order_event
@@ -88,7 +86,9 @@ from app.services.orders import (
     StoredResponse,
     answer_existing,
     audit_outcome,
+    check_at_broker,
     new_order_row,
+    order_symbol,
     record_send_result,
     request_fingerprint,
     send_order,
@@ -200,7 +200,7 @@ class RoutingService:
         return plan.decision
 
     async def _plan(self, session: AsyncSession, user_id: str, body: RoutedOrderCreate) -> _Plan:
-        asset_class = asset_class_of(normalize_symbol(body.symbol))
+        asset_class = AssetClass.option if body.is_option else asset_class_of(order_symbol(body))
         rows = await AccountRepository.for_user(session, user_id).all_with_connections()
         by_id = {account.id: (account, connection) for account, connection in rows}
         passed: list[PassedOver] = []
@@ -494,7 +494,7 @@ class RoutingService:
                     account, connection = found
                 adapter = await self._ctx.adapter_for(session, connection, for_order=True)
                 await session.commit()
-                await _check_symbol(adapter, body)
+                await _check_at_broker(adapter, account.broker_account_ref, body)
             except errors.AppError as exc:
                 await session.commit()
                 skipped.append(_Skip(candidate.account_id, candidate.broker, exc))
@@ -689,14 +689,16 @@ def _reason(
     return "default_order", f"no {asset_class} routing rule: the oldest eligible account"
 
 
-async def _check_symbol(adapter: BrokerAdapter, body: RoutedOrderCreate) -> None:
-    """The broker's own symbol check (a read); any failure is a refusal of this candidate."""
+async def _check_at_broker(
+    adapter: BrokerAdapter, account_ref: str, body: RoutedOrderCreate
+) -> None:
+    """The broker's own checks (reads); any failure is a refusal of this candidate."""
     try:
-        await adapter.check_symbol(normalize_symbol(body.symbol))
-    except broker_errors.BrokerError as exc:
-        raise to_app_error(exc) from exc
+        await check_at_broker(adapter, account_ref, body)
+    except errors.AppError:
+        raise
     except Exception as exc:
-        log.exception("symbol check failed unexpectedly")
+        log.exception("the broker's order check failed unexpectedly")
         raise errors.BrokerUnavailable("the broker's symbol check failed") from exc
 
 

@@ -45,7 +45,7 @@ from app.brokers.base import (
     MarketQuote,
     MarketTrade,
 )
-from app.streaming.protocol import format_timestamp
+from app.streaming.protocol import AccountIdField, format_timestamp
 
 MARKET_CHANNELS = ("quotes", "trades", "bars", "greeks")
 _MAX_SYMBOLS_PER_MESSAGE = 1000
@@ -61,7 +61,7 @@ class MarketSubscribeMessage(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     type: Literal["market.subscribe", "market.unsubscribe"]
-    account_id: StrictStr = Field(min_length=1, max_length=64)
+    account_id: AccountIdField
     quotes: list[StrictStr] = Field(default_factory=list, max_length=_MAX_SYMBOLS_PER_MESSAGE)
     trades: list[StrictStr] = Field(default_factory=list, max_length=_MAX_SYMBOLS_PER_MESSAGE)
     bars: dict[StrictStr, list[StrictStr]] = Field(default_factory=dict, max_length=5)

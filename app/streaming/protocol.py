@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -75,7 +75,8 @@ class CloseCode(IntEnum):
 class ErrorCode(StrEnum):
     """Stable ``error`` codes; clients branch on them."""
 
-    malformed_json = "malformed_json"  # not JSON, or not a JSON object with a string "type"
+    # not JSON, nested too deeply for the parser, or not an object with a string "type"
+    malformed_json = "malformed_json"
     unsupported_frame = "unsupported_frame"  # a binary frame
     message_too_large = "message_too_large"  # a text frame over max_message_bytes
     unknown_type = "unknown_type"
@@ -204,9 +205,14 @@ class AuthMessage(_ClientMessage):
     token: StrictStr = Field(min_length=1, max_length=8192)
 
 
+# An account id as the API hands them out (``acc_<hex>``): printable ASCII. Anything else
+# (a NUL, control characters, 10 kB of text) is a validation error, never a database query.
+AccountIdField = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
+
+
 class SubscribeMessage(_ClientMessage):
     type: Literal["subscribe"]
-    accounts: list[StrictStr] | Literal["*"]
+    accounts: list[AccountIdField] | Literal["*"]
     after: StrictStr | StrictInt | None = None
 
 

@@ -1,7 +1,7 @@
 """paper options: collateral, pledged shares, option expiry, legs and expiry events
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-04 18:30:00.000000
 
 The paper broker trades options. Accounts hold cash against short option positions
@@ -19,7 +19,7 @@ from alembic import op
 import app.db.types
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

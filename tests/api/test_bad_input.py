@@ -52,8 +52,9 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
     ("missing symbol", {k: v for k, v in GOOD.items() if k != "symbol"}, 422, "validation_error"),
     ("not an object", ["AAPL"], 422, "validation_error"),
     ("unknown symbol", {**GOOD, "symbol": "NOTREAL"}, 422, "unknown_symbol"),
-    # The paper broker trades options, but not contracts that have expired.
-    ("expired option", {**GOOD, "symbol": "AAPL260116C00150000"}, 422, "unknown_symbol"),
+    # The paper broker trades options, but not contracts that have expired (by the service
+    # clock, before the broker is asked).
+    ("expired option", {**GOOD, "symbol": "AAPL260116C00150000"}, 422, "option_expired"),
 ]
 
 

@@ -57,6 +57,21 @@ MATRIX: dict[tuple[str, str], tuple[str, str, dict[str, object] | None]] = {
         "/v1/accounts/{account}/orders",
         {"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"},
     ),
+    ("POST", "/v1/accounts/{account_id}/orders/preview"): (
+        "POST",
+        "/v1/accounts/{account}/orders/preview",
+        {"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"},
+    ),
+    ("GET", "/v1/accounts/{account_id}/options/expirations"): (
+        "GET",
+        "/v1/accounts/{account}/options/expirations?underlying=AAPL",
+        None,
+    ),
+    ("GET", "/v1/accounts/{account_id}/options/chain"): (
+        "GET",
+        "/v1/accounts/{account}/options/chain?underlying=AAPL",
+        None,
+    ),
     ("GET", "/v1/orders/{order_id}"): ("GET", "/v1/orders/{order}", None),
     ("PATCH", "/v1/orders/{order_id}"): ("PATCH", "/v1/orders/{order}", {"limit_price": "1.00"}),
     ("DELETE", "/v1/orders/{order_id}"): ("DELETE", "/v1/orders/{order}", None),

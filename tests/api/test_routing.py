@@ -353,7 +353,7 @@ async def test_a_refusal_before_anything_is_written_keeps_the_key_free(harness: 
     key = uuid.uuid4().hex
     none = await _post(harness, user, key=key, symbol="AAPL260116C00150000")  # expired
     assert (none.status_code, none.json()["code"]) == (422, "no_eligible_account")
-    assert passed_over(none.json()["decision"]) == {account: "unknown_symbol"}
+    assert passed_over(none.json()["decision"]) == {account: "option_expired"}
     unknown_symbol = await _post(harness, user, symbol="NOTREAL")  # the broker's own check
     assert unknown_symbol.json()["code"] == "no_eligible_account"
     assert passed_over(unknown_symbol.json()["decision"]) == {account: "unknown_symbol"}

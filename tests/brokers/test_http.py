@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from app.brokers import errors
 from app.brokers.http import (
@@ -120,3 +122,62 @@ async def test_writes_are_sent_once_even_when_the_answer_is_lost() -> None:
             assert len(account.orders) == 1
         finally:
             await pool.aclose()
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_waits_refusals_and_answers_are_counted_per_broker() -> None:
+    broker = "metrics-" + uuid.uuid4().hex[:8]
+    bucket = TokenBucket(rate=50, capacity=1, max_wait=0.2)
+    await bucket.acquire(broker)
+    await bucket.acquire(broker)  # waits ~20 ms for a refill
+    slow = TokenBucket(rate=1, capacity=1, max_wait=0.1)
+    await slow.acquire(broker)
+    with pytest.raises(errors.RateLimitExceeded):
+        await slow.acquire(broker)
+
+    assert _metric("brokerage_rate_limit_waits_total", broker=broker) == 1
+    assert 0 < _metric("brokerage_rate_limit_wait_seconds_total", broker=broker) <= 0.2
+    assert _metric("brokerage_rate_limit_refused_total", broker=broker) == 1
+
+    fake = FakeAlpaca()
+    account = fake.add_account()
+    async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
+        pool = HttpPool(timeouts=Timeouts(connect=1, read=1, write=1, pool=1))
+        try:
+            client = BrokerClient(
+                pool,
+                broker=broker,
+                base_url=url,
+                headers={"APCA-API-KEY-ID": account.key_id, "APCA-API-SECRET-KEY": account.secret},
+                bucket=pool.bucket(broker, "k", rate=1000, capacity=1000),
+                retry=RetryPolicy(attempts=1),
+            )
+            await client.request("GET", "/v2/account")
+            with pytest.raises(errors.BrokerError):
+                await client.request("GET", "/v2/orders/no-such-order")
+            fake.faults.server_errors = 1
+            with pytest.raises(errors.Transient):
+                await client.request("GET", "/v2/account")
+            unreachable = BrokerClient(
+                pool,
+                broker=broker,
+                base_url="http://broker.invalid",
+                headers={},
+                bucket=pool.bucket(broker, "k2", rate=1000, capacity=1000),
+                retry=RetryPolicy(attempts=1),
+            )
+            with pytest.raises(errors.Transient):
+                await unreachable.request("GET", "/v2/account")
+        finally:
+            await pool.aclose()
+
+    answers = {
+        outcome: _metric("brokerage_broker_requests_total", broker=broker, outcome=outcome)
+        for outcome in ("ok", "client_error", "server_error", "transport_error")
+    }
+    assert answers == {"ok": 1, "client_error": 1, "server_error": 1, "transport_error": 1}
+    timed = _metric("brokerage_broker_call_duration_seconds_count", broker=broker, operation="GET")
+    assert timed == 3  # the answers; a request that got none is not timed

@@ -203,8 +203,10 @@ async def test_capabilities_answer_last(db_url: str, monkeypatch: pytest.MonkeyP
         h, user = gw.harness, new_user()
         _, live = await gw.connect_byob(user)
         before = len(gw.requests)
+        # Alpaca trades crypto pairs with time in force gtc/ioc only: a day order is refused
+        # by the adapter's order terms (after the asset lookup), never sent.
         assert_problem(await h.place(user, live, symbol="BTC/USD"), 422, "unsupported_order")
-        assert gw.requests[before:] == []
+        assert [r for r in gw.requests[before:] if r[0] != "GET"] == []
         monkeypatch.setenv("BYOB_LIVE_DISABLED", "1")
         assert_problem(await h.place(user, live, symbol="BTC/USD"), 503, "live_trading_disabled")
 

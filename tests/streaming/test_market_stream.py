@@ -284,6 +284,7 @@ async def test_bad_subscribe_messages_get_error_frames_and_change_nothing(md: In
         ({"account_id": no_market, "quotes": ["AAPL"]}, "market_data_unsupported"),
         ({"account_id": capped, "quotes": ["A", "B", "C", "D"]}, "too_many_symbols"),
         ({"account_id": account, "quotes": "AAPL"}, "validation_error"),
+        ({"account_id": "acc_\u0000", "quotes": ["AAPL"]}, "validation_error"),
         ({"quotes": ["AAPL"]}, "validation_error"),
     ]
     async with md.client() as client:

@@ -154,6 +154,13 @@ async def test_re_auth_as_another_user_is_closed_4401(instance: Instance) -> Non
         ({"type": "subscribe", "accounts": "*", "after": "\uff11\uff12"}, "invalid_cursor"),
         ({"type": "subscribe", "accounts": "*", "after": "999999999999"}, "invalid_cursor"),
         ({"type": "subscribe", "accounts": ["acc_nope"], "after": None}, "not_found"),
+        # Regressions (outside probe): a NUL in an account id reached Postgres and closed
+        # 1013 "try again later"; 5,000 nested brackets (10 kB, within the frame limit)
+        # raised RecursionError and closed 1011.
+        ({"type": "subscribe", "accounts": ["acc_\x00x"], "after": None}, "validation_error"),
+        ({"type": "subscribe", "accounts": ["acc x"], "after": None}, "validation_error"),
+        ('{"type": "subscribe", "accounts": ' + "[" * 5000 + "]" * 5000 + "}", "malformed_json"),
+        ("[" * 5000 + "]" * 5000, "malformed_json"),
         (b"\x00binary", "unsupported_frame"),
         ("x" * 17000, "message_too_large"),
     ],

@@ -97,6 +97,9 @@ class TradeUpdatesStream(UpstreamStream):
             if message.get("stream") != "trade_updates":
                 continue
             try:
-                yield mapping.update_from_event(message.get("data"), self._account_ref)
+                update = mapping.update_from_event(message.get("data"), self._account_ref)
             except errors.UnknownBrokerValue:
                 self._skipped("trade update")
+                continue
+            if update is not None:  # None: a leg of an mleg order on its own (no parent id)
+                yield update

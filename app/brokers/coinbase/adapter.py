@@ -76,6 +76,8 @@ N, U = Support.native, Support.unsupported
 COINBASE_CAPABILITIES = Capabilities(
     asset_classes={
         AssetClass.equity: U,
+        # Advanced Trade has no options API: option orders are refused by the pre-trade
+        # gate (``unsupported_order``) before any request; ``options`` stays NO_OPTIONS.
         AssetClass.option: U,
         AssetClass.crypto: N,
         AssetClass.mutual_fund: U,

@@ -30,6 +30,36 @@ https://www.interactivebrokers.com/campus/ibkr-api-page/cpapi-v1/):
   ``"snapshot": false`` while the gateway subscribes: asked once more.
 * No stream here (the gateway's WebSocket ``sor`` topic is not used): open orders are
   polled by the reconciler's open-order sweep.
+
+Options (``options.py`` has the wire formats and their sources):
+
+* Contracts are conids, found by the secdef walk: ``GET /iserver/secdef/search?symbol=``
+  (the underlying's conid, its option ``months`` and, where IBKR sends them, the listed
+  expiration dates ``opt``) -> ``GET /iserver/secdef/strikes?conid=&sectype=OPT&month=``
+  -> ``GET /iserver/secdef/info?conid=&sectype=OPT&month=&strike=&right=`` (the month's
+  contracts for one strike and right, weeklies included, each with its conid). Remembered
+  per gateway: the search's option listing ``LISTING_TTL`` (an hour: weeklies are listed
+  daily), a month's strikes ``STRIKES_TTL`` (15 minutes: strikes are added intraday when the
+  underlying moves), a strike's contracts and every contract's conid ``CONTRACT_TTL`` (a
+  day: a conid is fixed for the contract's life). Reverse (conid -> contract, for orders
+  and executions read back) from the same memo, else ``GET /trsrv/secdef?conids=``.
+* Pacing: IBKR's pacing table lists no limit of its own for the secdef endpoints (Campus
+  "Pacing Limitations"; the copy in ``../shared/reference/broker-apis.md`` §6), so they
+  take the global 10 requests a second like everything else (paced at
+  ``ibkr_requests_per_second``); ``/iserver/marketdata/snapshot``'s own 10/s is the same
+  figure. The walk is sequential so no request waits in the pacer longer than one token.
+* Chain quotes: ``GET /iserver/marketdata/snapshot?conids=&fields=`` (``OPTION_FIELDS``),
+  up to ``SNAPSHOT_BATCH`` conids a request; the first request for a conid only subscribes,
+  so those still without bid/ask are asked again (``SNAPSHOT_ATTEMPTS``); a contract still
+  without a quote is listed with ``bid``/``ask`` None, never an invented price.
+* Orders: a single leg by the option's conid; a combo by ``conidex`` with the currency's
+  spread conid and signed ratios, BUY, signed net price (credit negative). Same question
+  chain as equities. ``POST /iserver/account/{id}/orders/whatif`` previews (after a
+  snapshot of the instruments, as ibind's ``whatif_order`` says IBKR requires).
+* Lifecycle: IBKR's Web API documents no expiration/exercise/assignment feed;
+  ``/iserver/account/trades`` documents only executions (``side`` B|S, no event type), so
+  option executions become buy/sell transactions and expirations, exercises and
+  assignments are not reported by this adapter (they reach the account as position changes).
 """
 
 from __future__ import annotations
@@ -37,7 +67,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -50,21 +81,31 @@ from app.brokers.base import (
     BrokerAccount,
     BrokerOrder,
     Capabilities,
+    OptionCapabilities,
+    OptionChainQuery,
+    OptionContract,
+    OptionExpiration,
+    OptionQuote,
+    OptionRight,
     OrderChanges,
     OrderListFilter,
+    OrderPreview,
     OrderRequest,
     OrderStatus,
     OrderType,
     OrderUpdate,
     Position,
+    PriceEffect,
     Quote,
     Support,
     TimeInForce,
     Transaction,
+    is_option_symbol,
 )
 from app.brokers.http import BrokerClient, HttpPool, Pacer
-from app.brokers.ibkr import auth, mapping
+from app.brokers.ibkr import auth, mapping, options
 from app.brokers.ibkr.mapping import SLUG
+from app.brokers.ibkr.options import Listed, OptionListing
 from app.brokers.pooled_adapter import PooledAdapter
 from app.config import Settings
 from app.security.credentials import Credentials
@@ -74,10 +115,10 @@ log = logging.getLogger(__name__)
 N, U = Support.native, Support.unsupported
 
 IBKR_CAPABILITIES = Capabilities(
-    # IBKR trades nearly everything; this adapter maps US stock orders by conid only.
+    # IBKR trades nearly everything; this adapter maps US stocks and equity options.
     asset_classes={
         AssetClass.equity: N,
-        AssetClass.option: U,
+        AssetClass.option: N,
         AssetClass.crypto: U,
         AssetClass.mutual_fund: U,
     },
@@ -91,10 +132,19 @@ IBKR_CAPABILITIES = Capabilities(
     fractional=U,
     extended_hours=N,  # outsideRTH
     short_selling=U,
-    multi_leg=U,
+    multi_leg=N,  # combos: conidex with the spread conid
     modify=N,
     order_stream=U,  # polled by the reconciler's open-order sweep
     client_order_ids=N,
+    options=OptionCapabilities(
+        chain=N,  # the secdef walk (search -> strikes -> info) plus snapshots
+        expirations=N,  # the search's option dates / months
+        max_legs=options.MAX_LEGS,
+        combo_order_types=options.COMBO_ORDER_TYPES,
+        combo_time_in_force=options.COMBO_TIFS,
+        greeks=N,  # snapshot fields 7308-7311, 7633
+    ),
+    preview=N,  # POST /iserver/account/{id}/orders/whatif
 )
 
 SESSION_TTL = 60.0  # seconds an authenticated status + pre-flight are trusted
@@ -103,6 +153,10 @@ CONID_TTL = 86400.0
 MAX_QUESTIONS = 10
 SNAPSHOT_ATTEMPTS = 3
 POSITIONS_PAGE = 100  # "pageSize": 100 in the recorded positions answer
+LISTING_TTL = 3600.0  # an underlying's option months and dates
+STRIKES_TTL = 900.0  # a month's strikes
+CONTRACT_TTL = 86400.0  # a strike's contracts, a contract's conid (and back)
+SNAPSHOT_BATCH = 100  # conids per snapshot request
 
 
 def _loads(response: httpx.Response) -> Any:
@@ -259,12 +313,19 @@ class IbkrAdapter(PooledAdapter):
             )
             if not isinstance(body, list):
                 raise mapping.unknown("positions payload", type(body).__name__)
-            result.extend(mapping.position_from_wire(item, now) for item in body)
+            result.extend(
+                options.option_position_from_wire(item, now)
+                if isinstance(item, dict) and item.get("assetClass") == "OPT"
+                else mapping.position_from_wire(item, now)
+                for item in body
+            )
             if len(body) < POSITIONS_PAGE:
                 break
         return [p for p in result if p.quantity]
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
+        if is_option_symbol(symbol):
+            symbol = options.order_contract(symbol).symbol  # padded or not
         return next((p for p in await self.get_positions(account_ref) if p.symbol == symbol), None)
 
     async def conid(self, symbol: str) -> int:
@@ -291,7 +352,198 @@ class IbkrAdapter(PooledAdapter):
         raise errors.UnknownSymbol(f"IBKR does not list {symbol}", broker=SLUG)
 
     async def check_symbol(self, symbol: str) -> None:
+        """A stock's conid, or an option's (the secdef walk, remembered for the order)."""
+        if is_option_symbol(symbol):
+            await self.resolve(options.order_contract(symbol))
+            return
         await self.conid(symbol)
+
+    # --- options: the secdef walk ------------------------------------------------------
+
+    async def _option_listing(self, underlying: str) -> OptionListing:
+        """``GET /iserver/secdef/search?symbol=``: the underlying's conid and option months
+        and dates, remembered ``LISTING_TTL``."""
+        memo_key = ("ibkr-opt-listing", self._url, underlying)
+        found = self._pool.recall(memo_key)
+        if isinstance(found, OptionListing):
+            return found
+        body = await self._request(
+            self._api, "GET", "/iserver/secdef/search", params={"symbol": underlying}
+        )
+        listing = options.listing_from_search(body, underlying)
+        if listing is None:
+            raise errors.UnknownSymbol(f"IBKR lists no options on {underlying}", broker=SLUG)
+        self._pool.remember(memo_key, listing, LISTING_TTL)
+        return listing
+
+    async def _strikes(self, conid: int, month: str) -> tuple[list[Decimal], list[Decimal]]:
+        """``GET /iserver/secdef/strikes``: (call strikes, put strikes), ``STRIKES_TTL``."""
+        memo_key = ("ibkr-strikes", self._url, str(conid), month)
+        found = self._pool.recall(memo_key)
+        if isinstance(found, tuple):
+            return found
+        body = await self._request(
+            self._api,
+            "GET",
+            "/iserver/secdef/strikes",
+            params={"conid": str(conid), "sectype": "OPT", "month": month},
+        )
+        if isinstance(body, dict) and "error" in body:
+            raise errors.UnknownSymbol(f"IBKR lists no strikes for {month}", broker=SLUG)
+        strikes = (
+            options.strikes_from_wire(body, OptionRight.call),
+            options.strikes_from_wire(body, OptionRight.put),
+        )
+        self._pool.remember(memo_key, strikes, STRIKES_TTL)
+        return strikes
+
+    async def _info(
+        self, conid: int, month: str, strike: Decimal, right: OptionRight
+    ) -> list[Listed]:
+        """``GET /iserver/secdef/info``: the month's contracts at one strike and right,
+        ``CONTRACT_TTL``; each is remembered both ways (symbol <-> conid)."""
+        wire_strike, wire_right = options.strike_param(strike), options.WIRE_RIGHTS[right]
+        memo_key = ("ibkr-info", self._url, str(conid), month, wire_strike, wire_right)
+        found = self._pool.recall(memo_key)
+        if isinstance(found, list):
+            return found
+        body = await self._request(
+            self._api,
+            "GET",
+            "/iserver/secdef/info",
+            params={
+                "conid": str(conid),
+                "sectype": "OPT",
+                "month": month,
+                "strike": wire_strike,
+                "right": wire_right,
+            },
+        )
+        listed = options.listed_from_info(body)
+        for item in listed:
+            self._remember_listed(item)
+        self._pool.remember(memo_key, listed, CONTRACT_TTL)
+        return listed
+
+    def _remember_listed(self, item: Listed) -> None:
+        self._pool.remember(("ibkr-option", self._url, item.contract.symbol), item, CONTRACT_TTL)
+        self._pool.remember(("ibkr-option-conid", self._url, str(item.conid)), item, CONTRACT_TTL)
+
+    async def resolve(self, contract: OptionContract) -> Listed:
+        """The contract's conid: remembered, else the walk (search -> info for its month,
+        strike and right; the entry with its expiration and root)."""
+        found = self._pool.recall(("ibkr-option", self._url, contract.symbol))
+        if isinstance(found, Listed):
+            return found
+        listing = await self._option_listing(contract.underlying)
+        month = options.month_code(contract.expiration)
+        if month not in listing.months:
+            raise errors.UnknownSymbol(f"IBKR lists no {contract.symbol}", broker=SLUG)
+        for item in await self._info(
+            listing.underlying_conid, month, contract.strike, contract.right
+        ):
+            same = item.contract
+            if (
+                same.expiration == contract.expiration
+                and same.root == contract.root
+                and same.strike == contract.strike
+                and same.right is contract.right
+            ):
+                return item
+        raise errors.UnknownSymbol(f"IBKR lists no {contract.symbol}", broker=SLUG)
+
+    async def _contract_of(self, conid: int) -> Listed:
+        """The option a conid names: remembered, else ``GET /trsrv/secdef?conids=``."""
+        found = self._pool.recall(("ibkr-option-conid", self._url, str(conid)))
+        if isinstance(found, Listed):
+            return found
+        body = await self._request(self._api, "GET", "/trsrv/secdef", params={"conids": str(conid)})
+        rows = body.get("secdef") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise mapping.unknown("secdef payload", type(body).__name__)
+        for row in rows:
+            if isinstance(row, dict) and row.get("conid") == conid:
+                item = options.contract_from_secdef(row)
+                self._remember_listed(item)
+                return item
+        raise mapping.unknown("option conid", conid)
+
+    async def list_option_expirations(self, underlying: str) -> list[OptionExpiration]:
+        """The search's ``opt`` dates; where IBKR sends only ``months``, each month's dates
+        from one strike's ``secdef/info`` (weeklies are separate entries there)."""
+        listing = await self._option_listing(underlying)
+        today = options.utc_today(self._now())
+        if listing.dates is not None:
+            return options.expirations(listing.dates, today)
+        dates: list[date] = []
+        for month in listing.months:
+            calls, puts = await self._strikes(listing.underlying_conid, month)
+            strikes, right = (calls, OptionRight.call) if calls else (puts, OptionRight.put)
+            if not strikes:
+                continue
+            middle = strikes[len(strikes) // 2]
+            found = await self._info(listing.underlying_conid, month, middle, right)
+            dates.extend(item.contract.expiration for item in found)
+        return options.expirations(dates, today)
+
+    async def get_option_chain(self, query: OptionChainQuery) -> list[OptionQuote]:
+        """One expiration (the nearest listed when the query names none): the month's
+        strikes, narrowed by the query's right and strike range before the walk (each strike
+        and right is one ``secdef/info``), then the contracts' snapshots."""
+        listing = await self._option_listing(query.underlying)
+        expiration = query.expiration
+        if expiration is None:
+            listed = await self.list_option_expirations(query.underlying)
+            if not listed:
+                return []
+            expiration = listed[0].expiration
+        month = options.month_code(expiration)
+        if month not in listing.months:
+            return []
+        calls, puts = await self._strikes(listing.underlying_conid, month)
+        wanted: list[Listed] = []
+        for right, strikes in ((OptionRight.call, calls), (OptionRight.put, puts)):
+            if query.right is not None and query.right is not right:
+                continue
+            for strike in strikes:
+                if query.strike_gte is not None and strike < query.strike_gte:
+                    continue
+                if query.strike_lte is not None and strike > query.strike_lte:
+                    continue
+                found = await self._info(listing.underlying_conid, month, strike, right)
+                wanted.extend(i for i in found if i.contract.expiration == expiration)
+        return await self._option_quotes(wanted)
+
+    async def _snapshot_items(self, conids: list[int], fields: str) -> dict[int, dict[str, Any]]:
+        """Snapshot entries per conid, asking again (``SNAPSHOT_ATTEMPTS``) for those whose
+        bid/ask have not arrived (the first request for a conid only subscribes)."""
+        items: dict[int, dict[str, Any]] = {}
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            missing = [c for c in conids if not options.has_quote(items.get(c, {}))]
+            if not missing:
+                break
+            for start in range(0, len(missing), SNAPSHOT_BATCH):
+                batch = missing[start : start + SNAPSHOT_BATCH]
+                body = await self._request(
+                    self._api,
+                    "GET",
+                    "/iserver/marketdata/snapshot",
+                    params={"conids": ",".join(str(c) for c in batch), "fields": fields},
+                )
+                if not isinstance(body, list):
+                    raise mapping.unknown("snapshot payload", type(body).__name__)
+                for item in body:
+                    if isinstance(item, dict) and str(item.get("conid", "")).isdigit():
+                        items[int(str(item["conid"]))] = item
+        return items
+
+    async def _option_quotes(self, listed: list[Listed]) -> list[OptionQuote]:
+        items = await self._snapshot_items([i.conid for i in listed], options.OPTION_FIELDS)
+        now = self._now()
+        return [
+            options.option_quote_from_snapshot(items.get(i.conid, {}), i.contract, now)
+            for i in listed
+        ]
 
     # --- orders ----------------------------------------------------------------------
 
@@ -335,9 +587,29 @@ class IbkrAdapter(PooledAdapter):
         except errors.BrokerError as exc:
             log.warning("declining an IBKR question failed", extra={"reason": exc.reason})
 
+    async def _order_body(
+        self, account_ref: str, order: OrderRequest
+    ) -> tuple[dict[str, Any], list[int]]:
+        """The order's wire entry and the conids it trades. Option orders are checked first
+        (``options.check_option_order``: everything IBKR cannot take is refused here, before
+        any request), then their contracts resolved to conids."""
+        if not order.is_multi_leg and not is_option_symbol(order.symbol):
+            conid = await self.conid(order.symbol)
+            return mapping.order_to_wire(order, account_ref, conid), [conid]
+        contracts = options.check_option_order(order, options.utc_today(self._now()))
+        listed = [await self.resolve(c) for c in contracts]
+        conids = [item.conid for item in listed]
+        if not order.is_multi_leg:
+            return options.option_order_to_wire(order, account_ref, conids[0]), conids
+        currencies = {item.currency for item in listed}
+        if len(currencies) != 1:
+            raise errors.UnsupportedOrder("a combo's legs trade in one currency", broker=SLUG)
+        body = options.combo_order_to_wire(order, account_ref, currencies.pop(), conids)
+        return body, conids
+
     async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
-        conid = await self.conid(order.symbol)
-        body = {"orders": [mapping.order_to_wire(order, account_ref, conid)]}
+        wire, _conids = await self._order_body(account_ref, order)
+        body = {"orders": [wire]}
         try:
             answer = await self._request(
                 self._api,
@@ -351,8 +623,26 @@ class IbkrAdapter(PooledAdapter):
             if found is None:
                 raise errors.Rejected(exc.reason, broker=SLUG) from exc
             return found
+        # The status answer carries no cOID; a combo's leg prices are found by it.
+        self._pool.remember(
+            ("ibkr-coid", self._url, str(ack["order_id"])), order.client_order_id, CONTRACT_TTL
+        )
         placed = await self._read_after_write(account_ref, str(ack["order_id"]), "placed")
         return dataclasses.replace(placed, client_order_id=order.client_order_id)
+
+    async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview:
+        """``POST /iserver/account/{id}/orders/whatif`` with the order's body (places
+        nothing); the instruments are snapshotted first, as IBKR asks (ibind
+        ``whatif_order``). IBKR's ``error`` is a rejection in the preview, not a raise."""
+        wire, conids = await self._order_body(account_ref, order)
+        await self._snapshot_items(conids[:SNAPSHOT_BATCH], mapping.SNAPSHOT_FIELDS)
+        answer = await self._request(
+            self._api,
+            "POST",
+            f"/iserver/account/{quote(account_ref, safe='')}/orders/whatif",
+            json={"orders": [wire]},
+        )
+        return options.preview_from_whatif(answer, options.order_direction(order))
 
     async def _adopt(self, account_ref: str, client_order_id: str) -> BrokerOrder | None:
         try:
@@ -379,22 +669,7 @@ class IbkrAdapter(PooledAdapter):
         current = await self.get_order(account_ref, broker_order_id)
         if changes.is_empty():
             return current
-        conid = await self.conid(current.symbol)
-        body: dict[str, Any] = {
-            "acctId": account_ref,
-            "conid": conid,
-            "orderType": mapping.wire_type(current.order_type),
-            "side": "BUY" if current.side.value == "buy" else "SELL",
-            "quantity": mapping.number(changes.quantity or current.quantity),
-            "tif": mapping.wire_tif(changes.time_in_force or current.time_in_force),
-        }
-        body.update(
-            mapping.prices_to_wire(
-                current.order_type,
-                changes.limit_price or current.limit_price,
-                changes.stop_price or current.stop_price,
-            )
-        )
+        body = await self._modify_body(account_ref, current, changes)
         answer = await self._request(
             self._api,
             "POST",
@@ -405,6 +680,68 @@ class IbkrAdapter(PooledAdapter):
         await self._answer_questions(answer)
         changed = await self._read_after_write(account_ref, broker_order_id, "changed")
         return dataclasses.replace(changed, client_order_id=current.client_order_id)
+
+    async def _modify_body(
+        self, account_ref: str, current: BrokerOrder, changes: OrderChanges
+    ) -> dict[str, Any]:
+        """The whole order with the changes: a stock or an option by its conid, a combo by
+        its ``conidex`` (BUY, signed net price) rebuilt from its legs."""
+        quantity = changes.quantity or current.quantity
+        tif = changes.time_in_force or current.time_in_force
+        if current.legs:
+            if quantity != quantity.to_integral_value():
+                raise errors.UnsupportedOrder("combos trade whole strategy units", broker=SLUG)
+            if changes.stop_price is not None:
+                raise errors.UnsupportedOrder("IBKR combos here take no stop price", broker=SLUG)
+            if changes.limit_price is not None and current.order_type is not OrderType.limit:
+                raise errors.UnsupportedOrder("a market combo has no limit price", broker=SLUG)
+            if changes.time_in_force is not None and tif not in options.COMBO_TIFS:
+                raise errors.UnsupportedOrder("IBKR combos here are DAY or GTC", broker=SLUG)
+            listed = [
+                await self.resolve(options.order_contract(leg.symbol)) for leg in current.legs
+            ]
+            legs = [
+                options.ComboLeg(item.conid, leg.ratio if leg.side.value == "buy" else -leg.ratio)
+                for item, leg in zip(listed, current.legs, strict=True)
+            ]
+            body: dict[str, Any] = {
+                "acctId": account_ref,
+                "conidex": options.conidex(listed[0].currency, legs),
+                "orderType": mapping.wire_type(current.order_type),
+                "side": "BUY",
+                "quantity": mapping.number(quantity),
+                "tif": mapping.wire_tif(tif),
+            }
+            limit = changes.limit_price if changes.limit_price is not None else current.limit_price
+            if current.order_type is OrderType.limit and limit is not None:
+                if limit < 0:
+                    raise errors.UnsupportedOrder("the net limit price is unsigned", broker=SLUG)
+                sign = -1 if current.price_effect is PriceEffect.credit else 1
+                body["price"] = mapping.number(sign * limit)
+            return body
+        extra: dict[str, Any] = {}
+        if is_option_symbol(current.symbol):
+            conid = (await self.resolve(options.order_contract(current.symbol))).conid
+            extra["secType"] = f"{conid}:OPT"
+        else:
+            conid = await self.conid(current.symbol)
+        body = {
+            "acctId": account_ref,
+            "conid": conid,
+            **extra,
+            "orderType": mapping.wire_type(current.order_type),
+            "side": "BUY" if current.side.value == "buy" else "SELL",
+            "quantity": mapping.number(quantity),
+            "tif": mapping.wire_tif(tif),
+        }
+        body.update(
+            mapping.prices_to_wire(
+                current.order_type,
+                changes.limit_price or current.limit_price,
+                changes.stop_price or current.stop_price,
+            )
+        )
+        return body
 
     async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
         body = await self._request(
@@ -429,9 +766,85 @@ class IbkrAdapter(PooledAdapter):
         )
         if isinstance(body, dict) and "order_id" not in body and "error" in body:
             raise errors.OrderNotFound(str(body["error"]), broker=SLUG)
-        return mapping.order_from_status(body)
+        order = mapping.order_from_status(body)
+        if not isinstance(body, dict) or not options.order_conids(body):
+            return order
+        leg_prices: dict[int, Decimal] = {}
+        if order.filled_quantity > 0 and body.get("sec_type") == "BAG":
+            ref = await self._client_order_id(account_ref, order.broker_order_id)
+            if isinstance(ref, str) and ref:
+                leg_prices = (await self._leg_prices(account_ref)).get(ref, {})
+        return await self._with_terms(order, body, leg_prices)
+
+    async def _client_order_id(self, account_ref: str, order_id: str) -> str | None:
+        """The cOID of an order, which the status answer lacks: remembered from placing,
+        else the live list's ``order_ref``."""
+        ref = self._pool.recall(("ibkr-coid", self._url, order_id))
+        if isinstance(ref, str):
+            return ref
+        for row in await self._live_rows(account_ref):
+            if str(row.get("orderId")) == order_id:
+                found = row.get("order_ref")
+                return found if isinstance(found, str) and found else None
+        return None
+
+    async def _with_terms(
+        self, order: BrokerOrder, body: dict[str, Any], leg_prices: dict[int, Decimal]
+    ) -> BrokerOrder:
+        contracts = {
+            conid: (await self._contract_of(conid)).contract for conid in options.order_conids(body)
+        }
+        return options.with_option_terms(order, body, contracts, leg_prices)
+
+    async def _leg_prices(self, account_ref: str) -> dict[str, dict[int, Decimal]]:
+        """Average execution price per (cOID, conid) from ``/iserver/account/trades``."""
+        body = await self._request(
+            self._trades,
+            "GET",
+            "/iserver/account/trades",
+            params={"days": "7", "accountId": account_ref},
+        )
+        if not isinstance(body, list):
+            raise mapping.unknown("trades payload", type(body).__name__)
+        sums: dict[tuple[str, int], tuple[Decimal, Decimal]] = {}
+        for row in body:
+            if not isinstance(row, dict) or row.get("sec_type") != "OPT":
+                continue
+            ref, conid_text = row.get("order_ref"), str(row.get("conid", ""))
+            if not isinstance(ref, str) or not conid_text.isdigit():
+                continue
+            conid = int(conid_text)
+            size = mapping.dec(row.get("size"), "size")
+            price = mapping.dec(row.get("price"), "price")
+            qty, cost = sums.get((ref, conid), (Decimal(0), Decimal(0)))
+            sums[(ref, conid)] = (qty + size, cost + size * price)
+        result: dict[str, dict[int, Decimal]] = {}
+        for (order_ref, leg_conid), (qty, cost) in sums.items():
+            if qty:
+                avg = (cost / qty).quantize(Decimal("0.0001"))
+                result.setdefault(order_ref, {})[leg_conid] = avg
+        return result
 
     async def _live_orders(self, account_ref: str) -> list[BrokerOrder]:
+        """The live list as orders; option orders with their terms, combos' legs priced
+        from the executions (one trades request when any combo has fills)."""
+        rows = await self._live_rows(account_ref)
+        priced: dict[str, dict[int, Decimal]] | None = None
+        result = []
+        for item in rows:
+            order = mapping.order_from_live(item)
+            if options.order_conids(item):
+                prices: dict[int, Decimal] = {}
+                ref = item.get("order_ref")
+                if item.get("secType") == "BAG" and order.filled_quantity > 0:
+                    if priced is None:
+                        priced = await self._leg_prices(account_ref)
+                    prices = priced.get(ref, {}) if isinstance(ref, str) else {}
+                order = await self._with_terms(order, item, prices)
+            result.append(order)
+        return result
+
+    async def _live_rows(self, account_ref: str) -> list[dict[str, Any]]:
         """``GET /iserver/account/orders`` (paced: one per 5 seconds), asked again once while
         the gateway answers an empty ``snapshot: false`` subscription reply."""
         orders: list[Any] = []
@@ -449,9 +862,11 @@ class IbkrAdapter(PooledAdapter):
                 break
         result = []
         for item in orders:
-            if isinstance(item, dict) and item.get("acct", account_ref) != account_ref:
+            if not isinstance(item, dict):
+                raise mapping.unknown("live order", type(item).__name__)
+            if item.get("acct", account_ref) != account_ref:
                 continue
-            result.append(mapping.order_from_live(item))
+            result.append(item)
         return result
 
     async def find_order_by_client_id(
@@ -507,7 +922,16 @@ class IbkrAdapter(PooledAdapter):
         )
         if not isinstance(body, list):
             raise mapping.unknown("trades payload", type(body).__name__)
-        trades = [mapping.trade_from_execution(item) for item in body]
+        trades = []
+        for item in body:
+            if isinstance(item, dict) and item.get("sec_type") == "OPT":
+                conid = str(item.get("conid", ""))
+                if not conid.isdigit():
+                    raise mapping.unknown("trade conid", item.get("conid"))
+                listed = await self._contract_of(int(conid))
+                trades.append(options.option_execution(item, listed.contract))
+            else:
+                trades.append(mapping.trade_from_execution(item))
         return [
             t
             for t in trades
@@ -522,8 +946,12 @@ class IbkrAdapter(PooledAdapter):
         conids: dict[int, str] = {}
         for symbol in symbols:
             try:
-                conids[await self.conid(symbol)] = symbol
-            except errors.UnknownSymbol:
+                if is_option_symbol(symbol):
+                    listed = await self.resolve(options.order_contract(symbol))
+                    conids[listed.conid] = symbol
+                else:
+                    conids[await self.conid(symbol)] = symbol
+            except (errors.UnknownSymbol, errors.UnsupportedOrder):
                 continue
         result: dict[str, Quote] = {}
         for _ in range(SNAPSHOT_ATTEMPTS):

@@ -37,6 +37,7 @@ from app.brokers.base import (
     BrokerAccount,
     BrokerOrder,
     Capabilities,
+    OptionContract,
     OrderChanges,
     OrderListFilter,
     OrderRequest,
@@ -48,6 +49,7 @@ from app.brokers.base import (
     Support,
     TimeInForce,
     Transaction,
+    is_option_symbol,
 )
 from app.brokers.http import BrokerClient, HttpPool, Pacer
 from app.brokers.plaid import auth, mapping
@@ -275,6 +277,8 @@ class PlaidAdapter(PooledAdapter):
         return positions
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
+        if is_option_symbol(symbol):  # padded or not: positions carry the unpadded form
+            symbol = OptionContract.parse(symbol).symbol
         for position in await self.get_positions(account_ref):
             if position.symbol == symbol:
                 return position

@@ -24,6 +24,7 @@ Quirks, each with its doc:
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -33,10 +34,20 @@ from typing import Any
 import httpx
 
 from app.brokers import errors
-from app.brokers.base import AssetClass, Balances, BrokerAccount, Position, Transaction
+from app.brokers.base import (
+    AssetClass,
+    Balances,
+    BrokerAccount,
+    InvalidOptionSymbol,
+    OptionContract,
+    OptionRight,
+    Position,
+    Transaction,
+)
 from app.brokers.wire import WireReader
 
 SLUG = "plaid"
+log = logging.getLogger(__name__)
 WIRE = WireReader(SLUG, name="Plaid")  # the shared wire readers (app/brokers/wire.py)
 unknown = WIRE.unknown
 ZERO = Decimal(0)
@@ -45,14 +56,16 @@ ZERO = Decimal(0)
 ACCOUNT_TYPES = frozenset({"investment", "credit", "depository", "loan", "brokerage", "other"})
 INVESTMENT_TYPES = frozenset({"investment", "brokerage"})
 # Security.type (spec description), mapped to our asset classes; None: not modelled here
-# (cash is folded into the balance; options, bonds and loans are left out of positions).
+# (cash is folded into the balance; bonds and loans are left out of positions). A
+# ``derivative`` is an option where it carries an ``option_contract`` (warrants and other
+# derivatives have none and are left out).
 SECURITY_TYPES: dict[str, AssetClass | None] = {
     "equity": AssetClass.equity,
     "etf": AssetClass.equity,
     "mutual fund": AssetClass.mutual_fund,
     "cryptocurrency": AssetClass.crypto,
     "cash": None,
-    "derivative": None,
+    "derivative": AssetClass.option,
     "fixed income": None,
     "loan": None,
     "other": None,
@@ -69,6 +82,19 @@ _CASH_SUBTYPES = {
     "non-qualified dividend": "dividend",
     "interest": "interest",
 }
+# An option's end of life (InvestmentTransactionSubtype: plaid-python
+# plaid/model/investment_transaction_subtype.py), whatever the transaction type.
+_OPTION_SUBTYPES = {
+    "expire": "option_expiration",
+    "assignment": "option_assignment",
+    "exercise": "option_exercise",
+}
+# OptionContract.contract_type: "put" or "call" (plaid/model/option_contract.py)
+_CONTRACT_TYPES = {"call": OptionRight.call, "put": OptionRight.put}
+# Plaid gives no multiplier; a holding's ``quantity`` of an option "will reflect the total
+# number of options (typically the number of contracts multiplied by 100), not the number of
+# contracts" (plaid/model/holding.py), so a contract is taken as 100 options.
+OPTION_MULTIPLIER = Decimal(100)
 # Plaid error codes that mean "the user must go through Link again": expired login or
 # consent (https://plaid.com/docs/errors/item/#item_login_required) or access the user
 # revoked (https://plaid.com/docs/errors/item/#access_not_granted).
@@ -344,6 +370,55 @@ class Security:
     type: str | None
     ticker: str | None
     currency: str | None
+    option: OptionContract | None = None
+
+
+def option_of(security: Mapping[str, Any]) -> OptionContract | None:
+    """A ``derivative``'s ``option_contract`` (contract_type, expiration_date, strike_price,
+    underlying_security_ticker) as a contract; None for a derivative without one (a warrant).
+    The root comes from the security's OCC ``ticker_symbol`` where it has one (SPXW), and
+    must then agree with the contract's fields."""
+    raw = security.get("option_contract")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise unknown("option_contract", type(raw).__name__)
+    underlying = raw.get("underlying_security_ticker")
+    if not isinstance(underlying, str) or not underlying.strip():
+        raise unknown("underlying_security_ticker", underlying)
+    contract = OptionContract(
+        underlying=underlying.strip().upper(),
+        root=underlying.strip().upper(),
+        expiration=wire_date(raw.get("expiration_date"), "expiration_date"),
+        right=WIRE.lookup(_CONTRACT_TYPES, raw.get("contract_type"), "contract_type"),
+        strike=dec(raw.get("strike_price"), "strike_price").normalize(),
+        multiplier=OPTION_MULTIPLIER,
+    )
+    if contract.strike == contract.strike.to_integral_value():
+        contract = OptionContract(
+            contract.underlying,
+            contract.root,
+            contract.expiration,
+            contract.right,
+            contract.strike.quantize(Decimal(1)),
+            contract.multiplier,
+        )
+    ticker = security.get("ticker_symbol")
+    if isinstance(ticker, str) and ticker.strip():
+        try:
+            named = OptionContract.parse(
+                ticker, underlying=contract.underlying, multiplier=OPTION_MULTIPLIER
+            )
+        except InvalidOptionSymbol:
+            return contract  # an institution's own ticker: the fields stand
+        if (named.expiration, named.right, named.strike) != (
+            contract.expiration,
+            contract.right,
+            contract.strike,
+        ):
+            raise unknown("option ticker_symbol (disagrees with option_contract)", ticker)
+        return named
+    return contract
 
 
 def securities_of(body: Mapping[str, Any]) -> dict[str, Security]:
@@ -364,6 +439,7 @@ def securities_of(body: Mapping[str, Any]) -> dict[str, Security]:
             type=kind,
             ticker=ticker.strip().upper() if isinstance(ticker, str) and ticker.strip() else None,
             currency=iso.upper() if isinstance(iso, str) else None,
+            option=option_of(item) if kind == "derivative" else None,
         )
     return result
 
@@ -390,7 +466,10 @@ def cash_of(body: Mapping[str, Any], account_id: str) -> Decimal:
 
 
 def symbol_for(security: Security, asset_class: AssetClass, currency: str) -> str | None:
-    """Our symbol: the ticker; crypto as a pair against the holding's currency (DOGE/USD)."""
+    """Our symbol: the ticker; crypto as a pair against the holding's currency (DOGE/USD); an
+    option's canonical OCC symbol (a derivative without a contract has none)."""
+    if asset_class is AssetClass.option:
+        return None if security.option is None else security.option.symbol
     if security.ticker is None:
         return None
     if asset_class is AssetClass.crypto:
@@ -403,10 +482,18 @@ def positions_from_wire(
 ) -> tuple[list[Position], int]:
     """The account's holdings as positions, and how many holdings were left out.
 
-    Left out (counted): cash (it is in the balance), options, bonds, loans, ``other`` and
-    untyped securities, and securities without a ticker. ``avg_cost`` is
-    ``cost_basis / quantity``; where the institution reports no cost basis the position
-    shows ``avg_cost`` = current price and ``unrealized_pl`` = 0 (unknown, not a gain).
+    Left out (counted): cash (it is in the balance), derivatives without an option
+    contract, bonds, loans, ``other`` and untyped securities, and securities without a
+    ticker. ``avg_cost`` is ``cost_basis / quantity``; where the institution reports no cost
+    basis the position shows ``avg_cost`` = current price and ``unrealized_pl`` = 0
+    (unknown, not a gain).
+
+    Options (``derivative`` with ``option_contract``): Plaid's ``quantity`` counts options
+    (contracts x 100), its ``institution_price`` is per option (per share) and its
+    ``institution_value`` is price x quantity, so the multiplier is already in it. The
+    position's quantity is contracts (signed), prices and ``avg_cost`` stay per share, and
+    ``market_value`` is the institution's value. A quantity that is not a whole number of
+    100-share contracts (a mini or adjusted contract Plaid does not describe) is left out.
     """
     securities = securities_of(body)
     positions: list[Position] = []
@@ -434,6 +521,13 @@ def positions_from_wire(
             avg_cost, unrealized = price, ZERO
         else:
             avg_cost, unrealized = cost / quantity, value - cost
+        if security.option is not None:
+            contracts = quantity / security.option.multiplier
+            if contracts != contracts.to_integral_value():
+                log.warning("an option holding is not whole contracts; left out")
+                skipped += 1
+                continue
+            quantity = contracts.quantize(Decimal(1))
         as_of = now
         if holding.get("institution_price_datetime") is not None:
             as_of = wire_datetime(
@@ -451,6 +545,7 @@ def positions_from_wire(
                 market_value=value,
                 unrealized_pl=unrealized,
                 as_of=as_of,
+                contract=security.option,
             )
         )
     return positions, skipped
@@ -485,6 +580,8 @@ def transaction_type(kind: object, subtype: object) -> str:
     type (cancel, fee, transfer) or ``other`` for a known cash subtype we do not name."""
     if kind not in TRANSACTION_TYPES:
         raise unknown("investment transaction type", kind)
+    if isinstance(subtype, str) and subtype in _OPTION_SUBTYPES:
+        return _OPTION_SUBTYPES[subtype]
     if kind in ("buy", "sell", "fee", "transfer", "cancel"):
         return str(kind)
     if isinstance(subtype, str) and subtype in _CASH_SUBTYPES:

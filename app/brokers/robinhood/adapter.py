@@ -74,6 +74,8 @@ N, U = Support.native, Support.unsupported
 ROBINHOOD_CAPABILITIES = Capabilities(
     asset_classes={
         AssetClass.equity: U,  # no official equities API: only through an aggregator
+        # Robinhood options exist only on its private API (never used): option orders are
+        # refused by the pre-trade gate (``unsupported_order``); ``options`` is NO_OPTIONS.
         AssetClass.option: U,
         AssetClass.crypto: N,
         AssetClass.mutual_fund: U,

@@ -26,10 +26,30 @@ Quirks, with their doc pages:
   cache on non-realtime plans, ``recentOrders`` is always realtime (last 24 hours).
 * Quotes need an account (``GET /accounts/{id}/quotes``, at most 10 symbols, "not a
   substitute for a market data provider") and carry no timestamp.
+
+Options (``options.py`` has the wire format):
+
+* Single- and multi-leg option orders go through ``POST /accounts/{id}/trading/options``,
+  after the impact check ``POST /accounts/{id}/trading/options/impact`` (which places nothing;
+  "only supported for certain enabled brokerages": where it answers 501, or 400 saying the
+  brokerage does not support it, the order is placed without it). An impact whose cash
+  direction contradicts the order's price effect stops the order before placement.
+* Whether a linked brokerage trades options through SnapTrade is not in SnapTrade's
+  ``Brokerage`` metadata (its only trading field is ``allows_trading``); SnapTrade publishes it
+  as its support table (https://support.snaptrade.com/brokerages). The gateway keeps that as
+  ``OPTION_BROKERAGES`` (by brokerage slug) and refuses an option order to any other
+  brokerage, or to a read-only connection, before any trading request: the account's
+  connection is read (``GET /accounts/{id}``, ``GET /authorizations/{id}``) and remembered.
+* SnapTrade has no chain or expirations endpoint (``options.chain`` is unsupported: the chain
+  answers the capability problem). Quotes of option symbols come per contract from
+  ``GET /accounts/{id}/quotes/options`` (deprecated in the spec).
+* An option order is read back in the V2 format (``GET /accounts/{id}/orders/details/v2/
+  {brokerageOrderId}``) with its legs; lists add the option orders of ``/orders/v2``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -48,9 +68,11 @@ from app.brokers.base import (
     BrokerOrder,
     Capabilities,
     InstitutionLink,
+    OptionCapabilities,
     OrderChanges,
     OrderFingerprint,
     OrderListFilter,
+    OrderPreview,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -62,10 +84,11 @@ from app.brokers.base import (
     Support,
     TimeInForce,
     Transaction,
+    is_option_symbol,
 )
 from app.brokers.http import HttpPool
 from app.brokers.pooled_adapter import PooledAdapter
-from app.brokers.snaptrade import auth, mapping
+from app.brokers.snaptrade import auth, mapping, options
 from app.brokers.snaptrade.mapping import SLUG
 from app.config import Settings
 from app.security.credentials import Credentials
@@ -75,11 +98,12 @@ log = logging.getLogger(__name__)
 N, U = Support.native, Support.unsupported
 
 SNAPTRADE_CAPABILITIES = Capabilities(
-    # Equities through the impact form (``ManualTradeForm``); SnapTrade also trades options
-    # (/trading/options) and crypto pairs (/trading/crypto), which this adapter does not map.
+    # Equities through the impact form (``ManualTradeForm``); options through /trading/options
+    # where the linked brokerage trades them (``OPTION_BROKERAGES``; others are refused by the
+    # adapter before any trading request). Crypto pairs (/trading/crypto) are not mapped.
     asset_classes={
         AssetClass.equity: N,
-        AssetClass.option: U,
+        AssetClass.option: N,
         AssetClass.crypto: U,
         AssetClass.mutual_fund: U,
     },
@@ -88,11 +112,31 @@ SNAPTRADE_CAPABILITIES = Capabilities(
     fractional=N,  # ``units`` "can be a decimal for fractional orders" (brokerage permitting)
     extended_hours=U,  # ``trading_session`` exists on /trade/place only, not the impact form
     short_selling=U,  # the impact form's action is BUY or SELL only
-    multi_leg=U,
+    multi_leg=N,  # MlegTradeForm legs[], up to 4 (Trading_getOptionImpact)
     modify=N,  # /trading/replace ("only supported on some brokerages": others refuse it)
     order_stream=U,  # no stream: webhooks say something changed, reconciliation polls
     client_order_ids=U,  # reconciliation by fingerprint
+    options=OptionCapabilities(
+        chain=U,  # no chain endpoint in the spec: options_chain_unsupported
+        expirations=U,
+        max_legs=options.MAX_LEGS,
+        # MlegOrderTypeStrict: MARKET, LIMIT, STOP_LOSS_MARKET, STOP_LOSS_LIMIT
+        combo_order_types=frozenset(OrderType),
+        combo_time_in_force=frozenset(TimeInForce),  # TimeInForceStrict
+        greeks=U,  # only per contract through the deprecated option quote, no chain
+    ),
+    preview=N,  # option orders: /trading/options/impact; equities: /trade/impact
 )
+
+# Brokerages (SnapTrade slugs) whose accounts trade options through SnapTrade. SnapTrade's
+# ``Brokerage`` object has no such flag; this follows its support table by hand
+# (https://support.snaptrade.com/brokerages; unconfirmed, kept small on purpose: an option
+# order to a brokerage not listed is refused, never sent to find out).
+OPTION_BROKERAGES = frozenset({"SCHWAB"})
+LINK_TTL = 3600.0  # seconds an account's connection (brokerage, trade or read) is trusted
+# Words of SnapTrade's 400 when the brokerage has no option impact (spec: "Invalid request,
+# or option impact is not supported for this brokerage"; the exact text is undocumented).
+_NO_IMPACT = ("not supported", "unsupported")
 
 SYMBOL_TTL = 3600.0  # seconds a ticker -> universal symbol id answer is trusted
 PORTAL_LIFETIME = timedelta(minutes=5)  # "the returned URL expires in 5 minutes"
@@ -136,9 +180,11 @@ class SnaptradeAdapter(PooledAdapter):
         pool: HttpPool | None = None,
         *,
         clock: Callable[[], float] | None = None,
+        option_brokerages: frozenset[str] = OPTION_BROKERAGES,
     ) -> None:
         super().__init__(settings, pool)
         self._credentials = credentials
+        self._option_brokerages = option_brokerages
         key = auth.partner_key(settings)
         per_minute = settings.snaptrade_requests_per_minute
         self._api = self._broker_client(
@@ -265,6 +311,8 @@ class SnaptradeAdapter(PooledAdapter):
         return positions
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
+        if is_option_symbol(symbol):  # padded or not: positions carry the unpadded form
+            symbol = mapping.contract_of(symbol).symbol
         for position in await self.get_positions(account_ref):
             if position.symbol == symbol:
                 return position
@@ -288,7 +336,33 @@ class SnaptradeAdapter(PooledAdapter):
         return universal_id
 
     async def check_symbol(self, symbol: str) -> None:
-        await self._universal_symbol_id(symbol)
+        """An equity: ``GET /symbols/{ticker}``. An option contract: SnapTrade has no
+        contract lookup (no chain), so the symbol is parsed (``UnknownSymbol`` when it is no
+        OCC symbol) and the user must hold at least one trading link at a brokerage that
+        trades options (``UnsupportedOrder`` otherwise); the account's own brokerage is
+        checked by ``check_order``."""
+        if not is_option_symbol(symbol):
+            await self._universal_symbol_id(symbol)
+            return
+        try:
+            mapping.contract_of(symbol)
+        except errors.UnknownBrokerValue as exc:
+            raise errors.UnknownSymbol(f"{symbol} is not an option contract", broker=SLUG) from exc
+        links = await self._get("/authorizations")
+        if not any(
+            link.trading and link.institution_slug.upper() in self._option_brokerages
+            for link in mapping.links_from_wire(links, [])
+        ):
+            raise errors.UnsupportedOrder(
+                "none of this user's SnapTrade connections trades options", broker=SLUG
+            )
+
+    async def check_order(self, account_ref: str, order: OrderRequest) -> None:
+        """Before anything is written: an option order's form and the account's brokerage
+        (``SupportsOrderCheck``); reads only. Equity orders are checked by the impact."""
+        if options.is_option_order(order):
+            options.mleg_form(order)
+            await self._check_option_link(account_ref)
 
     # --- orders --------------------------------------------------------------------------
 
@@ -297,7 +371,10 @@ class SnaptradeAdapter(PooledAdapter):
 
         The check may refuse (insufficient funds, a symbol the brokerage does not trade):
         nothing was placed. Only the placement's own lost answer is ``OutcomeUnknown``.
+        Option orders (one leg or several) take the option path (``_place_option``).
         """
+        if options.is_option_order(order):
+            return await self._place_option(account_ref, order)
         universal_id = await self._universal_symbol_id(order.symbol)
         form = mapping.impact_form(account_ref, order, universal_id)
         try:
@@ -320,10 +397,111 @@ class SnaptradeAdapter(PooledAdapter):
         )
         return mapping.order_from_wire(_loads(placed))
 
+    async def _check_option_link(self, account_ref: str) -> None:
+        """Refuse (``UnsupportedOrder``) an option order to an account whose connection is
+        read-only or whose brokerage does not trade options through SnapTrade."""
+        memo = ("snaptrade-link", self._settings.snaptrade_base_url, account_ref)
+        found = self._pool.recall(memo)
+        if not isinstance(found, tuple):
+            account = await self._get(_path("/accounts/{}", account_ref))
+            link_id = account.get("brokerage_authorization") if isinstance(account, dict) else None
+            if not isinstance(link_id, str) or not link_id:
+                raise mapping.unknown("brokerage_authorization", link_id)
+            authorization = await self._get(_path("/authorizations/{}", link_id))
+            link = mapping.links_from_wire([authorization], [])[0]
+            found = (link.institution_slug.upper(), link.trading, link.institution)
+            self._pool.remember(memo, found, LINK_TTL)
+        slug, trading, name = found
+        if not trading:
+            raise errors.UnsupportedOrder(
+                f"this {name} connection through SnapTrade is read-only", broker=SLUG
+            )
+        if slug not in self._option_brokerages:
+            raise errors.UnsupportedOrder(
+                f"{name} does not trade options through SnapTrade", broker=SLUG
+            )
+
+    async def _option_impact(self, account_ref: str, form: dict[str, Any]) -> Any | None:
+        """``POST /accounts/{id}/trading/options/impact``: the impact, or None where the
+        brokerage offers none. Places nothing: a lost answer is a transient failure."""
+        try:
+            response = await self._api.request(
+                "POST",
+                _path("/accounts/{}/trading/options/impact", account_ref),
+                params=self._user(),
+                json=form,
+            )
+        except errors.NotSupported:
+            return None  # 501: the deprecated answer of a brokerage without impact
+        except errors.Rejected as exc:
+            if any(s in exc.reason.lower() for s in _NO_IMPACT) and not isinstance(
+                exc, errors.InsufficientFunds
+            ):
+                return None
+            raise
+        except errors.OutcomeUnknown as exc:
+            raise errors.Transient(
+                f"the order impact did not answer; nothing was placed ({exc.reason})",
+                broker=SLUG,
+            ) from exc
+        return _loads(response)
+
+    async def _place_option(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
+        form = options.mleg_form(order)  # refuses what the form cannot carry, before any call
+        await self._check_option_link(account_ref)
+        impact = await self._option_impact(account_ref, form)
+        if impact is not None:
+            said = options.impact_direction(impact)
+            wanted = options.order_direction(order)
+            if said is not None and wanted is not None and said is not wanted:
+                raise errors.UnsupportedOrder(
+                    f"the order says {wanted.value} but SnapTrade's impact is a "
+                    f"{said.value}; nothing was placed",
+                    broker=SLUG,
+                )
+        placed = await self._api.request(
+            "POST",
+            _path("/accounts/{}/trading/options", account_ref),
+            params=self._user(),
+            json=form,
+        )
+        return options.placed_from_wire(_loads(placed), order)
+
+    async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview:
+        """The broker's impact, placing nothing: ``/trading/options/impact`` for an option
+        order; for an equity order ``/trade/impact`` (its cash effect is the drop in the
+        account's cash it reports, ``combined_remaining_balance.cash``, against the cash of
+        ``/balances``; the Trade it creates expires unused after 5 minutes)."""
+        if options.is_option_order(order):
+            form = options.mleg_form(order)
+            await self._check_option_link(account_ref)
+            impact = await self._option_impact(account_ref, form)
+            if impact is None:
+                raise errors.NotSupported(
+                    "this brokerage has no option order impact through SnapTrade", broker=SLUG
+                )
+            return options.preview_from_impact(impact, order)
+        universal_id = await self._universal_symbol_id(order.symbol)
+        account = await self._get(_path("/accounts/{}", account_ref))
+        _, currency = mapping.account_total(account)
+        cash, _, _ = mapping.cash_and_buying_power(
+            await self._get(_path("/accounts/{}/balances", account_ref)), currency or "USD"
+        )
+        impact = await self._read_post(
+            "/trade/impact", mapping.impact_form(account_ref, order, universal_id)
+        )
+        return mapping.equity_preview(impact, cash, order)
+
     async def modify_order(
         self, account_ref: str, broker_order_id: str, changes: OrderChanges
     ) -> BrokerOrder:
-        """``POST /accounts/{id}/trading/replace`` with the whole order (the form needs it)."""
+        """``POST /accounts/{id}/trading/replace`` with the whole order (the form needs it).
+
+        A single-leg option order is replaced by its OCC symbol and option action ("Use the
+        OCC symbol to replace an option order", spec ``ManualTradeReplaceForm``) and read
+        back in the V2 format; a multi-leg order cannot be expressed in that form and is
+        refused (``UnsupportedOrder``) before any request.
+        """
         current = await self.get_order(account_ref, broker_order_id)
         if changes.is_empty():
             return current
@@ -336,6 +514,15 @@ class SnaptradeAdapter(PooledAdapter):
         answer = _loads(response)
         new_id = answer.get("brokerage_order_id") if isinstance(answer, dict) else None
         replaces = broker_order_id if new_id not in (None, broker_order_id) else None
+        if options.is_option_record(answer) and isinstance(new_id, str):
+            try:
+                replaced = await self._get_order_v2(account_ref, new_id)
+            except errors.BrokerError as exc:
+                raise errors.OutcomeUnknown(
+                    f"the replace was accepted but the new order could not be read: {exc.reason}",
+                    broker=SLUG,
+                ) from exc
+            return dataclasses.replace(replaced, replaces=replaces)
         return mapping.order_from_wire(answer, replaces=replaces)
 
     async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
@@ -355,11 +542,37 @@ class SnaptradeAdapter(PooledAdapter):
             ) from exc
 
     async def get_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
-        body = await self._read_post(
-            _path("/accounts/{}/orders/details", account_ref),
-            {"brokerage_order_id": broker_order_id},
-        )
+        """``POST /accounts/{id}/orders/details``; an option order (its record names an
+        ``option_symbol``, or the V1 detail refuses it: "only works for single-leg orders")
+        is read again in the V2 format with its legs."""
+        try:
+            body = await self._read_post(
+                _path("/accounts/{}/orders/details", account_ref),
+                {"brokerage_order_id": broker_order_id},
+            )
+        except errors.Rejected as exc:
+            if isinstance(exc, errors.OrderNotFound):
+                raise
+            return await self._get_order_v2(account_ref, broker_order_id)
+        if options.is_option_record(body):
+            return await self._get_order_v2(account_ref, broker_order_id)
         return mapping.order_from_wire(body)
+
+    async def _get_order_v2(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
+        body = await self._get(
+            _path("/accounts/{}/orders/details/v2/{}", account_ref, broker_order_id)
+        )
+        return options.order_v2_from_wire(body)
+
+    async def _option_orders(self, account_ref: str, *, days: int) -> list[BrokerOrder]:
+        """The option orders of ``GET /accounts/{id}/orders/v2`` (V1 lists leave them out)."""
+        try:
+            body = await self._get(
+                _path("/accounts/{}/orders/v2", account_ref), state="all", days=str(days)
+            )
+        except errors.NotSupported:
+            return []
+        return options.orders_v2_from_wire(body)
 
     async def find_order_by_client_id(
         self, account_ref: str, client_order_id: str
@@ -382,9 +595,13 @@ class SnaptradeAdapter(PooledAdapter):
         """
         start = fingerprint.submitted_at - FINGERPRINT_SKEW
         end = fingerprint.submitted_at + FINGERPRINT_WINDOW
+        if fingerprint.legs or is_option_symbol(fingerprint.symbol):
+            recent = await self._option_orders(account_ref, days=1)
+        else:
+            recent = await self._recent_orders(account_ref)
         candidates = [
             o
-            for o in await self._recent_orders(account_ref)
+            for o in recent
             if fingerprint.matches(o)
             and o.broker_order_id not in claimed
             and start <= o.created_at <= end
@@ -412,10 +629,14 @@ class SnaptradeAdapter(PooledAdapter):
         return mapping.orders_from_wire(orders, "recentOrders payload")
 
     async def _orders(self, account_ref: str, state: str, *, days: int) -> list[BrokerOrder]:
+        """Equity orders from the V1 list and, where the brokerage trades options, option
+        orders (with their legs) from the V2 list."""
         body = await self._get(
             _path("/accounts/{}/orders", account_ref), state=state, days=str(days)
         )
         orders = mapping.orders_from_wire(body)
+        if mapping.has_option_records(body):
+            orders.extend(await self._option_orders(account_ref, days=days))
         orders.sort(key=lambda o: (o.created_at, o.broker_order_id), reverse=True)
         return orders
 
@@ -480,21 +701,37 @@ class SnaptradeAdapter(PooledAdapter):
         (quotes are asked of an account's brokerage), 10 symbols at a time."""
         if not symbols:
             return {}
-        if self._quote_account is None:
-            accounts = await self.list_accounts()
-            if not accounts:
-                raise errors.NotSupported("no SnapTrade account to ask for quotes", broker=SLUG)
-            self._quote_account = accounts[0].broker_account_id
+        account = await self._quote_account_ref()
         quotes: dict[str, Quote] = {}
-        for i in range(0, len(symbols), QUOTE_BATCH):
-            batch = symbols[i : i + QUOTE_BATCH]
+        equities = [s for s in symbols if not is_option_symbol(s)]
+        for symbol in (s for s in symbols if is_option_symbol(s)):
+            # One contract per request (deprecated: "will cease to return data as of
+            # October 1, 2026"); a contract SnapTrade does not know (404) is left out.
+            try:
+                body = await self._get(
+                    _path("/accounts/{}/quotes/options", account),
+                    symbol=options.wire_symbol(symbol),
+                )
+            except errors.OrderNotFound:
+                continue
+            quotes[symbol] = options.option_quote_from_wire(body, symbol, self._now())
+        for i in range(0, len(equities), QUOTE_BATCH):
+            batch = equities[i : i + QUOTE_BATCH]
             body = await self._get(
-                _path("/accounts/{}/quotes", self._quote_account),
+                _path("/accounts/{}/quotes", account),
                 symbols=",".join(batch),
                 use_ticker="true",
             )
             quotes.update(mapping.quotes_from_wire(body, batch, self._now()))
         return quotes
+
+    async def _quote_account_ref(self) -> str:
+        if self._quote_account is None:
+            accounts = await self.list_accounts()
+            if not accounts:
+                raise errors.NotSupported("no SnapTrade account to ask for quotes", broker=SLUG)
+            self._quote_account = accounts[0].broker_account_id
+        return self._quote_account
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None  # SnapTrade pushes webhooks, not order streams

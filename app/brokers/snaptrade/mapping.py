@@ -36,15 +36,22 @@ from app.brokers.base import (
     BrokerAccount,
     BrokerOrder,
     InstitutionLink,
+    InvalidOptionSymbol,
+    OptionContract,
+    OptionRight,
     OrderChanges,
+    OrderPreview,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
     Position,
+    PreviewSource,
+    PriceEffect,
     Quote,
     TimeInForce,
     Transaction,
+    is_option_symbol,
 )
 from app.brokers.wire import WireReader
 
@@ -128,7 +135,7 @@ _KINDS: dict[str, AssetClass | None] = {
 }
 
 # Activity ``type`` -> our transaction types (the docs' list is open-ended: anything else is
-# not reported, like the option events this gateway does not model).
+# not reported).
 # https://docs.snaptrade.com/docs/sandbox ("All transaction types")
 _ACTIVITY_TYPES = {
     "BUY": "buy",
@@ -146,7 +153,12 @@ _ACTIVITY_TYPES = {
     "TRANSFER": "transfer",
     "INTERNAL_CASH_TRANSFER_IN": "transfer",
     "INTERNAL_CASH_TRANSFER_OUT": "transfer",
+    # An option's end of life; ``option_symbol`` names the contract (spec, UniversalActivity).
+    "OPTIONEXPIRATION": "option_expiration",
+    "OPTIONASSIGNMENT": "option_assignment",
+    "OPTIONEXERCISE": "option_exercise",
 }
+_OPTION_TYPES = {"CALL": OptionRight.call, "PUT": OptionRight.put}
 
 
 # Webhook event types after which the user's connections, accounts or orders may differ
@@ -257,6 +269,36 @@ def universal_symbol_id(body: object, symbol: str) -> str | None:
     return _str(found, "id")
 
 
+def contract_of(symbol: object, field: str = "option symbol") -> OptionContract:
+    """An OCC symbol from the wire (SnapTrade sends the 21-character padded form)."""
+    if not isinstance(symbol, str):
+        raise unknown(field, symbol)
+    try:
+        return OptionContract.parse(symbol)
+    except InvalidOptionSymbol as exc:
+        raise unknown(field, symbol) from exc
+
+
+def option_contract(instrument: dict[str, Any]) -> OptionContract:
+    """An ``OptionInstrument`` (``/positions/all``) as a contract; its separate fields must
+    agree with its OCC symbol (a mismatch is an unknown value, never guessed between)."""
+    multiplier = dec(instrument.get("multiplier"), "multiplier")
+    underlying_raw = instrument.get("underlying")
+    underlying = underlying_raw.get("symbol") if isinstance(underlying_raw, dict) else None
+    parsed = contract_of(instrument.get("symbol"))
+    contract = OptionContract.parse(
+        parsed.occ_padded,
+        underlying=str(underlying).upper() if isinstance(underlying, str) and underlying else None,
+        multiplier=multiplier,
+    )
+    right = WIRE.lookup(_OPTION_TYPES, instrument.get("option_type"), "option_type")
+    strike = dec(instrument.get("strike_price"), "strike_price")
+    expiry = ts(instrument.get("expiration_date"), "expiration_date").date()
+    if (right, strike, expiry) != (contract.right, contract.strike, contract.expiration):
+        raise unknown("option instrument (fields disagree with its symbol)", instrument)
+    return contract
+
+
 # --- orders --------------------------------------------------------------------------------
 
 
@@ -331,6 +373,39 @@ def order_from_wire(body: object, *, replaces: str | None = None) -> BrokerOrder
     )
 
 
+def has_option_records(body: object) -> bool:
+    """Does a V1 order list hold option records (read again from the V2 list, with legs)?"""
+    return isinstance(body, list) and any(
+        isinstance(item, dict) and item.get("option_symbol") is not None for item in body
+    )
+
+
+def equity_preview(body: object, cash_before: Decimal, order: OrderRequest) -> OrderPreview:
+    """A ``ManualTradeAndImpact`` as a preview: the cash change is the account's cash after
+    the trade (``combined_remaining_balance.cash``) less its cash now; fees are the impacts'
+    ``estimated_commission`` and ``forex_fees``."""
+    answer = _obj(body, "impact payload")
+    remaining = _obj(answer.get("combined_remaining_balance"), "combined_remaining_balance")
+    after = dec(remaining.get("cash"), "combined_remaining_balance.cash")
+    fees = _ZERO
+    for impact in objects(answer.get("trade_impacts") or [], "trade_impacts"):
+        for name in ("estimated_commission", "forex_fees"):
+            fees += opt_dec(impact.get(name), name) or _ZERO
+    change = tidy(after - cash_before)
+    direction = (
+        PriceEffect.debit if change < 0 else PriceEffect.credit if change > 0 else PriceEffect.even
+    )
+    return OrderPreview(
+        estimated_cash_change=change,
+        direction=direction,
+        buying_power_change=None,
+        fees=tidy(fees),
+        warnings=(),
+        rejections=(),
+        source=PreviewSource.broker,
+    )
+
+
 def orders_from_wire(body: object, field: str = "orders payload") -> list[BrokerOrder]:
     """The equity orders of a list (option and crypto pair records are left out)."""
     return [order_from_wire(item) for item in objects(body, field) if is_modelled(item)]
@@ -358,15 +433,30 @@ def impact_form(account_ref: str, order: OrderRequest, universal_symbol_id: str)
 
 
 def replace_form(current: BrokerOrder, changes: OrderChanges) -> dict[str, Any]:
-    """``ManualTradeReplaceForm``: the whole order with the changes applied."""
+    """``ManualTradeReplaceForm``: the whole order with the changes applied. An option order
+    goes by its 21-character OCC symbol with its option action (BUY_TO_OPEN...); a
+    multi-leg order has no replace form (``UnsupportedOrder``)."""
+    if current.legs:
+        raise errors.UnsupportedOrder(
+            "SnapTrade cannot replace a multi-leg order; cancel it and place a new one",
+            broker=SLUG,
+        )
     quantity = changes.quantity if changes.quantity is not None else current.quantity
     tif = changes.time_in_force or current.time_in_force
+    action, symbol = _SIDES_OUT[current.side], current.symbol
+    if is_option_symbol(current.symbol):
+        if current.position_effect is None:
+            raise errors.UnsupportedOrder("the option order's open/close is unknown", broker=SLUG)
+        if quantity != quantity.to_integral_value():
+            raise errors.UnsupportedOrder("options trade in whole contracts", broker=SLUG)
+        symbol = contract_of(current.symbol).occ_padded
+        action = f"{action}_TO_{current.position_effect.value.upper()}"
     form: dict[str, Any] = {
         "brokerage_order_id": current.broker_order_id,
-        "action": _SIDES_OUT[current.side],
+        "action": action,
         "order_type": _ORDER_TYPES_OUT[current.order_type],
         "time_in_force": _TIF_OUT[tif],
-        "symbol": current.symbol,
+        "symbol": symbol,
         "units": number(quantity, "quantity"),
     }
     limit = changes.limit_price if changes.limit_price is not None else current.limit_price
@@ -512,10 +602,13 @@ def positions_from_wire(body: object, now: datetime) -> tuple[list[Position], da
         cost = opt_dec(item.get("cost_basis"), "cost_basis")
         multiplier = Decimal(1)
         symbol = _str(instrument, "symbol").upper()
+        contract = None
         if asset_class is AssetClass.option:
-            # Options: price and cost basis are per share; a contract is ``multiplier`` shares.
-            multiplier = dec(instrument.get("multiplier"), "multiplier")
-            symbol = symbol.replace(" ", "")
+            # Options: price and cost basis are per share (the gateway's basis too); a
+            # contract is ``multiplier`` shares (10 for a mini option).
+            contract = option_contract(instrument)
+            multiplier = contract.multiplier
+            symbol = contract.symbol
         market_value = units * price * multiplier
         avg_cost = cost if cost is not None else price
         positions.append(
@@ -528,6 +621,7 @@ def positions_from_wire(body: object, now: datetime) -> tuple[list[Position], da
                 market_value=tidy(market_value),
                 unrealized_pl=tidy((price - avg_cost) * units * multiplier),
                 as_of=as_of,
+                contract=contract,
             )
         )
     return positions, as_of
@@ -546,6 +640,10 @@ def transactions_from_wire(body: object) -> tuple[list[Transaction], int | None]
             continue
         symbol = item.get("symbol")
         ticker = symbol.get("symbol") if isinstance(symbol, dict) else None
+        option = item.get("option_symbol")
+        if isinstance(option, dict):
+            # An option's trade or end of life: the contract, in our (unpadded) form.
+            ticker = contract_of(option.get("ticker"), "option_symbol.ticker").symbol
         occurred = item.get("trade_date") or item.get("settlement_date")
         amount = opt_dec(item.get("amount"), "amount")
         result.append(

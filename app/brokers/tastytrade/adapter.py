@@ -24,6 +24,20 @@ Quirks, with their doc pages (payload quirks are in ``mapping``):
   ``cannot_update_order``.
 * ``GET /accounts/{account_number}/orders/live`` returns every order created or updated
   today whatever its status, plus older orders still working (same page, "Live Orders").
+
+Options (``mapping`` has the wire forms):
+
+* Discovery is ``GET /option-chains/{symbol}/nested`` (expirations, strikes, call/put OCC
+  symbols; no server-side filters, so the chain is filtered here) and quotes are
+  ``GET /market-data/by-type?equity-option=<padded OCC>`` (bid/ask/last, no greeks: those are
+  DXLink-only, https://developer.tastytrade.com/docs/concepts/market-data/).
+* A spread is one order of 2 to 4 ``Equity Option`` legs with absolute per-leg quantities and
+  one unsigned ``price`` + ``price-effect``
+  (https://developer.tastytrade.com/docs/guides/multi-leg-spreads/); it is modified with the
+  same cancel-replace ``PUT`` (legs left out of the body, tastyware/tastytrade
+  ``Account.replace_order``) and cancelled whole.
+* Preview is ``POST /accounts/{account_number}/orders/dry-run`` with the placing body; a
+  refused dry run (422 preflight failure) is a preview with rejections.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -44,13 +59,22 @@ from app.brokers.base import (
     BrokerAccount,
     BrokerOrder,
     Capabilities,
+    OptionCapabilities,
+    OptionChainQuery,
+    OptionExpiration,
+    OptionQuote,
     OrderChanges,
+    OrderLeg,
     OrderListFilter,
+    OrderPreview,
     OrderRequest,
+    OrderSide,
     OrderStatus,
     OrderType,
     OrderUpdate,
     Position,
+    PositionEffect,
+    PriceEffect,
     Quote,
     Support,
     TimeInForce,
@@ -62,6 +86,7 @@ from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.symbols import asset_class_of
 from app.brokers.tastytrade import auth, mapping
 from app.brokers.tastytrade.mapping import SLUG
+from app.brokers.tastytrade.market_data import TASTYTRADE_MARKET_DATA, TastytradeMarketSession
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -70,10 +95,11 @@ log = logging.getLogger(__name__)
 N, U = Support.native, Support.unsupported
 
 TASTYTRADE_CAPABILITIES = Capabilities(
-    # Options, futures and crypto trade at tastytrade; this adapter maps equities only.
+    # Futures and crypto trade at tastytrade too; this adapter maps equities and equity
+    # options.
     asset_classes={
         AssetClass.equity: N,
-        AssetClass.option: U,
+        AssetClass.option: N,
         AssetClass.crypto: U,
         AssetClass.mutual_fund: U,
     },
@@ -90,9 +116,33 @@ TASTYTRADE_CAPABILITIES = Capabilities(
     fractional=U,
     extended_hours=N,  # "Ext" / "GTC Ext"
     short_selling=N,  # a sell with nothing to close opens a short (margin accounts)
-    multi_leg=U,
+    # Spreads are one order with up to 4 Equity Option legs, one net price and price-effect
+    # (https://developer.tastytrade.com/docs/guides/multi-leg-spreads/).
+    multi_leg=N,
     modify=N,  # price, order type and time in force (not quantity)
     order_stream=N,
+    options=OptionCapabilities(
+        # GET /option-chains/{symbol}/nested: expirations with their strikes, call and put
+        # symbols (https://developer.tastytrade.com/reference/instruments/getOptionChainsSymbolNested/).
+        chain=N,
+        expirations=N,
+        max_legs=mapping.MAX_LEGS,
+        # The gateway sends spreads as Market or Limit (a limit needs price + price-effect;
+        # an even net price has no form, see mapping._combo_price_effect).
+        combo_order_types=frozenset({OrderType.market, OrderType.limit}),
+        combo_time_in_force=frozenset({TimeInForce.day, TimeInForce.gtc}),
+        combo_price_effects=frozenset({PriceEffect.debit, PriceEffect.credit}),
+        # REST quotes (/market-data/by-type) carry no greeks; tastytrade publishes greeks
+        # only as DXLink ``Greeks`` events (docs/concepts/streaming), which this adapter
+        # does not read.
+        greeks=U,
+        exercise=U,
+    ),
+    # POST /accounts/{account_number}/orders/dry-run: preflight, buying-power effect and
+    # fees without routing (https://developer.tastytrade.com/reference/orders/postAccountsAccountNumberOrdersDryRun).
+    preview=N,
+    # DXLink: Quote, Trade, Greeks and Candle events (market_data.py); no REST bars.
+    market_data=TASTYTRADE_MARKET_DATA,
 )
 
 SOURCE = "brokerage-gateway"  # the ``source`` tag on our orders
@@ -100,6 +150,7 @@ PER_PAGE = 200  # ``per-page`` maximum of the order search (orders swagger)
 TRANSACTIONS_PER_PAGE = 250
 MAX_PAGES = 10  # pages read for one history/transactions call
 QUOTES_PER_REQUEST = 100  # "Combined limit across all types is 100"
+CHAIN_TTL = 60.0  # seconds a nested chain (listing, not prices) is reused per credential
 ASSET_TTL = 3600.0  # seconds a tradable-equity lookup is trusted
 _OPEN = frozenset(
     {
@@ -110,6 +161,15 @@ _OPEN = frozenset(
         OrderStatus.pending_replace,
     }
 )
+
+
+# /market-data/by-type parameters per asset class
+# (https://developer.tastytrade.com/docs/concepts/market-data/).
+_QUOTE_KINDS = {
+    AssetClass.equity: "equity",
+    AssetClass.option: "equity-option",
+    AssetClass.crypto: "cryptocurrency",
+}
 
 
 def _loads(response: httpx.Response) -> Any:
@@ -283,29 +343,127 @@ class TastytradeAdapter(PooledAdapter):
         return None
 
     async def check_symbol(self, symbol: str) -> None:
-        """``GET /instruments/equities/{symbol}``: unknown (404), inactive or closing-only
-        equities are refused. A tradable answer is remembered for ``ASSET_TTL``."""
-        if asset_class_of(symbol) is not AssetClass.equity:
+        """``GET /instruments/equities/{symbol}`` (or ``/instruments/equity-options/{occ}``
+        for an option): unknown (404) or inactive instruments are refused, and closing-only
+        equities. A tradable answer is remembered for ``ASSET_TTL``."""
+        asset_class = asset_class_of(symbol)
+        if asset_class is AssetClass.option:
+            path = "/instruments/equity-options/" + quote(mapping.option_to_wire(symbol), safe="")
+        elif asset_class is AssetClass.equity:
+            path = f"/instruments/equities/{quote(mapping.to_wire_symbol(symbol), safe='')}"
+        else:
             raise errors.UnsupportedOrder(
-                f"the gateway trades equities only at tastytrade, not {symbol}", broker=SLUG
+                f"the gateway trades equities and equity options only at tastytrade, not {symbol}",
+                broker=SLUG,
             )
-        memo_key = ("tastytrade-equity", self._settings.tastytrade_base_url, symbol)
+        memo_key = ("tastytrade-instrument", self._settings.tastytrade_base_url, symbol)
         if self._pool.recall(memo_key) is True:
             return
         try:
-            body = await self._call(
-                "GET", f"/instruments/equities/{quote(mapping.to_wire_symbol(symbol), safe='')}"
-            )
+            body = await self._call("GET", path)
         except (errors.UnknownSymbol, errors.OrderNotFound) as exc:
             raise errors.UnknownSymbol(f"tastytrade does not list {symbol}", broker=SLUG) from exc
         data = mapping.data_of(body)
         if not isinstance(data, dict):
-            raise mapping.unknown("equity payload", type(data).__name__)
-        if data.get("active") is not True or data.get("is-closing-only") is True:
+            raise mapping.unknown("instrument payload", type(data).__name__)
+        # An option that is closing-only can still be closed; the broker refuses an opening
+        # order itself, so only an inactive option is refused here.
+        closing_only = asset_class is AssetClass.equity and data.get("is-closing-only") is True
+        if data.get("active") is not True or closing_only:
             raise errors.UnsupportedOrder(
                 f"{symbol} is not open for trading at tastytrade", broker=SLUG
             )
         self._pool.remember(memo_key, True, ASSET_TTL)
+
+    # --- options -----------------------------------------------------------------------
+
+    async def _nested_chain(self, underlying: str) -> list[mapping.ChainExpiration]:
+        """``GET /option-chains/{symbol}/nested``, reused for ``CHAIN_TTL`` (listings change
+        once a day; prices are never cached)."""
+        memo_key = (
+            "tastytrade-chain",
+            self._settings.tastytrade_base_url,
+            auth.credential_id(self._credentials),
+            underlying,
+        )
+        cached = self._pool.recall(memo_key)
+        if isinstance(cached, list):
+            return cached
+        try:
+            body = await self._call(
+                "GET", f"/option-chains/{quote(mapping.to_wire_symbol(underlying), safe='')}/nested"
+            )
+        except errors.OrderNotFound as exc:
+            raise errors.UnknownSymbol(
+                f"tastytrade lists no options on {underlying}", broker=SLUG
+            ) from exc
+        chain = mapping.nested_chain_from_wire(mapping.items_of(body), underlying)
+        if not chain:
+            raise errors.UnknownSymbol(f"tastytrade lists no options on {underlying}", broker=SLUG)
+        self._pool.remember(memo_key, chain, CHAIN_TTL)
+        return chain
+
+    async def list_option_expirations(self, underlying: str) -> list[OptionExpiration]:
+        """The nested chain is the expirations list (one request, no quotes)."""
+        return [e.expiration for e in await self._nested_chain(underlying)]
+
+    async def get_option_chain(self, query: OptionChainQuery) -> list[OptionQuote]:
+        """The nested chain filtered here (tastytrade's chain endpoints take no filters),
+        then quotes by ``GET /market-data/by-type?equity-option=...`` 100 symbols a call."""
+        contracts = [
+            contract
+            for expiration in await self._nested_chain(query.underlying)
+            if query.expiration in (None, expiration.expiration.expiration)
+            for contract in expiration.contracts
+            if (query.right is None or contract.right is query.right)
+            and (query.strike_gte is None or contract.strike >= query.strike_gte)
+            and (query.strike_lte is None or contract.strike <= query.strike_lte)
+        ]
+        result: list[OptionQuote] = []
+        for start in range(0, len(contracts), QUOTES_PER_REQUEST):
+            chunk = contracts[start : start + QUOTES_PER_REQUEST]
+            body = await self._call(
+                "GET",
+                "/market-data/by-type",
+                params={"equity-option": [c.occ_padded for c in chunk]},
+            )
+            result.extend(
+                mapping.option_quotes_from_wire(mapping.items_of(body), chunk, self._now())
+            )
+        return result
+
+    async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview:
+        """``POST .../orders/dry-run`` with the body placing would send. A refusal of the
+        order itself (422 preflight failure, insufficient buying power, 400 validation) is a
+        preview with rejections; a refused token, an unknown account or an outage raise."""
+        body = mapping.order_to_wire(order, SOURCE)
+        try:
+            answer = await self._call(
+                "POST", self._account_path(account_ref, "/orders/dry-run"), json=body
+            )
+        except (errors.OrderNotFound, errors.OrderNotModifiable):
+            raise  # an unknown account, not a verdict on the order
+        except errors.Rejected as exc:
+            return mapping.rejection_preview(exc.reason)
+        natural = None
+        if order.order_type is OrderType.market:
+            natural = await self._natural_debit(order)
+        return mapping.preview_from_wire(mapping.data_of(answer), order, natural)
+
+    async def _natural_debit(self, order: OrderRequest) -> Decimal | None:
+        """A market order's price per unit from current quotes (buys at the ask, sells at the
+        bid), for the preview's cash estimate; None when a quote is missing."""
+        legs = order.legs or (
+            OrderLeg(order.symbol, order.side, 1, order.position_effect or PositionEffect.open),
+        )
+        quotes = await self.get_quotes([leg.symbol for leg in legs])
+        total = Decimal(0)
+        for leg in legs:
+            quote = quotes.get(leg.symbol)
+            if quote is None:
+                return None
+            total += leg.ratio * (quote.ask if leg.side is OrderSide.buy else -quote.bid)
+        return total
 
     # --- orders ------------------------------------------------------------------------
 
@@ -314,7 +472,7 @@ class TastytradeAdapter(PooledAdapter):
         skipped = len(items) - len(orders)
         if skipped:
             log.info(
-                "tastytrade orders outside the gateway's model (multi-leg, non-equity) left out",
+                "tastytrade orders outside the gateway's model (futures, crypto, ...) left out",
                 extra={"broker": SLUG, "count": skipped},
             )
         return orders
@@ -438,6 +596,9 @@ class TastytradeAdapter(PooledAdapter):
         if end is not None:
             params["end-at"] = mapping.wire_time(end)
         if symbol is not None:
+            # The search filters by underlying: an option's orders are its underlying's.
+            if asset_class_of(symbol) is AssetClass.option:
+                symbol = mapping.option_from_wire(symbol).underlying
             params["underlying-symbol"] = mapping.to_wire_symbol(symbol)
         return await self._search(account_ref, params, PER_PAGE * MAX_PAGES)
 
@@ -466,17 +627,33 @@ class TastytradeAdapter(PooledAdapter):
         return result
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
-        """``GET /market-data/by-type?equity=AAPL&equity=MSFT`` (at most 100 symbols a call)."""
+        """``GET /market-data/by-type?equity=AAPL&equity=MSFT`` (at most 100 symbols a call;
+        options as ``equity-option`` with the padded OCC symbol)."""
         result: dict[str, Quote] = {}
         for start in range(0, len(symbols), QUOTES_PER_REQUEST):
             chunk = symbols[start : start + QUOTES_PER_REQUEST]
             params: dict[str, list[str]] = {}
             for symbol in chunk:
-                kind = "cryptocurrency" if asset_class_of(symbol) is AssetClass.crypto else "equity"
+                kind = _QUOTE_KINDS.get(asset_class_of(symbol), "equity")
                 params.setdefault(kind, []).append(mapping.to_wire_symbol(symbol))
             body = await self._call("GET", "/market-data/by-type", params=params)
             result.update(mapping.quotes_from_wire(mapping.items_of(body), chunk))
         return result
+
+    async def quote_token(self) -> tuple[str, str]:
+        """``GET /api-quote-tokens``: the DXLink token and ``dxlink-url`` (24 h)."""
+        data = mapping.data_of(await self._call("GET", "/api-quote-tokens"))
+        token = data.get("token") if isinstance(data, dict) else None
+        url = data.get("dxlink-url") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token or not isinstance(url, str) or not url:
+            raise mapping.unknown(
+                "quote token payload", sorted(data) if isinstance(data, dict) else None
+            )
+        return token, url
+
+    def market_data_session(self) -> TastytradeMarketSession:
+        """One DXLink connection (quotes, trades, greeks, candles) for this credential."""
+        return TastytradeMarketSession(self.quote_token)
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         from app.brokers.tastytrade.stream import AccountStreamer

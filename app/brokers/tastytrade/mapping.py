@@ -20,10 +20,11 @@ Quirks handled here, each with its doc page:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import httpx
@@ -33,18 +34,31 @@ from app.brokers.base import (
     AssetClass,
     Balances,
     BrokerOrder,
+    BrokerOrderLeg,
+    ExpirationType,
     Fill,
+    InvalidOptionSymbol,
+    OptionContract,
+    OptionExpiration,
+    OptionQuote,
+    OptionRight,
+    OptionStyle,
     OrderChanges,
+    OrderPreview,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
     OrderUpdate,
     Position,
+    PositionEffect,
+    PreviewSource,
+    PriceEffect,
     Quote,
     TimeInForce,
     Transaction,
 )
+from app.brokers.symbols import asset_class_of
 from app.brokers.wire import WireReader
 
 SLUG = "tastytrade"
@@ -205,7 +219,10 @@ def _opt_id(value: object) -> str | None:
 
 def to_wire_symbol(symbol: str) -> str:
     """Equities travel as tickers (``AAPL``, ``BRK/B``); our crypto pairs ``BTC-USD`` as
-    ``BTC/USD`` (https://developer.tastytrade.com/order-submission)."""
+    ``BTC/USD`` (https://developer.tastytrade.com/order-submission); options as the padded
+    OCC symbol (``option_to_wire``)."""
+    if asset_class_of(symbol) is AssetClass.option:
+        return option_to_wire(symbol)
     return symbol.replace("-", "/") if re.fullmatch(r"[A-Z0-9]+-[A-Z]+", symbol) else symbol
 
 
@@ -213,9 +230,86 @@ def from_wire_symbol(symbol: str, asset_class: AssetClass) -> str:
     if asset_class is AssetClass.crypto:
         return symbol.replace("/", "-")
     if asset_class is AssetClass.option:
-        # OCC with the root padded to six characters: "AAPL  240119C00150000".
-        return re.sub(r"\s+", " ", symbol.strip())
+        return option_from_wire(symbol).symbol
     return symbol
+
+
+def option_to_wire(symbol: str) -> str:
+    """Our option symbol (padded or not) as tastytrade's: OCC with the root padded to six
+    characters, ``AAPL  261218C00150000`` ("OCC format for equity options",
+    https://developer.tastytrade.com/docs/concepts/market-data/ ; the multi-leg guide's
+    ``AAPL 221118C00157500`` is the same symbol with its spaces collapsed by the page)."""
+    try:
+        return OptionContract.parse(symbol).occ_padded
+    except InvalidOptionSymbol as exc:
+        raise errors.UnsupportedOrder(str(exc), broker=SLUG) from None
+
+
+def option_from_wire(
+    text: object, *, underlying: object = None, multiplier: object = None
+) -> OptionContract:
+    """A tastytrade OCC symbol (padded, or with its spaces collapsed as in the docs'
+    examples) as a contract; ``underlying`` (``underlying-symbol``) where the answer has it,
+    since a root such as SPXW is not its underlying."""
+    if not isinstance(text, str):
+        raise unknown("option symbol", text)
+    shares = Decimal(100)
+    if multiplier is not None:
+        shares = dec(multiplier, "multiplier")
+        if shares <= 0:
+            raise unknown("multiplier", multiplier)
+        # "100.0" and 100 are the same multiplier: one form for equal contracts.
+        shares = shares.quantize(Decimal(1)) if shares == shares.to_integral() else shares
+    try:
+        contract = OptionContract.parse(
+            text,
+            underlying=underlying if isinstance(underlying, str) and underlying else None,
+            multiplier=shares,
+        )
+    except InvalidOptionSymbol:
+        raise unknown("option symbol", text) from None
+    return contract
+
+
+def streamer_symbol(contract: OptionContract) -> str:
+    """The DXLink symbol of a contract: ``.`` + root + YYMMDD + C/P + the strike without
+    trailing zeros (``.AAPL261218C150``, ``.AAPL221118C157.5``); tastyware/tastytrade
+    ``Option.occ_to_streamer_symbol`` and the ``streamer-symbol`` field of the chains."""
+    strike = contract.strike.normalize()
+    text = f"{strike:f}"
+    right = "C" if contract.right is OptionRight.call else "P"
+    return f".{contract.root}{contract.expiration:%y%m%d}{right}{text}"
+
+
+_STREAMER = re.compile(
+    r"^\.(?P<root>[A-Z][A-Z0-9]{0,5})(?P<date>\d{6})(?P<right>[CP])"
+    r"(?P<strike>\d+(?:\.\d+)?)$"
+)
+
+
+def contract_from_streamer(text: str, *, underlying: str | None = None) -> OptionContract:
+    """A DXLink option symbol back into its contract (the inverse of ``streamer_symbol``)."""
+    match = _STREAMER.match(text)
+    if match is None:
+        raise unknown("streamer symbol", text)
+    strike = Decimal(match["strike"])
+    if strike <= 0 or strike * 1000 != (strike * 1000).to_integral_value():
+        raise unknown("streamer symbol", text)
+    digits = match["date"]
+    try:
+        expiration = date(2000 + int(digits[:2]), int(digits[2:4]), int(digits[4:]))
+    except ValueError:
+        raise unknown("streamer symbol", text) from None
+    strike = strike.normalize()
+    if strike == strike.to_integral_value():
+        strike = strike.quantize(Decimal(1))
+    return OptionContract(
+        underlying=underlying or match["root"],
+        root=match["root"],
+        expiration=expiration,
+        right=OptionRight.call if match["right"] == "C" else OptionRight.put,
+        strike=strike,
+    )
 
 
 # --- orders ----------------------------------------------------------------------------
@@ -243,25 +337,39 @@ def single_leg(body: dict[str, Any]) -> dict[str, Any]:
     return leg
 
 
-def is_modelled(body: object) -> bool:
-    """Whether an order is one the gateway can represent: one equity leg.
+def _legs(body: dict[str, Any]) -> list[dict[str, Any]]:
+    legs = body.get("legs")
+    if not isinstance(legs, list) or not legs or not all(isinstance(x, dict) for x in legs):
+        raise unknown("order legs", legs if not isinstance(legs, list) else f"{len(legs)} legs")
+    return legs
 
-    Orders the user placed elsewhere (spreads, futures, complex orders) are legal at
-    tastytrade and are not errors; the caller leaves them out of its lists. Orders that
-    pass this check are mapped strictly.
+
+# "Equity Option and Future Option orders can have up to 4 legs. (Equity, Future, and
+# Cryptocurrency orders are limited to 1 leg.)"
+# https://developer.tastytrade.com/docs/guides/multi-leg-spreads/
+MAX_LEGS = 4
+
+
+def is_modelled(body: object) -> bool:
+    """Whether an order is one the gateway can represent: one equity or equity-option leg,
+    or 2 to 4 equity-option legs.
+
+    Orders the user placed elsewhere (futures, crypto through this path, complex orders)
+    are legal at tastytrade and are not errors; the caller leaves them out of its lists.
+    Orders that pass this check are mapped strictly.
     """
     if not isinstance(body, dict):
         return False
     legs = body.get("legs")
-    return (
-        isinstance(legs, list)
-        and len(legs) == 1
-        and isinstance(legs[0], dict)
-        and legs[0].get("instrument-type") == "Equity"
-    )
+    if not isinstance(legs, list) or not legs or not all(isinstance(x, dict) for x in legs):
+        return False
+    kinds = {leg.get("instrument-type") for leg in legs}
+    if len(legs) == 1:
+        return kinds <= {"Equity", "Equity Option"}
+    return len(legs) <= MAX_LEGS and kinds == {"Equity Option"}
 
 
-def _fills(leg: dict[str, Any]) -> list[Fill]:
+def _fills(leg: dict[str, Any], leg_symbol: str | None = None) -> list[Fill]:
     raw = leg.get("fills") or []
     if not isinstance(raw, list):
         raise unknown("fills", type(raw).__name__)
@@ -275,48 +383,153 @@ def _fills(leg: dict[str, Any]) -> list[Fill]:
                 quantity=dec(item.get("quantity"), "fill quantity"),
                 price=dec(item.get("fill-price"), "fill-price"),
                 occurred_at=ts(item.get("filled-at"), "filled-at"),
+                leg_symbol=leg_symbol,
             )
         )
     return fills
 
 
 def fills_of(body: dict[str, Any]) -> tuple[Fill, ...]:
-    return tuple(_fills(single_leg(body)))
+    """Every fill of the order; on a multi-leg order each names its leg (``leg_symbol``)."""
+    legs = _legs(body)
+    if len(legs) == 1:
+        return tuple(_fills(legs[0]))
+    result: list[Fill] = []
+    for leg in legs:
+        result.extend(_fills(leg, option_from_wire(leg.get("symbol")).symbol))
+    return tuple(result)
 
 
-def order_from_wire(body: object) -> BrokerOrder:
-    """A tastytrade ``Order`` (orders swagger ``Order``; SDK ``PlacedOrder``) into a
-    ``BrokerOrder``. Only single-leg equity orders are modelled (``is_modelled``)."""
-    if not isinstance(body, dict):
-        raise unknown("order payload", type(body).__name__)
-    leg = single_leg(body)
+def _action(raw: object) -> tuple[OrderSide, PositionEffect | None]:
+    """A leg ``action`` (https://developer.tastytrade.com/order-submission): the side and the
+    position effect ("Buy"/"Sell" are for futures and carry none)."""
+    side = _ACTIONS.get(str(raw))
+    if side is None:
+        raise unknown("leg action", raw)
+    if str(raw).endswith("to Open"):
+        return side, PositionEffect.open
+    if str(raw).endswith("to Close"):
+        return side, PositionEffect.close
+    return side, None
+
+
+@dataclass(frozen=True, slots=True)
+class _LegState:
+    symbol: str
+    side: OrderSide
+    effect: PositionEffect | None
+    quantity: Decimal
+    filled: Decimal
+    avg_price: Decimal | None
+    asset_class: AssetClass
+
+
+def _leg_state(leg: dict[str, Any], underlying: object) -> _LegState:
     instrument = leg.get("instrument-type")
     if instrument not in _INSTRUMENT_TYPES:
         raise unknown("instrument-type", instrument)
     asset_class = _INSTRUMENT_TYPES[instrument]
-    if asset_class is not AssetClass.equity:
+    if asset_class not in (AssetClass.equity, AssetClass.option):
         raise unknown("order instrument-type (not modelled)", instrument)
-    side = _ACTIONS.get(str(leg.get("action")))
-    if side is None:
-        raise unknown("leg action", leg.get("action"))
+    side, effect = _action(leg.get("action"))
+    quantity = dec(leg.get("quantity"), "leg quantity")
+    fills = _fills(leg)
+    remaining = opt_dec(leg.get("remaining-quantity"), "remaining-quantity")
+    in_fills = sum((f.quantity for f in fills), _ZERO)
+    # ``remaining-quantity`` is authoritative for how much filled: an order may be "Filled"
+    # before every fill is published (fills stream one by one).
+    filled = quantity - remaining if remaining is not None else in_fills
+    avg = None
+    if in_fills > _ZERO:
+        avg = sum((f.quantity * f.price for f in fills), _ZERO) / in_fills
+    if asset_class is AssetClass.option:
+        symbol = option_from_wire(leg.get("symbol"), underlying=underlying).symbol
+    else:
+        symbol = from_wire_symbol(str(leg.get("symbol")), AssetClass.equity)
+    return _LegState(symbol, side, effect, quantity, filled, avg, asset_class)
+
+
+def _price_effect_of(raw: object) -> PriceEffect | None:
+    if raw is None:
+        return None
+    effect = {"Debit": PriceEffect.debit, "Credit": PriceEffect.credit, "None": None}
+    if raw not in effect:
+        raise unknown("price-effect", raw)
+    return effect[str(raw)]
+
+
+def order_from_wire(body: object) -> BrokerOrder:
+    """A tastytrade ``Order`` (orders swagger ``Order``; SDK ``PlacedOrder``) into a
+    ``BrokerOrder``: single-leg equity and option orders, and option spreads of 2 to 4 legs
+    (``is_modelled``).
+
+    A spread's legs carry absolute per-leg quantities; the strategy quantity is their
+    greatest common divisor and each leg's ratio its quantity over that (the inverse of
+    ``order_to_wire``). Its ``symbol`` is ``underlying-symbol``, its side ``sell`` for a
+    credit and ``buy`` otherwise; ``avg_fill_price`` is the net price per strategy unit
+    (unsigned, from the legs' fills), ``filled_quantity`` the strategy units every leg has
+    filled.
+    """
+    if not isinstance(body, dict):
+        raise unknown("order payload", type(body).__name__)
+    raw_legs = _legs(body)
+    if len(raw_legs) > MAX_LEGS:
+        raise unknown("order legs", f"{len(raw_legs)} legs")
+    underlying = body.get("underlying-symbol")
+    legs = [_leg_state(leg, underlying) for leg in raw_legs]
     order_type = _ORDER_TYPES.get(str(body.get("order-type")))
     if order_type is None:
         raise unknown("order-type", body.get("order-type"))
     tif = _TIF.get(str(body.get("time-in-force")))
     if tif is None:
         raise unknown("time-in-force", body.get("time-in-force"))
-    quantity = dec(leg.get("quantity"), "leg quantity")
-    fills = _fills(leg)
-    remaining = opt_dec(leg.get("remaining-quantity"), "remaining-quantity")
-    # ``remaining-quantity`` is authoritative for how much filled: an order may be "Filled"
-    # before every fill is published (fills stream one by one).
-    filled = (
-        quantity - remaining if remaining is not None else sum((f.quantity for f in fills), _ZERO)
-    )
-    avg_fill_price = None
-    filled_in_fills = sum((f.quantity for f in fills), _ZERO)
-    if filled_in_fills > _ZERO:
-        avg_fill_price = sum((f.quantity * f.price for f in fills), _ZERO) / filled_in_fills
+    price_effect = _price_effect_of(body.get("price-effect"))
+    multi = len(legs) > 1
+    broker_legs: tuple[BrokerOrderLeg, ...] = ()
+    if multi:
+        if any(leg.asset_class is not AssetClass.option for leg in legs):
+            raise unknown("order legs", "a spread with a non-option leg")
+        units = math.gcd(*(int(leg.quantity) for leg in legs))
+        if units <= 0 or any(leg.quantity != leg.quantity.to_integral() for leg in legs):
+            raise unknown("leg quantity", [str(leg.quantity) for leg in legs])
+        quantity = Decimal(units)
+        ratios = [int(leg.quantity) // units for leg in legs]
+        filled = min(
+            (leg.filled / ratio for leg, ratio in zip(legs, ratios, strict=True)), default=_ZERO
+        ).to_integral_value(rounding=ROUND_FLOOR)
+        net = _ZERO
+        complete = True
+        for leg, ratio in zip(legs, ratios, strict=True):
+            if leg.avg_price is None:
+                complete = False
+                break
+            sign = 1 if leg.side is OrderSide.buy else -1
+            net += sign * leg.avg_price * ratio
+        avg_fill_price = net.copy_abs() if complete and filled > _ZERO else None
+        broker_legs = tuple(
+            BrokerOrderLeg(
+                symbol=leg.symbol,
+                side=leg.side,
+                ratio=ratio,
+                position_effect=leg.effect,
+                filled_quantity=leg.filled,
+                avg_fill_price=leg.avg_price,
+            )
+            for leg, ratio in zip(legs, ratios, strict=True)
+        )
+        if not isinstance(underlying, str) or not underlying:
+            underlying = OptionContract.parse(legs[0].symbol).underlying
+        symbol = str(underlying)
+        side = OrderSide.sell if price_effect is PriceEffect.credit else OrderSide.buy
+        position_effect = None
+    else:
+        [leg] = legs
+        quantity, filled, avg_fill_price = leg.quantity, leg.filled, leg.avg_price
+        symbol, side, position_effect = leg.symbol, leg.side, leg.effect
+        if leg.asset_class is AssetClass.equity:
+            # Equity orders are sent "Buy to Open" / "Sell to Close" whatever the intent
+            # (``_equity_action``); the effect is only meaningful for options.
+            position_effect = None
     replacing = _opt_id(body.get("replacing-order-id"))
     status = order_status(body.get("status"), quantity, filled, replacing is not None)
     price = opt_dec(body.get("price"), "price")
@@ -337,7 +550,7 @@ def order_from_wire(body: object) -> BrokerOrder:
     return BrokerOrder(
         broker_order_id=_str_id(body.get("id"), "order id"),
         client_order_id=external if isinstance(external, str) and external else None,
-        symbol=from_wire_symbol(str(leg.get("symbol")), AssetClass.equity),
+        symbol=symbol,
         side=side,
         quantity=quantity,
         filled_quantity=filled,
@@ -356,6 +569,9 @@ def order_from_wire(body: object) -> BrokerOrder:
         ),
         replaced_by=replacing,
         replaces=_opt_id(body.get("replaces-order-id")),
+        position_effect=position_effect,
+        legs=broker_legs,
+        price_effect=price_effect if multi or legs[0].asset_class is AssetClass.option else None,
     )
 
 
@@ -374,12 +590,12 @@ def tif_to_wire(tif: TimeInForce, extended_hours: bool) -> str:
     return {TimeInForce.day: "Day", TimeInForce.gtc: "GTC", TimeInForce.ioc: "IOC"}[tif]
 
 
-def _price_effect(side: OrderSide) -> str:
+def _side_price_effect(side: OrderSide) -> str:
     # "you can't buy for a credit or sell for a debit" (cant_buy_for_credit).
     return "Debit" if side is OrderSide.buy else "Credit"
 
 
-def _action(side: OrderSide) -> str:
+def _equity_action(side: OrderSide) -> str:
     """Buys open, sells close. tastytrade turns a closing order into an opening one when
     there is nothing to close (and the reverse) unless strict-position-effect-validation is
     set (tastyware/tastytrade ``AdvancedInstructions``), so a sell without a long position
@@ -387,8 +603,54 @@ def _action(side: OrderSide) -> str:
     return "Buy to Open" if side is OrderSide.buy else "Sell to Close"
 
 
+def option_action(side: OrderSide, effect: PositionEffect | None) -> str:
+    """An option leg's ``action``: ``Buy to Open`` | ``Sell to Open`` | ``Buy to Close`` |
+    ``Sell to Close`` (tastyware/tastytrade ``OrderAction``). Options need the effect."""
+    if effect is None:
+        raise errors.UnsupportedOrder(
+            "an option order needs a position effect (open or close)", broker=SLUG
+        )
+    verb = "Buy" if side is OrderSide.buy else "Sell"
+    return f"{verb} to {'Open' if effect is PositionEffect.open else 'Close'}"
+
+
+# tastytrade's price-effect has two values, Debit and Credit (orders swagger,
+# postAccountsAccountNumberOrders: "If pay or receive payment for placing the order. i.e.
+# `Credit` or `Debit`"); a limit order "must include both price and price-effect"
+# (https://developer.tastytrade.com/docs/guides/place-an-equity-order/) and a negative price
+# is refused ("price ... does not have a valid value", QuantConnect/Lean.Brokerages.Tastytrade
+# PR #16). An even (zero) net price therefore has no documented form: tastyware/tastytrade
+# drops a zero ``price`` altogether (``NewOrder.serialize_fields``), which leaves a limit
+# order without its required price. Such orders are refused here, before any call.
+_WIRE_PRICE_EFFECTS = {PriceEffect.debit: "Debit", PriceEffect.credit: "Credit"}
+
+
+def _combo_price_effect(order: OrderRequest) -> str:
+    effect = order.price_effect
+    if effect is None or effect is PriceEffect.even:
+        raise errors.UnsupportedOrder(
+            "tastytrade takes a spread's limit price as a debit or a credit only; "
+            "an even (zero) net price has no form in its API",
+            broker=SLUG,
+        )
+    return _WIRE_PRICE_EFFECTS[effect]
+
+
+def _quantity(value: Decimal) -> int | str:
+    """Leg quantities: whole numbers as JSON integers (the docs' examples), else decimal
+    strings (fractional equity)."""
+    return int(value) if value == value.to_integral() else str(value)
+
+
 def order_to_wire(order: OrderRequest, source: str) -> dict[str, Any]:
     """The ``POST /accounts/{account_number}/orders`` body (dasherized, decimal strings).
+
+    * equity: one ``Equity`` leg;
+    * single-leg option: one ``Equity Option`` leg with the padded OCC symbol and the
+      action its side and position effect name;
+    * spread (``order.legs``, 2 to 4): one ``Equity Option`` leg each, ``quantity`` = ratio x
+      strategy quantity, one order-level ``price`` (the net, unsigned) and ``price-effect``
+      (https://developer.tastytrade.com/docs/guides/multi-leg-spreads/).
 
     ``external-identifier`` carries our client order id: tastytrade echoes it on the order
     but does not deduplicate on it
@@ -399,20 +661,63 @@ def order_to_wire(order: OrderRequest, source: str) -> dict[str, Any]:
         "order-type": _ORDER_TYPES_OUT[order.order_type],
         "external-identifier": order.client_order_id,
         "source": source,
-        "legs": [
-            {
-                "instrument-type": "Equity",
-                "symbol": to_wire_symbol(order.symbol),
-                "quantity": str(order.quantity),
-                "action": _action(order.side),
-            }
-        ],
     }
+    if order.is_multi_leg:
+        if not 2 <= len(order.legs) <= MAX_LEGS:
+            raise errors.UnsupportedOrder(
+                f"tastytrade takes spreads of 2 to {MAX_LEGS} legs", broker=SLUG
+            )
+        if order.order_type not in (OrderType.market, OrderType.limit):
+            raise errors.UnsupportedOrder(
+                "the gateway sends tastytrade spreads as market or limit orders", broker=SLUG
+            )
+        if order.quantity <= 0 or order.quantity != order.quantity.to_integral():
+            raise errors.UnsupportedOrder("a spread's quantity is whole units", broker=SLUG)
+        symbols = [option_to_wire(leg.symbol) for leg in order.legs]
+        if len(set(symbols)) != len(symbols):
+            # "Each leg must use a distinct symbol" (multi-leg spreads guide).
+            raise errors.UnsupportedOrder("a spread's legs must be distinct", broker=SLUG)
+        body["legs"] = [
+            {
+                "instrument-type": "Equity Option",
+                "symbol": symbol,
+                "quantity": _quantity(order.quantity * leg.ratio),
+                "action": option_action(leg.side, leg.position_effect),
+            }
+            for symbol, leg in zip(symbols, order.legs, strict=True)
+        ]
+        if order.order_type is OrderType.limit:
+            if order.limit_price is None or order.limit_price <= 0:
+                # A zero net is "even", which tastytrade cannot express (above).
+                raise errors.UnsupportedOrder(
+                    "tastytrade takes a spread's limit price as a positive debit or credit",
+                    broker=SLUG,
+                )
+            body["price"] = str(order.limit_price)
+            body["price-effect"] = _combo_price_effect(order)
+        return body
+    if asset_class_of(order.symbol) is AssetClass.option:
+        if order.quantity <= 0 or order.quantity != order.quantity.to_integral():
+            raise errors.UnsupportedOrder("option quantities are whole contracts", broker=SLUG)
+        leg = {
+            "instrument-type": "Equity Option",
+            "symbol": option_to_wire(order.symbol),
+            "quantity": _quantity(order.quantity),
+            "action": option_action(order.side, order.position_effect),
+        }
+    else:
+        leg = {
+            "instrument-type": "Equity",
+            "symbol": to_wire_symbol(order.symbol),
+            "quantity": str(order.quantity),
+            "action": _equity_action(order.side),
+        }
+    body["legs"] = [leg]
     if order.order_type in (OrderType.limit, OrderType.stop_limit):
         if order.limit_price is None:
             raise errors.UnsupportedOrder("a limit order needs a limit price", broker=SLUG)
         body["price"] = str(order.limit_price)
-        body["price-effect"] = _price_effect(order.side)
+        body["price-effect"] = _side_price_effect(order.side)
     if order.order_type in (OrderType.stop, OrderType.stop_limit):
         if order.stop_price is None:
             raise errors.UnsupportedOrder("a stop order needs a stop price", broker=SLUG)
@@ -424,9 +729,11 @@ def replacement_to_wire(
     current: dict[str, Any], changes: OrderChanges, external_identifier: str, source: str
 ) -> dict[str, Any]:
     """The ``PUT /accounts/{account_number}/orders/{id}`` body: the order's terms with the
-    changes applied, without legs (the original legs are kept). Only price, order type and
-    time in force can change in a cancel-replace
-    (https://developer.tastytrade.com/order-management/, "Cancel Replace").
+    changes applied, without legs (the original legs are kept; tastyware/tastytrade
+    ``Account.replace_order`` sends the new order with ``exclude={"legs"}``, spreads
+    included). Only price, order type and time in force can change in a cancel-replace
+    (https://developer.tastytrade.com/order-management/, "Cancel Replace"). The order's own
+    ``price-effect`` is kept (a spread's direction does not follow a side).
     """
     if changes.quantity is not None:
         raise errors.UnsupportedOrder(
@@ -446,8 +753,15 @@ def replacement_to_wire(
     limit = changes.limit_price if changes.limit_price is not None else order.limit_price
     stop = changes.stop_price if changes.stop_price is not None else order.stop_price
     if order.order_type in (OrderType.limit, OrderType.stop_limit) and limit is not None:
+        if limit <= 0:
+            raise errors.UnsupportedOrder(
+                "tastytrade takes a positive limit price only", broker=SLUG
+            )
         body["price"] = str(limit)
-        body["price-effect"] = _price_effect(order.side)
+        effect = current.get("price-effect")
+        body["price-effect"] = (
+            effect if effect in ("Debit", "Credit") else _side_price_effect(order.side)
+        )
     if order.order_type in (OrderType.stop, OrderType.stop_limit) and stop is not None:
         body["stop-trigger"] = str(stop)
     return body
@@ -519,8 +833,18 @@ def position_from_wire(item: object, now: datetime) -> Position | None:
     )
     avg_cost = dec(item.get("average-open-price"), "average-open-price")
     updated = item.get("updated-at")
+    contract = None
+    symbol = from_wire_symbol(str(item.get("symbol")), asset_class)
+    if asset_class is AssetClass.option:
+        # Option positions: the padded OCC ``symbol``, ``underlying-symbol`` and the
+        # ``multiplier`` (shares per contract); prices are per share, as quoted
+        # (tastyware/tastytrade ``CurrentPosition``).
+        contract = option_from_wire(
+            item.get("symbol"), underlying=item.get("underlying-symbol"), multiplier=multiplier
+        )
+        symbol = contract.symbol
     return Position(
-        symbol=from_wire_symbol(str(item.get("symbol")), asset_class),
+        symbol=symbol,
         asset_class=asset_class,
         quantity=quantity,
         avg_cost=avg_cost,
@@ -528,6 +852,7 @@ def position_from_wire(item: object, now: datetime) -> Position | None:
         market_value=quantity * price * multiplier,
         unrealized_pl=(price - avg_cost) * quantity * multiplier,
         as_of=ts(updated, "updated-at") if updated else now,
+        contract=contract,
     )
 
 
@@ -575,6 +900,8 @@ def transaction_from_wire(item: object) -> Transaction:
     else:
         raise unknown("transaction-type", kind)
     symbol = item.get("symbol")
+    if item.get("instrument-type") == "Equity Option" and isinstance(symbol, str):
+        symbol = option_from_wire(symbol).symbol
     return Transaction(
         transaction_id=_str_id(item.get("id"), "transaction id"),
         type=type_,
@@ -617,13 +944,210 @@ def quotes_from_wire(items: list[Any], symbols: list[str]) -> dict[str, Quote]:
     return result
 
 
+# --- options: chains, quotes, preview ---------------------------------------------------
+
+# ``expiration-type`` values of the nested chain (observed: "Regular", "Weekly",
+# "Quarterly", "End-Of-Month"; tastytrade Rust crate ``types::wire::ExpirationType``,
+# tastyware/tastytrade docs/instruments.rst shows ``expiration_type='Regular'``).
+_EXPIRATION_TYPES = {
+    "Regular": ExpirationType.standard,
+    "Weekly": ExpirationType.weekly,
+    "Quarterly": ExpirationType.quarterly,
+    "End-Of-Month": ExpirationType.end_of_month,
+}
+# ``exercise-style`` of an option instrument ("American" in every recorded answer).
+_EXERCISE_STYLES = {"American": OptionStyle.american, "European": OptionStyle.european}
+
+
+@dataclass(frozen=True, slots=True)
+class ChainExpiration:
+    expiration: OptionExpiration
+    contracts: tuple[OptionContract, ...]
+
+
+def nested_chain_from_wire(items: list[Any], underlying: str) -> list[ChainExpiration]:
+    """``GET /option-chains/{symbol}/nested`` items (SDK ``NestedOptionChain``): one item per
+    root (SPX and SPXW both answer for SPX), each with ``expirations[]`` of ``{expiration-type,
+    expiration-date, days-to-expiration, settlement-type, strikes[{strike-price, call, put,
+    call-streamer-symbol, put-streamer-symbol}]}``. Expirations of several roots on one date
+    are merged, each contract keeping its root."""
+    by_date: dict[date, tuple[ExpirationType, list[OptionContract]]] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise unknown("nested chain item", type(item).__name__)
+        multiplier = item.get("shares-per-contract")
+        chain_underlying = item.get("underlying-symbol") or underlying
+        expirations = item.get("expirations")
+        if not isinstance(expirations, list):
+            raise unknown("nested chain expirations", type(expirations).__name__)
+        for expiration in expirations:
+            if not isinstance(expiration, dict):
+                raise unknown("nested chain expiration", type(expiration).__name__)
+            raw_type = expiration.get("expiration-type")
+            kind = _EXPIRATION_TYPES.get(str(raw_type))
+            if kind is None:
+                raise unknown("expiration-type", raw_type)
+            day = WIRE.timestamp(
+                expiration.get("expiration-date"), "expiration-date", date_only=True
+            ).date()
+            strikes = expiration.get("strikes")
+            if not isinstance(strikes, list):
+                raise unknown("nested chain strikes", type(strikes).__name__)
+            found = by_date.setdefault(day, (kind, []))
+            for strike in strikes:
+                if not isinstance(strike, dict):
+                    raise unknown("nested chain strike", type(strike).__name__)
+                for key in ("call", "put"):
+                    contract = option_from_wire(
+                        strike.get(key), underlying=chain_underlying, multiplier=multiplier
+                    )
+                    if contract.expiration != day or contract.strike != dec(
+                        strike.get("strike-price"), "strike-price"
+                    ):
+                        raise unknown(f"nested chain {key} symbol", strike.get(key))
+                    found[1].append(contract)
+    return [
+        ChainExpiration(OptionExpiration(day, kind), tuple(contracts))
+        for day, (kind, contracts) in sorted(by_date.items())
+    ]
+
+
+def option_quotes_from_wire(
+    items: list[Any], contracts: list[OptionContract], now: datetime
+) -> list[OptionQuote]:
+    """``GET /market-data/by-type?equity-option=...`` items (SDK ``MarketData``) for the
+    asked contracts, in their order. tastytrade's REST quotes carry ``bid``, ``ask``,
+    ``last``, ``mark`` and ``open-interest`` but no greeks (those come only from DXLink
+    ``Greeks`` events, https://developer.tastytrade.com/docs/concepts/streaming), so
+    ``greeks`` is None. A contract without a quote keeps empty prices."""
+    by_symbol: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("symbol"), str):
+            by_symbol[option_from_wire(item["symbol"]).symbol] = item
+    result = []
+    for contract in contracts:
+        item = by_symbol.get(contract.symbol)
+        if item is None:
+            result.append(OptionQuote(contract, None, None, None, None, None, "broker", now))
+            continue
+        interest = opt_dec(item.get("open-interest"), "open-interest")
+        updated = item.get("updated-at")
+        result.append(
+            OptionQuote(
+                contract=contract,
+                bid=opt_dec(item.get("bid"), "bid"),
+                ask=opt_dec(item.get("ask"), "ask"),
+                last=opt_dec(item.get("last"), "last"),
+                open_interest=int(interest) if interest is not None else None,
+                greeks=None,
+                source="broker",
+                as_of=ts(updated, "updated-at") if updated else now,
+            )
+        )
+    return result
+
+
+def _messages(raw: object, field: str) -> tuple[str, ...]:
+    """``warnings``/``errors`` of an order answer: ``[{"code", "message"}]`` (SDK
+    ``Message``)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise unknown(field, type(raw).__name__)
+    result = []
+    for item in raw:
+        if isinstance(item, dict):
+            text = item.get("message") or item.get("reason") or item.get("code")
+            code = item.get("code") or item.get("domain")
+            result.append(f"{code}: {text}" if code and text != code else str(text))
+        elif isinstance(item, str):
+            result.append(item)
+        else:
+            raise unknown(field, item)
+    return tuple(result)
+
+
+def preview_from_wire(
+    data: object, order: OrderRequest, natural_debit: Decimal | None = None
+) -> OrderPreview:
+    """A dry-run answer (``POST /accounts/{n}/orders/dry-run``, SDK ``PlacedOrderResponse``):
+    ``buying-power-effect`` (``change-in-buying-power`` with its ``-effect``),
+    ``fee-calculation`` (``total-fees`` with its ``-effect``), ``warnings`` and ``errors``.
+
+    The cash estimate is the order's net price x quantity x multiplier (100 for options)
+    signed by its ``price-effect``, less fees. A market order has no price: its estimate is
+    ``natural_debit`` (per unit, from current quotes: buys at the ask, sells at the bid) when
+    the caller has one, else the buying-power change tastytrade states.
+    """
+    if not isinstance(data, dict):
+        raise unknown("dry-run payload", type(data).__name__)
+    bp = data.get("buying-power-effect")
+    if not isinstance(bp, dict):
+        raise unknown("buying-power-effect", bp)
+    bp_change = signed(
+        bp.get("change-in-buying-power"),
+        bp.get("change-in-buying-power-effect"),
+        "change-in-buying-power",
+    )
+    fees_raw = data.get("fee-calculation")
+    fees = _ZERO
+    if isinstance(fees_raw, dict):
+        fees = signed(
+            fees_raw.get("total-fees"), fees_raw.get("total-fees-effect"), "total-fees"
+        ).copy_abs()
+    elif fees_raw is not None:
+        raise unknown("fee-calculation", fees_raw)
+    placed = data.get("order")
+    price = effect = None
+    if isinstance(placed, dict):
+        price = opt_dec(placed.get("price"), "price")
+        effect = placed.get("price-effect")
+    multiplier = Decimal(1)
+    if order.is_multi_leg or asset_class_of(order.symbol) is AssetClass.option:
+        multiplier = Decimal(100)
+    if price is not None and effect in ("Debit", "Credit"):
+        gross = signed(price, effect, "price") * order.quantity * multiplier
+    elif natural_debit is not None:
+        gross = -natural_debit * order.quantity * multiplier
+    else:
+        gross = bp_change
+    cash = gross - fees
+    direction = (
+        PriceEffect.debit if cash < 0 else PriceEffect.credit if cash > 0 else PriceEffect.even
+    )
+    return OrderPreview(
+        estimated_cash_change=cash,
+        direction=direction,
+        buying_power_change=bp_change,
+        fees=fees,
+        warnings=_messages(data.get("warnings"), "warnings"),
+        rejections=_messages(data.get("errors"), "errors"),
+        source=PreviewSource.broker,
+    )
+
+
+def rejection_preview(reason: str) -> OrderPreview:
+    """A dry run refused outright (422 ``preflight_check_failure`` with its causes, a 400
+    ``validation_error``): nothing would be placed; the causes are the rejections."""
+    return OrderPreview(
+        estimated_cash_change=_ZERO,
+        direction=PriceEffect.even,
+        buying_power_change=None,
+        fees=_ZERO,
+        warnings=(),
+        rejections=(reason,),
+        source=PreviewSource.broker,
+    )
+
+
 # --- account streamer ------------------------------------------------------------------
 
 
 def update_from_notification(message: dict[str, Any], account_ref: str) -> OrderUpdate | None:
     """One account-streamer notification: ``{"type": "Order", "data": {...}, "timestamp":
     <epoch ms>}``; None for the other types (AccountBalance, CurrentPosition, ...) and for
-    orders the gateway does not model. ``fills`` are all the order's fills so far."""
+    orders the gateway does not model. ``fills`` are all the order's fills so far; on a
+    spread each names its leg (``legs[].fills[]`` of the order, SDK ``Leg``)."""
     if message.get("type") != "Order":
         return None
     data = message.get("data")

@@ -167,6 +167,21 @@ def stream_url(settings: Settings) -> str:
     return f"{scheme}://{host}/v1/accounts/events"
 
 
+# Market data (market_data.py): the market WebSocket (quotes, trades, 1-minute bars built
+# from trades) and REST bars (history, timesales). Imported here, apart from the imports
+# above, to keep this addition in one place.
+from dataclasses import replace  # noqa: E402
+
+from app.brokers.base import Bar, BarInterval  # noqa: E402
+from app.brokers.tradier.market_data import (  # noqa: E402
+    TRADIER_MARKET_DATA,
+    TradierMarketSession,
+)
+from app.brokers.tradier.market_data import get_bars as _get_bars  # noqa: E402
+
+TRADIER_CAPABILITIES = replace(TRADIER_CAPABILITIES, market_data=TRADIER_MARKET_DATA)
+
+
 class TradierAdapter(PooledAdapter):
     slug = SLUG
     capabilities = TRADIER_CAPABILITIES
@@ -544,6 +559,31 @@ class TradierAdapter(PooledAdapter):
     async def recent_orders(self, account_ref: str) -> list[BrokerOrder]:
         """After a gap: the account's current listing (the stream has no replay)."""
         return await self.list_orders(account_ref, "all", PAGE * MAX_PAGES)
+
+    # --- market data -------------------------------------------------------------------
+
+    async def create_market_session(self) -> str:
+        """``POST /v1/markets/events/session`` -> a market-stream session id (5 minutes)."""
+        response = await self._market.request("POST", "/v1/markets/events/session")
+        body = _checked(response, "POST")
+        stream = body.get("stream") if isinstance(body, dict) else None
+        session = stream.get("sessionid") if isinstance(stream, dict) else None
+        if not isinstance(session, str) or not session:
+            raise mapping.unknown("market stream session", body)
+        return session
+
+    def market_data_session(self) -> TradierMarketSession:
+        """The market WebSocket beside the account one (same host, ``/v1/markets/events``)."""
+        url = stream_url(self._settings).replace("/v1/accounts/events", "/v1/markets/events")
+        return TradierMarketSession(url, self.create_market_session)
+
+    async def get_bars(
+        self, symbol: str, interval: BarInterval, start: datetime, end: datetime, limit: int
+    ) -> list[Bar]:
+        async def request(path: str, params: dict[str, str]) -> Any:
+            return _checked(await self._market.request("GET", path, params=params), "GET")
+
+        return await _get_bars(request, symbol, interval, start, end, limit, self._now())
 
 
 def _wanted(quote: OptionQuote, query: OptionChainQuery) -> bool:

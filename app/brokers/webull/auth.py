@@ -1,30 +1,32 @@
 """Webull OpenAPI authentication: HMAC-signed requests plus an app-confirmed access token.
 
-Signing (the official SDK, webull-inc/webull-openapi-python-sdk
-``webull/core/auth/composer/default_signature_composer.py``; "Every API request includes an
-HMAC-SHA1 signature computed from your App Key and App Secret",
-https://developer.webull.com/apis/docs/about-open-api/):
+Signing (the official SDK, PyPI ``webull-openapi-python-sdk`` 3.0.4,
+``webull/core/auth/composer/default_signature_composer.py`` and
+``webull/core/auth/algorithm/sha_hmac256_new.py``; the 3.x composer signs every request with
+HMAC-SHA256 whatever the host, where 2.x used HMAC-SHA1 with an MD5 body digest):
 
 * headers ``x-app-key``, ``x-timestamp`` (``%Y-%m-%dT%H:%M:%SZ``, UTC),
-  ``x-signature-version`` ``1.0``, ``x-signature-algorithm`` ``HMAC-SHA1``,
+  ``x-signature-version`` ``1.0``, ``x-signature-algorithm`` ``HMAC-SHA256``,
   ``x-signature-nonce`` (unique per request) and ``x-signature``;
 * string to sign: the path, ``&``, the sorted ``key=value`` pairs (joined by ``&``) of those
   five headers lower-cased, ``host``, and the query parameters (raw values), then, when
-  there is a body, ``&`` and the upper-case hex MD5 of the body as sent (compact JSON); the
-  whole string percent-encoded with no safe characters;
-* signature: base64 HMAC-SHA1 keyed with ``app_secret + "&"``.
+  there is a body, ``&`` and the upper-case hex SHA-256 of the body as sent (compact JSON);
+  the whole string percent-encoded with no safe characters;
+* signature: base64 HMAC-SHA256 keyed with ``app_secret + "&"``.
 
-The SDK signs with HMAC-SHA1 for api.webull.com and Webull's UAT hosts (its
-``is_not_upgrade_api_host`` list); that is what is sent here.
+The developer pages still describe the HMAC-SHA1 variant
+(https://developer.webull.com/apis/docs/authentication/overview/ "e.g. HMAC-SHA1"); the
+algorithm is named in ``x-signature-algorithm``, so the fake verifies either.
 
-Access token ("Token", https://developer.webull.com/apis/docs/authentication/token): created
-by ``POST /openapi/auth/token/create`` with status ``PENDING``; the user enters the SMS code
-in the Webull app and the status becomes ``NORMAL`` (``POST /openapi/auth/token/check``);
-``EXPIRED`` when not verified in time, ``INVALID`` when unknown or unused. It lasts 15 days
-by default and is sent as ``x-access-token``. Accounts without two-factor authentication
-get a ``NORMAL`` token at once.
+Access token (https://developer.webull.com/apis/docs/authentication/token; paths from the 3.x
+SDK's ``webull/core/http/initializer/token/bean/*``): created by ``POST /auth/tokens/create``
+with status ``PENDING``; the user enters the SMS code in the Webull app and the status
+becomes ``NORMAL`` (``POST /auth/tokens/check`` with ``{"token"}``); ``EXPIRED`` when not
+verified in time, ``INVALID`` when unknown or unused. It lasts 15 days by default and is
+sent as ``x-access-token``. Accounts without two-factor authentication get a ``NORMAL``
+token at once (the SDK first asks ``GET /openapi/config`` whether ``token_check_enabled``).
 It is renewed before it expires by ``POST /openapi/auth/token/refresh`` with ``{"token"}``
-(the SDK's ``webull/core/http/initializer/token/bean/refresh_token_request.py``).
+(3.0.4 ``refresh_token_request.py`` keeps that path).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ TOKEN_EXPIRES = "token_expires"  # noqa: S105 - a field name
 USER_FIELDS = frozenset({APP_KEY, APP_SECRET})
 TOKEN_STATUSES = frozenset({"PENDING", "NORMAL", "INVALID", "EXPIRED"})
 SIGNATURE_VERSION = "1.0"
-SIGNATURE_ALGORITHM = "HMAC-SHA1"
+SIGNATURE_ALGORITHM = "HMAC-SHA256"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -89,12 +91,12 @@ def string_to_sign(
         params[key] = f"{params[key]}&{value}" if key in params else value
     text = path + "&" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
     if body:
-        text += "&" + hashlib.md5(body).hexdigest().upper()  # noqa: S324 - Webull's scheme
+        text += "&" + hashlib.sha256(body).hexdigest().upper()
     return quote(text, safe="")
 
 
 def signature(app_secret: str, text: str) -> str:
-    digest = hmac.new((app_secret + "&").encode(), text.encode(), hashlib.sha1).digest()
+    digest = hmac.new((app_secret + "&").encode(), text.encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
 
 

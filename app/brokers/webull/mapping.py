@@ -1,10 +1,11 @@
 """Webull OpenAPI wire format <-> normalized models. Strict: unknown values raise, never guess.
 
-Wire reference: the official SDKs (webull-inc/webull-openapi-python-sdk ``webull/trade/
-request/v2/*``, ``webull/trade/common/*``; webull-inc/webull-openapi-java-sdk
-``trade/response/v2/*`` and ``trade/response/NOrderItem.java``, serialized snake_case by
-its ``JsonSerializer``) and https://developer.webull.com/apis/docs/trade-api/trade. Amounts
-are JSON strings (the Java response beans type every amount ``String``).
+Wire reference: the official SDKs (PyPI ``webull-openapi-python-sdk`` 3.0.4 ``webull/trade/
+request/v2|v3/*``, ``webull/trade/common/*``, ``samples/trade/trade_client_v3.py``;
+webull-inc/webull-openapi-java-sdk ``trade/response/v3/*`` and ``trade/response/
+NOrderItem.java``, serialized snake_case by its ``JsonSerializer``) and
+https://developer.webull.com/apis/docs/trade-api/trade. Amounts are JSON strings (the Java
+response beans type every amount ``String``). Options: ``options``.
 
 Shapes:
 
@@ -36,16 +37,23 @@ from app.brokers.base import (
     AssetClass,
     Balances,
     BrokerOrder,
+    OptionContract,
     OrderChanges,
+    OrderPreview,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
     Position,
+    PositionEffect,
+    PreviewSource,
+    PriceEffect,
     Quote,
     TimeInForce,
     Transaction,
+    is_option_symbol,
 )
+from app.brokers.webull import options
 from app.brokers.wire import WireReader
 
 SLUG = "webull"
@@ -117,7 +125,9 @@ def order_item(body: object) -> dict[str, Any]:
 
 
 def order_from_wire(body: object) -> BrokerOrder:
-    """A combo wrapper (detail, open, history) into a ``BrokerOrder``."""
+    """A combo wrapper (detail, open, history) into a ``BrokerOrder``: an equity order, a
+    single-leg option order (``symbol`` the canonical OCC form) or a multi-leg one
+    (``symbol`` the underlying, ``legs`` with their ratios), or an amount order."""
     item = order_item(body)
     assert isinstance(body, dict)
     wire_id = item.get("client_order_id") or body.get("client_order_id")
@@ -132,19 +142,50 @@ def order_from_wire(body: object) -> BrokerOrder:
     side = _SIDES.get(str(item.get("side")))
     if side is None:
         raise unknown("side", item.get("side"))
-    quantity = dec(item.get("total_quantity", item.get("quantity")), "total_quantity")
+    entrust = WIRE.lookup(_ENTRUST, item.get("entrust_type") or "QTY", "entrust_type")
+    notional = None
+    if entrust == "AMOUNT":
+        notional = dec(item.get("total_cash_amount"), "total_cash_amount")
+        quantity = opt_dec(item.get("total_quantity"), "total_quantity") or _ZERO
+    else:
+        quantity = dec(item.get("total_quantity", item.get("quantity")), "total_quantity")
     filled = opt_dec(item.get("filled_quantity"), "filled_quantity") or _ZERO
     status = order_status(item.get("status"), filled)
     placed = ts(item.get("place_time_at") or item.get("place_time"), "place_time")
     filled_at = item.get("filled_time_at") or item.get("filled_time")
+    avg = opt_dec(item.get("filled_price"), "filled_price") if filled else None
+    symbol = str(item.get("symbol"))
+    position_effect: PositionEffect | None = None
+    if item.get("side") == "SHORT":
+        position_effect = PositionEffect.open
+    legs: tuple[Any, ...] = ()
+    price_effect: PriceEffect | None = None
+    instrument = item.get("instrument_type")
+    if instrument == "OPTION" or item.get("legs"):
+        strategy = WIRE.lookup(
+            {s: s for s in options.STRATEGIES}, item.get("option_strategy"), "option_strategy"
+        )
+        legs = options.legs_from_wire(item, quantity, filled, avg)
+        if strategy == "SINGLE" and len(legs) == 1:
+            symbol = legs[0].symbol
+            legs = ()
+            if item.get("position_intent"):
+                _, position_effect = options.intent_from_wire(item.get("position_intent"))
+        else:
+            symbol = options.contract_from_wire(item["legs"][0]).underlying
+            price_effect = PriceEffect.credit if side is OrderSide.sell else PriceEffect.debit
+    elif instrument == "CRYPTO":
+        symbol = crypto_symbol_from_wire(symbol)
+    elif instrument not in (None, "EQUITY"):
+        raise unknown("instrument_type", instrument)
     return BrokerOrder(
         broker_order_id=wire_id,
         client_order_id=client_order_id_from_wire(wire_id),
-        symbol=str(item.get("symbol")),
+        symbol=symbol,
         side=side,
         quantity=quantity,
         filled_quantity=filled,
-        avg_fill_price=opt_dec(item.get("filled_price"), "filled_price") if filled else None,
+        avg_fill_price=avg,
         order_type=order_type,
         time_in_force=tif,
         status=status,
@@ -153,34 +194,105 @@ def order_from_wire(body: object) -> BrokerOrder:
         created_at=placed,
         updated_at=ts(filled_at, "filled_time") if filled_at else placed,
         reject_reason="the order failed at Webull" if status is OrderStatus.rejected else None,
+        position_effect=position_effect,
+        legs=legs,
+        price_effect=price_effect,
+        notional=notional,
     )
 
 
 def order_to_wire(order: OrderRequest) -> dict[str, Any]:
-    """One entry of ``new_orders`` (the docs' "Simple" stock order example)."""
+    """One entry of ``new_orders``: the docs' "Simple" stock order, a short sale (side
+    ``SHORT``, ``webull/trade/common/order_side.py``), an amount order (``entrust_type``
+    ``AMOUNT`` with ``total_cash_amount``, Java SDK ``request/v3/TradeOrderItem.java``), a
+    crypto order (``instrument_type`` ``CRYPTO``, symbol ``BTCUSD``, 3.x sample "Crypto Order
+    Example") or an option order (``options.option_order_to_wire``)."""
     if order.time_in_force not in _WIRE_TIF:
         raise errors.UnsupportedOrder(
             f"Webull takes time_in_force DAY, GTC or IOC, not {order.time_in_force.value}",
             broker=SLUG,
         )
-    body: dict[str, Any] = {
+    base: dict[str, Any] = {
         "client_order_id": client_order_id_to_wire(order.client_order_id),
-        "combo_type": "NORMAL",
-        "symbol": order.symbol,
-        "instrument_type": "EQUITY",
-        "market": "US",
-        "side": "BUY" if order.side is OrderSide.buy else "SELL",
         "order_type": _WIRE_TYPES[order.order_type],
-        "quantity": str(order.quantity),
-        "support_trading_session": "ALL" if order.extended_hours else "CORE",
-        "entrust_type": "QTY",
         "time_in_force": _WIRE_TIF[order.time_in_force],
     }
     if order.limit_price is not None:
-        body["limit_price"] = str(order.limit_price)
+        base["limit_price"] = str(order.limit_price)
     if order.stop_price is not None:
-        body["stop_price"] = str(order.stop_price)
+        base["stop_price"] = str(order.stop_price)
+    if order.is_multi_leg or is_option_symbol(order.symbol):
+        if order.is_notional:
+            raise errors.UnsupportedOrder("Webull option orders go by quantity", broker=SLUG)
+        return options.option_order_to_wire(order, base)
+    crypto = is_crypto_symbol(order.symbol)
+    side = "BUY" if order.side is OrderSide.buy else "SELL"
+    if order.side is OrderSide.sell and order.position_effect is PositionEffect.open:
+        if crypto:
+            raise errors.UnsupportedOrder("Webull does not short crypto", broker=SLUG)
+        side = "SHORT"
+    body: dict[str, Any] = {
+        **base,
+        "combo_type": "NORMAL",
+        "symbol": crypto_symbol_to_wire(order.symbol) if crypto else order.symbol,
+        "instrument_type": "CRYPTO" if crypto else "EQUITY",
+        "market": "US",
+        "side": side,
+    }
+    if not crypto:
+        body["support_trading_session"] = "ALL" if order.extended_hours else "CORE"
+    if order.is_notional:
+        assert order.notional is not None
+        if order.order_type is not OrderType.market:
+            raise errors.UnsupportedOrder("Webull amount orders are market orders", broker=SLUG)
+        body["entrust_type"] = "AMOUNT"
+        body["total_cash_amount"] = str(order.notional)
+    else:
+        if not crypto and order.quantity != order.quantity.to_integral_value():
+            raise errors.UnsupportedOrder(
+                "Webull takes fractional shares by amount: send a notional instead",
+                broker=SLUG,
+            )
+        body["entrust_type"] = "QTY"
+        body["quantity"] = str(order.quantity)
     return body
+
+
+CATEGORIES = ("US_EQUITY", "US_OPTION", "US_CRYPTO")
+
+
+def category(entry: dict[str, Any]) -> str:
+    """The ``category`` header of a placement: ``market + "_" + instrument_type`` of the
+    order, or of its option legs (3.x ``add_custom_headers_from_order``)."""
+    legs = entry.get("legs")
+    source = legs[0] if isinstance(legs, list) and legs else entry
+    return f"{source['market']}_{source['instrument_type']}"
+
+
+_CRYPTO = re.compile(r"^([A-Z0-9]{2,10})-USD$")
+_CRYPTO_WIRE = re.compile(r"^([A-Z0-9]{2,10})USD$")
+_ENTRUST = {"QTY": "QTY", "AMOUNT": "AMOUNT"}
+
+
+def is_crypto_symbol(symbol: str) -> bool:
+    """The gateway's crypto form ``BTC-USD`` (Webull trades crypto against USD)."""
+    return _CRYPTO.match(symbol) is not None
+
+
+def crypto_symbol_to_wire(symbol: str) -> str:
+    """``BTC-USD`` -> ``BTCUSD`` (the 3.x sample's crypto symbol)."""
+    match = _CRYPTO.match(symbol)
+    if match is None:
+        raise errors.UnknownSymbol(f"{symbol} is not a crypto pair", broker=SLUG)
+    return match[1] + "USD"
+
+
+def crypto_symbol_from_wire(symbol: str) -> str:
+    """``BTCUSD`` -> ``BTC-USD``."""
+    match = _CRYPTO_WIRE.match(symbol)
+    if match is None:
+        raise unknown("crypto symbol", symbol)
+    return f"{match[1]}-USD"
 
 
 def changes_to_wire(wire_id: str, changes: OrderChanges) -> dict[str, Any]:
@@ -207,7 +319,7 @@ def write_answer(body: object) -> str:
 
 
 def balances_from_wire(body: object, now: datetime) -> Balances:
-    """``GET /openapi/assets/balance``: totals and the per-currency assets (USD)."""
+    """``GET /trading/assets/balances/get``: totals and the per-currency assets (USD)."""
     if not isinstance(body, dict):
         raise unknown("balance payload", type(body).__name__)
     currency = str(body.get("total_asset_currency") or "USD")
@@ -240,28 +352,79 @@ _INSTRUMENT_TYPES = {
 }
 
 
-def position_from_wire(body: object, now: datetime) -> Position:
+def positions_from_wire(body: object, now: datetime) -> list[Position]:
+    """One row of ``GET /trading/assets/positions/list``: an equity or crypto holding, or an
+    option strategy (one position per leg, ``options.positions_from_wire``)."""
     if not isinstance(body, dict):
         raise unknown("position payload", type(body).__name__)
-    asset_class = _INSTRUMENT_TYPES.get(str(body.get("instrument_type")))
-    if asset_class is None:
-        raise unknown("instrument_type", body.get("instrument_type"))
+    instrument = body.get("instrument_type")
+    if instrument == "OPTION" or body.get("legs"):
+        return options.positions_from_wire(body, now)
+    symbol = str(body.get("symbol"))
+    if instrument == "CRYPTO":
+        asset_class, symbol = AssetClass.crypto, crypto_symbol_from_wire(symbol)
+    else:
+        found = _INSTRUMENT_TYPES.get(str(instrument))
+        if found is None:
+            raise unknown("instrument_type", instrument)
+        asset_class = found
     quantity = dec(body.get("quantity"), "quantity")
     price = dec(body.get("last_price"), "last_price")
-    return Position(
-        symbol=str(body.get("symbol")),
-        asset_class=asset_class,
-        quantity=quantity,
-        avg_cost=dec(body.get("cost_price"), "cost_price"),
-        current_price=price,
-        market_value=opt_dec(body.get("market_value"), "market_value") or quantity * price,
-        unrealized_pl=dec(body.get("unrealized_profit_loss"), "unrealized_profit_loss"),
-        as_of=now,
+    return [
+        Position(
+            symbol=symbol,
+            asset_class=asset_class,
+            quantity=quantity,
+            avg_cost=dec(body.get("cost_price"), "cost_price"),
+            current_price=price,
+            market_value=opt_dec(body.get("market_value"), "market_value") or quantity * price,
+            unrealized_pl=dec(body.get("unrealized_profit_loss"), "unrealized_profit_loss"),
+            as_of=now,
+        )
+    ]
+
+
+def preview_from_wire(body: object, order: OrderRequest) -> OrderPreview:
+    """``POST /trading/orders/preview``: ``{"estimated_cost", "estimated_transaction_fee",
+    "currency"}`` (Java SDK ``trade/response/v2/PreviewOrderResponse.java``). The cost is
+    unsigned; its direction is the order's (a sale or a credit brings cash in)."""
+    if not isinstance(body, dict):
+        raise unknown("preview payload", type(body).__name__)
+    cost = dec(body.get("estimated_cost"), "estimated_cost")
+    fee = opt_dec(body.get("estimated_transaction_fee"), "estimated_transaction_fee") or _ZERO
+    credit = order.side is OrderSide.sell
+    direction = PriceEffect.credit if credit else PriceEffect.debit
+    change = (cost if credit else -cost) - fee
+    return OrderPreview(
+        estimated_cash_change=change,
+        direction=direction,
+        buying_power_change=None,
+        fees=fee,
+        warnings=(),
+        rejections=(),
+        source=PreviewSource.broker,
+    )
+
+
+def option_quote_from_snapshot(body: object, now: datetime) -> Quote:
+    """One row of ``GET /market-data/options/snapshots/list`` (OCC ``symbol``, ``price``,
+    ``bid``, ``ask``; 3.x ``get_option_snapshot_request.py``) as a ``Quote`` keyed by the
+    canonical OCC symbol."""
+    if not isinstance(body, dict) or not isinstance(body.get("symbol"), str):
+        raise unknown("option snapshot payload", type(body).__name__)
+    contract = OptionContract.parse(body["symbol"])
+    raw_time = body.get("trade_time") or body.get("quote_time")
+    return Quote(
+        symbol=contract.symbol,
+        bid=dec(body.get("bid"), "bid"),
+        ask=dec(body.get("ask"), "ask"),
+        last=dec(body.get("price"), "price"),
+        as_of=ts(raw_time, "trade_time") if raw_time else now,
     )
 
 
 def quote_from_snapshot(body: object, now: datetime) -> Quote:
-    """``GET /openapi/market-data/stock/snapshot``: ``symbol, price, bid, ask, ...``."""
+    """``GET /market-data/stocks/snapshots/list``: ``symbol, price, bid, ask, ...``."""
     if not isinstance(body, dict) or not isinstance(body.get("symbol"), str):
         raise unknown("snapshot payload", type(body).__name__)
     raw_time = body.get("trade_time") or body.get("quote_time")

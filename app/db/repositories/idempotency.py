@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db.models import IdempotencyKey
 from app.db.repositories.scoped import UserScoped
+from app.db.session import session_owner
 
 
 class IdempotencyRepository(UserScoped):
@@ -42,6 +43,7 @@ class IdempotencyRepository(UserScoped):
             "locked_at": now,
             "created_at": now,
             "expires_at": expires_at,
+            "owner": session_owner(self.session),
         }
         dialect = self.session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -111,6 +113,26 @@ class IdempotencyRepository(UserScoped):
         if not self.is_system:
             stmt = stmt.where(IdempotencyKey.user_id == self.user_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def in_flight_owned_by_others(
+        self, owner: str | None, limit: int
+    ) -> list[IdempotencyKey]:
+        """System: in-flight keys claimed by another process (an owner that may be gone)."""
+        stmt = select(IdempotencyKey).where(
+            IdempotencyKey.state == "in_flight", IdempotencyKey.owner.is_not(None)
+        )
+        if owner is not None:
+            stmt = stmt.where(IdempotencyKey.owner != owner)
+        stmt = stmt.order_by(IdempotencyKey.locked_at).limit(limit)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def release_orphan(self, record_id: str) -> None:
+        """System: forget an in-flight claim whose request wrote nothing (no order row)."""
+        await self.session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.id == record_id, IdempotencyKey.state == "in_flight"
+            )
+        )
 
     async def purge_expired(self, now: datetime) -> int:
         """System: drop keys past their retention."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from app.db.models import Order, OrderEvent
+from app.db.models import Account, Order, OrderEvent
 from app.db.repositories.scoped import UserScoped
 
 
@@ -110,6 +110,21 @@ class OrderRepository(UserScoped):
             stmt = stmt.where(Order.id > after_id)
         stmt = stmt.order_by(Order.id).limit(limit)
         return (await self.session.execute(stmt)).scalars().all()
+
+    async def unresolved_summary(
+        self, statuses: Sequence[str]
+    ) -> list[tuple[str, str, int, datetime]]:
+        """Ops summary across all users (system scope only): (broker, status, count, oldest
+        ``updated_at``) of the orders in ``statuses``."""
+        if not self.is_system:
+            raise PermissionError("the order summary spans every user")
+        stmt = (
+            select(Account.broker_slug, Order.status, func.count(), func.min(Order.updated_at))
+            .join(Account, Account.id == Order.account_id)
+            .where(Order.status.in_(statuses))
+            .group_by(Account.broker_slug, Order.status)
+        )
+        return [(b, st, int(n), at) for b, st, n, at in (await self.session.execute(stmt)).all()]
 
     async def working_on_accounts(self, account_ids: Sequence[str]) -> list[str]:
         """Ids of the orders on these accounts that the broker is still working."""

@@ -13,6 +13,7 @@ from app.brokers import errors
 from app.brokers.alpaca.adapter import stream_url
 from app.brokers.alpaca.stream import TradeUpdatesStream
 from app.brokers.base import OrderStatus, OrderUpdate
+from tests.brokers.alpaca.options import combo, iron_condor_legs
 from tests.brokers.alpaca.support import Running, running_fake
 from tests.brokers.support import limit_buy, market
 
@@ -131,3 +132,24 @@ async def test_the_adapter_hands_out_the_stream() -> None:
             assert update.order.broker_order_id == placed.broker_order_id
         finally:
             await updates.aclose()  # type: ignore[attr-defined]
+
+
+async def test_an_mleg_fill_reports_a_fill_per_leg() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        updates = open_stream(run).updates()
+        try:
+            legs = iron_condor_legs(run.fake)
+            placed = await adapter.place_order(run.account.id, combo("bg-s-ic", legs, qty="3"))
+            new = await until(updates, placed.broker_order_id, OrderStatus.accepted)
+            assert len(new.order.legs) == 4
+            assert new.fills == ()
+            await run.fake.match()
+            filled = await until(updates, placed.broker_order_id, OrderStatus.filled)
+            assert [f.leg_symbol for f in filled.fills] == [leg.symbol for leg in legs]
+            assert all(f.quantity == Decimal(3) for f in filled.fills)
+            prices = {leg.symbol: leg.avg_fill_price for leg in filled.order.legs}
+            assert all(f.price == prices[f.leg_symbol or ""] for f in filled.fills)
+            assert len({f.fill_id for f in filled.fills}) == 4
+        finally:
+            await updates.aclose()

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from app.brokers import errors
-from app.brokers.base import AssetClass, OrderChanges, OrderRequest, OrderSide, OrderType
+from app.brokers.base import (
+    AssetClass,
+    OptionContract,
+    OptionRight,
+    OrderChanges,
+    OrderRequest,
+    OrderSide,
+    OrderType,
+)
 from app.brokers.base import TimeInForce as TIF
 from app.brokers.http import HttpPool
 from app.brokers.plaid import mapping
@@ -302,3 +310,60 @@ async def test_no_secret_in_logs_or_reprs(caplog: pytest.LogCaptureFixture) -> N
         text = caplog.text + repr(adapter) + repr(adapter.api) + repr(credentials)
         assert credentials["access_token"] not in text
         assert run.fake.secret not in text
+
+
+async def test_held_options_are_imported_as_option_positions() -> None:
+    async with running_fake(cash="500") as run:
+        call = OptionContract("AAPL", "AAPL", date(2027, 1, 15), OptionRight.call, Decimal(200))
+        put = OptionContract("AAPL", "AAPL", date(2027, 1, 15), OptionRight.put, Decimal("172.5"))
+        run.fake.hold_option(run.account, call, 2, "7.25", cost_basis="1300")
+        run.fake.hold_option(run.account, put, -1, "3.10", cost_basis="-450")
+        adapter = run.adapter()
+        [account] = await adapter.list_accounts()
+        ref = account.broker_account_id
+        positions = {p.symbol: p for p in await adapter.get_positions(ref)}
+        assert set(positions) == {call.symbol, put.symbol}
+        long, short = positions[call.symbol], positions[put.symbol]
+        assert (long.quantity, long.market_value, long.avg_cost) == (2, 1450, Decimal("6.5"))
+        assert (short.quantity, short.market_value, short.avg_cost) == (-1, -310, Decimal("4.5"))
+        assert long.unrealized_pl == 150
+        assert (long.contract, short.contract) == (call, put)
+        assert all(p.asset_class is AssetClass.option for p in positions.values())
+        balances = await adapter.get_balances(ref)
+        assert balances.equity == Decimal(500) + 1450 - 310
+        assert await adapter.get_position(ref, put.occ_padded) == short
+        with pytest.raises(errors.NotSupported):
+            await adapter.place_order(
+                ref,
+                OrderRequest(
+                    client_order_id="bg-plaid-option",
+                    symbol=call.symbol,
+                    side=OrderSide.sell,
+                    quantity=Decimal(1),
+                    order_type=OrderType.market,
+                    time_in_force=TIF.day,
+                ),
+            )
+
+
+async def test_an_expired_option_is_an_option_expiration_of_its_contract() -> None:
+    async with running_fake(cash="10") as run:
+        put = OptionContract("AAPL", "AAPL", date(2026, 11, 20), OptionRight.put, Decimal(150))
+        holding = run.fake.hold_option(run.account, put, 1, "0.01")
+        run.account.holdings.remove(holding)  # it expired: the holding is gone
+        run.fake.add_transaction(
+            run.account,
+            kind="transfer",
+            subtype="expire",
+            amount=Decimal(0),
+            name="EXPIRED AAPL PUT",
+            security=holding.security,
+            quantity=Decimal(-100),
+        )
+        adapter = run.adapter()
+        [account] = await adapter.list_accounts()
+        found = await adapter.get_transactions(
+            account.broker_account_id, None, None, "option_expiration"
+        )
+        assert [(t.type, t.symbol) for t in found] == [("option_expiration", put.symbol)]
+        assert await adapter.get_positions(account.broker_account_id) == []

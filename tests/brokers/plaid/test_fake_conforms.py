@@ -13,6 +13,8 @@ spec copy the fake was first written from (2026-06); where they differ (``Securi
 from __future__ import annotations
 
 import json
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -36,6 +38,7 @@ from plaid.model.webhook_verification_key_get_response import (
 )
 from plaid.model_utils import ModelNormal, ModelSimple, validate_and_convert_types
 
+from app.brokers.base import OptionContract, OptionRight
 from tests.brokers.plaid.support import Running, running_fake
 
 
@@ -74,6 +77,8 @@ def seeded(run: Running) -> None:
     run.fake.hold(run.account, "AAPL", "10", "190.25", cost_basis="1500")
     run.fake.hold(run.account, "VTSAX", "2", "120", kind="mutual fund")
     run.fake.hold(run.account, "DOGE", "100", "0.14", kind="cryptocurrency")
+    call = OptionContract("AAPL", "AAPL", date(2027, 1, 15), OptionRight.call, Decimal("172.5"))
+    run.fake.hold_option(run.account, call, -2, "7.25", cost_basis="-1300")
 
 
 async def test_every_success_answer_is_what_plaids_client_reads() -> None:
@@ -116,7 +121,15 @@ async def test_every_success_answer_is_what_plaids_client_reads() -> None:
             (await post(run, "/investments/holdings/get", access_token=token)).json(),
             InvestmentsHoldingsGetResponse,
         )
-        assert {str(s.type) for s in holdings.securities} >= {"equity", "mutual fund", "cash"}
+        assert {str(s.type) for s in holdings.securities} >= {
+            "equity",
+            "mutual fund",
+            "cash",
+            "derivative",
+        }
+        [option] = [s for s in holdings.securities if s.option_contract is not None]
+        assert str(option.option_contract.contract_type) == "call"
+        assert option.option_contract.underlying_security_ticker == "AAPL"
         institution = await post(
             run, "/institutions/get_by_id", institution_id="ins_109508", country_codes=["US"]
         )

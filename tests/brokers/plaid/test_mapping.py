@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import httpx
 import pytest
 
 from app.brokers import errors
-from app.brokers.base import AssetClass
+from app.brokers.base import AssetClass, OptionContract, OptionRight
 from app.brokers.plaid import mapping
 from tests.brokers.plaid import payloads
 
@@ -55,7 +55,7 @@ def test_holdings_example_maps_to_positions_and_leaves_out_what_is_not_modelled(
     assert by_symbol["NHX105509"].asset_class is AssetClass.equity  # an etf
 
 
-def test_holdings_example_crypto_is_a_pair_and_options_are_left_out() -> None:
+def test_holdings_example_crypto_is_a_pair_and_options_are_option_positions() -> None:
     body = parsed("HOLDINGS_GET")
     crypto, skipped = mapping.positions_from_wire(
         body, "ax0xgOBYRAIqOOjeLZr0iZBb8r6K88HZXpvmq", NOW
@@ -65,8 +65,21 @@ def test_holdings_example_crypto_is_a_pair_and_options_are_left_out() -> None:
     assert doge.as_of == datetime(2022, 6, 7, 23, 1, tzinfo=UTC)  # institution_price_datetime
     assert skipped == 0
     ira, skipped = mapping.positions_from_wire(body, "JqMLm4rJwpF6gMPJwBqdh9ZjjPvvpDcb7kDK1", NOW)
-    assert ira == []  # USD cash and one NFLX call option (derivative: not modelled)
-    assert skipped == 1
+    [call] = ira  # beside USD cash: the NFLX call (quantity 10000 options = 100 contracts)
+    assert skipped == 0
+    assert (call.symbol, call.asset_class, call.quantity) == (
+        "NFLX180201C00355000",
+        AssetClass.option,
+        Decimal(100),
+    )
+    assert call.contract == OptionContract(
+        "NFLX", "NFLX", date(2018, 2, 1), OptionRight.call, Decimal(355)
+    )
+    # institution_value (110) = institution_price (0.011 per option) x 10000 options:
+    # already price x contracts x multiplier; avg_cost is per share (cost_basis / options)
+    assert (call.current_price, call.market_value) == (Decimal("0.011"), Decimal(110))
+    assert call.market_value == call.current_price * call.quantity * call.contract.multiplier
+    assert call.avg_cost == Decimal("0.01") / 10000
     assert mapping.cash_of(body, "JqMLm4rJwpF6gMPJwBqdh9ZjjPvvpDcb7kDK1") == Decimal("0.01")
 
 
@@ -275,3 +288,73 @@ def test_webhook_examples() -> None:
     assert not error.refreshes
     with pytest.raises(errors.UnknownBrokerValue):
         mapping.webhook_from_wire({"webhook_type": "HOLDINGS"})
+
+
+def _option_security(**changes: object) -> dict[str, object]:
+    body = parsed("HOLDINGS_GET")
+    securities = body["securities"]
+    assert isinstance(securities, list)
+    [nflx] = [s for s in securities if s["type"] == "derivative"]
+    return {**nflx, **changes}
+
+
+def test_option_securities_are_read_strictly() -> None:
+    nflx = _option_security()
+    assert mapping.option_of(nflx) == OptionContract.parse("NFLX180201C00355000")
+    # An institution's own ticker: the contract's fields name it.
+    own = mapping.option_of({**nflx, "ticker_symbol": "NFLX 02/01/18 C355"})
+    assert own is not None
+    assert own.symbol == "NFLX180201C00355000"
+    spxw = _option_security(
+        ticker_symbol="SPXW  261218P05000000",
+        option_contract={
+            "contract_type": "put",
+            "expiration_date": "2026-12-18",
+            "strike_price": 5000,
+            "underlying_security_ticker": "SPX",
+        },
+    )
+    weekly = mapping.option_of(spxw)
+    assert weekly is not None
+    assert (weekly.root, weekly.underlying, weekly.symbol) == ("SPXW", "SPX", "SPXW261218P05000000")
+    assert mapping.option_of({**nflx, "option_contract": None}) is None  # a warrant
+    for bad in (
+        {"contract_type": "straddle"},
+        {"strike_price": "abc"},
+        {"underlying_security_ticker": ""},
+        {"expiration_date": "2018-02-31"},
+        {"strike_price": 360},  # disagrees with the OCC ticker
+    ):
+        contract = {**nflx["option_contract"], **bad}  # type: ignore[dict-item]
+        with pytest.raises(errors.UnknownBrokerValue):
+            mapping.option_of({**nflx, "option_contract": contract})
+
+
+def test_a_written_option_is_negative_and_odd_quantities_are_left_out() -> None:
+    body = parsed("HOLDINGS_GET")
+    holdings = body["holdings"]
+    assert isinstance(holdings, list)
+    account = "JqMLm4rJwpF6gMPJwBqdh9ZjjPvvpDcb7kDK1"
+    for holding in holdings:
+        if holding["security_id"] == "8E4L9XLl6MudjEpwPAAgivmdZRdBPJuvMPlPb":
+            holding.update(quantity=-300, institution_value=Decimal("-3.3"), cost_basis=-6)
+    [short], skipped = mapping.positions_from_wire(body, account, NOW)
+    assert (short.quantity, short.market_value, skipped) == (Decimal(-3), Decimal("-3.3"), 0)
+    assert short.avg_cost == Decimal("0.02")
+    for holding in holdings:
+        if holding["security_id"] == "8E4L9XLl6MudjEpwPAAgivmdZRdBPJuvMPlPb":
+            holding.update(quantity=150)  # not whole 100-share contracts
+    assert mapping.positions_from_wire(body, account, NOW) == ([], 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "subtype", "ours"),
+    [
+        ("transfer", "expire", "option_expiration"),
+        ("transfer", "assignment", "option_assignment"),
+        ("transfer", "exercise", "option_exercise"),
+        ("sell", "assignment", "option_assignment"),
+    ],
+)
+def test_option_lifecycle_subtypes_are_their_own_types(kind: str, subtype: str, ours: str) -> None:
+    assert mapping.transaction_type(kind, subtype) == ours

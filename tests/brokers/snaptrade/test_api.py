@@ -33,7 +33,11 @@ async def test_snaptrade_is_offered_as_a_tier_b_aggregator(db_url: str) -> None:
         )
         capabilities = snap["capabilities"]
         assert capabilities["asset_classes"]["equity"] == "native"
-        assert capabilities["asset_classes"]["option"] == "unsupported"
+        assert capabilities["asset_classes"]["option"] == "native"
+        assert capabilities["multi_leg"] == "native"
+        assert capabilities["options"]["chain"] == "unsupported"  # no chain endpoint
+        assert capabilities["options"]["max_legs"] == 4
+        assert capabilities["preview"] == "native"
         assert set(capabilities["order_types"].values()) == {"native"}
         assert set(capabilities["time_in_force"].values()) == {"native"}
         assert (capabilities["extended_hours"], capabilities["order_stream"]) == (
@@ -435,3 +439,30 @@ async def test_portal_and_refresh_are_for_aggregator_connections(db_url: str) ->
         missing = await h.client.post("/v1/connections/con_nope/portal", headers=h.auth(user))
         assert missing.status_code == 404
         assert RETURN_TO  # the portal's return address comes from the settings only
+
+
+async def test_an_option_order_at_a_brokerage_without_options_writes_nothing(
+    db_url: str,
+) -> None:
+    """Refused by the broker's own pre-write checks: no order row, no trading request."""
+    async with gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        _, account_id = await gw.linked(user, "ALPACA")
+        seen = len(gw.fake.requests)
+        expiry = (datetime.now(UTC) + timedelta(days=60)).strftime("%y%m%d")
+        refused = await h.place(
+            user,
+            account_id,
+            symbol=f"AAPL{expiry}C00190000",
+            quantity="1",
+            order_type="limit",
+            limit_price="1.00",
+            position_effect="open",
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] in ("unsupported_order", "unknown_symbol")
+        orders = await h.client.get(
+            f"/v1/accounts/{account_id}/orders?status=all", headers=h.auth(user)
+        )
+        assert orders.json()["items"] == []
+        assert not [r for r in gw.fake.requests[seen:] if "/trading/" in str(r)]

@@ -21,7 +21,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from app.brokers.base import OrderChanges, OrderRequest, OrderSide, OrderType, TimeInForce
-from app.brokers.snaptrade import auth, mapping
+from app.brokers.snaptrade import auth, mapping, options
 from tests.brokers.snaptrade.support import Running, running_fake
 
 
@@ -355,3 +355,134 @@ async def test_webhooks_match_the_spec_and_are_signed() -> None:
         canonical = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         expected = auth.webhook_signature(run.fake.consumer_key, json.loads(canonical))
         assert run.fake.webhook_signature(payload) == expected
+
+
+async def test_option_endpoints_match_the_spec() -> None:
+    """The option form we send and every option answer of the fake, against the spec:
+    impact and placement (``MlegTradeForm``, ``OptionImpact``, ``MlegOrderResponse``), the V2
+    order reads, the option quote, option positions, V1 leg records and option activities."""
+    from tests.brokers.snaptrade.test_options import (
+        contract,
+        natural_debit,
+        single,
+        vertical,
+        vertical_legs,
+    )
+
+    async with running_fake() as run:
+        account = run.account.id
+        legs = vertical_legs(run)
+        price = (natural_debit(run, legs) * Decimal("1.2")).quantize(Decimal("0.01"))
+        form = options.mleg_form(vertical(legs, price))
+        single_form = options.mleg_form(single(contract(run, -4).symbol))
+        trading = "/accounts/{accountId}/trading/options"
+        for sent in (form, single_form):
+            check(sent, request_schema(trading, "post"))
+            check(sent, request_schema(trading + "/impact", "post"))
+        async with client(run) as http:
+            impact = await http.post(
+                f"/accounts/{account}/trading/options/impact", params=user(run), json=form
+            )
+            assert impact.status_code == 200, impact.text
+            check(impact.json(), response_schema(trading + "/impact", "post"))
+            placed = await http.post(
+                f"/accounts/{account}/trading/options", params=user(run), json=form
+            )
+            assert placed.status_code == 200, placed.text
+            check(placed.json(), response_schema(trading, "post"))
+            resting = await http.post(
+                f"/accounts/{account}/trading/options", params=user(run), json=single_form
+            )
+            check(resting.json(), response_schema(trading, "post"))
+            await run.fake.match()
+            combo_id = placed.json()["brokerage_order_id"]
+            single_id = resting.json()["brokerage_order_id"]
+            call = contract(run, 0)
+            cases = [
+                (
+                    f"/accounts/{account}/orders/details/v2/{combo_id}",
+                    "/accounts/{accountId}/orders/details/v2/{brokerageOrderId}",
+                    user(run),
+                ),
+                (
+                    f"/accounts/{account}/orders/v2",
+                    "/accounts/{accountId}/orders/v2",
+                    {**user(run), "state": "all"},
+                ),
+                (
+                    f"/accounts/{account}/quotes/options",
+                    "/accounts/{accountId}/quotes/options",
+                    {**user(run), "symbol": call.occ_padded},
+                ),
+                (
+                    f"/accounts/{account}/positions/all",
+                    "/accounts/{accountId}/positions/all",
+                    user(run),
+                ),
+                (f"/accounts/{account}/holdings", "/accounts/{accountId}/holdings", user(run)),
+                (
+                    f"/accounts/{account}/orders",
+                    "/accounts/{accountId}/orders",
+                    {**user(run), "state": "all"},
+                ),
+                (
+                    f"/accounts/{account}/activities",
+                    "/accounts/{accountId}/activities",
+                    user(run),
+                ),
+            ]
+            for url, template, params in cases:
+                answer = await http.get(url, params=params)
+                assert answer.status_code == 200, (url, answer.text)
+                check(answer.json(), response_schema(template, "get"))
+            positions = (
+                await http.get(f"/accounts/{account}/positions/all", params=user(run))
+            ).json()["results"]
+            assert sorted(p["units"] for p in positions) == ["-2", "2"]
+            holdings = (await http.get(f"/accounts/{account}/holdings", params=user(run))).json()
+            assert len(holdings["option_positions"]) == 2
+            detail = await http.post(
+                f"/accounts/{account}/orders/details",
+                params=user(run),
+                json={"brokerage_order_id": single_id},
+            )
+            check(detail.json(), response_schema("/accounts/{accountId}/orders/details", "post"))
+            assert detail.json()["option_symbol"]["ticker"] == contract(run, -4).occ_padded
+            v2 = await http.get(
+                f"/accounts/{account}/orders/details/v2/{single_id}", params=user(run)
+            )
+            current = options.order_v2_from_wire(mapping.loads(v2.content))
+            replace = mapping.replace_form(current, OrderChanges(limit_price=Decimal("0.02")))
+            check(replace, request_schema("/accounts/{accountId}/trading/replace", "post"))
+            replaced = await http.post(
+                f"/accounts/{account}/trading/replace", params=user(run), json=replace
+            )
+            assert replaced.status_code == 200, replaced.text
+            check(replaced.json(), response_schema("/accounts/{accountId}/trading/replace", "post"))
+            canceled = await http.post(
+                f"/accounts/{account}/trading/cancel",
+                params=user(run),
+                json={"brokerage_order_id": replaced.json()["brokerage_order_id"]},
+            )
+            check(canceled.json(), response_schema("/accounts/{accountId}/trading/cancel", "post"))
+            activity = run.fake.record_option_event(
+                account, "OPTIONEXPIRATION", contract(run, 5), Decimal(1)
+            )
+            check(activity, schema("AccountUniversalActivity"))
+
+            bad = {**form, "legs": form["legs"] * 3}  # six legs
+            refused = await http.post(
+                f"/accounts/{account}/trading/options/impact", params=user(run), json=bad
+            )
+            assert refused.status_code == 400
+            check(refused.json(), response_schema(trading + "/impact", "post", "400"))
+            missing = await http.get(
+                f"/accounts/{account}/orders/details/v2/nope", params=user(run)
+            )
+            assert missing.status_code == 404
+            check(
+                missing.json(),
+                response_schema(
+                    "/accounts/{accountId}/orders/details/v2/{brokerageOrderId}", "get", "404"
+                ),
+            )

@@ -304,11 +304,25 @@ def test_the_documented_activity_and_types() -> None:
     assert buy.occurred_at == datetime(2024, 3, 22, 16, 27, 55, tzinfo=UTC)
     item = ACTIVITIES["data"][0]
     deposit = variant(item, type="CONTRIBUTION", symbol=None, trade_date="2024-03-22")
-    option = variant(item, type="OPTIONEXPIRATION")
-    page = {"data": [deposit, option], "pagination": {"offset": 0, "limit": 2, "total": 2}}
-    [mapped], _ = mapping.transactions_from_wire(wire(page))
+    contract = {
+        "id": "2bcd7cc3-e922-4976-bce1-9858296801c3",
+        "ticker": "AAPL  261218C00240000",  # the spec's OptionsSymbol example
+        "option_type": "CALL",
+        "strike_price": 240,
+        "expiration_date": "2026-12-18",
+        "is_mini_option": False,
+        "underlying_symbol": item["symbol"],
+    }
+    option = variant(item, type="OPTIONEXPIRATION", symbol=None, option_symbol=contract)
+    other = variant(item, type="SPLIT")  # not a type we report
+    page = {
+        "data": [deposit, option, other],
+        "pagination": {"offset": 0, "limit": 3, "total": 3},
+    }
+    mapped, expired = mapping.transactions_from_wire(wire(page))[0]
     assert (mapped.type, mapped.symbol, mapped.quantity) == ("deposit", None, None)
     assert mapped.occurred_at == datetime(2024, 3, 22, tzinfo=UTC)
+    assert (expired.type, expired.symbol) == ("option_expiration", "AAPL261218C00240000")
 
 
 def test_the_documented_quotes_and_symbols() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,8 @@ from app.brokers.base import (
     OrderSide,
     OrderStatus,
     OrderType,
+    PositionEffect,
+    PriceEffect,
     TimeInForce,
 )
 from app.brokers.tastytrade import auth, mapping, tastytrade_spec
@@ -172,8 +175,8 @@ def test_filled_before_every_fill_is_published_trusts_remaining_quantity() -> No
 
 def test_other_notifications_and_unmodelled_orders_are_not_updates() -> None:
     assert mapping.update_from_notification({"type": "AccountBalance", "data": {}}, "a") is None
-    option_order = {"type": "Order", "data": LIVE_ORDERS_DOC["data"]["items"][0]}
-    assert mapping.update_from_notification(option_order, "a") is None
+    future = order(legs={"instrument-type": "Future", "symbol": "/ESZ6", "action": "Buy"})
+    assert mapping.update_from_notification({"type": "Order", "data": future}, "a") is None
 
 
 def test_an_order_without_updated_at_uses_its_other_timestamps() -> None:
@@ -187,11 +190,48 @@ def test_an_order_without_updated_at_uses_its_other_timestamps() -> None:
         mapping.order_from_wire(body)
 
 
-def test_the_docs_live_orders_example_is_not_modelled() -> None:
-    items = mapping.items_of(LIVE_ORDERS_DOC)
-    assert [mapping.is_modelled(i) for i in items] == [False, False]
+def documented_live_orders() -> list[dict[str, Any]]:
+    """The docs' two option orders, with the ``received-at`` their abbreviated example
+    leaves out (every real order has it)."""
+    items = copy.deepcopy(mapping.items_of(LIVE_ORDERS_DOC))
+    for item in items:
+        item["received-at"] = "2019-10-01T14:00:00.000+00:00"
+    return items
+
+
+def test_the_docs_live_orders_example_maps_a_single_option_and_a_spread() -> None:
+    single_raw, spread_raw = documented_live_orders()
+    assert mapping.is_modelled(single_raw)
+    assert mapping.is_modelled(spread_raw)
+    single = mapping.order_from_wire(single_raw)
+    # "QQQ 191115C00187000": the page collapses the padding; the symbol is still OCC.
+    assert (single.symbol, single.side, single.position_effect) == (
+        "QQQ191115C00187000",
+        OrderSide.buy,
+        PositionEffect.close,
+    )
+    assert (single.quantity, single.limit_price, single.price_effect) == (
+        Decimal(1),
+        Decimal("3.0"),
+        PriceEffect.debit,
+    )
+    assert single.legs == ()
+    spread = mapping.order_from_wire(spread_raw)
+    assert (spread.symbol, spread.side, spread.quantity, spread.status) == (
+        "SPY",
+        OrderSide.buy,
+        Decimal(1),
+        S.canceled,
+    )
+    assert [(leg.symbol, leg.side, leg.ratio, leg.position_effect) for leg in spread.legs] == [
+        ("SPY191018P00300000", OrderSide.buy, 1, PositionEffect.close),
+        ("SPY191018P00270000", OrderSide.sell, 1, PositionEffect.close),
+    ]
+    five = copy.deepcopy(spread_raw)
+    five["legs"] = five["legs"] * 3  # 6 legs: more than tastytrade allows
+    assert not mapping.is_modelled(five)
     with pytest.raises(errors.UnknownBrokerValue):
-        mapping.order_from_wire(items[1])  # two legs
+        mapping.order_from_wire(five)
 
 
 @pytest.mark.parametrize(
@@ -369,7 +409,11 @@ def test_short_positions_marks_and_unmodelled_instruments() -> None:
     option = {**item, "instrument-type": "Equity Option", "symbol": "AAPL  240119C00150000"}
     mapped = mapping.position_from_wire({**option, "multiplier": 100}, NOW)
     assert mapped is not None
-    assert (mapped.symbol, mapped.asset_class) == ("AAPL 240119C00150000", AssetClass.option)
+    assert (mapped.symbol, mapped.asset_class) == ("AAPL240119C00150000", AssetClass.option)
+    assert mapped.contract is not None
+    assert (mapped.contract.strike, mapped.contract.multiplier) == (Decimal(150), Decimal(100))
+    # market value = price x quantity x multiplier (the prices are per share)
+    assert mapped.market_value == Decimal("282.48") * 100 * 100
     with pytest.raises(errors.UnknownBrokerValue):
         mapping.position_from_wire({**item, "instrument-type": "Spaceship"}, NOW)
     with pytest.raises(errors.UnknownBrokerValue):

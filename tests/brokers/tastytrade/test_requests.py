@@ -37,7 +37,6 @@ from tests.brokers.tastytrade.payloads import (
     EQUITY,
     ERRORS,
     FILLED_NOTIFICATION,
-    LIVE_ORDERS_DOC,
     MARKET_DATA,
     POSITIONS,
     SUBMIT_ANSWER,
@@ -45,6 +44,7 @@ from tests.brokers.tastytrade.payloads import (
     TRANSACTIONS,
     order,
 )
+from tests.brokers.tastytrade.test_mapping import documented_live_orders
 
 BASE = "https://api.cert.tastyworks.com"
 ACCOUNT = "5WX06827"
@@ -175,7 +175,7 @@ async def test_check_symbol(broker: Broker, adapter: TastytradeAdapter) -> None:
     broker.answer("GET", "/instruments/equities/OLD", {**EQUITY, "data": {"active": False}})
     with pytest.raises(errors.UnsupportedOrder, match="not open for trading"):
         await adapter.check_symbol("OLD")
-    with pytest.raises(errors.UnsupportedOrder, match="equities only"):
+    with pytest.raises(errors.UnsupportedOrder, match="equities and equity options only"):
         await adapter.check_symbol("BTC-USD")
 
 
@@ -303,12 +303,17 @@ async def test_list_open_orders_reads_the_live_orders(
 ) -> None:
     mine = order(**{"status": "Live", "external-identifier": "bgmine"})
     done = order(**{"id": 270500, "status": "Filled"}, legs={"remaining-quantity": 0})
-    items = [mine, done, *LIVE_ORDERS_DOC["data"]["items"]]  # + two option orders
+    future = order(**{"id": 270499}, legs={"instrument-type": "Future", "symbol": "/ESZ6"})
+    # + the docs' two option orders (a working single leg, a cancelled spread) and a future
+    items = [mine, done, *documented_live_orders(), future]
     broker.answer("GET", f"/accounts/{ACCOUNT}/orders/live", {"data": {"items": items}})
-    [working] = await adapter.list_orders(ACCOUNT, "open", 10)
+    working = await adapter.list_orders(ACCOUNT, "open", 10)
     call = only_call(broker)
     assert (call.path, call.query) == (f"/accounts/{ACCOUNT}/orders/live", [])
-    assert working.client_order_id == "bgmine"
+    assert [(o.client_order_id, o.symbol) for o in working] == [
+        ("bgmine", "AAPL"),
+        (None, "QQQ191115C00187000"),
+    ]
 
 
 async def test_closed_orders_are_searched_by_status(

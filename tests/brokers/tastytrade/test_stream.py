@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 
 from app.brokers import errors
 from app.brokers.base import OrderStatus, OrderUpdate
 from app.brokers.tastytrade.adapter import TastytradeAdapter
 from app.brokers.tastytrade.stream import AccountStreamer
 from tests.brokers.support import limit_buy, market
+from tests.brokers.tastytrade.options_support import iron_condor_legs, spread
 from tests.brokers.tastytrade.support import Running, running_fake
 
 
@@ -158,11 +160,17 @@ async def test_heartbeats_carry_a_token_and_are_answered() -> None:
         assert stream.silences == 0  # the answers count as life
 
 
+def _stream_metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name, {"broker": "tastytrade"}) or 0.0
+
+
 async def test_a_dropped_stream_reconnects_and_catches_up() -> None:
     async with running_fake() as run:
         adapter = run.adapter()
         stream = open_stream(run, adapter)
         updates = stream.updates()
+        connects = _stream_metric("brokerage_upstream_stream_connects_total")
+        interruptions = _stream_metric("brokerage_upstream_stream_interruptions_total")
         try:
             placed = await adapter.place_order(run.account.number, market("bg-gap"))
             await until(updates, placed.broker_order_id, OrderStatus.accepted)
@@ -172,6 +180,11 @@ async def test_a_dropped_stream_reconnects_and_catches_up() -> None:
             assert filled.fills == ()  # it came from the REST catch-up, not the stream
             assert stream.connects == 2
             assert [m["action"] for m in run.fake.stream_messages].count("connect") == 2
+            # The operators see it: two connections, one interruption between them.
+            assert _stream_metric("brokerage_upstream_stream_connects_total") == connects + 2
+            assert (
+                _stream_metric("brokerage_upstream_stream_interruptions_total") == interruptions + 1
+            )
         finally:
             await updates.aclose()
 
@@ -247,3 +260,28 @@ async def test_the_adapter_hands_out_the_stream() -> None:
             assert update.order.broker_order_id == placed.broker_order_id
         finally:
             await updates.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_spread_fill_notification_carries_every_leg_fill() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        number = run.account.number
+        stream = open_stream(run, adapter)
+        updates = stream.updates()
+        try:
+            legs = iron_condor_legs(run.fake)
+            placed = await adapter.place_order(number, spread("bg-ic-stream", legs, qty="3"))
+            await until(updates, placed.broker_order_id, OrderStatus.accepted)
+            await run.fake.match()
+            filled = await until(updates, placed.broker_order_id, OrderStatus.filled)
+            assert [f.leg_symbol for f in filled.fills] == [leg.symbol for leg in legs]
+            assert all(f.quantity == Decimal(3) for f in filled.fills)
+            assert len({f.fill_id for f in filled.fills}) == 4
+            by_leg = {leg.symbol: leg for leg in filled.order.legs}
+            for fill in filled.fills:
+                assert fill.leg_symbol is not None
+                leg = by_leg[fill.leg_symbol]
+                assert (leg.filled_quantity, leg.avg_fill_price) == (fill.quantity, fill.price)
+            assert filled.order.filled_quantity == Decimal(3)
+        finally:
+            await updates.aclose()

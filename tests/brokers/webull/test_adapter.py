@@ -45,7 +45,7 @@ async def test_a_pending_token_is_refused_by_webull_until_the_user_confirms_it()
             await pending.list_accounts()
         with pytest.raises(errors.AuthenticationFailed, match="confirm"):
             await pending.place_order(wb.account.account_id, limit_buy())
-        assert ("POST", "/openapi/trade/stock/order/place") not in wb.fake.requests
+        assert ("POST", "/trading/orders/place") not in wb.fake.requests
         assert (await pending.check_token())["token_status"] == "PENDING"
         wb.fake.confirm(stored["access_token"])
         confirmed = await pending.check_token()
@@ -80,7 +80,7 @@ async def test_a_wrong_secret_and_a_replayed_request_are_refused() -> None:
         with pytest.raises(errors.AuthenticationFailed, match="signature"):
             await wb.track(WebullAdapter(wb.settings(), wrong)).create_token()
         signer = auth.RequestSigner(wb.user_credentials())
-        request = httpx.Request("POST", f"{wb.url}/openapi/auth/token/create", json={})
+        request = httpx.Request("POST", f"{wb.url}/auth/tokens/create", json={})
         request.headers.update(signer(request))
         async with httpx.AsyncClient() as client:
             first = await client.send(request)

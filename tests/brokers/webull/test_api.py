@@ -267,3 +267,60 @@ async def test_fills_arrive_by_polling_through_the_open_order_sweep(db_url: str)
         assert (got["status"], got["filled_quantity"]) == ("filled", "3")
         positions = await h.client.get(f"/v1/accounts/{account_id}/positions", headers=h.auth(user))
         assert [(p["symbol"], p["quantity"]) for p in positions.json()["items"]] == [("AAPL", "3")]
+
+
+async def test_a_vertical_through_the_api_fills_with_both_legs_and_two_positions(
+    db_url: str,
+) -> None:
+    """An option spread end to end: the gateway's multi-leg order body to Webull's decomposed
+    legs with the strategy named, filled on the fake, read back through the reconciler, its
+    two legs as positions; the chain is a capability problem (Webull has none)."""
+    from tests.brokers.webull.option_support import contract, mark
+
+    async with gateway(db_url) as gw:
+        user, h = new_user(), gw.harness
+        account_id = await gw.connected(user)
+        fake = gw.wb.fake
+        buy, sell = contract(fake, 0), contract(fake, 2)
+        price = mark(fake, buy) - mark(fake, sell) + Decimal("0.50")
+        body = {
+            "legs": [
+                {"symbol": buy.symbol, "side": "buy", "ratio": 1, "position_effect": "open"},
+                {"symbol": sell.symbol, "side": "sell", "ratio": 1, "position_effect": "open"},
+            ],
+            "quantity": "2",
+            "order_type": "limit",
+            "limit_price": str(price),
+            "price_effect": "debit",
+        }
+        placed = await h.client.post(
+            f"/v1/accounts/{account_id}/orders",
+            json=body,
+            headers=h.auth(user, **{"Idempotency-Key": "wb-vertical-1"}),
+        )
+        assert placed.status_code in (200, 201), placed.text
+        order = placed.json()
+        [sent] = gw.wb.account.orders.values()
+        assert (sent.strategy, sent.side, [leg.side for leg in sent.legs]) == (
+            "VERTICAL",
+            "BUY",
+            ["BUY", "SELL"],
+        )
+        await fake.match()
+        await Reconciler(h.state.ctx).run_once()
+        got = (await h.client.get(f"/v1/orders/{order['id']}", headers=h.auth(user))).json()
+        assert got["status"] == "filled"
+        assert [(leg["symbol"], leg["filled_quantity"]) for leg in got["legs"]] == [
+            (buy.symbol, "2"),
+            (sell.symbol, "2"),
+        ]
+        positions = (
+            await h.client.get(f"/v1/accounts/{account_id}/positions", headers=h.auth(user))
+        ).json()["items"]
+        held = {p["symbol"]: p["quantity"] for p in positions}
+        assert held == {buy.symbol: "2", sell.symbol: "-2"}
+        chain = await h.client.get(
+            f"/v1/accounts/{account_id}/options/chain?underlying=AAPL", headers=h.auth(user)
+        )
+        assert chain.status_code == 422
+        assert chain.json()["code"] == "options_chain_unsupported"

@@ -21,42 +21,43 @@ def pinned(credentials: Credentials = CREDENTIALS, **kwargs: bool) -> auth.Reque
     return auth.RequestSigner(credentials, clock=lambda: AT, nonce=lambda: "n1", **kwargs)
 
 
-def test_the_string_to_sign_for_a_query() -> None:
-    url = httpx.URL("https://api.webull.com/openapi/assets/balance?account_id=A1")
+# Expected signatures computed by the official SDK's own composer (PyPI
+# webull-openapi-python-sdk 3.0.4, ``default_signature_composer.calc_signature`` with its
+# clock and nonce pinned to these values): the adapter must agree with Webull's client.
+SDK_QUERY_SIGNATURE = "FNubuvlmWs4D0XCX9kxQ8Kzv3pprfgu3+IOwnH4y57Y="
+SDK_BODY_SIGNATURE = "meAh+9uVnpPzXhh/UILm60dttbUeZ9WOcdlO8ELhdIo="
+
+
+def test_a_query_is_signed_as_the_3x_sdk_signs_it() -> None:
+    url = httpx.URL("https://api.webull.com/trading/assets/balances/get?account_id=A1")
     headers = pinned().headers("GET", url, b"")
     text = (
-        "%2Fopenapi%2Fassets%2Fbalance%26account_id%3DA1%26host%3Dapi.webull.com"
-        "%26x-app-key%3Dk%26x-signature-algorithm%3DHMAC-SHA1%26x-signature-nonce%3Dn1"
+        "%2Ftrading%2Fassets%2Fbalances%2Fget%26account_id%3DA1%26host%3Dapi.webull.com"
+        "%26x-app-key%3Dk%26x-signature-algorithm%3DHMAC-SHA256%26x-signature-nonce%3Dn1"
         "%26x-signature-version%3D1.0%26x-timestamp%3D2026-01-02T03%3A04%3A05Z"
     )
-    expected = base64.b64encode(hmac.new(b"secret&", text.encode(), hashlib.sha1).digest())
+    expected = base64.b64encode(hmac.new(b"secret&", text.encode(), hashlib.sha256).digest())
+    assert expected.decode() == SDK_QUERY_SIGNATURE
     assert headers == {
         "x-app-key": "k",
         "x-timestamp": "2026-01-02T03:04:05Z",
         "x-signature-version": "1.0",
-        "x-signature-algorithm": "HMAC-SHA1",
+        "x-signature-algorithm": "HMAC-SHA256",
         "x-signature-nonce": "n1",
-        "x-signature": expected.decode(),
+        "x-signature": SDK_QUERY_SIGNATURE,
     }
 
 
-def test_a_body_is_signed_by_its_md5_and_the_host_keeps_its_port() -> None:
+def test_a_body_is_signed_by_its_sha256_and_the_host_keeps_its_port() -> None:
     body = b'{"token":"t"}'
-    url = httpx.URL("http://127.0.0.1:8773/openapi/auth/token/check")
+    url = httpx.URL("http://127.0.0.1:8773/auth/tokens/check")
     headers = pinned().headers("POST", url, body)
-    digest = hashlib.md5(body).hexdigest().upper()  # noqa: S324 - the scheme under test
-    text = (
-        "%2Fopenapi%2Fauth%2Ftoken%2Fcheck%26host%3D127.0.0.1%3A8773%26x-app-key%3Dk"
-        "%26x-signature-algorithm%3DHMAC-SHA1%26x-signature-nonce%3Dn1"
-        f"%26x-signature-version%3D1.0%26x-timestamp%3D2026-01-02T03%3A04%3A05Z%26{digest}"
-    )
-    expected = base64.b64encode(hmac.new(b"secret&", text.encode(), hashlib.sha1).digest())
-    assert headers["x-signature"] == expected.decode()
+    assert headers["x-signature"] == SDK_BODY_SIGNATURE
 
 
 def test_the_access_token_header_is_sent_except_on_token_calls() -> None:
     stored = auth.with_token(CREDENTIALS, "tok", "NORMAL", "1765457400000")
-    url = httpx.URL("https://api.webull.com/openapi/account/list")
+    url = httpx.URL("https://api.webull.com/trading/accounts/list")
     assert pinned(stored).headers("GET", url, b"")["x-access-token"] == "tok"
     assert "x-access-token" not in pinned(stored, with_access_token=False).headers("GET", url, b"")
     assert auth.token_usable(stored)
@@ -65,7 +66,7 @@ def test_the_access_token_header_is_sent_except_on_token_calls() -> None:
 
 def test_every_request_gets_its_own_nonce() -> None:
     signer = auth.RequestSigner(CREDENTIALS)
-    request = httpx.Request("GET", "https://api.webull.com/openapi/account/list")
+    request = httpx.Request("GET", "https://api.webull.com/trading/accounts/list")
     assert signer(request)["x-signature-nonce"] != signer(request)["x-signature-nonce"]
 
 

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.brokers import errors
 from app.brokers.base import (
@@ -166,7 +168,7 @@ def test_balances_positions_quotes_and_tokens() -> None:
         Decimal("11900.50"),
         Decimal("20001.00"),
     )
-    [position] = [mapping.position_from_wire(p, NOW) for p in POSITIONS]
+    [position] = [q for p in POSITIONS for q in mapping.positions_from_wire(p, NOW)]
     assert (position.quantity, position.avg_cost, position.unrealized_pl) == (
         Decimal(10),
         Decimal("188.7660"),
@@ -186,7 +188,7 @@ def test_balances_positions_quotes_and_tokens() -> None:
     with pytest.raises(errors.UnknownBrokerValue):
         mapping.token_from_wire({**TOKEN_PENDING, "status": "ACTIVE"})
     with pytest.raises(errors.UnknownBrokerValue):
-        mapping.position_from_wire({**POSITIONS[0], "instrument_type": "CRYPTO"}, NOW)
+        mapping.positions_from_wire({**POSITIONS[0], "instrument_type": "FUTURES"}, NOW)
 
 
 def test_fills_become_trades() -> None:
@@ -222,3 +224,11 @@ def test_error_bodies_classify_once(
     assert type(found) is expected
     assert found is not None
     assert found.reason == message
+
+
+@given(st.from_regex(r"[A-Z0-9]{2,10}", fullmatch=True))
+def test_crypto_symbols_map_to_webull_and_back(base: str) -> None:
+    pair = f"{base}-USD"
+    assert mapping.is_crypto_symbol(pair)
+    assert mapping.crypto_symbol_to_wire(pair) == f"{base}USD"
+    assert mapping.crypto_symbol_from_wire(mapping.crypto_symbol_to_wire(pair)) == pair

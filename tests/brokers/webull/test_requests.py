@@ -1,7 +1,7 @@
 """Request/response fixtures per adapter method: the exact signed request each method sends
 and the normalized result an SDK-shaped Webull answer parses into.
 
-The broker side is an httpx transport that verifies each request's HMAC-SHA1 signature
+The broker side is an httpx transport that verifies each request's HMAC-SHA256 signature
 (recomputed here from the SDK's scheme), records it and answers with a payload from
 tests/brokers/webull/payloads.py; everything of ours runs unchanged.
 """
@@ -66,11 +66,13 @@ def verify(request: httpx.Request) -> None:
     params.update(dict(request.url.params.multi_items()))
     text = request.url.path + "&" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
     if request.content:
-        text += "&" + hashlib.md5(request.content).hexdigest().upper()  # noqa: S324
-    mac = hmac.new(f"{SECRET}&".encode(), quote(text, safe="").encode(), hashlib.sha1)
+        text += "&" + hashlib.sha256(request.content).hexdigest().upper()
+    mac = hmac.new(f"{SECRET}&".encode(), quote(text, safe="").encode(), hashlib.sha256)
     assert request.headers["x-signature"] == base64.b64encode(mac.digest()).decode()
-    assert request.headers["x-signature-algorithm"] == "HMAC-SHA1"
-    assert request.headers["x-version"] == "v2"
+    assert request.headers["x-signature-algorithm"] == "HMAC-SHA256"
+    # v3 everywhere but the two order lists' legacy pagination protocol.
+    legacy = request.url.path.startswith(("/trading/orders/open-orders/", "/trading/orders/hist"))
+    assert request.headers["x-version"] == ("v2" if legacy else "v3")
 
 
 @dataclass
@@ -120,8 +122,8 @@ ORDER_REQUEST = OrderRequest(
 async def test_token_calls_carry_the_token_in_the_body_not_the_header() -> None:
     broker = Broker(
         {
-            ("POST", "/openapi/auth/token/create"): (200, TOKEN_PENDING),
-            ("POST", "/openapi/auth/token/check"): (200, TOKEN_PENDING),
+            ("POST", "/auth/tokens/create"): (200, TOKEN_PENDING),
+            ("POST", "/auth/tokens/check"): (200, TOKEN_PENDING),
         }
     )
     adapter = adapter_for(broker)
@@ -140,11 +142,11 @@ async def test_token_calls_carry_the_token_in_the_body_not_the_header() -> None:
 async def test_reads_send_the_account_id_and_the_access_token() -> None:
     broker = Broker(
         {
-            ("GET", "/openapi/account/list"): (200, ACCOUNTS),
-            ("GET", "/openapi/assets/balance"): (200, BALANCE),
-            ("GET", "/openapi/assets/positions"): (200, POSITIONS),
+            ("GET", "/trading/accounts/list"): (200, ACCOUNTS),
+            ("GET", "/trading/assets/balances/get"): (200, BALANCE),
+            ("GET", "/trading/assets/positions/list"): (200, POSITIONS),
             ("GET", "/openapi/instrument/stock/list"): (200, INSTRUMENTS),
-            ("GET", "/openapi/market-data/stock/snapshot"): (200, SNAPSHOT),
+            ("GET", "/market-data/stocks/snapshots/list"): (200, SNAPSHOT),
         }
     )
     adapter = adapter_for(broker)
@@ -172,8 +174,8 @@ async def test_reads_send_the_account_id_and_the_access_token() -> None:
 async def test_place_sends_one_new_order_and_reads_it_back() -> None:
     broker = Broker(
         {
-            ("POST", "/openapi/trade/stock/order/place"): (200, PLACED),
-            ("GET", "/openapi/trade/order/detail"): (200, ORDER),
+            ("POST", "/trading/orders/place"): (200, PLACED),
+            ("GET", "/trading/orders/get"): (200, ORDER),
         }
     )
     placed = await adapter_for(broker).place_order("ACC1", ORDER_REQUEST)
@@ -214,9 +216,9 @@ async def test_an_unconfirmed_token_refuses_orders_before_sending_anything() -> 
 async def test_replace_and_cancel_name_the_order_by_client_order_id() -> None:
     broker = Broker(
         {
-            ("POST", "/openapi/trade/stock/order/replace"): (200, PLACED),
-            ("POST", "/openapi/trade/stock/order/cancel"): (200, PLACED),
-            ("GET", "/openapi/trade/order/detail"): (200, ORDER),
+            ("POST", "/trading/orders/replace"): (200, PLACED),
+            ("POST", "/trading/orders/cancel"): (200, PLACED),
+            ("GET", "/trading/orders/get"): (200, ORDER),
         }
     )
     adapter = adapter_for(broker)
@@ -224,7 +226,9 @@ async def test_replace_and_cancel_name_the_order_by_client_order_id() -> None:
     assert changed.broker_order_id == WIRE_ID  # in place
     canceled = await adapter.cancel_order("ACC1", WIRE_ID)
     assert canceled.status.value == "pending_cancel"  # still working when read back
-    replace, _, cancel, _ = broker.sent
+    # A new quantity reads the order first: an option order's legs are replaced by leg id.
+    read, replace, _, cancel, _ = broker.sent
+    assert (read.method, read.path) == ("GET", "/trading/orders/get")
     assert replace.body == {
         "account_id": "ACC1",
         "modify_orders": [{"client_order_id": WIRE_ID, "quantity": "12"}],

@@ -23,6 +23,21 @@ the pre-flight refusals, the execution fields kept, and ``average_price``/``stop
 
 Prices come from the paper market and orders match by the paper broker's rules
 (``app.paper.matching.decide``) when the test (or the fake-brokers ticker) calls ``match()``.
+
+Options (``options.py`` has the book and its sources): the secdef walk
+(``/iserver/secdef/search`` with ``opt`` and the ``OPT`` section's ``months``,
+``/iserver/secdef/strikes``, ``/iserver/secdef/info``), ``/trsrv/secdef?conids=``, option
+snapshots with greeks, single-leg orders by the option's conid and combos by ``conidex``
+(``"{spread};;;{conid}/{signed ratio},..."``, a BUY at a signed net price: a credit is
+negative, IBKR's "Notes on combination orders"), option position rows as in the spec's
+example (``assetClass: OPT``, ``putOrCall``, ``strike``, ``expiry``, ``multiplier``,
+``contractDesc`` with the padded OCC symbol), per-leg executions, and
+``POST /iserver/account/{id}/orders/whatif``. Not documented, so chosen here: a combo is
+reported by the order answers as one order with ``secType``/``sec_type`` ``BAG`` and its
+``conidex``, and fills atomically in whole units, each leg at its own touch (ask for a
+bought leg, bid for a sold one); options never trigger the stock price-constraint question;
+a cash account may sell an option only to close, or inside a combo whose bought legs cover
+it (the reserve is the spread's maximum loss).
 """
 
 from __future__ import annotations
@@ -45,9 +60,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.brokers.base import AssetClass, OrderSide, OrderType, TimeInForce
+from app.brokers.base import (
+    AssetClass,
+    OptionContract,
+    OptionRight,
+    OrderSide,
+    OrderType,
+    TimeInForce,
+)
 from app.paper.matching import OrderState, decide
 from app.paper.quotes import UNIVERSE, SeededQuoteSource
+from tests.fakes.ibkr.options import COMMISSION, SPREAD_CONID_USD, OptionBook
 
 API = "/v1/api"
 ZERO = Decimal(0)
@@ -107,8 +130,9 @@ class Faults:
     their answer is held ``hang_seconds``. ``extra_questions``: asked (in order) after the
     gateway's own before any order is acknowledged. ``penalty_seconds``: how long a pacing
     breach locks the caller out. ``empty_first_orders``: the first live-order list of a
-    session is the subscription's empty ``snapshot: false``. ``logout()`` ends the
-    session (as a gateway restart or a competing login would).
+    session is the subscription's empty ``snapshot: false``. ``option_dates``: the search
+    answers its ``opt`` expiration dates (the spec's example has them; False sends null).
+    ``logout()`` ends the session (as a gateway restart or a competing login would).
     """
 
     latency: float = 0.0
@@ -120,6 +144,7 @@ class Faults:
     extra_questions: list[Question] = field(default_factory=list)
     penalty_seconds: float = 600.0
     empty_first_orders: bool = True
+    option_dates: bool = True  # the search's ``opt`` dates (False: ``null``, months only)
 
 
 @dataclass
@@ -142,6 +167,9 @@ class FakeOrder:
     avg_price: Decimal | None = None
     updated_at: datetime | None = None
     stop_triggered: bool = False
+    sec_type: str = "STK"  # STK, OPT, or BAG (a combo)
+    legs: list[tuple[int, int]] = field(default_factory=list)  # (conid, signed ratio)
+    conidex: str | None = None
 
     @property
     def limit(self) -> Decimal | None:
@@ -159,10 +187,10 @@ class FakeOrder:
             "acct": self.account,
             "account": self.account,
             "conid": self.conid,
-            "conidex": str(self.conid),
+            "conidex": self.conidex or str(self.conid),
             "ticker": self.symbol,
             "description1": self.symbol,
-            "secType": "STK",
+            "secType": self.sec_type,
             "orderId": self.order_id,
             "orderType": LIVE_TYPES[self.order_type],
             "origOrderType": STATUS_TYPES[self.order_type],
@@ -195,9 +223,9 @@ class FakeOrder:
             "account": self.account,
             "order_id": self.order_id,
             "conid": self.conid,
-            "conidex": str(self.conid),
+            "conidex": self.conidex or str(self.conid),
             "symbol": self.symbol,
-            "sec_type": "STK",
+            "sec_type": self.sec_type,
             "side": "B" if self.side == "BUY" else "S",
             "order_type": STATUS_TYPES[self.order_type],
             "tif": self.tif,
@@ -262,6 +290,7 @@ class FakeIbkrGateway:
         self.orders: dict[int, FakeOrder] = {}
         self.requests: list[tuple[str, str]] = []
         self.conids = {s: 265598 + i for i, s in enumerate(sorted(UNIVERSE))}
+        self.options = OptionBook(self.quotes)
         self._ids = itertools.count(1210386700)
         self._preflight = False
         self._portfolio_preflight = False
@@ -271,6 +300,7 @@ class FakeIbkrGateway:
         self._seen: dict[str, deque[float]] = {}
         self._penalty_until = 0.0
         self.penalties = 0
+        self.too_many = 0  # 429s answered for pacing (breaches and the penalty box)
         self._release = asyncio.Event()
         get, post = ["GET"], ["POST"]
         self.app = Starlette(
@@ -284,6 +314,10 @@ class FakeIbkrGateway:
                     f"{API}/portfolio/{{acct}}/positions/{{page:int}}", self.positions, methods=get
                 ),
                 Route(f"{API}/iserver/secdef/search", self.secdef_search, methods=get),
+                Route(f"{API}/iserver/secdef/strikes", self.secdef_strikes, methods=get),
+                Route(f"{API}/iserver/secdef/info", self.secdef_info, methods=get),
+                Route(f"{API}/trsrv/secdef", self.trsrv_secdef, methods=get),
+                Route(f"{API}/iserver/account/{{acct}}/orders/whatif", self.whatif, methods=post),
                 Route(f"{API}/iserver/account/{{acct}}/orders", self.place, methods=post),
                 Route(f"{API}/iserver/reply/{{reply_id}}", self.reply, methods=post),
                 Route(
@@ -367,6 +401,7 @@ class FakeIbkrGateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), self.faults.latency)
         if not self._paced(request.url.path):
+            self.too_many += 1
             return Response("Too Many Requests", status_code=429)
         if self.faults.rate_limited > 0:
             self.faults.rate_limited -= 1
@@ -407,6 +442,9 @@ class FakeIbkrGateway:
         total = ZERO
         for order in self.orders.values():
             if order.account == account.account_id and order.side == "BUY" and order.status in OPEN:
+                if order.sec_type != "STK":
+                    total += (order.quantity - order.filled) * self._max_loss(order)
+                    continue
                 price = order.limit or self._quote(order.symbol).ask
                 total += (order.quantity - order.filled) * price
         return total
@@ -492,8 +530,25 @@ class FakeIbkrGateway:
             return err(400, "Please call /portfolio/accounts first")  # wording not documented
         return None
 
+    def _mark(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """(price per share, multiplier) of a held stock or option."""
+        conid = self.options.by_symbol.get(symbol)
+        if conid is not None:
+            contract = self._contract_of(conid)
+            return self.options.quote(contract, self.clock()).mark, contract.multiplier
+        return self._quote(symbol).last, Decimal(1)
+
+    def _contract_of(self, conid: int) -> OptionContract:
+        found = self.options.contract(conid)
+        assert found is not None
+        return found
+
     def _market_value(self, account: FakeAccount) -> Decimal:
-        return sum((q * self._quote(s).last for s, (q, _) in account.positions.items()), ZERO)
+        total = ZERO
+        for symbol, (qty, _cost) in account.positions.items():
+            price, multiplier = self._mark(symbol)
+            total += qty * price * multiplier
+        return total
 
     async def summary(self, request: Request) -> Response:
         gated = await self._gate(request) or self._portfolio_gate()
@@ -540,6 +595,9 @@ class FakeIbkrGateway:
         for symbol, (qty, cost) in sorted(account.positions.items()):
             if not qty:
                 continue
+            if symbol in self.options.by_symbol:
+                items.append(self._option_row(account, symbol, qty, cost))
+                continue
             last = self._quote(symbol).last
             avg = (cost / qty).quantize(Decimal("0.0001"))
             items.append(
@@ -564,6 +622,44 @@ class FakeIbkrGateway:
         page = request.path_params["page"]
         return JSONResponse(items[page * 100 : (page + 1) * 100])
 
+    def _option_row(
+        self, account: FakeAccount, symbol: str, qty: Decimal, cost: Decimal
+    ) -> dict[str, Any]:
+        """An option position as the spec's example row (``assetClass`` OPT; ``avgCost`` per
+        contract, ``avgPrice`` and ``mktPrice`` per share, ``mktValue`` with the multiplier)."""
+        conid = self.options.by_symbol[symbol]
+        contract = self._contract_of(conid)
+        price, multiplier = self._mark(symbol)
+        avg_cost = (cost / qty).quantize(Decimal("0.0001"))
+        return {
+            "acctId": account.account_id,
+            "conid": conid,
+            "contractDesc": self.options.description(contract),
+            "position": num(qty),
+            "mktPrice": num(price),
+            "mktValue": num(qty * price * multiplier),
+            "currency": "USD",
+            "avgCost": num(avg_cost),
+            "avgPrice": num((avg_cost / multiplier).quantize(Decimal("0.000001"))),
+            "realizedPnl": 0.0,
+            "unrealizedPnl": num(qty * price * multiplier - cost),
+            "exchs": None,
+            "expiry": f"{contract.expiration:%Y%m%d}",
+            "putOrCall": "C" if contract.right is OptionRight.call else "P",
+            "multiplier": num(multiplier),
+            "strike": str(contract.strike),
+            "exerciseStyle": None,
+            "conExchMap": [],
+            "assetClass": "OPT",
+            "undConid": self.conids[contract.underlying],
+            "model": "",
+            "listingExchange": "AMEX",
+            "ticker": contract.underlying,
+            "undSym": contract.underlying,
+            "fullName": self.options.full_name(contract),
+            "pageSize": 100,
+        }
+
     async def secdef_search(self, request: Request) -> Response:
         gated = await self._gate(request)
         if gated is not None:
@@ -572,6 +668,7 @@ class FakeIbkrGateway:
         instrument = UNIVERSE.get(symbol)
         if instrument is None or instrument.asset_class is not AssetClass.equity:
             return JSONResponse([])
+        dates, section = self.options.search_section(symbol, self.clock().date())
         return JSONResponse(
             [
                 {
@@ -581,10 +678,70 @@ class FakeIbkrGateway:
                     "symbol": symbol,
                     "description": "NASDAQ",
                     "restricted": None,
-                    "sections": [{"secType": "STK"}, {"secType": "OPT", "months": "JAN27"}],
+                    "fop": None,
+                    "opt": dates if self.faults.option_dates else None,
+                    "war": None,
+                    "sections": [{"secType": "STK"}, section],
                 }
             ]
         )
+
+    def _underlying_of(self, raw: object) -> str | None:
+        try:
+            conid = int(str(raw))
+        except ValueError:
+            return None
+        symbol = next((s for s, c in self.conids.items() if c == conid), None)
+        if symbol is None or not self.options.market.has_options(symbol):
+            return None
+        return symbol
+
+    async def secdef_strikes(self, request: Request) -> Response:
+        gated = await self._gate(request)
+        if gated is not None:
+            return gated
+        params = request.query_params
+        underlying = self._underlying_of(params.get("conid"))
+        if underlying is None or params.get("sectype") != "OPT":
+            return err(400, "invalid conid or sectype")  # wording not documented
+        strikes = self.options.strikes(underlying, params.get("month", ""), self.clock().date())
+        if strikes is None:
+            return err(400, f"no contracts for month {params.get('month')}")  # not documented
+        listed = [float(s) for s in strikes]
+        return JSONResponse({"call": listed, "put": listed})
+
+    async def secdef_info(self, request: Request) -> Response:
+        gated = await self._gate(request)
+        if gated is not None:
+            return gated
+        params = request.query_params
+        underlying = self._underlying_of(params.get("conid"))
+        right = {"C": OptionRight.call, "P": OptionRight.put}.get(params.get("right", ""))
+        try:
+            strike = Decimal(params.get("strike", ""))
+        except InvalidOperation:
+            strike = None
+        if underlying is None or params.get("sectype") != "OPT" or right is None or not strike:
+            return err(400, "conid, sectype=OPT, month, strike and right are required")
+        rows = self.options.info(
+            underlying, params.get("month", ""), strike.normalize(), right, self.clock().date()
+        )
+        return JSONResponse(rows)
+
+    async def trsrv_secdef(self, request: Request) -> Response:
+        gated = await self._gate(request)
+        if gated is not None:
+            return gated
+        found = []
+        for raw in request.query_params.get("conids", "").split(","):
+            if not raw.isdigit():
+                continue
+            contract = self.options.contract(int(raw))
+            if contract is not None:
+                row = self.options.secdef(int(raw), self.conids[contract.underlying])
+                if row is not None:
+                    found.append(row)
+        return JSONResponse({"secdef": found})
 
     # --- orders --------------------------------------------------------------------------
 
@@ -593,10 +750,10 @@ class FakeIbkrGateway:
     ) -> FakeOrder | Response:
         if not isinstance(raw, dict):
             return err(400, "invalid order")
-        conid = raw.get("conid")
-        symbol = next((s for s, c in self.conids.items() if c == conid), None)
-        if symbol is None or UNIVERSE[symbol].asset_class is not AssetClass.equity:
-            return JSONResponse({"error": f"Contract {conid} is not valid"})
+        instrument = self._instrument(raw)
+        if isinstance(instrument, Response):
+            return instrument
+        conid, symbol, sec_type, legs = instrument
         order_type, side, tif = raw.get("orderType"), raw.get("side"), raw.get("tif")
         if order_type not in TYPES or side not in ("BUY", "SELL") or tif not in TIFS:
             return err(400, "invalid orderType, side or tif")
@@ -608,6 +765,10 @@ class FakeIbkrGateway:
             return err(400, "quantity and prices must be numbers")
         if not quantity.is_finite() or quantity <= 0:
             return err(400, "quantity must be positive")
+        if sec_type != "STK" and quantity != quantity.to_integral_value():
+            return err(400, "option quantities are whole contracts")  # wording not documented
+        if sec_type == "BAG" and order_type not in ("MKT", "LMT"):
+            return err(400, "combo orders here are MKT or LMT")  # not modelled further
         if (order_type != "MKT" and price is None) or (order_type == "STOP_LIMIT" and aux is None):
             return err(400, "price is required for this order type")
         coid = raw.get("cOID")
@@ -627,10 +788,104 @@ class FakeIbkrGateway:
             outside_rth=bool(raw.get("outsideRTH", False)),
             coid=coid if isinstance(coid, str) else None,
             placed_at=self.clock(),
+            sec_type=sec_type,
+            legs=legs,
+            conidex=raw.get("conidex") if sec_type == "BAG" else None,
         )
+
+    def _instrument(
+        self, raw: dict[str, Any]
+    ) -> tuple[int, str, str, list[tuple[int, int]]] | Response:
+        """(conid, symbol, secType, combo legs) of an order entry: a stock or option
+        ``conid``, or a combo ``conidex`` (ibind: ``conid`` must then be absent)."""
+        if raw.get("conidex") is not None:
+            if raw.get("conid") is not None:
+                return err(400, "conid and conidex are exclusive")  # ibind parse_order_request
+            text = str(raw["conidex"])
+            head, sep, tail = text.partition(";;;")
+            if not sep or not head.isdigit() or int(head) != SPREAD_CONID_USD:
+                return JSONResponse({"error": f"Contract {text} is not valid"})
+            legs: list[tuple[int, int]] = []
+            try:
+                for part in tail.split(","):
+                    leg_conid, ratio = part.split("/")
+                    legs.append((int(leg_conid), int(ratio)))
+            except ValueError:
+                return JSONResponse({"error": f"Contract {text} is not valid"})
+            contracts = [self.options.contract(c) for c, _ in legs]
+            if any(c is None for c in contracts) or any(r == 0 for _, r in legs):
+                return JSONResponse({"error": f"Contract {text} is not valid"})
+            if len({c.underlying for c in contracts if c is not None}) != 1:
+                return JSONResponse({"error": "combo legs must share an underlying"})
+            underlying = next(c.underlying for c in contracts if c is not None)
+            return SPREAD_CONID_USD, underlying, "BAG", legs
+        conid = raw.get("conid")
+        symbol = next((s for s, c in self.conids.items() if c == conid), None)
+        if symbol is not None and UNIVERSE[symbol].asset_class is AssetClass.equity:
+            return int(str(conid)), symbol, "STK", []
+        contract = self.options.contract(conid) if isinstance(conid, int) else None
+        if contract is not None and isinstance(conid, int):
+            return conid, contract.symbol, "OPT", []
+        return JSONResponse({"error": f"Contract {conid} is not valid"})
+
+    def _contract(self, order: FakeOrder) -> OptionContract:
+        found = self.options.contract(order.conid)
+        assert found is not None
+        return found
+
+    def _leg_quotes(self, order: FakeOrder) -> list[tuple[OptionContract, int, Any]]:
+        """(contract, signed ratio, model quote) per leg; one leg of ratio 1 for an option."""
+        now = self.clock()
+        if order.sec_type == "OPT":
+            contract = self._contract(order)
+            return [(contract, 1, self.options.quote(contract, now))]
+        result = []
+        for conid, ratio in order.legs:
+            leg = self._contract_of(conid)
+            result.append((leg, ratio, self.options.quote(leg, now)))
+        return result
+
+    def _net(self, order: FakeOrder) -> tuple[Decimal, Decimal]:
+        """(net bid, net ask) per unit of a BUY: what selling and buying it would fetch/cost."""
+        bid = ask = ZERO
+        for _contract, ratio, q in self._leg_quotes(order):
+            if ratio > 0:
+                ask += ratio * q.ask
+                bid += ratio * q.bid
+            else:
+                ask += ratio * q.bid
+                bid += ratio * q.ask
+        return bid, ask
+
+    def _max_loss(self, order: FakeOrder) -> Decimal:
+        """Per unit, in dollars: what a BUY of the combo (or option) can lose at most: the
+        debit paid, plus for sold legs not covered by bought ones of the same right their
+        strike spread (a put credit spread loses its width less the credit)."""
+        legs = self._leg_quotes(order)
+        _bid, ask = self._net(order)
+        price = order.limit if order.limit is not None else ask
+        worst = max(price, ZERO)
+        for right in (OptionRight.call, OptionRight.put):
+            sold = [(c, -r) for c, r, _q in legs if r < 0 and c.right is right]
+            bought = [(c, r) for c, r, _q in legs if r > 0 and c.right is right]
+            if not sold:
+                continue
+            if sum(r for _c, r in bought) < sum(r for _c, r in sold):
+                return Decimal("Infinity")  # naked: not in a cash account
+            # A sold call loses up to the distance to a bought call above it; a sold put,
+            # to a bought put below it (zero when the bought leg is nearer the money).
+            width = max(
+                max(ZERO, b.strike - s.strike if right is OptionRight.call else s.strike - b.strike)
+                for s, _ in sold
+                for b, _ in bought
+            )
+            worst = max(worst, width * max(r for _c, r in sold) + min(price, ZERO))
+        return worst * 100
 
     def _questions(self, order: FakeOrder) -> list[Question]:
         asked: list[Question] = []
+        if order.sec_type != "STK":
+            return asked + list(self.faults.extra_questions)
         last = self._quote(order.symbol).last
         if order.limit is not None and abs(order.limit - last) / last > Decimal(
             str(PRICE_CONSTRAINT)
@@ -691,6 +946,8 @@ class FakeIbkrGateway:
         return await self._acknowledge(pending)
 
     def _refusal(self, account: FakeAccount, order: FakeOrder) -> Response | None:
+        if order.sec_type != "STK":
+            return self._option_refusal(account, order)
         quote = self._quote(order.symbol)
         if order.side == "BUY":
             cost = order.quantity * (order.limit or quote.ask)
@@ -702,6 +959,89 @@ class FakeIbkrGateway:
             held = account.positions.get(order.symbol, (ZERO, ZERO))[0]
             if order.quantity > held:
                 return JSONResponse({"error": "Order rejected: short selling is not allowed."})
+        return None
+
+    async def whatif(self, request: Request) -> Response:
+        """``POST /iserver/account/{id}/orders/whatif``: the order is checked, not placed.
+        Figures as the spec's example formats them (``"1,977.60 USD (10 Shares)"``); for an
+        option the parenthesis says contracts (chosen). A refusal is the ``error`` text."""
+        gated = await self._gate(request, preflight=True)
+        if gated is not None:
+            return gated
+        account = self._account(request.path_params["acct"])
+        if isinstance(account, Response):
+            return account
+        body = await self._json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
+            return err(400, "orders is required")
+        if len(body["orders"]) != 1:
+            return err(400, "one order at a time (brackets are not modelled)")
+        order = self._parse(account, body["orders"][0], coid_required=False)
+        if isinstance(order, Response):
+            return order
+        refused = self._refusal(account, order)
+        if order.sec_type == "STK":
+            price = order.limit or self._quote(order.symbol).ask
+            amount, units, contracts = order.quantity * price, "Shares", ZERO
+            initial = amount if order.side == "BUY" else ZERO
+        else:
+            bid, ask = self._net(order)
+            touch = ask if order.side == "BUY" else bid
+            price = order.limit if order.limit is not None else touch
+            amount = abs(price) * order.quantity * 100
+            units = "Contracts"
+            contracts = sum(
+                (abs(r) * order.quantity for _c, r, _q in self._leg_quotes(order)), ZERO
+            )
+            initial = self._max_loss(order) * order.quantity if order.side == "BUY" else ZERO
+        fees = COMMISSION * contracts if contracts else Decimal(1)
+        equity = account.cash + self._market_value(account)
+        error = None
+        if refused is not None:
+            error = json.loads(bytes(refused.body)).get("error")
+        return JSONResponse(
+            {
+                "amount": {
+                    "amount": f"{amount:,.2f} USD ({order.quantity} {units})",
+                    "commission": f"{fees} USD",
+                    "total": f"{amount + fees:,.2f} USD",
+                },
+                "equity": {
+                    "current": f"{equity:,.0f}",
+                    "change": f"{-fees:,.0f}",
+                    "after": f"{equity - fees:,.0f}",
+                },
+                "initial": {
+                    "current": "0",
+                    "change": f"{initial:,.0f}",
+                    "after": f"{initial:,.0f}",
+                },
+                "maintenance": {
+                    "current": "0",
+                    "change": f"{initial:,.0f}",
+                    "after": f"{initial:,.0f}",
+                },
+                "position": {"current": "0", "change": str(order.quantity), "after": "0"},
+                "warn": None,
+                "error": error,
+            }
+        )
+
+    def _option_refusal(self, account: FakeAccount, order: FakeOrder) -> Response | None:
+        if order.side == "SELL" and order.sec_type == "OPT":
+            held = account.positions.get(order.symbol, (ZERO, ZERO))[0]
+            if order.quantity > held:
+                return JSONResponse(
+                    {"error": "Order rejected: a cash account cannot sell options uncovered."}
+                )
+            return None
+        if order.side == "SELL":
+            return err(400, "combos are sent as BUY here")  # not modelled further
+        need = self._max_loss(order) * order.quantity
+        if need > account.cash - self._reserved(account):
+            return JSONResponse(
+                {"error": "Order rejected: insufficient buying power for this order."}
+            )
         return None
 
     async def _acknowledge(self, pending: Pending) -> Response:
@@ -773,7 +1113,7 @@ class FakeIbkrGateway:
         changed = self._parse(account, await self._json(request), coid_required=False)
         if isinstance(changed, Response):
             return changed
-        if changed.conid != order.conid or changed.side != order.side:
+        if changed.conid != order.conid or changed.side != order.side or changed.legs != order.legs:
             return err(400, "the contract and side of an order cannot change")
         if changed.order_type != order.order_type:
             return err(400, "the order type cannot change here")  # not modelled further
@@ -840,10 +1180,20 @@ class FakeIbkrGateway:
                 conid = int(raw)
             except ValueError:
                 continue
+            option = self.options.contract(conid)
             symbol = next((s for s, c in self.conids.items() if c == conid), None)
-            if symbol is None:
+            if symbol is None and option is None:
                 continue
             item: dict[str, Any] = {"conid": conid, "conidEx": str(conid), "server_id": "q0"}
+            if option is not None:
+                if conid in self._subscribed:
+                    item.update(self.options.snapshot_fields(option, self.clock()))
+                    item["_updated"] = ms(self.clock())
+                else:
+                    self._subscribed.add(conid)  # the first request only subscribes
+                items.append(item)
+                continue
+            assert symbol is not None
             if conid in self._subscribed:
                 q = self._quote(symbol)
                 item.update(
@@ -854,7 +1204,79 @@ class FakeIbkrGateway:
             items.append(item)
         return JSONResponse(items)
 
+    def _evaluate_option(self, order: FakeOrder) -> int:
+        """All or nothing at the touch: a bought leg at its ask, a sold one at its bid; a
+        combo (or option) BUY fills when its net ask is at or under the limit, a SELL (an
+        option to close) when the bid is at or over it."""
+        now = self.clock()
+        account = self.accounts[order.account]
+        bid, ask = self._net(order)
+        if order.order_type == "LMT" and order.limit is not None:
+            if (order.side == "BUY" and ask > order.limit) or (
+                order.side == "SELL" and bid < order.limit
+            ):
+                if order.tif == "IOC":
+                    order.status = "Cancelled"
+                return 0
+        units = order.quantity - order.filled
+        sign = 1 if order.side == "BUY" else -1
+        net = ZERO
+        for contract, ratio, q in self._leg_quotes(order):
+            bought = ratio * sign > 0
+            price = q.ask if bought else q.bid
+            net += ratio * price
+            size = abs(ratio) * units
+            signed = size if bought else -size
+            held, cost = account.positions.get(contract.symbol, (ZERO, ZERO))
+            after = held + signed
+            account.cash -= signed * price * contract.multiplier + COMMISSION * size
+            if held == 0 or (held > 0) == (signed > 0):
+                cost += signed * price * contract.multiplier
+            elif abs(signed) <= abs(held):
+                cost -= cost * abs(signed) / abs(held)
+            else:
+                cost = after * price * contract.multiplier
+            account.positions[contract.symbol] = (after, cost if after else ZERO)
+            account.executions.append(
+                {
+                    "execution_id": f"{uuid.uuid4().hex[:8]}.{order.order_id}.01.01",
+                    "symbol": contract.underlying,
+                    "supports_tax_opt": "1",
+                    "side": "B" if bought else "S",
+                    "order_description": f"{'Bot' if bought else 'Sold'} {size} @ {price} on CBOE",
+                    "trade_time": now.strftime("%Y%m%d-%H:%M:%S"),
+                    "trade_time_r": ms(now),
+                    "size": num(size),
+                    "price": str(price),
+                    "order_ref": order.coid,
+                    "exchange": "CBOE",
+                    "commission": str(COMMISSION * size),
+                    "net_amount": num(size * price * contract.multiplier),
+                    "account": account.account_id,
+                    "accountCode": account.account_id,
+                    "company_name": self.options.full_name(contract),
+                    "contract_description_1": self.options.full_name(contract),
+                    "sec_type": "OPT",
+                    "listing_exchange": "CBOE",
+                    "conid": self.options.conid(contract),
+                    "conidEx": str(self.options.conid(contract)),
+                    "clearing_id": "IB",
+                    "clearing_name": "IB",
+                    "liquidation_trade": "0",
+                    "is_event_trading": "0",
+                }
+            )
+        net *= sign
+        previous = order.filled * (order.avg_price or ZERO)
+        order.filled += units
+        order.avg_price = ((previous + units * net) / order.filled).quantize(Decimal("0.0001"))
+        order.updated_at = now
+        order.status = "Filled"
+        return 1
+
     def _evaluate(self, order: FakeOrder) -> int:
+        if order.sec_type != "STK":
+            return self._evaluate_option(order)
         now = self.clock()
         account = self.accounts[order.account]
         decision = decide(

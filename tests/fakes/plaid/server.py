@@ -57,6 +57,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.brokers.base import OptionContract
+
 ZERO = Decimal(0)
 SANDBOX_INSTITUTION = "ins_109508"
 INSTITUTIONS = {
@@ -344,6 +346,51 @@ class FakePlaid:
             )
             self.securities[ticker] = found
         return found
+
+    def hold_option(
+        self,
+        account: FakeInstitutionAccount,
+        contract: OptionContract,
+        contracts: int,
+        price: str,
+        *,
+        cost_basis: str | None = None,
+    ) -> FakeHolding:
+        """Hold ``contracts`` (negative: written) of an option, as Plaid reports one: a
+        ``derivative`` security (subtype ``option``) whose ``ticker_symbol`` is the OCC symbol
+        and whose ``option_contract`` has contract_type, expiration_date, strike_price and
+        underlying_security_ticker (plaid-python plaid/model/option_contract.py; the
+        holdings example's NFLX call); the holding's ``quantity`` counts options, "typically
+        the number of contracts multiplied by 100" (plaid/model/holding.py), at a price per
+        option, so ``institution_value`` already includes the multiplier."""
+        found = self.securities.get(contract.symbol)
+        if found is None:
+            found = FakeSecurity(
+                security_id=hashlib.sha256(contract.symbol.encode()).hexdigest()[:37],
+                name=f"{contract.underlying} {contract.expiration:%b %d'%y} "
+                f"${contract.strike} {contract.right.value.title()}",
+                ticker=contract.symbol,
+                type="derivative",
+                subtype="option",
+                close_price=Decimal(price),
+                option_contract={
+                    "contract_type": contract.right.value,
+                    "expiration_date": contract.expiration.isoformat(),
+                    "strike_price": _number(contract.strike),
+                    "underlying_security_ticker": contract.underlying,
+                },
+            )
+            self.securities[contract.symbol] = found
+        account.holdings = [h for h in account.holdings if h.security is not found]
+        holding = FakeHolding(
+            security=found,
+            quantity=Decimal(contracts) * contract.multiplier,
+            price=Decimal(price),
+            cost_basis=None if cost_basis is None else Decimal(cost_basis),
+            price_as_of=self.clock().date(),
+        )
+        account.holdings.append(holding)
+        return holding
 
     def add_login(
         self, institution_id: str = SANDBOX_INSTITUTION, *, cash: str = "25000"

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import html
 import itertools
 import json
 import secrets
@@ -56,7 +57,7 @@ from urllib.parse import parse_qs, urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -468,6 +469,11 @@ class FakeSchwab:
         self.apps: dict[str, tuple[str, set[str]]] = {}  # client id -> (secret, redirect URIs)
         self.logins: list[FakeLogin] = []
         self.login_as: FakeLogin | None = None  # who signs in at the authorize page
+        # With passwords set (``add_password``), the authorize page is a sign-in form the
+        # browser must fill in (Schwab's Login Micro Site stands behind the real authorize
+        # URL, https://developer.schwab.com/user-guides/get-started/authenticate-with-oauth);
+        # without, the customer ``login_as`` is signed in at once.
+        self.passwords: dict[str, tuple[str, FakeLogin]] = {}
         self.grants: dict[str, Grant] = {}
         self.access: dict[str, AccessToken] = {}
         self.codes: dict[str, tuple[FakeLogin, str, str, datetime]] = {}
@@ -483,7 +489,7 @@ class FakeSchwab:
         self._release = asyncio.Event()
         self.app = Starlette(
             routes=[
-                Route("/v1/oauth/authorize", self.authorize, methods=["GET"]),
+                Route("/v1/oauth/authorize", self.authorize, methods=["GET", "POST"]),
                 Route("/v1/oauth/token", self.token, methods=["POST"]),
                 Route("/trader/v1/accounts/accountNumbers", self.account_numbers),
                 Route("/trader/v1/accounts", self.get_accounts),
@@ -704,6 +710,22 @@ class FakeSchwab:
 
     # --- OAuth ---------------------------------------------------------------------------
 
+    def add_password(self, login: FakeLogin, login_id: str, password: str) -> None:
+        """Make the authorize page a sign-in form; ``login_id``/``password`` sign ``login`` in."""
+        self.passwords[login_id] = (password, login)
+
+    def _sign_in_page(self, request: Request, problem: str = "") -> Response:
+        note = f'<p id="problem" role="alert">{html.escape(problem)}</p>' if problem else ""
+        return HTMLResponse(
+            "<!doctype html><title>Charles Schwab - Log in</title>"
+            "<h1>Log in to authorize a third-party app</h1>"
+            f'{note}<form method="post" action="{html.escape(str(request.url))}">'
+            '<label>Login ID <input name="login_id" id="login_id" autocomplete="username">'
+            '</label><label>Password <input name="password" id="password" type="password">'
+            '</label><button type="submit" id="log-in">Log in</button></form>',
+            status_code=400 if problem else 200,
+        )
+
     async def authorize(self, request: Request) -> Response:
         params = request.query_params
         client_id = params.get("client_id", "")
@@ -713,11 +735,23 @@ class FakeSchwab:
         redirect_uri = params.get("redirect_uri", "")
         if params.get("response_type") != "code" or redirect_uri not in registered[1]:
             return oauth_error(400, "invalid_request", "Invalid request")
-        if self.login_as is None:
+        signed_in = self.login_as
+        if self.passwords:
+            if request.method == "GET":
+                return self._sign_in_page(request)
+            form = parse_qs((await request.body()).decode())
+            found = self.passwords.get(form.get("login_id", [""])[0])
+            given = form.get("password", [""])[0]
+            if found is None or not secrets.compare_digest(found[0], given):
+                return self._sign_in_page(request, "The login ID or password is incorrect.")
+            signed_in = found[1]
+        elif request.method != "GET":
+            return oauth_error(400, "invalid_request", "Invalid request")
+        if signed_in is None:
             return oauth_error(400, "access_denied", "No customer signed in")
         code = "C0." + base64.urlsafe_b64encode(b"oauth2.bdc.schwab.com").decode().rstrip("=")
         code += "." + self._token() + "@"
-        self.codes[code] = (self.login_as, client_id, redirect_uri, self.now())
+        self.codes[code] = (signed_in, client_id, redirect_uri, self.now())
         query = {"code": code, "session": str(uuid.uuid4())}
         if "state" in params:
             query["state"] = params["state"]

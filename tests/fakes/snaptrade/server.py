@@ -53,6 +53,7 @@ import hashlib
 import hmac
 import html
 import json
+import math
 import re
 import time
 import uuid
@@ -70,9 +71,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from app.brokers.base import AssetClass, OrderSide, OrderType, TimeInForce
+from app.brokers.base import AssetClass, OptionContract, OrderSide, OrderType, TimeInForce
 from app.paper.matching import OrderState, decide
+from app.paper.options_market import SeededOptionMarket
 from app.paper.quotes import UNIVERSE, SeededQuoteSource
+from tests.fakes.snaptrade import options as opt
 
 ZERO = Decimal(0)
 LEGACY_PREFIX = "/api/v1"
@@ -150,9 +153,9 @@ class Faults:
     the spec's "busy syncing" body, else 500). ``rate_limited`` / ``rate_limit_reset``: the
     next N answer 429 with the documented body and ``X-RateLimit-Remaining: 0`` (SnapTrade
     sends no ``Retry-After``; ``X-RateLimit-Reset`` says when). ``timeout_after_accept``:
-    the next N ``POST /trade/{tradeId}`` place the order, then hold the answer
-    ``hang_seconds``. ``max_clock_skew``: refuse timestamps further off than this
-    (SnapTrade's window is undocumented; off by default).
+    the next N ``POST /trade/{tradeId}`` (or ``POST .../trading/options``) place the order,
+    then hold the answer ``hang_seconds``. ``max_clock_skew``: refuse timestamps further off
+    than this (SnapTrade's window is undocumented; off by default).
     """
 
     latency: float = 0.0
@@ -165,6 +168,9 @@ class Faults:
     timeout_after_accept: int = 0
     hang_seconds: float = 30.0
     max_clock_skew: float | None = None
+    # The brokerage has no option impact: ``.../trading/options/impact`` answers 400 (spec:
+    # "Invalid request, or option impact is not supported for this brokerage"; wording ours).
+    no_option_impact: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,6 +265,7 @@ class FakeAccount:
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     activities: list[dict[str, Any]] = field(default_factory=list)
     brokerage: str = ""
+    options: opt.OptionBook = field(default_factory=opt.OptionBook)
 
 
 @dataclass
@@ -358,6 +365,7 @@ class FakeSnapTrade:
         self.client_id = client_id
         self.consumer_key = consumer_key or "ck-" + uuid.uuid4().hex + uuid.uuid4().hex
         self.quotes = SeededQuoteSource(seed)
+        self.options = SeededOptionMarket(self.quotes)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.faults = Faults()
         self.webhook_url = webhook_url
@@ -393,6 +401,19 @@ class FakeSnapTrade:
             Route("/accounts/{account_id}/orders", self.orders, methods=["GET"]),
             Route("/accounts/{account_id}/recentOrders", self.recent_orders, methods=["GET"]),
             Route("/accounts/{account_id}/orders/details", self.order_detail, methods=["POST"]),
+            Route(
+                "/accounts/{account_id}/orders/details/v2/{order_id}",
+                self.order_detail_v2,
+                methods=["GET"],
+            ),
+            Route("/accounts/{account_id}/orders/v2", self.orders_v2, methods=["GET"]),
+            Route("/accounts/{account_id}/quotes/options", self.option_quote, methods=["GET"]),
+            Route(
+                "/accounts/{account_id}/trading/options/impact",
+                self.option_impact,
+                methods=["POST"],
+            ),
+            Route("/accounts/{account_id}/trading/options", self.place_option, methods=["POST"]),
             Route("/accounts/{account_id}/activities", self.activities, methods=["GET"]),
             Route("/accounts/{account_id}/quotes", self.account_quotes, methods=["GET"]),
             Route("/accounts/{account_id}/trading/cancel", self.cancel, methods=["POST"]),
@@ -555,6 +576,9 @@ class FakeSnapTrade:
             for order in list(account.orders.values()):
                 if order.status in ("ACCEPTED", "PARTIAL"):
                     fills += self._evaluate(account, order)
+            for option_order in list(account.options.orders.values()):
+                if option_order.status == "ACCEPTED":
+                    fills += self._evaluate_option(account, option_order)
         return fills
 
     # --- plumbing --------------------------------------------------------------------------
@@ -982,7 +1006,16 @@ class FakeSnapTrade:
         return self.quotes.quote(symbol, self.clock())
 
     def _position_value(self, account: FakeAccount) -> Decimal:
-        return sum((p.units * self._quote(s).last for s, p in account.positions.items()), ZERO)
+        shares = sum((p.units * self._quote(s).last for s, p in account.positions.items()), ZERO)
+        now = self.clock()
+        contracts = sum(
+            (
+                p.units * self.options.quote(p.contract, now).mark * p.contract.multiplier
+                for p in account.options.positions.values()
+            ),
+            ZERO,
+        )
+        return shares + contracts
 
     def _reserved(self, account: FakeAccount) -> Decimal:
         reserved = ZERO
@@ -990,6 +1023,10 @@ class FakeSnapTrade:
             if order.action == "BUY" and order.status in OPEN:
                 price = order.price or self._quote(order.symbol).ask
                 reserved += (order.units - order.filled - order.canceled) * price
+        for option_order in account.options.orders.values():
+            limit = option_order.limit_price
+            if option_order.status in OPEN and option_order.price_effect == "DEBIT" and limit:
+                reserved += limit * option_order.units * 100
         return reserved
 
     async def positions(self, request: Request) -> Response:
@@ -1019,6 +1056,21 @@ class FakeSnapTrade:
                     "units": str(position.units),
                     "price": str(quote.last),
                     "cost_basis": str((position.cost / position.units).quantize(Decimal("0.0001"))),
+                    "currency": "USD",
+                }
+            )
+        now = self.clock()
+        for held in account.options.positions.values():
+            if not held.units:
+                continue
+            mark = self.options.quote(held.contract, now).mark
+            per_share_cost = held.cost / held.units / held.contract.multiplier
+            results.append(
+                {
+                    "instrument": opt.option_instrument(held.contract),
+                    "units": str(held.units),
+                    "price": str(mark),  # per share
+                    "cost_basis": str(per_share_cost.quantize(Decimal("0.0001"))),  # per share
                     "currency": "USD",
                 }
             )
@@ -1065,7 +1117,24 @@ class FakeSnapTrade:
                 "account": self._account_wire(auth, account),
                 "balances": self._balances_wire(account),
                 "positions": positions,
-                "option_positions": [],
+                "option_positions": [
+                    {
+                        "symbol": {
+                            "option_symbol": opt.option_symbol_wire(held.contract),
+                            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{account.id}:{name}")),
+                            "description": name,
+                        },
+                        "price": num(self.options.quote(held.contract, self.clock()).mark),
+                        "units": num(held.units),
+                        # "Cost basis _per contract_"
+                        "average_purchase_price": num(
+                            (held.cost / held.units).quantize(Decimal("0.01"))
+                        ),
+                        "currency": USD,
+                    }
+                    for name, held in account.options.positions.items()
+                    if held.units
+                ],
                 "orders": [self._order_wire(o) for o in account.orders.values()],
                 "total_value": {"value": num(total.quantize(Decimal("0.01"))), "currency": "USD"},
             },
@@ -1122,7 +1191,16 @@ class FakeSnapTrade:
         elif state == "executed":
             selected = [o for o in selected if o.filled > ZERO]
         selected.sort(key=lambda o: o.time_placed, reverse=True)
-        return self._json(request, [self._order_wire(o) for o in selected])
+        records = [self._order_wire(o) for o in selected]
+        for option_order in account.options.orders.values():
+            if option_order.time_placed < since:
+                continue
+            if state == "open" and option_order.status not in OPEN:
+                continue
+            if state == "executed" and option_order.status != "EXECUTED":
+                continue
+            records.extend(opt.leg_record_v1(option_order, leg) for leg in option_order.legs)
+        return self._json(request, records)
 
     async def recent_orders(self, request: Request) -> Response:
         found = await self._account_request(request)
@@ -1144,7 +1222,17 @@ class FakeSnapTrade:
         if isinstance(found, Response):
             return found
         body = await self._body(request)
-        order = found[2].orders.get(str((body or {}).get("brokerage_order_id")))
+        wanted = str((body or {}).get("brokerage_order_id"))
+        option_order = found[2].options.orders.get(wanted)
+        if option_order is not None:
+            if len(option_order.legs) > 1:
+                # "This endpoint only works for single-leg orders at this time" (the answer
+                # for a multi-leg order is undocumented: a 400 here).
+                return self._answer(
+                    request, bad_request("Multi-leg orders are not supported by this endpoint")
+                )
+            return self._json(request, opt.leg_record_v1(option_order, option_order.legs[0]))
+        order = found[2].orders.get(wanted)
         if order is None:
             return self._answer(request, not_found())
         return self._json(request, self._order_wire(order))
@@ -1357,7 +1445,11 @@ class FakeSnapTrade:
             return found
         account = found[2]
         body = await self._body(request)
-        order = account.orders.get(str((body or {}).get("brokerage_order_id")))
+        wanted = str((body or {}).get("brokerage_order_id"))
+        option_order = account.options.orders.get(wanted)
+        if option_order is not None:
+            return self._cancel_option(request, option_order)
+        order = account.orders.get(wanted)
         if order is None:
             return self._answer(request, not_found())
         if order.status not in OPEN:
@@ -1387,6 +1479,9 @@ class FakeSnapTrade:
         if refusal is not None:
             return self._answer(request, refusal)
         body = await self._body(request)
+        option_order = account.options.orders.get(str((body or {}).get("brokerage_order_id")))
+        if option_order is not None:
+            return self._replace_option(request, account, option_order, body or {})
         old = account.orders.get(str((body or {}).get("brokerage_order_id")))
         if old is None:
             return self._answer(request, not_found())
@@ -1479,6 +1574,293 @@ class FakeSnapTrade:
             order.time_updated = now
         return made
 
+    # --- options (tests/fakes/snaptrade/options.py has the wire shapes) ------------------------
+
+    def _option_request_refusal(
+        self, auth: FakeAuthorization, body: dict[str, Any] | None
+    ) -> tuple[Response | None, opt.ParsedForm | None]:
+        refusal = self._may_trade(auth)
+        if refusal is not None:
+            return refusal, None
+        if auth.brokerage.slug not in opt.OPTION_BROKERAGES:
+            # spec: "Only supported on certain option trading brokerages" (wording chosen)
+            return bad_request("Option trading is not supported for this brokerage"), None
+        parsed = opt.parse_form(body, self.options, self.clock().date())
+        if isinstance(parsed, str):
+            return bad_request(parsed), None
+        return None, parsed
+
+    def _option_cost(self, parsed: opt.ParsedForm) -> tuple[Decimal, Decimal, list[Decimal]]:
+        """(natural net per strategy unit, cash the order would move per the form, leg prices);
+        cash is signed from the account's side (negative: a debit)."""
+        units = math.gcd(*(u for _, _, u in parsed.legs))
+        net, prices = opt.natural_net(
+            [(c, a, u // units) for c, a, u in parsed.legs], self.options, self.clock()
+        )
+        if parsed.limit_price is not None and parsed.price_effect in ("DEBIT", "CREDIT"):
+            sign = -1 if parsed.price_effect == "DEBIT" else 1
+            cash = sign * parsed.limit_price * units * 100
+        else:
+            cash = -net * units * 100
+        return net, cash, prices
+
+    async def option_impact(self, request: Request) -> Response:
+        found = await self._account_request(request)
+        if isinstance(found, Response):
+            return found
+        _, auth, account = found
+        refusal, parsed = self._option_request_refusal(auth, await self._body(request))
+        if refusal is not None or parsed is None:
+            return self._answer(request, refusal or bad_request())
+        if self.faults.no_option_impact:
+            return self._answer(
+                request, bad_request("Option impact is not supported for this brokerage")
+            )
+        net, cash, _ = self._option_cost(parsed)
+        if cash < 0 and -cash > account.cash - self._reserved(account):
+            return self._answer(request, bad_request("Insufficient buying power"))
+        # The direction is the brokerage's reading of the legs (the natural net), not an
+        # echo of the form's price_effect.
+        direction = "DEBIT" if net > 0 else "CREDIT" if net < 0 else "EVEN"
+        return self._json(
+            request,
+            {
+                "estimated_cash_change": opt.text(abs(cash).quantize(Decimal("0.01"))),
+                "cash_change_direction": direction,
+                "estimated_fee_total": "0.65",
+            },
+        )
+
+    async def place_option(self, request: Request) -> Response:
+        found = await self._account_request(request)
+        if isinstance(found, Response):
+            return found
+        _, auth, account = found
+        refusal, parsed = self._option_request_refusal(auth, await self._body(request))
+        if refusal is not None or parsed is None:
+            return self._answer(request, refusal or bad_request())
+        _, cash, _ = self._option_cost(parsed)
+        if cash < 0 and -cash > account.cash - self._reserved(account):
+            return self._answer(request, bad_request("Insufficient buying power"))
+        order_id = str(uuid.uuid4())
+        order = opt.FakeOptionOrder(
+            id=order_id,
+            account_id=account.id,
+            legs=[
+                # A single-leg order's record is the order (its id); a combo's records are
+                # its legs (ids of ours: the spec does not say how leg ids look).
+                opt.FakeLeg(
+                    contract,
+                    action,
+                    units,
+                    order_id if len(parsed.legs) == 1 else f"{order_id}-{n}",
+                )
+                for n, (contract, action, units) in enumerate(parsed.legs, start=1)
+            ],
+            order_type=parsed.order_type,
+            time_in_force=parsed.time_in_force,
+            limit_price=parsed.limit_price,
+            stop_price=parsed.stop_price,
+            price_effect=parsed.price_effect,
+            time_placed=self.clock(),
+        )
+        account.options.orders[order.id] = order
+        if self.faults.timeout_after_accept > 0:
+            self.faults.timeout_after_accept -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
+        return self._json(
+            request,
+            {
+                "brokerage_order_id": order.id,
+                "orders": [opt.leg_record_v1(order, leg) for leg in order.legs],
+            },
+        )
+
+    async def order_detail_v2(self, request: Request) -> Response:
+        found = await self._account_request(request)
+        if isinstance(found, Response):
+            return found
+        order = found[2].options.orders.get(request.path_params["order_id"])
+        if order is None:
+            return self._answer(request, not_found())
+        return self._json(request, opt.order_record_v2(order))
+
+    async def orders_v2(self, request: Request) -> Response:
+        found = await self._account_request(request)
+        if isinstance(found, Response):
+            return found
+        account = found[2]
+        state = request.query_params.get("state", "all")
+        days = int(request.query_params.get("days", "30") or 30)
+        since = self.clock() - timedelta(days=min(days, 90))
+        selected = [
+            o
+            for o in account.options.orders.values()
+            if o.time_placed >= since
+            and (state != "open" or o.status in OPEN)
+            and (state != "executed" or o.status == "EXECUTED")
+        ]
+        selected.sort(key=lambda o: o.time_placed, reverse=True)
+        return self._json(request, {"orders": [opt.order_record_v2(o) for o in selected]})
+
+    async def option_quote(self, request: Request) -> Response:
+        found = await self._account_request(request)
+        if isinstance(found, Response):
+            return found
+        contract = opt.parse_contract(
+            request.query_params.get("symbol"), self.options, self.clock().date()
+        )
+        if contract is None:
+            return self._answer(request, not_found())
+        quote = self.options.quote(contract, self.clock())
+        greeks = quote.greeks
+        return self._json(
+            request,
+            {
+                "symbol": contract.occ_padded,
+                "synthetic_price": float(quote.mark),
+                "implied_volatility": float(greeks.iv or 0),
+                "timestamp": iso(quote.as_of),
+                "greeks": {
+                    "delta": float(greeks.delta or 0),
+                    "gamma": float(greeks.gamma or 0),
+                    "theta": float(greeks.theta or 0),
+                    "vega": float(greeks.vega or 0),
+                },
+            },
+        )
+
+    def _cancel_option(self, request: Request, order: opt.FakeOptionOrder) -> Response:
+        if order.status not in OPEN:
+            return self._answer(
+                request,
+                bad_request(f"Order cannot be canceled in its current state ({order.status})"),
+            )
+        order.status = "CANCELED"
+        return self._json(
+            request,
+            {
+                "brokerage_order_id": order.id,
+                "raw_response": {"order_id": order.id, "status": "CANCELLED"},
+            },
+        )
+
+    def _replace_option(
+        self,
+        request: Request,
+        account: FakeAccount,
+        old: opt.FakeOptionOrder,
+        body: dict[str, Any],
+    ) -> Response:
+        """``ManualTradeReplaceForm`` for an option order: "Use the OCC symbol to replace an
+        option order"; one leg only (a combo has no replace form: refused, wording chosen)."""
+        if len(old.legs) != 1:
+            return self._answer(request, bad_request("Multi-leg orders cannot be replaced"))
+        [leg] = old.legs
+        types = {v: k for k, v in opt.V1_TYPES.items()}
+        order_type = types.get(str(body.get("order_type")))
+        units = body.get("units")
+        try:
+            price = _opt(body.get("price"))
+            stop = _opt(body.get("stop"))
+        except InvalidOperation:
+            return self._answer(request, bad_request())
+        if (
+            body.get("symbol") != leg.contract.occ_padded
+            or body.get("action") != leg.action
+            or order_type is None
+            or body.get("time_in_force") not in opt.TIFS
+            or not isinstance(units, int)
+            or units < 1
+        ):
+            return self._answer(request, bad_request())
+        if old.status != "ACCEPTED":
+            return self._answer(
+                request,
+                bad_request(f"Order cannot be replaced in its current state ({old.status})"),
+            )
+        new_id = str(uuid.uuid4())
+        new = opt.FakeOptionOrder(
+            id=new_id,
+            account_id=account.id,
+            legs=[opt.FakeLeg(leg.contract, leg.action, units, new_id)],
+            order_type=order_type,
+            time_in_force=str(body["time_in_force"]),
+            limit_price=price,
+            stop_price=stop,
+            price_effect=old.price_effect,
+            time_placed=self.clock(),
+        )
+        old.status = "REPLACED"
+        account.options.orders[new.id] = new
+        return self._json(request, opt.leg_record_v1(new, new.legs[0]))
+
+    def _evaluate_option(self, account: FakeAccount, order: opt.FakeOptionOrder) -> int:
+        """A combo fills whole at its legs' natural prices when the net is within the limit
+        (a debit at most the limit, a credit at least it); market orders fill at once."""
+        now = self.clock()
+        units = order.units
+        legs = [(leg.contract, leg.action, leg.units // units) for leg in order.legs]
+        net, prices = opt.natural_net(legs, self.options, now)
+        if order.order_type in ("LIMIT", "STOP_LOSS_LIMIT") and order.limit_price is not None:
+            if order.price_effect == "DEBIT" and net > order.limit_price:
+                return 0
+            if order.price_effect == "CREDIT" and -net < order.limit_price:
+                return 0
+            if order.price_effect == "EVEN" and net > 0:
+                return 0
+        for leg, price in zip(order.legs, prices, strict=True):
+            leg.filled, leg.execution_price = leg.units, price
+            sign = 1 if leg.buys else -1
+            held = account.options.positions.setdefault(
+                leg.contract.symbol, opt.FakeOptionPosition(leg.contract)
+            )
+            dollars = price * leg.units * leg.contract.multiplier
+            account.cash -= sign * dollars
+            if held.units and (held.units > 0) != (sign > 0):  # closing: cost leaves pro rata
+                held.cost -= held.cost * leg.units / abs(held.units)
+            else:
+                held.cost += sign * dollars
+            held.units += sign * leg.units
+            account.activities.append(
+                self._activity(
+                    account,
+                    "BUY" if leg.buys else "SELL",
+                    -sign * dollars,
+                    now,
+                    units=Decimal(leg.units),
+                    price=price,
+                    description=f"{leg.action} {leg.units} {leg.contract.occ_padded} @ {price}",
+                    reference=order.id,
+                    option=leg.contract,
+                    option_type=leg.action,
+                )
+            )
+        order.status, order.time_executed = "EXECUTED", now
+        return 1
+
+    def record_option_event(
+        self, account_id: str, kind: str, contract: OptionContract, units: Decimal
+    ) -> dict[str, Any]:
+        """An option's end of life as SnapTrade reports it (``OPTIONEXPIRATION``,
+        ``OPTIONASSIGNMENT``, ``OPTIONEXERCISE``, contract in ``option_symbol``); the
+        position is gone. Returns the activity."""
+        assert kind in ("OPTIONEXPIRATION", "OPTIONASSIGNMENT", "OPTIONEXERCISE")
+        account = self.accounts[account_id][2]
+        account.options.positions.pop(contract.symbol, None)
+        activity = self._activity(
+            account,
+            kind,
+            ZERO,
+            self.clock(),
+            units=units,
+            description=f"{kind} {contract.occ_padded}",
+            option=contract,
+        )
+        account.activities.append(activity)
+        return activity
+
     # --- activities, quotes --------------------------------------------------------------------
 
     def _activity(
@@ -1493,6 +1875,8 @@ class FakeSnapTrade:
         price: Decimal = ZERO,
         description: str = "",
         reference: str | None = None,
+        option: OptionContract | None = None,
+        option_type: str = "",
     ) -> dict[str, Any]:
         """The spec's ``AccountUniversalActivity``."""
         symbol_wire = None
@@ -1516,13 +1900,13 @@ class FakeSnapTrade:
             "id": str(uuid.uuid4()),
             "symbol": symbol_wire,
             "currency_universal_symbol": None,
-            "option_symbol": None,
+            "option_symbol": None if option is None else opt.option_symbol_wire(option),
             "price": num(price),
             "units": num(units),
             "amount": num(amount.quantize(Decimal("0.0001"))),
             "currency": USD,
             "type": kind,
-            "option_type": "",
+            "option_type": option_type,
             "description": description,
             "trade_date": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "settlement_date": (at + timedelta(days=1))

@@ -31,10 +31,27 @@ and answers recorded against the sandbox (QuantConnect/Lean.Brokerages.Tastytrad
   "message": "failed"}``; notifications ``{"type": "Order", "data": {...}, "timestamp": ms}``
   and ``AccountBalance``.
 
+* Options: ``GET /option-chains/{symbol}/nested`` (SDK ``NestedOptionChain``: ``expirations[]``
+  of ``{expiration-type, expiration-date, days-to-expiration, settlement-type, strikes[{
+  strike-price, call, put, call-streamer-symbol, put-streamer-symbol}]}``), the flat
+  ``GET /option-chains/{symbol}`` and ``GET /instruments/equity-options/{occ}`` (SDK ``Option``),
+  quotes by ``GET /market-data/by-type?equity-option=`` (no greeks over REST), orders of one
+  ``Equity Option`` leg or spreads of up to 4 (padded OCC ``symbol``, ``action`` "Buy to Open"
+  ..., per-leg ``quantity``, one ``price`` + ``price-effect``), filled whole and atomically
+  with ``fills[]`` per leg; option positions (``instrument-type: Equity Option``,
+  ``multiplier`` 100, ``quantity-direction``); ``POST /accounts/{n}/orders/dry-run`` answering
+  ``order`` (no id), ``buying-power-effect``, ``fee-calculation`` and ``warnings`` like the
+  placement answer does. The contracts, expirations and model prices are the paper market's
+  (``app.paper.options_market.SeededOptionMarket``), so the fake's chain is the paper broker's.
+  Not documented, so chosen here: the preflight codes ``duplicate_legs``,
+  ``mixed_underlyings`` and ``too_many_legs``, the refusal of a zero ``price`` (a negative one
+  is recorded: 400 ``validation_error`` with ``{"domain": "price", "reason": "does not have a
+  valid value"}``) and the fee amounts (the field names are real).
+
 Prices come from the paper market (``SeededQuoteSource``) and orders match by the paper
-broker's rules (``app.paper.matching.decide``) when the test (or the fake-brokers ticker)
-calls ``match()``: nothing moves on its own. Fault switches are in ``Faults``; tokens can be
-expired (``expire_tokens``) and grants revoked (``revoke``).
+broker's rules (``app.paper.matching.decide``; options at their natural prices) when the test
+(or the fake-brokers ticker) calls ``match()``: nothing moves on its own. Fault switches are
+in ``Faults``; tokens can be expired (``expire_tokens``) and grants revoked (``revoke``).
 """
 
 from __future__ import annotations
@@ -43,6 +60,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -57,9 +75,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.brokers.base import AssetClass, OrderSide, OrderType, TimeInForce
+from app.brokers.base import (
+    AssetClass,
+    ExpirationType,
+    InvalidOptionSymbol,
+    OptionContract,
+    OptionRight,
+    OrderSide,
+    OrderType,
+    TimeInForce,
+)
+from app.paper.market_data import PaperMarketData
 from app.paper.matching import OrderState, decide
+from app.paper.options_market import EXPIRY_TIME_UTC, OptionModelQuote, SeededOptionMarket
 from app.paper.quotes import UNIVERSE, SeededQuoteSource
+from tests.fakes.tastytrade.dxlink import DXLINK_PATH, FakeDXLink
 
 ZERO = Decimal(0)
 TOKEN_SECONDS = 900
@@ -101,6 +131,29 @@ ACTIONS = {
     "Sell": "sell",
 }
 USER_AGENT = re.compile(r"^[^\s/]+/\S+")
+OPTION_MULTIPLIER = Decimal(100)
+# "Equity Option and Future Option orders can have up to 4 legs. (Equity, Future, and
+# Cryptocurrency orders are limited to 1 leg.)"
+# https://developer.tastytrade.com/docs/guides/multi-leg-spreads/
+MAX_OPTION_LEGS = 4
+# nested-chain ``expiration-type`` (tastytrade Rust crate ``types::wire::ExpirationType``).
+EXPIRATION_TYPES = {
+    ExpirationType.standard: "Regular",
+    ExpirationType.weekly: "Weekly",
+    ExpirationType.quarterly: "Quarterly",
+    ExpirationType.end_of_month: "End-Of-Month",
+}
+
+
+def is_option(symbol: str) -> bool:
+    """A padded OCC symbol (``AAPL  261218C00150000``): how tastytrade names options."""
+    return len(symbol) == 21 and symbol[6:12].isdigit() and symbol[12] in "CP"
+
+
+def streamer_symbol(contract: OptionContract) -> str:
+    """``.AAPL261218C150`` (tastyware/tastytrade ``Option.occ_to_streamer_symbol``)."""
+    right = "C" if contract.right is OptionRight.call else "P"
+    return f".{contract.root}{contract.expiration:%y%m%d}{right}{contract.strike.normalize():f}"
 
 
 def iso(at: datetime) -> str:
@@ -131,6 +184,21 @@ def error(
     if causes:
         body["errors"] = [{"code": c, "message": m} for c, m in causes]
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def validation_error(domain: str, reason: str) -> JSONResponse:
+    """A malformed field: 400 ``validation_error`` with ``{"domain", "reason"}`` causes (as
+    recorded: QuantConnect/Lean.Brokerages.Tastytrade PR #16, a negative ``price``)."""
+    return JSONResponse(
+        {
+            "error": {
+                "code": "validation_error",
+                "message": "Request validation failed",
+                "errors": [{"domain": domain, "reason": reason}],
+            }
+        },
+        status_code=400,
+    )
 
 
 def preflight(code: str, message: str) -> JSONResponse:
@@ -171,12 +239,37 @@ class Faults:
 
 
 @dataclass
+class FakeLeg:
+    """One leg of an order: ``symbol`` as on the wire (a ticker, or the padded OCC symbol)."""
+
+    symbol: str
+    instrument_type: str  # "Equity" | "Equity Option"
+    action: str
+    quantity: Decimal
+    remaining: Decimal
+    fills: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def side(self) -> str:
+        return ACTIONS[self.action]
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "instrument-type": self.instrument_type,
+            "quantity": _number(self.quantity),
+            "remaining-quantity": _number(self.remaining),
+            "symbol": self.symbol,
+            "fills": list(self.fills),
+        }
+
+
+@dataclass
 class FakeOrder:
     id: int
     account_number: str
-    symbol: str
-    action: str
-    quantity: Decimal
+    legs: list[FakeLeg]
+    underlying: str
     order_type: str
     time_in_force: str
     price: Decimal | None
@@ -187,8 +280,6 @@ class FakeOrder:
     received_at: datetime
     updated_at: datetime
     status: str = "Routed"
-    remaining: Decimal = ZERO
-    fills: list[dict[str, Any]] = field(default_factory=list)
     live_at: datetime | None = None
     terminal_at: datetime | None = None
     cancelled_at: datetime | None = None
@@ -197,12 +288,51 @@ class FakeOrder:
     reject_reason: str | None = None
     stop_triggered: bool = False
 
+    # The single-leg view the equity paths use.
+    @property
+    def symbol(self) -> str:
+        return self.legs[0].symbol
+
+    @property
+    def action(self) -> str:
+        return self.legs[0].action
+
+    @property
+    def quantity(self) -> Decimal:
+        return self.legs[0].quantity
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.legs[0].remaining
+
+    @remaining.setter
+    def remaining(self, value: Decimal) -> None:
+        self.legs[0].remaining = value
+
+    @property
+    def fills(self) -> list[dict[str, Any]]:
+        return self.legs[0].fills
+
     @property
     def side(self) -> str:
         return ACTIONS[self.action]
 
-    def wire(self) -> dict[str, Any]:
-        """The swagger ``Order`` with the value shapes of the recorded answers."""
+    @property
+    def is_option(self) -> bool:
+        return self.legs[0].instrument_type == "Equity Option"
+
+    @property
+    def size(self) -> Decimal:
+        """Strategy units: the legs' quantities' greatest common divisor (one leg: its
+        quantity)."""
+        if len(self.legs) == 1:
+            return self.legs[0].quantity
+        return Decimal(math.gcd(*(int(leg.quantity) for leg in self.legs)))
+
+    def wire(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """The swagger ``Order`` with the value shapes of the recorded answers (a dry run's
+        order has no id: tastyware/tastytrade ``PlacedOrder.id`` "test orders placed with
+        dry_run don't have an ID")."""
         body: dict[str, Any] = {
             "id": self.id,
             "account-number": self.account_number,
@@ -212,25 +342,16 @@ class FakeOrder:
             "global-request-id": uuid.uuid5(uuid.NAMESPACE_OID, str(self.id)).hex,
             "order-type": self.order_type,
             "received-at": iso(self.received_at),
-            "size": int(self.quantity)
-            if self.quantity == self.quantity.to_integral()
-            else str(self.quantity),
+            "size": _number(self.size),
             "status": self.status,
             "time-in-force": self.time_in_force,
             "underlying-instrument-type": "Equity",
-            "underlying-symbol": self.symbol,
+            "underlying-symbol": self.underlying,
             "updated-at": epoch_ms(self.updated_at),
-            "legs": [
-                {
-                    "action": self.action,
-                    "instrument-type": "Equity",
-                    "quantity": _number(self.quantity),
-                    "remaining-quantity": _number(self.remaining),
-                    "symbol": self.symbol,
-                    "fills": list(self.fills),
-                }
-            ],
+            "legs": [leg.wire() for leg in self.legs],
         }
+        if dry_run:
+            del body["id"], body["global-request-id"]
         optional: dict[str, Any] = {
             "price": None if self.price is None else str(self.price),
             "price-effect": self.price_effect,
@@ -295,6 +416,8 @@ class FakeTastytrade:
         self, *, seed: int = 20260522, clock: Callable[[], datetime] | None = None
     ) -> None:
         self.quotes = SeededQuoteSource(seed)
+        # The paper market's listed options (the same chain the paper broker trades).
+        self.options = SeededOptionMarket(self.quotes)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.faults = Faults()
         self.customers: list[FakeCustomer] = []
@@ -302,12 +425,15 @@ class FakeTastytrade:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every REST request
         self.bodies: list[tuple[str, str, Any]] = []  # (method, path, JSON body) of writes
         self.token_requests = 0
+        self.dry_runs = 0
         self.stream_messages: list[dict[str, Any]] = []  # every message a client sent
         self._ids = itertools.count(270561)
         self._numbers = itertools.count(1)
         self._transaction_ids = itertools.count(41000001)
         self._release = asyncio.Event()
         self._streams: set[_Stream] = set()
+        # Market data: quote tokens and the DXLink feed (``dxlink.py``), the paper market's.
+        self.dxlink = FakeDXLink(PaperMarketData(self.quotes, self.options), clock=self.clock)
         self.app = Starlette(
             routes=[
                 Route("/oauth/token", self.oauth_token, methods=["POST"]),
@@ -316,6 +442,7 @@ class FakeTastytrade:
                 Route("/accounts/{account}/positions", self.positions, methods=["GET"]),
                 Route("/accounts/{account}/transactions", self.transactions, methods=["GET"]),
                 Route("/accounts/{account}/orders/live", self.live_orders, methods=["GET"]),
+                Route("/accounts/{account}/orders/dry-run", self.dry_run, methods=["POST"]),
                 Route("/accounts/{account}/orders", self.orders, methods=["GET", "POST"]),
                 Route(
                     "/accounts/{account}/orders/{order_id}",
@@ -323,8 +450,17 @@ class FakeTastytrade:
                     methods=["GET", "PUT", "DELETE"],
                 ),
                 Route("/instruments/equities/{symbol:path}", self.equity, methods=["GET"]),
+                Route(
+                    "/instruments/equity-options/{symbol:path}",
+                    self.equity_option,
+                    methods=["GET"],
+                ),
+                Route("/option-chains/{symbol}/nested", self.nested_chain, methods=["GET"]),
+                Route("/option-chains/{symbol}", self.flat_chain, methods=["GET"]),
                 Route("/market-data/by-type", self.market_data, methods=["GET"]),
                 WebSocketRoute("/", self.streamer),
+                Route("/api-quote-tokens", self.quote_token, methods=["GET"]),
+                WebSocketRoute(DXLINK_PATH, self.dxlink.serve),
             ]
         )
 
@@ -417,6 +553,8 @@ class FakeTastytrade:
                 for order in list(account.orders.values()):
                     if order.status == "Cancel Requested":
                         self._cancelled(account, order)
+                    elif order.status == "Live" and order.is_option:
+                        fills += self._evaluate_option(account, order)
                     elif order.status == "Live":
                         fills += self._evaluate(account, order)
         return fills
@@ -564,10 +702,28 @@ class FakeTastytrade:
     def _last(self, symbol: str) -> Decimal:
         return self.quotes.quote(symbol, self._now()).last
 
+    def _contract(self, symbol: str) -> OptionContract:
+        return OptionContract.parse(symbol)
+
+    def _option_quote_at(self, symbol: str, at: datetime) -> OptionModelQuote:
+        return self.options.quote(self._contract(symbol), at)
+
+    def _unit_value(self, symbol: str) -> Decimal:
+        """What one unit of a position is worth now: a share's last, a contract's mark x
+        100 (the paper market's options are standard, 100 shares a contract)."""
+        if is_option(symbol):
+            return self._option_quote_at(symbol, self._now()).mark * OPTION_MULTIPLIER
+        return self._last(symbol)
+
     def _reserved(self, account: FakeAccount) -> Decimal:
         reserved = ZERO
         for order in account.orders.values():
-            if order.side == "buy" and order.status in WORKING:
+            if order.status not in WORKING:
+                continue
+            if order.is_option:
+                if order.price_effect == "Debit" and order.price is not None:
+                    reserved += order.price * order.size * OPTION_MULTIPLIER
+            elif order.side == "buy":
                 price = order.price or self.quotes.quote(order.symbol, self._now()).ask
                 reserved += order.remaining * price
         return reserved
@@ -575,11 +731,19 @@ class FakeTastytrade:
     def _balance_wire(self, account: FakeAccount) -> dict[str, Any]:
         now = self._now()
         long_value = sum(
-            (p.quantity * self._last(s) for s, p in account.positions.items() if p.quantity > 0),
+            (
+                p.quantity * self._unit_value(s)
+                for s, p in account.positions.items()
+                if p.quantity > 0
+            ),
             ZERO,
         )
         short_value = sum(
-            (-p.quantity * self._last(s) for s, p in account.positions.items() if p.quantity < 0),
+            (
+                -p.quantity * self._unit_value(s)
+                for s, p in account.positions.items()
+                if p.quantity < 0
+            ),
             ZERO,
         )
         buying_power = account.cash - self._reserved(account)
@@ -620,19 +784,33 @@ class FakeTastytrade:
     def _position_wire(
         self, account: FakeAccount, symbol: str, position: FakePosition, marks: bool
     ) -> dict[str, Any]:
+        """tastyware/tastytrade ``CurrentPosition``: unsigned ``quantity`` with
+        ``quantity-direction``; an option carries its padded OCC ``symbol``, the
+        ``underlying-symbol``, ``instrument-type: Equity Option`` and ``multiplier`` 100, its
+        prices per share as quoted."""
         now = self._now()
         quantity = position.quantity.copy_abs()
         average = (position.cost / position.quantity).quantize(Decimal("0.0001"))
+        option = is_option(symbol)
+        if option:
+            contract = self._contract(symbol)
+            underlying, multiplier = contract.underlying, 100
+            close = self._option_quote_at(symbol, now - timedelta(days=1)).mark
+            mark = self._option_quote_at(symbol, now).mark
+        else:
+            underlying, multiplier = symbol, 1
+            close = self.quotes.quote(symbol, now - timedelta(days=1)).last
+            mark = self.quotes.quote(symbol, now).mid
         body: dict[str, Any] = {
             "account-number": account.number,
             "symbol": symbol,
-            "instrument-type": "Equity",
-            "underlying-symbol": symbol,
+            "instrument-type": "Equity Option" if option else "Equity",
+            "underlying-symbol": underlying,
             "quantity": str(quantity),
             "quantity-direction": "Long" if position.quantity > 0 else "Short",
-            "close-price": str(self.quotes.quote(symbol, now - timedelta(days=1)).last),
+            "close-price": str(close),
             "average-open-price": str(average),
-            "multiplier": 1,
+            "multiplier": multiplier,
             "cost-effect": "Debit" if position.quantity > 0 else "Credit",
             "is-suppressed": False,
             "is-frozen": False,
@@ -644,8 +822,10 @@ class FakeTastytrade:
             "created-at": iso(position.created_at or now),
             "updated-at": iso(position.updated_at or now),
         }
+        if option:
+            expires = datetime.combine(self._contract(symbol).expiration, EXPIRY_TIME_UTC)
+            body["expires-at"] = iso(expires)
         if marks:
-            mark = self.quotes.quote(symbol, now).mid
             body["mark"] = str(mark)
             body["mark-price"] = str(mark)
         return body
@@ -720,19 +900,157 @@ class FakeTastytrade:
             )
         )
 
-    async def market_data(self, request: Request) -> Response:
+    def _option_instrument(self, contract: OptionContract) -> dict[str, Any]:
+        """tastyware/tastytrade ``Option`` (``/instruments/equity-options/{symbol}`` and the
+        flat chain's items)."""
+        now = self._now()
+        expires = datetime.combine(contract.expiration, EXPIRY_TIME_UTC)
+        kind = next(
+            (
+                e.expiration_type
+                for e in self.options.expirations(contract.underlying, now.date())
+                if e.expiration == contract.expiration
+            ),
+            ExpirationType.standard,
+        )
+        return {
+            "symbol": contract.occ_padded,
+            "instrument-type": "Equity Option",
+            "active": True,
+            "strike-price": str(contract.strike),
+            "root-symbol": contract.root,
+            "underlying-symbol": contract.underlying,
+            "expiration-date": contract.expiration.isoformat(),
+            "exercise-style": "American",
+            "shares-per-contract": 100,
+            "option-type": "C" if contract.right is OptionRight.call else "P",
+            "option-chain-type": "Standard",
+            "expiration-type": EXPIRATION_TYPES[kind],
+            "settlement-type": "PM",
+            "stops-trading-at": iso(expires),
+            "market-time-instrument-collection": "Equity Option",
+            "days-to-expiration": (contract.expiration - now.date()).days,
+            "expires-at": iso(expires),
+            "is-closing-only": False,
+            "streamer-symbol": streamer_symbol(contract),
+        }
+
+    def _listed(self, symbol: str) -> OptionContract | None:
+        if not is_option(symbol):
+            return None
+        try:
+            contract = OptionContract.parse(symbol)
+        except InvalidOptionSymbol:
+            return None
+        return contract if self.options.is_listed(contract, self._now().date()) else None
+
+    async def equity_option(self, request: Request) -> Response:
         customer = await self._gate(request)
         if isinstance(customer, Response):
             return customer
-        wanted = [
-            *request.query_params.getlist("equity"),
-            *request.query_params.getlist("cryptocurrency"),
-        ]
-        if len(wanted) > 100:
+        symbol = request.path_params["symbol"]
+        contract = self._listed(symbol)
+        if contract is None:
+            return error(404, "not_found", f"Equity option {symbol} not found")
+        return JSONResponse(
+            wrap(self._option_instrument(contract), f"/instruments/equity-options/{symbol}")
+        )
+
+    async def nested_chain(self, request: Request) -> Response:
+        """``GET /option-chains/{symbol}/nested`` (SDK ``NestedOptionChain``): an underlying
+        without options answers an empty list."""
+        customer = await self._gate(request)
+        if isinstance(customer, Response):
+            return customer
+        underlying = request.path_params["symbol"]
+        context = f"/option-chains/{underlying}/nested"
+        if not self.options.has_options(underlying):
+            return JSONResponse(wrap({"items": []}, context))
+        today = self._now().date()
+        expirations = []
+        for listed in self.options.expirations(underlying, today):
+            strikes = []
+            for strike in self.options.strikes(underlying):
+                call, put = (
+                    OptionContract(underlying, underlying, listed.expiration, right, strike)
+                    for right in (OptionRight.call, OptionRight.put)
+                )
+                strikes.append(
+                    {
+                        "strike-price": str(strike),
+                        "call": call.occ_padded,
+                        "call-streamer-symbol": streamer_symbol(call),
+                        "put": put.occ_padded,
+                        "put-streamer-symbol": streamer_symbol(put),
+                    }
+                )
+            expirations.append(
+                {
+                    "expiration-type": EXPIRATION_TYPES[listed.expiration_type],
+                    "expiration-date": listed.expiration.isoformat(),
+                    "days-to-expiration": (listed.expiration - today).days,
+                    "settlement-type": "PM",
+                    "strikes": strikes,
+                }
+            )
+        item = {
+            "underlying-symbol": underlying,
+            "root-symbol": underlying,
+            "option-chain-type": "Standard",
+            "shares-per-contract": 100,
+            "tick-sizes": [{"value": "0.01", "threshold": "3.0"}, {"value": "0.05"}],
+            "deliverables": [
+                {
+                    "id": 1,
+                    "root-symbol": underlying,
+                    "deliverable-type": "Shares",
+                    "description": f"100 shares of {underlying}",
+                    "amount": "100.0",
+                    "symbol": underlying,
+                    "instrument-type": "Equity",
+                    "percent": "100",
+                }
+            ],
+            "expirations": expirations,
+        }
+        return JSONResponse(wrap({"items": [item]}, context))
+
+    async def flat_chain(self, request: Request) -> Response:
+        """``GET /option-chains/{symbol}``: every contract as a full ``Option``."""
+        customer = await self._gate(request)
+        if isinstance(customer, Response):
+            return customer
+        underlying = request.path_params["symbol"]
+        items = []
+        if self.options.has_options(underlying):
+            for listed in self.options.expirations(underlying, self._now().date()):
+                for contract in self.options.contracts(underlying, listed.expiration):
+                    items.append(self._option_instrument(contract))
+        return JSONResponse(wrap({"items": items}, f"/option-chains/{underlying}"))
+
+    async def market_data(self, request: Request) -> Response:
+        """``GET /market-data/by-type``: each instrument type a parameter whose value lists
+        symbols, comma-delimited (https://developer.tastytrade.com/docs/concepts/market-data/)
+        or repeated (tastyware/tastytrade sends a list); at most 100 in all."""
+        customer = await self._gate(request)
+        if isinstance(customer, Response):
+            return customer
+
+        def listed(kind: str) -> list[str]:
+            return [
+                one
+                for value in request.query_params.getlist(kind)
+                for one in value.split(",")
+                if one
+            ]
+
+        equities = [*listed("equity"), *listed("cryptocurrency")]
+        options = listed("equity-option")
+        if len(equities) + len(options) > 100:
             return error(400, "invalid_request", "Combined limit across all types is 100")
         now = self._now()
         items = []
-        for symbol in wanted:
+        for symbol in equities:
             key = symbol.replace("/", "-")
             if key not in UNIVERSE:
                 continue
@@ -750,6 +1068,33 @@ class FakeTastytrade:
                     "mid": str(q.mid),
                     "mark": str(q.mid),
                     "last": str(q.last),
+                    "close-price-type": "Regular",
+                    "summary-date": now.date().isoformat(),
+                    "prev-close-date": (now - timedelta(days=1)).date().isoformat(),
+                    "prev-close-price-type": "Regular",
+                    "halt-start-time": -1,
+                    "halt-end-time": -1,
+                }
+            )
+        for symbol in options:
+            contract = self._listed(symbol)
+            if contract is None:
+                continue
+            oq = self.options.quote(contract, now)
+            # The fields of a recorded option quote (tastyware/tastytrade docs/market-data.rst,
+            # ``SPLG  250516P00054000``): no greeks over REST.
+            items.append(
+                {
+                    "symbol": symbol,
+                    "instrument-type": "Equity Option",
+                    "updated-at": iso(oq.as_of),
+                    "bid": str(oq.bid),
+                    "bid-size": "10.0",
+                    "ask": str(oq.ask),
+                    "ask-size": "10.0",
+                    "mid": str(oq.mark),
+                    "mark": str(oq.mark),
+                    "last": str(oq.last),
                     "close-price-type": "Regular",
                     "summary-date": now.date().isoformat(),
                     "prev-close-date": (now - timedelta(days=1)).date().isoformat(),
@@ -834,7 +1179,7 @@ class FakeTastytrade:
         if end is not None:
             selected = [o for o in selected if o.received_at <= end]
         if "underlying-symbol" in params:
-            selected = [o for o in selected if o.symbol == params["underlying-symbol"]]
+            selected = [o for o in selected if o.underlying == params["underlying-symbol"]]
         selected.sort(key=lambda o: o.id, reverse=params.get("sort", "Desc") == "Desc")
         # per-page: default 100, at most 200 (orders swagger, getAccountsAccountNumberOrders).
         return _paginated(
@@ -842,9 +1187,10 @@ class FakeTastytrade:
         )
 
     def _parse_terms(
-        self, body: dict[str, Any], side: str
+        self, body: dict[str, Any], side: str | None
     ) -> tuple[str, str, Decimal | None, str | None, Decimal | None] | Response:
-        """order-type, time-in-force, price, price-effect, stop-trigger, checked."""
+        """order-type, time-in-force, price, price-effect, stop-trigger, checked. ``side``
+        None: a spread (its direction is its price-effect, not a side)."""
         order_type = body.get("order-type")
         tif = body.get("time-in-force")
         if order_type not in ORDER_TYPES:
@@ -858,6 +1204,10 @@ class FakeTastytrade:
             stop = _opt_decimal(body.get("stop-trigger"))
         except InvalidOperation:
             return error(400, "invalid_request", "price and stop-trigger must be decimals")
+        if price is not None and price <= 0:
+            # Recorded for a negative price (QuantConnect/Lean.Brokerages.Tastytrade PR #16);
+            # a zero price is answered the same way here (not documented).
+            return validation_error("price", "does not have a valid value")
         effect = body.get("price-effect")
         if order_type in ("Limit", "Stop Limit"):
             if price is None or effect not in ("Debit", "Credit"):
@@ -874,52 +1224,138 @@ class FakeTastytrade:
             )
         return str(order_type), str(tif), price, effect if price is not None else None, stop
 
-    async def _place(self, request: Request, account: FakeAccount) -> Response:
+    def _parse_legs(self, raw: object) -> list[FakeLeg] | Response:
+        """1 Equity leg, or 1 to 4 Equity Option legs on distinct listed contracts of one
+        underlying, whole positive quantities."""
+        if not isinstance(raw, list) or not raw or not all(isinstance(x, dict) for x in raw):
+            return error(400, "invalid_request", "legs must be a non-empty list of objects")
+        kinds = {leg.get("instrument-type") for leg in raw}
+        if kinds not in ({"Equity"}, {"Equity Option"}):
+            return error(400, "invalid_request", "The fake takes Equity or Equity Option legs")
+        limit = 1 if kinds == {"Equity"} else MAX_OPTION_LEGS
+        if len(raw) > limit:
+            return preflight("too_many_legs", f"This order can have at most {limit} legs")
+        legs: list[FakeLeg] = []
+        for leg in raw:
+            action, symbol = leg.get("action"), leg.get("symbol")
+            if action not in ACTIONS or action in ("Buy", "Sell"):
+                return error(400, "invalid_request", f"action {action!r} is invalid")
+            try:
+                quantity = Decimal(str(leg.get("quantity")))
+            except InvalidOperation:
+                return error(400, "invalid_request", "quantity must be a decimal")
+            if not quantity.is_finite() or quantity <= 0:
+                return error(400, "invalid_request", "quantity must be positive")
+            symbol = str(symbol)
+            if kinds == {"Equity"}:
+                instrument = UNIVERSE.get(symbol)
+                if instrument is None or instrument.asset_class is not AssetClass.equity:
+                    return preflight(
+                        "instrument_validation_failed", f"{symbol} is not a tradeable equity"
+                    )
+            else:
+                if self._listed(symbol) is None:
+                    return preflight(
+                        "instrument_validation_failed", f"{symbol} is not a listed equity option"
+                    )
+                if quantity != quantity.to_integral():
+                    return validation_error("quantity", "does not have a valid value")
+            legs.append(
+                FakeLeg(symbol, str(leg.get("instrument-type")), str(action), quantity, quantity)
+            )
+        if len({leg.symbol for leg in legs}) != len(legs):
+            # "Each leg must use a distinct symbol — an order with two legs sharing one symbol
+            # is rejected" (multi-leg spreads guide); the answer's code is not documented.
+            return preflight("duplicate_legs", "Each leg must use a distinct symbol")
+        if (
+            len({self._contract(leg.symbol).underlying for leg in legs if is_option(leg.symbol)})
+            > 1
+        ):
+            return preflight("mixed_underlyings", "All legs must share one underlying")
+        return legs
+
+    def _natural_debit(self, legs: list[FakeLeg], units: Decimal) -> Decimal:
+        """Per strategy unit: what buying at the asks and selling at the bids costs (negative:
+        a credit)."""
+        now = self._now()
+        total = ZERO
+        for leg in legs:
+            q = self._option_quote_at(leg.symbol, now)
+            ratio = leg.quantity / units
+            total += ratio * (q.ask if leg.side == "buy" else -q.bid)
+        return total
+
+    def _max_loss(self, legs: list[FakeLeg], units: Decimal, debit: Decimal) -> Decimal:
+        """Per strategy unit, the worst outcome at expiry (premium included): the payoff of
+        the legs at every strike and beyond them."""
+        contracts = [(self._contract(leg.symbol), leg.quantity / units, leg.side) for leg in legs]
+        strikes = sorted({c.strike for c, _, _ in contracts})
+        worst = None
+        for spot in [ZERO, *strikes, strikes[-1] * 2]:
+            value = ZERO
+            for contract, ratio, side in contracts:
+                intrinsic = (
+                    max(ZERO, spot - contract.strike)
+                    if contract.right is OptionRight.call
+                    else max(ZERO, contract.strike - spot)
+                )
+                value += ratio * intrinsic * (1 if side == "buy" else -1)
+            outcome = value - debit
+            worst = outcome if worst is None else min(worst, outcome)
+        return max(ZERO, -(worst or ZERO))
+
+    def _option_fees(self, legs: list[FakeLeg]) -> dict[str, Any]:
+        """``fee-calculation``: the field names of the real answer (SDK ``FeeCalculation``);
+        the amounts are this fake's own ($1 a contract to open, capped at $10 a leg; $0.10 a
+        contract clearing; $0.02 a contract regulatory)."""
+        commission = sum(
+            (min(Decimal(10), leg.quantity) for leg in legs if leg.action.endswith("to Open")),
+            ZERO,
+        )
+        contracts = sum((leg.quantity for leg in legs), ZERO)
+        clearing = contracts * Decimal("0.10")
+        regulatory = contracts * Decimal("0.02")
+        total = commission + clearing + regulatory
+        return {
+            "regulatory-fees": money(regulatory),
+            "regulatory-fees-effect": "Debit",
+            "clearing-fees": money(clearing),
+            "clearing-fees-effect": "Debit",
+            "commission": money(commission),
+            "commission-effect": "Debit" if commission else "None",
+            "proprietary-index-option-fees": "0.0",
+            "proprietary-index-option-fees-effect": "None",
+            "total-fees": money(total),
+            "total-fees-effect": "Debit",
+        }
+
+    async def _build(
+        self, request: Request, account: FakeAccount
+    ) -> tuple[FakeOrder, dict[str, Any]] | Response:
+        """The order a POST body describes and the answer's other members, or a refusal (the
+        preflight checks a dry run also runs)."""
         try:
             body = await request.json()
         except ValueError:
             return error(400, "invalid_request", "The request body must be JSON")
         if not isinstance(body, dict):
             return error(400, "invalid_request", "The request body must be an object")
-        legs = body.get("legs")
-        if not isinstance(legs, list) or len(legs) != 1 or not isinstance(legs[0], dict):
-            return error(400, "invalid_request", "The fake takes single-leg orders only")
-        leg = legs[0]
-        if leg.get("instrument-type") != "Equity":
-            return error(400, "invalid_request", "The fake takes Equity legs only")
-        action, symbol = leg.get("action"), leg.get("symbol")
-        if action not in ACTIONS:
-            return error(400, "invalid_request", f"action {action!r} is invalid")
-        side = ACTIONS[str(action)]
-        try:
-            quantity = Decimal(str(leg.get("quantity")))
-        except InvalidOperation:
-            return error(400, "invalid_request", "quantity must be a decimal")
-        if not quantity.is_finite() or quantity <= 0:
-            return error(400, "invalid_request", "quantity must be positive")
+        legs = self._parse_legs(body.get("legs"))
+        if isinstance(legs, Response):
+            return legs
+        option = legs[0].instrument_type == "Equity Option"
+        side = legs[0].side if len(legs) == 1 else None
         terms = self._parse_terms(body, side)
         if isinstance(terms, Response):
             return terms
         order_type, tif, price, effect, stop = terms
-        instrument = UNIVERSE.get(str(symbol))
-        if instrument is None or instrument.asset_class is not AssetClass.equity:
-            return preflight("instrument_validation_failed", f"{symbol} is not a tradeable equity")
-        quote = self.quotes.quote(str(symbol), self._now())
-        if side == "buy":
-            cost = quantity * (price or quote.ask)
-            if cost > account.cash - self._reserved(account):
-                return preflight(
-                    "margin_check_failed",
-                    "Account does not have sufficient buying power available for this order.",
-                )
         now = self._now()
         external = body.get("external-identifier")
         order = FakeOrder(
-            id=next(self._ids),
+            id=0,
             account_number=account.number,
-            symbol=str(symbol),
-            action=str(action),
-            quantity=quantity,
+            legs=legs,
+            underlying=self._contract(legs[0].symbol).underlying if option else legs[0].symbol,
             order_type=order_type,
             time_in_force=tif,
             price=price,
@@ -929,29 +1365,85 @@ class FakeTastytrade:
             source=str(body["source"]) if body.get("source") else None,
             received_at=now,
             updated_at=now,
-            status="Routed",
-            remaining=quantity,
+            status="Received",
         )
+        available = account.cash - self._reserved(account)
+        if option:
+            units = order.size
+            natural = self._natural_debit(legs, units)
+            debit = natural if price is None else (price if effect == "Debit" else -price)
+            requirement = max(debit, self._max_loss(legs, units, debit)) * units
+            change = requirement * OPTION_MULTIPLIER
+            fees = self._option_fees(legs)
+            is_spread = len(legs) > 1
+        else:
+            quote = self.quotes.quote(legs[0].symbol, now)
+            change = (
+                order.quantity * (price or quote.ask)
+                if side == "buy"
+                else order.quantity * (price or quote.bid)
+            )
+            fees = {"total-fees": "0.0", "total-fees-effect": "None"}
+            is_spread = False
+        debits = option or side == "buy"
+        if debits and change > available:
+            return preflight(
+                "margin_check_failed",
+                "Account does not have sufficient buying power available for this order.",
+            )
+        new_bp = available - change if debits else available + change
+        extra = {
+            "buying-power-effect": {
+                "change-in-margin-requirement": money(change if option else ZERO),
+                "change-in-margin-requirement-effect": "Debit" if option else "None",
+                "change-in-buying-power": money(change),
+                "change-in-buying-power-effect": "Debit" if debits else "Credit",
+                "current-buying-power": money(available),
+                "current-buying-power-effect": "Credit",
+                "new-buying-power": money(new_bp),
+                "new-buying-power-effect": "Credit" if new_bp >= 0 else "Debit",
+                "isolated-order-margin-requirement": money(change if option else ZERO),
+                "isolated-order-margin-requirement-effect": "Debit" if option else "None",
+                "is-spread": is_spread,
+                "impact": money(change),
+                "effect": "Debit" if debits else "Credit",
+            },
+            "fee-calculation": fees,
+            "warnings": [],
+        }
+        return order, extra
+
+    async def dry_run(self, request: Request) -> Response:
+        """``POST /accounts/{n}/orders/dry-run``: the placement's preflight checks and
+        answer (``order`` without an id, ``buying-power-effect``, ``fee-calculation``,
+        ``warnings``), nothing placed."""
+        found = await self._account_gate(request)
+        if isinstance(found, Response):
+            return found
+        _, account = found
+        built = await self._build(request, account)
+        if isinstance(built, Response):
+            return built
+        order, extra = built
+        self.dry_runs += 1
+        return JSONResponse(
+            wrap(
+                {"order": order.wire(dry_run=True), **extra},
+                f"/accounts/{account.number}/orders/dry-run",
+            ),
+            status_code=201,
+        )
+
+    async def _place(self, request: Request, account: FakeAccount) -> Response:
+        built = await self._build(request, account)
+        if isinstance(built, Response):
+            return built
+        order, extra = built
+        order.id = next(self._ids)
+        order.status = "Routed"
         account.orders[order.id] = order
         self._broadcast(account, order)
-        answer = wrap(
-            {
-                "order": order.wire(),
-                "buying-power-effect": {
-                    "change-in-buying-power": money(quantity * (price or quote.ask)),
-                    "change-in-buying-power-effect": "Debit" if side == "buy" else "Credit",
-                    "is-spread": False,
-                    "impact": money(quantity * (price or quote.ask)),
-                    "effect": "Debit" if side == "buy" else "Credit",
-                },
-                "fee-calculation": {
-                    "total-fees": "0.0",
-                    "total-fees-effect": "None",
-                },
-                "warnings": [],
-            },
-            f"/accounts/{account.number}/orders",
-        )
+        answer = wrap({"order": order.wire(), **extra}, f"/accounts/{account.number}/orders")
         self._move(account, order, "Live")
         if self.faults.timeout_after_accept > 0:
             self.faults.timeout_after_accept -= 1
@@ -984,6 +1476,8 @@ class FakeTastytrade:
     async def _replace(
         self, request: Request, account: FakeAccount, old: FakeOrder, context: str
     ) -> Response:
+        """Cancel-replace: the body's terms, the original legs (a body may repeat them, never
+        change them), the remaining quantities (https://developer.tastytrade.com/order-management/)."""
         if old.status != "Live":
             return error(422, "cannot_update_order", f"Order is {old.status}")
         try:
@@ -996,14 +1490,17 @@ class FakeTastytrade:
             legs = body["legs"]
             same = (
                 isinstance(legs, list)
-                and len(legs) == 1
-                and isinstance(legs[0], dict)
-                and legs[0].get("symbol") == old.symbol
-                and legs[0].get("action") == old.action
+                and len(legs) == len(old.legs)
+                and all(
+                    isinstance(new, dict)
+                    and new.get("symbol") == leg.symbol
+                    and new.get("action") == leg.action
+                    for new, leg in zip(legs, old.legs, strict=False)
+                )
             )
             if not same:
                 return error(400, "invalid_request", "A replacement keeps the original legs")
-        terms = self._parse_terms(body, old.side)
+        terms = self._parse_terms(body, old.side if len(old.legs) == 1 else None)
         if isinstance(terms, Response):
             return terms
         order_type, tif, price, effect, stop = terms
@@ -1012,9 +1509,11 @@ class FakeTastytrade:
         new = FakeOrder(
             id=next(self._ids),
             account_number=account.number,
-            symbol=old.symbol,
-            action=old.action,
-            quantity=old.remaining,
+            legs=[
+                FakeLeg(leg.symbol, leg.instrument_type, leg.action, leg.remaining, leg.remaining)
+                for leg in old.legs
+            ],
+            underlying=old.underlying,
             order_type=order_type,
             time_in_force=tif,
             price=price,
@@ -1025,7 +1524,6 @@ class FakeTastytrade:
             received_at=now,
             updated_at=now,
             status="Contingent",
-            remaining=old.remaining,
             replaces_order_id=old.id,
         )
         account.orders[new.id] = new
@@ -1076,12 +1574,68 @@ class FakeTastytrade:
             self._cancelled(account, order)
         return filled
 
+    def _evaluate_option(self, account: FakeAccount, order: FakeOrder) -> int:
+        """An option order (one leg or a spread) fills whole and atomically, every leg at its
+        natural price (buys at the ask, sells at the bid), when the net is within its limit;
+        a market order fills at once. IOC cancels when it cannot fill."""
+        now = self._now()
+        units = order.size
+        natural = self._natural_debit(order.legs, units)
+        if order.order_type == "Market":
+            fills = True
+        elif order.order_type == "Limit" and order.price is not None:
+            fills = (
+                natural <= order.price if order.price_effect == "Debit" else -natural >= order.price
+            )
+        else:
+            fills = False  # option stop orders are not modelled by the fake
+        if not fills:
+            if order.time_in_force == "IOC":
+                self._cancelled(account, order)
+            return 0
+        group = str(next(self._ids))
+        for index, leg in enumerate(order.legs, start=1):
+            q = self._option_quote_at(leg.symbol, now)
+            price = q.ask if leg.side == "buy" else q.bid
+            qty = leg.remaining
+            leg.fills.append(
+                {
+                    "destination-venue": "FAKE_A",
+                    "ext-exec-id": f"{order.id}-{index}",
+                    "ext-group-fill-id": group,
+                    "fill-id": f"2_TW::FAKE_A1::{now:%Y%m%d}.{order.id}-{index}",
+                    "fill-price": str(price),
+                    "filled-at": iso(now),
+                    "quantity": _number(qty),
+                }
+            )
+            leg.remaining = ZERO
+            self._book_leg(account, order.id, leg, qty, price, now)
+        fees = self._option_fees(order.legs)
+        account.cash -= Decimal(fees["total-fees"])
+        self._move(account, order, "Filled")
+        self._broadcast_balance(account)
+        return 1
+
     def _book(
         self, account: FakeAccount, order: FakeOrder, qty: Decimal, price: Decimal, now: datetime
     ) -> None:
-        position = account.positions.setdefault(order.symbol, FakePosition(created_at=now))
+        self._book_leg(account, order.id, order.legs[0], qty, price, now)
+
+    def _book_leg(
+        self,
+        account: FakeAccount,
+        order_id: int,
+        leg: FakeLeg,
+        qty: Decimal,
+        price: Decimal,
+        now: datetime,
+    ) -> None:
+        """A fill into the position (keyed by the wire symbol), the cash and a ``Trade``
+        transaction; option amounts are price x quantity x 100."""
+        position = account.positions.setdefault(leg.symbol, FakePosition(created_at=now))
         position.updated_at = now
-        signed = qty if order.side == "buy" else -qty
+        signed = qty if leg.side == "buy" else -qty
         if position.quantity == 0 or (position.quantity > 0) == (signed > 0):
             position.cost += signed * price
         else:  # reducing: the remaining quantity keeps its average cost
@@ -1093,34 +1647,45 @@ class FakeTastytrade:
         position.quantity += signed
         if position.quantity == 0:
             position.cost = ZERO
-        value = qty * price
-        account.cash += -value if order.side == "buy" else value
+            del account.positions[leg.symbol]
+        option = leg.instrument_type == "Equity Option"
+        multiplier = OPTION_MULTIPLIER if option else Decimal(1)
+        value = qty * price * multiplier
+        account.cash += -value if leg.side == "buy" else value
+        underlying = self._contract(leg.symbol).underlying if option else leg.symbol
         self._transaction(
             account,
             {
                 "transaction-type": "Trade",
-                "transaction-sub-type": order.action,
-                "description": f"{'Bought' if order.side == 'buy' else 'Sold'} {qty} "
-                f"{order.symbol} @ {price}",
-                "symbol": order.symbol,
-                "instrument-type": "Equity",
-                "underlying-symbol": order.symbol,
-                "action": order.action,
+                "transaction-sub-type": leg.action,
+                "description": f"{'Bought' if leg.side == 'buy' else 'Sold'} {qty} "
+                f"{leg.symbol} @ {price}",
+                "symbol": leg.symbol,
+                "instrument-type": leg.instrument_type,
+                "underlying-symbol": underlying,
+                "action": leg.action,
                 "quantity": str(qty),
                 "price": str(price),
                 "value": money(value),
-                "value-effect": "Debit" if order.side == "buy" else "Credit",
+                "value-effect": "Debit" if leg.side == "buy" else "Credit",
                 "net-value": money(value),
-                "net-value-effect": "Debit" if order.side == "buy" else "Credit",
+                "net-value-effect": "Debit" if leg.side == "buy" else "Credit",
                 "commission": "0.0",
                 "commission-effect": "None",
                 "clearing-fees": "0.0",
                 "clearing-fees-effect": "None",
                 "regulatory-fees": "0.0",
                 "regulatory-fees-effect": "None",
-                "order-id": order.id,
+                "order-id": order_id,
             },
         )
+
+    async def quote_token(self, request: Request) -> Response:
+        """``GET /api-quote-tokens`` (the DXLink token and URL, ``dxlink.py``)."""
+        customer = await self._gate(request)
+        if isinstance(customer, Response):
+            return customer
+        return self.dxlink.quote_token(request)
 
     # --- account streamer ------------------------------------------------------------------
 

@@ -74,9 +74,11 @@ from app.brokers.base import (
     TimeInForce,
     is_option_symbol,
 )
+from app.paper.market_data import PaperMarketData
 from app.paper.matching import OrderState, decide
 from app.paper.options_market import OptionModelQuote, SeededOptionMarket
 from app.paper.quotes import UNIVERSE, SeededQuoteSource
+from tests.fakes.tradier.market_stream import MARKET_PATH, FakeTradierMarket
 
 ZERO = Decimal(0)
 WORKING = frozenset({"open", "partially_filled", "pending"})
@@ -351,6 +353,10 @@ class FakeTradier:
         self._ids = itertools.count(228175)
         self._numbers = itertools.count(1)
         self._release = asyncio.Event()
+        self.market = FakeTradierMarket(
+            PaperMarketData(self.quotes, self.options), gate=self._gate, answer=answer,
+            clock=self.clock,
+        )  # fmt: skip
         self.app = Starlette(
             routes=[
                 Route("/v1/user/profile", self.profile, methods=["GET"]),
@@ -368,6 +374,11 @@ class FakeTradier:
                 Route("/v1/markets/options/chains", self.option_chain, methods=["GET"]),
                 Route("/v1/markets/options/expirations", self.option_expirations, methods=["GET"]),
                 WebSocketRoute("/v1/accounts/events", self.stream),
+                # Market data (market_stream.py).
+                Route("/v1/markets/events/session", self.market.session, methods=["POST"]),
+                Route("/v1/markets/history", self.market.history, methods=["GET"]),
+                Route("/v1/markets/timesales", self.market.timesales, methods=["GET"]),
+                WebSocketRoute(MARKET_PATH, self.market.serve),
             ]
         )
 
