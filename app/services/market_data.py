@@ -262,6 +262,15 @@ class _Upstream:
     # The window that was already under way when a target was subscribed (or after a gap):
     # its earlier part was never seen, so its bar is sent as forming, never as final.
     partial: dict[tuple[BarInterval, str], datetime] = field(default_factory=dict)
+    # This broker's counters, looked up once (the dispatch path runs per event).
+    deliveries: Any = None
+    conflations: Any = None
+    dropped: Any = None
+
+    def __post_init__(self) -> None:
+        self.deliveries = DELIVERIES.labels(self.broker)
+        self.conflations = CONFLATIONS.labels(self.broker)
+        self.dropped = DROPPED.labels(self.broker)
 
     def union(self) -> MarketDataSubscription:
         """What local subscribers want (bars at the intervals they asked for)."""
@@ -669,9 +678,9 @@ class MarketDataService:
                 conflated = 0
                 for client in subs:
                     conflated += client.feed.offer_quote(key, frame)
-                DELIVERIES.labels(up.broker).inc(len(subs))
+                up.deliveries.inc(len(subs))
                 if conflated:
-                    CONFLATIONS.labels(up.broker).inc(conflated)
+                    up.conflations.inc(conflated)
             return
         if isinstance(event, MarketTrade):
             route: _ROUTE = ("trades", "", event.symbol)
@@ -728,9 +737,9 @@ class MarketDataService:
             else:
                 queued += 1
         if queued:
-            DELIVERIES.labels(up.broker).inc(queued)
+            up.deliveries.inc(queued)
         if dropped:
-            DROPPED.labels(up.broker).inc(dropped)
+            up.dropped.inc(dropped)
 
 
 def _build_bars(up: _Upstream, bar: Bar, targets: set[BarInterval]) -> list[Bar]:
