@@ -464,3 +464,25 @@ async def test_an_upstream_session_that_ends_is_replaced_and_subscribers_told(
     assert gap["account_id"] == resubscribed["account_id"] == account
     assert "ended" in gap["reason"]
     assert trade["symbol"] == "AAPL"
+
+
+async def test_each_instance_keeps_its_own_upstream_for_a_credential(md: Instance) -> None:
+    """Two instances of one deployment: a user's WebSockets on both make one upstream session
+    on each (the README's "Several instances"); closing one leaves the other serving."""
+    user = new_user("md-two")
+    account = await md.paper_account(user)
+    key = f"paper:{await _connection_of(md, user, account)}"
+    settings = StreamSettings(market_queue_size=QUEUE)
+    async with serve(md.settings, settings, market_registry()) as other:
+        async with md.client() as here, other.client() as there:
+            await here.auth(md.token(user))
+            await there.auth(other.token(user))
+            await _market(here, account, quotes=["AAPL"])
+            await _market(there, account, quotes=["MSFT"])
+            assert md.state.market.upstream_wanted(key) is not None
+            assert other.state.market.upstream_wanted(key) is not None
+            assert md.state.market.upstream_wanted(key).quotes == {"AAPL"}  # type: ignore[union-attr]
+            assert other.state.market.upstream_wanted(key).quotes == {"MSFT"}  # type: ignore[union-attr]
+            other.clock.advance(timedelta(seconds=1))
+            quote = await _next(there, ("quote",))
+            assert quote["symbol"] == "MSFT"
