@@ -113,9 +113,11 @@ def test_a_lifecycle_transaction_is_mapped_without_guessing() -> None:
     assert lifecycle_update("ref", _tx("option_exercise", None)) is None  # how many?
     # Unsigned: an exercise closes a long, an assignment a short.
     exercised = lifecycle_update("ref", _tx("option_exercise", "2"))
-    assert exercised is not None and exercised.order.side.value == "sell"
+    assert exercised is not None
+    assert exercised.order.side.value == "sell"
     assigned = lifecycle_update("ref", _tx("option_assignment", "2"))
-    assert assigned is not None and assigned.order.side.value == "buy"
+    assert assigned is not None
+    assert assigned.order.side.value == "buy"
     assert lifecycle_update("ref", _tx("option_expiration", None)) is None  # which side?
     assert lifecycle_update("ref", _tx("option_expiration", "0")) is None
     assert lifecycle_update("ref", _tx("dividend", "1")) is None
