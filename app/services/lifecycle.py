@@ -62,18 +62,17 @@ _ZERO = Decimal(0)
 
 
 def lifecycle_brokers(ctx: ServiceContext) -> list[str]:
-    """The live brokers whose accounts can hold options: option trading declared, or a
-    read-only import that reports held options (Tier C). The paper broker reports its own
-    expiries from its engine."""
+    """The live brokers whose accounts can trade options (``asset_classes[option]`` is not
+    ``unsupported``). The paper broker reports its own expiries from its engine. Plaid (Tier
+    C) lists option lifecycle transactions but is not swept: it does not say whether an
+    option transaction's ``quantity`` counts contracts or underlying units (its holdings
+    count units), so the order's size would be a guess."""
     return [
         spec.slug
         for spec in ctx.registry.all()
         if spec.tier is not Tier.paper
-        and (
-            spec.capabilities.asset_classes.get(AssetClass.option, Support.unsupported)
-            is not Support.unsupported
-            or spec.tier is Tier.C
-        )
+        and spec.capabilities.asset_classes.get(AssetClass.option, Support.unsupported)
+        is not Support.unsupported
     ]
 
 
