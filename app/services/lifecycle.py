@@ -147,13 +147,17 @@ class LifecycleSweep:
         self._leases = leases or LocalLeases()
         self._due: dict[str, datetime] = {}
         self._held_options: dict[str, bool] = {}
-        self._adopted: set[str] = set()  # (account, transaction) already fed, this process
+        # "<account>:<transaction>" already fed by this process, with when it happened;
+        # forgotten once older than the lookback (it is no longer read).
+        self._adopted: dict[str, datetime] = {}
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Returns how many lifecycle transactions were fed to the ingest this pass."""
         now = now or utcnow()
         if not await self._leases.acquire(LEASE):
             return 0
+        horizon = now - timedelta(days=self._ctx.settings.option_lifecycle_lookback_days + 1)
+        self._adopted = {k: at for k, at in self._adopted.items() if at >= horizon}
         try:
             async with self._ctx.sessionmaker() as session:
                 accounts = await AccountRepository.for_system(session).usable_on_brokers(
@@ -213,7 +217,7 @@ async def _feed(
     account_id: str,
     ref: str,
     transactions: Iterable[Transaction],
-    adopted: set[str],
+    adopted: dict[str, datetime],
 ) -> int:
     fed = 0
     for tx in sorted(transactions, key=lambda t: (t.occurred_at, t.transaction_id)):
@@ -224,7 +228,7 @@ async def _feed(
         if update is None:
             continue
         await ingest(update)  # idempotent: the transaction id is the broker order id
-        adopted.add(key)
+        adopted[key] = tx.occurred_at
         fed += 1
     return fed
 

@@ -231,3 +231,40 @@ async def test_the_platform_account_is_not_switched_off_nor_audited(
         done = await _exercise(gw, user, account, held.symbol, {"action": "exercise"})
         assert done.status_code == 200, done.text
         assert await _audit(gw, user) == []
+
+
+async def test_a_429_releases_the_key_and_a_lost_answer_is_unknown(db_url: str) -> None:
+    async with live_gateway(db_url) as gw:
+        user = new_user()
+        _, account = await gw.connect_byob(user)
+        held = _long_call(gw)
+        fake = gw.alpaca.fake
+
+        # Refused before it reached the broker: 429, the key is free for the retry.
+        fake.faults.rate_limited, fake.faults.rate_limited_method = 1, "POST"
+        limited = await _exercise(gw, user, account, held.symbol, {"action": "do_not_exercise"})
+        problem = assert_problem(limited, 429, "rate_limited")
+        assert limited.headers["Retry-After"] == str(problem["retry_after"])
+        retried = await _exercise(gw, user, account, held.symbol, {"action": "do_not_exercise"})
+        assert retried.status_code == 200, retried.text
+        assert held.symbol in gw.byob_key.do_not_exercise
+
+        # The broker's answer lost (5xx after sending): 202 unknown, stored, not re-sent.
+        fake.faults.server_errors, fake.faults.server_errors_method = 1, "POST"
+        before = len(gw.requests)
+        lost = await _exercise(gw, user, account, held.symbol, {"action": "exercise"}, "ex-2")
+        assert lost.status_code == 202, lost.text
+        assert lost.json()["status"] == "unknown"
+        again = await _exercise(gw, user, account, held.symbol, {"action": "exercise"}, "ex-2")
+        assert (again.status_code, again.json()) == (202, lost.json())
+        posts = [r for r in gw.requests[before:] if r[0] == "POST"]
+        assert len(posts) == 1
+        outcomes = [e.outcome for e in await _audit(gw, user)]
+        assert outcomes == [
+            "pending:do_not_exercise",
+            "rejected:do_not_exercise:rate_limited",
+            "pending:do_not_exercise",
+            "accepted:do_not_exercise",
+            "pending:exercise",
+            "unknown:exercise",
+        ]
