@@ -14,8 +14,10 @@ import pytest
 from app.brokers.base import OptionContract, OptionRight, Transaction
 from app.services.lifecycle import LifecycleSweep, lifecycle_update
 from tests.brokers.alpaca.options import contract
+from tests.brokers.tastytrade.test_api import gateway as tastytrade_gateway
 from tests.conftest import new_user
 from tests.fakes.alpaca.server import FakePosition
+from tests.fakes.tastytrade.server import FakePosition as TastyPosition
 from tests.services.support import LiveGateway, live_gateway
 
 ACTIVITIES = "/v2/account/activities"
@@ -127,3 +129,45 @@ def test_a_lifecycle_transaction_is_mapped_without_guessing() -> None:
     assert expired is not None
     assert expired.order.symbol == OptionContract.parse("AAPL  261218C00150000").symbol
     assert (expired.order.quantity, expired.order.broker_order_id) == (Decimal(4), "t1")
+
+
+async def test_a_tastytrade_assignment_reaches_the_stream_once(db_url: str) -> None:
+    """tastytrade reports an assignment as a Receive Deliver of the contract (unsigned
+    quantity, no action): adopted as the short's closing buy, once."""
+    async with tastytrade_gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        account = await gw.account(user)
+        fake = gw.tt.fake
+        today = datetime.now(UTC).date()
+        expiration = fake.options.expirations("AAPL", today)[2].expiration
+        strikes = fake.options.strikes("AAPL")
+        short_put = OptionContract(
+            "AAPL", "AAPL", expiration, OptionRight.put, strikes[len(strikes) // 2]
+        )
+        number = gw.tt.account.number
+        gw.tt.account.positions[short_put.occ_padded] = TastyPosition(
+            quantity=Decimal(-2), cost=Decimal("-4.20")
+        )
+        sweep = LifecycleSweep(h.state.ctx)
+        now = datetime.now(UTC)
+        assert await sweep.run_once(now) == 0
+        baseline = await h.client.get("/v1/events", headers=h.auth(user))
+        seen = len(baseline.json()["items"])
+
+        fake.settle_option(number, short_put.symbol, "Assignment")
+        later = now + h.settings.option_lifecycle_interval("tastytrade") + timedelta(seconds=1)
+        assert await sweep.run_once(later) == 1
+        assert await LifecycleSweep(h.state.ctx).run_once(later) == 1  # fed again, not recorded
+        items = (await h.client.get("/v1/events", headers=h.auth(user))).json()["items"]
+        new = items[seen:]
+        assert [e["type"] for e in new] == ["order.filled"]
+        order = new[0]["order"]
+        assert new[0]["account_id"] == account
+        assert (order["symbol"], order["side"], order["quantity"]) == (
+            short_put.symbol,
+            "buy",
+            "2",
+        )
+        assert order["client_order_id"].startswith("option_assignment:")
+        shares = gw.tt.account.positions["AAPL"]
+        assert shares.quantity == 200  # the put's assignment bought the underlying
