@@ -14,9 +14,10 @@ by whichever instance.
 Pacing: each account is looked at no more than once per its broker's interval
 (``Settings.option_lifecycle_poll_seconds`` / ``..._by_broker``); a look costs one positions
 read, plus one transactions read (the last ``option_lifecycle_lookback_days`` days) when the
-account holds an option now, held one at its previous look, or has not been looked at since
-this process started. One instance sweeps at a time (a lease). Which brokers report what,
-and when, is in the README ("Option lifecycle events").
+account holds an option now, held one within the lookback (brokers post these events late:
+end of day, nightly), or has not been looked at since this process started. One instance
+sweeps at a time (a lease). Which brokers report what, and when, is in the README ("Option
+lifecycle events").
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ class LifecycleSweep:
         self._ctx = ctx
         self._leases = leases or LocalLeases()
         self._due: dict[str, datetime] = {}
-        self._held_options: dict[str, bool] = {}
+        self._last_held: dict[str, datetime] = {}  # when the account last held an option
+        self._looked: set[str] = set()  # accounts looked at since this process started
         # "<account>:<transaction>" already fed by this process, with when it happened;
         # forgotten once older than the lookback (it is no longer read).
         self._adopted: dict[str, datetime] = {}
@@ -201,12 +203,16 @@ class LifecycleSweep:
     ) -> int:
         ref = account.broker_account_ref
         positions = await adapter.get_positions(ref)
-        holds = any(p.asset_class is AssetClass.option for p in positions)
-        held = self._held_options.get(account.id)
-        self._held_options[account.id] = holds
-        if not holds and held is False:
-            return 0
         lookback = timedelta(days=self._ctx.settings.option_lifecycle_lookback_days)
+        if any(p.asset_class is AssetClass.option for p in positions):
+            self._last_held[account.id] = now
+        first = account.id not in self._looked
+        self._looked.add(account.id)
+        last_held = self._last_held.get(account.id)
+        # Brokers post an expiry or assignment late (end of day, nightly): the account is
+        # read for the whole lookback after it last held an option, not only once.
+        if not first and (last_held is None or now - last_held > lookback):
+            return 0
         transactions = await adapter.get_transactions(ref, now - lookback, None, None)
         ingest = OrderUpdateIngest(self._ctx.sessionmaker, connection.broker_slug)
         return await _feed(ingest, account.id, ref, transactions, self._adopted)

@@ -171,3 +171,28 @@ async def test_a_tastytrade_assignment_reaches_the_stream_once(db_url: str) -> N
         assert order["client_order_id"].startswith("option_assignment:")
         shares = gw.tt.account.positions["AAPL"]
         assert shares.quantity == 200  # the put's assignment bought the underlying
+
+
+async def test_an_event_the_broker_posts_late_is_still_adopted(db_url: str) -> None:
+    """The position is gone at one look, its activity appears only later (end of day,
+    nightly): the account is read again while it held an option within the lookback."""
+    async with live_gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        await gw.connect_byob(user)
+        held = contract(gw.alpaca.fake, OptionRight.call, 1)
+        gw.byob_key.positions[held.symbol] = FakePosition(qty=Decimal(1))
+        sweep = LifecycleSweep(h.state.ctx)
+        step = h.settings.option_lifecycle_interval("alpaca") + timedelta(seconds=1)
+        now = datetime.now(UTC)
+        assert await sweep.run_once(now) == 0
+        gw.alpaca.fake.settle_option(gw.byob_key.key_id, held.symbol, "OPEXP")
+        posted = gw.byob_key.activities.pop()  # not listed yet
+        assert await sweep.run_once(now + step) == 0  # gone, and nothing reported
+        assert await sweep.run_once(now + 2 * step) == 0
+        gw.byob_key.activities.append(posted)
+        assert await sweep.run_once(now + 3 * step) == 1
+        # Past the lookback after it last held one, the account is no longer read.
+        reads = _activity_reads(gw)
+        lookback = timedelta(days=h.settings.option_lifecycle_lookback_days)
+        await sweep.run_once(now + lookback + 4 * step)
+        assert _activity_reads(gw) == reads
