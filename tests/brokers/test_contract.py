@@ -208,6 +208,9 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
                 wb.fake.match,
                 cash_movements=False,
                 requests=lambda: len(wb.fake.requests),
+                # Webull has no chain endpoint: once it trades options, the options section
+                # takes its contracts from the fake's option market, where it has one.
+                option_market=getattr(wb.fake, "options", None),
             )
         return
     if name == "ibkr":
