@@ -66,6 +66,7 @@ from app.services.connections import ConnectionService, run_confirmations
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
+from app.services.lifecycle import LifecycleSweep, run_lifecycle
 from app.services.market_data import MarketDataService, StopStreams
 from app.services.oauth import OAuthFlowService
 from app.services.ops_metrics import SAMPLE_INTERVAL_SECONDS, OpsGauges
@@ -236,6 +237,16 @@ def create_app(
             tasks.append(
                 asyncio.create_task(
                     keys.run(settings.rewrap_interval_seconds, stop), name="key-rewrap"
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    run_lifecycle(
+                        LifecycleSweep(ctx, leases=owner_leases),
+                        settings.reconcile_interval_seconds,
+                        stop,
+                    ),
+                    name="option-lifecycle",
                 )
             )
             tasks.append(
