@@ -722,26 +722,7 @@ async def test_the_chain_lists_the_underlyings_contracts(
         assert {q.contract.right for q in chain} == {OptionRight.call, OptionRight.put}
 
 
-# Webull's adapter (before its options are merged) sends an option order and maps Webull's
-# "invalid symbol" answer: a request is made. The gateway's capability gate refuses it first
-# (tests/api/test_options.py); once Webull declares options it leaves this list.
-_SENDS_OPTION_ORDERS = {"webull"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            v,
-            marks=pytest.mark.xfail(
-                reason="the adapter sends option orders to the broker", strict=True
-            ),
-        )
-        if v in _SENDS_OPTION_ORDERS
-        else v
-        for v in NO_OPTION_VENUES
-    ],
-)
+@pytest.mark.parametrize("name", NO_OPTION_VENUES)
 async def test_a_venue_without_options_refuses_them_before_any_request(
     name: str, sqlite_engine: AsyncEngine
 ) -> None:
