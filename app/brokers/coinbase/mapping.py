@@ -636,7 +636,7 @@ def _complete_event_order(item: dict[str, Any], status: str) -> BrokerOrder | No
         order_type=order_type,
         time_in_force=tif,
         status=order_status(status, quantity, filled),
-        limit_price=limit_price if order_type is not OrderType.market else None,
+        limit_price=limit_price,
         stop_price=stop_price if order_type is OrderType.stop_limit else None,
         created_at=created,
         updated_at=created,
