@@ -19,7 +19,12 @@ from tests.brokers.robinhood.support import Running, running_fake
 ORDERS = "/api/v1/crypto/trading/orders/"
 
 
-def dollars(amount: str, order_type: OrderType = OrderType.limit, **kw: Decimal) -> OrderRequest:
+def dollars(
+    amount: str,
+    order_type: OrderType = OrderType.limit,
+    *,
+    limit_price: Decimal | None = None,
+) -> OrderRequest:
     return OrderRequest(
         client_order_id="bg" + uuid.uuid4().hex,
         symbol="BTC-USD",
@@ -28,7 +33,7 @@ def dollars(amount: str, order_type: OrderType = OrderType.limit, **kw: Decimal)
         order_type=order_type,
         time_in_force=TimeInForce.gtc,
         notional=Decimal(amount),
-        **kw,
+        limit_price=limit_price,
     )
 
 

@@ -822,8 +822,8 @@ class FakeCoinbase:
                     return self._refused(
                         "INVALID_SIZE_PRECISION", "Too many decimals in order amount"
                     )
-                price = quote.ask if side == "BUY" else quote.bid
-                size = (quote_size / price).quantize(SIZE_STEP, rounding=ROUND_DOWN)
+                touch = quote.ask if side == "BUY" else quote.bid
+                size = (quote_size / touch).quantize(SIZE_STEP, rounding=ROUND_DOWN)
             else:
                 size = _dec(terms.get("base_size"))
             limit = _dec(terms["limit_price"]) if "limit_price" in terms else None

@@ -44,7 +44,7 @@ class PlainHttp(HTTPAdapter):
 def call(name: str, fn: Callable[[], Any], expect_error: int | None = None) -> Any:
     try:
         value = fn()
-    except Exception as exc:  # noqa: BLE001 - every failure is reported
+    except Exception as exc:  # every failure is reported
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
         body = getattr(response, "text", "")
@@ -150,4 +150,4 @@ results["ws_user_updates"] = {
 }
 call("ws_close", ws.close)
 
-print(json.dumps(results, default=str))
+print(json.dumps(results, default=str))  # noqa: T201 - the one line the test reads
