@@ -593,6 +593,11 @@ class FakeRobinhood:
             needed.add("stop_price")
         if needed - set(config):
             return error(400, "This field is required.", attr)
+        if type_ == "limit" and "time_in_force" not in raw:
+            # The hood client sends limit configs without one (its ORDER_REQUIREMENTS refuse
+            # time_in_force on "limit"); others send "gtc". Taken as gtc: a choice of this
+            # fake, the docs do not say what Robinhood defaults to.
+            raw = {**raw, "time_in_force": "gtc"}
         if type_ != "market":
             if raw.get("time_in_force") not in ("gtc", "gfd"):
                 return error(400, f'"{raw.get("time_in_force")}" is not a valid choice.', attr)
