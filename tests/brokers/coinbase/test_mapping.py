@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.brokers import errors
 from app.brokers.base import (
@@ -21,6 +23,7 @@ from app.brokers.base import (
     TimeInForce,
 )
 from app.brokers.coinbase import mapping
+from app.brokers.coinbase.adapter import CoinbaseAdapter
 from tests.brokers.coinbase.payloads import (
     ACCOUNTS_DOC,
     BEST_BID_ASK,
@@ -641,3 +644,26 @@ def test_error_answers_are_classified() -> None:
     )
     assert v2 is not None
     assert v2.reason == "Not found"
+
+
+@given(st.lists(st.sampled_from(["ok", "quote", "gtd", "odd_status", "futures"]), max_size=12))
+def test_a_list_keeps_every_representable_order_and_counts_the_rest(kinds: list[str]) -> None:
+    """Whatever the mix, the orders the gateway can represent (base- or quote-sized) come
+    back in the broker's order and every other row is counted as skipped, never raised."""
+    rows = {
+        "ok": lambda i: order(order_id=f"o-{i}"),
+        "quote": lambda i: order(
+            order_id=f"o-{i}", order_configuration={"market_market_ioc": {"quote_size": "5"}}
+        ),
+        "gtd": lambda i: order(
+            order_id=f"o-{i}",
+            order_configuration={"limit_limit_gtd": {"base_size": "1", "limit_price": "1"}},
+        ),
+        "odd_status": lambda i: order(order_id=f"o-{i}", status="SETTLING"),
+        "futures": lambda i: order(order_id=f"o-{i}", product_type="FUTURE"),
+    }
+    items = [rows[kind](i) for i, kind in enumerate(kinds)]
+    listed = CoinbaseAdapter._modelled(items)
+    kept = [f"o-{i}" for i, kind in enumerate(kinds) if kind in ("ok", "quote")]
+    assert [o.broker_order_id for o in listed] == kept
+    assert listed.skipped == len(kinds) - len(kept)
