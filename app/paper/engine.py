@@ -561,8 +561,10 @@ class PaperEngine:
         now = self.clock.now()
         async with self._writing(session) as session:
             store = PaperStore(session)
-            account = await self._account(store, owner, account_id, lock=True)
-            position = await store.position(account.id, request.symbol)
+            found = await store.account_with_position(account_id, owner, request.symbol)
+            if found is None:
+                raise broker_errors.OrderNotFound("no such paper account", broker="paper")
+            account, position = found
             positions: dict[PositionKey, PaperPosition] = {}
             if position is not None:
                 positions[(account.id, request.symbol)] = position
