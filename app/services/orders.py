@@ -4,7 +4,11 @@ Placement (ARCHITECTURE.md, "Orders"): an existing Idempotency-Key is answered f
 (replay, 422 on a changed body, 409 while in flight); then the gates; then the order row
 (``pending_submit``) and the key are committed *before* the broker is called; the broker's
 answer (or ``unknown`` when the outcome cannot be known) is committed with its event and
-the stored response before the client hears anything.
+the stored response before the client hears anything. The paper broker is the exception:
+its books are in our database, so a paper placement, modify or cancel runs the paper engine
+inside the order's own transaction (``PaperAdapter.place_order_in`` and siblings) and
+commits the paper books, the order row, the completed key and the events at once; there is
+no ``unknown`` for paper.
 
 The gates run in the order ARCHITECTURE.md gives, each before anything reaches the broker:
 
