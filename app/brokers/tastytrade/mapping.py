@@ -526,9 +526,9 @@ def order_from_wire(body: object) -> BrokerOrder:
         [leg] = legs
         quantity, filled, avg_fill_price = leg.quantity, leg.filled, leg.avg_price
         symbol, side, position_effect = leg.symbol, leg.side, leg.effect
-        if leg.asset_class is AssetClass.equity:
-            # Equity orders are sent "Buy to Open" / "Sell to Close" whatever the intent
-            # (``_equity_action``); the effect is only meaningful for options.
+        if leg.asset_class is AssetClass.equity and (side, position_effect) not in _SHORT_FORMS:
+            # Plain equity orders are sent "Buy to Open" / "Sell to Close" whatever the
+            # intent (``_equity_action``); only a short sale or a cover states its effect.
             position_effect = None
     replacing = _opt_id(body.get("replacing-order-id"))
     status = order_status(body.get("status"), quantity, filled, replacing is not None)
@@ -595,12 +595,20 @@ def _side_price_effect(side: OrderSide) -> str:
     return "Debit" if side is OrderSide.buy else "Credit"
 
 
-def _equity_action(side: OrderSide) -> str:
-    """Buys open, sells close. tastytrade turns a closing order into an opening one when
-    there is nothing to close (and the reverse) unless strict-position-effect-validation is
-    set (tastyware/tastytrade ``AdvancedInstructions``), so a sell without a long position
-    opens a short, as a sell does at other brokers."""
-    return "Buy to Open" if side is OrderSide.buy else "Sell to Close"
+_SHORT_FORMS = frozenset(
+    {(OrderSide.sell, PositionEffect.open), (OrderSide.buy, PositionEffect.close)}
+)
+
+
+def _equity_action(side: OrderSide, effect: PositionEffect | None = None) -> str:
+    """A sell that opens is a short sale (``Sell to Open``), a buy that closes a cover
+    (``Buy to Close``) (https://developer.tastytrade.com/order-submission/ ; tastyware/tastytrade
+    ``OrderAction``). Otherwise buys open and sells close: tastytrade turns a closing order
+    into an opening one when there is nothing to close (and the reverse) unless
+    strict-position-effect-validation is set (tastyware/tastytrade ``AdvancedInstructions``)."""
+    if side is OrderSide.sell:
+        return "Sell to Open" if effect is PositionEffect.open else "Sell to Close"
+    return "Buy to Close" if effect is PositionEffect.close else "Buy to Open"
 
 
 def option_action(side: OrderSide, effect: PositionEffect | None) -> str:
@@ -710,7 +718,7 @@ def order_to_wire(order: OrderRequest, source: str) -> dict[str, Any]:
             "instrument-type": "Equity",
             "symbol": to_wire_symbol(order.symbol),
             "quantity": str(order.quantity),
-            "action": _equity_action(order.side),
+            "action": _equity_action(order.side, order.position_effect),
         }
     body["legs"] = [leg]
     if order.order_type in (OrderType.limit, OrderType.stop_limit):

@@ -1,0 +1,80 @@
+"""tastytrade short sales and covers stated by position effect, and list reads that survive
+one row the gateway cannot represent (issue 15 items 1 and 6)."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+import pytest
+
+from app.brokers import errors
+from app.brokers.base import OrderSide, OrderStatus, PositionEffect
+from app.brokers.rows import is_partial
+from app.brokers.tastytrade import mapping
+from tests.brokers.support import market
+from tests.brokers.tastytrade.support import running_fake
+
+
+@pytest.mark.parametrize(
+    ("side", "effect", "action"),
+    [
+        (OrderSide.buy, None, "Buy to Open"),
+        (OrderSide.buy, PositionEffect.open, "Buy to Open"),
+        (OrderSide.buy, PositionEffect.close, "Buy to Close"),
+        (OrderSide.sell, None, "Sell to Close"),
+        (OrderSide.sell, PositionEffect.close, "Sell to Close"),
+        (OrderSide.sell, PositionEffect.open, "Sell to Open"),
+    ],
+)
+def test_equity_action_from_side_and_effect(
+    side: OrderSide, effect: PositionEffect | None, action: str
+) -> None:
+    order = dataclasses.replace(market("bg-a", side=side), position_effect=effect)
+    assert mapping.order_to_wire(order, "test")["legs"][0]["action"] == action
+
+
+async def test_short_sale_and_cover_are_said_and_read_back() -> None:
+    async with running_fake() as run:
+        adapter, number = run.adapter(), run.account.number
+        short = dataclasses.replace(
+            market("bg-short", side=OrderSide.sell), position_effect=PositionEffect.open
+        )
+        placed = await adapter.place_order(number, short)
+        sent = [b for _m, p, b in run.fake.bodies if p.endswith("/orders")]
+        assert sent[-1]["legs"][0]["action"] == "Sell to Open"
+        assert placed.position_effect is PositionEffect.open
+        await run.fake.match()
+        filled = await adapter.get_order(number, placed.broker_order_id)
+        assert (filled.status, filled.side) == (OrderStatus.filled, OrderSide.sell)
+        [position] = await adapter.get_positions(number)
+        assert position.quantity == Decimal(-2)
+        cover = dataclasses.replace(
+            market("bg-cover", side=OrderSide.buy), position_effect=PositionEffect.close
+        )
+        covered = await adapter.place_order(number, cover)
+        sent = [b for _m, p, b in run.fake.bodies if p.endswith("/orders")]
+        assert sent[-1]["legs"][0]["action"] == "Buy to Close"
+        assert covered.position_effect is PositionEffect.close
+        await run.fake.match()
+        assert await adapter.get_positions(number) == []
+
+
+async def test_one_unrepresentable_order_never_breaks_the_lists() -> None:
+    async with running_fake() as run:
+        adapter, number = run.adapter(), run.account.number
+        bad = await adapter.place_order(number, market("bg-bad"))
+        good = await adapter.place_order(number, market("bg-good"))
+        run.fake.set_status(bad.broker_order_id, "Something New")
+        for status in ("open", "all"):
+            orders = await adapter.list_orders(number, status, 50)  # type: ignore[arg-type]
+            assert [o.broker_order_id for o in orders] == [good.broker_order_id]
+            assert is_partial(orders)
+        history = await adapter.order_history(number, None, None, None)
+        assert [o.broker_order_id for o in history] == [good.broker_order_id]
+        assert is_partial(history)
+        with pytest.raises(errors.UnknownBrokerValue):
+            await adapter.get_order(number, bad.broker_order_id)
+        # A complete list is not partial.
+        run.fake.set_status(bad.broker_order_id, "Live")
+        assert not is_partial(await adapter.list_orders(number, "all", 50))
