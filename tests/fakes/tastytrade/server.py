@@ -434,6 +434,7 @@ class FakeTastytrade:
             routes=[
                 Route("/oauth/token", self.oauth_token, methods=["POST"]),
                 Route("/customers/me/accounts", self.list_accounts, methods=["GET"]),
+                Route("/customers/me/accounts/{account}", self.get_account, methods=["GET"]),
                 Route("/accounts/{account}/balances", self.balances, methods=["GET"]),
                 Route("/accounts/{account}/positions", self.positions, methods=["GET"]),
                 Route("/accounts/{account}/transactions", self.transactions, methods=["GET"]),
@@ -667,31 +668,42 @@ class FakeTastytrade:
         if isinstance(customer, Response):
             return customer
         items = [
-            {
-                "account": {
-                    "account-number": a.number,
-                    "external-id": "A" + a.number[3:].rjust(10, "0"),
-                    "opened-at": iso(a.created_at),
-                    "nickname": a.nickname,
-                    "account-type-name": "Individual",
-                    "day-trader-status": False,
-                    "is-closed": a.closed,
-                    "is-firm-error": False,
-                    "is-firm-proprietary": False,
-                    "is-futures-approved": False,
-                    "is-test-drive": False,
-                    "margin-or-cash": "Margin",
-                    "is-foreign": False,
-                    "funding-date": a.created_at.date().isoformat(),
-                    "investment-objective": "SPECULATION",
-                    "suitable-options-level": "No Restrictions",
-                    "created-at": iso(a.created_at),
-                },
-                "authority-level": "owner",
-            }
+            {"account": self._account_wire(a), "authority-level": "owner"}
             for a in customer.accounts
         ]
         return JSONResponse(wrap({"items": items}, "/customers/me/accounts"))
+
+    async def get_account(self, request: Request) -> Response:
+        """``GET /customers/me/accounts/{account_number}``: the account object itself
+        (tastyware/tastytrade ``Account.get`` with a number)."""
+        gated = await self._account_gate(request)
+        if isinstance(gated, Response):
+            return gated
+        _customer, account = gated
+        return JSONResponse(
+            wrap(self._account_wire(account), f"/customers/me/accounts/{account.number}")
+        )
+
+    def _account_wire(self, a: FakeAccount) -> dict[str, Any]:
+        return {
+            "account-number": a.number,
+            "external-id": "A" + a.number[3:].rjust(10, "0"),
+            "opened-at": iso(a.created_at),
+            "nickname": a.nickname,
+            "account-type-name": "Individual",
+            "day-trader-status": False,
+            "is-closed": a.closed,
+            "is-firm-error": False,
+            "is-firm-proprietary": False,
+            "is-futures-approved": False,
+            "is-test-drive": False,
+            "margin-or-cash": "Margin",
+            "is-foreign": False,
+            "funding-date": a.created_at.date().isoformat(),
+            "investment-objective": "SPECULATION",
+            "suitable-options-level": "No Restrictions",
+            "created-at": iso(a.created_at),
+        }
 
     def _last(self, symbol: str) -> Decimal:
         return self.quotes.quote(symbol, self._now()).last
@@ -1377,7 +1389,19 @@ class FakeTastytrade:
                 if side == "buy"
                 else order.quantity * (price or quote.bid)
             )
-            fees = {"total-fees": "0.0", "total-fees-effect": "None"}
+            # Every field of the real fee-calculation (tastyware/tastytrade FeeCalculation);
+            # the fake charges equities nothing.
+            fees = {
+                f"{kind}{suffix}": "0.0" if not suffix else "None"
+                for kind in (
+                    "regulatory-fees",
+                    "clearing-fees",
+                    "commission",
+                    "proprietary-index-option-fees",
+                    "total-fees",
+                )
+                for suffix in ("", "-effect")
+            }
             is_spread = False
         debits = option or side == "buy"
         if debits and change > available:
