@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from app.brokers import errors
@@ -78,3 +79,26 @@ async def test_one_unrepresentable_order_never_breaks_the_lists() -> None:
         # A complete list is not partial.
         run.fake.set_status(bad.broker_order_id, "Live")
         assert not is_partial(await adapter.list_orders(number, "all", 50))
+
+
+async def test_the_fake_answers_what_the_sdk_reads_in_tastytrades_envelopes() -> None:
+    async with running_fake() as run:
+        token = await run.adapter().access_token()
+        headers = {"Authorization": f"Bearer {token}", "User-Agent": "test/1.0"}
+        number = run.account.number
+        async with httpx.AsyncClient(base_url=run.url, headers=headers) as client:
+            unknown = await client.get("/no/such/route")
+            assert unknown.status_code == 404
+            assert unknown.json()["error"]["code"] == "not_found"
+            wrong_method = await client.patch(f"/accounts/{number}/balances")
+            assert wrong_method.status_code == 405
+            assert "error" in wrong_method.json()
+            usd = (await client.get(f"/accounts/{number}/balances/USD")).json()["data"]
+            plain = (await client.get(f"/accounts/{number}/balances")).json()["data"]
+            assert usd.keys() == plain.keys()
+            # The real body's fields (tastyware/tastytrade AccountBalance), not ~20 of them.
+            assert len(usd) >= 45
+            assert {"long-cryptocurrency-value", "maintenance-excess", "snapshot-date"} <= set(usd)
+            assert (await client.get(f"/accounts/{number}/balances/EUR")).status_code == 404
+            one = (await client.get(f"/customers/me/accounts/{number}")).json()["data"]
+            assert one["account-number"] == number

@@ -70,6 +70,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -165,6 +166,12 @@ def epoch_ms(at: datetime) -> int:
 
 def money(value: Decimal) -> str:
     return str(value.quantize(Decimal("0.01")))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = "not_found" if status == 404 else "invalid_request"
+    return error(status, code, f"{request.method} {request.url.path}: {exc}")
 
 
 def wrap(data: Any, context: str, **extra: Any) -> dict[str, Any]:
@@ -436,6 +443,7 @@ class FakeTastytrade:
                 Route("/customers/me/accounts", self.list_accounts, methods=["GET"]),
                 Route("/customers/me/accounts/{account}", self.get_account, methods=["GET"]),
                 Route("/accounts/{account}/balances", self.balances, methods=["GET"]),
+                Route("/accounts/{account}/balances/{currency}", self.balances, methods=["GET"]),
                 Route("/accounts/{account}/positions", self.positions, methods=["GET"]),
                 Route("/accounts/{account}/transactions", self.transactions, methods=["GET"]),
                 Route("/accounts/{account}/orders/live", self.live_orders, methods=["GET"]),
@@ -456,7 +464,9 @@ class FakeTastytrade:
                 Route("/option-chains/{symbol}", self.flat_chain, methods=["GET"]),
                 Route("/market-data/by-type", self.market_data, methods=["GET"]),
                 WebSocketRoute("/", self.streamer),
-            ]
+            ],
+            # tastytrade answers every error, unknown paths included, in its JSON envelope.
+            exception_handlers={HTTPException: _http_error},
         )
 
     # --- test controls -----------------------------------------------------------------
@@ -755,7 +765,46 @@ class FakeTastytrade:
         buying_power = account.cash - self._reserved(account)
         net_liq = account.cash + long_value - short_value
         zero = "0.0"
+        # Every field of the real body (tastyware/tastytrade ``AccountBalance``; the
+        # AccountBalances schema at https://developer.tastytrade.com/open-api-spec/balances-and-positions/):
+        # the fake trades no futures, bonds or crypto, so those stay zero.
+        zeros = dict.fromkeys(
+            (
+                "long-derivative-value",
+                "short-derivative-value",
+                "long-futures-value",
+                "short-futures-value",
+                "long-futures-derivative-value",
+                "short-futures-derivative-value",
+                "futures-margin-requirement",
+                "maintenance-call-value",
+                "reg-t-call-value",
+                "day-trading-call-value",
+                "day-equity-call-value",
+                "day-trade-excess",
+                "long-cryptocurrency-value",
+                "short-cryptocurrency-value",
+                "cryptocurrency-margin-requirement",
+                "unsettled-cryptocurrency-fiat-amount",
+                "equity-offering-margin-requirement",
+                "long-bond-value",
+                "bond-margin-requirement",
+                "used-derivative-buying-power",
+                "reg-t-margin-requirement",
+                "futures-overnight-margin-requirement",
+                "futures-intraday-margin-requirement",
+                "pending-margin-interest",
+                "buying-power-adjustment",
+            ),
+            zero,
+        )
         return {
+            **zeros,
+            "unsettled-cryptocurrency-fiat-effect": "None",
+            "buying-power-adjustment-effect": "None",
+            "closed-loop-available-balance": money(account.cash),
+            "maintenance-excess": money(buying_power),
+            "effective-cryptocurrency-buying-power": money(buying_power),
             "account-number": account.number,
             "available-trading-funds": money(buying_power),
             "cash-available-to-withdraw": money(account.cash),
@@ -783,9 +832,11 @@ class FakeTastytrade:
         if isinstance(found, Response):
             return found
         _, account = found
-        return JSONResponse(
-            wrap(self._balance_wire(account), f"/accounts/{account.number}/balances")
-        )
+        currency = request.path_params.get("currency")
+        if currency not in (None, "USD"):
+            return error(404, "not_found", f"Balances in {currency} not found")
+        path = request.url.path
+        return JSONResponse(wrap(self._balance_wire(account), path))
 
     def _position_wire(
         self, account: FakeAccount, symbol: str, position: FakePosition, marks: bool

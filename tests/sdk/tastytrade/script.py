@@ -5,7 +5,7 @@ gateway. The SDK's Session is built with the fake's provider secret and refresh 
 its httpx client's base URL set to the fake (the SDK names only api.tastyworks.com and the
 cert host). The last line printed is one JSON object: each call's result or error.
 
-Environment: TT_URL, TT_SECRET, TT_REFRESH, TT_ACCOUNT.
+Environment: TT_URL, TT_STREAMER_URL, TT_SECRET, TT_REFRESH, TT_ACCOUNT.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from decimal import Decimal
 from typing import Any
 
 from tastytrade import Account, Session
+from tastytrade.account import AccountBalance
 from tastytrade.instruments import Equity
-from tastytrade.order import LimitOrder, MarketOrder, OrderAction
+from tastytrade.order import LimitOrder, MarketOrder, OrderAction, PlacedOrder
+from tastytrade.streamer import AlertStreamer
 
 env = os.environ
 results: dict[str, Any] = {}
@@ -28,6 +30,8 @@ async def record(name: str, call: Any) -> Any:
     try:
         value = await call
     except Exception as exc:
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # anyio's task groups wrap the streamer's error
         results[name] = {"ok": False, "error": type(exc).__name__, "message": str(exc)[:300]}
         return None
     results[name] = {"ok": True}
@@ -63,8 +67,36 @@ async def main() -> None:
     await record("get_order_history", account.get_order_history(session))
     market = MarketOrder(legs=[equity.build_leg(Decimal(1), OrderAction.BUY_TO_OPEN)])
     await record("place_market_order", account.place_order(session, market, dry_run=False))
-    results["accounts_listed"] = {"ok": True, "value": len(accounts or [])}
+    await record("account_streamer", stream(session, account, equity))
+    results["accounts_listed"] = {
+        "ok": True,
+        "value": len(accounts or []),
+        "number": account.account_number,
+    }
     _ = placed
+
+
+async def stream(session: Session, account: Account, equity: Equity) -> None:
+    """The account streamer: subscribe, then an order placed now arrives as a PlacedOrder
+    as PlacedOrders up to Filled (the test fills it), and the balance change as an
+    AccountBalance."""
+    streamer = AlertStreamer(session)
+    streamer.base_url = env["TT_STREAMER_URL"]
+    async with streamer:
+        await streamer.subscribe_accounts([account])
+        order = MarketOrder(legs=[equity.build_leg(Decimal(1), OrderAction.BUY_TO_OPEN)])
+        placed = await account.place_order(session, order, dry_run=False)
+        seen: dict[str, Any] = {}
+        async with asyncio.timeout(15):
+            async for update in streamer.listen(PlacedOrder):
+                if update.id == placed.order.id:
+                    seen.setdefault("order_statuses", []).append(update.status.value)
+                    if update.status.value == "Filled":
+                        break
+            async for balance in streamer.listen(AccountBalance):
+                seen["balance_account"] = balance.account_number
+                break
+        results["streamed"] = {"ok": True, "value": seen}
 
 
 asyncio.run(main())
