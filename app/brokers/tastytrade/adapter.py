@@ -96,12 +96,12 @@ T = TypeVar("T")
 N, U = Support.native, Support.unsupported
 
 TASTYTRADE_CAPABILITIES = Capabilities(
-    # Futures and crypto trade at tastytrade too; this adapter maps equities and equity
-    # options.
+    # Futures trade at tastytrade too; this adapter maps equities, equity options and crypto
+    # (one "Cryptocurrency" leg, ``BTC/USD``; https://developer.tastytrade.com/order-submission/).
     asset_classes={
         AssetClass.equity: N,
         AssetClass.option: N,
-        AssetClass.crypto: U,
+        AssetClass.crypto: N,
         AssetClass.mutual_fund: U,
     },
     order_types=dict.fromkeys(OrderType, N),
@@ -142,6 +142,10 @@ TASTYTRADE_CAPABILITIES = Capabilities(
     # POST /accounts/{account_number}/orders/dry-run: preflight, buying-power effect and
     # fees without routing (https://developer.tastytrade.com/reference/orders/postAccountsAccountNumberOrdersDryRun).
     preview=N,
+    # "Notional Market" orders: ``value`` + ``value-effect``, legs without quantity
+    # (orders swagger; tastyware/tastytrade ``NotionalOrder``). Market orders only.
+    notional=N,
+    notional_limit=U,
 )
 
 SOURCE = "brokerage-gateway"  # the ``source`` tag on our orders
@@ -363,9 +367,13 @@ class TastytradeAdapter(PooledAdapter):
             path = "/instruments/equity-options/" + quote(mapping.option_to_wire(symbol), safe="")
         elif asset_class is AssetClass.equity:
             path = f"/instruments/equities/{quote(mapping.to_wire_symbol(symbol), safe='')}"
+        elif asset_class is AssetClass.crypto:
+            # ``BTC/USD`` with its slash escaped (tastyware/tastytrade ``Cryptocurrency.get``).
+            path = f"/instruments/cryptocurrencies/{quote(mapping.to_wire_symbol(symbol), safe='')}"
         else:
             raise errors.UnsupportedOrder(
-                f"the gateway trades equities and equity options only at tastytrade, not {symbol}",
+                f"the gateway trades equities, equity options and crypto at tastytrade, "
+                f"not {symbol}",
                 broker=SLUG,
             )
         memo_key = ("tastytrade-instrument", self._settings.tastytrade_base_url, symbol)
@@ -380,7 +388,7 @@ class TastytradeAdapter(PooledAdapter):
             raise mapping.unknown("instrument payload", type(data).__name__)
         # An option that is closing-only can still be closed; the broker refuses an opening
         # order itself, so only an inactive option is refused here.
-        closing_only = asset_class is AssetClass.equity and data.get("is-closing-only") is True
+        closing_only = asset_class is not AssetClass.option and data.get("is-closing-only") is True
         if data.get("active") is not True or closing_only:
             raise errors.UnsupportedOrder(
                 f"{symbol} is not open for trading at tastytrade", broker=SLUG

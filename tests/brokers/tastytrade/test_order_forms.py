@@ -10,7 +10,15 @@ import httpx
 import pytest
 
 from app.brokers import errors
-from app.brokers.base import OrderSide, OrderStatus, PositionEffect
+from app.brokers.base import (
+    OrderChanges,
+    OrderRequest,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    PositionEffect,
+    TimeInForce,
+)
 from app.brokers.rows import is_partial
 from app.brokers.tastytrade import mapping
 from tests.brokers.support import market
@@ -102,3 +110,95 @@ async def test_the_fake_answers_what_the_sdk_reads_in_tastytrades_envelopes() ->
             assert (await client.get(f"/accounts/{number}/balances/EUR")).status_code == 404
             one = (await client.get(f"/customers/me/accounts/{number}")).json()["data"]
             assert one["account-number"] == number
+
+
+def _crypto(side: OrderSide = OrderSide.buy, qty: str = "0.01") -> OrderRequest:
+    return OrderRequest(
+        client_order_id=f"bg-crypto-{side.value}-{qty}",
+        symbol="BTC-USD",
+        side=side,
+        quantity=Decimal(qty),
+        order_type=OrderType.market,
+        time_in_force=TimeInForce.ioc,
+    )
+
+
+def _notional(symbol: str, amount: str, side: OrderSide = OrderSide.buy) -> OrderRequest:
+    return OrderRequest(
+        client_order_id=f"bg-notional-{symbol}-{amount}",
+        symbol=symbol,
+        side=side,
+        quantity=Decimal(0),
+        order_type=OrderType.market,
+        time_in_force=TimeInForce.day if symbol == "AAPL" else TimeInForce.ioc,
+        notional=Decimal(amount),
+    )
+
+
+def test_crypto_and_notional_wire_forms() -> None:
+    crypto = mapping.order_to_wire(_crypto(), "test")
+    assert crypto["legs"] == [
+        {
+            "instrument-type": "Cryptocurrency",
+            "symbol": "BTC/USD",
+            "quantity": "0.01",
+            "action": "Buy to Open",
+        }
+    ]
+    notional = mapping.order_to_wire(_notional("AAPL", "500"), "test")
+    assert notional["order-type"] == "Notional Market"
+    assert (notional["value"], notional["value-effect"]) == ("500", "Debit")
+    assert "quantity" not in notional["legs"][0]
+    assert "price" not in notional
+    limit = dataclasses.replace(
+        _notional("AAPL", "500"), order_type=OrderType.limit, limit_price=Decimal(1)
+    )
+    with pytest.raises(errors.UnsupportedOrder):
+        mapping.order_to_wire(limit, "test")
+
+
+async def test_crypto_order_fills_and_shows_as_btc_usd() -> None:
+    async with running_fake() as run:
+        adapter, number = run.adapter(), run.account.number
+        await adapter.check_symbol("BTC-USD")
+        assert ("GET", "/instruments/cryptocurrencies/BTC/USD") in run.fake.requests
+        placed = await adapter.place_order(number, _crypto())
+        assert (placed.symbol, placed.quantity) == ("BTC-USD", Decimal("0.01"))
+        await run.fake.match()
+        filled = await adapter.get_order(number, placed.broker_order_id)
+        assert filled.status is OrderStatus.filled
+        [position] = await adapter.get_positions(number)
+        assert (position.symbol, position.quantity) == ("BTC-USD", Decimal("0.01"))
+        assert position.asset_class.value == "crypto"
+        quotes = await adapter.get_quotes(["BTC-USD"])
+        assert quotes["BTC-USD"].ask > 1000
+        with pytest.raises(errors.UnknownSymbol):
+            await adapter.check_symbol("NOPE-USD")
+
+
+@pytest.mark.parametrize(("symbol", "places"), [("AAPL", 5), ("BTC-USD", 8)])
+async def test_notional_market_order_fills_for_a_quantity_the_broker_reports(
+    symbol: str, places: int
+) -> None:
+    async with running_fake() as run:
+        adapter, number = run.adapter(), run.account.number
+        placed = await adapter.place_order(number, _notional(symbol, "500"))
+        assert placed.notional == Decimal(500)
+        assert placed.quantity == 0
+        assert placed.status in (OrderStatus.accepted, OrderStatus.submitted)
+        await run.fake.match()
+        filled = await adapter.get_order(number, placed.broker_order_id)
+        assert filled.status is OrderStatus.filled
+        assert filled.notional == Decimal(500)
+        assert filled.quantity == filled.filled_quantity > 0
+        assert filled.avg_fill_price is not None
+        spent = filled.filled_quantity * filled.avg_fill_price
+        assert Decimal(500) - filled.avg_fill_price / 10**places <= spent <= Decimal(500)
+        assert -filled.filled_quantity.as_tuple().exponent <= places  # type: ignore[operator]
+        listed = await adapter.list_orders(number, "all", 10)
+        assert [o.notional for o in listed] == [Decimal(500)]
+        assert not is_partial(listed)
+        with pytest.raises(errors.UnsupportedOrder):
+            await adapter.modify_order(
+                number, placed.broker_order_id, OrderChanges(limit_price=Decimal(1))
+            )

@@ -66,7 +66,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
 from starlette.applications import Starlette
@@ -106,6 +106,7 @@ WORKING = frozenset(
 TERMINAL = frozenset({"Filled", "Cancelled", "Expired", "Rejected", "Removed", "Partially Removed"})
 ORDER_TYPES = {
     "Market": OrderType.market,
+    "Notional Market": OrderType.market,  # ``value`` dollars at market
     "Limit": OrderType.limit,
     "Stop": OrderType.stop,
     "Stop Limit": OrderType.stop_limit,
@@ -262,7 +263,8 @@ class FakeLeg:
         return {
             "action": self.action,
             "instrument-type": self.instrument_type,
-            "quantity": _number(self.quantity),
+            # A notional order's leg has no quantity until it fills.
+            "quantity": _number(self.quantity) if self.quantity else None,
             "remaining-quantity": _number(self.remaining),
             "symbol": self.symbol,
             "fills": list(self.fills),
@@ -292,6 +294,8 @@ class FakeOrder:
     replacing_order_id: int | None = None
     reject_reason: str | None = None
     stop_triggered: bool = False
+    value: Decimal | None = None  # a Notional Market order's dollar amount
+    value_effect: str | None = None
 
     # The single-leg view the equity paths use.
     @property
@@ -350,7 +354,9 @@ class FakeOrder:
             "size": _number(self.size),
             "status": self.status,
             "time-in-force": self.time_in_force,
-            "underlying-instrument-type": "Equity",
+            "underlying-instrument-type": (
+                "Cryptocurrency" if self.legs[0].instrument_type == "Cryptocurrency" else "Equity"
+            ),
             "underlying-symbol": self.underlying,
             "updated-at": epoch_ms(self.updated_at),
             "legs": [leg.wire() for leg in self.legs],
@@ -369,6 +375,8 @@ class FakeOrder:
             "replaces-order-id": self.replaces_order_id,
             "replacing-order-id": self.replacing_order_id,
             "reject-reason": self.reject_reason,
+            "value": None if self.value is None else str(self.value),
+            "value-effect": self.value_effect,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return body
@@ -455,6 +463,11 @@ class FakeTastytrade:
                     methods=["GET", "PUT", "DELETE"],
                 ),
                 Route("/instruments/equities/{symbol:path}", self.equity, methods=["GET"]),
+                Route(
+                    "/instruments/cryptocurrencies/{symbol:path}",
+                    self.cryptocurrency,
+                    methods=["GET"],
+                ),
                 Route(
                     "/instruments/equity-options/{symbol:path}",
                     self.equity_option,
@@ -568,6 +581,11 @@ class FakeTastytrade:
 
     def _now(self) -> datetime:
         return self.clock()
+
+    def _quote(self, symbol: str, at: datetime) -> Any:
+        """The paper market's quote; crypto travels as ``BTC/USD``, the paper market lists
+        ``BTC-USD``."""
+        return self.quotes.quote(symbol.replace("/", "-"), at)
 
     async def _faults(self, request: Request) -> Response | None:
         self.requests.append((request.method, request.url.path))
@@ -716,7 +734,7 @@ class FakeTastytrade:
         }
 
     def _last(self, symbol: str) -> Decimal:
-        return self.quotes.quote(symbol, self._now()).last
+        return self._quote(symbol, self._now()).last
 
     def _contract(self, symbol: str) -> OptionContract:
         return OptionContract.parse(symbol)
@@ -740,7 +758,7 @@ class FakeTastytrade:
                 if order.price_effect == "Debit" and order.price is not None:
                     reserved += order.price * order.size * OPTION_MULTIPLIER
             elif order.side == "buy":
-                price = order.price or self.quotes.quote(order.symbol, self._now()).ask
+                price = order.price or self._quote(order.symbol, self._now()).ask
                 reserved += order.remaining * price
         return reserved
 
@@ -856,12 +874,14 @@ class FakeTastytrade:
             mark = self._option_quote_at(symbol, now).mark
         else:
             underlying, multiplier = symbol, 1
-            close = self.quotes.quote(symbol, now - timedelta(days=1)).last
-            mark = self.quotes.quote(symbol, now).mid
+            close = self._quote(symbol, now - timedelta(days=1)).last
+            mark = self._quote(symbol, now).mid
         body: dict[str, Any] = {
             "account-number": account.number,
             "symbol": symbol,
-            "instrument-type": "Equity Option" if option else "Equity",
+            "instrument-type": (
+                "Equity Option" if option else "Cryptocurrency" if "/" in symbol else "Equity"
+            ),
             "underlying-symbol": underlying,
             "quantity": str(quantity),
             "quantity-direction": "Long" if position.quantity > 0 else "Short",
@@ -923,6 +943,44 @@ class FakeTastytrade:
         return _paginated(selected, params, f"/accounts/{account.number}/transactions", 250, 250)
 
     # --- instruments and market data -------------------------------------------------------
+
+    async def cryptocurrency(self, request: Request) -> Response:
+        """``GET /instruments/cryptocurrencies/{symbol}`` (``BTC/USD``, slash escaped as
+        tastyware/tastytrade ``Cryptocurrency.get`` sends it): the SDK's ``Cryptocurrency``."""
+        customer = await self._gate(request)
+        if isinstance(customer, Response):
+            return customer
+        symbol = request.path_params["symbol"]
+        instrument = UNIVERSE.get(symbol.replace("/", "-"))
+        if "/" not in symbol or instrument is None:
+            return error(404, "not_found", f"Cryptocurrency {symbol} not found")
+        base = symbol.split("/")[0]
+        return JSONResponse(
+            wrap(
+                {
+                    "id": 900 + list(UNIVERSE).index(instrument.symbol),
+                    "symbol": symbol,
+                    "instrument-type": "Cryptocurrency",
+                    "short-description": base,
+                    "description": f"{base} (fake)",
+                    "is-closing-only": False,
+                    "active": True,
+                    "tick-size": "0.01",
+                    "streamer-symbol": f"{symbol}:CXTALP",
+                    "destination-venue-symbols": [
+                        {
+                            "id": 1,
+                            "symbol": symbol,
+                            "destination-venue": "FAKE_CRYPTO",
+                            "max-quantity-precision": 8,
+                            "max-price-precision": 2,
+                            "routable": True,
+                        }
+                    ],
+                },
+                f"/instruments/cryptocurrencies/{symbol}",
+            )
+        )
 
     async def equity(self, request: Request) -> Response:
         customer = await self._gate(request)
@@ -1111,7 +1169,7 @@ class FakeTastytrade:
             key = symbol.replace("/", "-")
             if key not in UNIVERSE:
                 continue
-            q = self.quotes.quote(key, now)
+            q = self._quote(key, now)
             crypto = UNIVERSE[key].asset_class is AssetClass.crypto
             items.append(
                 {
@@ -1281,15 +1339,20 @@ class FakeTastytrade:
             )
         return str(order_type), str(tif), price, effect if price is not None else None, stop
 
-    def _parse_legs(self, raw: object) -> list[FakeLeg] | Response:
+    def _parse_legs(self, raw: object, notional: bool = False) -> list[FakeLeg] | Response:
         """1 Equity leg, or 1 to 4 Equity Option legs on distinct listed contracts of one
         underlying, whole positive quantities."""
         if not isinstance(raw, list) or not raw or not all(isinstance(x, dict) for x in raw):
             return error(400, "invalid_request", "legs must be a non-empty list of objects")
         kinds = {leg.get("instrument-type") for leg in raw}
-        if kinds not in ({"Equity"}, {"Equity Option"}):
-            return error(400, "invalid_request", "The fake takes Equity or Equity Option legs")
-        limit = 1 if kinds == {"Equity"} else MAX_OPTION_LEGS
+        if kinds not in ({"Equity"}, {"Equity Option"}, {"Cryptocurrency"}):
+            return error(
+                400,
+                "invalid_request",
+                "The fake takes Equity, Equity Option or Cryptocurrency legs",
+            )
+        # "Equity, Future, and Cryptocurrency orders are limited to 1 leg."
+        limit = MAX_OPTION_LEGS if kinds == {"Equity Option"} else 1
         if len(raw) > limit:
             return preflight("too_many_legs", f"This order can have at most {limit} legs")
         legs: list[FakeLeg] = []
@@ -1298,13 +1361,24 @@ class FakeTastytrade:
             if action not in ACTIONS or action in ("Buy", "Sell"):
                 return error(400, "invalid_request", f"action {action!r} is invalid")
             try:
-                quantity = Decimal(str(leg.get("quantity")))
+                quantity = (
+                    ZERO
+                    if notional and leg.get("quantity") is None
+                    else Decimal(str(leg.get("quantity")))
+                )
             except InvalidOperation:
                 return error(400, "invalid_request", "quantity must be a decimal")
-            if not quantity.is_finite() or quantity <= 0:
+            if not quantity.is_finite() or quantity < 0 or (quantity == 0 and not notional):
                 return error(400, "invalid_request", "quantity must be positive")
             symbol = str(symbol)
-            if kinds == {"Equity"}:
+            if kinds == {"Cryptocurrency"}:
+                instrument = UNIVERSE.get(symbol.replace("/", "-"))
+                if "/" not in symbol or instrument is None:
+                    return preflight(
+                        "instrument_validation_failed",
+                        f"{symbol} is not a tradeable cryptocurrency",
+                    )
+            elif kinds == {"Equity"}:
                 instrument = UNIVERSE.get(symbol)
                 if instrument is None or instrument.asset_class is not AssetClass.equity:
                     return preflight(
@@ -1397,9 +1471,22 @@ class FakeTastytrade:
             return error(400, "invalid_request", "The request body must be JSON")
         if not isinstance(body, dict):
             return error(400, "invalid_request", "The request body must be an object")
-        legs = self._parse_legs(body.get("legs"))
+        notional = body.get("order-type") == "Notional Market"
+        legs = self._parse_legs(body.get("legs"), notional)
         if isinstance(legs, Response):
             return legs
+        value = None
+        if notional:
+            try:
+                value = Decimal(str(body.get("value")))
+            except InvalidOperation:
+                return validation_error("value", "does not have a valid value")
+            if not value.is_finite() or value <= 0:
+                return validation_error("value", "does not have a valid value")
+            if body.get("value-effect") not in ("Debit", "Credit"):
+                return preflight("value_required", "A notional order requires value-effect")
+            if any(leg.quantity for leg in legs):
+                return preflight("quantity_not_allowed", "A notional order takes no quantity")
         option = legs[0].instrument_type == "Equity Option"
         side = legs[0].side if len(legs) == 1 else None
         terms = self._parse_terms(body, side)
@@ -1423,6 +1510,8 @@ class FakeTastytrade:
             received_at=now,
             updated_at=now,
             status="Received",
+            value=value,
+            value_effect=str(body["value-effect"]) if value is not None else None,
         )
         available = account.cash - self._reserved(account)
         if option:
@@ -1434,9 +1523,11 @@ class FakeTastytrade:
             fees = self._option_fees(legs)
             is_spread = len(legs) > 1
         else:
-            quote = self.quotes.quote(legs[0].symbol, now)
+            quote = self._quote(legs[0].symbol, now)
             change = (
-                order.quantity * (price or quote.ask)
+                value
+                if value is not None
+                else order.quantity * (price or quote.ask)
                 if side == "buy"
                 else order.quantity * (price or quote.bid)
             )
@@ -1606,7 +1697,14 @@ class FakeTastytrade:
 
     def _evaluate(self, account: FakeAccount, order: FakeOrder) -> int:
         now = self._now()
-        quote = self.quotes.quote(order.symbol, now)
+        quote = self._quote(order.symbol, now)
+        if order.value is not None and not order.fills:
+            # A notional order becomes a quantity at the price it fills at (to the 8
+            # decimals crypto trades in; fractional shares to 5).
+            price = quote.ask if order.side == "buy" else quote.bid
+            places = Decimal("0.00000001") if "/" in order.symbol else Decimal("0.00001")
+            qty = (order.value / price).quantize(places, rounding=ROUND_DOWN)
+            order.legs[0].quantity = order.legs[0].remaining = qty
         decision = decide(
             OrderState(
                 side=OrderSide(order.side),
