@@ -28,6 +28,11 @@ PASSING = {
     "get_order_history",
     "place_market_order",
     "accounts_listed",
+    "place_notional_order",
+    "cryptocurrency_get",
+    "place_crypto_order",
+    "get_positions_after",
+    "positions_after",
     "account_streamer",
     "streamed",
 }
@@ -65,3 +70,6 @@ async def test_tastytrade_sdk_against_the_fake() -> None:
     streamed = results["streamed"]["value"]
     assert streamed["order_statuses"][-1] == "Filled"
     assert streamed["balance_account"] == results["accounts_listed"]["number"]
+    held = {tuple(p) for p in results["positions_after"]["value"]}
+    assert ("BTC/USD", "Cryptocurrency") in held
+    assert ("AAPL", "Equity") in held

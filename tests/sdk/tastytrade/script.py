@@ -18,8 +18,15 @@ from typing import Any
 
 from tastytrade import Account, Session
 from tastytrade.account import AccountBalance
-from tastytrade.instruments import Equity
-from tastytrade.order import LimitOrder, MarketOrder, OrderAction, PlacedOrder
+from tastytrade.instruments import Cryptocurrency, Equity
+from tastytrade.order import (
+    LimitOrder,
+    MarketOrder,
+    NotionalOrder,
+    OrderAction,
+    OrderTimeInForce,
+    PlacedOrder,
+)
 from tastytrade.streamer import AlertStreamer
 
 env = os.environ
@@ -67,7 +74,23 @@ async def main() -> None:
     await record("get_order_history", account.get_order_history(session))
     market = MarketOrder(legs=[equity.build_leg(Decimal(1), OrderAction.BUY_TO_OPEN)])
     await record("place_market_order", account.place_order(session, market, dry_run=False))
+    notional = NotionalOrder(
+        legs=[equity.build_leg(None, OrderAction.BUY_TO_OPEN)], value=Decimal("-500")
+    )
+    await record("place_notional_order", account.place_order(session, notional, dry_run=False))
+    btc = await record("cryptocurrency_get", Cryptocurrency.get(session, "BTC/USD"))
+    if btc is not None:
+        crypto = MarketOrder(
+            time_in_force=OrderTimeInForce.IOC,
+            legs=[btc.build_leg(Decimal("0.01"), OrderAction.BUY_TO_OPEN)],
+        )
+        await record("place_crypto_order", account.place_order(session, crypto, dry_run=False))
     await record("account_streamer", stream(session, account, equity))
+    positions = await record("get_positions_after", account.get_positions(session))
+    results["positions_after"] = {
+        "ok": True,
+        "value": sorted((p.symbol, p.instrument_type.value) for p in positions or []),
+    }
     results["accounts_listed"] = {
         "ok": True,
         "value": len(accounts or []),
