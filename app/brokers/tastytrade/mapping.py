@@ -732,6 +732,13 @@ def order_to_wire(order: OrderRequest, source: str) -> dict[str, Any]:
         }
     else:
         crypto = asset_class_of(order.symbol) is AssetClass.crypto
+        if crypto and order.side is OrderSide.sell and order.position_effect is PositionEffect.open:
+            # Crypto is bought with cash and sold from holdings: the gateway opens no crypto
+            # shorts at tastytrade (its crypto help pages describe no short sale; unconfirmed
+            # against the API, so refused here before any request rather than guessed).
+            raise errors.UnsupportedOrder(
+                "the gateway does not sell crypto short at tastytrade", broker=SLUG
+            )
         leg = {
             # "Cryptocurrency" legs with the ``BTC/USD`` symbol (tastyware/tastytrade
             # ``Cryptocurrency.build_leg``; https://developer.tastytrade.com/order-submission/).

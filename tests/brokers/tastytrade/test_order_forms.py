@@ -155,6 +155,9 @@ def test_crypto_and_notional_wire_forms() -> None:
     )
     with pytest.raises(errors.UnsupportedOrder):
         mapping.order_to_wire(limit, "test")
+    short_crypto = dataclasses.replace(_crypto(OrderSide.sell), position_effect=PositionEffect.open)
+    with pytest.raises(errors.UnsupportedOrder, match="short"):
+        mapping.order_to_wire(short_crypto, "test")
 
 
 async def test_crypto_order_fills_and_shows_as_btc_usd() -> None:
