@@ -132,3 +132,17 @@ async def test_location_and_streamer_url_are_schwabs_own() -> None:
         assert location.startswith(f"https://api.schwabapi.com/trader/v1/accounts/{ref}/orders/")
         info = await adapter.streamer_info()
         assert info["streamerSocketUrl"].startswith("wss://")
+
+
+async def test_one_unrepresentable_transaction_never_breaks_the_list() -> None:
+    async with running_fake() as run:
+        adapter, ref = run.adapter(), run.account.hash_value
+        await adapter.place_order(ref, equity(OrderSide.buy, "3", None))
+        await run.fake.match()
+        [trade] = [t for t in run.account.transactions if t["type"] == "TRADE"]
+        trade["transferItems"] = []  # a TRADE the gateway cannot read
+        found = await adapter.get_transactions(ref, None, None, None)
+        assert [t.type for t in found] == ["deposit"]
+        assert is_partial(found)
+        deposits = await adapter.get_transactions(ref, None, None, "deposit")
+        assert is_partial(deposits)  # the filter keeps the count of rows left out

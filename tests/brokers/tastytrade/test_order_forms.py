@@ -205,3 +205,20 @@ async def test_notional_market_order_fills_for_a_quantity_the_broker_reports(
             await adapter.modify_order(
                 number, placed.broker_order_id, OrderChanges(limit_price=Decimal(1))
             )
+
+
+async def test_one_unrepresentable_position_never_breaks_the_list() -> None:
+    async with running_fake() as run:
+        adapter, number = run.adapter(), run.account.number
+        await adapter.place_order(number, market("bg-aapl"))
+        await adapter.place_order(number, _crypto())
+        await run.fake.match()
+        run.fake.position_instrument_types["BTC/USD"] = "Something New"
+        positions = await adapter.get_positions(number)
+        assert [p.symbol for p in positions] == ["AAPL"]
+        assert is_partial(positions)
+        # A kind tastytrade lists and the gateway leaves out (futures) is not "partial".
+        run.fake.position_instrument_types["BTC/USD"] = "Future"
+        positions = await adapter.get_positions(number)
+        assert [p.symbol for p in positions] == ["AAPL"]
+        assert not is_partial(positions)

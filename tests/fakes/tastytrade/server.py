@@ -440,6 +440,8 @@ class FakeTastytrade:
         self.token_requests = 0
         self.dry_runs = 0
         self.stream_messages: list[dict[str, Any]] = []  # every message a client sent
+        # symbol -> instrument-type shown for that position (a kind the gateway cannot map)
+        self.position_instrument_types: dict[str, str] = {}
         self._ids = itertools.count(270561)
         self._numbers = itertools.count(1)
         self._transaction_ids = itertools.count(41000001)
@@ -879,8 +881,9 @@ class FakeTastytrade:
         body: dict[str, Any] = {
             "account-number": account.number,
             "symbol": symbol,
-            "instrument-type": (
-                "Equity Option" if option else "Cryptocurrency" if "/" in symbol else "Equity"
+            "instrument-type": self.position_instrument_types.get(
+                symbol,
+                "Equity Option" if option else "Cryptocurrency" if "/" in symbol else "Equity",
             ),
             "underlying-symbol": underlying,
             "quantity": str(quantity),
