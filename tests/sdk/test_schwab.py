@@ -36,6 +36,7 @@ CALLS = {
     "get_orders_for_account",
     "get_transactions",
     "get_account_positions_after",
+    "account_activity_stream",
 }
 
 
@@ -79,6 +80,7 @@ async def test_schwab_py_against_the_fake() -> None:
                     "script.py",
                     {
                         "SCHWAB_URL": run.url,
+                        "SCHWAB_STREAMER_URL": run.url.replace("http://", "ws://", 1) + "/ws",
                         "SCHWAB_API_KEY": CLIENT_ID,
                         "SCHWAB_APP_SECRET": CLIENT_SECRET,
                         "SCHWAB_TOKEN_FILE": str(token_file),
@@ -107,3 +109,8 @@ async def test_schwab_py_against_the_fake() -> None:
         for order in option_order
         for leg in order["orderLegCollection"]
     )
+    streamed = results["account_activity_stream"]["body"]
+    assert streamed["service"] == "ACCT_ACTIVITY"
+    assert [url.split("://")[0] for url in streamed["advertised"]] == ["wss"]
+    assert streamed["message_types"][0] == "SUBSCRIBED"
+    assert "OrderFillCompleted" in streamed["message_types"]

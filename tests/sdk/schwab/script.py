@@ -13,12 +13,14 @@ JSON object: each call's status and answer, or its error.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from typing import Any
 
 import httpx
+from schwab import streaming
 from schwab.auth import client_from_token_file
 from schwab.orders.common import Duration
 from schwab.orders.equities import (
@@ -111,4 +113,49 @@ record(
     "get_account_positions_after",
     lambda: client.get_account(account, fields=[client.Account.Fields.POSITIONS]),
 )
+
+
+# The account-activity stream. Schwab advertises a wss:// socket (so does the fake); the
+# fake's socket is plain ws:// on localhost, so the connect call is pointed there and the
+# advertised URL kept for the test to check.
+_connect = streaming.ws_client.connect
+advertised: list[str] = []
+
+
+def _connect_to_fake(url: str, **kwargs: Any) -> Any:
+    advertised.append(url)
+    return _connect(env["SCHWAB_STREAMER_URL"], **kwargs)
+
+
+streaming.ws_client.connect = _connect_to_fake  # type: ignore[assignment]
+
+
+async def stream() -> None:
+    stream_client = streaming.StreamClient(client)
+    messages: list[dict[str, Any]] = []
+    stream_client.add_account_activity_handler(messages.append)
+    await stream_client.login()
+    await stream_client.account_activity_sub()
+    placed = client.place_order(account, equity_buy_market("AAPL", 1))
+    placed.raise_for_status()
+    types: list[str] = []
+    async with asyncio.timeout(15):
+        while "OrderFillCompleted" not in types:
+            await stream_client.handle_message()
+            types = [c.get("MESSAGE_TYPE") for m in messages for c in m.get("content") or []]
+    await stream_client.logout()
+    results["account_activity_stream"] = {
+        "status": 200,
+        "body": {
+            "advertised": advertised,
+            "service": messages[0].get("service"),
+            "message_types": types,
+        },
+    }
+
+
+try:
+    asyncio.run(stream())
+except Exception as exc:
+    results["account_activity_stream"] = {"error": type(exc).__name__, "message": str(exc)[:300]}
 print(json.dumps(results, default=str))  # noqa: T201
