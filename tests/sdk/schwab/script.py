@@ -3,11 +3,13 @@
 Run by tests/sdk/test_schwab.py under the SDK's own interpreter; it must not import the
 gateway. schwab-py has no base-URL setting (every path is joined to the literal
 ``https://api.schwabapi.com``), so this script's httpx transport sends those requests to the
-fake instead: nothing else of the SDK is touched. The client is built the SDK's way, from a
-token file (``client_from_token_file``) holding tokens the fake issued.
+fake instead, and the stream's connect goes to the fake's plain ws:// socket rather than the
+advertised wss:// one; nothing else of the SDK is touched. The client is built the SDK's way,
+from a token file (``client_from_token_file``) holding tokens the fake issued.
 
-Environment: SCHWAB_URL (the fake), SCHWAB_API_KEY, SCHWAB_APP_SECRET, SCHWAB_TOKEN_FILE,
-SCHWAB_ACCOUNT_HASH, SCHWAB_OPTION_SYMBOL (a listed call, OCC). The last line printed is one
+Environment: SCHWAB_URL (the fake), SCHWAB_STREAMER_URL (its socket), SCHWAB_API_KEY,
+SCHWAB_APP_SECRET, SCHWAB_TOKEN_FILE, SCHWAB_ACCOUNT_HASH, SCHWAB_OPTION_SYMBOL (a listed
+call, OCC). The last line printed is one
 JSON object: each call's status and answer, or its error.
 """
 
