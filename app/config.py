@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     # trader API and market data (https://developer.schwab.com/products/trader-api--individual).
     # Offered only when the app's client id and secret are set (``schwab_configured``).
     schwab_base_url: str = "https://api.schwabapi.com"
+    # The account-activity socket; None: the ``streamerSocketUrl`` Schwab advertises in
+    # ``GET /trader/v1/userPreference`` (a test or dev setup points this at a fake's socket).
+    schwab_streamer_url: str | None = None
     schwab_client_id: str | None = None
     schwab_client_secret: SecretStr | None = None
     # The exact callback registered with the Schwab app (Schwab compares it verbatim).

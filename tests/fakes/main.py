@@ -150,6 +150,8 @@ async def main(args: argparse.Namespace) -> None:
             "# or to the platform's default Alpaca account: "
             '-d \'{"broker": "alpaca", "options": {"ownership": "platform"}}\'',
             f"export BROKERAGE_SCHWAB_BASE_URL={schwab_url}",
+            # The fake advertises wss:// as Schwab does; its socket is plain ws://.
+            f"export BROKERAGE_SCHWAB_STREAMER_URL={schwab_url.replace('http', 'ws', 1)}/ws",
             f"export BROKERAGE_SCHWAB_CLIENT_ID={args.schwab_client_id}",
             f"export BROKERAGE_SCHWAB_CLIENT_SECRET={args.schwab_client_secret}",
             f"export BROKERAGE_SCHWAB_REDIRECT_URI={args.schwab_redirect_uri}",

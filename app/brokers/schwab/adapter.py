@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -89,6 +89,7 @@ from app.brokers.base import (
 from app.brokers.http import BrokerClient, HttpPool, credential_key
 from app.brokers.oauth import bearer_headers
 from app.brokers.pooled_adapter import PooledAdapter
+from app.brokers.rows import RowList
 from app.brokers.schwab import auth, mapping, market_data
 from app.brokers.schwab.mapping import SLUG
 from app.config import Settings
@@ -97,6 +98,7 @@ from app.security.credentials import Credentials
 log = logging.getLogger(__name__)
 
 N, U = Support.native, Support.unsupported
+T = TypeVar("T")
 
 SCHWAB_CAPABILITIES = Capabilities(
     # Schwab trades mutual funds and more; this adapter maps equities and options.
@@ -110,7 +112,9 @@ SCHWAB_CAPABILITIES = Capabilities(
     time_in_force=dict.fromkeys(TimeInForce, N),
     fractional=U,  # whole shares only through the Trader API
     extended_hours=N,  # session SEAMLESS
-    short_selling=U,  # needs the SELL_SHORT instruction, which the unified API cannot ask for
+    # A sell that opens is SELL_SHORT, a buy that closes BUY_TO_COVER (margin accounts;
+    # schwab-py ``equity_sell_short_market`` / ``equity_buy_to_cover_market``).
+    short_selling=N,
     multi_leg=N,  # one order, orderLegCollection + complexOrderStrategyType
     modify=N,  # replace: a new order id
     order_stream=N,  # streamer ACCT_ACTIVITY
@@ -215,15 +219,16 @@ class SchwabAdapter(PooledAdapter):
         body = _loads(await self._api.request("GET", "/trader/v1/accounts"))
         if not isinstance(body, list):
             raise mapping.unknown("accounts payload", type(body).__name__)
-        result = []
-        for item in body:
-            account = mapping.securities_account(item)
-            number = str(account.get("accountNumber"))
+
+        def account(item: object) -> BrokerAccount:
+            securities = mapping.securities_account(item)
+            number = str(securities.get("accountNumber"))
             hash_value = numbers.get(number)
             if hash_value is None:
                 raise mapping.unknown("account without a hashValue", mapping.masked(number))
-            result.append(mapping.broker_account(account, hash_value))
-        return result
+            return mapping.broker_account(securities, hash_value)
+
+        return mapping.representable(body, account, "account")
 
     async def _account(self, account_ref: str, *, positions: bool) -> Any:
         params = {"fields": "positions"} if positions else None
@@ -459,23 +464,20 @@ class SchwabAdapter(PooledAdapter):
     ) -> list[BrokerOrder]:
         now = self._now()
         if status == "open":
-            orders = await self._orders(account_ref, now - OPEN_LOOKBACK, now)
-            orders = [o for o in orders if o.status in _OPEN]
+            found = await self._orders(account_ref, now - OPEN_LOOKBACK, now)
+            orders = [o for o in found if o.status in _OPEN]
         else:
-            orders = await self._orders(account_ref, now - HISTORY_LOOKBACK, now)
-            if status == "closed":
-                orders = [o for o in orders if o.status not in _OPEN]
-        return orders[: max(1, limit)]
+            found = await self._orders(account_ref, now - HISTORY_LOOKBACK, now)
+            orders = [o for o in found if status != "closed" or o.status not in _OPEN]
+        return _rows_like(found, orders[: max(1, limit)])
 
     async def order_history(
         self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
     ) -> list[BrokerOrder]:
         end = end or self._now()
         start = start or end - HISTORY_LOOKBACK
-        orders = await self._orders(account_ref, start, end)
-        if symbol is not None:
-            orders = [o for o in orders if o.symbol == symbol]
-        return orders
+        found = await self._orders(account_ref, start, end)
+        return _rows_like(found, [o for o in found if symbol is None or o.symbol == symbol])
 
     async def recent_orders(self, account_ref: str) -> list[BrokerOrder]:
         """After a stream gap: every order entered in the catch-up window, in any state."""
@@ -500,9 +502,9 @@ class SchwabAdapter(PooledAdapter):
         )
         if not isinstance(body, list):
             raise mapping.unknown("transactions payload", type(body).__name__)
-        result = [t for t in (mapping.transaction_from_wire(i) for i in body) if t is not None]
-        if type_ is not None:
-            result = [t for t in result if t.type == type_]
+        rows = mapping.representable(body, mapping.transaction_from_wire, "transaction")
+        result = RowList(t for t in rows if type_ is None or t.type == type_)
+        result.skipped = rows.skipped
         result.sort(key=lambda t: t.occurred_at, reverse=True)
         return result
 
@@ -596,6 +598,18 @@ class SchwabAdapter(PooledAdapter):
         from app.brokers.schwab.stream import AccountActivityStream
 
         return AccountActivityStream(self, self._credentials, account_ref).updates()
+
+    @property
+    def streamer_url_override(self) -> str | None:
+        """The configured socket replacing the advertised ``streamerSocketUrl`` (tests)."""
+        return self._settings.schwab_streamer_url
+
+
+def _rows_like(source: list[T], kept: list[T]) -> RowList[T]:
+    """``kept`` (filtered from ``source``) still saying how many rows ``source`` left out."""
+    result: RowList[T] = RowList(kept)
+    result.skipped = source.skipped if isinstance(source, RowList) else 0
+    return result
 
 
 _OPEN = frozenset(

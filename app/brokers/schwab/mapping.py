@@ -55,6 +55,7 @@ from app.brokers.base import (
     Transaction,
     is_option_symbol,
 )
+from app.brokers.rows import RowList, read_rows
 from app.brokers.wire import WireReader
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,7 @@ def positions_from_account(body: object, now: datetime) -> list[Position]:
     items = account.get("positions") or []
     if not isinstance(items, list):
         raise unknown("positions", type(items).__name__)
-    return [position_from_wire(item, now) for item in items]
+    return representable(items, lambda item: position_from_wire(item, now), "position")
 
 
 # --- orders -------------------------------------------------------------------------------
@@ -409,6 +410,7 @@ class _WireLeg:
     side: OrderSide
     position_effect: PositionEffect | None
     quantity: Decimal
+    instruction: str = ""
 
 
 def _wire_leg(leg: object, n: int) -> _WireLeg:
@@ -433,6 +435,7 @@ def _wire_leg(leg: object, n: int) -> _WireLeg:
     else:
         raise unknown("order assetType", instrument.get("assetType"))
     return _WireLeg(
+        instruction=str(instruction),
         leg_id=str(leg.get("legId", n)),
         symbol=symbol,
         underlying=underlying,
@@ -497,7 +500,13 @@ def order_from_wire(body: object) -> BrokerOrder:
         last_fill=last_fill,
         order_type=order_type,
         tif=tif,
-        position_effect=leg.position_effect if leg.contract is not None else None,
+        # An equity order states its effect only as a short sale or a cover (SELL_SHORT,
+        # BUY_TO_COVER); plain BUY / SELL carry none, as the gateway sends them.
+        position_effect=(
+            leg.position_effect
+            if leg.contract is not None or leg.instruction in _EQUITY_EFFECTS
+            else None
+        ),
     )
 
 
@@ -659,24 +668,31 @@ _STOPPED = frozenset({"stop", "stop_limit"})
 T = TypeVar("T")
 
 
-def representable(items: Iterable[object], convert: Callable[[object], T], what: str) -> list[T]:
-    """Convert a list, leaving out (and logging loudly) items the gateway cannot represent.
+def representable(
+    items: Iterable[object], convert: Callable[[object], T | None], what: str
+) -> RowList[T]:
+    """Convert a list with ``read_rows``: an item the gateway cannot represent is left out,
+    logged with Schwab's id for it and counted (``RowList.skipped``).
 
-    For lists only: one option order or trailing stop placed in Schwab's own app must not
+    For lists only: one order placed in Schwab's own app in a form we do not model must not
     make a user's whole order list (or a stream catch-up) fail. A single lookup still raises.
     """
-    result: list[T] = []
-    for item in items:
-        try:
-            result.append(convert(item))
-        except errors.UnknownBrokerValue as exc:
-            log.error(
-                "schwab %s the gateway cannot represent; left out of the list: %s",
-                what,
-                exc.reason,
-                extra={"broker": SLUG},
-            )
-    return result
+    return read_rows(items, convert, broker=SLUG, kind=what, row_id=_row_id)
+
+
+def _row_id(item: object) -> object:
+    if not isinstance(item, dict):
+        return "?"
+    for key in ("orderId", "activityId"):
+        if key in item:
+            return item[key]
+    instrument = item.get("instrument")
+    if isinstance(instrument, dict) and "symbol" in instrument:
+        return instrument["symbol"]
+    account = item.get("securitiesAccount")
+    if isinstance(account, dict) and "accountNumber" in account:
+        return masked(str(account["accountNumber"]))
+    return "?"
 
 
 def orders_from_wire(body: object) -> list[BrokerOrder]:
@@ -807,6 +823,16 @@ def _option_leg_wire(symbol: str, side: OrderSide, effect: PositionEffect, qty: 
     }
 
 
+def equity_instruction(side: OrderSide, effect: PositionEffect | None) -> str:
+    """An equity leg's ``instruction``: a sell that opens is ``SELL_SHORT``, a buy that
+    closes ``BUY_TO_COVER`` (schwab-py ``EquityInstruction``; Trader API spec
+    ``instruction`` enum, https://developer.schwab.com/products/trader-api--individual);
+    otherwise ``BUY`` / ``SELL``."""
+    if side is OrderSide.sell:
+        return "SELL_SHORT" if effect is PositionEffect.open else "SELL"
+    return "BUY_TO_COVER" if effect is PositionEffect.close else "BUY"
+
+
 def order_to_wire(order: OrderRequest) -> dict[str, Any]:
     """An ``OrderRequest`` body: one equity or option leg, or a combo.
 
@@ -833,7 +859,7 @@ def order_to_wire(order: OrderRequest) -> dict[str, Any]:
     else:
         body["orderLegCollection"] = [
             {
-                "instruction": "BUY" if order.side is OrderSide.buy else "SELL",
+                "instruction": equity_instruction(order.side, order.position_effect),
                 "quantity": int(order.quantity),
                 "instrument": {"symbol": order.symbol, "assetType": "EQUITY"},
             }

@@ -118,6 +118,7 @@ class AccountActivityStream(UpstreamStream):
         self._ids = itertools.count(1)
         self._info: dict[str, str] = {}
         self._number: str | None = None
+        self._streamer_url = adapter.streamer_url_override
 
     def __repr__(self) -> str:
         return f"AccountActivityStream(account_ref={self._account_ref!r})"
@@ -133,7 +134,7 @@ class AccountActivityStream(UpstreamStream):
     async def _open(self) -> str:
         self._info = await self._adapter.streamer_info()
         self._number = await self._account_number()
-        return self._info["streamerSocketUrl"]
+        return self._streamer_url or self._info["streamerSocketUrl"]
 
     async def _catch_up_orders(self) -> list[BrokerOrder]:
         return await self._adapter.recent_orders(self._account_ref)

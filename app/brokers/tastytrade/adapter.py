@@ -47,7 +47,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -83,6 +83,7 @@ from app.brokers.base import (
 from app.brokers.http import BrokerClient, Classifier, HttpPool
 from app.brokers.oauth import parse_token_response
 from app.brokers.pooled_adapter import PooledAdapter
+from app.brokers.rows import RowList, read_rows
 from app.brokers.symbols import asset_class_of
 from app.brokers.tastytrade import auth, mapping
 from app.brokers.tastytrade.mapping import SLUG
@@ -91,16 +92,17 @@ from app.config import Settings
 from app.security.credentials import Credentials
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 N, U = Support.native, Support.unsupported
 
 TASTYTRADE_CAPABILITIES = Capabilities(
-    # Futures and crypto trade at tastytrade too; this adapter maps equities and equity
-    # options.
+    # Futures trade at tastytrade too; this adapter maps equities, equity options and crypto
+    # (one "Cryptocurrency" leg, ``BTC/USD``; https://developer.tastytrade.com/order-submission/).
     asset_classes={
         AssetClass.equity: N,
         AssetClass.option: N,
-        AssetClass.crypto: U,
+        AssetClass.crypto: N,
         AssetClass.mutual_fund: U,
     },
     order_types=dict.fromkeys(OrderType, N),
@@ -143,6 +145,10 @@ TASTYTRADE_CAPABILITIES = Capabilities(
     preview=N,
     # DXLink: Quote, Trade, Greeks and Candle events (market_data.py); no REST bars.
     market_data=TASTYTRADE_MARKET_DATA,
+    # "Notional Market" orders: ``value`` + ``value-effect``, legs without quantity
+    # (orders swagger; tastyware/tastytrade ``NotionalOrder``). Market orders only.
+    notional=N,
+    notional_limit=U,
 )
 
 SOURCE = "brokerage-gateway"  # the ``source`` tag on our orders
@@ -191,6 +197,18 @@ def replacement_client_order_id(broker_order_id: str) -> str:
     this is unique, and a replacement whose answer was lost can be found by it.
     """
     return f"bgr-{broker_order_id}"[:64]
+
+
+def _rows_like(source: list[T], kept: list[T]) -> RowList[T]:
+    """``kept`` (filtered from ``source``) still saying how many rows ``source`` left out."""
+    result: RowList[T] = RowList(kept)
+    result.skipped = source.skipped if isinstance(source, RowList) else 0
+    return result
+
+
+def _account_row_id(item: Any) -> str:
+    number = item.get("account", {}).get("account-number") if isinstance(item, dict) else None
+    return _masked(str(number)) if number else "?"
 
 
 def _masked(number: str) -> str:
@@ -303,16 +321,18 @@ class TastytradeAdapter(PooledAdapter):
         access token first, so a refused refresh token or secret fails here).
         """
         items = mapping.items_of(await self._call("GET", "/customers/me/accounts"))
-        accounts = [mapping.account_from_wire(item) for item in items]
-        return [
-            BrokerAccount(
+
+        def account(item: Any) -> BrokerAccount | None:
+            a = mapping.account_from_wire(item)
+            if a.closed:
+                return None
+            return BrokerAccount(
                 broker_account_id=a.number,
                 name=f"tastytrade {a.name} {_masked(a.number)}",
                 number_masked=_masked(a.number),
             )
-            for a in accounts
-            if not a.closed
-        ]
+
+        return read_rows(items, account, broker=SLUG, kind="account", row_id=_account_row_id)
 
     async def get_balances(self, account_ref: str) -> Balances:
         body = await self._call("GET", self._account_path(account_ref, "/balances"))
@@ -324,14 +344,13 @@ class TastytradeAdapter(PooledAdapter):
             params["symbol"] = mapping.to_wire_symbol(symbol)
         body = await self._call("GET", self._account_path(account_ref, "/positions"), params=params)
         now = self._now()
-        mapped = [mapping.position_from_wire(item, now) for item in mapping.items_of(body)]
-        skipped = sum(1 for p in mapped if p is None)
-        if skipped:
-            log.info(
-                "tastytrade positions in instruments the gateway does not model left out",
-                extra={"broker": SLUG, "count": skipped},
-            )
-        return [p for p in mapped if p is not None and p.quantity != 0]
+
+        def position(item: Any) -> Position | None:
+            # None: an instrument the gateway does not model (futures, ...), or a flat row.
+            mapped = mapping.position_from_wire(item, now)
+            return mapped if mapped is not None and mapped.quantity != 0 else None
+
+        return read_rows(mapping.items_of(body), position, broker=SLUG, kind="position")
 
     async def get_positions(self, account_ref: str) -> list[Position]:
         return await self._positions(account_ref, None)
@@ -351,9 +370,13 @@ class TastytradeAdapter(PooledAdapter):
             path = "/instruments/equity-options/" + quote(mapping.option_to_wire(symbol), safe="")
         elif asset_class is AssetClass.equity:
             path = f"/instruments/equities/{quote(mapping.to_wire_symbol(symbol), safe='')}"
+        elif asset_class is AssetClass.crypto:
+            # ``BTC/USD`` with its slash escaped (tastyware/tastytrade ``Cryptocurrency.get``).
+            path = f"/instruments/cryptocurrencies/{quote(mapping.to_wire_symbol(symbol), safe='')}"
         else:
             raise errors.UnsupportedOrder(
-                f"the gateway trades equities and equity options only at tastytrade, not {symbol}",
+                f"the gateway trades equities, equity options and crypto at tastytrade, "
+                f"not {symbol}",
                 broker=SLUG,
             )
         memo_key = ("tastytrade-instrument", self._settings.tastytrade_base_url, symbol)
@@ -368,7 +391,7 @@ class TastytradeAdapter(PooledAdapter):
             raise mapping.unknown("instrument payload", type(data).__name__)
         # An option that is closing-only can still be closed; the broker refuses an opening
         # order itself, so only an inactive option is refused here.
-        closing_only = asset_class is AssetClass.equity and data.get("is-closing-only") is True
+        closing_only = asset_class is not AssetClass.option and data.get("is-closing-only") is True
         if data.get("active") is not True or closing_only:
             raise errors.UnsupportedOrder(
                 f"{symbol} is not open for trading at tastytrade", broker=SLUG
@@ -467,15 +490,14 @@ class TastytradeAdapter(PooledAdapter):
 
     # --- orders ------------------------------------------------------------------------
 
-    def _modelled(self, items: list[Any]) -> list[BrokerOrder]:
-        orders = [mapping.order_from_wire(item) for item in items if mapping.is_modelled(item)]
-        skipped = len(items) - len(orders)
-        if skipped:
-            log.info(
-                "tastytrade orders outside the gateway's model (futures, crypto, ...) left out",
-                extra={"broker": SLUG, "count": skipped},
-            )
-        return orders
+    def _modelled(self, items: list[Any]) -> RowList[BrokerOrder]:
+        """Orders outside the gateway's model (futures, complex orders) are not rows of the
+        list; a modelled order that cannot be mapped is skipped and counted (``read_rows``)."""
+
+        def order(item: Any) -> BrokerOrder | None:
+            return mapping.order_from_wire(item) if mapping.is_modelled(item) else None
+
+        return read_rows(items, order, broker=SLUG, kind="order")
 
     async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
         body = mapping.order_to_wire(order, SOURCE)
@@ -542,7 +564,7 @@ class TastytradeAdapter(PooledAdapter):
         self, account_ref: str, params: dict[str, Any], limit: int
     ) -> list[BrokerOrder]:
         """``GET .../orders`` (newest first), page after page until ``limit`` orders."""
-        result: list[BrokerOrder] = []
+        result: RowList[BrokerOrder] = RowList()
         per_page = max(1, min(limit, PER_PAGE))
         for offset in range(MAX_PAGES):
             body = await self._call(
@@ -551,11 +573,13 @@ class TastytradeAdapter(PooledAdapter):
                 params={**params, "sort": "Desc", "per-page": per_page, "page-offset": offset},
             )
             items = mapping.items_of(body)
-            result.extend(self._modelled(items))
+            rows = self._modelled(items)
+            result.extend(rows)
+            result.skipped += rows.skipped
             page = mapping.page_of(body)
             if len(result) >= limit or not items or page is None or page.last:
                 break
-        return result[:limit]
+        return _rows_like(result, result[:limit])
 
     async def find_order_by_client_id(
         self, account_ref: str, client_order_id: str
@@ -579,9 +603,10 @@ class TastytradeAdapter(PooledAdapter):
     ) -> list[BrokerOrder]:
         limit = max(1, limit)
         if status == "open":
-            working = [o for o in await self.live_orders(account_ref) if o.status in _OPEN]
+            live = await self.live_orders(account_ref)
+            working = [o for o in live if o.status in _OPEN]
             working.sort(key=lambda o: o.created_at, reverse=True)
-            return working[:limit]
+            return _rows_like(live, working[:limit])
         params: dict[str, Any] = {}
         if status == "closed":
             params["status[]"] = list(mapping.CLOSED_WIRE_STATUSES)
@@ -610,7 +635,7 @@ class TastytradeAdapter(PooledAdapter):
             params["start-at"] = mapping.wire_time(start)
         if end is not None:
             params["end-at"] = mapping.wire_time(end)
-        result: list[Transaction] = []
+        result: RowList[Transaction] = RowList()
         for offset in range(MAX_PAGES):
             body = await self._call(
                 "GET",
@@ -618,13 +643,13 @@ class TastytradeAdapter(PooledAdapter):
                 params={**params, "page-offset": offset},
             )
             items = mapping.items_of(body)
-            result.extend(mapping.transaction_from_wire(item) for item in items)
+            rows = read_rows(items, mapping.transaction_from_wire, broker=SLUG, kind="transaction")
+            result.extend(rows)
+            result.skipped += rows.skipped
             page = mapping.page_of(body)
             if not items or page is None or page.last:
                 break
-        if type_ is not None:
-            result = [t for t in result if t.type == type_]
-        return result
+        return _rows_like(result, [t for t in result if type_ is None or t.type == type_])
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
         """``GET /market-data/by-type?equity=AAPL&equity=MSFT`` (at most 100 symbols a call;

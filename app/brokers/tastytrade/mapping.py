@@ -108,6 +108,9 @@ _ORDER_TYPES = {
     "Stop Limit": OrderType.stop_limit,
 }
 _ORDER_TYPES_OUT = {v: k for k, v in _ORDER_TYPES.items()}
+# A dollar-amount market order (orders swagger ``order-type`` enum; "value ... required for
+# notional market orders", https://developer.tastytrade.com/open-api-spec/orders).
+NOTIONAL_MARKET = "Notional Market"
 
 # time-in-force values we model: (ours, extended hours). "GTD", "Ext Overnight" and
 # "GTC Ext Overnight" exist too (postAccountsAccountNumberOrders enum) and are not modelled.
@@ -365,7 +368,7 @@ def is_modelled(body: object) -> bool:
         return False
     kinds = {leg.get("instrument-type") for leg in legs}
     if len(legs) == 1:
-        return kinds <= {"Equity", "Equity Option"}
+        return kinds <= {"Equity", "Equity Option", "Cryptocurrency"}
     return len(legs) <= MAX_LEGS and kinds == {"Equity Option"}
 
 
@@ -424,16 +427,22 @@ class _LegState:
     asset_class: AssetClass
 
 
-def _leg_state(leg: dict[str, Any], underlying: object) -> _LegState:
+def _leg_state(leg: dict[str, Any], underlying: object, notional: bool = False) -> _LegState:
     instrument = leg.get("instrument-type")
     if instrument not in _INSTRUMENT_TYPES:
         raise unknown("instrument-type", instrument)
     asset_class = _INSTRUMENT_TYPES[instrument]
-    if asset_class not in (AssetClass.equity, AssetClass.option):
+    if asset_class not in (AssetClass.equity, AssetClass.option, AssetClass.crypto):
         raise unknown("order instrument-type (not modelled)", instrument)
     side, effect = _action(leg.get("action"))
-    quantity = dec(leg.get("quantity"), "leg quantity")
     fills = _fills(leg)
+    raw_quantity = leg.get("quantity")
+    if raw_quantity is None and notional:
+        # A notional order's leg has no quantity until it fills (the order carries
+        # ``value``): what has filled is its quantity so far.
+        quantity = sum((f.quantity for f in fills), _ZERO)
+    else:
+        quantity = dec(raw_quantity, "leg quantity")
     remaining = opt_dec(leg.get("remaining-quantity"), "remaining-quantity")
     in_fills = sum((f.quantity for f in fills), _ZERO)
     # ``remaining-quantity`` is authoritative for how much filled: an order may be "Filled"
@@ -445,7 +454,7 @@ def _leg_state(leg: dict[str, Any], underlying: object) -> _LegState:
     if asset_class is AssetClass.option:
         symbol = option_from_wire(leg.get("symbol"), underlying=underlying).symbol
     else:
-        symbol = from_wire_symbol(str(leg.get("symbol")), AssetClass.equity)
+        symbol = from_wire_symbol(str(leg.get("symbol")), asset_class)
     return _LegState(symbol, side, effect, quantity, filled, avg, asset_class)
 
 
@@ -476,8 +485,15 @@ def order_from_wire(body: object) -> BrokerOrder:
     if len(raw_legs) > MAX_LEGS:
         raise unknown("order legs", f"{len(raw_legs)} legs")
     underlying = body.get("underlying-symbol")
-    legs = [_leg_state(leg, underlying) for leg in raw_legs]
-    order_type = _ORDER_TYPES.get(str(body.get("order-type")))
+    notional = None
+    if body.get("order-type") == NOTIONAL_MARKET:
+        # A dollar-amount market order: ``value`` (unsigned) + ``value-effect``
+        # (orders swagger ``Order``; tastyware/tastytrade ``PlacedNotionalOrder``).
+        notional = dec(body.get("value"), "value").copy_abs()
+    legs = [_leg_state(leg, underlying, notional is not None) for leg in raw_legs]
+    order_type = (
+        OrderType.market if notional is not None else _ORDER_TYPES.get(str(body.get("order-type")))
+    )
     if order_type is None:
         raise unknown("order-type", body.get("order-type"))
     tif = _TIF.get(str(body.get("time-in-force")))
@@ -526,9 +542,9 @@ def order_from_wire(body: object) -> BrokerOrder:
         [leg] = legs
         quantity, filled, avg_fill_price = leg.quantity, leg.filled, leg.avg_price
         symbol, side, position_effect = leg.symbol, leg.side, leg.effect
-        if leg.asset_class is AssetClass.equity:
-            # Equity orders are sent "Buy to Open" / "Sell to Close" whatever the intent
-            # (``_equity_action``); the effect is only meaningful for options.
+        if leg.asset_class is not AssetClass.option and (side, position_effect) not in _SHORT_FORMS:
+            # Plain equity orders are sent "Buy to Open" / "Sell to Close" whatever the
+            # intent (``_equity_action``); only a short sale or a cover states its effect.
             position_effect = None
     replacing = _opt_id(body.get("replacing-order-id"))
     status = order_status(body.get("status"), quantity, filled, replacing is not None)
@@ -572,6 +588,7 @@ def order_from_wire(body: object) -> BrokerOrder:
         position_effect=position_effect,
         legs=broker_legs,
         price_effect=price_effect if multi or legs[0].asset_class is AssetClass.option else None,
+        notional=notional,
     )
 
 
@@ -595,12 +612,20 @@ def _side_price_effect(side: OrderSide) -> str:
     return "Debit" if side is OrderSide.buy else "Credit"
 
 
-def _equity_action(side: OrderSide) -> str:
-    """Buys open, sells close. tastytrade turns a closing order into an opening one when
-    there is nothing to close (and the reverse) unless strict-position-effect-validation is
-    set (tastyware/tastytrade ``AdvancedInstructions``), so a sell without a long position
-    opens a short, as a sell does at other brokers."""
-    return "Buy to Open" if side is OrderSide.buy else "Sell to Close"
+_SHORT_FORMS = frozenset(
+    {(OrderSide.sell, PositionEffect.open), (OrderSide.buy, PositionEffect.close)}
+)
+
+
+def _equity_action(side: OrderSide, effect: PositionEffect | None = None) -> str:
+    """A sell that opens is a short sale (``Sell to Open``), a buy that closes a cover
+    (``Buy to Close``) (https://developer.tastytrade.com/order-submission/ ; tastyware/tastytrade
+    ``OrderAction``). Otherwise buys open and sells close: tastytrade turns a closing order
+    into an opening one when there is nothing to close (and the reverse) unless
+    strict-position-effect-validation is set (tastyware/tastytrade ``AdvancedInstructions``)."""
+    if side is OrderSide.sell:
+        return "Sell to Open" if effect is PositionEffect.open else "Sell to Close"
+    return "Buy to Close" if effect is PositionEffect.close else "Buy to Open"
 
 
 def option_action(side: OrderSide, effect: PositionEffect | None) -> str:
@@ -706,13 +731,38 @@ def order_to_wire(order: OrderRequest, source: str) -> dict[str, Any]:
             "action": option_action(order.side, order.position_effect),
         }
     else:
+        crypto = asset_class_of(order.symbol) is AssetClass.crypto
+        if crypto and order.side is OrderSide.sell and order.position_effect is PositionEffect.open:
+            # Crypto is bought with cash and sold from holdings: the gateway opens no crypto
+            # shorts at tastytrade (its crypto help pages describe no short sale; unconfirmed
+            # against the API, so refused here before any request rather than guessed).
+            raise errors.UnsupportedOrder(
+                "the gateway does not sell crypto short at tastytrade", broker=SLUG
+            )
         leg = {
-            "instrument-type": "Equity",
+            # "Cryptocurrency" legs with the ``BTC/USD`` symbol (tastyware/tastytrade
+            # ``Cryptocurrency.build_leg``; https://developer.tastytrade.com/order-submission/).
+            "instrument-type": "Cryptocurrency" if crypto else "Equity",
             "symbol": to_wire_symbol(order.symbol),
             "quantity": str(order.quantity),
-            "action": _equity_action(order.side),
+            "action": _equity_action(order.side, order.position_effect),
         }
+        if order.notional is not None:
+            # A notional market order's leg carries no quantity (tastyware/tastytrade
+            # ``build_leg(None, ...)`` "set this as None for notional orders").
+            del leg["quantity"]
     body["legs"] = [leg]
+    if order.notional is not None:
+        if order.order_type is not OrderType.market:
+            raise errors.UnsupportedOrder(
+                "tastytrade takes dollar amounts on market orders only", broker=SLUG
+            )
+        if order.notional <= 0:
+            raise errors.UnsupportedOrder("a dollar amount must be positive", broker=SLUG)
+        body["order-type"] = NOTIONAL_MARKET
+        body["value"] = str(order.notional)
+        body["value-effect"] = _side_price_effect(order.side)
+        return body
     if order.order_type in (OrderType.limit, OrderType.stop_limit):
         if order.limit_price is None:
             raise errors.UnsupportedOrder("a limit order needs a limit price", broker=SLUG)
@@ -741,6 +791,11 @@ def replacement_to_wire(
             broker=SLUG,
         )
     order = order_from_wire(current)
+    if order.notional is not None:
+        raise errors.UnsupportedOrder(
+            "a dollar-amount market order has no price to change; cancel it instead",
+            broker=SLUG,
+        )
     raw_tif = str(current.get("time-in-force"))
     extended = _TIF[raw_tif][1]
     tif = changes.time_in_force or order.time_in_force

@@ -34,6 +34,8 @@ REDIRECT_URI = "https://gateway.test/v1/oauth/schwab/callback"
 def schwab_settings(url: str, **overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "schwab_base_url": url,
+        # The fake advertises wss:// as Schwab does; its socket is plain ws:// on localhost.
+        "schwab_streamer_url": url.replace("http://", "ws://", 1) + "/ws",
         "schwab_client_id": CLIENT_ID,
         "schwab_client_secret": SecretStr(CLIENT_SECRET),
         "schwab_redirect_uri": REDIRECT_URI,

@@ -128,7 +128,9 @@ def test_capabilities_state_options_multi_leg_and_preview() -> None:
         "max_legs": 4,
         "combo_order_types": ["limit", "market"],
         "combo_time_in_force": ["day", "gtc"],
+        # NET_DEBIT / NET_CREDIT / NET_ZERO (schwab-py orders/options.py).
         "combo_price_effects": ["credit", "debit", "even"],
+        # Single-leg option orders take the equity order types and durations.
         "single_order_types": None,
         "single_time_in_force": None,
         "greeks": "native",

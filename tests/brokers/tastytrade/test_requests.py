@@ -58,6 +58,7 @@ class Sent:
     query: list[tuple[str, str]]
     headers: httpx.Headers
     body: Any
+    raw_path: str = ""  # as sent, percent escapes kept
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Broker:
                 query=parse_qsl(request.url.query.decode(), keep_blank_values=True),
                 headers=request.headers,
                 body=json.loads(raw) if raw else None,
+                raw_path=request.url.raw_path.decode().split("?")[0],
             )
         )
         queue = self.answers.get((request.method, request.url.path))
@@ -175,8 +177,11 @@ async def test_check_symbol(broker: Broker, adapter: TastytradeAdapter) -> None:
     broker.answer("GET", "/instruments/equities/OLD", {**EQUITY, "data": {"active": False}})
     with pytest.raises(errors.UnsupportedOrder, match="not open for trading"):
         await adapter.check_symbol("OLD")
-    with pytest.raises(errors.UnsupportedOrder, match="equities and equity options only"):
-        await adapter.check_symbol("BTC-USD")
+    broker.sent.clear()
+    broker.answer("GET", "/instruments/cryptocurrencies/BTC/USD", EQUITY)
+    await adapter.check_symbol("BTC-USD")  # crypto: its own instruments path, slash escaped
+    call = only_call(broker)
+    assert (call.method, call.raw_path) == ("GET", "/instruments/cryptocurrencies/BTC%2FUSD")
 
 
 async def test_place_order(broker: Broker, adapter: TastytradeAdapter) -> None:

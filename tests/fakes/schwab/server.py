@@ -165,6 +165,10 @@ _EXPIRATION_CODES = {
 }
 
 
+SCHWAB_API = "https://api.schwabapi.com"
+BUYS = ("BUY", "BUY_TO_COVER")
+
+
 def wire_time(at: datetime) -> str:
     """Schwab's order timestamps: ``2026-11-23T14:30:00+0000``."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
@@ -320,7 +324,9 @@ class FakeOrder:
                         "instrumentId": _ident(self.symbol),
                     },
                     "instruction": self.instruction,
-                    "positionEffect": "OPENING" if self.instruction == "BUY" else "CLOSING",
+                    "positionEffect": (
+                        "OPENING" if self.instruction in ("BUY", "SELL_SHORT") else "CLOSING"
+                    ),
                     "quantity": num(self.quantity),
                 }
             ],
@@ -479,6 +485,9 @@ class FakeSchwab:
         self.access: dict[str, AccessToken] = {}
         self.codes: dict[str, tuple[FakeLogin, str, str, datetime]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every REST request
+        self.locations: list[str] = []  # every Location header answered
+        # symbol -> assetType shown for that position (a kind the gateway does not model)
+        self.position_asset_types: dict[str, str] = {}
         # (method, path, query, body) of every REST request, for request fixtures
         self.calls: list[tuple[str, str, dict[str, str], bytes]] = []
         # Every token request that passed the fault switches and client authentication:
@@ -931,27 +940,34 @@ class FakeSchwab:
         last = self._instrument_price(symbol).last
         market_value = position.qty * last
         avg = (position.cost_basis / position.qty).quantize(Decimal("0.0001"))
+        long_qty, short_qty = max(position.qty, ZERO), max(-position.qty, ZERO)
+        pl = num((market_value - position.cost_basis).quantize(Decimal("0.01")))
+        sides: dict[str, Any] = (
+            {"averageShortPrice": num(avg), "shortOpenProfitLoss": pl}
+            if short_qty
+            else {
+                "averageLongPrice": num(avg),
+                "taxLotAverageLongPrice": num(avg),
+                "longOpenProfitLoss": pl,
+            }
+        )
         return {
-            "shortQuantity": 0,
+            "shortQuantity": num(short_qty),
             "averagePrice": num(avg),
             "currentDayProfitLoss": 0,
             "currentDayProfitLossPercentage": 0,
-            "longQuantity": num(position.qty),
-            "settledLongQuantity": num(position.qty),
-            "settledShortQuantity": 0,
+            "longQuantity": num(long_qty),
+            "settledLongQuantity": num(long_qty),
+            "settledShortQuantity": num(short_qty),
             "instrument": {
-                "assetType": "EQUITY",
+                "assetType": self.position_asset_types.get(symbol, "EQUITY"),
                 "cusip": f"{_ident(symbol) % 10**9:09d}",
                 "symbol": symbol,
                 "netChange": 0,
             },
             "marketValue": num(market_value.quantize(Decimal("0.01"))),
             "maintenanceRequirement": 0,
-            "averageLongPrice": num(avg),
-            "taxLotAverageLongPrice": num(avg),
-            "longOpenProfitLoss": num(
-                (market_value - position.cost_basis).quantize(Decimal("0.01"))
-            ),
+            **sides,
             "previousSessionLongQuantity": 0,
             "currentDayCost": num(position.cost_basis.quantize(Decimal("0.01"))),
         }
@@ -966,7 +982,7 @@ class FakeSchwab:
                     buying = order.legs[0].instruction.startswith("BUY")
                     if order.order_type == "NET_DEBIT" or buying:
                         reserved += (order.quantity - order.filled) * order.price * 100
-            elif order.instruction == "BUY":
+            elif order.instruction in BUYS:
                 price = order.price or self._instrument_price(order.symbol).ask
                 reserved += (order.quantity - order.filled) * price
         return reserved
@@ -989,7 +1005,10 @@ class FakeSchwab:
         login = await self._gate(request)
         if isinstance(login, Response):
             return login
-        ws_base = str(request.base_url).rstrip("/").replace("http://", "ws://", 1)
+        # Schwab advertises a ``wss://`` socket (streamer-api.schwab.com); the fake names its
+        # own host with that scheme. Clients reach the fake's plain socket through an
+        # override (``BROKERAGE_SCHWAB_STREAMER_URL``).
+        ws_base = "wss://" + request.url.netloc
         return JSONResponse(
             {
                 "accounts": [
@@ -1127,7 +1146,8 @@ class FakeSchwab:
             return bad("an EQUITY instrument with a symbol is required")
         if symbol not in EQUITIES:
             return bad(f"Symbol {symbol} is invalid")
-        if leg.get("instruction") not in ("BUY", "SELL"):
+        # Equity instructions (Trader API spec ``instruction``; schwab-py EquityInstruction).
+        if leg.get("instruction") not in ("BUY", "SELL", "SELL_SHORT", "BUY_TO_COVER"):
             return bad(f"instruction {leg.get('instruction')} is not supported by this fake")
         try:
             quantity = Decimal(str(leg.get("quantity")))
@@ -1160,14 +1180,28 @@ class FakeSchwab:
                 )
             return None
         quote = self._instrument_price(parsed["symbol"])
-        if parsed["instruction"] == "BUY":
+        held = account.positions.get(parsed["symbol"], FakePosition()).qty
+        if parsed["instruction"] == "SELL_SHORT" and account.type != "MARGIN":
+            # Short sales need a margin account.
+            return service_error(
+                400, "Order rejected", "Short sales are not allowed in a cash account"
+            )
+        if parsed["instruction"] == "BUY_TO_COVER" and parsed["quantity"] > -held:
+            return service_error(
+                400,
+                "Order rejected",
+                "This order may result in an oversold/overbought position in your account."
+                "  Please check your position quantity and/or open orders.",
+            )
+        if parsed["instruction"] == "SELL_SHORT":
+            return None
+        if parsed["instruction"] in BUYS:
             cost = parsed["quantity"] * (parsed["price"] or quote.ask)
             if cost > account.cash - self._reserved(account):
                 return service_error(
                     400, "Order rejected", "Insufficient buying power for this order"
                 )
         else:
-            held = account.positions.get(parsed["symbol"], FakePosition()).qty
             selling = sum(
                 (
                     o.quantity - o.filled
@@ -1189,8 +1223,12 @@ class FakeSchwab:
         return None
 
     def _location(self, request: Request, account: FakeAccount, order_id: int) -> str:
-        base = str(request.base_url).rstrip("/")
-        return f"{base}/trader/v1/accounts/{account.hash_value}/orders/{order_id}"
+        # Schwab's own host whatever the fake's scheme and port: schwab-py's
+        # ``Utils.extract_order_id`` matches this literal prefix
+        # (https://github.com/alexgolec/schwab-py/blob/main/schwab/utils.py).
+        location = f"{SCHWAB_API}/trader/v1/accounts/{account.hash_value}/orders/{order_id}"
+        self.locations.append(location)
+        return location
 
     def _new_order(self, account: FakeAccount, parsed: dict[str, Any]) -> FakeOrder:
         order = FakeOrder(
@@ -1319,7 +1357,7 @@ class FakeSchwab:
             return self._evaluate_option(login, account, order)
         now = self.now()
         quote = self._instrument_price(order.symbol)
-        side = OrderSide.buy if order.instruction == "BUY" else OrderSide.sell
+        side = OrderSide.buy if order.instruction in BUYS else OrderSide.sell
         decision = decide(
             OrderState(
                 side=side,
@@ -1340,15 +1378,8 @@ class FakeSchwab:
             order.filled += qty
             order.executions.append((qty, price, now))
             position = account.positions.setdefault(order.symbol, FakePosition())
-            if side is OrderSide.buy:
-                account.cash -= qty * price
-                position.cost_basis += qty * price
-                position.qty += qty
-            else:
-                account.cash += qty * price
-                if position.qty:
-                    position.cost_basis -= position.cost_basis * qty / position.qty
-                position.qty -= qty
+            account.cash += -qty * price if side is OrderSide.buy else qty * price
+            _apply(position, qty if side is OrderSide.buy else -qty, price)
             done = order.filled >= order.quantity
             if done:
                 order.status, order.closed = "FILLED", now
@@ -1371,7 +1402,11 @@ class FakeSchwab:
                             "amount": num(qty if side is OrderSide.buy else -qty),
                             "cost": num(-gross if side is OrderSide.buy else gross),
                             "price": num(price),
-                            "positionEffect": "OPENING" if side is OrderSide.buy else "CLOSING",
+                            "positionEffect": (
+                                "OPENING"
+                                if order.instruction in ("BUY", "SELL_SHORT")
+                                else "CLOSING"
+                            ),
                         }
                     ],
                 }

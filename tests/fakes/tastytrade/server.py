@@ -66,10 +66,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -107,6 +108,7 @@ WORKING = frozenset(
 TERMINAL = frozenset({"Filled", "Cancelled", "Expired", "Rejected", "Removed", "Partially Removed"})
 ORDER_TYPES = {
     "Market": OrderType.market,
+    "Notional Market": OrderType.market,  # ``value`` dollars at market
     "Limit": OrderType.limit,
     "Stop": OrderType.stop,
     "Stop Limit": OrderType.stop_limit,
@@ -167,6 +169,12 @@ def epoch_ms(at: datetime) -> int:
 
 def money(value: Decimal) -> str:
     return str(value.quantize(Decimal("0.01")))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = "not_found" if status == 404 else "invalid_request"
+    return error(status, code, f"{request.method} {request.url.path}: {exc}")
 
 
 def wrap(data: Any, context: str, **extra: Any) -> dict[str, Any]:
@@ -257,7 +265,8 @@ class FakeLeg:
         return {
             "action": self.action,
             "instrument-type": self.instrument_type,
-            "quantity": _number(self.quantity),
+            # A notional order's leg has no quantity until it fills.
+            "quantity": _number(self.quantity) if self.quantity else None,
             "remaining-quantity": _number(self.remaining),
             "symbol": self.symbol,
             "fills": list(self.fills),
@@ -287,6 +296,8 @@ class FakeOrder:
     replacing_order_id: int | None = None
     reject_reason: str | None = None
     stop_triggered: bool = False
+    value: Decimal | None = None  # a Notional Market order's dollar amount
+    value_effect: str | None = None
 
     # The single-leg view the equity paths use.
     @property
@@ -345,7 +356,9 @@ class FakeOrder:
             "size": _number(self.size),
             "status": self.status,
             "time-in-force": self.time_in_force,
-            "underlying-instrument-type": "Equity",
+            "underlying-instrument-type": (
+                "Cryptocurrency" if self.legs[0].instrument_type == "Cryptocurrency" else "Equity"
+            ),
             "underlying-symbol": self.underlying,
             "updated-at": epoch_ms(self.updated_at),
             "legs": [leg.wire() for leg in self.legs],
@@ -364,6 +377,8 @@ class FakeOrder:
             "replaces-order-id": self.replaces_order_id,
             "replacing-order-id": self.replacing_order_id,
             "reject-reason": self.reject_reason,
+            "value": None if self.value is None else str(self.value),
+            "value-effect": self.value_effect,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return body
@@ -427,6 +442,8 @@ class FakeTastytrade:
         self.token_requests = 0
         self.dry_runs = 0
         self.stream_messages: list[dict[str, Any]] = []  # every message a client sent
+        # symbol -> instrument-type shown for that position (a kind the gateway cannot map)
+        self.position_instrument_types: dict[str, str] = {}
         self._ids = itertools.count(270561)
         self._numbers = itertools.count(1)
         self._transaction_ids = itertools.count(41000001)
@@ -438,7 +455,9 @@ class FakeTastytrade:
             routes=[
                 Route("/oauth/token", self.oauth_token, methods=["POST"]),
                 Route("/customers/me/accounts", self.list_accounts, methods=["GET"]),
+                Route("/customers/me/accounts/{account}", self.get_account, methods=["GET"]),
                 Route("/accounts/{account}/balances", self.balances, methods=["GET"]),
+                Route("/accounts/{account}/balances/{currency}", self.balances, methods=["GET"]),
                 Route("/accounts/{account}/positions", self.positions, methods=["GET"]),
                 Route("/accounts/{account}/transactions", self.transactions, methods=["GET"]),
                 Route("/accounts/{account}/orders/live", self.live_orders, methods=["GET"]),
@@ -451,6 +470,11 @@ class FakeTastytrade:
                 ),
                 Route("/instruments/equities/{symbol:path}", self.equity, methods=["GET"]),
                 Route(
+                    "/instruments/cryptocurrencies/{symbol:path}",
+                    self.cryptocurrency,
+                    methods=["GET"],
+                ),
+                Route(
                     "/instruments/equity-options/{symbol:path}",
                     self.equity_option,
                     methods=["GET"],
@@ -461,7 +485,9 @@ class FakeTastytrade:
                 WebSocketRoute("/", self.streamer),
                 Route("/api-quote-tokens", self.quote_token, methods=["GET"]),
                 WebSocketRoute(DXLINK_PATH, self.dxlink.serve),
-            ]
+            ],
+            # tastytrade answers every error, unknown paths included, in its JSON envelope.
+            exception_handlers={HTTPException: _http_error},
         )
 
     # --- test controls -----------------------------------------------------------------
@@ -563,6 +589,11 @@ class FakeTastytrade:
 
     def _now(self) -> datetime:
         return self.clock()
+
+    def _quote(self, symbol: str, at: datetime) -> Any:
+        """The paper market's quote; crypto travels as ``BTC/USD``, the paper market lists
+        ``BTC-USD``."""
+        return self.quotes.quote(symbol.replace("/", "-"), at)
 
     async def _faults(self, request: Request) -> Response | None:
         self.requests.append((request.method, request.url.path))
@@ -736,34 +767,45 @@ class FakeTastytrade:
         if isinstance(customer, Response):
             return customer
         items = [
-            {
-                "account": {
-                    "account-number": a.number,
-                    "external-id": "A" + a.number[3:].rjust(10, "0"),
-                    "opened-at": iso(a.created_at),
-                    "nickname": a.nickname,
-                    "account-type-name": "Individual",
-                    "day-trader-status": False,
-                    "is-closed": a.closed,
-                    "is-firm-error": False,
-                    "is-firm-proprietary": False,
-                    "is-futures-approved": False,
-                    "is-test-drive": False,
-                    "margin-or-cash": "Margin",
-                    "is-foreign": False,
-                    "funding-date": a.created_at.date().isoformat(),
-                    "investment-objective": "SPECULATION",
-                    "suitable-options-level": "No Restrictions",
-                    "created-at": iso(a.created_at),
-                },
-                "authority-level": "owner",
-            }
+            {"account": self._account_wire(a), "authority-level": "owner"}
             for a in customer.accounts
         ]
         return JSONResponse(wrap({"items": items}, "/customers/me/accounts"))
 
+    async def get_account(self, request: Request) -> Response:
+        """``GET /customers/me/accounts/{account_number}``: the account object itself
+        (tastyware/tastytrade ``Account.get`` with a number)."""
+        gated = await self._account_gate(request)
+        if isinstance(gated, Response):
+            return gated
+        _customer, account = gated
+        return JSONResponse(
+            wrap(self._account_wire(account), f"/customers/me/accounts/{account.number}")
+        )
+
+    def _account_wire(self, a: FakeAccount) -> dict[str, Any]:
+        return {
+            "account-number": a.number,
+            "external-id": "A" + a.number[3:].rjust(10, "0"),
+            "opened-at": iso(a.created_at),
+            "nickname": a.nickname,
+            "account-type-name": "Individual",
+            "day-trader-status": False,
+            "is-closed": a.closed,
+            "is-firm-error": False,
+            "is-firm-proprietary": False,
+            "is-futures-approved": False,
+            "is-test-drive": False,
+            "margin-or-cash": "Margin",
+            "is-foreign": False,
+            "funding-date": a.created_at.date().isoformat(),
+            "investment-objective": "SPECULATION",
+            "suitable-options-level": "No Restrictions",
+            "created-at": iso(a.created_at),
+        }
+
     def _last(self, symbol: str) -> Decimal:
-        return self.quotes.quote(symbol, self._now()).last
+        return self._quote(symbol, self._now()).last
 
     def _contract(self, symbol: str) -> OptionContract:
         return OptionContract.parse(symbol)
@@ -787,7 +829,7 @@ class FakeTastytrade:
                 if order.price_effect == "Debit" and order.price is not None:
                     reserved += order.price * order.size * OPTION_MULTIPLIER
             elif order.side == "buy":
-                price = order.price or self.quotes.quote(order.symbol, self._now()).ask
+                price = order.price or self._quote(order.symbol, self._now()).ask
                 reserved += order.remaining * price
         return reserved
 
@@ -812,7 +854,46 @@ class FakeTastytrade:
         buying_power = account.cash - self._reserved(account)
         net_liq = account.cash + long_value - short_value
         zero = "0.0"
+        # Every field of the real body (tastyware/tastytrade ``AccountBalance``; the
+        # AccountBalances schema at https://developer.tastytrade.com/open-api-spec/balances-and-positions/):
+        # the fake trades no futures, bonds or crypto, so those stay zero.
+        zeros = dict.fromkeys(
+            (
+                "long-derivative-value",
+                "short-derivative-value",
+                "long-futures-value",
+                "short-futures-value",
+                "long-futures-derivative-value",
+                "short-futures-derivative-value",
+                "futures-margin-requirement",
+                "maintenance-call-value",
+                "reg-t-call-value",
+                "day-trading-call-value",
+                "day-equity-call-value",
+                "day-trade-excess",
+                "long-cryptocurrency-value",
+                "short-cryptocurrency-value",
+                "cryptocurrency-margin-requirement",
+                "unsettled-cryptocurrency-fiat-amount",
+                "equity-offering-margin-requirement",
+                "long-bond-value",
+                "bond-margin-requirement",
+                "used-derivative-buying-power",
+                "reg-t-margin-requirement",
+                "futures-overnight-margin-requirement",
+                "futures-intraday-margin-requirement",
+                "pending-margin-interest",
+                "buying-power-adjustment",
+            ),
+            zero,
+        )
         return {
+            **zeros,
+            "unsettled-cryptocurrency-fiat-effect": "None",
+            "buying-power-adjustment-effect": "None",
+            "closed-loop-available-balance": money(account.cash),
+            "maintenance-excess": money(buying_power),
+            "effective-cryptocurrency-buying-power": money(buying_power),
             "account-number": account.number,
             "available-trading-funds": money(buying_power),
             "cash-available-to-withdraw": money(account.cash),
@@ -840,9 +921,11 @@ class FakeTastytrade:
         if isinstance(found, Response):
             return found
         _, account = found
-        return JSONResponse(
-            wrap(self._balance_wire(account), f"/accounts/{account.number}/balances")
-        )
+        currency = request.path_params.get("currency")
+        if currency not in (None, "USD"):
+            return error(404, "not_found", f"Balances in {currency} not found")
+        path = request.url.path
+        return JSONResponse(wrap(self._balance_wire(account), path))
 
     def _position_wire(
         self, account: FakeAccount, symbol: str, position: FakePosition, marks: bool
@@ -862,12 +945,15 @@ class FakeTastytrade:
             mark = self._option_quote_at(symbol, now).mark
         else:
             underlying, multiplier = symbol, 1
-            close = self.quotes.quote(symbol, now - timedelta(days=1)).last
-            mark = self.quotes.quote(symbol, now).mid
+            close = self._quote(symbol, now - timedelta(days=1)).last
+            mark = self._quote(symbol, now).mid
         body: dict[str, Any] = {
             "account-number": account.number,
             "symbol": symbol,
-            "instrument-type": "Equity Option" if option else "Equity",
+            "instrument-type": self.position_instrument_types.get(
+                symbol,
+                "Equity Option" if option else "Cryptocurrency" if "/" in symbol else "Equity",
+            ),
             "underlying-symbol": underlying,
             "quantity": str(quantity),
             "quantity-direction": "Long" if position.quantity > 0 else "Short",
@@ -929,6 +1015,44 @@ class FakeTastytrade:
         return _paginated(selected, params, f"/accounts/{account.number}/transactions", 250, 250)
 
     # --- instruments and market data -------------------------------------------------------
+
+    async def cryptocurrency(self, request: Request) -> Response:
+        """``GET /instruments/cryptocurrencies/{symbol}`` (``BTC/USD``, slash escaped as
+        tastyware/tastytrade ``Cryptocurrency.get`` sends it): the SDK's ``Cryptocurrency``."""
+        customer = await self._gate(request)
+        if isinstance(customer, Response):
+            return customer
+        symbol = request.path_params["symbol"]
+        instrument = UNIVERSE.get(symbol.replace("/", "-"))
+        if "/" not in symbol or instrument is None:
+            return error(404, "not_found", f"Cryptocurrency {symbol} not found")
+        base = symbol.split("/")[0]
+        return JSONResponse(
+            wrap(
+                {
+                    "id": 900 + list(UNIVERSE).index(instrument.symbol),
+                    "symbol": symbol,
+                    "instrument-type": "Cryptocurrency",
+                    "short-description": base,
+                    "description": f"{base} (fake)",
+                    "is-closing-only": False,
+                    "active": True,
+                    "tick-size": "0.01",
+                    "streamer-symbol": f"{symbol}:CXTALP",
+                    "destination-venue-symbols": [
+                        {
+                            "id": 1,
+                            "symbol": symbol,
+                            "destination-venue": "FAKE_CRYPTO",
+                            "max-quantity-precision": 8,
+                            "max-price-precision": 2,
+                            "routable": True,
+                        }
+                    ],
+                },
+                f"/instruments/cryptocurrencies/{symbol}",
+            )
+        )
 
     async def equity(self, request: Request) -> Response:
         customer = await self._gate(request)
@@ -1117,7 +1241,7 @@ class FakeTastytrade:
             key = symbol.replace("/", "-")
             if key not in UNIVERSE:
                 continue
-            q = self.quotes.quote(key, now)
+            q = self._quote(key, now)
             crypto = UNIVERSE[key].asset_class is AssetClass.crypto
             items.append(
                 {
@@ -1287,15 +1411,20 @@ class FakeTastytrade:
             )
         return str(order_type), str(tif), price, effect if price is not None else None, stop
 
-    def _parse_legs(self, raw: object) -> list[FakeLeg] | Response:
+    def _parse_legs(self, raw: object, notional: bool = False) -> list[FakeLeg] | Response:
         """1 Equity leg, or 1 to 4 Equity Option legs on distinct listed contracts of one
         underlying, whole positive quantities."""
         if not isinstance(raw, list) or not raw or not all(isinstance(x, dict) for x in raw):
             return error(400, "invalid_request", "legs must be a non-empty list of objects")
         kinds = {leg.get("instrument-type") for leg in raw}
-        if kinds not in ({"Equity"}, {"Equity Option"}):
-            return error(400, "invalid_request", "The fake takes Equity or Equity Option legs")
-        limit = 1 if kinds == {"Equity"} else MAX_OPTION_LEGS
+        if kinds not in ({"Equity"}, {"Equity Option"}, {"Cryptocurrency"}):
+            return error(
+                400,
+                "invalid_request",
+                "The fake takes Equity, Equity Option or Cryptocurrency legs",
+            )
+        # "Equity, Future, and Cryptocurrency orders are limited to 1 leg."
+        limit = MAX_OPTION_LEGS if kinds == {"Equity Option"} else 1
         if len(raw) > limit:
             return preflight("too_many_legs", f"This order can have at most {limit} legs")
         legs: list[FakeLeg] = []
@@ -1304,13 +1433,24 @@ class FakeTastytrade:
             if action not in ACTIONS or action in ("Buy", "Sell"):
                 return error(400, "invalid_request", f"action {action!r} is invalid")
             try:
-                quantity = Decimal(str(leg.get("quantity")))
+                quantity = (
+                    ZERO
+                    if notional and leg.get("quantity") is None
+                    else Decimal(str(leg.get("quantity")))
+                )
             except InvalidOperation:
                 return error(400, "invalid_request", "quantity must be a decimal")
-            if not quantity.is_finite() or quantity <= 0:
+            if not quantity.is_finite() or quantity < 0 or (quantity == 0 and not notional):
                 return error(400, "invalid_request", "quantity must be positive")
             symbol = str(symbol)
-            if kinds == {"Equity"}:
+            if kinds == {"Cryptocurrency"}:
+                instrument = UNIVERSE.get(symbol.replace("/", "-"))
+                if "/" not in symbol or instrument is None:
+                    return preflight(
+                        "instrument_validation_failed",
+                        f"{symbol} is not a tradeable cryptocurrency",
+                    )
+            elif kinds == {"Equity"}:
                 instrument = UNIVERSE.get(symbol)
                 if instrument is None or instrument.asset_class is not AssetClass.equity:
                     return preflight(
@@ -1403,9 +1543,22 @@ class FakeTastytrade:
             return error(400, "invalid_request", "The request body must be JSON")
         if not isinstance(body, dict):
             return error(400, "invalid_request", "The request body must be an object")
-        legs = self._parse_legs(body.get("legs"))
+        notional = body.get("order-type") == "Notional Market"
+        legs = self._parse_legs(body.get("legs"), notional)
         if isinstance(legs, Response):
             return legs
+        value = None
+        if notional:
+            try:
+                value = Decimal(str(body.get("value")))
+            except InvalidOperation:
+                return validation_error("value", "does not have a valid value")
+            if not value.is_finite() or value <= 0:
+                return validation_error("value", "does not have a valid value")
+            if body.get("value-effect") not in ("Debit", "Credit"):
+                return preflight("value_required", "A notional order requires value-effect")
+            if any(leg.quantity for leg in legs):
+                return preflight("quantity_not_allowed", "A notional order takes no quantity")
         option = legs[0].instrument_type == "Equity Option"
         side = legs[0].side if len(legs) == 1 else None
         terms = self._parse_terms(body, side)
@@ -1429,6 +1582,8 @@ class FakeTastytrade:
             received_at=now,
             updated_at=now,
             status="Received",
+            value=value,
+            value_effect=str(body["value-effect"]) if value is not None else None,
         )
         available = account.cash - self._reserved(account)
         if option:
@@ -1440,13 +1595,27 @@ class FakeTastytrade:
             fees = self._option_fees(legs)
             is_spread = len(legs) > 1
         else:
-            quote = self.quotes.quote(legs[0].symbol, now)
+            quote = self._quote(legs[0].symbol, now)
             change = (
-                order.quantity * (price or quote.ask)
+                value
+                if value is not None
+                else order.quantity * (price or quote.ask)
                 if side == "buy"
                 else order.quantity * (price or quote.bid)
             )
-            fees = {"total-fees": "0.0", "total-fees-effect": "None"}
+            # Every field of the real fee-calculation (tastyware/tastytrade FeeCalculation);
+            # the fake charges equities nothing.
+            fees = {
+                f"{kind}{suffix}": "0.0" if not suffix else "None"
+                for kind in (
+                    "regulatory-fees",
+                    "clearing-fees",
+                    "commission",
+                    "proprietary-index-option-fees",
+                    "total-fees",
+                )
+                for suffix in ("", "-effect")
+            }
             is_spread = False
         debits = option or side == "buy"
         if debits and change > available:
@@ -1600,7 +1769,14 @@ class FakeTastytrade:
 
     def _evaluate(self, account: FakeAccount, order: FakeOrder) -> int:
         now = self._now()
-        quote = self.quotes.quote(order.symbol, now)
+        quote = self._quote(order.symbol, now)
+        if order.value is not None and not order.fills:
+            # A notional order becomes a quantity at the price it fills at (to the 8
+            # decimals crypto trades in; fractional shares to 5).
+            price = quote.ask if order.side == "buy" else quote.bid
+            places = Decimal("0.00000001") if "/" in order.symbol else Decimal("0.00001")
+            qty = (order.value / price).quantize(places, rounding=ROUND_DOWN)
+            order.legs[0].quantity = order.legs[0].remaining = qty
         decision = decide(
             OrderState(
                 side=OrderSide(order.side),
