@@ -587,7 +587,12 @@ class SchwabAdapter(PooledAdapter):
 
     def market_data_session(self) -> market_data.SchwabMarketSession:
         """Level-one quotes, trades and greeks and 1-minute bars over the streamer."""
-        return market_data.SchwabMarketSession(self.streamer_info, self._credentials, self._base)
+        return market_data.SchwabMarketSession(
+            self.streamer_info,
+            self._credentials,
+            self._base,
+            streamer_url_override=self.streamer_url_override,
+        )
 
     async def get_bars(
         self, symbol: str, interval: BarInterval, start: datetime, end: datetime, limit: int

@@ -280,6 +280,7 @@ class SchwabMarketSession(UpstreamMarketSession):
         credentials: Credentials,
         rest_base: str,
         *,
+        streamer_url_override: str | None = None,
         capabilities: MarketDataCapabilities = SCHWAB_MARKET_DATA,
         idle_timeout: float = 60.0,
         handshake_timeout: float = 10.0,
@@ -294,6 +295,7 @@ class SchwabMarketSession(UpstreamMarketSession):
         self._streamer_info = streamer_info
         self._credentials = credentials
         self._rest_base = rest_base
+        self._streamer_url_override = streamer_url_override
         self._info: dict[str, str] = {}
         self._ids = itertools.count(1)
         self.state = MarketState()
@@ -315,6 +317,10 @@ class SchwabMarketSession(UpstreamMarketSession):
                 "the Schwab access token of this market-data session expired", broker=SLUG
             )
         self._info = await self._streamer_info()
+        # ``schwab_streamer_url`` replaces the advertised socket (a local fake serves ws://
+        # while advertising Schwab's wss:// URL), as for the account-activity stream.
+        if self._streamer_url_override:
+            return self._streamer_url_override
         return check_streamer_url(self._info["streamerSocketUrl"], self._rest_base)
 
     def _request(self, service: str, command: str, parameters: dict[str, str]) -> dict[str, Any]:

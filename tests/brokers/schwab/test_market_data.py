@@ -97,6 +97,7 @@ async def streaming(
         adapter.streamer_info,
         run.credentials(),
         run.url,
+        streamer_url_override=adapter.streamer_url_override,
         idle_timeout=idle_timeout,
         handshake_timeout=1.0,
         max_backoff=0.5,
