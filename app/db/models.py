@@ -224,6 +224,9 @@ class Order(Base):
     position_effect: Mapped[str | None] = mapped_column(String(5), nullable=True)
     price_effect: Mapped[str | None] = mapped_column(String(6), nullable=True)
     legs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # A dollar-amount order (migration 0014): the amount asked for; ``quantity`` is then what
+    # the broker reports as filled (0 until it is known).
+    notional: Mapped[Decimal | None] = mapped_column(Money(), nullable=True)
 
 
 class OrderEvent(Base):

@@ -13,6 +13,11 @@ from app.schemas.options import ContractOut
 Label = Literal["Live", "Linked", "Paper"]
 TierOut = Literal["A", "B", "C", "paper"]
 
+PARTIAL_DESCRIPTION = (
+    "true when the broker's answer held rows the gateway cannot represent: they are left "
+    "out (logged, counted in /metrics) and the rest is shown"
+)
+
 
 SupportOut = Literal["native", "emulated", "unsupported"]
 
@@ -173,6 +178,7 @@ class PositionOut(ResponseModel):
 class PositionList(ResponseModel):
     items: list[PositionOut]
     next_cursor: str | None = None
+    partial: bool = Field(default=False, description=PARTIAL_DESCRIPTION)
 
 
 class QuoteOut(ResponseModel):
@@ -200,6 +206,7 @@ class TransactionOut(ResponseModel):
 class TransactionList(ResponseModel):
     items: list[TransactionOut]
     next_cursor: str | None = None
+    partial: bool = Field(default=False, description=PARTIAL_DESCRIPTION)
 
 
 class ConnectionHealthRow(ResponseModel):

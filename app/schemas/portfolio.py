@@ -89,6 +89,11 @@ class PortfolioAccount(ResponseModel):
     buying_power: DecimalStr
     positions: int
     as_of: UTCTimestamp
+    partial: bool = Field(
+        default=False,
+        description="true when the broker's positions answer held rows the gateway cannot "
+        "represent: they are left out of positions and totals (logged, counted in /metrics)",
+    )
 
 
 class SnapshotPosition(ResponseModel):

@@ -290,6 +290,8 @@ class OrderService:
             extended_hours=body.extended_hours,
             legs=len(body.legs or ()),
             price_effect=body.price_effect,
+            notional=body.notional is not None,
+            short_sale=body.is_short_sale,
         )
         check_option_terms(body, utcnow())
         return adapter
@@ -705,6 +707,7 @@ def order_request_for(order: Order) -> OrderRequest:
             for leg in order.legs or ()
         ),
         price_effect=PriceEffect(order.price_effect) if order.price_effect else None,
+        notional=order.notional,
     )
 
 
@@ -758,6 +761,7 @@ def order_request_for_body(body: OrderCreate, client_order_id: str) -> OrderRequ
             for leg in body.legs or ()
         ),
         price_effect=body.price_effect,
+        notional=body.notional,
     )
 
 
@@ -879,6 +883,7 @@ def new_order_row(user_id: str, account: Account, body: OrderCreate, now: dateti
         updated_at=now,
         position_effect=body.position_effect.value if body.position_effect else None,
         price_effect=body.price_effect.value if body.price_effect else None,
+        notional=body.notional,
         legs=(
             [
                 new_leg_state(leg.symbol, leg.side.value, leg.ratio, leg.position_effect.value)

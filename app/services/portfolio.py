@@ -37,6 +37,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Round
 from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import AssetClass, Balances, Position
+from app.brokers.rows import is_partial
 from app.db.models import Account, Connection, PortfolioSnapshot
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.portfolio import PortfolioSnapshotRepository
@@ -302,6 +303,7 @@ def aggregate(
                 buying_power=r.balances.buying_power,
                 positions=len(r.positions),
                 as_of=r.taken_at,
+                partial=is_partial(r.positions),
             )
             for r in reads
         ],
