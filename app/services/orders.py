@@ -838,6 +838,8 @@ def _check_changes(order: Order, changes: OrderChanges) -> None:
         raise errors.ValidationFailed(f"a {order.order_type} order has no limit_price")
     if changes.stop_price is not None and order.order_type not in ("stop", "stop_limit"):
         raise errors.ValidationFailed(f"a {order.order_type} order has no stop_price")
+    if changes.quantity is not None and order.notional is not None:
+        raise errors.ValidationFailed("a notional order has no quantity to change")
     if changes.quantity is not None and changes.quantity <= order.filled_quantity:
         raise errors.ValidationFailed("quantity must stay above what has already filled")
 
