@@ -16,7 +16,7 @@ from app.schemas.accounts import Label, TierOut
 from app.schemas.common import DecimalStr, ResponseModel, UTCTimestamp
 from app.schemas.options import ContractOut
 
-Mode = Literal["paper", "live"]
+Mode = Literal["paper", "live", "sandbox"]
 
 UnavailableReason = Literal[
     "timeout",

@@ -15,6 +15,7 @@ from app.brokers.base import (
     Position,
     is_option_symbol,
 )
+from app.brokers.environments import SANDBOX_LABEL, SANDBOX_MODE
 from app.brokers.rows import is_partial
 from app.brokers.symbols import normalize_symbol
 from app.db.models import Account
@@ -42,6 +43,8 @@ MAX_QUOTE_SYMBOLS = 50
 
 def account_out(account: Account) -> AccountOut:
     label = {"A": "Live", "B": "Live", "C": "Linked", "paper": "Paper"}[account.tier]
+    if account.mode == SANDBOX_MODE:
+        label = SANDBOX_LABEL
     return AccountOut(
         id=account.id,
         connection_id=account.connection_id,

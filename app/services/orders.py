@@ -57,6 +57,7 @@ from app.brokers.base import (
     SupportsOrderCheck,
     TimeInForce,
 )
+from app.brokers.environments import is_practice
 from app.brokers.symbols import normalize_symbol
 from app.db.models import Account, Connection, IdempotencyKey, Order
 from app.db.repositories.connections import AccountRepository
@@ -307,6 +308,8 @@ class OrderService:
         """
         required = self._ctx.settings.paper_first_cycles
         if required == 0 or not is_live_byob(connection.ownership, connection.tier):
+            return
+        if is_practice(connection.environment):  # the broker's own sandbox: no live money
             return
         completed = await self._ctx.paper_engine.cycles_completed(user_id, session)
         if completed < required:
