@@ -152,3 +152,19 @@ def test_an_environment_has_rate_buckets_of_its_own() -> None:
     assert sandbox.client("https://sandbox.tradier.com") is pool.client(
         "https://sandbox.tradier.com"
     )
+
+
+async def test_kill_switches_stop_sandbox_orders_too(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same adapter, same broker API: a switch thrown for that path stops the sandbox too."""
+    async with two_hosts(db_url, paper_first_cycles=0) as env:
+        h, user = env.harness, new_user()
+        created = await env.connect(user, env.paper, environment="paper")
+        assert created.status_code == 201, created.text
+        account_id = created.json()["accounts"][0]
+        monkeypatch.setenv("BYOB_LIVE_DISABLED", "1")
+        assert_problem(await h.place(user, account_id), 503, "live_trading_disabled")
+        assert ("POST", "/v2/orders") not in env.paper.fake.requests
+        monkeypatch.delenv("BYOB_LIVE_DISABLED")
+        assert (await h.place(user, account_id)).status_code == 201
