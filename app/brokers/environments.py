@@ -39,15 +39,22 @@ _ENVIRONMENTS: dict[str, dict[str, _Overrides]] = {
         }
     },
     "tradier": {
+        # The sandbox's published limits (60 a minute each) follow from its host when the
+        # per-minute settings are unset: https://docs.tradier.com/docs/rate-limiting
         "sandbox": lambda s: {
             "tradier_base_url": s.tradier_sandbox_base_url,
             "tradier_stream_url": s.tradier_sandbox_stream_url,
+            "tradier_standard_per_minute": None,
+            "tradier_market_data_per_minute": None,
+            "tradier_trading_per_minute": None,
         }
     },
     "tastytrade": {
+        # The cert sandbox refuses ``Accept-Version`` (tastyware/tastytrade ``Session``).
         "sandbox": lambda s: {
             "tastytrade_base_url": s.tastytrade_sandbox_base_url,
             "tastytrade_streamer_url": s.tastytrade_sandbox_streamer_url,
+            "tastytrade_api_version": None,
         }
     },
     "webull": {"test": lambda s: {"webull_base_url": s.webull_test_base_url}},

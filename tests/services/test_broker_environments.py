@@ -120,9 +120,13 @@ def test_each_environment_has_its_own_hosts() -> None:
     paper = settings_for(settings, "alpaca", "paper")
     assert paper.alpaca_trading_url == "https://paper-api.alpaca.markets"
     assert settings.alpaca_trading_url == "https://api.alpaca.markets"
-    assert settings_for(settings, "tradier", "sandbox").tradier_base_url == (
-        "https://sandbox.tradier.com"
+    tuned = settings.model_copy(
+        update={"tradier_trading_per_minute": 500, "tastytrade_api_version": "20251101"}
     )
+    sandbox = settings_for(tuned, "tradier", "sandbox")
+    assert sandbox.tradier_base_url == "https://sandbox.tradier.com"
+    assert sandbox.tradier_trading_per_minute is None  # the sandbox's published figure
+    assert settings_for(tuned, "tastytrade", "sandbox").tastytrade_api_version is None
     cert = settings_for(settings, "tastytrade", "sandbox")
     assert (cert.tastytrade_base_url, cert.tastytrade_streamer_url) == (
         "https://api.cert.tastyworks.com",
