@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     paper_market_step_ms: int | None = Field(default=None, ge=1, le=60_000)
     paper_bench_symbols: int = Field(default=0, ge=0, le=1000)
 
+    def option_lifecycle_interval(self, broker_slug: str) -> timedelta:
+        """How long an account rests between two option lifecycle looks at its broker."""
+        return timedelta(
+            seconds=self.option_lifecycle_poll_seconds_by_broker.get(
+                broker_slug, self.option_lifecycle_poll_seconds
+            )
+        )
+
     def open_order_poll_interval(self, broker_slug: str, *, streamed: bool) -> timedelta:
         """How long an open order rests between two reconciliation lookups at its broker."""
         if streamed:
@@ -112,6 +120,15 @@ class Settings(BaseSettings):
     reconcile_open_polled_seconds_by_broker: dict[str, float] = Field(
         default_factory=lambda: {"snaptrade": 30.0, "robinhood": 15.0}
     )
+    # Option lifecycle events (app/services/lifecycle.py): how often one account's
+    # positions (and, while it holds options, its recent transactions) are read for the
+    # expirations, exercises and assignments its broker reports, and how far back. Tradier
+    # and Plaid update their history nightly: an hourly look is plenty there.
+    option_lifecycle_poll_seconds: float = Field(default=300.0, gt=0)
+    option_lifecycle_poll_seconds_by_broker: dict[str, float] = Field(
+        default_factory=lambda: {"tradier": 3600.0, "plaid": 3600.0, "snaptrade": 900.0}
+    )
+    option_lifecycle_lookback_days: int = Field(default=7, ge=1, le=90)
     # Apply migrations at start-up; defaults on for the embedded SQLite mode only.
     auto_migrate_setting: bool | None = Field(default=None, alias="BROKERAGE_AUTO_MIGRATE")
 

@@ -395,3 +395,15 @@ class Overloaded(AppError):
 
     def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 1) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+
+
+class MarketDataUnsupported(AppError):
+    status = 422
+    code = "market_data_unsupported"
+    title = "The account's broker offers no such market data"
+
+
+class RangeUnavailable(AppError):
+    status = 422
+    code = "range_unavailable"
+    title = "The broker cannot serve bars for this range"

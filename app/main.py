@@ -23,6 +23,7 @@ from app.api import (
     connections,
     events,
     health,
+    market_data,
     oauth,
     options,
     orders,
@@ -59,11 +60,14 @@ from app.security.jwt import build_verifier
 from app.security.vault import TokenVault
 from app.services.accounts import AccountService
 from app.services.admin import AdminService
+from app.services.bar_history import BarHistoryService
 from app.services.clock import utcnow
 from app.services.connections import ConnectionService, run_confirmations
 from app.services.context import ServiceContext
 from app.services.events import EventService  # streaming
 from app.services.key_rewrap import KeyRewrap
+from app.services.lifecycle import LifecycleSweep, run_lifecycle
+from app.services.market_data import MarketDataService, StopStreams
 from app.services.oauth import OAuthFlowService
 from app.services.ops_metrics import SAMPLE_INTERVAL_SECONDS, OpsGauges
 from app.services.options import OptionsService
@@ -169,6 +173,11 @@ def create_app(
         # --- end streaming ---
         orders_service = OrderService(ctx)
         upstream = UpstreamStreams(ctx)
+        market = MarketDataService(
+            ctx,
+            max_symbols_per_connection=stream_settings.market_max_symbols,
+            queue_size=stream_settings.market_queue_size,
+        )
         keys = KeyRewrap(
             sessionmaker,
             ctx.vault,
@@ -184,7 +193,7 @@ def create_app(
             verifier=build_verifier(verifier_settings, http),
             orders=orders_service,
             accounts=AccountService(ctx),
-            connections=ConnectionService(ctx, streams=upstream),
+            connections=ConnectionService(ctx, streams=StopStreams(upstream, market)),
             admin=AdminService(ctx),
             events=EventService(sessionmaker),  # streaming
             stream=stream,  # streaming
@@ -196,6 +205,8 @@ def create_app(
             keys=keys,
             rotation=rotation,
             plaid=PlaidService(ctx),
+            market=market,
+            bars=BarHistoryService(ctx),
             options=OptionsService(ctx),
             ops_gauges=OpsGauges(sessionmaker),
         )
@@ -226,6 +237,16 @@ def create_app(
             tasks.append(
                 asyncio.create_task(
                     keys.run(settings.rewrap_interval_seconds, stop), name="key-rewrap"
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    run_lifecycle(
+                        LifecycleSweep(ctx, leases=owner_leases),
+                        settings.reconcile_interval_seconds,
+                        stop,
+                    ),
+                    name="option-lifecycle",
                 )
             )
             tasks.append(
@@ -279,6 +300,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await upstream.close()
+            await app.state.brokerage.market.close()
             await keys.close()
             await reconciler.close()
             await owner_leases.close()
@@ -330,6 +352,7 @@ def create_app(
         options,
         routing,
         events,
+        market_data,
         admin,
         admin_keys,
         plaid,

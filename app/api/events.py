@@ -40,6 +40,19 @@ yours), `invalid_cursor`, `already_subscribed`, `too_many_errors`, `service_unav
 4408 the client read nothing for 30 s, 1008 too many bad messages, 1009 frame too large
 for the transport, 1011 server error, 1013 try again later, 1012 server restart.
 Reconnect with your last cursor after any close.
+
+**Market data on the same socket** (after `auth`, with or without `subscribe`):
+`{"type": "market.subscribe", "account_id", "quotes": [..], "trades": [..], "bars":
+{"1m"|"5m"|"15m"|"1h"|"1d": [..]}, "greeks": [OCC symbols]}` and `{"type":
+"market.unsubscribe", ...}` are answered with `{"type": "market.subscribed", "account_id",
+"quotes", "trades", "bars", "greeks"}` (the account's full set) or an `error` that changed
+nothing (`unknown_channel`, `invalid_symbol`, `invalid_interval`, `unknown_symbol`,
+`too_many_symbols`, `not_found`, `market_data_unsupported`, `market_data_rejected`,
+`market_data_unavailable`, `connection_broken`). Then `quote`, `trade`, `bar` and `greeks`
+frames (`symbol`, `ts`, `received_at`, `source`), `market.gap` / `market.resubscribed`
+around an upstream reconnect, and `{"type": "market.resync", "reason": "slow_consumer",
+"dropped", "since"}` when trades/bars/greeks were dropped for a slow reader (quotes
+conflate instead). Bars over REST: `GET /v1/accounts/{account_id}/bars`.
 """
 
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -86,5 +99,6 @@ async def stream(websocket: WebSocket) -> None:
         events=state.events,
         hub=state.stream.hub,
         settings=state.stream.settings,
+        market=state.market,
     )
     await session.run()

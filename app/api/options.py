@@ -1,18 +1,22 @@
-"""Options discovery: expirations and chains of an account's broker."""
+"""Options: discovery (expirations and chains of an account's broker) and exercise
+instructions for held positions."""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from app.api import API_PREFIX
-from app.api.deps import CurrentUser, State
+from app.api.deps import CurrentUser, IdempotencyKey, State
 from app.api.problems import problem_responses
 from app.brokers.base import OptionRight
+from app.errors import PROBLEM_JSON
 from app.schemas.common import DecimalStr
-from app.schemas.options import ExpirationList, OptionChain
+from app.schemas.options import ExerciseCreate, ExerciseOut, ExpirationList, OptionChain
+from app.services.exercise import ExerciseService
 from app.services.options import DEFAULT_CHAIN_LIMIT, MAX_CHAIN_LIMIT, ChainFilter
 
 router = APIRouter(prefix=API_PREFIX, tags=["options"])
@@ -71,4 +75,44 @@ async def get_option_chain(
         ),
         limit=limit,
         cursor=cursor,
+    )
+
+
+@router.post(
+    "/accounts/{account_id}/positions/{symbol}/exercise",
+    name="exercise_option",
+    response_model=ExerciseOut,
+    responses={
+        202: {"model": ExerciseOut, "description": "Sent, the broker's answer was lost"},
+        **problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    },
+)
+async def exercise_option(
+    account_id: str,
+    symbol: str,
+    body: ExerciseCreate,
+    request: Request,
+    user: CurrentUser,
+    state: State,
+    idempotency_key: IdempotencyKey,
+) -> JSONResponse:
+    """An exercise instruction for a held long option position (``symbol``: its OCC symbol,
+    padded or unpadded): ``exercise`` now, or ``do_not_exercise`` automatically at expiry.
+    Only where the broker takes them (``capabilities.options.exercise`` is ``native``:
+    Alpaca); elsewhere 422 ``unsupported_order`` before any request. Gated like an order
+    (403 ``read_only_account``, 503 ``live_trading_disabled``), audited, and an
+    Idempotency-Key is required with the orders' semantics. The broker's refusal (no long
+    position, a short one, outside its hours) is 422 ``broker_rejected``. What an exercise
+    does to the account arrives as transactions and order events (``lifecycle``)."""
+    stored = await ExerciseService(state.ctx).instruct(
+        user_id=user.user_id,
+        account_id=account_id,
+        symbol=symbol,
+        body=body,
+        idempotency_key=idempotency_key,
+        path=request.url.path,
+    )
+    media_type = PROBLEM_JSON if stored.status >= 400 else "application/json"
+    return JSONResponse(
+        stored.body, status_code=stored.status, headers=stored.headers, media_type=media_type
     )

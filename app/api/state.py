@@ -10,10 +10,12 @@ from app.config import Settings
 from app.security.jwt import TokenVerifier
 from app.services.accounts import AccountService
 from app.services.admin import AdminService
+from app.services.bar_history import BarHistoryService
 from app.services.connections import ConnectionService
 from app.services.context import ServiceContext
 from app.services.events import EventService
 from app.services.key_rewrap import KeyRewrap
+from app.services.market_data import MarketDataService
 from app.services.oauth import OAuthFlowService
 from app.services.ops_metrics import OpsGauges
 from app.services.options import OptionsService
@@ -47,5 +49,7 @@ class AppState:
     tokens: TokenLifecycle
     routing: RoutingService
     plaid: PlaidService
+    market: MarketDataService
+    bars: BarHistoryService
     options: OptionsService
     ops_gauges: OpsGauges

@@ -404,7 +404,7 @@ class RateLimitBucket(Base):
 
 # --- The audit chain of live BYOB order actions (app/security/audit.py). ---
 
-AUDIT_ACTIONS = ("place", "modify", "cancel")
+AUDIT_ACTIONS = ("place", "modify", "cancel", "exercise")
 
 
 class AuditEntry(Base):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import date
+from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 
@@ -17,7 +19,7 @@ from app.brokers.base import (
     PreviewSource,
     PriceEffect,
 )
-from app.schemas.common import DecimalStr, ResponseModel, UTCTimestamp
+from app.schemas.common import DecimalStr, ResponseModel, StrictModel, UTCTimestamp
 
 
 class ContractOut(ResponseModel):
@@ -138,3 +140,33 @@ class OrderPreviewOut(ResponseModel):
             rejections=list(preview.rejections),
             source=preview.source,
         )
+
+
+class ExerciseAction(StrEnum):
+    """``exercise``: exercise the whole long position now. ``do_not_exercise``: do not
+    exercise it automatically at expiry even when in the money (it then expires)."""
+
+    exercise = "exercise"
+    do_not_exercise = "do_not_exercise"
+
+
+class ExerciseCreate(StrictModel):
+    """An exercise instruction for a held long option position."""
+
+    action: ExerciseAction
+
+
+class ExerciseOut(ResponseModel):
+    """An instruction the broker took (``status`` ``accepted``), or one whose answer was lost
+    (``unknown``, HTTP 202: check the position and the account's transactions; sending it
+    again with the same Idempotency-Key replays this answer). What the exercise does to the
+    account (the contract leaves, the underlying arrives) is reported as transactions and
+    ``order.filled`` events of the broker's own lifecycle orders."""
+
+    id: str
+    account_id: str
+    symbol: str
+    contract: ContractOut
+    action: ExerciseAction
+    status: Literal["accepted", "unknown"]
+    requested_at: UTCTimestamp

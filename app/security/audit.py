@@ -55,7 +55,7 @@ GENESIS_HASH = "0" * 64
 MIN_KEY_LENGTH = 32
 VERIFY_BATCH = 1000
 
-AuditAction = Literal["place", "modify", "cancel"]
+AuditAction = Literal["place", "modify", "cancel", "exercise"]
 Problem = Literal[
     "head_missing", "entry_missing", "chain_broken", "entry_altered", "unexpected_entry"
 ]

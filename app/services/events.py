@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import jwt
 from prometheus_client import Counter
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,8 +42,10 @@ from app.db.repositories.orders import OrderEventRepository
 from app.db.session import SessionMaker
 from app.security.jwt import Principal, TokenVerifier
 from app.services.clock import utcnow
+from app.services.market_data import MarketClient, MarketDataError, MarketDataService, parse_request
 from app.streaming.config import StreamSettings
 from app.streaming.hub import Hub, Subscription
+from app.streaming.market import MarketSubscribeMessage, subscribed_frame
 from app.streaming.protocol import (
     CLIENT_MESSAGES,
     AuthMessage,
@@ -69,6 +71,16 @@ CLOSES = Counter("brokerage_stream_closes_total", "Stream connections closed by 
 SENT = Counter(
     "brokerage_stream_events_sent_total", "Event frames sent to WebSocket subscribers", ["path"]
 )
+MARKET_SENT = Counter(
+    "brokerage_market_frames_sent_total", "Market-data frames written to WebSocket clients"
+)
+
+# Order-event messages plus market data (app.streaming.market).
+_MESSAGES: dict[str, type[BaseModel]] = {
+    **CLIENT_MESSAGES,
+    "market.subscribe": MarketSubscribeMessage,
+    "market.unsubscribe": MarketSubscribeMessage,
+}
 
 # How long a close (error message + close frame) may take before the connection is dropped.
 CLOSE_GRACE_SECONDS = 1.0
@@ -184,8 +196,11 @@ class StreamSession:
         events: EventService,
         hub: Hub,
         settings: StreamSettings,
+        market: MarketDataService | None = None,
     ) -> None:
         self._ws = ws
+        self._market = market
+        self._market_client: MarketClient | None = None
         self._verifier = verifier
         self._events = events
         self._hub = hub
@@ -215,6 +230,11 @@ class StreamSession:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._subscription is not None:
                 self._hub.remove(self._subscription)
+            if self._market_client is not None and self._market is not None:
+                try:
+                    await self._market.remove_client(self._market_client)
+                except Exception:
+                    log.exception("releasing a connection's market data failed")
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -337,7 +357,7 @@ class StreamSession:
                 ErrorCode.malformed_json, 'a message is a JSON object with a string "type"'
             )
             return
-        model = CLIENT_MESSAGES.get(data["type"])
+        model = _MESSAGES.get(data["type"])
         if model is None:
             await self._reject(ErrorCode.unknown_type, "unknown message type")
             return
@@ -353,6 +373,8 @@ class StreamSession:
             await self._authenticate(parsed)
         elif isinstance(parsed, SubscribeMessage):
             await self._subscribe(parsed)
+        elif isinstance(parsed, MarketSubscribeMessage):
+            await self._market_request(parsed)
 
     async def _authenticate(self, message: AuthMessage) -> None:
         try:
@@ -429,6 +451,67 @@ class StreamSession:
         self._next_heartbeat = asyncio.get_running_loop().time() + self._settings.heartbeat_seconds
         self._changed.set()
         self._spawn(self._write_loop(subscription), "stream-writer")
+
+    # --- market data -------------------------------------------------------------------
+
+    async def _market_request(self, message: MarketSubscribeMessage) -> None:
+        """``market.subscribe`` / ``market.unsubscribe``: answered with the account's full
+        set, or an ``error`` frame having changed nothing."""
+        assert self._principal is not None
+        if self._market is None:
+            await self._reject(
+                ErrorCode.market_data_unsupported, "market data is not enabled on this server"
+            )
+            return
+        unknown = message.unknown_channels()
+        if unknown:
+            await self._reject(
+                ErrorCode.unknown_channel,
+                f"unknown channel {unknown[0][:32]!r}: use quotes, trades, bars, greeks",
+            )
+            return
+        try:
+            request = parse_request(message.quotes, message.trades, message.bars, message.greeks)
+            client = self._market_client
+            if client is None:
+                client = self._market.new_client(self._principal.user_id)
+            if message.type == "market.subscribe":
+                wanted = await self._market.subscribe(client, message.account_id, request)
+            else:
+                wanted = await self._market.unsubscribe(client, message.account_id, request)
+        except MarketDataError as exc:
+            await self._reject(ErrorCode(exc.code), exc.detail)
+            return
+        # Through the feed, so it precedes every frame of the new set (and follows the old).
+        client.feed.control(subscribed_frame(message.account_id, wanted))
+        if self._market_client is None:
+            self._market_client = client
+            self._spawn(self._market_write_loop(client), "stream-market-writer")
+
+    async def _market_write_loop(self, client: MarketClient) -> None:
+        """The only task that sends market data: whatever the feed holds, oldest first
+        (a ``market.resync`` first when frames were dropped), under the send lock."""
+        feed = client.feed
+        clock = asyncio.get_running_loop().time
+        send = self._ws.send_text
+        try:
+            while not self._closing:
+                frames = feed.take()
+                if not frames:
+                    await feed.wait()
+                    continue
+                async with self._send_lock:
+                    try:
+                        for frame in frames:
+                            self._sending_since = clock()
+                            await send(frame)
+                    except Exception as exc:
+                        raise _PeerGone() from exc
+                    finally:
+                        self._sending_since = None
+                MARKET_SENT.inc(len(frames))
+        except _PeerGone:
+            return
 
     # --- writer --------------------------------------------------------------------------
 
@@ -547,7 +630,7 @@ class StreamSession:
         connection is dropped when the session ends.
         """
         for task in self._tasks:
-            if task.get_name() == "stream-writer":
+            if task.get_name() in ("stream-writer", "stream-market-writer"):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

@@ -47,3 +47,8 @@ class StreamSettings(BaseSettings):
     reconnect_min_seconds: float = Field(default=0.1, gt=0)
     reconnect_max_seconds: float = Field(default=5.0, gt=0)
     poll_seconds: float = Field(default=5.0, gt=0)
+
+    # Market data (app.streaming.market): per connection, the bounded queue of trades,
+    # bars and greeks (quotes conflate instead) and the symbols it may subscribe at once.
+    market_queue_size: int = Field(default=1024, ge=1)
+    market_max_symbols: int = Field(default=1000, ge=1)

@@ -92,6 +92,16 @@ class ErrorCode(StrEnum):
     too_many_errors = "too_many_errors"  # then 1008
     service_unavailable = "service_unavailable"  # identity service down (then 1013)
     internal_error = "internal_error"  # then 1011
+    # market.subscribe / market.unsubscribe (app.streaming.market); nothing changed.
+    unknown_channel = "unknown_channel"  # a channel other than quotes/trades/bars/greeks
+    invalid_symbol = "invalid_symbol"  # malformed (greeks: not an OCC option symbol)
+    invalid_interval = "invalid_interval"  # a bar interval other than 1m/5m/15m/1h/1d
+    unknown_symbol = "unknown_symbol"  # the broker does not know it
+    too_many_symbols = "too_many_symbols"  # beyond the broker's plan or the gateway's cap
+    market_data_unsupported = "market_data_unsupported"  # the broker lacks the channel
+    market_data_rejected = "market_data_rejected"  # the broker refused otherwise
+    market_data_unavailable = "market_data_unavailable"  # the broker did not answer
+    connection_broken = "connection_broken"  # the account's connection is not usable
 
 
 class InvalidCursorError(ValueError):

@@ -72,6 +72,11 @@ MATRIX: dict[tuple[str, str], tuple[str, str, dict[str, object] | None]] = {
         "/v1/accounts/{account}/options/chain?underlying=AAPL",
         None,
     ),
+    ("POST", "/v1/accounts/{account_id}/positions/{symbol}/exercise"): (
+        "POST",
+        "/v1/accounts/{account}/positions/AAPL261218C00150000/exercise",
+        {"action": "exercise"},
+    ),
     ("GET", "/v1/orders/{order_id}"): ("GET", "/v1/orders/{order}", None),
     ("PATCH", "/v1/orders/{order_id}"): ("PATCH", "/v1/orders/{order}", {"limit_price": "1.00"}),
     ("DELETE", "/v1/orders/{order_id}"): ("DELETE", "/v1/orders/{order}", None),

@@ -25,6 +25,13 @@ which the modify test spells out. Webull's v2 API reports no cash activity eithe
 transactions are its filled orders) and IBKR's gateway reports executions only; IBKR's venue
 confirms the price-constraint question (o163) its far-from-market test limits raise, as a
 deployment may (``ibkr_auto_confirm``). The other venues keep the equity defaults.
+
+Options: every venue whose registry capabilities declare the option asset class runs the
+options section (a single-leg order placed, read and canceled; a bought contract becomes a
+position carrying its contract; a two-leg vertical as one order with its legs where
+``multi_leg`` is native; the chain where ``options.chain`` is native). Contracts come from the
+adapter's own chain, or from the fake's option market where the broker has no chain
+(SnapTrade). Every other venue refuses an option order without a request.
 """
 
 from __future__ import annotations
@@ -44,13 +51,20 @@ from app.brokers.base import (
     AssetClass,
     BrokerAdapter,
     FingerprintLookup,
+    OptionChainQuery,
+    OptionContract,
+    OptionRight,
     OrderChanges,
     OrderFingerprint,
+    OrderLeg,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
+    PositionEffect,
+    PriceEffect,
     Support,
+    SupportsOptionChains,
     TimeInForce,
 )
 from app.brokers.registry import default_registry
@@ -58,6 +72,7 @@ from app.db.session import create_sessionmaker
 from app.paper.adapter import PaperAdapter
 from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
+from app.paper.options_market import SeededOptionMarket
 from app.paper.quotes import SeededQuoteSource
 from tests.brokers.alpaca.support import running_fake
 from tests.brokers.coinbase.support import running_fake as running_coinbase
@@ -105,6 +120,9 @@ class Venue:
     # Read-only venues: the broker's request log, to show that refusals send nothing.
     requests: Callable[[], int] | None = None
     cash_movements: bool = True  # deposits are reported as transactions
+    # Option venues without a chain endpoint: the fake's option market (expirations,
+    # strikes), where the contract suite takes its contracts from.
+    option_market: SeededOptionMarket | None = None
 
 
 async def _ignore(_update: object) -> None:
@@ -127,15 +145,30 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         return
     if name == "tradier":
         async with running_tradier(cash=cash) as tradier:
-            yield Venue(tradier.adapter(), tradier.account.number, tradier.fake.match)
+            yield Venue(
+                tradier.adapter(),
+                tradier.account.number,
+                tradier.fake.match,
+                requests=lambda: len(tradier.fake.requests),
+            )
         return
     if name == "tastytrade":
         async with running_tastytrade(cash=cash) as tt:
-            yield Venue(tt.adapter(), tt.account.number, tt.fake.match)
+            yield Venue(
+                tt.adapter(),
+                tt.account.number,
+                tt.fake.match,
+                requests=lambda: len(tt.fake.requests),
+            )
         return
     if name == "schwab":
         async with running_schwab(cash=cash) as schwab:
-            yield Venue(schwab.adapter(), schwab.account.hash_value, schwab.fake.match)
+            yield Venue(
+                schwab.adapter(),
+                schwab.account.hash_value,
+                schwab.fake.match,
+                requests=lambda: len(schwab.fake.requests),
+            )
         return
     if name == "plaid":
         async with running_plaid(cash=cash) as run:
@@ -158,17 +191,38 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
         return
     if name == "coinbase":
         async with running_coinbase(cash=cash) as cb:
-            yield Venue(cb.adapter(), cb.portfolio, cb.fake.match, SAMPLES[name])
+            yield Venue(
+                cb.adapter(),
+                cb.portfolio,
+                cb.fake.match,
+                SAMPLES[name],
+                requests=lambda: len(cb.fake.requests),
+            )
         return
     if name == "webull":
         async with running_webull(cash=cash) as wb:
             adapter = await wb.adapter()
-            yield Venue(adapter, wb.account.account_id, wb.fake.match, cash_movements=False)
+            yield Venue(
+                adapter,
+                wb.account.account_id,
+                wb.fake.match,
+                cash_movements=False,
+                requests=lambda: len(wb.fake.requests),
+                # Webull has no chain endpoint: once it trades options, the options section
+                # takes its contracts from the fake's option market, where it has one.
+                option_market=getattr(wb.fake, "options", None),
+            )
         return
     if name == "ibkr":
         async with running_ibkr(cash=cash) as ib:
             adapter = ib.adapter(ibkr_auto_confirm=["o163"])
-            yield Venue(adapter, ib.account.account_id, ib.fake.match, cash_movements=False)
+            yield Venue(
+                adapter,
+                ib.account.account_id,
+                ib.fake.match,
+                cash_movements=False,
+                requests=lambda: len(ib.fake.requests),
+            )
         return
     if name == "robinhood":
         async with running_robinhood(cash=cash) as rh:
@@ -178,14 +232,26 @@ async def venue(name: str, engine: AsyncEngine, cash: str) -> AsyncIterator[Venu
                 rh.fake.match,
                 SAMPLES[name],
                 cash_movements=False,
+                requests=lambda: len(rh.fake.requests),
             )
         return
     if name == "snaptrade":
         async with running_snaptrade(cash=cash) as snap:
-            yield Venue(snap.adapter(), snap.account.id, snap.fake.match)
+            yield Venue(
+                snap.adapter(),
+                snap.account.id,
+                snap.fake.match,
+                requests=lambda: len(snap.fake.requests),
+                option_market=snap.fake.options,
+            )
         return
     async with running_fake(cash=cash) as run:
-        yield Venue(run.adapter(), run.account.id, run.fake.match)
+        yield Venue(
+            run.adapter(),
+            run.account.id,
+            run.fake.match,
+            requests=lambda: len(run.fake.requests),
+        )
 
 
 def _spec_places_orders(name: str) -> bool:
@@ -485,3 +551,195 @@ async def test_a_fill_is_a_transaction(name: str, sqlite_engine: AsyncEngine) ->
             assert sum(t.amount for t in deposits) == Decimal(100000)
         else:
             assert deposits == []
+
+
+# --- options: every venue that declares them --------------------------------------------
+
+
+def _declares_options(name: str) -> bool:
+    spec = _REGISTRY.get(name)
+    assert spec is not None
+    caps = spec.capabilities
+    return caps.asset_classes.get(AssetClass.option, Support.unsupported) is not Support.unsupported
+
+
+OPTION_VENUES = [v for v in VENUES if _declares_options(v)]
+NO_OPTION_VENUES = [v for v in VENUES if v not in OPTION_VENUES]
+MULTI_LEG_VENUES = [
+    v
+    for v in OPTION_VENUES
+    if (spec := _REGISTRY.get(v)) is not None and spec.capabilities.multi_leg is Support.native
+]
+CHAIN_VENUES = [
+    v
+    for v in OPTION_VENUES
+    if (spec := _REGISTRY.get(v)) is not None and spec.capabilities.options.chain is Support.native
+]
+UNDERLYING = "AAPL"
+
+
+async def _calls(v: Venue) -> list[OptionContract]:
+    """Calls of one listed expiration a few weeks out, by strike: from the adapter's own
+    chain where it has one, else from the fake's option market."""
+    caps = v.adapter.capabilities.options
+    if caps.chain is Support.native and isinstance(v.adapter, SupportsOptionChains):
+        expirations = await v.adapter.list_option_expirations(UNDERLYING)
+        assert expirations, "no listed expirations"
+        expiration = expirations[min(2, len(expirations) - 1)].expiration
+        chain = await v.adapter.get_option_chain(
+            OptionChainQuery(UNDERLYING, expiration=expiration, right=OptionRight.call)
+        )
+        calls = [q.contract for q in chain if q.contract.expiration == expiration]
+        calls = [c for c in calls if c.right is OptionRight.call]
+    else:
+        assert v.option_market is not None, "an option venue without a chain needs its market"
+        listed = v.option_market.expirations(UNDERLYING, datetime.now(UTC).date())
+        expiration = listed[min(2, len(listed) - 1)].expiration
+        calls = [
+            OptionContract(UNDERLYING, UNDERLYING, expiration, OptionRight.call, strike)
+            for strike in v.option_market.strikes(UNDERLYING)
+        ]
+    calls.sort(key=lambda c: c.strike)
+    assert len(calls) >= 5, calls
+    return calls
+
+
+def _pick_tif(allowed: frozenset[TimeInForce] | None) -> TimeInForce:
+    for tif in (TimeInForce.day, TimeInForce.gtc):
+        if allowed is None or tif in allowed:
+            return tif
+    raise AssertionError(f"no day or gtc among {allowed}")
+
+
+def _option_order(
+    contract: OptionContract, v: Venue, *, order_type: OrderType, limit: str | None
+) -> OrderRequest:
+    return OrderRequest(
+        client_order_id="bgo" + uuid.uuid4().hex[:20],
+        symbol=contract.symbol,
+        side=OrderSide.buy,
+        quantity=Decimal(1),
+        order_type=order_type,
+        time_in_force=_pick_tif(v.adapter.capabilities.options.single_time_in_force),
+        limit_price=None if limit is None else Decimal(limit),
+        position_effect=PositionEffect.open,
+    )
+
+
+@pytest.mark.parametrize("name", OPTION_VENUES)
+async def test_a_single_leg_option_order_is_placed_read_and_canceled(
+    name: str, sqlite_engine: AsyncEngine
+) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        calls = await _calls(v)
+        atm = calls[len(calls) // 2]
+        request = _option_order(atm, v, order_type=OrderType.limit, limit="0.05")
+        placed = await v.adapter.place_order(v.account_ref, request)
+        assert placed.symbol == atm.symbol
+        got = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+        assert (got.symbol, got.side, got.quantity) == (atm.symbol, OrderSide.buy, Decimal(1))
+        assert got.status in (OrderStatus.accepted, OrderStatus.submitted)
+        assert got.position_effect in (PositionEffect.open, None)
+        canceled = await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
+        assert canceled.status in (OrderStatus.canceled, OrderStatus.pending_cancel)
+
+
+@pytest.mark.parametrize("name", MULTI_LEG_VENUES)
+async def test_a_vertical_is_one_order_with_two_legs(name: str, sqlite_engine: AsyncEngine) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        calls = await _calls(v)
+        low, high = calls[len(calls) // 2], calls[len(calls) // 2 + 2]
+        caps = v.adapter.capabilities.options
+        legs = (
+            OrderLeg(low.symbol, OrderSide.buy, 1, PositionEffect.open),
+            OrderLeg(high.symbol, OrderSide.sell, 1, PositionEffect.open),
+        )
+        request = OrderRequest(
+            client_order_id="bgv" + uuid.uuid4().hex[:20],
+            symbol=UNDERLYING,
+            side=OrderSide.buy,
+            quantity=Decimal(1),
+            order_type=OrderType.limit,
+            time_in_force=_pick_tif(caps.combo_time_in_force),
+            limit_price=Decimal("0.05"),  # a debit far below the spread's worth: it rests
+            legs=legs,
+            price_effect=PriceEffect.debit,
+        )
+        placed = await v.adapter.place_order(v.account_ref, request)
+        got = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+        assert sorted((leg.symbol, leg.side) for leg in got.legs) == sorted(
+            [(low.symbol, OrderSide.buy), (high.symbol, OrderSide.sell)]
+        )
+        assert got.status in (OrderStatus.accepted, OrderStatus.submitted)
+        canceled = await v.adapter.cancel_order(v.account_ref, placed.broker_order_id)
+        assert canceled.status in (OrderStatus.canceled, OrderStatus.pending_cancel)
+
+
+@pytest.mark.parametrize("name", OPTION_VENUES)
+async def test_a_bought_contract_is_a_position_with_its_contract(
+    name: str, sqlite_engine: AsyncEngine
+) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        calls = await _calls(v)
+        atm = calls[len(calls) // 2]
+        caps = v.adapter.capabilities.options
+        marketable = caps.single_order_types is None or OrderType.market in caps.single_order_types
+        request = _option_order(
+            atm,
+            v,
+            order_type=OrderType.market if marketable else OrderType.limit,
+            limit=None if marketable else "500",
+        )
+        placed = await v.adapter.place_order(v.account_ref, request)
+        for _ in range(5):
+            current = await v.adapter.get_order(v.account_ref, placed.broker_order_id)
+            if current.status is OrderStatus.filled:
+                break
+            await v.settle()
+        assert current.status is OrderStatus.filled
+        positions = [p for p in await v.adapter.get_positions(v.account_ref) if p.contract]
+        assert [(p.symbol, p.quantity, p.asset_class) for p in positions] == [
+            (atm.symbol, Decimal(1), AssetClass.option)
+        ]
+        assert positions[0].contract == atm
+
+
+@pytest.mark.parametrize("name", CHAIN_VENUES)
+async def test_the_chain_lists_the_underlyings_contracts(
+    name: str, sqlite_engine: AsyncEngine
+) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        assert isinstance(v.adapter, SupportsOptionChains)
+        expirations = await v.adapter.list_option_expirations(UNDERLYING)
+        days = [e.expiration for e in expirations]
+        assert days == sorted(days)
+        assert len(set(days)) == len(days)
+        chain = await v.adapter.get_option_chain(
+            OptionChainQuery(UNDERLYING, expiration=days[min(2, len(days) - 1)])
+        )
+        assert chain
+        assert {q.contract.underlying for q in chain} == {UNDERLYING}
+        assert {q.contract.right for q in chain} == {OptionRight.call, OptionRight.put}
+
+
+@pytest.mark.parametrize("name", NO_OPTION_VENUES)
+async def test_a_venue_without_options_refuses_them_before_any_request(
+    name: str, sqlite_engine: AsyncEngine
+) -> None:
+    async with venue(name, sqlite_engine, "100000") as v:
+        assert v.requests is not None
+        before = v.requests()
+        contract = OptionContract.parse("AAPL261218C00150000")
+        single = OrderRequest(
+            client_order_id="bgn" + uuid.uuid4().hex[:20],
+            symbol=contract.symbol,
+            side=OrderSide.buy,
+            quantity=Decimal(1),
+            order_type=OrderType.limit,
+            time_in_force=TimeInForce.day,
+            limit_price=Decimal("1.00"),
+            position_effect=PositionEffect.open,
+        )
+        with pytest.raises((errors.UnsupportedOrder, errors.NotSupported)):
+            await v.adapter.place_order(v.account_ref, single)
+        assert v.requests() == before

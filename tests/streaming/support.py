@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from app.api.state import AppState
+from app.brokers.registry import BrokerRegistry
 from app.config import Settings
 from app.db.models import OrderEvent
 from app.db.repositories.orders import OrderEventRepository
@@ -105,10 +106,14 @@ class Instance:
 
 @contextlib.asynccontextmanager
 async def serve(
-    settings: Settings, stream_settings: StreamSettings | None = None
+    settings: Settings,
+    stream_settings: StreamSettings | None = None,
+    registry: BrokerRegistry | None = None,
 ) -> AsyncIterator[Instance]:
     clock = ManualClock(CLOCK_START)
-    app = create_app(settings, paper_clock=clock, stream_settings=stream_settings)
+    app = create_app(
+        settings, paper_clock=clock, stream_settings=stream_settings, registry=registry
+    )
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
     )

@@ -51,6 +51,7 @@ from app.brokers.base import (
     Capabilities,
     OrderChanges,
     OrderListFilter,
+    OrderPreview,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -65,6 +66,7 @@ from app.brokers.coinbase import auth, mapping
 from app.brokers.coinbase.mapping import CASH_CURRENCY, SLUG
 from app.brokers.http import BrokerClient, HttpPool
 from app.brokers.pooled_adapter import PooledAdapter
+from app.brokers.rows import RowList, read_rows
 from app.brokers.symbols import asset_class_of
 from app.config import Settings
 from app.security.credentials import Credentials
@@ -103,6 +105,10 @@ COINBASE_CAPABILITIES = Capabilities(
     multi_leg=U,
     modify=N,  # good-till-cancelled limit orders: price and size, in place
     order_stream=N,
+    # POST /orders/preview (preview-orders reference): Coinbase's own preview.
+    preview=N,
+    # Market orders by quote_size (create-order reference; the SDK README's first example).
+    notional=N,
 )
 
 PREFIX = "/api/v3/brokerage"
@@ -195,9 +201,9 @@ class CoinbaseAdapter(PooledAdapter):
 
     # --- accounts ----------------------------------------------------------------------
 
-    async def _wallets(self) -> list[mapping.Wallet]:
+    async def _wallets(self) -> RowList[mapping.Wallet]:
         """Every active wallet the key sees (``GET /accounts``, page by page)."""
-        wallets: list[mapping.Wallet] = []
+        wallets: RowList[mapping.Wallet] = RowList()
         cursor: str | None = None
         for _ in range(MAX_PAGES * 4):
             params: dict[str, Any] = {"limit": PAGE}
@@ -206,7 +212,9 @@ class CoinbaseAdapter(PooledAdapter):
             page = mapping.page_of(
                 await self._call("GET", f"{PREFIX}/accounts", params=params), "accounts"
             )
-            wallets.extend(w for w in map(mapping.wallet_from_wire, page.items) if w)
+            rows = read_rows(page.items, mapping.wallet_from_wire, broker=SLUG, kind="accounts")
+            wallets.extend(rows)
+            wallets.skipped += rows.skipped
             cursor = page.cursor
             if cursor is None:
                 break
@@ -228,8 +236,9 @@ class CoinbaseAdapter(PooledAdapter):
 
         Also how a new key is validated before it is stored: a refused JWT is a 401 here.
         """
-        portfolios = list(dict.fromkeys(w.portfolio for w in await self._wallets()))
-        return [
+        wallets = await self._wallets()
+        portfolios = list(dict.fromkeys(w.portfolio for w in wallets))
+        accounts: RowList[BrokerAccount] = RowList(
             BrokerAccount(
                 broker_account_id=portfolio,
                 name=f"Coinbase {_masked(portfolio)}",
@@ -237,7 +246,9 @@ class CoinbaseAdapter(PooledAdapter):
                 currency=CASH_CURRENCY,
             )
             for portfolio in portfolios
-        ]
+        )
+        accounts.skipped = wallets.skipped
+        return accounts
 
     async def _mids(self, currencies: list[str]) -> dict[str, Decimal]:
         """Each currency's price in USD: the middle of its ``<CUR>-USD`` best bid and ask."""
@@ -295,11 +306,13 @@ class CoinbaseAdapter(PooledAdapter):
         self._unpriced(held, prices)
         basis = mapping.cost_basis_from_breakdown(breakdown)
         now = self._now()
-        return [
-            mapping.position_from(w, prices[w.currency], basis.get(w.currency), now)
-            for w in held
-            if w.currency in prices
-        ]
+        return read_rows(
+            [w for w in held if w.currency in prices],
+            lambda w: mapping.position_from(w, prices[w.currency], basis.get(w.currency), now),
+            broker=SLUG,
+            kind="positions",
+            row_id=lambda w: w.uuid,
+        )
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
         wanted = mapping.to_product_id(symbol)
@@ -369,6 +382,7 @@ class CoinbaseAdapter(PooledAdapter):
                 symbol=mapping.to_product_id(order.symbol),
                 side=order.side,
                 quantity=order.quantity,
+                notional=order.notional,
                 filled_quantity=Decimal(0),
                 avg_fill_price=None,
                 order_type=order.order_type,
@@ -379,6 +393,16 @@ class CoinbaseAdapter(PooledAdapter):
                 created_at=now,
                 updated_at=now,
             )
+
+    async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview:
+        """``POST /orders/preview`` with the order's own body (less ``client_order_id``):
+        Coinbase's ``order_total``, ``commission_total``, ``errs`` and ``warning``
+        (https://docs.cdp.coinbase.com/api-reference/advanced-trade-api/rest-api/orders/
+        preview-orders). Places nothing; refusals come back in ``errs`` (200)."""
+        body = mapping.order_to_wire(order)
+        del body["client_order_id"]
+        answer = await self._call("POST", f"{PREFIX}/orders/preview", json=body)
+        return mapping.preview_from_wire(answer, order.side)
 
     async def _raw_order(self, broker_order_id: str) -> dict[str, Any]:
         return mapping.order_of(await self._call("GET", self._order_path(broker_order_id)))
@@ -471,16 +495,12 @@ class CoinbaseAdapter(PooledAdapter):
                 broker=SLUG,
             ) from exc
 
-    def _modelled(self, items: list[Any]) -> list[BrokerOrder]:
-        orders = [mapping.order_from_wire(item) for item in items if mapping.is_modelled(item)]
-        skipped = len(items) - len(orders)
-        if skipped:
-            log.info(
-                "coinbase orders outside the gateway's model (quote-sized, GTD, brackets, "
-                "futures) left out",
-                extra={"broker": SLUG, "count": skipped},
-            )
-        return orders
+    @staticmethod
+    def _modelled(items: list[Any]) -> RowList[BrokerOrder]:
+        """Each order the gateway can represent; one it cannot (a GTD, a bracket, a futures
+        order placed in the Coinbase app, an unknown status) is skipped, logged with its
+        ``order_id`` and counted (``app.brokers.rows``), never breaking the list."""
+        return read_rows(items, mapping.order_from_wire, broker=SLUG, kind="orders")
 
     async def _order_pages(
         self, params: dict[str, Any], *, pages: int = MAX_PAGES
@@ -516,15 +536,18 @@ class CoinbaseAdapter(PooledAdapter):
         params: dict[str, Any] = {}
         if status == "open":
             params["order_status"] = list(mapping.OPEN_WIRE_STATUSES)
-        result: list[BrokerOrder] = []
+        result: RowList[BrokerOrder] = RowList()
         async for items in self._order_pages(params):
-            for order in self._modelled(items):
+            rows = self._modelled(items)
+            result.skipped += rows.skipped
+            for order in rows:
                 if status == "closed" and order.status not in _FINISHED:
                     continue
                 result.append(order)
             if len(result) >= limit:
                 break
-        return result[:limit]
+        del result[limit:]
+        return result
 
     async def order_history(
         self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
@@ -536,9 +559,11 @@ class CoinbaseAdapter(PooledAdapter):
             params["end_date"] = mapping.iso(end)
         if symbol is not None:
             params["product_ids"] = [mapping.to_product_id(symbol)]
-        result: list[BrokerOrder] = []
+        result: RowList[BrokerOrder] = RowList()
         async for items in self._order_pages(params):
-            result.extend(self._modelled(items))
+            rows = self._modelled(items)
+            result.extend(rows)
+            result.skipped += rows.skipped
         return result
 
     async def recent_orders(self, account_ref: str) -> list[BrokerOrder]:
@@ -549,13 +574,13 @@ class CoinbaseAdapter(PooledAdapter):
 
     # --- transactions ------------------------------------------------------------------
 
-    async def _fills(self, start: datetime | None, end: datetime | None) -> list[Transaction]:
+    async def _fills(self, start: datetime | None, end: datetime | None) -> RowList[Transaction]:
         params: dict[str, Any] = {"limit": PAGE}
         if start is not None:
             params["start_sequence_timestamp"] = mapping.iso(start)
         if end is not None:
             params["end_sequence_timestamp"] = mapping.iso(end)
-        result: list[Transaction] = []
+        result: RowList[Transaction] = RowList()
         cursor: str | None = None
         for _ in range(MAX_PAGES):
             query = dict(params)
@@ -565,18 +590,26 @@ class CoinbaseAdapter(PooledAdapter):
                 await self._call("GET", f"{PREFIX}/orders/historical/fills", params=query),
                 "fills",
             )
-            result.extend(mapping.transaction_from_fill(item) for item in page.items)
+            rows = read_rows(
+                page.items,
+                mapping.transaction_from_fill,
+                broker=SLUG,
+                kind="transactions",
+                row_id=lambda r: r.get("entry_id") or r.get("trade_id"),
+            )
+            result.extend(rows)
+            result.skipped += rows.skipped
             cursor = page.cursor
             if cursor is None:
                 break
         return result
 
-    async def _cash_movements(self, account_ref: str) -> list[Transaction]:
+    async def _cash_movements(self, account_ref: str) -> RowList[Transaction]:
         """Deposits and withdrawals of the portfolio's USD wallet (Coinbase App v2 API)."""
         wallets = [
             w for w in await self._portfolio_wallets(account_ref) if w.currency == CASH_CURRENCY
         ]
-        result: list[Transaction] = []
+        result: RowList[Transaction] = RowList()
         for wallet in wallets:
             path = f"/v2/accounts/{quote(wallet.uuid, safe='')}/transactions"
             params: dict[str, Any] = {"limit": 100, "order": "desc"}
@@ -585,7 +618,11 @@ class CoinbaseAdapter(PooledAdapter):
                 data = body.get("data") if isinstance(body, dict) else None
                 if not isinstance(data, list):
                     raise mapping.unknown("v2 transactions answer", body)
-                result.extend(t for t in map(mapping.transaction_from_v2, data) if t)
+                rows = read_rows(
+                    data, mapping.transaction_from_v2, broker=SLUG, kind="transactions"
+                )
+                result.extend(rows)
+                result.skipped += rows.skipped
                 pagination = body.get("pagination")
                 next_uri = pagination.get("next_uri") if isinstance(pagination, dict) else None
                 if not isinstance(next_uri, str) or not next_uri:
@@ -597,18 +634,25 @@ class CoinbaseAdapter(PooledAdapter):
     async def get_transactions(
         self, account_ref: str, start: datetime | None, end: datetime | None, type_: str | None
     ) -> list[Transaction]:
-        result: list[Transaction] = []
+        found: list[Transaction] = []
+        skipped = 0
         if type_ in (None, "buy", "sell"):
-            result.extend(await self._fills(start, end))
+            fills = await self._fills(start, end)
+            found.extend(fills)
+            skipped += fills.skipped
         if type_ in (None, "deposit", "withdrawal"):
-            result.extend(await self._cash_movements(account_ref))
-        if start is not None:
-            result = [t for t in result if t.occurred_at >= start]
-        if end is not None:
-            result = [t for t in result if t.occurred_at <= end]
-        if type_ is not None:
-            result = [t for t in result if t.type == type_]
+            cash = await self._cash_movements(account_ref)
+            found.extend(cash)
+            skipped += cash.skipped
+        result: RowList[Transaction] = RowList(
+            t
+            for t in found
+            if (start is None or t.occurred_at >= start)
+            and (end is None or t.occurred_at <= end)
+            and (type_ is None or t.type == type_)
+        )
         result.sort(key=lambda t: t.occurred_at, reverse=True)
+        result.skipped = skipped
         return result
 
     # --- quotes ------------------------------------------------------------------------

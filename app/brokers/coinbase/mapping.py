@@ -43,11 +43,14 @@ from app.brokers import errors
 from app.brokers.base import (
     AssetClass,
     BrokerOrder,
+    OrderPreview,
     OrderRequest,
     OrderSide,
     OrderStatus,
     OrderType,
     Position,
+    PreviewSource,
+    PriceEffect,
     Quote,
     TimeInForce,
     Transaction,
@@ -156,9 +159,23 @@ def order_to_wire(order: OrderRequest) -> dict[str, Any]:
         )
     if order.extended_hours:
         raise errors.NotSupported("crypto has no extended-hours session", broker=SLUG)
-    if order.quantity <= 0:
-        raise errors.UnsupportedOrder("the quantity must be positive", broker=SLUG)
-    terms: dict[str, Any] = {"base_size": plain(order.quantity)}
+    terms: dict[str, Any]
+    if order.notional is not None:
+        # A dollar amount: ``quote_size`` of a market order, "the amount of the second Asset
+        # in the Trading Pair" (create-order reference; the SDK README's first example is
+        # ``market_order_buy(client_order_id, "BTC-USD", quote_size="1")``).
+        if key != "market_market_ioc":
+            raise errors.NotSupported(
+                "Coinbase takes a dollar amount (quote_size) on market orders only here",
+                broker=SLUG,
+            )
+        if order.notional <= 0:
+            raise errors.UnsupportedOrder("the amount must be positive", broker=SLUG)
+        terms = {"quote_size": plain(order.notional)}
+    else:
+        if order.quantity <= 0:
+            raise errors.UnsupportedOrder("the quantity must be positive", broker=SLUG)
+        terms = {"base_size": plain(order.quantity)}
     if order.order_type in (OrderType.limit, OrderType.stop_limit):
         if order.limit_price is None:
             raise errors.UnsupportedOrder("a limit order needs a limit price", broker=SLUG)
@@ -246,6 +263,47 @@ def placed_order_id(body: object) -> str:
     if not isinstance(order_id, str) or not order_id:
         raise unknown("success_response.order_id", order_id)
     return order_id
+
+
+def _preview_messages(value: object, field: str) -> tuple[str, ...]:
+    """``errs`` / ``warning`` of a preview: the reference types them as enum strings
+    (PreviewFailureReason, PreviewWarningMsg); the SDK's type hints say objects, so an
+    object's ``message``/``preview_failure_reason`` is read too. ``UNKNOWN...`` means none."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise unknown(field, value)
+    found: list[str] = []
+    for item in value:
+        text: object = item
+        if isinstance(item, dict):
+            text = item.get("message") or item.get("preview_failure_reason") or item.get("error")
+        if not isinstance(text, str):
+            raise unknown(field, item)
+        if text and not text.startswith("UNKNOWN"):
+            found.append(text)
+    return tuple(found)
+
+
+def preview_from_wire(body: object, side: OrderSide) -> OrderPreview:
+    """``POST /orders/preview`` (preview-orders reference): ``order_total`` is what the
+    order costs (a buy, commission included) or raises (a sell), ``commission_total`` the
+    fee; ``errs`` say why Coinbase would refuse it, ``warning`` what to heed."""
+    if not isinstance(body, dict):
+        raise unknown("preview answer", type(body).__name__)
+    total = dec(body.get("order_total"), "order_total")
+    fees = opt_dec(body.get("commission_total"), "commission_total") or _ZERO
+    buy = side is OrderSide.buy
+    change = -total if buy else total
+    return OrderPreview(
+        estimated_cash_change=change,
+        direction=PriceEffect.debit if buy else PriceEffect.credit,
+        buying_power_change=change,  # spot: cash is the buying power
+        fees=fees,
+        warnings=_preview_messages(body.get("warning"), "warning"),
+        rejections=_preview_messages(body.get("errs"), "errs"),
+        source=PreviewSource.broker,
+    )
 
 
 # CancelOrderFailureReason (cancel-order reference; hummingbot cat_api_v3_enums).
@@ -380,6 +438,8 @@ def is_modelled(item: object) -> bool:
     if found is None:
         return False
     key, terms = found
+    if key == "market_market_ioc" and terms.get("quote_size"):
+        return True  # a dollar-amount market order
     return key in _FROM_CONFIGURATION and bool(terms.get("base_size"))
 
 
@@ -396,19 +456,29 @@ def order_from_wire(item: object) -> BrokerOrder:
     if key not in _FROM_CONFIGURATION:
         raise unknown("order_configuration", key)
     order_type, tif = _FROM_CONFIGURATION[key]
-    if not terms.get("base_size"):
-        raise unknown("order size (quote-sized orders are not modelled)", sorted(terms))
-    quantity = dec(terms.get("base_size"), "base_size")
+    filled = opt_dec(item.get("filled_size"), "filled_size") or _ZERO
+    notional: Decimal | None = None
+    if terms.get("base_size"):
+        quantity = dec(terms.get("base_size"), "base_size")
+    elif key == "market_market_ioc" and terms.get("quote_size"):
+        # A dollar-amount market order: its size in coins is what filled, as Coinbase
+        # reports it (``filled_size``, ``average_filled_price``), 0 until it fills.
+        notional = dec(terms.get("quote_size"), "quote_size")
+        quantity = filled
+    else:
+        raise unknown("order size (quote-sized orders are market orders only)", sorted(terms))
     side = _SIDES.get(str(item.get("side")))
     if side is None:
         raise unknown("side", item.get("side"))
     order_id = item.get("order_id")
     if not isinstance(order_id, str) or not order_id:
         raise unknown("order_id", order_id)
-    filled = opt_dec(item.get("filled_size"), "filled_size") or _ZERO
     average = opt_dec(item.get("average_filled_price"), "average_filled_price")
     pending_cancel = item.get("pending_cancel") is True
-    status = order_status(item.get("status"), quantity, filled, pending_cancel)
+    # An OPEN dollar-amount order is never "filled" by its size (what filled so far): only
+    # Coinbase's FILLED says it is done.
+    sized = quantity if notional is None else Decimal("Infinity")
+    status = order_status(item.get("status"), sized, filled, pending_cancel)
     created = ts(item.get("created_time"), "created_time")
     updated = max(
         [created]
@@ -446,6 +516,7 @@ def order_from_wire(item: object) -> BrokerOrder:
         created_at=created,
         updated_at=updated,
         reject_reason=reject_reason,
+        notional=notional,
     )
 
 
@@ -534,6 +605,10 @@ def _complete_event_order(item: dict[str, Any], status: str) -> BrokerOrder | No
         return None
     if (order_type, tif) not in ORDER_CONFIGURATIONS:
         return None
+    if order_type is OrderType.market:
+        # A market order may be sized in dollars (quote_size), which the user channel does
+        # not say (its order entry has no size terms): the order is read over REST.
+        return None
     if item.get("product_type") not in (None, "", "SPOT"):
         return None
     filled = opt_dec(item.get("cumulative_quantity"), "cumulative_quantity")
@@ -561,7 +636,7 @@ def _complete_event_order(item: dict[str, Any], status: str) -> BrokerOrder | No
         order_type=order_type,
         time_in_force=tif,
         status=order_status(status, quantity, filled),
-        limit_price=limit_price if order_type is not OrderType.market else None,
+        limit_price=limit_price,
         stop_price=stop_price if order_type is OrderType.stop_limit else None,
         created_at=created,
         updated_at=created,

@@ -64,6 +64,7 @@ from app.brokers.http import HttpPool
 from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.robinhood import auth, mapping
 from app.brokers.robinhood.mapping import SLUG
+from app.brokers.rows import RowList, read_rows
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -95,6 +96,10 @@ ROBINHOOD_CAPABILITIES = Capabilities(
     modify=U,
     order_stream=U,  # polled by the reconciler's open-order sweep
     client_order_ids=N,
+    # Dollar amounts are ``quote_amount`` of limit, stop-loss and stop-limit configs only;
+    # the market config takes ``asset_quantity`` alone ("Place New Crypto Order").
+    notional=U,
+    notional_limit=N,
 )
 
 BASE = "/api/v1/crypto"
@@ -187,21 +192,32 @@ class RobinhoodAdapter(PooledAdapter):
             )
         ]
 
-    async def _holdings(self, asset_codes: list[str] | None = None) -> dict[str, Decimal]:
-        """Asset code -> total quantity, for holdings that are not empty."""
+    async def _holdings(
+        self, asset_codes: list[str] | None = None
+    ) -> tuple[dict[str, Decimal], int]:
+        """Asset code -> total quantity, for holdings that are not empty; and how many
+        holdings were left out as unrepresentable."""
         params = [("asset_code", code) for code in asset_codes or []]
         params.append(("limit", str(PAGE)))
         found: dict[str, Decimal] = {}
+        skipped = 0
         async for page in self._pages(f"{BASE}/trading/holdings/", params):
-            for item in page:
-                code, quantity = mapping.holding_quantity(item)
+            rows = read_rows(
+                page,
+                mapping.holding_quantity,
+                broker=SLUG,
+                kind="positions",
+                row_id=lambda r: r.get("asset_code"),
+            )
+            skipped += rows.skipped
+            for code, quantity in rows:
                 if quantity:
                     found[code] = quantity
-        return found
+        return found, skipped
 
     async def get_balances(self, account_ref: str) -> Balances:
         account = await self.get_account()
-        holdings = await self._holdings()
+        holdings, _skipped = await self._holdings()
         value = Decimal(0)
         if holdings:
             symbols = [mapping.symbol_for_asset(code) for code in holdings]
@@ -213,15 +229,16 @@ class RobinhoodAdapter(PooledAdapter):
                 value += quantity * quote.last
         return mapping.balances_from_account(account, value, self._now())
 
-    async def _positions(self, asset_codes: list[str] | None) -> list[Position]:
-        holdings = await self._holdings(asset_codes)
+    async def _positions(self, asset_codes: list[str] | None) -> RowList[Position]:
+        holdings, skipped = await self._holdings(asset_codes)
+        result: RowList[Position] = RowList()
+        result.skipped = skipped
         if not holdings:
-            return []
+            return result
         symbols = [mapping.symbol_for_asset(code) for code in holdings]
         quotes = await self.get_quotes(symbols)
         costs = await self._average_costs(set(symbols))
         now = self._now()
-        result = []
         for code, quantity in sorted(holdings.items()):
             symbol = mapping.symbol_for_asset(code)
             quote = quotes.get(symbol)
@@ -251,15 +268,19 @@ class RobinhoodAdapter(PooledAdapter):
     async def _average_costs(self, symbols: set[str]) -> dict[str, tuple[Decimal, Decimal]]:
         """Symbol -> (quantity, average cost) replayed from the fills, oldest first."""
         fills: list[tuple[datetime, str, OrderSide, Decimal, Decimal]] = []
+
+        def order_fills(item: Any) -> list[tuple[datetime, str, OrderSide, Decimal, Decimal]]:
+            if not isinstance(item, dict) or item.get("symbol") not in symbols:
+                return []
+            order = mapping.order_from_wire(item)
+            return [
+                (fill.occurred_at, order.symbol, order.side, fill.quantity, fill.price)
+                for fill in mapping.fills_from_wire(item)
+            ]
+
         async for page in self._pages(ORDERS, [("limit", str(PAGE))]):
-            for item in page:
-                if not isinstance(item, dict) or item.get("symbol") not in symbols:
-                    continue
-                order = mapping.order_from_wire(item)
-                for fill in mapping.fills_from_wire(item):
-                    fills.append(
-                        (fill.occurred_at, order.symbol, order.side, fill.quantity, fill.price)
-                    )
+            for found in read_rows(page, order_fills, broker=SLUG, kind="orders"):
+                fills.extend(found)
         books: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (quantity, cost)
         for _at, symbol, side, quantity, price in sorted(fills, key=lambda f: f[0]):
             held, cost = books.get(symbol, (Decimal(0), Decimal(0)))
@@ -355,15 +376,22 @@ class RobinhoodAdapter(PooledAdapter):
 
     async def _orders(
         self, params: list[tuple[str, str]], limit: int, keep: frozenset[str] | None = None
-    ) -> list[BrokerOrder]:
-        result: list[BrokerOrder] = []
+    ) -> RowList[BrokerOrder]:
+        """Orders page by page; one the gateway cannot represent is skipped, logged with its
+        id and counted (``app.brokers.rows``), never breaking the list."""
+        result: RowList[BrokerOrder] = RowList()
         async for page in self._pages(ORDERS, [*params, ("limit", str(PAGE))]):
-            for item in page:
-                if keep is not None and isinstance(item, dict) and item.get("state") not in keep:
-                    continue
-                result.append(mapping.order_from_wire(item))
-                if len(result) >= limit:
-                    return result
+            wanted = [
+                item
+                for item in page
+                if keep is None or not isinstance(item, dict) or item.get("state") in keep
+            ]
+            rows = read_rows(wanted, mapping.order_from_wire, broker=SLUG, kind="orders")
+            result.skipped += rows.skipped
+            result.extend(rows)
+            if len(result) >= limit:
+                del result[limit:]
+                return result
         return result
 
     async def list_orders(
@@ -372,13 +400,16 @@ class RobinhoodAdapter(PooledAdapter):
         limit = max(1, limit)
         if status == "open":
             found = await self._orders([("state", "open")], limit)
-            found += await self._orders([("state", "partially_filled")], limit)
+            partial = await self._orders([("state", "partially_filled")], limit)
+            found.extend(partial)
+            found.skipped += partial.skipped
         elif status == "closed":
             found = await self._orders([], limit, frozenset({"filled", "canceled", "failed"}))
         else:
             found = await self._orders([], limit)
         found.sort(key=lambda o: o.created_at, reverse=True)
-        return found[:limit]
+        del found[limit:]
+        return found
 
     async def order_history(
         self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
@@ -405,17 +436,22 @@ class RobinhoodAdapter(PooledAdapter):
             params.append(("updated_at_start", mapping.iso(start)))
         if end is not None:
             params.append(("created_at_end", mapping.iso(end)))
-        result: list[Transaction] = []
+        found: list[Transaction] = []
+        skipped = 0
         async for page in self._pages(ORDERS, params):
-            for item in page:
-                result.extend(mapping.trades_from_order(item))
-        if start is not None:
-            result = [t for t in result if t.occurred_at >= start]
-        if end is not None:
-            result = [t for t in result if t.occurred_at <= end]
-        if type_ is not None:
-            result = [t for t in result if t.type == type_]
+            rows = read_rows(page, mapping.trades_from_order, broker=SLUG, kind="transactions")
+            skipped += rows.skipped
+            for trades in rows:
+                found.extend(trades)
+        result: RowList[Transaction] = RowList(
+            t
+            for t in found
+            if (start is None or t.occurred_at >= start)
+            and (end is None or t.occurred_at <= end)
+            and (type_ is None or t.type == type_)
+        )
         result.sort(key=lambda t: t.occurred_at, reverse=True)
+        result.skipped = skipped
         return result
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:

@@ -131,10 +131,15 @@ def order_from_wire(body: object) -> BrokerOrder:
     if order_type is None:
         raise unknown("order type", wire_type)
     config = _config(body, str(wire_type))
+    filled = opt_dec(body.get("filled_asset_quantity"), "filled_asset_quantity") or _ZERO
     quantity = opt_dec(config.get("asset_quantity"), "asset_quantity")
+    notional = opt_dec(config.get("quote_amount"), "quote_amount")
     if quantity is None:
-        # A quote_amount order (placed in another app) has no quantity until it fills.
-        raise unknown("asset_quantity", config.get("asset_quantity"))
+        if notional is None:
+            raise unknown("asset_quantity", config.get("asset_quantity"))
+        # A quote_amount order: its size in coins is what filled, as Robinhood reports it
+        # (``filled_asset_quantity``, ``average_price``), 0 until it fills.
+        quantity = filled
     if order_type is OrderType.market:
         # Market configs carry no time_in_force; a market order works until it fills.
         tif = TimeInForce.gtc
@@ -147,7 +152,6 @@ def order_from_wire(body: object) -> BrokerOrder:
     side = _SIDES.get(str(body.get("side")))
     if side is None:
         raise unknown("side", body.get("side"))
-    filled = opt_dec(body.get("filled_asset_quantity"), "filled_asset_quantity") or _ZERO
     order_id = body.get("id")
     if not isinstance(order_id, str) or not order_id:
         raise unknown("order id", order_id)
@@ -171,6 +175,7 @@ def order_from_wire(body: object) -> BrokerOrder:
         created_at=created,
         updated_at=ts(updated_raw, "updated_at") if updated_raw else created,
         reject_reason="the order failed at Robinhood" if status is OrderStatus.rejected else None,
+        notional=notional,
     )
 
 
@@ -209,7 +214,22 @@ def order_to_wire(order: OrderRequest) -> dict[str, Any]:
     if order.extended_hours:
         raise errors.UnsupportedOrder("crypto trades around the clock; no extended hours")
     wire_type = _WIRE_TYPES[order.order_type]
-    config: dict[str, str] = {"asset_quantity": str(order.quantity)}
+    config: dict[str, str]
+    if order.notional is not None:
+        # A dollar amount is ``quote_amount`` of a limit, stop-loss or stop-limit config; the
+        # market config takes ``asset_quantity`` only ("Place New Crypto Order"; hood:
+        # "Cannot specify quote amount for market orders").
+        if order.order_type is OrderType.market:
+            raise errors.NotSupported(
+                "Robinhood takes a dollar amount (quote_amount) on limit and stop orders, "
+                "not on market orders",
+                broker=SLUG,
+            )
+        if order.notional <= 0:
+            raise errors.UnsupportedOrder("the amount must be positive", broker=SLUG)
+        config = {"quote_amount": str(order.notional)}
+    else:
+        config = {"asset_quantity": str(order.quantity)}
     if order.order_type in (OrderType.limit, OrderType.stop_limit):
         if order.limit_price is None:
             raise errors.UnsupportedOrder("a limit order needs a limit price", broker=SLUG)

@@ -871,6 +871,20 @@ _MONEY_MOVEMENTS = {
 }
 
 
+# An option's end of life: a "Receive Deliver" transaction of the contract ("instrument-type"
+# "Equity Option", padded OCC "symbol") whose sub-type names the event, with an unsigned
+# "quantity" of contracts and no order id; the delivered shares are a second Receive Deliver
+# of the underlying ("Buy to Open 4000 RIVN @ 14.00"). Sub-types as in tastytrade's
+# transactions (https://developer.tastytrade.com/open-api-spec/transactions/; a recorded
+# answer: "transaction-sub-type": "Assignment", "description": "Removal of option due to
+# assignment", "quantity": "40.0").
+_OPTION_LIFECYCLE = {
+    "Expiration": "option_expiration",
+    "Assignment": "option_assignment",
+    "Exercise": "option_exercise",
+}
+
+
 def signed(value: object, effect: object, field: str) -> Decimal:
     """An unsigned amount and its ``<field>-effect``: Debit is negative, Credit positive."""
     amount = dec(value, field).copy_abs()
@@ -895,6 +909,12 @@ def transaction_from_wire(item: object) -> Transaction:
         type_ = side.value
     elif kind == "Money Movement" and sub_type in _MONEY_MOVEMENTS:
         type_ = _MONEY_MOVEMENTS[str(sub_type)]
+    elif (
+        kind == "Receive Deliver"
+        and item.get("instrument-type") == "Equity Option"
+        and sub_type in _OPTION_LIFECYCLE
+    ):
+        type_ = _OPTION_LIFECYCLE[str(sub_type)]
     elif isinstance(kind, str) and kind:
         type_ = "other"
     else:
@@ -902,13 +922,21 @@ def transaction_from_wire(item: object) -> Transaction:
     symbol = item.get("symbol")
     if item.get("instrument-type") == "Equity Option" and isinstance(symbol, str):
         symbol = option_from_wire(symbol).symbol
+    quantity = opt_dec(item.get("quantity"), "quantity")
+    if type_ in _OPTION_LIFECYCLE.values() and quantity is not None and "action" in item:
+        # Where an action comes with it, the quantity is the position's signed change
+        # (the gateway's lifecycle convention): a sale closes a long, a purchase a short.
+        side = _ACTIONS.get(str(item.get("action")))
+        if side is None:
+            raise unknown("transaction action", item.get("action"))
+        quantity = -quantity.copy_abs() if side is OrderSide.sell else quantity.copy_abs()
     return Transaction(
         transaction_id=_str_id(item.get("id"), "transaction id"),
         type=type_,
         occurred_at=ts(item.get("executed-at"), "executed-at"),
         amount=signed(item.get("net-value"), item.get("net-value-effect"), "net-value"),
         symbol=symbol if isinstance(symbol, str) and symbol else None,
-        quantity=opt_dec(item.get("quantity"), "quantity"),
+        quantity=quantity,
         price=opt_dec(item.get("price"), "price"),
         description=str(item.get("description") or sub_type or kind),
     )

@@ -194,6 +194,20 @@ class AccountRepository(UserScoped):
         row = (await self.session.execute(stmt)).first()
         return None if row is None else (row[0], row[1])
 
+    async def usable_on_brokers(
+        self, slugs: Sequence[str], statuses: Sequence[str]
+    ) -> list[tuple[Account, Connection]]:
+        """System: every account on these brokers whose connection has one of ``statuses``
+        (the option lifecycle sweep), oldest first."""
+        assert self.is_system
+        stmt = (
+            select(Account, Connection)
+            .join(Connection, Connection.id == Account.connection_id)
+            .where(Connection.broker_slug.in_(list(slugs)), Connection.status.in_(list(statuses)))
+            .order_by(Account.created_at, Account.id)
+        )
+        return [(a, c) for a, c in (await self.session.execute(stmt)).all()]
+
     async def all_with_connections(self) -> list[tuple[Account, Connection]]:
         """Every account of the user with its connection, oldest first, whatever its status."""
         stmt = (

@@ -322,3 +322,21 @@ async def test_a_timeout_after_accept_is_unknown_then_adopted_once(db_url: str) 
         replay = await gw.place(user, account_id, key="cb-lost-1")
         assert replay.status_code == 202
         assert gw.cb.fake.order_count(gw.cb.user) == 1  # never sent again
+
+
+async def test_a_preview_through_the_api_is_coinbases_own(db_url: str) -> None:
+    async with gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        account_id = await gw.account(user)
+        answer = await h.client.post(
+            f"/v1/accounts/{account_id}/orders/preview",
+            json={**RESTING, "side": "buy"},
+            headers=h.auth(user),
+        )
+        assert answer.status_code == 200, answer.text
+        preview = answer.json()
+        assert preview["source"] == "broker"
+        assert Decimal(preview["estimated_cash_change"]) == Decimal("-10.00")
+        assert preview["rejections"] == []
+        assert ("POST", "/api/v3/brokerage/orders/preview") in gw.cb.fake.requests
+        assert gw.cb.fake.order_count(gw.cb.user) == 0

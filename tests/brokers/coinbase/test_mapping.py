@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.brokers import errors
 from app.brokers.base import (
@@ -21,6 +23,7 @@ from app.brokers.base import (
     TimeInForce,
 )
 from app.brokers.coinbase import mapping
+from app.brokers.coinbase.adapter import CoinbaseAdapter
 from tests.brokers.coinbase.payloads import (
     ACCOUNTS_DOC,
     BEST_BID_ASK,
@@ -188,7 +191,7 @@ def test_each_modelled_configuration_reads_back(
 @pytest.mark.parametrize(
     "item",
     [
-        order(order_configuration={"market_market_ioc": {"quote_size": "10.00"}}),
+        order(order_configuration={"limit_limit_gtc": {"quote_size": "10.00"}}),
         order(
             order_configuration={
                 "limit_limit_gtd": {
@@ -216,6 +219,77 @@ def test_orders_outside_the_model_are_recognized(item: dict[str, Any]) -> None:
     assert not mapping.is_modelled(item)
     with pytest.raises(errors.UnknownBrokerValue):
         mapping.order_from_wire(item)
+
+
+@pytest.mark.parametrize(
+    ("status", "filled", "expected"),
+    [
+        ("OPEN", "0", OrderStatus.accepted),
+        ("OPEN", "0.0001", OrderStatus.partially_filled),
+        ("FILLED", "0.00015", OrderStatus.filled),
+        ("CANCELLED", "0.0001", OrderStatus.canceled),
+    ],
+)
+def test_a_dollar_amount_order_reads_its_size_as_coinbase_reports_it(
+    status: str, filled: str, expected: OrderStatus
+) -> None:
+    """A market order by ``quote_size``: the notional is the amount asked, the quantity and
+    the average price what Coinbase reports filled (an OPEN one is never "filled" early)."""
+    item = order(
+        order_configuration={"market_market_ioc": {"quote_size": "10.00"}},
+        status=status,
+        filled_size=filled,
+        average_filled_price="66666.66",
+    )
+    assert mapping.is_modelled(item)
+    parsed = mapping.order_from_wire(item)
+    assert parsed.notional == Decimal("10.00")
+    assert parsed.quantity == parsed.filled_quantity == Decimal(filled)
+    assert parsed.status is expected
+    assert parsed.order_type is OrderType.market
+    assert parsed.avg_fill_price == (Decimal("66666.66") if Decimal(filled) else None)
+
+
+def test_a_dollar_amount_becomes_quote_size_on_market_orders_only() -> None:
+    body = mapping.order_to_wire(
+        request(OrderType.market, TimeInForce.ioc, quantity=Decimal(0), notional=Decimal("25.50"))
+    )
+    assert body["order_configuration"] == {"market_market_ioc": {"quote_size": "25.5"}}
+    with pytest.raises(errors.NotSupported):
+        mapping.order_to_wire(
+            request(OrderType.limit, TimeInForce.gtc, quantity=Decimal(0), notional=Decimal(5))
+        )
+    with pytest.raises(errors.UnsupportedOrder):
+        mapping.order_to_wire(
+            request(OrderType.market, TimeInForce.ioc, quantity=Decimal(0), notional=Decimal(0))
+        )
+
+
+def test_a_preview_maps_totals_errors_and_warnings() -> None:
+    buy = mapping.preview_from_wire(
+        {
+            "order_total": "101.00",
+            "commission_total": "1.00",
+            "errs": [],
+            "warning": ["UNKNOWN", "BIG_ORDER"],
+        },
+        OrderSide.buy,
+    )
+    assert buy.estimated_cash_change == Decimal("-101.00")
+    assert buy.fees == Decimal("1.00")
+    assert buy.direction.value == "debit"
+    assert buy.warnings == ("BIG_ORDER",)
+    assert buy.rejections == ()
+    assert buy.source.value == "broker"
+    sell = mapping.preview_from_wire(
+        {"order_total": "99", "commission_total": "1", "errs": ["PREVIEW_INSUFFICIENT_FUND"]},
+        OrderSide.sell,
+    )
+    assert sell.estimated_cash_change == Decimal(99)
+    assert sell.direction.value == "credit"
+    assert sell.rejections == ("PREVIEW_INSUFFICIENT_FUND",)
+    with pytest.raises(errors.UnknownBrokerValue):
+        mapping.preview_from_wire({"commission_total": "1"}, OrderSide.buy)
 
 
 def test_a_modelled_order_is_recognized() -> None:
@@ -570,3 +644,26 @@ def test_error_answers_are_classified() -> None:
     )
     assert v2 is not None
     assert v2.reason == "Not found"
+
+
+@given(st.lists(st.sampled_from(["ok", "quote", "gtd", "odd_status", "futures"]), max_size=12))
+def test_a_list_keeps_every_representable_order_and_counts_the_rest(kinds: list[str]) -> None:
+    """Whatever the mix, the orders the gateway can represent (base- or quote-sized) come
+    back in the broker's order and every other row is counted as skipped, never raised."""
+    rows = {
+        "ok": lambda i: order(order_id=f"o-{i}"),
+        "quote": lambda i: order(
+            order_id=f"o-{i}", order_configuration={"market_market_ioc": {"quote_size": "5"}}
+        ),
+        "gtd": lambda i: order(
+            order_id=f"o-{i}",
+            order_configuration={"limit_limit_gtd": {"base_size": "1", "limit_price": "1"}},
+        ),
+        "odd_status": lambda i: order(order_id=f"o-{i}", status="SETTLING"),
+        "futures": lambda i: order(order_id=f"o-{i}", product_type="FUTURE"),
+    }
+    items = [rows[kind](i) for i, kind in enumerate(kinds)]
+    listed = CoinbaseAdapter._modelled(items)
+    kept = [f"o-{i}" for i, kind in enumerate(kinds) if kind in ("ok", "quote")]
+    assert [o.broker_order_id for o in listed] == kept
+    assert listed.skipped == len(kinds) - len(kept)

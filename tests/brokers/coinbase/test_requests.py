@@ -32,6 +32,7 @@ from app.brokers.base import (
 )
 from app.brokers.coinbase.adapter import CoinbaseAdapter
 from app.brokers.http import HttpPool
+from app.brokers.rows import is_partial
 from app.config import Settings
 from app.security.credentials import Credentials
 from tests.brokers.coinbase.payloads import (
@@ -444,8 +445,19 @@ async def test_find_order_by_client_id_scans_pages(
 
 async def test_list_orders_and_history(broker: Broker, adapter: CoinbaseAdapter) -> None:
     quoted = order(order_id="o-q", order_configuration={"market_market_ioc": {"quote_size": "10"}})
+    gtd = order(
+        order_id="o-gtd",
+        order_configuration={
+            "limit_limit_gtd": {"base_size": "1", "limit_price": "1", "end_time": "2026-01-01"}
+        },
+    )
     page = {
-        "orders": [order(order_id="o-1"), quoted, order(order_id="o-2", status="CANCELLED")],
+        "orders": [
+            order(order_id="o-1"),
+            quoted,
+            gtd,
+            order(order_id="o-2", status="CANCELLED"),
+        ],
         "sequence": "0",
         "has_next": False,
         "cursor": "",
@@ -453,10 +465,13 @@ async def test_list_orders_and_history(broker: Broker, adapter: CoinbaseAdapter)
     broker.answer("GET", f"{P}/orders/historical/batch", page)
     open_orders = await adapter.list_orders(PORTFOLIO, "open", 10)
     assert broker.calls()[-1][2] == [("order_status", "OPEN"), ("limit", "250")]
-    assert [o.broker_order_id for o in open_orders] == ["o-1", "o-2"]  # the fake answer's
+    # the fake answer's; a dollar-amount order is represented, a GTD one is left out
+    assert [o.broker_order_id for o in open_orders] == ["o-1", "o-q", "o-2"]
+    assert is_partial(open_orders)
+    assert open_orders[1].notional == Decimal(10)
     closed = await adapter.list_orders(PORTFOLIO, "closed", 10)
     assert broker.calls()[-1][2] == [("limit", "250")]
-    assert [o.broker_order_id for o in closed] == ["o-2"]  # quote-sized left out
+    assert [o.broker_order_id for o in closed] == ["o-2"]
     start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
     history = await adapter.order_history(PORTFOLIO, start, end, "BTC-USD")
     assert broker.calls()[-1][2] == [
@@ -465,7 +480,8 @@ async def test_list_orders_and_history(broker: Broker, adapter: CoinbaseAdapter)
         ("product_ids", "BTC-USD"),
         ("limit", "250"),
     ]
-    assert len(history) == 2
+    assert len(history) == 3
+    assert is_partial(history)
 
 
 async def test_transactions_are_fills_and_cash_movements(

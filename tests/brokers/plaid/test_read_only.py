@@ -136,3 +136,45 @@ async def test_c_orders_on_a_linked_account_are_403_and_reach_no_broker(db_url: 
         assert gw.fake.requests == before, "no request reached Plaid"
         orders = (await gw.get(user, f"/v1/accounts/{account_id}/orders?status=all")).json()
         assert [o["status"] for o in orders["items"]] == ["accepted"]
+
+
+async def test_d_option_orders_and_exercise_on_a_linked_account_are_403(db_url: str) -> None:
+    """Held options are imported (positions), never traded: an option order, a vertical and
+    an exercise instruction are 403 ``read_only_account``, nothing written, nothing sent."""
+    async with gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        [account_id] = (await gw.link(user))["accounts"]
+        call, higher = "AAPL301220C00150000", "AAPL301220C00160000"
+        single = {
+            "symbol": call,
+            "side": "buy",
+            "quantity": "1",
+            "order_type": "limit",
+            "limit_price": "1.00",
+            "position_effect": "open",
+        }
+        vertical = {
+            "legs": [
+                {"symbol": call, "side": "buy", "ratio": 1, "position_effect": "open"},
+                {"symbol": higher, "side": "sell", "ratio": 1, "position_effect": "open"},
+            ],
+            "quantity": "1",
+            "order_type": "limit",
+            "limit_price": "1.00",
+            "price_effect": "debit",
+        }
+        before = list(gw.fake.requests)
+        answers = []
+        for path, body in (
+            (f"/v1/accounts/{account_id}/orders", single),
+            (f"/v1/accounts/{account_id}/orders", vertical),
+            (f"/v1/accounts/{account_id}/positions/{call}/exercise", {"action": "exercise"}),
+        ):
+            auth = h.auth(user, **{"Idempotency-Key": uuid.uuid4().hex})
+            answers.append(await h.client.post(path, json=body, headers=auth))
+        assert [(a.status_code, a.json()["code"]) for a in answers] == [
+            (403, "read_only_account")
+        ] * 3
+        assert gw.fake.requests == before, "no request reached Plaid"
+        orders = (await gw.get(user, f"/v1/accounts/{account_id}/orders?status=all")).json()
+        assert orders["items"] == []

@@ -6,6 +6,7 @@ import copy
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -103,15 +104,15 @@ def test_unknown_values_raise_never_guess(field: str, value: object) -> None:
         mapping.order_from_wire(body)
 
 
-def test_unknown_time_in_force_and_quote_amount_orders_raise() -> None:
+def test_unknown_time_in_force_and_sizeless_orders_raise() -> None:
     body = copy.deepcopy(LIMIT_ORDER)
     body["limit_order_config"]["time_in_force"] = "gfw"
     with pytest.raises(errors.UnknownBrokerValue):
         mapping.order_from_wire(body)
-    notional = copy.deepcopy(MARKET_ORDER)
-    notional["market_order_config"] = {"quote_amount": Decimal(100)}
+    sizeless = copy.deepcopy(MARKET_ORDER)
+    sizeless["market_order_config"] = {}
     with pytest.raises(errors.UnknownBrokerValue):
-        mapping.order_from_wire(notional)
+        mapping.order_from_wire(sizeless)
     gfd = copy.deepcopy(LIMIT_ORDER)
     gfd["limit_order_config"]["time_in_force"] = "gfd"
     assert mapping.order_from_wire(gfd).time_in_force is TimeInForce.day
@@ -250,3 +251,48 @@ def test_plain_text_bodies_are_read_as_the_reason() -> None:
     kind, message, attr = mapping.error_body(response(400, text="Request missing headers."))
     assert (kind, message, attr) == (None, "Request missing headers.", None)
     assert mapping.classify(response(405, errors_body("Method not allowed.", None)), "GET") is None
+
+
+def test_a_quote_amount_order_reads_its_size_as_robinhood_reports_it() -> None:
+    """``quote_amount`` instead of ``asset_quantity``: the notional is the amount, the
+    quantity and average price what Robinhood reports filled."""
+    body = copy.deepcopy(LIMIT_ORDER)
+    body["limit_order_config"] = {
+        "quote_amount": Decimal("50.00"),
+        "limit_price": Decimal("60000.00"),
+        "time_in_force": "gtc",
+    }
+    order = mapping.order_from_wire(body)
+    assert order.notional == Decimal("50.00")
+    assert order.quantity == order.filled_quantity == Decimal("0.1")
+    assert order.avg_fill_price == Decimal("60000.00")
+    assert order.status is OrderStatus.partially_filled
+    placed_elsewhere = copy.deepcopy(MARKET_ORDER)  # a market order by amount (the app)
+    placed_elsewhere["market_order_config"] = {"quote_amount": Decimal(100)}
+    read = mapping.order_from_wire(placed_elsewhere)
+    assert (read.notional, read.quantity) == (Decimal(100), Decimal(0))
+
+
+def test_a_dollar_amount_is_quote_amount_on_limit_and_stop_orders_only() -> None:
+    base: dict[str, Any] = {
+        "client_order_id": "bg" + "0" * 32,
+        "symbol": "BTC-USD",
+        "side": OrderSide.buy,
+        "quantity": Decimal(0),
+        "time_in_force": TimeInForce.gtc,
+        "notional": Decimal("25.5"),
+    }
+    limit = mapping.order_to_wire(
+        OrderRequest(**base, order_type=OrderType.limit, limit_price=Decimal(60000))
+    )
+    assert limit["limit_order_config"] == {
+        "quote_amount": "25.5",
+        "limit_price": "60000",
+        "time_in_force": "gtc",
+    }
+    stop = mapping.order_to_wire(
+        OrderRequest(**base, order_type=OrderType.stop, stop_price=Decimal(50000))
+    )
+    assert stop["stop_loss_order_config"]["quote_amount"] == "25.5"
+    with pytest.raises(errors.NotSupported):
+        mapping.order_to_wire(OrderRequest(**base, order_type=OrderType.market))

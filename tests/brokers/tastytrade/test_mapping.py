@@ -514,3 +514,63 @@ def test_oauth_facts_are_data() -> None:
     spec = tastytrade_spec()
     # A personal grant pasted as an api_key connection; its tokens never reach the lifecycle.
     assert (spec.auth, spec.oauth) == (AuthKind.api_key, None)
+
+
+def _receive_deliver(sub_type: str, **extra: object) -> dict[str, object]:
+    """A Receive Deliver of an option contract, as tastytrade answers an assignment."""
+    return {
+        "id": 2454865989,
+        "account-number": "5YZ55555",
+        "symbol": "RIVN  230609P00014000",
+        "instrument-type": "Equity Option",
+        "underlying-symbol": "RIVN",
+        "transaction-type": "Receive Deliver",
+        "transaction-sub-type": sub_type,
+        "description": "Removal of option due to assignment",
+        "quantity": "40.0",
+        "executed-at": "2023-06-09T21:00:00.000+00:00",
+        "transaction-date": "2023-06-09",
+        "value": "0.0",
+        "value-effect": "None",
+        "net-value": "0.0",
+        "net-value-effect": "None",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("sub_type", "ours"),
+    [
+        ("Assignment", "option_assignment"),
+        ("Exercise", "option_exercise"),
+        ("Expiration", "option_expiration"),
+    ],
+)
+def test_an_options_end_of_life_is_its_own_type(sub_type: str, ours: str) -> None:
+    tx = mapping.transaction_from_wire(_receive_deliver(sub_type))
+    assert (tx.type, tx.symbol, tx.quantity, tx.amount, tx.transaction_id) == (
+        ours,
+        "RIVN230609P00014000",
+        Decimal(40),
+        Decimal(0),
+        "2454865989",
+    )
+
+
+def test_an_action_signs_a_lifecycle_quantity_as_the_positions_change() -> None:
+    long_gone = mapping.transaction_from_wire(
+        _receive_deliver("Expiration", action="Sell to Close")
+    )
+    short_gone = mapping.transaction_from_wire(
+        _receive_deliver("Expiration", action="Buy to Close")
+    )
+    assert (long_gone.quantity, short_gone.quantity) == (Decimal(-40), Decimal(40))
+    with pytest.raises(errors.UnknownBrokerValue):
+        mapping.transaction_from_wire(_receive_deliver("Expiration", action="Sideways"))
+
+
+def test_other_receive_delivers_stay_other() -> None:
+    shares = _receive_deliver("Buy to Open", symbol="RIVN", **{"instrument-type": "Equity"})
+    split = _receive_deliver("Forward Split")
+    assert mapping.transaction_from_wire(shares).type == "other"
+    assert mapping.transaction_from_wire(split).type == "other"

@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
 import jwt
@@ -96,6 +96,15 @@ def grpc_error(status: int, code: str, message: str, **headers: str) -> JSONResp
         status_code=status,
         headers=headers,
     )
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """An unknown route (or method): Coinbase's JSON error envelope, never plain text.
+    v3 paths answer the gRPC-style ``{"error", "error_details", "message"}``, v2 paths the
+    ``{"errors": [{"id", "message"}]}`` of the Coinbase App API."""
+    if request.url.path.startswith("/v2/"):
+        return JSONResponse({"errors": [{"id": "not_found", "message": "Not found"}]}, 404)
+    return grpc_error(404, "NOT_FOUND", "Not Found")
 
 
 def _dec(value: object) -> Decimal:
@@ -170,6 +179,9 @@ class FakeOrder:
     stop_triggered: bool = False
     cancel_message: str = ""
     edit_history: list[dict[str, Any]] = field(default_factory=list)
+    # A market order by quote_size: the dollar amount asked for; ``base_size`` is then what
+    # that amount buys (or what selling it takes) at the touch when the order arrives.
+    quote_size: Decimal | None = None
 
     @property
     def order_type(self) -> OrderType:
@@ -188,7 +200,11 @@ class FakeOrder:
         return self.filled_value / self.filled_size if self.filled_size else ZERO
 
     def configuration(self) -> dict[str, Any]:
-        terms: dict[str, Any] = {"base_size": str(self.base_size)}
+        terms: dict[str, Any] = (
+            {"quote_size": str(self.quote_size)}
+            if self.quote_size is not None
+            else {"base_size": str(self.base_size)}
+        )
         if self.limit_price is not None:
             terms["limit_price"] = str(self.limit_price)
         if self.config_key == "limit_limit_gtc":
@@ -283,6 +299,8 @@ class FakeCoinbase:
         self.app = Starlette(
             routes=[
                 Route(f"{PREFIX}/accounts", self.accounts, methods=["GET"]),
+                Route(f"{PREFIX}/accounts/{{uuid}}", self.account, methods=["GET"]),
+                Route(f"{PREFIX}/portfolios", self.portfolios, methods=["GET"]),
                 Route(f"{PREFIX}/portfolios/{{uuid}}", self.portfolio, methods=["GET"]),
                 Route(f"{PREFIX}/products", self.products, methods=["GET"]),
                 Route(f"{PREFIX}/products/{{product_id}}", self.product, methods=["GET"]),
@@ -290,12 +308,15 @@ class FakeCoinbase:
                 Route(f"{PREFIX}/orders", self.create_order, methods=["POST"]),
                 Route(f"{PREFIX}/orders/batch_cancel", self.batch_cancel, methods=["POST"]),
                 Route(f"{PREFIX}/orders/edit", self.edit_order, methods=["POST"]),
+                Route(f"{PREFIX}/orders/edit_preview", self.edit_preview, methods=["POST"]),
+                Route(f"{PREFIX}/orders/preview", self.preview_order, methods=["POST"]),
                 Route(f"{PREFIX}/orders/historical/batch", self.list_orders, methods=["GET"]),
                 Route(f"{PREFIX}/orders/historical/fills", self.list_fills, methods=["GET"]),
                 Route(f"{PREFIX}/orders/historical/{{order_id}}", self.get_order, methods=["GET"]),
                 Route("/v2/accounts/{uuid}/transactions", self.v2_transactions, methods=["GET"]),
                 WebSocketRoute("/", self.user_channel),
-            ]
+            ],
+            exception_handlers={404: _not_found, 405: _not_found},
         )
 
     # --- test controls -----------------------------------------------------------------
@@ -522,6 +543,31 @@ class FakeCoinbase:
             }
         )
 
+    async def account(self, request: Request) -> Response:
+        """``GET /accounts/{account_uuid}``: ``{"account": {...}}`` (get-account reference)."""
+        user = await self._gate(request)
+        if isinstance(user, Response):
+            return user
+        wallet = next(
+            (w for w in user.wallets.values() if w.uuid == request.path_params["uuid"]), None
+        )
+        if wallet is None:
+            return grpc_error(404, "NOT_FOUND", "account not found")
+        return JSONResponse({"account": self._wallet_wire(user, wallet)})
+
+    async def portfolios(self, request: Request) -> Response:
+        """``GET /portfolios``: the key's portfolio (list-portfolios reference:
+        ``{"portfolios": [{"name", "uuid", "type", "deleted"}]}``; ``portfolio_type``
+        filters by DEFAULT, CONSUMER, INTX)."""
+        user = await self._gate(request)
+        if isinstance(user, Response):
+            return user
+        wanted = request.query_params.get("portfolio_type")
+        listed = [{"name": "Default", "uuid": user.portfolio, "type": "DEFAULT", "deleted": False}]
+        if wanted and wanted != "UNDEFINED":
+            listed = [p for p in listed if p["type"] == wanted]
+        return JSONResponse({"portfolios": listed})
+
     async def portfolio(self, request: Request) -> Response:
         user = await self._gate(request)
         if isinstance(user, Response):
@@ -739,27 +785,17 @@ class FakeCoinbase:
             }
         )
 
-    async def create_order(self, request: Request) -> Response:
-        user = await self._gate(request)
-        if isinstance(user, Response):
-            return user
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return grpc_error(400, "INVALID_ARGUMENT", "request body is not JSON")
-        if not isinstance(body, dict):
-            return grpc_error(400, "INVALID_ARGUMENT", "request body is not an object")
-        client_order_id = body.get("client_order_id")
-        if not isinstance(client_order_id, str) or not client_order_id:
-            return grpc_error(400, "INVALID_ARGUMENT", "client_order_id is required")
+    def _order_terms(
+        self, user: FakeUser, body: dict[str, Any]
+    ) -> (
+        Response
+        | tuple[str, str, dict[str, Any], Decimal, Decimal | None, Decimal | None, Decimal | None]
+    ):
+        """An order body's product, configuration key, terms, base size, quote size, limit
+        and stop, or the refusal Coinbase answers (create-order and preview-orders alike)."""
         side = body.get("side")
         if side not in ("BUY", "SELL"):
             return self._refused("INVALID_SIDE", "Invalid side")
-        existing = next(
-            (o for o in user.orders.values() if o.client_order_id == client_order_id), None
-        )
-        if existing is not None:  # a repeated client_order_id: the order it already names
-            return self._success(existing, body)
         product_id = _product(str(body.get("product_id")))
         if product_id is None:
             return self._refused(
@@ -775,8 +811,21 @@ class FakeCoinbase:
                 f"order configuration {key} is not supported",
                 preview="PREVIEW_INVALID_ORDER_CONFIG",
             )
+        quote = self.quotes.quote(product_id, self._now())
+        quote_size: Decimal | None = None
         try:
-            size = _dec(terms.get("base_size"))
+            # market_market_ioc takes quote_size or base_size, the others base_size
+            # (create-order reference, MarketMarketIoc: "quote_size" / "base_size").
+            if key == "market_market_ioc" and "quote_size" in terms and "base_size" not in terms:
+                quote_size = _dec(terms.get("quote_size"))
+                if quote_size <= 0 or quote_size != quote_size.quantize(PRICE_STEP):
+                    return self._refused(
+                        "INVALID_SIZE_PRECISION", "Too many decimals in order amount"
+                    )
+                touch = quote.ask if side == "BUY" else quote.bid
+                size = (quote_size / touch).quantize(SIZE_STEP, rounding=ROUND_DOWN)
+            else:
+                size = _dec(terms.get("base_size"))
             limit = _dec(terms["limit_price"]) if "limit_price" in terms else None
             stop = _dec(terms["stop_price"]) if "stop_price" in terms else None
         except (InvalidOperation, KeyError):
@@ -791,10 +840,9 @@ class FakeCoinbase:
         for price in (limit, stop):
             if price is not None and (price <= 0 or price != price.quantize(PRICE_STEP)):
                 return self._refused("INVALID_PRICE_PRECISION", "Too many decimals in order price")
-        quote = self.quotes.quote(product_id, self._now())
         base, quote_ccy = product_id.split("-")
         if side == "BUY":
-            needed = size * (limit or quote.ask)
+            needed = quote_size if quote_size is not None else size * (limit or quote.ask)
             available = user.wallet(quote_ccy).total - self._held(user, quote_ccy)
         else:
             needed = size
@@ -806,6 +854,33 @@ class FakeCoinbase:
                 preview="PREVIEW_INSUFFICIENT_FUND",
                 new="UNKNOWN_FAILURE_REASON",
             )
+        return product_id, key, terms, size, quote_size, limit, stop
+
+    async def create_order(self, request: Request) -> Response:
+        user = await self._gate(request)
+        if isinstance(user, Response):
+            return user
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return grpc_error(400, "INVALID_ARGUMENT", "request body is not JSON")
+        if not isinstance(body, dict):
+            return grpc_error(400, "INVALID_ARGUMENT", "request body is not an object")
+        client_order_id = body.get("client_order_id")
+        if not isinstance(client_order_id, str) or not client_order_id:
+            return grpc_error(400, "INVALID_ARGUMENT", "client_order_id is required")
+        side = str(body.get("side"))
+        if side not in ("BUY", "SELL"):
+            return self._refused("INVALID_SIDE", "Invalid side")
+        existing = next(
+            (o for o in user.orders.values() if o.client_order_id == client_order_id), None
+        )
+        if existing is not None:  # a repeated client_order_id: the order it already names
+            return self._success(existing, body)
+        terms_or_refusal = self._order_terms(user, body)
+        if isinstance(terms_or_refusal, Response):
+            return terms_or_refusal
+        product_id, key, terms, size, quote_size, limit, stop = terms_or_refusal
         order = FakeOrder(
             order_id=str(uuid.uuid4()),
             client_order_id=client_order_id,
@@ -813,6 +888,7 @@ class FakeCoinbase:
             side=side,
             config_key=key,
             base_size=size,
+            quote_size=quote_size,
             limit_price=limit,
             stop_price=stop,
             stop_direction=terms.get("stop_direction"),
@@ -828,6 +904,62 @@ class FakeCoinbase:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
         return self._success(order, body)
+
+    async def preview_order(self, request: Request) -> Response:
+        """``POST /orders/preview``: the create-order checks, placing nothing. A refusal is
+        still 200, listed in ``errs`` (preview-orders reference: ``order_total``,
+        ``commission_total``, ``errs``, ``warning``, ``quote_size``, ``base_size``,
+        ``best_bid``, ``best_ask``, ``is_max``, ``slippage``, ``preview_id``, ...)."""
+        user = await self._gate(request)
+        if isinstance(user, Response):
+            return user
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return grpc_error(400, "INVALID_ARGUMENT", "request body is not JSON")
+        if not isinstance(body, dict):
+            return grpc_error(400, "INVALID_ARGUMENT", "request body is not an object")
+        checked = self._order_terms(user, body)
+        product_id = _product(str(body.get("product_id"))) or "BTC-USD"
+        quote = self.quotes.quote(product_id, self._now())
+        errs: list[str] = []
+        size = quote_size = ZERO
+        if isinstance(checked, Response):
+            refusal = json.loads(bytes(checked.body))
+            reason = refusal.get("error_response", {}).get("preview_failure_reason")
+            if checked.status_code != 200:
+                return checked
+            errs.append(
+                reason
+                if isinstance(reason, str) and reason != "UNKNOWN_PREVIEW_FAILURE_REASON"
+                else "PREVIEW_INVALID_ORDER_CONFIG"
+            )
+        else:
+            _product_id, _key, _terms, size, quote_size_or_none, limit, _stop = checked
+            price = limit or (quote.ask if body.get("side") == "BUY" else quote.bid)
+            quote_size = quote_size_or_none if quote_size_or_none is not None else size * price
+        return JSONResponse(
+            {
+                "order_total": str(quote_size),
+                "commission_total": "0",
+                "errs": errs,
+                "warning": [],
+                "quote_size": str(quote_size),
+                "base_size": str(size),
+                "best_bid": str(quote.bid),
+                "best_ask": str(quote.ask),
+                "is_max": False,
+                "order_margin_total": "0",
+                "leverage": "1",
+                "long_leverage": "1",
+                "short_leverage": "1",
+                "slippage": "0",
+                "preview_id": str(uuid.uuid4()),
+                "current_liquidation_buffer": "",
+                "projected_liquidation_buffer": "",
+                "max_leverage": "",
+            }
+        )
 
     @staticmethod
     def _success(order: FakeOrder, body: dict[str, Any]) -> JSONResponse:
@@ -891,13 +1023,59 @@ class FakeCoinbase:
         user = await self._gate(request)
         if isinstance(user, Response):
             return user
+        checked = self._edit_terms(user, await request.body())
+        if isinstance(checked, Response):
+            return checked
+        order, price, size = checked
+        order.limit_price, order.base_size = price, size
+        order.edit_history.append(
+            {"price": str(price), "size": str(size), "replace_accept_timestamp": iso(self._now())}
+        )
+        self._broadcast(user, order)
+        return JSONResponse({"success": True, "errors": []})
+
+    async def edit_preview(self, request: Request) -> Response:
+        """``POST /orders/edit_preview``: the edit's checks and its totals, changing nothing
+        (edit-order-preview reference: ``errors``, ``slippage``, ``order_total``,
+        ``commission_total``, ``quote_size``, ``base_size``, ``best_bid``, ``best_ask``,
+        ``average_filled_price``)."""
+        user = await self._gate(request)
+        if isinstance(user, Response):
+            return user
+        checked = self._edit_terms(user, await request.body())
+        if isinstance(checked, Response):
+            return checked
+        order, price, size = checked
+        quote = self.quotes.quote(order.product_id, self._now())
+        total = size * price
+        return JSONResponse(
+            {
+                "errors": [],
+                "slippage": "0",
+                "order_total": str(total),
+                "commission_total": "0",
+                "quote_size": str(total),
+                "base_size": str(size),
+                "best_bid": str(quote.bid),
+                "best_ask": str(quote.ask),
+                "average_filled_price": str(order.average.quantize(PRICE_STEP)),
+            }
+        )
+
+    def _edit_terms(
+        self, user: FakeUser, raw: bytes
+    ) -> Response | tuple[FakeOrder, Decimal, Decimal]:
+        """An edit's order, new price and new size, or its refusal. Either may be left out:
+        "Edit an order with a specified new size, or new price" (edit-order reference)."""
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
             order_id = str(body["order_id"])
-            price = _dec(body["price"])
-            size = _dec(body["size"])
+            new_price = _dec(body["price"]) if body.get("price") is not None else None
+            new_size = _dec(body["size"]) if body.get("size") is not None else None
         except (ValueError, KeyError, TypeError, InvalidOperation):
-            return grpc_error(400, "INVALID_ARGUMENT", "order_id, price and size are required")
+            return grpc_error(400, "INVALID_ARGUMENT", "order_id and a price or size are required")
+        if new_price is None and new_size is None:
+            return grpc_error(400, "INVALID_ARGUMENT", "a new price or size is required")
 
         def refused(reason: str, preview: str = "UNKNOWN_PREVIEW_FAILURE_REASON") -> Response:
             errors = [{"edit_failure_reason": reason, "preview_failure_reason": preview}]
@@ -906,6 +1084,8 @@ class FakeCoinbase:
         order = user.orders.get(order_id)
         if order is None:
             return refused("ORDER_NOT_FOUND")
+        price = new_price if new_price is not None else order.limit_price or ZERO
+        size = new_size if new_size is not None else order.base_size
         if order.config_key != "limit_limit_gtc":
             return refused("ONLY_LIMIT_ORDER_EDITS_SUPPORTED")
         if order.status != "OPEN":
@@ -926,12 +1106,7 @@ class FakeCoinbase:
             available = user.wallet(quote_ccy).total - self._held(user, quote_ccy) + now_held
             if (size - order.filled_size) * price > available:
                 return refused("UNKNOWN_EDIT_ORDER_FAILURE_REASON", "PREVIEW_INSUFFICIENT_FUND")
-        order.limit_price, order.base_size = price, size
-        order.edit_history.append(
-            {"price": str(price), "size": str(size), "replace_accept_timestamp": iso(self._now())}
-        )
-        self._broadcast(user, order)
-        return JSONResponse({"success": True, "errors": []})
+        return order, price, size
 
     async def get_order(self, request: Request) -> Response:
         user = await self._gate(request)

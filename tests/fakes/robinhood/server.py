@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -86,6 +86,11 @@ def error(status: int, detail: str, attr: str | None = None, **headers: str) -> 
     )
 
 
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """An unknown route or method: the documented error envelope, never plain text."""
+    return error(404, "Not found.")
+
+
 @dataclass
 class Faults:
     """Fault switches. Counters apply to the next N matching requests, then reset.
@@ -122,10 +127,13 @@ class FakeOrder:
     updated_at: datetime | None = None
     executions: list[dict[str, Any]] = field(default_factory=list)
     stop_triggered: bool = False
+    # A quote_amount order: the coins that amount buys or sells at its limit (or stop)
+    # price, fixed when the order arrives (a choice of this fake; Robinhood does not say).
+    sized: Decimal | None = None
 
     @property
     def quantity(self) -> Decimal:
-        value = self.config["asset_quantity"]
+        value = self.config.get("asset_quantity", self.sized)
         assert isinstance(value, Decimal)
         return value
 
@@ -192,10 +200,12 @@ class FakeRobinhood:
                 Route(f"{BASE}/trading/holdings/", self.get_holdings, methods=["GET"]),
                 Route(f"{BASE}/trading/trading_pairs/", self.get_pairs, methods=["GET"]),
                 Route(f"{BASE}/marketdata/best_bid_ask/", self.best_bid_ask, methods=["GET"]),
+                Route(f"{BASE}/marketdata/estimated_price/", self.estimated_price, methods=["GET"]),
                 Route(f"{BASE}/trading/orders/", self.orders, methods=["GET", "POST"]),
                 Route(f"{BASE}/trading/orders/{{order_id}}/", self.get_order, methods=["GET"]),
                 Route(f"{BASE}/trading/orders/{{order_id}}/cancel/", self.cancel, methods=["POST"]),
-            ]
+            ],
+            exception_handlers={404: _not_found, 405: _not_found},
         )
 
     # --- test controls -----------------------------------------------------------------
@@ -412,6 +422,48 @@ class FakeRobinhood:
             )
         return JSONResponse({"results": results})
 
+    async def estimated_price(self, request: Request) -> Response:
+        """``GET .../marketdata/estimated_price/?symbol=BTC-USD&side=bid|ask|both&quantity=
+        0.1,1``: one result per side and quantity ("Get Estimated Price": "Only USD symbols
+        are accepted"; quantities comma-separated, at most 10), the side's price including
+        Robinhood's spread (the fake's book has no depth: every size gets the touch)."""
+        account = await self._gate(request)
+        if isinstance(account, Response):
+            return account
+        params = request.query_params
+        symbol = params.get("symbol", "")
+        instrument = UNIVERSE.get(symbol)
+        if instrument is None or instrument.asset_class is not AssetClass.crypto:
+            return error(400, f"Invalid symbol {symbol}.", "symbol")
+        side = params.get("side")
+        if side not in ("bid", "ask", "both"):
+            return error(400, f'"{side}" is not a valid choice.', "side")
+        try:
+            quantities = [Decimal(q) for q in params.get("quantity", "").split(",")]
+        except InvalidOperation:
+            return error(400, "A valid number is required.", "quantity")
+        if not quantities or len(quantities) > 10 or any(q <= 0 for q in quantities):
+            return error(400, "Between 1 and 10 positive quantities are required.", "quantity")
+        quote = self._quote(symbol)
+        mid = (quote.bid + quote.ask) / 2
+        results = []
+        for one_side in ("bid", "ask") if side == "both" else (side,):
+            for quantity in quantities:
+                results.append(
+                    {
+                        "symbol": symbol,
+                        "side": one_side,
+                        "price": num(quote.bid if one_side == "bid" else quote.ask),
+                        "quantity": num(quantity),
+                        "bid_inclusive_of_sell_spread": num(quote.bid),
+                        "sell_spread": num(((mid - quote.bid) / mid).quantize(Decimal("0.000001"))),
+                        "ask_inclusive_of_buy_spread": num(quote.ask),
+                        "buy_spread": num(((quote.ask - mid) / mid).quantize(Decimal("0.000001"))),
+                        "timestamp": iso(quote.as_of),
+                    }
+                )
+        return JSONResponse({"results": results})
+
     # --- orders --------------------------------------------------------------------------
 
     async def orders(self, request: Request) -> Response:
@@ -466,6 +518,14 @@ class FakeRobinhood:
         config = self._config(str(type_), raw_config)
         if isinstance(config, Response):
             return config
+        sized: Decimal | None = None
+        amount = config.get("quote_amount")
+        if isinstance(amount, Decimal):
+            price = config.get("limit_price") or config.get("stop_price")
+            assert isinstance(price, Decimal)  # _config required one for these types
+            sized = (amount / price).quantize(instrument.size_quantum, rounding=ROUND_DOWN)
+            if sized <= 0:
+                return error(400, "Order amount is below the minimum order size.", "quote_amount")
         order = FakeOrder(
             id=str(uuid.uuid4()),
             client_order_id=str(client_order_id),
@@ -474,10 +534,15 @@ class FakeRobinhood:
             type=str(type_),
             config=config,
             created_at=self.clock(),
+            sized=sized,
         )
         quote = self._quote(order.symbol)
         if side == "buy":
-            cost = order.quantity * (order.price("limit_price") or quote.ask)
+            cost = (
+                amount
+                if isinstance(amount, Decimal)
+                else (order.quantity * (order.price("limit_price") or quote.ask))
+            )
             if cost > account.cash - self._reserved(account):
                 return error(400, "Insufficient buying power.", "non_field_errors")
         else:
@@ -508,10 +573,11 @@ class FakeRobinhood:
         attr = f"{type_}_order_config"
         if set(raw) - allowed:
             return error(400, f"Unexpected fields: {sorted(set(raw) - allowed)}.", attr)
-        if "quote_amount" in raw:
-            return error(400, "quote_amount orders are not supported by this fake.", attr)
+        if "quote_amount" in raw and "asset_quantity" in raw:
+            # One or the other (hood: "Cannot specify both asset quantity and quote amount").
+            return error(400, "Specify either asset_quantity or quote_amount.", attr)
         config: dict[str, Decimal | str] = {}
-        for name in ("asset_quantity", "limit_price", "stop_price"):
+        for name in ("asset_quantity", "quote_amount", "limit_price", "stop_price"):
             if name in raw:
                 try:
                     value = Decimal(str(raw[name]))
@@ -520,13 +586,18 @@ class FakeRobinhood:
                 if not value.is_finite() or value <= 0:
                     return error(400, "Ensure this value is greater than 0.", attr)
                 config[name] = value
-        needed = {"asset_quantity"}
+        needed = {"quote_amount" if "quote_amount" in config else "asset_quantity"}
         if type_ in ("limit", "stop_limit"):
             needed.add("limit_price")
         if type_ in ("stop_loss", "stop_limit"):
             needed.add("stop_price")
         if needed - set(config):
             return error(400, "This field is required.", attr)
+        if type_ == "limit" and "time_in_force" not in raw:
+            # The hood client sends limit configs without one (its ORDER_REQUIREMENTS refuse
+            # time_in_force on "limit"); others send "gtc". Taken as gtc: a choice of this
+            # fake, the docs do not say what Robinhood defaults to.
+            raw = {**raw, "time_in_force": "gtc"}
         if type_ != "market":
             if raw.get("time_in_force") not in ("gtc", "gfd"):
                 return error(400, f'"{raw.get("time_in_force")}" is not a valid choice.', attr)

@@ -627,6 +627,69 @@ class FakeTastytrade:
                 return customer, account
         return error(403, "not_permitted", "User not permitted access")
 
+    def settle_option(self, account_number: str, symbol: str, sub_type: str) -> None:
+        """Test hook: end an option position's life as tastytrade reports it. The contract
+        leaves the account with a ``Receive Deliver`` of sub-type ``Expiration``,
+        ``Assignment`` or ``Exercise`` (unsigned ``quantity``, no action, no order id, zero
+        value); an assignment or exercise delivers the underlying at the strike as a second
+        ``Receive Deliver`` (``Buy to Open 4000 RIVN @ 14.00``), the shape of tastytrade's
+        answer (https://developer.tastytrade.com/open-api-spec/transactions/)."""
+        account = next(a for c in self.customers for a in c.accounts if a.number == account_number)
+        contract = OptionContract.parse(symbol)
+        wire = contract.occ_padded
+        position = account.positions.pop(wire)
+        descriptions = {
+            "Expiration": "Removal of option due to expiration",
+            "Assignment": "Removal of option due to assignment",
+            "Exercise": "Removal of option due to exercise",
+        }
+        self._transaction(
+            account,
+            {
+                "symbol": wire,
+                "instrument-type": "Equity Option",
+                "underlying-symbol": contract.underlying,
+                "transaction-type": "Receive Deliver",
+                "transaction-sub-type": sub_type,
+                "description": descriptions[sub_type],
+                "quantity": str(position.quantity.copy_abs()),
+                "value": "0.0",
+                "value-effect": "None",
+                "net-value": "0.0",
+                "net-value-effect": "None",
+            },
+        )
+        if sub_type == "Expiration":
+            return
+        shares = position.quantity * OPTION_MULTIPLIER
+        if contract.right is OptionRight.put:
+            shares = -shares  # a long put sells the underlying, a short put buys it
+        action = "Buy to Open" if shares > 0 else "Sell to Open"
+        value = shares.copy_abs() * contract.strike
+        account.cash -= shares * contract.strike
+        underlying = account.positions.setdefault(contract.underlying, FakePosition())
+        underlying.quantity += shares
+        underlying.cost += shares * contract.strike
+        self._transaction(
+            account,
+            {
+                "symbol": contract.underlying,
+                "instrument-type": "Equity",
+                "underlying-symbol": contract.underlying,
+                "transaction-type": "Receive Deliver",
+                "transaction-sub-type": action,
+                "description": f"{action} {shares.copy_abs()} {contract.underlying} @ "
+                f"{contract.strike}",
+                "action": action,
+                "quantity": str(shares.copy_abs()),
+                "price": str(contract.strike),
+                "value": money(value),
+                "value-effect": "Debit" if shares > 0 else "Credit",
+                "net-value": money(value),
+                "net-value-effect": "Debit" if shares > 0 else "Credit",
+            },
+        )
+
     def _transaction(self, account: FakeAccount, fields: dict[str, Any]) -> None:
         now = self._now()
         account.transactions.append(
