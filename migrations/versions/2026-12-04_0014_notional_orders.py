@@ -1,7 +1,7 @@
 """notional orders and broker environments per connection
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-04 19:40:00.000000
 
 ``orders.notional`` holds the amount the caller asked for (ISSUE 15 item 3); ``quantity``
@@ -18,9 +18,7 @@ from alembic import op
 import app.db.types
 
 revision: str = "0014"
-# 0013 (audit_exercise) is on another branch, not yet on main: point this at "0013" when
-# merging it.
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
