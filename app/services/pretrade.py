@@ -64,15 +64,16 @@ def check_order(
 
 
 def _check_notional(capabilities: Capabilities, order_type: OrderType) -> None:
-    """A dollar-amount order (ISSUE 15 item 3): ``capabilities.notional``, and for a limit
-    order ``notional_limit`` too."""
-    if capabilities.notional is Support.unsupported:
+    """A dollar-amount order (ISSUE 15 item 3): a market order needs ``capabilities.notional``,
+    a limit order ``notional_limit`` (Robinhood takes amounts on limit orders only)."""
+    if order_type is OrderType.limit:
+        if capabilities.notional_limit is Support.unsupported:
+            raise errors.UnsupportedOrder(
+                "this broker does not take dollar-amount (notional) limit orders"
+            )
+    elif capabilities.notional is Support.unsupported:
         raise errors.UnsupportedOrder(
-            "this broker does not take dollar-amount (notional) orders: give quantity"
-        )
-    if order_type is OrderType.limit and capabilities.notional_limit is Support.unsupported:
-        raise errors.UnsupportedOrder(
-            "this broker takes dollar-amount (notional) orders as market orders only"
+            "this broker does not take dollar-amount (notional) market orders"
         )
 
 

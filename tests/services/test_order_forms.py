@@ -6,6 +6,7 @@ written or sent; lists marked partial when a broker row cannot be represented.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,8 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from app import errors
+from app.brokers.alpaca.adapter import ALPACA_CAPABILITIES
+from app.brokers.base import OrderType, Support, TimeInForce
 from app.schemas.orders import OrderCreate
 from app.services.clock import utcnow
+from app.services.pretrade import check_order
 from app.services.reconciliation import Reconciler
 from tests.conftest import new_user
 from tests.services.support import LiveGateway, assert_problem, live_gateway
@@ -89,6 +94,52 @@ def test_any_positive_amount_in_cents_is_taken_and_answered_as_given(cents: int)
     body = _body(notional=str(amount))
     assert body.notional == amount
     assert Decimal(body.model_dump(mode="json")["notional"]) == amount
+
+
+# --- the capability gate ----------------------------------------------------------------
+
+
+@given(
+    notional=st.sampled_from(Support),
+    notional_limit=st.sampled_from(Support),
+    short_selling=st.sampled_from(Support),
+    order_type=st.sampled_from([OrderType.market, OrderType.limit]),
+    by_amount=st.booleans(),
+    short_sale=st.booleans(),
+)
+def test_the_gate_takes_exactly_what_the_capabilities_say(
+    notional: Support,
+    notional_limit: Support,
+    short_selling: Support,
+    order_type: OrderType,
+    by_amount: bool,
+    short_sale: bool,
+) -> None:
+    capabilities = dataclasses.replace(
+        ALPACA_CAPABILITIES,
+        notional=notional,
+        notional_limit=notional_limit,
+        short_selling=short_selling,
+    )
+    needed = notional_limit if order_type is OrderType.limit else notional
+    refused = (by_amount and needed is Support.unsupported) or (
+        short_sale and short_selling is Support.unsupported
+    )
+    try:
+        check_order(
+            capabilities,
+            symbol="AAPL",
+            order_type=order_type,
+            time_in_force=TimeInForce.day,
+            quantity_is_fractional=False,
+            extended_hours=False,
+            notional=by_amount,
+            short_sale=short_sale,
+        )
+    except errors.UnsupportedOrder:
+        assert refused
+    else:
+        assert not refused
 
 
 # --- notional orders at Alpaca ----------------------------------------------------------
