@@ -12,6 +12,8 @@ import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.brokers.base import (
     AssetClass,
     Balances,
@@ -119,6 +121,31 @@ class PaperAdapter:
 
     async def cancel_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
         return await self._engine.cancel(self._owner, account_ref, broker_order_id)
+
+    # The paper broker's books are in our database: the order service places, changes and
+    # cancels through these, inside its own transaction (the order row, the idempotency
+    # record and the events commit with the paper books, all or nothing).
+
+    async def place_order_in(
+        self, session: AsyncSession, account_ref: str, order: OrderRequest
+    ) -> BrokerOrder:
+        return await self._engine.place(self._owner, account_ref, order, session=session)
+
+    async def modify_order_in(
+        self,
+        session: AsyncSession,
+        account_ref: str,
+        broker_order_id: str,
+        changes: OrderChanges,
+    ) -> BrokerOrder:
+        return await self._engine.modify(
+            self._owner, account_ref, broker_order_id, changes, session=session
+        )
+
+    async def cancel_order_in(
+        self, session: AsyncSession, account_ref: str, broker_order_id: str
+    ) -> BrokerOrder:
+        return await self._engine.cancel(self._owner, account_ref, broker_order_id, session=session)
 
     async def get_order(self, account_ref: str, broker_order_id: str) -> BrokerOrder:
         return await self._engine.get_order(self._owner, account_ref, broker_order_id)

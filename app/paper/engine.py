@@ -43,9 +43,10 @@ state to their caller instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import (
@@ -540,18 +541,30 @@ class PaperEngine:
     # --- orders ----------------------------------------------------------------------
 
     @_exact_money
-    async def place(self, owner: str, account_id: str, request: OrderRequest) -> BrokerOrder:
+    async def place(
+        self,
+        owner: str,
+        account_id: str,
+        request: OrderRequest,
+        *,
+        session: AsyncSession | None = None,
+    ) -> BrokerOrder:
+        """Place an order; with ``session`` inside the caller's transaction (nothing is
+        committed here: the caller commits the paper books with its own rows, or rolls
+        everything back), else in a transaction of its own."""
         if request.is_multi_leg or is_option_symbol(request.symbol):
-            return await self._place_option(owner, account_id, request)
+            return await self._place_option(owner, account_id, request, session)
         _validate_shape(
             request.order_type, request.quantity, request.limit_price, request.stop_price
         )
         self.check_symbol(request.symbol)
         now = self.clock.now()
-        async with self._sessionmaker() as session:
+        async with self._writing(session) as session:
             store = PaperStore(session)
-            account = await self._account(store, owner, account_id, lock=True)
-            position = await store.position(account.id, request.symbol)
+            found = await store.account_with_position(account_id, owner, request.symbol)
+            if found is None:
+                raise broker_errors.OrderNotFound("no such paper account", broker="paper")
+            account, position = found
             positions: dict[PositionKey, PaperPosition] = {}
             if position is not None:
                 positions[(account.id, request.symbol)] = position
@@ -617,7 +630,6 @@ class PaperEngine:
             self._evaluate(store, account, order, positions, now)
             store.add(order)
             await self._insert_order(session, store)
-            await session.commit()
             return to_broker_order(order)
 
     # --- option orders ----------------------------------------------------------------
@@ -805,11 +817,15 @@ class PaperEngine:
                     row.updated_at = now
 
     async def _place_option(
-        self, owner: str, account_id: str, request: OrderRequest
+        self,
+        owner: str,
+        account_id: str,
+        request: OrderRequest,
+        caller_session: AsyncSession | None,
     ) -> BrokerOrder:
         now = self.clock.now()
         legs = self._request_legs(request, now)
-        async with self._sessionmaker() as session:
+        async with self._writing(caller_session) as session:
             store = PaperStore(session)
             account = await self._account(store, owner, account_id, lock=True)
             positions = {
@@ -881,8 +897,18 @@ class PaperEngine:
             self._evaluate(store, account, order, positions, now)
             store.add(order)
             await self._insert_order(session, store)
-            await session.commit()
             return to_broker_order(order)
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, session: AsyncSession | None) -> AsyncIterator[AsyncSession]:
+        """The session a write runs on: the caller's (its transaction, not committed
+        here), or one of its own, committed when the write returns normally."""
+        if session is not None:
+            yield session
+            return
+        async with self._sessionmaker() as own:
+            yield own
+            await own.commit()
 
     async def _insert_order(self, session: AsyncSession, store: PaperStore) -> None:
         """Flush a new order row ahead of its held fills; a reused client order id is refused."""
@@ -892,6 +918,11 @@ class PaperEngine:
             await session.flush()
         except IntegrityError as exc:
             await session.rollback()
+            # Only the (account, client_order_id) constraint is a refusal; anything else
+            # (a failing write) is an error, whatever the driver calls it (SQLite reports
+            # a trigger's RAISE(ABORT) as an integrity error too).
+            if "client_order_id" not in str(exc.orig):
+                raise
             raise broker_errors.Rejected("client_order_id must be unique", broker="paper") from exc
         store.release_fills()
 
@@ -1014,7 +1045,13 @@ class PaperEngine:
 
     @_exact_money
     async def modify(
-        self, owner: str, account_id: str, order_id: str, changes: OrderChanges
+        self,
+        owner: str,
+        account_id: str,
+        order_id: str,
+        changes: OrderChanges,
+        *,
+        session: AsyncSession | None = None,
     ) -> BrokerOrder:
         """Change a working order in place (same id), then match it at once.
 
@@ -1023,7 +1060,7 @@ class PaperEngine:
         longer fits the buying power.
         """
         now = self.clock.now()
-        async with self._sessionmaker() as session:
+        async with self._writing(session) as session:
             store = PaperStore(session)
             account = await self._account(store, owner, account_id, lock=True)
             order = await store.order(account.id, order_id, lock=True)
@@ -1035,7 +1072,6 @@ class PaperEngine:
                 )
             if _is_option_order(order):
                 await self._modify_option(store, account, order, changes, now)
-                await session.commit()
                 return to_broker_order(order)
             order_type = OrderType(order.order_type)
             quantity = changes.quantity if changes.quantity is not None else order.quantity
@@ -1100,7 +1136,6 @@ class PaperEngine:
             order.updated_at = now
             account.updated_at = now
             self._evaluate(store, account, order, positions, now)
-            await session.commit()
             return to_broker_order(order)
 
     async def _modify_option(
@@ -1171,10 +1206,18 @@ class PaperEngine:
         account.updated_at = now
         self._evaluate(store, account, order, positions, now)
 
-    async def cancel(self, owner: str, account_id: str, order_id: str) -> BrokerOrder:
-        """Cancel a working order; ``OrderNotModifiable`` once it is filled or closed."""
+    async def cancel(
+        self,
+        owner: str,
+        account_id: str,
+        order_id: str,
+        *,
+        session: AsyncSession | None = None,
+    ) -> BrokerOrder:
+        """Cancel a working order; ``OrderNotModifiable`` once it is filled or closed.
+        With ``session``, inside the caller's transaction (see ``place``)."""
         now = self.clock.now()
-        async with self._sessionmaker() as session:
+        async with self._writing(session) as session:
             store = PaperStore(session)
             account = await self._account(store, owner, account_id, lock=True)
             order = await store.order(account.id, order_id, lock=True)
@@ -1190,7 +1233,6 @@ class PaperEngine:
             else:
                 position = await store.position(account.id, order.symbol)
                 self._close(account, order, position, OrderStatus.canceled, now, None)
-            await session.commit()
             return to_broker_order(order)
 
     async def get_order(self, owner: str, account_id: str, order_id: str) -> BrokerOrder:

@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers.base import OrderStatus
@@ -73,6 +73,26 @@ class PaperStore:
         if lock:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def account_with_position(
+        self, account_id: str, owner: str, symbol: str
+    ) -> tuple[PaperAccount, PaperPosition | None] | None:
+        """The owner's account, locked, with its position in ``symbol``: one round trip
+        (only the account row is locked; a position row is changed under its lock)."""
+        stmt = (
+            select(PaperAccount, PaperPosition)
+            .outerjoin(
+                PaperPosition,
+                and_(
+                    PaperPosition.paper_account_id == PaperAccount.id,
+                    PaperPosition.symbol == symbol,
+                ),
+            )
+            .where(PaperAccount.id == account_id, PaperAccount.owner == owner)
+            .with_for_update(of=PaperAccount)
+        )
+        row = (await self.session.execute(stmt)).one_or_none()
+        return None if row is None else (row[0], row[1])
 
     async def accounts_of(self, owner: str) -> Sequence[PaperAccount]:
         stmt = (

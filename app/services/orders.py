@@ -4,7 +4,11 @@ Placement (ARCHITECTURE.md, "Orders"): an existing Idempotency-Key is answered f
 (replay, 422 on a changed body, 409 while in flight); then the gates; then the order row
 (``pending_submit``) and the key are committed *before* the broker is called; the broker's
 answer (or ``unknown`` when the outcome cannot be known) is committed with its event and
-the stored response before the client hears anything.
+the stored response before the client hears anything. The paper broker is the exception:
+its books are in our database, so a paper placement, modify or cancel runs the paper engine
+inside the order's own transaction (``PaperAdapter.place_order_in`` and siblings) and
+commits the paper books, the order row, the completed key and the events at once; there is
+no ``unknown`` for paper.
 
 The gates run in the order ARCHITECTURE.md gives, each before anything reaches the broker:
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -65,6 +70,7 @@ from app.db.repositories.idempotency import IdempotencyRepository
 from app.db.repositories.orders import OrderRepository
 from app.ids import client_order_id_for, new_id
 from app.observability import ORDERS_TOTAL
+from app.paper.adapter import PaperAdapter
 from app.schemas.common import decode_time_cursor, encode_time_cursor
 from app.schemas.orders import Order as OrderOut
 from app.schemas.orders import OrderCreate, OrderListStatus, OrderPage, OrderUpdateBody
@@ -199,6 +205,19 @@ class OrderService:
                     await session.rollback()
                     raise errors.RequestInProgress(headers={"Retry-After": "1"})
 
+            paper = paper_broker(adapter)
+            if paper is not None:
+                target = _AuditTarget.of(connection)
+                response = await self._place_paper(
+                    session,
+                    paper,
+                    account.broker_account_ref,
+                    order,
+                    _PaperClaim(keys, record_id, idempotency_key, fingerprint, claim),
+                )
+                ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
+                return response
+
             OrderRepository.for_user(session, user_id).add(order)
             await session.flush()
             append_order_event(session, order, now)
@@ -210,6 +229,65 @@ class OrderService:
             )
             ORDERS_TOTAL.labels(broker=connection.broker_slug, outcome=str(order.status)).inc()
             return response
+
+    async def _place_paper(
+        self,
+        session: AsyncSession,
+        paper: PaperAdapter,
+        account_ref: str,
+        order: Order,
+        held: _PaperClaim,
+    ) -> StoredResponse:
+        """Place on the paper broker inside this transaction: the paper books, the order
+        row, its events and the completed idempotency record commit together or not at all.
+
+        The paper broker's books are in our database, so there is no answer to lose and no
+        ``unknown``: a refusal rolls everything back and is recorded on its own (the
+        rejected order, its events and the stored 4xx, again in one transaction); any other
+        failure rolls everything back and leaves nothing, the key included.
+        """
+        try:
+            report = await paper.place_order_in(session, account_ref, order_request_for(order))
+        except broker_errors.BrokerError as exc:
+            await session.rollback()
+            return await self._record_paper_refusal(session, order, held, exc)
+        OrderRepository.for_user(session, order.user_id).add(order)
+        append_order_event(session, order, order.created_at)
+        apply_broker_order(session, order, report, utcnow())
+        response = StoredResponse(201, OrderOut.from_row(order).model_dump(mode="json"))
+        await held.keys.complete(
+            held.record_id, status=response.status, body=response.body, order_id=order.id
+        )
+        await session.commit()
+        return response
+
+    async def _record_paper_refusal(
+        self,
+        session: AsyncSession,
+        order: Order,
+        held: _PaperClaim,
+        exc: broker_errors.BrokerError,
+    ) -> StoredResponse:
+        """The paper broker refused the order (its transaction is rolled back): record the
+        rejected order, its events and the stored answer in a transaction of their own."""
+        if not await held.claim():
+            # Another request took the key while the refused attempt rolled back.
+            answer = await self._answer_held_key(held.keys, held.key, held.fingerprint)
+            if answer is not None:
+                return answer
+            await session.rollback()
+            raise errors.RequestInProgress(headers={"Retry-After": "1"})
+        problem = to_app_error(exc)
+        OrderRepository.for_user(session, order.user_id).add(order)
+        append_order_event(session, order, order.created_at)
+        set_status(session, order, OrderStatus.rejected, utcnow(), reject_reason=exc.reason)
+        body = problem.to_problem() | {"order_id": order.id}
+        response = StoredResponse(problem.status, body, problem.headers)
+        await held.keys.complete(
+            held.record_id, status=response.status, body=response.body, order_id=order.id
+        )
+        await session.commit()
+        return response
 
     async def _answer_held_key(
         self, keys: IdempotencyRepository, key: str, fingerprint: str
@@ -477,6 +555,21 @@ class OrderService:
             broker_order_id = order.broker_order_id
             now = utcnow()
             set_status(session, order, OrderStatus.pending_replace, now)
+            paper = paper_broker(adapter)
+            if paper is not None:
+                # One transaction with the paper books (see _place_paper).
+                try:
+                    report = await paper.modify_order_in(
+                        session, account.broker_account_ref, broker_order_id, changes
+                    )
+                except broker_errors.BrokerError as exc:
+                    await session.rollback()
+                    raise to_app_error(exc) from exc
+                if not apply_broker_order(session, order, report, utcnow()):
+                    if order.status == OrderStatus.pending_replace.value:
+                        set_status(session, order, previous, utcnow())
+                await session.commit()
+                return OrderOut.from_row(order)
             await self.audit(session, connection, order, "modify", fingerprint, order.status, now)
             await session.commit()
 
@@ -536,6 +629,19 @@ class OrderService:
             broker_order_id = order.broker_order_id
             now = utcnow()
             set_status(session, order, OrderStatus.pending_cancel, now)
+            paper = paper_broker(adapter)
+            if paper is not None:
+                # One transaction with the paper books (see _place_paper).
+                try:
+                    report = await paper.cancel_order_in(
+                        session, account.broker_account_ref, broker_order_id
+                    )
+                except broker_errors.BrokerError as exc:
+                    await session.rollback()
+                    raise to_app_error(exc) from exc
+                apply_broker_order(session, order, report, utcnow())
+                await session.commit()
+                return OrderOut.from_row(order)
             await self.audit(session, connection, order, "cancel", fingerprint, order.status, now)
             await session.commit()
             try:
@@ -632,6 +738,25 @@ class OrderService:
         )
         await session.commit()
         raise problem
+
+
+@dataclass(frozen=True, slots=True)
+class _PaperClaim:
+    """A paper placement's idempotency claim, to complete it or to claim it again after a
+    refusal rolled it back."""
+
+    keys: IdempotencyRepository
+    record_id: str
+    key: str
+    fingerprint: str
+    claim: Callable[[], Awaitable[bool]]
+
+
+def paper_broker(adapter: BrokerAdapter) -> PaperAdapter | None:
+    """The paper broker itself, whose books are in our database and so change inside the
+    order's transaction. A subclass (a test's stand-in for an outside broker, with its own
+    faults and lost answers) takes the outside-broker path: commit, then call."""
+    return adapter if type(adapter) is PaperAdapter else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "brokerage-gateway-listener"
 
+# Counted up and down (not set): one per process in production, so 1 while its LISTEN
+# connection is up; where several app instances share a process (tests), each counts itself
+# and one instance's reconnects never hide another's state.
 LISTENER_UP = Gauge("brokerage_stream_listener_connected", "1 while the LISTEN connection is up")
 LISTENER_RECONNECTS = Counter(
     "brokerage_stream_listener_connects_total", "LISTEN connections established"
@@ -108,6 +111,7 @@ class PgListener:
         while True:
             conn: asyncpg.Connection | None = None
             lost = self._lost = asyncio.Event()
+            counted = False
             try:
                 conn = await asyncpg.connect(
                     self._dsn,
@@ -119,7 +123,8 @@ class PgListener:
                 self._conn = conn
                 self.connects += 1
                 LISTENER_RECONNECTS.inc()
-                LISTENER_UP.set(1)
+                LISTENER_UP.inc()
+                counted = True
                 self._disconnected.clear()
                 self._connected.set()
                 self._first_attempt.set()
@@ -136,7 +141,8 @@ class PgListener:
                 self._conn = None
                 self._connected.clear()
                 self._disconnected.set()
-                LISTENER_UP.set(0)
+                if counted:
+                    LISTENER_UP.dec()
                 self._first_attempt.set()
                 if conn is not None and not conn.is_closed():
                     conn.terminate()

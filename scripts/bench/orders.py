@@ -88,6 +88,70 @@ def wrk(url: str, script: str, concurrency: int) -> dict[str, float]:
     }
 
 
+_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _cpu_ticks(pids: list[int]) -> dict[int, int]:
+    """utime + stime of each process still alive."""
+    found = {}
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            found[pid] = int(fields[11]) + int(fields[12])
+    return found
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every process of a server's process group (uvicorn's supervisor and workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+async def postgres_pids(url: str) -> list[int]:
+    """The Postgres backends serving the bench's own database (not other clients')."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [row["pid"] for row in rows]
+
+
+async def measured(
+    url: str, target: str, script: str, concurrency: int, server: subprocess.Popen[bytes]
+) -> dict[str, float]:
+    """One wrk run, with the CPU the server processes and the database's Postgres backends
+    spent on it (ms per request; Postgres: only backends of this database)."""
+    app_before = _cpu_ticks(group_pids(server.pid))
+    pg_before = _cpu_ticks(await postgres_pids(url))
+    result = await asyncio.to_thread(wrk, target, script, concurrency)
+    app_after = _cpu_ticks(group_pids(server.pid))
+    pg_after = _cpu_ticks(await postgres_pids(url))
+    requests = result["rps"] * float(DURATION.rstrip("s"))
+    app_ms = sum(t - app_before.get(p, 0) for p, t in app_after.items()) * _TICK_MS
+    pg_ms = sum(t - pg_before.get(p, 0) for p, t in pg_after.items()) * _TICK_MS
+    result["app_cpu_ms"] = app_ms / max(requests, 1)
+    result["pg_cpu_ms"] = pg_ms / max(requests, 1)
+    return result
+
+
 def start_server(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)  # noqa: S603
     deadline = time.monotonic() + 60
@@ -159,7 +223,9 @@ async def main() -> None:
                 "body": json.dumps(ORDER_BODY),
             }
             wrk(gateway_url, script, 8)  # warm-up
-            gateway_results = {c: wrk(gateway_url, script, c) for c in (8, 64)}
+            gateway_results = {
+                c: await measured(url, gateway_url, script, c, gateway) for c in (8, 64)
+            }
         finally:
             stop_server(gateway)
 
@@ -181,7 +247,7 @@ async def main() -> None:
         try:
             bare_script = BARE_SCRIPT % {"body": json.dumps(ORDER_BODY)}
             wrk(bare_url, bare_script, 8)
-            bare_results = {c: wrk(bare_url, bare_script, c) for c in (8, 64)}
+            bare_results = {c: await measured(url, bare_url, bare_script, c, bare) for c in (8, 64)}
         finally:
             stop_server(bare)
 
@@ -200,6 +266,14 @@ async def main() -> None:
         if g["non_2xx"] or b["non_2xx"]:
             line += f"  (non-2xx: gateway {g['non_2xx']}, bare {b['non_2xx']})"
         print(line)
+    print("CPU ms per request (service processes / its Postgres backends):")
+    for c in (8, 64):
+        g, b = gateway_results[c], bare_results[c]
+        print(
+            f"{c:>11} | gateway {g['app_cpu_ms']:.2f} / {g['pg_cpu_ms']:.2f} | "
+            f"bare {b['app_cpu_ms']:.2f} / {b['pg_cpu_ms']:.2f}"
+        )
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The live gates around options and preview, on a BYOB Alpaca connection (fake Alpaca).
 
 A preview is a read: kill-switches and the paper-first gate, which guard sending an order,
-do not stop it; the capability gate and the body's validation do. Alpaca on this branch
-declares no options, so an option order there is ``unsupported_order`` with nothing sent.
+do not stop it; the capability gate and the body's validation do. Alpaca takes market and
+limit option orders only, so an option stop order there is ``unsupported_order`` with
+nothing sent.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ async def test_capabilities_and_validation_still_stop_a_preview(db_url: str) -> 
         _, live = await gw.connect_byob(user)
         before = len(gw.requests)
         for body, code in (
-            (OPTION, "unsupported_order"),
+            ({**OPTION, "order_type": "stop", "stop_price": "1.00"}, "unsupported_order"),
             ({**OPTION, "quantity": "0.5"}, "fractional_contracts"),
             ({**OPTION, "symbol": "AAPL301318C00200000"}, "invalid_option_symbol"),
         ):

@@ -58,6 +58,9 @@ async def test_capabilities_declare_options_combos_chain_and_preview() -> None:
         "max_legs": 4,
         "combo_order_types": ["limit", "market"],
         "combo_time_in_force": ["day", "gtc"],
+        "combo_price_effects": ["credit", "debit", "even"],
+        "single_order_types": None,
+        "single_time_in_force": None,
         "greeks": "native",
         "exercise": "unsupported",
     }

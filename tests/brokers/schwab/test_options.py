@@ -128,6 +128,9 @@ def test_capabilities_state_options_multi_leg_and_preview() -> None:
         "max_legs": 4,
         "combo_order_types": ["limit", "market"],
         "combo_time_in_force": ["day", "gtc"],
+        "combo_price_effects": ["credit", "debit", "even"],
+        "single_order_types": None,
+        "single_time_in_force": None,
         "greeks": "native",
         "exercise": "unsupported",
     }

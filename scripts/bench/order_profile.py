@@ -1,0 +1,138 @@
+"""Profile of one paper order and one live (fake Alpaca, BYOB) order, placed one at a time
+through the app in process: SQL statements, transactions and round trips per order, and
+CPU per order. Not a test: it prints figures.
+
+    .venv/bin/python scripts/bench/order_profile.py [--orders N] [--database sqlite]
+
+Round trips = statements + BEGIN + COMMIT/ROLLBACK (asyncpg sends each on its own). The fake
+broker runs in this process too, so "live CPU" includes the fake's share; the paper
+figure has no broker outside the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import event  # noqa: E402
+
+from app.db.migrate import upgrade  # noqa: E402
+from tests.conftest import new_user  # noqa: E402
+from tests.postgres import fresh_database, postgres_server  # noqa: E402
+from tests.services.support import live_gateway  # noqa: E402
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.statements: collections.Counter[str] = collections.Counter()
+        self.begins = 0
+        self.ends = 0
+
+    def attach(self, engine: Any) -> None:
+        sync = engine.sync_engine
+
+        @event.listens_for(sync, "before_cursor_execute")
+        def _stmt(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            words = statement.split()
+            kind = words[0].upper()
+            table = ""
+            upper = [w.upper() for w in words]
+            markers = ("FROM",) if kind == "SELECT" else ("INTO", "UPDATE", "FROM")
+            for marker in markers:
+                if marker in upper and upper.index(marker) + 1 < len(words):
+                    table = words[upper.index(marker) + 1]
+                    break
+            if "FOR UPDATE" in statement.upper():
+                table += " (locked)"
+            self.statements[f"{kind} {table}".strip()] += 1
+
+        @event.listens_for(sync, "begin")
+        def _begin(conn: Any) -> None:
+            self.begins += 1
+
+        @event.listens_for(sync, "commit")
+        def _commit(conn: Any) -> None:
+            self.ends += 1
+
+        @event.listens_for(sync, "rollback")
+        def _rollback(conn: Any) -> None:
+            self.ends += 1
+
+    def reset(self) -> None:
+        self.statements.clear()
+        self.begins = self.ends = 0
+
+
+async def profile(label: str, place: Any, counter: Counter, orders: int) -> None:
+    for _ in range(10):  # warm up
+        await place()
+    counter.reset()
+    cpu: list[float] = []
+    wall: list[float] = []
+    for _ in range(orders):
+        c0, w0 = time.process_time(), time.perf_counter()
+        response = await place()
+        cpu.append((time.process_time() - c0) * 1000)
+        wall.append((time.perf_counter() - w0) * 1000)
+        assert response.status_code in (201, 202), response.text
+    total = sum(counter.statements.values())
+    print(f"\n{label}: {orders} orders, one at a time")
+    print(
+        f"  statements/order {total / orders:.1f}, transactions/order {counter.ends / orders:.1f}"
+    )
+    print(f"  round trips/order {(total + counter.begins + counter.ends) / orders:.1f}")
+    print(
+        f"  CPU ms/order p50 {statistics.median(cpu):.2f} mean {statistics.mean(cpu):.2f}; "
+        f"wall ms p50 {statistics.median(wall):.2f}"
+    )
+    for name, count in sorted(counter.statements.items(), key=lambda kv: -kv[1]):
+        print(f"    {count / orders:5.2f}  {name}")
+
+
+async def run(url: str, orders: int) -> None:
+    async with live_gateway(url, paper_first_cycles=0) as gw:
+        h = gw.harness
+        engine = h.state.ctx.sessionmaker.kw["bind"]
+        counter = Counter()
+        counter.attach(engine)
+        user = new_user()
+        _, paper = await h.paper_account(user, starting_cash="100000000")
+        await profile("paper market buy", lambda: h.place(user, paper), counter, orders)
+        live_user = new_user()
+        _, live = await gw.connect_byob(live_user)
+        await profile(
+            "live Alpaca (BYOB) limit buy",
+            lambda: h.place(live_user, live, order_type="limit", limit_price="1.00"),
+            counter,
+            orders,
+        )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orders", type=int, default=100)
+    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    args = parser.parse_args()
+    if args.database == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite+aiosqlite:///{tmp}/profile.db"
+            await asyncio.to_thread(upgrade, url)
+            await run(url, args.orders)
+        return
+    async with postgres_server() as admin, fresh_database(admin) as url:
+        await asyncio.to_thread(upgrade, url)
+        await run(url, args.orders)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,209 @@
+"""A paper order is one transaction: the paper books, the order row, the idempotency record
+with its stored response and the order events commit together or not at all.
+
+Each case arms a database trigger that fails one statement of the placement (or of a
+cancel); afterwards nothing of the attempt is left: no order, no key, no paper order, fill
+or position, no cash moved and no event. The same key then places the order afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text
+
+from app.db.models import (
+    Account,
+    IdempotencyKey,
+    Order,
+    OrderEvent,
+    PaperAccount,
+    PaperFill,
+    PaperOrder,
+    PaperPosition,
+)
+from tests.conftest import new_user, own_database
+from tests.harness import Harness, running_app, settings_for_tests
+
+# (table event, SQLite WHEN, Postgres WHEN): one statement of a market buy's transaction each.
+PLACEMENT_STATEMENTS = {
+    "idempotency claim": ("INSERT ON idempotency_keys", "1", "true"),
+    "paper account": ("UPDATE ON paper_accounts", "NEW.seq > 0", "NEW.seq > 0"),
+    "paper order": ("INSERT ON paper_orders", "1", "true"),
+    "paper fill": ("INSERT ON paper_fills", "1", "true"),
+    "paper position": ("INSERT ON paper_positions", "1", "true"),
+    "order row": ("INSERT ON orders", "1", "true"),
+    "order event": ("INSERT ON order_events", "NEW.type LIKE 'order.%'", "NEW.type LIKE 'order.%'"),
+    "stored response": (
+        "UPDATE ON idempotency_keys",
+        "NEW.state = 'completed'",
+        "NEW.state = 'completed'",
+    ),
+}
+
+
+def _fault(dialect: str, table: str, when_sqlite: str, when_pg: str) -> list[str]:
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER injected_fault BEFORE {table} WHEN {when_sqlite} "
+            "BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+        ]
+    return [
+        "CREATE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'injected fault'; END $$",
+        f"CREATE TRIGGER injected_fault BEFORE {table} FOR EACH ROW WHEN ({when_pg}) "
+        "EXECUTE FUNCTION injected_fault()",
+    ]
+
+
+def _unfault(dialect: str, table: str) -> list[str]:
+    if dialect == "sqlite":
+        return ["DROP TRIGGER injected_fault"]
+    return [f"DROP TRIGGER injected_fault ON {table.split(' ON ')[1]}"]
+
+
+async def _run(h: Harness, statements: list[str]) -> None:
+    async with h.state.ctx.sessionmaker() as session:
+        for statement in statements:
+            await session.execute(text(statement))
+        await session.commit()
+
+
+@contextlib.asynccontextmanager
+async def own_gateway(shared_url: str, directory: Path) -> AsyncIterator[tuple[Harness, str]]:
+    """A gateway on a database of its own (the triggers must not reach other tests), and a
+    client that sees a failed request as the 500 it answers."""
+    async with (
+        own_database(shared_url, directory) as url,
+        running_app(settings_for_tests(url)) as h,
+    ):
+        transport = httpx.ASGITransport(app=h.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
+            h.client = c
+            yield h, ("sqlite" if url.startswith("sqlite") else "postgresql")
+
+
+async def _counts(h: Harness, user: str, paper_account: str) -> dict[str, object]:
+    async with h.state.ctx.sessionmaker() as session:
+
+        async def count(model: type, *where: object) -> int:
+            stmt = select(func.count()).select_from(model).where(*where)  # type: ignore[arg-type]
+            return int((await session.execute(stmt)).scalar_one())
+
+        account = (
+            await session.execute(select(PaperAccount).where(PaperAccount.id == paper_account))
+        ).scalar_one()
+        return {
+            "orders": await count(Order, Order.user_id == user),
+            "keys": await count(IdempotencyKey, IdempotencyKey.user_id == user),
+            "events": await count(
+                OrderEvent, OrderEvent.user_id == user, OrderEvent.type.like("order.%")
+            ),
+            "paper_orders": await count(PaperOrder, PaperOrder.paper_account_id == paper_account),
+            "paper_fills": await count(PaperFill, PaperFill.paper_account_id == paper_account),
+            "paper_positions": await count(
+                PaperPosition, PaperPosition.paper_account_id == paper_account
+            ),
+            "cash": account.cash,
+            "reserved_cash": account.reserved_cash,
+            "seq": account.seq,
+        }
+
+
+async def _paper_ref(h: Harness, account_id: str) -> str:
+    async with h.state.ctx.sessionmaker() as session:
+        row = (await session.execute(select(Account).where(Account.id == account_id))).scalar_one()
+        return row.broker_account_ref
+
+
+NOTHING = {
+    "orders": 0,
+    "keys": 0,
+    "events": 0,
+    "paper_orders": 0,
+    "paper_fills": 0,
+    "paper_positions": 0,
+    "cash": Decimal("100000"),
+    "reserved_cash": Decimal(0),
+    "seq": 0,
+}
+
+
+@pytest.mark.parametrize("statement", list(PLACEMENT_STATEMENTS))
+async def test_a_failure_at_any_statement_of_a_paper_placement_leaves_nothing(
+    db_url: str, tmp_path: Path, statement: str
+) -> None:
+    async with own_gateway(db_url, tmp_path) as (h, dialect):
+        user = new_user()
+        _, account = await h.paper_account(user)
+        paper = await _paper_ref(h, account)
+        # Without a fault, a market buy fills at once: every statement above runs.
+        table, when_sqlite, when_pg = PLACEMENT_STATEMENTS[statement]
+        await _run(h, _fault(dialect, table, when_sqlite, when_pg))
+
+        failed = await h.place(user, account, key="one-tx")
+        assert failed.status_code == 500, failed.text
+        assert await _counts(h, user, paper) == NOTHING
+
+        # Nothing held the key: the same key places the order afresh, whole.
+        await _run(h, _unfault(dialect, table))
+        placed = await h.place(user, account, key="one-tx")
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["status"] == "filled"
+        after = await _counts(h, user, paper)
+        assert (after["orders"], after["keys"], after["paper_orders"]) == (1, 1, 1)
+        assert (after["paper_fills"], after["paper_positions"]) == (1, 1)
+        assert after["events"] == 2  # pending_submit, then filled
+        assert after["cash"] < Decimal("100000")
+        replay = await h.place(user, account, key="one-tx")
+        assert (replay.status_code, replay.json()) == (201, placed.json())
+
+
+async def test_a_failing_cancel_leaves_the_paper_order_working(db_url: str, tmp_path: Path) -> None:
+    async with own_gateway(db_url, tmp_path) as (h, dialect):
+        user = new_user()
+        _, account = await h.paper_account(user)
+        paper = await _paper_ref(h, account)
+        placed = await h.place(
+            user, account, order_type="limit", limit_price="1.00", time_in_force="gtc"
+        )
+        assert placed.json()["status"] == "accepted", placed.text
+        before = await _counts(h, user, paper)
+        assert before["reserved_cash"] == Decimal("1.00")
+        event = ("INSERT ON order_events", "NEW.type = 'order.canceled'")
+        await _run(h, _fault(dialect, event[0], event[1], event[1]))
+
+        failed = await h.client.delete(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
+        assert failed.status_code == 500, failed.text
+        assert await _counts(h, user, paper) == before  # no pending_cancel, cash still held
+        async with h.state.ctx.sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(PaperOrder).where(PaperOrder.paper_account_id == paper)
+                )
+            ).scalar_one()
+            assert row.status == "accepted"
+        got = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
+        assert got.json()["status"] == "accepted"
+
+
+async def test_a_paper_refusal_is_recorded_whole_and_moves_no_money(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with own_gateway(db_url, tmp_path) as (h, _):
+        user = new_user()
+        _, account = await h.paper_account(user)
+        paper = await _paper_ref(h, account)
+        poor = await h.place(user, account, key="too-big", quantity="100000")
+        assert poor.status_code == 422, poor.text
+        assert poor.json()["code"] == "insufficient_funds"
+        after = await _counts(h, user, paper)
+        assert (after["orders"], after["keys"], after["events"]) == (1, 1, 2)
+        assert (after["paper_orders"], after["cash"], after["seq"]) == (0, Decimal("100000"), 0)
+        replay = await h.place(user, account, key="too-big", quantity="100000")
+        assert (replay.status_code, replay.json()) == (422, poor.json())
