@@ -267,6 +267,42 @@ class Settings(BaseSettings):
         default="https://api.webull.com",
         validation_alias=AliasChoices("BROKERAGE_WEBULL_BASE_URL", "webull_base_url"),
     )
+    # The brokers' own paper/sandbox environments, per connection (``options.environment``
+    # of POST /v1/connections; app/brokers/environments.py). Each has its own hosts; a
+    # stream URL left unset is derived from its REST host as for live.
+    # Alpaca paper: https://docs.alpaca.markets/docs/paper-trading (paper-api host, its
+    # trade_updates stream at wss://paper-api.alpaca.markets/stream).
+    alpaca_paper_trading_url: str = Field(
+        default="https://paper-api.alpaca.markets",
+        validation_alias=AliasChoices(
+            "BROKERAGE_ALPACA_PAPER_BASE_URL", "alpaca_paper_trading_url"
+        ),
+    )
+    alpaca_paper_stream_url: str | None = None
+    # Tradier sandbox: https://docs.tradier.com/docs/getting-started ("sandbox.tradier.com";
+    # its account stream is wss://sandbox-ws.tradier.com, derived when unset).
+    tradier_sandbox_base_url: str = Field(
+        default="https://sandbox.tradier.com",
+        validation_alias=AliasChoices(
+            "BROKERAGE_TRADIER_SANDBOX_BASE_URL", "tradier_sandbox_base_url"
+        ),
+    )
+    tradier_sandbox_stream_url: str | None = None
+    # tastytrade sandbox ("cert"): https://developer.tastytrade.com/sandbox/
+    tastytrade_sandbox_base_url: str = Field(
+        default="https://api.cert.tastyworks.com",
+        validation_alias=AliasChoices(
+            "BROKERAGE_TASTYTRADE_SANDBOX_BASE_URL", "tastytrade_sandbox_base_url"
+        ),
+    )
+    tastytrade_sandbox_streamer_url: str = "wss://streamer.cert.tastyworks.com"
+    # Webull's test environment (UAT): https://developer.webull.com/apis/docs/trade-api/trade
+    # ("Test Environment: http://us-openapi-alb.uat.webullbroker.com/"; every call is over
+    # HTTPS, https://developer.webull.com/apis/docs/about-open-api/).
+    webull_test_base_url: str = Field(
+        default="https://us-openapi-alb.uat.webullbroker.com",
+        validation_alias=AliasChoices("BROKERAGE_WEBULL_TEST_BASE_URL", "webull_test_base_url"),
+    )
     # Webull "Rate Limits" (https://developer.webull.com/apis/llms.txt): order queries 2 per
     # 2 seconds per App Key; every read but the token calls is paced by it (a bucket of two).
     # Tests against the fake raise it: the fake does not enforce it and a contract run would

@@ -31,6 +31,7 @@ tokens and account numbers.
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
 import functools
 import hashlib
@@ -258,9 +259,19 @@ class HttpPool:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._buckets: dict[tuple[str, str], Pacer] = {}
         self._memo: dict[tuple[str, ...], tuple[float, object]] = {}
+        self._environment = ""
 
     def __repr__(self) -> str:
         return f"HttpPool(clients={len(self._clients)}, buckets={len(self._buckets)})"
+
+    def for_environment(self, environment: str) -> HttpPool:
+        """This pool as a broker's paper/sandbox environment sees it: the same clients (one
+        per base URL, and the environment's hosts are its own) and shared limiter, with rate
+        buckets of its own (``<broker>@<environment>``): practice traffic never spends, or
+        waits on, the live credential's budget."""
+        view = copy.copy(self)
+        view._environment = environment
+        return view
 
     def client(self, base_url: str, *, verify: bool | str = True) -> httpx.AsyncClient:
         """The shared client for ``base_url``. ``verify``: TLS verification as httpx takes it
@@ -286,6 +297,8 @@ class HttpPool:
         pool has a shared limiter, else in-process. ``max_wait``: how long a request may
         wait for its turn before it is refused (an endpoint paced at one request per
         5 seconds needs more than the default)."""
+        if self._environment:
+            broker = f"{broker}@{self._environment}"
         found = self._buckets.get((broker, key))
         if found is None:
             if self._limiter is not None:

@@ -79,6 +79,9 @@ class Connection(Base):
     # Set by the rotation sweep when the active Tier A credential is past ``rotate_after``
     # and the broker cannot re-issue it; cleared when a fresh credential is stored.
     rotation_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # ``live``, or the broker's own paper/sandbox environment the connection was made in
+    # (migration 0014; app/brokers/environments.py). Its accounts are ``mode`` sandbox.
+    environment: Mapped[str] = mapped_column(String(10), default="live", server_default="live")
 
 
 class BrokerToken(Base):
@@ -158,11 +161,15 @@ class OAuthState(Base):
         )
 
 
+# ``sandbox``: an account at a broker's own paper/sandbox environment (never live money).
+ACCOUNT_MODES = ("paper", "live", "sandbox")
+
+
 class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (
         UniqueConstraint("connection_id", "broker_account_ref"),
-        CheckConstraint(_in("mode", ("paper", "live")), name="mode"),
+        CheckConstraint(_in("mode", ACCOUNT_MODES), name="mode"),
         Index(None, "user_id", "created_at"),
     )
 
@@ -224,6 +231,9 @@ class Order(Base):
     position_effect: Mapped[str | None] = mapped_column(String(5), nullable=True)
     price_effect: Mapped[str | None] = mapped_column(String(6), nullable=True)
     legs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # A dollar-amount order (migration 0014): the amount asked for; ``quantity`` is then what
+    # the broker reports as filled (0 until it is known).
+    notional: Mapped[Decimal | None] = mapped_column(Money(), nullable=True)
 
 
 class OrderEvent(Base):

@@ -10,8 +10,15 @@ from app.brokers.base import AssetClass
 from app.schemas.common import DecimalStr, ResponseModel, StrictModel, UTCTimestamp
 from app.schemas.options import ContractOut
 
-Label = Literal["Live", "Linked", "Paper"]
+# "Sandbox": an account at a broker's own paper/sandbox environment (never live money).
+Label = Literal["Live", "Linked", "Paper", "Sandbox"]
+AccountMode = Literal["paper", "live", "sandbox"]
 TierOut = Literal["A", "B", "C", "paper"]
+
+PARTIAL_DESCRIPTION = (
+    "true when the broker's answer held rows the gateway cannot represent: they are left "
+    "out (logged, counted in /metrics) and the rest is shown"
+)
 
 
 SupportOut = Literal["native", "emulated", "unsupported"]
@@ -118,6 +125,12 @@ class ConnectionOut(ResponseModel):
         description="When the connection was flagged `rotation_due` (null when it is not)."
     )
     accounts: list[str]
+    environment: str = Field(
+        default="live",
+        description="live, or the broker's own paper/sandbox environment the connection was "
+        "made in (options.environment: Alpaca paper, Tradier and tastytrade sandbox, Webull "
+        "test); such a connection's label is Sandbox and its accounts' mode sandbox",
+    )
     # Aggregator connections only, in the answer that created them: the Connection Portal
     # where the user links the brokerage (a new one: POST /v1/connections/{id}/portal).
     portal: PortalOut | None = None
@@ -134,7 +147,10 @@ class AccountOut(ResponseModel):
     broker: str
     tier: TierOut
     label: Label
-    mode: Literal["paper", "live"]
+    mode: AccountMode = Field(
+        description="live money, our paper broker, or sandbox: the broker's own paper/sandbox "
+        "environment (never live money)"
+    )
     name: str
     number_masked: str
     currency: str
@@ -173,6 +189,7 @@ class PositionOut(ResponseModel):
 class PositionList(ResponseModel):
     items: list[PositionOut]
     next_cursor: str | None = None
+    partial: bool = Field(default=False, description=PARTIAL_DESCRIPTION)
 
 
 class QuoteOut(ResponseModel):
@@ -200,6 +217,7 @@ class TransactionOut(ResponseModel):
 class TransactionList(ResponseModel):
     items: list[TransactionOut]
     next_cursor: str | None = None
+    partial: bool = Field(default=False, description=PARTIAL_DESCRIPTION)
 
 
 class ConnectionHealthRow(ResponseModel):

@@ -36,6 +36,7 @@ from app.schemas.common import DecimalStr, ResponseModel, StrictModel, UTCTimest
 from app.schemas.options import ContractOut
 
 MAX_DECIMAL_PLACES_QUANTITY = 9
+MAX_DECIMAL_PLACES_NOTIONAL = 2
 MIN_LEGS = 2
 MAX_LEGS = 4
 """Bounds of a multi-leg order on every broker; a broker may allow fewer
@@ -105,7 +106,15 @@ class OrderCreate(StrictModel):
         default=None, description="Required, except for a multi-leg order (each leg has one)"
     )
     quantity: DecimalStr = Field(
-        description="Shares, whole contracts for an option, whole strategy units for legs"
+        default=Decimal(0),
+        description="Shares, whole contracts for an option, whole strategy units for legs. "
+        "Required unless notional is given (exactly one of the two)",
+    )
+    notional: DecimalStr | None = Field(
+        default=None,
+        description="A dollar-amount order instead of quantity (exactly one of the two): the "
+        "amount to spend (buy) or raise (sell). Market orders, and limit orders where the "
+        "broker's capabilities.notional_limit says so; equities and crypto only",
     )
     order_type: OrderType
     limit_price: DecimalStr | None = Field(
@@ -145,7 +154,10 @@ class OrderCreate(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> OrderCreate:
-        _check_positive("quantity", self.quantity)
+        if self.notional is not None:
+            self._check_notional()
+        else:
+            _check_positive("quantity", self.quantity)
         _check_positive("stop_price", self.stop_price)
         exponent = self.quantity.as_tuple().exponent
         if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES_QUANTITY:
@@ -166,6 +178,24 @@ class OrderCreate(StrictModel):
             _check_positive("limit_price", self.limit_price)
             self._check_single()
         return self
+
+    def _check_notional(self) -> None:
+        """A dollar amount instead of a quantity (ISSUE 15 item 3): exactly one of the two,
+        > 0 with at most cents, on a plain (not option, not multi-leg) market or limit order.
+        Whether the broker takes it is the capability gate's answer (``unsupported_order``)."""
+        assert self.notional is not None
+        if "quantity" in self.model_fields_set:
+            raise ValueError("give quantity or notional, not both")
+        _check_positive("notional", self.notional)
+        exponent = self.notional.as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES_NOTIONAL:
+            raise ValueError("notional has more than 2 decimal places")
+        if self.order_type not in (OrderType.market, OrderType.limit):
+            raise ValueError(
+                f"a notional order is a market or limit order, not {self.order_type.value}"
+            )
+        if self.legs is not None or (self.symbol is not None and is_option_symbol(self.symbol)):
+            raise ValueError("an option order is in whole contracts: give quantity, not notional")
 
     def _check_single(self) -> None:
         if self.symbol is None:
@@ -224,6 +254,15 @@ class OrderCreate(StrictModel):
     @property
     def is_multi_leg(self) -> bool:
         return self.legs is not None
+
+    @property
+    def is_short_sale(self) -> bool:
+        """An equity (or crypto) sell that opens a short position."""
+        return (
+            not self.is_option
+            and self.side is OrderSide.sell
+            and self.position_effect is PositionEffect.open
+        )
 
     @property
     def instrument(self) -> str:
@@ -329,6 +368,11 @@ class Order(ResponseModel):
     updated_at: UTCTimestamp
     position_effect: PositionEffect | None = None
     price_effect: PriceEffect | None = None
+    notional: DecimalStr | None = Field(
+        default=None,
+        description="A dollar-amount order: the amount asked for; quantity, filled_quantity "
+        "and avg_fill_price are then what the broker reports (quantity 0 until it is known)",
+    )
     legs: list[OrderLegOut] = Field(
         default_factory=list,
         description="A multi-leg order's legs with their fills (empty for a plain order); "
@@ -368,6 +412,7 @@ class Order(ResponseModel):
             updated_at=row.updated_at,
             position_effect=PositionEffect(row.position_effect) if row.position_effect else None,
             price_effect=PriceEffect(row.price_effect) if row.price_effect else None,
+            notional=row.notional,
             legs=[OrderLegOut.from_stored(leg) for leg in row.legs or ()],
             contract=contract,
         )

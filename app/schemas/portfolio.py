@@ -16,7 +16,7 @@ from app.schemas.accounts import Label, TierOut
 from app.schemas.common import DecimalStr, ResponseModel, UTCTimestamp
 from app.schemas.options import ContractOut
 
-Mode = Literal["paper", "live"]
+Mode = Literal["paper", "live", "sandbox"]
 
 UnavailableReason = Literal[
     "timeout",
@@ -89,6 +89,11 @@ class PortfolioAccount(ResponseModel):
     buying_power: DecimalStr
     positions: int
     as_of: UTCTimestamp
+    partial: bool = Field(
+        default=False,
+        description="true when the broker's positions answer held rows the gateway cannot "
+        "represent: they are left out of positions and totals (logged, counted in /metrics)",
+    )
 
 
 class SnapshotPosition(ResponseModel):

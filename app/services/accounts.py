@@ -15,6 +15,8 @@ from app.brokers.base import (
     Position,
     is_option_symbol,
 )
+from app.brokers.environments import SANDBOX_LABEL, SANDBOX_MODE
+from app.brokers.rows import is_partial
 from app.brokers.symbols import normalize_symbol
 from app.db.models import Account
 from app.db.repositories.connections import AccountRepository
@@ -41,6 +43,8 @@ MAX_QUOTE_SYMBOLS = 50
 
 def account_out(account: Account) -> AccountOut:
     label = {"A": "Live", "B": "Live", "C": "Linked", "paper": "Paper"}[account.tier]
+    if account.mode == SANDBOX_MODE:
+        label = SANDBOX_LABEL
     return AccountOut(
         id=account.id,
         connection_id=account.connection_id,
@@ -147,7 +151,7 @@ class AccountService:
 
     async def positions(self, *, user_id: str, account_id: str) -> PositionList:
         items = await self._read(user_id, account_id, lambda a, ref: a.get_positions(ref))
-        return PositionList(items=[position_out(p) for p in items])
+        return PositionList(items=[position_out(p) for p in items], partial=is_partial(items))
 
     async def position(self, *, user_id: str, account_id: str, symbol: str) -> PositionOut:
         wanted = normalize_symbol(symbol)
@@ -183,7 +187,8 @@ class AccountService:
                     description=t.description,
                 )
                 for t in items
-            ]
+            ],
+            partial=is_partial(items),
         )
 
     async def quotes(

@@ -31,6 +31,13 @@ from app.brokers.base import (
     Tier,
     revoke_credential,
 )
+from app.brokers.environments import (
+    LIVE,
+    SANDBOX_LABEL,
+    SANDBOX_MODE,
+    environments_of,
+    is_practice,
+)
 from app.brokers.registry import Activation, AdapterContext, BrokerSpec
 from app.db.models import Account, Connection
 from app.db.repositories.connections import AccountRepository, ConnectionRepository
@@ -84,6 +91,8 @@ def broker_out(spec: BrokerSpec) -> BrokerOut:
 
 def connection_out(connection: Connection, account_ids: list[str]) -> ConnectionOut:
     label = {"A": "Live", "B": "Live", "C": "Linked", "paper": "Paper"}[connection.tier]
+    if is_practice(connection.environment):
+        label = SANDBOX_LABEL
     return ConnectionOut(
         id=connection.id,
         broker=connection.broker_slug,
@@ -100,6 +109,7 @@ def connection_out(connection: Connection, account_ids: list[str]) -> Connection
         rotation_due=connection.rotation_due_at is not None,
         rotation_due_at=connection.rotation_due_at,
         accounts=account_ids,
+        environment=connection.environment,
     )
 
 
@@ -268,8 +278,7 @@ class ConnectionService:
         ``last_refresh_outcome = "pending_confirmation"`` and no accounts yet (the broker
         refuses reads until then); ``confirm_pending`` completes it.
         """
-        if body.options:
-            raise errors.ValidationFailed(f"{spec.name} connections take no options")
+        environment = _environment_option(spec, body.options)
         try:
             credentials = (
                 spec.check_credentials(body.credentials)
@@ -281,16 +290,20 @@ class ConnectionService:
         activation = None
         if spec.credential_setup is not None:
             activation = await self._activate(
-                spec, spec.credential_setup.begin, user_id, credentials
+                spec, spec.credential_setup.begin, user_id, credentials, environment
             )
             if activation.state == "failed":
                 raise errors.InvalidCredentials(f"{spec.name}: {activation.reason}")
             credentials = activation.credentials
         pending = activation is not None and activation.state == "pending"
-        broker_accounts = [] if pending else await self._broker_accounts(user_id, spec, credentials)
+        broker_accounts = (
+            [] if pending else await self._broker_accounts(user_id, spec, credentials, environment)
+        )
         assert spec.token_tier is not None
         now = utcnow()
         display = f"Linked: {spec.name}" if spec.tier is Tier.C else f"Connected: {spec.name}"
+        if is_practice(environment):
+            display = f"Connected: {spec.name} ({environment})"
         connection = Connection(
             id=new_id("con"),
             user_id=user_id,
@@ -309,6 +322,7 @@ class ConnectionService:
             expires_at=None if activation is None else activation.expires_at,
             last_refresh_at=now if pending else None,
             last_refresh_outcome=PENDING_CONFIRMATION if pending else None,
+            environment=environment,
         )
         accounts = [live_account(user_id, connection, spec, a, now) for a in broker_accounts]
         await store_live_connection(
@@ -328,10 +342,12 @@ class ConnectionService:
         step: Callable[[AdapterContext, Credentials], Awaitable[Activation]],
         user_id: str,
         credentials: Credentials,
+        environment: str = LIVE,
     ) -> Activation:
         """Run a credential activation step; a refused key is ``invalid_credentials``."""
+        context = self._ctx.adapter_context(user_id, broker=spec.slug, environment=environment)
         try:
-            return await step(self._ctx.adapter_context(user_id), credentials)
+            return await step(context, credentials)
         except broker_errors.AuthenticationFailed:
             raise errors.InvalidCredentials(f"{spec.name} did not accept this key") from None
         except broker_errors.BrokerError as exc:
@@ -365,9 +381,11 @@ class ConnectionService:
         setup = spec.credential_setup
         broker_accounts: list[BrokerAccount] = []
         try:
-            activation = await setup.check(self._ctx.adapter_context(user_id), credentials)
+            activation = await setup.check(self._ctx.connection_context(connection), credentials)
             if activation.state == "active":
-                broker_accounts = await self._broker_accounts(user_id, spec, activation.credentials)
+                broker_accounts = await self._broker_accounts(
+                    user_id, spec, activation.credentials, connection.environment
+                )
         except (broker_errors.BrokerError, errors.AppError) as exc:
             log.warning(
                 "could not check a connection waiting for confirmation",
@@ -445,7 +463,7 @@ class ConnectionService:
             )
         try:
             activation: Activation | None = await setup.renew(
-                self._ctx.adapter_context(user_id), credentials
+                self._ctx.connection_context(connection), credentials
             )
         except broker_errors.BrokerError as exc:
             log.warning(
@@ -516,7 +534,7 @@ class ConnectionService:
         return changed
 
     async def _broker_accounts(
-        self, user_id: str, spec: BrokerSpec, credentials: Credentials
+        self, user_id: str, spec: BrokerSpec, credentials: Credentials, environment: str = LIVE
     ) -> list[BrokerAccount]:
         """The accounts a credential sees: a real read that proves the credential works.
 
@@ -524,7 +542,10 @@ class ConnectionService:
         this deployment's allow-list): that is ``invalid_credentials`` too, with its reason.
         """
         try:
-            adapter = spec.factory(self._ctx.adapter_context(user_id), credentials)
+            adapter = spec.factory(
+                self._ctx.adapter_context(user_id, broker=spec.slug, environment=environment),
+                credentials,
+            )
         except broker_errors.AuthenticationFailed as exc:
             raise errors.InvalidCredentials(f"{spec.name}: {exc.reason}") from None
         try:
@@ -584,7 +605,7 @@ class ConnectionService:
         return connection_out(connection, [a.id for a in accounts])
 
     async def _validated_key(
-        self, user_id: str, spec: BrokerSpec, raw: dict[str, str]
+        self, user_id: str, spec: BrokerSpec, raw: dict[str, str], environment: str = LIVE
     ) -> tuple[Credentials, list[BrokerAccount]]:
         """Shape-check an API key, then prove it with a real read (the broker's accounts).
 
@@ -599,7 +620,7 @@ class ConnectionService:
             )
         except ValueError as exc:
             raise errors.InvalidCredentials(str(exc)) from None
-        return credentials, await self._broker_accounts(user_id, spec, credentials)
+        return credentials, await self._broker_accounts(user_id, spec, credentials, environment)
 
     async def replace_credentials(
         self, *, user_id: str, connection_id: str, body: CredentialsReplace
@@ -637,7 +658,9 @@ class ConnectionService:
                     else "they hold no credential to replace"
                 )
             )
-        credentials, broker_accounts = await self._validated_key(user_id, spec, body.credentials)
+        credentials, broker_accounts = await self._validated_key(
+            user_id, spec, body.credentials, connection.environment
+        )
         if not set(refs) & {a.broker_account_id for a in broker_accounts}:
             raise errors.InvalidCredentials(
                 f"this key is for another {spec.name} account; connect it as a new connection"
@@ -925,6 +948,21 @@ class ConnectionService:
                 )
 
 
+def _environment_option(spec: BrokerSpec, options: dict[str, str]) -> str:
+    """``options.environment`` of an API-key connection: ``live`` (the default) or one of
+    the broker's own paper/sandbox environments; no other option is taken."""
+    unknown = set(options) - {"environment"}
+    if unknown:
+        raise errors.ValidationFailed(f"unknown options: {', '.join(sorted(unknown))}")
+    environment = options.get("environment", LIVE)
+    offered = environments_of(spec.slug)
+    if environment not in offered:
+        raise errors.ValidationFailed(
+            f"{spec.name} has no {environment!r} environment: one of {', '.join(offered)}"
+        )
+    return environment
+
+
 def _ensure_not_revoked(connection: Connection) -> None:
     if connection.status == "revoked":
         raise errors.ConnectionBroken("the connection was revoked; connect the broker again")
@@ -947,7 +985,7 @@ def live_account(
         connection_id=connection.id,
         broker_slug=spec.slug,
         tier=spec.tier.value,
-        mode="live",
+        mode=SANDBOX_MODE if is_practice(connection.environment) else "live",
         name=found.name,
         number_masked=found.number_masked,
         broker_account_ref=found.broker_account_id,

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
 from app.brokers.base import BrokerAdapter
+from app.brokers.environments import LIVE, settings_for
 from app.brokers.http import HttpPool
 from app.brokers.registry import AdapterContext, BrokerRegistry, BrokerSpec
 from app.config import Settings
@@ -125,7 +126,7 @@ class ServiceContext:
                 credentials = await self.vault.credentials_for_read(
                     session, user_id=connection.user_id, connection_id=connection.id
                 )
-        return spec.factory(self.adapter_context(connection.user_id), credentials)
+        return spec.factory(self.connection_context(connection), credentials)
 
     async def ensure_order_credential(self, session: AsyncSession, connection: Connection) -> None:
         """Raise what ``adapter_for(..., for_order=True)`` would refuse with, decrypting nothing.
@@ -148,9 +149,7 @@ class ServiceContext:
         self, connection: Connection, credentials: Credentials | None
     ) -> BrokerAdapter:
         """The connection's adapter from credentials the caller already took from the vault."""
-        return self.spec_for(connection).factory(
-            self.adapter_context(connection.user_id), credentials
-        )
+        return self.spec_for(connection).factory(self.connection_context(connection), credentials)
 
     def access_token_due(self, connection: Connection) -> bool:
         if connection.expires_at is None or connection.status not in USABLE_CONNECTION_STATUSES:
@@ -182,12 +181,26 @@ class ServiceContext:
         finally:
             _REFRESH_SCOPE.reset(scope)
 
-    def adapter_context(self, owner: str) -> AdapterContext:
+    def adapter_context(
+        self, owner: str, *, broker: str = "", environment: str = LIVE
+    ) -> AdapterContext:
+        """What an adapter is built with. ``environment``: a broker's own paper/sandbox
+        (``app.brokers.environments``): that environment's hosts in the settings and rate
+        buckets of its own in the shared pool."""
+        if environment == LIVE:
+            settings, http = self.settings, self.broker_http
+        else:
+            settings = settings_for(self.settings, broker, environment)
+            http = (
+                None if self.broker_http is None else self.broker_http.for_environment(environment)
+            )
         return AdapterContext(
-            settings=self.settings,
-            paper_engine=self.paper_engine,
-            owner=owner,
-            http=self.broker_http,
+            settings=settings, paper_engine=self.paper_engine, owner=owner, http=http
+        )
+
+    def connection_context(self, connection: Connection) -> AdapterContext:
+        return self.adapter_context(
+            connection.user_id, broker=connection.broker_slug, environment=connection.environment
         )
 
 

@@ -282,6 +282,8 @@ class OptionsService:
                 extended_hours=body.extended_hours,
                 legs=len(body.legs or ()),
                 price_effect=body.price_effect,
+                notional=body.notional is not None,
+                short_sale=body.is_short_sale,
             )
             check_option_terms(body, utcnow())
             adapter = await self._ctx.adapter_for(session, connection, for_order=False)

@@ -62,6 +62,7 @@ from app.brokers.base import (
     SupportsOrderCheck,
     TimeInForce,
 )
+from app.brokers.environments import is_practice
 from app.brokers.symbols import normalize_symbol
 from app.db.models import Account, Connection, IdempotencyKey, Order
 from app.db.repositories.connections import AccountRepository
@@ -368,6 +369,8 @@ class OrderService:
             extended_hours=body.extended_hours,
             legs=len(body.legs or ()),
             price_effect=body.price_effect,
+            notional=body.notional is not None,
+            short_sale=body.is_short_sale,
         )
         check_option_terms(body, utcnow())
         return adapter
@@ -383,6 +386,8 @@ class OrderService:
         """
         required = self._ctx.settings.paper_first_cycles
         if required == 0 or not is_live_byob(connection.ownership, connection.tier):
+            return
+        if is_practice(connection.environment):  # the broker's own sandbox: no live money
             return
         completed = await self._ctx.paper_engine.cycles_completed(user_id, session)
         if completed < required:
@@ -830,6 +835,7 @@ def order_request_for(order: Order) -> OrderRequest:
             for leg in order.legs or ()
         ),
         price_effect=PriceEffect(order.price_effect) if order.price_effect else None,
+        notional=order.notional,
     )
 
 
@@ -883,6 +889,7 @@ def order_request_for_body(body: OrderCreate, client_order_id: str) -> OrderRequ
             for leg in body.legs or ()
         ),
         price_effect=body.price_effect,
+        notional=body.notional,
     )
 
 
@@ -959,6 +966,8 @@ def _check_changes(order: Order, changes: OrderChanges) -> None:
         raise errors.ValidationFailed(f"a {order.order_type} order has no limit_price")
     if changes.stop_price is not None and order.order_type not in ("stop", "stop_limit"):
         raise errors.ValidationFailed(f"a {order.order_type} order has no stop_price")
+    if changes.quantity is not None and order.notional is not None:
+        raise errors.ValidationFailed("a notional order has no quantity to change")
     if changes.quantity is not None and changes.quantity <= order.filled_quantity:
         raise errors.ValidationFailed("quantity must stay above what has already filled")
 
@@ -1004,6 +1013,7 @@ def new_order_row(user_id: str, account: Account, body: OrderCreate, now: dateti
         updated_at=now,
         position_effect=body.position_effect.value if body.position_effect else None,
         price_effect=body.price_effect.value if body.price_effect else None,
+        notional=body.notional,
         legs=(
             [
                 new_leg_state(leg.symbol, leg.side.value, leg.ratio, leg.position_effect.value)

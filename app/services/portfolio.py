@@ -37,6 +37,8 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Round
 from app import errors
 from app.brokers import errors as broker_errors
 from app.brokers.base import AssetClass, Balances, Position
+from app.brokers.environments import SANDBOX_LABEL, SANDBOX_MODE
+from app.brokers.rows import is_partial
 from app.db.models import Account, Connection, PortfolioSnapshot
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.portfolio import PortfolioSnapshotRepository
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 LABELS = {"A": "Live", "B": "Live", "C": "Linked", "paper": "Paper"}
 # Failures worth not asking again for a while: they cost the caller time, not just an error.
 SKIPPABLE = frozenset({"timeout", "broker_unavailable", "rate_limited"})
-MODE_ORDER = {"live": 0, "paper": 1}
+MODE_ORDER = {"live": 0, "sandbox": 1, "paper": 2}
 ZERO = Decimal(0)
 # Sums must be exact: a Decimal context that would rather raise than round.
 _EXACT = Context(prec=400, traps=[Inexact, Rounded, InvalidOperation, Overflow])
@@ -87,7 +89,7 @@ class AccountRef:
 
     @property
     def label(self) -> str:
-        return LABELS[self.tier]
+        return SANDBOX_LABEL if self.mode == SANDBOX_MODE else LABELS[self.tier]
 
     @classmethod
     def of(cls, account: Account) -> AccountRef:
@@ -302,6 +304,7 @@ def aggregate(
                 buying_power=r.balances.buying_power,
                 positions=len(r.positions),
                 as_of=r.taken_at,
+                partial=is_partial(r.positions),
             )
             for r in reads
         ],

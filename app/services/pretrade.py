@@ -24,8 +24,13 @@ def check_order(
     extended_hours: bool,
     legs: int = 0,
     price_effect: PriceEffect | None = None,
+    notional: bool = False,
+    short_sale: bool = False,
 ) -> AssetClass:
     """Refuse with ``unsupported_order`` what this path cannot do; return the asset class.
+
+    ``notional``: a dollar-amount order (``capabilities.notional`` / ``notional_limit``);
+    ``short_sale``: an equity sell that opens (``capabilities.short_selling``).
 
     ``legs`` > 0: a multi-leg option order on ``symbol`` (the legs' underlying). It needs
     options, ``multi_leg``, at most ``options.max_legs`` legs, and an order type and time
@@ -51,7 +56,25 @@ def check_order(
         raise errors.UnsupportedOrder("this broker does not take fractional quantities")
     if extended_hours and capabilities.extended_hours is Support.unsupported:
         raise errors.UnsupportedOrder("this broker does not take extended-hours orders")
+    if notional:
+        _check_notional(capabilities, order_type)
+    if short_sale and capabilities.short_selling is Support.unsupported:
+        raise errors.UnsupportedOrder("this broker does not take short sales")
     return asset_class
+
+
+def _check_notional(capabilities: Capabilities, order_type: OrderType) -> None:
+    """A dollar-amount order (ISSUE 15 item 3): a market order needs ``capabilities.notional``,
+    a limit order ``notional_limit`` (Robinhood takes amounts on limit orders only)."""
+    if order_type is OrderType.limit:
+        if capabilities.notional_limit is Support.unsupported:
+            raise errors.UnsupportedOrder(
+                "this broker does not take dollar-amount (notional) limit orders"
+            )
+    elif capabilities.notional is Support.unsupported:
+        raise errors.UnsupportedOrder(
+            "this broker does not take dollar-amount (notional) market orders"
+        )
 
 
 def _check_single_option(
