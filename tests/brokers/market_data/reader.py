@@ -22,8 +22,8 @@ class Reader:
         except Exception as exc:
             await self.queue.put(exc)
 
-    async def take(self, count: int, timeout: float = 10.0) -> list[MarketEvent | BaseException]:
-        return [await asyncio.wait_for(self.queue.get(), timeout) for _ in range(count)]
+    async def take(self, count: int) -> list[MarketEvent | BaseException]:
+        return [await asyncio.wait_for(self.queue.get(), 10) for _ in range(count)]
 
 
 @contextlib.asynccontextmanager
