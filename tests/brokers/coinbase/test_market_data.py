@@ -3,7 +3,6 @@ market_trades, candles, heartbeats, sequence numbers) and REST candles."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
