@@ -236,3 +236,34 @@ async def test_history_bars_come_from_rest_candles_in_pages_of_350() -> None:
         limited = await adapter.get_bars(BTC, BarInterval.h1, start, end, 3)
         assert len(limited) == 3
         assert [b.start for b in limited] == sorted(b.start for b in limited)
+
+
+async def test_a_candle_is_forming_until_a_later_bucket_arrives_then_final() -> None:
+    # Wire messages as the candles channel sends them (the session is not connected: the
+    # codec alone, fed in order).
+    session = CoinbaseMarketSession("ws://unused", jwt=None)
+    await session.update(MarketDataSubscription(bars=frozenset({(BarInterval.m5, BTC)})))
+    now = datetime(2026, 12, 4, 15, 7, tzinfo=UTC)
+
+    def candle(start: int, close: str, number: int) -> dict[str, object]:
+        row = {"start": str(start), "open": "100", "high": "102", "low": "99",
+               "close": close, "volume": "1.5", "product_id": BTC}  # fmt: skip
+        events = [{"type": "update", "candles": [row]}]
+        return {"channel": "candles", "timestamp": "2026-12-04T15:07:00.123456789Z",
+                "sequence_num": number, "events": events}  # fmt: skip
+
+    first = int(datetime(2026, 12, 4, 15, 5, tzinfo=UTC).timestamp())
+    [forming] = session._events(candle(first, "101", 1), now)
+    [again] = session._events(candle(first, "101.5", 2), now)
+    final, nxt = session._events(candle(first + 300, "103", 3), now)
+    assert isinstance(forming, Bar)
+    assert not forming.final
+    assert isinstance(again, Bar)
+    assert again.close == Decimal("101.5")
+    assert isinstance(final, Bar)
+    assert final.final
+    assert final.close == Decimal("101.5")
+    assert final.start == forming.start
+    assert isinstance(nxt, Bar)
+    assert not nxt.final
+    assert session._events(candle(first, "90", 4), now) == []  # an older bucket: ignored
