@@ -23,8 +23,16 @@ confirmed with Voyz/ibind ``ibind/client/ibkr_ws_client.py``):
 5. Keepalive: ``tic`` is sent every ``tic_seconds`` (ibind keeps the gateway's ``tic``
    answer); the gateway sends ``{"topic": "system", "hb": <epoch ms>}`` heartbeats, so a
    connection silent past ``idle_timeout`` is restarted. ``smd`` subscriptions are
-   re-issued every ``renew_seconds`` (9 minutes), before the 10-minute expiry the
-   reference notes for streamed market data.
+   re-issued every ``renew_seconds`` (9 minutes): "smd subscriptions terminate after 10
+   minutes" since 2026-04-14
+   (https://www.interactivebrokers.com/campus/ibkr-api-page/web-api-changelog/).
+6. The ``/tickle`` session id is reused while the last tickle is fresh (the adapter's
+   ``_ws_session``): the gateway allows one tickle a second, and reconnecting faster
+   than that would put the gateway in IBKR's penalty box.
+
+Not done here: a gateway with a self-signed certificate over ``wss`` (the shared
+reconnect loop opens sockets with the default TLS context; ``ibkr_gateway_ca_bundle`` is
+not applied to the WebSocket yet).
 
 Symbols become conids through the adapter's resolution (stocks: secdef search; options:
 the secdef walk) before anything changes: an unknown symbol is refused by ``update``.
