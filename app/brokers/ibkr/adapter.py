@@ -67,7 +67,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -78,6 +78,8 @@ from app.brokers import errors
 from app.brokers.base import (
     AssetClass,
     Balances,
+    Bar,
+    BarInterval,
     BrokerAccount,
     BrokerOrder,
     Capabilities,
@@ -1002,6 +1004,18 @@ class IbkrAdapter(PooledAdapter):
         session = market_data.session_of(body)
         self._pool.remember(memo_key, session, TICKLE_EVERY)
         return session
+
+    async def get_bars(
+        self, symbol: str, interval: BarInterval, start: datetime, end: datetime, limit: int
+    ) -> list[Bar]:
+        """``GET /iserver/marketdata/history`` by the symbol's conid (market_data.get_bars)."""
+        conid = await self._conid_of_any(symbol)
+
+        async def request(path: str, params: dict[str, str]) -> Any:
+            return await self._request(self._api, "GET", path, params=params)
+
+        now = datetime.now(UTC)
+        return await market_data.get_bars(request, conid, symbol, interval, start, end, limit, now)
 
     async def _conid_of_any(self, symbol: str) -> int:
         if is_option_symbol(symbol):

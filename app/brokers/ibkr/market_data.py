@@ -36,8 +36,8 @@ not applied to the WebSocket yet).
 
 Symbols become conids through the adapter's resolution (stocks: secdef search; options:
 the secdef walk) before anything changes: an unknown symbol is refused by ``update``.
-IBKR's stream has no trades or bars here (``smh`` history is not used): those channels are
-unsupported; history bars are not offered.
+IBKR's stream has no trades or bars here (``smh`` is not used): those channels are
+unsupported. History bars come from REST (``get_bars`` below).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -55,6 +56,8 @@ from websockets.asyncio.client import ClientConnection
 
 from app.brokers import errors
 from app.brokers.base import (
+    Bar,
+    BarInterval,
     Greeks,
     GreeksUpdate,
     MarketDataCapabilities,
@@ -80,6 +83,10 @@ GREEK_FIELDS = ("7308", "7309", "7310", "7311", "7633")
 IBKR_MARKET_DATA = MarketDataCapabilities(
     quotes=Support.native,
     greeks=Support.native,  # 7308-7311 and 7633 on option conids
+    history=Support.native,  # GET /iserver/marketdata/history
+    history_intervals=frozenset(
+        {BarInterval.m1, BarInterval.m5, BarInterval.m15, BarInterval.h1, BarInterval.d1}
+    ),
     max_symbols=100,  # IBKR's default market-data lines (more with quote booster packs)
     max_sessions=1,  # one WebSocket per gateway session
 )
@@ -326,3 +333,96 @@ def ws_url(base_url: str) -> str:
     """``https://host:5000/v1/api`` -> ``wss://host:5000/v1/api/ws``."""
     scheme, rest = base_url.split("://", 1)
     return ("wss" if scheme == "https" else "ws") + "://" + rest.rstrip("/") + "/ws"
+
+
+# --- history -------------------------------------------------------------------------------
+# GET /iserver/marketdata/history?conid&bar&period&startTime&outsideRth
+# (https://www.interactivebrokers.com/campus/ibkr-api-page/cpapi-v1/#hmds-history): "Max of
+# 1000 data points"; ``direction`` -1: the period extends BACK from ``startTime``
+# (YYYYMMDD-HH:mm:ss, UTC); ``data`` rows ``{"o", "h", "l", "c", "v", "t"}`` with ``t`` in
+# epoch ms and volume reported divided by ``volumeFactor``; 5 concurrent requests at most
+# (the adapter's pacer sends them one at a time).
+
+HISTORY_BARS = {
+    BarInterval.m1: ("1min", "8h", timedelta(hours=8)),
+    BarInterval.m5: ("5min", "3d", timedelta(days=3)),
+    BarInterval.m15: ("15min", "10d", timedelta(days=10)),
+    BarInterval.h1: ("1h", "41d", timedelta(days=41)),
+    BarInterval.d1: ("1d", "1000d", timedelta(days=1000)),
+}
+HISTORY_PAGES = 20  # requests one get_bars call may make
+
+Request = Callable[[str, dict[str, str]], Awaitable[Any]]
+
+
+def _history_rows(body: object) -> tuple[list[dict[str, Any]], Decimal]:
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise mapping.unknown("history payload", type(body).__name__)
+    factor = body.get("volumeFactor", 1)
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise mapping.unknown("volumeFactor", factor)
+    rows = [r for r in body["data"] if isinstance(r, dict)]
+    if len(rows) != len(body["data"]):
+        raise mapping.unknown("history bar", "not an object")
+    return rows, Decimal(factor)
+
+
+async def get_bars(
+    request: Request,
+    conid: int,
+    symbol: str,
+    interval: BarInterval,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    now: datetime,
+) -> list[Bar]:
+    """Final bars with ``start <= bar.start < end`` whose window ended by ``now``, oldest
+    first, at most ``limit``: pages walk forward from ``start``, each asking one period back
+    from its ``startTime``."""
+    shape = HISTORY_BARS.get(interval)
+    if shape is None:
+        raise errors.NotSupported(f"IBKR has no {interval.value} history bars", broker=SLUG)
+    bar, period, span = shape
+    step = timedelta(seconds=interval.seconds)
+    found: dict[datetime, Bar] = {}
+    last = min(end, now)
+    until = min(start + span, last)
+    for _ in range(HISTORY_PAGES):
+        body = await request(
+            "/iserver/marketdata/history",
+            {
+                "conid": str(conid),
+                "bar": bar,
+                "period": period,
+                "startTime": until.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S"),
+                "outsideRth": "true",
+            },
+        )
+        rows, factor = _history_rows(body)
+        for row in rows:
+            at = mapping.WIRE.epoch_ms(row.get("t"), "t")
+            prices = [mapping.WIRE.decimal(row.get(k), k, text=False) for k in "ohlc"]
+            found[at] = Bar(
+                symbol=symbol,
+                interval=interval,
+                start=at,
+                open=prices[0],
+                high=prices[1],
+                low=prices[2],
+                close=prices[3],
+                volume=mapping.WIRE.decimal(row.get("v"), "v", text=False) * factor,
+                vwap=None,
+                trade_count=None,
+                final=True,
+                source=MarketDataSource.history,
+            )
+        wanted = [b for b in found.values() if start <= b.start < end and b.start + step <= now]
+        if len(wanted) >= limit or until >= last:
+            break
+        until = min(until + span, last)
+    bars = sorted(
+        (b for b in found.values() if start <= b.start < end and b.start + step <= now),
+        key=lambda b: b.start,
+    )
+    return bars[: max(limit, 0)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -181,3 +182,24 @@ async def test_silence_reconnects_and_a_logged_out_gateway_ends_the_session() ->
             events = await reader.take(2)
         assert isinstance(events[0], MarketGap)
         assert isinstance(events[-1], errors.AuthenticationFailed)
+
+
+async def test_history_bars_come_from_rest_in_pages_walking_forward() -> None:
+    async with running_fake() as running:
+        adapter = running.adapter()
+        now = datetime.now(UTC)
+        end = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+        start = end - timedelta(minutes=600)
+        bars = await adapter.get_bars("AAPL", BarInterval.m1, start, end, 1000)
+        expected = running.fake.market.data.history("AAPL", BarInterval.m1, start, end, 1000, now)
+        assert [(b.start, b.open, b.high, b.low, b.close, b.volume) for b in bars] == [
+            (b.start, b.open, b.high, b.low, b.close, b.volume) for b in expected
+        ]
+        assert len(bars) == 600
+        assert all(b.final and b.source is MarketDataSource.history for b in bars)
+        calls = [p for _, p in running.fake.requests if p.endswith("/marketdata/history")]
+        assert len(calls) == 2  # 8 hours of 1-minute bars a request
+        first = await adapter.get_bars("AAPL", BarInterval.m1, start, end, 5)
+        assert [b.start for b in first] == [b.start for b in bars[:5]]
+        with pytest.raises(errors.UnknownSymbol):
+            await adapter.get_bars("NOPE", BarInterval.m1, start, end, 5)

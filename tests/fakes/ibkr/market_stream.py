@@ -21,17 +21,27 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from app.brokers import errors
+from app.brokers.base import BarInterval
+from app.paper.market_data import PaperMarketData
 from app.paper.quotes import SeededQuoteSource
 from tests.fakes.ibkr.options import OptionBook
 
 WS_PATH = "/ws"
+HISTORY_PATH = "/iserver/marketdata/history"
+_BARS = {"1min": BarInterval.m1, "5min": BarInterval.m5, "15min": BarInterval.m15,
+         "1h": BarInterval.h1, "1d": BarInterval.d1}  # fmt: skip
+_UNITS = {"min": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+MAX_POINTS = 1000  # "Max of 1000 data points supported"
 
 
 @dataclass
@@ -60,6 +70,7 @@ class FakeIbkrMarket:
         *,
         sessions: set[str],
         authenticated: Callable[[], bool],
+        gate: Callable[[Request], Awaitable[Response | None]],
         clock: Callable[[], datetime],
         tick_seconds: float = 0.05,
         heartbeat_seconds: float = 1.0,
@@ -70,6 +81,8 @@ class FakeIbkrMarket:
         self.symbols = {c: s for s, c in conids.items()}
         self.sessions = sessions  # ids /tickle handed out
         self._authenticated = authenticated
+        self._gate = gate
+        self.data = PaperMarketData(quotes, options.market)
         self.clock = clock
         self.tick_seconds = tick_seconds
         self.heartbeat_seconds = heartbeat_seconds
@@ -220,3 +233,42 @@ class FakeIbkrMarket:
                 {"topic": f"smd+{conid}", "conid": conid, "_updated": _ms(self.clock()),
                  "server_id": "q0", **changed}
             )  # fmt: skip
+
+    # --- REST history (``GET /iserver/marketdata/history``) ------------------------------
+
+    async def history(self, request: Request) -> Response:
+        """Bars of ``period`` back from ``startTime`` (direction -1), at most 1000, with
+        ``t`` in epoch ms and ``volumeFactor`` 1 (chosen here: the paper market's volumes
+        are whole)."""
+        gated = await self._gate(request)
+        if gated is not None:
+            return gated
+        params = request.query_params
+        interval = _BARS.get(params.get("bar", ""))
+        period = params.get("period", "")
+        unit = next((u for u in ("min", "h", "d") if period.endswith(u)), None)
+        try:
+            conid = int(params["conid"])
+            count = int(period.removesuffix(unit or ""))
+            until = datetime.strptime(params["startTime"], "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+        except (KeyError, ValueError):
+            return JSONResponse({"error": "Bad Request: invalid parameters"}, status_code=400)
+        symbol = self.symbols.get(conid)
+        if interval is None or unit is None or symbol is None:
+            return JSONResponse({"error": "Bad Request: invalid parameters"}, status_code=400)
+        since = until - _UNITS[unit] * count
+        try:
+            bars = self.data.history(symbol, interval, since, until, 10_000, self.clock())
+        except (errors.UnknownSymbol, errors.NotSupported):
+            bars = []
+        bars = bars[-MAX_POINTS:]
+        rows = [{"o": float(b.open), "c": float(b.close), "h": float(b.high),
+                 "l": float(b.low), "v": float(b.volume), "t": _ms(b.start)}
+                for b in bars]  # fmt: skip
+        return JSONResponse(
+            {"serverId": "20477", "symbol": symbol, "text": symbol, "priceFactor": 100,
+             "startTime": since.strftime("%Y%m%d-%H:%M:%S"), "timePeriod": period,
+             "barLength": interval.seconds, "mdAvailability": "S", "outsideRth": True,
+             "volumeFactor": 1, "direction": -1, "messageVersion": 2, "data": rows,
+             "points": len(rows), "travelTime": 12}
+        )  # fmt: skip

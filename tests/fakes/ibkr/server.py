@@ -70,7 +70,7 @@ from app.brokers.base import (
 )
 from app.paper.matching import OrderState, decide
 from app.paper.quotes import UNIVERSE, SeededQuoteSource
-from tests.fakes.ibkr.market_stream import WS_PATH, FakeIbkrMarket
+from tests.fakes.ibkr.market_stream import HISTORY_PATH, WS_PATH, FakeIbkrMarket
 from tests.fakes.ibkr.options import COMMISSION, SPREAD_CONID_USD, OptionBook
 
 API = "/v1/api"
@@ -300,6 +300,7 @@ class FakeIbkrGateway:
             self.conids,
             sessions=self.ws_sessions,
             authenticated=lambda: self.authenticated,
+            gate=lambda request: self._gate(request, preflight=True),
             clock=self.clock,
         )
         self._ids = itertools.count(1210386700)
@@ -319,6 +320,7 @@ class FakeIbkrGateway:
                 Route(f"{API}/iserver/auth/status", self.auth_status, methods=["GET", "POST"]),
                 Route(f"{API}/tickle", self.tickle, methods=post),
                 WebSocketRoute(f"{API}{WS_PATH}", self.market.serve),
+                Route(f"{API}{HISTORY_PATH}", self.market.history, methods=get),
                 Route(f"{API}/iserver/accounts", self.iserver_accounts, methods=get),
                 Route(f"{API}/portfolio/accounts", self.portfolio_accounts, methods=get),
                 Route(f"{API}/portfolio/{{acct}}/summary", self.summary, methods=get),
