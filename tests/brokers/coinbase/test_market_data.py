@@ -267,3 +267,14 @@ async def test_a_candle_is_forming_until_a_later_bucket_arrives_then_final() -> 
     assert isinstance(nxt, Bar)
     assert not nxt.final
     assert session._events(candle(first, "90", 4), now) == []  # an older bucket: ignored
+
+
+async def test_a_slow_connection_delays_but_loses_nothing() -> None:
+    async with running_fake() as running, session_of(running) as session:
+        running.fake.market.faults.slow = 0.02
+        await session.update(MarketDataSubscription(quotes=frozenset({BTC, ETH})))
+        async with reading(session) as reader:
+            seen = await until(reader, MarketQuote, 10)
+        assert not any(isinstance(e, MarketGap) for e in seen)
+        assert session.sequence_gaps == 0
+        assert running.fake.market.connections_opened == 1
