@@ -243,6 +243,11 @@ class Settings(BaseSettings):
         default="wss://advanced-trade-ws-user.coinbase.com",
         validation_alias=AliasChoices("BROKERAGE_COINBASE_WS_URL", "coinbase_ws_url"),
     )
+    # The market-data WebSocket (ticker, market_trades, candles) is another host again.
+    coinbase_market_ws_url: str = Field(
+        default="wss://advanced-trade-ws.coinbase.com",
+        validation_alias=AliasChoices("BROKERAGE_COINBASE_MARKET_WS_URL", "coinbase_market_ws_url"),
+    )
     # Private REST endpoints: 30 requests per second per user (Advanced Trade rate-limit
     # page as cited by api-evangelist/coinbase rate-limits; the same figure in the SDKs of
     # hummingbot and JKorf/Coinbase.Net).

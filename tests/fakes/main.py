@@ -122,6 +122,7 @@ async def main(args: argparse.Namespace) -> None:
             f"export BROKERAGE_PLAID_SECRET={plaid.secret}",
             f"export BROKERAGE_COINBASE_BASE_URL={cb_url}",
             f"export BROKERAGE_COINBASE_WS_URL={'ws' + cb_url.removeprefix('http')}",
+            f"export BROKERAGE_COINBASE_MARKET_WS_URL={'ws' + cb_url.removeprefix('http')}/market",
             f"export BROKERAGE_SNAPTRADE_BASE_URL={snaptrade_url}",
             f"export BROKERAGE_SNAPTRADE_CLIENT_ID={snaptrade.client_id}",
             f"export BROKERAGE_SNAPTRADE_CONSUMER_KEY={snaptrade.consumer_key}",

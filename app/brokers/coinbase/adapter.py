@@ -46,6 +46,8 @@ from app.brokers import errors
 from app.brokers.base import (
     AssetClass,
     Balances,
+    Bar,
+    BarInterval,
     BrokerAccount,
     BrokerOrder,
     Capabilities,
@@ -64,6 +66,8 @@ from app.brokers.base import (
 )
 from app.brokers.coinbase import auth, mapping
 from app.brokers.coinbase.mapping import CASH_CURRENCY, SLUG
+from app.brokers.coinbase.market_data import COINBASE_MARKET_DATA, CoinbaseMarketSession
+from app.brokers.coinbase.market_data import get_bars as _get_bars
 from app.brokers.http import BrokerClient, HttpPool
 from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.rows import RowList, read_rows
@@ -109,6 +113,7 @@ COINBASE_CAPABILITIES = Capabilities(
     preview=N,
     # Market orders by quote_size (create-order reference; the SDK README's first example).
     notional=N,
+    market_data=COINBASE_MARKET_DATA,  # market WebSocket and REST candles (market_data.py)
 )
 
 PREFIX = "/api/v3/brokerage"
@@ -687,3 +692,22 @@ class CoinbaseAdapter(PooledAdapter):
             fetch=self.get_order,
             idle_timeout=self._settings.coinbase_stream_idle_seconds,
         ).updates()
+
+    # --- market data (market_data.py) ----------------------------------------------------
+
+    def market_data_session(self) -> CoinbaseMarketSession:
+        return CoinbaseMarketSession(
+            self._settings.coinbase_market_ws_url,
+            jwt=self._signer.ws_jwt,
+            idle_timeout=self._settings.coinbase_stream_idle_seconds,
+        )
+
+    async def get_bars(
+        self, symbol: str, interval: BarInterval, start: datetime, end: datetime, limit: int
+    ) -> list[Bar]:
+        """``GET /products/{product_id}/candles`` (market_data.get_bars)."""
+
+        async def request(path: str, params: dict[str, str]) -> Any:
+            return await self._call("GET", path, params=params)
+
+        return await _get_bars(request, symbol, interval, start, end, limit, self._now())

@@ -67,7 +67,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -78,6 +78,8 @@ from app.brokers import errors
 from app.brokers.base import (
     AssetClass,
     Balances,
+    Bar,
+    BarInterval,
     BrokerAccount,
     BrokerOrder,
     Capabilities,
@@ -103,7 +105,7 @@ from app.brokers.base import (
     is_option_symbol,
 )
 from app.brokers.http import BrokerClient, HttpPool, Pacer
-from app.brokers.ibkr import auth, mapping, options
+from app.brokers.ibkr import auth, mapping, market_data, options
 from app.brokers.ibkr.mapping import SLUG
 from app.brokers.ibkr.options import Listed, OptionListing
 from app.brokers.pooled_adapter import PooledAdapter
@@ -145,6 +147,7 @@ IBKR_CAPABILITIES = Capabilities(
         greeks=N,  # snapshot fields 7308-7311, 7633
     ),
     preview=N,  # POST /iserver/account/{id}/orders/whatif
+    market_data=market_data.IBKR_MARKET_DATA,  # the gateway WebSocket's smd (market_data.py)
 )
 
 SESSION_TTL = 60.0  # seconds an authenticated status + pre-flight are trusted
@@ -982,3 +985,39 @@ class IbkrAdapter(PooledAdapter):
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None  # the reconciler polls open orders
+
+    # --- market data (market_data.py) ----------------------------------------------------
+
+    def market_data_session(self) -> market_data.IbkrMarketSession:
+        return market_data.IbkrMarketSession(
+            market_data.ws_url(self._url), self._ws_session, self._conid_of_any
+        )
+
+    async def _ws_session(self) -> str:
+        """``POST /tickle``: the session id the WebSocket's cookie carries; reused while
+        the last tickle is fresh, so reconnects stay within the one-per-second tickle pace."""
+        memo_key = ("ibkr-ws-session", self._url)
+        found = self._pool.recall(memo_key)
+        if isinstance(found, str):
+            return found
+        body = _loads(await self._tickler.request("POST", "/tickle"))
+        session = market_data.session_of(body)
+        self._pool.remember(memo_key, session, TICKLE_EVERY)
+        return session
+
+    async def get_bars(
+        self, symbol: str, interval: BarInterval, start: datetime, end: datetime, limit: int
+    ) -> list[Bar]:
+        """``GET /iserver/marketdata/history`` by the symbol's conid (market_data.get_bars)."""
+        conid = await self._conid_of_any(symbol)
+
+        async def request(path: str, params: dict[str, str]) -> Any:
+            return await self._request(self._api, "GET", path, params=params)
+
+        now = datetime.now(UTC)
+        return await market_data.get_bars(request, conid, symbol, interval, start, end, limit, now)
+
+    async def _conid_of_any(self, symbol: str) -> int:
+        if is_option_symbol(symbol):
+            return (await self.resolve(options.order_contract(symbol))).conid
+        return await self.conid(symbol)

@@ -37,6 +37,7 @@ from app.brokers.base import (
     BrokerAccount,
     BrokerOrder,
     Capabilities,
+    MarketDataCapabilities,
     OptionContract,
     OrderChanges,
     OrderListFilter,
@@ -73,6 +74,9 @@ PLAID_CAPABILITIES = Capabilities(
     modify=U,
     order_stream=U,
     place_orders=False,
+    # Plaid has no quotes to stream or poll (``get_quotes`` is NotSupported): no
+    # market-data channel, so subscribers get ``market_data_unsupported``.
+    market_data=MarketDataCapabilities(),
 )
 
 READ_ONLY = "Linked accounts are read-only: Plaid imports holdings, it does not trade"

@@ -61,6 +61,7 @@ from app.brokers.base import (
     Transaction,
 )
 from app.brokers.http import HttpPool
+from app.brokers.market_data.polling import PollingMarketDataSession, polling_capabilities
 from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.robinhood import auth, mapping
 from app.brokers.robinhood.mapping import SLUG
@@ -100,6 +101,10 @@ ROBINHOOD_CAPABILITIES = Capabilities(
     # the market config takes ``asset_quantity`` alone ("Place New Crypto Order").
     notional=U,
     notional_limit=N,
+    # No market stream: quotes by polling best_bid_ask (all symbols in one call) every 5 s,
+    # 12 of the account's 100 requests a minute, shared with orders
+    # (https://docs.robinhood.com/crypto/trading/, "Rate Limiting").
+    market_data=polling_capabilities(5.0, max_symbols=20),
 )
 
 BASE = "/api/v1/crypto"
@@ -476,3 +481,7 @@ class RobinhoodAdapter(PooledAdapter):
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None  # no push: the reconciler polls open orders
+
+    def market_data_session(self) -> PollingMarketDataSession:
+        """Quotes polled from ``best_bid_ask`` (``capabilities.market_data``)."""
+        return PollingMarketDataSession(self)

@@ -87,6 +87,7 @@ from app.brokers.base import (
     is_option_symbol,
 )
 from app.brokers.http import HttpPool
+from app.brokers.market_data.polling import PollingMarketDataSession, polling_capabilities
 from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.snaptrade import auth, mapping, options
 from app.brokers.snaptrade.mapping import SLUG
@@ -126,6 +127,12 @@ SNAPTRADE_CAPABILITIES = Capabilities(
         greeks=U,  # only per contract through the deprecated option quote, no chain
     ),
     preview=N,  # option orders: /trading/options/impact; equities: /trade/impact
+    # No market stream (webhooks only): quotes polled from /accounts/{id}/quotes (10 symbols
+    # a call) every 30 s. The 250 requests a minute are per clientId, shared by every user
+    # of the deployment (https://docs.snaptrade.com/docs/rate-limiting): one session spends
+    # 2 a minute (an option contract is one call each: at most 20), so 100 polling users
+    # stay under the budget; the shared pacer spaces the rest.
+    market_data=polling_capabilities(30.0, max_symbols=10),
 )
 
 # Brokerages (SnapTrade slugs) whose accounts trade options through SnapTrade. SnapTrade's
@@ -735,3 +742,7 @@ class SnaptradeAdapter(PooledAdapter):
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None  # SnapTrade pushes webhooks, not order streams
+
+    def market_data_session(self) -> PollingMarketDataSession:
+        """Quotes polled through ``get_quotes`` (``capabilities.market_data``)."""
+        return PollingMarketDataSession(self, batch_size=QUOTE_BATCH)

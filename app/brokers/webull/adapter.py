@@ -75,6 +75,7 @@ from app.brokers.base import (
     is_option_symbol,
 )
 from app.brokers.http import BrokerClient, HttpPool
+from app.brokers.market_data.polling import PollingMarketDataSession, polling_capabilities
 from app.brokers.pooled_adapter import PooledAdapter
 from app.brokers.rows import RowList, read_rows
 from app.brokers.webull import auth, mapping, options
@@ -126,6 +127,11 @@ WEBULL_CAPABILITIES = Capabilities(
     preview=N,  # POST /trading/orders/preview
     notional=N,  # entrust_type AMOUNT + total_cash_amount, market orders
     notional_limit=U,
+    # Webull pushes quotes over MQTT/gRPC, not reachable here: snapshots are polled every
+    # 10 s instead, at most 3 calls (stocks, crypto, options of at most 20), 18 of the 60
+    # reads a minute the query pacer allows, shared with the order sweep
+    # (https://developer.webull.com/apis/llms.txt, "Rate Limits").
+    market_data=polling_capabilities(10.0, max_symbols=20),
 )
 
 PAGE = 100
@@ -558,6 +564,10 @@ class WebullAdapter(PooledAdapter):
 
     def stream_order_updates(self, account_ref: str) -> AsyncIterator[OrderUpdate] | None:
         return None  # gRPC trade events are not used: the reconciler polls open orders
+
+    def market_data_session(self) -> PollingMarketDataSession:
+        """Quote snapshots polled through ``get_quotes`` (``capabilities.market_data``)."""
+        return PollingMarketDataSession(self)
 
 
 def _account_from_wire(item: object) -> BrokerAccount:

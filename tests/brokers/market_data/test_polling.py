@@ -14,6 +14,7 @@ import pytest
 from app.brokers import errors
 from app.brokers.base import (
     BarInterval,
+    MarketDataCapabilities,
     MarketDataSource,
     MarketDataSubscription,
     MarketEvent,
@@ -209,6 +210,6 @@ async def test_symbols_are_polled_in_batches_where_the_broker_caps_a_call() -> N
 async def test_an_adapter_without_a_poll_interval_has_no_polling_session() -> None:
     async with robinhood(Clock()) as running:
         adapter = running.adapter()
-        assert adapter.capabilities.market_data.poll_seconds is None
+        streaming = MarketDataCapabilities(quotes=Support.native)  # a stream: no interval
         with pytest.raises(ValueError, match="no poll interval"):
-            PollingMarketDataSession(adapter)
+            PollingMarketDataSession(adapter, capabilities=streaming)

@@ -57,8 +57,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.brokers.base import AssetClass, OrderSide, OrderType, TimeInForce
+from app.paper.market_data import PaperMarketData
 from app.paper.matching import OrderState, decide
+from app.paper.options_market import SeededOptionMarket
 from app.paper.quotes import UNIVERSE, SeededQuoteSource
+from tests.fakes.coinbase.market_stream import MARKET_PATH, FakeCoinbaseMarket
 
 ZERO = Decimal(0)
 PREFIX = "/api/v3/brokerage"
@@ -296,8 +299,18 @@ class FakeCoinbase:
         self.subscribe_messages: list[dict[str, Any]] = []
         self._release = asyncio.Event()
         self._connections: set[_Connection] = set()
+        # Market data (market_stream.py).
+        self.market = FakeCoinbaseMarket(
+            PaperMarketData(self.quotes, SeededOptionMarket(self.quotes)),
+            gate=self._gate,
+            verify=lambda token: self._verify(token, None),
+            refuse=grpc_error,
+            clock=self.clock,
+        )
         self.app = Starlette(
             routes=[
+                Route(f"{PREFIX}/products/{{product_id}}/candles", self.market.candles),
+                WebSocketRoute(MARKET_PATH, self.market.serve),
                 Route(f"{PREFIX}/accounts", self.accounts, methods=["GET"]),
                 Route(f"{PREFIX}/accounts/{{uuid}}", self.account, methods=["GET"]),
                 Route(f"{PREFIX}/portfolios", self.portfolios, methods=["GET"]),

@@ -58,7 +58,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from app.brokers.base import (
     AssetClass,
@@ -70,6 +70,7 @@ from app.brokers.base import (
 )
 from app.paper.matching import OrderState, decide
 from app.paper.quotes import UNIVERSE, SeededQuoteSource
+from tests.fakes.ibkr.market_stream import HISTORY_PATH, WS_PATH, FakeIbkrMarket
 from tests.fakes.ibkr.options import COMMISSION, SPREAD_CONID_USD, OptionBook
 
 API = "/v1/api"
@@ -291,6 +292,17 @@ class FakeIbkrGateway:
         self.requests: list[tuple[str, str]] = []
         self.conids = {s: 265598 + i for i, s in enumerate(sorted(UNIVERSE))}
         self.options = OptionBook(self.quotes)
+        # Market data over the gateway WebSocket (market_stream.py).
+        self.ws_sessions: set[str] = set()
+        self.market = FakeIbkrMarket(
+            self.quotes,
+            self.options,
+            self.conids,
+            sessions=self.ws_sessions,
+            authenticated=lambda: self.authenticated,
+            gate=lambda request: self._gate(request, preflight=True),
+            clock=self.clock,
+        )
         self._ids = itertools.count(1210386700)
         self._preflight = False
         self._portfolio_preflight = False
@@ -307,6 +319,8 @@ class FakeIbkrGateway:
             routes=[
                 Route(f"{API}/iserver/auth/status", self.auth_status, methods=["GET", "POST"]),
                 Route(f"{API}/tickle", self.tickle, methods=post),
+                WebSocketRoute(f"{API}{WS_PATH}", self.market.serve),
+                Route(f"{API}{HISTORY_PATH}", self.market.history, methods=get),
                 Route(f"{API}/iserver/accounts", self.iserver_accounts, methods=get),
                 Route(f"{API}/portfolio/accounts", self.portfolio_accounts, methods=get),
                 Route(f"{API}/portfolio/{{acct}}/summary", self.summary, methods=get),
@@ -461,12 +475,17 @@ class FakeIbkrGateway:
         gated = await self._gate(request, session=False)
         return gated or JSONResponse(self._auth_body())
 
+    def _ws_session(self) -> str:
+        session = uuid.uuid4().hex
+        self.ws_sessions.add(session)
+        return session
+
     async def tickle(self, request: Request) -> Response:
         gated = await self._gate(request, session=False)
         if gated is not None:
             return gated
         body: dict[str, Any] = {
-            "session": uuid.uuid4().hex,
+            "session": self._ws_session(),
             "ssoExpires": 585695,
             "collission": False,
             "userId": 99996016,
