@@ -283,12 +283,16 @@ def test_position_kinds() -> None:
     ]
     assert positions[0].market_value == Decimal(700)  # 2 contracts x 3.5 x 100 shares
     assert positions[0].unrealized_pl == Decimal(100)
-    bad = {**body, "results": [{**stock, "instrument": {**stock["instrument"], "kind": "bond"}}]}
+    # An unknown kind or a position without a price is left out and counted, never the list.
+    bond = {**stock, "instrument": {**stock["instrument"], "kind": "bond"}}
     with pytest.raises(errors.UnknownBrokerValue):
-        mapping.positions_from_wire(wire(bad), NOW)
-    priceless = {**body, "results": [{**stock, "price": None}]}
+        mapping.position_from_wire(wire(bond), NOW)
+    priceless = {**stock, "price": None}
     with pytest.raises(errors.UnknownBrokerValue):
-        mapping.positions_from_wire(wire(priceless), NOW)
+        mapping.position_from_wire(wire(priceless), NOW)
+    mixed, _ = mapping.positions_from_wire(wire({**body, "results": [bond, fund, priceless]}), NOW)
+    assert [p.symbol for p in mixed] == ["VFIAX"]
+    assert mixed.skipped == 2
 
 
 def test_the_documented_activity_and_types() -> None:
