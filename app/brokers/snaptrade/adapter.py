@@ -111,6 +111,9 @@ SNAPTRADE_CAPABILITIES = Capabilities(
     order_types=dict.fromkeys(OrderType, N),  # OrderTypeStrict: Market, Limit, Stop, StopLimit
     time_in_force=dict.fromkeys(TimeInForce, N),  # TimeInForceStrict: Day, GTC, FOK, IOC
     fractional=N,  # ``units`` "can be a decimal for fractional orders" (brokerage permitting)
+    # ``notional_value``: "Can only work with `Market` for `order_type` and `Day` for
+    # `time_in_force`", certain brokerages only (spec NotionalValue); no limit orders.
+    notional=N,
     extended_hours=U,  # ``trading_session`` exists on /trade/place only, not the impact form
     short_selling=U,  # the impact form's action is BUY or SELL only
     multi_leg=N,  # MlegTradeForm legs[], up to 4 (Trading_getOptionImpact)
@@ -399,7 +402,7 @@ class SnaptradeAdapter(PooledAdapter):
             params=self._user(),
             json={"wait_to_confirm": True},
         )
-        return mapping.order_from_wire(_loads(placed))
+        return mapping.order_from_wire(_loads(placed), notional=order.notional)
 
     async def _check_option_link(self, account_ref: str) -> None:
         """Refuse (``UnsupportedOrder``) an option order to an account whose connection is

@@ -322,8 +322,15 @@ def order_status(raw: object, quantity: Decimal, filled: Decimal) -> OrderStatus
     return OrderStatus.partially_filled if filled > _ZERO else OrderStatus.accepted
 
 
-def order_from_wire(body: object, *, replaces: str | None = None) -> BrokerOrder:
-    """An ``AccountOrderRecord`` into a ``BrokerOrder``; UnknownBrokerValue if it is not one."""
+def order_from_wire(
+    body: object, *, replaces: str | None = None, notional: Decimal | None = None
+) -> BrokerOrder:
+    """An ``AccountOrderRecord`` into a ``BrokerOrder``; UnknownBrokerValue if it is not one.
+
+    ``notional``: the dollar amount the gateway placed the order for (the record has no
+    field for it). A dollar-amount order's ``total_quantity`` is null until the brokerage
+    sizes it (nullable in the spec); its quantity is then what has filled.
+    """
     record = _obj(body, "order payload")
     if not is_modelled(record):
         raise unknown("order instrument (options and crypto pairs are not modelled)", "option")
@@ -338,9 +345,11 @@ def order_from_wire(body: object, *, replaces: str | None = None) -> BrokerOrder
     if side is None:
         raise unknown("action", record.get("action"))
     quantity = opt_dec(record.get("total_quantity"), "total_quantity")
-    if quantity is None:
-        raise unknown("total_quantity", None)
     filled = opt_dec(record.get("filled_quantity"), "filled_quantity") or _ZERO
+    if quantity is None:
+        if notional is None:
+            raise unknown("total_quantity", None)
+        quantity = filled
     created = ts(record.get("time_placed"), "time_placed")
     changed = record.get("time_updated") or record.get("time_executed")
     updated = ts(changed, "time_updated") if changed else created
@@ -371,6 +380,7 @@ def order_from_wire(body: object, *, replaces: str | None = None) -> BrokerOrder
         created_at=created,
         updated_at=max(updated, created),
         replaces=replaces,
+        notional=notional,
     )
 
 
@@ -426,15 +436,26 @@ def _record_id(item: object) -> object:
 
 
 def impact_form(account_ref: str, order: OrderRequest, universal_symbol_id: str) -> dict[str, Any]:
-    """``ManualTradeForm`` for ``POST /trade/impact`` (prices and units are JSON numbers)."""
+    """``ManualTradeForm`` for ``POST /trade/impact`` (prices and units are JSON numbers).
+
+    A dollar-amount order sends ``notional_value`` and null ``units``; SnapTrade takes it
+    on ``Market`` ``Day`` orders only (spec ``NotionalValue``), refused here otherwise."""
     form: dict[str, Any] = {
         "account_id": account_ref,
         "action": _SIDES_OUT[order.side],
         "universal_symbol_id": universal_symbol_id,
         "order_type": _ORDER_TYPES_OUT[order.order_type],
         "time_in_force": _TIF_OUT[order.time_in_force],
-        "units": number(order.quantity, "quantity"),
     }
+    if order.notional is not None:
+        if order.order_type is not OrderType.market or order.time_in_force is not TimeInForce.day:
+            raise errors.UnsupportedOrder(
+                "SnapTrade takes a dollar amount on market day orders only", broker=SLUG
+            )
+        form["units"] = None
+        form["notional_value"] = number(order.notional, "notional")
+        return form
+    form["units"] = number(order.quantity, "quantity")
     if order.order_type in (OrderType.limit, OrderType.stop_limit):
         if order.limit_price is None:
             raise errors.UnsupportedOrder("a limit order needs a limit price", broker=SLUG)
