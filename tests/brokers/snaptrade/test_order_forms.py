@@ -42,7 +42,8 @@ async def test_a_dollar_amount_order_is_placed_as_notional_value_and_sized_when_
             OrderStatus.accepted,
         )
         [order] = run.account.orders.values()
-        assert order.notional == Decimal(500) and order.units == 0
+        assert order.notional == Decimal(500)
+        assert order.units == 0
         assert await run.fake.match() == 1
         filled = await adapter.get_order(run.account.id, placed.broker_order_id)
         assert filled.status is OrderStatus.filled
@@ -88,7 +89,8 @@ async def test_one_unrepresentable_order_row_never_breaks_the_list() -> None:
         run.account.orders[odd.id] = odd
         listed = await adapter.list_orders(run.account.id, "all", 50)
         assert [o.broker_order_id for o in listed] == [placed.broker_order_id]
-        assert is_partial(listed) and getattr(listed, "skipped", 0) == 1
+        assert is_partial(listed)
+        assert getattr(listed, "skipped", 0) == 1
         history = await adapter.order_history(run.account.id, None, None, None)
         assert [o.broker_order_id for o in history] == [placed.broker_order_id]
         assert is_partial(history)
