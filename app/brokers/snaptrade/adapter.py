@@ -606,6 +606,29 @@ class SnaptradeAdapter(PooledAdapter):
             recent = await self._option_orders(account_ref, days=1)
         else:
             recent = await self._recent_orders(account_ref)
+        if fingerprint.quantity == 0 and not fingerprint.legs:
+            # A dollar-amount order: SnapTrade's records carry no amount and show the shares
+            # once filled, so it is matched on everything but size; of several such orders
+            # none is taken (the outcome stays unknown rather than adopting the wrong one).
+            dollar = [
+                o
+                for o in recent
+                if (o.symbol, o.side, o.order_type, o.time_in_force)
+                == (
+                    fingerprint.symbol,
+                    fingerprint.side,
+                    fingerprint.order_type,
+                    fingerprint.time_in_force,
+                )
+                and o.broker_order_id not in claimed
+                and start <= o.created_at <= end
+            ]
+            if len(dollar) > 1:
+                raise errors.Transient(
+                    "several SnapTrade orders could be this dollar-amount order; not adopting",
+                    broker=SLUG,
+                )
+            return dollar[0] if dollar else None
         candidates = [
             o
             for o in recent

@@ -347,8 +347,8 @@ def order_from_wire(
     quantity = opt_dec(record.get("total_quantity"), "total_quantity")
     filled = opt_dec(record.get("filled_quantity"), "filled_quantity") or _ZERO
     if quantity is None:
-        if notional is None:
-            raise unknown("total_quantity", None)
+        # No share count yet: a dollar-amount order the brokerage has not sized (the only
+        # order SnapTrade takes without ``units``); its quantity is what has filled.
         quantity = filled
     created = ts(record.get("time_placed"), "time_placed")
     changed = record.get("time_updated") or record.get("time_executed")

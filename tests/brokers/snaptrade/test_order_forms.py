@@ -3,13 +3,21 @@ and JSON envelope for unknown routes (issue 15 items 3, 6, 9)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 import pytest
 
 from app.brokers import errors
-from app.brokers.base import OrderRequest, OrderSide, OrderStatus, OrderType, TimeInForce
+from app.brokers.base import (
+    OrderFingerprint,
+    OrderRequest,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+)
 from app.brokers.rows import is_partial
 from app.brokers.snaptrade.adapter import SNAPTRADE_CAPABILITIES
 from tests.brokers.snaptrade.support import running_fake
@@ -108,3 +116,25 @@ async def test_unknown_routes_answer_the_json_envelope() -> None:
                     "status_code": 404,
                     "code": "1011",
                 }
+
+
+async def test_a_lost_dollar_amount_placement_is_found_even_after_it_filled() -> None:
+    async with running_fake() as run:
+        adapter = run.adapter()
+        run.fake.faults.timeout_after_accept = 1
+        request = dollars("300")
+        submitted = datetime.now(UTC)
+        with pytest.raises(errors.OutcomeUnknown):
+            await adapter.place_order(run.account.id, request)
+        assert await run.fake.match() == 1  # filled: the record now shows shares
+        fingerprint = OrderFingerprint.of(request, submitted)
+        found = await adapter.find_order_by_fingerprint(run.account.id, fingerprint, frozenset())
+        assert found is not None
+        assert found.status is OrderStatus.filled
+        assert found.quantity > 0
+        claimed = frozenset({found.broker_order_id})
+        assert await adapter.find_order_by_fingerprint(run.account.id, fingerprint, claimed) is None
+        await adapter.place_order(run.account.id, dollars("200", client_order_id="bg-2"))
+        await adapter.place_order(run.account.id, dollars("250", client_order_id="bg-3"))
+        with pytest.raises(errors.Transient):  # two could be it: neither is adopted
+            await adapter.find_order_by_fingerprint(run.account.id, fingerprint, claimed)
