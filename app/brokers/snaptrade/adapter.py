@@ -370,6 +370,8 @@ class SnaptradeAdapter(PooledAdapter):
         if options.is_option_order(order):
             options.mleg_form(order)
             await self._check_option_link(account_ref)
+        else:
+            mapping.refuse_short_sale(order)
 
     # --- orders --------------------------------------------------------------------------
 
@@ -382,6 +384,7 @@ class SnaptradeAdapter(PooledAdapter):
         """
         if options.is_option_order(order):
             return await self._place_option(account_ref, order)
+        mapping.refuse_short_sale(order)  # before any request
         universal_id = await self._universal_symbol_id(order.symbol)
         form = mapping.impact_form(account_ref, order, universal_id)
         try:

@@ -46,6 +46,7 @@ from app.brokers.base import (
     OrderStatus,
     OrderType,
     Position,
+    PositionEffect,
     PreviewSource,
     PriceEffect,
     Quote,
@@ -435,11 +436,26 @@ def _record_id(item: object) -> object:
     return item.get("brokerage_order_id") if isinstance(item, dict) else "?"
 
 
+def refuse_short_sale(order: OrderRequest) -> None:
+    """An equity sell that opens (a short sale) or buy that closes (a cover): the impact
+    form's ``ActionStrict`` is BUY or SELL only, with no way to say either, so they are
+    refused (``short_selling`` unsupported) rather than sent as a plain sell or buy."""
+    effect = order.position_effect
+    if (order.side, effect) in (
+        (OrderSide.sell, PositionEffect.open),
+        (OrderSide.buy, PositionEffect.close),
+    ):
+        raise errors.UnsupportedOrder(
+            "SnapTrade's equity orders cannot say a short sale or a cover", broker=SLUG
+        )
+
+
 def impact_form(account_ref: str, order: OrderRequest, universal_symbol_id: str) -> dict[str, Any]:
     """``ManualTradeForm`` for ``POST /trade/impact`` (prices and units are JSON numbers).
 
     A dollar-amount order sends ``notional_value`` and null ``units``; SnapTrade takes it
     on ``Market`` ``Day`` orders only (spec ``NotionalValue``), refused here otherwise."""
+    refuse_short_sale(order)
     form: dict[str, Any] = {
         "account_id": account_ref,
         "action": _SIDES_OUT[order.side],

@@ -16,6 +16,7 @@ from app.brokers.base import (
     OrderSide,
     OrderStatus,
     OrderType,
+    PositionEffect,
     TimeInForce,
 )
 from app.brokers.rows import is_partial
@@ -138,3 +139,28 @@ async def test_a_lost_dollar_amount_placement_is_found_even_after_it_filled() ->
         await adapter.place_order(run.account.id, dollars("250", client_order_id="bg-3"))
         with pytest.raises(errors.Transient):  # two could be it: neither is adopted
             await adapter.find_order_by_fingerprint(run.account.id, fingerprint, claimed)
+
+
+async def test_short_sales_and_covers_are_refused_before_any_request() -> None:
+    assert SNAPTRADE_CAPABILITIES.short_selling.value == "unsupported"
+    async with running_fake() as run:
+        adapter = run.adapter()
+        before = len(run.fake.requests)
+        for side, effect in (
+            (OrderSide.sell, PositionEffect.open),
+            (OrderSide.buy, PositionEffect.close),
+        ):
+            order = OrderRequest(
+                "bg-short", "AAPL", side, Decimal(1), OrderType.market, TimeInForce.day,
+                position_effect=effect,
+            )  # fmt: skip
+            with pytest.raises(errors.UnsupportedOrder):
+                await adapter.check_order(run.account.id, order)
+            with pytest.raises(errors.UnsupportedOrder):
+                await adapter.place_order(run.account.id, order)
+        assert len(run.fake.requests) == before
+        opening = OrderRequest(
+            "bg-buy", "AAPL", OrderSide.buy, Decimal(1), OrderType.market, TimeInForce.day,
+            position_effect=PositionEffect.open,
+        )  # fmt: skip
+        assert (await adapter.place_order(run.account.id, opening)).status is OrderStatus.accepted
