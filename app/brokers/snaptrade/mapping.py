@@ -349,7 +349,10 @@ def order_from_wire(
     filled = opt_dec(record.get("filled_quantity"), "filled_quantity") or _ZERO
     if quantity is None:
         # No share count yet: a dollar-amount order the brokerage has not sized (the only
-        # order SnapTrade takes without ``units``); its quantity is what has filled.
+        # order SnapTrade takes without ``units``: Market, Day); its quantity is what has
+        # filled. Any other order without a quantity is not one we can read.
+        if order_type is not OrderType.market or tif is not TimeInForce.day:
+            raise unknown("total_quantity", None)
         quantity = filled
     created = ts(record.get("time_placed"), "time_placed")
     changed = record.get("time_updated") or record.get("time_executed")

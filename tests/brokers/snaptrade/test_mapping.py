@@ -109,7 +109,6 @@ def test_every_documented_status(status: str, filled: str, expected: OrderStatus
         ("time_in_force", "GTD"),
         ("time_in_force", "MOO"),
         ("action", "BUY_TO_OPEN"),
-        ("total_quantity", None),
         ("total_quantity", "ten"),
         ("time_placed", "yesterday"),
     ],
@@ -117,6 +116,18 @@ def test_every_documented_status(status: str, filled: str, expected: OrderStatus
 def test_unknown_order_values_are_errors(field: str, value: object) -> None:
     with pytest.raises(errors.UnknownBrokerValue):
         mapping.order_from_wire(wire(variant(ORDER, **{field: value})))
+
+
+def test_only_a_market_day_order_may_lack_a_quantity() -> None:
+    # A dollar-amount order (notional_value: Market, Day only) has no share count until the
+    # brokerage sizes it; any other order without one cannot be read.
+    sized_later = {"total_quantity": None, "filled_quantity": "0"}
+    dollar = variant(ORDER, order_type="Market", time_in_force="Day", **sized_later)
+    order = mapping.order_from_wire(wire(dollar), notional=Decimal(500))
+    assert (order.quantity, order.notional) == (Decimal(0), Decimal(500))
+    for other in ({"order_type": "Limit", "limit_price": "10"}, {"time_in_force": "GTC"}):
+        with pytest.raises(errors.UnknownBrokerValue):
+            mapping.order_from_wire(wire(variant(dollar, **other)))
 
 
 def test_a_limit_order_ignores_the_zero_stop_snaptrade_sends() -> None:
