@@ -109,6 +109,7 @@ from app.brokers.ibkr import auth, mapping, market_data, options
 from app.brokers.ibkr.mapping import SLUG
 from app.brokers.ibkr.options import Listed, OptionListing
 from app.brokers.pooled_adapter import PooledAdapter
+from app.brokers.rows import RowList, read_rows
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -283,14 +284,15 @@ class IbkrAdapter(PooledAdapter):
     async def list_accounts(self) -> list[BrokerAccount]:
         body = await self._ready()
         paper = body.get("isPaper") is True
-        result = []
-        for account_id in body["accounts"]:
+
+        def account(account_id: object) -> BrokerAccount:
             if not isinstance(account_id, str) or not account_id:
                 raise mapping.unknown("account id", account_id)
             masked = "****" + account_id[-4:] if len(account_id) > 4 else "****"
             name = f"IBKR {masked}{' (paper)' if paper else ''}"
-            result.append(BrokerAccount(account_id, name, masked))
-        return result
+            return BrokerAccount(account_id, name, masked)
+
+        return read_rows(body["accounts"], account, broker=SLUG, kind="account", row_id=str)
 
     async def _portfolio_ready(self) -> None:
         """``GET /portfolio/accounts`` must precede the portfolio endpoints (once a session)."""
@@ -309,22 +311,29 @@ class IbkrAdapter(PooledAdapter):
     async def get_positions(self, account_ref: str) -> list[Position]:
         await self._portfolio_ready()
         now = self._now()
-        result: list[Position] = []
+        result: RowList[Position] = RowList()
         for page in range(20):
             body = await self._request(
                 self._api, "GET", f"/portfolio/{quote(account_ref, safe='')}/positions/{page}"
             )
             if not isinstance(body, list):
                 raise mapping.unknown("positions payload", type(body).__name__)
-            result.extend(
-                options.option_position_from_wire(item, now)
-                if isinstance(item, dict) and item.get("assetClass") == "OPT"
-                else mapping.position_from_wire(item, now)
-                for item in body
+            rows = read_rows(
+                body,
+                lambda item: (
+                    options.option_position_from_wire(item, now)
+                    if isinstance(item, dict) and item.get("assetClass") == "OPT"
+                    else mapping.position_from_wire(item, now)
+                ),
+                broker=SLUG,
+                kind="position",
+                row_id=_conid_of,
             )
+            result.extend(p for p in rows if p.quantity)
+            result.skipped += rows.skipped
             if len(body) < POSITIONS_PAGE:
                 break
-        return [p for p in result if p.quantity]
+        return result
 
     async def get_position(self, account_ref: str, symbol: str) -> Position | None:
         if is_option_symbol(symbol):
@@ -828,14 +837,20 @@ class IbkrAdapter(PooledAdapter):
                 result.setdefault(order_ref, {})[leg_conid] = avg
         return result
 
-    async def _live_orders(self, account_ref: str) -> list[BrokerOrder]:
+    async def _live_orders(self, account_ref: str) -> RowList[BrokerOrder]:
         """The live list as orders; option orders with their terms, combos' legs priced
         from the executions (one trades request when any combo has fills)."""
-        rows = await self._live_rows(account_ref)
+        rows = read_rows(
+            await self._live_rows(account_ref),
+            lambda item: (item, mapping.order_from_live(item)),
+            broker=SLUG,
+            kind="order",
+            row_id=lambda item: item.get("orderId"),
+        )
         priced: dict[str, dict[int, Decimal]] | None = None
-        result = []
-        for item in rows:
-            order = mapping.order_from_live(item)
+        result: RowList[BrokerOrder] = RowList()
+        result.skipped = rows.skipped
+        for item, order in rows:
             if options.order_conids(item):
                 prices: dict[int, Decimal] = {}
                 ref = item.get("order_ref")
@@ -891,11 +906,12 @@ class IbkrAdapter(PooledAdapter):
             OrderStatus.pending_cancel,
         )
         if status == "open":
-            found = [o for o in found if o.status in open_states]
+            found[:] = [o for o in found if o.status in open_states]
         elif status == "closed":
-            found = [o for o in found if o.status not in open_states]
+            found[:] = [o for o in found if o.status not in open_states]
         found.sort(key=lambda o: o.created_at, reverse=True)
-        return found[: max(1, limit)]
+        del found[max(1, limit) :]
+        return found
 
     async def order_history(
         self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
@@ -903,13 +919,14 @@ class IbkrAdapter(PooledAdapter):
         """The gateway's live-order list: this session's orders (IBKR keeps no longer
         history here; statements are outside this API)."""
         found = await self._live_orders(account_ref)
-        return [
+        found[:] = [
             o
             for o in found
             if (symbol is None or o.symbol == symbol)
             and (start is None or o.created_at >= start)
             and (end is None or o.created_at <= end)
         ]
+        return found
 
     async def get_transactions(
         self, account_ref: str, start: datetime | None, end: datetime | None, type_: str | None
@@ -925,23 +942,34 @@ class IbkrAdapter(PooledAdapter):
         )
         if not isinstance(body, list):
             raise mapping.unknown("trades payload", type(body).__name__)
-        trades = []
+        # Option executions need their contracts' terms (looked up first); then each row is
+        # read on its own: one the gateway cannot represent is left out and counted.
+        contracts: dict[str, OptionContract] = {}
         for item in body:
             if isinstance(item, dict) and item.get("sec_type") == "OPT":
                 conid = str(item.get("conid", ""))
-                if not conid.isdigit():
+                if conid.isdigit() and conid not in contracts:
+                    contracts[conid] = (await self._contract_of(int(conid))).contract
+
+        def trade(item: Any) -> Transaction:
+            if isinstance(item, dict) and item.get("sec_type") == "OPT":
+                contract = contracts.get(str(item.get("conid", "")))
+                if contract is None:
                     raise mapping.unknown("trade conid", item.get("conid"))
-                listed = await self._contract_of(int(conid))
-                trades.append(options.option_execution(item, listed.contract))
-            else:
-                trades.append(mapping.trade_from_execution(item))
-        return [
+                return options.option_execution(item, contract)
+            return mapping.trade_from_execution(item)
+
+        trades = read_rows(
+            body, trade, broker=SLUG, kind="transaction", row_id=lambda i: i.get("execution_id")
+        )
+        trades[:] = [
             t
             for t in trades
             if (type_ is None or t.type == type_)
             and (start is None or t.occurred_at >= start)
             and (end is None or t.occurred_at <= end)
         ]
+        return trades
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
         """``GET /iserver/marketdata/snapshot?conids=&fields=31,84,86``; the first request
@@ -1021,3 +1049,7 @@ class IbkrAdapter(PooledAdapter):
         if is_option_symbol(symbol):
             return (await self.resolve(options.order_contract(symbol))).conid
         return await self.conid(symbol)
+
+
+def _conid_of(row: object) -> object:
+    return row.get("conid") if isinstance(row, dict) else "?"

@@ -22,6 +22,7 @@ writes (sent once; a lost answer is ``OutcomeUnknown``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from app.brokers.http import BrokerClient, HttpPool, Pacer
 from app.brokers.plaid import auth, mapping
 from app.brokers.plaid.mapping import SLUG
 from app.brokers.pooled_adapter import PooledAdapter
+from app.brokers.rows import RowList, read_rows
 from app.config import Settings
 from app.security.credentials import Credentials
 
@@ -247,11 +249,11 @@ class PlaidAdapter(PooledAdapter):
         institution = mapping.institution_of(body)
         item = body.get("item")
         name = item.get("institution_name") if isinstance(item, dict) else None
-        accounts = [
-            mapping.broker_account(institution, a)
-            for a in mapping.accounts_of(body)
-            if a.is_investment
-        ]
+        listed = mapping.accounts_of(body)
+        accounts: RowList[BrokerAccount] = RowList(
+            mapping.broker_account(institution, a) for a in listed if a.is_investment
+        )
+        accounts.skipped = listed.skipped
         return institution, name if isinstance(name, str) and name else None, accounts
 
     async def list_accounts(self) -> list[BrokerAccount]:
@@ -296,7 +298,7 @@ class PlaidAdapter(PooledAdapter):
         account_id = mapping.account_id_of(account_ref)
         last: date = (end or self._now()).astimezone(UTC).date()
         first: date = (start.astimezone(UTC).date()) if start else last - HISTORY
-        result: list[Transaction] = []
+        result: RowList[Transaction] = RowList()
         offset = 0
         for _ in range(MAX_PAGES):
             body = await self._item_call(
@@ -316,18 +318,22 @@ class PlaidAdapter(PooledAdapter):
             if not isinstance(items, list) or isinstance(total, bool) or not isinstance(total, int):
                 raise mapping.unknown("investment transactions payload", sorted(body))
             securities = mapping.securities_of(body)
-            result.extend(
-                mapping.transaction_from_wire(item, securities)
-                for item in items
-                if isinstance(item, dict) and item.get("account_id") == account_id
+            page = read_rows(
+                (i for i in items if isinstance(i, dict) and i.get("account_id") == account_id),
+                functools.partial(mapping.transaction_from_wire, securities=securities),
+                broker=SLUG,
+                kind="transaction",
+                row_id=lambda item: item.get("investment_transaction_id"),
             )
+            result.extend(page)
+            result.skipped += page.skipped
             offset += len(items)
             if not items or offset >= total:
                 break
         if start is not None:
-            result = [t for t in result if t.occurred_at >= mapping.start_of(first)]
+            result[:] = [t for t in result if t.occurred_at >= mapping.start_of(first)]
         if type_ is not None:
-            result = [t for t in result if t.type == type_]
+            result[:] = [t for t in result if t.type == type_]
         result.sort(key=lambda t: t.occurred_at, reverse=True)
         return result
 

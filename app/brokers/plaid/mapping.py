@@ -44,6 +44,7 @@ from app.brokers.base import (
     Position,
     Transaction,
 )
+from app.brokers.rows import RowList, read_rows
 from app.brokers.wire import WireReader
 
 SLUG = "plaid"
@@ -268,10 +269,11 @@ def account_from_wire(item: object) -> PlaidAccount:
     )
 
 
-def accounts_of(body: object) -> list[PlaidAccount]:
+def accounts_of(body: object) -> RowList[PlaidAccount]:
+    """The Item's accounts; one that cannot be read is skipped and counted (``read_rows``)."""
     if not isinstance(body, dict) or not isinstance(body.get("accounts"), list):
         raise unknown("accounts payload", type(body).__name__)
-    return [account_from_wire(item) for item in body["accounts"]]
+    return read_rows(body["accounts"], account_from_wire, broker=SLUG, kind="account")
 
 
 def institution_of(body: object) -> str:
@@ -479,8 +481,9 @@ def symbol_for(security: Security, asset_class: AssetClass, currency: str) -> st
 
 def positions_from_wire(
     body: Mapping[str, Any], account_id: str, now: datetime
-) -> tuple[list[Position], int]:
-    """The account's holdings as positions, and how many holdings were left out.
+) -> tuple[RowList[Position], int]:
+    """The account's holdings as positions, and how many holdings were left out (the
+    positions' own ``skipped`` counts those that could not be read at all).
 
     Left out (counted): cash (it is in the balance), derivatives without an option
     contract, bonds, loans, ``other`` and untyped securities, and securities without a
@@ -496,59 +499,77 @@ def positions_from_wire(
     100-share contracts (a mini or adjusted contract Plaid does not describe) is left out.
     """
     securities = securities_of(body)
-    positions: list[Position] = []
-    skipped = 0
-    for holding in _holdings(body, account_id):
-        security_id = holding.get("security_id")
-        security = securities.get(str(security_id))
-        if security is None:
-            raise unknown("holding security_id (not in securities)", security_id)
-        asset_class = SECURITY_TYPES.get(security.type) if security.type is not None else None
-        if security.type == "cash":
-            continue
-        currency = currency_of(holding, "holding")
-        symbol = None if asset_class is None else symbol_for(security, asset_class, currency)
-        if asset_class is None or symbol is None:
-            skipped += 1
-            continue
-        quantity = dec(holding.get("quantity"), "quantity")
-        if quantity == 0:
-            continue
-        price = dec(holding.get("institution_price"), "institution_price")
-        value = dec(holding.get("institution_value"), "institution_value")
-        cost = opt_dec(holding.get("cost_basis"), "cost_basis")
-        if cost is None:
-            avg_cost, unrealized = price, ZERO
-        else:
-            avg_cost, unrealized = cost / quantity, value - cost
-        if security.option is not None:
-            contracts = quantity / security.option.multiplier
-            if contracts != contracts.to_integral_value():
-                log.warning("an option holding is not whole contracts; left out")
-                skipped += 1
-                continue
-            quantity = contracts.quantize(Decimal(1))
-        as_of = now
-        if holding.get("institution_price_datetime") is not None:
-            as_of = wire_datetime(
-                holding["institution_price_datetime"], "institution_price_datetime"
-            )
-        elif holding.get("institution_price_as_of") is not None:
-            as_of = start_of(wire_date(holding["institution_price_as_of"], "price date"))
-        positions.append(
-            Position(
-                symbol=symbol,
-                asset_class=asset_class,
-                quantity=quantity,
-                avg_cost=avg_cost,
-                current_price=price,
-                market_value=value,
-                unrealized_pl=unrealized,
-                as_of=as_of,
-                contract=security.option,
-            )
-        )
-    return positions, skipped
+    left_out = 0
+
+    def parse(holding: dict[str, Any]) -> Position | None:
+        nonlocal left_out
+        position = _position_of(holding, securities, now)
+        if position is _LEFT_OUT:
+            left_out += 1
+            return None
+        return position if isinstance(position, Position) else None
+
+    positions = read_rows(
+        _holdings(body, account_id),
+        parse,
+        broker=SLUG,
+        kind="position",
+        row_id=lambda h: h.get("security_id") if isinstance(h, dict) else "?",
+    )
+    return positions, left_out + positions.skipped
+
+
+_LEFT_OUT = object()  # a holding of a kind the gateway does not report (counted)
+
+
+def _position_of(
+    holding: dict[str, Any], securities: Mapping[str, Any], now: datetime
+) -> Position | object | None:
+    """One holding: a ``Position``, ``_LEFT_OUT`` (a kind not reported), None (cash or a
+    zero quantity); ``UnknownBrokerValue`` when it cannot be read."""
+    security_id = holding.get("security_id")
+    security = securities.get(str(security_id))
+    if security is None:
+        raise unknown("holding security_id (not in securities)", security_id)
+    asset_class = SECURITY_TYPES.get(security.type) if security.type is not None else None
+    if security.type == "cash":
+        return None
+    currency = currency_of(holding, "holding")
+    symbol = None if asset_class is None else symbol_for(security, asset_class, currency)
+    if asset_class is None or symbol is None:
+        return _LEFT_OUT
+    quantity = dec(holding.get("quantity"), "quantity")
+    if quantity == 0:
+        return None
+    price = dec(holding.get("institution_price"), "institution_price")
+    value = dec(holding.get("institution_value"), "institution_value")
+    cost = opt_dec(holding.get("cost_basis"), "cost_basis")
+    if cost is None:
+        avg_cost, unrealized = price, ZERO
+    else:
+        avg_cost, unrealized = cost / quantity, value - cost
+    if security.option is not None:
+        contracts = quantity / security.option.multiplier
+        if contracts != contracts.to_integral_value():
+            log.warning("an option holding is not whole contracts; left out")
+            return _LEFT_OUT
+        quantity = contracts.quantize(Decimal(1))
+    as_of = now
+    if holding.get("institution_price_datetime") is not None:
+        as_of = wire_datetime(holding["institution_price_datetime"], "institution_price_datetime")
+    elif holding.get("institution_price_as_of") is not None:
+        as_of = start_of(wire_date(holding["institution_price_as_of"], "price date"))
+    return Position(
+        symbol=symbol,
+        asset_class=asset_class,
+        quantity=quantity,
+        avg_cost=avg_cost,
+        current_price=price,
+        market_value=value,
+        unrealized_pl=unrealized,
+        as_of=as_of,
+        contract=security.option,
+    )
 
 
 def balances_from_wire(account: PlaidAccount, cash: Decimal | None, now: datetime) -> Balances:

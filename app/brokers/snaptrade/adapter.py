@@ -89,6 +89,7 @@ from app.brokers.base import (
 from app.brokers.http import HttpPool
 from app.brokers.market_data.polling import PollingMarketDataSession, polling_capabilities
 from app.brokers.pooled_adapter import PooledAdapter
+from app.brokers.rows import RowList, read_rows
 from app.brokers.snaptrade import auth, mapping, options
 from app.brokers.snaptrade.mapping import SLUG
 from app.config import Settings
@@ -111,6 +112,9 @@ SNAPTRADE_CAPABILITIES = Capabilities(
     order_types=dict.fromkeys(OrderType, N),  # OrderTypeStrict: Market, Limit, Stop, StopLimit
     time_in_force=dict.fromkeys(TimeInForce, N),  # TimeInForceStrict: Day, GTC, FOK, IOC
     fractional=N,  # ``units`` "can be a decimal for fractional orders" (brokerage permitting)
+    # ``notional_value``: "Can only work with `Market` for `order_type` and `Day` for
+    # `time_in_force`", certain brokerages only (spec NotionalValue); no limit orders.
+    notional=N,
     extended_hours=U,  # ``trading_session`` exists on /trade/place only, not the impact form
     short_selling=U,  # the impact form's action is BUY or SELL only
     multi_leg=N,  # MlegTradeForm legs[], up to 4 (Trading_getOptionImpact)
@@ -293,11 +297,14 @@ class SnaptradeAdapter(PooledAdapter):
 
     async def list_accounts(self) -> list[BrokerAccount]:
         body = await self._get("/accounts")
-        return [
-            mapping.account_from_wire(item)
-            for item in mapping.objects(body, "accounts payload")
-            if mapping.is_listed(item)
-        ]
+        if not isinstance(body, list):
+            raise mapping.unknown("accounts payload", type(body).__name__)
+        return read_rows(
+            body,
+            lambda item: mapping.account_from_wire(item) if mapping.is_listed(item) else None,
+            broker=SLUG,
+            kind="account",
+        )
 
     async def get_balances(self, account_ref: str) -> Balances:
         account = await self._get(_path("/accounts/{}", account_ref))
@@ -370,6 +377,8 @@ class SnaptradeAdapter(PooledAdapter):
         if options.is_option_order(order):
             options.mleg_form(order)
             await self._check_option_link(account_ref)
+        else:
+            mapping.refuse_short_sale(order)
 
     # --- orders --------------------------------------------------------------------------
 
@@ -382,6 +391,7 @@ class SnaptradeAdapter(PooledAdapter):
         """
         if options.is_option_order(order):
             return await self._place_option(account_ref, order)
+        mapping.refuse_short_sale(order)  # before any request
         universal_id = await self._universal_symbol_id(order.symbol)
         form = mapping.impact_form(account_ref, order, universal_id)
         try:
@@ -402,7 +412,7 @@ class SnaptradeAdapter(PooledAdapter):
             params=self._user(),
             json={"wait_to_confirm": True},
         )
-        return mapping.order_from_wire(_loads(placed))
+        return mapping.order_from_wire(_loads(placed), notional=order.notional)
 
     async def _check_option_link(self, account_ref: str) -> None:
         """Refuse (``UnsupportedOrder``) an option order to an account whose connection is
@@ -571,14 +581,14 @@ class SnaptradeAdapter(PooledAdapter):
         )
         return options.order_v2_from_wire(body)
 
-    async def _option_orders(self, account_ref: str, *, days: int) -> list[BrokerOrder]:
+    async def _option_orders(self, account_ref: str, *, days: int) -> RowList[BrokerOrder]:
         """The option orders of ``GET /accounts/{id}/orders/v2`` (V1 lists leave them out)."""
         try:
             body = await self._get(
                 _path("/accounts/{}/orders/v2", account_ref), state="all", days=str(days)
             )
         except errors.NotSupported:
-            return []
+            return RowList()
         return options.orders_v2_from_wire(body)
 
     async def find_order_by_client_id(
@@ -606,6 +616,29 @@ class SnaptradeAdapter(PooledAdapter):
             recent = await self._option_orders(account_ref, days=1)
         else:
             recent = await self._recent_orders(account_ref)
+        if fingerprint.quantity == 0 and not fingerprint.legs:
+            # A dollar-amount order: SnapTrade's records carry no amount and show the shares
+            # once filled, so it is matched on everything but size; of several such orders
+            # none is taken (the outcome stays unknown rather than adopting the wrong one).
+            dollar = [
+                o
+                for o in recent
+                if (o.symbol, o.side, o.order_type, o.time_in_force)
+                == (
+                    fingerprint.symbol,
+                    fingerprint.side,
+                    fingerprint.order_type,
+                    fingerprint.time_in_force,
+                )
+                and o.broker_order_id not in claimed
+                and start <= o.created_at <= end
+            ]
+            if len(dollar) > 1:
+                raise errors.Transient(
+                    "several SnapTrade orders could be this dollar-amount order; not adopting",
+                    broker=SLUG,
+                )
+            return dollar[0] if dollar else None
         candidates = [
             o
             for o in recent
@@ -625,7 +658,7 @@ class SnaptradeAdapter(PooledAdapter):
             key=lambda o: (abs(o.created_at - fingerprint.submitted_at), o.broker_order_id),
         )
 
-    async def _recent_orders(self, account_ref: str) -> list[BrokerOrder]:
+    async def _recent_orders(self, account_ref: str) -> RowList[BrokerOrder]:
         try:
             body = await self._get(
                 _path("/accounts/{}/recentOrders", account_ref), only_executed="false"
@@ -635,7 +668,7 @@ class SnaptradeAdapter(PooledAdapter):
         orders = body.get("orders") if isinstance(body, dict) else None
         return mapping.orders_from_wire(orders, "recentOrders payload")
 
-    async def _orders(self, account_ref: str, state: str, *, days: int) -> list[BrokerOrder]:
+    async def _orders(self, account_ref: str, state: str, *, days: int) -> RowList[BrokerOrder]:
         """Equity orders from the V1 list and, where the brokerage trades options, option
         orders (with their legs) from the V2 list."""
         body = await self._get(
@@ -643,7 +676,9 @@ class SnaptradeAdapter(PooledAdapter):
         )
         orders = mapping.orders_from_wire(body)
         if mapping.has_option_records(body):
-            orders.extend(await self._option_orders(account_ref, days=days))
+            option_orders = await self._option_orders(account_ref, days=days)
+            orders.extend(option_orders)
+            orders.skipped += option_orders.skipped
         orders.sort(key=lambda o: (o.created_at, o.broker_order_id), reverse=True)
         return orders
 
@@ -655,10 +690,11 @@ class SnaptradeAdapter(PooledAdapter):
             account_ref, "open" if status == "open" else "all", days=ORDER_DAYS
         )
         if status == "open":
-            orders = [o for o in orders if o.status not in _TERMINAL]
+            orders[:] = [o for o in orders if o.status not in _TERMINAL]
         elif status == "closed":
-            orders = [o for o in orders if o.status in _TERMINAL]
-        return orders[: max(1, limit)]
+            orders[:] = [o for o in orders if o.status in _TERMINAL]
+        del orders[max(1, limit) :]
+        return orders
 
     async def order_history(
         self, account_ref: str, start: datetime | None, end: datetime | None, symbol: str | None
@@ -669,13 +705,14 @@ class SnaptradeAdapter(PooledAdapter):
             elapsed = (self._now() - start).total_seconds() / 86400
             days = min(MAX_ORDER_DAYS, max(1, math.ceil(elapsed)))
         orders = await self._orders(account_ref, "all", days=days)
-        return [
+        orders[:] = [
             o
             for o in orders
             if (start is None or o.created_at >= start)
             and (end is None or o.created_at <= end)
             and (symbol is None or o.symbol == symbol)
         ]
+        return orders
 
     # --- transactions and quotes ------------------------------------------------------------
 
@@ -688,7 +725,7 @@ class SnaptradeAdapter(PooledAdapter):
             params["startDate"] = start.astimezone(UTC).date().isoformat()
         if end is not None:
             params["endDate"] = end.astimezone(UTC).date().isoformat()
-        result: list[Transaction] = []
+        result: RowList[Transaction] = RowList()
         offset = 0
         for _ in range(MAX_ACTIVITY_PAGES):
             body = await self._get(
@@ -696,12 +733,15 @@ class SnaptradeAdapter(PooledAdapter):
             )
             page, total = mapping.transactions_from_wire(body)
             result.extend(page)
+            result.skipped += page.skipped
             raw = body.get("data") if isinstance(body, dict) else None
             count = len(raw) if isinstance(raw, list) else 0
             offset += count
             if count < ACTIVITY_PAGE or (total is not None and offset >= total):
                 break
-        return [t for t in result if type_ is None or t.type == type_]
+        if type_ is not None:
+            result[:] = [t for t in result if t.type == type_]
+        return result
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
         """``GET /accounts/{id}/quotes?use_ticker=true`` through the user's first account

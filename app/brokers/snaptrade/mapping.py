@@ -46,6 +46,7 @@ from app.brokers.base import (
     OrderStatus,
     OrderType,
     Position,
+    PositionEffect,
     PreviewSource,
     PriceEffect,
     Quote,
@@ -53,6 +54,7 @@ from app.brokers.base import (
     Transaction,
     is_option_symbol,
 )
+from app.brokers.rows import RowList, read_rows
 from app.brokers.wire import WireReader
 
 log = logging.getLogger(__name__)
@@ -321,8 +323,15 @@ def order_status(raw: object, quantity: Decimal, filled: Decimal) -> OrderStatus
     return OrderStatus.partially_filled if filled > _ZERO else OrderStatus.accepted
 
 
-def order_from_wire(body: object, *, replaces: str | None = None) -> BrokerOrder:
-    """An ``AccountOrderRecord`` into a ``BrokerOrder``; UnknownBrokerValue if it is not one."""
+def order_from_wire(
+    body: object, *, replaces: str | None = None, notional: Decimal | None = None
+) -> BrokerOrder:
+    """An ``AccountOrderRecord`` into a ``BrokerOrder``; UnknownBrokerValue if it is not one.
+
+    ``notional``: the dollar amount the gateway placed the order for (the record has no
+    field for it). A dollar-amount order's ``total_quantity`` is null until the brokerage
+    sizes it (nullable in the spec); its quantity is then what has filled.
+    """
     record = _obj(body, "order payload")
     if not is_modelled(record):
         raise unknown("order instrument (options and crypto pairs are not modelled)", "option")
@@ -337,9 +346,14 @@ def order_from_wire(body: object, *, replaces: str | None = None) -> BrokerOrder
     if side is None:
         raise unknown("action", record.get("action"))
     quantity = opt_dec(record.get("total_quantity"), "total_quantity")
-    if quantity is None:
-        raise unknown("total_quantity", None)
     filled = opt_dec(record.get("filled_quantity"), "filled_quantity") or _ZERO
+    if quantity is None:
+        # No share count yet: a dollar-amount order the brokerage has not sized (the only
+        # order SnapTrade takes without ``units``: Market, Day); its quantity is what has
+        # filled. Any other order without a quantity is not one we can read.
+        if order_type is not OrderType.market or tif is not TimeInForce.day:
+            raise unknown("total_quantity", None)
+        quantity = filled
     created = ts(record.get("time_placed"), "time_placed")
     changed = record.get("time_updated") or record.get("time_executed")
     updated = ts(changed, "time_updated") if changed else created
@@ -370,6 +384,7 @@ def order_from_wire(body: object, *, replaces: str | None = None) -> BrokerOrder
         created_at=created,
         updated_at=max(updated, created),
         replaces=replaces,
+        notional=notional,
     )
 
 
@@ -406,21 +421,60 @@ def equity_preview(body: object, cash_before: Decimal, order: OrderRequest) -> O
     )
 
 
-def orders_from_wire(body: object, field: str = "orders payload") -> list[BrokerOrder]:
-    """The equity orders of a list (option and crypto pair records are left out)."""
-    return [order_from_wire(item) for item in objects(body, field) if is_modelled(item)]
+def orders_from_wire(body: object, field: str = "orders payload") -> RowList[BrokerOrder]:
+    """The equity orders of a list (option and crypto pair records are left out); a record
+    the gateway cannot represent is skipped and counted (``read_rows``), never the list."""
+    if not isinstance(body, list):
+        raise unknown(field, type(body).__name__)
+    return read_rows(
+        body,
+        lambda item: order_from_wire(item) if is_modelled(_obj(item, field)) else None,
+        broker=SLUG,
+        kind="order",
+        row_id=_record_id,
+    )
+
+
+def _record_id(item: object) -> object:
+    return item.get("brokerage_order_id") if isinstance(item, dict) else "?"
+
+
+def refuse_short_sale(order: OrderRequest) -> None:
+    """An equity sell that opens (a short sale) or buy that closes (a cover): the impact
+    form's ``ActionStrict`` is BUY or SELL only, with no way to say either, so they are
+    refused (``short_selling`` unsupported) rather than sent as a plain sell or buy."""
+    effect = order.position_effect
+    if (order.side, effect) in (
+        (OrderSide.sell, PositionEffect.open),
+        (OrderSide.buy, PositionEffect.close),
+    ):
+        raise errors.UnsupportedOrder(
+            "SnapTrade's equity orders cannot say a short sale or a cover", broker=SLUG
+        )
 
 
 def impact_form(account_ref: str, order: OrderRequest, universal_symbol_id: str) -> dict[str, Any]:
-    """``ManualTradeForm`` for ``POST /trade/impact`` (prices and units are JSON numbers)."""
+    """``ManualTradeForm`` for ``POST /trade/impact`` (prices and units are JSON numbers).
+
+    A dollar-amount order sends ``notional_value`` and null ``units``; SnapTrade takes it
+    on ``Market`` ``Day`` orders only (spec ``NotionalValue``), refused here otherwise."""
+    refuse_short_sale(order)
     form: dict[str, Any] = {
         "account_id": account_ref,
         "action": _SIDES_OUT[order.side],
         "universal_symbol_id": universal_symbol_id,
         "order_type": _ORDER_TYPES_OUT[order.order_type],
         "time_in_force": _TIF_OUT[order.time_in_force],
-        "units": number(order.quantity, "quantity"),
     }
+    if order.notional is not None:
+        if order.order_type is not OrderType.market or order.time_in_force is not TimeInForce.day:
+            raise errors.UnsupportedOrder(
+                "SnapTrade takes a dollar amount on market day orders only", broker=SLUG
+            )
+        form["units"] = None
+        form["notional_value"] = number(order.notional, "notional")
+        return form
+    form["units"] = number(order.quantity, "quantity")
     if order.order_type in (OrderType.limit, OrderType.stop_limit):
         if order.limit_price is None:
             raise errors.UnsupportedOrder("a limit order needs a limit price", broker=SLUG)
@@ -571,7 +625,7 @@ def balances(
     )
 
 
-def positions_from_wire(body: object, now: datetime) -> tuple[list[Position], datetime]:
+def positions_from_wire(body: object, now: datetime) -> tuple[RowList[Position], datetime]:
     """``GET /accounts/{id}/positions/all`` (``AllAccountPositionsResponse``).
 
     Futures, CFDs and ``other`` instruments have no asset class here and are left out (with
@@ -583,84 +637,106 @@ def positions_from_wire(body: object, now: datetime) -> tuple[list[Position], da
     as_of = (
         ts(freshness.get("as_of"), "data_freshness.as_of") if isinstance(freshness, dict) else now
     )
-    positions = []
-    for item in objects(answer.get("results"), "positions results"):
-        instrument = _obj(item.get("instrument"), "instrument")
-        kind = instrument.get("kind")
-        if not isinstance(kind, str) or kind not in _KINDS:
-            raise unknown("instrument kind", kind)
-        asset_class = _KINDS[kind]
-        if asset_class is None:
-            log.info("a position in a %s is not reported (no asset class for it)", kind)
-            continue
-        units = opt_dec(item.get("units"), "units")
-        price = opt_dec(item.get("price"), "price")
-        if units is None or price is None:
-            raise unknown("position units/price", (item.get("units"), item.get("price")))
-        if units == _ZERO:
-            continue
-        cost = opt_dec(item.get("cost_basis"), "cost_basis")
-        multiplier = Decimal(1)
-        symbol = _str(instrument, "symbol").upper()
-        contract = None
-        if asset_class is AssetClass.option:
-            # Options: price and cost basis are per share (the gateway's basis too); a
-            # contract is ``multiplier`` shares (10 for a mini option).
-            contract = option_contract(instrument)
-            multiplier = contract.multiplier
-            symbol = contract.symbol
-        market_value = units * price * multiplier
-        avg_cost = cost if cost is not None else price
-        positions.append(
-            Position(
-                symbol=symbol,
-                asset_class=asset_class,
-                quantity=units,
-                avg_cost=avg_cost,
-                current_price=price,
-                market_value=tidy(market_value),
-                unrealized_pl=tidy((price - avg_cost) * units * multiplier),
-                as_of=as_of,
-                contract=contract,
-            )
-        )
+    results = answer.get("results")
+    if not isinstance(results, list):
+        raise unknown("positions results", type(results).__name__)
+    positions = read_rows(
+        results,
+        lambda item: position_from_wire(item, as_of),
+        broker=SLUG,
+        kind="position",
+        row_id=_position_id,
+    )
     return positions, as_of
+
+
+def _position_id(item: object) -> object:
+    instrument = item.get("instrument") if isinstance(item, dict) else None
+    return instrument.get("symbol") if isinstance(instrument, dict) else "?"
+
+
+def position_from_wire(body: object, as_of: datetime) -> Position | None:
+    """One ``AccountPositionsResponse``-style row (None: an instrument with no asset class,
+    or a closed position)."""
+    item = _obj(body, "position")
+    instrument = _obj(item.get("instrument"), "instrument")
+    kind = instrument.get("kind")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise unknown("instrument kind", kind)
+    asset_class = _KINDS[kind]
+    if asset_class is None:
+        log.info("a position in a %s is not reported (no asset class for it)", kind)
+        return None
+    units = opt_dec(item.get("units"), "units")
+    price = opt_dec(item.get("price"), "price")
+    if units is None or price is None:
+        raise unknown("position units/price", (item.get("units"), item.get("price")))
+    if units == _ZERO:
+        return None
+    cost = opt_dec(item.get("cost_basis"), "cost_basis")
+    multiplier = Decimal(1)
+    symbol = _str(instrument, "symbol").upper()
+    contract = None
+    if asset_class is AssetClass.option:
+        # Options: price and cost basis are per share (the gateway's basis too); a
+        # contract is ``multiplier`` shares (10 for a mini option).
+        contract = option_contract(instrument)
+        multiplier = contract.multiplier
+        symbol = contract.symbol
+    market_value = units * price * multiplier
+    avg_cost = cost if cost is not None else price
+    return Position(
+        symbol=symbol,
+        asset_class=asset_class,
+        quantity=units,
+        avg_cost=avg_cost,
+        current_price=price,
+        market_value=tidy(market_value),
+        unrealized_pl=tidy((price - avg_cost) * units * multiplier),
+        as_of=as_of,
+        contract=contract,
+    )
 
 
 # --- transactions and quotes ---------------------------------------------------------------
 
 
-def transactions_from_wire(body: object) -> tuple[list[Transaction], int | None]:
+def transactions_from_wire(body: object) -> tuple[RowList[Transaction], int | None]:
     """``PaginatedUniversalActivity``: the reported activity types, and the total count."""
     page = _obj(body, "activities payload")
-    result = []
-    for item in objects(page.get("data"), "activities"):
-        kind = _ACTIVITY_TYPES.get(str(item.get("type")))
-        if kind is None:
-            continue
-        symbol = item.get("symbol")
-        ticker = symbol.get("symbol") if isinstance(symbol, dict) else None
-        option = item.get("option_symbol")
-        if isinstance(option, dict):
-            # An option's trade or end of life: the contract, in our (unpadded) form.
-            ticker = contract_of(option.get("ticker"), "option_symbol.ticker").symbol
-        occurred = item.get("trade_date") or item.get("settlement_date")
-        amount = opt_dec(item.get("amount"), "amount")
-        result.append(
-            Transaction(
-                transaction_id=_str(item, "id"),
-                type=kind,
-                occurred_at=ts(occurred, "trade_date"),
-                amount=amount if amount is not None else _ZERO,
-                symbol=str(ticker).upper() if ticker else None,
-                quantity=opt_dec(item.get("units"), "units") if ticker else None,
-                price=opt_dec(item.get("price"), "price") if ticker else None,
-                description=str(item.get("description") or item.get("type")),
-            )
-        )
+    data = page.get("data")
+    if not isinstance(data, list):
+        raise unknown("activities", type(data).__name__)
+    result = read_rows(data, transaction_from_wire, broker=SLUG, kind="transaction")
     pagination = page.get("pagination")
     total = pagination.get("total") if isinstance(pagination, dict) else None
     return result, int(total) if isinstance(total, Decimal | int) else None
+
+
+def transaction_from_wire(body: object) -> Transaction | None:
+    """One ``UniversalActivity`` (None: a type the gateway does not report)."""
+    item = _obj(body, "activity")
+    kind = _ACTIVITY_TYPES.get(str(item.get("type")))
+    if kind is None:
+        return None
+    symbol = item.get("symbol")
+    ticker = symbol.get("symbol") if isinstance(symbol, dict) else None
+    option = item.get("option_symbol")
+    if isinstance(option, dict):
+        # An option's trade or end of life: the contract, in our (unpadded) form.
+        ticker = contract_of(option.get("ticker"), "option_symbol.ticker").symbol
+    occurred = item.get("trade_date") or item.get("settlement_date")
+    amount = opt_dec(item.get("amount"), "amount")
+    return Transaction(
+        transaction_id=_str(item, "id"),
+        type=kind,
+        occurred_at=ts(occurred, "trade_date"),
+        amount=amount if amount is not None else _ZERO,
+        symbol=str(ticker).upper() if ticker else None,
+        quantity=opt_dec(item.get("units"), "units") if ticker else None,
+        price=opt_dec(item.get("price"), "price") if ticker else None,
+        description=str(item.get("description") or item.get("type")),
+    )
 
 
 def quotes_from_wire(body: object, wanted: list[str], now: datetime) -> dict[str, Quote]:

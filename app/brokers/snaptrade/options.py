@@ -57,6 +57,7 @@ from app.brokers.base import (
     TimeInForce,
     is_option_symbol,
 )
+from app.brokers.rows import RowList, read_rows
 from app.brokers.snaptrade.mapping import (
     SLUG,
     WIRE,
@@ -511,26 +512,27 @@ def order_v2_from_wire(body: object) -> BrokerOrder:
     )
 
 
-def orders_v2_from_wire(body: object) -> list[BrokerOrder]:
+def orders_v2_from_wire(body: object) -> RowList[BrokerOrder]:
     """The option orders of an ``AccountOrdersV2Response`` (equity and crypto orders are read
     from the V1 list, and left out here)."""
     answer = _obj(body, "orders payload")
     orders = answer.get("orders")
     if not isinstance(orders, list):
         raise unknown("orders", type(orders).__name__)
-    result = []
-    for item in orders:
-        record = _obj(item, "order payload")
-        legs = record.get("legs")
-        if not isinstance(legs, list) or not legs:
-            raise unknown("order legs", legs)
-        kinds = {
-            _obj(_obj(leg, "order leg").get("instrument"), "leg instrument").get("asset_type")
-            for leg in legs
-        }
-        if kinds == {"OPTION"}:
-            result.append(order_v2_from_wire(record))
-    return result
+    return read_rows(orders, _option_order_v2, broker="snaptrade", kind="order")
+
+
+def _option_order_v2(item: object) -> BrokerOrder | None:
+    """One ``AccountOrderRecordV2``: an option order with its legs (None: equity or crypto)."""
+    record = _obj(item, "order payload")
+    legs = record.get("legs")
+    if not isinstance(legs, list) or not legs:
+        raise unknown("order legs", legs)
+    kinds = {
+        _obj(_obj(leg, "order leg").get("instrument"), "leg instrument").get("asset_type")
+        for leg in legs
+    }
+    return order_v2_from_wire(record) if kinds == {"OPTION"} else None
 
 
 def _v1_status(records: list[dict[str, Any]]) -> str:

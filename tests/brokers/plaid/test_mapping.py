@@ -143,13 +143,16 @@ def test_balances_of_an_investment_account() -> None:
     assert (reported.cash, reported.equity) == (Decimal("48200.03"), Decimal("48200.03"))
 
 
-def test_an_unknown_account_type_is_an_error() -> None:
+def test_an_unknown_account_type_is_an_error_and_that_account_is_left_out() -> None:
     body = parsed("ACCOUNTS_GET")
     accounts = body["accounts"]
     assert isinstance(accounts, list)
     accounts[0]["type"] = "savings-ish"
     with pytest.raises(errors.UnknownBrokerValue):
-        mapping.accounts_of(body)
+        mapping.account_from_wire(accounts[0])
+    listed = mapping.accounts_of(body)
+    assert listed.skipped == 1
+    assert [a.account_id for a in listed] == [a["account_id"] for a in accounts[1:]]
 
 
 def test_transactions_example_signs_and_types() -> None:

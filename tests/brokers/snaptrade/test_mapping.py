@@ -109,7 +109,6 @@ def test_every_documented_status(status: str, filled: str, expected: OrderStatus
         ("time_in_force", "GTD"),
         ("time_in_force", "MOO"),
         ("action", "BUY_TO_OPEN"),
-        ("total_quantity", None),
         ("total_quantity", "ten"),
         ("time_placed", "yesterday"),
     ],
@@ -117,6 +116,18 @@ def test_every_documented_status(status: str, filled: str, expected: OrderStatus
 def test_unknown_order_values_are_errors(field: str, value: object) -> None:
     with pytest.raises(errors.UnknownBrokerValue):
         mapping.order_from_wire(wire(variant(ORDER, **{field: value})))
+
+
+def test_only_a_market_day_order_may_lack_a_quantity() -> None:
+    # A dollar-amount order (notional_value: Market, Day only) has no share count until the
+    # brokerage sizes it; any other order without one cannot be read.
+    sized_later = {"total_quantity": None, "filled_quantity": "0"}
+    dollar = variant(ORDER, order_type="Market", time_in_force="Day", **sized_later)
+    order = mapping.order_from_wire(wire(dollar), notional=Decimal(500))
+    assert (order.quantity, order.notional) == (Decimal(0), Decimal(500))
+    for other in ({"order_type": "Limit", "limit_price": "10"}, {"time_in_force": "GTC"}):
+        with pytest.raises(errors.UnknownBrokerValue):
+            mapping.order_from_wire(wire(variant(dollar, **other)))
 
 
 def test_a_limit_order_ignores_the_zero_stop_snaptrade_sends() -> None:
@@ -283,12 +294,16 @@ def test_position_kinds() -> None:
     ]
     assert positions[0].market_value == Decimal(700)  # 2 contracts x 3.5 x 100 shares
     assert positions[0].unrealized_pl == Decimal(100)
-    bad = {**body, "results": [{**stock, "instrument": {**stock["instrument"], "kind": "bond"}}]}
+    # An unknown kind or a position without a price is left out and counted, never the list.
+    bond = {**stock, "instrument": {**stock["instrument"], "kind": "bond"}}
     with pytest.raises(errors.UnknownBrokerValue):
-        mapping.positions_from_wire(wire(bad), NOW)
-    priceless = {**body, "results": [{**stock, "price": None}]}
+        mapping.position_from_wire(wire(bond), NOW)
+    priceless = {**stock, "price": None}
     with pytest.raises(errors.UnknownBrokerValue):
-        mapping.positions_from_wire(wire(priceless), NOW)
+        mapping.position_from_wire(wire(priceless), NOW)
+    mixed, _ = mapping.positions_from_wire(wire({**body, "results": [bond, fund, priceless]}), NOW)
+    assert [p.symbol for p in mixed] == ["VFIAX"]
+    assert mixed.skipped == 2
 
 
 def test_the_documented_activity_and_types() -> None:

@@ -347,7 +347,12 @@ class FakeIbkrGateway:
                 Route(f"{API}/iserver/account/orders", self.live_orders, methods=get),
                 Route(f"{API}/iserver/account/trades", self.trades, methods=get),
                 Route(f"{API}/iserver/marketdata/snapshot", self.snapshot, methods=get),
-            ]
+                Route(f"{API}/iserver/account/{{acct}}/summary", self.iserver_summary, methods=get),
+            ],
+            # Unknown paths and methods answer the gateway's JSON error body (the
+            # ``{"error", "statusCode"}`` shape of its other refusals; the exact text for a
+            # path it does not serve is not documented), never plain text.
+            exception_handlers={404: self._no_route, 405: self._no_route},
         )
 
     # --- test controls -----------------------------------------------------------------
@@ -600,6 +605,50 @@ class FakeIbkrGateway:
                 "buyingpower": entry(buying_power),
                 "availablefunds": entry(buying_power),
                 "grosspositionvalue": entry(self._market_value(account)),
+            }
+        )
+
+    async def _no_route(self, request: Request, exc: Exception) -> Response:
+        return err(404, "Not Found")
+
+    async def iserver_summary(self, request: Request) -> Response:
+        """``GET /iserver/account/{accountId}/summary``: at-a-glance balances as plain
+        numbers (``AccountSummaryResponse`` of the Web API spec:
+        https://www.interactivebrokers.com/campus/ibkr-api-page/cpapi-v1/#account-summary)."""
+        gated = await self._gate(request)
+        if gated is not None:
+            return gated
+        account = self._account(request.path_params["acct"])
+        if isinstance(account, Response):
+            return account
+        value = self._market_value(account)
+        net = account.cash + value
+        available = account.cash - self._reserved(account)  # a cash account
+        return JSONResponse(
+            {
+                "accountType": "",  # "For standard individual accounts, an empty string"
+                "status": "",
+                "balance": num(account.cash),
+                "SMA": 0.0,
+                "buyingPower": num(available),
+                "availableFunds": num(available),
+                "excessLiquidity": num(available),
+                "netLiquidationValue": num(net),
+                "equityWithLoanValue": num(net),
+                "regTLoan": 0.0,
+                "securitiesGVP": num(value),
+                "totalCashValue": num(account.cash),
+                "accruedInterest": 0.0,
+                "regTMargin": 0.0,
+                "initialMargin": 0.0,
+                "maintenanceMargin": 0.0,
+                "cashBalances": [
+                    {
+                        "currency": "USD",
+                        "balance": num(account.cash),
+                        "settledCash": num(account.cash),
+                    }
+                ],
             }
         )
 

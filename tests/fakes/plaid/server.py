@@ -272,14 +272,23 @@ class FakePlaid:
                     ("/item/get", self.item_get),
                     ("/item/remove", self.item_remove),
                     ("/accounts/get", self.accounts_get),
+                    # Real-time balances: the same accounts, balances fetched anew.
+                    ("/accounts/balance/get", self.accounts_get),
                     ("/investments/holdings/get", self.holdings_get),
                     ("/investments/transactions/get", self.transactions_get),
                     ("/institutions/get_by_id", self.institutions_get_by_id),
                     ("/webhook_verification_key/get", self.verification_key_get),
                     ("/sandbox/item/fire_webhook", self.sandbox_fire_webhook),
                 )
-            ]
+            ],
+            # https://plaid.com/docs/errors/invalid-request/#not_found: an endpoint that
+            # does not exist answers 404 INVALID_REQUEST/NOT_FOUND in Plaid's envelope.
+            exception_handlers={404: self._no_route, 405: self._no_route},
         )
+
+    async def _no_route(self, request: Request, exc: Exception) -> Response:
+        self.requests.append((request.method, request.url.path))
+        return plaid_error(404, "INVALID_REQUEST", "NOT_FOUND", "not found")
 
     # --- test controls -------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -245,6 +245,8 @@ class FakeOrder:
     time_updated: datetime | None = None
     time_executed: datetime | None = None
     stop_triggered: bool = False
+    # A dollar-amount order (``notional_value``): ``units`` stays 0 until it fills.
+    notional: Decimal | None = None
 
 
 @dataclass
@@ -313,6 +315,7 @@ class FakeTrade:
     stop: Decimal | None
     created_at: datetime
     used: bool = False
+    notional: Decimal | None = None
 
 
 def universal_symbol(symbol: str) -> dict[str, Any]:
@@ -420,9 +423,15 @@ class FakeSnapTrade:
             Route("/accounts/{account_id}/trading/replace", self.replace, methods=["POST"]),
             Route("/symbols/{query}", self.symbol, methods=["GET"]),
             Route("/trade/impact", self.impact, methods=["POST"]),
+            # Trading_placeForceOrder: place without impact (before /trade/{tradeId}).
+            Route("/trade/place", self.place_force, methods=["POST"]),
             Route("/trade/{trade_id}", self.place, methods=["POST"]),
         ]
-        self.app = Starlette(routes=[Mount(LEGACY_PREFIX, routes=routes), *routes])
+        self.app = Starlette(
+            routes=[Mount(LEGACY_PREFIX, routes=routes), *routes],
+            # Unknown paths and methods answer SnapTrade's JSON envelope, never plain text.
+            exception_handlers={404: self._no_route, 405: self._no_route},
+        )
 
     # --- test controls -------------------------------------------------------------------
 
@@ -695,6 +704,10 @@ class FakeSnapTrade:
         for name, value in self._headers(request).items():
             response.headers.setdefault(name, value)
         return response
+
+    async def _no_route(self, request: Request, exc: Exception) -> Response:
+        # spec 404 example: {"detail": "The requested resource does not exist.", ...}
+        return self._answer(request, not_found())
 
     def _json(self, request: Request, body: Any, status: int = 200) -> Response:
         return self._answer(request, JSONResponse(body, status_code=status))
@@ -1147,6 +1160,7 @@ class FakeSnapTrade:
         open_quantity = (
             order.units - order.filled - order.canceled if order.status in OPEN else ZERO
         )
+        unsized = order.notional is not None and order.units == ZERO
         return {
             "brokerage_order_id": order.id,
             "brokerage_group_order_id": None,
@@ -1157,8 +1171,9 @@ class FakeSnapTrade:
             "quote_universal_symbol": None,
             "quote_currency": None,
             "action": order.action,
-            "total_quantity": str(order.units),
-            "open_quantity": str(open_quantity),
+            # A dollar-amount order has no share count until it fills (nullable in the spec).
+            "total_quantity": None if unsized else str(order.units),
+            "open_quantity": None if unsized else str(open_quantity),
             "canceled_quantity": str(order.canceled),
             "filled_quantity": str(order.filled),
             "execution_price": text(order.execution_price),
@@ -1249,8 +1264,12 @@ class FakeSnapTrade:
 
     def _parse_form(
         self, body: dict[str, Any] | None, *, symbol_key: str
-    ) -> tuple[str, str, str, str, Decimal, Decimal | None, Decimal | None] | Response:
-        """An order form's fields, refused as SnapTrade would refuse them (400)."""
+    ) -> (
+        tuple[str, str, str, str, Decimal, Decimal | None, Decimal | None, Decimal | None]
+        | Response
+    ):
+        """An order form's fields, refused as SnapTrade would refuse them (400); the last is
+        ``notional_value`` (then units are 0)."""
         if body is None:
             return bad_request()
         action, order_type, tif = (
@@ -1267,25 +1286,42 @@ class FakeSnapTrade:
         if action not in ("BUY", "SELL") or order_type not in _TYPES or tif not in _TIFS:
             return bad_request()
         try:
-            units = Decimal(str(body.get("units")))
+            notional = _opt(body.get("notional_value"))
+            units = ZERO if body.get("units") is None else Decimal(str(body.get("units")))
             price = _opt(body.get("price"))
             stop = _opt(body.get("stop"))
         except InvalidOperation:
             return bad_request()
+        if notional is not None:
+            # NotionalValue: "Must be `null` if `units` is provided. Can only work with
+            # `Market` for `order_type` and `Day` for `time_in_force`" (snaptrade-api.yaml).
+            if body.get("units") is not None or order_type != "Market" or tif != "Day":
+                return bad_request("notional_value is only valid for Market Day orders")
+            if not notional.is_finite() or notional <= 0:
+                return bad_request()
+            return symbol, str(action), str(order_type), str(tif), ZERO, price, stop, notional
         if not units.is_finite() or units <= 0:
             return bad_request()
         if order_type in ("Limit", "StopLimit") and price is None:
             return bad_request("A limit price is required for Limit and StopLimit orders")
         if order_type in ("Stop", "StopLimit") and stop is None:
             return bad_request("A stop price is required for Stop and StopLimit orders")
-        return symbol, str(action), str(order_type), str(tif), units, price, stop
+        return symbol, str(action), str(order_type), str(tif), units, price, stop, None
 
     def _affordable(
-        self, account: FakeAccount, action: str, symbol: str, units: Decimal, price: Decimal | None
+        self,
+        account: FakeAccount,
+        action: str,
+        symbol: str,
+        units: Decimal,
+        price: Decimal | None,
+        notional: Decimal | None = None,
     ) -> Response | None:
         """The brokerage's own checks, relayed by SnapTrade (wording undocumented)."""
+        if notional is not None and action == "SELL":
+            units = notional / self._quote(symbol).bid
         if action == "BUY":
-            cost = units * (price or self._quote(symbol).ask)
+            cost = notional if notional is not None else units * (price or self._quote(symbol).ask)
             if cost > account.cash - self._reserved(account):
                 return bad_request("Insufficient buying power to place this order")
             return None
@@ -1329,8 +1365,8 @@ class FakeSnapTrade:
         parsed = self._parse_form(body, symbol_key="universal_symbol_id")
         if isinstance(parsed, Response):
             return self._answer(request, parsed)
-        symbol, action, order_type, tif, units, price, stop = parsed
-        refusal = self._affordable(account, action, symbol, units, price)
+        symbol, action, order_type, tif, units, price, stop, notional = parsed
+        refusal = self._affordable(account, action, symbol, units, price, notional)
         if refusal is not None:
             return self._answer(request, refusal)
         trade = FakeTrade(
@@ -1344,11 +1380,13 @@ class FakeSnapTrade:
             price=price,
             stop=stop,
             created_at=self.clock(),
+            notional=notional,
         )
         self.trades[trade.id] = trade
         quote = self._quote(symbol)
-        cost = units * (price or quote.ask)
-        remaining = account.cash - cost if action == "BUY" else account.cash + units * quote.bid
+        cost = notional if notional is not None else units * (price or quote.ask)
+        proceeds = notional if notional is not None else units * quote.bid
+        remaining = account.cash - cost if action == "BUY" else account.cash + proceeds
         universal = universal_symbol(symbol)
         return self._json(
             request,
@@ -1369,7 +1407,7 @@ class FakeSnapTrade:
                         ),
                     },
                     "action": action,
-                    "units": num(units),
+                    "units": None if notional is not None else num(units),
                     "price": None if price is None else num(price),
                 },
                 "trade_impacts": [
@@ -1410,7 +1448,7 @@ class FakeSnapTrade:
             return self._answer(request, not_found())
         auth, account = found
         refusal = self._may_trade(auth) or self._affordable(
-            account, trade.action, trade.symbol, trade.units, trade.price
+            account, trade.action, trade.symbol, trade.units, trade.price, trade.notional
         )
         if refusal is not None:
             return self._answer(request, refusal)
@@ -1429,8 +1467,58 @@ class FakeSnapTrade:
             stop=trade.stop,
             time_placed=now,
             time_updated=now,
+            notional=trade.notional,
             # wait_to_confirm (default true): the status is checked before answering.
             status="ACCEPTED" if body.get("wait_to_confirm", True) is not False else "PENDING",
+        )
+        account.orders[order.id] = order
+        if self.faults.timeout_after_accept > 0:
+            self.faults.timeout_after_accept -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
+        return self._json(request, self._order_wire(order))
+
+    async def place_force(self, request: Request) -> Response:
+        """``POST /trade/place`` (``ManualTradeFormWithOptions``): the order is sent to the
+        brokerage at once, without an impact check; the answer is its ``AccountOrderRecord``."""
+        user = await self._gate(request)
+        if isinstance(user, Response):
+            return self._answer(request, user)
+        assert user is not None
+        body = await self._body(request)
+        found = self._account_of(user, str((body or {}).get("account_id")))
+        if found is None:
+            return self._answer(request, not_found())
+        auth, account = found
+        refusal = self._may_trade(auth)
+        if refusal is not None:
+            return self._answer(request, refusal)
+        # ``symbol`` (a ticker) or ``universal_symbol_id``, one of the two.
+        key = "symbol" if (body or {}).get("symbol") is not None else "universal_symbol_id"
+        parsed = self._parse_form(body, symbol_key=key)
+        if isinstance(parsed, Response):
+            return self._answer(request, parsed)
+        symbol, action, order_type, tif, units, price, stop, notional = parsed
+        session = (body or {}).get("trading_session", "REGULAR")
+        if session not in (None, "REGULAR", "EXTENDED"):  # TradingSession enum
+            return self._answer(request, bad_request())
+        refusal = self._affordable(account, action, symbol, units, price, notional)
+        if refusal is not None:
+            return self._answer(request, refusal)
+        now = self.clock()
+        order = FakeOrder(
+            id=str(uuid.uuid4()),
+            account_id=account.id,
+            symbol=symbol,
+            action=action,
+            order_type=order_type,
+            time_in_force=tif,
+            units=units,
+            price=price,
+            stop=stop,
+            time_placed=now,
+            time_updated=now,
+            notional=notional,
         )
         account.orders[order.id] = order
         if self.faults.timeout_after_accept > 0:
@@ -1488,7 +1576,9 @@ class FakeSnapTrade:
         parsed = self._parse_form(body, symbol_key="symbol")
         if isinstance(parsed, Response):
             return self._answer(request, parsed)
-        symbol, action, order_type, tif, units, price, stop = parsed
+        symbol, action, order_type, tif, units, price, stop, notional = parsed
+        if notional is not None:  # ManualTradeReplaceForm has units, no notional_value
+            return self._answer(request, bad_request())
         if old.status not in ("ACCEPTED", "PARTIAL") or symbol != old.symbol:
             return self._answer(
                 request,
@@ -1517,6 +1607,10 @@ class FakeSnapTrade:
     def _evaluate(self, account: FakeAccount, order: FakeOrder) -> int:
         now = self.clock()
         quote = self._quote(order.symbol)
+        if order.notional is not None and order.units == ZERO and order.status in OPEN:
+            # A dollar-amount market order becomes shares at the price it fills at.
+            price = quote.ask if order.action == "BUY" else quote.bid
+            order.units = (order.notional / price).quantize(Decimal("0.000001"), ROUND_DOWN)
         decision = decide(
             OrderState(
                 side=OrderSide.buy if order.action == "BUY" else OrderSide.sell,
