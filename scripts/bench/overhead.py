@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -70,9 +72,16 @@ async def serve(role: str, config: dict[str, str]) -> None:
         fake = FakeAlpaca()
         fake.add_account(key_id=config["key_id"], secret=config["secret"], cash="100000000")
         fake.faults.latency = float(config["latency_ms"]) / 1000
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
             print(url, flush=True)
-            await asyncio.Event().wait()
+            await stop.wait()
+        # What the fake was asked, so a gateway that calls the broker more than once per
+        # order shows here (stderr: the parent reads only the URL from stdout).
+        counts = collections.Counter(f"{method} {path}" for method, path in fake.requests)
+        for request, n in counts.most_common(8):
+            print(f"fake served {n:5d} x {request}", file=sys.stderr)
         return
     settings = Settings(
         environment="test",
