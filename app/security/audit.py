@@ -236,12 +236,11 @@ class AuditChain:
         entry.entry_hash = self._hash(entry.prev_hash, canonical_content(entry))
         await session.flush()  # the caller's own changes first: their errors are theirs
         try:
-            await repo.insert(entry)
+            await repo.append_entry(entry, now=now)
         except IntegrityError as exc:
             raise AuditChainHeadMissing(
                 f"the head of audit chain {chain} is missing or rewound: entry {entry.seq} exists"
             ) from exc
-        await repo.advance_head(chain, seq=entry.seq, entry_hash=entry.entry_hash, now=now)
         return entry
 
     async def verify(

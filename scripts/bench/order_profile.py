@@ -4,7 +4,8 @@ CPU per order. Not a test: it prints figures.
 
     .venv/bin/python scripts/bench/order_profile.py [--orders N] [--database sqlite]
 
-Round trips = statements + BEGIN + COMMIT/ROLLBACK (asyncpg sends each on its own). The fake
+Round trips = statements + BEGIN + COMMIT/ROLLBACK (asyncpg sends each on its own; an
+autocommit statement is one round trip and is counted as a statement, not a transaction). The fake
 broker runs in this process too, so "live CPU" includes the fake's share; the paper
 figure has no broker outside the database.
 """
@@ -30,6 +31,12 @@ from app.db.migrate import upgrade  # noqa: E402
 from tests.conftest import new_user  # noqa: E402
 from tests.postgres import fresh_database, postgres_server  # noqa: E402
 from tests.services.support import live_gateway  # noqa: E402
+
+
+def _autocommit(conn: Any) -> bool:
+    """An autocommit connection sends no BEGIN/COMMIT: its statements are their own
+    transactions (counted as round trips by the statement count alone)."""
+    return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
 
 
 class Counter:
@@ -58,15 +65,18 @@ class Counter:
 
         @event.listens_for(sync, "begin")
         def _begin(conn: Any) -> None:
-            self.begins += 1
+            if not _autocommit(conn):
+                self.begins += 1
 
         @event.listens_for(sync, "commit")
         def _commit(conn: Any) -> None:
-            self.ends += 1
+            if not _autocommit(conn):
+                self.ends += 1
 
         @event.listens_for(sync, "rollback")
         def _rollback(conn: Any) -> None:
-            self.ends += 1
+            if not _autocommit(conn):
+                self.ends += 1
 
     def reset(self) -> None:
         self.statements.clear()

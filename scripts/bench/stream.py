@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import json
 import os
 import signal
@@ -243,6 +244,9 @@ async def client_main(plan_path: str, url: str, use_websockets: bool, compressio
 # --- the driver ---------------------------------------------------------------------------
 
 
+GATEWAY_LOG = Path(f"/tmp/bench-stream-gateway-{os.getpid()}.log")  # noqa: S108
+
+
 def start_gateway(env: dict[str, str], workers: int, deflate: bool) -> subprocess.Popen[bytes]:
     args = [
         str(ROOT / ".venv/bin/uvicorn"),
@@ -260,7 +264,10 @@ def start_gateway(env: dict[str, str], workers: int, deflate: bool) -> subproces
         "--ws-per-message-deflate",
         "true" if deflate else "false",
     ]
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)  # noqa: S603
+    log = GATEWAY_LOG.open("wb")  # its errors, counted after the run
+    proc = subprocess.Popen(  # noqa: S603
+        args, env=env, cwd=ROOT, start_new_session=True, stderr=log, stdout=log
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -298,6 +305,7 @@ async def source_main(plan_path: str, rate: float) -> None:
 
     from app.config import Settings
     from app.db.models import OrderEvent
+    from app.errors import AppError
     from app.main import create_app
     from app.schemas.orders import OrderCreate
 
@@ -329,6 +337,7 @@ async def source_main(plan_path: str, rate: float) -> None:
     async with app.router.lifespan_context(app):
         orders = app.state.brokerage.orders
         placed = failures = 0
+        refusals: collections.Counter[str] = collections.Counter()
         running = True
         pending: set[asyncio.Task[None]] = set()
 
@@ -343,8 +352,13 @@ async def source_main(plan_path: str, rate: float) -> None:
                     path=f"/v1/accounts/{account}/orders",
                 )
                 placed += 1
-            except Exception:
+            except AppError as exc:  # answered: 503/429 is load shed, a 5xx is an error
                 failures += 1
+                refusals[f"{exc.status} {exc.code}"] += 1
+            except Exception as exc:  # what an HTTP client would see as a 500
+                failures += 1
+                kind = "too many clients" if "too many clients" in str(exc) else type(exc).__name__
+                refusals[f"500 {kind}"] += 1
 
         async def produce() -> None:
             interval = 1.0 / rate
@@ -381,6 +395,7 @@ async def source_main(plan_path: str, rate: float) -> None:
                 {
                     "orders_per_s": (placed - count_at_start) / max(stopped - started, 1e-9),
                     "failures": failures,
+                    "refusals": dict(refusals),
                     "commits": commits,
                 }
             ),
@@ -475,12 +490,14 @@ async def fanout(args: argparse.Namespace) -> None:
             for proc in clients:
                 _tell(proc, b"START\n")
             window_start = time.monotonic()
+            sampling = asyncio.create_task(sample_connections(url, args.duration + 2.0))
             await asyncio.sleep(args.duration)
             _tell(source, b"STOP\n")
             window = time.monotonic() - window_start
             await asyncio.sleep(2.0)  # the last events arrive (counted, so deliveries/s is fair)
             for proc in clients:
                 _tell(proc, b"STOP\nREPORT\n")
+            peak, statuses = await sampling
             results = []
             for proc in clients:
                 assert proc.stdout is not None
@@ -517,10 +534,43 @@ async def fanout(args: argparse.Namespace) -> None:
         f"p99 {q[989] * 1000:.1f} ms, p99.9 {q[998] * 1000:.1f} ms, "
         f"max {latencies[-1] * 1000:.1f} ms"
     )
+    print(
+        f"database connections at peak (pg_stat_activity of the bench database): {peak} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))})"
+    )
+    log = GATEWAY_LOG.read_text(errors="replace")  # noqa: ASYNC240
+    print(
+        f"gateway log: 'too many clients' {log.count('too many clients')}, "
+        f"tracebacks {log.count('Traceback')}; orders refused/failed by status: "
+        f"{produced['refusals'] or 'none'}"
+    )
     results = subscribers
     errors = sum(r["error_count"] for r in results)
     if errors:
         print(f"client-side resyncs/errors: {errors} {results[0]['errors']}")
+
+
+async def sample_connections(url: str, seconds: float) -> tuple[int, dict[str, int]]:
+    """The most connections the bench database had at once (sampled every 100 ms over
+    ``seconds``), and their states at that moment."""
+    import asyncpg
+
+    conn = await asyncpg.connect(_as_asyncpg_dsn(url))
+    peak, at_peak = 0, {}
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            rows = await conn.fetch(
+                "SELECT coalesce(state, '?') AS state, count(*) AS n FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() GROUP BY 1"
+            )
+            total = sum(int(r["n"]) for r in rows)
+            if total > peak:
+                peak, at_peak = total, {str(r["state"]): int(r["n"]) for r in rows}
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    return peak, at_peak
 
 
 async def lock_cost(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.brokers import errors
@@ -36,6 +37,28 @@ async def test_the_burst_is_shared_by_every_instance(postgres_url: str) -> None:
     finally:
         await first_engine.dispose()
         await second_engine.dispose()
+
+
+async def test_a_take_leaves_its_pooled_connection_transactional(postgres_url: str) -> None:
+    """The take runs in autocommit (one round trip, no BEGIN/COMMIT); the one pooled
+    connection it used must come back as it was, so a later rollback still undoes."""
+    engine = create_async_engine(postgres_url, pool_size=1, max_overflow=0)
+    limiter = PostgresRateLimiter(engine)
+    key = f"test:{new_user()}"
+    try:
+        assert await limiter.reserve(key, **SLOW) == 0
+        async with engine.connect() as conn:
+            await conn.execute(
+                text("UPDATE rate_limit_buckets SET tat = tat + interval '1 day' WHERE key = :k"),
+                {"k": key},
+            )
+            await conn.rollback()
+        # Still the burst's second and third slots: the rolled-back change never landed.
+        assert await limiter.reserve(key, **SLOW) == 0
+        assert await limiter.reserve(key, **SLOW) == 0
+        assert await limiter.reserve(key, **SLOW) > 90
+    finally:
+        await engine.dispose()
 
 
 async def test_two_instances_together_send_no_more_than_the_limit(postgres_url: str) -> None:

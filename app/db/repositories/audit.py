@@ -100,6 +100,30 @@ class AuditRepository:
         columns = {c.key: getattr(entry, c.key) for c in AuditEntry.__table__.columns}
         await self.session.execute(insert(AuditEntry).values(**columns))
 
+    async def append_entry(self, entry: AuditEntry, *, now: datetime) -> None:
+        """Insert ``entry`` and move its chain's head to it; raises ``IntegrityError`` when
+        its (chain, seq) is taken (nothing changed then).
+
+        On Postgres one statement (a data-modifying CTE moves the head, the outer statement
+        inserts the entry: one round trip); SQLite has no data-modifying CTE, so two.
+        """
+        if self.session.get_bind().dialect.name != "postgresql":
+            await self.insert(entry)
+            await self.advance_head(
+                entry.chain, seq=entry.seq, entry_hash=entry.entry_hash, now=now
+            )
+            return
+        columns = {c.key: getattr(entry, c.key) for c in AuditEntry.__table__.columns}
+        head = (
+            update(AuditChainHead)
+            .where(AuditChainHead.chain == entry.chain)
+            .values(last_seq=entry.seq, last_hash=entry.entry_hash, updated_at=now)
+            .returning(AuditChainHead.chain)
+            .cte("moved_head")
+        )
+        stmt = insert(AuditEntry).values(**columns).add_cte(head)
+        await self.session.execute(stmt)
+
     async def page(self, chain: str, *, after_seq: int, limit: int) -> Sequence[AuditEntry]:
         """``chain``'s entries with ``seq > after_seq`` in ``seq`` order (keyset pagination)."""
         stmt = (
