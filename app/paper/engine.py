@@ -1136,8 +1136,7 @@ class PaperEngine:
                 buying_power = cash - plan.collateral_change
                 problems = plan.problems
             else:
-                cash, problems = self._equity_preview(account, request, mine, now)
-                buying_power = cash
+                cash, buying_power, problems = self._equity_preview(account, request, mine, now)
         except broker_errors.Rejected as exc:
             return OrderPreview(
                 estimated_cash_change=ZERO,
@@ -1164,47 +1163,88 @@ class PaperEngine:
         request: OrderRequest,
         positions: dict[str, PaperPosition],
         now: datetime,
-    ) -> tuple[Decimal, tuple[broker_errors.Rejected, ...]]:
-        _validate_shape(
-            request.order_type, request.quantity, request.limit_price, request.stop_price
-        )
+    ) -> tuple[Decimal, Decimal, tuple[broker_errors.Rejected, ...]]:
+        """The cash change, the buying power change and the refusals of an equity order."""
+        quantity = self._equity_quantity(request, now)
         quote = self.quote_source.quote(request.symbol, now)
+        row = positions.get(request.symbol)
+        held = ZERO if row is None else row.quantity
         if request.side is OrderSide.buy:
             price = request.limit_price if has_limit(request.order_type) else quote.ask
             assert price is not None
-            cash = -(request.quantity * price).quantize(CENT, rounding=ROUND_CEILING)
-            needed = self._reservation(
-                request.symbol,
-                request.order_type,
-                request.quantity,
-                request.limit_price,
-                request.stop_price,
-                now,
-            )
-            buying_power = _buying_power(account)
-            if needed > buying_power:
-                return cash, (
-                    broker_errors.InsufficientFunds(
-                        f"insufficient buying power: {needed} needed, {buying_power} available",
-                        broker="paper",
+            cash = -(quantity * price).quantize(CENT, rounding=ROUND_CEILING)
+            if held < ZERO:
+                assert row is not None
+                released = (SHORT_INITIAL * quantity * row.avg_cost).quantize(CENT)
+                try:
+                    self._cover_reservation(account, request, quantity, row, now)
+                except broker_errors.Rejected as exc:
+                    return cash, cash + released, (exc,)
+                return cash, cash + released, ()
+            if request.position_effect is PositionEffect.close:
+                return (
+                    cash,
+                    cash,
+                    (
+                        broker_errors.InsufficientFunds(
+                            "insufficient quantity: no short position in "
+                            f"{request.symbol} to cover",
+                            broker="paper",
+                        ),
                     ),
                 )
-            return cash, ()
+            if request.notional is not None:
+                needed = request.notional.quantize(CENT, rounding=ROUND_CEILING)
+            else:
+                needed = self._reservation(
+                    request.symbol,
+                    request.order_type,
+                    quantity,
+                    request.limit_price,
+                    request.stop_price,
+                    now,
+                )
+            buying_power = _buying_power(account)
+            if needed > buying_power:
+                return (
+                    cash,
+                    cash,
+                    (
+                        broker_errors.InsufficientFunds(
+                            f"insufficient buying power: {needed} needed, {buying_power} available",
+                            broker="paper",
+                        ),
+                    ),
+                )
+            return cash, cash, ()
         price = request.limit_price if has_limit(request.order_type) else quote.bid
         assert price is not None
-        cash = (request.quantity * price).quantize(CENT, rounding=ROUND_HALF_EVEN)
-        row = positions.get(request.symbol)
+        cash = (quantity * price).quantize(CENT, rounding=ROUND_HALF_EVEN)
+        if request.position_effect is PositionEffect.open:
+            # A short sale: proceeds in, 150% of them held.
+            buying_power_change = cash - (SHORT_INITIAL * quantity * price).quantize(
+                CENT, rounding=ROUND_CEILING
+            )
+            try:
+                self._short_reservation(account, request, quantity, held, now)
+            except broker_errors.Rejected as exc:
+                return cash, buying_power_change, (exc,)
+            return cash, buying_power_change, ()
         available = (
             ZERO if row is None else row.quantity - row.reserved_quantity - row.pledged_quantity
         )
-        if request.quantity > available:
-            return cash, (
-                broker_errors.InsufficientFunds(
-                    f"insufficient quantity: {request.quantity} requested, {available} available",
-                    broker="paper",
+        if quantity > available:
+            return (
+                cash,
+                cash,
+                (
+                    broker_errors.InsufficientFunds(
+                        f"insufficient quantity: {quantity} requested, {available} available",
+                        broker="paper",
+                    ),
                 ),
             )
-        return cash, ()
+        return cash, cash, ()
 
     def _reservation(
         self,

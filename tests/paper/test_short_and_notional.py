@@ -23,7 +23,8 @@ from app.brokers.base import (
 )
 from app.db.session import SessionMaker
 from app.paper.adapter import PAPER_CAPABILITIES
-from app.paper.engine import PaperEngine
+from app.paper.engine import PaperEngine, _free_shares
+from app.paper.store import PaperStore
 from tests.conftest import new_user
 from tests.paper.test_engine import START, first_time, make_engine, quote_at, request
 
@@ -169,14 +170,9 @@ async def test_short_refusals_are_clear_and_book_nothing(sessionmaker: SessionMa
 
 async def test_a_short_call_is_not_covered_by_short_shares(sessionmaker: SessionMaker) -> None:
     engine, _clock, _sink = make_engine(sessionmaker)
-    owner, account = await margin(engine, "0")
     funded_owner, funded = await margin(engine, "1000000")
-    del owner, account
     await engine.place(funded_owner, funded, short(quantity="100"))
     # The free-shares view the option cover rules use sees no shares to pledge.
-    from app.paper.engine import _free_shares
-    from app.paper.store import PaperStore
-
     async with sessionmaker() as session:
         rows = {p.symbol: p for p in await PaperStore(session).positions([funded])}
     assert _free_shares(rows) == {"AAPL": Decimal(0)}
@@ -207,7 +203,8 @@ async def test_a_resting_short_sale_survives_a_restart_and_fills_on_the_tick(
     done = await restarted.get_order(owner, account, order.broker_order_id)
     assert done.status is OrderStatus.filled
     price = done.avg_fill_price
-    assert price is not None and price >= limit
+    assert price is not None
+    assert price >= limit
     balances = await restarted.balances(owner, account)
     assert balances.cash == Decimal(100000) + 2 * price
     assert balances.buying_power == balances.cash - Decimal("1.5") * 2 * price
@@ -338,3 +335,25 @@ async def test_a_notional_crypto_buy_uses_eight_decimals(sessionmaker: SessionMa
     assert order.filled_quantity == (Decimal(100) / ask).quantize(
         Decimal("0.00000001"), rounding=ROUND_FLOOR
     )
+
+
+async def test_previews_of_a_short_sale_a_cover_and_a_notional_buy(
+    sessionmaker: SessionMaker,
+) -> None:
+    engine, _clock, _sink = make_engine(sessionmaker)
+    owner, account = await margin(engine)
+    bid = quote_at("AAPL", START).bid
+    preview = await engine.preview(owner, account, short(quantity="10"))
+    assert preview.rejections == ()
+    assert preview.estimated_cash_change == (10 * bid).quantize(Decimal("0.01"))
+    assert preview.buying_power_change is not None
+    assert preview.buying_power_change < 0
+    bought = await engine.preview(owner, account, notional("500"))
+    assert bought.rejections == ()
+    assert -Decimal("500.01") <= bought.estimated_cash_change < 0
+    nothing = await engine.preview(owner, account, cover(quantity="1"))
+    assert nothing.rejections != ()
+    owner_cash = new_user("paper")
+    cash_account = (await engine.create_account(owner_cash, Decimal(1000))).broker_account_id
+    refused = await engine.preview(owner_cash, cash_account, short(quantity="1"))
+    assert any("margin account" in r for r in refused.rejections)
