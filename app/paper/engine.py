@@ -55,7 +55,8 @@ Options (premium x 100 per contract):
   order (``reserved_quantity``); long and short legs are never netted.
 * At a contract's expiry instant (``EXPIRY_TIME_UTC`` on its expiration day) the ticker
   settles it: worthless, exercised or assigned into shares at the strike, or, when the
-  account cannot carry the delivery, in cash at intrinsic value (``_settle_expirations``).
+  account cannot carry the delivery or is short the underlying's stock, in cash at
+  intrinsic value (``_settle_expirations``).
 
 Updates that the ticker produces are handed to ``sink`` (the upstream feed seam) only after
 their transaction has committed; placement, modification and cancellation return the new
@@ -1720,8 +1721,11 @@ class PaperEngine:
         }
         free_after = {**_free_shares(mine), underlying: free + share_change}
         needed = requirement(remaining.values(), free_after)
+        # An account short the underlying settles its options in cash: a delivery never
+        # meets short stock (its requirement and average entry stay the cover's to release).
         physical = (
             free + share_change >= ZERO
+            and (stock is None or stock.quantity >= ZERO)
             and not needed.uncovered
             and account.cash + cash_change - account.reserved_cash - needed.cash >= ZERO
         )
