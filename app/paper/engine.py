@@ -616,6 +616,15 @@ class PaperEngine:
             position_effect = request.position_effect
             if request.side is OrderSide.sell and request.position_effect is PositionEffect.open:
                 reserved_cash = self._short_reservation(account, request, quantity, held, now)
+                if await store.has_open_order(account.id, request.symbol, "buy", None):
+                    raise broker_errors.Rejected(
+                        f"a buy of {request.symbol} is working: cancel it before selling short",
+                        broker="paper",
+                    )
+                if position is None:
+                    # A working short sale always has a position row: a later plain buy sees
+                    # it and checks for the short (below).
+                    position = self._new_position(store, account, request.symbol, positions, now)
                 account.reserved_cash += reserved_cash
             elif request.side is OrderSide.buy and held < ZERO:
                 assert position is not None
@@ -627,6 +636,16 @@ class PaperEngine:
                 if request.position_effect is PositionEffect.close:
                     raise broker_errors.InsufficientFunds(
                         f"insufficient quantity: no short position in {request.symbol} to cover",
+                        broker="paper",
+                    )
+                if (
+                    position is not None
+                    and position.quantity == ZERO
+                    and await store.has_open_order(account.id, request.symbol, "sell", "open")
+                ):
+                    raise broker_errors.Rejected(
+                        f"a short sale of {request.symbol} is working: cancel it, or cover "
+                        "once it has filled",
                         broker="paper",
                     )
                 if request.notional is not None:
@@ -2011,7 +2030,10 @@ class PaperEngine:
         )
         short_sale = order.side == OrderSide.sell.value and order.position_effect == "open"
         cover = (
-            order.side == OrderSide.buy.value and position is not None and position.quantity < ZERO
+            order.side == OrderSide.buy.value
+            and order.position_effect == PositionEffect.close.value
+            and position is not None
+            and position.quantity < ZERO
         )
         if short_sale:
             if SHORT_NET * value > free_cash:
@@ -2048,7 +2070,8 @@ class PaperEngine:
                 account.cycles_completed += 1
                 position.avg_cost = ZERO
         elif order.side == OrderSide.buy.value:
-            if value > free_cash:
+            if value > free_cash or (position is not None and position.quantity < ZERO):
+                # (A plain buy never meets short stock: placement keeps the two apart.)
                 return None
             account.cash -= value
             account.reserved_cash -= release

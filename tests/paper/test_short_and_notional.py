@@ -357,3 +357,23 @@ async def test_previews_of_a_short_sale_a_cover_and_a_notional_buy(
     cash_account = (await engine.create_account(owner_cash, Decimal(1000))).broker_account_id
     refused = await engine.preview(owner_cash, cash_account, short(quantity="1"))
     assert any("margin account" in r for r in refused.rejections)
+
+
+async def test_a_working_buy_and_a_working_short_sale_never_meet(
+    sessionmaker: SessionMaker,
+) -> None:
+    engine, _clock, _sink = make_engine(sessionmaker)
+    owner, account = await margin(engine)
+    low = quote_at("NVDA", START).ask - Decimal("20.00")
+    resting_buy = await engine.place(
+        owner, account, request("NVDA", quantity="1", order_type=OrderType.limit, limit=low)
+    )
+    with pytest.raises(broker_errors.Rejected, match="cancel it before selling short"):
+        await engine.place(owner, account, short("NVDA", "1"))
+    await engine.cancel(owner, account, resting_buy.broker_order_id)
+
+    high = quote_at("NVDA", START).bid + Decimal("20.00")
+    await engine.place(owner, account, short("NVDA", "1", OrderType.limit, TimeInForce.gtc, high))
+    with pytest.raises(broker_errors.Rejected, match="short sale of NVDA is working"):
+        await engine.place(owner, account, request("NVDA", quantity="1"))
+    assert await engine.positions(owner, account) == []
