@@ -377,3 +377,33 @@ async def test_a_working_buy_and_a_working_short_sale_never_meet(
     with pytest.raises(broker_errors.Rejected, match="short sale of NVDA is working"):
         await engine.place(owner, account, request("NVDA", quantity="1"))
     assert await engine.positions(owner, account) == []
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    symbol=st.sampled_from(["AAPL", "NVDA", "SPY", "BTC-USD", "ETH-USD"]),
+    amount=st.decimals(min_value="1", max_value="5000", places=2),
+    seconds=st.integers(min_value=0, max_value=7200),
+)
+async def test_a_notional_buy_never_spends_more_than_its_amount(
+    sessionmaker: SessionMaker, symbol: str, amount: Decimal, seconds: int
+) -> None:
+    engine, clock, _sink = make_engine(sessionmaker)
+    clock.advance(timedelta(seconds=seconds))
+    owner, account = await margin(engine, "10000")
+    try:
+        order = await engine.place(owner, account, notional(str(amount), symbol=symbol))
+    except broker_errors.UnsupportedOrder:
+        return  # less than one increment
+    spent = Decimal(10000) - (await engine.balances(owner, account)).cash
+    assert order.avg_fill_price is not None
+    assert spent == order.filled_quantity * order.avg_fill_price
+    assert spent <= amount
+    if order.status is OrderStatus.filled:
+        # Rounded down by less than one increment of the instrument.
+        assert amount - spent < order.avg_fill_price * Decimal("0.000001")
+    assert (await engine.balances(owner, account)).buying_power == Decimal(10000) - spent
