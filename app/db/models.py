@@ -308,6 +308,11 @@ class PaperAccount(Base):
     # Cash held against the account's short option positions (cash-secured puts, the maximum
     # loss of spreads): buying power is cash - reserved_cash - collateral_cash (migration 0010).
     collateral_cash: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+    # ``cash`` (no short sales) or ``margin`` (short stock allowed); ``short_requirement`` is
+    # the Reg T initial requirement (150% of the entry value) held against short stock:
+    # buying power is cash - reserved_cash - collateral_cash - short_requirement (0015).
+    account_type: Mapped[str] = mapped_column(String(6), default="cash")
+    short_requirement: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
 
 
 class PaperPosition(Base):
@@ -374,6 +379,9 @@ class PaperOrder(Base):
     price_effect: Mapped[str | None] = mapped_column(String(6), nullable=True)
     legs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     kind: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    # A dollar-amount market order (migration 0015): ``quantity`` is what the amount bought
+    # or sold at the price it was computed at.
+    notional: Mapped[Decimal | None] = mapped_column(Money(), nullable=True)
 
 
 class PaperFill(Base):

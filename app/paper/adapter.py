@@ -57,7 +57,8 @@ PAPER_CAPABILITIES = Capabilities(
     time_in_force=dict.fromkeys(TimeInForce, Support.native),
     fractional=Support.native,
     extended_hours=Support.native,
-    short_selling=Support.unsupported,
+    # Margin paper accounts sell short (sell + position_effect open); cash accounts refuse.
+    short_selling=Support.native,
     multi_leg=Support.native,
     modify=Support.native,
     # Paper fills reach the order events through the engine's sink, not an adapter stream.
@@ -71,6 +72,9 @@ PAPER_CAPABILITIES = Capabilities(
         greeks=Support.native,
     ),
     preview=Support.native,
+    # Dollar-amount market orders; a limit order takes a quantity.
+    notional=Support.native,
+    notional_limit=Support.unsupported,
     market_data=PAPER_MARKET_DATA,
 )
 

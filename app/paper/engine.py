@@ -15,7 +15,29 @@ Money rules:
 * A fill releases the reservation of the filled quantity and moves the real cost from cash.
   Should a market fill cost more than cash not held for other orders, the rest of that order
   is canceled (never a negative balance).
-* Sells need the quantity in the position, net of other open sells: no short selling.
+* Sells need the quantity in the position, net of other open sells and pledged shares.
+* Accounts are ``cash`` (the default: what every paper account was before short sales, and
+  the safe reading of an account that says nothing) or ``margin``. Only a margin account
+  sells short, and only when it says so: ``position_effect`` ``open`` on a sell (the API's
+  short sale). A plain sell beyond the long position stays a refusal, so a mistyped
+  quantity never opens a short by accident. A short sale takes whole shares of an equity,
+  from a flat or short position (a long position is sold first); borrow is assumed. Its
+  proceeds are credited to cash and Reg T's initial requirement, 150% of the entry value,
+  is held in buying power (``short_requirement``): net, a short consumes 50% of its value.
+  A working short sale reserves that 50% at ``bid * (1 + collar)`` (or the limit, when
+  higher). A buy against a short position is a cover (``position_effect`` ``close`` or
+  none; ``open`` is refused): it may not exceed the short quantity net of other covers, and
+  releases the requirement of what it covers (at the short's average entry price). The
+  requirement stays at the entry value: the paper broker makes no margin calls (the 30%
+  maintenance level is not enforced), and a cover whose cost the account cannot pay at the
+  fill is canceled like any buy. Short stock never covers a short call. Short sales and
+  covers are not modifiable (cancel and place again). In a cash account a short sale is
+  ``UnsupportedOrder`` (the API answers ``unsupported_order``).
+* Dollar-amount orders (``notional``): market orders only; the quantity is computed from
+  the amount at the touch the order fills at (the ask for a buy, the bid for a sell), rounded
+  down to the instrument's increment (``NOTIONAL_QUANTUM``), so a buy spends at most the
+  amount and a sell raises at most the amount (and only from the long position). They
+  execute at once: what the displayed size allows fills and the rest is canceled (as IOC).
 * A cycle completes when a position goes from flat to open and back to flat (an option
   position closed, expired, exercised or assigned included: the paper-first gate counts it).
 
@@ -33,7 +55,8 @@ Options (premium x 100 per contract):
   order (``reserved_quantity``); long and short legs are never netted.
 * At a contract's expiry instant (``EXPIRY_TIME_UTC`` on its expiration day) the ticker
   settles it: worthless, exercised or assigned into shares at the strike, or, when the
-  account cannot carry the delivery, in cash at intrinsic value (``_settle_expirations``).
+  account cannot carry the delivery or is short the underlying's stock, in cash at
+  intrinsic value (``_settle_expirations``).
 
 Updates that the ticker produces are handed to ``sink`` (the upstream feed seam) only after
 their transaction has committed; placement, modification and cancellation return the new
@@ -51,6 +74,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import (
     ROUND_CEILING,
+    ROUND_FLOOR,
     ROUND_HALF_EVEN,
     Context,
     Decimal,
@@ -118,6 +142,14 @@ ZERO = Decimal(0)
 CENT = Decimal("0.01")
 PRICE_QUANTUM = Decimal("0.00000001")
 MARKET_COLLAR = Decimal("0.05")
+SHORT_INITIAL = Decimal("1.5")  # Reg T initial requirement on a short sale: 150% of value
+SHORT_NET = SHORT_INITIAL - 1  # what a short consumes of buying power, net of its proceeds
+ACCOUNT_TYPES = ("cash", "margin")
+# The finest quantity a dollar-amount order buys or sells, by asset class.
+NOTIONAL_QUANTUM = {
+    AssetClass.equity: Decimal("0.000001"),
+    AssetClass.crypto: Decimal("0.00000001"),
+}
 TICK_BATCH = 100
 MAX_LEGS = 4
 COMBO_ORDER_TYPES = frozenset({OrderType.market, OrderType.limit})
@@ -238,7 +270,7 @@ def _holdings(positions: dict[str, PaperPosition]) -> dict[str, OptionHolding]:
 def _free_shares(positions: dict[str, PaperPosition]) -> dict[str, Decimal]:
     """Shares of each underlying that open sell orders do not hold (pledges are recomputed)."""
     return {
-        symbol: row.quantity - row.reserved_quantity
+        symbol: max(ZERO, row.quantity - row.reserved_quantity)
         for symbol, row in positions.items()
         if not is_option_symbol(symbol)
     }
@@ -293,6 +325,13 @@ def to_broker_order(row: PaperOrder) -> BrokerOrder:
         ),
         legs=_broker_legs(row),
         price_effect=None if row.price_effect is None else PriceEffect(row.price_effect),
+        notional=row.notional,
+    )
+
+
+def _buying_power(account: PaperAccount) -> Decimal:
+    return (
+        account.cash - account.reserved_cash - account.collateral_cash - account.short_requirement
     )
 
 
@@ -329,9 +368,13 @@ class PaperEngine:
 
     # --- accounts --------------------------------------------------------------------
 
-    async def create_account(self, owner: str, starting_cash: Decimal) -> BrokerAccount:
+    async def create_account(
+        self, owner: str, starting_cash: Decimal, *, account_type: str = "cash"
+    ) -> BrokerAccount:
         if starting_cash < ZERO:
             raise ValueError("starting cash cannot be negative")
+        if account_type not in ACCOUNT_TYPES:
+            raise ValueError(f"account_type must be one of {ACCOUNT_TYPES}")
         now = self.clock.now()
         row = PaperAccount(
             id=new_id("pa"),
@@ -341,6 +384,8 @@ class PaperEngine:
             reserved_cash=ZERO,
             seq=0,
             cycles_completed=0,
+            account_type=account_type,
+            short_requirement=ZERO,
             created_at=now,
             updated_at=now,
         )
@@ -380,7 +425,7 @@ class PaperEngine:
         return Balances(
             cash=account.cash,
             equity=account.cash + market_value,
-            buying_power=account.cash - account.reserved_cash - account.collateral_cash,
+            buying_power=_buying_power(account),
             currency="USD",
             as_of=now,
         )
@@ -554,11 +599,9 @@ class PaperEngine:
         everything back), else in a transaction of its own."""
         if request.is_multi_leg or is_option_symbol(request.symbol):
             return await self._place_option(owner, account_id, request, session)
-        _validate_shape(
-            request.order_type, request.quantity, request.limit_price, request.stop_price
-        )
         self.check_symbol(request.symbol)
         now = self.clock.now()
+        quantity = self._equity_quantity(request, now)
         async with self._writing(session) as session:
             store = PaperStore(session)
             found = await store.account_with_position(account_id, owner, request.symbol)
@@ -569,16 +612,55 @@ class PaperEngine:
             if position is not None:
                 positions[(account.id, request.symbol)] = position
             reserved_cash = ZERO
-            if request.side is OrderSide.buy:
-                reserved_cash = self._reservation(
-                    request.symbol,
-                    request.order_type,
-                    request.quantity,
-                    request.limit_price,
-                    request.stop_price,
-                    now,
-                )
-                buying_power = account.cash - account.reserved_cash - account.collateral_cash
+            held = ZERO if position is None else position.quantity
+            position_effect = request.position_effect
+            if request.side is OrderSide.sell and request.position_effect is PositionEffect.open:
+                reserved_cash = self._short_reservation(account, request, quantity, held, now)
+                if await store.has_open_order(account.id, request.symbol, "buy", None):
+                    raise broker_errors.Rejected(
+                        f"a buy of {request.symbol} is working: cancel it before selling short",
+                        broker="paper",
+                    )
+                if position is None:
+                    # A working short sale always has a position row: a later plain buy sees
+                    # it and checks for the short (below).
+                    position = self._new_position(store, account, request.symbol, positions, now)
+                account.reserved_cash += reserved_cash
+            elif request.side is OrderSide.buy and held < ZERO:
+                assert position is not None
+                reserved_cash = self._cover_reservation(account, request, quantity, position, now)
+                account.reserved_cash += reserved_cash
+                position.reserved_quantity += quantity
+                position_effect = PositionEffect.close
+            elif request.side is OrderSide.buy:
+                if request.position_effect is PositionEffect.close:
+                    raise broker_errors.InsufficientFunds(
+                        f"insufficient quantity: no short position in {request.symbol} to cover",
+                        broker="paper",
+                    )
+                if (
+                    position is not None
+                    and position.quantity == ZERO
+                    and await store.has_open_order(account.id, request.symbol, "sell", "open")
+                ):
+                    raise broker_errors.Rejected(
+                        f"a short sale of {request.symbol} is working: cancel it, or cover "
+                        "once it has filled",
+                        broker="paper",
+                    )
+                if request.notional is not None:
+                    # Spends at most the amount: the quantity was computed at the ask.
+                    reserved_cash = request.notional.quantize(CENT, rounding=ROUND_CEILING)
+                else:
+                    reserved_cash = self._reservation(
+                        request.symbol,
+                        request.order_type,
+                        quantity,
+                        request.limit_price,
+                        request.stop_price,
+                        now,
+                    )
+                buying_power = _buying_power(account)
                 if reserved_cash > buying_power:
                     raise broker_errors.InsufficientFunds(
                         f"insufficient buying power: {reserved_cash} needed, "
@@ -592,15 +674,20 @@ class PaperEngine:
                     if position is None
                     else position.quantity - position.reserved_quantity - position.pledged_quantity
                 )
-                if request.quantity > available:
+                if quantity > available:
+                    hint = (
+                        "a short sale is a sell with position_effect open"
+                        if account.account_type == "margin"
+                        else "short selling needs a margin account"
+                    )
                     raise broker_errors.InsufficientFunds(
-                        f"insufficient quantity: {request.quantity} requested, "
-                        f"{available} available (short selling is not supported; shares "
+                        f"insufficient quantity: {quantity} requested, "
+                        f"{available} available ({hint}; shares "
                         "pledged to covered calls are not available)",
                         broker="paper",
                     )
                 assert position is not None
-                position.reserved_quantity += request.quantity
+                position.reserved_quantity += quantity
             account.seq += 1
             order = PaperOrder(
                 id=f"po_{account.seq:010d}_{account.id[-24:]}",
@@ -609,7 +696,7 @@ class PaperEngine:
                 client_order_id=request.client_order_id,
                 symbol=request.symbol,
                 side=request.side.value,
-                quantity=request.quantity,
+                quantity=quantity,
                 filled_quantity=ZERO,
                 avg_fill_price=None,
                 order_type=request.order_type.value,
@@ -624,6 +711,8 @@ class PaperEngine:
                 created_at=now,
                 updated_at=now,
                 expires_at=_end_of_day(now) if request.time_in_force is TimeInForce.day else None,
+                position_effect=None if position_effect is None else position_effect.value,
+                notional=request.notional,
             )
             account.updated_at = now
             store.hold_fills()
@@ -631,6 +720,119 @@ class PaperEngine:
             store.add(order)
             await self._insert_order(session, store)
             return to_broker_order(order)
+
+    def _equity_quantity(self, request: OrderRequest, now: datetime) -> Decimal:
+        """The order's quantity: as given, or for a dollar-amount order the amount divided by
+        the touch it fills at, rounded down to the instrument's increment."""
+        if request.notional is None:
+            _validate_shape(
+                request.order_type, request.quantity, request.limit_price, request.stop_price
+            )
+            return request.quantity
+        if request.order_type is not OrderType.market:
+            raise broker_errors.UnsupportedOrder(
+                "the paper broker takes dollar-amount (notional) orders as market orders only",
+                broker="paper",
+            )
+        if request.notional <= ZERO:
+            raise broker_errors.UnsupportedOrder("notional must be positive", broker="paper")
+        if request.position_effect is not None:
+            raise broker_errors.UnsupportedOrder(
+                "short sales and covers take a quantity, not a notional amount", broker="paper"
+            )
+        quote = self.quote_source.quote(request.symbol, now)
+        price = quote.ask if request.side is OrderSide.buy else quote.bid
+        quantum = NOTIONAL_QUANTUM[self.quote_source.asset_class(request.symbol)]
+        quantity = (request.notional / price).quantize(quantum, rounding=ROUND_FLOOR)
+        if quantity <= ZERO:
+            raise broker_errors.UnsupportedOrder(
+                f"notional {request.notional} buys less than {quantum} of {request.symbol}",
+                broker="paper",
+            )
+        return quantity
+
+    def _short_reservation(
+        self,
+        account: PaperAccount,
+        request: OrderRequest,
+        quantity: Decimal,
+        held: Decimal,
+        now: datetime,
+    ) -> Decimal:
+        """Check a short sale and return the buying power it holds while it works."""
+        if account.account_type != "margin":
+            raise broker_errors.UnsupportedOrder(
+                "short selling needs a margin account; this paper account is a cash account",
+                broker="paper",
+            )
+        if self.quote_source.asset_class(request.symbol) is not AssetClass.equity:
+            raise broker_errors.UnsupportedOrder(
+                "the paper broker sells short equities only", broker="paper"
+            )
+        if quantity != quantity.to_integral_value():
+            raise broker_errors.UnsupportedOrder("a short sale takes whole shares", broker="paper")
+        if held > ZERO:
+            raise broker_errors.Rejected(
+                f"{request.symbol} is held long: sell the long shares before selling short",
+                broker="paper",
+            )
+        reference = self.quote_source.quote(request.symbol, now).bid * (1 + MARKET_COLLAR)
+        if request.limit_price is not None:
+            reference = max(reference, request.limit_price)
+        if request.stop_price is not None:
+            reference = max(reference, request.stop_price * (1 + MARKET_COLLAR))
+        needed = (SHORT_NET * quantity * reference).quantize(CENT, rounding=ROUND_CEILING)
+        buying_power = _buying_power(account)
+        if needed > buying_power:
+            raise broker_errors.InsufficientFunds(
+                f"insufficient buying power for the short sale's margin: {needed} needed, "
+                f"{buying_power} available",
+                broker="paper",
+            )
+        return needed
+
+    def _cover_reservation(
+        self,
+        account: PaperAccount,
+        request: OrderRequest,
+        quantity: Decimal,
+        position: PaperPosition,
+        now: datetime,
+    ) -> Decimal:
+        """Check a buy against a short position (a cover) and return the cash it holds."""
+        if request.position_effect is PositionEffect.open:
+            raise broker_errors.Rejected(
+                f"{request.symbol} is held short: cover it (position_effect close) first",
+                broker="paper",
+            )
+        if request.notional is not None:
+            raise broker_errors.UnsupportedOrder(
+                "a cover takes a quantity, not a notional amount", broker="paper"
+            )
+        coverable = -position.quantity - position.reserved_quantity
+        if quantity > coverable:
+            raise broker_errors.InsufficientFunds(
+                f"insufficient quantity: {quantity} to cover, {coverable} short and not "
+                "already being covered",
+                broker="paper",
+            )
+        needed = self._reservation(
+            request.symbol,
+            request.order_type,
+            quantity,
+            request.limit_price,
+            request.stop_price,
+            now,
+        )
+        # The requirement the cover releases counts toward what it may spend.
+        released = SHORT_INITIAL * quantity * position.avg_cost
+        buying_power = _buying_power(account) + released
+        if needed > buying_power:
+            raise broker_errors.InsufficientFunds(
+                f"insufficient buying power: {needed} needed, {buying_power} available",
+                broker="paper",
+            )
+        return needed
 
     # --- option orders ----------------------------------------------------------------
 
@@ -790,7 +992,7 @@ class PaperEngine:
         reservation = max(ZERO, collateral_change - worst_cash).quantize(
             CENT, rounding=ROUND_CEILING
         )
-        buying_power = account.cash - account.reserved_cash - account.collateral_cash
+        buying_power = _buying_power(account)
         if not problems and reservation > buying_power:
             problems.append(
                 broker_errors.InsufficientFunds(
@@ -954,8 +1156,7 @@ class PaperEngine:
                 buying_power = cash - plan.collateral_change
                 problems = plan.problems
             else:
-                cash, problems = self._equity_preview(account, request, mine, now)
-                buying_power = cash
+                cash, buying_power, problems = self._equity_preview(account, request, mine, now)
         except broker_errors.Rejected as exc:
             return OrderPreview(
                 estimated_cash_change=ZERO,
@@ -982,47 +1183,88 @@ class PaperEngine:
         request: OrderRequest,
         positions: dict[str, PaperPosition],
         now: datetime,
-    ) -> tuple[Decimal, tuple[broker_errors.Rejected, ...]]:
-        _validate_shape(
-            request.order_type, request.quantity, request.limit_price, request.stop_price
-        )
+    ) -> tuple[Decimal, Decimal, tuple[broker_errors.Rejected, ...]]:
+        """The cash change, the buying power change and the refusals of an equity order."""
+        quantity = self._equity_quantity(request, now)
         quote = self.quote_source.quote(request.symbol, now)
+        row = positions.get(request.symbol)
+        held = ZERO if row is None else row.quantity
         if request.side is OrderSide.buy:
             price = request.limit_price if has_limit(request.order_type) else quote.ask
             assert price is not None
-            cash = -(request.quantity * price).quantize(CENT, rounding=ROUND_CEILING)
-            needed = self._reservation(
-                request.symbol,
-                request.order_type,
-                request.quantity,
-                request.limit_price,
-                request.stop_price,
-                now,
-            )
-            buying_power = account.cash - account.reserved_cash - account.collateral_cash
-            if needed > buying_power:
-                return cash, (
-                    broker_errors.InsufficientFunds(
-                        f"insufficient buying power: {needed} needed, {buying_power} available",
-                        broker="paper",
+            cash = -(quantity * price).quantize(CENT, rounding=ROUND_CEILING)
+            if held < ZERO:
+                assert row is not None
+                released = (SHORT_INITIAL * quantity * row.avg_cost).quantize(CENT)
+                try:
+                    self._cover_reservation(account, request, quantity, row, now)
+                except broker_errors.Rejected as exc:
+                    return cash, cash + released, (exc,)
+                return cash, cash + released, ()
+            if request.position_effect is PositionEffect.close:
+                return (
+                    cash,
+                    cash,
+                    (
+                        broker_errors.InsufficientFunds(
+                            "insufficient quantity: no short position in "
+                            f"{request.symbol} to cover",
+                            broker="paper",
+                        ),
                     ),
                 )
-            return cash, ()
+            if request.notional is not None:
+                needed = request.notional.quantize(CENT, rounding=ROUND_CEILING)
+            else:
+                needed = self._reservation(
+                    request.symbol,
+                    request.order_type,
+                    quantity,
+                    request.limit_price,
+                    request.stop_price,
+                    now,
+                )
+            buying_power = _buying_power(account)
+            if needed > buying_power:
+                return (
+                    cash,
+                    cash,
+                    (
+                        broker_errors.InsufficientFunds(
+                            f"insufficient buying power: {needed} needed, {buying_power} available",
+                            broker="paper",
+                        ),
+                    ),
+                )
+            return cash, cash, ()
         price = request.limit_price if has_limit(request.order_type) else quote.bid
         assert price is not None
-        cash = (request.quantity * price).quantize(CENT, rounding=ROUND_HALF_EVEN)
-        row = positions.get(request.symbol)
+        cash = (quantity * price).quantize(CENT, rounding=ROUND_HALF_EVEN)
+        if request.position_effect is PositionEffect.open:
+            # A short sale: proceeds in, 150% of them held.
+            buying_power_change = cash - (SHORT_INITIAL * quantity * price).quantize(
+                CENT, rounding=ROUND_CEILING
+            )
+            try:
+                self._short_reservation(account, request, quantity, held, now)
+            except broker_errors.Rejected as exc:
+                return cash, buying_power_change, (exc,)
+            return cash, buying_power_change, ()
         available = (
             ZERO if row is None else row.quantity - row.reserved_quantity - row.pledged_quantity
         )
-        if request.quantity > available:
-            return cash, (
-                broker_errors.InsufficientFunds(
-                    f"insufficient quantity: {request.quantity} requested, {available} available",
-                    broker="paper",
+        if quantity > available:
+            return (
+                cash,
+                cash,
+                (
+                    broker_errors.InsufficientFunds(
+                        f"insufficient quantity: {quantity} requested, {available} available",
+                        broker="paper",
+                    ),
                 ),
             )
-        return cash, ()
+        return cash, cash, ()
 
     def _reservation(
         self,
@@ -1073,6 +1315,12 @@ class PaperEngine:
             if _is_option_order(order):
                 await self._modify_option(store, account, order, changes, now)
                 return to_broker_order(order)
+            if order.position_effect is not None or order.notional is not None:
+                raise broker_errors.OrderNotModifiable(
+                    "a short sale, a cover or a dollar-amount order is not modifiable: "
+                    "cancel it and place a new one",
+                    broker="paper",
+                )
             order_type = OrderType(order.order_type)
             quantity = changes.quantity if changes.quantity is not None else order.quantity
             limit_price = (
@@ -1492,8 +1740,11 @@ class PaperEngine:
         }
         free_after = {**_free_shares(mine), underlying: free + share_change}
         needed = requirement(remaining.values(), free_after)
+        # An account short the underlying settles its options in cash: a delivery never
+        # meets short stock (its requirement and average entry stay the cover's to release).
         physical = (
             free + share_change >= ZERO
+            and (stock is None or stock.quantity >= ZERO)
             and not needed.uncovered
             and account.cash + cash_change - account.reserved_cash - needed.cash >= ZERO
         )
@@ -1700,7 +1951,10 @@ class PaperEngine:
         state = OrderState(
             side=OrderSide(order.side),
             order_type=OrderType(order.order_type),
-            time_in_force=TimeInForce(order.time_in_force),
+            # A dollar-amount order executes at once (its quantity was computed at this quote).
+            time_in_force=(
+                TimeInForce.ioc if order.notional is not None else TimeInForce(order.time_in_force)
+            ),
             remaining=order.quantity - order.filled_quantity,
             limit_price=order.limit_price,
             stop_price=order.stop_price,
@@ -1755,42 +2009,75 @@ class PaperEngine:
         price: Decimal,
         now: datetime,
     ) -> Fill | None:
-        """Book one fill; None (nothing booked) when a buy would overdraw the account."""
+        """Book one fill; None (nothing booked) when it would overdraw the account (a buy)
+        or exceed its buying power (a short sale's requirement)."""
         key = (account.id, order.symbol)
         position = positions.get(key)
         value = quantity * price
         remaining_before = order.quantity - order.filled_quantity
-        if order.side == OrderSide.buy.value:
-            if quantity == remaining_before:
-                release = order.reserved_cash
-            else:
-                release = (order.reserved_cash * quantity / remaining_before).quantize(
-                    CENT, rounding=ROUND_HALF_EVEN
-                )
-                release = min(release, order.reserved_cash)
-            free_cash = (
-                account.cash
-                - (account.reserved_cash - order.reserved_cash)
-                - account.collateral_cash
+        if quantity == remaining_before:
+            release = order.reserved_cash
+        else:
+            release = (order.reserved_cash * quantity / remaining_before).quantize(
+                CENT, rounding=ROUND_HALF_EVEN
             )
-            if value > free_cash:
+            release = min(release, order.reserved_cash)
+        free_cash = (
+            account.cash
+            - (account.reserved_cash - order.reserved_cash)
+            - account.collateral_cash
+            - account.short_requirement
+        )
+        short_sale = order.side == OrderSide.sell.value and order.position_effect == "open"
+        cover = (
+            order.side == OrderSide.buy.value
+            and order.position_effect == PositionEffect.close.value
+            and position is not None
+            and position.quantity < ZERO
+        )
+        if short_sale:
+            if SHORT_NET * value > free_cash:
+                return None
+            if position is None:
+                position = self._new_position(store, account, order.symbol, positions, now)
+            short = -position.quantity
+            before = short * position.avg_cost
+            position.avg_cost = ((before + value) / (short + quantity)).quantize(
+                PRICE_QUANTUM, rounding=ROUND_HALF_EVEN
+            )
+            position.quantity -= quantity
+            account.cash += value
+            # Kept equal to the sum of 1.5 x short quantity x average entry price, so a cover
+            # (which releases 1.5 x quantity x average) gives back exactly what was held.
+            account.short_requirement += SHORT_INITIAL * (
+                (short + quantity) * position.avg_cost - before
+            )
+            account.reserved_cash -= release
+            order.reserved_cash -= release
+        elif cover:
+            assert position is not None
+            released = SHORT_INITIAL * quantity * position.avg_cost
+            if value > free_cash + released:
+                return None
+            account.cash -= value
+            account.short_requirement -= released
+            account.reserved_cash -= release
+            order.reserved_cash -= release
+            position.realized_pl += (position.avg_cost - price) * quantity
+            position.quantity += quantity
+            position.reserved_quantity -= quantity
+            if position.quantity == ZERO:
+                account.cycles_completed += 1
+                position.avg_cost = ZERO
+        elif order.side == OrderSide.buy.value:
+            if value > free_cash or (position is not None and position.quantity < ZERO):
+                # (A plain buy never meets short stock: placement keeps the two apart.)
                 return None
             account.cash -= value
             account.reserved_cash -= release
             order.reserved_cash -= release
             if position is None:
-                position = PaperPosition(
-                    paper_account_id=account.id,
-                    symbol=order.symbol,
-                    asset_class=self.quote_source.asset_class(order.symbol).value,
-                    quantity=ZERO,
-                    avg_cost=ZERO,
-                    realized_pl=ZERO,
-                    reserved_quantity=ZERO,
-                    updated_at=now,
-                )
-                store.add(position)
-                positions[key] = position
+                position = self._new_position(store, account, order.symbol, positions, now)
             held = position.quantity
             position.avg_cost = ((held * position.avg_cost + value) / (held + quantity)).quantize(
                 PRICE_QUANTUM, rounding=ROUND_HALF_EVEN
@@ -1829,6 +2116,28 @@ class PaperEngine:
         store.add_fill(fill)
         return Fill(fill_id=fill.id, quantity=quantity, price=price, occurred_at=now)
 
+    def _new_position(
+        self,
+        store: PaperStore,
+        account: PaperAccount,
+        symbol: str,
+        positions: dict[PositionKey, PaperPosition],
+        now: datetime,
+    ) -> PaperPosition:
+        position = PaperPosition(
+            paper_account_id=account.id,
+            symbol=symbol,
+            asset_class=self.quote_source.asset_class(symbol).value,
+            quantity=ZERO,
+            avg_cost=ZERO,
+            realized_pl=ZERO,
+            reserved_quantity=ZERO,
+            updated_at=now,
+        )
+        store.add(position)
+        positions[(account.id, symbol)] = position
+        return position
+
     @staticmethod
     def _close(
         account: PaperAccount,
@@ -1840,12 +2149,14 @@ class PaperEngine:
     ) -> None:
         """End a working order and give back what it held."""
         remaining = order.quantity - order.filled_quantity
-        if order.side == OrderSide.buy.value:
-            account.reserved_cash -= order.reserved_cash
-            order.reserved_cash = ZERO
-        elif position is not None:
-            position.reserved_quantity -= remaining
-            position.updated_at = now
+        account.reserved_cash -= order.reserved_cash
+        order.reserved_cash = ZERO
+        short_sale = order.side == OrderSide.sell.value and order.position_effect == "open"
+        if position is not None and not short_sale:
+            if order.side == OrderSide.sell.value or order.position_effect == "close":
+                # A sell holds long shares; a cover holds short ones.
+                position.reserved_quantity -= remaining
+                position.updated_at = now
         order.status = status.value
         if reason is not None:
             order.reject_reason = reason
@@ -1963,7 +2274,11 @@ class PaperEngine:
         if needed.uncovered:
             return "uncovered short option at the fill: " + "; ".join(needed.uncovered)
         free_cash = (
-            account.cash + cash_change - (account.reserved_cash - order.reserved_cash) - needed.cash
+            account.cash
+            + cash_change
+            - (account.reserved_cash - order.reserved_cash)
+            - needed.cash
+            - account.short_requirement
         )
         if free_cash < ZERO:
             return "insufficient buying power at the fill price"

@@ -152,6 +152,28 @@ class PaperStore:
 
     # --- orders ---
 
+    async def has_open_order(
+        self, account_id: str, symbol: str, side: str, position_effect: str | None
+    ) -> bool:
+        """Whether a working order of that side and position effect exists on the symbol."""
+        effect = (
+            PaperOrder.position_effect.is_(None)
+            if position_effect is None
+            else PaperOrder.position_effect == position_effect
+        )
+        stmt = (
+            select(PaperOrder.id)
+            .where(
+                PaperOrder.paper_account_id == account_id,
+                PaperOrder.symbol == symbol,
+                PaperOrder.side == side,
+                PaperOrder.status.in_(OPEN_STATUSES),
+                effect,
+            )
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
     def _orders(self, account_id: str, owner: str | None) -> Select[PaperOrder]:
         stmt = select(PaperOrder).where(PaperOrder.paper_account_id == account_id)
         if owner is not None:

@@ -707,12 +707,19 @@ class ConnectionService:
     ) -> ConnectionOut:
         if body.credentials:
             raise errors.ValidationFailed("the paper broker takes no credentials")
-        unknown = set(body.options) - {"starting_cash"}
+        unknown = set(body.options) - {"starting_cash", "account_type"}
         if unknown:
             raise errors.ValidationFailed(f"unknown options: {', '.join(sorted(unknown))}")
         raw = body.options.get("starting_cash", self._ctx.settings.paper_default_starting_cash)
         starting_cash = _parse_cash(raw)
-        broker_account = await self._ctx.paper_engine.create_account(user_id, starting_cash)
+        # ``cash`` by default (what every paper account was before short sales); ``margin``
+        # allows short stock (app/paper/engine.py).
+        account_type = body.options.get("account_type", "cash")
+        if account_type not in ("cash", "margin"):
+            raise errors.ValidationFailed("account_type must be 'cash' or 'margin'")
+        broker_account = await self._ctx.paper_engine.create_account(
+            user_id, starting_cash, account_type=account_type
+        )
         now = utcnow()
         connection = Connection(
             id=new_id("con"),
