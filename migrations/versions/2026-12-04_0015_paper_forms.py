@@ -1,7 +1,7 @@
 """paper order forms: cash or margin accounts, short sales, dollar-amount orders
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-04 20:00:00.000000
 
 Paper accounts get a type (``cash``, the default and what every existing account was, or
@@ -18,7 +18,7 @@ from alembic import op
 import app.db.types
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
