@@ -226,27 +226,44 @@ async def test_notional_limit_is_refused_before_anything_is_sent(db_url: str) ->
         assert await _orders(gw, user, account) == []
 
 
-async def test_the_paper_broker_refuses_notional_before_any_write(db_url: str) -> None:
-    """The paper broker declares ``notional`` unsupported until its engine takes amounts."""
+async def test_paper_notional_and_short_sales_through_the_api(db_url: str) -> None:
+    """The paper broker takes dollar amounts on market orders; a short sale needs a margin
+    account: a cash account (the default) refuses it, recorded like any paper refusal as a
+    rejected order with its 422."""
     async with live_gateway(db_url, paper_first_cycles=0) as gw:
-        user = new_user()
-        _, paper = await gw.harness.paper_account(user)
-        refused = await _post(gw, user, paper, "paper-notional", **NOTIONAL_BUY)
+        h, user = gw.harness, new_user()
+        _, paper = await h.paper_account(user)
+        bought = await _post(gw, user, paper, "paper-notional", **NOTIONAL_BUY)
+        assert bought.status_code == 201, bought.text
+        order = bought.json()
+        assert (order["status"], order["notional"]) == ("filled", "500")
+        filled = Decimal(order["filled_quantity"])
+        assert filled > 0
+        assert filled * Decimal(order["avg_fill_price"]) <= Decimal(500)
+        short = {
+            "symbol": "MSFT",
+            "side": "sell",
+            "quantity": "1",
+            "order_type": "market",
+            "position_effect": "open",
+        }
+        refused = await _post(gw, user, paper, "paper-short", **short)
         assert_problem(refused, 422, "unsupported_order")
-        assert await _orders(gw, user, paper) == []
-        short = await _post(
-            gw,
-            user,
-            paper,
-            "paper-short",
-            symbol="AAPL",
-            side="sell",
-            quantity="1",
-            order_type="market",
-            position_effect="open",
+        statuses = sorted(o["status"] for o in await _orders(gw, user, paper))
+        assert statuses == ["filled", "rejected"]
+
+        created = await h.client.post(
+            "/v1/connections",
+            json={"broker": "paper", "options": {"account_type": "margin"}},
+            headers=h.auth(user),
         )
-        assert_problem(short, 422, "unsupported_order")
-        assert await _orders(gw, user, paper) == []
+        assert created.status_code == 201, created.text
+        [margin] = created.json()["accounts"]
+        sold = await _post(gw, user, margin, "paper-short-margin", **short)
+        assert sold.status_code == 201, sold.text
+        assert sold.json()["status"] == "filled"
+        held = await h.client.get(f"/v1/accounts/{margin}/positions", headers=h.auth(user))
+        assert [(p["symbol"], p["quantity"]) for p in held.json()["items"]] == [("MSFT", "-1")]
 
 
 # --- short sales and covers --------------------------------------------------------------
