@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers.base import OrderStatus
@@ -71,28 +71,33 @@ class PaperStore:
         if owner is not None:
             stmt = stmt.where(PaperAccount.owner == owner)
         if lock:
-            stmt = stmt.with_for_update()
+            # Locked: the row as committed by whoever held the lock before, not a copy this
+            # session already holds.
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def account_with_position(
         self, account_id: str, owner: str, symbol: str
     ) -> tuple[PaperAccount, PaperPosition | None] | None:
-        """The owner's account, locked, with its position in ``symbol``: one round trip
-        (only the account row is locked; a position row is changed under its lock)."""
-        stmt = (
-            select(PaperAccount, PaperPosition)
-            .outerjoin(
-                PaperPosition,
-                and_(
-                    PaperPosition.paper_account_id == PaperAccount.id,
-                    PaperPosition.symbol == symbol,
-                ),
-            )
-            .where(PaperAccount.id == account_id, PaperAccount.owner == owner)
-            .with_for_update(of=PaperAccount)
+        """The owner's account, locked, then its position in ``symbol``.
+
+        Two statements on purpose: the position is read after the account lock is held.
+        Read in one statement (an outer join locking the account only), a placement that
+        waited for the lock would see the position as it was before the lock holder
+        committed (Postgres re-checks only the locked row after the wait), so a concurrent
+        first order on the account would insert the position twice, and a sale could be
+        sized against a stale quantity.
+        """
+        account = await self.account(account_id, owner=owner, lock=True)
+        if account is None:
+            return None
+        stmt = select(PaperPosition).where(
+            PaperPosition.paper_account_id == account.id, PaperPosition.symbol == symbol
         )
-        row = (await self.session.execute(stmt)).one_or_none()
-        return None if row is None else (row[0], row[1])
+        position = (
+            await self.session.execute(stmt.execution_options(populate_existing=True))
+        ).scalar_one_or_none()
+        return account, position
 
     async def accounts_of(self, owner: str) -> Sequence[PaperAccount]:
         stmt = (
