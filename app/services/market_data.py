@@ -337,6 +337,7 @@ class MarketDataService:
         self._restart_max = restart_max_seconds
         self._upstreams: dict[str, _Upstream] = {}
         self._create_lock = asyncio.Lock()
+        self._stopping: set[asyncio.Task[int]] = set()
 
     # --- introspection (metrics, tests, the bench) ------------------------------------
 
@@ -478,7 +479,33 @@ class MarketDataService:
                         break
         return ended
 
+    # --- connections ended on any instance (the hub's ConnectionWatcher) ---------------
+
+    def watching(self) -> bool:
+        """The outbox tail is read for us while any upstream is open here."""
+        return bool(self._upstreams)
+
+    def connection_ended(self, connection_id: str) -> None:
+        """A ``connection.revoked``/``connection.broken`` committed by any instance: end
+        this instance's subscriptions through it (``stop_connection``), in the background
+        (the hub's tail reader must not wait on upstream sessions)."""
+        if not any(
+            connection_id in client.connections.values()
+            for up in self._upstreams.values()
+            for client in up.members
+        ):
+            return
+        task = asyncio.create_task(
+            self.stop_connection(connection_id), name="market-stop-connection"
+        )
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
     async def close(self) -> None:
+        for task in list(self._stopping):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         for up in list(self._upstreams.values()):
             await self._release(up)
 

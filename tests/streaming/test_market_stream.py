@@ -9,6 +9,7 @@ interval the broker does not stream, aggregated here.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -483,6 +484,46 @@ async def test_each_instance_keeps_its_own_upstream_for_a_credential(md: Instanc
             assert other.state.market.upstream_wanted(key) is not None
             assert md.state.market.upstream_wanted(key).quotes == {"AAPL"}  # type: ignore[union-attr]
             assert other.state.market.upstream_wanted(key).quotes == {"MSFT"}  # type: ignore[union-attr]
+            other.clock.advance(timedelta(seconds=1))
+            quote = await _next(there, ("quote",))
+            assert quote["symbol"] == "MSFT"
+
+
+async def test_disconnecting_a_connection_ends_its_market_data_on_every_instance(
+    md: Instance,
+) -> None:
+    """The DELETE is handled by one instance; the ``connection.revoked`` event it commits
+    reaches the other through the outbox (LISTEN), which ends its subscriptions through that
+    connection too (``connection_broken``, then an empty set) and closes its upstream; a
+    subscription through another connection of the same user is untouched."""
+    user = new_user("md-revoke-two")
+    paper = await md.paper_account(user)
+    account = await _connect(md, user, "papermd")
+    connection = await _connection_of(md, user, account)
+    key = f"papermd:{connection}"
+    settings = StreamSettings(market_queue_size=QUEUE)
+    async with serve(md.settings, settings, market_registry()) as other:
+        async with other.client() as there:
+            await there.auth(other.token(user))
+            assert (await _market(there, account, quotes=["AAPL"]))["quotes"] == ["AAPL"]
+            assert (await _market(there, paper, quotes=["MSFT"]))["quotes"] == ["MSFT"]
+            assert key in other.state.market.upstream_keys()
+            response = await md.http.delete(f"/v1/connections/{connection}", headers=md.auth(user))
+            assert response.status_code in (200, 204), response.text
+            async with asyncio.timeout(10):
+                ended = await _next(there, ("error",))
+                emptied = await _next(there, ("market.subscribed",))
+            assert ended["code"] == "connection_broken"
+            assert account in ended["detail"]
+            assert emptied["account_id"] == account
+            assert emptied["quotes"] == []
+
+            async def released() -> bool:
+                return key not in other.state.market.upstream_keys()
+
+            await eventually(released)
+            # The paper account's subscription goes on.
+            assert (await _current(there, paper))["quotes"] == ["MSFT"]
             other.clock.advance(timedelta(seconds=1))
             quote = await _next(there, ("quote",))
             assert quote["symbol"] == "MSFT"
