@@ -31,7 +31,11 @@ Faults
     An upstream session that yields ``MarketGap``/``MarketResubscribed`` has them relayed
     to each of its subscribers, per account they subscribed through. A session whose event
     stream ends or fails is replaced here (gap, backoff, new session, the full union, then
-    resubscribed): never a silent hole.
+    resubscribed): never a silent hole. A session refused with ``AuthenticationFailed``
+    (an OAuth access token is fixed for a session's life, Schwab's for 30 minutes) is
+    replaced through a new adapter built from the connection's current credential,
+    refreshed first if due; a connection no longer usable ends its subscriptions as a
+    revocation does (``connection_broken``).
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ from app.brokers.base import (
 from app.brokers.market_data.bars import aggregate, window_end, window_start
 from app.brokers.symbols import asset_class_of
 from app.db.models import Connection
-from app.db.repositories.connections import AccountRepository
+from app.db.repositories.connections import AccountRepository, ConnectionRepository
 from app.services.context import ServiceContext
 from app.streaming.market import (
     MarketFeed,
@@ -248,6 +252,10 @@ class _Upstream:
     adapter: SupportsMarketData
     caps: MarketDataCapabilities
     session: MarketDataSession
+    # The gateway connection whose credential the session uses (a new adapter is built
+    # from its refreshed credential when the session's access token expired).
+    connection_id: str = ""
+    connection_user: str = ""
     routes: dict[_ROUTE, set[MarketClient]] = field(default_factory=dict)
     # subscriber -> the accounts it subscribed through (gap/resubscribed are per account)
     members: dict[MarketClient, set[str]] = field(default_factory=dict)
@@ -548,6 +556,8 @@ class MarketDataService:
                 adapter=adapter,
                 caps=caps,
                 session=adapter.market_data_session(),
+                connection_id=connection.id,
+                connection_user=connection.user_id,
             )
             self._upstreams[key] = up
             UPSTREAM_SESSIONS.labels(up.broker).inc()
@@ -663,6 +673,7 @@ class MarketDataService:
         delay = self._restart_min
         while not up.closed:
             session = up.session
+            renew = False
             try:
                 async for event in session.events():
                     self._dispatch(up, event)
@@ -670,6 +681,11 @@ class MarketDataService:
                 reason = "the upstream market-data session ended"
             except asyncio.CancelledError:
                 raise
+            except broker_errors.AuthenticationFailed:
+                # An OAuth session's access token is fixed for its life (Schwab: 30 min);
+                # the refresher keeps the vault's fresh, so a new adapter takes it up.
+                reason = "the upstream market-data session's credential was refused"
+                renew = True
             except Exception as exc:
                 log.warning("an upstream market-data session failed", exc_info=True)
                 reason = f"the upstream market-data session failed ({type(exc).__name__})"
@@ -683,17 +699,53 @@ class MarketDataService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._restart_max)
                 try:
+                    if renew:
+                        await self._renew_adapter(up)
+                        renew = False
                     async with up.lock:
                         replacement = up.adapter.market_data_session()
                         wanted = up.upstream_wanted(up.routes)
                         if not wanted.is_empty():
                             await replacement.update(wanted)
                         up.session = replacement
+                except MarketDataError:
+                    # The connection is no longer usable: its subscribers are told, as
+                    # for a revocation, and the upstream closes.
+                    await self.stop_connection(up.connection_id)
+                    return
+                except broker_errors.AuthenticationFailed:
+                    renew = True
+                    continue
                 except Exception:
                     log.warning("resubscribing upstream market data failed", exc_info=True)
                     continue
                 self._dispatch(up, MarketResubscribed(at=datetime.now(UTC)))
                 break
+
+    async def _renew_adapter(self, up: _Upstream) -> None:
+        """A new adapter for ``up`` from its connection's current credential (refreshed
+        first if its access token is due); ``MarketDataError`` if the connection is gone."""
+
+        async def build() -> SupportsMarketData:
+            async with self._ctx.sessionmaker() as session:
+                connection = await ConnectionRepository.for_user(session, up.connection_user).get(
+                    up.connection_id
+                )
+                if connection is None or connection.status not in ("active", "expiring"):
+                    raise MarketDataError(
+                        "connection_broken", "the connection of this market data is not usable"
+                    )
+                adapter = await self._ctx.adapter_for(session, connection, for_order=False)
+            if not isinstance(adapter, SupportsMarketData):  # pragma: no cover - was before
+                raise MarketDataError("market_data_unsupported", "no market data")
+            return adapter
+
+        adapter = await self._ctx.with_fresh_tokens(build)
+        old, up.adapter = up.adapter, adapter
+        close = getattr(old, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
 
     def _dispatch(self, up: _Upstream, event: MarketEvent) -> None:
         received_at = format_timestamp(datetime.now(UTC))
