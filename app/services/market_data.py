@@ -68,9 +68,10 @@ from app.brokers.base import (
     MarketResubscribed,
     MarketTrade,
     OptionContract,
+    SupportsBarHistory,
     SupportsMarketData,
 )
-from app.brokers.market_data.bars import aggregate, window_end, window_start
+from app.brokers.market_data.bars import aggregate, stitch, window_end, window_start
 from app.brokers.symbols import asset_class_of
 from app.db.models import Connection
 from app.db.repositories.connections import AccountRepository, ConnectionRepository
@@ -424,6 +425,58 @@ class MarketDataService:
                         await self._release(up)
                     raise
                 return after
+
+    async def backfill(
+        self, client: MarketClient, account_id: str, request: MarketDataSubscription
+    ) -> int:
+        """Complete the running window of each bar interval in ``request`` that the gateway
+        builds from smaller bars (call after ``subscribe``, once ``market.subscribed`` is
+        queued). The live stream is already running: the window's final smaller bars up to
+        now come from the broker's history and are stitched in front of the live ones
+        (``stitch``: each start once, final over forming), so the window's bar can be final
+        when it ends instead of forming for want of its beginning. The subscriber gets the
+        window's bar so far (forming). Returns how many windows were completed; a broker
+        without history, or a failing history call, leaves the window partial (never final).
+        """
+        found = client.accounts.get(account_id)
+        if found is None or not request.bars:
+            return 0
+        up = self._upstreams.get(found[0])
+        if up is None or up.closed or not isinstance(up.adapter, SupportsBarHistory):
+            return 0
+        completed = 0
+        for interval, symbol in sorted(request.bars, key=lambda b: (b[1], b[0].seconds)):
+            source = up.bar_source(interval)
+            key = (interval, symbol)
+            now = self._ctx.clock()
+            start = window_start(now, interval)
+            if source is interval or (key in up.windows and up.partial.get(key) != start):
+                continue  # streamed as it is, or the window is already whole
+            try:
+                history = await up.adapter.get_bars(
+                    symbol, source, start, now, interval.seconds // source.seconds
+                )
+            except Exception:
+                log.warning("backfilling a bar window failed", exc_info=True)
+                continue
+            # No await from here on: the live bars held meanwhile cannot change under us.
+            if up.closed or ("bars", interval.value, symbol) not in up.routes:
+                continue
+            held = up.windows.get(key) or []
+            if held and window_start(held[0].start, interval) != start:
+                continue  # the window ended while history was fetched
+            parts = stitch([b for b in history if b.final and b.start >= start], held)
+            if not parts:
+                continue
+            up.windows[key] = parts
+            up.partial.pop(key, None)
+            completed += 1
+            built = aggregate(parts, interval)
+            if built and not built[-1].final:
+                received_at = format_timestamp(datetime.now(UTC))
+                if client.feed.offer(bar_frame(built[-1], received_at), received_at) == 0:
+                    up.deliveries.inc()
+        return completed
 
     async def unsubscribe(
         self, client: MarketClient, account_id: str, request: MarketDataSubscription

@@ -153,6 +153,56 @@ async def test_bars_final_and_aggregated_from_the_streamed_minute(md: Instance) 
         )
 
 
+async def test_a_bar_subscription_mid_window_is_backfilled_and_its_first_bar_final(
+    md: Instance,
+) -> None:
+    """Subscribed to 5m bars three minutes into a window: the running window is completed
+    from the 1-minute history (a forming 5m bar right after ``market.subscribed``), so when
+    the window ends its 5m bar is final and agrees with the history, once; no forming bar of
+    that window follows it."""
+    user = new_user("md-seam")
+    account = await md.paper_account(user)
+    now = md.clock.now()
+    # Three minutes and a bit into the current 5-minute window.
+    into = (now - datetime(1970, 1, 1, tzinfo=now.tzinfo)) % timedelta(minutes=5)
+    await _advance(md, (timedelta(minutes=8) - into).total_seconds() + 10)
+    window = md.clock.now().replace(second=0, microsecond=0) - timedelta(minutes=3)
+    async with md.client() as client:
+        await client.auth(md.token(user))
+        answer = await _market(client, account, bars={"5m": ["NVDA"]})
+        assert answer["bars"] == {"5m": ["NVDA"]}
+        first = await _next(client, ("bar",))
+        assert first["interval"] == "5m"
+        assert _ts(first["start"]) == window
+        assert first["final"] is False
+        await _advance(md, 3 * 60)
+        bars: list[dict[str, Any]] = [first]
+        while not any(b["final"] for b in bars):
+            bars.append(await _next(client, ("bar",)))
+        final = bars[-1]
+        assert _ts(final["start"]) == window
+        assert final["source"] == "aggregated"
+        assert [b for b in bars if b["final"]] == [final]  # final once, and it is the last
+    history = await md.http.get(
+        f"/v1/accounts/{account}/bars",
+        params={
+            "symbol": "NVDA",
+            "interval": "1m",
+            "start": window.isoformat(),
+            "end": (window + timedelta(minutes=5)).isoformat(),
+        },
+        headers=md.auth(user),
+    )
+    assert history.status_code == 200, history.text
+    minutes = history.json()["items"]
+    assert len(minutes) == 5
+    assert first["open"] == minutes[0]["open"]
+    assert final["open"] == minutes[0]["open"]
+    assert final["close"] == minutes[-1]["close"]
+    assert Decimal(final["volume"]) == sum(Decimal(m["volume"]) for m in minutes)
+    assert Decimal(final["high"]) == max(Decimal(m["high"]) for m in minutes)
+
+
 # --- one upstream, reference counts ----------------------------------------------------------
 
 
