@@ -178,6 +178,8 @@ def create_app(
             max_symbols_per_connection=stream_settings.market_max_symbols,
             queue_size=stream_settings.market_queue_size,
         )
+        # Connections revoked or broken on any instance end their market data here too.
+        stream.hub.watch_connections(market)
         keys = KeyRewrap(
             sessionmaker,
             ctx.vault,

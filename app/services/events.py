@@ -484,6 +484,9 @@ class StreamSession:
             return
         # Through the feed, so it precedes every frame of the new set (and follows the old).
         client.feed.control(subscribed_frame(message.account_id, wanted))
+        if message.type == "market.subscribe" and request.bars:
+            # The running window of a built interval, from history, after the answer.
+            await self._market.backfill(client, message.account_id, request)
         if self._market_client is None:
             self._market_client = client
             self._spawn(self._market_write_loop(client), "stream-market-writer")

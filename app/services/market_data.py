@@ -31,7 +31,11 @@ Faults
     An upstream session that yields ``MarketGap``/``MarketResubscribed`` has them relayed
     to each of its subscribers, per account they subscribed through. A session whose event
     stream ends or fails is replaced here (gap, backoff, new session, the full union, then
-    resubscribed): never a silent hole.
+    resubscribed): never a silent hole. A session refused with ``AuthenticationFailed``
+    (an OAuth access token is fixed for a session's life, Schwab's for 30 minutes) is
+    replaced through a new adapter built from the connection's current credential,
+    refreshed first if due; a connection no longer usable ends its subscriptions as a
+    revocation does (``connection_broken``).
 """
 
 from __future__ import annotations
@@ -64,12 +68,13 @@ from app.brokers.base import (
     MarketResubscribed,
     MarketTrade,
     OptionContract,
+    SupportsBarHistory,
     SupportsMarketData,
 )
-from app.brokers.market_data.bars import aggregate, window_end, window_start
+from app.brokers.market_data.bars import aggregate, stitch, window_end, window_start
 from app.brokers.symbols import asset_class_of
 from app.db.models import Connection
-from app.db.repositories.connections import AccountRepository
+from app.db.repositories.connections import AccountRepository, ConnectionRepository
 from app.services.context import ServiceContext
 from app.streaming.market import (
     MarketFeed,
@@ -248,6 +253,10 @@ class _Upstream:
     adapter: SupportsMarketData
     caps: MarketDataCapabilities
     session: MarketDataSession
+    # The gateway connection whose credential the session uses (a new adapter is built
+    # from its refreshed credential when the session's access token expired).
+    connection_id: str = ""
+    connection_user: str = ""
     routes: dict[_ROUTE, set[MarketClient]] = field(default_factory=dict)
     # subscriber -> the accounts it subscribed through (gap/resubscribed are per account)
     members: dict[MarketClient, set[str]] = field(default_factory=dict)
@@ -337,6 +346,7 @@ class MarketDataService:
         self._restart_max = restart_max_seconds
         self._upstreams: dict[str, _Upstream] = {}
         self._create_lock = asyncio.Lock()
+        self._stopping: set[asyncio.Task[int]] = set()
 
     # --- introspection (metrics, tests, the bench) ------------------------------------
 
@@ -416,6 +426,58 @@ class MarketDataService:
                     raise
                 return after
 
+    async def backfill(
+        self, client: MarketClient, account_id: str, request: MarketDataSubscription
+    ) -> int:
+        """Complete the running window of each bar interval in ``request`` that the gateway
+        builds from smaller bars (call after ``subscribe``, once ``market.subscribed`` is
+        queued). The live stream is already running: the window's final smaller bars up to
+        now come from the broker's history and are stitched in front of the live ones
+        (``stitch``: each start once, final over forming), so the window's bar can be final
+        when it ends instead of forming for want of its beginning. The subscriber gets the
+        window's bar so far (forming). Returns how many windows were completed; a broker
+        without history, or a failing history call, leaves the window partial (never final).
+        """
+        found = client.accounts.get(account_id)
+        if found is None or not request.bars:
+            return 0
+        up = self._upstreams.get(found[0])
+        if up is None or up.closed or not isinstance(up.adapter, SupportsBarHistory):
+            return 0
+        completed = 0
+        for interval, symbol in sorted(request.bars, key=lambda b: (b[1], b[0].seconds)):
+            source = up.bar_source(interval)
+            key = (interval, symbol)
+            now = self._ctx.clock()
+            start = window_start(now, interval)
+            if source is interval or (key in up.windows and up.partial.get(key) != start):
+                continue  # streamed as it is, or the window is already whole
+            try:
+                history = await up.adapter.get_bars(
+                    symbol, source, start, now, interval.seconds // source.seconds
+                )
+            except Exception:
+                log.warning("backfilling a bar window failed", exc_info=True)
+                continue
+            # No await from here on: the live bars held meanwhile cannot change under us.
+            if up.closed or ("bars", interval.value, symbol) not in up.routes:
+                continue
+            held = up.windows.get(key) or []
+            if held and window_start(held[0].start, interval) != start:
+                continue  # the window ended while history was fetched
+            parts = stitch([b for b in history if b.final and b.start >= start], held)
+            if not parts:
+                continue
+            up.windows[key] = parts
+            up.partial.pop(key, None)
+            completed += 1
+            built = aggregate(parts, interval)
+            if built and not built[-1].final:
+                received_at = format_timestamp(datetime.now(UTC))
+                if client.feed.offer(bar_frame(built[-1], received_at), received_at) == 0:
+                    up.deliveries.inc()
+        return completed
+
     async def unsubscribe(
         self, client: MarketClient, account_id: str, request: MarketDataSubscription
     ) -> MarketDataSubscription:
@@ -478,7 +540,33 @@ class MarketDataService:
                         break
         return ended
 
+    # --- connections ended on any instance (the hub's ConnectionWatcher) ---------------
+
+    def watching(self) -> bool:
+        """The outbox tail is read for us while any upstream is open here."""
+        return bool(self._upstreams)
+
+    def connection_ended(self, connection_id: str) -> None:
+        """A ``connection.revoked``/``connection.broken`` committed by any instance: end
+        this instance's subscriptions through it (``stop_connection``), in the background
+        (the hub's tail reader must not wait on upstream sessions)."""
+        if not any(
+            connection_id in client.connections.values()
+            for up in self._upstreams.values()
+            for client in up.members
+        ):
+            return
+        task = asyncio.create_task(
+            self.stop_connection(connection_id), name="market-stop-connection"
+        )
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
     async def close(self) -> None:
+        for task in list(self._stopping):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         for up in list(self._upstreams.values()):
             await self._release(up)
 
@@ -521,6 +609,8 @@ class MarketDataService:
                 adapter=adapter,
                 caps=caps,
                 session=adapter.market_data_session(),
+                connection_id=connection.id,
+                connection_user=connection.user_id,
             )
             self._upstreams[key] = up
             UPSTREAM_SESSIONS.labels(up.broker).inc()
@@ -636,6 +726,7 @@ class MarketDataService:
         delay = self._restart_min
         while not up.closed:
             session = up.session
+            renew = False
             try:
                 async for event in session.events():
                     self._dispatch(up, event)
@@ -643,6 +734,11 @@ class MarketDataService:
                 reason = "the upstream market-data session ended"
             except asyncio.CancelledError:
                 raise
+            except broker_errors.AuthenticationFailed:
+                # An OAuth session's access token is fixed for its life (Schwab: 30 min);
+                # the refresher keeps the vault's fresh, so a new adapter takes it up.
+                reason = "the upstream market-data session's credential was refused"
+                renew = True
             except Exception as exc:
                 log.warning("an upstream market-data session failed", exc_info=True)
                 reason = f"the upstream market-data session failed ({type(exc).__name__})"
@@ -656,17 +752,53 @@ class MarketDataService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._restart_max)
                 try:
+                    if renew:
+                        await self._renew_adapter(up)
+                        renew = False
                     async with up.lock:
                         replacement = up.adapter.market_data_session()
                         wanted = up.upstream_wanted(up.routes)
                         if not wanted.is_empty():
                             await replacement.update(wanted)
                         up.session = replacement
+                except MarketDataError:
+                    # The connection is no longer usable: its subscribers are told, as
+                    # for a revocation, and the upstream closes.
+                    await self.stop_connection(up.connection_id)
+                    return
+                except broker_errors.AuthenticationFailed:
+                    renew = True
+                    continue
                 except Exception:
                     log.warning("resubscribing upstream market data failed", exc_info=True)
                     continue
                 self._dispatch(up, MarketResubscribed(at=datetime.now(UTC)))
                 break
+
+    async def _renew_adapter(self, up: _Upstream) -> None:
+        """A new adapter for ``up`` from its connection's current credential (refreshed
+        first if its access token is due); ``MarketDataError`` if the connection is gone."""
+
+        async def build() -> SupportsMarketData:
+            async with self._ctx.sessionmaker() as session:
+                connection = await ConnectionRepository.for_user(session, up.connection_user).get(
+                    up.connection_id
+                )
+                if connection is None or connection.status not in ("active", "expiring"):
+                    raise MarketDataError(
+                        "connection_broken", "the connection of this market data is not usable"
+                    )
+                adapter = await self._ctx.adapter_for(session, connection, for_order=False)
+            if not isinstance(adapter, SupportsMarketData):  # pragma: no cover - was before
+                raise MarketDataError("market_data_unsupported", "no market data")
+            return adapter
+
+        adapter = await self._ctx.with_fresh_tokens(build)
+        old, up.adapter = up.adapter, adapter
+        close = getattr(old, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
 
     def _dispatch(self, up: _Upstream, event: MarketEvent) -> None:
         received_at = format_timestamp(datetime.now(UTC))

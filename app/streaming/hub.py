@@ -39,6 +39,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -178,6 +179,20 @@ class Subscription:
             self._waiter = None
 
 
+class ConnectionWatcher(Protocol):
+    """Told of every ``connection.revoked``/``connection.broken`` this hub reads (whoever
+    committed it, on any instance): market data ends with its connection everywhere."""
+
+    def watching(self) -> bool:
+        """Whether the tail must be read for it even with no order-event subscriber."""
+        ...
+
+    def connection_ended(self, connection_id: str) -> None: ...
+
+
+ENDING_EVENTS = frozenset({"connection.revoked", "connection.broken"})
+
+
 class Hub:
     """Reads the outbox tail and fans out to this instance's subscriptions.
 
@@ -198,6 +213,7 @@ class Hub:
         self._notified = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watchers: list[ConnectionWatcher] = []
 
     @property
     def head(self) -> int:
@@ -220,6 +236,10 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def watch_connections(self, watcher: ConnectionWatcher) -> None:
+        """Tell ``watcher`` of each connection that ends, from now on."""
+        self._watchers.append(watcher)
 
     def notify(self, event_id: int) -> None:
         """An event with this id was committed (a hint; the database is read for the rows)."""
@@ -281,7 +301,7 @@ class Hub:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if not self._by_user:
+            if not self._by_user and not any(w.watching() for w in self._watchers):
                 # Nobody to deliver to. Every id up to the newest notified one has committed
                 # (or rolled back): ids commit in order. A subscriber that arrives later
                 # reads its own backlog, so the head may skip ahead without a read. No await
@@ -316,6 +336,9 @@ class Hub:
 
     def _dispatch(self, rows: Iterable[OrderEvent]) -> None:
         for row in rows:
+            if row.type in ENDING_EVENTS and row.connection_id is not None:
+                for watcher in self._watchers:
+                    watcher.connection_ended(row.connection_id)
             subs = self._by_user.get(row.user_id)
             if subs:
                 frame = event_frame(row)

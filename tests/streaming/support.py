@@ -112,7 +112,11 @@ async def serve(
 ) -> AsyncIterator[Instance]:
     clock = ManualClock(CLOCK_START)
     app = create_app(
-        settings, paper_clock=clock, stream_settings=stream_settings, registry=registry
+        settings,
+        paper_clock=clock,
+        stream_settings=stream_settings,
+        registry=registry,
+        clock=clock.now,  # one "now" for the paper market and the services (bar backfill)
     )
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False

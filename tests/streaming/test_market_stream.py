@@ -9,6 +9,7 @@ interval the broker does not stream, aggregated here.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -150,6 +151,56 @@ async def test_bars_final_and_aggregated_from_the_streamed_minute(md: Instance) 
             b["interval"] == "5m" and b["start"] == five["start"] and not b["final"]
             for b in after_final
         )
+
+
+async def test_a_bar_subscription_mid_window_is_backfilled_and_its_first_bar_final(
+    md: Instance,
+) -> None:
+    """Subscribed to 5m bars three minutes into a window: the running window is completed
+    from the 1-minute history (a forming 5m bar right after ``market.subscribed``), so when
+    the window ends its 5m bar is final and agrees with the history, once; no forming bar of
+    that window follows it."""
+    user = new_user("md-seam")
+    account = await md.paper_account(user)
+    now = md.clock.now()
+    # Three minutes and a bit into the current 5-minute window.
+    into = (now - datetime(1970, 1, 1, tzinfo=now.tzinfo)) % timedelta(minutes=5)
+    await _advance(md, (timedelta(minutes=8) - into).total_seconds() + 10)
+    window = md.clock.now().replace(second=0, microsecond=0) - timedelta(minutes=3)
+    async with md.client() as client:
+        await client.auth(md.token(user))
+        answer = await _market(client, account, bars={"5m": ["NVDA"]})
+        assert answer["bars"] == {"5m": ["NVDA"]}
+        first = await _next(client, ("bar",))
+        assert first["interval"] == "5m"
+        assert _ts(first["start"]) == window
+        assert first["final"] is False
+        await _advance(md, 3 * 60)
+        bars: list[dict[str, Any]] = [first]
+        while not any(b["final"] for b in bars):
+            bars.append(await _next(client, ("bar",)))
+        final = bars[-1]
+        assert _ts(final["start"]) == window
+        assert final["source"] == "aggregated"
+        assert [b for b in bars if b["final"]] == [final]  # final once, and it is the last
+    history = await md.http.get(
+        f"/v1/accounts/{account}/bars",
+        params={
+            "symbol": "NVDA",
+            "interval": "1m",
+            "start": window.isoformat(),
+            "end": (window + timedelta(minutes=5)).isoformat(),
+        },
+        headers=md.auth(user),
+    )
+    assert history.status_code == 200, history.text
+    minutes = history.json()["items"]
+    assert len(minutes) == 5
+    assert first["open"] == minutes[0]["open"]
+    assert final["open"] == minutes[0]["open"]
+    assert final["close"] == minutes[-1]["close"]
+    assert Decimal(final["volume"]) == sum(Decimal(m["volume"]) for m in minutes)
+    assert Decimal(final["high"]) == max(Decimal(m["high"]) for m in minutes)
 
 
 # --- one upstream, reference counts ----------------------------------------------------------
@@ -483,6 +534,46 @@ async def test_each_instance_keeps_its_own_upstream_for_a_credential(md: Instanc
             assert other.state.market.upstream_wanted(key) is not None
             assert md.state.market.upstream_wanted(key).quotes == {"AAPL"}  # type: ignore[union-attr]
             assert other.state.market.upstream_wanted(key).quotes == {"MSFT"}  # type: ignore[union-attr]
+            other.clock.advance(timedelta(seconds=1))
+            quote = await _next(there, ("quote",))
+            assert quote["symbol"] == "MSFT"
+
+
+async def test_disconnecting_a_connection_ends_its_market_data_on_every_instance(
+    md: Instance,
+) -> None:
+    """The DELETE is handled by one instance; the ``connection.revoked`` event it commits
+    reaches the other through the outbox (LISTEN), which ends its subscriptions through that
+    connection too (``connection_broken``, then an empty set) and closes its upstream; a
+    subscription through another connection of the same user is untouched."""
+    user = new_user("md-revoke-two")
+    paper = await md.paper_account(user)
+    account = await _connect(md, user, "papermd")
+    connection = await _connection_of(md, user, account)
+    key = f"papermd:{connection}"
+    settings = StreamSettings(market_queue_size=QUEUE)
+    async with serve(md.settings, settings, market_registry()) as other:
+        async with other.client() as there:
+            await there.auth(other.token(user))
+            assert (await _market(there, account, quotes=["AAPL"]))["quotes"] == ["AAPL"]
+            assert (await _market(there, paper, quotes=["MSFT"]))["quotes"] == ["MSFT"]
+            assert key in other.state.market.upstream_keys()
+            response = await md.http.delete(f"/v1/connections/{connection}", headers=md.auth(user))
+            assert response.status_code in (200, 204), response.text
+            async with asyncio.timeout(10):
+                ended = await _next(there, ("error",))
+                emptied = await _next(there, ("market.subscribed",))
+            assert ended["code"] == "connection_broken"
+            assert account in ended["detail"]
+            assert emptied["account_id"] == account
+            assert emptied["quotes"] == []
+
+            async def released() -> bool:
+                return key not in other.state.market.upstream_keys()
+
+            await eventually(released)
+            # The paper account's subscription goes on.
+            assert (await _current(there, paper))["quotes"] == ["MSFT"]
             other.clock.advance(timedelta(seconds=1))
             quote = await _next(there, ("quote",))
             assert quote["symbol"] == "MSFT"
