@@ -67,13 +67,22 @@ def read_rows(
                 extra={
                     "broker": broker,
                     "broker_row_id": _row_id(row, row_id),
-                    "reason": f"{type(exc).__name__}: {exc}"[:300],
+                    "reason": _reason(exc),
                 },
             )
             continue
         if parsed is not None:
             result.append(parsed)
     return result
+
+
+def _reason(exc: Exception) -> str:
+    """Why a row was left out, without the row's raw values: an unknown value names its
+    field and the (vocabulary) value, a missing key its name; anything else only its type
+    (a conversion error can quote whatever the broker sent, account numbers included)."""
+    if isinstance(exc, UnknownBrokerValue | KeyError):
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return type(exc).__name__
 
 
 def _row_id(row: object, row_id: Callable[[Any], object] | None) -> str:

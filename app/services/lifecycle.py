@@ -62,16 +62,24 @@ LEASE = "option-lifecycle-sweep"
 _ZERO = Decimal(0)
 
 
+# Brokers whose lifecycle transactions carry the position change signed (so the side of
+# the closed position is known, not guessed): Alpaca's OPEXP/OPEXC/OPASN ``qty`` (docs
+# "Non-trade activities for option events") and tastytrade's Receive Deliver rows (its
+# mapping signs them by ``action``). Other brokers' lifecycle transactions stay readable
+# through GET /v1/accounts/{id}/transactions but are not turned into orders: an unsigned
+# count cannot say whether a long or a short position ended (README, "Options").
+SIGNED_LIFECYCLE_BROKERS = frozenset({"alpaca", "tastytrade"})
+
+
 def lifecycle_brokers(ctx: ServiceContext) -> list[str]:
-    """The live brokers whose accounts can trade options (``asset_classes[option]`` is not
-    ``unsupported``). The paper broker reports its own expiries from its engine. Plaid (Tier
-    C) lists option lifecycle transactions but is not swept: it does not say whether an
-    option transaction's ``quantity`` counts contracts or underlying units (its holdings
-    count units), so the order's size would be a guess."""
+    """The live brokers whose accounts can trade options and whose lifecycle transactions
+    are signed (``SIGNED_LIFECYCLE_BROKERS``). The paper broker reports its own expiries
+    from its engine."""
     return [
         spec.slug
         for spec in ctx.registry.all()
         if spec.tier is not Tier.paper
+        and spec.slug in SIGNED_LIFECYCLE_BROKERS
         and spec.capabilities.asset_classes.get(AssetClass.option, Support.unsupported)
         is not Support.unsupported
     ]
@@ -119,7 +127,9 @@ def lifecycle_update(account_ref: str, tx: Transaction) -> OrderUpdate | None:
         return None
     price = tx.price if tx.price is not None else _ZERO
     report = BrokerOrder(
-        broker_order_id=tx.transaction_id,
+        # Its own namespace: a transaction id never matches one of our orders' broker ids
+        # (at brokers where both are plain integers).
+        broker_order_id=f"tx:{tx.transaction_id}",
         client_order_id=None,
         symbol=contract.symbol,
         side=side,

@@ -372,7 +372,10 @@ async def _option_prices(
 async def _estimate(adapter: BrokerAdapter, body: OrderCreate) -> OrderPreview:
     """Signed from the account's side: negative when cash leaves it."""
     qty = body.quantity
-    if body.legs is not None:
+    if body.notional is not None:
+        # A dollar-amount order moves that amount (at most), whatever the price.
+        change = body.notional if body.order_side is OrderSide.sell else -body.notional
+    elif body.legs is not None:
         if body.limit_price is not None and body.price_effect is not None:
             net = body.limit_price * qty * _multiplier(body)
             change = {

@@ -8,11 +8,13 @@ which adapters (broker streams, pollers, the paper engine) report order updates.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers.base import BrokerOrder, BrokerOrderLeg, Fill, OrderStatus, OrderUpdate
@@ -169,11 +171,21 @@ def merge_broker_legs(
 
 
 def apply_leg_fills(
-    stored: list[dict[str, Any]], fills: tuple[Fill, ...]
-) -> list[dict[str, Any]] | None:
+    stored: list[dict[str, Any]],
+    fills: tuple[Fill, ...],
+    *,
+    reported: frozenset[str] = frozenset(),
+) -> tuple[list[dict[str, Any]], bool] | None:
     """The stored legs with ``fills`` that name a leg (``Fill.leg_symbol``) counted in, each
-    fill once (its id is remembered); None when no fill changes anything."""
+    fill once (its id is remembered), and whether any leg's fills changed; None when
+    nothing changes at all.
+
+    ``reported``: legs whose totals the same update's order report already gave (its
+    ``legs``, applied by ``merge_broker_legs``). Their fills are remembered but not added:
+    added on top of the broker's total they would count twice.
+    """
     changed = False
+    remembered = False
     legs = [dict(leg) for leg in stored]
     by_symbol = {str(leg["symbol"]): leg for leg in legs}
     for fill in fills:
@@ -186,15 +198,18 @@ def apply_leg_fills(
         seen = list(leg.get("fill_ids") or [])
         if fill.fill_id in seen:
             continue
+        leg["fill_ids"] = [*seen, fill.fill_id]
+        remembered = True
+        if fill.leg_symbol in reported:
+            continue
         filled = Decimal(str(leg.get("filled_quantity") or "0"))
         avg = leg.get("avg_fill_price")
         total = filled + fill.quantity
         cost = filled * Decimal(str(avg)) if avg is not None else Decimal(0)
         leg["avg_fill_price"] = _text((cost + fill.quantity * fill.price) / total)
         leg["filled_quantity"] = _text(total)
-        leg["fill_ids"] = [*seen, fill.fill_id]
         changed = True
-    return legs if changed else None
+    return (legs, changed) if remembered else None
 
 
 def _apply_leg_progress(
@@ -296,16 +311,20 @@ async def adopt_replacement(
 
 def lifecycle_order(account_id: str, update: OrderUpdate, now: datetime) -> Order | None:
     """Our row for an order the broker made itself (``update.lifecycle``): its client order
-    id names the kind (``option_assignment:<our id>``) so the client can tell it apart."""
+    id names the kind (``option_assignment:<hash of account and broker id>``) so the client
+    can tell it apart, and the same event can be recorded only once."""
     report = update.order
     if report.status not in (OrderStatus.filled, OrderStatus.expired, OrderStatus.canceled):
         return None
     order_id = new_id("ord")
+    # Derived from the account and the broker's id, so the same event delivered twice
+    # (a stream and a sweep, two instances) collides on the unique client order id.
+    digest = hashlib.sha256(f"{account_id}|{report.broker_order_id}".encode()).hexdigest()
     return Order(
         id=order_id,
         user_id="",  # the account's owner, set by the caller
         account_id=account_id,
-        client_order_id=f"{update.lifecycle}:{order_id}"[:64],
+        client_order_id=f"{update.lifecycle}:{digest[:40]}",
         broker_order_id=report.broker_order_id,
         symbol=report.symbol,
         side=report.side.value,
@@ -377,7 +396,13 @@ class OrderUpdateIngest:
                         adopted.user_id = owner.user_id
                         OrderRepository.for_system(session).add(adopted)
                         append_order_event(session, adopted, adopted.updated_at)
-                        await session.commit()
+                        try:
+                            await session.commit()
+                        except IntegrityError as exc:
+                            await session.rollback()
+                            if "client_order_id" not in str(exc.orig):
+                                raise
+                            # recorded meanwhile by another delivery of the same event
                         return
             if order is None:
                 log.info(
@@ -392,10 +417,14 @@ class OrderUpdateIngest:
             if order.legs and update.fills:
                 # Leg fills a broker reports as fills (not in the order's legs) are counted
                 # here, each once; a new state of the legs is news even without a status.
-                legs = apply_leg_fills(order.legs, update.fills)
-                if legs is not None:
-                    order.legs = legs
-                    if not changed:
+                applied = apply_leg_fills(
+                    order.legs,
+                    update.fills,
+                    reported=frozenset(leg.symbol for leg in update.order.legs),
+                )
+                if applied is not None:
+                    order.legs, news = applied
+                    if news and not changed:
                         order.updated_at = utcnow()
                         append_order_event(session, order, order.updated_at)
                     changed = True

@@ -639,7 +639,9 @@ class OrderService:
                 except broker_errors.BrokerError as exc:
                     await session.rollback()
                     raise to_app_error(exc) from exc
-                apply_broker_order(session, order, report, utcnow())
+                if not apply_broker_order(session, order, report, utcnow()):
+                    if order.status == OrderStatus.pending_cancel.value:
+                        set_status(session, order, status, utcnow())
                 await session.commit()
                 return OrderOut.from_row(order)
             await self.audit(session, connection, order, "cancel", fingerprint, order.status, now)

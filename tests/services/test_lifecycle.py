@@ -128,7 +128,7 @@ def test_a_lifecycle_transaction_is_mapped_without_guessing() -> None:
     expired = lifecycle_update("ref", _tx("option_expiration", "-4"))
     assert expired is not None
     assert expired.order.symbol == OptionContract.parse("AAPL  261218C00150000").symbol
-    assert (expired.order.quantity, expired.order.broker_order_id) == (Decimal(4), "t1")
+    assert (expired.order.quantity, expired.order.broker_order_id) == (Decimal(4), "tx:t1")
 
 
 async def test_a_tastytrade_assignment_reaches_the_stream_once(db_url: str) -> None:

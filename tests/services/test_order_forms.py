@@ -375,3 +375,22 @@ async def test_a_list_with_an_unrepresentable_row_is_marked_partial(db_url: str)
         assert transactions["items"]
         entry = portfolio_entry(await read("/v1/portfolio"))
         assert (entry["partial"], entry["positions"]) == (True, 1)
+
+
+async def test_the_estimate_of_a_dollar_amount_order_is_the_amount(db_url: str) -> None:
+    """Alpaca has no preview: the gateway estimates, and a dollar amount is the cash moved."""
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        user = new_user()
+        _, account = await gw.connect_byob(user)
+        response = await gw.harness.client.post(
+            f"/v1/accounts/{account}/orders/preview",
+            json=NOTIONAL_BUY,
+            headers=gw.harness.auth(user),
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["source"], body["direction"], body["estimated_cash_change"]) == (
+            "estimate",
+            "debit",
+            "-500",
+        )

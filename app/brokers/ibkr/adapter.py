@@ -292,7 +292,13 @@ class IbkrAdapter(PooledAdapter):
             name = f"IBKR {masked}{' (paper)' if paper else ''}"
             return BrokerAccount(account_id, name, masked)
 
-        return read_rows(body["accounts"], account, broker=SLUG, kind="account", row_id=str)
+        return read_rows(
+            body["accounts"],
+            account,
+            broker=SLUG,
+            kind="account",
+            row_id=lambda number: "****" + str(number)[-4:],  # an account number: masked
+        )
 
     async def _portfolio_ready(self) -> None:
         """``GET /portfolio/accounts`` must precede the portfolio endpoints (once a session)."""
