@@ -33,10 +33,19 @@ log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "brokerage-gateway-listener"
 
-# Counted up and down (not set): one per process in production, so 1 while its LISTEN
-# connection is up; where several app instances share a process (tests), each counts itself
-# and one instance's reconnects never hide another's state.
+# Read from the listener at scrape time (``set_function``): the process's running listener,
+# the last one started where several app instances share a process (tests), so another
+# instance's reconnects never show as this one's state.
 LISTENER_UP = Gauge("brokerage_stream_listener_connected", "1 while the LISTEN connection is up")
+
+
+def _down() -> float:
+    return 0.0
+
+
+_reporting: PgListener | None = None
+
+
 LISTENER_RECONNECTS = Counter(
     "brokerage_stream_listener_connects_total", "LISTEN connections established"
 )
@@ -85,9 +94,19 @@ class PgListener:
     async def start(self) -> None:
         """Start listening; waits for the first attempt (a failure is retried in background)."""
         self._task = asyncio.create_task(self._run(), name="stream-pg-listener")
+        global _reporting  # the one listener the process's gauge reads
+        _reporting = self
+        LISTENER_UP.set_function(self._up)
         await self._first_attempt.wait()
 
+    def _up(self) -> float:
+        return 1.0 if self.connected else 0.0
+
     async def stop(self) -> None:
+        global _reporting
+        if _reporting is self:
+            _reporting = None
+            LISTENER_UP.set_function(_down)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,7 +130,6 @@ class PgListener:
         while True:
             conn: asyncpg.Connection | None = None
             lost = self._lost = asyncio.Event()
-            counted = False
             try:
                 conn = await asyncpg.connect(
                     self._dsn,
@@ -123,8 +141,6 @@ class PgListener:
                 self._conn = conn
                 self.connects += 1
                 LISTENER_RECONNECTS.inc()
-                LISTENER_UP.inc()
-                counted = True
                 self._disconnected.clear()
                 self._connected.set()
                 self._first_attempt.set()
@@ -141,8 +157,6 @@ class PgListener:
                 self._conn = None
                 self._connected.clear()
                 self._disconnected.set()
-                if counted:
-                    LISTENER_UP.dec()
                 self._first_attempt.set()
                 if conn is not None and not conn.is_closed():
                     conn.terminate()

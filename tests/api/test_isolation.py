@@ -72,6 +72,11 @@ MATRIX: dict[tuple[str, str], tuple[str, str, dict[str, object] | None]] = {
         "/v1/accounts/{account}/options/chain?underlying=AAPL",
         None,
     ),
+    ("GET", "/v1/accounts/{account_id}/bars"): (
+        "GET",
+        "/v1/accounts/{account}/bars?symbol=AAPL&interval=1m",
+        None,
+    ),
     ("POST", "/v1/accounts/{account_id}/positions/{symbol}/exercise"): (
         "POST",
         "/v1/accounts/{account}/positions/AAPL261218C00150000/exercise",
