@@ -66,9 +66,10 @@ def environments_of(slug: str) -> list[str]:
     return [LIVE, *sorted(_ENVIRONMENTS.get(slug, {}))]
 
 
-def is_practice(environment: str) -> bool:
-    """A broker's own paper/sandbox environment: never live money."""
-    return environment != LIVE
+def is_practice(environment: str | None) -> bool:
+    """A broker's own paper/sandbox environment: never live money. None is a connection
+    row not flushed yet, whose column default is ``live``."""
+    return environment is not None and environment != LIVE
 
 
 def settings_for(settings: Settings, slug: str, environment: str) -> Settings:

@@ -116,7 +116,7 @@ async def test_connect_end_to_end(db_url: str) -> None:
             await run.harness.client.get("/v1/accounts", headers=run.harness.auth(user))
         ).json()["items"]
         assert {a["id"] for a in accounts} == set(out["accounts"])
-        assert all(a["mode"] == "live" and a["broker"] == "example" for a in accounts)
+        assert [(a["mode"], a["broker"]) for a in accounts] == [("live", "example")] * 2
         names = sorted(a["name"] for a in accounts)
         assert names == sorted(a["name"] for a in run.owner.accounts)
 
