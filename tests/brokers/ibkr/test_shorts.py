@@ -56,7 +56,9 @@ async def test_a_short_sale_and_its_cover_in_a_margin_account() -> None:
         await ib.fake.match()
         assert (await adapter.get_order(ref, short.broker_order_id)).status is OrderStatus.filled
         held = await adapter.get_position(ref, "AAPL")
-        assert held is not None and held.quantity == -5 and held.avg_cost > 0
+        assert held is not None
+        assert held.quantity == -5
+        assert held.avg_cost > 0
         # A cover larger than the short would open a long: refused, nothing sent.
         posts = order_posts(ib)
         with pytest.raises(errors.UnsupportedOrder, match="no short position of 6"):
@@ -93,7 +95,8 @@ async def test_a_cover_without_a_short_is_refused_before_any_order_request() -> 
         assert order_posts(ib) == posts
         assert len(ib.fake.orders) == 1
         held = await adapter.get_position(ref, "AAPL")
-        assert held is not None and held.quantity == 3
+        assert held is not None
+        assert held.quantity == 3
 
 
 async def test_a_short_sale_in_a_cash_account_is_refused_by_ibkr_and_places_nothing() -> None:
