@@ -93,10 +93,12 @@ from app.brokers.base import (
     OrderListFilter,
     OrderPreview,
     OrderRequest,
+    OrderSide,
     OrderStatus,
     OrderType,
     OrderUpdate,
     Position,
+    PositionEffect,
     PriceEffect,
     Quote,
     Support,
@@ -134,7 +136,9 @@ IBKR_CAPABILITIES = Capabilities(
     },
     fractional=U,
     extended_hours=N,  # outsideRTH
-    short_selling=U,
+    # IBKR stock orders carry no open/close: a SELL with no long position opens a short (in
+    # a margin account). ``position_effect`` is checked against the position, not sent.
+    short_selling=N,
     multi_leg=N,  # combos: conidex with the spread conid
     modify=N,
     order_stream=U,  # polled by the reconciler's open-order sweep
@@ -627,6 +631,15 @@ class IbkrAdapter(PooledAdapter):
 
     async def place_order(self, account_ref: str, order: OrderRequest) -> BrokerOrder:
         wire, _conids = await self._order_body(account_ref, order)
+        if is_short_or_cover(order):
+            refusal = await self._short_refusal(account_ref, order)
+            if refusal is not None:
+                # A retry of an order that went through (its cover filled, say) must find
+                # that order, not be refused for the position it left behind.
+                found = await self._adopt(account_ref, order.client_order_id)
+                if found is not None:
+                    return found
+                raise errors.UnsupportedOrder(refusal, broker=SLUG)
         body = {"orders": [wire]}
         try:
             answer = await self._request(
@@ -647,6 +660,34 @@ class IbkrAdapter(PooledAdapter):
         )
         placed = await self._read_after_write(account_ref, str(ack["order_id"]), "placed")
         return dataclasses.replace(placed, client_order_id=order.client_order_id)
+
+    async def _short_refusal(self, account_ref: str, order: OrderRequest) -> str | None:
+        """IBKR shorts by position, as Alpaca does: a stock order has no open/close field
+        (``side`` BUY|SELL only; https://www.interactivebrokers.com/campus/ibkr-api-page/
+        cpapi-v1/#place-order), so a SELL beyond the long position opens a short and a BUY
+        while short covers. ``open``/``close`` is therefore checked against the position
+        (``GET /portfolio/{id}/positions``) before anything is sent: a sell that opens needs
+        no long position (it would close it instead); a buy that closes needs a short
+        position of at least its quantity (it would open a long). IBKR: "if you maintain a
+        long position and enter a sell order, you will close out any long positions ... and
+        open a short position to the extent, if any, your sell order exceeds a long
+        position"; "Short sales are not allowed in Cash type accounts"
+        (https://ibkr.info/hu/node/232).
+
+        Whether the account may short (margin, not cash) is NOT checked here: no field of
+        ``/portfolio/accounts`` (``type`` is the account's holder type, ``tradingType`` is
+        documented "UNI - Deprecated property"), ``/iserver/accounts`` or the summaries
+        could be confirmed to say margin vs cash, so a short sale in a cash account is sent
+        and IBKR's refusal (``{"error": ...}``) is the answer."""
+        held = await self.get_position(account_ref, order.symbol)
+        quantity = held.quantity if held is not None else Decimal(0)
+        if order.side is OrderSide.buy:
+            if quantity >= 0 or order.quantity > -quantity:
+                return f"no short position of {order.quantity} {order.symbol} to cover"
+            return None
+        if quantity > 0:
+            return f"a long position in {order.symbol} is held: a sell closes it, not a short"
+        return None
 
     async def preview_order(self, account_ref: str, order: OrderRequest) -> OrderPreview:
         """``POST /iserver/account/{id}/orders/whatif`` with the order's body (places
@@ -1055,6 +1096,14 @@ class IbkrAdapter(PooledAdapter):
         if is_option_symbol(symbol):
             return (await self.resolve(options.order_contract(symbol))).conid
         return await self.conid(symbol)
+
+
+def is_short_or_cover(order: OrderRequest) -> bool:
+    """A stock sell that opens (a short sale) or buy that closes (a cover)."""
+    if order.is_multi_leg or is_option_symbol(order.symbol) or order.position_effect is None:
+        return False
+    opens = order.position_effect is PositionEffect.open
+    return (order.side is OrderSide.sell) == opens
 
 
 def _conid_of(row: object) -> object:

@@ -44,9 +44,9 @@ class Running(TrackedAdapters):
 
 
 @contextlib.asynccontextmanager
-async def running_fake(cash: str = "100000") -> AsyncIterator[Running]:
+async def running_fake(cash: str = "100000", *, margin: bool = False) -> AsyncIterator[Running]:
     fake = FakeIbkrGateway(slow_seconds=FAKE_SLOW_SECONDS)
-    account = fake.add_account(cash=cash)
+    account = fake.add_account(cash=cash, margin=margin)
     async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
         running = Running(fake=fake, url=url + API, account=account)
         try:

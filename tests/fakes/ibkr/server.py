@@ -256,6 +256,10 @@ class FakeAccount:
     account_id: str
     cash: Decimal
     positions: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # qty, cost
+    # A margin account may sell stock short (signed quantity, cost negative); a cash
+    # account (the default) may not: "Short sales are not allowed in Cash type accounts"
+    # (IBKR KB "How do I sell a stock short?", https://ibkr.info/hu/node/232).
+    margin: bool = False
     executions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -357,10 +361,12 @@ class FakeIbkrGateway:
 
     # --- test controls -----------------------------------------------------------------
 
-    def add_account(self, cash: str = "100000") -> FakeAccount:
+    def add_account(self, cash: str = "100000", *, margin: bool = False) -> FakeAccount:
         prefix = "DU" if self.paper else "U"
         account = FakeAccount(
-            account_id=f"{prefix}{len(self.accounts) + 1234567}", cash=Decimal(cash)
+            account_id=f"{prefix}{len(self.accounts) + 1234567}",
+            cash=Decimal(cash),
+            margin=margin,
         )
         self.accounts[account.account_id] = account
         return account
@@ -1023,7 +1029,10 @@ class FakeIbkrGateway:
                 return JSONResponse(
                     {"error": "Order rejected: insufficient buying power for this order."}
                 )
-        else:
+        elif not account.margin:
+            # A SELL beyond the long position would open a short: refused in a cash account.
+            # IBKR's wording is not documented; this text is assumed (an ``error`` answer,
+            # as IBKR's other order rejections).
             held = account.positions.get(order.symbol, (ZERO, ZERO))[0]
             if order.quantity > held:
                 return JSONResponse({"error": "Order rejected: short selling is not allowed."})
@@ -1369,15 +1378,9 @@ class FakeIbkrGateway:
             order.avg_price = ((previous + qty * price) / order.filled).quantize(Decimal("0.0001"))
             order.updated_at = now
             held, cost = account.positions.get(order.symbol, (ZERO, ZERO))
-            if order.side == "BUY":
-                account.cash -= qty * price
-                account.positions[order.symbol] = (held + qty, cost + qty * price)
-            else:
-                account.cash += qty * price
-                account.positions[order.symbol] = (
-                    held - qty,
-                    cost - cost * qty / held if held else ZERO,
-                )
+            signed = qty if order.side == "BUY" else -qty
+            account.cash -= signed * price  # a short sale's proceeds are credited
+            account.positions[order.symbol] = _traded(held, cost, signed, price)
             account.executions.append(
                 {
                     "execution_id": f"{uuid.uuid4().hex[:8]}.{order.order_id}.01.01",
@@ -1402,3 +1405,18 @@ class FakeIbkrGateway:
         if decision.cancel_remainder and order.status in OPEN:
             order.status = "Cancelled"
         return filled
+
+
+def _traded(
+    held: Decimal, cost: Decimal, signed: Decimal, price: Decimal
+) -> tuple[Decimal, Decimal]:
+    """(quantity, signed cost) after trading ``signed`` shares at ``price``: a trade that
+    reduces the position keeps its average cost; one that adds (or flips) costs ``price``."""
+    after = held + signed
+    if held == 0 or (held > 0) == (signed > 0):
+        return after, cost + signed * price
+    if after == 0:
+        return ZERO, ZERO
+    if (after > 0) == (held > 0):
+        return after, cost * after / held
+    return after, after * price  # flipped through zero
