@@ -62,12 +62,14 @@ async def test_accounts_balances_positions_and_transactions(algorithm: str) -> N
             Decimal(50000),
             Decimal(50000),
         )
-        placed = await adapter.place_order(ref, market("bg-m-1", qty="0.2"))
-        assert (placed.status, placed.filled_quantity) == (OrderStatus.filled, Decimal("0.2"))
+        # Below the paper book's smallest size (0.05 BTC), so the IOC order always fills whole
+        # whatever the seeded book shows this second.
+        placed = await adapter.place_order(ref, market("bg-m-1", qty="0.04"))
+        assert (placed.status, placed.filled_quantity) == (OrderStatus.filled, Decimal("0.04"))
         assert isinstance(placed.avg_fill_price, Decimal)
 
         [position] = await adapter.get_positions(ref)
-        assert (position.symbol, position.quantity) == ("BTC-USD", Decimal("0.2"))
+        assert (position.symbol, position.quantity) == ("BTC-USD", Decimal("0.04"))
         assert position.avg_cost == placed.avg_fill_price
         one = await adapter.get_position(ref, "BTC-USD")
         assert one is not None
@@ -76,7 +78,7 @@ async def test_accounts_balances_positions_and_transactions(algorithm: str) -> N
 
         transactions = await adapter.get_transactions(ref, None, None, None)
         assert [t.type for t in transactions] == ["buy", "deposit"]
-        assert transactions[0].amount == -(Decimal("0.2") * placed.avg_fill_price)
+        assert transactions[0].amount == -(Decimal("0.04") * placed.avg_fill_price)
         after = await adapter.get_balances(ref)
         assert after.cash == Decimal(50000) + transactions[0].amount
         assert after.equity > after.cash
