@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -265,7 +266,10 @@ class Page:
 @contextlib.asynccontextmanager
 async def launch(binary: str) -> AsyncIterator[Browser]:
     """Start headless Chromium with a throwaway profile; stop it afterwards."""
-    with tempfile.TemporaryDirectory(prefix="cdp-profile-") as profile:
+    # Chromium's helpers (renderers, crashpad) can outlive the browser process and keep
+    # writing to the profile: the browser runs in a process group of its own, which is
+    # killed whole, and a profile a straggler still writes to does not fail the teardown.
+    with tempfile.TemporaryDirectory(prefix="cdp-profile-", ignore_cleanup_errors=True) as profile:
         process = await asyncio.create_subprocess_exec(
             binary,
             "--headless=new",
@@ -283,6 +287,7 @@ async def launch(binary: str) -> AsyncIterator[Browser]:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             active = Path(profile) / "DevToolsActivePort"
@@ -308,3 +313,5 @@ async def launch(binary: str) -> AsyncIterator[Browser]:
                 except TimeoutError:
                     process.kill()
                     await process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the helpers left behind, if any
