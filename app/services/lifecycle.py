@@ -18,8 +18,9 @@ Which side closed is taken from what is known, never guessed:
 * ``POSITION_SIDED_BROKERS`` (Schwab, SnapTrade) name the contract and give the event a
   stable id, but their documentation does not say what the quantity's sign means. The side
   is the one the account held in that contract: the option positions this sweep read within
-  the lookback, and the account's last good portfolio read (``portfolio_snapshots``, shared
-  by every instance). Exactly one side held: adopted (an exercise must have closed a long,
+  the lookback, the account's last good portfolio read (``portfolio_snapshots``), and the
+  net of the gateway's own filled orders on the contract (the last two shared by every
+  instance). Exactly one side held: adopted (an exercise must have closed a long,
   an assignment a short; a contradiction is refused). Both sides seen (the position flipped
   within the lookback), or none known for an expiration: logged, and left a transaction.
   A transaction another instance already adopted (its order exists) is not looked at again.
@@ -62,7 +63,7 @@ from app.brokers.base import (
     Transaction,
 )
 from app.db.leases import Leases, LocalLeases
-from app.db.models import Account, Connection
+from app.db.models import Account, Connection, Order
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.orders import OrderRepository
 from app.db.repositories.portfolio import PortfolioSnapshotRepository
@@ -309,7 +310,7 @@ class LifecycleSweep:
                     self._adopted[key] = tx.occurred_at
                     continue
                 if snapshot is None:
-                    snapshot = await self._snapshot_sides(account)
+                    snapshot = await self._known_sides(account, transactions)
                 held = self._held(account.id, tx, snapshot)
             update = lifecycle_update(ref, tx, held=held)
             if update is None:
@@ -344,12 +345,26 @@ class LifecycleSweep:
         signs = set(self._seen.get(account_id, {}).get(symbol, {})) | snapshot.get(symbol, set())
         return frozenset(_CLOSING[sign] for sign in signs)
 
-    async def _snapshot_sides(self, account: Account) -> dict[str, set[int]]:
-        """The option sides in the account's last good portfolio read (any instance's)."""
+    async def _known_sides(
+        self, account: Account, transactions: Iterable[Transaction]
+    ) -> dict[str, set[int]]:
+        """The option sides the database knows the account held (shared by every
+        instance): the account's last good portfolio read, and the net of the gateway's own
+        filled orders on each contract the transactions name."""
+        wanted = {
+            s
+            for s in (contract_symbol(t.symbol) for t in transactions if t.type in LIFECYCLE_TYPES)
+            if s is not None
+        }
         async with self._ctx.sessionmaker() as session:
             found = await PortfolioSnapshotRepository.for_user(
                 session, account.user_id
             ).for_accounts([account.id])
+            # A single-leg order's row carries the contract, a multi-leg one's its underlying.
+            underlyings = {OptionContract.parse(s).underlying for s in wanted}
+            orders = await OrderRepository.for_system(session).filled_on_symbols(
+                account.id, sorted(wanted | underlyings)
+            )
         sides: dict[str, set[int]] = {}
         snapshot = found.get(account.id)
         for row in snapshot.positions if snapshot is not None else []:
@@ -359,6 +374,9 @@ class LifecycleSweep:
             quantity = Decimal(row.get("quantity") or "0")
             if quantity != _ZERO:
                 sides.setdefault(symbol, set()).add(1 if quantity > _ZERO else -1)
+        for symbol, net in _net_filled(orders).items():
+            if symbol in wanted and net != _ZERO:
+                sides.setdefault(symbol, set()).add(1 if net > _ZERO else -1)
         return sides
 
     async def _recorded(self, account: Account, tx: Transaction) -> bool:
@@ -368,6 +386,30 @@ class LifecycleSweep:
                 [account.id], broker_order_id=f"tx:{tx.transaction_id}", client_order_id=None
             )
         return found is not None
+
+
+def _net_filled(orders: Iterable[Order]) -> dict[str, Decimal]:
+    """Contracts bought minus sold by these orders, per contract symbol: a single-leg order's
+    fill, a multi-leg order's per-leg fills (or, where the broker reported none per leg, the
+    order's filled quantity times the leg's ratio)."""
+    net: dict[str, Decimal] = {}
+
+    def add(symbol: str | None, side: object, quantity: Decimal) -> None:
+        contract = contract_symbol(symbol)
+        if contract is not None and quantity > _ZERO:
+            signed = quantity if side == OrderSide.buy.value else -quantity
+            net[contract] = net.get(contract, _ZERO) + signed
+
+    for order in orders:
+        if not order.legs:
+            add(order.symbol, order.side, order.filled_quantity)
+            continue
+        for leg in order.legs:
+            leg_filled = Decimal(str(leg.get("filled_quantity") or "0"))
+            if leg_filled == _ZERO:
+                leg_filled = order.filled_quantity * Decimal(str(leg.get("ratio") or "0"))
+            add(str(leg.get("symbol") or ""), leg.get("side"), leg_filled)
+    return net
 
 
 async def run_lifecycle(sweep: LifecycleSweep, interval: float, stop: asyncio.Event) -> None:

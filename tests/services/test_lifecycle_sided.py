@@ -20,6 +20,7 @@ import pytest
 
 from app.brokers.base import OptionContract, OptionRight, OrderSide, Transaction
 from app.services.lifecycle import LifecycleSweep, lifecycle_brokers, lifecycle_update
+from app.services.reconciliation import Reconciler
 from tests.brokers.schwab.support import gateway as schwab_gateway
 from tests.brokers.snaptrade.gateway import gateway as snaptrade_gateway
 from tests.brokers.tradier.test_api import gateway as tradier_gateway
@@ -274,6 +275,57 @@ async def test_a_snaptrade_expiry_of_an_unknown_side_is_not_adopted(db_url: str)
         assert len(await _events(h, user)) == baseline
         kinds = [t["type"] for t in await _transactions(h, user, account)]
         assert "option_expiration" in kinds
+
+
+async def test_the_gateways_own_filled_orders_tell_the_side(db_url: str) -> None:
+    """A vertical placed and filled through the gateway, both legs expiring: a process that
+    never saw the positions, without any portfolio read, takes each leg's side from the
+    net of the account's filled orders on that contract."""
+    async with snaptrade_gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        connection, account = await gw.linked(user)
+        fake_account = gw.account_of(connection)
+        today = datetime.now(UTC).date()
+        expiration = gw.fake.options.expirations("AAPL", today)[2].expiration
+        strikes = gw.fake.options.strikes("AAPL")
+        long, short = (
+            OptionContract("AAPL", "AAPL", expiration, OptionRight.call, strikes[i])
+            for i in (len(strikes) // 2, len(strikes) // 2 + 2)
+        )
+        placed = await h.client.post(
+            f"/v1/accounts/{account}/orders",
+            json={
+                "legs": [
+                    {"symbol": long.symbol, "side": "buy", "ratio": 1, "position_effect": "open"},
+                    {
+                        "symbol": short.symbol,
+                        "side": "sell",
+                        "ratio": 1,
+                        "position_effect": "open",
+                    },
+                ],
+                "quantity": "2",
+                "order_type": "market",
+                "time_in_force": "day",
+            },
+            headers=h.auth(user, **{"Idempotency-Key": "vertical-1"}),
+        )
+        assert placed.status_code == 201, placed.text
+        await gw.fake.match()
+        assert await Reconciler(h.state.ctx).run_once() >= 1
+        got = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
+        assert got.json()["status"] == "filled", got.text
+        baseline = len(await _events(h, user))
+
+        for option in (long, short):
+            gw.fake.record_option_event(fake_account.id, "OPTIONEXPIRATION", option, D(2))
+        assert await LifecycleSweep(h.state.ctx).run_once(datetime.now(UTC)) == 2
+        closed = {
+            e["order"]["symbol"]: (e["order"]["side"], e["order"]["quantity"])
+            for e in (await _events(h, user))[baseline:]
+            if e["type"] == "order.filled"
+        }
+        assert closed == {long.symbol: ("sell", "2"), short.symbol: ("buy", "2")}
 
 
 # --- Tradier: named no contract, so listed only -------------------------------------------
