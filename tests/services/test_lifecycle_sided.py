@@ -9,6 +9,7 @@ good portfolio read) and refuses when that is not exactly one side."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -170,7 +171,10 @@ async def test_a_schwab_expiry_with_no_known_side_stays_a_transaction(db_url: st
         assert (event["order"]["side"], event["order"]["quantity"]) == ("buy", "2")
 
 
-async def test_a_contract_held_both_ways_or_contradicted_is_not_adopted(db_url: str) -> None:
+async def test_a_contract_held_both_ways_or_contradicted_is_not_adopted(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="app.services.lifecycle")
     async with schwab_case(db_url) as c:
         h = c.harness
         flipped, assigned_long = c.contract(), c.contract(OptionRight.call)
@@ -188,6 +192,9 @@ async def test_a_contract_held_both_ways_or_contradicted_is_not_adopted(db_url: 
         assert len(await _events(h, c.user)) == baseline
         kinds = {t["type"] for t in await _transactions(h, c.user, c.account)}
         assert {"option_expiration", "option_assignment"} <= kinds
+        logged = [r.getMessage() for r in caplog.records if r.name == "app.services.lifecycle"]
+        assert any("held both long and short" in m for m in logged)
+        assert any("contradicts the side held" in m for m in logged)
 
 
 async def test_other_receive_and_deliver_rows_stay_transfers(db_url: str) -> None:
