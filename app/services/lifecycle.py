@@ -11,13 +11,28 @@ its subscribers an ``order.filled`` event. The transaction's id is the order's
 ``broker_order_id``, so one transaction is adopted once, however often it is read again and
 by whichever instance.
 
+Which side closed is taken from what is known, never guessed:
+
+* ``SIGNED_LIFECYCLE_BROKERS`` (Alpaca, tastytrade) state it: the quantity is the
+  position's signed change.
+* ``POSITION_SIDED_BROKERS`` (Schwab, SnapTrade) name the contract and give the event a
+  stable id, but their documentation does not say what the quantity's sign means. The side
+  is the one the account held in that contract: the option positions this sweep read within
+  the lookback, the account's last good portfolio read (``portfolio_snapshots``), and the
+  net of the gateway's own filled orders on the contract (the last two shared by every
+  instance). Exactly one side held: adopted (an exercise must have closed a long,
+  an assignment a short; a contradiction is refused). Both sides seen (the position flipped
+  within the lookback), or none known for an expiration: logged, and left a transaction.
+  A transaction another instance already adopted (its order exists) is not looked at again.
+* Tradier's history names no contract for an expiration and IBKR's Web API reports none:
+  they are not swept (README, "Option lifecycle events", says why for each).
+
 Pacing: each account is looked at no more than once per its broker's interval
 (``Settings.option_lifecycle_poll_seconds`` / ``..._by_broker``); a look costs one positions
 read, plus one transactions read (the last ``option_lifecycle_lookback_days`` days) when the
 account holds an option now, held one within the lookback (brokers post these events late:
 end of day, nightly), or has not been looked at since this process started. One instance
-sweeps at a time (a lease). Which brokers report what, and when, is in the README ("Option
-lifecycle events").
+sweeps at a time (a lease).
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ from app.brokers.base import (
     OrderStatus,
     OrderType,
     OrderUpdate,
+    Position,
     PositionEffect,
     Support,
     Tier,
@@ -47,8 +63,10 @@ from app.brokers.base import (
     Transaction,
 )
 from app.db.leases import Leases, LocalLeases
-from app.db.models import Account, Connection
+from app.db.models import Account, Connection, Order
 from app.db.repositories.connections import AccountRepository
+from app.db.repositories.orders import OrderRepository
+from app.db.repositories.portfolio import PortfolioSnapshotRepository
 from app.services.clock import utcnow
 from app.services.context import USABLE_CONNECTION_STATUSES, ServiceContext
 from app.services.order_updates import OrderUpdateIngest
@@ -65,33 +83,62 @@ _ZERO = Decimal(0)
 # Brokers whose lifecycle transactions carry the position change signed (so the side of
 # the closed position is known, not guessed): Alpaca's OPEXP/OPEXC/OPASN ``qty`` (docs
 # "Non-trade activities for option events") and tastytrade's Receive Deliver rows (its
-# mapping signs them by ``action``). Other brokers' lifecycle transactions stay readable
-# through GET /v1/accounts/{id}/transactions but are not turned into orders: an unsigned
-# count cannot say whether a long or a short position ended (README, "Options").
+# mapping signs them by ``action``).
 SIGNED_LIFECYCLE_BROKERS = frozenset({"alpaca", "tastytrade"})
+# Brokers whose lifecycle transactions name the contract and have a stable id but do not
+# state the side: Schwab's RECEIVE_AND_DELIVER "REMOVAL OF OPTION DUE TO ..." (the spec's
+# ``TransferItem.amount`` has no documented sign convention; app/brokers/schwab/mapping.py)
+# and SnapTrade's OPTIONEXPIRATION / OPTIONASSIGNMENT / OPTIONEXERCISE (``units`` "the number
+# of units of the security", no sign stated; ../shared/specs/snaptrade-api.yaml
+# UniversalActivity). The side comes from the account's positions (module docstring).
+POSITION_SIDED_BROKERS = frozenset({"schwab", "snaptrade"})
+# Other brokers' lifecycle transactions stay readable through GET
+# /v1/accounts/{id}/transactions but are not made orders (README, "Option lifecycle events").
+
+# What an event closing each side of a position is as an order: a long is sold, a short bought.
+_CLOSING = {1: OrderSide.sell, -1: OrderSide.buy}
+_IMPLIED = {"option_exercise": OrderSide.sell, "option_assignment": OrderSide.buy}
 
 
 def lifecycle_brokers(ctx: ServiceContext) -> list[str]:
     """The live brokers whose accounts can trade options and whose lifecycle transactions
-    are signed (``SIGNED_LIFECYCLE_BROKERS``). The paper broker reports its own expiries
-    from its engine."""
+    can be adopted (``SIGNED_LIFECYCLE_BROKERS`` and ``POSITION_SIDED_BROKERS``). The paper
+    broker reports its own expiries from its engine."""
     return [
         spec.slug
         for spec in ctx.registry.all()
         if spec.tier is not Tier.paper
-        and spec.slug in SIGNED_LIFECYCLE_BROKERS
+        and spec.slug in SIGNED_LIFECYCLE_BROKERS | POSITION_SIDED_BROKERS
         and spec.capabilities.asset_classes.get(AssetClass.option, Support.unsupported)
         is not Support.unsupported
     ]
 
 
-def lifecycle_update(account_ref: str, tx: Transaction) -> OrderUpdate | None:
+def contract_symbol(symbol: str | None) -> str | None:
+    """The contract's symbol in the gateway's (unpadded) form, None for anything else."""
+    if not symbol:
+        return None
+    try:
+        return OptionContract.parse(symbol).symbol
+    except InvalidOptionSymbol:
+        return None
+
+
+def lifecycle_update(
+    account_ref: str, tx: Transaction, *, held: frozenset[OrderSide] | None = None
+) -> OrderUpdate | None:
     """The order a lifecycle transaction stands for, or None when it names no option
     contract or its direction cannot be known (logged, never guessed).
 
-    The closed position's side: a signed quantity is the position's change (Alpaca: ``-2``
-    two longs gone, ``2`` two shorts gone); unsigned, an exercise closes a long and an
-    assignment a short; an unsigned expiration is not adopted.
+    ``held`` is None for a broker that signs the quantity: a signed quantity is the
+    position's change (Alpaca: ``-2`` two longs gone, ``2`` two shorts gone); unsigned, an
+    exercise closes a long and an assignment a short; an unsigned expiration is not adopted.
+
+    Otherwise (``POSITION_SIDED_BROKERS``) the quantity's sign is ignored and ``held`` is
+    the set of closing sides the account's known positions in the contract allow (``sell``:
+    a long was held, ``buy``: a short). Adopted only when exactly one side was held, or,
+    none being known, when the event itself implies it (exercise, assignment); a held side
+    that contradicts the event is refused.
     """
     if tx.type not in LIFECYCLE_TYPES or not tx.symbol:
         return None
@@ -104,17 +151,18 @@ def lifecycle_update(account_ref: str, tx: Transaction) -> OrderUpdate | None:
         )
         return None
     quantity = tx.quantity
-    if quantity is not None and quantity < _ZERO:
+    side: OrderSide | None
+    if held is not None:
+        side = _side_from_positions(tx, held)
+    elif quantity is not None and quantity < _ZERO:
         side = OrderSide.sell
     elif quantity is not None and quantity > _ZERO and tx.type != "option_exercise":
         side = OrderSide.buy
-    elif tx.type == "option_exercise":
-        side = OrderSide.sell
-    elif tx.type == "option_assignment":
-        side = OrderSide.buy
     else:
+        side = _IMPLIED.get(tx.type)
+    if side is None:
         log.warning(
-            "lifecycle transaction without a direction; not adopted",
+            "lifecycle transaction without a known direction; not adopted",
             extra={"transaction_id": tx.transaction_id, "type": tx.type},
         )
         return None
@@ -150,6 +198,26 @@ def lifecycle_update(account_ref: str, tx: Transaction) -> OrderUpdate | None:
     )
 
 
+def _side_from_positions(tx: Transaction, held: frozenset[OrderSide]) -> OrderSide | None:
+    implied = _IMPLIED.get(tx.type)
+    if len(held) > 1:
+        log.warning(
+            "lifecycle transaction of a contract held both long and short within the "
+            "lookback; not adopted",
+            extra={"transaction_id": tx.transaction_id, "type": tx.type},
+        )
+        return None
+    if implied is not None and held and implied not in held:
+        log.warning(
+            "lifecycle transaction contradicts the side held; not adopted",
+            extra={"transaction_id": tx.transaction_id, "type": tx.type},
+        )
+        return None
+    if implied is not None:
+        return implied
+    return next(iter(held), None)
+
+
 class LifecycleSweep:
     """One pass: each due account of a lifecycle broker looked at once (module docstring)."""
 
@@ -162,6 +230,9 @@ class LifecycleSweep:
         # "<account>:<transaction>" already fed by this process, with when it happened;
         # forgotten once older than the lookback (it is no longer read).
         self._adopted: dict[str, datetime] = {}
+        # account -> contract symbol -> {+1 long / -1 short: when this sweep last saw it}
+        # (POSITION_SIDED_BROKERS' side evidence; forgotten past the lookback).
+        self._seen: dict[str, dict[str, dict[int, datetime]]] = {}
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Returns how many lifecycle transactions were fed to the ingest this pass."""
@@ -216,6 +287,7 @@ class LifecycleSweep:
         lookback = timedelta(days=self._ctx.settings.option_lifecycle_lookback_days)
         if any(p.asset_class is AssetClass.option for p in positions):
             self._last_held[account.id] = now
+        self._remember_sides(account.id, positions, now, now - lookback)
         first = account.id not in self._looked
         self._looked.add(account.id)
         last_held = self._last_held.get(account.id)
@@ -225,28 +297,119 @@ class LifecycleSweep:
             return 0
         transactions = await adapter.get_transactions(ref, now - lookback, None, None)
         ingest = OrderUpdateIngest(self._ctx.sessionmaker, connection.broker_slug)
-        return await _feed(ingest, account.id, ref, transactions, self._adopted)
+        sided = connection.broker_slug in POSITION_SIDED_BROKERS
+        fed = 0
+        snapshot: dict[str, set[int]] | None = None
+        for tx in sorted(transactions, key=lambda t: (t.occurred_at, t.transaction_id)):
+            key = f"{account.id}:{tx.transaction_id}"
+            if key in self._adopted or tx.type not in LIFECYCLE_TYPES:
+                continue
+            held: frozenset[OrderSide] | None = None
+            if sided:
+                if await self._recorded(account, tx):  # adopted by another instance
+                    self._adopted[key] = tx.occurred_at
+                    continue
+                if snapshot is None:
+                    snapshot = await self._known_sides(account, transactions)
+                held = self._held(account.id, tx, snapshot)
+            update = lifecycle_update(ref, tx, held=held)
+            if update is None:
+                continue
+            await ingest(update)  # idempotent: the transaction id is the broker order id
+            self._adopted[key] = tx.occurred_at
+            fed += 1
+        return fed
+
+    def _remember_sides(
+        self, account_id: str, positions: Iterable[Position], now: datetime, horizon: datetime
+    ) -> None:
+        seen = self._seen.setdefault(account_id, {})
+        for p in positions:
+            symbol = contract_symbol(p.symbol) if p.asset_class is AssetClass.option else None
+            if symbol is not None and p.quantity != _ZERO:
+                seen.setdefault(symbol, {})[1 if p.quantity > _ZERO else -1] = now
+        for symbol in list(seen):
+            sides = {sign: at for sign, at in seen[symbol].items() if at >= horizon}
+            if sides:
+                seen[symbol] = sides
+            else:
+                del seen[symbol]
+
+    def _held(
+        self, account_id: str, tx: Transaction, snapshot: dict[str, set[int]]
+    ) -> frozenset[OrderSide]:
+        """The closing sides the known positions in the transaction's contract allow."""
+        symbol = contract_symbol(tx.symbol)
+        if symbol is None:
+            return frozenset()
+        signs = set(self._seen.get(account_id, {}).get(symbol, {})) | snapshot.get(symbol, set())
+        return frozenset(_CLOSING[sign] for sign in signs)
+
+    async def _known_sides(
+        self, account: Account, transactions: Iterable[Transaction]
+    ) -> dict[str, set[int]]:
+        """The option sides the database knows the account held (shared by every
+        instance): the account's last good portfolio read, and the net of the gateway's own
+        filled orders on each contract the transactions name."""
+        wanted = {
+            s
+            for s in (contract_symbol(t.symbol) for t in transactions if t.type in LIFECYCLE_TYPES)
+            if s is not None
+        }
+        async with self._ctx.sessionmaker() as session:
+            found = await PortfolioSnapshotRepository.for_user(
+                session, account.user_id
+            ).for_accounts([account.id])
+            # A single-leg order's row carries the contract, a multi-leg one's its underlying.
+            underlyings = {OptionContract.parse(s).underlying for s in wanted}
+            orders = await OrderRepository.for_system(session).filled_on_symbols(
+                account.id, sorted(wanted | underlyings)
+            )
+        sides: dict[str, set[int]] = {}
+        snapshot = found.get(account.id)
+        for row in snapshot.positions if snapshot is not None else []:
+            symbol = contract_symbol(row.get("symbol"))
+            if row.get("asset_class") != AssetClass.option.value or symbol is None:
+                continue
+            quantity = Decimal(row.get("quantity") or "0")
+            if quantity != _ZERO:
+                sides.setdefault(symbol, set()).add(1 if quantity > _ZERO else -1)
+        for symbol, net in _net_filled(orders).items():
+            if symbol in wanted and net != _ZERO:
+                sides.setdefault(symbol, set()).add(1 if net > _ZERO else -1)
+        return sides
+
+    async def _recorded(self, account: Account, tx: Transaction) -> bool:
+        """Whether the transaction's order already exists (any instance adopted it)."""
+        async with self._ctx.sessionmaker() as session:
+            found = await OrderRepository.for_system(session).find_by_broker_ids(
+                [account.id], broker_order_id=f"tx:{tx.transaction_id}", client_order_id=None
+            )
+        return found is not None
 
 
-async def _feed(
-    ingest: OrderUpdateIngest,
-    account_id: str,
-    ref: str,
-    transactions: Iterable[Transaction],
-    adopted: dict[str, datetime],
-) -> int:
-    fed = 0
-    for tx in sorted(transactions, key=lambda t: (t.occurred_at, t.transaction_id)):
-        key = f"{account_id}:{tx.transaction_id}"
-        if key in adopted:
+def _net_filled(orders: Iterable[Order]) -> dict[str, Decimal]:
+    """Contracts bought minus sold by these orders, per contract symbol: a single-leg order's
+    fill, a multi-leg order's per-leg fills (or, where the broker reported none per leg, the
+    order's filled quantity times the leg's ratio)."""
+    net: dict[str, Decimal] = {}
+
+    def add(symbol: str | None, side: object, quantity: Decimal) -> None:
+        contract = contract_symbol(symbol)
+        if contract is not None and quantity > _ZERO:
+            signed = quantity if side == OrderSide.buy.value else -quantity
+            net[contract] = net.get(contract, _ZERO) + signed
+
+    for order in orders:
+        if not order.legs:
+            add(order.symbol, order.side, order.filled_quantity)
             continue
-        update = lifecycle_update(ref, tx)
-        if update is None:
-            continue
-        await ingest(update)  # idempotent: the transaction id is the broker order id
-        adopted[key] = tx.occurred_at
-        fed += 1
-    return fed
+        for leg in order.legs:
+            leg_filled = Decimal(str(leg.get("filled_quantity") or "0"))
+            if leg_filled == _ZERO:
+                leg_filled = order.filled_quantity * Decimal(str(leg.get("ratio") or "0"))
+            add(str(leg.get("symbol") or ""), leg.get("side"), leg_filled)
+    return net
 
 
 async def run_lifecycle(sweep: LifecycleSweep, interval: float, stop: asyncio.Event) -> None:

@@ -60,6 +60,11 @@ Options (``options.py`` has the wire formats and their sources):
   ``/iserver/account/trades`` documents only executions (``side`` B|S, no event type), so
   option executions become buy/sell transactions and expirations, exercises and
   assignments are not reported by this adapter (they reach the account as position changes).
+  ``POST /pa/transactions`` is no source either: one conid a request, one request per 15
+  minutes, and its documented kinds are "dividend payments, buy and sell transactions,
+  transfers" (ibind ``portfolio_mixin.transaction_history``;
+  https://docs.rs/ib_client/1.0.0/ib_client/apis/portfolio_analyst_api/fn.pa_transactions_post.html).
+  So IBKR is not swept for lifecycle events (app/services/lifecycle.py).
 """
 
 from __future__ import annotations

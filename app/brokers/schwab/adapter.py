@@ -43,6 +43,11 @@ Options (schwab-py ``orders/options.py``, ``client/base.py``; https://github.com
   expirations: ``GET /marketdata/v1/expirationchain``.
 * Preview: ``POST /accounts/{hash}/previewOrder``, whose HTTP 200 can carry
   ``orderValidationResult.rejects`` (returned as the preview's rejections).
+* Lifecycle: an expiry, assignment or exercise is a ``RECEIVE_AND_DELIVER`` transaction
+  "REMOVAL OF OPTION DUE TO ..." of the contract, read as ``option_expiration`` /
+  ``option_assignment`` / ``option_exercise`` with an unsigned quantity
+  (``mapping._OPTION_REMOVALS`` has the sources); the lifecycle sweep makes it an order
+  with the side the account held (app/services/lifecycle.py).
 """
 
 from __future__ import annotations

@@ -1032,6 +1032,45 @@ _CASH_TYPES = {
 }
 
 
+# An option's end of life is a RECEIVE_AND_DELIVER transaction (spec ``TransactionType``)
+# whose one ``transferItems`` entry is the contract (``instrument.assetType`` OPTION, padded
+# OCC ``symbol``; spec ``TransferItem{instrument, amount, cost, price, feeType,
+# positionEffect}``, copy in creacominc/ccSchwabManager
+# ccSchwabManager/DataTypes/MarketData/Transaction/SapiTransferItem.swift) and whose
+# ``description`` names the event. The spec leaves ``description`` free text; the wording is
+# TD Ameritrade's, kept by Schwab ("REMOVAL OF OPTION DUE TO EXPIRATION|ASSIGNMENT|EXERCISE",
+# as community importers of these transactions match it). Any other RECEIVE_AND_DELIVER
+# stays a ``transfer``. The spec does not say what the sign of ``amount`` means here, so it
+# is reported unsigned and the lifecycle sweep takes the side from the account's positions
+# (app/services/lifecycle.py).
+_OPTION_REMOVALS = {
+    "REMOVAL OF OPTION DUE TO EXPIRATION": "option_expiration",
+    "REMOVAL OF OPTION DUE TO ASSIGNMENT": "option_assignment",
+    "REMOVAL OF OPTION DUE TO EXERCISE": "option_exercise",
+}
+
+
+def _option_removal(body: dict[str, Any], description: str) -> tuple[str, dict[str, Any]] | None:
+    """(lifecycle type, the contract's transfer item) of a RECEIVE_AND_DELIVER that removes
+    an option, else None."""
+    kind = next(
+        (t for text, t in _OPTION_REMOVALS.items() if description.upper().startswith(text)),
+        None,
+    )
+    if kind is None:
+        return None
+    items = [
+        i
+        for i in body.get("transferItems") or []
+        if isinstance(i, dict)
+        and isinstance(i.get("instrument"), dict)
+        and i["instrument"].get("assetType") == "OPTION"
+    ]
+    if len(items) != 1:
+        raise unknown("option removal transferItems", body.get("transferItems"))
+    return kind, items[0]
+
+
 def transaction_from_wire(body: object) -> Transaction | None:
     """One ``Transaction``; None for types we do not report (memoranda, SMA adjustments...)."""
     if not isinstance(body, dict):
@@ -1043,6 +1082,21 @@ def transaction_from_wire(body: object) -> Transaction | None:
     occurred = ts(body.get("time") or body.get("tradeDate"), "time")
     amount = dec(body.get("netAmount"), "netAmount")
     description = str(body.get("description") or kind)
+    removal = _option_removal(body, description) if kind == "RECEIVE_AND_DELIVER" else None
+    if removal is not None:
+        lifecycle, item = removal
+        contract = option_contract(item["instrument"], "option removal instrument")
+        price = opt_dec(item.get("price"), "transferItems.price")
+        return Transaction(
+            transaction_id=str(activity_id),
+            type=lifecycle,
+            occurred_at=occurred,
+            amount=amount,
+            symbol=contract.symbol,
+            quantity=dec(item.get("amount"), "transferItems.amount").copy_abs(),
+            price=price,
+            description=description,
+        )
     if kind == "TRADE":
         items = [
             i

@@ -28,7 +28,12 @@ Wire reference: the official OpenAPI spec (passiv/snaptrade-sdks ``api.yaml``, c
   values [...] not suitable for trading purposes"); the spec marks it deprecated and says it
   "will cease to return data as of October 1, 2026".
 * Activities: ``OPTIONEXPIRATION``, ``OPTIONASSIGNMENT``, ``OPTIONEXERCISE`` with the contract
-  in ``option_symbol`` (``UniversalActivity.type``).
+  in ``option_symbol`` (``UniversalActivity.type``) and the activity's ``id``. ``units`` is
+  "the number of units of the security for the transaction", with no sign convention stated
+  for these types, so the lifecycle sweep (app/services/lifecycle.py) takes the closed side
+  from the account's known positions, not from it. The spec warns the ``id`` "can change if
+  the transaction is deleted and re-added" (rare: SnapTrade re-fetching the brokerage's
+  data); such a re-added event would be a second order.
 """
 
 from __future__ import annotations

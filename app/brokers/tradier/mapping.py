@@ -811,6 +811,13 @@ def transaction_from_event(index: int, item: dict[str, Any]) -> Transaction:
         )
     if kind in _CASH_MOVES:
         mapped = "deposit" if amount >= 0 else "withdrawal"
+    elif kind == "option" and detail.get("option_type") == "OPTEXP":
+        # https://docs.tradier.com/docs/history: ``{"type": "option", "option":
+        # {"option_type": "OPTEXP", "description": "Expired", "quantity": -1.0}}``. As
+        # documented it names no contract and has no id (the id above is positional), so
+        # it is listed as an expiration but never made an order (README, "Option lifecycle
+        # events").
+        mapped = "option_expiration"
     elif isinstance(kind, str) and kind in _HISTORY_TYPES:
         mapped = _HISTORY_TYPES[kind]
     else:

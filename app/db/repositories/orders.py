@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -146,6 +147,20 @@ class OrderRepository(UserScoped):
         if not account_ids:
             return []
         stmt = select(Order).where(Order.account_id.in_(account_ids), Order.status.in_(statuses))
+        if not self.is_system:
+            stmt = stmt.where(Order.user_id == self.user_id)
+        return list((await self.session.execute(stmt.order_by(Order.created_at))).scalars().all())
+
+    async def filled_on_symbols(self, account_id: str, symbols: Sequence[str]) -> list[Order]:
+        """The account's orders on these symbols with something filled, oldest first (a
+        multi-leg order's row carries its underlying's symbol)."""
+        if not symbols:
+            return []
+        stmt = select(Order).where(
+            Order.account_id == account_id,
+            Order.filled_quantity > Decimal(0),
+            Order.symbol.in_(list(symbols)),
+        )
         if not self.is_system:
             stmt = stmt.where(Order.user_id == self.user_id)
         return list((await self.session.execute(stmt.order_by(Order.created_at))).scalars().all())

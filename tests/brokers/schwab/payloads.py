@@ -339,6 +339,37 @@ def trade_transaction() -> dict[str, Any]:
     return dict(wire(body))
 
 
+def option_removal(description: str, amount: float) -> dict[str, Any]:
+    """A RECEIVE_AND_DELIVER that removes an option position (spec ``Transaction`` and
+    ``TransferItem``; wording and shape as recorded expirations show them)."""
+    body = {
+        "activityId": 71813790001,
+        "time": "2024-03-16T04:56:03+0000",
+        "description": description,
+        "accountNumber": "12345678",
+        "type": "RECEIVE_AND_DELIVER",
+        "status": "VALID",
+        "subAccount": "CASH",
+        "tradeDate": "2024-03-15T04:00:00+0000",
+        "netAmount": 0.0,
+        "transferItems": [
+            {
+                "instrument": {
+                    "assetType": "OPTION",
+                    "symbol": "SPY   240315P00500000",
+                    "underlyingSymbol": "SPY",
+                    "putCall": "PUT",
+                },
+                "amount": amount,
+                "cost": 0.0,
+                "price": 0.0,
+                "positionEffect": "CLOSING",
+            }
+        ],
+    }
+    return dict(wire(body))
+
+
 def streamer_login_ok() -> str:
     # schwab-py tests/streaming_test.py success_response
     return json.dumps(

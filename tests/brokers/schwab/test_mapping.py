@@ -283,6 +283,41 @@ def test_transactions() -> None:
         mapping.transaction_from_wire(payloads.trade_transaction() | {"type": "GIFT"})
 
 
+@pytest.mark.parametrize(
+    ("description", "kind"),
+    [
+        ("REMOVAL OF OPTION DUE TO EXPIRATION", "option_expiration"),
+        ("Removal of Option due to assignment", "option_assignment"),
+        ("REMOVAL OF OPTION DUE TO EXERCISE", "option_exercise"),
+    ],
+)
+def test_an_option_removal_is_a_lifecycle_transaction(description: str, kind: str) -> None:
+    for amount in (2.0, -2.0):  # the sign is not documented: reported unsigned
+        tx = mapping.transaction_from_wire(payloads.option_removal(description, amount))
+        assert tx is not None
+        assert (tx.transaction_id, tx.type, tx.symbol, tx.quantity) == (
+            "71813790001",
+            kind,
+            "SPY240315P00500000",
+            Decimal(2),
+        )
+
+
+def test_other_receive_and_deliver_rows_and_malformed_removals() -> None:
+    acat = payloads.option_removal("TRANSFER OF SECURITY OR OPTION IN", 1.0)
+    transfer = mapping.transaction_from_wire(acat)
+    assert transfer is not None
+    assert (transfer.type, transfer.symbol) == ("transfer", None)
+    removal = payloads.option_removal("REMOVAL OF OPTION DUE TO EXPIRATION", 1.0)
+    item = removal["transferItems"][0]
+    for items in ([], [item, item], [item | {"instrument": {"assetType": "EQUITY"}}]):
+        with pytest.raises(errors.UnknownBrokerValue):
+            mapping.transaction_from_wire(removal | {"transferItems": items})
+    not_occ = item | {"instrument": item["instrument"] | {"symbol": "SPY"}}
+    with pytest.raises(errors.UnknownBrokerValue):
+        mapping.transaction_from_wire(removal | {"transferItems": [not_occ]})
+
+
 def test_streamer_info_from_user_preference() -> None:
     info = mapping.streamer_info(json.loads(payloads.user_preference()))
     assert info["streamerSocketUrl"] == "wss://streamer-api.schwab.com/ws"

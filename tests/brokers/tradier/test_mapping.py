@@ -224,7 +224,12 @@ def test_the_documented_history() -> None:
         Decimal("0.12"),
         "GENERAL ELECTRIC COMPANY",
     )
-    assert (expiry.type, expiry.description) == ("option", "Expired")
+    # An expiration, but of no named contract (the documented row has no symbol).
+    assert (expiry.type, expiry.description, expiry.symbol) == (
+        "option_expiration",
+        "Expired",
+        None,
+    )
     assert (purchase.type, purchase.amount) == ("buy", Decimal("-13.05"))
     assert sale.occurred_at == datetime(2018, 10, 31, tzinfo=UTC)
     deposit = {"amount": 100, "date": "2018-05-08T00:00:00Z", "type": "ach", "ach": {}}

@@ -1787,6 +1787,47 @@ class FakeSchwab:
         self._publish(login, account, order, "OrderFillCompleted")
         return 1
 
+    def settle_option(self, account: FakeAccount, symbol: str, event: str) -> dict[str, Any]:
+        """An option's end of life as Schwab reports it: the position is gone and a
+        ``RECEIVE_AND_DELIVER`` transaction removes it, ``description`` "REMOVAL OF OPTION DUE
+        TO EXPIRATION|ASSIGNMENT|EXERCISE" (TD Ameritrade's wording, which Schwab kept), one
+        ``transferItems`` entry of the contract with ``amount`` the position's change,
+        ``cost``/``price`` 0 and ``positionEffect`` CLOSING (spec ``TransferItem``; the
+        shape of recorded expirations in community fixtures). The underlying's delivery on
+        an exercise or assignment is not modelled. Returns the transaction."""
+        assert event in ("EXPIRATION", "ASSIGNMENT", "EXERCISE")
+        contract = OptionContract.parse(symbol)
+        position = account.positions.pop(contract.occ_padded)
+        now = self.now()
+        body = {
+            "activityId": next(self._seq),
+            "time": wire_time(now),
+            "description": f"REMOVAL OF OPTION DUE TO {event}",
+            "accountNumber": account.number,
+            "type": "RECEIVE_AND_DELIVER",
+            "status": "VALID",
+            "subAccount": "CASH",
+            "tradeDate": wire_time(now),
+            "netAmount": 0,
+            "transferItems": [
+                {
+                    "instrument": {
+                        "assetType": "OPTION",
+                        "symbol": contract.occ_padded,
+                        "underlyingSymbol": contract.underlying,
+                        "putCall": "CALL" if contract.right is OptionRight.call else "PUT",
+                        "strikePrice": num(contract.strike),
+                    },
+                    "amount": num(-position.qty),
+                    "cost": 0,
+                    "price": 0,
+                    "positionEffect": "CLOSING",
+                }
+            ],
+        }
+        account.transactions.append(body)
+        return body
+
     def _option_position_wire(self, symbol: str, position: FakePosition) -> dict[str, Any]:
         """An option ``Position``: unsigned long/short quantities, ``averagePrice`` per share,
         ``marketValue`` signed (negative when short), the spec's ``AccountOption``

@@ -1472,6 +1472,25 @@ class FakeTradier:
             }
         )
 
+    def expire_option(self, account: FakeAccount, symbol: str) -> dict[str, Any]:
+        """An option position expires: it is gone, and the nightly history gains the event
+        exactly as https://docs.tradier.com/docs/history documents it: ``{"amount": 0,
+        "date", "type": "option", "option": {"option_type": "OPTEXP", "description":
+        "Expired", "quantity"}}``, with no symbol and no id. Returns the event."""
+        position = account.positions.pop(symbol)
+        event: dict[str, Any] = {
+            "amount": 0,
+            "date": self.clock().strftime("%Y-%m-%dT00:00:00Z"),
+            "type": "option",
+            "option": {
+                "option_type": "OPTEXP",
+                "description": "Expired",
+                "quantity": -position.quantity,
+            },
+        }
+        account.history.append(event)
+        return event
+
     # --- market data ---------------------------------------------------------------------
 
     async def market_quotes(self, request: Request) -> Response:
