@@ -51,6 +51,7 @@ from app.errors import AppError  # noqa: E402
 from app.schemas.orders import OrderCreate  # noqa: E402
 from app.services.orders import OrderService, StoredResponse  # noqa: E402
 from scripts.bench.launch import (  # noqa: E402
+    LockWaits,
     asyncpg_dsn,
     cpu_ms_between,
     cpu_ticks,
@@ -192,6 +193,7 @@ class Phase:
     pg_cpu_ms: float = 0.0
     mean_batch: float = 1.0
     aborted: int = 0
+    lock_waiters: float = 0.0
 
 
 async def db_commits(url: str) -> int:
@@ -216,14 +218,14 @@ async def run_phase(
     poison_every: int,
     counter: list[int],
 ) -> None:
+    placed = [0]
     stop = time.monotonic() + seconds
     loop = asyncio.get_running_loop()
 
     async def client(user_id: str, account_id: str) -> None:
-        n = 0
         while time.monotonic() < stop:
-            n += 1
-            body = POISON if poison_every and n % poison_every == 0 else GOOD
+            placed[0] += 1
+            body = POISON if poison_every and placed[0] % poison_every == 0 else GOOD
             started = time.perf_counter()
             answer = await place(Placement(user_id, account_id, body, loop.create_future()))
             phase.latencies.append((time.perf_counter() - started) * 1000)
@@ -238,8 +240,10 @@ async def run_phase(
     pg_before, cpu_before = cpu_ticks(pids), time.process_time()
     commits_before, db_before = counter[0], await db_commits(url)
     started = time.perf_counter()
-    await asyncio.gather(*(client(u, a) for u, a in accounts))
+    async with LockWaits(url) as waits:
+        await asyncio.gather(*(client(u, a) for u, a in accounts))
     phase.seconds = time.perf_counter() - started
+    phase.lock_waiters = waits.mean().get("advisory", 0.0)
     phase.bench_cpu_ms = (time.process_time() - cpu_before) * 1000
     phase.pg_cpu_ms = cpu_ms_between(pg_before, cpu_ticks(pids))
     phase.commits = counter[0] - commits_before
@@ -309,12 +313,13 @@ def report(phases: list[Phase], args: argparse.Namespace, pg: dict[str, str]) ->
         f"group commit: paper market orders through OrderService in one process, "
         f"{args.clients} clients (a user and account each), {args.seconds:g} s per k, "
         f"Postgres {pg.pop('server_version')}; {variant}"
-        + (f"; every {args.poison_every}th order of a client refused" if args.poison_every else "")
+        + (f"; every {args.poison_every}th order refused" if args.poison_every else "")
     )
     print("Postgres: " + ", ".join(f"{name}={value}" for name, value in pg.items()))
     print(
         f"{'k':>3} | {'orders/s':>8} {'commits/s':>9} {'db xact/s':>9} | {'p50 ms':>7} "
-        f"{'p99 ms':>7} | {'batch':>5} {'aborted':>7} | CPU ms/order bench / pg | other"
+        f"{'p99 ms':>7} | {'batch':>5} {'aborted':>7} | {'lock wait':>9} | "
+        "CPU ms/order bench / pg | other"
     )
     for p in phases:
         placed = p.orders + p.refused + sum(p.errors.values())
@@ -326,10 +331,14 @@ def report(phases: list[Phase], args: argparse.Namespace, pg: dict[str, str]) ->
             f"{p.db_commits / p.seconds:>9.0f} | "
             f"{statistics.median(p.latencies):>7.1f} "
             f"{statistics.quantiles(p.latencies, n=100)[98]:>7.1f} | "
-            f"{p.mean_batch:>5.1f} {p.aborted:>7} | "
+            f"{p.mean_batch:>5.1f} {p.aborted:>7} | {p.lock_waiters:>9.1f} | "
             f"{p.bench_cpu_ms / max(placed, 1):>6.2f} / {p.pg_cpu_ms / max(placed, 1):.2f} | "
             f"{other}"
         )
+    print(
+        "lock wait: sessions waiting for the outbox lock (pg_stat_activity, mean of samples "
+        "every 100 ms); aborted: batches rolled back and placed again one by one"
+    )
     load = os.getloadavg()
     print(f"load: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -49,7 +50,7 @@ def new_keyring() -> str:
 # --- wrk ------------------------------------------------------------------------------
 
 
-def wrk(url: str, script: str, concurrency: int, duration: str) -> dict[str, float]:
+def wrk(url: str, script: str, concurrency: int, duration: str) -> dict[str, Any]:
     """One wrk run (2 threads, 30 s request timeout: wrk's default of 2 s drops slower answers
     from the latency figures); the Lua ``script`` prints ``RESULT requests duration_us p50_us
     p99_us non_2xx timeouts`` in its ``done``."""
@@ -156,6 +157,54 @@ async def postgres_settings(url: str, names: tuple[str, ...]) -> dict[str, str]:
         await conn.close()
     found = {row["name"]: row["setting"] + (row["unit"] or "") for row in rows}
     return {"server_version": version} | {name: found.get(name, "?") for name in names}
+
+
+class LockWaits:
+    """Samples, every 100 ms while running, how many of a database's sessions wait for a
+    lock, by kind (``advisory``: e.g. the outbox's ``pg_advisory_xact_lock``;
+    ``transactionid``/``tuple``: a row another transaction holds)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._stop = asyncio.Event()
+        self._samples = 0
+        self._waiting: collections.Counter[str] = collections.Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LockWaits:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    def mean(self) -> dict[str, float]:
+        """Mean number of sessions waiting, per lock kind."""
+        return {kind: n / max(self._samples, 1) for kind, n in self._waiting.most_common()}
+
+    def describe(self) -> str:
+        return ", ".join(f"{kind} {n:.1f}" for kind, n in self.mean().items()) or "none"
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(asyncpg_dsn(self._url))
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT wait_event, count(*) AS n FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                    "GROUP BY wait_event"
+                )
+                self._samples += 1
+                for row in rows:
+                    self._waiting[row["wait_event"]] += row["n"]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.1)
+        finally:
+            await conn.close()
 
 
 # --- servers ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -33,6 +34,7 @@ from app.db.migrate import upgrade  # noqa: E402
 from app.security.jwt import issue_dev_token  # noqa: E402
 from scripts.bench.launch import (  # noqa: E402
     AlpacaKey,
+    LockWaits,
     cpu_ms_between,
     cpu_ticks,
     fake_alpaca,
@@ -156,20 +158,22 @@ async def measured(
     concurrency: int,
     server: subprocess.Popen[bytes],
     others: dict[str, int],
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """One wrk run, with the CPU the server processes and the database's Postgres backends
     spent on it (ms per request; Postgres: only backends of this database), and that of
     ``others`` (name -> pid, e.g. the fake broker)."""
     app_before = cpu_ticks(group_pids(server.pid))
     pg_before = cpu_ticks(await postgres_pids(url))
     others_before = cpu_ticks(list(others.values()))
-    result = await asyncio.to_thread(wrk, target, script, concurrency, DURATION)
+    async with LockWaits(url) as waits:
+        result = await asyncio.to_thread(wrk, target, script, concurrency, DURATION)
     app_after = cpu_ticks(group_pids(server.pid))
     pg_after = cpu_ticks(await postgres_pids(url))
     others_after = cpu_ticks(list(others.values()))
     requests = max(result["requests"], 1)
     result["app_cpu_ms"] = cpu_ms_between(app_before, app_after) / requests
     result["pg_cpu_ms"] = cpu_ms_between(pg_before, pg_after) / requests
+    result["lock_waits"] = waits.describe()
     for name, pid in others.items():
         spent = cpu_ms_between({pid: others_before.get(pid, 0)}, {pid: others_after.get(pid, 0)})
         result[f"{name}_cpu_ms"] = spent / requests
@@ -231,7 +235,7 @@ async def open_accounts(
 
 async def run_gateway(
     admin: str, target: Target, live: bool, users: int, latency_ms: float
-) -> tuple[dict[int, dict[str, float]], int]:
+) -> tuple[dict[int, dict[str, Any]], int]:
     """The gateway of ``target`` under wrk at each concurrency; also the largest number of
     orders any one Alpaca key was sent (the per-key rate limit is 200 a minute)."""
     async with fresh_database(admin) as url:
@@ -271,7 +275,7 @@ async def run_gateway(
     return results, int(sent) // max(len(pairs), 1)
 
 
-async def run_bare(admin: str) -> dict[int, dict[str, float]]:
+async def run_bare(admin: str) -> dict[int, dict[str, Any]]:
     async with fresh_database(admin) as url:
         port = free_port()
         bare_url = f"http://127.0.0.1:{port}"
@@ -302,7 +306,7 @@ async def main(args: argparse.Namespace) -> None:
     targets = [worktree_of(ref) for ref in args.ref]
     targets.append(Target("this checkout", ROOT))
     explicit = os.environ.get("BENCH_DATABASE_URL")
-    gateways: dict[str, dict[int, dict[str, float]]] = {}
+    gateways: dict[str, dict[int, dict[str, Any]]] = {}
     per_key: dict[str, int] = {}
     async with postgres_server() as admin:
         for target in targets:
@@ -348,6 +352,10 @@ async def main(args: argparse.Namespace) -> None:
             f"c={c} {bare[c]['app_cpu_ms']:.2f} / {bare[c]['pg_cpu_ms']:.2f}" for c in CONCURRENCY
         )
     )
+    print("sessions waiting for a lock in the gateway's database (mean, by kind):")
+    for label, results in gateways.items():
+        for c in CONCURRENCY:
+            print(f"{label:<28} {c:>3} | {results[c]['lock_waits']}")
     if args.live:
         for label, most in per_key.items():
             note = "" if most < 190 else " (past the 200 burst: the limiter may have queued some)"
