@@ -9,10 +9,13 @@ with a paper account of its own (a user each) that place one order after another
 - ``k=4, 16, 64``: group commit, written here (the service is unchanged): a placement
   waits in a queue; a committer takes up to k waiting placements, runs each through the
   same ``OrderService`` code on one shared session whose ``commit`` only flushes, commits
-  once for all, and only then answers each. A placement that fails or rolls back aborts
-  its batch: the batch is rolled back and every placement of it is placed again on its
-  own (``OrderService.place``, one transaction each), so a bad order costs the others one
-  wasted batch and nothing else. ``ceil(clients / k)`` committers run at once.
+  once for all, and only then answers each. ``ceil(clients / k)`` committers run at once.
+  A placement that fails or rolls back (a refusal, a failed statement) either aborts its
+  batch, which is rolled back and each of its placements placed again on its own
+  (``OrderService.place``, one transaction each: ``--isolation replay``, the default), or
+  rolls back to a savepoint of its own taken before it, the others going on
+  (``--isolation savepoint``: SAVEPOINT and RELEASE, two more round trips per order).
+  ``--poison-every N`` makes every Nth order one the paper broker refuses.
 
 Order events are held back to the end of the batch (``--events-inline`` writes them with
 each order): inserting into ``order_events`` takes the outbox's global advisory lock
@@ -85,12 +88,16 @@ class BatchAborted(Exception):
 
 class BatchSession:
     """The batch's session as one placement's code sees it: ``commit`` flushes (the batch
-    commits once for all), ``rollback`` aborts the batch, closing leaves it open. Every
-    other attribute is the real session's."""
+    commits once for all), closing leaves it open, every other attribute is the real
+    session's. ``rollback`` aborts the batch (``savepoints=False``), or rolls the placement
+    back to its savepoint and opens a fresh one for what the service does next, e.g.
+    recording a refusal (``savepoints=True``)."""
 
-    def __init__(self, real: Any, *, hold_events: bool) -> None:
+    def __init__(self, real: Any, *, hold_events: bool, savepoints: bool) -> None:
         self._real = real
         self._hold_events = hold_events
+        self._savepoints = savepoints
+        self._nested: Any = None
         self.held: list[OrderEvent] = []
 
     async def __aenter__(self) -> BatchSession:
@@ -99,6 +106,16 @@ class BatchSession:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
+    async def begin_placement(self) -> None:
+        if self._savepoints:
+            self._nested = await self._real.begin_nested()
+
+    async def abandon_placement(self) -> None:
+        """The placement ended with an error answer: undo what it left (savepoints only)."""
+        if self._nested is not None and self._nested.is_active:
+            await self._nested.rollback()
+        self._nested = None
+
     async def commit(self) -> None:
         if self._hold_events:
             events = [obj for obj in self._real.new if isinstance(obj, OrderEvent)]
@@ -106,9 +123,15 @@ class BatchSession:
                 self._real.expunge(obj)
             self.held.extend(events)
         await self._real.flush()
+        if self._nested is not None:
+            await self._nested.commit()  # RELEASE SAVEPOINT
+            self._nested = None
 
     async def rollback(self) -> None:
-        raise BatchAborted
+        if not self._savepoints:
+            raise BatchAborted
+        await self.abandon_placement()
+        await self.begin_placement()
 
     async def close(self) -> None:
         return None
@@ -142,11 +165,14 @@ async def place_alone(service: OrderService, p: Placement) -> StoredResponse | A
 
 
 class GroupCommitter:
-    def __init__(self, ctx: Any, service: OrderService, k: int, *, hold_events: bool) -> None:
+    def __init__(
+        self, ctx: Any, service: OrderService, k: int, *, hold_events: bool, savepoints: bool
+    ) -> None:
         self._ctx = ctx
         self._service = service
         self._k = k
         self._hold_events = hold_events
+        self._savepoints = savepoints
         self.queue: asyncio.Queue[Placement] = asyncio.Queue()
         self.batches: list[int] = []
         self.aborted = 0
@@ -162,11 +188,20 @@ class GroupCommitter:
     async def _commit(self, batch: list[Placement]) -> None:
         answers: list[StoredResponse | AppError]
         async with self._ctx.sessionmaker() as real:
-            shared = BatchSession(real, hold_events=self._hold_events)
+            shared = BatchSession(real, hold_events=self._hold_events, savepoints=self._savepoints)
             ctx = dataclasses.replace(self._ctx, sessionmaker=lambda: shared)
             service = OrderService(ctx)
             try:
-                answers = [await service.place(**p.kwargs()) for p in batch]
+                answers = []
+                for p in batch:
+                    await shared.begin_placement()
+                    try:
+                        answers.append(await service.place(**p.kwargs()))
+                    except AppError as exc:
+                        if not self._savepoints:
+                            raise
+                        await shared.abandon_placement()  # its answer is the error
+                        answers.append(exc)
                 real.add_all(shared.held)  # the events last: the outbox lock until commit
                 await real.commit()
             except Exception:
@@ -281,7 +316,13 @@ async def run(url: str, args: argparse.Namespace) -> list[Phase]:
                 committer = None
                 tasks: list[asyncio.Task[None]] = []
             else:
-                committer = GroupCommitter(ctx, service, k, hold_events=not args.events_inline)
+                committer = GroupCommitter(
+                    ctx,
+                    service,
+                    k,
+                    hold_events=not args.events_inline,
+                    savepoints=args.isolation == "savepoint",
+                )
                 tasks = [
                     asyncio.create_task(committer.run()) for _ in range(math.ceil(args.clients / k))
                 ]
@@ -309,6 +350,11 @@ async def run(url: str, args: argparse.Namespace) -> list[Phase]:
 
 def report(phases: list[Phase], args: argparse.Namespace, pg: dict[str, str]) -> None:
     variant = "events inline" if args.events_inline else "events written last in each batch"
+    variant += (
+        "; a failed placement rolls back to its savepoint"
+        if args.isolation == "savepoint"
+        else "; a failed placement aborts its batch, replayed one by one"
+    )
     print(
         f"group commit: paper market orders through OrderService in one process, "
         f"{args.clients} clients (a user and account each), {args.seconds:g} s per k, "
@@ -359,6 +405,13 @@ if __name__ == "__main__":
     parser.add_argument("--k", type=int, action="append", help="batch sizes (default 4 16 64)")
     parser.add_argument("--poison-every", type=int, default=0, help="refuse every Nth order")
     parser.add_argument("--events-inline", action="store_true")
+    parser.add_argument(
+        "--isolation",
+        choices=("replay", "savepoint"),
+        default="replay",
+        help="a failed placement: abort and replay its batch one by one, or roll back to "
+        "its own savepoint (2 more round trips per order)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="run the k sequence N times")
     parsed = parser.parse_args()
     parsed.k = parsed.k or [4, 16, 64]
