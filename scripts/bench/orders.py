@@ -7,9 +7,9 @@ Paper (default): paper orders from one user over 64 paper accounts. ``--live``: 
 BYOB connections, one user per connection (``--users``), each with its own API key in the
 vault, against the fake Alpaca in a process of its own. ``--ref REF`` (repeatable) runs the
 same bench, in the same invocation and on the same Postgres, against a ``git worktree``
-checkout of REF as well (kept under var/bench-ref/<commit>; the gateway runs from it with
-this checkout's virtualenv and ``PYTHONPATH`` set to it, and its own migrations build its
-database). Each gateway (and the bare endpoint) gets a database of its own.
+checkout of REF as well (under var/bench-ref/<commit>, removed at the end; the gateway runs
+from it with this checkout's virtualenv and ``PYTHONPATH`` set to it, and its own
+migrations build its database). Each gateway (and the bare endpoint) gets a database of its own.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ class Target:
 
 
 def worktree_of(ref: str) -> Target:
-    """A ``git worktree`` checkout of ``ref`` under var/bench-ref/<commit> (reused by the
-    next run; remove it with ``git worktree remove var/bench-ref/<commit>``)."""
+    """A ``git worktree`` checkout of ``ref`` under var/bench-ref/<commit> (``main`` removes
+    it at the end)."""
     commit = subprocess.run(  # noqa: S603
         ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],  # noqa: S607
         cwd=ROOT,
@@ -134,6 +134,15 @@ def worktree_of(ref: str) -> Target:
             capture_output=True,
         )
     return Target(f"{ref} ({commit[:7]})", path)
+
+
+def remove_worktree(target: Target) -> None:
+    subprocess.run(  # noqa: S603
+        ["git", "worktree", "remove", "--force", str(target.root)],  # noqa: S607
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+    )
 
 
 async def migrate(target: Target, url: str) -> None:
@@ -308,14 +317,19 @@ async def main(args: argparse.Namespace) -> None:
     explicit = os.environ.get("BENCH_DATABASE_URL")
     gateways: dict[str, dict[int, dict[str, Any]]] = {}
     per_key: dict[str, int] = {}
-    async with postgres_server() as admin:
+    try:
+        async with postgres_server() as admin:
+            for target in targets:
+                results, most = await run_gateway(
+                    explicit or admin, target, args.live, args.users, args.latency_ms
+                )
+                gateways[target.label] = results
+                per_key[target.label] = most
+            bare = await run_bare(explicit or admin)
+    finally:
         for target in targets:
-            results, most = await run_gateway(
-                explicit or admin, target, args.live, args.users, args.latency_ms
-            )
-            gateways[target.label] = results
-            per_key[target.label] = most
-        bare = await run_bare(explicit or admin)
+            if target.root != ROOT:
+                remove_worktree(target)
 
     if args.live:
         title = (
