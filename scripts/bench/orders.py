@@ -1,18 +1,29 @@
-"""Driver for scripts/bench/orders (see that file). Not a test: it prints figures."""
+"""Driver for scripts/bench/orders (see that file). Not a test: it prints figures.
+
+    orders.py [--live] [--users 64] [--latency-ms 0] [--ref GIT_REF ...]
+
+Paper (default): paper orders from one user over 64 paper accounts. ``--live``: limit orders
+(far below the market, so each one rests and every order takes the same path) on Alpaca
+BYOB connections, one user per connection (``--users``), each with its own API key in the
+vault, against the fake Alpaca in a process of its own. ``--ref REF`` (repeatable) runs the
+same bench, in the same invocation and on the same Postgres, against a ``git worktree``
+checkout of REF as well (under var/bench-ref/<commit>, removed at the end; the gateway runs
+from it with this checkout's virtualenv and ``PYTHONPATH`` set to it, and its own
+migrations build its database). Each gateway (and the bare endpoint) gets a database of its own.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import base64
+import contextlib
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -21,11 +32,25 @@ sys.path.insert(0, str(ROOT))
 
 from app.db.migrate import upgrade  # noqa: E402
 from app.security.jwt import issue_dev_token  # noqa: E402
+from scripts.bench.launch import (  # noqa: E402
+    AlpacaKey,
+    LockWaits,
+    cpu_ms_between,
+    cpu_ticks,
+    fake_alpaca,
+    group_pids,
+    new_keyring,
+    postgres_pids,
+    start_server,
+    stop_server,
+    wrk,
+)
 from tests.postgres import free_port, fresh_database, postgres_server  # noqa: E402
 
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 ACCOUNTS = 64
+CONCURRENCY = (8, 64)
 
 WRK_SCRIPT = """
 local accounts = {%(accounts)s}
@@ -45,13 +70,14 @@ request = function()
   local account = accounts[(counter %% #accounts) + 1]
   local headers = {}
   headers["Content-Type"] = "application/json"
-  headers["Authorization"] = "Bearer %(token)s"
+  headers["Authorization"] = "Bearer " .. account[2]
   headers["Idempotency-Key"] = prefix .. "-" .. counter
-  return wrk.format("POST", "/v1/accounts/" .. account .. "/orders", headers, %(body)s)
+  return wrk.format("POST", "/v1/accounts/" .. account[1] .. "/orders", headers, %(body)s)
 end
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%f %%f %%d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), summary.errors.status))
+  io.write(string.format("RESULT %%d %%d %%f %%f %%d %%d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
+    summary.errors.timeout))
 end
 """
 
@@ -60,221 +86,304 @@ request = function()
   return wrk.format("POST", "/bare", {["Content-Type"]="application/json"}, %(body)s)
 end
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%f %%f %%d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), summary.errors.status))
+  io.write(string.format("RESULT %%d %%d %%f %%f %%d %%d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
+    summary.errors.timeout))
 end
 """
 
-ORDER_BODY = '{"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"}'
+PAPER_BODY = '{"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"}'
+# Far below the market: the order rests at the broker, so every order takes the same path.
+LIVE_BODY = (
+    '{"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "limit", '
+    '"limit_price": "1.00", "time_in_force": "gtc"}'
+)
 
 
-def wrk(url: str, script: str, concurrency: int) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
-    out = subprocess.run(  # noqa: S603
-        ["wrk", "-t2", f"-c{concurrency}", f"-d{DURATION}", "-s", handle.name, url],  # noqa: S607
+@dataclass(frozen=True)
+class Target:
+    """What runs the gateway: this checkout, or a worktree of another commit."""
+
+    label: str
+    root: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        if self.root == ROOT:
+            return {}
+        return {"PYTHONPATH": str(self.root)}
+
+
+def worktree_of(ref: str) -> Target:
+    """A ``git worktree`` checkout of ``ref`` under var/bench-ref/<commit> (``main`` removes
+    it at the end)."""
+    commit = subprocess.run(  # noqa: S603
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],  # noqa: S607
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
-    ).stdout
-    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) (\d+)", out)
-    assert match, out
-    requests, duration_us, p50_us, p99_us, errors = match.groups()
-    return {
-        "rps": int(requests) / (int(duration_us) / 1e6),
-        "p50_ms": float(p50_us) / 1000,
-        "p99_ms": float(p99_us) / 1000,
-        "non_2xx": int(errors),
-    }
-
-
-_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _cpu_ticks(pids: list[int]) -> dict[int, int]:
-    """utime + stime of each process still alive."""
-    found = {}
-    for pid in pids:
-        fields = _stat(pid)
-        if fields is not None:
-            found[pid] = int(fields[11]) + int(fields[12])
-    return found
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Every process of a server's process group (uvicorn's supervisor and workers)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields is not None and int(fields[2]) == pgid:
-                pids.append(int(entry.name))
-    return pids
-
-
-async def postgres_pids(url: str) -> list[int]:
-    """The Postgres backends serving the bench's own database (not other clients')."""
-    import asyncpg
-
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()"
+    ).stdout.strip()
+    path = ROOT / "var" / "bench-ref" / commit[:12]
+    if not (path / "app").is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(  # noqa: S603
+            ["git", "worktree", "add", "--detach", str(path), commit],  # noqa: S607
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
         )
-    finally:
-        await conn.close()
-    return [row["pid"] for row in rows]
+    return Target(f"{ref} ({commit[:7]})", path)
+
+
+def remove_worktree(target: Target) -> None:
+    subprocess.run(  # noqa: S603
+        ["git", "worktree", "remove", "--force", str(target.root)],  # noqa: S607
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+    )
+
+
+async def migrate(target: Target, url: str) -> None:
+    """The target's own migrations build its database (its schema, its head)."""
+    if target.root == ROOT:
+        await asyncio.to_thread(upgrade, url)
+        return
+    code = "import sys, app; from app.db.migrate import upgrade; upgrade(sys.argv[1])"
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", code, url],
+        cwd=target.root,
+        env={**os.environ, **target.env},
+        check=True,
+    )
 
 
 async def measured(
-    url: str, target: str, script: str, concurrency: int, server: subprocess.Popen[bytes]
-) -> dict[str, float]:
+    url: str,
+    target: str,
+    script: str,
+    concurrency: int,
+    server: subprocess.Popen[bytes],
+    others: dict[str, int],
+) -> dict[str, Any]:
     """One wrk run, with the CPU the server processes and the database's Postgres backends
-    spent on it (ms per request; Postgres: only backends of this database)."""
-    app_before = _cpu_ticks(group_pids(server.pid))
-    pg_before = _cpu_ticks(await postgres_pids(url))
-    result = await asyncio.to_thread(wrk, target, script, concurrency)
-    app_after = _cpu_ticks(group_pids(server.pid))
-    pg_after = _cpu_ticks(await postgres_pids(url))
-    requests = result["rps"] * float(DURATION.rstrip("s"))
-    app_ms = sum(t - app_before.get(p, 0) for p, t in app_after.items()) * _TICK_MS
-    pg_ms = sum(t - pg_before.get(p, 0) for p, t in pg_after.items()) * _TICK_MS
-    result["app_cpu_ms"] = app_ms / max(requests, 1)
-    result["pg_cpu_ms"] = pg_ms / max(requests, 1)
+    spent on it (ms per request; Postgres: only backends of this database), and that of
+    ``others`` (name -> pid, e.g. the fake broker)."""
+    app_before = cpu_ticks(group_pids(server.pid))
+    pg_before = cpu_ticks(await postgres_pids(url))
+    others_before = cpu_ticks(list(others.values()))
+    async with LockWaits(url) as waits:
+        result = await asyncio.to_thread(wrk, target, script, concurrency, DURATION)
+    app_after = cpu_ticks(group_pids(server.pid))
+    pg_after = cpu_ticks(await postgres_pids(url))
+    others_after = cpu_ticks(list(others.values()))
+    requests = max(result["requests"], 1)
+    result["app_cpu_ms"] = cpu_ms_between(app_before, app_after) / requests
+    result["pg_cpu_ms"] = cpu_ms_between(pg_before, pg_after) / requests
+    result["lock_waits"] = waits.describe()
+    for name, pid in others.items():
+        spent = cpu_ms_between({pid: others_before.get(pid, 0)}, {pid: others_after.get(pid, 0)})
+        result[f"{name}_cpu_ms"] = spent / requests
     return result
 
 
-def start_server(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)  # noqa: S603
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1).status_code < 500:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
-
-
-async def main() -> None:
-    explicit = os.environ.get("BENCH_DATABASE_URL")
-    async with postgres_server() as admin, fresh_database(explicit or admin) as url:
-        await asyncio.to_thread(upgrade, url)
-        secret = "bench-secret-" + os.urandom(32).hex()
-        keyring = json.dumps(
-            {
-                "primary": 1,
-                "min_decryption_version": 1,
-                "keys": {"1": base64.b64encode(os.urandom(32)).decode()},
-            }
-        )
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "BROKERAGE_JWT_SECRET": secret,
-            "BROKERAGE_KEYRING_JSON": keyring,
-            "BROKERAGE_LOG_LEVEL": "WARNING",
-            "BROKERAGE_PAPER_TICK_SECONDS": "1",
+def gateway_env(url: str, secret: str, fake_url: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "BROKERAGE_JWT_SECRET": secret,
+        "BROKERAGE_KEYRING_JSON": new_keyring(),
+        "BROKERAGE_AUDIT_KEY": "bench-audit-" + os.urandom(32).hex(),
+        "BROKERAGE_LOG_LEVEL": "WARNING",
+        "BROKERAGE_PAPER_TICK_SECONDS": "1",
+    }
+    if fake_url is not None:
+        env |= {
+            "BROKERAGE_ALPACA_TRADING_URL": fake_url,
+            "BROKERAGE_ALPACA_DATA_URL": fake_url,
+            # Policy, not cost: the bench users trade live at once, no paper round trips first.
+            "BROKERAGE_PAPER_FIRST_CYCLES": "0",
         }
-        gateway_port, bare_port = free_port(), free_port()
-        gateway_url, bare_url = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{bare_port}"
-        gateway = start_server(
-            [
-                str(ROOT / ".venv/bin/brokerage"),
-                "serve",
-                "--port",
-                str(gateway_port),
-                "--workers",
-                str(WORKERS),
-            ],
-            env,
-            gateway_port,
-        )
-        try:
-            token = issue_dev_token(secret, "bench")
-            headers = {"Authorization": f"Bearer {token}"}
-            accounts = []
-            async with httpx.AsyncClient(base_url=gateway_url, headers=headers) as client:
-                for _ in range(ACCOUNTS):
-                    r = await client.post(
-                        "/v1/connections",
-                        json={"broker": "paper", "options": {"starting_cash": "1000000000"}},
-                    )
-                    r.raise_for_status()
-                    accounts.append(r.json()["accounts"][0])
-            script = WRK_SCRIPT % {
-                "accounts": ",".join(f'"{a}"' for a in accounts),
-                "token": token,
-                "run": os.urandom(6).hex(),
-                "body": json.dumps(ORDER_BODY),
-            }
-            wrk(gateway_url, script, 8)  # warm-up
-            gateway_results = {
-                c: await measured(url, gateway_url, script, c, gateway) for c in (8, 64)
-            }
-        finally:
-            stop_server(gateway)
+    return env
 
+
+async def open_accounts(
+    gateway_url: str, secret: str, keys: list[AlpacaKey] | None
+) -> list[tuple[str, str]]:
+    """(account id, bearer token) pairs: 64 paper accounts of one user, or one Alpaca BYOB
+    connection per user, its key stored in the vault."""
+    pairs = []
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        if keys is None:
+            token = issue_dev_token(secret, "bench")
+            for _ in range(ACCOUNTS):
+                r = await client.post(
+                    "/v1/connections",
+                    json={"broker": "paper", "options": {"starting_cash": "1000000000"}},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                r.raise_for_status()
+                pairs.append((r.json()["accounts"][0], token))
+            return pairs
+        for n, key in enumerate(keys):
+            token = issue_dev_token(secret, f"bench-user-{n}")
+            r = await client.post(
+                "/v1/connections",
+                json={
+                    "broker": "alpaca",
+                    "credentials": {"api_key_id": key.key_id, "api_secret_key": key.secret},
+                },
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            r.raise_for_status()
+            pairs.append((r.json()["accounts"][0], token))
+    return pairs
+
+
+async def run_gateway(
+    admin: str, target: Target, live: bool, users: int, latency_ms: float
+) -> tuple[dict[int, dict[str, Any]], int]:
+    """The gateway of ``target`` under wrk at each concurrency; also the largest number of
+    orders any one Alpaca key was sent (the per-key rate limit is 200 a minute)."""
+    async with fresh_database(admin) as url:
+        await migrate(target, url)
+        secret = "bench-secret-" + os.urandom(32).hex()
+        keys = [AlpacaKey.new() for _ in range(users)] if live else None
+        fake_cm = fake_alpaca(keys, latency_ms=latency_ms) if keys else contextlib.nullcontext()
+        async with fake_cm as fake:
+            port = free_port()
+            gateway_url = f"http://127.0.0.1:{port}"
+            args = ["-m", "app.cli", "serve", "--port", str(port), "--workers", str(WORKERS)]
+            gateway = start_server(
+                [sys.executable, *args],
+                gateway_env(url, secret, fake.url if fake else None) | target.env,
+                port,
+                cwd=target.root,
+            )
+            try:
+                pairs = await open_accounts(gateway_url, secret, keys)
+                script = WRK_SCRIPT % {
+                    "accounts": ",".join(f'{{"{a}","{t}"}}' for a, t in pairs),
+                    "run": os.urandom(6).hex(),
+                    "body": json.dumps(LIVE_BODY if live else PAPER_BODY),
+                }
+                # Warm-up, unmeasured (shorter live: each key may send 200 orders a minute).
+                warm = await asyncio.to_thread(
+                    wrk, gateway_url, script, 8, "3s" if live else DURATION
+                )
+                others = {"fake": fake.pid} if fake else {}
+                results = {
+                    c: await measured(url, gateway_url, script, c, gateway, others)
+                    for c in CONCURRENCY
+                }
+            finally:
+                stop_server(gateway)
+    sent = warm["requests"] + sum(r["requests"] for r in results.values())
+    return results, int(sent) // max(len(pairs), 1)
+
+
+async def run_bare(admin: str) -> dict[int, dict[str, Any]]:
+    async with fresh_database(admin) as url:
+        port = free_port()
+        bare_url = f"http://127.0.0.1:{port}"
         bare = start_server(
             [
                 str(ROOT / ".venv/bin/uvicorn"),
                 "scripts.bench.bare_app:app",
                 "--port",
-                str(bare_port),
+                str(port),
                 "--workers",
                 str(WORKERS),
                 "--no-access-log",
                 "--log-level",
                 "warning",
             ],
-            env,
-            bare_port,
+            {**os.environ, "DATABASE_URL": url},
+            port,
         )
         try:
-            bare_script = BARE_SCRIPT % {"body": json.dumps(ORDER_BODY)}
-            wrk(bare_url, bare_script, 8)
-            bare_results = {c: await measured(url, bare_url, bare_script, c, bare) for c in (8, 64)}
+            script = BARE_SCRIPT % {"body": json.dumps(PAPER_BODY)}
+            await asyncio.to_thread(wrk, bare_url, script, 8, DURATION)
+            return {c: await measured(url, bare_url, script, c, bare, {}) for c in CONCURRENCY}
         finally:
             stop_server(bare)
 
-    title = "paper orders through the gateway vs a bare one-insert endpoint"
-    print(f"{title} ({WORKERS} workers, {DURATION} each)")
+
+async def main(args: argparse.Namespace) -> None:
+    targets = [worktree_of(ref) for ref in args.ref]
+    targets.append(Target("this checkout", ROOT))
+    explicit = os.environ.get("BENCH_DATABASE_URL")
+    gateways: dict[str, dict[int, dict[str, Any]]] = {}
+    per_key: dict[str, int] = {}
+    try:
+        async with postgres_server() as admin:
+            for target in targets:
+                results, most = await run_gateway(
+                    explicit or admin, target, args.live, args.users, args.latency_ms
+                )
+                gateways[target.label] = results
+                per_key[target.label] = most
+            bare = await run_bare(explicit or admin)
+    finally:
+        for target in targets:
+            if target.root != ROOT:
+                remove_worktree(target)
+
+    if args.live:
+        title = (
+            f"live Alpaca limit orders ({args.users} users, one BYOB connection and key each; "
+            f"fake Alpaca in its own process, latency {args.latency_ms:g} ms)"
+        )
+    else:
+        title = "paper orders through the gateway"
+    print(f"{title} vs a bare one-insert endpoint ({WORKERS} workers, {DURATION} each)")
     print(
-        f"{'concurrency':>11} | {'gateway orders/s':>16} {'p50 ms':>7} {'p99 ms':>7} | "
-        f"{'bare req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | ratio"
+        f"{'gateway':<28} {'c':>3} | {'orders/s':>8} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'bare req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | ratio | CPU ms/order gw / pg"
+        + (" / fake" if args.live else "")
     )
-    for c in (8, 64):
-        g, b = gateway_results[c], bare_results[c]
-        line = (
-            f"{c:>11} | {g['rps']:>16.0f} {g['p50_ms']:>7.2f} {g['p99_ms']:>7.2f} | "
-            f"{b['rps']:>10.0f} {b['p50_ms']:>7.2f} {b['p99_ms']:>7.2f} | {g['rps'] / b['rps']:.2f}"
+    for label, results in gateways.items():
+        for c in CONCURRENCY:
+            g, b = results[c], bare[c]
+            line = (
+                f"{label:<28} {c:>3} | {g['rps']:>8.0f} {g['p50_ms']:>7.2f} {g['p99_ms']:>7.2f} | "
+                f"{b['rps']:>10.0f} {b['p50_ms']:>7.2f} {b['p99_ms']:>7.2f} | "
+                f"{g['rps'] / b['rps']:5.2f} | {g['app_cpu_ms']:.2f} / {g['pg_cpu_ms']:.2f}"
+            )
+            if args.live:
+                line += f" / {g['fake_cpu_ms']:.2f}"
+            if g["non_2xx"] or b["non_2xx"] or g["timeouts"] or b["timeouts"]:
+                line += (
+                    f"  (non-2xx: gateway {g['non_2xx']}, bare {b['non_2xx']}; "
+                    f"timeouts after 30 s: gateway {g['timeouts']}, bare {b['timeouts']})"
+                )
+            print(line)
+    print(
+        "bare CPU ms/request (server / its Postgres backends): "
+        + ", ".join(
+            f"c={c} {bare[c]['app_cpu_ms']:.2f} / {bare[c]['pg_cpu_ms']:.2f}" for c in CONCURRENCY
         )
-        if g["non_2xx"] or b["non_2xx"]:
-            line += f"  (non-2xx: gateway {g['non_2xx']}, bare {b['non_2xx']})"
-        print(line)
-    print("CPU ms per request (service processes / its Postgres backends):")
-    for c in (8, 64):
-        g, b = gateway_results[c], bare_results[c]
-        print(
-            f"{c:>11} | gateway {g['app_cpu_ms']:.2f} / {g['pg_cpu_ms']:.2f} | "
-            f"bare {b['app_cpu_ms']:.2f} / {b['pg_cpu_ms']:.2f}"
-        )
-    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    )
+    print("sessions waiting for a lock in the gateway's database (mean, by kind):")
+    for label, results in gateways.items():
+        for c in CONCURRENCY:
+            print(f"{label:<28} {c:>3} | {results[c]['lock_waits']}")
+    if args.live:
+        for label, most in per_key.items():
+            note = "" if most < 190 else " (past the 200 burst: the limiter may have queued some)"
+            print(f"{label}: about {most} orders per Alpaca key in the run{note}")
+    load = os.getloadavg()
+    print(f"load: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--live", action="store_true", help="live Alpaca orders (fake Alpaca)")
+    parser.add_argument("--users", type=int, default=64, help="--live: users, one key each")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="--live: fake's latency")
+    parser.add_argument(
+        "--ref", action="append", default=[], help="also run the gateway of this git ref"
+    )
+    asyncio.run(main(parser.parse_args()))

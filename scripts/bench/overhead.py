@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import collections
 import contextlib
 import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -28,7 +25,8 @@ from app.config import Settings  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.security.jwt import issue_dev_token  # noqa: E402
-from tests.fakes.alpaca import FakeAlpaca, serve_asgi  # noqa: E402
+from scripts.bench.launch import AlpacaKey, fake_alpaca, new_keyring  # noqa: E402
+from tests.fakes.runner import serve_asgi  # noqa: E402
 from tests.postgres import fresh_database, postgres_server  # noqa: E402
 
 
@@ -65,24 +63,9 @@ async def database(kind: str) -> AsyncIterator[str]:
         yield url
 
 
-async def serve(role: str, config: dict[str, str]) -> None:
-    """A child process: serve the fake Alpaca or the gateway, print its URL, run until
-    killed (the parent terminates its children when the run ends)."""
-    if role == "fake":
-        fake = FakeAlpaca()
-        fake.add_account(key_id=config["key_id"], secret=config["secret"], cash="100000000")
-        fake.faults.latency = float(config["latency_ms"]) / 1000
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
-            print(url, flush=True)
-            await stop.wait()
-        # What the fake was asked, so a gateway that calls the broker more than once per
-        # order shows here (stderr: the parent reads only the URL from stdout).
-        counts = collections.Counter(f"{method} {path}" for method, path in fake.requests)
-        for request, n in counts.most_common(8):
-            print(f"fake served {n:5d} x {request}", file=sys.stderr)
-        return
+async def serve_gateway(config: dict[str, str]) -> None:
+    """A child process: serve the gateway, print its URL, run until killed (the parent
+    terminates its children when the run ends)."""
     settings = Settings(
         environment="test",
         database_url=config["database_url"],
@@ -104,14 +87,12 @@ async def serve(role: str, config: dict[str, str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def child(role: str, config: dict[str, str]) -> AsyncIterator[str]:
-    """``serve(role)`` in its own process (its CPU is not this one's); yields its URL."""
+async def gateway_process(config: dict[str, str]) -> AsyncIterator[str]:
+    """``serve_gateway`` in its own process (its CPU is not this one's); yields its URL."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
-        "--serve",
-        role,
-        "--config",
+        "--serve-gateway",
         json.dumps(config),
         stdout=asyncio.subprocess.PIPE,
     )
@@ -120,7 +101,7 @@ async def child(role: str, config: dict[str, str]) -> AsyncIterator[str]:
         while True:  # the URL line (a log line may come first)
             line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
             if not line:
-                raise RuntimeError(f"the {role} process stopped during start-up")
+                raise RuntimeError("the gateway process stopped during start-up")
             if line.startswith(b"http://"):
                 break
         yield line.decode().strip()
@@ -130,26 +111,20 @@ async def child(role: str, config: dict[str, str]) -> AsyncIterator[str]:
 
 
 async def main(orders: int, latency_ms: float, kind: str, concurrency: int) -> None:
-    key_id = "PK" + uuid.uuid4().hex[:18].upper()
-    secret = uuid.uuid4().hex + uuid.uuid4().hex
+    key = AlpacaKey.new()
+    key_id, secret = key.key_id, key.secret
     async with database(kind) as url:
-        keyring = json.dumps(
-            {
-                "primary": 1,
-                "min_decryption_version": 1,
-                "keys": {"1": base64.b64encode(os.urandom(32)).decode()},
-            }
-        )
+        keyring = new_keyring()
         jwt_secret = "bench-" + uuid.uuid4().hex
-        fake_config = {"key_id": key_id, "secret": secret, "latency_ms": str(latency_ms)}
-        async with child("fake", fake_config) as fake_url:
+        async with fake_alpaca([key], latency_ms=latency_ms) as fake:
+            fake_url = fake.url
             gateway_config = {
                 "database_url": url,
                 "jwt_secret": jwt_secret,
                 "keyring": keyring,
                 "fake_url": fake_url,
             }
-            async with child("gateway", gateway_config) as gateway_url:
+            async with gateway_process(gateway_config) as gateway_url:
                 token = issue_dev_token(SecretStr(jwt_secret), "bench-user")
                 auth = {"Authorization": f"Bearer {token}"}
                 limits = httpx.Limits(max_connections=concurrency * 2)
@@ -261,10 +236,9 @@ if __name__ == "__main__":
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--serve", choices=("fake", "gateway"), help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gateway", help=argparse.SUPPRESS)  # the child's JSON config
     args = parser.parse_args()
-    if args.serve is not None:
-        asyncio.run(serve(args.serve, json.loads(args.config)))
+    if args.serve_gateway is not None:
+        asyncio.run(serve_gateway(json.loads(args.serve_gateway)))
     else:
         asyncio.run(main(args.orders, args.latency_ms, args.database, args.concurrency))
