@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from app.brokers.base import OptionContract, OptionRight
-from app.services.lifecycle import LifecycleSweep, lifecycle_brokers
+from app.db.models import Order
+from app.services.lifecycle import LifecycleSweep, _net_filled, lifecycle_brokers
 from app.services.reconciliation import Reconciler
 from tests.brokers.tradier.test_api import Gateway
 from tests.brokers.tradier.test_api import gateway as tradier_gateway
@@ -293,3 +294,21 @@ async def test_two_expiration_rows_on_one_day_or_both_sides_held_are_refused(
         logged = _logged(caplog)
         assert any("several expiration rows on one day" in m for m in logged)
         assert any("held both long and short" in m for m in logged)
+
+
+def test_the_orders_made_of_lifecycle_events_are_not_counted_as_the_accounts_trades() -> None:
+    """A short of 2 opened through the gateway, one assigned (its order made by the sweep):
+    the gateway's own orders still say short 2, not "short 2, bought 1" (a later event of
+    the contract is judged on what the account traded, never on what the sweep made)."""
+    symbol = "AAPL261218P00150000"
+
+    def order(client_order_id: str, side: str, filled: str) -> Order:
+        return Order(
+            client_order_id=client_order_id, symbol=symbol, side=side, legs=None,
+            filled_quantity=D(filled),
+        )  # fmt: skip
+
+    opened = order("c-open", "sell", "2")
+    assigned = order("option_assignment:abc", "buy", "1")
+    assert _net_filled([opened, assigned]) == {symbol: D(-2)}
+    assert _net_filled([opened, order("c-close", "buy", "1")]) == {symbol: D(-1)}
