@@ -212,6 +212,45 @@ async def test_the_gateways_own_filled_order_tells_the_contract(db_url: str) -> 
         )
 
 
+async def test_a_leg_of_the_gateways_own_calendar_spread_tells_the_contract(db_url: str) -> None:
+    """A calendar spread placed through the gateway (one order, its legs expiring a week
+    apart) and filled: when the near leg expires, its contract is found in the order's legs."""
+    async with tradier_case(db_url) as c:
+        h = c.h
+        near, far = (
+            c.contract(OptionRight.call, strike=2),
+            c.contract(OptionRight.call, strike=2, week=1),
+        )
+        placed = await h.client.post(
+            f"/v1/accounts/{c.account}/orders",
+            json={
+                "legs": [
+                    {"symbol": near.symbol, "side": "sell", "ratio": 1, "position_effect": "open"},
+                    {"symbol": far.symbol, "side": "buy", "ratio": 1, "position_effect": "open"},
+                ],
+                "quantity": "1",
+                "order_type": "market",
+                "time_in_force": "day",
+            },
+            headers=h.auth(c.user, **{"Idempotency-Key": f"calendar-{uuid.uuid4().hex}"}),
+        )
+        assert placed.status_code == 201, placed.text
+        await c.gw.tradier.fake.match()
+        assert await Reconciler(h.state.ctx).run_once() >= 1
+        got = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(c.user))
+        assert got.json()["status"] == "filled", got.text
+        assert got.json()["symbol"] == "AAPL"  # the order's row names the underlying only
+        assert c.expire(near)["option"]["quantity"] == 1  # a short removed
+        baseline = len(await c.events())
+        assert await LifecycleSweep(h.state.ctx).run_once(datetime.now(UTC)) == 1
+        [event] = (await c.events())[baseline:]
+        assert (event["order"]["symbol"], event["order"]["side"], event["order"]["quantity"]) == (
+            near.symbol,
+            "buy",
+            "1",
+        )
+
+
 async def test_no_contract_known_held_that_day_is_refused(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
