@@ -243,8 +243,9 @@ class LifecycleSweep:
         self._due: dict[str, datetime] = {}
         self._last_held: dict[str, datetime] = {}  # when the account last held an option
         self._looked: set[str] = set()  # accounts looked at since this process started
-        # "<account>:<transaction>" already fed by this process, with when it happened;
-        # forgotten once older than the lookback (it is no longer read).
+        # "<account>:<transaction>" ("<account>:<day>" for DATE_MATCHED_BROKERS) already fed
+        # by this process, with when it happened; forgotten once older than the lookback (it
+        # is no longer read).
         self._adopted: dict[str, datetime] = {}
         # account -> contract symbol -> {signed quantity held: when this sweep last saw it}
         # (the side and size evidence of POSITION_SIDED_BROKERS and DATE_MATCHED_BROKERS;
