@@ -24,8 +24,16 @@ Which side closed is taken from what is known, never guessed:
   an assignment a short; a contradiction is refused). Both sides seen (the position flipped
   within the lookback), or none known for an expiration: logged, and left a transaction.
   A transaction another instance already adopted (its order exists) is not looked at again.
-* Tradier's history names no contract for an expiration and IBKR's Web API reports none:
-  they are not swept (README, "Option lifecycle events", says why for each).
+* ``DATE_MATCHED_BROKERS`` (Tradier) report an expiration as a history row with a date and
+  a signed quantity but no contract and no id (``OPTEXP``). A row dated D is the expiry of
+  a contract only when it can be known which: it is the only expiration row dated D, the
+  account is known (the same three sources as above) to have held exactly one option
+  contract expiring on D, on one side only, the row's sign agrees with that side (a long
+  removed is negative) and its size with a quantity held. Then it is adopted under a
+  broker id built from the account, D and the contract; otherwise logged, and left a
+  transaction.
+* IBKR's Web API reports no lifecycle event: it is not swept (README, "Option lifecycle
+  events", says why).
 
 Pacing: each account is looked at no more than once per its broker's interval
 (``Settings.option_lifecycle_poll_seconds`` / ``..._by_broker``); a look costs one positions
@@ -40,8 +48,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from app.brokers import errors as broker_errors
@@ -92,6 +101,12 @@ SIGNED_LIFECYCLE_BROKERS = frozenset({"alpaca", "tastytrade"})
 # of units of the security", no sign stated; ../shared/specs/snaptrade-api.yaml
 # UniversalActivity). The side comes from the account's positions (module docstring).
 POSITION_SIDED_BROKERS = frozenset({"schwab", "snaptrade"})
+# Brokers whose expiration rows name no contract: Tradier's history ``{"amount": 0, "date",
+# "type": "option", "option": {"option_type": "OPTEXP", "description": "Expired",
+# "quantity": -1.0}}`` (https://documentation.tradier.com/brokerage-api/accounts/
+# get-account-history), nightly, dated by day, without an id. Matched by date to the one
+# contract known held that expired that day (module docstring, ``_match_by_date``).
+DATE_MATCHED_BROKERS = frozenset({"tradier"})
 # Other brokers' lifecycle transactions stay readable through GET
 # /v1/accounts/{id}/transactions but are not made orders (README, "Option lifecycle events").
 
@@ -102,13 +117,14 @@ _IMPLIED = {"option_exercise": OrderSide.sell, "option_assignment": OrderSide.bu
 
 def lifecycle_brokers(ctx: ServiceContext) -> list[str]:
     """The live brokers whose accounts can trade options and whose lifecycle transactions
-    can be adopted (``SIGNED_LIFECYCLE_BROKERS`` and ``POSITION_SIDED_BROKERS``). The paper
-    broker reports its own expiries from its engine."""
+    can be adopted (``SIGNED_LIFECYCLE_BROKERS``, ``POSITION_SIDED_BROKERS`` and
+    ``DATE_MATCHED_BROKERS``). The paper broker reports its own expiries from its engine."""
+    swept = SIGNED_LIFECYCLE_BROKERS | POSITION_SIDED_BROKERS | DATE_MATCHED_BROKERS
     return [
         spec.slug
         for spec in ctx.registry.all()
         if spec.tier is not Tier.paper
-        and spec.slug in SIGNED_LIFECYCLE_BROKERS | POSITION_SIDED_BROKERS
+        and spec.slug in swept
         and spec.capabilities.asset_classes.get(AssetClass.option, Support.unsupported)
         is not Support.unsupported
     ]
@@ -227,12 +243,14 @@ class LifecycleSweep:
         self._due: dict[str, datetime] = {}
         self._last_held: dict[str, datetime] = {}  # when the account last held an option
         self._looked: set[str] = set()  # accounts looked at since this process started
-        # "<account>:<transaction>" already fed by this process, with when it happened;
-        # forgotten once older than the lookback (it is no longer read).
+        # "<account>:<transaction>" ("<account>:<day>" for DATE_MATCHED_BROKERS) already fed
+        # by this process, with when it happened; forgotten once older than the lookback (it
+        # is no longer read).
         self._adopted: dict[str, datetime] = {}
-        # account -> contract symbol -> {+1 long / -1 short: when this sweep last saw it}
-        # (POSITION_SIDED_BROKERS' side evidence; forgotten past the lookback).
-        self._seen: dict[str, dict[str, dict[int, datetime]]] = {}
+        # account -> contract symbol -> {signed quantity held: when this sweep last saw it}
+        # (the side and size evidence of POSITION_SIDED_BROKERS and DATE_MATCHED_BROKERS;
+        # forgotten past the lookback).
+        self._seen: dict[str, dict[str, dict[Decimal, datetime]]] = {}
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Returns how many lifecycle transactions were fed to the ingest this pass."""
@@ -298,14 +316,28 @@ class LifecycleSweep:
         transactions = await adapter.get_transactions(ref, now - lookback, None, None)
         ingest = OrderUpdateIngest(self._ctx.sessionmaker, connection.broker_slug)
         sided = connection.broker_slug in POSITION_SIDED_BROKERS
+        dated = connection.broker_slug in DATE_MATCHED_BROKERS
         fed = 0
         snapshot: dict[str, set[int]] | None = None
         for tx in sorted(transactions, key=lambda t: (t.occurred_at, t.transaction_id)):
-            key = f"{account.id}:{tx.transaction_id}"
-            if key in self._adopted or tx.type not in LIFECYCLE_TYPES:
+            if tx.type not in LIFECYCLE_TYPES:
+                continue
+            # A dated row's id is its place in the answer, which moves as rows are added:
+            # it is known by its day instead (at most one row a day is ever adopted).
+            day = tx.occurred_at.date()
+            key = f"{account.id}:{day:%Y-%m-%d}" if dated else f"{account.id}:{tx.transaction_id}"
+            if key in self._adopted:
                 continue
             held: frozenset[OrderSide] | None = None
-            if sided:
+            if dated:
+                if await self._recorded_on(account, day):  # adopted by another instance
+                    self._adopted[key] = tx.occurred_at
+                    continue
+                matched = await self._match_by_date(account, tx, transactions)
+                if matched is None:
+                    continue
+                tx, held = matched
+            elif sided:
                 if await self._recorded(account, tx):  # adopted by another instance
                     self._adopted[key] = tx.occurred_at
                     continue
@@ -327,11 +359,11 @@ class LifecycleSweep:
         for p in positions:
             symbol = contract_symbol(p.symbol) if p.asset_class is AssetClass.option else None
             if symbol is not None and p.quantity != _ZERO:
-                seen.setdefault(symbol, {})[1 if p.quantity > _ZERO else -1] = now
+                seen.setdefault(symbol, {})[p.quantity] = now
         for symbol in list(seen):
-            sides = {sign: at for sign, at in seen[symbol].items() if at >= horizon}
-            if sides:
-                seen[symbol] = sides
+            held = {quantity: at for quantity, at in seen[symbol].items() if at >= horizon}
+            if held:
+                seen[symbol] = held
             else:
                 del seen[symbol]
 
@@ -342,42 +374,142 @@ class LifecycleSweep:
         symbol = contract_symbol(tx.symbol)
         if symbol is None:
             return frozenset()
-        signs = set(self._seen.get(account_id, {}).get(symbol, {})) | snapshot.get(symbol, set())
+        seen = set(self._seen.get(account_id, {}).get(symbol, {}))
+        signs = {_sign(q) for q in seen} | snapshot.get(symbol, set())
         return frozenset(_CLOSING[sign] for sign in signs)
 
     async def _known_sides(
         self, account: Account, transactions: Iterable[Transaction]
     ) -> dict[str, set[int]]:
         """The option sides the database knows the account held (shared by every
-        instance): the account's last good portfolio read, and the net of the gateway's own
-        filled orders on each contract the transactions name."""
+        instance) in each contract the transactions name (``_known_holdings``)."""
         wanted = {
             s
             for s in (contract_symbol(t.symbol) for t in transactions if t.type in LIFECYCLE_TYPES)
             if s is not None
         }
+
+        async def filled(repo: OrderRepository) -> list[Order]:
+            # A single-leg order's row carries the contract, a multi-leg one's its underlying.
+            underlyings = {OptionContract.parse(s).underlying for s in wanted}
+            return await repo.filled_on_symbols(account.id, sorted(wanted | underlyings))
+
+        held = await self._known_holdings(account, wanted.__contains__, filled)
+        return {symbol: {_sign(q) for q in quantities} for symbol, quantities in held.items()}
+
+    async def _known_holdings(
+        self,
+        account: Account,
+        keep: Callable[[str], bool],
+        filled: Callable[[OrderRepository], Awaitable[list[Order]]],
+    ) -> dict[str, set[Decimal]]:
+        """The signed quantities the database knows the account held (shared by every
+        instance) in the contracts ``keep`` accepts: the account's last good portfolio
+        read, and the net of the gateway's own filled orders (those ``filled`` reads)."""
         async with self._ctx.sessionmaker() as session:
             found = await PortfolioSnapshotRepository.for_user(
                 session, account.user_id
             ).for_accounts([account.id])
-            # A single-leg order's row carries the contract, a multi-leg one's its underlying.
-            underlyings = {OptionContract.parse(s).underlying for s in wanted}
-            orders = await OrderRepository.for_system(session).filled_on_symbols(
-                account.id, sorted(wanted | underlyings)
-            )
-        sides: dict[str, set[int]] = {}
+            orders = await filled(OrderRepository.for_system(session))
+        held: dict[str, set[Decimal]] = {}
         snapshot = found.get(account.id)
         for row in snapshot.positions if snapshot is not None else []:
             symbol = contract_symbol(row.get("symbol"))
             if row.get("asset_class") != AssetClass.option.value or symbol is None:
                 continue
             quantity = Decimal(row.get("quantity") or "0")
-            if quantity != _ZERO:
-                sides.setdefault(symbol, set()).add(1 if quantity > _ZERO else -1)
+            if quantity != _ZERO and keep(symbol):
+                held.setdefault(symbol, set()).add(quantity)
         for symbol, net in _net_filled(orders).items():
-            if symbol in wanted and net != _ZERO:
-                sides.setdefault(symbol, set()).add(1 if net > _ZERO else -1)
-        return sides
+            if net != _ZERO and keep(symbol):
+                held.setdefault(symbol, set()).add(net)
+        return held
+
+    async def _match_by_date(
+        self, account: Account, tx: Transaction, transactions: Iterable[Transaction]
+    ) -> tuple[Transaction, frozenset[OrderSide]] | None:
+        """A ``DATE_MATCHED_BROKERS`` expiration row as the expiry of the one contract it can
+        be known to be, with the side that closed; None (logged) when it cannot be known.
+
+        The row's date is the contract's expiration date: Tradier's documented example is
+        dated 2018-09-21T00:00:00Z, the September 2018 monthly expiration (a Friday), and
+        nothing documents a later posting date (the history is updated nightly, so the row
+        appears the next day, dated the day it expired). Its quantity is signed as the
+        position's change, as in the history's trade rows (the documented sale of GE is
+        ``"quantity": -1.0`` with a credit): a long expiring is negative. Were the sign the
+        other way round, every row would be refused, never adopted on the wrong side.
+        """
+        day = tx.occurred_at.date()
+        extra = {"transaction_id": tx.transaction_id, "type": tx.type, "date": day.isoformat()}
+        if tx.type != "option_expiration":
+            log.warning("dated lifecycle row that is not an expiration; not adopted", extra=extra)
+            return None
+        same_day = [t for t in transactions if t.type == tx.type and t.occurred_at.date() == day]
+        if len(same_day) != 1:
+            log.warning(
+                "several expiration rows on one day name no contract; not adopted", extra=extra
+            )
+            return None
+        quantity = tx.quantity
+        if quantity is None or quantity == _ZERO:
+            log.warning("expiration row without a quantity; not adopted", extra=extra)
+            return None
+
+        async def filled(repo: OrderRepository) -> list[Order]:
+            return await repo.filled_on_expiration(account.id, day)
+
+        held = await self._known_holdings(account, lambda s: _expires(s, day), filled)
+        for seen_symbol, seen in self._seen.get(account.id, {}).items():
+            if _expires(seen_symbol, day):
+                held.setdefault(seen_symbol, set()).update(seen)
+        if len(held) != 1:
+            log.warning(
+                "expiration row without a contract: "
+                + ("none" if not held else "several")
+                + " known held expiring that day; not adopted",
+                extra=extra,
+            )
+            return None
+        [(symbol, quantities)] = held.items()
+        signs = {_sign(q) for q in quantities}
+        if len(signs) > 1:
+            log.warning(
+                "expiration row of a contract held both long and short within the lookback; "
+                "not adopted",
+                extra={**extra, "symbol": symbol},
+            )
+            return None
+        [sign] = signs
+        if tx.symbol is not None and contract_symbol(tx.symbol) != symbol:
+            log.warning(
+                "expiration row names another contract than the one held; not adopted",
+                extra={**extra, "symbol": symbol},
+            )
+            return None
+        if _sign(quantity) != -sign or abs(quantity) not in {abs(q) for q in quantities}:
+            log.warning(
+                "expiration row's quantity disagrees with the contract held; not adopted",
+                extra={**extra, "symbol": symbol},
+            )
+            return None
+        # The broker id: one contract expires once, on its expiration date, so an account
+        # has at most one expiration of a contract on a day; with the one-row-a-day rule
+        # above, account + day + contract names this row and nothing else, however the
+        # history is paged or re-read, and by whichever instance.
+        named = replace(
+            tx,
+            transaction_id=f"{DATED_ID_PREFIX}{account.broker_account_ref}:{day:%Y-%m-%d}:{symbol}",
+            symbol=symbol,
+        )
+        return named, frozenset({_CLOSING[sign]})
+
+    async def _recorded_on(self, account: Account, day: date) -> bool:
+        """Whether an expiration row of this day was adopted (by any instance)."""
+        prefix = f"tx:{DATED_ID_PREFIX}{account.broker_account_ref}:{day:%Y-%m-%d}:"
+        async with self._ctx.sessionmaker() as session:
+            return await OrderRepository.for_system(session).has_broker_id_prefix(
+                account.id, prefix
+            )
 
     async def _recorded(self, account: Account, tx: Transaction) -> bool:
         """Whether the transaction's order already exists (any instance adopted it)."""
@@ -388,10 +520,25 @@ class LifecycleSweep:
         return found is not None
 
 
+DATED_ID_PREFIX = "optexp:"
+
+
+def _sign(quantity: Decimal) -> int:
+    return 1 if quantity > _ZERO else -1
+
+
+def _expires(symbol: str, day: date) -> bool:
+    try:
+        return OptionContract.parse(symbol).expiration == day
+    except InvalidOptionSymbol:
+        return False
+
+
 def _net_filled(orders: Iterable[Order]) -> dict[str, Decimal]:
     """Contracts bought minus sold by these orders, per contract symbol: a single-leg order's
     fill, a multi-leg order's per-leg fills (or, where the broker reported none per leg, the
-    order's filled quantity times the leg's ratio)."""
+    order's filled quantity times the leg's ratio). The orders this sweep made of lifecycle
+    events are not the account's trades and are left out."""
     net: dict[str, Decimal] = {}
 
     def add(symbol: str | None, side: object, quantity: Decimal) -> None:
@@ -401,6 +548,8 @@ def _net_filled(orders: Iterable[Order]) -> dict[str, Decimal]:
             net[contract] = net.get(contract, _ZERO) + signed
 
     for order in orders:
+        if order.client_order_id.partition(":")[0] in LIFECYCLE_TYPES:
+            continue
         if not order.legs:
             add(order.symbol, order.side, order.filled_quantity)
             continue

@@ -1,5 +1,6 @@
 """Option lifecycle events from brokers that name the contract but not the side (Schwab,
-SnapTrade), end to end against their fakes, and Tradier's, which names no contract.
+SnapTrade), end to end against their fakes (Tradier's, which name no contract:
+test_lifecycle_tradier.py).
 
 Schwab reports an expiry, exercise or assignment as a RECEIVE_AND_DELIVER transaction
 ("REMOVAL OF OPTION DUE TO ...") and SnapTrade as an OPTIONEXPIRATION / OPTIONASSIGNMENT /
@@ -24,11 +25,9 @@ from app.services.lifecycle import LifecycleSweep, lifecycle_brokers, lifecycle_
 from app.services.reconciliation import Reconciler
 from tests.brokers.schwab.support import gateway as schwab_gateway
 from tests.brokers.snaptrade.gateway import gateway as snaptrade_gateway
-from tests.brokers.tradier.test_api import gateway as tradier_gateway
 from tests.conftest import new_user
 from tests.fakes.schwab.server import FakePosition as SchwabPosition
 from tests.fakes.snaptrade.options import FakeOptionPosition
-from tests.fakes.tradier.server import FakePosition as TradierPosition
 from tests.harness import Harness
 
 D = Decimal
@@ -333,31 +332,6 @@ async def test_the_gateways_own_filled_orders_tell_the_side(db_url: str) -> None
             if e["type"] == "order.filled"
         }
         assert closed == {long.symbol: ("sell", "2"), short.symbol: ("buy", "2")}
-
-
-# --- Tradier: named no contract, so listed only -------------------------------------------
-
-
-async def test_a_tradier_expiry_is_listed_but_never_made_an_order(db_url: str) -> None:
-    """Tradier's history row for an expiry (OPTEXP) names no contract and has no id, as
-    documented: it is listed as an ``option_expiration`` without a symbol, and Tradier is not
-    swept (nothing could say which contract's position ended, or make the row one order)."""
-    async with tradier_gateway(db_url) as gw:
-        h, user = gw.harness, new_user()
-        [account] = (await gw.connect(user))["accounts"]
-        assert "tradier" not in lifecycle_brokers(h.state.ctx)
-        today = datetime.now(UTC).date()
-        option = OptionContract("AAPL", "AAPL", today + timedelta(days=30), OptionRight.put, D(150))
-        fake_account = gw.tradier.account
-        fake_account.positions[option.symbol] = TradierPosition(id=1, quantity=D(-1))
-        baseline = len(await _events(h, user))
-        gw.tradier.fake.expire_option(fake_account, option.symbol)
-        [listed] = [
-            t for t in await _transactions(h, user, account) if t["type"] == "option_expiration"
-        ]
-        assert (listed["symbol"], listed["description"]) == (None, "Expired")
-        assert await LifecycleSweep(h.state.ctx).run_once(datetime.now(UTC)) == 0
-        assert len(await _events(h, user)) == baseline
 
 
 # --- the rule, unit by unit ----------------------------------------------------------------

@@ -498,7 +498,13 @@ class TradierAdapter(PooledAdapter):
     async def get_transactions(
         self, account_ref: str, start: datetime | None, end: datetime | None, type_: str | None
     ) -> list[Transaction]:
-        """``GET .../history``: nightly data from the clearing firm (no intraday events)."""
+        """``GET .../history``: nightly data from the clearing firm (no intraday events).
+
+        Its ``symbol`` parameter is documented only as "Filter by security symbol" (with
+        ``exactMatch``, "Filter using the exact match";
+        https://developer.tradier.com/documentation/accounts/get-account-history), not as
+        returning the ``OPTEXP`` rows of an option symbol (they carry no symbol), so it is
+        not used to tell which contract expired."""
         params = {"limit": str(PAGE * MAX_PAGES)}
         if start is not None:
             params["start"] = mapping.day(start)

@@ -815,8 +815,9 @@ def transaction_from_event(index: int, item: dict[str, Any]) -> Transaction:
         # https://docs.tradier.com/docs/history: ``{"type": "option", "option":
         # {"option_type": "OPTEXP", "description": "Expired", "quantity": -1.0}}``. As
         # documented it names no contract and has no id (the id above is positional), so
-        # it is listed as an expiration but never made an order (README, "Option lifecycle
-        # events").
+        # it is listed as an expiration without a symbol; the lifecycle sweep makes it an
+        # order only when the one contract it can be is known (app/services/lifecycle.py,
+        # ``_match_by_date``; README, "Option lifecycle events").
         mapped = "option_expiration"
     elif isinstance(kind, str) and kind in _HISTORY_TYPES:
         mapped = _HISTORY_TYPES[kind]

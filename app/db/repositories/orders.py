@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, or_, select
 
 from app.db.models import Account, Order, OrderEvent
 from app.db.repositories.scoped import UserScoped
@@ -164,6 +164,32 @@ class OrderRepository(UserScoped):
         if not self.is_system:
             stmt = stmt.where(Order.user_id == self.user_id)
         return list((await self.session.execute(stmt.order_by(Order.created_at))).scalars().all())
+
+    async def filled_on_expiration(self, account_id: str, expiration: date) -> list[Order]:
+        """The account's orders with something filled that may trade an option contract
+        expiring on ``expiration``, oldest first: a single-leg order whose symbol, or a
+        multi-leg order whose legs, hold the OCC date ``YYMMDD`` followed by ``C`` or ``P``.
+        A prefilter: the caller parses each contract and keeps the ones that do expire then."""
+        patterns = [f"%{expiration:%y%m%d}{right}%" for right in ("C", "P")]
+        legs = cast(Order.legs, String)
+        stmt = select(Order).where(
+            Order.account_id == account_id,
+            Order.filled_quantity > Decimal(0),
+            or_(*(Order.symbol.like(p) for p in patterns), *(legs.like(p) for p in patterns)),
+        )
+        if not self.is_system:
+            stmt = stmt.where(Order.user_id == self.user_id)
+        return list((await self.session.execute(stmt.order_by(Order.created_at))).scalars().all())
+
+    async def has_broker_id_prefix(self, account_id: str, prefix: str) -> bool:
+        """Whether an order of the account has a broker order id starting with ``prefix``."""
+        stmt = select(Order.id).where(
+            Order.account_id == account_id,
+            Order.broker_order_id.startswith(prefix, autoescape=True),
+        )
+        if not self.is_system:
+            stmt = stmt.where(Order.user_id == self.user_id)
+        return (await self.session.execute(stmt.limit(1))).first() is not None
 
     def add(self, order: Order) -> None:
         if not self.is_system and order.user_id != self.user_id:

@@ -1476,11 +1476,15 @@ class FakeTradier:
         """An option position expires: it is gone, and the nightly history gains the event
         exactly as https://docs.tradier.com/docs/history documents it: ``{"amount": 0,
         "date", "type": "option", "option": {"option_type": "OPTEXP", "description":
-        "Expired", "quantity"}}``, with no symbol and no id. Returns the event."""
+        "Expired", "quantity"}}``, with no symbol and no id, dated the contract's expiration
+        day (the documented example is dated 2018-09-21, that month's standard expiration)
+        and its quantity the position's change (a long removed is negative, as the
+        history's trade rows sign a sale). Returns the event."""
         position = account.positions.pop(symbol)
+        expiration = OptionContract.parse(symbol).expiration
         event: dict[str, Any] = {
             "amount": 0,
-            "date": self.clock().strftime("%Y-%m-%dT00:00:00Z"),
+            "date": f"{expiration:%Y-%m-%d}T00:00:00Z",
             "type": "option",
             "option": {
                 "option_type": "OPTEXP",
