@@ -347,7 +347,8 @@ class LifecycleSweep:
             update = lifecycle_update(ref, tx, held=held)
             if update is None:
                 continue
-            await ingest(update)  # idempotent: the transaction id is the broker order id
+            # Idempotent: the transaction id is the broker order id, per account.
+            await ingest(update, account_id=account.id)
             self._adopted[key] = tx.occurred_at
             fed += 1
         return fed

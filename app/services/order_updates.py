@@ -353,11 +353,18 @@ class OrderUpdateIngest:
         self._sessionmaker = sessionmaker
         self._broker_slug = broker_slug
 
-    async def __call__(self, update: OrderUpdate) -> None:
+    async def __call__(self, update: OrderUpdate, *, account_id: str | None = None) -> None:
+        """Apply one update. ``account_id``: our account the caller already knows the update
+        is for (the lifecycle sweep reads one account at a time), so an account number shared
+        by several rows (a reconnect keeps the old row; two users may link one account) does
+        not leave a broker-made order unadopted; streams name only the broker's number."""
         async with self._sessionmaker() as session:
-            account_ids = await AccountRepository.for_system(session).ids_by_broker_ref(
-                self._broker_slug, update.account_ref
-            )
+            if account_id is not None:
+                account_ids = [account_id]
+            else:
+                account_ids = await AccountRepository.for_system(session).ids_by_broker_ref(
+                    self._broker_slug, update.account_ref
+                )
             if not account_ids:
                 log.warning(
                     "order update for an unknown account",

@@ -140,6 +140,30 @@ async def test_a_schwab_removal_of_option_reaches_the_stream_once(
         ]
 
 
+async def test_an_account_linked_by_two_users_gets_the_event_in_each(db_url: str) -> None:
+    """One broker account number, two account rows (two users linked it, or a reconnect
+    kept the old row): each row the sweep reads is given its own order and event."""
+    async with schwab_case(db_url) as c:
+        h = c.harness
+        other = new_user()
+        [other_account] = (await c.gw.connect(other))["accounts"]
+        assert other_account != c.account
+        option = c.contract()
+        c.hold(option, -1)
+        sweep = LifecycleSweep(h.state.ctx)
+        now = datetime.now(UTC)
+        assert await sweep.run_once(now) == 0
+        before = {u: len(await _events(h, u)) for u in (c.user, other)}
+
+        c.settle(option, "ASSIGNMENT")
+        assert await sweep.run_once(_later(h, "schwab", now)) == 2
+        for user, account in ((c.user, c.account), (other, other_account)):
+            new = (await _events(h, user))[before[user] :]
+            assert [(e["type"], e["account_id"]) for e in new] == [("order.filled", account)]
+            assert (new[0]["order"]["symbol"], new[0]["order"]["side"]) == (option.symbol, "buy")
+        assert await sweep.run_once(_later(h, "schwab", now, 2)) == 0
+
+
 async def test_a_schwab_expiry_with_no_known_side_stays_a_transaction(db_url: str) -> None:
     """A process that never saw the position, and no portfolio read of it: the expiry is
     listed but not made an order. Once a portfolio read had shown the short, another
