@@ -504,9 +504,9 @@ class StreamSession:
         send = self._ws.send_text
         try:
             while not self._closing:
+                await feed.wait()  # returns at once while the feed holds anything
                 frames = feed.take()
                 if not frames:
-                    await feed.wait()
                     continue
                 async with self._send_lock:
                     try:
