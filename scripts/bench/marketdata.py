@@ -329,6 +329,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -521,7 +527,11 @@ async def run(args: argparse.Namespace) -> None:
                     await asyncio.to_thread(clients.expect, "OPENED")
                     await asyncio.sleep(args.warmup)
                     before = (await http.get("/metrics")).text
+                    server = gateway if kind == "gateway" else bare
+                    cpu_before = cpu_seconds(server.pid)
                     results[label] = await clients.measure(args.duration)
+                    # The server's CPU over the measured window (and the second after).
+                    results[label]["server_cpu"] = cpu_seconds(server.pid) - cpu_before
                     after = (await http.get("/metrics")).text
                     results[label]["conflations"] = _metric(
                         after, "brokerage_market_conflations_total"
@@ -564,7 +574,13 @@ def _report(
         f"{os.cpu_count()} cores shared with everything else on the machine"
     )
     for label, r in results.items():
-        extra = f"   conflations {r['conflations']:,.0f}" if label.startswith("gateway") else ""
+        delivered = r["per_s"] * args.duration
+        extra = (
+            f"   server CPU {r['server_cpu'] / (args.duration + 1.0):.2f} cores,"
+            f" {r['server_cpu'] * 1e6 / max(delivered, 1):.0f} us per delivery"
+        )
+        if label.startswith("gateway"):
+            extra = f"   conflations {r['conflations']:,.0f}" + extra
         print(line(label, r) + extra)
     ratio = results["gateway"]["per_s"] / max(results["bare websockets"]["per_s"], 1e-9)
     print(f"gateway / bare delivery rate: {ratio:.2f}")
