@@ -13,6 +13,10 @@ Server messages
     ``ts`` the exchange's time, ``received_at`` the gateway's, and ``source``);
     ``market.gap`` / ``market.resubscribed`` around an upstream reconnect (per account);
     ``market.resync`` when this connection fell behind on trades/bars/greeks (below).
+    A new bars subscription (any interval) first gets the last ``market_bar_replay``
+    final bars from the broker's history (``source`` ``history`` or ``aggregated``),
+    then its live bars, each start final at most once and none missing at the seam
+    (``MarketDataService.backfill``).
 
 Slow consumers
     Each connection has one market queue. Quotes are conflated: an unsent quote for a
