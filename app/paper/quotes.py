@@ -135,20 +135,6 @@ def _digest(key: bytes, symbol: str, tag: str, index: int) -> bytes:
     return hashlib.blake2b(f"{symbol}|{tag}|{index}".encode(), key=key, digest_size=32).digest()
 
 
-def _fresh_digest(key: bytes, symbol: str, tag: str, index: int) -> bytes:
-    """``_digest`` for values used once (a step's noise and book): not cached, so they do
-    not push the reused anchors out of ``_digest``'s cache."""
-    return hashlib.blake2b(f"{symbol}|{tag}|{index}".encode(), key=key, digest_size=32).digest()
-
-
-@lru_cache(maxsize=8192)
-def _anchor(key: bytes, symbol: str, tag: str, index: int) -> Decimal:
-    """A wave's anchor, ``_signed`` of its digest (in ``_CTX``, as every caller computes it):
-    reused by every step between two anchors."""
-    with localcontext(_CTX):
-        return _signed(_digest(key, symbol, tag, index), 0)
-
-
 def _unit(digest: bytes, offset: int) -> Decimal:
     """A uniform value in [0, 1) from eight bytes of a digest."""
     return Decimal(int.from_bytes(digest[offset : offset + 8], "big")) / _TWO_64
@@ -232,10 +218,10 @@ class SeededQuoteSource:
             move = (
                 self._wave(symbol, "slow", step, *_SLOW)
                 + self._wave(symbol, "swing", step, *_SWING)
-                + _signed(_fresh_digest(self._key, symbol, "noise", step), 0) * _NOISE
+                + _signed(_digest(self._key, symbol, "noise", step), 0) * _NOISE
             )
             mid = (base * (1 + move)).quantize(CENT)
-            detail = _fresh_digest(self._key, symbol, "book", step)
+            detail = _digest(self._key, symbol, "book", step)
             if instrument.asset_class is AssetClass.crypto:
                 # Half-spread of 0.5 to 3 basis points: a few dollars on BTC, cents on ETH.
                 bps = Decimal(5 + detail[0] % 26) / Decimal(100_000)
@@ -304,8 +290,8 @@ class SeededQuoteSource:
     def _wave(self, symbol: str, tag: str, step: int, period: int, amplitude: Decimal) -> Decimal:
         """Linear interpolation between hashed anchors every ``period`` steps."""
         k, into = divmod(step, period)
-        a = _anchor(self._key, symbol, tag, k)
-        b = _anchor(self._key, symbol, tag, k + 1)
+        a = _signed(_digest(self._key, symbol, tag, k), 0)
+        b = _signed(_digest(self._key, symbol, tag, k + 1), 0)
         return (a + (b - a) * Decimal(into) / Decimal(period)) * amplitude
 
     @staticmethod
