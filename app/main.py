@@ -177,6 +177,7 @@ def create_app(
             ctx,
             max_symbols_per_connection=stream_settings.market_max_symbols,
             queue_size=stream_settings.market_queue_size,
+            bar_replay=stream_settings.market_bar_replay,
         )
         # Connections revoked or broken on any instance end their market data here too.
         stream.hub.watch_connections(market)

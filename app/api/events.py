@@ -49,7 +49,9 @@ Reconnect with your last cursor after any close.
 nothing (`unknown_channel`, `invalid_symbol`, `invalid_interval`, `unknown_symbol`,
 `too_many_symbols`, `not_found`, `market_data_unsupported`, `market_data_rejected`,
 `market_data_unavailable`, `connection_broken`). Then `quote`, `trade`, `bar` and `greeks`
-frames (`symbol`, `ts`, `received_at`, `source`), `market.gap` / `market.resubscribed`
+frames (`symbol`, `ts`, `received_at`, `source`; a new bars subscription first gets the
+last final bars from the broker's history, then its live bars, none twice and none
+missing), `market.gap` / `market.resubscribed`
 around an upstream reconnect, and `{"type": "market.resync", "reason": "slow_consumer",
 "dropped", "since"}` when trades/bars/greeks were dropped for a slow reader (quotes
 conflate instead). Bars over REST: `GET /v1/accounts/{account_id}/bars`.

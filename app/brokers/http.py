@@ -36,6 +36,7 @@ import email.utils
 import functools
 import hashlib
 import logging
+import os
 import random
 import ssl
 import time
@@ -238,6 +239,25 @@ def _default_tls() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+@functools.cache
+def tls_context(verify: bool | str = True) -> ssl.SSLContext:
+    """The TLS context for ``verify`` as httpx takes it, shared by a broker's REST clients
+    and its WebSockets (one context per value, built once): True verifies against the
+    default CA bundle, a path verifies against that CA bundle (a file) or directory only
+    (a gateway with its own certificate), False does not verify (only where a deployment
+    explicitly allows an unverified local gateway)."""
+    if verify is True:
+        return _default_tls()
+    if verify is False:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if os.path.isdir(verify):
+        return ssl.create_default_context(capath=verify)
+    return ssl.create_default_context(cafile=verify)
+
+
 class HttpPool:
     """Shared httpx clients (one per base URL) and rate buckets, owned by the app lifespan.
 
@@ -285,7 +305,7 @@ class HttpPool:
                 timeout=self.timeouts.as_httpx(),
                 follow_redirects=False,
                 transport=self._transport,
-                verify=_default_tls() if verify is True else verify,
+                verify=tls_context(verify),
             )
             self._clients[key] = found
         return found

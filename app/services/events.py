@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
+from app.brokers.base import MarketDataSubscription
 from app.db.models import OrderEvent
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.orders import OrderEventRepository
@@ -475,6 +476,7 @@ class StreamSession:
             client = self._market_client
             if client is None:
                 client = self._market.new_client(self._principal.user_id)
+            before = client.wanted(message.account_id)
             if message.type == "market.subscribe":
                 wanted = await self._market.subscribe(client, message.account_id, request)
             else:
@@ -484,9 +486,12 @@ class StreamSession:
             return
         # Through the feed, so it precedes every frame of the new set (and follows the old).
         client.feed.control(subscribed_frame(message.account_id, wanted))
-        if message.type == "market.subscribe" and request.bars:
-            # The running window of a built interval, from history, after the answer.
-            await self._market.backfill(client, message.account_id, request)
+        added_bars = request.bars - before.bars
+        if message.type == "market.subscribe" and added_bars:
+            # Recent final bars from history, stitched to the live ones, after the answer.
+            await self._market.backfill(
+                client, message.account_id, MarketDataSubscription(bars=added_bars)
+            )
         if self._market_client is None:
             self._market_client = client
             self._spawn(self._market_write_loop(client), "stream-market-writer")
@@ -499,9 +504,9 @@ class StreamSession:
         send = self._ws.send_text
         try:
             while not self._closing:
+                await feed.wait()  # returns at once while the feed holds anything
                 frames = feed.take()
                 if not frames:
-                    await feed.wait()
                     continue
                 async with self._send_lock:
                     try:

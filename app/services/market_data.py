@@ -68,10 +68,11 @@ from app.brokers.base import (
     MarketResubscribed,
     MarketTrade,
     OptionContract,
+    Support,
     SupportsBarHistory,
     SupportsMarketData,
 )
-from app.brokers.market_data.bars import aggregate, stitch, window_end, window_start
+from app.brokers.market_data.bars import BarSeam, aggregate, stitch, window_end, window_start
 from app.brokers.symbols import asset_class_of
 from app.db.models import Connection
 from app.db.repositories.connections import AccountRepository, ConnectionRepository
@@ -125,6 +126,8 @@ SUBSCRIBE_ERRORS = Counter(
 # Symbols: equities (BRK.B), crypto pairs (BTC-USD), OCC options (canonicalised).
 _EQUITY = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
 _ROUTE = tuple[str, str, str]  # (channel, interval or "", symbol)
+# Source bars read at most for one replay of an interval built from smaller history bars.
+_MAX_REPLAY_SOURCE_BARS = 5000
 
 
 class MarketDataError(Exception):
@@ -225,10 +228,21 @@ def _subscription(routes: Iterable[_ROUTE]) -> MarketDataSubscription:
     )
 
 
+@dataclass(slots=True, eq=False)
+class _SeamHold:
+    """One subscriber's seam on one bars route, from its subscribe until the first live
+    final bar after its replay: live bars are held while the replay is fetched (``held``;
+    ``None`` once released), then everything goes through ``seam`` so a bar the replay
+    already gave (final) is never delivered again and none goes backwards."""
+
+    held: list[tuple[Bar, str]] | None = field(default_factory=list)
+    seam: BarSeam = field(default_factory=BarSeam)
+
+
 class MarketClient:
     """One WebSocket connection's market data: its feed and what it wants per account."""
 
-    __slots__ = ("accounts", "connections", "feed", "user_id")
+    __slots__ = ("accounts", "connections", "feed", "seams", "user_id")
 
     def __init__(self, user_id: str, max_queue: int) -> None:
         self.user_id = user_id
@@ -237,6 +251,8 @@ class MarketClient:
         self.accounts: dict[str, tuple[str, MarketDataSubscription]] = {}
         # account id -> the gateway connection (credential) it was subscribed through
         self.connections: dict[str, str] = {}
+        # (upstream key, bars route) -> its seam while a replay is stitched to live bars
+        self.seams: dict[tuple[str, _ROUTE], _SeamHold] = {}
 
     def wanted(self, account_id: str) -> MarketDataSubscription:
         found = self.accounts.get(account_id)
@@ -336,12 +352,14 @@ class MarketDataService:
         *,
         max_symbols_per_connection: int = 1000,
         queue_size: int = 1024,
+        bar_replay: int = 10,
         restart_min_seconds: float = 0.5,
         restart_max_seconds: float = 30.0,
     ) -> None:
         self._ctx = ctx
         self._max_symbols = max_symbols_per_connection
         self._queue_size = queue_size
+        self._bar_replay = bar_replay
         self._restart_min = restart_min_seconds
         self._restart_max = restart_max_seconds
         self._upstreams: dict[str, _Upstream] = {}
@@ -429,14 +447,23 @@ class MarketDataService:
     async def backfill(
         self, client: MarketClient, account_id: str, request: MarketDataSubscription
     ) -> int:
-        """Complete the running window of each bar interval in ``request`` that the gateway
-        builds from smaller bars (call after ``subscribe``, once ``market.subscribed`` is
-        queued). The live stream is already running: the window's final smaller bars up to
-        now come from the broker's history and are stitched in front of the live ones
-        (``stitch``: each start once, final over forming), so the window's bar can be final
-        when it ends instead of forming for want of its beginning. The subscriber gets the
-        window's bar so far (forming). Returns how many windows were completed; a broker
-        without history, or a failing history call, leaves the window partial (never final).
+        """Replay recent final bars to ``client`` for each bars route in ``request`` that it
+        did not have (call after ``subscribe``, once ``market.subscribed`` is queued), the
+        same for every interval, streamed by the broker or built here.
+
+        The live stream already runs: this subscriber's live bars of the route are held
+        (``_SeamHold``) while the broker's history is read, then it gets, through one
+        ``BarSeam``: the last ``bar_replay`` final bars before the running window (source
+        ``history``, or ``aggregated`` for an interval the broker's history lacks), the
+        live bars held meanwhile, and for an interval built here from smaller bars the
+        running window's bar so far (forming; its window is completed from the history's
+        final smaller bars, ``stitch``: each start once, final over forming, so the bar
+        can be final when the window ends). The seam stays until a live final bar passes
+        it: a bar the replay already gave, arriving late from the stream, is not
+        delivered twice. Only final history bars are replayed; a forming bar is never
+        marked final. A broker without history, or a failing history call, replays
+        nothing (and leaves a built window partial, never final). Returns how many bars
+        were replayed (forming ones included).
         """
         found = client.accounts.get(account_id)
         if found is None or not request.bars:
@@ -444,39 +471,139 @@ class MarketDataService:
         up = self._upstreams.get(found[0])
         if up is None or up.closed or not isinstance(up.adapter, SupportsBarHistory):
             return 0
-        completed = 0
+        holds: list[tuple[BarInterval, str, _SeamHold]] = []
         for interval, symbol in sorted(request.bars, key=lambda b: (b[1], b[0].seconds)):
-            source = up.bar_source(interval)
-            key = (interval, symbol)
-            now = self._ctx.clock()
-            start = window_start(now, interval)
-            if source is interval or (key in up.windows and up.partial.get(key) != start):
-                continue  # streamed as it is, or the window is already whole
+            seam_key = (up.key, ("bars", interval.value, symbol))
+            existing = client.seams.get(seam_key)
+            if existing is not None and existing.held is not None:
+                continue  # already being replayed
+            hold = _SeamHold()
+            client.seams[seam_key] = hold
+            holds.append((interval, symbol, hold))
+        replayed = 0
+        try:
+            for interval, symbol, hold in holds:
+                replayed += await self._replay(up, client, interval, symbol, hold)
+        finally:
+            # Whatever happened, no live bar stays held.
+            for interval, symbol, hold in holds:
+                self._release_hold(up, client, ("bars", interval.value, symbol), hold, [])
+        return replayed
+
+    async def _replay(
+        self,
+        up: _Upstream,
+        client: MarketClient,
+        interval: BarInterval,
+        symbol: str,
+        hold: _SeamHold,
+    ) -> int:
+        """One route's replay (see ``backfill``); releases ``hold`` with it."""
+        adapter = up.adapter
+        assert isinstance(adapter, SupportsBarHistory)
+        now = self._ctx.clock()
+        start = window_start(now, interval)
+        recent: list[Bar] = []
+        if self._bar_replay and up.caps.history is not Support.unsupported:
             try:
-                history = await up.adapter.get_bars(
+                recent = await self._recent_final_bars(up, adapter, interval, symbol, start)
+            except Exception:
+                log.warning("replaying recent bars failed", exc_info=True)
+        forming: list[Bar] = []
+        source = up.bar_source(interval)
+        key = (interval, symbol)
+        if source is not interval and not (key in up.windows and up.partial.get(key) != start):
+            # A built interval whose running window began before anyone listened:
+            # complete it from the history's final smaller bars.
+            try:
+                history = await adapter.get_bars(
                     symbol, source, start, now, interval.seconds // source.seconds
                 )
             except Exception:
                 log.warning("backfilling a bar window failed", exc_info=True)
-                continue
+                history = None
             # No await from here on: the live bars held meanwhile cannot change under us.
-            if up.closed or ("bars", interval.value, symbol) not in up.routes:
-                continue
             held = up.windows.get(key) or []
-            if held and window_start(held[0].start, interval) != start:
-                continue  # the window ended while history was fetched
-            parts = stitch([b for b in history if b.final and b.start >= start], held)
-            if not parts:
+            if (
+                history is not None
+                and not up.closed
+                and ("bars", interval.value, symbol) in up.routes
+                and not (held and window_start(held[0].start, interval) != start)
+            ):
+                parts = stitch([b for b in history if b.final and b.start >= start], held)
+                if parts:
+                    up.windows[key] = parts
+                    up.partial.pop(key, None)
+                    built = aggregate(parts, interval)
+                    if built and not built[-1].final:
+                        forming.append(built[-1])
+        route: _ROUTE = ("bars", interval.value, symbol)
+        return self._release_hold(up, client, route, hold, recent, forming)
+
+    async def _recent_final_bars(
+        self,
+        up: _Upstream,
+        adapter: SupportsBarHistory,
+        interval: BarInterval,
+        symbol: str,
+        before: datetime,
+    ) -> list[Bar]:
+        """The last ``bar_replay`` final bars of ``interval`` starting before ``before``
+        (the running window's start), oldest first: the broker's own at that interval, or
+        built from the largest smaller interval its history serves (at most
+        ``_MAX_REPLAY_SOURCE_BARS`` of those)."""
+        count = self._bar_replay
+        served = up.caps.history_intervals
+        if interval in served or not served:
+            start = before - count * timedelta(seconds=interval.seconds)
+            bars = await adapter.get_bars(symbol, interval, start, before, count)
+            return [b for b in bars if b.final and start <= b.start < before]
+        base = source_interval(interval, served)
+        if base is None:
+            return []
+        ratio = interval.seconds // base.seconds
+        count = max(1, min(count, _MAX_REPLAY_SOURCE_BARS // ratio))
+        start = before - count * timedelta(seconds=interval.seconds)
+        parts = await adapter.get_bars(symbol, base, start, before, count * ratio)
+        built = aggregate(parts, interval, complete_until=before)
+        return [b for b in built if b.final and start <= b.start < before]
+
+    def _release_hold(
+        self,
+        up: _Upstream,
+        client: MarketClient,
+        route: _ROUTE,
+        hold: _SeamHold,
+        recent: list[Bar],
+        forming: list[Bar] | None = None,
+    ) -> int:
+        """Deliver ``recent`` (oldest first), the live bars held, then ``forming``, through
+        the route's seam, and stop holding. Returns how many of ``recent`` and ``forming``
+        were delivered. Nothing if already released."""
+        held = hold.held
+        if held is None:
+            return 0
+        hold.held = None
+        received_at = format_timestamp(datetime.now(UTC))
+        ordered = sorted(recent, key=lambda b: b.start)
+        items: list[tuple[Bar, str, bool]] = [(b, received_at, True) for b in ordered]
+        items += [(b, at, False) for b, at in held]
+        items += [(b, received_at, True) for b in forming or ()]
+        replayed = 0
+        for bar, at, ours in items:
+            if not hold.seam.offer(bar):
                 continue
-            up.windows[key] = parts
-            up.partial.pop(key, None)
-            completed += 1
-            built = aggregate(parts, interval)
-            if built and not built[-1].final:
-                received_at = format_timestamp(datetime.now(UTC))
-                if client.feed.offer(bar_frame(built[-1], received_at), received_at) == 0:
-                    up.deliveries.inc()
-        return completed
+            lost = client.feed.offer(bar_frame(bar, at), at)
+            if lost:
+                up.dropped.inc(lost)
+            else:
+                up.deliveries.inc()
+            if ours:
+                replayed += 1
+            elif bar.final:
+                # A live final bar passed the seam: nothing older can follow.
+                client.seams.pop((up.key, route), None)
+        return replayed
 
     async def unsubscribe(
         self, client: MarketClient, account_id: str, request: MarketDataSubscription
@@ -509,6 +636,7 @@ class MarketDataService:
                     with contextlib.suppress(Exception):
                         await self._apply(up, client, account_id, MarketDataSubscription())
         client.accounts.clear()
+        client.seams.clear()
 
     async def stop_connection(self, connection_id: str) -> int:
         """The connection was disconnected (revoked): every subscription made through it on
@@ -671,6 +799,7 @@ class MarketDataService:
         for route in added:
             up.routes.setdefault(route, set()).add(client)
         for route in removed:
+            client.seams.pop((up.key, route), None)
             subs = up.routes.get(route)
             if subs is not None:
                 subs.discard(client)
@@ -863,6 +992,16 @@ class MarketDataService:
         frame = render(event, received_at)
         dropped = queued = 0
         for client in subs:
+            if client.seams and isinstance(event, Bar):
+                hold = client.seams.get((up.key, route))
+                if hold is not None:
+                    if hold.held is not None:
+                        hold.held.append((event, received_at))  # its replay is on the way
+                        continue
+                    if not hold.seam.offer(event):
+                        continue  # the replay gave it already, or it is older
+                    if event.final:
+                        del client.seams[(up.key, route)]
             lost = client.feed.offer(frame, received_at)
             if lost:
                 dropped += lost

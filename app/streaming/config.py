@@ -52,3 +52,6 @@ class StreamSettings(BaseSettings):
     # bars and greeks (quotes conflate instead) and the symbols it may subscribe at once.
     market_queue_size: int = Field(default=1024, ge=1)
     market_max_symbols: int = Field(default=1000, ge=1)
+    # Final bars replayed from the broker's history to a new bars subscriber, per interval
+    # and symbol, before its live bars (0: none).
+    market_bar_replay: int = Field(default=10, ge=0, le=1000)

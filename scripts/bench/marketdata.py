@@ -262,10 +262,33 @@ async def bare_main(port: int, rate: float, symbol_count: int) -> None:
 # --- the driver ---------------------------------------------------------------------------
 
 
-def start_gateway(env: dict[str, str], ws: str = "auto") -> subprocess.Popen[bytes]:
-    profile = os.environ.get("BENCH_PROFILE")  # a path: run the gateway under cProfile
+# uvicorn under cProfile, the profile written at SIGTERM (``python -m cProfile`` writes
+# nothing: uvicorn re-raises the SIGTERM it caught once it has shut down, and the default
+# action ends the process before cProfile's own dump).
+_PROFILED_UVICORN = """
+import cProfile, signal, sys
+path = sys.argv[1]
+sys.argv = ["uvicorn", *sys.argv[2:]]
+profile = cProfile.Profile()
+def dump(*_):
+    profile.disable()
+    profile.dump_stats(path)
+    raise SystemExit(0)
+signal.signal(signal.SIGTERM, dump)
+import uvicorn.main
+profile.enable()
+uvicorn.main.main()
+"""
+
+
+def start_gateway(
+    env: dict[str, str], ws: str = "auto", *, profiled: bool = True
+) -> subprocess.Popen[bytes]:
+    # BENCH_PROFILE, a path: run the fan-out phases' gateway under cProfile (written there
+    # when it stops); the memory phase's gateway is never profiled.
+    profile = os.environ.get("BENCH_PROFILE") if profiled else None
     args = [
-        *([sys.executable, "-m", "cProfile", "-o", profile, "-m", "uvicorn"] if profile else []),
+        *([sys.executable, "-c", _PROFILED_UVICORN, profile] if profile else []),
         *([] if profile else [str(ROOT / ".venv/bin/uvicorn")]),
         "app.main:create_app",
         "--factory",
@@ -304,6 +327,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -485,17 +514,24 @@ async def run(args: argparse.Namespace) -> None:
                 gw_url = f"ws://127.0.0.1:{PORT}/v1/stream"
                 bare_url = f"ws://127.0.0.1:{BARE_PORT}/"
                 results: dict[str, dict[str, Any]] = {}
-                for label, url_, kind, slow in (
+                phases = [
                     ("bare websockets", bare_url, "bare", "fast"),
                     ("gateway", gw_url, "gateway", "fast"),
                     ("bare websockets, 10% slow", bare_url, "bare", "slow"),
                     ("gateway, 10% slow", gw_url, "gateway", "slow"),
-                ):
+                ]
+                if args.fast_only:
+                    phases = phases[:2]
+                for label, url_, kind, slow in phases:
                     clients.tell(f"OPEN {url_} {kind} {slow}")
                     await asyncio.to_thread(clients.expect, "OPENED")
                     await asyncio.sleep(args.warmup)
                     before = (await http.get("/metrics")).text
+                    server = gateway if kind == "gateway" else bare
+                    cpu_before = cpu_seconds(server.pid)
                     results[label] = await clients.measure(args.duration)
+                    # The server's CPU over the measured window (and the second after).
+                    results[label]["server_cpu"] = cpu_seconds(server.pid) - cpu_before
                     after = (await http.get("/metrics")).text
                     results[label]["conflations"] = _metric(
                         after, "brokerage_market_conflations_total"
@@ -504,11 +540,15 @@ async def run(args: argparse.Namespace) -> None:
                     await asyncio.sleep(1.0)
                 clients.kill()
                 clients = None
+                if args.fast_only:
+                    return _report(args, results, None)
                 # Memory: a fresh gateway (same database) whose paper market quotes the
                 # MEM_SYMBOLS symbols once a second each.
                 stop(gateway)
                 gateway = start_gateway(
-                    {**env, **paper_market_env(args.mem_symbols, args.mem_symbols)}, args.ws
+                    {**env, **paper_market_env(args.mem_symbols, args.mem_symbols)},
+                    args.ws,
+                    profiled=False,
                 )
                 await asyncio.sleep(2.0)
                 rss_idle = rss_mib(gateway.pid)
@@ -519,6 +559,14 @@ async def run(args: argparse.Namespace) -> None:
             stop(gateway)
             stop(bare)
 
+    _report(args, results, (rss_idle, mem))
+
+
+def _report(
+    args: argparse.Namespace,
+    results: dict[str, dict[str, Any]],
+    memory_figures: tuple[float, dict[str, Any]] | None,
+) -> None:
     print(
         f"market data fan-out: {args.subscribers} subscribers over {args.symbols} symbols "
         f"({args.subscribers // args.symbols} per symbol), upstream {args.rate:,.0f} quotes/s, "
@@ -526,10 +574,19 @@ async def run(args: argparse.Namespace) -> None:
         f"{os.cpu_count()} cores shared with everything else on the machine"
     )
     for label, r in results.items():
-        extra = f"   conflations {r['conflations']:,.0f}" if label.startswith("gateway") else ""
+        delivered = r["per_s"] * args.duration
+        extra = (
+            f"   server CPU {r['server_cpu'] / (args.duration + 1.0):.2f} cores,"
+            f" {r['server_cpu'] * 1e6 / max(delivered, 1):.0f} us per delivery"
+        )
+        if label.startswith("gateway"):
+            extra = f"   conflations {r['conflations']:,.0f}" + extra
         print(line(label, r) + extra)
     ratio = results["gateway"]["per_s"] / max(results["bare websockets"]["per_s"], 1e-9)
     print(f"gateway / bare delivery rate: {ratio:.2f}")
+    if memory_figures is None:
+        return
+    rss_idle, mem = memory_figures
     print(
         f"memory: idle {rss_idle:.0f} MiB; with {args.subscribers} subscribers"
         f" and {args.mem_symbols} symbols subscribed {mem['rss']:.0f} MiB; "
@@ -594,6 +651,9 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=int(_env("BENCH_CLIENT_PROCS", "2")))
     parser.add_argument("--mem-symbols", type=int, default=500)
     parser.add_argument("--extra", type=int, default=200)
+    parser.add_argument(
+        "--fast-only", action="store_true", help="only the bare and gateway phases, no memory"
+    )
     parser.add_argument(
         "--ws", default="auto", help="uvicorn's WebSocket implementation for the gateway"
     )

@@ -60,9 +60,18 @@ class _FakeServer(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def serve_asgi(
-    app: ASGIApp, *, port: int = 0, on_shutdown: Callable[[], None] | None = None
+    app: ASGIApp,
+    *,
+    port: int = 0,
+    on_shutdown: Callable[[], None] | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> AsyncIterator[str]:
-    """Yield ``http://127.0.0.1:<port>`` while the app is served; stop it afterwards."""
+    """Yield ``http://127.0.0.1:<port>`` while the app is served; stop it afterwards.
+    ``tls``: (certificate chain file, key file) to serve HTTPS and WSS instead
+    (``https://127.0.0.1:<port>``)."""
+    ssl_files: dict[str, str] = {}
+    if tls is not None:
+        ssl_files = {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -72,6 +81,7 @@ async def serve_asgi(
         access_log=False,
         ws="websockets-sansio",
         timeout_graceful_shutdown=1,
+        **ssl_files,  # type: ignore[arg-type]
     )
     server = _FakeServer(config)
     # ``serve()`` would take over SIGINT/SIGTERM for the whole test process; ``_serve`` does not.
@@ -83,7 +93,7 @@ async def serve_asgi(
                 raise RuntimeError("the fake server stopped during start-up")
             await asyncio.sleep(POLL_SECONDS)
         bound = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{bound}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{bound}"
     finally:
         if on_shutdown is not None:
             on_shutdown()

@@ -81,6 +81,13 @@ async def _advance(md: Instance, seconds: float) -> None:
     md.clock.advance(timedelta(seconds=seconds))
 
 
+async def _replayed(client: StreamClient, count: int) -> list[dict[str, Any]]:
+    """The ``count`` recent final bars replayed from history after ``market.subscribed``."""
+    bars = [await _next(client, ("bar",)) for _ in range(count)]
+    assert all(b["final"] and b["source"] in ("history", "aggregated") for b in bars), bars
+    return bars
+
+
 def _ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -128,7 +135,8 @@ async def test_bars_final_and_aggregated_from_the_streamed_minute(md: Instance) 
         bars: list[dict[str, Any]] = []
         while sum(1 for b in bars if b["interval"] == "5m" and b["final"]) < 2:
             message = await client.recv()
-            if message["type"] == "bar":
+            # Recent final bars replayed from history come first (tested below).
+            if message["type"] == "bar" and message["source"] != "history":
                 bars.append(message)
     minutes = [b for b in bars if b["interval"] == "1m"]
     fives = [b for b in bars if b["interval"] == "5m"]
@@ -171,6 +179,10 @@ async def test_a_bar_subscription_mid_window_is_backfilled_and_its_first_bar_fin
         await client.auth(md.token(user))
         answer = await _market(client, account, bars={"5m": ["NVDA"]})
         assert answer["bars"] == {"5m": ["NVDA"]}
+        replayed = await _replayed(client, 10)
+        assert [_ts(b["start"]) for b in replayed] == [
+            window - timedelta(minutes=5 * (10 - i)) for i in range(10)
+        ]
         first = await _next(client, ("bar",))
         assert first["interval"] == "5m"
         assert _ts(first["start"]) == window
@@ -201,6 +213,63 @@ async def test_a_bar_subscription_mid_window_is_backfilled_and_its_first_bar_fin
     assert final["close"] == minutes[-1]["close"]
     assert Decimal(final["volume"]) == sum(Decimal(m["volume"]) for m in minutes)
     assert Decimal(final["high"]) == max(Decimal(m["high"]) for m in minutes)
+
+
+async def test_a_native_interval_replays_recent_final_bars_then_live_without_gap_or_duplicate(
+    md: Instance,
+) -> None:
+    """1m is the paper market's own interval: a subscriber joining an upstream that already
+    streams it gets the last 10 final minutes from history, then the live minutes, each
+    minute once and none missing, while the market moves during the history read. The
+    subscriber already there gets no replay again and no duplicate."""
+    user = new_user("md-replay")
+    account = await md.paper_account(user)
+    async with md.client() as watcher, md.client() as client:
+        await watcher.auth(md.token(user))
+        await client.auth(md.token(user))
+        assert (await _market(watcher, account, bars={"1m": ["AMZN"]}))["type"] == (
+            "market.subscribed"
+        )
+        watched = await _replayed(watcher, 10)
+        now = md.clock.now()
+        into = now - now.replace(second=0, microsecond=0)
+        await _advance(md, (timedelta(seconds=90) - into).total_seconds())  # mid-minute
+        # Subscribe and move the market at once: live bars race the history read.
+        await client.send(
+            {"type": "market.subscribe", "account_id": account, "bars": {"1m": ["AMZN"]}}
+        )
+        await _advance(md, 45)
+        answer = await _next(client, ("market.subscribed", "error"))
+        assert answer["bars"] == {"1m": ["AMZN"]}
+        bars: list[dict[str, Any]] = []
+        await _advance(md, 3 * 60)
+        last = md.clock.now().replace(second=0, microsecond=0) - timedelta(minutes=1)
+        while not bars or _ts(bars[-1]["start"]) < last:
+            bars.append(await _next(client, ("bar",)))
+        while not watched or _ts(watched[-1]["start"]) < last:
+            watched.append(await _next(watcher, ("bar",)))
+    for seen in (bars, watched):
+        starts = [_ts(b["start"]) for b in seen]
+        assert starts == [starts[0] + timedelta(minutes=i) for i in range(len(starts))]
+        assert all(b["final"] and b["interval"] == "1m" for b in seen)
+    history = [b for b in bars if b["source"] == "history"]
+    assert len(history) == 10
+    assert bars[:10] == history  # the replay first, then only live bars
+    assert all(b["source"] == "stream" for b in bars[10:])
+    assert len(bars) >= 13
+    assert [b for b in watched if b["source"] == "history"] == watched[:10]
+    rest = await md.http.get(
+        f"/v1/accounts/{account}/bars",
+        params={"symbol": "AMZN", "interval": "1m", "start": history[0]["start"], "limit": 10},
+        headers=md.auth(user),
+    )
+    assert rest.status_code == 200, rest.text
+    fields = ("open", "high", "low", "close", "volume")
+
+    def values(bar: dict[str, Any]) -> tuple[Any, ...]:
+        return (_ts(bar["start"]), *(Decimal(bar[k]) for k in fields))
+
+    assert [values(b) for b in rest.json()["items"]] == [values(b) for b in history]
 
 
 # --- one upstream, reference counts ----------------------------------------------------------

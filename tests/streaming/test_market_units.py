@@ -26,6 +26,7 @@ from app.services.market_data import (
     upstream_key,
 )
 from app.streaming.market import MarketFeed, quote_frame
+from app.streaming.protocol import format_timestamp
 
 T0 = datetime(2026, 5, 22, 14, 30, tzinfo=UTC)
 
@@ -173,3 +174,50 @@ def test_a_users_own_connection_is_its_own_licence_and_the_platform_is_shared() 
         _connection("platform", "con_4", "u2")
     )
     assert upstream_key(_connection("platform", "con_3", "u1")) not in (mine, theirs)
+
+
+_DECIMALS = st.one_of(
+    st.none(),
+    st.decimals(
+        allow_nan=False, allow_infinity=False, places=4, min_value=-(10**9), max_value=10**9
+    ),
+)
+
+
+@given(
+    symbol=st.text(min_size=1, max_size=12),
+    bid=_DECIMALS,
+    ask=_DECIMALS,
+    bid_size=_DECIMALS,
+    ask_size=_DECIMALS,
+    source=st.sampled_from(list(MarketDataSource)),
+    micros=st.integers(min_value=0, max_value=999_999),
+)
+def test_the_quote_frame_is_the_json_of_its_fields_byte_for_byte(
+    symbol: str,
+    bid: Decimal | None,
+    ask: Decimal | None,
+    bid_size: Decimal | None,
+    ask_size: Decimal | None,
+    source: MarketDataSource,
+    micros: int,
+) -> None:
+    """Built by hand for speed, the frame is exactly the compact JSON of its fields (any
+    symbol escaped, None as null, decimals as strings)."""
+    ts = datetime(2026, 11, 23, 14, 30, 1, micros, tzinfo=UTC)
+    quote = MarketQuote(symbol, bid, ask, bid_size, ask_size, ts, source)
+    received_at = "2026-11-23T14:30:02.123456Z"
+    expected = {
+        "type": "quote",
+        "symbol": symbol,
+        "bid": None if bid is None else str(bid),
+        "ask": None if ask is None else str(ask),
+        "bid_size": None if bid_size is None else str(bid_size),
+        "ask_size": None if ask_size is None else str(ask_size),
+        "ts": format_timestamp(ts),
+        "received_at": received_at,
+        "source": source.value,
+    }
+    frame = quote_frame(quote, received_at)
+    assert frame == json.dumps(expected, separators=(",", ":"), ensure_ascii=False)
+    assert json.loads(frame) == expected

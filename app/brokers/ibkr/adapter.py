@@ -111,7 +111,7 @@ from app.brokers.base import (
     Transaction,
     is_option_symbol,
 )
-from app.brokers.http import BrokerClient, HttpPool, Pacer
+from app.brokers.http import BrokerClient, HttpPool, Pacer, tls_context
 from app.brokers.ibkr import auth, mapping, market_data, options
 from app.brokers.ibkr.mapping import SLUG
 from app.brokers.ibkr.options import Listed, OptionListing
@@ -200,6 +200,8 @@ class IbkrAdapter(PooledAdapter):
         # Capacity one: a sliding one-second window never sees more than rate + 1.
         overall = self._pool.bucket(SLUG, key, rate=settings.ibkr_requests_per_second, capacity=1)
         verify: bool | str = settings.ibkr_gateway_ca_bundle or settings.ibkr_gateway_verify_tls
+        # One TLS context for the REST clients and the market WebSocket alike.
+        self._tls = tls_context(verify)
 
         def client(bucket: Pacer) -> BrokerClient:
             return self._broker_client(
@@ -1070,7 +1072,7 @@ class IbkrAdapter(PooledAdapter):
 
     def market_data_session(self) -> market_data.IbkrMarketSession:
         return market_data.IbkrMarketSession(
-            market_data.ws_url(self._url), self._ws_session, self._conid_of_any
+            market_data.ws_url(self._url), self._ws_session, self._conid_of_any, tls=self._tls
         )
 
     async def _ws_session(self) -> str:

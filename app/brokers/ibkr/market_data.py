@@ -30,9 +30,10 @@ confirmed with Voyz/ibind ``ibind/client/ibkr_ws_client.py``):
    ``_ws_session``): the gateway allows one tickle a second, and reconnecting faster
    than that would put the gateway in IBKR's penalty box.
 
-Not done here: a gateway with a self-signed certificate over ``wss`` (the shared
-reconnect loop opens sockets with the default TLS context; ``ibkr_gateway_ca_bundle`` is
-not applied to the WebSocket yet).
+TLS: the WebSocket uses the REST client's own TLS context (``app.brokers.http.tls_context``
+of ``ibkr_gateway_ca_bundle``, else ``ibkr_gateway_verify_tls``), so a gateway with a
+self-signed certificate is verified against the CA bundle the deployment gives for it; a
+certificate that does not verify is a ``MarketGap`` saying so and naming the setting.
 
 Symbols become conids through the adapter's resolution (stocks: secdef search; options:
 the secdef walk) before anything changes: an unknown symbol is refused by ``update``.
@@ -46,6 +47,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -109,6 +111,7 @@ class IbkrMarketSession(UpstreamMarketSession):
 
     broker = SLUG
     name = "IBKR market stream"
+    tls_hint = "; give the gateway's CA bundle in BROKERAGE_IBKR_GATEWAY_CA_BUNDLE"
     frames = frames_logger(__name__)
 
     def __init__(
@@ -123,12 +126,14 @@ class IbkrMarketSession(UpstreamMarketSession):
         renew_seconds: float = 540.0,
         handshake_timeout: float = 10.0,
         max_backoff: float = 30.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(
             capabilities,
             idle_timeout=idle_timeout,
             handshake_timeout=handshake_timeout,
             max_backoff=max_backoff,
+            tls=tls,
         )
         self._url = url
         self._tickle = tickle

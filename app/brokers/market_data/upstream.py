@@ -24,8 +24,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -60,6 +62,9 @@ class UpstreamMarketSession:
     ping_interval: float = 10.0
     max_size: int = 2**22
     headers: dict[str, str] | None = None  # extra opening-handshake headers (a codec choice)
+    # Appended to the gap's reason when the server's certificate is not verified (where a
+    # deployment gives a broker host's CA bundle).
+    tls_hint: str = ""
     interruptions: tuple[type[Exception], ...] = (*INTERRUPTIONS, StreamRefused)
 
     def __init__(
@@ -70,8 +75,11 @@ class UpstreamMarketSession:
         handshake_timeout: float = 10.0,
         max_backoff: float = 30.0,
         clock: Callable[[], datetime] = _utcnow,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.capabilities = capabilities
+        # For ``wss://`` URLs (None: the default verifying context).
+        self._tls = tls
         self.idle_timeout = idle_timeout
         self._handshake_timeout = handshake_timeout
         self._max_backoff = max_backoff
@@ -108,6 +116,11 @@ class UpstreamMarketSession:
     # --- the shared part --------------------------------------------------------------------
 
     @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context of ``wss://`` connections (None: the default one)."""
+        return self._tls
+
+    @property
     def wanted(self) -> MarketDataSubscription:
         return self._wanted
 
@@ -142,6 +155,9 @@ class UpstreamMarketSession:
         while not self._closed.is_set():
             try:
                 url = await self._open()
+                tls: dict[str, Any] = {}
+                if self._tls is not None and url.startswith("wss://"):
+                    tls["ssl"] = self._tls
                 async with connect(
                     url,
                     open_timeout=self._handshake_timeout,
@@ -150,6 +166,7 @@ class UpstreamMarketSession:
                     max_size=self.max_size,
                     additional_headers=self.headers,
                     logger=self.frames,
+                    **tls,
                 ) as ws:
                     await self._handshake(ws)
                     async with self._lock:
@@ -181,18 +198,24 @@ class UpstreamMarketSession:
                 self._ws = None
                 if self._closed.is_set():
                     return
-                log.warning(
-                    "%s interrupted; reconnecting",
-                    self.name,
-                    extra={"broker": self.broker, "error": type(exc).__name__},
-                )
+                reason = f"{self.name} interrupted ({type(exc).__name__})"
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    # A configuration error: say which, and what fixes it.
+                    reason = (
+                        f"{self.name}: the server's TLS certificate was not verified"
+                        f" ({exc.verify_message}){self.tls_hint}"
+                    )
+                    log.error(reason, extra={"broker": self.broker})
+                else:
+                    log.warning(
+                        "%s interrupted; reconnecting",
+                        self.name,
+                        extra={"broker": self.broker, "error": type(exc).__name__},
+                    )
                 if not gap_open:
                     gap_open = True
                     self.gaps += 1
-                    yield MarketGap(
-                        reason=f"{self.name} interrupted ({type(exc).__name__})",
-                        since=self._clock(),
-                    )
+                    yield MarketGap(reason=reason, since=self._clock())
             finally:
                 self._ws = None
             failures += 1
