@@ -8,6 +8,11 @@ The read-only invariant lives here as well as in the database: ``credentials_for
 refuses a ``no_order_write`` (Tier C / Linked) or revoked credential *before* anything is
 decrypted, and ``store`` forces ``no_order_write`` for Tier C, which the table's CHECK
 constraint enforces again.
+
+Opened credentials may be kept in memory (``CredentialCache``): callers that pass the
+connection row's ``credential_version`` are served from there while it matches, and every
+write here bumps that version and announces the change to every instance
+(``app.security.credential_cache``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ from app.db.repositories.broker_tokens import (
 )
 from app.db.repositories.connections import ConnectionRepository
 from app.ids import new_id
+from app.security.credential_cache import (
+    CredentialCache,
+    announce_credential_change,
+    install_credential_hooks,
+)
 from app.security.credentials import Credentials
 from app.security.envelope import AssociatedData, DecryptionError, Envelope, EnvelopeCipher
 from app.security.keyring import KeyProvider
@@ -70,6 +80,11 @@ class RewrapBatch:
     primary_version: int
 
 
+def _refuse_for_orders(no_order_write: bool, broker_tier: str) -> None:
+    if no_order_write or broker_tier == "tier_c":
+        raise ReadOnlyCredential()
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -102,9 +117,18 @@ def _envelope(token: BrokerToken) -> Envelope:
 class TokenVault:
     """Stores, hands out, revokes and re-wraps envelope-encrypted broker credentials."""
 
-    def __init__(self, cipher: EnvelopeCipher, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        cipher: EnvelopeCipher,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        cache: CredentialCache | None = None,
+    ) -> None:
         self._cipher = cipher
         self._clock = clock
+        self.cache = cache or CredentialCache(ttl_seconds=0, max_entries=0)
+        self.decrypts = 0  # credentials opened by this vault (the benchmarks read it)
+        install_credential_hooks()
 
     def __repr__(self) -> str:
         return f"TokenVault({self._cipher!r})"
@@ -182,6 +206,7 @@ class TokenVault:
         # A fresh credential satisfies the rotation policy (see app.services.token_rotation).
         connection.rotation_due_at = None
         await session.flush()
+        await self._changed(session, user_id, connection_id)
         return token.id
 
     async def reseal(
@@ -215,6 +240,7 @@ class TokenVault:
         token.refresh_expires_at = refresh_expires_at
         token.updated_at = self._clock()
         await session.flush()
+        await self._changed(session, user_id, connection_id)
         return token.id
 
     def seal_flow_secret(
@@ -239,15 +265,21 @@ class TokenVault:
             raise CredentialUnreadable() from None
 
     async def credentials_for_read(
-        self, session: AsyncSession, *, user_id: str, connection_id: str
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_id: str,
+        version: int | None = None,
     ) -> Credentials:
         """Decrypted credentials for reads (positions, balances, quotes, refresh).
 
-        Raises ``CredentialMissing`` (also when the connection belongs to another user),
+        ``version``: the connection row's ``credential_version`` as the caller read it; with
+        it the credential may come from (and goes to) the cache. Raises
+        ``CredentialMissing`` (also when the connection belongs to another user),
         ``CredentialRevoked``, or ``CredentialUnreadable`` when decryption fails.
         """
-        token = await self._active(session, user_id, connection_id)
-        return self._decrypt(token)
+        return await self._opened(session, user_id, connection_id, version)
 
     async def credentials_for_read_many(
         self, session: AsyncSession, *, user_id: str, connection_ids: Sequence[str]
@@ -274,33 +306,84 @@ class TokenVault:
         return result
 
     async def credentials_for_order(
-        self, session: AsyncSession, *, user_id: str, connection_id: str
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_id: str,
+        version: int | None = None,
     ) -> Credentials:
         """Decrypted credentials for placing, modifying or cancelling orders.
 
         Refuses before decrypting: ``ReadOnlyCredential`` (403 ``read_only_account``) for a
         ``no_order_write`` or Tier C token, ``CredentialRevoked`` / ``CredentialMissing``
         (409 ``connection_broken``) otherwise; ``CredentialUnreadable`` if it cannot decrypt.
+        ``version`` as for ``credentials_for_read``; a cached credential is refused the same
+        way (its token's flags are kept with it).
         """
-        return self._decrypt(await self._order_token(session, user_id, connection_id))
+        if version is not None:
+            cached = self.cache.get(connection_id, version)
+            if cached is not None:
+                _refuse_for_orders(cached.no_order_write, cached.broker_tier)
+                return cached.credentials
+        token = await self._order_token(session, user_id, connection_id)
+        return self._open(token, version)
 
     async def check_order_credential(
-        self, session: AsyncSession, *, user_id: str, connection_id: str
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_id: str,
+        version: int | None = None,
     ) -> None:
         """Raise what ``credentials_for_order`` would refuse with, without decrypting.
 
         For the order router, which weighs every account of a user before choosing one and
         must not open credentials it will not use.
         """
+        if version is not None:
+            cached = self.cache.get(connection_id, version)
+            if cached is not None:
+                _refuse_for_orders(cached.no_order_write, cached.broker_tier)
+                return
         await self._order_token(session, user_id, connection_id)
 
     async def _order_token(
         self, session: AsyncSession, user_id: str, connection_id: str
     ) -> BrokerToken:
         token = await self._active(session, user_id, connection_id)
-        if token.no_order_write or token.broker_tier == "tier_c":
-            raise ReadOnlyCredential()
+        _refuse_for_orders(token.no_order_write, token.broker_tier)
         return token
+
+    async def _opened(
+        self, session: AsyncSession, user_id: str, connection_id: str, version: int | None
+    ) -> Credentials:
+        if version is not None:
+            cached = self.cache.get(connection_id, version)
+            if cached is not None:
+                return cached.credentials
+        return self._open(await self._active(session, user_id, connection_id), version)
+
+    def _open(self, token: BrokerToken, version: int | None) -> Credentials:
+        """Decrypt ``token``; kept in the cache when the caller knows the version."""
+        credentials = self._decrypt(token)
+        if version is not None:
+            self.cache.put(
+                token.connection_id,
+                version,
+                token_id=token.id,
+                broker_tier=token.broker_tier,
+                no_order_write=token.no_order_write,
+                credentials=credentials,
+            )
+        return credentials
+
+    async def _changed(self, session: AsyncSession, user_id: str, connection_id: str) -> None:
+        """The connection's credential (or its right to place orders) changed in this
+        transaction: bump its version and drop it from every instance's cache on commit."""
+        await ConnectionRepository.for_user(session, user_id).bump_credential_version(connection_id)
+        await announce_credential_change(session, connection_id)
 
     async def set_no_order_write(
         self, session: AsyncSession, *, user_id: str, connection_id: str, no_order_write: bool
@@ -320,6 +403,7 @@ class TokenVault:
         token.no_order_write = no_order_write
         token.updated_at = self._clock()
         await session.flush()
+        await self._changed(session, user_id, connection_id)
         return True
 
     async def revoke(self, session: AsyncSession, *, user_id: str, connection_id: str) -> None:
@@ -327,6 +411,7 @@ class TokenVault:
         await BrokerTokenRepository.for_user(session, user_id).revoke_for_connection(
             connection_id, self._clock()
         )
+        await self._changed(session, user_id, connection_id)
 
     @property
     def primary_version(self) -> int:
@@ -415,6 +500,7 @@ class TokenVault:
         raise CredentialMissing()
 
     def _decrypt(self, token: BrokerToken) -> Credentials:
+        self.decrypts += 1
         try:
             plaintext = self._cipher.open(_envelope(token), _aad(token))
             return Credentials.from_json_bytes(plaintext)
