@@ -83,7 +83,7 @@ class CredentialCache:
     ) -> None:
         self._ttl = ttl_seconds
         self._max = max_entries
-        self._clock = clock
+        self.clock = clock  # monotonic seconds (tests move it)
         self._entries: OrderedDict[str, CachedCredential] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -110,7 +110,7 @@ class CredentialCache:
             if entry is None:
                 self.misses += 1
                 return None
-            if entry.version != version or entry.expires_at <= self._clock():
+            if entry.version != version or entry.expires_at <= self.clock():
                 if entry.version <= version:  # superseded or expired: it is of no more use
                     del self._entries[connection_id]
                 self.misses += 1
@@ -118,6 +118,10 @@ class CredentialCache:
             self._entries.move_to_end(connection_id)
             self.hits += 1
             return entry
+
+    def peek(self, connection_id: str) -> CachedCredential | None:
+        """The entry held for the connection, whatever its version or age (no bookkeeping)."""
+        return self._entries.get(connection_id)
 
     def put(
         self,
@@ -137,7 +141,7 @@ class CredentialCache:
             version=version,
             broker_tier=broker_tier,
             no_order_write=no_order_write,
-            expires_at=self._clock() + self._ttl,
+            expires_at=self.clock() + self._ttl,
             credentials=credentials,
         )
         with self._lock:

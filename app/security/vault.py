@@ -126,7 +126,7 @@ class TokenVault:
     ) -> None:
         self._cipher = cipher
         self._clock = clock
-        self.cache = cache or CredentialCache(ttl_seconds=0, max_entries=0)
+        self.cache = cache if cache is not None else CredentialCache(ttl_seconds=0, max_entries=0)
         self.decrypts = 0  # credentials opened by this vault (the benchmarks read it)
         install_credential_hooks()
 
