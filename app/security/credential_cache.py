@@ -12,17 +12,19 @@ Why it is never stale
     An entry is keyed by the connection's ``credential_version`` (migration 0016), read with
     the connection row that every order and read loads anyway. Every write that changes
     which credential opens or whether it may place orders bumps that version in its own
-    transaction: ``TokenVault.store`` / ``reseal`` (replacement, OAuth refresh, rotation),
-    ``set_no_order_write``, ``revoke``, and a connection becoming ``broken`` or ``revoked``
-    (a flush hook below, whoever writes it). A request that sees the new row therefore
-    misses the old entry, also on an instance that never heard of the change. The order
+    transaction: triggers on ``broker_tokens`` count a new token and any change of its
+    ciphertext (replacement, OAuth refresh, rotation), ``no_order_write``, ``revoked_at`` or
+    tier, whoever writes it; a flush hook below counts a connection becoming ``broken`` or
+    ``revoked``. A request that sees the new row therefore misses the old entry, also on an
+    instance that never heard of the change. The order
     gates still check the connection's status and the entry's ``no_order_write`` flag on a
     hit, before any broker call. A re-wrap under a new key-encryption key changes only the
     wrap of the data key, never the plaintext, so it leaves entries valid.
 
 Dropping at once, everywhere
     The same writes announce the connection id: on Postgres with ``pg_notify`` on
-    ``CREDENTIALS_CHANNEL`` inside the writing transaction (sent only if it commits), which
+    ``CREDENTIALS_CHANNEL`` inside the writing transaction (the ``broker_tokens`` trigger,
+    or the flush hook; sent only if it commits), which
     each instance's LISTEN connection (``app.streaming.pg_listener``) hands to its cache;
     after a LISTEN reconnect the whole cache is cleared, since notifications may have been
     missed. On SQLite (one process) the ids are kept on the session and dropped from every
@@ -44,6 +46,7 @@ from typing import Any
 from sqlalchemy import event, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm.util import identity_key
 
 from app.db.models import Connection
 from app.db.session import database_key
@@ -233,10 +236,23 @@ def _announce(session: Session, connection_ids: list[str]) -> None:
     pending.setdefault(database_key(connection.engine.url), set()).update(connection_ids)
 
 
-async def announce_credential_change(session: AsyncSession, connection_id: str) -> None:
-    """Drop the connection's cached credential on every instance once this transaction
-    commits (nothing happens if it rolls back). The caller bumps the version as well."""
-    await session.run_sync(_announce, [connection_id])
+def _remember_locally(session: Session, connection_ids: list[str]) -> None:
+    if session.connection().dialect.name != "postgresql":  # Postgres: the trigger notified
+        _announce(session, connection_ids)
+
+
+async def credential_written(session: AsyncSession, connection_id: str) -> None:
+    """After the vault wrote the connection's token row in this transaction.
+
+    The database counted the change (the triggers of migration 0016) and, on Postgres,
+    announced it; here the copy of the connection row this session holds, if any, learns
+    the new version, and on SQLite the cache entry is dropped once the commit is through.
+    """
+    await session.run_sync(_remember_locally, [connection_id])
+    key = identity_key(Connection, connection_id)
+    held = session.sync_session.identity_map.get(key)
+    if isinstance(held, Connection):
+        await session.refresh(held, ["credential_version"])
 
 
 def _before_flush(session: Session, _context: Any, _instances: Any) -> None:

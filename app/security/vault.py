@@ -10,15 +10,15 @@ decrypted, and ``store`` forces ``no_order_write`` for Tier C, which the table's
 constraint enforces again.
 
 Opened credentials may be kept in memory (``CredentialCache``): callers that pass the
-connection row's ``credential_version`` are served from there while it matches, and every
-write here bumps that version and announces the change to every instance
-(``app.security.credential_cache``).
+connection row's ``credential_version`` are served from there while it matches. Every
+write here bumps that version (triggers of migration 0016) and drops the entry on every
+instance (``app.security.credential_cache``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -36,7 +36,7 @@ from app.db.repositories.connections import ConnectionRepository
 from app.ids import new_id
 from app.security.credential_cache import (
     CredentialCache,
-    announce_credential_change,
+    credential_written,
     install_credential_hooks,
 )
 from app.security.credentials import Credentials
@@ -206,7 +206,7 @@ class TokenVault:
         # A fresh credential satisfies the rotation policy (see app.services.token_rotation).
         connection.rotation_due_at = None
         await session.flush()
-        await self._changed(session, user_id, connection_id)
+        await self._changed(session, connection_id)
         return token.id
 
     async def reseal(
@@ -240,7 +240,7 @@ class TokenVault:
         token.refresh_expires_at = refresh_expires_at
         token.updated_at = self._clock()
         await session.flush()
-        await self._changed(session, user_id, connection_id)
+        await self._changed(session, connection_id)
         return token.id
 
     def seal_flow_secret(
@@ -282,28 +282,44 @@ class TokenVault:
         return await self._opened(session, user_id, connection_id, version)
 
     async def credentials_for_read_many(
-        self, session: AsyncSession, *, user_id: str, connection_ids: Sequence[str]
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_ids: Sequence[str],
+        versions: Mapping[str, int] | None = None,
     ) -> dict[str, Credentials | errors.ConnectionBroken]:
         """``credentials_for_read`` for many connections in one query (the portfolio).
 
         Each connection gets its credentials or the error ``credentials_for_read`` would
         have raised for it (``CredentialMissing``, ``CredentialRevoked``,
-        ``CredentialUnreadable``), so one bad token never fails the others.
+        ``CredentialUnreadable``), so one bad token never fails the others. ``versions``:
+        the connection rows' ``credential_version`` (as for ``credentials_for_read``);
+        connections served from the cache are not queried.
         """
-        repo = BrokerTokenRepository.for_user(session, user_id)
-        tokens = await repo.active_for_connections(connection_ids)
+        versions = versions or {}
         result: dict[str, Credentials | errors.ConnectionBroken] = {}
+        wanted: list[str] = []
         for connection_id in connection_ids:
+            version = versions.get(connection_id)
+            cached = None if version is None else self.cache.get(connection_id, version)
+            if cached is not None:
+                result[connection_id] = cached.credentials
+            else:
+                wanted.append(connection_id)
+        repo = BrokerTokenRepository.for_user(session, user_id)
+        tokens = await repo.active_for_connections(wanted)
+        for connection_id in wanted:
             token = tokens.get(connection_id)
             try:
                 if token is None:
                     if await repo.exists_for_connection(connection_id):
                         raise CredentialRevoked()
                     raise CredentialMissing()
-                result[connection_id] = self._decrypt(token)
+                result[connection_id] = self._open(token, versions.get(connection_id))
             except errors.ConnectionBroken as exc:
                 result[connection_id] = exc
-        return result
+        return {connection_id: result[connection_id] for connection_id in connection_ids}
 
     async def credentials_for_order(
         self,
@@ -379,11 +395,11 @@ class TokenVault:
             )
         return credentials
 
-    async def _changed(self, session: AsyncSession, user_id: str, connection_id: str) -> None:
+    async def _changed(self, session: AsyncSession, connection_id: str) -> None:
         """The connection's credential (or its right to place orders) changed in this
-        transaction: bump its version and drop it from every instance's cache on commit."""
-        await ConnectionRepository.for_user(session, user_id).bump_credential_version(connection_id)
-        await announce_credential_change(session, connection_id)
+        transaction. The database bumped its version (a trigger, which on Postgres also
+        tells every instance to drop it); see ``credential_written`` for the rest."""
+        await credential_written(session, connection_id)
 
     async def set_no_order_write(
         self, session: AsyncSession, *, user_id: str, connection_id: str, no_order_write: bool
@@ -403,7 +419,7 @@ class TokenVault:
         token.no_order_write = no_order_write
         token.updated_at = self._clock()
         await session.flush()
-        await self._changed(session, user_id, connection_id)
+        await self._changed(session, connection_id)
         return True
 
     async def revoke(self, session: AsyncSession, *, user_id: str, connection_id: str) -> None:
@@ -411,7 +427,7 @@ class TokenVault:
         await BrokerTokenRepository.for_user(session, user_id).revoke_for_connection(
             connection_id, self._clock()
         )
-        await self._changed(session, user_id, connection_id)
+        await self._changed(session, connection_id)
 
     @property
     def primary_version(self) -> int:

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import func, update
 
+from app.db.models import BrokerToken
 from app.db.repositories.connections import ConnectionRepository
 from app.security.credential_cache import CachedCredential, CredentialCache
 from app.security.credentials import Credentials
@@ -421,3 +423,65 @@ async def test_a_zero_lifetime_opens_the_credential_for_every_order(db_url: str)
                 await _order(h, user, account_id)
             assert h.state.ctx.vault.decrypts == start + 3
             assert connection_id not in _cache(h)
+
+
+async def test_a_token_written_outside_the_vault_is_counted_and_dropped_everywhere(
+    postgres_url: str,
+) -> None:
+    """The triggers count any writer (an operator's UPDATE in psql): B drops the entry
+    through the trigger's NOTIFY and both refuse."""
+    async with two_instances(postgres_url) as ins:
+        user = new_user()
+        connection_id, account_id = await _connect(ins.a, ins.alpaca, user)
+        await _warm(ins, user, connection_id, account_id)
+        before = await _version(ins.a, user, connection_id)
+        async with ins.a.state.ctx.sessionmaker() as session:
+            await session.execute(
+                update(BrokerToken)
+                .where(BrokerToken.connection_id == connection_id)
+                .values(no_order_write=True)
+            )
+            await session.commit()
+        assert await _version(ins.a, user, connection_id) == before + 1
+        await _dropped(ins.b, connection_id)
+        await _dropped(ins.a, connection_id)
+        sent = len(ins.orders_sent())
+        for h in (ins.a, ins.b):
+            refused = await h.place(user, account_id, order_type="limit", limit_price="1.00")
+            assert_problem(refused, 403, "read_only_account")
+        assert len(ins.orders_sent()) == sent
+
+
+async def test_a_rewrap_leaves_the_version_alone(db_url: str) -> None:
+    """Only the wrap of the data key changes: the plaintext in memory is still right."""
+    async with running_fake() as alpaca:
+        settings = settings_for_tests(
+            db_url, alpaca_trading_url=alpaca.url, alpaca_data_url=alpaca.url, paper_first_cycles=0
+        )
+        async with running_app(settings) as h:
+            user = new_user()
+            connection_id, _ = await _connect(h, alpaca, user)
+            before = await _version(h, user, connection_id)
+            async with h.state.ctx.sessionmaker() as session:
+                await session.execute(
+                    update(BrokerToken)
+                    .where(BrokerToken.connection_id == connection_id)
+                    .values(key_version=BrokerToken.key_version, updated_at=func.now())
+                )
+                await session.commit()
+            assert await _version(h, user, connection_id) == before
+            async with h.state.ctx.sessionmaker() as session:
+                await session.execute(
+                    update(BrokerToken)
+                    .where(BrokerToken.connection_id == connection_id)
+                    .values(revoked_at=func.now())
+                )
+                await session.commit()
+            assert await _version(h, user, connection_id) == before + 1
+
+
+async def _version(h: Harness, user: str, connection_id: str) -> int:
+    async with h.state.ctx.sessionmaker() as session:
+        connection = await ConnectionRepository.for_user(session, user).get(connection_id)
+        assert connection is not None
+        return connection.credential_version

@@ -20,18 +20,6 @@ class ConnectionRepository(UserScoped):
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def bump_credential_version(self, connection_id: str) -> None:
-        """Count one more change of the connection's credential (or of its right to place
-        orders); in-session copies of the row see the new value too."""
-        stmt = (
-            update(Connection)
-            .where(Connection.id == connection_id)
-            .values(credential_version=Connection.credential_version + 1)
-        )
-        if not self.is_system:
-            stmt = stmt.where(Connection.user_id == self.user_id)
-        await self.session.execute(stmt)
-
     async def page(self, *, limit: int, after: tuple[datetime, str] | None) -> Sequence[Connection]:
         stmt = select(Connection).where(Connection.user_id == self.user_id)
         if after is not None:
