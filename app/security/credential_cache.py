@@ -41,11 +41,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, func, inspect, select
+from sqlalchemy import Table, event, func, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from app.db.models import Connection
@@ -256,17 +257,31 @@ async def credential_written(session: AsyncSession, connection_id: str) -> None:
 
 
 def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
-    # A connection becoming broken or revoked, whoever writes it: bump and announce.
-    ended: list[str] = []
+    # A connection becoming broken or revoked, whoever writes it: bump and announce. The
+    # bump is computed by the database (``+ 1`` in SQL), never from the copy in memory,
+    # which may be older than a trigger's bump: the version only ever grows.
+    ended: dict[str, Connection] = {}
     for obj in session.dirty:
         if not isinstance(obj, Connection) or obj.status not in _ENDED_STATUSES:
             continue
-        if not inspect(obj).attrs.status.history.added:
-            continue
-        obj.credential_version = (obj.credential_version or 0) + 1
-        ended.append(obj.id)
-    if ended:
-        _announce(session, ended)
+        if inspect(obj).attrs.status.history.added:
+            ended[obj.id] = obj
+    if not ended:
+        return
+    table = cast(Table, Connection.__table__)
+    connection = session.connection()
+    ids = sorted(ended)
+    connection.execute(
+        update(table)
+        .where(table.c.id.in_(ids))
+        .values(credential_version=table.c.credential_version + 1)
+    )
+    bumped = connection.execute(
+        select(table.c.id, table.c.credential_version).where(table.c.id.in_(ids))
+    )
+    for connection_id, version in bumped:
+        set_committed_value(ended[connection_id], "credential_version", version)
+    _announce(session, ids)
 
 
 def _after_commit(session: Session) -> None:

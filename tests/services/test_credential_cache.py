@@ -485,3 +485,30 @@ async def _version(h: Harness, user: str, connection_id: str) -> int:
         connection = await ConnectionRepository.for_user(session, user).get(connection_id)
         assert connection is not None
         return connection.credential_version
+
+
+async def test_the_version_only_grows_even_from_a_stale_copy(db_url: str) -> None:
+    """A connection marked broken from a copy read before a token change still counts up
+    from the database's value (a stale copy never moves the version back)."""
+    async with running_fake() as alpaca:
+        settings = settings_for_tests(
+            db_url, alpaca_trading_url=alpaca.url, alpaca_data_url=alpaca.url, paper_first_cycles=0
+        )
+        async with running_app(settings) as h:
+            user = new_user()
+            connection_id, _ = await _connect(h, alpaca, user)
+            before = await _version(h, user, connection_id)
+            async with h.state.ctx.sessionmaker() as stale_session:
+                stale = await ConnectionRepository.for_user(stale_session, user).get(connection_id)
+                assert stale is not None
+                await stale_session.commit()  # the copy outlives its transaction
+                async with h.state.ctx.sessionmaker() as session:
+                    await h.state.ctx.vault.set_no_order_write(
+                        session, user_id=user, connection_id=connection_id, no_order_write=True
+                    )
+                    await session.commit()
+                assert stale.credential_version == before
+                stale.status = "broken"
+                await stale_session.commit()
+                assert stale.credential_version == before + 2
+            assert await _version(h, user, connection_id) == before + 2
