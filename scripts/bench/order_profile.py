@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import event  # noqa: E402
 
 from app.db.migrate import upgrade  # noqa: E402
+from app.db.repositories.connections import AccountRepository  # noqa: E402
 from tests.conftest import new_user  # noqa: E402
 from tests.postgres import fresh_database, postgres_server  # noqa: E402
 from tests.services.support import live_gateway  # noqa: E402
@@ -133,6 +134,28 @@ async def run(url: str, orders: int, cache_seconds: float) -> None:
             orders,
             vault,
         )
+        await open_credential(h, live_user, live, orders * 5)
+
+
+async def open_credential(h: Any, user: str, account_id: str, times: int) -> None:
+    """The order path's credential step alone: the connection row read and
+    ``adapter_for(..., for_order=True)``, each in its own session as a request does."""
+    ctx = h.state.ctx
+    cpu: list[float] = []
+    wall: list[float] = []
+    for _ in range(times):
+        c0, w0 = time.process_time(), time.perf_counter()
+        async with ctx.sessionmaker() as session:
+            found = await AccountRepository.for_user(session, user).get_with_connection(account_id)
+            assert found is not None
+            await ctx.adapter_for(session, found[1], for_order=True)
+        cpu.append((time.process_time() - c0) * 1e6)
+        wall.append((time.perf_counter() - w0) * 1e6)
+    print(f"\nopening the live credential (account+connection read, adapter): {times} times")
+    print(
+        f"  CPU us p50 {statistics.median(cpu):.0f} mean {statistics.mean(cpu):.0f}; "
+        f"wall us p50 {statistics.median(wall):.0f}"
+    )
 
 
 async def main() -> None:
