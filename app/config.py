@@ -393,6 +393,10 @@ class Settings(BaseSettings):
     token_refresh_leeway_seconds: float = 60.0
     # Refreshes one instance runs at once in a background pass (Postgres; SQLite: one).
     token_refresh_concurrency: int = 4
+    # Opened credentials kept in memory per connection (app/security/credential_cache.py):
+    # how long one is kept (0: not at all) and for how many connections at most.
+    credential_cache_seconds: float = Field(default=60.0, ge=0)
+    credential_cache_size: int = Field(default=10_000, ge=0)
     connection_expiring_window: timedelta = timedelta(days=1)
 
     # Browsers on these origins (exact ``scheme://host[:port]``, JSON list) may call the API

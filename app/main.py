@@ -48,13 +48,14 @@ from app.config import Settings, get_settings
 from app.db.leases import leases_for, owner_lease
 from app.db.migrate import upgrade
 from app.db.rate_limits import PostgresRateLimiter
-from app.db.session import create_engine, create_sessionmaker
+from app.db.session import create_engine, create_sessionmaker, database_key
 from app.ids import new_id
 from app.observability import configure_logging
 from app.paper.clock import Clock, SystemClock
 from app.paper.engine import PaperEngine, run_ticker
 from app.paper.quotes import SeededQuoteSource
 from app.security.audit import AuditChain
+from app.security.credential_cache import CredentialCache, LocalCaches
 from app.security.envelope import EnvelopeCipher
 from app.security.jwt import build_verifier
 from app.security.vault import TokenVault
@@ -140,7 +141,11 @@ def create_app(
             OrderUpdateIngest(sessionmaker, "paper"),
         )
         broker_registry = registry or default_registry()
-        vault = TokenVault(EnvelopeCipher(key_provider))
+        credential_cache = CredentialCache(
+            ttl_seconds=settings.credential_cache_seconds,
+            max_entries=settings.credential_cache_size,
+        )
+        vault = TokenVault(EnvelopeCipher(key_provider), cache=credential_cache)
         broker_http = HttpPool(
             timeouts=timeouts_from(settings),
             # Several instances share one database: per-credential broker limits are kept
@@ -168,8 +173,13 @@ def create_app(
             tokens=tokens,
         )
         # --- streaming: the hub and its LISTEN connection (or in-process notifier) ---
-        stream = StreamRuntime(settings.database_url, stream_settings)
+        # The LISTEN connection also drops credentials changed on any instance from this
+        # instance's cache; on SQLite the commit drops them in this process.
+        stream = StreamRuntime(settings.database_url, stream_settings, [credential_cache])
         await stream.start()
+        database = database_key(engine.url)
+        if engine.dialect.name != "postgresql":
+            LocalCaches.register(database, credential_cache)
         # --- end streaming ---
         orders_service = OrderService(ctx)
         upstream = UpstreamStreams(ctx)
@@ -308,6 +318,7 @@ def create_app(
             await reconciler.close()
             await owner_leases.close()
             await stream.stop()  # streaming
+            LocalCaches.unregister(database, credential_cache)
             await app.state.brokerage.portfolio.aclose()
             await http.aclose()
             if ctx.broker_http is not None:

@@ -82,6 +82,9 @@ class Connection(Base):
     # ``live``, or the broker's own paper/sandbox environment the connection was made in
     # (migration 0014; app/brokers/environments.py). Its accounts are ``mode`` sandbox.
     environment: Mapped[str] = mapped_column(String(10), default="live", server_default="live")
+    # Bumped with every change of the credential or of whether it may be used (migration
+    # 0016; app/security/credential_cache.py): the credential cache's entries carry it.
+    credential_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class BrokerToken(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import event
@@ -73,3 +74,11 @@ def session_owner(session: AsyncSession) -> str | None:
     """The id of the process whose sessionmaker made this session (None: not recorded)."""
     owner = session.info.get(_OWNER)
     return owner if isinstance(owner, str) else None
+
+
+def database_key(url: Any) -> str:
+    """Identify one SQLite database file across engines of this process (absolute path)."""
+    database = str(getattr(url, "database", None) or "")
+    if database and database != ":memory:" and not database.startswith("file:"):
+        return os.path.abspath(database)
+    return database

@@ -8,12 +8,17 @@ The read-only invariant lives here as well as in the database: ``credentials_for
 refuses a ``no_order_write`` (Tier C / Linked) or revoked credential *before* anything is
 decrypted, and ``store`` forces ``no_order_write`` for Tier C, which the table's CHECK
 constraint enforces again.
+
+Opened credentials may be kept in memory (``CredentialCache``): callers that pass the
+connection row's ``credential_version`` are served from there while it matches. Every
+write here bumps that version (triggers of migration 0016) and drops the entry on every
+instance (``app.security.credential_cache``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +34,11 @@ from app.db.repositories.broker_tokens import (
 )
 from app.db.repositories.connections import ConnectionRepository
 from app.ids import new_id
+from app.security.credential_cache import (
+    CredentialCache,
+    credential_written,
+    install_credential_hooks,
+)
 from app.security.credentials import Credentials
 from app.security.envelope import AssociatedData, DecryptionError, Envelope, EnvelopeCipher
 from app.security.keyring import KeyProvider
@@ -70,6 +80,11 @@ class RewrapBatch:
     primary_version: int
 
 
+def _refuse_for_orders(no_order_write: bool, broker_tier: str) -> None:
+    if no_order_write or broker_tier == "tier_c":
+        raise ReadOnlyCredential()
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -102,9 +117,18 @@ def _envelope(token: BrokerToken) -> Envelope:
 class TokenVault:
     """Stores, hands out, revokes and re-wraps envelope-encrypted broker credentials."""
 
-    def __init__(self, cipher: EnvelopeCipher, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        cipher: EnvelopeCipher,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        cache: CredentialCache | None = None,
+    ) -> None:
         self._cipher = cipher
         self._clock = clock
+        self.cache = cache if cache is not None else CredentialCache(ttl_seconds=0, max_entries=0)
+        self.decrypts = 0  # credentials opened by this vault (the benchmarks read it)
+        install_credential_hooks()
 
     def __repr__(self) -> str:
         return f"TokenVault({self._cipher!r})"
@@ -182,6 +206,7 @@ class TokenVault:
         # A fresh credential satisfies the rotation policy (see app.services.token_rotation).
         connection.rotation_due_at = None
         await session.flush()
+        await self._changed(session, connection_id)
         return token.id
 
     async def reseal(
@@ -215,6 +240,7 @@ class TokenVault:
         token.refresh_expires_at = refresh_expires_at
         token.updated_at = self._clock()
         await session.flush()
+        await self._changed(session, connection_id)
         return token.id
 
     def seal_flow_secret(
@@ -239,68 +265,141 @@ class TokenVault:
             raise CredentialUnreadable() from None
 
     async def credentials_for_read(
-        self, session: AsyncSession, *, user_id: str, connection_id: str
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_id: str,
+        version: int | None = None,
     ) -> Credentials:
         """Decrypted credentials for reads (positions, balances, quotes, refresh).
 
-        Raises ``CredentialMissing`` (also when the connection belongs to another user),
+        ``version``: the connection row's ``credential_version`` as the caller read it; with
+        it the credential may come from (and goes to) the cache. Raises
+        ``CredentialMissing`` (also when the connection belongs to another user),
         ``CredentialRevoked``, or ``CredentialUnreadable`` when decryption fails.
         """
-        token = await self._active(session, user_id, connection_id)
-        return self._decrypt(token)
+        return await self._opened(session, user_id, connection_id, version)
 
     async def credentials_for_read_many(
-        self, session: AsyncSession, *, user_id: str, connection_ids: Sequence[str]
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_ids: Sequence[str],
+        versions: Mapping[str, int] | None = None,
     ) -> dict[str, Credentials | errors.ConnectionBroken]:
         """``credentials_for_read`` for many connections in one query (the portfolio).
 
         Each connection gets its credentials or the error ``credentials_for_read`` would
         have raised for it (``CredentialMissing``, ``CredentialRevoked``,
-        ``CredentialUnreadable``), so one bad token never fails the others.
+        ``CredentialUnreadable``), so one bad token never fails the others. ``versions``:
+        the connection rows' ``credential_version`` (as for ``credentials_for_read``);
+        connections served from the cache are not queried.
         """
-        repo = BrokerTokenRepository.for_user(session, user_id)
-        tokens = await repo.active_for_connections(connection_ids)
+        versions = versions or {}
         result: dict[str, Credentials | errors.ConnectionBroken] = {}
+        wanted: list[str] = []
         for connection_id in connection_ids:
+            version = versions.get(connection_id)
+            cached = None if version is None else self.cache.get(connection_id, version)
+            if cached is not None:
+                result[connection_id] = cached.credentials
+            else:
+                wanted.append(connection_id)
+        repo = BrokerTokenRepository.for_user(session, user_id)
+        tokens = await repo.active_for_connections(wanted)
+        for connection_id in wanted:
             token = tokens.get(connection_id)
             try:
                 if token is None:
                     if await repo.exists_for_connection(connection_id):
                         raise CredentialRevoked()
                     raise CredentialMissing()
-                result[connection_id] = self._decrypt(token)
+                result[connection_id] = self._open(token, versions.get(connection_id))
             except errors.ConnectionBroken as exc:
                 result[connection_id] = exc
-        return result
+        return {connection_id: result[connection_id] for connection_id in connection_ids}
 
     async def credentials_for_order(
-        self, session: AsyncSession, *, user_id: str, connection_id: str
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_id: str,
+        version: int | None = None,
     ) -> Credentials:
         """Decrypted credentials for placing, modifying or cancelling orders.
 
         Refuses before decrypting: ``ReadOnlyCredential`` (403 ``read_only_account``) for a
         ``no_order_write`` or Tier C token, ``CredentialRevoked`` / ``CredentialMissing``
         (409 ``connection_broken``) otherwise; ``CredentialUnreadable`` if it cannot decrypt.
+        ``version`` as for ``credentials_for_read``; a cached credential is refused the same
+        way (its token's flags are kept with it).
         """
-        return self._decrypt(await self._order_token(session, user_id, connection_id))
+        if version is not None:
+            cached = self.cache.get(connection_id, version)
+            if cached is not None:
+                _refuse_for_orders(cached.no_order_write, cached.broker_tier)
+                return cached.credentials
+        token = await self._order_token(session, user_id, connection_id)
+        return self._open(token, version)
 
     async def check_order_credential(
-        self, session: AsyncSession, *, user_id: str, connection_id: str
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        connection_id: str,
+        version: int | None = None,
     ) -> None:
         """Raise what ``credentials_for_order`` would refuse with, without decrypting.
 
         For the order router, which weighs every account of a user before choosing one and
         must not open credentials it will not use.
         """
+        if version is not None:
+            cached = self.cache.get(connection_id, version)
+            if cached is not None:
+                _refuse_for_orders(cached.no_order_write, cached.broker_tier)
+                return
         await self._order_token(session, user_id, connection_id)
 
     async def _order_token(
         self, session: AsyncSession, user_id: str, connection_id: str
     ) -> BrokerToken:
         token = await self._active(session, user_id, connection_id)
-        if token.no_order_write or token.broker_tier == "tier_c":
-            raise ReadOnlyCredential()
+        _refuse_for_orders(token.no_order_write, token.broker_tier)
         return token
+
+    async def _opened(
+        self, session: AsyncSession, user_id: str, connection_id: str, version: int | None
+    ) -> Credentials:
+        if version is not None:
+            cached = self.cache.get(connection_id, version)
+            if cached is not None:
+                return cached.credentials
+        return self._open(await self._active(session, user_id, connection_id), version)
+
+    def _open(self, token: BrokerToken, version: int | None) -> Credentials:
+        """Decrypt ``token``; kept in the cache when the caller knows the version."""
+        credentials = self._decrypt(token)
+        if version is not None:
+            self.cache.put(
+                token.connection_id,
+                version,
+                token_id=token.id,
+                broker_tier=token.broker_tier,
+                no_order_write=token.no_order_write,
+                credentials=credentials,
+            )
+        return credentials
+
+    async def _changed(self, session: AsyncSession, connection_id: str) -> None:
+        """The connection's credential (or its right to place orders) changed in this
+        transaction. The database bumped its version (a trigger, which on Postgres also
+        tells every instance to drop it); see ``credential_written`` for the rest."""
+        await credential_written(session, connection_id)
 
     async def set_no_order_write(
         self, session: AsyncSession, *, user_id: str, connection_id: str, no_order_write: bool
@@ -320,6 +419,7 @@ class TokenVault:
         token.no_order_write = no_order_write
         token.updated_at = self._clock()
         await session.flush()
+        await self._changed(session, connection_id)
         return True
 
     async def revoke(self, session: AsyncSession, *, user_id: str, connection_id: str) -> None:
@@ -327,6 +427,7 @@ class TokenVault:
         await BrokerTokenRepository.for_user(session, user_id).revoke_for_connection(
             connection_id, self._clock()
         )
+        await self._changed(session, connection_id)
 
     @property
     def primary_version(self) -> int:
@@ -415,6 +516,7 @@ class TokenVault:
         raise CredentialMissing()
 
     def _decrypt(self, token: BrokerToken) -> Credentials:
+        self.decrypts += 1
         try:
             plaintext = self._cipher.open(_envelope(token), _aad(token))
             return Credentials.from_json_bytes(plaintext)

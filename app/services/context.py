@@ -120,11 +120,17 @@ class ServiceContext:
         elif spec.token_tier is not None:
             if for_order:
                 credentials = await self.vault.credentials_for_order(
-                    session, user_id=connection.user_id, connection_id=connection.id
+                    session,
+                    user_id=connection.user_id,
+                    connection_id=connection.id,
+                    version=connection.credential_version,
                 )
             else:
                 credentials = await self.vault.credentials_for_read(
-                    session, user_id=connection.user_id, connection_id=connection.id
+                    session,
+                    user_id=connection.user_id,
+                    connection_id=connection.id,
+                    version=connection.credential_version,
                 )
         return spec.factory(self.connection_context(connection), credentials)
 
@@ -142,7 +148,10 @@ class ServiceContext:
                 )
         elif spec.token_tier is not None:
             await self.vault.check_order_credential(
-                session, user_id=connection.user_id, connection_id=connection.id
+                session,
+                user_id=connection.user_id,
+                connection_id=connection.id,
+                version=connection.credential_version,
             )
 
     def build_adapter(

@@ -36,9 +36,8 @@ from prometheus_client import Counter, Gauge
 
 from app.db.leases import Leases, LocalLeases
 from app.db.repositories.broker_tokens import BrokerTokenRepository
-from app.db.session import SessionMaker
+from app.db.session import SessionMaker, database_key
 from app.security.vault import REWRAP_BATCH, TokenVault
-from app.streaming.outbox import database_key
 
 log = logging.getLogger(__name__)
 

@@ -358,13 +358,14 @@ class PortfolioService:
                 planned[ref.account_id] = early
                 if early is None:
                     candidates.append((ref, account, connection))
-            # One query for every credential (not one session per account).
+            # One query for every credential not in the cache (not one session per account).
             credentials = await self._ctx.vault.credentials_for_read_many(
                 session,
                 user_id=user_id,
                 connection_ids=sorted(
                     {c.id for _, _, c in candidates if self._needs_credentials(c)}
                 ),
+                versions={c.id: c.credential_version for _, _, c in candidates},
             )
         for ref, account, connection in candidates:
             found = credentials.get(connection.id)

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +60,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from app.db.models import OrderEvent
+from app.db.session import database_key
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,6 @@ _FLUSHED_MAX = "brokerage_outbox_flushed_max"
 
 _installed = False
 _install_lock = threading.Lock()
-
-
-def database_key(url: Any) -> str:
-    """Identify one SQLite database file across engines of this process (absolute path)."""
-    database = str(getattr(url, "database", None) or "")
-    if database and database != ":memory:" and not database.startswith("file:"):
-        return os.path.abspath(database)
-    return database
 
 
 class LocalNotifier:

@@ -13,6 +13,10 @@ and only then calls ``hub.resume()``, which reads the outbox after the hub's hea
 event committed while nobody listened is therefore read by that catch-up, and one committed
 after LISTEN is notified: none is lost. Subscribers need not reconnect; their cursors are
 untouched. The hub's own poll (``poll_seconds``) is a last resort if all else fails.
+
+The same connection listens on further channels for whoever asks (``ChannelHandler``: the
+credential cache's drops, ``app.security.credential_cache``); after each (re)connect each
+handler's ``resync`` runs, since its notifications may have been missed meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import asyncpg  # type: ignore[import-untyped]
 from prometheus_client import Counter, Gauge
@@ -44,11 +50,24 @@ def _down() -> float:
 
 
 _reporting: PgListener | None = None
+_Callback = Callable[[asyncpg.Connection, int, str, str], None]
 
 
 LISTENER_RECONNECTS = Counter(
     "brokerage_stream_listener_connects_total", "LISTEN connections established"
 )
+
+
+class ChannelHandler(Protocol):
+    """Another channel on the LISTEN connection: its payloads, and a call after each
+    (re)connect (whatever was notified while nobody listened is lost)."""
+
+    @property
+    def channel(self) -> str: ...
+
+    def notified(self, payload: str) -> None: ...
+
+    def resync(self) -> None: ...
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -60,9 +79,16 @@ def asyncpg_dsn(database_url: str) -> str:
 class PgListener:
     """Keeps one LISTEN connection alive for a hub; see the module docstring."""
 
-    def __init__(self, database_url: str, hub: Hub, settings: StreamSettings) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        hub: Hub,
+        settings: StreamSettings,
+        handlers: Sequence[ChannelHandler] = (),
+    ) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._hub = hub
+        self._handlers = tuple(handlers)
         self._settings = settings
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -125,6 +151,16 @@ class PgListener:
             return
         self._hub.notify(event_id)
 
+    @staticmethod
+    def _forward(handler: ChannelHandler) -> _Callback:
+        def forward(_conn: asyncpg.Connection, _pid: int, _channel: str, payload: str) -> None:
+            try:
+                handler.notified(payload)
+            except Exception:  # a handler's bug must not end the LISTEN connection
+                log.exception("the handler of channel %s failed", handler.channel)
+
+        return forward
+
     async def _run(self) -> None:
         backoff = self._settings.reconnect_min_seconds
         while True:
@@ -138,6 +174,8 @@ class PgListener:
                 )
                 conn.add_termination_listener(self._on_terminated)
                 await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
+                for handler in self._handlers:
+                    await conn.add_listener(handler.channel, self._forward(handler))
                 self._conn = conn
                 self.connects += 1
                 LISTENER_RECONNECTS.inc()
@@ -146,6 +184,8 @@ class PgListener:
                 self._first_attempt.set()
                 # LISTEN is active: whatever committed before it is in the table now.
                 self._hub.resume()
+                for handler in self._handlers:
+                    handler.resync()
                 backoff = self._settings.reconnect_min_seconds
                 await self._watch(conn, lost)
                 log.warning("the LISTEN connection was lost; reconnecting")

@@ -11,19 +11,26 @@ queue behind them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.engine import make_url
 
-from app.db.session import create_engine, create_sessionmaker
+from app.db.session import create_engine, create_sessionmaker, database_key
 from app.streaming.config import StreamSettings
 from app.streaming.hub import Hub
-from app.streaming.outbox import LocalNotifier, database_key, install_outbox_hooks
-from app.streaming.pg_listener import PgListener
+from app.streaming.outbox import LocalNotifier, install_outbox_hooks
+from app.streaming.pg_listener import ChannelHandler, PgListener
 
 
 class StreamRuntime:
     """Owns the hub and its notification source; ``start``/``stop`` from the lifespan."""
 
-    def __init__(self, database_url: str, settings: StreamSettings) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        settings: StreamSettings,
+        handlers: Sequence[ChannelHandler] = (),
+    ) -> None:
         install_outbox_hooks()
         self.settings = settings
         self._engine = create_engine(database_url, pool_size=2, max_overflow=0)
@@ -31,7 +38,7 @@ class StreamRuntime:
         self._url = make_url(database_url)
         self.listener: PgListener | None = None
         if self._url.get_backend_name() == "postgresql":
-            self.listener = PgListener(database_url, self.hub, settings)
+            self.listener = PgListener(database_url, self.hub, settings, handlers)
         self._local_token: int | None = None
 
     async def start(self) -> None:

@@ -3,6 +3,7 @@ through the app in process: SQL statements, transactions and round trips per ord
 CPU per order. Not a test: it prints figures.
 
     .venv/bin/python scripts/bench/order_profile.py [--orders N] [--database sqlite]
+        [--credential-cache-seconds 0]
 
 Round trips = statements + BEGIN + COMMIT/ROLLBACK (asyncpg sends each on its own; an
 autocommit statement is one round trip and is counted as a statement, not a transaction). The fake
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import event  # noqa: E402
 
 from app.db.migrate import upgrade  # noqa: E402
+from app.db.repositories.connections import AccountRepository  # noqa: E402
 from tests.conftest import new_user  # noqa: E402
 from tests.postgres import fresh_database, postgres_server  # noqa: E402
 from tests.services.support import live_gateway  # noqa: E402
@@ -83,10 +85,11 @@ class Counter:
         self.begins = self.ends = 0
 
 
-async def profile(label: str, place: Any, counter: Counter, orders: int) -> None:
+async def profile(label: str, place: Any, counter: Counter, orders: int, vault: Any) -> None:
     for _ in range(10):  # warm up
         await place()
     counter.reset()
+    decrypts = vault.decrypts
     cpu: list[float] = []
     wall: list[float] = []
     for _ in range(orders):
@@ -101,6 +104,7 @@ async def profile(label: str, place: Any, counter: Counter, orders: int) -> None
         f"  statements/order {total / orders:.1f}, transactions/order {counter.ends / orders:.1f}"
     )
     print(f"  round trips/order {(total + counter.begins + counter.ends) / orders:.1f}")
+    print(f"  credentials decrypted/order {(vault.decrypts - decrypts) / orders:.2f}")
     print(
         f"  CPU ms/order p50 {statistics.median(cpu):.2f} mean {statistics.mean(cpu):.2f}; "
         f"wall ms p50 {statistics.median(wall):.2f}"
@@ -109,15 +113,18 @@ async def profile(label: str, place: Any, counter: Counter, orders: int) -> None
         print(f"    {count / orders:5.2f}  {name}")
 
 
-async def run(url: str, orders: int) -> None:
-    async with live_gateway(url, paper_first_cycles=0) as gw:
+async def run(url: str, orders: int, cache_seconds: float) -> None:
+    async with live_gateway(
+        url, paper_first_cycles=0, credential_cache_seconds=cache_seconds
+    ) as gw:
         h = gw.harness
         engine = h.state.ctx.sessionmaker.kw["bind"]
         counter = Counter()
         counter.attach(engine)
         user = new_user()
         _, paper = await h.paper_account(user, starting_cash="100000000")
-        await profile("paper market buy", lambda: h.place(user, paper), counter, orders)
+        vault = h.state.ctx.vault
+        await profile("paper market buy", lambda: h.place(user, paper), counter, orders, vault)
         live_user = new_user()
         _, live = await gw.connect_byob(live_user)
         await profile(
@@ -125,23 +132,52 @@ async def run(url: str, orders: int) -> None:
             lambda: h.place(live_user, live, order_type="limit", limit_price="1.00"),
             counter,
             orders,
+            vault,
         )
+        await open_credential(h, live_user, live, orders * 5)
+
+
+async def open_credential(h: Any, user: str, account_id: str, times: int) -> None:
+    """The order path's credential step alone: the connection row read and
+    ``adapter_for(..., for_order=True)``, each in its own session as a request does."""
+    ctx = h.state.ctx
+    cpu: list[float] = []
+    wall: list[float] = []
+    for _ in range(times):
+        c0, w0 = time.process_time(), time.perf_counter()
+        async with ctx.sessionmaker() as session:
+            found = await AccountRepository.for_user(session, user).get_with_connection(account_id)
+            assert found is not None
+            await ctx.adapter_for(session, found[1], for_order=True)
+        cpu.append((time.process_time() - c0) * 1e6)
+        wall.append((time.perf_counter() - w0) * 1e6)
+    print(f"\nopening the live credential (account+connection read, adapter): {times} times")
+    print(
+        f"  CPU us p50 {statistics.median(cpu):.0f} mean {statistics.mean(cpu):.0f}; "
+        f"wall us p50 {statistics.median(wall):.0f}"
+    )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=100)
     parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument(
+        "--credential-cache-seconds",
+        type=float,
+        default=60.0,
+        help="BROKERAGE_CREDENTIAL_CACHE_SECONDS (0: every order opens its credential)",
+    )
     args = parser.parse_args()
     if args.database == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite+aiosqlite:///{tmp}/profile.db"
             await asyncio.to_thread(upgrade, url)
-            await run(url, args.orders)
+            await run(url, args.orders, args.credential_cache_seconds)
         return
     async with postgres_server() as admin, fresh_database(admin) as url:
         await asyncio.to_thread(upgrade, url)
-        await run(url, args.orders)
+        await run(url, args.orders, args.credential_cache_seconds)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.orm import Session
 
 from app.db.repositories.orders import OrderEventRepository
-from app.db.session import create_engine, create_sessionmaker
+from app.db.session import create_engine, create_sessionmaker, database_key
 from app.streaming.config import StreamSettings
 from app.streaming.hub import RecentFrames, Subscription
-from app.streaming.outbox import LocalNotifier, database_key
+from app.streaming.outbox import LocalNotifier
 from app.streaming.pg_listener import asyncpg_dsn
 from app.streaming.protocol import InvalidCursorError, parse_cursor
 from tests.conftest import new_user

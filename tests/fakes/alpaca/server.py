@@ -288,6 +288,8 @@ class FakeAlpaca:
         self.faults = Faults()
         self.accounts: dict[str, FakeAccount] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every REST request
+        # (method, path, APCA-API-KEY-ID header) of every REST request: which key was used
+        self.keyed_requests: list[tuple[str, str, str]] = []
         self._release = asyncio.Event()
         self._sockets: set[WebSocket] = set()
         self.app = Starlette(
@@ -417,6 +419,9 @@ class FakeAlpaca:
 
     async def _gate(self, request: Request) -> FakeAccount | Response:
         self.requests.append((request.method, request.url.path))
+        self.keyed_requests.append(
+            (request.method, request.url.path, request.headers.get("APCA-API-KEY-ID") or "")
+        )
         await request.body()  # received in full before any delay, as a real server would
         latency = self.faults.latency_by_key.get(
             request.headers.get("APCA-API-KEY-ID") or "", self.faults.latency
