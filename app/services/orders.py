@@ -67,7 +67,7 @@ from app.brokers.symbols import normalize_symbol
 from app.db.models import Account, Connection, IdempotencyKey, Order
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
-from app.db.repositories.orders import OrderRepository
+from app.db.repositories.orders import KeyCompletion, OrderRepository
 from app.ids import client_order_id_for, new_id
 from app.observability import ORDERS_TOTAL
 from app.paper.adapter import PaperAdapter
@@ -218,9 +218,9 @@ class OrderService:
                 ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
                 return response
 
-            OrderRepository.for_user(session, user_id).add(order)
-            await session.flush()
-            append_order_event(session, order, now)
+            events: list[dict[str, Any]] = []
+            append_order_event(session, order, now, events)
+            await OrderRepository.for_user(session, user_id).write(new=order, events=events)
             await self.audit(session, connection, order, "place", fingerprint, order.status, now)
             await session.commit()
 
@@ -251,12 +251,17 @@ class OrderService:
         except broker_errors.BrokerError as exc:
             await session.rollback()
             return await self._record_paper_refusal(session, order, held, exc)
-        OrderRepository.for_user(session, order.user_id).add(order)
-        append_order_event(session, order, order.created_at)
-        apply_broker_order(session, order, report, utcnow())
+        events: list[dict[str, Any]] = []
+        append_order_event(session, order, order.created_at, events)
+        apply_broker_order(session, order, report, utcnow(), events=events)
         response = StoredResponse(201, OrderOut.from_row(order).model_dump(mode="json"))
-        await held.keys.complete(
-            held.record_id, status=response.status, body=response.body, order_id=order.id
+        # The paper books first, then the order, its key and its events in one statement
+        # (events last: they take the outbox lock until the commit).
+        await session.flush()
+        await OrderRepository.for_user(session, order.user_id).write(
+            new=order,
+            events=events,
+            complete_key=KeyCompletion(held.record_id, response.status, response.body, order.id),
         )
         await session.commit()
         return response
@@ -278,13 +283,22 @@ class OrderService:
             await session.rollback()
             raise errors.RequestInProgress(headers={"Retry-After": "1"})
         problem = to_app_error(exc)
-        OrderRepository.for_user(session, order.user_id).add(order)
-        append_order_event(session, order, order.created_at)
-        set_status(session, order, OrderStatus.rejected, utcnow(), reject_reason=exc.reason)
+        events: list[dict[str, Any]] = []
+        append_order_event(session, order, order.created_at, events)
+        set_status(
+            session,
+            order,
+            OrderStatus.rejected,
+            utcnow(),
+            reject_reason=exc.reason,
+            events=events,
+        )
         body = problem.to_problem() | {"order_id": order.id}
         response = StoredResponse(problem.status, body, problem.headers)
-        await held.keys.complete(
-            held.record_id, status=response.status, body=response.body, order_id=order.id
+        await OrderRepository.for_user(session, order.user_id).write(
+            new=order,
+            events=events,
+            complete_key=KeyCompletion(held.record_id, response.status, response.body, order.id),
         )
         await session.commit()
         return response
@@ -439,12 +453,13 @@ class OrderService:
         fingerprint: str,
     ) -> StoredResponse:
         result = await send_order(adapter, account, order)
-        repo = OrderRepository.for_system(session)
-        fresh = await repo.get(order.id, for_update=True)
+        repo = OrderRepository.for_user(session, order.user_id)
+        fresh = await repo.get_row(order.id, for_update=True)
         assert fresh is not None  # committed above, and orders are never deleted
         now = utcnow()
         keys = IdempotencyRepository.for_user(session, fresh.user_id)
-        problem = record_send_result(session, fresh, result, now)
+        events: list[dict[str, Any]] = []
+        problem = record_send_result(session, fresh, result, now, events=events)
         if result.outcome is SendOutcome.accepted:
             response = StoredResponse(201, OrderOut.from_row(fresh).model_dump(mode="json"))
             outcome = audit_outcome(fresh)
@@ -453,6 +468,7 @@ class OrderService:
             # client's retry (same key, after Retry-After) places the order afresh.
             assert problem is not None
             await keys.release(record_id)
+            await repo.write(changed=fresh, events=events)
             await self.audit(
                 session,
                 connection,
@@ -476,8 +492,10 @@ class OrderService:
             # Unknown: the order may exist at the broker; reconciliation decides.
             response = StoredResponse(202, OrderOut.from_row(fresh).model_dump(mode="json"))
             outcome = audit_outcome(fresh)
-        await keys.complete(
-            record_id, status=response.status, body=response.body, order_id=fresh.id
+        await repo.write(
+            changed=fresh,
+            events=events,
+            complete_key=KeyCompletion(record_id, response.status, response.body, fresh.id),
         )
         await self.audit(session, connection, fresh, "place", fingerprint, outcome, now)
         await session.commit()
@@ -913,7 +931,12 @@ async def send_order(adapter: BrokerAdapter, account: Account, order: Order) -> 
 
 
 def record_send_result(
-    session: AsyncSession, order: Order, result: SendResult, now: datetime
+    session: AsyncSession,
+    order: Order,
+    result: SendResult,
+    now: datetime,
+    *,
+    events: list[dict[str, Any]] | None = None,
 ) -> errors.AppError | None:
     """Apply a placement's result to the (locked, fresh) order row with its event.
 
@@ -923,7 +946,7 @@ def record_send_result(
     """
     outcome = result.outcome
     if result.report is not None:
-        apply_broker_order(session, order, result.report, now)
+        apply_broker_order(session, order, result.report, now, events=events)
         return None
     assert result.failure is not None
     if outcome is SendOutcome.unknown:
@@ -932,10 +955,17 @@ def record_send_result(
             extra={"order_id": order.id, "reason": result.failure.reason},
         )
         if order.status == OrderStatus.pending_submit.value:
-            set_status(session, order, OrderStatus.unknown, now)
+            set_status(session, order, OrderStatus.unknown, now, events=events)
         return None
     if order.status == OrderStatus.pending_submit.value:
-        set_status(session, order, OrderStatus.rejected, now, reject_reason=result.failure.reason)
+        set_status(
+            session,
+            order,
+            OrderStatus.rejected,
+            now,
+            reject_reason=result.failure.reason,
+            events=events,
+        )
     return to_app_error(result.failure)
 
 

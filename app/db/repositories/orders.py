@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.sql.dml import Insert
 
-from app.db.models import Account, Order, OrderEvent
+from app.db.models import Account, IdempotencyKey, Order, OrderEvent
 from app.db.repositories.scoped import UserScoped
+from app.streaming.outbox import note_core_append
+
+_ORDERS: Table = Order.__table__  # type: ignore[assignment]
+_EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
+_KEYS: Table = IdempotencyKey.__table__  # type: ignore[assignment]
+_ORDER_COLUMNS = tuple(c.key for c in _ORDERS.columns)
+# What an order change may write: everything but its identity and creation.
+_FIXED = frozenset({"id", "user_id", "account_id", "client_order_id", "created_at"})
+_CHANGING_COLUMNS = tuple(k for k in _ORDER_COLUMNS if k not in _FIXED)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCompletion:
+    """The stored response that completes an in-flight Idempotency-Key claim."""
+
+    record_id: str
+    status: int
+    body: dict[str, Any]
+    order_id: str | None
+
+
+def order_values(order: Order) -> dict[str, Any]:
+    """Every column of ``order`` (a plain, transient row object)."""
+    return {key: getattr(order, key) for key in _ORDER_COLUMNS}
 
 
 class OrderRepository(UserScoped):
@@ -154,6 +180,74 @@ class OrderRepository(UserScoped):
         if not self.is_system and order.user_id != self.user_id:
             raise PermissionError("order belongs to another user")
         self.session.add(order)
+
+    async def get_row(self, order_id: str, *, for_update: bool = False) -> Order | None:
+        """The order as a plain row object outside the session (Core select, no identity
+        map): the hot path changes it and writes it back with ``write``."""
+        stmt = select(_ORDERS).where(_ORDERS.c.id == order_id)
+        if not self.is_system:
+            stmt = stmt.where(_ORDERS.c.user_id == self.user_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self.session.execute(stmt)).mappings().one_or_none()
+        return None if row is None else Order(**row)
+
+    async def write(
+        self,
+        *,
+        new: Order | None = None,
+        changed: Order | None = None,
+        events: Sequence[dict[str, Any]] = (),
+        complete_key: KeyCompletion | None = None,
+    ) -> None:
+        """Write an order change with Core statements: a ``new`` order row, or the
+        ``changed`` columns of an existing one (locked by the caller), its ``events``
+        (``order_event_values``) and the completion of the request's Idempotency-Key.
+
+        The events go in last (they take the outbox lock, see ``app.streaming.outbox``):
+        the caller commits right after. On Postgres everything is one statement (the row
+        and key writes are data-modifying CTEs of the event insert); SQLite, which has no
+        data-modifying CTE, takes one statement per table.
+        """
+        for row in (new, changed):
+            if row is not None and not self.is_system and row.user_id != self.user_id:
+                raise PermissionError("order belongs to another user")
+        writes: list[Any] = []
+        if new is not None:
+            writes.append(insert(_ORDERS).values(order_values(new)))
+        if changed is not None:
+            writes.append(
+                update(_ORDERS)
+                .where(_ORDERS.c.id == changed.id, _ORDERS.c.user_id == changed.user_id)
+                .values({key: getattr(changed, key) for key in _CHANGING_COLUMNS})
+            )
+        if complete_key is not None:
+            key_update = update(_KEYS).where(_KEYS.c.id == complete_key.record_id)
+            if not self.is_system:
+                key_update = key_update.where(_KEYS.c.user_id == self.user_id)
+            writes.append(
+                key_update.values(
+                    state="completed",
+                    response_status=complete_key.status,
+                    response_body=complete_key.body,
+                    order_id=complete_key.order_id,
+                )
+            )
+        event_insert: Insert | None = None
+        if events:
+            event_insert = insert(_EVENTS).values(list(events)).returning(_EVENTS.c.id)
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "postgresql" and event_insert is not None:
+            for n, write in enumerate(writes):
+                table: Table = write.table
+                write = write.returning(table.c.id).cte(f"w{n}_{table.name}")
+                event_insert = event_insert.add_cte(write)
+            writes = []
+        for write in writes:
+            await self.session.execute(write)
+        if event_insert is not None:
+            ids = (await self.session.execute(event_insert)).scalars().all()
+            note_core_append(self.session.sync_session, max(ids))
 
 
 class OrderEventRepository(UserScoped):
