@@ -345,6 +345,32 @@ async def adopt_replacement(
     return replacement
 
 
+async def adopt_replacement_row(
+    session: AsyncSession,
+    old: Order,
+    report: BrokerOrder,
+    now: datetime,
+    events: list[dict[str, Any]],
+) -> tuple[Order, bool]:
+    """``adopt_replacement`` for plain rows (``OrderRepository.get_row``, the order hot
+    path): the replacement and whether it is new. A new one is not written here: the caller
+    writes it with ``old`` and ``events`` (``OrderRepository.write(new=, changed=)``)."""
+    if old.replaced_by_order_id is not None:
+        existing = await OrderRepository.for_system(session).get_row(old.replaced_by_order_id)
+        if existing is not None:
+            return existing, False
+    replacement = replacement_order(old, report, now)
+    old.replaced_by_order_id = replacement.id
+    if old.status != OrderStatus.replaced.value:
+        set_status(session, old, OrderStatus.replaced, now, events=events)
+    append_order_event(session, replacement, now, events)
+    log.info(
+        "replacement order recorded",
+        extra={"order_id": old.id, "replacement_id": replacement.id},
+    )
+    return replacement, True
+
+
 def lifecycle_order(account_id: str, update: OrderUpdate, now: datetime) -> Order | None:
     """Our row for an order the broker made itself (``update.lifecycle``): its client order
     id names the kind (``option_assignment:<hash of account and broker id>``) so the client

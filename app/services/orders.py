@@ -82,7 +82,7 @@ from app.services.context import ServiceContext, ensure_usable
 from app.services.kill_switches import KillSwitches, is_live_byob
 from app.services.order_state import CLOSED, OPEN, TERMINAL
 from app.services.order_updates import (
-    adopt_replacement,
+    adopt_replacement_row,
     append_order_event,
     apply_broker_order,
     new_leg_state,
@@ -572,7 +572,9 @@ class OrderService:
             previous = OrderStatus(order.status)
             broker_order_id = order.broker_order_id
             now = utcnow()
-            set_status(session, order, OrderStatus.pending_replace, now)
+            orders = OrderRepository.for_user(session, user_id)
+            events: list[dict[str, Any]] = []
+            set_status(session, order, OrderStatus.pending_replace, now, events=events)
             paper = paper_broker(adapter)
             if paper is not None:
                 # One transaction with the paper books (see _place_paper).
@@ -583,11 +585,14 @@ class OrderService:
                 except broker_errors.BrokerError as exc:
                     await session.rollback()
                     raise to_app_error(exc) from exc
-                if not apply_broker_order(session, order, report, utcnow()):
+                if not apply_broker_order(session, order, report, utcnow(), events=events):
                     if order.status == OrderStatus.pending_replace.value:
-                        set_status(session, order, previous, utcnow())
+                        set_status(session, order, previous, utcnow(), events=events)
+                await session.flush()  # the paper books first, the events last
+                await orders.write(changed=order, events=events)
                 await session.commit()
                 return OrderOut.from_row(order)
+            await orders.write(changed=order, events=events)
             await self.audit(session, connection, order, "modify", fingerprint, order.status, now)
             await session.commit()
 
@@ -602,20 +607,23 @@ class OrderService:
                 )
                 raise AssertionError("unreachable") from exc  # _after_failed_change raises
 
-            fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
+            fresh = await orders.get_row(order.id, for_update=True)
             assert fresh is not None
             now = utcnow()
+            events = []
             if report.broker_order_id != fresh.broker_order_id:
-                replacement = await adopt_replacement(session, fresh, report, now)
+                replacement, new = await adopt_replacement_row(session, fresh, report, now, events)
+                await orders.write(new=replacement if new else None, changed=fresh, events=events)
                 outcome = audit_outcome(fresh, replacement.id)
                 await self.audit(session, connection, fresh, "modify", fingerprint, outcome, now)
                 await session.commit()
                 return OrderOut.from_row(replacement)
             # Changed in place: the report (new terms, pending_replace -> its status) is news
             # even when the status word is the one the order had before.
-            if not apply_broker_order(session, fresh, report, now):
+            if not apply_broker_order(session, fresh, report, now, events=events):
                 if fresh.status == OrderStatus.pending_replace.value:
-                    set_status(session, fresh, previous, now)
+                    set_status(session, fresh, previous, now, events=events)
+            await orders.write(changed=fresh, events=events)
             await self.audit(session, connection, fresh, "modify", fingerprint, fresh.status, now)
             await session.commit()
             return OrderOut.from_row(fresh)
@@ -646,7 +654,9 @@ class OrderService:
             adapter = await self._ctx.adapter_for(session, connection, for_order=True)
             broker_order_id = order.broker_order_id
             now = utcnow()
-            set_status(session, order, OrderStatus.pending_cancel, now)
+            orders = OrderRepository.for_user(session, user_id)
+            events: list[dict[str, Any]] = []
+            set_status(session, order, OrderStatus.pending_cancel, now, events=events)
             paper = paper_broker(adapter)
             if paper is not None:
                 # One transaction with the paper books (see _place_paper).
@@ -657,11 +667,14 @@ class OrderService:
                 except broker_errors.BrokerError as exc:
                     await session.rollback()
                     raise to_app_error(exc) from exc
-                if not apply_broker_order(session, order, report, utcnow()):
+                if not apply_broker_order(session, order, report, utcnow(), events=events):
                     if order.status == OrderStatus.pending_cancel.value:
-                        set_status(session, order, status, utcnow())
+                        set_status(session, order, status, utcnow(), events=events)
+                await session.flush()  # the paper books first, the events last
+                await orders.write(changed=order, events=events)
                 await session.commit()
                 return OrderOut.from_row(order)
+            await orders.write(changed=order, events=events)
             await self.audit(session, connection, order, "cancel", fingerprint, order.status, now)
             await session.commit()
             try:
@@ -672,10 +685,12 @@ class OrderService:
                     session, order.id, status, exc, adapter, account, audit
                 )
                 raise AssertionError("unreachable") from exc
-            fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
+            fresh = await orders.get_row(order.id, for_update=True)
             assert fresh is not None
             now = utcnow()
-            apply_broker_order(session, fresh, report, now)
+            events = []
+            apply_broker_order(session, fresh, report, now, events=events)
+            await orders.write(changed=fresh, events=events)
             await self.audit(session, connection, fresh, "cancel", fingerprint, fresh.status, now)
             await session.commit()
             return OrderOut.from_row(fresh)
@@ -683,8 +698,9 @@ class OrderService:
     async def _load_for_change(
         self, session: AsyncSession, user_id: str, order_id: str
     ) -> tuple[Order, Account, Connection]:
-        """The order locked for the change (a fill committing meanwhile waits, then wins)."""
-        order = await OrderRepository.for_user(session, user_id).get(order_id, for_update=True)
+        """The order locked for the change (a fill committing meanwhile waits, then wins), as
+        a plain row (``OrderRepository.get_row``: written back with ``write``)."""
+        order = await OrderRepository.for_user(session, user_id).get_row(order_id, for_update=True)
         if order is None:
             raise errors.NotFound("no such order")
         found = await AccountRepository.for_user(session, user_id).get_with_connection(
