@@ -64,17 +64,18 @@ from app.brokers.base import (
 )
 from app.brokers.environments import is_practice
 from app.brokers.symbols import normalize_symbol
-from app.db.models import Account, Connection, IdempotencyKey, Order
+from app.db.models import Account, AuditEntry, Connection, IdempotencyKey, Order
+from app.db.repositories.audit import AuditRepository, user_chain
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
-from app.db.repositories.orders import KeyCompletion, OrderRepository
+from app.db.repositories.orders import HeadLock, KeyCompletion, OrderRepository
 from app.ids import client_order_id_for, new_id
 from app.observability import ORDERS_TOTAL
 from app.paper.adapter import PaperAdapter
 from app.schemas.common import decode_time_cursor, encode_time_cursor
 from app.schemas.orders import Order as OrderOut
 from app.schemas.orders import OrderCreate, OrderListStatus, OrderPage, OrderUpdateBody
-from app.security.audit import AuditAction, AuditRecord
+from app.security.audit import GENESIS_HASH, AuditAction, AuditRecord
 from app.security.audit import request_fingerprint as canonical_fingerprint
 from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
@@ -184,8 +185,8 @@ class OrderService:
             now = utcnow()
             record_id = new_id("idem")
             order = new_order_row(user_id, account, body, now)
-            claim = functools.partial(
-                keys.claim,
+            claim_terms = functools.partial(
+                keys.claim_statement,
                 record_id=record_id,
                 key=idempotency_key,
                 method="POST",
@@ -195,6 +196,22 @@ class OrderService:
                 expires_at=now + self._ctx.settings.idempotency_ttl,
                 order_id=order.id,
             )
+            paper = paper_broker(adapter)
+            target = _AuditTarget.of(connection)
+            head: tuple[int, str] | None = None
+
+            async def claim() -> bool:
+                """The key, and for an outside broker the order row and the audit chain
+                head with it (one statement on Postgres): the order must be committed before
+                the broker call, the paper one commits with the paper books (below)."""
+                nonlocal head
+                if paper is not None:
+                    return await keys.claim(**claim_terms.keywords)
+                claimed, head = await OrderRepository.for_user(session, user_id).claim_and_insert(
+                    claim_terms(), order, head=self._head_lock(target, user_id)
+                )
+                return claimed
+
             if not await claim():
                 answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
                 if answer is not None:
@@ -205,9 +222,7 @@ class OrderService:
                     await session.rollback()
                     raise errors.RequestInProgress(headers={"Retry-After": "1"})
 
-            paper = paper_broker(adapter)
             if paper is not None:
-                target = _AuditTarget.of(connection)
                 response = await self._place_paper(
                     session,
                     paper,
@@ -218,10 +233,14 @@ class OrderService:
                 ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
                 return response
 
+            # The order row is in (with the claim); its event and audit entry follow in one
+            # statement (Postgres), then the commit: the broker is called after it.
             events: list[dict[str, Any]] = []
             append_order_event(session, order, now, events)
-            await OrderRepository.for_user(session, user_id).write(new=order, events=events)
-            await self.audit(session, connection, order, "place", fingerprint, order.status, now)
+            entry = self._audit_entry(target, order, "place", fingerprint, order.status, now, head)
+            await OrderRepository.for_user(session, user_id).write(
+                events=events, audit=entry, audit_now=self._ctx.audit.now()
+            )
             await session.commit()
 
             response = await self._submit(
@@ -411,6 +430,49 @@ class OrderService:
                 extra={"completed_cycles": completed, "required_cycles": required},
             )
 
+    def _head_lock(self, target: _AuditTarget, user_id: str) -> HeadLock | None:
+        """The audit chain head an order action on ``target`` locks (live BYOB only)."""
+        if not target.live_byob:
+            return None
+        return HeadLock(user_chain(user_id), GENESIS_HASH, self._ctx.audit.now())
+
+    async def _lock_head(
+        self, session: AsyncSession, target: _AuditTarget, user_id: str
+    ) -> tuple[int, str] | None:
+        lock = self._head_lock(target, user_id)
+        if lock is None:
+            return None
+        return await AuditRepository(session).lock_head(
+            lock.chain, genesis_hash=lock.genesis_hash, now=lock.now
+        )
+
+    def _audit_entry(
+        self,
+        target: _AuditTarget,
+        order: Order,
+        action: AuditAction,
+        fingerprint: str,
+        outcome: str,
+        now: datetime,
+        head: tuple[int, str] | None,
+    ) -> AuditEntry | None:
+        """The audit entry of a live action on a user-supplied credential, following the
+        chain ``head`` this transaction locked (``_head_lock``); None for any other."""
+        if not target.live_byob:
+            return None
+        assert head is not None
+        record = AuditRecord(
+            user_id=order.user_id,
+            action=action,
+            order_id=order.id,
+            account_id=order.account_id,
+            connection_id=target.connection_id,
+            broker_slug=target.broker_slug,
+            request_fingerprint=fingerprint,
+            outcome=outcome,
+        )
+        return self._ctx.audit.next_entry(record, *head, occurred_at=now)
+
     async def audit(
         self,
         session: AsyncSession,
@@ -456,6 +518,8 @@ class OrderService:
         repo = OrderRepository.for_user(session, order.user_id)
         fresh = await repo.get_row(order.id, for_update=True)
         assert fresh is not None  # committed above, and orders are never deleted
+        target = _AuditTarget.of(connection)
+        head = await self._lock_head(session, target, order.user_id)
         now = utcnow()
         keys = IdempotencyRepository.for_user(session, fresh.user_id)
         events: list[dict[str, Any]] = []
@@ -468,15 +532,12 @@ class OrderService:
             # client's retry (same key, after Retry-After) places the order afresh.
             assert problem is not None
             await keys.release(record_id)
-            await repo.write(changed=fresh, events=events)
-            await self.audit(
-                session,
-                connection,
-                fresh,
-                "place",
-                fingerprint,
-                audit_outcome(fresh, problem.code),
-                now,
+            outcome = audit_outcome(fresh, problem.code)
+            await repo.write(
+                changed=fresh,
+                events=events,
+                audit=self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head),
+                audit_now=self._ctx.audit.now(),
             )
             await session.commit()
             order.status = fresh.status
@@ -496,8 +557,9 @@ class OrderService:
             changed=fresh,
             events=events,
             complete_key=KeyCompletion(record_id, response.status, response.body, fresh.id),
+            audit=self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head),
+            audit_now=self._ctx.audit.now(),
         )
-        await self.audit(session, connection, fresh, "place", fingerprint, outcome, now)
         await session.commit()
         order.status = fresh.status
         return response

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,17 +46,32 @@ class AuditRepository:
         Different chains never wait for each other. SQLite serializes every write
         transaction on its one write lock (``BEGIN IMMEDIATE``).
         """
+        upsert = self.lock_head_statement(chain, genesis_hash=genesis_hash, now=now)
+        row = (await self.session.execute(upsert)).one()
+        return int(row.last_seq), str(row.last_hash)
+
+    def lock_head_statement(
+        self, chain: str, *, genesis_hash: str, now: datetime, when: Any = None
+    ) -> Any:
+        """``lock_head``'s upsert (RETURNING ``last_seq``, ``last_hash``), for a caller that
+        sends it combined with its own writes (``OrderRepository.claim_and_insert``). With
+        ``when`` (a select of one row, or none) the head is created or locked only if that
+        select yields its row."""
         dialect = self.session.get_bind().dialect.name
         dialect_insert = postgres_insert if dialect == "postgresql" else sqlite_insert
-        new_head = dialect_insert(AuditChainHead).values(
-            chain=chain, last_seq=0, last_hash=genesis_hash, updated_at=now
-        )
-        upsert = new_head.on_conflict_do_update(
+        values = {"chain": chain, "last_seq": 0, "last_hash": genesis_hash, "updated_at": now}
+        if when is None:
+            new_head = dialect_insert(AuditChainHead).values(**values)
+        else:
+            table = AuditChainHead.__table__
+            source = select(
+                *(literal(v, table.c[k].type).label(k) for k, v in values.items())
+            ).where(when.exists())
+            new_head = dialect_insert(AuditChainHead).from_select(list(values), source)
+        return new_head.on_conflict_do_update(
             index_elements=[AuditChainHead.chain],
             set_={"updated_at": new_head.excluded.updated_at},
         ).returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
-        row = (await self.session.execute(upsert)).one()
-        return int(row.last_seq), str(row.last_hash)
 
     async def advance_head(self, chain: str, *, seq: int, entry_hash: str, now: datetime) -> None:
         await self.session.execute(
@@ -113,16 +129,21 @@ class AuditRepository:
                 entry.chain, seq=entry.seq, entry_hash=entry.entry_hash, now=now
             )
             return
+        head, stmt = self.append_statements(entry, now=now)
+        await self.session.execute(stmt.add_cte(head.cte("moved_head")))
+
+    @staticmethod
+    def append_statements(entry: AuditEntry, *, now: datetime) -> tuple[Any, Any]:
+        """``append_entry``'s two writes: the head moved to ``entry`` (RETURNING ``chain``)
+        and the entry's insert, for a caller that combines them with its own (Postgres)."""
         columns = {c.key: getattr(entry, c.key) for c in AuditEntry.__table__.columns}
         head = (
             update(AuditChainHead)
             .where(AuditChainHead.chain == entry.chain)
             .values(last_seq=entry.seq, last_hash=entry.entry_hash, updated_at=now)
             .returning(AuditChainHead.chain)
-            .cte("moved_head")
         )
-        stmt = insert(AuditEntry).values(**columns).add_cte(head)
-        await self.session.execute(stmt)
+        return head, insert(AuditEntry).values(**columns)
 
     async def page(self, chain: str, *, after_seq: int, limit: int) -> Sequence[AuditEntry]:
         """``chain``'s entries with ``seq > after_seq`` in ``seq`` order (keyset pagination)."""

@@ -31,6 +31,32 @@ class IdempotencyRepository(UserScoped):
         ``order_id`` names the order this request will create, so the key and the order
         row go in together without a second statement.
         """
+        stmt = self.claim_statement(
+            record_id=record_id,
+            key=key,
+            method=method,
+            path=path,
+            fingerprint=fingerprint,
+            now=now,
+            expires_at=expires_at,
+            order_id=order_id,
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+
+    def claim_statement(
+        self,
+        *,
+        record_id: str,
+        key: str,
+        method: str,
+        path: str,
+        fingerprint: str,
+        now: datetime,
+        expires_at: datetime,
+        order_id: str | None = None,
+    ) -> Any:
+        """``claim``'s insert (RETURNING the record id, no row when the key is held), for a
+        caller that sends it combined with its own writes (``OrderRepository.claim_and_insert``)."""
         values = {
             "order_id": order_id,
             "id": record_id,
@@ -53,7 +79,7 @@ class IdempotencyRepository(UserScoped):
             .on_conflict_do_nothing(index_elements=["user_id", "key"])
             .returning(IdempotencyKey.id)
         )
-        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+        return stmt
 
     async def get(self, key: str) -> IdempotencyKey | None:
         stmt = select(IdempotencyKey).where(

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy import Table, func, insert, literal, select, true, union_all, update
+from sqlalchemy.exc import IntegrityError
 
-from app.db.models import Account, IdempotencyKey, Order, OrderEvent
+from app.db.models import Account, AuditEntry, IdempotencyKey, Order, OrderEvent
+from app.db.repositories.audit import AuditChainHeadMissing, AuditRepository
 from app.db.repositories.scoped import UserScoped
 from app.streaming.outbox import note_core_append
 
@@ -21,6 +22,15 @@ _ORDER_COLUMNS = tuple(c.key for c in _ORDERS.columns)
 # What an order change may write: everything but its identity and creation.
 _FIXED = frozenset({"id", "user_id", "account_id", "client_order_id", "created_at"})
 _CHANGING_COLUMNS = tuple(k for k in _ORDER_COLUMNS if k not in _FIXED)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLock:
+    """An audit chain head to lock (``AuditRepository.lock_head``) with a new order."""
+
+    chain: str
+    genesis_hash: str
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +202,65 @@ class OrderRepository(UserScoped):
         row = (await self.session.execute(stmt)).mappings().one_or_none()
         return None if row is None else Order(**row)
 
+    async def claim_and_insert(
+        self, claim: Any, order: Order, *, head: HeadLock | None = None
+    ) -> tuple[bool, tuple[int, str] | None]:
+        """Claim the request's Idempotency-Key (``IdempotencyRepository.claim_statement``)
+        and, only if that claim is new, insert ``order`` and lock the audit chain ``head``
+        (``AuditRepository.lock_head``).
+
+        Returns whether the key was claimed and the head's (last seq, last hash) when one
+        was locked. On Postgres one statement (data-modifying CTEs: the order insert and the
+        head lock select from the claim, so neither happens when the key is held, and the
+        claim comes first: a request waiting for the same key holds no chain lock); SQLite
+        sends them one after the other.
+        """
+        if not self.is_system and order.user_id != self.user_id:
+            raise PermissionError("order belongs to another user")
+        if self.session.get_bind().dialect.name != "postgresql":
+            if (await self.session.execute(claim)).scalar_one_or_none() is None:
+                return False, None
+            await self.session.execute(insert(_ORDERS).values(order_values(order)))
+            if head is None:
+                return True, None
+            audit = AuditRepository(self.session)
+            return True, await audit.lock_head(
+                head.chain, genesis_hash=head.genesis_hash, now=head.now
+            )
+        claimed = claim.cte("claimed")
+        values = order_values(order)
+        source = select(
+            *(literal(values[c.key], c.type).label(c.key) for c in _ORDERS.columns)
+        ).where(select(claimed.c.id).exists())
+        new_order = (
+            insert(_ORDERS)
+            .from_select(list(_ORDER_COLUMNS), source)
+            .returning(_ORDERS.c.id)
+            .cte("new_order")
+        )
+        if head is None:
+            stmt = select(claimed.c.id).add_cte(new_order)
+            return (await self.session.execute(stmt)).first() is not None, None
+        locked = (
+            AuditRepository(self.session)
+            .lock_head_statement(
+                head.chain,
+                genesis_hash=head.genesis_hash,
+                now=head.now,
+                when=select(claimed.c.id),
+            )
+            .cte("locked_head")
+        )
+        stmt = (
+            select(claimed.c.id, locked.c.last_seq, locked.c.last_hash)
+            .select_from(claimed.outerjoin(locked, true()))
+            .add_cte(new_order)
+        )
+        row = (await self.session.execute(stmt)).first()
+        if row is None:
+            return False, None
+        return True, (int(row.last_seq), str(row.last_hash))
+
     async def write(
         self,
         *,
@@ -199,6 +268,8 @@ class OrderRepository(UserScoped):
         changed: Order | None = None,
         events: Sequence[dict[str, Any]] = (),
         complete_key: KeyCompletion | None = None,
+        audit: AuditEntry | None = None,
+        audit_now: datetime | None = None,
     ) -> None:
         """Write an order change with Core statements: a ``new`` order row, or the
         ``changed`` columns of an existing one (locked by the caller), its ``events``
@@ -208,6 +279,10 @@ class OrderRepository(UserScoped):
         the caller commits right after. On Postgres everything is one statement (the row
         and key writes are data-modifying CTEs of the event insert); SQLite, which has no
         data-modifying CTE, takes one statement per table.
+
+        ``audit``: the entry that follows the chain head the caller locked (in this
+        transaction), appended with the head moved to it (``audit_now``); raises
+        ``AuditChainHeadMissing`` when its (chain, seq) is taken.
         """
         for row in (new, changed):
             if row is not None and not self.is_system and row.user_id != self.user_id:
@@ -233,21 +308,61 @@ class OrderRepository(UserScoped):
                     order_id=complete_key.order_id,
                 )
             )
-        event_insert: Insert | None = None
-        if events:
-            event_insert = insert(_EVENTS).values(list(events)).returning(_EVENTS.c.id)
         dialect = self.session.get_bind().dialect.name
-        if dialect == "postgresql" and event_insert is not None:
-            for n, write in enumerate(writes):
-                table: Table = write.table
-                write = write.returning(table.c.id).cte(f"w{n}_{table.name}")
-                event_insert = event_insert.add_cte(write)
-            writes = []
-        for write in writes:
-            await self.session.execute(write)
-        if event_insert is not None:
-            ids = (await self.session.execute(event_insert)).scalars().all()
-            note_core_append(self.session.sync_session, max(ids))
+        try:
+            if dialect == "postgresql" and events:
+                await self._write_combined(writes, events, audit, audit_now)
+                return
+            for write in writes:
+                await self.session.execute(write)
+            if audit is not None:
+                await AuditRepository(self.session).append_entry(
+                    audit, now=audit_now or audit.occurred_at
+                )
+            if events:
+                # One statement for all the events (insertmanyvalues: one multi-row insert,
+                # rows numbered in their order by the single writer); the highest id is
+                # what the hub is told.
+                stmt = insert(_EVENTS).returning(_EVENTS.c.id)
+                ids = (await self.session.execute(stmt, list(events))).scalars().all()
+                note_core_append(self.session.sync_session, max(ids))
+        except IntegrityError as exc:
+            if audit is not None and "audit_entries" in str(exc.orig):
+                raise AuditChainHeadMissing(
+                    f"the head of audit chain {audit.chain} is missing or rewound: "
+                    f"entry {audit.seq} exists"
+                ) from exc
+            raise
+
+    async def _write_combined(
+        self,
+        writes: list[Any],
+        events: Sequence[dict[str, Any]],
+        audit: AuditEntry | None,
+        audit_now: datetime | None,
+    ) -> None:
+        """Postgres: ``write`` as one statement. Each event is an insert of one row (a
+        multi-row VALUES has no compiled-cache key); with several, the statement selects
+        their ids in append order (a UNION ALL runs its branches in order, so the ids are
+        drawn in that order); the other writes are CTEs, run after the event inserts in
+        the same statement."""
+        ctes = [w.returning(w.table.c.id) for w in writes]
+        if audit is not None:
+            head, entry = AuditRepository.append_statements(
+                audit, now=audit_now or audit.occurred_at
+            )
+            ctes += [head, entry.returning(entry.table.c.seq)]
+        inserts = [insert(_EVENTS).values(event).returning(_EVENTS.c.id) for event in events]
+        stmt: Any
+        if len(inserts) == 1:
+            stmt = inserts[0]
+        else:
+            parts = [i.cte(f"e{n}") for n, i in enumerate(inserts)]
+            stmt = union_all(*(select(part.c.id) for part in parts))
+        for n, write in enumerate(ctes):
+            stmt = stmt.add_cte(write.cte(f"w{n}_{write.table.name}"))
+        ids = (await self.session.execute(stmt)).scalars().all()
+        note_core_append(self.session.sync_session, max(ids))
 
 
 class OrderEventRepository(UserScoped):
