@@ -186,7 +186,7 @@ class OrderService:
             record_id = new_id("idem")
             order = new_order_row(user_id, account, body, now)
             claim_terms = functools.partial(
-                keys.claim_statement,
+                keys.claim_params,
                 record_id=record_id,
                 key=idempotency_key,
                 method="POST",

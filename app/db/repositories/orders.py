@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, literal, select, true, union_all, update
+from sqlalchemy import Table, bindparam, func, insert, select, true, union_all, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db.models import Account, AuditEntry, IdempotencyKey, Order, OrderEvent
-from app.db.repositories.audit import AuditChainHeadMissing, AuditRepository
+from app.db.models import (
+    Account,
+    AuditChainHead,
+    AuditEntry,
+    IdempotencyKey,
+    Order,
+    OrderEvent,
+)
+from app.db.repositories.audit import (
+    AuditChainHeadMissing,
+    AuditRepository,
+    lock_head_params,
+    lock_head_statement,
+)
+from app.db.repositories.idempotency import claim_statement
 from app.db.repositories.scoped import UserScoped
 from app.streaming.outbox import note_core_append
 
 _ORDERS: Table = Order.__table__  # type: ignore[assignment]
 _EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
 _KEYS: Table = IdempotencyKey.__table__  # type: ignore[assignment]
+_AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
+_HEADS: Table = AuditChainHead.__table__  # type: ignore[assignment]
 _ORDER_COLUMNS = tuple(c.key for c in _ORDERS.columns)
 # What an order change may write: everything but its identity and creation.
 _FIXED = frozenset({"id", "user_id", "account_id", "client_order_id", "created_at"})
@@ -194,20 +210,19 @@ class OrderRepository(UserScoped):
     async def get_row(self, order_id: str, *, for_update: bool = False) -> Order | None:
         """The order as a plain row object outside the session (Core select, no identity
         map): the hot path changes it and writes it back with ``write``."""
-        stmt = select(_ORDERS).where(_ORDERS.c.id == order_id)
+        stmt = _get_row_statement(scoped=not self.is_system, for_update=for_update)
+        params = {"o_id": order_id}
         if not self.is_system:
-            stmt = stmt.where(_ORDERS.c.user_id == self.user_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = (await self.session.execute(stmt)).mappings().one_or_none()
+            params["o_user_id"] = self.user_id
+        row = (await self.session.execute(stmt, params)).mappings().one_or_none()
         return None if row is None else Order(**row)
 
     async def claim_and_insert(
-        self, claim: Any, order: Order, *, head: HeadLock | None = None
+        self, claim: dict[str, Any], order: Order, *, head: HeadLock | None = None
     ) -> tuple[bool, tuple[int, str] | None]:
-        """Claim the request's Idempotency-Key (``IdempotencyRepository.claim_statement``)
-        and, only if that claim is new, insert ``order`` and lock the audit chain ``head``
-        (``AuditRepository.lock_head``).
+        """Claim the request's Idempotency-Key (``claim``: ``IdempotencyRepository.
+        claim_params``) and, only if that claim is new, insert ``order`` and lock the audit
+        chain ``head`` (``AuditRepository.lock_head``).
 
         Returns whether the key was claimed and the head's (last seq, last hash) when one
         was locked. On Postgres one statement (data-modifying CTEs: the order insert and the
@@ -217,49 +232,28 @@ class OrderRepository(UserScoped):
         """
         if not self.is_system and order.user_id != self.user_id:
             raise PermissionError("order belongs to another user")
-        if self.session.get_bind().dialect.name != "postgresql":
-            if (await self.session.execute(claim)).scalar_one_or_none() is None:
+        dialect = self.session.get_bind().dialect.name
+        values = _prefixed("n_", order_values(order))
+        if dialect != "postgresql":
+            found = await self.session.execute(claim_statement(dialect), claim)
+            if found.scalar_one_or_none() is None:
                 return False, None
-            await self.session.execute(insert(_ORDERS).values(order_values(order)))
+            await self.session.execute(_insert_order_statement(), values)
             if head is None:
                 return True, None
             audit = AuditRepository(self.session)
             return True, await audit.lock_head(
                 head.chain, genesis_hash=head.genesis_hash, now=head.now
             )
-        claimed = claim.cte("claimed")
-        values = order_values(order)
-        source = select(
-            *(literal(values[c.key], c.type).label(c.key) for c in _ORDERS.columns)
-        ).where(select(claimed.c.id).exists())
-        new_order = (
-            insert(_ORDERS)
-            .from_select(list(_ORDER_COLUMNS), source)
-            .returning(_ORDERS.c.id)
-            .cte("new_order")
-        )
-        if head is None:
-            stmt = select(claimed.c.id).add_cte(new_order)
-            return (await self.session.execute(stmt)).first() is not None, None
-        locked = (
-            AuditRepository(self.session)
-            .lock_head_statement(
-                head.chain,
-                genesis_hash=head.genesis_hash,
-                now=head.now,
-                when=select(claimed.c.id),
-            )
-            .cte("locked_head")
-        )
-        stmt = (
-            select(claimed.c.id, locked.c.last_seq, locked.c.last_hash)
-            .select_from(claimed.outerjoin(locked, true()))
-            .add_cte(new_order)
-        )
-        row = (await self.session.execute(stmt)).first()
+        params = claim | values
+        if head is not None:
+            params |= lock_head_params(head.chain, genesis_hash=head.genesis_hash, now=head.now)
+        row = (
+            await self.session.execute(_claim_and_insert_statement(head is not None), params)
+        ).first()
         if row is None:
             return False, None
-        return True, (int(row.last_seq), str(row.last_hash))
+        return True, None if head is None else (int(row.last_seq), str(row.last_hash))
 
     async def write(
         self,
@@ -277,8 +271,10 @@ class OrderRepository(UserScoped):
 
         The events go in last (they take the outbox lock, see ``app.streaming.outbox``):
         the caller commits right after. On Postgres everything is one statement (the row
-        and key writes are data-modifying CTEs of the event insert); SQLite, which has no
-        data-modifying CTE, takes one statement per table.
+        and key writes are data-modifying CTEs of the event inserts); SQLite, which has no
+        data-modifying CTE, takes one statement per table. Every statement is built once
+        per shape with bound parameters (``_write_statements``), so neither its cache key
+        nor its SQL is made again per order.
 
         ``audit``: the entry that follows the chain head the caller locked (in this
         transaction), appended with the head moved to it (``audit_now``); raises
@@ -287,45 +283,48 @@ class OrderRepository(UserScoped):
         for row in (new, changed):
             if row is not None and not self.is_system and row.user_id != self.user_id:
                 raise PermissionError("order belongs to another user")
-        writes: list[Any] = []
+        params: dict[str, Any] = {}
         if new is not None:
-            writes.append(insert(_ORDERS).values(order_values(new)))
+            params |= _prefixed("n_", order_values(new))
         if changed is not None:
-            writes.append(
-                update(_ORDERS)
-                .where(_ORDERS.c.id == changed.id, _ORDERS.c.user_id == changed.user_id)
-                .values({key: getattr(changed, key) for key in _CHANGING_COLUMNS})
-            )
+            params |= _prefixed("c_", {k: getattr(changed, k) for k in _CHANGING_COLUMNS})
+            params |= {"c_id": changed.id, "c_user_id": changed.user_id}
         if complete_key is not None:
-            key_update = update(_KEYS).where(_KEYS.c.id == complete_key.record_id)
+            params |= {
+                "q_id": complete_key.record_id,
+                "q_status": complete_key.status,
+                "q_body": complete_key.body,
+                "q_order_id": complete_key.order_id,
+            }
             if not self.is_system:
-                key_update = key_update.where(_KEYS.c.user_id == self.user_id)
-            writes.append(
-                key_update.values(
-                    state="completed",
-                    response_status=complete_key.status,
-                    response_body=complete_key.body,
-                    order_id=complete_key.order_id,
-                )
-            )
+                params["q_user_id"] = self.user_id
+        if audit is not None:
+            params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
+            params["a_now"] = audit_now or audit.occurred_at
+        for n, event in enumerate(events):
+            params |= _prefixed(f"e{n}_", event)
+        shape = _Shape(
+            new=new is not None,
+            changed=changed is not None,
+            key=None if complete_key is None else not self.is_system,
+            audit=audit is not None,
+            events=len(events),
+        )
         dialect = self.session.get_bind().dialect.name
         try:
             if dialect == "postgresql" and events:
-                await self._write_combined(writes, events, audit, audit_now)
-                return
-            for write in writes:
-                await self.session.execute(write)
-            if audit is not None:
-                await AuditRepository(self.session).append_entry(
-                    audit, now=audit_now or audit.occurred_at
-                )
-            if events:
-                # One statement for all the events (insertmanyvalues: one multi-row insert,
-                # rows numbered in their order by the single writer); the highest id is
-                # what the hub is told.
-                stmt = insert(_EVENTS).returning(_EVENTS.c.id)
-                ids = (await self.session.execute(stmt, list(events))).scalars().all()
-                note_core_append(self.session.sync_session, max(ids))
+                result = await self.session.execute(_combined_statement(shape), params)
+                ids = result.scalars().all()
+            else:
+                for stmt in _write_statements(shape):
+                    if stmt.table is not _EVENTS:
+                        await self.session.execute(stmt, params)
+                ids = []
+                if events:
+                    # One insertmanyvalues statement for all of them (one multi-row insert,
+                    # rows numbered in their order by the single writer).
+                    result = await self.session.execute(_insert_events_statement(), list(events))
+                    ids = list(result.scalars().all())
         except IntegrityError as exc:
             if audit is not None and "audit_entries" in str(exc.orig):
                 raise AuditChainHeadMissing(
@@ -333,36 +332,143 @@ class OrderRepository(UserScoped):
                     f"entry {audit.seq} exists"
                 ) from exc
             raise
+        if ids:
+            note_core_append(self.session.sync_session, max(ids))
 
-    async def _write_combined(
-        self,
-        writes: list[Any],
-        events: Sequence[dict[str, Any]],
-        audit: AuditEntry | None,
-        audit_now: datetime | None,
-    ) -> None:
-        """Postgres: ``write`` as one statement. Each event is an insert of one row (a
-        multi-row VALUES has no compiled-cache key); with several, the statement selects
-        their ids in append order (a UNION ALL runs its branches in order, so the ids are
-        drawn in that order); the other writes are CTEs, run after the event inserts in
-        the same statement."""
-        ctes = [w.returning(w.table.c.id) for w in writes]
-        if audit is not None:
-            head, entry = AuditRepository.append_statements(
-                audit, now=audit_now or audit.occurred_at
+
+# --- the hot path's statements, built once per shape ---------------------------------------
+
+
+def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{key}": value for key, value in values.items()}
+
+
+def _binds(prefix: str, table: Table, columns: Sequence[str]) -> dict[str, Any]:
+    return {c: bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in columns}
+
+
+_AUDIT_COLUMNS = tuple(c.key for c in _AUDIT.columns)
+_EVENT_COLUMNS = (
+    "user_id",
+    "account_id",
+    "order_id",
+    "connection_id",
+    "type",
+    "payload",
+    "occurred_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    new: bool
+    changed: bool
+    key: bool | None  # None: no key completion; else whether it is user-scoped
+    audit: bool
+    events: int
+
+
+@functools.cache
+def _get_row_statement(*, scoped: bool, for_update: bool) -> Any:
+    stmt = select(_ORDERS).where(_ORDERS.c.id == bindparam("o_id"))
+    if scoped:
+        stmt = stmt.where(_ORDERS.c.user_id == bindparam("o_user_id"))
+    return stmt.with_for_update() if for_update else stmt
+
+
+@functools.cache
+def _insert_events_statement() -> Any:
+    return insert(_EVENTS).returning(_EVENTS.c.id)
+
+
+@functools.cache
+def _insert_order_statement() -> Any:
+    return insert(_ORDERS).values(_binds("n_", _ORDERS, _ORDER_COLUMNS))
+
+
+@functools.cache
+def _claim_and_insert_statement(head: bool) -> Any:
+    """Postgres: the claim, then (selecting from it) the order insert and the head lock."""
+    claimed = claim_statement("postgresql").cte("claimed")
+    order = _binds("n_", _ORDERS, _ORDER_COLUMNS)
+    source = select(*(v.label(k) for k, v in order.items())).where(select(claimed.c.id).exists())
+    new_order = (
+        insert(_ORDERS).from_select(list(order), source).returning(_ORDERS.c.id).cte("new_order")
+    )
+    if not head:
+        return select(claimed.c.id).add_cte(new_order)
+    locked = lock_head_statement("postgresql", select(claimed.c.id)).cte("locked_head")
+    return (
+        select(claimed.c.id, locked.c.last_seq, locked.c.last_hash)
+        .select_from(claimed.outerjoin(locked, true()))
+        .add_cte(new_order)
+    )
+
+
+@functools.cache
+def _write_statements(shape: _Shape) -> tuple[Any, ...]:
+    """The statements of a ``write`` of this shape, in order, events last."""
+    stmts: list[Any] = []
+    if shape.new:
+        stmts.append(_insert_order_statement())
+    if shape.changed:
+        stmts.append(
+            update(_ORDERS)
+            .where(_ORDERS.c.id == bindparam("c_id"), _ORDERS.c.user_id == bindparam("c_user_id"))
+            .values(_binds("c_", _ORDERS, _CHANGING_COLUMNS))
+        )
+    if shape.key is not None:
+        key = update(_KEYS).where(_KEYS.c.id == bindparam("q_id"))
+        if shape.key:
+            key = key.where(_KEYS.c.user_id == bindparam("q_user_id"))
+        stmts.append(
+            key.values(
+                state="completed",
+                response_status=bindparam("q_status", type_=_KEYS.c.response_status.type),
+                response_body=bindparam("q_body", type_=_KEYS.c.response_body.type),
+                order_id=bindparam("q_order_id", type_=_KEYS.c.order_id.type),
             )
-            ctes += [head, entry.returning(entry.table.c.seq)]
-        inserts = [insert(_EVENTS).values(event).returning(_EVENTS.c.id) for event in events]
-        stmt: Any
-        if len(inserts) == 1:
-            stmt = inserts[0]
-        else:
-            parts = [i.cte(f"e{n}") for n, i in enumerate(inserts)]
-            stmt = union_all(*(select(part.c.id) for part in parts))
-        for n, write in enumerate(ctes):
-            stmt = stmt.add_cte(write.cte(f"w{n}_{write.table.name}"))
-        ids = (await self.session.execute(stmt)).scalars().all()
-        note_core_append(self.session.sync_session, max(ids))
+        )
+    if shape.audit:
+        stmts.append(insert(_AUDIT).values(_binds("a_", _AUDIT, _AUDIT_COLUMNS)))
+        stmts.append(
+            update(_HEADS)
+            .where(_HEADS.c.chain == bindparam("a_chain"))
+            .values(
+                last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
+                last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
+                updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
+            )
+        )
+    for n in range(shape.events):
+        stmts.append(
+            insert(_EVENTS)
+            .values(_binds(f"e{n}_", _EVENTS, _EVENT_COLUMNS))
+            .returning(_EVENTS.c.id)
+        )
+    return tuple(stmts)
+
+
+@functools.cache
+def _combined_statement(shape: _Shape) -> Any:
+    """Postgres: ``_write_statements`` as one statement. Each event is an insert of one
+    row; with several, the statement selects their ids in append order (a UNION ALL runs
+    its branches in order, so the ids are drawn in that order). The other writes are
+    CTEs that the statement does not read: Postgres runs them after it, in the same
+    statement (rows this transaction holds already, or new ones)."""
+    stmts = _write_statements(shape)
+    writes = [s for s in stmts if s.table is not _EVENTS]
+    inserts = [s for s in stmts if s.table is _EVENTS]
+    stmt: Any
+    if len(inserts) == 1:
+        stmt = inserts[0]
+    else:
+        parts = [part.cte(f"e{n}") for n, part in enumerate(inserts)]
+        stmt = union_all(*(select(part.c.id) for part in parts))
+    for n, write in enumerate(writes):
+        pk = next(iter(write.table.primary_key.columns))
+        stmt = stmt.add_cte(write.returning(pk).cte(f"w{n}_{write.table.name}"))
+    return stmt
 
 
 class OrderEventRepository(UserScoped):
