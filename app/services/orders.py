@@ -473,6 +473,32 @@ class OrderService:
         )
         return self._ctx.audit.next_entry(record, *head, occurred_at=now)
 
+    async def _write_audited(
+        self,
+        session: AsyncSession,
+        orders: OrderRepository,
+        target: _AuditTarget,
+        order: Order,
+        action: AuditAction,
+        fingerprint: str,
+        outcome: str,
+        now: datetime,
+        events: list[dict[str, Any]],
+        *,
+        new: Order | None = None,
+    ) -> None:
+        """Write a change of ``order`` (and a ``new`` replacement) with its events and, live
+        on a user-supplied credential, its audit entry: the chain head is locked first (the
+        order row is locked already), then one statement writes the rest (Postgres)."""
+        head = await self._lock_head(session, target, order.user_id)
+        await orders.write(
+            new=new,
+            changed=order,
+            events=events,
+            audit=self._audit_entry(target, order, action, fingerprint, outcome, now, head),
+            audit_now=self._ctx.audit.now(),
+        )
+
     async def audit(
         self,
         session: AsyncSession,
@@ -654,8 +680,10 @@ class OrderService:
                 await orders.write(changed=order, events=events)
                 await session.commit()
                 return OrderOut.from_row(order)
-            await orders.write(changed=order, events=events)
-            await self.audit(session, connection, order, "modify", fingerprint, order.status, now)
+            target = _AuditTarget.of(connection)
+            await self._write_audited(
+                session, orders, target, order, "modify", fingerprint, order.status, now, events
+            )
             await session.commit()
 
             try:
@@ -675,9 +703,19 @@ class OrderService:
             events = []
             if report.broker_order_id != fresh.broker_order_id:
                 replacement, new = await adopt_replacement_row(session, fresh, report, now, events)
-                await orders.write(new=replacement if new else None, changed=fresh, events=events)
                 outcome = audit_outcome(fresh, replacement.id)
-                await self.audit(session, connection, fresh, "modify", fingerprint, outcome, now)
+                await self._write_audited(
+                    session,
+                    orders,
+                    target,
+                    fresh,
+                    "modify",
+                    fingerprint,
+                    outcome,
+                    now,
+                    events,
+                    new=replacement if new else None,
+                )
                 await session.commit()
                 return OrderOut.from_row(replacement)
             # Changed in place: the report (new terms, pending_replace -> its status) is news
@@ -685,8 +723,9 @@ class OrderService:
             if not apply_broker_order(session, fresh, report, now, events=events):
                 if fresh.status == OrderStatus.pending_replace.value:
                     set_status(session, fresh, previous, now, events=events)
-            await orders.write(changed=fresh, events=events)
-            await self.audit(session, connection, fresh, "modify", fingerprint, fresh.status, now)
+            await self._write_audited(
+                session, orders, target, fresh, "modify", fingerprint, fresh.status, now, events
+            )
             await session.commit()
             return OrderOut.from_row(fresh)
 
@@ -736,8 +775,10 @@ class OrderService:
                 await orders.write(changed=order, events=events)
                 await session.commit()
                 return OrderOut.from_row(order)
-            await orders.write(changed=order, events=events)
-            await self.audit(session, connection, order, "cancel", fingerprint, order.status, now)
+            target = _AuditTarget.of(connection)
+            await self._write_audited(
+                session, orders, target, order, "cancel", fingerprint, order.status, now, events
+            )
             await session.commit()
             try:
                 report = await adapter.cancel_order(account.broker_account_ref, broker_order_id)
@@ -752,8 +793,9 @@ class OrderService:
             now = utcnow()
             events = []
             apply_broker_order(session, fresh, report, now, events=events)
-            await orders.write(changed=fresh, events=events)
-            await self.audit(session, connection, fresh, "cancel", fingerprint, fresh.status, now)
+            await self._write_audited(
+                session, orders, target, fresh, "cancel", fingerprint, fresh.status, now, events
+            )
             await session.commit()
             return OrderOut.from_row(fresh)
 
