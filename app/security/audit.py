@@ -183,6 +183,13 @@ class AuditVerification:
         )
 
 
+def head_missing(entry: AuditEntry) -> AuditChainHeadMissing:
+    """The error for an entry whose (chain, seq) is taken: the head was deleted or rewound."""
+    return AuditChainHeadMissing(
+        f"the head of audit chain {entry.chain} is missing or rewound: entry {entry.seq} exists"
+    )
+
+
 class AuditChain:
     """Appends entries under the chain-head lock and verifies the whole chain.
 
@@ -215,12 +222,29 @@ class AuditChain:
         """
         repo = AuditRepository(session)
         chain = user_chain(record.user_id)
-        now = self._clock()
+        now = self.now()
         last_seq, last_hash = await repo.lock_head(chain, genesis_hash=GENESIS_HASH, now=now)
+        entry = self.next_entry(record, last_seq, last_hash, occurred_at=occurred_at or now)
+        await session.flush()  # the caller's own changes first: their errors are theirs
+        try:
+            await repo.append_entry(entry, now=now)
+        except IntegrityError as exc:
+            raise head_missing(entry) from exc
+        return entry
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def next_entry(
+        self, record: AuditRecord, last_seq: int, last_hash: str, *, occurred_at: datetime
+    ) -> AuditEntry:
+        """The entry that follows (``last_seq``, ``last_hash``), the head of the record's
+        user's chain as locked by the caller (``AuditRepository.lock_head``, or the order
+        hot path's combined statements), hashed; not written."""
         entry = AuditEntry(
-            chain=chain,
+            chain=user_chain(record.user_id),
             seq=last_seq + 1,
-            occurred_at=occurred_at or now,
+            occurred_at=occurred_at,
             user_id=record.user_id,
             action=record.action,
             order_id=record.order_id,
@@ -234,13 +258,6 @@ class AuditChain:
         # Hash what the database will give back: UTC, microseconds (both backends keep them).
         entry.occurred_at = entry.occurred_at.astimezone(UTC)
         entry.entry_hash = self._hash(entry.prev_hash, canonical_content(entry))
-        await session.flush()  # the caller's own changes first: their errors are theirs
-        try:
-            await repo.append_entry(entry, now=now)
-        except IntegrityError as exc:
-            raise AuditChainHeadMissing(
-                f"the head of audit chain {chain} is missing or rewound: entry {entry.seq} exists"
-            ) from exc
         return entry
 
     async def verify(

@@ -39,7 +39,18 @@ def order_payload(order: Order) -> dict[str, Any]:
     return OrderOut.from_row(order).model_dump(mode="json")
 
 
-def append_order_event(session: AsyncSession, order: Order, occurred_at: datetime) -> None:
+def append_order_event(
+    session: AsyncSession,
+    order: Order,
+    occurred_at: datetime,
+    events: list[dict[str, Any]] | None = None,
+) -> None:
+    """Append the order's ``order.<status>`` event: to the session (the ORM unit of work), or
+    with ``events`` to that list, for the caller to write with one Core statement
+    (``OrderRepository.write``) together with the order's own row."""
+    if events is not None:
+        events.append(order_event_values(order, occurred_at))
+        return
     OrderEventRepository.for_system(session).append(
         user_id=order.user_id,
         type_=f"order.{order.status}",
@@ -50,6 +61,19 @@ def append_order_event(session: AsyncSession, order: Order, occurred_at: datetim
     )
 
 
+def order_event_values(order: Order, occurred_at: datetime) -> dict[str, Any]:
+    """The column values of the order's ``order.<status>`` event (its id drawn on insert)."""
+    return {
+        "user_id": order.user_id,
+        "account_id": order.account_id,
+        "order_id": order.id,
+        "connection_id": None,
+        "type": f"order.{order.status}",
+        "payload": order_payload(order),
+        "occurred_at": occurred_at,
+    }
+
+
 def set_status(
     session: AsyncSession,
     order: Order,
@@ -57,6 +81,7 @@ def set_status(
     now: datetime,
     *,
     reject_reason: str | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> bool:
     """A status change we decide ourselves (pending_cancel, unknown, a definitive reject).
 
@@ -74,14 +99,21 @@ def set_status(
     if reject_reason is not None:
         order.reject_reason = reject_reason
     order.updated_at = now
-    append_order_event(session, order, now)
+    append_order_event(session, order, now, events)
     return True
 
 
 def apply_broker_order(
-    session: AsyncSession, order: Order, report: BrokerOrder, now: datetime
+    session: AsyncSession,
+    order: Order,
+    report: BrokerOrder,
+    now: datetime,
+    *,
+    events: list[dict[str, Any]] | None = None,
 ) -> bool:
-    """Apply one broker report to our row; False if it was stale or a duplicate."""
+    """Apply one broker report to our row; False if it was stale or a duplicate.
+
+    ``events``: see ``append_order_event``."""
     current = OrderSnapshot(
         OrderStatus(order.status),
         order.quantity,
@@ -103,7 +135,7 @@ def apply_broker_order(
         )
         return False
     if not should_apply(current, incoming):
-        return _apply_leg_progress(session, order, report, now)
+        return _apply_leg_progress(session, order, report, now, events)
     order.status = report.status.value
     order.quantity = report.quantity
     order.filled_quantity = report.filled_quantity
@@ -118,7 +150,7 @@ def apply_broker_order(
     if report.position_effect is not None and order.position_effect is None:
         order.position_effect = report.position_effect.value
     order.updated_at = now
-    append_order_event(session, order, now)
+    append_order_event(session, order, now, events)
     return True
 
 
@@ -213,7 +245,11 @@ def apply_leg_fills(
 
 
 def _apply_leg_progress(
-    session: AsyncSession, order: Order, report: BrokerOrder, now: datetime
+    session: AsyncSession,
+    order: Order,
+    report: BrokerOrder,
+    now: datetime,
+    events: list[dict[str, Any]] | None,
 ) -> bool:
     """A report that is no news for the order as a whole may still be news for its legs (a
     combo's legs fill before a whole strategy unit has): applied, with an event, when its
@@ -227,7 +263,7 @@ def _apply_leg_progress(
         return False
     order.legs = merged
     order.updated_at = now
-    append_order_event(session, order, now)
+    append_order_event(session, order, now, events)
     return True
 
 
@@ -307,6 +343,32 @@ async def adopt_replacement(
         extra={"order_id": old.id, "replacement_id": replacement.id},
     )
     return replacement
+
+
+async def adopt_replacement_row(
+    session: AsyncSession,
+    old: Order,
+    report: BrokerOrder,
+    now: datetime,
+    events: list[dict[str, Any]],
+) -> tuple[Order, bool]:
+    """``adopt_replacement`` for plain rows (``OrderRepository.get_row``, the order hot
+    path): the replacement and whether it is new. A new one is not written here: the caller
+    writes it with ``old`` and ``events`` (``OrderRepository.write(new=, changed=)``)."""
+    if old.replaced_by_order_id is not None:
+        existing = await OrderRepository.for_system(session).get_row(old.replaced_by_order_id)
+        if existing is not None:
+            return existing, False
+    replacement = replacement_order(old, report, now)
+    old.replaced_by_order_id = replacement.id
+    if old.status != OrderStatus.replaced.value:
+        set_status(session, old, OrderStatus.replaced, now, events=events)
+    append_order_event(session, replacement, now, events)
+    log.info(
+        "replacement order recorded",
+        extra={"order_id": old.id, "replacement_id": replacement.id},
+    )
+    return replacement, True
 
 
 def lifecycle_order(account_id: str, update: OrderUpdate, now: datetime) -> Order | None:

@@ -64,17 +64,18 @@ from app.brokers.base import (
 )
 from app.brokers.environments import is_practice
 from app.brokers.symbols import normalize_symbol
-from app.db.models import Account, Connection, IdempotencyKey, Order
+from app.db.models import Account, AuditEntry, Connection, IdempotencyKey, Order
+from app.db.repositories.audit import AuditRepository, user_chain
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
-from app.db.repositories.orders import OrderRepository
+from app.db.repositories.orders import HeadLock, KeyCompletion, OrderRepository
 from app.ids import client_order_id_for, new_id
 from app.observability import ORDERS_TOTAL
 from app.paper.adapter import PaperAdapter
 from app.schemas.common import decode_time_cursor, encode_time_cursor
 from app.schemas.orders import Order as OrderOut
 from app.schemas.orders import OrderCreate, OrderListStatus, OrderPage, OrderUpdateBody
-from app.security.audit import AuditAction, AuditRecord
+from app.security.audit import GENESIS_HASH, AuditAction, AuditRecord
 from app.security.audit import request_fingerprint as canonical_fingerprint
 from app.services.broker_errors import to_app_error
 from app.services.clock import utcnow
@@ -82,7 +83,7 @@ from app.services.context import ServiceContext, ensure_usable
 from app.services.kill_switches import KillSwitches, is_live_byob
 from app.services.order_state import CLOSED, OPEN, TERMINAL
 from app.services.order_updates import (
-    adopt_replacement,
+    adopt_replacement_row,
     append_order_event,
     apply_broker_order,
     new_leg_state,
@@ -184,8 +185,8 @@ class OrderService:
             now = utcnow()
             record_id = new_id("idem")
             order = new_order_row(user_id, account, body, now)
-            claim = functools.partial(
-                keys.claim,
+            claim_terms = functools.partial(
+                keys.claim_params,
                 record_id=record_id,
                 key=idempotency_key,
                 method="POST",
@@ -195,6 +196,22 @@ class OrderService:
                 expires_at=now + self._ctx.settings.idempotency_ttl,
                 order_id=order.id,
             )
+            paper = paper_broker(adapter)
+            target = _AuditTarget.of(connection)
+            head: tuple[int, str] | None = None
+
+            async def claim() -> bool:
+                """The key, and for an outside broker the order row and the audit chain
+                head with it (one statement on Postgres): the order must be committed before
+                the broker call, the paper one commits with the paper books (below)."""
+                nonlocal head
+                if paper is not None:
+                    return await keys.claim(**claim_terms.keywords)
+                claimed, head = await OrderRepository.for_user(session, user_id).claim_and_insert(
+                    claim_terms(), order, head=self._head_lock(target, user_id)
+                )
+                return claimed
+
             if not await claim():
                 answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
                 if answer is not None:
@@ -205,9 +222,7 @@ class OrderService:
                     await session.rollback()
                     raise errors.RequestInProgress(headers={"Retry-After": "1"})
 
-            paper = paper_broker(adapter)
             if paper is not None:
-                target = _AuditTarget.of(connection)
                 response = await self._place_paper(
                     session,
                     paper,
@@ -218,10 +233,14 @@ class OrderService:
                 ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
                 return response
 
-            OrderRepository.for_user(session, user_id).add(order)
-            await session.flush()
-            append_order_event(session, order, now)
-            await self.audit(session, connection, order, "place", fingerprint, order.status, now)
+            # The order row is in (with the claim); its event and audit entry follow in one
+            # statement (Postgres), then the commit: the broker is called after it.
+            events: list[dict[str, Any]] = []
+            append_order_event(session, order, now, events)
+            entry = self._audit_entry(target, order, "place", fingerprint, order.status, now, head)
+            await OrderRepository.for_user(session, user_id).write(
+                events=events, audit=entry, audit_now=self._ctx.audit.now()
+            )
             await session.commit()
 
             response = await self._submit(
@@ -251,12 +270,17 @@ class OrderService:
         except broker_errors.BrokerError as exc:
             await session.rollback()
             return await self._record_paper_refusal(session, order, held, exc)
-        OrderRepository.for_user(session, order.user_id).add(order)
-        append_order_event(session, order, order.created_at)
-        apply_broker_order(session, order, report, utcnow())
+        events: list[dict[str, Any]] = []
+        append_order_event(session, order, order.created_at, events)
+        apply_broker_order(session, order, report, utcnow(), events=events)
         response = StoredResponse(201, OrderOut.from_row(order).model_dump(mode="json"))
-        await held.keys.complete(
-            held.record_id, status=response.status, body=response.body, order_id=order.id
+        # The paper books first, then the order, its key and its events in one statement
+        # (events last: they take the outbox lock until the commit).
+        await session.flush()
+        await OrderRepository.for_user(session, order.user_id).write(
+            new=order,
+            events=events,
+            complete_key=KeyCompletion(held.record_id, response.status, response.body, order.id),
         )
         await session.commit()
         return response
@@ -278,13 +302,22 @@ class OrderService:
             await session.rollback()
             raise errors.RequestInProgress(headers={"Retry-After": "1"})
         problem = to_app_error(exc)
-        OrderRepository.for_user(session, order.user_id).add(order)
-        append_order_event(session, order, order.created_at)
-        set_status(session, order, OrderStatus.rejected, utcnow(), reject_reason=exc.reason)
+        events: list[dict[str, Any]] = []
+        append_order_event(session, order, order.created_at, events)
+        set_status(
+            session,
+            order,
+            OrderStatus.rejected,
+            utcnow(),
+            reject_reason=exc.reason,
+            events=events,
+        )
         body = problem.to_problem() | {"order_id": order.id}
         response = StoredResponse(problem.status, body, problem.headers)
-        await held.keys.complete(
-            held.record_id, status=response.status, body=response.body, order_id=order.id
+        await OrderRepository.for_user(session, order.user_id).write(
+            new=order,
+            events=events,
+            complete_key=KeyCompletion(held.record_id, response.status, response.body, order.id),
         )
         await session.commit()
         return response
@@ -397,6 +430,75 @@ class OrderService:
                 extra={"completed_cycles": completed, "required_cycles": required},
             )
 
+    def _head_lock(self, target: _AuditTarget, user_id: str) -> HeadLock | None:
+        """The audit chain head an order action on ``target`` locks (live BYOB only)."""
+        if not target.live_byob:
+            return None
+        return HeadLock(user_chain(user_id), GENESIS_HASH, self._ctx.audit.now())
+
+    async def _lock_head(
+        self, session: AsyncSession, target: _AuditTarget, user_id: str
+    ) -> tuple[int, str] | None:
+        lock = self._head_lock(target, user_id)
+        if lock is None:
+            return None
+        return await AuditRepository(session).lock_head(
+            lock.chain, genesis_hash=lock.genesis_hash, now=lock.now
+        )
+
+    def _audit_entry(
+        self,
+        target: _AuditTarget,
+        order: Order,
+        action: AuditAction,
+        fingerprint: str,
+        outcome: str,
+        now: datetime,
+        head: tuple[int, str] | None,
+    ) -> AuditEntry | None:
+        """The audit entry of a live action on a user-supplied credential, following the
+        chain ``head`` this transaction locked (``_head_lock``); None for any other."""
+        if not target.live_byob:
+            return None
+        assert head is not None
+        record = AuditRecord(
+            user_id=order.user_id,
+            action=action,
+            order_id=order.id,
+            account_id=order.account_id,
+            connection_id=target.connection_id,
+            broker_slug=target.broker_slug,
+            request_fingerprint=fingerprint,
+            outcome=outcome,
+        )
+        return self._ctx.audit.next_entry(record, *head, occurred_at=now)
+
+    async def _write_audited(
+        self,
+        session: AsyncSession,
+        orders: OrderRepository,
+        target: _AuditTarget,
+        order: Order,
+        action: AuditAction,
+        fingerprint: str,
+        outcome: str,
+        now: datetime,
+        events: list[dict[str, Any]],
+        *,
+        new: Order | None = None,
+    ) -> None:
+        """Write a change of ``order`` (and a ``new`` replacement) with its events and, live
+        on a user-supplied credential, its audit entry: the chain head is locked first (the
+        order row is locked already), then one statement writes the rest (Postgres)."""
+        head = await self._lock_head(session, target, order.user_id)
+        await orders.write(
+            new=new,
+            changed=order,
+            events=events,
+            audit=self._audit_entry(target, order, action, fingerprint, outcome, now, head),
+            audit_now=self._ctx.audit.now(),
+        )
+
     async def audit(
         self,
         session: AsyncSession,
@@ -439,12 +541,15 @@ class OrderService:
         fingerprint: str,
     ) -> StoredResponse:
         result = await send_order(adapter, account, order)
-        repo = OrderRepository.for_system(session)
-        fresh = await repo.get(order.id, for_update=True)
+        repo = OrderRepository.for_user(session, order.user_id)
+        fresh = await repo.get_row(order.id, for_update=True)
         assert fresh is not None  # committed above, and orders are never deleted
+        target = _AuditTarget.of(connection)
+        head = await self._lock_head(session, target, order.user_id)
         now = utcnow()
         keys = IdempotencyRepository.for_user(session, fresh.user_id)
-        problem = record_send_result(session, fresh, result, now)
+        events: list[dict[str, Any]] = []
+        problem = record_send_result(session, fresh, result, now, events=events)
         if result.outcome is SendOutcome.accepted:
             response = StoredResponse(201, OrderOut.from_row(fresh).model_dump(mode="json"))
             outcome = audit_outcome(fresh)
@@ -453,14 +558,12 @@ class OrderService:
             # client's retry (same key, after Retry-After) places the order afresh.
             assert problem is not None
             await keys.release(record_id)
-            await self.audit(
-                session,
-                connection,
-                fresh,
-                "place",
-                fingerprint,
-                audit_outcome(fresh, problem.code),
-                now,
+            outcome = audit_outcome(fresh, problem.code)
+            await repo.write(
+                changed=fresh,
+                events=events,
+                audit=self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head),
+                audit_now=self._ctx.audit.now(),
             )
             await session.commit()
             order.status = fresh.status
@@ -476,10 +579,13 @@ class OrderService:
             # Unknown: the order may exist at the broker; reconciliation decides.
             response = StoredResponse(202, OrderOut.from_row(fresh).model_dump(mode="json"))
             outcome = audit_outcome(fresh)
-        await keys.complete(
-            record_id, status=response.status, body=response.body, order_id=fresh.id
+        await repo.write(
+            changed=fresh,
+            events=events,
+            complete_key=KeyCompletion(record_id, response.status, response.body, fresh.id),
+            audit=self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head),
+            audit_now=self._ctx.audit.now(),
         )
-        await self.audit(session, connection, fresh, "place", fingerprint, outcome, now)
         await session.commit()
         order.status = fresh.status
         return response
@@ -554,7 +660,9 @@ class OrderService:
             previous = OrderStatus(order.status)
             broker_order_id = order.broker_order_id
             now = utcnow()
-            set_status(session, order, OrderStatus.pending_replace, now)
+            orders = OrderRepository.for_user(session, user_id)
+            events: list[dict[str, Any]] = []
+            set_status(session, order, OrderStatus.pending_replace, now, events=events)
             paper = paper_broker(adapter)
             if paper is not None:
                 # One transaction with the paper books (see _place_paper).
@@ -565,12 +673,17 @@ class OrderService:
                 except broker_errors.BrokerError as exc:
                     await session.rollback()
                     raise to_app_error(exc) from exc
-                if not apply_broker_order(session, order, report, utcnow()):
+                if not apply_broker_order(session, order, report, utcnow(), events=events):
                     if order.status == OrderStatus.pending_replace.value:
-                        set_status(session, order, previous, utcnow())
+                        set_status(session, order, previous, utcnow(), events=events)
+                await session.flush()  # the paper books first, the events last
+                await orders.write(changed=order, events=events)
                 await session.commit()
                 return OrderOut.from_row(order)
-            await self.audit(session, connection, order, "modify", fingerprint, order.status, now)
+            target = _AuditTarget.of(connection)
+            await self._write_audited(
+                session, orders, target, order, "modify", fingerprint, order.status, now, events
+            )
             await session.commit()
 
             try:
@@ -584,21 +697,35 @@ class OrderService:
                 )
                 raise AssertionError("unreachable") from exc  # _after_failed_change raises
 
-            fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
+            fresh = await orders.get_row(order.id, for_update=True)
             assert fresh is not None
             now = utcnow()
+            events = []
             if report.broker_order_id != fresh.broker_order_id:
-                replacement = await adopt_replacement(session, fresh, report, now)
+                replacement, new = await adopt_replacement_row(session, fresh, report, now, events)
                 outcome = audit_outcome(fresh, replacement.id)
-                await self.audit(session, connection, fresh, "modify", fingerprint, outcome, now)
+                await self._write_audited(
+                    session,
+                    orders,
+                    target,
+                    fresh,
+                    "modify",
+                    fingerprint,
+                    outcome,
+                    now,
+                    events,
+                    new=replacement if new else None,
+                )
                 await session.commit()
                 return OrderOut.from_row(replacement)
             # Changed in place: the report (new terms, pending_replace -> its status) is news
             # even when the status word is the one the order had before.
-            if not apply_broker_order(session, fresh, report, now):
+            if not apply_broker_order(session, fresh, report, now, events=events):
                 if fresh.status == OrderStatus.pending_replace.value:
-                    set_status(session, fresh, previous, now)
-            await self.audit(session, connection, fresh, "modify", fingerprint, fresh.status, now)
+                    set_status(session, fresh, previous, now, events=events)
+            await self._write_audited(
+                session, orders, target, fresh, "modify", fingerprint, fresh.status, now, events
+            )
             await session.commit()
             return OrderOut.from_row(fresh)
 
@@ -628,7 +755,9 @@ class OrderService:
             adapter = await self._ctx.adapter_for(session, connection, for_order=True)
             broker_order_id = order.broker_order_id
             now = utcnow()
-            set_status(session, order, OrderStatus.pending_cancel, now)
+            orders = OrderRepository.for_user(session, user_id)
+            events: list[dict[str, Any]] = []
+            set_status(session, order, OrderStatus.pending_cancel, now, events=events)
             paper = paper_broker(adapter)
             if paper is not None:
                 # One transaction with the paper books (see _place_paper).
@@ -639,12 +768,17 @@ class OrderService:
                 except broker_errors.BrokerError as exc:
                     await session.rollback()
                     raise to_app_error(exc) from exc
-                if not apply_broker_order(session, order, report, utcnow()):
+                if not apply_broker_order(session, order, report, utcnow(), events=events):
                     if order.status == OrderStatus.pending_cancel.value:
-                        set_status(session, order, status, utcnow())
+                        set_status(session, order, status, utcnow(), events=events)
+                await session.flush()  # the paper books first, the events last
+                await orders.write(changed=order, events=events)
                 await session.commit()
                 return OrderOut.from_row(order)
-            await self.audit(session, connection, order, "cancel", fingerprint, order.status, now)
+            target = _AuditTarget.of(connection)
+            await self._write_audited(
+                session, orders, target, order, "cancel", fingerprint, order.status, now, events
+            )
             await session.commit()
             try:
                 report = await adapter.cancel_order(account.broker_account_ref, broker_order_id)
@@ -654,19 +788,23 @@ class OrderService:
                     session, order.id, status, exc, adapter, account, audit
                 )
                 raise AssertionError("unreachable") from exc
-            fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
+            fresh = await orders.get_row(order.id, for_update=True)
             assert fresh is not None
             now = utcnow()
-            apply_broker_order(session, fresh, report, now)
-            await self.audit(session, connection, fresh, "cancel", fingerprint, fresh.status, now)
+            events = []
+            apply_broker_order(session, fresh, report, now, events=events)
+            await self._write_audited(
+                session, orders, target, fresh, "cancel", fingerprint, fresh.status, now, events
+            )
             await session.commit()
             return OrderOut.from_row(fresh)
 
     async def _load_for_change(
         self, session: AsyncSession, user_id: str, order_id: str
     ) -> tuple[Order, Account, Connection]:
-        """The order locked for the change (a fill committing meanwhile waits, then wins)."""
-        order = await OrderRepository.for_user(session, user_id).get(order_id, for_update=True)
+        """The order locked for the change (a fill committing meanwhile waits, then wins), as
+        a plain row (``OrderRepository.get_row``: written back with ``write``)."""
+        order = await OrderRepository.for_user(session, user_id).get_row(order_id, for_update=True)
         if order is None:
             raise errors.NotFound("no such order")
         found = await AccountRepository.for_user(session, user_id).get_with_connection(
@@ -913,7 +1051,12 @@ async def send_order(adapter: BrokerAdapter, account: Account, order: Order) -> 
 
 
 def record_send_result(
-    session: AsyncSession, order: Order, result: SendResult, now: datetime
+    session: AsyncSession,
+    order: Order,
+    result: SendResult,
+    now: datetime,
+    *,
+    events: list[dict[str, Any]] | None = None,
 ) -> errors.AppError | None:
     """Apply a placement's result to the (locked, fresh) order row with its event.
 
@@ -923,7 +1066,7 @@ def record_send_result(
     """
     outcome = result.outcome
     if result.report is not None:
-        apply_broker_order(session, order, result.report, now)
+        apply_broker_order(session, order, result.report, now, events=events)
         return None
     assert result.failure is not None
     if outcome is SendOutcome.unknown:
@@ -932,10 +1075,17 @@ def record_send_result(
             extra={"order_id": order.id, "reason": result.failure.reason},
         )
         if order.status == OrderStatus.pending_submit.value:
-            set_status(session, order, OrderStatus.unknown, now)
+            set_status(session, order, OrderStatus.unknown, now, events=events)
         return None
     if order.status == OrderStatus.pending_submit.value:
-        set_status(session, order, OrderStatus.rejected, now, reject_reason=result.failure.reason)
+        set_status(
+            session,
+            order,
+            OrderStatus.rejected,
+            now,
+            reject_reason=result.failure.reason,
+            events=events,
+        )
     return to_app_error(result.failure)
 
 

@@ -38,10 +38,10 @@ Notification
     arrive in commit order. Each instance's listener turns them into a wake-up of its hub,
     which then reads the rows itself.
 
-    On SQLite there is no NOTIFY: the ORM hooks below remember the highest id on the
-    session and, after the session commits, ``LocalNotifier`` wakes every hub of this
-    process that serves the same database file. A rollback forgets it. This is the
-    single-instance embedded mode.
+    On SQLite there is no NOTIFY: the ORM hooks below (and ``note_core_append`` for the
+    Core inserts of the order hot path) remember the highest id on the session and, after
+    the session commits, ``LocalNotifier`` wakes every hub of this process that serves the
+    same database file. A rollback forgets it. This is the single-instance embedded mode.
 
 The SQLite hooks are installed once per process by ``install_outbox_hooks()``, which
 ``app.services.order_updates`` (the only module that appends events) calls at import.
@@ -142,6 +142,18 @@ def _after_flush_postexec(session: Session, _context: Any) -> None:
         return
     connection = session.connection()
     key = database_key(connection.engine.url)
+    pending: dict[str, int] = session.info.setdefault(_SQLITE_PENDING, {})
+    pending[key] = max(pending.get(key, 0), event_id)
+
+
+def note_core_append(session: Session, event_id: int) -> None:
+    """A Core insert into ``order_events`` (no ORM hook sees it) gave ``event_id``: on
+    SQLite it is announced after the session commits, as a flushed ORM event would be.
+    Postgres announces from its trigger; nothing to do there."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        return
+    key = database_key(bind.engine.url)
     pending: dict[str, int] = session.info.setdefault(_SQLITE_PENDING, {})
     pending[key] = max(pending.get(key, 0), event_id)
 

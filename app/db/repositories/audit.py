@@ -8,10 +8,12 @@ frozen chain of the entries written before chains were per user.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +26,39 @@ LEGACY_CHAIN = "global"
 def user_chain(user_id: str) -> str:
     """The chain that records ``user_id``'s live order actions."""
     return f"user:{user_id}"
+
+
+_HEAD_PARAMS = {"chain": "h_chain", "last_seq": "h_zero", "last_hash": "h_genesis"}
+
+
+def lock_head_params(chain: str, *, genesis_hash: str, now: datetime) -> dict[str, Any]:
+    return {"h_chain": chain, "h_zero": 0, "h_genesis": genesis_hash, "h_now": now}
+
+
+def _head_values() -> dict[str, Any]:
+    table = AuditChainHead.__table__
+    values = {k: bindparam(name, type_=table.c[k].type) for k, name in _HEAD_PARAMS.items()}
+    values["updated_at"] = bindparam("h_now", type_=table.c.updated_at.type)
+    return values
+
+
+@functools.cache
+def lock_head_statement(dialect: str, when: Any = None) -> Any:
+    """``AuditRepository.lock_head``'s upsert (RETURNING ``last_seq``, ``last_hash``) with
+    ``h_`` parameters (``lock_head_params``), built once. With ``when`` (a select that
+    yields a row or none, e.g. a claim's CTE) the head is created or locked only if it
+    yields one: ``OrderRepository.claim_and_insert`` sends it with the claim."""
+    dialect_insert = postgres_insert if dialect == "postgresql" else sqlite_insert
+    values = _head_values()
+    if when is None:
+        new_head = dialect_insert(AuditChainHead).values(values)
+    else:
+        source = select(*(v.label(k) for k, v in values.items())).where(when.exists())
+        new_head = dialect_insert(AuditChainHead).from_select(list(values), source)
+    return new_head.on_conflict_do_update(
+        index_elements=[AuditChainHead.chain],
+        set_={"updated_at": new_head.excluded.updated_at},
+    ).returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
 
 
 class AuditChainHeadMissing(RuntimeError):
@@ -45,16 +80,9 @@ class AuditRepository:
         Different chains never wait for each other. SQLite serializes every write
         transaction on its one write lock (``BEGIN IMMEDIATE``).
         """
-        dialect = self.session.get_bind().dialect.name
-        dialect_insert = postgres_insert if dialect == "postgresql" else sqlite_insert
-        new_head = dialect_insert(AuditChainHead).values(
-            chain=chain, last_seq=0, last_hash=genesis_hash, updated_at=now
-        )
-        upsert = new_head.on_conflict_do_update(
-            index_elements=[AuditChainHead.chain],
-            set_={"updated_at": new_head.excluded.updated_at},
-        ).returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
-        row = (await self.session.execute(upsert)).one()
+        upsert = lock_head_statement(self.session.get_bind().dialect.name)
+        params = lock_head_params(chain, genesis_hash=genesis_hash, now=now)
+        row = (await self.session.execute(upsert, params)).one()
         return int(row.last_seq), str(row.last_hash)
 
     async def advance_head(self, chain: str, *, seq: int, entry_hash: str, now: datetime) -> None:

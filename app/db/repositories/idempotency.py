@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db.models import IdempotencyKey
 from app.db.repositories.scoped import UserScoped
 from app.db.session import session_owner
+
+_CLAIM_COLUMNS = (
+    "order_id",
+    "id",
+    "user_id",
+    "key",
+    "method",
+    "path",
+    "fingerprint",
+    "state",
+    "locked_at",
+    "created_at",
+    "expires_at",
+    "owner",
+)
+
+
+@functools.cache
+def claim_statement(dialect: str) -> Any:
+    """The claim (insert in flight, nothing when the user holds the key; RETURNING the
+    record id), built once per dialect with ``k_<column>`` parameters: its compiled form and
+    cache key are reused by every request."""
+    table = IdempotencyKey.__table__
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(IdempotencyKey)
+        .values({c: bindparam(f"k_{c}", type_=table.c[c].type) for c in _CLAIM_COLUMNS})
+        .on_conflict_do_nothing(index_elements=["user_id", "key"])
+        .returning(IdempotencyKey.id)
+    )
 
 
 class IdempotencyRepository(UserScoped):
@@ -31,6 +62,33 @@ class IdempotencyRepository(UserScoped):
         ``order_id`` names the order this request will create, so the key and the order
         row go in together without a second statement.
         """
+        params = self.claim_params(
+            record_id=record_id,
+            key=key,
+            method=method,
+            path=path,
+            fingerprint=fingerprint,
+            now=now,
+            expires_at=expires_at,
+            order_id=order_id,
+        )
+        stmt = claim_statement(self.session.get_bind().dialect.name)
+        return (await self.session.execute(stmt, params)).scalar_one_or_none() is not None
+
+    def claim_params(
+        self,
+        *,
+        record_id: str,
+        key: str,
+        method: str,
+        path: str,
+        fingerprint: str,
+        now: datetime,
+        expires_at: datetime,
+        order_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The parameters of ``claim_statement`` (for a caller that sends the claim combined
+        with its own writes: ``OrderRepository.claim_and_insert``)."""
         values = {
             "order_id": order_id,
             "id": record_id,
@@ -45,15 +103,7 @@ class IdempotencyRepository(UserScoped):
             "expires_at": expires_at,
             "owner": session_owner(self.session),
         }
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = (
-            insert(IdempotencyKey)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["user_id", "key"])
-            .returning(IdempotencyKey.id)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+        return {f"k_{name}": value for name, value in values.items()}
 
     async def get(self, key: str) -> IdempotencyKey | None:
         stmt = select(IdempotencyKey).where(

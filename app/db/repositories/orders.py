@@ -2,15 +2,79 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, cast, func, or_, select
+from sqlalchemy import (
+    String,
+    Table,
+    bindparam,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
-from app.db.models import Account, Order, OrderEvent
+from app.db.models import (
+    Account,
+    AuditChainHead,
+    AuditEntry,
+    IdempotencyKey,
+    Order,
+    OrderEvent,
+)
+from app.db.repositories.audit import (
+    AuditChainHeadMissing,
+    AuditRepository,
+    lock_head_params,
+    lock_head_statement,
+)
+from app.db.repositories.idempotency import claim_statement
 from app.db.repositories.scoped import UserScoped
+from app.streaming.outbox import note_core_append
+
+_ORDERS: Table = Order.__table__  # type: ignore[assignment]
+_EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
+_KEYS: Table = IdempotencyKey.__table__  # type: ignore[assignment]
+_AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
+_HEADS: Table = AuditChainHead.__table__  # type: ignore[assignment]
+_ORDER_COLUMNS = tuple(c.key for c in _ORDERS.columns)
+# What an order change may write: everything but its identity and creation.
+_FIXED = frozenset({"id", "user_id", "account_id", "client_order_id", "created_at"})
+_CHANGING_COLUMNS = tuple(k for k in _ORDER_COLUMNS if k not in _FIXED)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLock:
+    """An audit chain head to lock (``AuditRepository.lock_head``) with a new order."""
+
+    chain: str
+    genesis_hash: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCompletion:
+    """The stored response that completes an in-flight Idempotency-Key claim."""
+
+    record_id: str
+    status: int
+    body: dict[str, Any]
+    order_id: str | None
+
+
+def order_values(order: Order) -> dict[str, Any]:
+    """Every column of ``order`` (a plain, transient row object)."""
+    return {key: getattr(order, key) for key in _ORDER_COLUMNS}
 
 
 class OrderRepository(UserScoped):
@@ -195,6 +259,269 @@ class OrderRepository(UserScoped):
         if not self.is_system and order.user_id != self.user_id:
             raise PermissionError("order belongs to another user")
         self.session.add(order)
+
+    async def get_row(self, order_id: str, *, for_update: bool = False) -> Order | None:
+        """The order as a plain row object outside the session (Core select, no identity
+        map): the hot path changes it and writes it back with ``write``."""
+        stmt = _get_row_statement(scoped=not self.is_system, for_update=for_update)
+        params = {"o_id": order_id}
+        if not self.is_system:
+            params["o_user_id"] = self.user_id
+        row = (await self.session.execute(stmt, params)).mappings().one_or_none()
+        return None if row is None else Order(**row)
+
+    async def claim_and_insert(
+        self, claim: dict[str, Any], order: Order, *, head: HeadLock | None = None
+    ) -> tuple[bool, tuple[int, str] | None]:
+        """Claim the request's Idempotency-Key (``claim``: ``IdempotencyRepository.
+        claim_params``) and, only if that claim is new, insert ``order`` and lock the audit
+        chain ``head`` (``AuditRepository.lock_head``).
+
+        Returns whether the key was claimed and the head's (last seq, last hash) when one
+        was locked. On Postgres one statement (data-modifying CTEs: the order insert and the
+        head lock select from the claim, so neither happens when the key is held, and the
+        claim comes first: a request waiting for the same key holds no chain lock); SQLite
+        sends them one after the other.
+        """
+        if not self.is_system and order.user_id != self.user_id:
+            raise PermissionError("order belongs to another user")
+        dialect = self.session.get_bind().dialect.name
+        values = _prefixed("n_", order_values(order))
+        if dialect != "postgresql":
+            found = await self.session.execute(claim_statement(dialect), claim)
+            if found.scalar_one_or_none() is None:
+                return False, None
+            await self.session.execute(_insert_order_statement(), values)
+            if head is None:
+                return True, None
+            audit = AuditRepository(self.session)
+            return True, await audit.lock_head(
+                head.chain, genesis_hash=head.genesis_hash, now=head.now
+            )
+        params = claim | values
+        if head is not None:
+            params |= lock_head_params(head.chain, genesis_hash=head.genesis_hash, now=head.now)
+        row = (
+            await self.session.execute(_claim_and_insert_statement(head is not None), params)
+        ).first()
+        if row is None:
+            return False, None
+        return True, None if head is None else (int(row.last_seq), str(row.last_hash))
+
+    async def write(
+        self,
+        *,
+        new: Order | None = None,
+        changed: Order | None = None,
+        events: Sequence[dict[str, Any]] = (),
+        complete_key: KeyCompletion | None = None,
+        audit: AuditEntry | None = None,
+        audit_now: datetime | None = None,
+    ) -> None:
+        """Write an order change with Core statements: a ``new`` order row, or the
+        ``changed`` columns of an existing one (locked by the caller), its ``events``
+        (``order_event_values``) and the completion of the request's Idempotency-Key.
+
+        The events go in last (they take the outbox lock, see ``app.streaming.outbox``):
+        the caller commits right after. On Postgres everything is one statement (the row
+        and key writes are data-modifying CTEs of the event inserts); SQLite, which has no
+        data-modifying CTE, takes one statement per table. Every statement is built once
+        per shape with bound parameters (``_write_statements``), so neither its cache key
+        nor its SQL is made again per order.
+
+        ``audit``: the entry that follows the chain head the caller locked (in this
+        transaction), appended with the head moved to it (``audit_now``); raises
+        ``AuditChainHeadMissing`` when its (chain, seq) is taken.
+        """
+        for row in (new, changed):
+            if row is not None and not self.is_system and row.user_id != self.user_id:
+                raise PermissionError("order belongs to another user")
+        params: dict[str, Any] = {}
+        if new is not None:
+            params |= _prefixed("n_", order_values(new))
+        if changed is not None:
+            params |= _prefixed("c_", {k: getattr(changed, k) for k in _CHANGING_COLUMNS})
+            params |= {"c_id": changed.id, "c_user_id": changed.user_id}
+        if complete_key is not None:
+            params |= {
+                "q_id": complete_key.record_id,
+                "q_status": complete_key.status,
+                "q_body": complete_key.body,
+                "q_order_id": complete_key.order_id,
+            }
+            if not self.is_system:
+                params["q_user_id"] = self.user_id
+        if audit is not None:
+            params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
+            params["a_now"] = audit_now or audit.occurred_at
+        for n, event in enumerate(events):
+            params |= _prefixed(f"e{n}_", event)
+        shape = _Shape(
+            new=new is not None,
+            changed=changed is not None,
+            key=None if complete_key is None else not self.is_system,
+            audit=audit is not None,
+            events=len(events),
+        )
+        dialect = self.session.get_bind().dialect.name
+        try:
+            if dialect == "postgresql" and events:
+                result = await self.session.execute(_combined_statement(shape), params)
+                ids = result.scalars().all()
+            else:
+                for stmt in _write_statements(shape):
+                    if stmt.table is not _EVENTS:
+                        await self.session.execute(stmt, params)
+                ids = []
+                if events:
+                    # One insertmanyvalues statement for all of them (one multi-row insert,
+                    # rows numbered in their order by the single writer).
+                    result = await self.session.execute(_insert_events_statement(), list(events))
+                    ids = list(result.scalars().all())
+        except IntegrityError as exc:
+            if audit is not None and "audit_entries" in str(exc.orig):
+                raise AuditChainHeadMissing(
+                    f"the head of audit chain {audit.chain} is missing or rewound: "
+                    f"entry {audit.seq} exists"
+                ) from exc
+            raise
+        if ids:
+            note_core_append(self.session.sync_session, max(ids))
+
+
+# --- the hot path's statements, built once per shape ---------------------------------------
+
+
+def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{key}": value for key, value in values.items()}
+
+
+def _binds(prefix: str, table: Table, columns: Sequence[str]) -> dict[str, Any]:
+    return {c: bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in columns}
+
+
+_AUDIT_COLUMNS = tuple(c.key for c in _AUDIT.columns)
+_EVENT_COLUMNS = (
+    "user_id",
+    "account_id",
+    "order_id",
+    "connection_id",
+    "type",
+    "payload",
+    "occurred_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    new: bool
+    changed: bool
+    key: bool | None  # None: no key completion; else whether it is user-scoped
+    audit: bool
+    events: int
+
+
+@functools.cache
+def _get_row_statement(*, scoped: bool, for_update: bool) -> Any:
+    stmt = select(_ORDERS).where(_ORDERS.c.id == bindparam("o_id"))
+    if scoped:
+        stmt = stmt.where(_ORDERS.c.user_id == bindparam("o_user_id"))
+    return stmt.with_for_update() if for_update else stmt
+
+
+@functools.cache
+def _insert_events_statement() -> Any:
+    return insert(_EVENTS).returning(_EVENTS.c.id)
+
+
+@functools.cache
+def _insert_order_statement() -> Any:
+    return insert(_ORDERS).values(_binds("n_", _ORDERS, _ORDER_COLUMNS))
+
+
+@functools.cache
+def _claim_and_insert_statement(head: bool) -> Any:
+    """Postgres: the claim, then (selecting from it) the order insert and the head lock."""
+    claimed = claim_statement("postgresql").cte("claimed")
+    order = _binds("n_", _ORDERS, _ORDER_COLUMNS)
+    source = select(*(v.label(k) for k, v in order.items())).where(select(claimed.c.id).exists())
+    new_order = (
+        insert(_ORDERS).from_select(list(order), source).returning(_ORDERS.c.id).cte("new_order")
+    )
+    if not head:
+        return select(claimed.c.id).add_cte(new_order)
+    locked = lock_head_statement("postgresql", select(claimed.c.id)).cte("locked_head")
+    return (
+        select(claimed.c.id, locked.c.last_seq, locked.c.last_hash)
+        .select_from(claimed.outerjoin(locked, true()))
+        .add_cte(new_order)
+    )
+
+
+@functools.cache
+def _write_statements(shape: _Shape) -> tuple[Any, ...]:
+    """The statements of a ``write`` of this shape, in order, events last."""
+    stmts: list[Any] = []
+    if shape.new:
+        stmts.append(_insert_order_statement())
+    if shape.changed:
+        stmts.append(
+            update(_ORDERS)
+            .where(_ORDERS.c.id == bindparam("c_id"), _ORDERS.c.user_id == bindparam("c_user_id"))
+            .values(_binds("c_", _ORDERS, _CHANGING_COLUMNS))
+        )
+    if shape.key is not None:
+        key = update(_KEYS).where(_KEYS.c.id == bindparam("q_id"))
+        if shape.key:
+            key = key.where(_KEYS.c.user_id == bindparam("q_user_id"))
+        stmts.append(
+            key.values(
+                state="completed",
+                response_status=bindparam("q_status", type_=_KEYS.c.response_status.type),
+                response_body=bindparam("q_body", type_=_KEYS.c.response_body.type),
+                order_id=bindparam("q_order_id", type_=_KEYS.c.order_id.type),
+            )
+        )
+    if shape.audit:
+        stmts.append(insert(_AUDIT).values(_binds("a_", _AUDIT, _AUDIT_COLUMNS)))
+        stmts.append(
+            update(_HEADS)
+            .where(_HEADS.c.chain == bindparam("a_chain"))
+            .values(
+                last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
+                last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
+                updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
+            )
+        )
+    for n in range(shape.events):
+        stmts.append(
+            insert(_EVENTS)
+            .values(_binds(f"e{n}_", _EVENTS, _EVENT_COLUMNS))
+            .returning(_EVENTS.c.id)
+        )
+    return tuple(stmts)
+
+
+@functools.cache
+def _combined_statement(shape: _Shape) -> Any:
+    """Postgres: ``_write_statements`` as one statement. Each event is an insert of one
+    row; with several, the statement selects their ids in append order (a UNION ALL runs
+    its branches in order, so the ids are drawn in that order). The other writes are
+    CTEs that the statement does not read: Postgres runs them after it, in the same
+    statement (rows this transaction holds already, or new ones)."""
+    stmts = _write_statements(shape)
+    writes = [s for s in stmts if s.table is not _EVENTS]
+    inserts = [s for s in stmts if s.table is _EVENTS]
+    stmt: Any
+    if len(inserts) == 1:
+        stmt = inserts[0]
+    else:
+        parts = [part.cte(f"e{n}") for n, part in enumerate(inserts)]
+        stmt = union_all(*(select(part.c.id) for part in parts))
+    for n, write in enumerate(writes):
+        pk = next(iter(write.table.primary_key.columns))
+        stmt = stmt.add_cte(write.returning(pk).cte(f"w{n}_{write.table.name}"))
+    return stmt
 
 
 class OrderEventRepository(UserScoped):

@@ -1,0 +1,155 @@
+"""The order hot path's Core statements (``OrderRepository.claim_and_insert`` and ``write``):
+what they must not write, and what they must announce.
+
+On Postgres the key claim, the order row and the audit chain head lock are one statement, and
+an order change with its events, key completion and audit entry another; SQLite sends the
+same writes one by one. Both backends run every test here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlalchemy import delete, func, select
+
+from app.db.models import AuditChainHead, AuditEntry, IdempotencyKey, Order, OrderEvent
+from app.db.repositories.audit import user_chain
+from app.db.repositories.orders import OrderRepository
+from app.db.session import create_engine, create_sessionmaker
+from app.streaming.outbox import LocalNotifier, database_key
+from tests.conftest import new_user, own_database
+from tests.services.support import LiveGateway, assert_problem, live_gateway
+
+
+async def count(gw: LiveGateway, model: type, user: str) -> int:
+    async with gw.harness.state.ctx.sessionmaker() as session:
+        column = model.user_id  # type: ignore[attr-defined]
+        stmt = select(func.count()).select_from(model).where(column == user)
+        return int((await session.execute(stmt)).scalar_one())
+
+
+async def test_a_held_key_on_a_live_order_writes_no_order_and_no_entry(db_url: str) -> None:
+    """The claim comes first in the combined statement: a key already held inserts no
+    order row and appends nothing to the chain, whether replayed or refused."""
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        h, user = gw.harness, new_user()
+        _, account = await gw.connect_byob(user)
+        terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
+        first = await h.place(user, account, key="held-1", **terms)
+        assert first.status_code == 201, first.text
+        replay = await h.place(user, account, key="held-1", **terms)
+        assert replay.status_code == 201
+        assert replay.json() == first.json()
+        changed = await h.place(user, account, key="held-1", **(terms | {"limit_price": "2.00"}))
+        assert_problem(changed, 422, "idempotency_key_reused")
+        assert await count(gw, Order, user) == 1
+        assert await count(gw, AuditEntry, user) == 2  # pending_submit and accepted
+        assert await count(gw, IdempotencyKey, user) == 1
+
+
+@contextlib.asynccontextmanager
+async def own_gateway(
+    shared_url: str, directory: Path
+) -> AsyncIterator[tuple[LiveGateway, httpx.AsyncClient]]:
+    """A gateway on a database of its own, with a client that answers 500 instead of
+    raising (the chain is broken on purpose)."""
+    async with own_database(shared_url, directory) as url, live_gateway(url) as gw:
+        transport = httpx.ASGITransport(app=gw.harness.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
+            yield gw, c
+
+
+async def test_a_missing_chain_head_fails_the_live_order_whole(db_url: str, tmp_path: Path) -> None:
+    """The head row deleted while its entries remain: the combined statement recreates the
+    head at the genesis, the entry collides with the chain's first one, and the order, its
+    key and its event roll back together before anything reaches the broker."""
+    async with own_gateway(db_url, tmp_path) as (gw, client):
+        h, user = gw.harness, new_user()
+        _, account = await gw.connect_byob(user)
+        placed = await h.place(user, account, order_type="limit", limit_price="1.00")
+        assert placed.status_code == 201, placed.text
+        async with h.state.ctx.sessionmaker() as session:
+            await session.execute(
+                delete(AuditChainHead).where(AuditChainHead.chain == user_chain(user))
+            )
+            await session.commit()
+        events_before = await count(gw, OrderEvent, user)
+        response = await client.post(
+            f"/v1/accounts/{account}/orders",
+            json={"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"},
+            headers=h.auth(user, **{"Idempotency-Key": "headless-1"}),
+        )
+        assert_problem(response, 500, "internal_error")
+        assert await count(gw, Order, user) == 1
+        assert await count(gw, OrderEvent, user) == events_before
+        assert await count(gw, IdempotencyKey, user) == 1  # the first order's only
+        assert await count(gw, AuditEntry, user) == 2
+
+
+async def test_a_paper_order_s_events_are_numbered_in_append_order(db_url: str) -> None:
+    """Two events of one change (the market order's pending_submit, then its fill) go in
+    one statement on Postgres: their ids follow the order they were appended in."""
+    async with live_gateway(db_url) as gw:
+        h, user = gw.harness, new_user()
+        _, account = await h.paper_account(user)
+        placed = await h.place(user, account)
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["status"] == "filled"
+        async with h.state.ctx.sessionmaker() as session:
+            rows = await session.execute(
+                select(OrderEvent.type)
+                .where(OrderEvent.order_id == placed.json()["id"])
+                .order_by(OrderEvent.id)
+            )
+            assert list(rows.scalars()) == ["order.pending_submit", "order.filled"]
+
+
+async def test_core_event_appends_wake_the_sqlite_hub_after_commit_only(
+    sqlite_url: str,
+) -> None:
+    """SQLite has no NOTIFY: a Core event insert is announced in process after its commit
+    (as an ORM flush is), and never for a rollback."""
+    engine = create_engine(sqlite_url)
+    sessionmaker = create_sessionmaker(engine)
+    announced: list[int] = []
+    arrived = asyncio.Event()
+
+    def callback(event_id: int) -> None:
+        announced.append(event_id)
+        arrived.set()
+
+    key = database_key(engine.url)
+    token = LocalNotifier.register(key, callback)
+    user = new_user()
+    event = {
+        "user_id": user,
+        "account_id": None,
+        "order_id": None,
+        "connection_id": None,
+        "type": "order.accepted",
+        "payload": {},
+        "occurred_at": datetime.now(UTC),
+    }
+    try:
+        async with sessionmaker() as session:
+            await OrderRepository.for_user(session, user).write(events=[event])
+            await session.rollback()
+        assert announced == []
+        async with sessionmaker() as session:
+            await OrderRepository.for_user(session, user).write(events=[event, event])
+            await session.commit()
+            ids = (
+                await session.execute(select(OrderEvent.id).where(OrderEvent.user_id == user))
+            ).scalars()
+            newest = max(ids)
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        assert announced == [newest]
+    finally:
+        LocalNotifier.unregister(key, token)
+        await engine.dispose()
