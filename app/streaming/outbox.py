@@ -18,7 +18,10 @@ The choice: serialise the publication of event ids, at commit (Postgres)
     and before the transaction becomes visible
     (https://www.postgresql.org/docs/15/sql-createtrigger.html: a deferred constraint
     trigger fires "at the end of the transaction"), and releases the lock only after the
-    commit is visible (``ProcArrayEndTransaction`` precedes lock release). So a later id
+    commit is visible (``ProcArrayEndTransaction`` precedes lock release; both orders are
+    those of ``CommitTransaction`` in Postgres's src/backend/access/transam/xact.c:
+    ``AfterTriggerFireDeferred``, then ``RecordTransactionCommit``, then
+    ``ProcArrayEndTransaction``, then ``ResourceOwnerRelease(..LOCKS..)``). So a later id
     is always drawn after every earlier id has committed or rolled back, ids become
     visible in id order, and rolled-back ids are harmless gaps. Provisional ids are never
     visible to another transaction (they are renumbered before the commit is), and no
