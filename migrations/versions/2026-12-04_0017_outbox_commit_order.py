@@ -1,7 +1,7 @@
 """outbox ids drawn at commit: the ordering lock no longer spans the client's commit round trip
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-04 22:30:00.000000
 
 Until now (0008) every insert into ``order_events`` took ``pg_advisory_xact_lock`` in a
@@ -15,8 +15,7 @@ reader-visible id from ``order_events_id_seq`` and announces it. The lock is hel
 the server-side end of the commit; the guarantee (ids become visible in id order) is the
 same, see app/streaming/outbox.py. SQLite has neither and needs neither.
 
-down_revision is 0015, the head on main when this was written; 0016 (another branch's
-credential migration) is to be re-chained before it.
+down_revision is 0016 (the credential version), the head on main when this was rebased.
 """
 
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0017"
-down_revision: str | None = "0015"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
