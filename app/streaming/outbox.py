@@ -7,33 +7,46 @@ Why this exists
     after id 11 was already read and delivered, and a reader at cursor 11 would skip 10
     forever. On SQLite the single writer makes insert order and commit order the same.
 
-The choice: serialise event appends (Postgres)
-    Every insert into ``order_events`` takes the transaction-scoped advisory lock
-    ``pg_advisory_xact_lock(OUTBOX_LOCK_KEY)`` before its ids are drawn: a statement-level
-    ``BEFORE INSERT`` trigger does it (migration 0008), and Postgres fires that trigger
-    before the executor forms the first row, so the sequence value comes after the lock.
-    Postgres releases the lock after the commit is visible (``ProcArrayEndTransaction``
-    precedes lock release), so a later id is always drawn after every earlier id has
-    committed or rolled back. Ids therefore become visible in id order; rolled-back ids are
-    harmless gaps. Being a trigger, no writer (ORM, Core, a script) can forget it.
+The choice: serialise the publication of event ids, at commit (Postgres)
+    An insert into ``order_events`` gets a provisional, negative id from
+    ``order_events_provisional_id_seq`` and takes no lock. A ``DEFERRABLE INITIALLY
+    DEFERRED`` constraint trigger (migration 0017) fires for each inserted row inside
+    COMMIT: it takes the transaction-scoped advisory lock
+    ``pg_advisory_xact_lock(OUTBOX_LOCK_KEY)``, draws the row's reader-visible id from
+    ``order_events_id_seq`` and rewrites the row's id to it. Postgres runs deferred
+    triggers at the start of its commit processing, before the commit record is written
+    and before the transaction becomes visible
+    (https://www.postgresql.org/docs/15/sql-createtrigger.html: a deferred constraint
+    trigger fires "at the end of the transaction"), and releases the lock only after the
+    commit is visible (``ProcArrayEndTransaction`` precedes lock release; both orders are
+    those of ``CommitTransaction`` in Postgres's src/backend/access/transam/xact.c:
+    ``AfterTriggerFireDeferred``, then ``RecordTransactionCommit``, then
+    ``ProcArrayEndTransaction``, then ``ResourceOwnerRelease(..LOCKS..)``). So a later id
+    is always drawn after every earlier id has committed or rolled back, ids become
+    visible in id order, and rolled-back ids are harmless gaps. Provisional ids are never
+    visible to another transaction (they are renumbered before the commit is), and no
+    writer (ORM, Core, a script) can skip the trigger.
 
-    The ORM flushes ``order_events`` last (the unit of work orders mappers by name, and
-    ``order_events`` sorts after ``orders``, ``accounts``, ``connections`` and
-    ``idempotency_keys``), and services commit right after appending. So the lock is held
-    for the insert and the commit: every writer of events queues there for about one
-    commit round trip. That is the price (``scripts/bench/stream --lock-cost`` measures
-    it). The alternative, tracking in-flight ids and waiting for gaps to fill, costs
-    nothing on the write path but needs a visibility timeout that turns a slow transaction
-    into a lost event; we prefer slower appends to a rule with a timeout in it.
+    The lock is held only for the server-side end of a commit (the deferred triggers, the
+    commit record and its WAL flush), not across the client's round trip from the insert
+    to its COMMIT, where an application busy with other requests can keep a transaction
+    open for a long time. Until 0017 a statement-level ``BEFORE INSERT`` trigger took the
+    lock at the insert and every order transaction of every user queued behind that round
+    trip (``scripts/bench/stream --lock-cost`` and ``scripts/bench/orders`` measure it).
+    The alternative, tracking in-flight ids and waiting for gaps to fill, costs nothing on
+    the write path but needs a visibility timeout that turns a slow transaction into a
+    lost event; we prefer a short serialised step to a rule with a timeout in it.
 
-    Rule for writers: append events last in a transaction and commit promptly; do not
-    take row locks after appending (another appender may be waiting for this lock while
-    holding them, which Postgres would report as a deadlock).
+    Consequence for writers: the id an insert returns (``RETURNING id``, an ORM object's
+    ``id`` after flush or commit) on Postgres is the provisional one, not the cursor; read
+    it back by another column (``order_id``) after commit when it is needed. Nothing in the
+    application uses it. The deferred trigger updates only the rows this transaction
+    inserted, so it takes no row lock another appender could hold.
 
 Notification
-    A statement-level ``AFTER INSERT`` trigger calls ``pg_notify(OUTBOX_CHANNEL, '<highest
-    id of the statement>')``: ids only, never rows, one call per statement rather than per
-    row (a notification is only a wake-up; readers read by cursor). NOTIFY is
+    The same deferred trigger calls ``pg_notify(OUTBOX_CHANNEL, '<the id it published>')``:
+    ids only, never rows, one per event (a notification is only a wake-up; readers read by
+    cursor). NOTIFY is
     transactional, so nothing is announced for a rolled-back change, and announcements
     arrive in commit order. Each instance's listener turns them into a wake-up of its hub,
     which then reads the rows itself.
@@ -65,7 +78,7 @@ from app.db.session import database_key
 log = logging.getLogger(__name__)
 
 # "order-ev" in ASCII as a signed 64-bit key; any constant works as long as it is shared.
-# Both values are written into the triggers of migration 0008: change them together.
+# Both values are written into the trigger of migration 0017: change them together.
 OUTBOX_LOCK_KEY = 0x6F726465722D6576
 OUTBOX_CHANNEL = "brokerage_order_events"
 

@@ -612,7 +612,8 @@ async def _writers(conns: list[Any], locked: bool, duration: float) -> dict[str,
             async with conn.transaction():
                 # The rest of a typical order transaction (its row update) comes first.
                 await conn.execute("SELECT 1")
-                # Locked: the outbox triggers take the lock and notify (migration 0008).
+                # Locked: the outbox trigger takes the lock at COMMIT, publishes the id and
+                # notifies (migration 0017; before it, 0008 took the lock at this insert).
                 # Unlocked: the triggers are off for this session (replica role), and the
                 # writer notifies itself, as a lock-free outbox would.
                 event_id = await conn.fetchval(insert, "bench", payload)

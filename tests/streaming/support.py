@@ -251,9 +251,25 @@ async def append_events(
                 for _ in range(n)
             ]
             await session.commit()
-            ids.extend(row.id for row in rows)
+            ids.extend(await published_ids(sessionmaker, [row.payload["marker"] for row in rows]))
         remaining -= n
     return ids
+
+
+async def published_ids(sessionmaker: SessionMaker, markers: list[str]) -> list[int]:
+    """The committed ids of the events carrying these payload markers, in marker order.
+
+    On Postgres the id an insert returns is provisional: the reader-visible one is given at
+    COMMIT (app/streaming/outbox.py), so it is read back after the commit.
+    """
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(OrderEvent.payload["marker"].as_string(), OrderEvent.id).where(
+                OrderEvent.payload["marker"].as_string().in_(markers)
+            )
+        )
+        found: dict[str, int] = dict(rows.all())
+    return [found[marker] for marker in markers]
 
 
 def _incompressible(size: int) -> str:

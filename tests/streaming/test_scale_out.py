@@ -295,8 +295,10 @@ async def test_killing_the_listener_loses_nothing(pg_a: Instance) -> None:
 
 
 async def test_concurrent_appends_commit_in_id_order(pg_a: Instance) -> None:
-    """Transaction 1 inserts first and commits last: transaction 2 must wait for it, so no
-    reader can see a later id while an earlier one is still to come."""
+    """Transaction 1 inserts first and commits last, transaction 2 commits in between
+    without waiting for it: ids are given at COMMIT, so transaction 2's event gets the lower
+    id, the subscriber gets both in commit order with rising cursors, and nothing is skipped
+    (under ids drawn at insert, 1's lower id would arrive after the cursor passed it)."""
     user = new_user()
     account = await pg_a.paper_account(user)
     from app.db.repositories.orders import OrderEventRepository
@@ -316,60 +318,43 @@ async def test_concurrent_appends_commit_in_id_order(pg_a: Instance) -> None:
                 account_id=account,
             )
             await first.flush()
-
-            async def second_transaction() -> int:
-                async with sessionmaker() as second:
-                    row2 = OrderEventRepository.for_system(second).append(
-                        user_id=user,
-                        type_="order.filled",
-                        payload={"n": 2},
-                        occurred_at=utcnow(),
-                        account_id=account,
-                    )
-                    await second.commit()
-                    return row2.id
-
-            second = asyncio.create_task(second_transaction())
-            await _wait_for_advisory_lock_waiter(pg_a)
-            assert not second.done()
-            # Nothing after the subscription start is visible yet.
-            assert await event_ids(sessionmaker, user, after=start) == []
+            async with sessionmaker() as second:
+                row2 = OrderEventRepository.for_system(second).append(
+                    user_id=user,
+                    type_="order.filled",
+                    payload={"n": 2},
+                    occurred_at=utcnow(),
+                    account_id=account,
+                )
+                await second.commit()
+            assert row1.id > row2.id  # provisional ids, drawn in insert order (counting down)
+            [id2] = await event_ids(sessionmaker, user, after=start)
+            [early] = await client.events(1)
+            assert early["order"]["n"] == 2
+            assert early["cursor"] == str(id2)
             await first.commit()
-        id2 = await second
-        assert row1.id < id2
-        received = await client.events(2)
-    assert cursors(received) == [row1.id, id2]
-    assert [e["order"]["n"] for e in received] == [1, 2]
-
-
-async def _wait_for_advisory_lock_waiter(instance: Instance) -> None:
-    admin = await asyncpg.connect(_as_asyncpg_dsn(instance.settings.database_url))
-
-    async def someone_waits() -> bool:
-        return bool(
-            await admin.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            )
-        )
-
-    try:
-        await eventually(someone_waits, within=10)
-    finally:
-        await admin.close()
+        [id2_again, id1] = await event_ids(sessionmaker, user, after=start)
+        assert id2_again == id2
+        assert id1 > id2
+        [late] = await client.events(1)
+    assert late["cursor"] == str(id1)
+    assert late["order"]["n"] == 1
 
 
 async def test_without_the_lock_a_sequence_commits_out_of_order(pg_a: Instance) -> None:
-    """Why the lock exists: inserts that bypass it commit out of id order, and a reader at
-    "id > cursor" would skip the earlier id for good. (Only a superuser can bypass it, by
-    switching the outbox triggers off for its session.)"""
+    """Why ids are given at commit under the lock: ids drawn at insert commit out of id
+    order, and a reader at "id > cursor" would skip the earlier id for good. (Only a
+    superuser can bypass the trigger, by switching triggers off for its session.)"""
     dsn = _as_asyncpg_dsn(pg_a.settings.database_url)
     one, two, reader = [await asyncpg.connect(dsn) for _ in range(3)]
     for writer in (one, two):
         await writer.execute("SET session_replication_role = replica")
     user = new_user("raw")
+    # Triggers off, the id is drawn at insert from the sequence readers' ids come from.
     insert = (
-        "INSERT INTO order_events (user_id, type, payload, occurred_at) "
-        "VALUES ($1, 'order.accepted', '{}', now()) RETURNING id"
+        "INSERT INTO order_events (id, user_id, type, payload, occurred_at) "
+        "VALUES (nextval('order_events_id_seq'), $1, 'order.accepted', '{}', now()) "
+        "RETURNING id"
     )
     try:
         tx1, tx2 = one.transaction(), two.transaction()
