@@ -1312,9 +1312,11 @@ class PaperEngine:
         """
         now = self.clock.now()
         async with self._writing(session) as session:
-            store = PaperStore(session)
-            account = await self._account(store, owner, account_id, lock=True)
-            order = await store.order(account.id, order_id, lock=True)
+            store = PaperStore(session, core=True)
+            account = await store.core_account(account_id, owner)
+            if account is None:
+                raise broker_errors.OrderNotFound("no such paper account", broker="paper")
+            order = await store.core_order(account.id, order_id)
             if order is None:
                 raise broker_errors.OrderNotFound("no such order", broker="paper")
             if not is_open(order.status):
@@ -1322,8 +1324,13 @@ class PaperEngine:
                     f"the order is {order.status}", broker="paper"
                 )
             if _is_option_order(order):
-                await self._modify_option(store, account, order, changes, now)
-                return to_broker_order(order)
+                # Options stay on the ORM: the locks are held already, these re-read.
+                orm = PaperStore(session)
+                account = await self._account(orm, owner, account_id, lock=True)
+                option = await orm.order(account.id, order_id, lock=True)
+                assert option is not None
+                await self._modify_option(orm, account, option, changes, now)
+                return to_broker_order(option)
             if order.position_effect is not None or order.notional is not None:
                 raise broker_errors.OrderNotModifiable(
                     "a short sale, a cover or a dollar-amount order is not modifiable: "
@@ -1347,7 +1354,7 @@ class PaperEngine:
                 )
             remaining = quantity - order.filled_quantity
             positions: dict[PositionKey, PaperPosition] = {}
-            position = await store.position(account.id, order.symbol)
+            position = await store.core_position(account.id, order.symbol)
             if position is not None:
                 positions[(account.id, order.symbol)] = position
             if order.side == OrderSide.buy.value:
@@ -1393,6 +1400,7 @@ class PaperEngine:
             order.updated_at = now
             account.updated_at = now
             self._evaluate(store, account, order, positions, now)
+            await store.write_core()
             return to_broker_order(order)
 
     async def _modify_option(

@@ -8,9 +8,12 @@ and picked up on the next tick. Taking the account lock first, then its orders, 
 keeps the lock order fixed, so the paths cannot deadlock each other. SQLite ignores
 ``FOR UPDATE``; there the single writer (``BEGIN IMMEDIATE``) gives the same guarantees.
 
-Statement budget (the order path is benchmarked): placing a resting buy costs one locked
-SELECT, one INSERT and one UPDATE; reserved cash is a running figure on the account row,
-never a SUM over orders.
+Statement budget (the order path is benchmarked, ``scripts/bench/order_profile.py``): an
+equity placement or cancel reads with Core (the locked account, then its position; a cancel
+also the locked order) and writes everything it changed with ``write_core``: one statement
+on Postgres (data-modifying CTEs), one per row on SQLite. Reserved cash is a running figure
+on the account row, never a SUM over orders. Option orders, modify, the ticker and expiry
+settlement still go through the ORM session.
 """
 
 from __future__ import annotations
