@@ -84,7 +84,6 @@ from decimal import (
 )
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers import errors as broker_errors
@@ -605,7 +604,7 @@ class PaperEngine:
         async with self._writing(session) as session:
             store = PaperStore(session, core=True)
             # Two statements on purpose: the position is read after the account lock is
-            # held (see ``PaperStore.account_with_position``).
+            # held (see ``PaperStore.core_position``).
             account = await store.core_account(account_id, owner)
             if account is None:
                 raise broker_errors.OrderNotFound("no such paper account", broker="paper")
@@ -1028,10 +1027,12 @@ class PaperEngine:
         now = self.clock.now()
         legs = self._request_legs(request, now)
         async with self._writing(caller_session) as session:
-            store = PaperStore(session)
-            account = await self._account(store, owner, account_id, lock=True)
+            store = PaperStore(session, core=True)
+            account = await store.core_account(account_id, owner)
+            if account is None:
+                raise broker_errors.OrderNotFound("no such paper account", broker="paper")
             positions = {
-                (p.paper_account_id, p.symbol): p for p in await store.positions([account.id])
+                (p.paper_account_id, p.symbol): p for p in await store.core_positions(account.id)
             }
             mine = _account_positions(positions, account.id)
             plan = self._plan_option(
@@ -1120,22 +1121,6 @@ class PaperEngine:
         except ClientOrderIdTaken as exc:
             await session.rollback()
             raise broker_errors.Rejected("client_order_id must be unique", broker="paper") from exc
-
-    async def _insert_order(self, session: AsyncSession, store: PaperStore) -> None:
-        """Flush a new order row ahead of its held fills; a reused client order id is refused."""
-        try:
-            # The order row goes in first (its fills reference it); the unique
-            # (account, client_order_id) constraint refuses a reused client order id.
-            await session.flush()
-        except IntegrityError as exc:
-            await session.rollback()
-            # Only the (account, client_order_id) constraint is a refusal; anything else
-            # (a failing write) is an error, whatever the driver calls it (SQLite reports
-            # a trigger's RAISE(ABORT) as an integrity error too).
-            if "client_order_id" not in str(exc.orig):
-                raise
-            raise broker_errors.Rejected("client_order_id must be unique", broker="paper") from exc
-        store.release_fills()
 
     @_exact_money
     async def preview(self, owner: str, account_id: str, request: OrderRequest) -> OrderPreview:

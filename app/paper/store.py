@@ -125,12 +125,25 @@ class PaperStore:
         return None if row is None else self._keep(PaperAccount(**row))
 
     async def core_position(self, account_id: str, symbol: str) -> PaperPosition | None:
-        """The account's position in ``symbol`` (read after the account lock is held)."""
+        """The account's position in ``symbol``.
+
+        Read after ``core_account`` holds the account lock, in a statement of its own on
+        purpose: read in one statement with the lock (an outer join locking the account
+        only), a placement that waited for the lock would see the position as it was
+        before the lock holder committed (Postgres re-checks only the locked row after the
+        wait), so a concurrent first order on the account would insert the position twice,
+        and a sale could be sized against a stale quantity.
+        """
         found = await self.session.execute(
             _position_statement(), {"p_account_id": account_id, "p_symbol": symbol}
         )
         row = found.mappings().one_or_none()
         return None if row is None else self._keep(PaperPosition(**row))
+
+    async def core_positions(self, account_id: str) -> list[PaperPosition]:
+        """Every position row of the account (read after its lock is held, as above)."""
+        found = await self.session.execute(_positions_statement(), {"p_account_id": account_id})
+        return [self._keep(PaperPosition(**row)) for row in found.mappings().all()]
 
     async def core_order(self, account_id: str, order_id: str) -> PaperOrder | None:
         """The account's order, locked (the account is locked first, by the caller)."""
@@ -192,29 +205,6 @@ class PaperStore:
             # session already holds.
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
-
-    async def account_with_position(
-        self, account_id: str, owner: str, symbol: str
-    ) -> tuple[PaperAccount, PaperPosition | None] | None:
-        """The owner's account, locked, then its position in ``symbol``.
-
-        Two statements on purpose: the position is read after the account lock is held.
-        Read in one statement (an outer join locking the account only), a placement that
-        waited for the lock would see the position as it was before the lock holder
-        committed (Postgres re-checks only the locked row after the wait), so a concurrent
-        first order on the account would insert the position twice, and a sale could be
-        sized against a stale quantity.
-        """
-        account = await self.account(account_id, owner=owner, lock=True)
-        if account is None:
-            return None
-        stmt = select(PaperPosition).where(
-            PaperPosition.paper_account_id == account.id, PaperPosition.symbol == symbol
-        )
-        position = (
-            await self.session.execute(stmt.execution_options(populate_existing=True))
-        ).scalar_one_or_none()
-        return account, position
 
     async def accounts_of(self, owner: str) -> Sequence[PaperAccount]:
         stmt = (
@@ -399,6 +389,15 @@ def _position_statement() -> Any:
     return select(_POSITIONS).where(
         _POSITIONS.c.paper_account_id == bindparam("p_account_id"),
         _POSITIONS.c.symbol == bindparam("p_symbol"),
+    )
+
+
+@functools.cache
+def _positions_statement() -> Any:
+    return (
+        select(_POSITIONS)
+        .where(_POSITIONS.c.paper_account_id == bindparam("p_account_id"))
+        .order_by(_POSITIONS.c.symbol)
     )
 
 
