@@ -84,7 +84,6 @@ from decimal import (
 )
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers import errors as broker_errors
@@ -134,7 +133,7 @@ from app.paper.matching import (
 from app.paper.option_risk import OptionHolding, Requirement, intrinsic, requirement
 from app.paper.options_market import EXPIRY_TIME_UTC, SeededOptionMarket
 from app.paper.quotes import PaperQuote, SeededQuoteSource
-from app.paper.store import OPEN_STATUSES, PaperStore, is_open
+from app.paper.store import OPEN_STATUSES, ClientOrderIdTaken, PaperStore, is_open
 
 log = logging.getLogger(__name__)
 
@@ -603,11 +602,13 @@ class PaperEngine:
         now = self.clock.now()
         quantity = self._equity_quantity(request, now)
         async with self._writing(session) as session:
-            store = PaperStore(session)
-            found = await store.account_with_position(account_id, owner, request.symbol)
-            if found is None:
+            store = PaperStore(session, core=True)
+            # Two statements on purpose: the position is read after the account lock is
+            # held (see ``PaperStore.core_position``).
+            account = await store.core_account(account_id, owner)
+            if account is None:
                 raise broker_errors.OrderNotFound("no such paper account", broker="paper")
-            account, position = found
+            position = await store.core_position(account.id, request.symbol)
             positions: dict[PositionKey, PaperPosition] = {}
             if position is not None:
                 positions[(account.id, request.symbol)] = position
@@ -715,10 +716,8 @@ class PaperEngine:
                 notional=request.notional,
             )
             account.updated_at = now
-            store.hold_fills()
             self._evaluate(store, account, order, positions, now)
-            store.add(order)
-            await self._insert_order(session, store)
+            await self._write_core(session, store, order)
             return to_broker_order(order)
 
     def _equity_quantity(self, request: OrderRequest, now: datetime) -> Decimal:
@@ -1028,10 +1027,12 @@ class PaperEngine:
         now = self.clock.now()
         legs = self._request_legs(request, now)
         async with self._writing(caller_session) as session:
-            store = PaperStore(session)
-            account = await self._account(store, owner, account_id, lock=True)
+            store = PaperStore(session, core=True)
+            account = await store.core_account(account_id, owner)
+            if account is None:
+                raise broker_errors.OrderNotFound("no such paper account", broker="paper")
             positions = {
-                (p.paper_account_id, p.symbol): p for p in await store.positions([account.id])
+                (p.paper_account_id, p.symbol): p for p in await store.core_positions(account.id)
             }
             mine = _account_positions(positions, account.id)
             plan = self._plan_option(
@@ -1095,10 +1096,8 @@ class PaperEngine:
                 ),
             )
             account.updated_at = now
-            store.hold_fills()
             self._evaluate(store, account, order, positions, now)
-            store.add(order)
-            await self._insert_order(session, store)
+            await self._write_core(session, store, order)
             return to_broker_order(order)
 
     @contextlib.asynccontextmanager
@@ -1112,21 +1111,16 @@ class PaperEngine:
             yield own
             await own.commit()
 
-    async def _insert_order(self, session: AsyncSession, store: PaperStore) -> None:
-        """Flush a new order row ahead of its held fills; a reused client order id is refused."""
+    async def _write_core(
+        self, session: AsyncSession, store: PaperStore, order: PaperOrder | None = None
+    ) -> None:
+        """Write a Core-mode store's changes (and the new ``order``, in its final state,
+        ahead of its fills); a reused client order id is refused."""
         try:
-            # The order row goes in first (its fills reference it); the unique
-            # (account, client_order_id) constraint refuses a reused client order id.
-            await session.flush()
-        except IntegrityError as exc:
+            await store.write_core(new_order=order)
+        except ClientOrderIdTaken as exc:
             await session.rollback()
-            # Only the (account, client_order_id) constraint is a refusal; anything else
-            # (a failing write) is an error, whatever the driver calls it (SQLite reports
-            # a trigger's RAISE(ABORT) as an integrity error too).
-            if "client_order_id" not in str(exc.orig):
-                raise
             raise broker_errors.Rejected("client_order_id must be unique", broker="paper") from exc
-        store.release_fills()
 
     @_exact_money
     async def preview(self, owner: str, account_id: str, request: OrderRequest) -> OrderPreview:
@@ -1303,9 +1297,11 @@ class PaperEngine:
         """
         now = self.clock.now()
         async with self._writing(session) as session:
-            store = PaperStore(session)
-            account = await self._account(store, owner, account_id, lock=True)
-            order = await store.order(account.id, order_id, lock=True)
+            store = PaperStore(session, core=True)
+            account = await store.core_account(account_id, owner)
+            if account is None:
+                raise broker_errors.OrderNotFound("no such paper account", broker="paper")
+            order = await store.core_order(account.id, order_id)
             if order is None:
                 raise broker_errors.OrderNotFound("no such order", broker="paper")
             if not is_open(order.status):
@@ -1313,8 +1309,13 @@ class PaperEngine:
                     f"the order is {order.status}", broker="paper"
                 )
             if _is_option_order(order):
-                await self._modify_option(store, account, order, changes, now)
-                return to_broker_order(order)
+                # Options stay on the ORM: the locks are held already, these re-read.
+                orm = PaperStore(session)
+                account = await self._account(orm, owner, account_id, lock=True)
+                option = await orm.order(account.id, order_id, lock=True)
+                assert option is not None
+                await self._modify_option(orm, account, option, changes, now)
+                return to_broker_order(option)
             if order.position_effect is not None or order.notional is not None:
                 raise broker_errors.OrderNotModifiable(
                     "a short sale, a cover or a dollar-amount order is not modifiable: "
@@ -1338,7 +1339,7 @@ class PaperEngine:
                 )
             remaining = quantity - order.filled_quantity
             positions: dict[PositionKey, PaperPosition] = {}
-            position = await store.position(account.id, order.symbol)
+            position = await store.core_position(account.id, order.symbol)
             if position is not None:
                 positions[(account.id, order.symbol)] = position
             if order.side == OrderSide.buy.value:
@@ -1384,6 +1385,7 @@ class PaperEngine:
             order.updated_at = now
             account.updated_at = now
             self._evaluate(store, account, order, positions, now)
+            await store.write_core()
             return to_broker_order(order)
 
     async def _modify_option(
@@ -1466,9 +1468,11 @@ class PaperEngine:
         With ``session``, inside the caller's transaction (see ``place``)."""
         now = self.clock.now()
         async with self._writing(session) as session:
-            store = PaperStore(session)
-            account = await self._account(store, owner, account_id, lock=True)
-            order = await store.order(account.id, order_id, lock=True)
+            core = PaperStore(session, core=True)
+            account = await core.core_account(account_id, owner)
+            if account is None:
+                raise broker_errors.OrderNotFound("no such paper account", broker="paper")
+            order = await core.core_order(account.id, order_id)
             if order is None:
                 raise broker_errors.OrderNotFound("no such order", broker="paper")
             if not is_open(order.status):
@@ -1476,11 +1480,17 @@ class PaperEngine:
                     f"the order is {order.status}", broker="paper"
                 )
             if _is_option_order(order):
+                # Options stay on the ORM: the locks are held already, these re-read.
+                store = PaperStore(session)
+                account = await self._account(store, owner, account_id, lock=True)
+                option = await store.order(account.id, order_id, lock=True)
+                assert option is not None
                 positions = {p.symbol: p for p in await store.positions([account.id])}
-                self._close_option(account, order, positions, OrderStatus.canceled, now, None)
-            else:
-                position = await store.position(account.id, order.symbol)
-                self._close(account, order, position, OrderStatus.canceled, now, None)
+                self._close_option(account, option, positions, OrderStatus.canceled, now, None)
+                return to_broker_order(option)
+            position = await core.core_position(account.id, order.symbol)
+            self._close(account, order, position, OrderStatus.canceled, now, None)
+            await core.write_core()
             return to_broker_order(order)
 
     async def get_order(self, owner: str, account_id: str, order_id: str) -> BrokerOrder:

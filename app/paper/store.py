@@ -8,23 +8,39 @@ and picked up on the next tick. Taking the account lock first, then its orders, 
 keeps the lock order fixed, so the paths cannot deadlock each other. SQLite ignores
 ``FOR UPDATE``; there the single writer (``BEGIN IMMEDIATE``) gives the same guarantees.
 
-Statement budget (the order path is benchmarked): placing a resting buy costs one locked
-SELECT, one INSERT and one UPDATE; reserved cash is a running figure on the account row,
-never a SUM over orders.
+Statement budget (the order path is benchmarked, ``scripts/bench/order_profile.py``): an
+equity placement or cancel reads with Core (the locked account, then its position; a cancel
+also the locked order) and writes everything it changed with ``write_core``: one statement
+on Postgres (data-modifying CTEs), one per row on SQLite. Reserved cash is a running figure
+on the account row, never a SUM over orders. Option orders, modify, the ticker and expiry
+settlement still go through the ORM session.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import JSON, Select, Table, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers.base import OrderStatus
 from app.db.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
+
+_ACCOUNTS: Table = PaperAccount.__table__  # type: ignore[assignment]
+_POSITIONS: Table = PaperPosition.__table__  # type: ignore[assignment]
+_ORDERS: Table = PaperOrder.__table__  # type: ignore[assignment]
+_FILLS: Table = PaperFill.__table__  # type: ignore[assignment]
+_TABLES: dict[type[Any], Table] = {
+    PaperAccount: _ACCOUNTS,
+    PaperPosition: _POSITIONS,
+    PaperOrder: _ORDERS,
+    PaperFill: _FILLS,
+}
 
 OPEN_STATUSES: tuple[str, ...] = (OrderStatus.accepted.value, OrderStatus.partially_filled.value)
 
@@ -33,14 +49,43 @@ def is_open(status: str) -> bool:
     return status in OPEN_STATUSES
 
 
-class PaperStore:
-    """Queries on one session; the caller owns the transaction."""
+def _with_defaults(row: Any) -> Any:
+    """``row`` with its unset columns at their scalar defaults (what the ORM's insert
+    would give them), since a Core insert writes every column."""
+    for column in _TABLES[type(row)].columns:
+        default = column.default
+        if getattr(row, column.key) is None and default is not None and default.is_scalar:
+            setattr(row, column.key, default.arg)  # type: ignore[attr-defined]
+    return row
 
-    def __init__(self, session: AsyncSession) -> None:
+
+class ClientOrderIdTaken(Exception):
+    """The account already has an order with this client order id (its unique constraint)."""
+
+
+class PaperStore:
+    """Queries on one session; the caller owns the transaction.
+
+    ``core=True`` (the order path: equity placement and cancel): rows are read with Core
+    statements as plain row objects outside the session (``core_account``,
+    ``core_position``, ``core_order``), changed in place by the engine, and written back by
+    ``write_core`` with statements built once per shape with bound parameters, never
+    through the ORM unit of work. New rows (``add``, ``add_fill``) are kept for it too.
+    """
+
+    def __init__(self, session: AsyncSession, *, core: bool = False) -> None:
         self.session = session
         self._held_fills: list[PaperFill] | None = None
+        self._core = core
+        # Core mode: rows read (with their column values as read) and rows to insert.
+        self._read: list[tuple[Any, tuple[Any, ...]]] = []
+        self._new: list[Any] = []
+        self._fills: list[PaperFill] = []
 
     def add(self, row: Any) -> None:
+        if self._core:
+            self._new.append(_with_defaults(row))
+            return
         self.session.add(row)
 
     def hold_fills(self) -> None:
@@ -53,7 +98,9 @@ class PaperStore:
         self._held_fills = []
 
     def add_fill(self, fill: PaperFill) -> None:
-        if self._held_fills is None:
+        if self._core:
+            self._fills.append(_with_defaults(fill))
+        elif self._held_fills is None:
             self.session.add(fill)
         else:
             self._held_fills.append(fill)
@@ -61,6 +108,89 @@ class PaperStore:
     def release_fills(self) -> None:
         held, self._held_fills = self._held_fills or [], None
         self.session.add_all(held)
+
+    # --- the order path's Core reads and writes ---
+
+    def _keep(self, row: Any) -> Any:
+        table = _TABLES[type(row)]
+        self._read.append((row, tuple(getattr(row, c.key) for c in table.columns)))
+        return row
+
+    async def core_account(self, account_id: str, owner: str) -> PaperAccount | None:
+        """The owner's account, locked (``FOR UPDATE``), as a plain row object."""
+        found = await self.session.execute(
+            _locked_account_statement(), {"a_id": account_id, "a_owner": owner}
+        )
+        row = found.mappings().one_or_none()
+        return None if row is None else self._keep(PaperAccount(**row))
+
+    async def core_position(self, account_id: str, symbol: str) -> PaperPosition | None:
+        """The account's position in ``symbol``.
+
+        Read after ``core_account`` holds the account lock, in a statement of its own on
+        purpose: read in one statement with the lock (an outer join locking the account
+        only), a placement that waited for the lock would see the position as it was
+        before the lock holder committed (Postgres re-checks only the locked row after the
+        wait), so a concurrent first order on the account would insert the position twice,
+        and a sale could be sized against a stale quantity.
+        """
+        found = await self.session.execute(
+            _position_statement(), {"p_account_id": account_id, "p_symbol": symbol}
+        )
+        row = found.mappings().one_or_none()
+        return None if row is None else self._keep(PaperPosition(**row))
+
+    async def core_positions(self, account_id: str) -> list[PaperPosition]:
+        """Every position row of the account (read after its lock is held, as above)."""
+        found = await self.session.execute(_positions_statement(), {"p_account_id": account_id})
+        return [self._keep(PaperPosition(**row)) for row in found.mappings().all()]
+
+    async def core_order(self, account_id: str, order_id: str) -> PaperOrder | None:
+        """The account's order, locked (the account is locked first, by the caller)."""
+        found = await self.session.execute(
+            _locked_order_statement(), {"o_account_id": account_id, "o_id": order_id}
+        )
+        row = found.mappings().one_or_none()
+        return None if row is None else self._keep(PaperOrder(**row))
+
+    async def write_core(self, *, new_order: PaperOrder | None = None) -> None:
+        """Write what the engine changed since the ``core_*`` reads: an UPDATE per changed
+        row, an INSERT per new position, ``new_order`` and the new fills (after the order
+        they reference). On Postgres one statement (data-modifying CTEs; foreign keys are
+        checked at its end); SQLite, which has none, one statement per row.
+
+        Raises ``ClientOrderIdTaken`` when ``new_order``'s client order id is taken (the
+        caller rolls back); any other integrity error propagates.
+        """
+        writes: list[tuple[str, Table, Any]] = []
+        for row, before in self._read:
+            table = _TABLES[type(row)]
+            if tuple(getattr(row, c.key) for c in table.columns) != before:
+                writes.append(("u", table, row))
+        writes.extend(("i", _TABLES[type(row)], row) for row in self._new)
+        if new_order is not None:
+            writes.append(("i", _ORDERS, _with_defaults(new_order)))
+        writes.extend(("i", _FILLS, fill) for fill in self._fills)
+        self._read, self._new, self._fills = [], [], []
+        if not writes:
+            return
+        params: dict[str, Any] = {}
+        for n, (_, table, row) in enumerate(writes):
+            params |= {f"w{n}_{c.key}": getattr(row, c.key) for c in table.columns}
+        shape = tuple((kind, table.name) for kind, table, _ in writes)
+        try:
+            if self.session.get_bind().dialect.name == "postgresql":
+                await self.session.execute(_combined_statement(shape), params)
+            else:
+                for stmt in _write_statements(shape):
+                    await self.session.execute(stmt, params)
+        except IntegrityError as exc:
+            # Only the (account, client_order_id) constraint is a refusal; anything else
+            # (a failing write) is an error, whatever the driver calls it (SQLite reports
+            # a trigger's RAISE(ABORT) as an integrity error too).
+            if new_order is not None and "client_order_id" in str(exc.orig):
+                raise ClientOrderIdTaken(new_order.client_order_id) from exc
+            raise
 
     # --- accounts ---
 
@@ -75,29 +205,6 @@ class PaperStore:
             # session already holds.
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
-
-    async def account_with_position(
-        self, account_id: str, owner: str, symbol: str
-    ) -> tuple[PaperAccount, PaperPosition | None] | None:
-        """The owner's account, locked, then its position in ``symbol``.
-
-        Two statements on purpose: the position is read after the account lock is held.
-        Read in one statement (an outer join locking the account only), a placement that
-        waited for the lock would see the position as it was before the lock holder
-        committed (Postgres re-checks only the locked row after the wait), so a concurrent
-        first order on the account would insert the position twice, and a sale could be
-        sized against a stale quantity.
-        """
-        account = await self.account(account_id, owner=owner, lock=True)
-        if account is None:
-            return None
-        stmt = select(PaperPosition).where(
-            PaperPosition.paper_account_id == account.id, PaperPosition.symbol == symbol
-        )
-        position = (
-            await self.session.execute(stmt.execution_options(populate_existing=True))
-        ).scalar_one_or_none()
-        return account, position
 
     async def accounts_of(self, owner: str) -> Sequence[PaperAccount]:
         stmt = (
@@ -263,3 +370,82 @@ class PaperStore:
         # Fill ids embed the account's sequence number, so id order is the order they happened.
         stmt = stmt.order_by(PaperFill.occurred_at, PaperFill.id)
         return (await self.session.execute(stmt)).scalars().all()
+
+
+# --- the order path's statements, built once per shape ------------------------------------
+
+
+@functools.cache
+def _locked_account_statement() -> Any:
+    return (
+        select(_ACCOUNTS)
+        .where(_ACCOUNTS.c.id == bindparam("a_id"), _ACCOUNTS.c.owner == bindparam("a_owner"))
+        .with_for_update()
+    )
+
+
+@functools.cache
+def _position_statement() -> Any:
+    return select(_POSITIONS).where(
+        _POSITIONS.c.paper_account_id == bindparam("p_account_id"),
+        _POSITIONS.c.symbol == bindparam("p_symbol"),
+    )
+
+
+@functools.cache
+def _positions_statement() -> Any:
+    return (
+        select(_POSITIONS)
+        .where(_POSITIONS.c.paper_account_id == bindparam("p_account_id"))
+        .order_by(_POSITIONS.c.symbol)
+    )
+
+
+@functools.cache
+def _locked_order_statement() -> Any:
+    return (
+        select(_ORDERS)
+        .where(
+            _ORDERS.c.paper_account_id == bindparam("o_account_id"),
+            _ORDERS.c.id == bindparam("o_id"),
+        )
+        .with_for_update()
+    )
+
+
+_BY_NAME = {t.name: t for t in _TABLES.values()}
+
+
+@functools.cache
+def _write_statements(shape: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
+    """One statement per write of ``shape`` (kind ``u``/``i``, table), parameters ``w<n>_``."""
+    stmts: list[Any] = []
+    for n, (kind, name) in enumerate(shape):
+        table = _BY_NAME[name]
+
+        def bind(column: Any, n: int = n) -> Any:
+            # A JSON column's None is SQL NULL (as the ORM writes an unset one), not 'null'.
+            kind = JSON(none_as_null=True) if isinstance(column.type, JSON) else column.type
+            return bindparam(f"w{n}_{column.key}", type_=kind)
+
+        if kind == "i":
+            stmts.append(insert(table).values({c.key: bind(c) for c in table.columns}))
+        else:
+            keys = list(table.primary_key.columns)
+            stmts.append(
+                update(table)
+                .where(*(c == bind(c) for c in keys))
+                .values({c.key: bind(c) for c in table.columns if not c.primary_key})
+            )
+    return tuple(stmts)
+
+
+@functools.cache
+def _combined_statement(shape: tuple[tuple[str, str], ...]) -> Any:
+    """Postgres: ``_write_statements`` as one statement, the last write its main part and
+    the others data-modifying CTEs (each runs exactly once, read or not)."""
+    stmts = [s.returning(*s.table.primary_key.columns) for s in _write_statements(shape)]
+    main = stmts[-1]
+    for n, stmt in enumerate(stmts[:-1]):
+        main = main.add_cte(stmt.cte(f"w{n}"))
+    return main

@@ -192,6 +192,44 @@ async def test_a_failing_cancel_leaves_the_paper_order_working(db_url: str, tmp_
         assert got.json()["status"] == "accepted"
 
 
+# (table event, SQLite WHEN, Postgres WHEN): the paper books' writes of a cancel (armed
+# after the placement, so the cancel is the account's only update).
+CANCEL_STATEMENTS = {
+    "paper order": ("UPDATE ON paper_orders", "NEW.status = 'canceled'", "NEW.status = 'canceled'"),
+    "paper account": ("UPDATE ON paper_accounts", "1", "true"),
+}
+
+
+@pytest.mark.parametrize("statement", list(CANCEL_STATEMENTS))
+async def test_a_failing_paper_write_of_a_cancel_leaves_the_order_working(
+    db_url: str, tmp_path: Path, statement: str
+) -> None:
+    async with own_gateway(db_url, tmp_path) as (h, dialect):
+        user = new_user()
+        _, account = await h.paper_account(user)
+        paper = await _paper_ref(h, account)
+        placed = await h.place(
+            user, account, order_type="limit", limit_price="1.00", time_in_force="gtc"
+        )
+        assert placed.json()["status"] == "accepted", placed.text
+        before = await _counts(h, user, paper)
+        table, when_sqlite, when_pg = CANCEL_STATEMENTS[statement]
+        await _run(h, _fault(dialect, table, when_sqlite, when_pg))
+
+        order_id = placed.json()["id"]
+        failed = await h.client.delete(f"/v1/orders/{order_id}", headers=h.auth(user))
+        assert failed.status_code == 500, failed.text
+        assert await _counts(h, user, paper) == before
+        got = await h.client.get(f"/v1/orders/{order_id}", headers=h.auth(user))
+        assert got.json()["status"] == "accepted"
+
+        await _run(h, _unfault(dialect, table))
+        canceled = await h.client.delete(f"/v1/orders/{order_id}", headers=h.auth(user))
+        assert canceled.status_code < 300, canceled.text
+        after = await _counts(h, user, paper)
+        assert after["reserved_cash"] == Decimal(0)
+
+
 async def test_a_paper_refusal_is_recorded_whole_and_moves_no_money(
     db_url: str, tmp_path: Path
 ) -> None:
