@@ -298,10 +298,16 @@ async def source_main(plan_path: str, rate: float) -> None:
     path at ``rate``/s and records when each event's transaction committed.
 
     The commit time is taken in SQLAlchemy's ``after_commit`` hook, right after the COMMIT
-    returned: that is the start of the commit-to-receipt latency.
+    returned: that is the start of the commit-to-receipt latency. It is kept per placed
+    order (a paper order's events commit in its one transaction), and the events' ids are
+    read back at the end: the order path writes events with Core statements, and on Postgres
+    an event's id is drawn at COMMIT (app/streaming/outbox.py), so no id is known before.
     """
+    import contextvars
+
     from sqlalchemy import event as sa_event
-    from sqlalchemy.orm import Session, object_session
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
 
     from app.config import Settings
     from app.db.models import OrderEvent
@@ -309,21 +315,16 @@ async def source_main(plan_path: str, rate: float) -> None:
     from app.main import create_app
     from app.schemas.orders import OrderCreate
 
-    commits: dict[int, float] = {}
+    commit_of_order: dict[str, float] = {}
+    first_commit: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
+        "bench_first_commit", default=None
+    )
 
-    def after_insert(_mapper: Any, _connection: Any, target: Any) -> None:
-        session = object_session(target)
-        if session is not None:
-            session.info.setdefault("bench_ids", []).append(target.id)
+    def after_commit(_session: Session) -> None:
+        seen = first_commit.get()
+        if seen is not None and not seen:
+            seen.append(time.time())
 
-    def after_commit(session: Session) -> None:
-        ids = session.info.pop("bench_ids", None)
-        if ids:
-            at = time.time()
-            for event_id in ids:
-                commits[event_id] = at
-
-    sa_event.listen(OrderEvent, "after_insert", after_insert)
     sa_event.listen(Session, "after_commit", after_commit)
 
     targets = [tuple(t) for t in json.loads(Path(plan_path).read_text())]  # noqa: ASYNC240
@@ -343,8 +344,10 @@ async def source_main(plan_path: str, rate: float) -> None:
 
         async def one(user: str, account: str) -> None:
             nonlocal placed, failures
+            seen: list[float] = []
+            first_commit.set(seen)
             try:
-                await orders.place(
+                answer = await orders.place(
                     user_id=user,
                     account_id=account,
                     body=body,
@@ -352,6 +355,8 @@ async def source_main(plan_path: str, rate: float) -> None:
                     path=f"/v1/accounts/{account}/orders",
                 )
                 placed += 1
+                if seen:
+                    commit_of_order[answer.body["id"]] = seen[0]
             except AppError as exc:  # answered: 503/429 is load shed, a 5xx is an error
                 failures += 1
                 refusals[f"{exc.status} {exc.code}"] += 1
@@ -389,6 +394,17 @@ async def source_main(plan_path: str, rate: float) -> None:
                 await asyncio.gather(*pending)
             elif line == "REPORT" or not line:
                 break
+        commits: dict[int, float] = {}
+        order_ids = list(commit_of_order)
+        async with app.state.brokerage.ctx.sessionmaker() as session:
+            for i in range(0, len(order_ids), 1000):
+                rows = await session.execute(
+                    select(OrderEvent.id, OrderEvent.order_id).where(
+                        OrderEvent.order_id.in_(order_ids[i : i + 1000])
+                    )
+                )
+                for event_id, order_id in rows:
+                    commits[event_id] = commit_of_order[order_id]
         print(
             "RESULT "
             + json.dumps(
