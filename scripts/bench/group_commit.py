@@ -17,10 +17,10 @@ with a paper account of its own (a user each) that place one order after another
   (``--isolation savepoint``: SAVEPOINT and RELEASE, two more round trips per order).
   ``--poison-every N`` makes every Nth order one the paper broker refuses.
 
-Order events are held back to the end of the batch (``--events-inline`` writes them with
-each order): inserting into ``order_events`` takes the outbox's global advisory lock
-(app/streaming/outbox.py) until the commit, so a batch that wrote its first order's events
-early would hold that lock for the whole batch.
+Order events are written with each order: the order path writes them with Core statements
+(no ORM objects to hold back), and on Postgres the outbox's ordering lock is taken inside
+COMMIT by a deferred trigger (app/streaming/outbox.py, migration 0017), so a batch holds it
+once, at its commit, wherever its events were written.
 
 Prints, per k: orders/s, commits/s (COMMITs the bench sent, counted on its engine; the
 database's own ``xact_commit`` beside it), latency p50/p99, the mean batch size, CPU ms per
@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import event  # noqa: E402
 
 from app.db.migrate import upgrade  # noqa: E402
-from app.db.models import OrderEvent  # noqa: E402
 from app.errors import AppError  # noqa: E402
 from app.schemas.orders import OrderCreate  # noqa: E402
 from app.services.orders import OrderService, StoredResponse  # noqa: E402
@@ -93,12 +92,10 @@ class BatchSession:
     back to its savepoint and opens a fresh one for what the service does next, e.g.
     recording a refusal (``savepoints=True``)."""
 
-    def __init__(self, real: Any, *, hold_events: bool, savepoints: bool) -> None:
+    def __init__(self, real: Any, *, savepoints: bool) -> None:
         self._real = real
-        self._hold_events = hold_events
         self._savepoints = savepoints
         self._nested: Any = None
-        self.held: list[OrderEvent] = []
 
     async def __aenter__(self) -> BatchSession:
         return self
@@ -117,11 +114,6 @@ class BatchSession:
         self._nested = None
 
     async def commit(self) -> None:
-        if self._hold_events:
-            events = [obj for obj in self._real.new if isinstance(obj, OrderEvent)]
-            for obj in events:
-                self._real.expunge(obj)
-            self.held.extend(events)
         await self._real.flush()
         if self._nested is not None:
             await self._nested.commit()  # RELEASE SAVEPOINT
@@ -165,13 +157,10 @@ async def place_alone(service: OrderService, p: Placement) -> StoredResponse | A
 
 
 class GroupCommitter:
-    def __init__(
-        self, ctx: Any, service: OrderService, k: int, *, hold_events: bool, savepoints: bool
-    ) -> None:
+    def __init__(self, ctx: Any, service: OrderService, k: int, *, savepoints: bool) -> None:
         self._ctx = ctx
         self._service = service
         self._k = k
-        self._hold_events = hold_events
         self._savepoints = savepoints
         self.queue: asyncio.Queue[Placement] = asyncio.Queue()
         self.batches: list[int] = []
@@ -188,7 +177,7 @@ class GroupCommitter:
     async def _commit(self, batch: list[Placement]) -> None:
         answers: list[StoredResponse | AppError]
         async with self._ctx.sessionmaker() as real:
-            shared = BatchSession(real, hold_events=self._hold_events, savepoints=self._savepoints)
+            shared = BatchSession(real, savepoints=self._savepoints)
             ctx = dataclasses.replace(self._ctx, sessionmaker=lambda: shared)
             service = OrderService(ctx)
             try:
@@ -202,7 +191,6 @@ class GroupCommitter:
                             raise
                         await shared.abandon_placement()  # its answer is the error
                         answers.append(exc)
-                real.add_all(shared.held)  # the events last: the outbox lock until commit
                 await real.commit()
             except Exception:
                 await real.rollback()
@@ -320,7 +308,6 @@ async def run(url: str, args: argparse.Namespace) -> list[Phase]:
                     ctx,
                     service,
                     k,
-                    hold_events=not args.events_inline,
                     savepoints=args.isolation == "savepoint",
                 )
                 tasks = [
@@ -349,7 +336,7 @@ async def run(url: str, args: argparse.Namespace) -> list[Phase]:
 
 
 def report(phases: list[Phase], args: argparse.Namespace, pg: dict[str, str]) -> None:
-    variant = "events inline" if args.events_inline else "events written last in each batch"
+    variant = "events written with each order"
     variant += (
         "; a failed placement rolls back to its savepoint"
         if args.isolation == "savepoint"
@@ -404,7 +391,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--k", type=int, action="append", help="batch sizes (default 4 16 64)")
     parser.add_argument("--poison-every", type=int, default=0, help="refuse every Nth order")
-    parser.add_argument("--events-inline", action="store_true")
     parser.add_argument(
         "--isolation",
         choices=("replay", "savepoint"),
