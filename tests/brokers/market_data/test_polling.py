@@ -24,19 +24,11 @@ from app.brokers.base import (
     Support,
 )
 from app.brokers.market_data.polling import PollingMarketDataSession, polling_capabilities
+from tests.brokers.market_data.clock import START, Clock
 from tests.brokers.robinhood.support import Running
 from tests.fakes.robinhood import FakeRobinhood, serve_asgi
 
-START = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
 PAIRS = frozenset({"BTC-USD", "ETH-USD"})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -22,20 +22,12 @@ from app.brokers.base import (
 )
 from app.brokers.market_data.polling import PollingMarketDataSession, polling_capabilities
 from app.brokers.robinhood.adapter import ROBINHOOD_CAPABILITIES, RobinhoodAdapter
+from tests.brokers.market_data.clock import START, Clock
 from tests.brokers.market_data.reader import reading
 from tests.brokers.robinhood.support import Running
 from tests.fakes.robinhood import FakeRobinhood, serve_asgi
 
-START = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
 PAIRS = frozenset({"BTC-USD", "ETH-USD"})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @contextlib.asynccontextmanager

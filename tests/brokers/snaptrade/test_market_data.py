@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -23,20 +23,12 @@ from app.brokers.base import (
 )
 from app.brokers.market_data.polling import PollingMarketDataSession, polling_capabilities
 from app.brokers.snaptrade.adapter import SNAPTRADE_CAPABILITIES, SnaptradeAdapter
+from tests.brokers.market_data.clock import START, Clock
 from tests.brokers.market_data.reader import reading
 from tests.brokers.snaptrade.support import Running
 from tests.fakes.snaptrade import FakeSnapTrade, serve_asgi
 
-START = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
 SYMBOLS = frozenset({"AAPL", "MSFT"})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @contextlib.asynccontextmanager
