@@ -860,6 +860,11 @@ class MarketDataService:
                 async for event in session.events():
                     self._dispatch(up, event)
                     delay = self._restart_min
+                    # Let the writers just woken send before the next event is read: an
+                    # upstream burst (a paper step, a broker frame of many quotes) is then
+                    # delivered symbol by symbol, and the first symbol's subscribers do
+                    # not wait for the whole burst to be dispatched.
+                    await asyncio.sleep(0)
                 reason = "the upstream market-data session ended"
             except asyncio.CancelledError:
                 raise

@@ -17,7 +17,11 @@ Phases, in one run, with the same client processes and the same plan of subscrib
 
 Latency is per delivered quote, from ``received_at`` (the gateway's receive time of the
 upstream event; the bare server's generation time) to the client process reading the frame
-off its socket: one clock, same machine.
+off its socket: one clock, same machine. Beside it, from ``ts`` (the quote's exchange time:
+for the paper market the start of its step, when the whole step's quotes become due; for
+the bare server its generation time again) to the client: that one also counts the time the
+gateway took to compute and take in the upstream event, so a gateway falling behind its
+upstream cannot hide there.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from tests.postgres import free_port, fresh_database, postgres_server  # noqa: E
 PORT = free_port()
 BARE_PORT = free_port()
 _RECEIVED = b'"received_at":"'
+_TS = b'"ts":"'
 
 
 def _env(name: str, default: str) -> str:
@@ -113,7 +118,8 @@ async def client_main(plan_path: str) -> None:
                 if state["measuring"]:
                     counts[label] += 1
                     at = raw.find(_RECEIVED) + len(_RECEIVED)
-                    sink.append((raw[at : at + 32], now()))
+                    ts = raw.find(_TS) + len(_TS)
+                    sink.append((raw[at : at + 32], raw[ts : ts + 32], now()))
             elif raw.startswith(b'{"type":"market.resync"'):
                 counts["resync"] += 1
             elif raw.startswith(b'{"type":"error"'):
@@ -179,8 +185,8 @@ async def client_main(plan_path: str) -> None:
                     {
                         "seconds": stopped - started,
                         "counts": counts,
-                        "fast": [(r.split(b'"', 1)[0].decode(), at) for r, at in fast],
-                        "slow": [(r.split(b'"', 1)[0].decode(), at) for r, at in slow],
+                        "fast": [(_stamp(r), _stamp(t), at) for r, t, at in fast],
+                        "slow": [(_stamp(r), _stamp(t), at) for r, t, at in slow],
                     }
                 ),
                 flush=True,
@@ -394,11 +400,17 @@ class Clients:
             proc.kill()
 
 
-def _latencies(rows: list[list[Any]]) -> list[float]:
+def _stamp(raw: bytes) -> str:
+    return raw.split(b'"', 1)[0].decode()
+
+
+def _latencies(rows: list[list[Any]], column: int = 0) -> list[float]:
+    """Seconds from the frame's ``received_at`` (column 0) or ``ts`` (column 1) to the
+    client reading it, sorted."""
     out = []
-    for stamp, at in rows:
-        sent = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-        out.append(at - sent)
+    for row in rows:
+        sent = datetime.fromisoformat(row[column].replace("Z", "+00:00")).timestamp()
+        out.append(row[2] - sent)
     out.sort()
     return out
 
@@ -411,6 +423,7 @@ def _q(values: list[float], p: float) -> float:
 
 def summarise(results: list[dict[str, Any]], duration: float) -> dict[str, Any]:
     fast = _latencies([row for r in results for row in r["fast"]])
+    fast_ts = _latencies([row for r in results for row in r["fast"]], column=1)
     slow = _latencies([row for r in results for row in r["slow"]])
     counts = {k: sum(r["counts"][k] for r in results) for k in results[0]["counts"]}
     return {
@@ -418,6 +431,8 @@ def summarise(results: list[dict[str, Any]], duration: float) -> dict[str, Any]:
         "fast_per_s": counts["fast"] / duration,
         "fast_p50": _q(fast, 0.50),
         "fast_p99": _q(fast, 0.99),
+        "fast_ts_p50": _q(fast_ts, 0.50),
+        "fast_ts_p99": _q(fast_ts, 0.99),
         "slow_p50": _q(slow, 0.50),
         "slow_per_s": counts["slow"] / duration,
         "counts": counts,
@@ -428,6 +443,7 @@ def line(label: str, r: dict[str, Any]) -> str:
     text = (
         f"{label:<28} {r['per_s']:>9,.0f} deliveries/s   "
         f"p50 {r['fast_p50']:6.1f} ms   p99 {r['fast_p99']:6.1f} ms"
+        f"   (from exchange time: p50 {r['fast_ts_p50']:.1f} ms, p99 {r['fast_ts_p99']:.1f} ms)"
     )
     if r["counts"]["slow"]:
         text += (

@@ -10,6 +10,7 @@ interval the broker does not stream, aggregated here.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -456,11 +457,26 @@ async def test_a_slow_reader_is_told_what_it_missed_never_silently(md: Instance)
     account = await md.paper_account(user)
     symbols = ["AAPL", "MSFT"]
     before = await _metrics(md)
-    async with md.client() as client:
+    dropped_metric = 'brokerage_market_dropped_total{broker="paper"}'
+    # A reader that stops reading, as on a slow link: a small receive buffer, a client queue
+    # of one frame and no compression (deflated, a burst of these frames fits in the socket
+    # buffers), so the server's writes back up into its writer and the feed.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", md.port))
+    async with md.client(sock=sock, max_queue=1, compression=None) as client:
         await client.auth(md.token(user))
         await _market(client, account, trades=symbols, quotes=symbols)
-        steps = 3 * QUEUE  # one burst: far more trades than the queue holds
-        await _advance(md, steps)
+        # Not reading: the clock moves a queue's worth of steps at a time until the
+        # server has had to drop trades for this reader (its socket is full by then).
+        steps = 0
+        while steps < 40 * QUEUE:
+            await _advance(md, QUEUE)
+            steps += QUEUE
+            await asyncio.sleep(0.05)
+            if (await _metrics(md)).get(dropped_metric, 0) > before.get(dropped_metric, 0):
+                break
         trades = dropped = 0
         while not dropped:
             message = await client.recv()
@@ -469,10 +485,11 @@ async def test_a_slow_reader_is_told_what_it_missed_never_silently(md: Instance)
                 assert message["reason"] == "slow_consumer"
                 assert message["since"]
                 dropped += message["dropped"]
-        # Then one more step: its trades arrive, after everything before them.
+        # Then one more step, read at once: its trades arrive, after everything before.
         await _advance(md, 1)
+        steps += 1
         last = md.clock.now()
-        finished: set[str] = set()
+        finished = set()
         while finished != set(symbols):
             message = await client.recv()
             if message["type"] == "trade":
@@ -482,7 +499,7 @@ async def test_a_slow_reader_is_told_what_it_missed_never_silently(md: Instance)
             elif message["type"] == "market.resync":
                 dropped += message["dropped"]
     # Every trade of every step is either delivered or counted in a market.resync.
-    assert trades + dropped == len(symbols) * (steps + 1)
+    assert trades + dropped == len(symbols) * steps
     # Counted per broker: the drops, the quotes conflated in the same burst, deliveries.
     after = await _metrics(md)
     paper = '{broker="paper"}'
