@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -301,6 +302,9 @@ def create_app(
                 )
             )
         app.state.metrics_server = metrics_server
+        if settings.gc_freeze_after_startup:
+            gc.collect()
+            gc.freeze()
         log.info("brokerage gateway ready", extra={"database": engine.dialect.name})
         try:
             yield

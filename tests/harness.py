@@ -52,6 +52,9 @@ def settings_for_tests(database_url: str, **overrides: Any) -> Settings:
         # test_order_gates.py does, and checks the production default of 3): a test of some
         # broker's live order path should not have to play paper round trips first.
         "paper_first_cycles": 0,
+        # Many apps start in one test process: freezing each one's heap would keep the
+        # cyclic garbage of earlier tests forever (tests/test_server.py checks it is done).
+        "gc_freeze_after_startup": False,
     }
     values.update(overrides)
     return Settings(**values)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import json
 import os
 import random
@@ -175,9 +176,16 @@ async def client_main(plan_path: str) -> None:
             slow.clear()
             for k in counts:
                 counts[k] = 0
+            # The instrument must not stall: its samples hold no cycles, so no collections
+            # while measuring (a full one over hundreds of thousands of samples took 100+ ms).
+            gc.collect()
+            gc.freeze()
+            gc.disable()
             state["measuring"], started = True, now()
         elif command == "STOP":
             state["measuring"], stopped = False, now()
+            gc.enable()
+            gc.unfreeze()
         elif command == "REPORT":
             print(
                 "RESULT "
