@@ -145,6 +145,14 @@ def _signed(digest: bytes, offset: int) -> Decimal:
     return _unit(digest, offset) * 2 - 1
 
 
+@lru_cache(maxsize=16384)
+def _anchor(key: bytes, symbol: str, tag: str, index: int) -> Decimal:
+    """A wave's anchor value: every step between two anchors reads both, so each is
+    computed once (in the fixed context, whoever asks first) rather than per step."""
+    with localcontext(_CTX):
+        return _signed(_digest(key, symbol, tag, index), 0)
+
+
 class SeededQuoteSource:
     """Deterministic quotes for a fixed universe of equities and crypto pairs (plus, for the
     benchmark only, ``synthetic_symbols`` equities ``SYM000``..)."""
@@ -290,8 +298,8 @@ class SeededQuoteSource:
     def _wave(self, symbol: str, tag: str, step: int, period: int, amplitude: Decimal) -> Decimal:
         """Linear interpolation between hashed anchors every ``period`` steps."""
         k, into = divmod(step, period)
-        a = _signed(_digest(self._key, symbol, tag, k), 0)
-        b = _signed(_digest(self._key, symbol, tag, k + 1), 0)
+        a = _anchor(self._key, symbol, tag, k)
+        b = _anchor(self._key, symbol, tag, k + 1)
         return (a + (b - a) * Decimal(into) / Decimal(period)) * amplitude
 
     @staticmethod
