@@ -181,7 +181,8 @@ async def routing_gateway(db_url: str, **overrides: Any) -> AsyncIterator[Gatewa
             "tastytrade_requests_per_minute": 6000,
             "tastytrade_burst": 200,
             "broker_read_timeout_seconds": 0.5,
-            "broker_connect_timeout_seconds": 0.5,
+            # Long: a connect to a listening local fake only times out on a starved loop.
+            "broker_connect_timeout_seconds": 5.0,
             "reconcile_unknown_after_seconds": 0,
         }
         values.update(overrides)

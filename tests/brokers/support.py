@@ -89,10 +89,12 @@ class TrackedAdapters:
 
 
 def fake_settings(**values: Any) -> Settings:
-    """Adapter settings for a fake on a local port: short broker timeouts (a fault the
-    test injects shows quickly), ``values`` on top."""
+    """Adapter settings for a fake on a local port: a short read timeout (a fault the
+    test injects shows quickly), ``values`` on top. The connect timeout stays long: a
+    connect to a listening local socket never legitimately takes long, so a short one only
+    fires when a loaded machine starves the event loop."""
     return Settings(
-        **{"broker_read_timeout_seconds": 0.5, "broker_connect_timeout_seconds": 0.5, **values}
+        **{"broker_read_timeout_seconds": 0.5, "broker_connect_timeout_seconds": 5.0, **values}
     )
 
 

@@ -200,7 +200,16 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.gather(*tickers, return_exceptions=True)
 
 
-def run() -> None:
+def any_ports() -> list[str]:
+    """Arguments that put every fake on a port the OS picks (``--<name>-port 0`` for each):
+    several copies can then run at once, as the tests' parallel processes start them. A
+    port left at its default (8765...) would collide between them."""
+    defaults = vars(_parser().parse_args([]))
+    ports = [name for name in defaults if name == "port" or name.endswith("_port")]
+    return [arg for name in ports for arg in ("--" + name.replace("_", "-"), "0")]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Serve the broker fakes on localhost.")
     parser.add_argument("--port", type=int, default=8765, help="Alpaca fake port (0: any)")
     parser.add_argument("--tradier-port", type=int, default=8766, help="Tradier fake port")
@@ -237,7 +246,11 @@ def run() -> None:
         default="http://127.0.0.1:8000/v1/webhooks/snaptrade",
         help="where the SnapTrade fake sends its webhooks ('' for nowhere)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def run() -> None:
+    args = _parser().parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))
 

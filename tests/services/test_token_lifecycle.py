@@ -329,9 +329,17 @@ async def test_an_expired_token_that_cannot_be_refreshed_answers_503(db_url: str
 
 
 async def _waiting_locks(dsn: str) -> int:
+    """Lock waits of the sessions on this test's database only (a row lock wait is on a
+    ``transactionid``, which names no database): the server is shared with other test
+    processes (pytest-xdist workers) and anyone else's databases."""
     conn = await asyncpg.connect(_as_asyncpg_dsn(dsn))
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())"
+            )
+        )
     finally:
         await conn.close()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from app.brokers.coinbase import auth
+from tests.fakes.main import any_ports
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -19,8 +20,8 @@ async def test_the_fake_brokers_entry_point_serves_coinbase() -> None:
         sys.executable,
         "-m",
         "tests.fakes.main",
-        *("--port", "0", "--tradier-port", "0", "--tastytrade-port", "0"),
-        *("--coinbase-port", "0", "--snaptrade-port", "0", "--snaptrade-webhook-url", ""),
+        *any_ports(),
+        *("--snaptrade-webhook-url", ""),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=ROOT,

@@ -40,7 +40,10 @@ def schwab_settings(url: str, **overrides: Any) -> dict[str, Any]:
         "schwab_client_secret": SecretStr(CLIENT_SECRET),
         "schwab_redirect_uri": REDIRECT_URI,
         "broker_read_timeout_seconds": 0.5,
-        "broker_connect_timeout_seconds": 0.5,
+        # A connect to the fake's listening socket never legitimately takes long: a short
+        # connect timeout only fired when a loaded machine starved the event loop (an OAuth
+        # token exchange, on a fresh connection, failed ``Transient``).
+        "broker_connect_timeout_seconds": 5.0,
     }
     values.update(overrides)
     return values

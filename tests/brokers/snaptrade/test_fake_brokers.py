@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from app.brokers.snaptrade import auth
+from tests.fakes.main import any_ports
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -18,20 +19,7 @@ async def test_the_fake_brokers_entry_point_serves_snaptrade() -> None:
         sys.executable,
         "-m",
         "tests.fakes.main",
-        "--port",
-        "0",
-        "--tradier-port",
-        "0",
-        "--tastytrade-port",
-        "0",
-        "--schwab-port",
-        "0",
-        "--snaptrade-port",
-        "0",
-        "--plaid-port",
-        "0",
-        "--coinbase-port",
-        "0",
+        *any_ports(),
         "--snaptrade-webhook-url",
         "",
         stdout=asyncio.subprocess.PIPE,

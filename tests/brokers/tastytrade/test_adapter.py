@@ -36,6 +36,11 @@ async def test_it_is_a_broker_adapter_without_secrets_in_its_repr() -> None:
 
 async def test_accounts_balances_positions_and_transactions() -> None:
     async with running_fake(cash="50000") as run:
+        # The fake's clock held at one moment: the paper market's quotes move every second,
+        # and the position read twice below (the list, then the one) must carry one price
+        # however slow the machine is between the two reads.
+        now = run.fake.clock()
+        run.fake.clock = lambda: now
         adapter = run.adapter()
         second = run.fake.add_account(run.customer, cash="10")
         accounts = await adapter.list_accounts()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.fakes.main import any_ports
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -16,26 +18,7 @@ async def test_the_fake_brokers_entry_point_serves_tastytrade() -> None:
         sys.executable,
         "-m",
         "tests.fakes.main",
-        "--port",
-        "0",
-        "--tastytrade-port",
-        "0",
-        "--tradier-port",
-        "0",
-        "--schwab-port",
-        "0",
-        "--snaptrade-port",
-        "0",
-        "--plaid-port",
-        "0",
-        "--coinbase-port",
-        "0",
-        "--robinhood-port",
-        "0",
-        "--webull-port",
-        "0",
-        "--ibkr-port",
-        "0",
+        *any_ports(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=ROOT,

@@ -213,7 +213,10 @@ async def test_an_expired_token_mid_stream_reconnects_with_a_fresh_one() -> None
         stream = open_stream(run, adapter, heartbeat=0.05)
         updates = stream.updates()
         async with consumed(updates) as queue:
-            await eventually(lambda: stream.connects == 1)
+            # Connected, caught up and heartbeating: before the first heartbeat the REST
+            # catch-up may still be on its way, and on a 401 it would mint the fresh token
+            # the heartbeats then use, so none would be refused.
+            await eventually(lambda: stream.connects == 1 and stream.heartbeats_sent >= 1)
             run.fake.expire_tokens()  # the next heartbeat is refused
             await eventually(lambda: stream.connects == 2)
             placed = await adapter.place_order(run.account.number, limit_buy("bg-fresh"))

@@ -10,17 +10,9 @@ from pathlib import Path
 from app.brokers.webull.adapter import WebullAdapter
 from app.brokers.webull.auth import check_credentials
 from app.config import Settings
+from tests.fakes.main import any_ports
 
 ROOT = Path(__file__).resolve().parents[3]
-PORTS = [
-    "--port",
-    "--tradier-port",
-    "--tastytrade-port",
-    "--schwab-port",
-    "--robinhood-port",
-    "--webull-port",
-    "--ibkr-port",
-]
 
 
 async def test_the_fake_brokers_entry_point_serves_webull() -> None:
@@ -28,7 +20,7 @@ async def test_the_fake_brokers_entry_point_serves_webull() -> None:
         sys.executable,
         "-m",
         "tests.fakes.main",
-        *[arg for port in PORTS for arg in (port, "0")],
+        *any_ports(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=ROOT,
