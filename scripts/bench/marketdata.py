@@ -670,7 +670,9 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=int(_env("BENCH_SYMBOLS", "100")))
     parser.add_argument("--rate", type=float, default=float(_env("BENCH_QUOTE_RATE", "2000")))
     parser.add_argument("--duration", type=float, default=float(_env("BENCH_DURATION", "20")))
-    parser.add_argument("--warmup", type=float, default=3.0)
+    # Past the connection storm: 1,000 clients authenticating and subscribing at once put
+    # the paper market seconds behind, and the gateway needs about 10 s to catch up.
+    parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--slow-percent", type=float, default=10.0)
     parser.add_argument("--client-procs", type=int, default=int(_env("BENCH_CLIENT_PROCS", "2")))
     parser.add_argument("--mem-symbols", type=int, default=500)
