@@ -53,7 +53,7 @@ def settings_for_tests(database_url: str, **overrides: Any) -> Settings:
         # broker's live order path should not have to play paper round trips first.
         "paper_first_cycles": 0,
         # Many apps start in one test process: freezing each one's heap would keep the
-        # cyclic garbage of earlier tests forever (tests/test_server.py checks it is done).
+        # cyclic garbage of earlier tests forever (tests/test_main.py checks it is done).
         "gc_freeze_after_startup": False,
     }
     values.update(overrides)
