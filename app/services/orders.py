@@ -33,9 +33,7 @@ change is committed before the broker call (outcome ``pending_submit``,
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -68,7 +66,7 @@ from app.db.models import Account, AuditEntry, Connection, IdempotencyKey, Order
 from app.db.repositories.audit import AuditRepository, user_chain
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
-from app.db.repositories.orders import HeadLock, KeyCompletion, OrderRepository
+from app.db.repositories.orders import HeadLock, KeyCompletion, KeyHeld, OrderRepository
 from app.ids import client_order_id_for, new_id
 from app.observability import ORDERS_TOTAL
 from app.paper.adapter import PaperAdapter
@@ -167,12 +165,38 @@ class OrderService:
     async def _place(
         self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str
     ) -> StoredResponse:
+        try:
+            return await self._place_once(
+                user_id=user_id,
+                account_id=account_id,
+                body=body,
+                idempotency_key=idempotency_key,
+                path=path,
+            )
+        except _KeyFreed:
+            # A paper placement found the key held by an expired record, now deleted:
+            # placed afresh, once (a racing request that took it meanwhile is answered).
+            pass
+        try:
+            return await self._place_once(
+                user_id=user_id,
+                account_id=account_id,
+                body=body,
+                idempotency_key=idempotency_key,
+                path=path,
+            )
+        except _KeyFreed:
+            raise errors.RequestInProgress(headers={"Retry-After": "1"}) from None
+
+    async def _place_once(
+        self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str
+    ) -> StoredResponse:
         fingerprint = request_fingerprint("POST", path, body)
         async with self._ctx.sessionmaker() as session:
             keys = IdempotencyRepository.for_user(session, user_id)
-            # Claim first, look second: a new key (the common case) costs one insert. A key
-            # already held is answered as first sent (replay, 422, 409), whatever the gates
-            # would say now, so a gate's refusal looks for a held key before it is raised.
+            # A key already held is answered as first sent (replay, 422, 409), whatever the
+            # gates would say now, so a gate's refusal looks for a held key before it is
+            # raised.
             try:
                 account, connection, adapter = await self._gate(session, user_id, account_id, body)
             except errors.AppError:
@@ -185,8 +209,7 @@ class OrderService:
             now = utcnow()
             record_id = new_id("idem")
             order = new_order_row(user_id, account, body, now)
-            claim_terms = functools.partial(
-                keys.claim_params,
+            claim_terms = keys.claim_params(
                 record_id=record_id,
                 key=idempotency_key,
                 method="POST",
@@ -198,17 +221,27 @@ class OrderService:
             )
             paper = paper_broker(adapter)
             target = _AuditTarget.of(connection)
+            if paper is not None:
+                # Claim last, with the answer: the whole placement is one transaction, and
+                # a held key rolls it all back (nothing placed twice).
+                response = await self._place_paper(
+                    session,
+                    paper,
+                    account.broker_account_ref,
+                    order,
+                    _PaperClaim(keys, claim_terms, idempotency_key, fingerprint),
+                )
+                ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
+                return response
+
             head: tuple[int, str] | None = None
 
             async def claim() -> bool:
-                """The key, and for an outside broker the order row and the audit chain
-                head with it (one statement on Postgres): the order must be committed before
-                the broker call, the paper one commits with the paper books (below)."""
+                """The key, the order row and the audit chain head with it (one statement
+                on Postgres): the order must be committed before the broker call."""
                 nonlocal head
-                if paper is not None:
-                    return await keys.claim(**claim_terms.keywords)
                 claimed, head = await OrderRepository.for_user(session, user_id).claim_and_insert(
-                    claim_terms(), order, head=self._head_lock(target, user_id)
+                    claim_terms, order, head=self._head_lock(target, user_id)
                 )
                 return claimed
 
@@ -221,17 +254,6 @@ class OrderService:
                 if not await claim():
                     await session.rollback()
                     raise errors.RequestInProgress(headers={"Retry-After": "1"})
-
-            if paper is not None:
-                response = await self._place_paper(
-                    session,
-                    paper,
-                    account.broker_account_ref,
-                    order,
-                    _PaperClaim(keys, record_id, idempotency_key, fingerprint, claim),
-                )
-                ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
-                return response
 
             # The order row is in (with the claim); its event and audit entry follow in one
             # statement (Postgres), then the commit: the broker is called after it.
@@ -258,12 +280,16 @@ class OrderService:
         held: _PaperClaim,
     ) -> StoredResponse:
         """Place on the paper broker inside this transaction: the paper books, the order
-        row, its events and the completed idempotency record commit together or not at all.
+        row, its events and the idempotency record with its stored response commit
+        together or not at all.
 
         The paper broker's books are in our database, so there is no answer to lose and no
         ``unknown``: a refusal rolls everything back and is recorded on its own (the
         rejected order, its events and the stored 4xx, again in one transaction); any other
-        failure rolls everything back and leaves nothing, the key included.
+        failure rolls everything back and leaves nothing, the key included. The key is
+        inserted with the answer, last: when the user holds it already (a concurrent
+        request with it makes the insert wait for that one's outcome), everything is
+        rolled back and the held key answered.
         """
         try:
             report = await paper.place_order_in(session, account_ref, order_request_for(order))
@@ -274,16 +300,10 @@ class OrderService:
         append_order_event(session, order, order.created_at, events)
         apply_broker_order(session, order, report, utcnow(), events=events)
         response = StoredResponse(201, OrderOut.from_row(order).model_dump(mode="json"))
-        # The paper books first, then the order, its key and its events in one statement
+        # The paper books first, then the key, the order and its events in one statement
         # (events last: they take the outbox lock until the commit).
         await session.flush()
-        await OrderRepository.for_user(session, order.user_id).write(
-            new=order,
-            events=events,
-            complete_key=KeyCompletion(held.record_id, response.status, response.body, order.id),
-        )
-        await session.commit()
-        return response
+        return await self._commit_paper(session, order, events, held, response)
 
     async def _record_paper_refusal(
         self,
@@ -294,13 +314,6 @@ class OrderService:
     ) -> StoredResponse:
         """The paper broker refused the order (its transaction is rolled back): record the
         rejected order, its events and the stored answer in a transaction of their own."""
-        if not await held.claim():
-            # Another request took the key while the refused attempt rolled back.
-            answer = await self._answer_held_key(held.keys, held.key, held.fingerprint)
-            if answer is not None:
-                return answer
-            await session.rollback()
-            raise errors.RequestInProgress(headers={"Retry-After": "1"})
         problem = to_app_error(exc)
         events: list[dict[str, Any]] = []
         append_order_event(session, order, order.created_at, events)
@@ -314,11 +327,33 @@ class OrderService:
         )
         body = problem.to_problem() | {"order_id": order.id}
         response = StoredResponse(problem.status, body, problem.headers)
-        await OrderRepository.for_user(session, order.user_id).write(
-            new=order,
-            events=events,
-            complete_key=KeyCompletion(held.record_id, response.status, response.body, order.id),
+        return await self._commit_paper(session, order, events, held, response)
+
+    async def _commit_paper(
+        self,
+        session: AsyncSession,
+        order: Order,
+        events: list[dict[str, Any]],
+        held: _PaperClaim,
+        response: StoredResponse,
+    ) -> StoredResponse:
+        """Write the key with ``response``, the order and its events, and commit; a key the
+        user holds already rolls everything back and is answered as first sent. Raises
+        ``_KeyFreed`` when that key had expired (its record is deleted, committed)."""
+        completed = held.keys.completed_params(
+            held.claim, status=response.status, body=response.body
         )
+        try:
+            await OrderRepository.for_user(session, order.user_id).write(
+                completed_key=completed, new=order, events=events
+            )
+        except KeyHeld:
+            await session.rollback()
+            answer = await self._answer_held_key(held.keys, held.key, held.fingerprint)
+            if answer is not None:
+                return answer
+            await session.commit()
+            raise _KeyFreed from None
         await session.commit()
         return response
 
@@ -882,14 +917,16 @@ class OrderService:
 
 @dataclass(frozen=True, slots=True)
 class _PaperClaim:
-    """A paper placement's idempotency claim, to complete it or to claim it again after a
-    refusal rolled it back."""
+    """A paper placement's Idempotency-Key, claimed with the answer when it commits."""
 
     keys: IdempotencyRepository
-    record_id: str
+    claim: dict[str, Any]  # IdempotencyRepository.claim_params
     key: str
     fingerprint: str
-    claim: Callable[[], Awaitable[bool]]
+
+
+class _KeyFreed(Exception):
+    """A paper placement met its key held by an expired record, deleted now: place again."""
 
 
 def paper_broker(adapter: BrokerAdapter) -> PaperAdapter | None:

@@ -174,8 +174,11 @@ async def measured(
     app_before = cpu_ticks(group_pids(server.pid))
     pg_before = cpu_ticks(await postgres_pids(url))
     others_before = cpu_ticks(list(others.values()))
+    profiler = _py_spy(server.pid, concurrency)
     async with LockWaits(url) as waits:
         result = await asyncio.to_thread(wrk, target, script, concurrency, DURATION)
+    if profiler is not None:
+        profiler.wait()
     app_after = cpu_ticks(group_pids(server.pid))
     pg_after = cpu_ticks(await postgres_pids(url))
     others_after = cpu_ticks(list(others.values()))
@@ -187,6 +190,20 @@ async def measured(
         spent = cpu_ms_between({pid: others_before.get(pid, 0)}, {pid: others_after.get(pid, 0)})
         result[f"{name}_cpu_ms"] = spent / requests
     return result
+
+
+def _py_spy(pid: int, concurrency: int) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=DIR, a py-spy sample of the gateway's processes during the run
+    (raw collapsed stacks in DIR/<server pid>-c<N>.txt; needs py-spy in the virtualenv)."""
+    out = os.environ.get("BENCH_PROFILE")
+    if not out:
+        return None
+    Path(out).mkdir(parents=True, exist_ok=True)
+    seconds = max(int(DURATION.rstrip("s")) - 2, 1)
+    py_spy = str(Path(sys.executable).with_name("py-spy"))
+    args = [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "-r", "200"]
+    args += ["-d", str(seconds), "-f", "raw", "-o", f"{out}/{pid}-c{concurrency}.txt"]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
 
 
 def gateway_env(url: str, secret: str, fake_url: str | None) -> dict[str, str]:

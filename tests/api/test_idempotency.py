@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from app.db.models import IdempotencyKey, Order
+from app.db.models import Account, IdempotencyKey, Order, PaperAccount, PaperOrder
 from app.services.clock import utcnow
 from tests.conftest import new_user
 from tests.harness import Harness
@@ -161,3 +161,69 @@ async def test_concurrent_identical_requests_make_one_order(harness: Harness) ->
     assert created
     assert all(body["id"] == created[0]["id"] for body in created)
     assert await _orders_of(harness, account) == 1
+
+
+async def _paper_books(harness: Harness, account: str) -> tuple[int, str]:
+    """(paper orders, cash) of a gateway paper account's books."""
+    async with harness.state.ctx.sessionmaker() as session:
+        ref = (
+            await session.execute(select(Account.broker_account_ref).where(Account.id == account))
+        ).scalar_one()
+        orders = (
+            await session.execute(select(func.count()).where(PaperOrder.paper_account_id == ref))
+        ).scalar_one()
+        cash = (
+            await session.execute(select(PaperAccount.cash).where(PaperAccount.id == ref))
+        ).scalar_one()
+    return int(orders), str(cash)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_paper_placement_that_loses_its_key_race_leaves_no_paper_state(
+    harness: Harness,
+) -> None:
+    """The paper key is claimed last, with the answer: two requests with one key on two
+    accounts (no shared paper lock) both reach the paper books; the one whose key insert
+    meets the other's rolls its placement back whole and is answered as the key says (422:
+    another request body)."""
+    user = new_user()
+    _, first = await harness.paper_account(user)
+    _, second = await harness.paper_account(user)
+    before = await _paper_books(harness, first), await _paper_books(harness, second)
+    key = uuid.uuid4().hex
+    for _ in range(5):
+        key = uuid.uuid4().hex
+        responses = await asyncio.gather(
+            harness.place(user, first, key=key, quantity="1"),
+            harness.place(user, second, key=key, quantity="1"),
+        )
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses in ([201, 409], [201, 422]), [r.text for r in responses]
+    placed = (await _orders_of(harness, first)) + (await _orders_of(harness, second))
+    assert placed == 5
+    after = await _paper_books(harness, first), await _paper_books(harness, second)
+    assert after[0][0] - before[0][0] + after[1][0] - before[1][0] == 5
+    assert await _orders_of(harness, first) == after[0][0] - before[0][0]
+
+
+async def test_an_expired_key_meeting_a_refusal_is_recorded_afresh(harness: Harness) -> None:
+    """A refused paper order whose key's old record expired: the refusal is stored under the
+    key (the expired record deleted), and replayed."""
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    first = await harness.place(user, account, key=key, quantity="1")
+    assert first.status_code == 201
+    async with harness.state.ctx.sessionmaker() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user, IdempotencyKey.key == key)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        await session.commit()
+    refused = await harness.place(user, account, key=key, quantity="1000000")
+    assert refused.status_code == 422, refused.text
+    again = await harness.place(user, account, key=key, quantity="1000000")
+    assert again.status_code == 422
+    assert again.json() == refused.json()
+    assert await _orders_of(harness, account) == 2

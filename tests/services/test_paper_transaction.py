@@ -39,8 +39,9 @@ PLACEMENT_STATEMENTS = {
     "paper position": ("INSERT ON paper_positions", "1", "true"),
     "order row": ("INSERT ON orders", "1", "true"),
     "order event": ("INSERT ON order_events", "NEW.type LIKE 'order.%'", "NEW.type LIKE 'order.%'"),
+    # The paper key is inserted once, completed with its stored response (no claim first).
     "stored response": (
-        "UPDATE ON idempotency_keys",
+        "INSERT ON idempotency_keys",
         "NEW.state = 'completed'",
         "NEW.state = 'completed'",
     ),

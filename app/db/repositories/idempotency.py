@@ -13,7 +13,7 @@ from app.db.models import IdempotencyKey
 from app.db.repositories.scoped import UserScoped
 from app.db.session import session_owner
 
-_CLAIM_COLUMNS = (
+CLAIM_COLUMNS = (
     "order_id",
     "id",
     "user_id",
@@ -38,7 +38,7 @@ def claim_statement(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
         insert(IdempotencyKey)
-        .values({c: bindparam(f"k_{c}", type_=table.c[c].type) for c in _CLAIM_COLUMNS})
+        .values({c: bindparam(f"k_{c}", type_=table.c[c].type) for c in CLAIM_COLUMNS})
         .on_conflict_do_nothing(index_elements=["user_id", "key"])
         .returning(IdempotencyKey.id)
     )
@@ -104,6 +104,18 @@ class IdempotencyRepository(UserScoped):
             "owner": session_owner(self.session),
         }
         return {f"k_{name}": value for name, value in values.items()}
+
+    def completed_params(
+        self, claim: dict[str, Any], *, status: int, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``claim`` (``claim_params``) as a record inserted already completed with its
+        stored response: a request whose every write commits at once (a paper order)
+        claims its key with the answer, in its one transaction."""
+        return claim | {
+            "k_state": "completed",
+            "k_response_status": status,
+            "k_response_body": body,
+        }
 
     async def get(self, key: str) -> IdempotencyKey | None:
         stmt = select(IdempotencyKey).where(

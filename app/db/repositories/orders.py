@@ -38,7 +38,7 @@ from app.db.repositories.audit import (
     lock_head_params,
     lock_head_statement,
 )
-from app.db.repositories.idempotency import claim_statement
+from app.db.repositories.idempotency import CLAIM_COLUMNS, claim_statement
 from app.db.repositories.scoped import UserScoped
 from app.streaming.outbox import note_core_append
 
@@ -70,6 +70,11 @@ class KeyCompletion:
     status: int
     body: dict[str, Any]
     order_id: str | None
+
+
+class KeyHeld(Exception):
+    """The Idempotency-Key a ``write`` inserted completed is held already (by this user):
+    the caller rolls back and answers the held key."""
 
 
 def order_values(order: Order) -> dict[str, Any]:
@@ -315,12 +320,17 @@ class OrderRepository(UserScoped):
         changed: Order | None = None,
         events: Sequence[dict[str, Any]] = (),
         complete_key: KeyCompletion | None = None,
+        completed_key: dict[str, Any] | None = None,
         audit: AuditEntry | None = None,
         audit_now: datetime | None = None,
     ) -> None:
         """Write an order change with Core statements: a ``new`` order row, or the
         ``changed`` columns of an existing one (locked by the caller), its ``events``
-        (``order_event_values``) and the completion of the request's Idempotency-Key.
+        (``order_event_values``) and the completion of the request's Idempotency-Key:
+        ``complete_key`` completes a record claimed earlier in flight, ``completed_key``
+        (``IdempotencyRepository.completed_params``) inserts it completed, first of the
+        writes; raises ``KeyHeld`` when this user holds that key already (a holder still in
+        flight makes the insert wait for its outcome).
 
         The events go in last (they take the outbox lock, see ``app.streaming.outbox``):
         the caller commits right after. On Postgres everything is one statement (the row
@@ -351,6 +361,10 @@ class OrderRepository(UserScoped):
             }
             if not self.is_system:
                 params["q_user_id"] = self.user_id
+        if completed_key is not None:
+            if not self.is_system and completed_key["k_user_id"] != self.user_id:
+                raise PermissionError("idempotency key belongs to another user")
+            params |= completed_key
         if audit is not None:
             params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
             params["a_now"] = audit_now or audit.occurred_at
@@ -360,6 +374,7 @@ class OrderRepository(UserScoped):
             new=new is not None,
             changed=changed is not None,
             key=None if complete_key is None else not self.is_system,
+            new_key=completed_key is not None,
             audit=audit is not None,
             events=len(events),
         )
@@ -379,6 +394,8 @@ class OrderRepository(UserScoped):
                     result = await self.session.execute(_insert_events_statement(), list(events))
                     ids = list(result.scalars().all())
         except IntegrityError as exc:
+            if completed_key is not None and _is_key_conflict(exc):
+                raise KeyHeld(completed_key["k_key"]) from exc
             if audit is not None and "audit_entries" in str(exc.orig):
                 raise AuditChainHeadMissing(
                     f"the head of audit chain {audit.chain} is missing or rewound: "
@@ -390,6 +407,18 @@ class OrderRepository(UserScoped):
 
 
 # --- the hot path's statements, built once per shape ---------------------------------------
+
+
+# The (user, key) uniqueness of idempotency_keys as each database names its violation.
+_KEY_CONFLICTS = (
+    "uq_idempotency_keys_user_id_key",
+    "idempotency_keys.user_id, idempotency_keys.key",
+)
+
+
+def _is_key_conflict(exc: IntegrityError) -> bool:
+    message = str(exc.orig)
+    return any(name in message for name in _KEY_CONFLICTS)
 
 
 def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -417,6 +446,7 @@ class _Shape:
     new: bool
     changed: bool
     key: bool | None  # None: no key completion; else whether it is user-scoped
+    new_key: bool  # the key inserted completed
     audit: bool
     events: int
 
@@ -460,8 +490,12 @@ def _claim_and_insert_statement(head: bool) -> Any:
 
 @functools.cache
 def _write_statements(shape: _Shape) -> tuple[Any, ...]:
-    """The statements of a ``write`` of this shape, in order, events last."""
+    """The statements of a ``write`` of this shape, in order: a key inserted first (a held
+    one fails before anything else is written), events last."""
     stmts: list[Any] = []
+    if shape.new_key:
+        completed = _binds("k_", _KEYS, (*CLAIM_COLUMNS, "response_status", "response_body"))
+        stmts.append(insert(_KEYS).values(completed))
     if shape.new:
         stmts.append(_insert_order_statement())
     if shape.changed:
