@@ -1309,13 +1309,9 @@ class PaperEngine:
                     f"the order is {order.status}", broker="paper"
                 )
             if _is_option_order(order):
-                # Options stay on the ORM: the locks are held already, these re-read.
-                orm = PaperStore(session)
-                account = await self._account(orm, owner, account_id, lock=True)
-                option = await orm.order(account.id, order_id, lock=True)
-                assert option is not None
-                await self._modify_option(orm, account, option, changes, now)
-                return to_broker_order(option)
+                await self._modify_option(store, account, order, changes, now)
+                await store.write_core()
+                return to_broker_order(order)
             if order.position_effect is not None or order.notional is not None:
                 raise broker_errors.OrderNotModifiable(
                     "a short sale, a cover or a dollar-amount order is not modifiable: "
@@ -1397,7 +1393,9 @@ class PaperEngine:
         now: datetime,
     ) -> None:
         """Change a working option order (the whole order: quantity, limit, time in force;
-        a stop only on a single leg), hold again what it needs, then match it at once."""
+        a stop only on a single leg), hold again what it needs, then match it at once.
+        ``store`` is in Core mode, with ``account`` and ``order`` read (locked) from it: the
+        caller writes what changed (``write_core``)."""
         multi = order.legs is not None
         if changes.stop_price is not None and (multi or order.stop_price is None):
             raise broker_errors.UnsupportedOrder("this order has no stop price", broker="paper")
@@ -1421,7 +1419,9 @@ class PaperEngine:
         else:
             _validate_shape(order_type, quantity, limit_price, stop_price)
         legs = _row_legs(order)
-        positions = {(p.paper_account_id, p.symbol): p for p in await store.positions([account.id])}
+        positions = {
+            (p.paper_account_id, p.symbol): p for p in await store.core_positions(account.id)
+        }
         mine = _account_positions(positions, account.id)
         # Give back what the order holds, then plan it again as if new (a failure below
         # leaves the transaction uncommitted, so nothing of this survives it).
@@ -1480,14 +1480,10 @@ class PaperEngine:
                     f"the order is {order.status}", broker="paper"
                 )
             if _is_option_order(order):
-                # Options stay on the ORM: the locks are held already, these re-read.
-                store = PaperStore(session)
-                account = await self._account(store, owner, account_id, lock=True)
-                option = await store.order(account.id, order_id, lock=True)
-                assert option is not None
-                positions = {p.symbol: p for p in await store.positions([account.id])}
-                self._close_option(account, option, positions, OrderStatus.canceled, now, None)
-                return to_broker_order(option)
+                positions = {p.symbol: p for p in await core.core_positions(account.id)}
+                self._close_option(account, order, positions, OrderStatus.canceled, now, None)
+                await core.write_core()
+                return to_broker_order(order)
             position = await core.core_position(account.id, order.symbol)
             self._close(account, order, position, OrderStatus.canceled, now, None)
             await core.write_core()

@@ -827,3 +827,50 @@ async def test_option_state_survives_a_restart_and_a_new_engine_settles_it(
     balances = await restarted.balances(owner, account)
     assert balances.buying_power == balances.cash
     assert balances.cash == Decimal(50000) + credit * HUNDRED
+
+
+async def test_a_resting_close_is_modified_and_canceled_with_its_contracts_held_and_given_back(
+    sessionmaker: SessionMaker,
+) -> None:
+    """Modify and cancel of an option order write the order, the held contracts and the
+    fill through the same Core writes as placement: what a close holds moves with it."""
+    engine, _clock, _sink = make_engine(sessionmaker)
+    owner, account = await funded(engine)
+    symbol = call("190")
+    bought = await engine.place(
+        owner, account, single(symbol, OrderSide.buy, PositionEffect.open, "3")
+    )
+    assert bought.status is OrderStatus.filled
+    bid, ask = model(symbol)
+    assert bid > Decimal("0.01")  # a sell limited at 0.01 crosses
+    far = (ask * 3).quantize(Decimal("0.01"))
+
+    def close(quantity: str, limit: Decimal) -> OrderRequest:
+        return single(
+            symbol, OrderSide.sell, PositionEffect.close, quantity, OrderType.limit, limit
+        )
+
+    first = await engine.place(owner, account, close("2", far))
+    assert first.status is OrderStatus.accepted
+    with pytest.raises(broker_errors.Rejected):  # 3 held, 2 of them held for the close
+        await engine.place(owner, account, close("2", far))
+    smaller = await engine.modify(
+        owner, account, first.broker_order_id, OrderChanges(quantity=Decimal(1))
+    )
+    assert (smaller.status, smaller.quantity) == (OrderStatus.accepted, 1)
+    second = await engine.place(owner, account, close("2", far))  # 2 free now
+    assert second.status is OrderStatus.accepted
+    canceled = await engine.cancel(owner, account, second.broker_order_id)
+    assert canceled.status is OrderStatus.canceled
+    third = await engine.place(owner, account, close("2", far))  # given back by the cancel
+    await engine.cancel(owner, account, third.broker_order_id)
+
+    crossed = await engine.modify(
+        owner, account, first.broker_order_id, OrderChanges(limit_price=Decimal("0.01"))
+    )
+    assert (crossed.status, crossed.filled_quantity) == (OrderStatus.filled, 1)
+    [position] = await engine.positions(owner, account)
+    assert position.quantity == 2
+    assert len(await engine.fills(owner, account)) == 2
+    rest = await engine.place(owner, account, close("2", far))  # both left are free
+    assert rest.status is OrderStatus.accepted
