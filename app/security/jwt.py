@@ -106,6 +106,52 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
     return Principal(user_id=sub, roles=roles)
 
 
+class VerifiedTokens:
+    """Tokens verified already, with their principal, until they expire.
+
+    A client sends the same token with every request for its lifetime; verifying it again
+    (parse, signature, claims) is a fixed cost on every call of the order path. What can
+    change the answer for the same bytes: time (``exp``, checked here with the same leeway
+    as the decode), and for JWKS the published keys (the verifier clears this when it
+    replaces them). Bounded: at most ``size`` tokens of at most ``max_token_length``
+    characters (others are verified every time); when full, it starts over empty.
+    """
+
+    def __init__(
+        self,
+        size: int = 4096,
+        max_token_length: int = 2048,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._size = size
+        self._max_token_length = max_token_length
+        self._wall = wall
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str) -> Principal | None:
+        hit = self._entries.get(token)
+        if hit is None:
+            return None
+        principal, valid_until = hit
+        if self._wall() > valid_until:
+            del self._entries[token]
+            return None
+        return principal
+
+    def put(self, token: str, principal: Principal, expires: float) -> None:
+        if len(token) > self._max_token_length:
+            return
+        if len(self._entries) >= self._size:
+            self._entries.clear()
+        self._entries[token] = (principal, expires + LEEWAY_SECONDS)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 def _decode(
     token: str,
     key: Any,
@@ -113,7 +159,8 @@ def _decode(
     algorithms: Sequence[str],
     audience: str | None,
     issuer: str | None,
-) -> Principal:
+) -> tuple[Principal, float]:
+    """The token's principal and its ``exp`` (seconds since the epoch)."""
     try:
         claims = jwt.decode(
             token,
@@ -126,7 +173,7 @@ def _decode(
         )
     except jwt.PyJWTError as exc:
         raise errors.Unauthorized(_reason(exc)) from None
-    return _principal(claims)
+    return _principal(claims), float(claims["exp"])
 
 
 class HS256Verifier:
@@ -142,6 +189,7 @@ class HS256Verifier:
         audience: str | None = None,
         issuer: str | None = None,
         algorithms: Sequence[str] = ("HS256",),
+        verified: VerifiedTokens | None = None,
     ) -> None:
         value = _secret_value(secret)
         _check_hmac_secret(value)
@@ -151,18 +199,24 @@ class HS256Verifier:
         self._audience = audience
         self._issuer = issuer
         self._algorithms = tuple(algorithms)
+        self._verified = VerifiedTokens() if verified is None else verified
 
     def __repr__(self) -> str:
         return f"HS256Verifier(audience={self._audience!r}, issuer={self._issuer!r})"
 
     async def verify(self, token: str) -> Principal:
-        return _decode(
+        known = self._verified.get(token)
+        if known is not None:
+            return known
+        principal, expires = _decode(
             token,
             self._secret.get_secret_value(),
             algorithms=self._algorithms,
             audience=self._audience,
             issuer=self._issuer,
         )
+        self._verified.put(token, principal, expires)
+        return principal
 
 
 class JWKSVerifier:
@@ -188,6 +242,7 @@ class JWKSVerifier:
         max_age_seconds: float = 3600.0,
         failure_backoff_seconds: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        verified: VerifiedTokens | None = None,
     ) -> None:
         if not algorithms or not set(algorithms) <= ASYMMETRIC_ALGORITHMS:
             # An HMAC algorithm here would let a public key be used as an HMAC secret.
@@ -205,11 +260,18 @@ class JWKSVerifier:
         self._fetched_at: float | None = None
         self._next_fetch_at = 0.0
         self._lock = asyncio.Lock()
+        # Cleared whenever the keys are replaced: a key withdrawn from the JWKS stops
+        # vouching for the tokens it signed at the same refresh as before.
+        self._verified = VerifiedTokens() if verified is None else verified
 
     def __repr__(self) -> str:
         return f"JWKSVerifier({self._url!r}, audience={self._audience!r})"
 
     async def verify(self, token: str) -> Principal:
+        if not self._stale():
+            known = self._verified.get(token)
+            if known is not None:
+                return known
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -223,7 +285,11 @@ class JWKSVerifier:
         key = await self._key_for(kid)
         if key.algorithm_name != alg:
             raise errors.Unauthorized("algorithm not allowed")
-        return _decode(token, key, algorithms=[alg], audience=self._audience, issuer=self._issuer)
+        principal, expires = _decode(
+            token, key, algorithms=[alg], audience=self._audience, issuer=self._issuer
+        )
+        self._verified.put(token, principal, expires)
+        return principal
 
     async def _key_for(self, kid: str | None) -> jwt.PyJWK:
         key = self._lookup(kid)
@@ -262,6 +328,7 @@ class JWKSVerifier:
             self._next_fetch_at = now + self._failure_backoff
             return
         self._keys = keys
+        self._verified.clear()
         self._fetched_at = now
         self._next_fetch_at = now + self._min_refetch
 

@@ -1127,7 +1127,10 @@ def record_send_result(
 
 
 def ensure_live_orders_allowed(connection: Connection) -> None:
-    """The kill-switch gate: the environment is read now, on every request."""
+    """The kill-switch gate: the environment is read now, on every request that a switch
+    can cover (a live BYOB connection; paper and platform connections never are)."""
+    if not is_live_byob(connection.ownership, connection.tier):
+        return
     KillSwitches.from_environ().ensure_live_orders_allowed(
         slug=connection.broker_slug, ownership=connection.ownership, tier=connection.tier
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -21,9 +22,11 @@ from pydantic import SecretStr
 from app import errors
 from app.config import Settings
 from app.security.jwt import (
+    LEEWAY_SECONDS,
     HS256Verifier,
     JWKSVerifier,
     Principal,
+    VerifiedTokens,
     build_verifier,
     issue_dev_token,
     load_or_create_dev_secret,
@@ -119,6 +122,38 @@ async def test_expected_audience_is_required() -> None:
 async def test_leeway_accepts_a_token_expired_seconds_ago() -> None:
     token = jwt.encode(_claims(exp=datetime.now(UTC) - timedelta(seconds=5)), SECRET)
     assert (await HS256Verifier(SECRET).verify(token)).user_id == "user-1"
+
+
+async def test_a_verified_token_is_refused_again_once_it_expires() -> None:
+    """Verified tokens are remembered, never past their expiry (and its leeway)."""
+    verifier = HS256Verifier(SECRET)
+    now = int(datetime.now(UTC).timestamp())
+    # Within the leeway for about two more seconds.
+    token = jwt.encode(_claims(exp=now - LEEWAY_SECONDS + 2), SECRET, algorithm="HS256")
+    assert (await verifier.verify(token)).user_id == "user-1"
+    await asyncio.sleep(3.2)
+    assert "token expired" in (await _unauthorized(verifier, token)).detail
+
+
+def test_verified_tokens_expire_are_bounded_and_skip_long_tokens() -> None:
+    now = [1000.0]
+    verified = VerifiedTokens(size=2, max_token_length=10, wall=lambda: now[0])
+    alice, bob = Principal("alice", frozenset()), Principal("bob", frozenset())
+    verified.put("t-alice", alice, expires=1100.0)
+    assert verified.get("t-alice") == alice
+    assert verified.get("t-other") is None
+    now[0] = 1100.0 + LEEWAY_SECONDS
+    assert verified.get("t-alice") == alice
+    now[0] += 0.001
+    assert verified.get("t-alice") is None
+    assert len(verified) == 0
+    verified.put("x" * 11, bob, expires=2000.0)
+    assert verified.get("x" * 11) is None
+    verified.put("t-1", alice, expires=2000.0)
+    verified.put("t-2", bob, expires=2000.0)
+    verified.put("t-3", bob, expires=2000.0)  # full: starts over
+    assert len(verified) == 1
+    assert verified.get("t-3") == bob
 
 
 def test_weak_secrets_and_wrong_algorithms_are_refused() -> None:
@@ -238,6 +273,38 @@ async def test_jwks_unknown_kid_is_refused_and_refetches_at_most_once_a_minute(
         now[0] += 61
         assert (await verifier.verify(_rs256(stranger, "key-3"))).user_id == "user-1"
         assert jwks_server.hits == hits + 1
+
+
+async def test_a_token_whose_key_is_withdrawn_is_refused_after_the_keys_are_refreshed(
+    jwks_server: _JWKSServer,
+) -> None:
+    """A remembered token is not served past a refresh of the keys, whether another
+    token's unknown key or their age caused it: once its key is gone from the JWKS, it is
+    refused like any token of an unknown key."""
+    now = [5000.0]
+    withdrawn, kept, newcomer = _rsa(), _rsa(), _rsa()
+    jwks_server.publish("key-withdrawn", withdrawn)
+    jwks_server.publish("key-kept", kept)
+    async with httpx.AsyncClient() as http:
+        verifier = JWKSVerifier(jwks_server.url, http, monotonic=lambda: now[0])
+        token = _rs256(withdrawn, "key-withdrawn")
+        other = _rs256(kept, "key-kept", sub="user-2")
+        assert (await verifier.verify(token)).user_id == "user-1"
+        assert (await verifier.verify(other)).user_id == "user-2"
+        jwks_server.document["keys"] = [
+            k for k in jwks_server.document["keys"] if k["kid"] != "key-withdrawn"
+        ]
+        jwks_server.publish("key-new", newcomer)
+        now[0] += 61  # a token of a new key makes the verifier refetch (keys not stale)
+        assert (await verifier.verify(_rs256(newcomer, "key-new"))).user_id == "user-1"
+        assert "unknown signing key" in (await _unauthorized(verifier, token)).detail
+        assert (await verifier.verify(other)).user_id == "user-2"
+
+        now[0] += 3601  # stale keys: the next verification refreshes them first
+        jwks_server.document["keys"] = [
+            k for k in jwks_server.document["keys"] if k["kid"] != "key-kept"
+        ]
+        assert "unknown signing key" in (await _unauthorized(verifier, other)).detail
 
 
 async def test_jwks_refuses_hmac_tokens_and_reports_an_unreachable_jwks() -> None:
