@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,15 +50,18 @@ def lock_head_statement(dialect: str, when: Any = None) -> Any:
     yields one: ``OrderRepository.claim_and_insert`` sends it with the claim."""
     dialect_insert = postgres_insert if dialect == "postgresql" else sqlite_insert
     values = _head_values()
+    # On the table, not the mapped class: an ORM-enabled insert is annotated again on every
+    # execution, so its cache key would be computed per order.
+    heads: Table = AuditChainHead.__table__  # type: ignore[assignment]
     if when is None:
-        new_head = dialect_insert(AuditChainHead).values(values)
+        new_head = dialect_insert(heads).values(values)
     else:
         source = select(*(v.label(k) for k, v in values.items())).where(when.exists())
-        new_head = dialect_insert(AuditChainHead).from_select(list(values), source)
+        new_head = dialect_insert(heads).from_select(list(values), source)
     return new_head.on_conflict_do_update(
-        index_elements=[AuditChainHead.chain],
+        index_elements=[heads.c.chain],
         set_={"updated_at": new_head.excluded.updated_at},
-    ).returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
+    ).returning(heads.c.last_seq, heads.c.last_hash)
 
 
 class AuditChainHeadMissing(RuntimeError):

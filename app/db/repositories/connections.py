@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 
 from app.db.models import Account, Connection
 from app.db.repositories.scoped import UserScoped
@@ -182,16 +184,11 @@ class AccountRepository(UserScoped):
     ) -> tuple[Account, Connection] | None:
         """The account and its connection; ``fresh`` re-reads rows the session already holds
         (a connection revoked since they were loaded)."""
-        stmt = (
-            select(Account, Connection)
-            .join(Connection, Connection.id == Account.connection_id)
-            .where(Account.id == account_id)
-        )
-        if fresh:
-            stmt = stmt.execution_options(populate_existing=True)
+        stmt = _account_with_connection_statement(scoped=not self.is_system, fresh=fresh)
+        params = {"a_id": account_id}
         if not self.is_system:
-            stmt = stmt.where(Account.user_id == self.user_id)
-        row = (await self.session.execute(stmt)).first()
+            params["a_user_id"] = self.user_id
+        row = (await self.session.execute(stmt, params)).first()
         return None if row is None else (row[0], row[1])
 
     async def usable_on_brokers(
@@ -292,3 +289,19 @@ class AccountRepository(UserScoped):
         if account.user_id != self.user_id:
             raise PermissionError("account belongs to another user")
         self.session.add(account)
+
+
+@functools.cache
+def _account_with_connection_statement(*, scoped: bool, fresh: bool) -> Any:
+    """Built once per shape with bound parameters: every order reads its account through
+    it, and a statement built per call has its cache key computed per call."""
+    stmt = (
+        select(Account, Connection)
+        .join(Connection, Connection.id == Account.connection_id)
+        .where(Account.id == bindparam("a_id"))
+    )
+    if fresh:
+        stmt = stmt.execution_options(populate_existing=True)
+    if scoped:
+        stmt = stmt.where(Account.user_id == bindparam("a_user_id"))
+    return stmt

@@ -6,7 +6,7 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db.models import IdempotencyKey
@@ -34,13 +34,15 @@ def claim_statement(dialect: str) -> Any:
     """The claim (insert in flight, nothing when the user holds the key; RETURNING the
     record id), built once per dialect with ``k_<column>`` parameters: its compiled form and
     cache key are reused by every request."""
-    table = IdempotencyKey.__table__
+    table: Table = IdempotencyKey.__table__  # type: ignore[assignment]
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # On the table, not the mapped class (an ORM-enabled insert is annotated again, and its
+    # cache key computed, on every execution).
     return (
-        insert(IdempotencyKey)
+        insert(table)
         .values({c: bindparam(f"k_{c}", type_=table.c[c].type) for c in CLAIM_COLUMNS})
         .on_conflict_do_nothing(index_elements=["user_id", "key"])
-        .returning(IdempotencyKey.id)
+        .returning(table.c.id)
     )
 
 
