@@ -496,16 +496,7 @@ class OrderService:
         if not target.live_byob:
             return None
         assert head is not None
-        record = AuditRecord(
-            user_id=order.user_id,
-            action=action,
-            order_id=order.id,
-            account_id=order.account_id,
-            connection_id=target.connection_id,
-            broker_slug=target.broker_slug,
-            request_fingerprint=fingerprint,
-            outcome=outcome,
-        )
+        record = _audit_record(target, order, action, fingerprint, outcome)
         return self._ctx.audit.next_entry(record, *head, occurred_at=now)
 
     async def _write_audited(
@@ -553,16 +544,7 @@ class OrderService:
             target = _AuditTarget.of(target)
         if not target.live_byob:
             return
-        record = AuditRecord(
-            user_id=order.user_id,
-            action=action,
-            order_id=order.id,
-            account_id=order.account_id,
-            connection_id=target.connection_id,
-            broker_slug=target.broker_slug,
-            request_fingerprint=fingerprint,
-            outcome=outcome,
-        )
+        record = _audit_record(target, order, action, fingerprint, outcome)
         await self._ctx.audit.append(session, record, occurred_at=now)
 
     async def _submit(
@@ -577,10 +559,12 @@ class OrderService:
     ) -> StoredResponse:
         result = await send_order(adapter, account, order)
         repo = OrderRepository.for_user(session, order.user_id)
-        fresh = await repo.get_row(order.id, for_update=True)
-        assert fresh is not None  # committed above, and orders are never deleted
         target = _AuditTarget.of(connection)
-        head = await self._lock_head(session, target, order.user_id)
+        # The row, then the chain head: one statement on Postgres.
+        fresh, head = await repo.get_row_locking_head(
+            order.id, self._head_lock(target, order.user_id)
+        )
+        assert fresh is not None  # committed above, and orders are never deleted
         now = utcnow()
         keys = IdempotencyRepository.for_user(session, fresh.user_id)
         events: list[dict[str, Any]] = []
@@ -927,6 +911,22 @@ class _PaperClaim:
 
 class _KeyFreed(Exception):
     """A paper placement met its key held by an expired record, deleted now: place again."""
+
+
+def _audit_record(
+    target: _AuditTarget, order: Order, action: AuditAction, fingerprint: str, outcome: str
+) -> AuditRecord:
+    """What the audit chain records of an order action on ``target``."""
+    return AuditRecord(
+        user_id=order.user_id,
+        action=action,
+        order_id=order.id,
+        account_id=order.account_id,
+        connection_id=target.connection_id,
+        broker_slug=target.broker_slug,
+        request_fingerprint=fingerprint,
+        outcome=outcome,
+    )
 
 
 def paper_broker(adapter: BrokerAdapter) -> PaperAdapter | None:

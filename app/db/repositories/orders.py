@@ -275,6 +275,35 @@ class OrderRepository(UserScoped):
         row = (await self.session.execute(stmt, params)).mappings().one_or_none()
         return None if row is None else Order(**row)
 
+    async def get_row_locking_head(
+        self, order_id: str, head: HeadLock | None
+    ) -> tuple[Order | None, tuple[int, str] | None]:
+        """``get_row(order_id, for_update=True)`` and, when the order is found, the audit
+        chain ``head`` locked after it: its (last seq, last hash), None without ``head``.
+
+        On Postgres one statement (the head upsert selects from the locked row, so the row
+        lock is always taken first, as every other writer of both does); SQLite sends them
+        one after the other."""
+        dialect = self.session.get_bind().dialect.name
+        if head is None or dialect != "postgresql":
+            row = await self.get_row(order_id, for_update=True)
+            if row is None or head is None:
+                return row, None
+            audit = AuditRepository(self.session)
+            return row, await audit.lock_head(
+                head.chain, genesis_hash=head.genesis_hash, now=head.now
+            )
+        params = {"o_id": order_id}
+        if not self.is_system:
+            params["o_user_id"] = self.user_id
+        params |= lock_head_params(head.chain, genesis_hash=head.genesis_hash, now=head.now)
+        stmt = _row_and_head_statement(scoped=not self.is_system)
+        found = (await self.session.execute(stmt, params)).mappings().one_or_none()
+        if found is None:
+            return None, None
+        order = Order(**{column: found[column] for column in _ORDER_COLUMNS})
+        return order, (int(found["h_last_seq"]), str(found["h_last_hash"]))
+
     async def claim_and_insert(
         self, claim: dict[str, Any], order: Order, *, head: HeadLock | None = None
     ) -> tuple[bool, tuple[int, str] | None]:
@@ -457,6 +486,16 @@ def _get_row_statement(*, scoped: bool, for_update: bool) -> Any:
     if scoped:
         stmt = stmt.where(_ORDERS.c.user_id == bindparam("o_user_id"))
     return stmt.with_for_update() if for_update else stmt
+
+
+@functools.cache
+def _row_and_head_statement(*, scoped: bool) -> Any:
+    """Postgres: the order row locked, then (selecting from it) the audit chain head."""
+    locked = _get_row_statement(scoped=scoped, for_update=True).cte("locked_order")
+    head = lock_head_statement("postgresql", select(locked.c.id)).cte("locked_head")
+    return select(
+        *locked.c, head.c.last_seq.label("h_last_seq"), head.c.last_hash.label("h_last_hash")
+    ).select_from(locked.outerjoin(head, true()))
 
 
 @functools.cache
