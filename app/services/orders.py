@@ -224,14 +224,15 @@ class OrderService:
             if paper is not None:
                 # Claim last, with the answer: the whole placement is one transaction, and
                 # a held key rolls it all back (nothing placed twice).
-                response = await self._place_paper(
+                response, placed = await self._place_paper(
                     session,
                     paper,
                     account.broker_account_ref,
                     order,
                     _PaperClaim(keys, claim_terms, idempotency_key, fingerprint),
                 )
-                ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
+                if placed:  # not when the held key's first answer was given
+                    ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
                 return response
 
             head: tuple[int, str] | None = None
@@ -278,7 +279,7 @@ class OrderService:
         account_ref: str,
         order: Order,
         held: _PaperClaim,
-    ) -> StoredResponse:
+    ) -> tuple[StoredResponse, bool]:
         """Place on the paper broker inside this transaction: the paper books, the order
         row, its events and the idempotency record with its stored response commit
         together or not at all.
@@ -311,7 +312,7 @@ class OrderService:
         order: Order,
         held: _PaperClaim,
         exc: broker_errors.BrokerError,
-    ) -> StoredResponse:
+    ) -> tuple[StoredResponse, bool]:
         """The paper broker refused the order (its transaction is rolled back): record the
         rejected order, its events and the stored answer in a transaction of their own."""
         problem = to_app_error(exc)
@@ -336,10 +337,11 @@ class OrderService:
         events: list[dict[str, Any]],
         held: _PaperClaim,
         response: StoredResponse,
-    ) -> StoredResponse:
-        """Write the key with ``response``, the order and its events, and commit; a key the
-        user holds already rolls everything back and is answered as first sent. Raises
-        ``_KeyFreed`` when that key had expired (its record is deleted, committed)."""
+    ) -> tuple[StoredResponse, bool]:
+        """Write the key with ``response``, the order and its events, and commit: (the
+        answer, whether this order was recorded). A key the user holds already rolls
+        everything back and is answered as first sent (not recorded). Raises ``_KeyFreed``
+        when that key had expired (its record is deleted, committed)."""
         completed = held.keys.completed_params(
             held.claim, status=response.status, body=response.body
         )
@@ -351,11 +353,11 @@ class OrderService:
             await session.rollback()
             answer = await self._answer_held_key(held.keys, held.key, held.fingerprint)
             if answer is not None:
-                return answer
+                return answer, False
             await session.commit()
             raise _KeyFreed from None
         await session.commit()
-        return response
+        return response, True
 
     async def _answer_held_key(
         self, keys: IdempotencyRepository, key: str, fingerprint: str

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.db.models import Account, IdempotencyKey, Order, PaperAccount, PaperOrder
+from app.observability import ORDERS_TOTAL
 from app.services.clock import utcnow
 from tests.conftest import new_user
 from tests.harness import Harness
@@ -227,3 +228,18 @@ async def test_an_expired_key_meeting_a_refusal_is_recorded_afresh(harness: Harn
     assert again.status_code == 422
     assert again.json() == refused.json()
     assert await _orders_of(harness, account) == 2
+
+
+async def test_a_replayed_paper_order_is_not_counted_again(harness: Harness) -> None:
+    """The replay runs the placement and rolls it back (the key is claimed last): the
+    orders metric counts the order once."""
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    first = await harness.place(user, account, key=key, quantity="1")
+    status = first.json()["status"]
+    counted = ORDERS_TOTAL.labels(broker="paper", outcome=status)._value.get()
+    again = await harness.place(user, account, key=key, quantity="1")
+    assert again.json() == first.json()
+    assert ORDERS_TOTAL.labels(broker="paper", outcome=status)._value.get() == counted
+    assert await _orders_of(harness, account) == 1
