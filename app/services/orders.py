@@ -8,7 +8,8 @@ the stored response before the client hears anything. The paper broker is the ex
 its books are in our database, so a paper placement, modify or cancel runs the paper engine
 inside the order's own transaction (``PaperAdapter.place_order_in`` and siblings) and
 commits the paper books, the order row, the completed key and the events at once; there is
-no ``unknown`` for paper.
+no ``unknown`` for paper. Its key is claimed last, inserted with the stored response: a key
+held already rolls the whole placement back and is answered as first sent.
 
 The gates run in the order ARCHITECTURE.md gives, each before anything reaches the broker:
 
@@ -165,28 +166,20 @@ class OrderService:
     async def _place(
         self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str
     ) -> StoredResponse:
-        try:
-            return await self._place_once(
-                user_id=user_id,
-                account_id=account_id,
-                body=body,
-                idempotency_key=idempotency_key,
-                path=path,
-            )
-        except _KeyFreed:
-            # A paper placement found the key held by an expired record, now deleted:
-            # placed afresh, once (a racing request that took it meanwhile is answered).
-            pass
-        try:
-            return await self._place_once(
-                user_id=user_id,
-                account_id=account_id,
-                body=body,
-                idempotency_key=idempotency_key,
-                path=path,
-            )
-        except _KeyFreed:
-            raise errors.RequestInProgress(headers={"Retry-After": "1"}) from None
+        # A paper placement that met its key held by an expired record (deleted now) is
+        # placed afresh, once; a racing request that took the key meanwhile is answered.
+        for _attempt in range(2):
+            try:
+                return await self._place_once(
+                    user_id=user_id,
+                    account_id=account_id,
+                    body=body,
+                    idempotency_key=idempotency_key,
+                    path=path,
+                )
+            except _KeyFreed:
+                continue
+        raise errors.RequestInProgress(headers={"Retry-After": "1"})
 
     async def _place_once(
         self, *, user_id: str, account_id: str, body: OrderCreate, idempotency_key: str, path: str

@@ -25,7 +25,13 @@ from app.config import Settings  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.security.jwt import issue_dev_token  # noqa: E402
-from scripts.bench.launch import AlpacaKey, fake_alpaca, new_keyring  # noqa: E402
+from scripts.bench.launch import (  # noqa: E402
+    AlpacaKey,
+    cpu_ms_between,
+    cpu_ticks,
+    fake_alpaca,
+    new_keyring,
+)
 from tests.fakes.runner import serve_asgi  # noqa: E402
 from tests.postgres import fresh_database, postgres_server  # noqa: E402
 
@@ -87,8 +93,9 @@ async def serve_gateway(config: dict[str, str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(config: dict[str, str]) -> AsyncIterator[str]:
-    """``serve_gateway`` in its own process (its CPU is not this one's); yields its URL."""
+async def gateway_process(config: dict[str, str]) -> AsyncIterator[tuple[str, int]]:
+    """``serve_gateway`` in its own process (its CPU is not this one's); yields its URL
+    and process id."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -104,7 +111,7 @@ async def gateway_process(config: dict[str, str]) -> AsyncIterator[str]:
                 raise RuntimeError("the gateway process stopped during start-up")
             if line.startswith(b"http://"):
                 break
-        yield line.decode().strip()
+        yield line.decode().strip(), proc.pid
     finally:
         proc.terminate()
         await proc.wait()
@@ -124,7 +131,7 @@ async def main(orders: int, latency_ms: float, kind: str, concurrency: int) -> N
                 "keyring": keyring,
                 "fake_url": fake_url,
             }
-            async with gateway_process(gateway_config) as gateway_url:
+            async with gateway_process(gateway_config) as (gateway_url, gateway_pid):
                 token = issue_dev_token(SecretStr(jwt_secret), "bench-user")
                 auth = {"Authorization": f"Bearer {token}"}
                 limits = httpx.Limits(max_connections=concurrency * 2)
@@ -193,8 +200,13 @@ async def main(orders: int, latency_ms: float, kind: str, concurrency: int) -> N
                             straight.append((time.perf_counter() - started) * 1000)
                             assert answer.status_code == 200, answer.text
 
+                    before = cpu_ticks([gateway_pid])
                     await asyncio.gather(*(paper_worker(w) for w in range(concurrency)))
+                    between = cpu_ticks([gateway_pid])
                     await asyncio.gather(*(live_worker(w) for w in range(concurrency)))
+                    after = cpu_ticks([gateway_pid])
+                    paper_cpu = cpu_ms_between(before, between) / orders
+                    live_cpu = cpu_ms_between(between, after) / orders
     # Pairs interleave within a worker; at c>1 the pairing is by completion order, so the
     # overhead row compares the two distributions' percentiles rather than pairs.
     store = "Postgres" if kind == "postgres" else "SQLite"
@@ -213,6 +225,10 @@ async def main(orders: int, latency_ms: float, kind: str, concurrency: int) -> N
     print(f"overhead  p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   (gateway - direct, per percentile)")
     print("target at concurrency 1: overhead p50 <= 3 ms, p99 <= 10 ms")
     print("paper = the same order through the gateway to the paper broker (no broker call)")
+    print(
+        f"gateway process CPU per order: live {live_cpu:.2f} ms, paper {paper_cpu:.2f} ms "
+        "(the fake's and the client's not included)"
+    )
 
 
 def direct_body(tag: str) -> dict[str, str]:
