@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import event  # noqa: E402
 
 from app.db.migrate import upgrade  # noqa: E402
+from app.db.rate_limits import PostgresRateLimiter  # noqa: E402
 from app.db.repositories.connections import AccountRepository  # noqa: E402
 from tests.conftest import new_user  # noqa: E402
 from tests.postgres import fresh_database, postgres_server  # noqa: E402
@@ -64,6 +65,17 @@ class Counter:
             if "FOR UPDATE" in statement.upper():
                 table += " (locked)"
             self.statements[f"{kind} {table}".strip()] += 1
+
+        # The shared rate limit's slot is taken on the asyncpg driver directly (no SQLAlchemy
+        # event sees it): counted here, one autocommit statement per take.
+        reserve = PostgresRateLimiter.reserve
+        counter = self
+
+        async def counted(limiter: Any, *args: Any, **kwargs: Any) -> float:
+            counter.statements["WITH rate_limit_buckets (driver)"] += 1
+            return await reserve(limiter, *args, **kwargs)
+
+        PostgresRateLimiter.reserve = counted  # type: ignore[method-assign]
 
         @event.listens_for(sync, "begin")
         def _begin(conn: Any) -> None:
