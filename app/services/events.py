@@ -72,6 +72,7 @@ CLOSES = Counter("brokerage_stream_closes_total", "Stream connections closed by 
 SENT = Counter(
     "brokerage_stream_events_sent_total", "Event frames sent to WebSocket subscribers", ["path"]
 )
+_SENT_LIVE = SENT.labels(path="live")
 MARKET_SENT = Counter(
     "brokerage_market_frames_sent_total", "Market-data frames written to WebSocket clients"
 )
@@ -265,6 +266,7 @@ class StreamSession:
         """The live hot path: queued frames above our cursor, in order, under one lock."""
         clock = asyncio.get_running_loop().time
         send = self._ws.send_text
+        sent = 0
         async with self._send_lock:
             try:
                 for event_id, frame in items:
@@ -272,11 +274,15 @@ class StreamSession:
                         self._sending_since = clock()
                         await send(frame)
                         self._cursor = event_id
-                        SENT.labels(path="live").inc()
+                        sent += 1
             except Exception as exc:
                 raise _PeerGone() from exc
             finally:
                 self._sending_since = None
+                # Counted once per batch: a labelled child looked up per frame was about a
+                # twentieth of the fan-out's CPU at 80,000 frames a second.
+                if sent:
+                    _SENT_LIVE.inc(sent)
 
     async def _close(self, code: CloseCode, error: ErrorCode | None, detail: str = "") -> None:
         """Say why (when there is something to say), close, and end the session. Once."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from app.db.repositories.orders import OrderEventRepository
+from app.services.events import SENT
 from tests.conftest import new_user
 from tests.streaming.support import Instance, append_events, event_ids
 
@@ -183,3 +184,23 @@ async def test_many_subscribers_of_one_user_each_get_everything_once(instance: I
         ids = await producer
         for client in (one, two, three):
             assert cursors(await client.events(len(ids))) == ids
+
+
+async def test_live_frames_are_counted_in_the_sent_metric(instance: Instance) -> None:
+    """``brokerage_stream_events_sent_total{path="live"}`` counts every live frame (it is
+    counted once per batch the writer sends)."""
+    user = new_user()
+    account = await instance.paper_account(user)
+    live = SENT.labels(path="live")
+    async with instance.client() as client:
+        await client.auth(instance.token(user))
+        subscribed = await client.subscribe("*", after=None)
+        before = live._value.get()
+        await instance.place(user, account)
+        await instance.place(user, account)
+        truth = await event_ids(instance.sessionmaker, user, after=int(subscribed["after"] or 0))
+        assert cursors(await client.events(len(truth))) == truth
+        async with asyncio.timeout(5):
+            while live._value.get() < before + len(truth):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert live._value.get() == before + len(truth)
