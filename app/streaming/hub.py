@@ -340,14 +340,17 @@ class Hub:
                 for watcher in self._watchers:
                     watcher.connection_ended(row.connection_id)
             subs = self._by_user.get(row.user_id)
+            # Read off the row once: an ORM attribute costs more than a local, and this
+            # loop runs once per subscriber per event.
+            event_id, account_id = row.id, row.account_id
             if subs:
                 frame = event_frame(row)
                 offered = 0
                 for sub in subs:
-                    if sub.wants(row.account_id):
-                        sub.offer(row.id, row.account_id, frame)
+                    if sub.wants(account_id):
+                        sub.offer(event_id, account_id, frame)
                         offered += 1
                 if offered:
                     DISPATCHED.inc(offered)
-                self._recent[row.user_id].append(row.id, row.account_id, frame)
-            self._head = row.id
+                self._recent[row.user_id].append(event_id, account_id, frame)
+            self._head = event_id
