@@ -119,11 +119,8 @@ async def test_key_in_flight_is_409(harness: Harness) -> None:
     assert response.headers["retry-after"] == "1"
 
 
-async def test_an_expired_key_counts_as_new(harness: Harness) -> None:
-    user = new_user()
-    _, account = await harness.paper_account(user)
-    key = uuid.uuid4().hex
-    first = await harness.place(user, account, key=key)
+async def _expire(harness: Harness, user: str, key: str) -> None:
+    """Make the user's record of ``key`` expired a second ago."""
     async with harness.state.ctx.sessionmaker() as session:
         await session.execute(
             update(IdempotencyKey)
@@ -131,6 +128,14 @@ async def test_an_expired_key_counts_as_new(harness: Harness) -> None:
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
         await session.commit()
+
+
+async def test_an_expired_key_counts_as_new(harness: Harness) -> None:
+    user = new_user()
+    _, account = await harness.paper_account(user)
+    key = uuid.uuid4().hex
+    first = await harness.place(user, account, key=key)
+    await _expire(harness, user, key)
     second = await harness.place(user, account, key=key)
     assert second.status_code == 201
     assert second.json()["id"] != first.json()["id"]
@@ -215,13 +220,7 @@ async def test_an_expired_key_meeting_a_refusal_is_recorded_afresh(harness: Harn
     key = uuid.uuid4().hex
     first = await harness.place(user, account, key=key, quantity="1")
     assert first.status_code == 201
-    async with harness.state.ctx.sessionmaker() as session:
-        await session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.user_id == user, IdempotencyKey.key == key)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
-        await session.commit()
+    await _expire(harness, user, key)
     refused = await harness.place(user, account, key=key, quantity="1000000")
     assert refused.status_code == 422, refused.text
     again = await harness.place(user, account, key=key, quantity="1000000")
