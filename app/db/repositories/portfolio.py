@@ -7,9 +7,11 @@ snapshot with an older one (two overlapping portfolio requests may finish out of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db.models import PortfolioSnapshot
@@ -29,12 +31,12 @@ class PortfolioSnapshotRepository(UserScoped):
         return {row.account_id: row for row in rows}
 
     async def save(self, snapshots: Sequence[PortfolioSnapshot]) -> None:
-        """Insert or replace these snapshots (one statement), unless the stored one is newer.
+        """Insert or replace these snapshots (one cached statement, executemany), unless
+        the stored one is newer.
 
         Rows go in account id order so two concurrent requests of one user lock them in the
-        same order (no deadlock). At most one snapshot per account (Postgres refuses to
-        update a row twice in one statement). Raises ``PermissionError`` for another user's
-        row; the caller commits.
+        same order (no deadlock). Raises ``PermissionError`` for another user's row; the
+        caller commits.
         """
         if not snapshots:
             return
@@ -54,11 +56,32 @@ class PortfolioSnapshotRepository(UserScoped):
             }
             for s in sorted(snapshots, key=lambda s: s.account_id)
         ]
-        stmt = (postgresql.insert if postgres else sqlite.insert)(PortfolioSnapshot).values(rows)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[PortfolioSnapshot.account_id],
-            set_={k: stmt.excluded[k] for k in rows[0] if k != "account_id"},
-            where=(PortfolioSnapshot.user_id == stmt.excluded.user_id)
-            & (PortfolioSnapshot.taken_at <= stmt.excluded.taken_at),
-        )
-        await self.session.execute(stmt)
+        # One statement built once, sent with every row's parameters (executemany): a
+        # multi-row VALUES built per call had its cache key computed over every value.
+        await self.session.execute(_upsert_statement(postgres), rows)
+
+
+_COLUMNS = (
+    "account_id",
+    "user_id",
+    "currency",
+    "cash",
+    "equity",
+    "buying_power",
+    "positions",
+    "taken_at",
+)
+
+
+@functools.cache
+def _upsert_statement(postgres: bool) -> Any:
+    """Insert a snapshot, or replace the stored one unless that one is newer (or another
+    user's), per row of an executemany."""
+    table: Table = PortfolioSnapshot.__table__  # type: ignore[assignment]
+    stmt = (postgresql.insert if postgres else sqlite.insert)(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.account_id],
+        set_={k: stmt.excluded[k] for k in _COLUMNS if k != "account_id"},
+        where=(table.c.user_id == stmt.excluded.user_id)
+        & (table.c.taken_at <= stmt.excluded.taken_at),
+    )
