@@ -189,7 +189,6 @@ class HS256Verifier:
         audience: str | None = None,
         issuer: str | None = None,
         algorithms: Sequence[str] = ("HS256",),
-        verified: VerifiedTokens | None = None,
     ) -> None:
         value = _secret_value(secret)
         _check_hmac_secret(value)
@@ -199,7 +198,7 @@ class HS256Verifier:
         self._audience = audience
         self._issuer = issuer
         self._algorithms = tuple(algorithms)
-        self._verified = VerifiedTokens() if verified is None else verified
+        self._verified = VerifiedTokens()
 
     def __repr__(self) -> str:
         return f"HS256Verifier(audience={self._audience!r}, issuer={self._issuer!r})"
@@ -242,7 +241,6 @@ class JWKSVerifier:
         max_age_seconds: float = 3600.0,
         failure_backoff_seconds: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
-        verified: VerifiedTokens | None = None,
     ) -> None:
         if not algorithms or not set(algorithms) <= ASYMMETRIC_ALGORITHMS:
             # An HMAC algorithm here would let a public key be used as an HMAC secret.
@@ -262,7 +260,7 @@ class JWKSVerifier:
         self._lock = asyncio.Lock()
         # Cleared whenever the keys are replaced: a key withdrawn from the JWKS stops
         # vouching for the tokens it signed at the same refresh as before.
-        self._verified = VerifiedTokens() if verified is None else verified
+        self._verified = VerifiedTokens()
 
     def __repr__(self) -> str:
         return f"JWKSVerifier({self._url!r}, audience={self._audience!r})"

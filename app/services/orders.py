@@ -295,7 +295,7 @@ class OrderService:
         apply_broker_order(session, order, report, utcnow(), events=events)
         response = StoredResponse(201, OrderOut.from_row(order).model_dump(mode="json"))
         # The paper books first, then the key, the order and its events in one statement
-        # (events last: they take the outbox lock until the commit).
+        # (events last; their ids are drawn at COMMIT, app/streaming/outbox.py).
         await session.flush()
         return await self._commit_paper(session, order, events, held, response)
 

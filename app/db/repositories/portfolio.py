@@ -44,16 +44,7 @@ class PortfolioSnapshotRepository(UserScoped):
             raise PermissionError("snapshot belongs to another user")
         postgres = self.session.get_bind().dialect.name == "postgresql"
         rows = [
-            {
-                "account_id": s.account_id,
-                "user_id": s.user_id,
-                "currency": s.currency,
-                "cash": s.cash,
-                "equity": s.equity,
-                "buying_power": s.buying_power,
-                "positions": s.positions,
-                "taken_at": s.taken_at,
-            }
+            {column: getattr(s, column) for column in _COLUMNS}
             for s in sorted(snapshots, key=lambda s: s.account_id)
         ]
         # One statement built once, sent with every row's parameters (executemany): a
