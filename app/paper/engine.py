@@ -717,7 +717,7 @@ class PaperEngine:
             )
             account.updated_at = now
             self._evaluate(store, account, order, positions, now)
-            await self._write_core(session, store, order)
+            await self._write_core(store, order)
             return to_broker_order(order)
 
     def _equity_quantity(self, request: OrderRequest, now: datetime) -> Decimal:
@@ -1097,7 +1097,7 @@ class PaperEngine:
             )
             account.updated_at = now
             self._evaluate(store, account, order, positions, now)
-            await self._write_core(session, store, order)
+            await self._write_core(store, order)
             return to_broker_order(order)
 
     @contextlib.asynccontextmanager
@@ -1111,15 +1111,17 @@ class PaperEngine:
             yield own
             await own.commit()
 
-    async def _write_core(
-        self, session: AsyncSession, store: PaperStore, order: PaperOrder | None = None
-    ) -> None:
+    async def _write_core(self, store: PaperStore, order: PaperOrder | None = None) -> None:
         """Write a Core-mode store's changes (and the new ``order``, in its final state,
-        ahead of its fills); a reused client order id is refused."""
+        ahead of its fills); a reused client order id is refused.
+
+        Never rolls back itself: the transaction is the caller's (its own session's, closed
+        unfinished when the refusal leaves ``_writing``; or a caller's, which may hold this
+        write in a savepoint and must keep what came before it).
+        """
         try:
             await store.write_core(new_order=order)
         except ClientOrderIdTaken as exc:
-            await session.rollback()
             raise broker_errors.Rejected("client_order_id must be unique", broker="paper") from exc
 
     @_exact_money

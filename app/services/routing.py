@@ -23,6 +23,9 @@ kill-switch may have flipped), the credential is opened and the broker's own sym
 runs; a refusal there is a ``skipped`` attempt. Then, as on the account route, the attempt's
 order row (its own id and client order id, so reconciliation at each broker stays per
 order) is committed before the broker call, with the route and the Idempotency-Key claim.
+The paper broker's books are in our database: a paper route (all its candidates are paper
+accounts) runs every attempt inside one transaction, each in a savepoint, and commits once
+at its end with the key completed; a crash leaves nothing of it.
 
 Failover happens only when the broker DEFINITIVELY did not take the order: rejected, or
 never reached (429, connection refused), and our order row agrees (``rejected``; a stream
@@ -51,6 +54,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
+from app.brokers import errors as broker_errors
 from app.brokers.base import AssetClass, BrokerAdapter, OrderStatus
 from app.brokers.symbols import asset_class_of
 from app.db.models import Account, Connection, Order, OrderRoute, RouteAttempt
@@ -60,6 +64,7 @@ from app.db.repositories.orders import OrderRepository
 from app.db.repositories.routing import RouteRepository, RoutingRuleRepository
 from app.ids import new_id
 from app.observability import ORDERS_TOTAL
+from app.paper.adapter import PaperAdapter
 from app.schemas.orders import Order as OrderOut
 from app.schemas.routing import (
     CandidateSource,
@@ -83,12 +88,15 @@ from app.services.order_updates import append_order_event
 from app.services.orders import (
     OrderService,
     SendOutcome,
+    SendResult,
     StoredResponse,
     answer_existing,
     audit_outcome,
     check_at_broker,
     new_order_row,
+    order_request_for,
     order_symbol,
+    paper_broker,
     record_send_result,
     request_fingerprint,
     send_order,
@@ -351,7 +359,6 @@ class RoutingService:
             await self._orders.audit(
                 session, ready.connection, order, "place", fingerprint, order.status, now
             )
-            await session.commit()
             return await self._run(
                 session, user_id, body, plan, route, ready, order, attempt, record_id, fingerprint
             )
@@ -369,25 +376,46 @@ class RoutingService:
         record_id: str,
         fingerprint: str,
     ) -> StoredResponse:
-        """Send the committed attempt; on a definitive refusal commit its result together
-        with the next attempt's order row, and send that; stop at the first acceptance,
-        unknown outcome or the last candidate."""
+        """Send the attempt (written, not committed yet); on a definitive refusal record its
+        result with the next attempt's order row, and send that; stop at the first
+        acceptance, unknown outcome or the last candidate.
+
+        An outside broker is called only after the attempt's order row is committed (with
+        the route, the key claim and the previous attempt's result). The paper broker's
+        books are in our database: a paper attempt runs inside the route's transaction, and
+        a paper route (routes never mix paper and live) commits once, at its end, with the
+        key completed: all of it or nothing, and no ``unknown``.
+        """
         keys = IdempotencyRepository.for_user(session, user_id)
         routes = RouteRepository.for_user(session, user_id)
         refusals: list[errors.AppError] = []
         while True:
-            result = await send_order(ready.adapter, ready.account, order)
+            paper = paper_broker(ready.adapter)
+            if paper is None:
+                await session.commit()
+                result = await send_order(ready.adapter, ready.account, order)
+            else:
+                result = await _send_in_transaction(session, paper, ready.account, order)
             skipped: list[_Skip] = []
             following: _Ready | None = None
             if body.is_auto and result.outcome in (SendOutcome.rejected, SendOutcome.not_sent):
                 # Gates and symbol check of the next candidates before anything is locked:
                 # they may read from brokers.
                 following = await self._next_ready(
-                    session, user_id, body, plan, ready.index + 1, skipped
+                    session,
+                    user_id,
+                    body,
+                    plan,
+                    ready.index + 1,
+                    skipped,
+                    in_transaction=paper is not None,
                 )
 
             now = utcnow()
-            fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
+            fresh: Order | None = order
+            if paper is None:
+                # Re-read: a stream update or reconciliation may have moved it meanwhile.
+                fresh = await OrderRepository.for_system(session).get(order.id, for_update=True)
             assert fresh is not None  # committed before the call; orders are never deleted
             problem = record_send_result(session, fresh, result, now)
             refused = (
@@ -431,7 +459,6 @@ class RoutingService:
                 await self._orders.audit(
                     session, following.connection, order, "place", fingerprint, order.status, now
                 )
-                await session.commit()
                 log.info(
                     "order routed on after a definitive refusal",
                     extra={"route_id": route.id, "order_id": order.id, "seq": attempt.seq},
@@ -463,12 +490,21 @@ class RoutingService:
         plan: _Plan,
         start: int,
         skipped: list[_Skip],
+        *,
+        in_transaction: bool = False,
     ) -> _Ready | None:
         """The first candidate from ``start`` that passes every gate now (re-read: a
         kill-switch or the connection may have changed since the decision), with its
         credential opened and the broker's symbol check passed. Refused candidates are
         appended to ``skipped``. Leaves no transaction open (SQLite's one writer must not
-        wait on a broker)."""
+        wait on a broker), except ``in_transaction``: a paper route's one transaction stays
+        open (its candidates are paper accounts, whose checks read no outside broker).
+        """
+
+        async def end_reads() -> None:
+            if not in_transaction:
+                await session.commit()
+
         for index in range(start, len(plan.candidates)):
             candidate = plan.candidates[index]
             try:
@@ -479,7 +515,11 @@ class RoutingService:
                     raise errors.NotFound("no such account")
                 account, connection = found
                 await self._orders.check_gates(session, user_id, account, connection, body)
-                if self._ctx.tokens is not None and self._ctx.access_token_due(connection):
+                if (
+                    not in_transaction
+                    and self._ctx.tokens is not None
+                    and self._ctx.access_token_due(connection)
+                ):
                     # An OAuth access token at or near expiry is refreshed first (outside any
                     # transaction: SQLite's one writer), then the connection is read again.
                     await session.commit()
@@ -493,14 +533,14 @@ class RoutingService:
                         raise errors.NotFound("no such account")
                     account, connection = found
                 adapter = await self._ctx.adapter_for(session, connection, for_order=True)
-                await session.commit()
+                await end_reads()
                 await _check_at_broker(adapter, account.broker_account_ref, body)
             except errors.AppError as exc:
-                await session.commit()
+                await end_reads()
                 skipped.append(_Skip(candidate.account_id, candidate.broker, exc))
                 continue
             return _Ready(index, account, connection, adapter)
-        await session.commit()
+        await end_reads()
         return None
 
     # --- read --------------------------------------------------------------------------
@@ -700,6 +740,27 @@ async def _check_at_broker(
     except Exception as exc:
         log.exception("the broker's order check failed unexpectedly")
         raise errors.BrokerUnavailable("the broker's symbol check failed") from exc
+
+
+async def _send_in_transaction(
+    session: AsyncSession, paper: PaperAdapter, account: Account, order: Order
+) -> SendResult:
+    """Place an attempt on the paper broker inside the route's transaction, in a savepoint.
+
+    A refusal rolls back only this attempt's paper books, and with them its paper account
+    lock, before the next candidate's is taken (two routes never hold one account's lock
+    while waiting for another's). Nothing outside our database is involved, so every
+    refusal is definitive (the paper broker raises only ``Rejected`` kinds). Any other
+    failure propagates and the whole route rolls back: nothing placed, the key free.
+    """
+    try:
+        async with session.begin_nested():
+            report = await paper.place_order_in(
+                session, account.broker_account_ref, order_request_for(order)
+            )
+    except broker_errors.Rejected as exc:
+        return SendResult(None, exc)
+    return SendResult(report, None)
 
 
 def _clip(text: str | None) -> str | None:

@@ -246,3 +246,103 @@ async def test_a_paper_refusal_is_recorded_whole_and_moves_no_money(
         assert (after["paper_orders"], after["cash"], after["seq"]) == (0, Decimal("100000"), 0)
         replay = await h.place(user, account, key="too-big", quantity="100000")
         assert (replay.status_code, replay.json()) == (422, poor.json())
+
+
+# --- a routed paper order (POST /v1/orders): the route is one transaction too -------------
+
+# (table event, SQLite WHEN, Postgres WHEN): statements of a route whose first paper account
+# refuses the order (too little cash) and whose second fills it.
+ROUTE_STATEMENTS = {
+    "key claim": ("INSERT ON idempotency_keys", "1", "true"),
+    "route": ("INSERT ON order_routes", "1", "true"),
+    "first attempt": ("INSERT ON route_attempts", "NEW.seq = 1", "NEW.seq = 1"),
+    "first attempt's refusal": (
+        "UPDATE ON route_attempts",
+        "NEW.outcome = 'rejected'",
+        "NEW.outcome = 'rejected'",
+    ),
+    "rejected order's event": (
+        "INSERT ON order_events",
+        "NEW.type = 'order.rejected'",
+        "NEW.type = 'order.rejected'",
+    ),
+    "second attempt": ("INSERT ON route_attempts", "NEW.seq = 2", "NEW.seq = 2"),
+    "second paper account": ("UPDATE ON paper_accounts", "NEW.seq > 0", "NEW.seq > 0"),
+    "second paper order": ("INSERT ON paper_orders", "1", "true"),
+    "filled order's event": (
+        "INSERT ON order_events",
+        "NEW.type = 'order.filled'",
+        "NEW.type = 'order.filled'",
+    ),
+    "stored response": (
+        "UPDATE ON idempotency_keys",
+        "NEW.state = 'completed'",
+        "NEW.state = 'completed'",
+    ),
+}
+
+
+async def _route(h: Harness, user: str, key: str) -> httpx.Response:
+    body = {
+        "account_id": "auto",
+        "symbol": "AAPL",
+        "side": "buy",
+        "quantity": "1",
+        "order_type": "market",
+    }
+    return await h.client.post(
+        "/v1/orders", json=body, headers=h.auth(user, **{"Idempotency-Key": key})
+    )
+
+
+async def _route_rows(h: Harness, user: str) -> tuple[int, int]:
+    async with h.state.ctx.sessionmaker() as session:
+        routes = await session.execute(
+            text("SELECT count(*) FROM order_routes WHERE user_id = :u"), {"u": user}
+        )
+        attempts = await session.execute(
+            text("SELECT count(*) FROM route_attempts WHERE user_id = :u"), {"u": user}
+        )
+        return int(routes.scalar_one()), int(attempts.scalar_one())
+
+
+@pytest.mark.parametrize("statement", list(ROUTE_STATEMENTS))
+async def test_a_failure_at_any_statement_of_a_paper_route_leaves_nothing(
+    db_url: str, tmp_path: Path, statement: str
+) -> None:
+    """Both attempts, the route and the key commit together: a failure after the first
+    paper account refused (or after the second filled) leaves not even the refused order,
+    and the same key then routes afresh."""
+    async with own_gateway(db_url, tmp_path) as (h, dialect):
+        user = new_user()
+        _, poor = await h.paper_account(user, starting_cash="10")  # the oldest: tried first
+        _, rich = await h.paper_account(user)
+        poor_ref, rich_ref = await _paper_ref(h, poor), await _paper_ref(h, rich)
+        before = {ref: await _counts(h, user, ref) for ref in (poor_ref, rich_ref)}
+        assert before[rich_ref] == NOTHING
+        table, when_sqlite, when_pg = ROUTE_STATEMENTS[statement]
+        await _run(h, _fault(dialect, table, when_sqlite, when_pg))
+
+        failed = await _route(h, user, "one-route")
+        assert failed.status_code == 500, failed.text
+        assert {ref: await _counts(h, user, ref) for ref in before} == before
+        assert before[poor_ref]["orders"] == 0  # no order, key or event of the user at all
+        assert await _route_rows(h, user) == (0, 0)
+
+        await _run(h, _unfault(dialect, table))
+        routed = await _route(h, user, "one-route")
+        assert routed.status_code == 201, routed.text
+        body = routed.json()
+        assert [(a["account_id"], a["outcome"], a["code"]) for a in body["route"]["attempts"]] == [
+            (poor, "rejected", "insufficient_funds"),
+            (rich, "accepted", None),
+        ]
+        assert (body["order"]["account_id"], body["order"]["status"]) == (rich, "filled")
+        after_poor, after_rich = await _counts(h, user, poor_ref), await _counts(h, user, rich_ref)
+        # Two order rows (the refused one and the filled one), four events, one key.
+        assert (after_rich["orders"], after_rich["keys"], after_rich["events"]) == (2, 1, 4)
+        assert (after_poor["paper_orders"], after_poor["cash"]) == (0, Decimal("10"))
+        assert (after_rich["paper_orders"], after_rich["paper_fills"]) == (1, 1)
+        assert await _route_rows(h, user) == (1, 2)
+        replay = await _route(h, user, "one-route")
+        assert (replay.status_code, replay.json()) == (201, body)
