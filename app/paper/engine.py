@@ -603,12 +603,13 @@ class PaperEngine:
         quantity = self._equity_quantity(request, now)
         async with self._writing(session) as session:
             store = PaperStore(session, core=True)
-            # Two statements on purpose: the position is read after the account lock is
-            # held (see ``PaperStore.core_position``).
-            account = await store.core_account(account_id, owner)
+            # The position is read after the account lock is held (one round trip on
+            # Postgres, see ``PaperStore.core_account_and_position``).
+            account, position = await store.core_account_and_position(
+                account_id, owner, request.symbol
+            )
             if account is None:
                 raise broker_errors.OrderNotFound("no such paper account", broker="paper")
-            position = await store.core_position(account.id, request.symbol)
             positions: dict[PositionKey, PaperPosition] = {}
             if position is not None:
                 positions[(account.id, request.symbol)] = position

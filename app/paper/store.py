@@ -9,8 +9,9 @@ keeps the lock order fixed, so the paths cannot deadlock each other. SQLite igno
 ``FOR UPDATE``; there the single writer (``BEGIN IMMEDIATE``) gives the same guarantees.
 
 Statement budget (the order path is benchmarked, ``scripts/bench/order_profile.py``): an
-equity placement or cancel reads with Core (the locked account, then its position; a cancel
-also the locked order) and writes everything it changed with ``write_core``: one statement
+equity placement or cancel reads with Core (the locked account, then its position: one
+round trip on Postgres for a placement, ``core_account_and_position``; a cancel also the
+locked order) and writes everything it changed with ``write_core``: one statement
 on Postgres (data-modifying CTEs), one per row on SQLite. Reserved cash is a running figure
 on the account row, never a SUM over orders. Option orders, modify, the ticker and expiry
 settlement still go through the ORM session.
@@ -24,7 +25,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Select, Table, bindparam, insert, select, update
+from sqlalchemy import JSON, Select, Table, bindparam, func, insert, select, true, update
+from sqlalchemy import column as sql_column
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -139,6 +141,34 @@ class PaperStore:
         )
         row = found.mappings().one_or_none()
         return None if row is None else self._keep(PaperPosition(**row))
+
+    async def core_account_and_position(
+        self, account_id: str, owner: str, symbol: str
+    ) -> tuple[PaperAccount | None, PaperPosition | None]:
+        """``core_account`` then ``core_position``, in one round trip on Postgres.
+
+        The position is still read after the lock is held, in a snapshot taken after it:
+        the statement calls ``paper_account_locked`` and then, per locked row,
+        ``paper_position_now``, a ``VOLATILE`` function whose query takes a fresh snapshot
+        (migration 0018). SQLite, whose one writer serialises placements, reads twice.
+        """
+        if self.session.get_bind().dialect.name != "postgresql":
+            account = await self.core_account(account_id, owner)
+            if account is None:
+                return None, None
+            return account, await self.core_position(account.id, symbol)
+        found = await self.session.execute(
+            _locked_account_and_position_statement(),
+            {"a_id": account_id, "a_owner": owner, "p_symbol": symbol},
+        )
+        row = found.mappings().one_or_none()
+        if row is None:
+            return None, None
+        account = self._keep(PaperAccount(**{c.key: row[f"a_{c.name}"] for c in _ACCOUNTS.columns}))
+        if row[f"p_{_POSITIONS.c.paper_account_id.name}"] is None:
+            return account, None
+        position = PaperPosition(**{c.key: row[f"p_{c.name}"] for c in _POSITIONS.columns})
+        return account, self._keep(position)
 
     async def core_positions(self, account_id: str) -> list[PaperPosition]:
         """Every position row of the account (read after its lock is held, as above)."""
@@ -382,6 +412,25 @@ def _locked_account_statement() -> Any:
         .where(_ACCOUNTS.c.id == bindparam("a_id"), _ACCOUNTS.c.owner == bindparam("a_owner"))
         .with_for_update()
     )
+
+
+@functools.cache
+def _locked_account_and_position_statement() -> Any:
+    """Postgres: the locked account and, read after the lock, its position (migration
+    0018's functions); columns ``a_<name>`` and ``p_<name>``, the latter NULL when there
+    is no position."""
+    locked = func.paper_account_locked(bindparam("a_id"), bindparam("a_owner")).table_valued(
+        *(sql_column(c.name, c.type) for c in _ACCOUNTS.columns), name="a"
+    )
+    now = (
+        func.paper_position_now(locked.c.id, bindparam("p_symbol"))
+        .table_valued(*(sql_column(c.name, c.type) for c in _POSITIONS.columns), name="p")
+        .lateral()
+    )
+    return select(
+        *(locked.c[c.name].label(f"a_{c.name}") for c in _ACCOUNTS.columns),
+        *(now.c[c.name].label(f"p_{c.name}") for c in _POSITIONS.columns),
+    ).select_from(locked.outerjoin(now, true()))
 
 
 @functools.cache
