@@ -38,6 +38,7 @@ from app.brokers.base import (
     TimeInForce,
     Transaction,
 )
+from app.db.deferred import DeferredWrites
 from app.paper.engine import COMBO_ORDER_TYPES, COMBO_TIME_IN_FORCE, MAX_LEGS, PaperEngine
 from app.paper.market_data import (
     PAPER_MARKET_DATA,
@@ -131,9 +132,16 @@ class PaperAdapter:
     # record and the events commit with the paper books, all or nothing).
 
     async def place_order_in(
-        self, session: AsyncSession, account_ref: str, order: OrderRequest
+        self,
+        session: AsyncSession,
+        account_ref: str,
+        order: OrderRequest,
+        *,
+        deferred: DeferredWrites | None = None,
     ) -> BrokerOrder:
-        return await self._engine.place(self._owner, account_ref, order, session=session)
+        return await self._engine.place(
+            self._owner, account_ref, order, session=session, deferred=deferred
+        )
 
     async def modify_order_in(
         self,

@@ -117,6 +117,7 @@ from app.brokers.base import (
     Transaction,
     is_option_symbol,
 )
+from app.db.deferred import DeferredWrites
 from app.db.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
 from app.db.session import SessionMaker
 from app.ids import new_id
@@ -592,10 +593,13 @@ class PaperEngine:
         request: OrderRequest,
         *,
         session: AsyncSession | None = None,
+        deferred: DeferredWrites | None = None,
     ) -> BrokerOrder:
         """Place an order; with ``session`` inside the caller's transaction (nothing is
         committed here: the caller commits the paper books with its own rows, or rolls
-        everything back), else in a transaction of its own."""
+        everything back), else in a transaction of its own. ``deferred`` (with ``session``):
+        an equity order's paper-book writes are handed to the caller's statement on
+        Postgres instead of sent here (``app.db.deferred``)."""
         if request.is_multi_leg or is_option_symbol(request.symbol):
             return await self._place_option(owner, account_id, request, session)
         self.check_symbol(request.symbol)
@@ -718,7 +722,7 @@ class PaperEngine:
             )
             account.updated_at = now
             self._evaluate(store, account, order, positions, now)
-            await self._write_core(store, order)
+            await self._write_core(store, order, deferred if session is not None else None)
             return to_broker_order(order)
 
     def _equity_quantity(self, request: OrderRequest, now: datetime) -> Decimal:
@@ -1112,7 +1116,12 @@ class PaperEngine:
             yield own
             await own.commit()
 
-    async def _write_core(self, store: PaperStore, order: PaperOrder | None = None) -> None:
+    async def _write_core(
+        self,
+        store: PaperStore,
+        order: PaperOrder | None = None,
+        deferred: DeferredWrites | None = None,
+    ) -> None:
         """Write a Core-mode store's changes (and the new ``order``, in its final state,
         ahead of its fills); a reused client order id is refused.
 
@@ -1121,7 +1130,7 @@ class PaperEngine:
         write in a savepoint and must keep what came before it).
         """
         try:
-            await store.write_core(new_order=order)
+            await store.write_core(new_order=order, deferred=deferred)
         except ClientOrderIdTaken as exc:
             raise broker_errors.Rejected("client_order_id must be unique", broker="paper") from exc
 

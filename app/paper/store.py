@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers.base import OrderStatus
+from app.db.deferred import DeferredPart, DeferredWrites
 from app.db.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
 
 _ACCOUNTS: Table = PaperAccount.__table__  # type: ignore[assignment]
@@ -59,6 +60,21 @@ def _with_defaults(row: Any) -> Any:
         if getattr(row, column.key) is None and default is not None and default.is_scalar:
             setattr(row, column.key, default.arg)  # type: ignore[attr-defined]
     return row
+
+
+def is_client_order_id_conflict(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is the (paper account, client order id) uniqueness of paper orders:
+    a refusal, where any other integrity error is a failing write (the order row's own
+    ``client_order_id`` uniqueness included)."""
+    message = str(exc.orig)
+    return any(name in message for name in _CLIENT_ORDER_ID_CONFLICTS)
+
+
+# The (paper account, client order id) uniqueness as each database names its violation.
+_CLIENT_ORDER_ID_CONFLICTS = (
+    "uq_paper_orders_paper_account_id_client_order_id",
+    "paper_orders.paper_account_id, paper_orders.client_order_id",
+)
 
 
 class ClientOrderIdTaken(Exception):
@@ -183,14 +199,19 @@ class PaperStore:
         row = found.mappings().one_or_none()
         return None if row is None else self._keep(PaperOrder(**row))
 
-    async def write_core(self, *, new_order: PaperOrder | None = None) -> None:
+    async def write_core(
+        self, *, new_order: PaperOrder | None = None, deferred: DeferredWrites | None = None
+    ) -> None:
         """Write what the engine changed since the ``core_*`` reads: an UPDATE per changed
         row, an INSERT per new position, ``new_order`` and the new fills (after the order
         they reference). On Postgres one statement (data-modifying CTEs; foreign keys are
-        checked at its end); SQLite, which has none, one statement per row.
+        checked at its end), or with ``deferred`` none: the writes are handed to the
+        caller's statement (``app.db.deferred``). SQLite, which has no data-modifying CTEs,
+        one statement per row, always sent here.
 
         Raises ``ClientOrderIdTaken`` when ``new_order``'s client order id is taken (the
-        caller rolls back); any other integrity error propagates.
+        caller rolls back); any other integrity error propagates. Deferred, the caller's
+        statement raises the integrity error: ``is_client_order_id_conflict`` tells.
         """
         writes: list[tuple[str, Table, Any]] = []
         for row, before in self._read:
@@ -208,8 +229,12 @@ class PaperStore:
         for n, (_, table, row) in enumerate(writes):
             params |= {f"w{n}_{c.key}": getattr(row, c.key) for c in table.columns}
         shape = tuple((kind, table.name) for kind, table, _ in writes)
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        if postgres and deferred is not None:
+            deferred.add(DeferredPart(("paper", shape), _returning_statements(shape), params))
+            return
         try:
-            if self.session.get_bind().dialect.name == "postgresql":
+            if postgres:
                 await self.session.execute(_combined_statement(shape), params)
             else:
                 for stmt in _write_statements(shape):
@@ -218,7 +243,7 @@ class PaperStore:
             # Only the (account, client_order_id) constraint is a refusal; anything else
             # (a failing write) is an error, whatever the driver calls it (SQLite reports
             # a trigger's RAISE(ABORT) as an integrity error too).
-            if new_order is not None and "client_order_id" in str(exc.orig):
+            if new_order is not None and is_client_order_id_conflict(exc):
                 raise ClientOrderIdTaken(new_order.client_order_id) from exc
             raise
 
@@ -490,10 +515,16 @@ def _write_statements(shape: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
 
 
 @functools.cache
+def _returning_statements(shape: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
+    """``_write_statements`` each RETURNING its primary key, as a CTE needs."""
+    return tuple(s.returning(*s.table.primary_key.columns) for s in _write_statements(shape))
+
+
+@functools.cache
 def _combined_statement(shape: tuple[tuple[str, str], ...]) -> Any:
     """Postgres: ``_write_statements`` as one statement, the last write its main part and
     the others data-modifying CTEs (each runs exactly once, read or not)."""
-    stmts = [s.returning(*s.table.primary_key.columns) for s in _write_statements(shape)]
+    stmts = _returning_statements(shape)
     main = stmts[-1]
     for n, stmt in enumerate(stmts[:-1]):
         main = main.add_cte(stmt.cte(f"w{n}"))

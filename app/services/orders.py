@@ -42,6 +42,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import errors
@@ -63,14 +64,22 @@ from app.brokers.base import (
 )
 from app.brokers.environments import is_practice
 from app.brokers.symbols import normalize_symbol
+from app.db.deferred import DeferredWrites
 from app.db.models import Account, AuditEntry, Connection, IdempotencyKey, Order
 from app.db.repositories.audit import AuditRepository, user_chain
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
-from app.db.repositories.orders import HeadLock, KeyCompletion, KeyHeld, OrderRepository
+from app.db.repositories.orders import (
+    HeadLock,
+    KeyCompletion,
+    KeyHeld,
+    OrderRepository,
+    order_values,
+)
 from app.ids import client_order_id_for, new_id
 from app.observability import ORDERS_TOTAL
 from app.paper.adapter import PaperAdapter
+from app.paper.store import is_client_order_id_conflict
 from app.schemas.common import decode_time_cursor, encode_time_cursor
 from app.schemas.orders import Order as OrderOut
 from app.schemas.orders import OrderCreate, OrderListStatus, OrderPage, OrderUpdateBody
@@ -285,19 +294,32 @@ class OrderService:
         request with it makes the insert wait for that one's outcome), everything is
         rolled back and the held key answered.
         """
+        paper_books = DeferredWrites()
         try:
-            report = await paper.place_order_in(session, account_ref, order_request_for(order))
+            report = await paper.place_order_in(
+                session, account_ref, order_request_for(order), deferred=paper_books
+            )
         except broker_errors.BrokerError as exc:
             await session.rollback()
             return await self._record_paper_refusal(session, order, held, exc)
         events: list[dict[str, Any]] = []
         append_order_event(session, order, order.created_at, events)
+        pending = order_values(order)
         apply_broker_order(session, order, report, utcnow(), events=events)
         response = StoredResponse(201, OrderOut.from_row(order).model_dump(mode="json"))
-        # The paper books first, then the key, the order and its events in one statement
-        # (events last; their ids are drawn at COMMIT, app/streaming/outbox.py).
-        await session.flush()
-        return await self._commit_paper(session, order, events, held, response)
+        # The paper books, the key, the order and its events in one statement on Postgres
+        # (the paper store handed its writes over), two on SQLite.
+        try:
+            return await self._commit_paper(session, order, events, held, response, paper_books)
+        except IntegrityError as exc:
+            if not is_client_order_id_conflict(exc):
+                raise
+            await session.rollback()
+            # The refusal is recorded on the order as it was before the broker's answer.
+            for key, value in pending.items():
+                setattr(order, key, value)
+            taken = broker_errors.Rejected("client_order_id must be unique", broker="paper")
+            return await self._record_paper_refusal(session, order, held, taken)
 
     async def _record_paper_refusal(
         self,
@@ -330,9 +352,11 @@ class OrderService:
         events: list[dict[str, Any]],
         held: _PaperClaim,
         response: StoredResponse,
+        paper_books: DeferredWrites | None = None,
     ) -> tuple[StoredResponse, bool]:
-        """Write the key with ``response``, the order and its events, and commit: (the
-        answer, whether this order was recorded). A key the user holds already rolls
+        """Write the key with ``response``, the order and its events (with the paper
+        books' writes handed over, if any), and commit: (the answer, whether this order
+        was recorded). A key the user holds already rolls
         everything back and is answered as first sent (not recorded). Raises ``_KeyFreed``
         when that key had expired (its record is deleted, committed)."""
         completed = held.keys.completed_params(
@@ -340,7 +364,7 @@ class OrderService:
         )
         try:
             await OrderRepository.for_user(session, order.user_id).write(
-                completed_key=completed, new=order, events=events
+                completed_key=completed, new=order, events=events, deferred=paper_books
             )
         except KeyHeld:
             await session.rollback()

@@ -346,3 +346,45 @@ async def test_a_failure_at_any_statement_of_a_paper_route_leaves_nothing(
         assert await _route_rows(h, user) == (1, 2)
         replay = await _route(h, user, "one-route")
         assert (replay.status_code, replay.json()) == (201, body)
+
+
+def _client_order_id_taken(dialect: str) -> list[str]:
+    """A trigger that answers a paper order insert as the (account, client order id)
+    uniqueness violation, in each database's own words."""
+    if dialect == "sqlite":
+        return [
+            "CREATE TRIGGER injected_fault BEFORE INSERT ON paper_orders BEGIN SELECT "
+            "RAISE(ABORT, 'UNIQUE constraint failed: paper_orders.paper_account_id, "
+            "paper_orders.client_order_id'); END"
+        ]
+    return [
+        "CREATE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE unique_violation USING MESSAGE = 'duplicate key value violates unique "
+        'constraint "uq_paper_orders_paper_account_id_client_order_id"\'; END $$',
+        "CREATE TRIGGER injected_fault BEFORE INSERT ON paper_orders FOR EACH ROW "
+        "EXECUTE FUNCTION injected_fault()",
+    ]
+
+
+async def test_a_taken_client_order_id_is_a_recorded_refusal(db_url: str, tmp_path: Path) -> None:
+    """On Postgres the paper books ride in the order's own statement, so the paper order's
+    uniqueness violation surfaces there; it is still the paper broker's refusal, recorded
+    whole (the rejected order, its events, the stored 422), and moves no money."""
+    async with own_gateway(db_url, tmp_path) as (h, dialect):
+        user = new_user()
+        _, account = await h.paper_account(user)
+        paper = await _paper_ref(h, account)
+        await _run(h, _client_order_id_taken(dialect))
+
+        refused = await h.place(user, account, key="taken")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "broker_rejected"
+        assert "client_order_id must be unique" in refused.json()["detail"]
+        after = await _counts(h, user, paper)
+        assert (after["orders"], after["keys"], after["events"]) == (1, 1, 2)
+        assert (after["paper_orders"], after["paper_fills"], after["paper_positions"]) == (0, 0, 0)
+        assert (after["cash"], after["reserved_cash"]) == (Decimal("100000"), Decimal(0))
+        got = await h.client.get(f"/v1/orders/{refused.json()['order_id']}", headers=h.auth(user))
+        assert got.json()["status"] == "rejected"
+        replay = await h.place(user, account, key="taken")
+        assert (replay.status_code, replay.json()) == (422, refused.json())

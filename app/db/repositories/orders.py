@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from app.db.deferred import DeferredPart, DeferredWrites
 from app.db.models import (
     Account,
     AuditChainHead,
@@ -352,6 +353,7 @@ class OrderRepository(UserScoped):
         completed_key: dict[str, Any] | None = None,
         audit: AuditEntry | None = None,
         audit_now: datetime | None = None,
+        deferred: DeferredWrites | None = None,
     ) -> None:
         """Write an order change with Core statements: a ``new`` order row, or the
         ``changed`` columns of an existing one (locked by the caller), its ``events``
@@ -371,6 +373,10 @@ class OrderRepository(UserScoped):
         ``audit``: the entry that follows the chain head the caller locked (in this
         transaction), appended with the head moved to it (``audit_now``); raises
         ``AuditChainHeadMissing`` when its (chain, seq) is taken.
+
+        ``deferred``: writes another store handed over (``app.db.deferred``; the paper
+        books of a paper placement), sent in this statement on Postgres, before the others
+        on SQLite. Their integrity errors propagate as they are.
         """
         for row in (new, changed):
             if row is not None and not self.is_system and row.user_id != self.user_id:
@@ -407,12 +413,18 @@ class OrderRepository(UserScoped):
             audit=audit is not None,
             events=len(events),
         )
+        parts = () if deferred is None else tuple(deferred.parts)
+        for part in parts:
+            params |= part.params
         dialect = self.session.get_bind().dialect.name
         try:
             if dialect == "postgresql" and events:
-                result = await self.session.execute(_combined_statement(shape), params)
+                result = await self.session.execute(_combined_with(shape, parts), params)
                 ids = result.scalars().all()
             else:
+                for part in parts:
+                    for stmt in part.statements:
+                        await self.session.execute(stmt, part.params)
                 for stmt in _write_statements(shape):
                     if stmt.table is not _EVENTS:
                         await self.session.execute(stmt, params)
@@ -594,6 +606,26 @@ def _combined_statement(shape: _Shape) -> Any:
     for n, write in enumerate(writes):
         pk = next(iter(write.table.primary_key.columns))
         stmt = stmt.add_cte(write.returning(pk).cte(f"w{n}_{write.table.name}"))
+    return stmt
+
+
+# (shape, deferred parts' keys) -> ``_combined_statement`` with the parts as CTEs. Bounded
+# by the few shapes the order paths produce.
+_COMBINED_WITH: dict[tuple[_Shape, tuple[Hashable, ...]], Any] = {}
+
+
+def _combined_with(shape: _Shape, parts: tuple[DeferredPart, ...]) -> Any:
+    """``_combined_statement`` carrying ``parts``' writes as data-modifying CTEs too."""
+    if not parts:
+        return _combined_statement(shape)
+    key = (shape, tuple(part.key for part in parts))
+    stmt = _COMBINED_WITH.get(key)
+    if stmt is None:
+        stmt = _combined_statement(shape)
+        for i, part in enumerate(parts):
+            for j, write in enumerate(part.statements):
+                stmt = stmt.add_cte(write.cte(f"d{i}_{j}_{write.table.name}"))
+        _COMBINED_WITH[key] = stmt
     return stmt
 
 
