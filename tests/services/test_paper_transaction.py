@@ -8,6 +8,7 @@ or position, no cash moved and no event. The same key then places the order afre
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -388,3 +389,25 @@ async def test_a_taken_client_order_id_is_a_recorded_refusal(db_url: str, tmp_pa
         assert got.json()["status"] == "rejected"
         replay = await h.place(user, account, key="taken")
         assert (replay.status_code, replay.json()) == (422, refused.json())
+
+
+async def test_concurrent_retries_of_one_paper_route_place_it_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The route's key is claimed first in its one transaction: a retry sent meanwhile
+    waits for that transaction and is answered with its outcome, never routed again."""
+    async with own_gateway(db_url, tmp_path) as (h, _):
+        user = new_user()
+        _, poor = await h.paper_account(user, starting_cash="10")
+        _, rich = await h.paper_account(user)
+        rich_ref = await _paper_ref(h, rich)
+        responses = await asyncio.gather(*(_route(h, user, "once") for _ in range(8)))
+        assert {r.status_code for r in responses} <= {201, 409}, [r.text for r in responses]
+        placed = [r.json() for r in responses if r.status_code == 201]
+        assert placed
+        assert all(p == placed[0] for p in placed)
+        assert [a["account_id"] for a in placed[0]["route"]["attempts"]] == [poor, rich]
+        assert placed[0]["order"]["account_id"] == rich
+        after = await _counts(h, user, rich_ref)
+        assert (after["orders"], after["keys"], after["paper_orders"]) == (2, 1, 1)
+        assert await _route_rows(h, user) == (1, 2)
