@@ -11,11 +11,13 @@ ours to set (``h11_max_incomplete_event_size``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app.config import Settings, get_settings
 
@@ -81,13 +83,101 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
+class CoalescedTransport(asyncio.Transport):
+    """A transport whose writes of one event-loop turn reach the socket as one write.
+
+    A stream subscriber's queued events are sent one WebSocket message each, and each
+    ``websocket.send`` made uvicorn write to the socket at once: one system call per
+    message, which was most of the gateway's time when fanning out to many subscribers.
+    The messages (frames) stay exactly as they were; only the writes that happen without
+    the event loop turning in between are handed to the socket together, at the start of
+    its next turn. Everything else goes straight to the socket's transport; ``close``
+    writes what is pending first, ``abort`` drops it.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes | bytearray | memoryview] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pending = self._pending
+        if not pending:
+            self._loop.call_soon(self._flush)
+        pending.append(data)
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+
+class CoalescingWebSocketsProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (websockets, sans-I/O) on a ``CoalescedTransport``."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(CoalescedTransport(cast(asyncio.Transport, transport), self.loop))
+
+
 PROTOCOL = "app.server:GuardedH11Protocol"
+WEBSOCKET_PROTOCOL = "app.server:CoalescingWebSocketsProtocol"
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn options every way of serving the app uses (``brokerage serve``, tests)."""
     return {
         "http": PROTOCOL,
+        "ws": WEBSOCKET_PROTOCOL,
         "timeout_keep_alive": settings.http_keep_alive_timeout_seconds,
         "h11_max_incomplete_event_size": settings.http_max_header_bytes,
     }

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.db.migrate import upgrade  # noqa: E402
 from app.streaming.outbox import OUTBOX_CHANNEL  # noqa: E402
+from scripts.bench.launch import cpu_ms_between, cpu_ticks, group_pids  # noqa: E402
 from tests.postgres import _as_asyncpg_dsn, free_port, fresh_database, postgres_server  # noqa: E402
 
 # A port nothing listens on (a fixed default could measure some other server).
@@ -247,22 +248,21 @@ async def client_main(plan_path: str, url: str, use_websockets: bool, compressio
 GATEWAY_LOG = Path(f"/tmp/bench-stream-gateway-{os.getpid()}.log")  # noqa: S108
 
 
-def start_gateway(env: dict[str, str], workers: int, deflate: bool) -> subprocess.Popen[bytes]:
+def start_gateway(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
+    """The gateway as ``brokerage serve`` runs it (its HTTP and WebSocket protocol classes,
+    ``app/server.py``). permessage-deflate is on offer, as in production; only a client
+    that asks for it (``--deflate``) gets it."""
     args = [
-        str(ROOT / ".venv/bin/uvicorn"),
-        "app.main:create_app",
-        "--factory",
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
         "--host",
         "127.0.0.1",
         "--port",
         str(PORT),
         "--workers",
         str(workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--ws-per-message-deflate",
-        "true" if deflate else "false",
     ]
     log = GATEWAY_LOG.open("wb")  # its errors, counted after the run
     proc = subprocess.Popen(  # noqa: S603
@@ -445,7 +445,7 @@ async def fanout(args: argparse.Namespace) -> None:
             "BROKERAGE_PAPER_TICK_SECONDS": "1",
             "BROKERAGE_DB_POOL_SIZE": "20",
         }
-        gateway = start_gateway(env, args.workers, args.deflate)
+        gateway = start_gateway(env, args.workers)
         clients: list[subprocess.Popen[bytes]] = []
         try:
             users = [f"bench-{i}-{uuid.uuid4().hex[:6]}" for i in range(args.users)]
@@ -503,6 +503,8 @@ async def fanout(args: argparse.Namespace) -> None:
                 if line.strip() != b"READY":
                     raise RuntimeError(f"a bench process failed to start: {line!r}")
             await asyncio.sleep(args.warmup)
+            gateway_pids = group_pids(gateway.pid)
+            cpu_before = cpu_ticks(gateway_pids)
             for proc in clients:
                 _tell(proc, b"START\n")
             window_start = time.monotonic()
@@ -511,6 +513,7 @@ async def fanout(args: argparse.Namespace) -> None:
             _tell(source, b"STOP\n")
             window = time.monotonic() - window_start
             await asyncio.sleep(2.0)  # the last events arrive (counted, so deliveries/s is fair)
+            gateway_cpu_ms = cpu_ms_between(cpu_before, cpu_ticks(gateway_pids))
             for proc in clients:
                 _tell(proc, b"STOP\nREPORT\n")
             peak, statuses = await sampling
@@ -545,6 +548,11 @@ async def fanout(args: argparse.Namespace) -> None:
         f"(target {args.rate:g}), failures {produced['failures']}"
     )
     print(f"deliveries: {count} in {window:.1f} s = {count / window:,.0f} deliveries/s")
+    print(
+        f"gateway CPU (all its processes, START to the end of the drain): "
+        f"{gateway_cpu_ms / 1000:.1f} s, "
+        f"{gateway_cpu_ms * 1000 / max(count, 1):.1f} us per delivery"
+    )
     print(
         f"commit->receipt latency over {len(latencies)} deliveries: p50 {q[499] * 1000:.1f} ms, "
         f"p99 {q[989] * 1000:.1f} ms, p99.9 {q[998] * 1000:.1f} ms, "

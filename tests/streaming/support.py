@@ -36,6 +36,7 @@ from app.db.session import SessionMaker
 from app.main import create_app
 from app.paper.clock import ManualClock
 from app.security.jwt import issue_dev_token
+from app.server import guard, server_options
 from app.streaming.config import StreamSettings
 from tests.harness import CLOCK_START
 
@@ -118,10 +119,17 @@ async def serve(
         registry=registry,
         clock=clock.now,  # one "now" for the paper market and the services (bar backfill)
     )
+    # The server as ``brokerage serve`` runs it: its HTTP and WebSocket protocol classes.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        **server_options(settings),
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(guard(config, settings))
     task = asyncio.create_task(server.serve(), name="uvicorn-under-test")
     async with asyncio.timeout(30):
         while not server.started:
