@@ -16,10 +16,12 @@ from typing import Any, cast
 
 import h11
 import uvicorn
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app.config import Settings, get_settings
+from app.streaming.protocol import SEND_MORE
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -84,48 +86,55 @@ class GuardedH11Protocol(H11Protocol):
 
 
 class CoalescedTransport(asyncio.Transport):
-    """A transport whose writes of one event-loop turn reach the socket as one write.
+    """A transport that can hold writes and hand them to the socket as one write.
 
     A stream subscriber's queued events are sent one WebSocket message each, and each
-    ``websocket.send`` made uvicorn write to the socket at once: one system call per
-    message, which was most of the gateway's time when fanning out to many subscribers.
-    The messages (frames) stay exactly as they were; only the writes that happen without
-    the event loop turning in between are handed to the socket together, at the start of
-    its next turn. Everything else goes straight to the socket's transport; ``close``
-    writes what is pending first, ``abort`` drops it.
+    ``websocket.send`` made uvicorn write to the socket at once: one system call (and one
+    wake-up of the reader) per message. While held (``hold``), writes are kept; ``release``
+    writes them, in order, as one. Not held, a write goes straight through, so nothing
+    waits that was not asked to. A hold never outlives the event-loop turn it began in: a
+    batch interrupted (its sender suspended or gone) is written at the next turn anyway.
+    ``close`` writes what is held first; ``abort`` and a socket already closing drop it.
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self._transport = transport
         self._loop = loop
+        self._held = False
         self._pending: list[bytes | bytearray | memoryview] = []
 
+    def hold(self) -> None:
+        if not self._held:
+            self._held = True
+            self._loop.call_soon(self.release)
+
+    def release(self) -> None:
+        self._held = False
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        pending = self._pending
-        if not pending:
-            self._loop.call_soon(self._flush)
-        pending.append(data)
+        if self._held:
+            self._pending.append(data)
+        else:
+            self._transport.write(data)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         for data in list_of_data:
             self.write(data)
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if pending and not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
     def close(self) -> None:
-        self._flush()
+        self.release()
         self._transport.close()
 
     def abort(self) -> None:
-        self._pending = []
+        self._held, self._pending = False, []
         self._transport.abort()
 
     def write_eof(self) -> None:
-        self._flush()
+        self.release()
         self._transport.write_eof()
 
     def can_write_eof(self) -> bool:
@@ -163,10 +172,27 @@ class CoalescedTransport(asyncio.Transport):
 
 
 class CoalescingWebSocketsProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol (websockets, sans-I/O) on a ``CoalescedTransport``."""
+    """uvicorn's WebSocket protocol (websockets, sans-I/O) that writes a batch of messages
+    with one socket write: a ``websocket.send`` carrying ``SEND_MORE`` true
+    (``app.streaming.protocol``) is held, and written with the next send without it. Each
+    message is still its own WebSocket frame; a server without this protocol ignores the
+    key and writes each at once."""
+
+    _coalesced: CoalescedTransport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(CoalescedTransport(cast(asyncio.Transport, transport), self.loop))
+        self._coalesced = CoalescedTransport(cast(asyncio.Transport, transport), self.loop)
+        super().connection_made(self._coalesced)
+
+    async def send(self, message: ASGISendEvent) -> None:
+        more = message["type"] == "websocket.send" and message.get(SEND_MORE) is True
+        if more:
+            self._coalesced.hold()
+        try:
+            await super().send(message)
+        finally:
+            if not more:
+                self._coalesced.release()
 
 
 PROTOCOL = "app.server:GuardedH11Protocol"

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -49,6 +49,7 @@ from app.streaming.hub import Hub, Subscription
 from app.streaming.market import MarketSubscribeMessage, subscribed_frame
 from app.streaming.protocol import (
     CLIENT_MESSAGES,
+    SEND_MORE,
     AuthMessage,
     CloseCode,
     ErrorCode,
@@ -180,6 +181,8 @@ class WebSocketPort(Protocol):
 
     async def send_text(self, data: str) -> None: ...
 
+    async def send(self, message: MutableMapping[str, Any]) -> None: ...
+
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
@@ -263,18 +266,31 @@ class StreamSession:
                 self._sending_since = None
 
     async def _send_events(self, items: list[tuple[int, str]]) -> None:
-        """The live hot path: queued frames above our cursor, in order, under one lock."""
+        """The live hot path: queued frames above our cursor, in order, under one lock.
+
+        Each frame is its own message; all but the last say ``SEND_MORE``, so the server
+        may write the batch to the socket at once (one system call, not one per message).
+        """
         clock = asyncio.get_running_loop().time
-        send = self._ws.send_text
+        send = self._ws.send
         sent = 0
         async with self._send_lock:
             try:
+                cursor = self._cursor
+                fresh = []
                 for event_id, frame in items:
-                    if event_id > self._cursor:
-                        self._sending_since = clock()
-                        await send(frame)
-                        self._cursor = event_id
-                        sent += 1
+                    if event_id > cursor:
+                        fresh.append((event_id, frame))
+                        cursor = event_id
+                last = len(fresh) - 1
+                for n, (event_id, frame) in enumerate(fresh):
+                    self._sending_since = clock()
+                    if n < last:
+                        await send({"type": "websocket.send", "text": frame, SEND_MORE: True})
+                    else:
+                        await send({"type": "websocket.send", "text": frame})
+                    self._cursor = event_id
+                    sent += 1
             except Exception as exc:
                 raise _PeerGone() from exc
             finally:

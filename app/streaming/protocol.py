@@ -57,6 +57,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from app.db.models import OrderEvent
 from app.schemas.orders import Order
 
+# An ASGI ``websocket.send`` extension key: true says more messages follow at once, so a
+# server that knows it (``app.server.CoalescingWebSocketsProtocol``) may hold this one and
+# write it to the socket together with the next. Each stays its own message; any other
+# ASGI server ignores the key.
+SEND_MORE = "brokerage.more"
+
 MAX_CURSOR = 2**63 - 1
 _MAX_CURSOR_DIGITS = 19
 
