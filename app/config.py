@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Of the pool's connections, at most this many (and never more than db_pool_size) take
+    # broker rate-limit slots at once (every broker call takes one, app/db/rate_limits.py);
+    # more broker calls wait their turn, so they never open connections past the pool.
+    db_rate_limit_connections: int = Field(default=4, ge=1)
     # Load shedding at the door: order placements, changes and cancels in flight on one
     # instance beyond this are answered 503 ``overloaded`` with Retry-After before anything
     # is read or written, so past capacity orders are refused cleanly instead of queuing

@@ -151,7 +151,12 @@ def create_app(
             timeouts=timeouts_from(settings),
             # Several instances share one database: per-credential broker limits are kept
             # there so together they stay within each broker's published limits.
-            limiter=PostgresRateLimiter(engine) if engine.dialect.name == "postgresql" else None,
+            limiter=PostgresRateLimiter(
+                engine,
+                max_connections=min(settings.db_rate_limit_connections, settings.db_pool_size),
+            )
+            if engine.dialect.name == "postgresql"
+            else None,
         )
         now = clock or utcnow
         tokens = TokenLifecycle(

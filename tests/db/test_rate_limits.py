@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.brokers import errors
@@ -100,3 +102,34 @@ async def test_two_instances_together_send_no_more_than_the_limit(postgres_url: 
 
 def test_a_pool_without_a_shared_limiter_paces_in_process() -> None:
     assert isinstance(HttpPool().bucket("alpaca", "k", **SLOW), TokenBucket)
+
+
+async def test_many_takes_at_once_stay_within_their_connections(postgres_url: str) -> None:
+    """Forty broker calls at once (a portfolio read of many accounts) take their slots
+    through at most ``max_connections`` pooled connections: the pool never grows past that
+    to open (and close) a connection per call."""
+    engine = create_async_engine(postgres_url, pool_size=10, max_overflow=50)
+    opened = 0
+
+    def count(*_: object) -> None:
+        nonlocal opened
+        opened += 1
+
+    event.listen(engine.sync_engine, "connect", count)
+    limiter = PostgresRateLimiter(engine, max_connections=2)
+    keys = [f"test:{new_user()}" for _ in range(40)]
+    try:
+        waits = await asyncio.gather(
+            *(limiter.reserve(key, rate=100.0, capacity=5.0) for key in keys)
+        )
+        assert waits == [0] * 40
+        assert 1 <= opened <= 2
+    finally:
+        await engine.dispose()
+
+
+def test_a_limiter_needs_a_connection() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        PostgresRateLimiter(
+            create_async_engine("postgresql+asyncpg://unused/db"), max_connections=0
+        )
