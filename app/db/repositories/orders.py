@@ -609,9 +609,10 @@ def _combined_statement(shape: _Shape) -> Any:
     return stmt
 
 
-# (shape, deferred parts' keys) -> ``_combined_statement`` with the parts as CTEs. Bounded
-# by the few shapes the order paths produce.
+# (shape, deferred parts' keys) -> ``_combined_statement`` with the parts as CTEs. The
+# order paths produce a few shapes; past _COMBINED_WITH_MAX (never seen) one is built per use.
 _COMBINED_WITH: dict[tuple[_Shape, tuple[Hashable, ...]], Any] = {}
+_COMBINED_WITH_MAX = 256
 
 
 def _combined_with(shape: _Shape, parts: tuple[DeferredPart, ...]) -> Any:
@@ -625,7 +626,8 @@ def _combined_with(shape: _Shape, parts: tuple[DeferredPart, ...]) -> Any:
         for i, part in enumerate(parts):
             for j, write in enumerate(part.statements):
                 stmt = stmt.add_cte(write.cte(f"d{i}_{j}_{write.table.name}"))
-        _COMBINED_WITH[key] = stmt
+        if len(_COMBINED_WITH) < _COMBINED_WITH_MAX:
+            _COMBINED_WITH[key] = stmt
     return stmt
 
 
