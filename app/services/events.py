@@ -285,10 +285,7 @@ class StreamSession:
                 last = len(fresh) - 1
                 for n, (event_id, frame) in enumerate(fresh):
                     self._sending_since = clock()
-                    if n < last:
-                        await send({"type": "websocket.send", "text": frame, SEND_MORE: True})
-                    else:
-                        await send({"type": "websocket.send", "text": frame})
+                    await send({"type": "websocket.send", "text": frame, SEND_MORE: n < last})
                     self._cursor = event_id
                     sent += 1
             except Exception as exc:

@@ -356,9 +356,9 @@ class OrderService:
     ) -> tuple[StoredResponse, bool]:
         """Write the key with ``response``, the order and its events (with the paper
         books' writes handed over, if any), and commit: (the answer, whether this order
-        was recorded). A key the user holds already rolls
-        everything back and is answered as first sent (not recorded). Raises ``_KeyFreed``
-        when that key had expired (its record is deleted, committed)."""
+        was recorded). A key the user holds already rolls everything back and is answered
+        as first sent (not recorded). Raises ``_KeyFreed`` when that key had expired (its
+        record is deleted, committed)."""
         completed = held.keys.completed_params(
             held.claim, status=response.status, body=response.body
         )
