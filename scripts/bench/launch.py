@@ -210,6 +210,28 @@ class LockWaits:
 # --- servers ------------------------------------------------------------------------------
 
 
+def gateway_env(url: str, secret: str, fake_url: str | None) -> dict[str, str]:
+    """The environment of a bench gateway (``python -m app.cli serve``, as production runs
+    it): its database, fresh secrets, and the fake Alpaca's URL when there is one."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "BROKERAGE_JWT_SECRET": secret,
+        "BROKERAGE_KEYRING_JSON": new_keyring(),
+        "BROKERAGE_AUDIT_KEY": "bench-audit-" + os.urandom(32).hex(),
+        "BROKERAGE_LOG_LEVEL": "WARNING",
+        "BROKERAGE_PAPER_TICK_SECONDS": "1",
+    }
+    if fake_url is not None:
+        env |= {
+            "BROKERAGE_ALPACA_TRADING_URL": fake_url,
+            "BROKERAGE_ALPACA_DATA_URL": fake_url,
+            # Policy, not cost: the bench users trade live at once, no paper round trips first.
+            "BROKERAGE_PAPER_FIRST_CYCLES": "0",
+        }
+    return env
+
+
 def start_server(
     args: list[str],
     env: dict[str, str],

@@ -38,8 +38,8 @@ from scripts.bench.launch import (  # noqa: E402
     cpu_ms_between,
     cpu_ticks,
     fake_alpaca,
+    gateway_env,
     group_pids,
-    new_keyring,
     postgres_pids,
     start_server,
     stop_server,
@@ -194,36 +194,20 @@ async def measured(
 
 def _py_spy(pid: int, concurrency: int) -> subprocess.Popen[bytes] | None:
     """With BENCH_PROFILE=DIR, a py-spy sample of the gateway's processes during the run
-    (raw collapsed stacks in DIR/<server pid>-c<N>.txt; needs py-spy in the virtualenv)."""
+    (raw collapsed stacks in DIR/<server pid>-c<N>.txt; needs py-spy in the virtualenv;
+    BENCH_PROFILE_NATIVE=1 samples C frames too)."""
     out = os.environ.get("BENCH_PROFILE")
     if not out:
         return None
     Path(out).mkdir(parents=True, exist_ok=True)
     seconds = max(int(DURATION.rstrip("s")) - 2, 1)
     py_spy = str(Path(sys.executable).with_name("py-spy"))
-    args = [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "-r", "200"]
+    args = [py_spy, "record", "--pid", str(pid), "--subprocesses", "-r", "200"]
     args += ["-d", str(seconds), "-f", "raw", "-o", f"{out}/{pid}-c{concurrency}.txt"]
+    # Native frames (asyncpg's protocol, pydantic-core, uvloop) need the process paused
+    # for each sample; without them py-spy samples without pausing.
+    args.append("--native" if os.environ.get("BENCH_PROFILE_NATIVE") else "--nonblocking")
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
-
-
-def gateway_env(url: str, secret: str, fake_url: str | None) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "BROKERAGE_JWT_SECRET": secret,
-        "BROKERAGE_KEYRING_JSON": new_keyring(),
-        "BROKERAGE_AUDIT_KEY": "bench-audit-" + os.urandom(32).hex(),
-        "BROKERAGE_LOG_LEVEL": "WARNING",
-        "BROKERAGE_PAPER_TICK_SECONDS": "1",
-    }
-    if fake_url is not None:
-        env |= {
-            "BROKERAGE_ALPACA_TRADING_URL": fake_url,
-            "BROKERAGE_ALPACA_DATA_URL": fake_url,
-            # Policy, not cost: the bench users trade live at once, no paper round trips first.
-            "BROKERAGE_PAPER_FIRST_CYCLES": "0",
-        }
-    return env
 
 
 async def open_accounts(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -21,19 +20,18 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.config import Settings  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
-from app.main import create_app  # noqa: E402
 from app.security.jwt import issue_dev_token  # noqa: E402
 from scripts.bench.launch import (  # noqa: E402
     AlpacaKey,
     cpu_ms_between,
     cpu_ticks,
     fake_alpaca,
-    new_keyring,
+    gateway_env,
+    start_server,
+    stop_server,
 )
-from tests.fakes.runner import serve_asgi  # noqa: E402
-from tests.postgres import fresh_database, postgres_server  # noqa: E402
+from tests.postgres import free_port, fresh_database, postgres_server  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -69,69 +67,42 @@ async def database(kind: str) -> AsyncIterator[str]:
         yield url
 
 
-async def serve_gateway(config: dict[str, str]) -> None:
-    """A child process: serve the gateway, print its URL, run until killed (the parent
-    terminates its children when the run ends)."""
-    settings = Settings(
-        environment="test",
-        database_url=config["database_url"],
-        jwt_secret=SecretStr(config["jwt_secret"]),
-        keyring_json=SecretStr(config["keyring"]),
-        background_tasks=False,
-        auto_migrate_setting=False,
-        log_level="WARNING",
-        alpaca_trading_url=config["fake_url"],
-        alpaca_data_url=config["fake_url"],
-        # The paper-first gate is policy: off, so the bench user may trade live at once
-        # without first completing paper round trips.
-        paper_first_cycles=0,
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), serve_asgi(app) as url:
-        print(url, flush=True)
-        await asyncio.Event().wait()
-
-
 @contextlib.asynccontextmanager
-async def gateway_process(config: dict[str, str]) -> AsyncIterator[tuple[str, int]]:
-    """``serve_gateway`` in its own process (its CPU is not this one's); yields its URL
-    and process id."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--serve-gateway",
-        json.dumps(config),
-        stdout=asyncio.subprocess.PIPE,
+async def gateway_process(
+    url: str, jwt_secret: str, fake_url: str
+) -> AsyncIterator[tuple[str, int]]:
+    """The gateway as production runs it (``python -m app.cli serve``: uvloop, the h11
+    protocol of app/server.py, its background tasks), one process of its own, so its CPU
+    is not this one's; yields its URL and process id."""
+    port = free_port()
+    server = await asyncio.to_thread(
+        start_server,
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        # Every order the bench places rests. The paper ticker (each resting paper order
+        # every tick) and the reconciler (each open live order at its broker) would look at
+        # them again and again in the gateway's event loop, charging that to the orders
+        # measured after them: both wait a day here. This bench is the order path's cost.
+        gateway_env(url, jwt_secret, fake_url)
+        | {
+            "BROKERAGE_PAPER_TICK_SECONDS": "86400",
+            "BROKERAGE_RECONCILE_INTERVAL_SECONDS": "86400",
+        },
+        port,
     )
     try:
-        assert proc.stdout is not None
-        while True:  # the URL line (a log line may come first)
-            line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
-            if not line:
-                raise RuntimeError("the gateway process stopped during start-up")
-            if line.startswith(b"http://"):
-                break
-        yield line.decode().strip(), proc.pid
+        yield f"http://127.0.0.1:{port}", server.pid
     finally:
-        proc.terminate()
-        await proc.wait()
+        await asyncio.to_thread(stop_server, server)
 
 
 async def main(orders: int, latency_ms: float, kind: str, concurrency: int) -> None:
     key = AlpacaKey.new()
     key_id, secret = key.key_id, key.secret
     async with database(kind) as url:
-        keyring = new_keyring()
         jwt_secret = "bench-" + uuid.uuid4().hex
         async with fake_alpaca([key], latency_ms=latency_ms) as fake:
             fake_url = fake.url
-            gateway_config = {
-                "database_url": url,
-                "jwt_secret": jwt_secret,
-                "keyring": keyring,
-                "fake_url": fake_url,
-            }
-            async with gateway_process(gateway_config) as (gateway_url, gateway_pid):
+            async with gateway_process(url, jwt_secret, fake_url) as (gateway_url, gateway_pid):
                 token = issue_dev_token(SecretStr(jwt_secret), "bench-user")
                 auth = {"Authorization": f"Bearer {token}"}
                 limits = httpx.Limits(max_connections=concurrency * 2)
@@ -252,9 +223,5 @@ if __name__ == "__main__":
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--serve-gateway", help=argparse.SUPPRESS)  # the child's JSON config
     args = parser.parse_args()
-    if args.serve_gateway is not None:
-        asyncio.run(serve_gateway(json.loads(args.serve_gateway)))
-    else:
-        asyncio.run(main(args.orders, args.latency_ms, args.database, args.concurrency))
+    asyncio.run(main(args.orders, args.latency_ms, args.database, args.concurrency))
