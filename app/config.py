@@ -424,7 +424,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9100, ge=0, le=65535)
 
-    # The HTTP server (uvicorn with h11, app/server.py): an idle keep-alive connection is
+    # The HTTP server (uvicorn with httptools, app/server.py): an idle keep-alive connection is
     # closed after ``http_keep_alive_timeout_seconds``; a connection must deliver a whole
     # request head (line and headers, at most ``http_max_header_bytes``) within
     # ``http_header_timeout_seconds`` of connecting or of its previous response, and a body

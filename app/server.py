@@ -1,11 +1,14 @@
-"""How the HTTP server runs the app: uvicorn on h11, with limits for slow clients.
+"""How the HTTP server runs the app: uvicorn on httptools, with limits for slow clients.
 
 uvicorn closes an idle keep-alive connection after ``timeout_keep_alive``, but it waits
-forever for a connection that sends nothing, or sends a request head a byte at a time:
-``GuardedH11Protocol`` closes such a connection once ``http_header_timeout_seconds`` pass
-without a complete request head. A body that stops arriving is the app's to time out
-(``BodySizeLimitMiddleware``, 408). h11 (not httptools) is used so the head size limit is
-ours to set (``h11_max_incomplete_event_size``).
+forever for a connection that sends nothing, or sends a request head a byte at a time, and
+its httptools protocol never bounds a request head. ``GuardedHttpToolsProtocol`` closes a
+connection once ``http_header_timeout_seconds`` pass without a complete request head, and
+answers 400 to a head still incomplete after ``http_max_header_bytes``. A body that stops
+arriving is the app's to time out (``BodySizeLimitMiddleware``, 408).
+
+httptools (llhttp, in C) rather than h11 (pure Python): about 0.2 ms less CPU per request
+(scripts/bench/orders' bare endpoint, measured with both), with the same two guards.
 """
 
 from __future__ import annotations
@@ -14,39 +17,74 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any, cast
 
-import h11
 import uvicorn
 from uvicorn._types import ASGISendEvent
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app.config import Settings, get_settings
 from app.streaming.protocol import SEND_MORE
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, closing connections that do not deliver a request head.
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a deadline and a size bound for request heads.
 
-    The timeout is ``config.header_timeout`` when ``guard`` set it, else the environment's
-    ``BROKERAGE_HTTP_HEADER_TIMEOUT_SECONDS`` (each worker process of ``--workers`` reads it).
+    A connection is waiting for a head from its start, and again from the first byte after
+    a response (an idle keep-alive connection is left to uvicorn's keep-alive timer). While
+    it waits, the head timer runs (``config.header_timeout`` when ``guard`` set it, else
+    ``BROKERAGE_HTTP_HEADER_TIMEOUT_SECONDS``: each worker process of ``--workers`` reads
+    the environment), and the bytes received count against ``config.max_header_bytes`` (else
+    ``BROKERAGE_HTTP_MAX_HEADER_BYTES``). As with h11's bound, a head that arrives whole in
+    one read is parsed at once; the bound is on what a slow head makes the server hold.
     """
 
     _head_timer: asyncio.TimerHandle | None = None
+    # False from the connection's start and from each message's first byte until its head
+    # is complete.
+    _head_complete = False
+    _head_bytes = 0
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
-        configured = getattr(config, "header_timeout", None)
-        self.header_timeout = float(
-            configured if configured is not None else get_settings().http_header_timeout_seconds
-        )
+        timeout = getattr(config, "header_timeout", None)
+        limit = getattr(config, "max_header_bytes", None)
+        if timeout is None or limit is None:
+            settings = get_settings()
+            timeout = settings.http_header_timeout_seconds if timeout is None else timeout
+            limit = settings.http_max_header_bytes if limit is None else limit
+        self.header_timeout = float(timeout)
+        self.max_header_bytes = int(limit)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._watch_head()
+        self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        self._watch_head()
+        if self.transport.is_closing() or self.parser is None:
+            self._cancel_head_timer()
+            return
+        if self._head_complete:
+            self._cancel_head_timer()
+            return
+        # Still inside a head after this read: all of it is head (or a pipelined request's
+        # tail before it, counted too: the bound errs towards refusing).
+        self._head_bytes += len(data)
+        if self._head_bytes > self.max_header_bytes:
+            self._cancel_head_timer()
+            self.send_400_response("Request head too large.")
+            return
+        self._arm_head_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_complete = False
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._head_complete = True
+        self._cancel_head_timer()
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -57,22 +95,9 @@ class GuardedH11Protocol(H11Protocol):
         self._cancel_head_timer()
         super().connection_lost(exc)
 
-    def _watch_head(self) -> None:
-        """Arm the timer while a request head is incomplete; disarm it once it is read.
-
-        h11 stays in ``IDLE`` for the peer until the whole head was parsed; a connection
-        waiting for its keep-alive timer (nothing received since the last response) is
-        left to that timer.
-        """
-        if self.transport.is_closing():
-            return
-        waiting_for_head = self.conn.their_state is h11.IDLE and (
-            self.timeout_keep_alive_task is None
-        )
-        if waiting_for_head and self._head_timer is None:
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None and not self.transport.is_closing():
             self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
-        elif not waiting_for_head:
-            self._cancel_head_timer()
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -195,7 +220,7 @@ class CoalescingWebSocketsProtocol(WebSocketsSansIOProtocol):
                 self._coalesced.release()
 
 
-PROTOCOL = "app.server:GuardedH11Protocol"
+PROTOCOL = "app.server:GuardedHttpToolsProtocol"
 WEBSOCKET_PROTOCOL = "app.server:CoalescingWebSocketsProtocol"
 
 
@@ -205,11 +230,11 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "http": PROTOCOL,
         "ws": WEBSOCKET_PROTOCOL,
         "timeout_keep_alive": settings.http_keep_alive_timeout_seconds,
-        "h11_max_incomplete_event_size": settings.http_max_header_bytes,
     }
 
 
 def guard(config: uvicorn.Config, settings: Settings) -> uvicorn.Config:
-    """Give an in-process server's config these settings' head timeout."""
+    """Give an in-process server's config these settings' head timeout and head bound."""
     config.header_timeout = settings.http_header_timeout_seconds  # type: ignore[attr-defined]
+    config.max_header_bytes = settings.http_max_header_bytes  # type: ignore[attr-defined]
     return config

@@ -107,7 +107,7 @@ async def test_a_body_that_stops_arriving_is_a_408(port: int) -> None:
 
 async def test_an_oversized_request_head_is_refused(port: int) -> None:
     async with _socket(port) as (reader, writer):
-        # h11 bounds the head it is still waiting for (a head that arrives whole in one
+        # The server bounds the head it is still waiting for (a head that arrives whole in one
         # read is parsed at once): sent in two parts, as a slow client would.
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Big: " + b"a" * 8000)
         await writer.drain()
@@ -117,6 +117,30 @@ async def test_an_oversized_request_head_is_refused(port: int) -> None:
             await writer.drain()
         data, _ = await _read_all(reader, within=10)
     assert data.startswith(b"HTTP/1.1 400 "), data[:200]
+
+
+async def test_a_body_larger_than_the_head_bound_is_not_counted_as_head(port: int) -> None:
+    # Only a head still incomplete counts against the bound: a body sent in many reads
+    # after a complete head (and a head sent in two reads, under the bound) is the app's.
+    body = b'{"broker": "paper", "pad": "' + b"a" * 10_000 + b'"}'
+    async with _socket(port) as (reader, writer):
+        writer.write(b"POST /v1/connections HTTP/1.1\r\nHost: gateway\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(
+            b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+        )
+        await writer.drain()
+        for start in range(0, len(body), 1000):
+            writer.write(body[start : start + 1000])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+    # No bearer token: the app's 401, not the server's 400.
+    assert head.startswith(b"HTTP/1.1 401 "), head[:200]
 
 
 async def test_a_normal_client_keeps_its_connection_between_requests(port: int) -> None:
