@@ -92,6 +92,30 @@ done = function(summary, latency, requests)
 end
 """
 
+FLOOR_SCRIPT = """
+local counter = 0
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  prefix = string.format("%%d-%%d-%%s", os.time(), tid, "%(run)s")
+end
+request = function()
+  counter = counter + 1
+  local headers = {}
+  headers["Content-Type"] = "application/json"
+  headers["Idempotency-Key"] = prefix .. "-" .. counter
+  return wrk.format("POST", "/floor/acct-" .. (counter %% %(accounts)d), headers, %(body)s)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%d %%f %%f %%d %%d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
+    summary.errors.timeout))
+end
+"""
+
 PAPER_BODY = '{"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"}'
 # Far below the market: the order rests at the broker, so every order takes the same path.
 LIVE_BODY = (
@@ -285,7 +309,12 @@ async def run_gateway(
     return results, int(sent) // max(len(pairs), 1)
 
 
-async def run_bare(admin: str) -> dict[int, dict[str, Any]]:
+Results = dict[int, dict[str, Any]]
+
+
+async def run_bare(admin: str, with_floor: bool) -> tuple[Results, Results | None]:
+    """The bare endpoint at each concurrency, and (``with_floor``) the floor endpoint: the
+    paper order's database round trips without the gateway (scripts/bench/bare_app.py)."""
     async with fresh_database(admin) as url:
         port = free_port()
         bare_url = f"http://127.0.0.1:{port}"
@@ -307,7 +336,19 @@ async def run_bare(admin: str) -> dict[int, dict[str, Any]]:
         try:
             script = BARE_SCRIPT % {"body": json.dumps(PAPER_BODY)}
             await asyncio.to_thread(wrk, bare_url, script, 8, DURATION)
-            return {c: await measured(url, bare_url, script, c, bare, {}) for c in CONCURRENCY}
+            bare_results = {
+                c: await measured(url, bare_url, script, c, bare, {}) for c in CONCURRENCY
+            }
+            if not with_floor:
+                return bare_results, None
+            script = FLOOR_SCRIPT % {
+                "body": json.dumps(PAPER_BODY),
+                "run": os.urandom(6).hex(),
+                "accounts": ACCOUNTS,
+            }
+            await asyncio.to_thread(wrk, bare_url, script, 8, "3s")
+            floor = {c: await measured(url, bare_url, script, c, bare, {}) for c in CONCURRENCY}
+            return bare_results, floor
         finally:
             stop_server(bare)
 
@@ -326,7 +367,7 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 gateways[target.label] = results
                 per_key[target.label] = most
-            bare = await run_bare(explicit or admin)
+            bare, floor = await run_bare(explicit or admin, with_floor=not args.live)
     finally:
         for target in targets:
             if target.root != ROOT:
@@ -367,6 +408,19 @@ async def main(args: argparse.Namespace) -> None:
             f"c={c} {bare[c]['app_cpu_ms']:.2f} / {bare[c]['pg_cpu_ms']:.2f}" for c in CONCURRENCY
         )
     )
+    if floor is not None:
+        print(
+            "floor (a paper order's 5 database round trips, none of the gateway's logic; "
+            "bare_app.py /floor):"
+        )
+        for c in CONCURRENCY:
+            f = floor[c]
+            print(
+                f"  c={c:<3} {f['rps']:>6.0f} req/s  p50 {f['p50_ms']:.2f} ms  "
+                f"p99 {f['p99_ms']:.2f} ms  CPU ms/request {f['app_cpu_ms']:.2f} / "
+                f"{f['pg_cpu_ms']:.2f}  ratio to bare {f['rps'] / bare[c]['rps']:.2f}"
+                + (f"  (non-2xx {f['non_2xx']})" if f["non_2xx"] else "")
+            )
     print("sessions waiting for a lock in the gateway's database (mean, by kind):")
     for label, results in gateways.items():
         for c in CONCURRENCY:
