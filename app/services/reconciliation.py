@@ -27,6 +27,7 @@ from app.brokers.base import (
     OrderFingerprint,
     OrderStatus,
     Support,
+    Tier,
 )
 from app.db.leases import Leases, LocalLeases, owner_lease
 from app.db.models import Account, IdempotencyKey, Order
@@ -118,7 +119,7 @@ class Reconciler:
                 if kind == "open" and now < self._open_due.get(order.id, now):
                     continue
                 try:
-                    changed += await self._resolve(order, now)
+                    changed += await self._resolve(order, now, scheduled=True)
                 except Exception:
                     log.exception("reconciliation of an order failed", extra={"order_id": order.id})
         RECONCILE_PASSES.inc()
@@ -244,12 +245,25 @@ class Reconciler:
             self._cursors[kind] = batch[-1].id if len(batch) == BATCH else None
         return batch
 
-    async def _resolve(self, order: Order, now: datetime) -> int:
-        return await self._ctx.with_fresh_tokens(lambda: self._resolve_once(order, now))
+    async def _resolve(self, order: Order, now: datetime, *, scheduled: bool = False) -> int:
+        return await self._ctx.with_fresh_tokens(
+            lambda: self._resolve_once(order, now, scheduled=scheduled)
+        )
 
     async def _resolve_once(
-        self, order: Order, now: datetime, *, give_up: timedelta | None = None
+        self,
+        order: Order,
+        now: datetime,
+        *,
+        give_up: timedelta | None = None,
+        scheduled: bool = False,
     ) -> int:
+        """Look ``order`` up at its broker and apply what it says; 1 when the row changed.
+
+        ``scheduled`` (``run_once``'s sweep): an open order at an outside broker that streams
+        its order changes is first looked up one poll interval after its last change, not
+        at the first pass that sees it.
+        """
         async with self._ctx.sessionmaker() as session:
             found = await AccountRepository.for_system(session).get_with_connection(
                 order.account_id
@@ -260,10 +274,25 @@ class Reconciler:
             capabilities = self._ctx.spec_for(connection).capabilities
             by_fingerprint = capabilities.client_order_ids is Support.unsupported
             if order.status in _SWEEPS["open"]:
-                self._open_due[order.id] = now + self._ctx.settings.open_order_poll_interval(
-                    connection.broker_slug,
-                    streamed=capabilities.order_stream is not Support.unsupported,
+                spec = self._ctx.spec_for(connection)
+                streamed = capabilities.order_stream is not Support.unsupported
+                interval = self._ctx.settings.open_order_poll_interval(
+                    connection.broker_slug, streamed=streamed
                 )
+                if (
+                    scheduled
+                    and streamed
+                    and spec.tier is not Tier.paper
+                    and order.id not in self._open_due
+                    and now < order.updated_at + interval
+                ):
+                    # The stream reports this order's changes; the lookup is its safety
+                    # net, and spends the credential's rate budget, which the user's own
+                    # orders share. A new order is not followed by a lookup at once (the
+                    # paper broker's lookups are reads of our own database: not deferred).
+                    self._open_due[order.id] = order.updated_at + interval
+                    return 0
+                self._open_due[order.id] = now + interval
             adapter = await self._ctx.adapter_for(session, connection, for_order=False)
             claimed: frozenset[str] = frozenset()
             if order.broker_order_id is None and by_fingerprint:

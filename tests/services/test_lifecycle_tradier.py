@@ -101,6 +101,13 @@ async def tradier_case(db_url: str) -> AsyncIterator[Case]:
         yield Case(gw, user, account)
 
 
+def _past_the_open_poll(h: Harness) -> datetime:
+    """When the reconciler first looks up a new open order at a streaming broker (here it
+    stands in for the Tradier stream the tests do not run)."""
+    interval = timedelta(seconds=h.state.ctx.settings.reconcile_open_streamed_seconds)
+    return datetime.now(UTC) + interval + timedelta(seconds=1)
+
+
 def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER]
 
@@ -198,7 +205,7 @@ async def test_the_gateways_own_filled_order_tells_the_contract(db_url: str) -> 
         )
         assert placed.status_code == 201, placed.text
         await c.gw.tradier.fake.match()
-        assert await Reconciler(h.state.ctx).run_once() >= 1
+        assert await Reconciler(h.state.ctx).run_once(_past_the_open_poll(h)) >= 1
         got = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(c.user))
         assert got.json()["status"] == "filled", got.text
         c.expire(option)
@@ -236,7 +243,7 @@ async def test_a_leg_of_the_gateways_own_calendar_spread_tells_the_contract(db_u
         )
         assert placed.status_code == 201, placed.text
         await c.gw.tradier.fake.match()
-        assert await Reconciler(h.state.ctx).run_once() >= 1
+        assert await Reconciler(h.state.ctx).run_once(_past_the_open_poll(h)) >= 1
         got = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(c.user))
         assert got.json()["status"] == "filled", got.text
         assert got.json()["symbol"] == "AAPL"  # the order's row names the underlying only

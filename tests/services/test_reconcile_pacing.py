@@ -9,6 +9,7 @@ with an order stream and once as one without.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from app.paper.adapter import PaperAdapter
 from app.security.credentials import Credentials
 from app.services.clock import utcnow
 from app.services.reconciliation import Reconciler
+from tests.brokers.tradier.test_api import gateway as tradier_gateway
 from tests.conftest import new_user, own_database
 from tests.harness import running_app, settings_for_tests
 
@@ -91,3 +93,34 @@ def test_each_broker_gets_its_poll_interval() -> None:
     # SnapTrade's budget is shared by every user; Robinhood's is 100 requests/min.
     assert settings.open_order_poll_interval("snaptrade", streamed=False) == timedelta(seconds=30)
     assert settings.open_order_poll_interval("robinhood", streamed=False) == timedelta(seconds=15)
+
+
+async def test_a_new_open_order_at_a_streaming_broker_waits_one_interval_for_its_lookup(
+    db_url: str,
+) -> None:
+    # Tradier streams order changes: the sweep's lookup is a safety net that spends the
+    # credential's rate budget, so a new order is first looked up one interval after its
+    # last change. The fake filled it; only a lookup can tell (the stream is not run here).
+    async with tradier_gateway(db_url) as gw:
+        gw.tradier.account.number = f"VA{uuid.uuid4().int % 10**8:08d}"
+        user = new_user()
+        [account] = (await gw.connect(user))["accounts"]
+        placed = await gw.harness.place(user, account, quantity="1", time_in_force="day")
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["status"] == "submitted"
+        await gw.tradier.fake.match()
+        settings = gw.harness.state.ctx.settings
+        interval = timedelta(seconds=settings.reconcile_open_streamed_seconds)
+        reconciler = Reconciler(gw.harness.state.ctx)
+
+        async def status() -> str:
+            got = await gw.harness.client.get(
+                f"/v1/orders/{placed.json()['id']}", headers=gw.harness.auth(user)
+            )
+            value: str = got.json()["status"]
+            return value
+
+        await reconciler.run_once(now=utcnow() + interval / 2)
+        assert await status() == "submitted"  # not looked up yet
+        await reconciler.run_once(now=utcnow() + interval + timedelta(seconds=1))
+        assert await status() == "filled"
