@@ -271,10 +271,10 @@ class Reconciler:
             if found is None:
                 return 0
             account, connection = found
-            capabilities = self._ctx.spec_for(connection).capabilities
+            spec = self._ctx.spec_for(connection)
+            capabilities = spec.capabilities
             by_fingerprint = capabilities.client_order_ids is Support.unsupported
             if order.status in _SWEEPS["open"]:
-                spec = self._ctx.spec_for(connection)
                 streamed = capabilities.order_stream is not Support.unsupported
                 interval = self._ctx.settings.open_order_poll_interval(
                     connection.broker_slug, streamed=streamed
