@@ -427,7 +427,7 @@ class Settings(BaseSettings):
     # The HTTP server (uvicorn with httptools, app/server.py): an idle keep-alive connection is
     # closed after ``http_keep_alive_timeout_seconds``; a connection must deliver a whole
     # request head (line and headers, at most ``http_max_header_bytes``) within
-    # ``http_header_timeout_seconds`` of connecting or of its previous response, and a body
+    # ``http_header_timeout_seconds`` of connecting or of its first byte, and a body
     # must keep arriving: each read waits at most ``http_body_timeout_seconds`` (then 408).
     # These bound what one slow client holds; production still needs the reverse proxy of
     # README "Operations" in front (buffering, connection limits, TLS).

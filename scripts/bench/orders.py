@@ -52,12 +52,20 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 ACCOUNTS = 64
 CONCURRENCY = (8, 64)
 
-WRK_SCRIPT = """
-local accounts = {%(accounts)s}
+# What every script shares: the RESULT line wrk's ``done`` prints (read by launch.wrk), and
+# for the scripts that send Idempotency-Keys, a key prefix of each wrk thread's own: keys
+# must never repeat across threads, or the benchmark would measure idempotent replays
+# instead of new orders.
+_REPORT = """
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%d %%f %%f %%d %%d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
+    summary.errors.timeout))
+end
+"""
+_KEY_PREFIX = """
 local counter = 0
 local threads = 0
--- Each wrk thread gets its own key prefix: keys must never repeat across threads, or the
--- benchmark would measure idempotent replays instead of new orders.
 function setup(thread)
   threads = threads + 1
   thread:set("tid", threads)
@@ -65,6 +73,12 @@ end
 function init(args)
   prefix = string.format("%%d-%%d-%%s", os.time(), tid, "%(run)s")
 end
+"""
+
+WRK_SCRIPT = (
+    _KEY_PREFIX
+    + """
+local accounts = {%(accounts)s}
 request = function()
   counter = counter + 1
   local account = accounts[(counter %% #accounts) + 1]
@@ -74,34 +88,22 @@ request = function()
   headers["Idempotency-Key"] = prefix .. "-" .. counter
   return wrk.format("POST", "/v1/accounts/" .. account[1] .. "/orders", headers, %(body)s)
 end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%f %%f %%d %%d\\n", summary.requests,
-    summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
-    summary.errors.timeout))
-end
 """
+    + _REPORT
+)
 
-BARE_SCRIPT = """
+BARE_SCRIPT = (
+    """
 request = function()
   return wrk.format("POST", "/bare", {["Content-Type"]="application/json"}, %(body)s)
 end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%f %%f %%d %%d\\n", summary.requests,
-    summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
-    summary.errors.timeout))
-end
 """
+    + _REPORT
+)
 
-FLOOR_SCRIPT = """
-local counter = 0
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-function init(args)
-  prefix = string.format("%%d-%%d-%%s", os.time(), tid, "%(run)s")
-end
+FLOOR_SCRIPT = (
+    _KEY_PREFIX
+    + """
 request = function()
   counter = counter + 1
   local headers = {}
@@ -109,12 +111,9 @@ request = function()
   headers["Idempotency-Key"] = prefix .. "-" .. counter
   return wrk.format("POST", "/floor/acct-" .. (counter %% %(accounts)d), headers, %(body)s)
 end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%f %%f %%d %%d\\n", summary.requests,
-    summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
-    summary.errors.timeout))
-end
 """
+    + _REPORT
+)
 
 PAPER_BODY = '{"symbol": "AAPL", "side": "buy", "quantity": "1", "order_type": "market"}'
 # Far below the market: the order rests at the broker, so every order takes the same path.
