@@ -39,6 +39,7 @@ from app.brokers.base import (
     Transaction,
 )
 from app.db.deferred import DeferredWrites
+from app.db.paper_lock import LockedPaperRows
 from app.paper.engine import COMBO_ORDER_TYPES, COMBO_TIME_IN_FORCE, MAX_LEGS, PaperEngine
 from app.paper.market_data import (
     PAPER_MARKET_DATA,
@@ -138,9 +139,10 @@ class PaperAdapter:
         order: OrderRequest,
         *,
         deferred: DeferredWrites | None = None,
+        locked: LockedPaperRows | None = None,
     ) -> BrokerOrder:
         return await self._engine.place(
-            self._owner, account_ref, order, session=session, deferred=deferred
+            self._owner, account_ref, order, session=session, deferred=deferred, locked=locked
         )
 
     async def modify_order_in(

@@ -119,6 +119,7 @@ from app.brokers.base import (
 )
 from app.db.deferred import DeferredWrites
 from app.db.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
+from app.db.paper_lock import LockedPaperRows
 from app.db.session import SessionMaker
 from app.ids import new_id
 from app.paper.clock import Clock
@@ -594,24 +595,39 @@ class PaperEngine:
         *,
         session: AsyncSession | None = None,
         deferred: DeferredWrites | None = None,
+        locked: LockedPaperRows | None = None,
     ) -> BrokerOrder:
         """Place an order; with ``session`` inside the caller's transaction (nothing is
         committed here: the caller commits the paper books with its own rows, or rolls
         everything back), else in a transaction of its own. ``deferred`` (with ``session``):
         an equity order's paper-book writes are handed to the caller's statement on
-        Postgres instead of sent here (``app.db.deferred``)."""
+        Postgres instead of sent here (``app.db.deferred``). ``locked`` (with ``session``):
+        the account and position the caller's transaction already read under the account's
+        lock (``app.db.paper_lock``), taken instead of reading them again when they are for
+        this account, owner and symbol."""
         if request.is_multi_leg or is_option_symbol(request.symbol):
             return await self._place_option(owner, account_id, request, session)
         self.check_symbol(request.symbol)
         now = self.clock.now()
         quantity = self._equity_quantity(request, now)
+        # Rows read in another transaction are no lock held in this one.
+        if (
+            session is None
+            or locked is None
+            or not locked.is_for(account_id, owner, request.symbol)
+        ):
+            locked = None
         async with self._writing(session) as session:
             store = PaperStore(session, core=True)
             # The position is read after the account lock is held (one round trip on
-            # Postgres, see ``PaperStore.core_account_and_position``).
-            account, position = await store.core_account_and_position(
-                account_id, owner, request.symbol
-            )
+            # Postgres, see ``PaperStore.core_account_and_position``, or none when the
+            # caller's first statement did it).
+            if locked is not None:
+                account, position = store.adopt_locked(locked)
+            else:
+                account, position = await store.core_account_and_position(
+                    account_id, owner, request.symbol
+                )
             if account is None:
                 raise broker_errors.OrderNotFound("no such paper account", broker="paper")
             positions: dict[PositionKey, PaperPosition] = {}

@@ -25,14 +25,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Select, Table, bindparam, func, insert, select, true, update
-from sqlalchemy import column as sql_column
+from sqlalchemy import JSON, Select, Table, bindparam, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.brokers.base import OrderStatus
 from app.db.deferred import DeferredPart, DeferredWrites
 from app.db.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
+from app.db.paper_lock import (
+    LockedPaperRows,
+    labelled_columns,
+    locked_account_and_position,
+    rows_from,
+)
 
 _ACCOUNTS: Table = PaperAccount.__table__  # type: ignore[assignment]
 _POSITIONS: Table = PaperPosition.__table__  # type: ignore[assignment]
@@ -163,10 +168,9 @@ class PaperStore:
     ) -> tuple[PaperAccount | None, PaperPosition | None]:
         """``core_account`` then ``core_position``, in one round trip on Postgres.
 
-        The position is still read after the lock is held, in a snapshot taken after it:
-        the statement calls ``paper_account_locked`` and then, per locked row,
-        ``paper_position_now``, a ``VOLATILE`` function whose query takes a fresh snapshot
-        (migration 0018). SQLite, whose one writer serialises placements, reads twice.
+        The position is still read after the lock is held, in a snapshot taken after it
+        (``app.db.paper_lock``). SQLite, whose one writer serialises placements, reads
+        twice.
         """
         if self.session.get_bind().dialect.name != "postgresql":
             account = await self.core_account(account_id, owner)
@@ -180,11 +184,19 @@ class PaperStore:
         row = found.mappings().one_or_none()
         if row is None:
             return None, None
-        account = self._keep(PaperAccount(**{c.key: row[f"a_{c.name}"] for c in _ACCOUNTS.columns}))
-        if row[f"p_{_POSITIONS.c.paper_account_id.name}"] is None:
+        return self.adopt_locked(rows_from(row, account_id=account_id, owner=owner, symbol=symbol))
+
+    def adopt_locked(
+        self, rows: LockedPaperRows
+    ) -> tuple[PaperAccount | None, PaperPosition | None]:
+        """The account and position another statement read under the account's lock
+        (``app.db.paper_lock``), kept as if this store had read them."""
+        if rows.account is None:
+            return None, None
+        account = self._keep(PaperAccount(**rows.account))
+        if rows.position is None:
             return account, None
-        position = PaperPosition(**{c.key: row[f"p_{c.name}"] for c in _POSITIONS.columns})
-        return account, self._keep(position)
+        return account, self._keep(PaperPosition(**rows.position))
 
     async def core_positions(self, account_id: str) -> list[PaperPosition]:
         """Every position row of the account (read after its lock is held, as above)."""
@@ -441,21 +453,12 @@ def _locked_account_statement() -> Any:
 
 @functools.cache
 def _locked_account_and_position_statement() -> Any:
-    """Postgres: the locked account and, read after the lock, its position (migration
-    0018's functions); columns ``a_<name>`` and ``p_<name>``, the latter NULL when there
-    is no position."""
-    locked = func.paper_account_locked(bindparam("a_id"), bindparam("a_owner")).table_valued(
-        *(sql_column(c.name, c.type) for c in _ACCOUNTS.columns), name="a"
+    """Postgres: the locked account and, read after the lock, its position
+    (``app.db.paper_lock``)."""
+    locked, now = locked_account_and_position(
+        bindparam("a_id"), bindparam("a_owner"), bindparam("p_symbol")
     )
-    now = (
-        func.paper_position_now(locked.c.id, bindparam("p_symbol"))
-        .table_valued(*(sql_column(c.name, c.type) for c in _POSITIONS.columns), name="p")
-        .lateral()
-    )
-    return select(
-        *(locked.c[c.name].label(f"a_{c.name}") for c in _ACCOUNTS.columns),
-        *(now.c[c.name].label(f"p_{c.name}") for c in _POSITIONS.columns),
-    ).select_from(locked.outerjoin(now, true()))
+    return select(*labelled_columns(locked, now)).select_from(locked.outerjoin(now, true()))
 
 
 @functools.cache

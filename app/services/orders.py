@@ -66,6 +66,7 @@ from app.brokers.environments import is_practice
 from app.brokers.symbols import normalize_symbol
 from app.db.deferred import DeferredWrites
 from app.db.models import Account, AuditEntry, Connection, IdempotencyKey, Order
+from app.db.paper_lock import LockedPaperRows
 from app.db.repositories.audit import AuditRepository, user_chain
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
@@ -200,7 +201,9 @@ class OrderService:
             # gates would say now, so a gate's refusal looks for a held key before it is
             # raised.
             try:
-                account, connection, adapter = await self._gate(session, user_id, account_id, body)
+                account, connection, adapter, paper_rows = await self._gate(
+                    session, user_id, account_id, body
+                )
             except errors.AppError:
                 await session.rollback()
                 answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
@@ -232,6 +235,7 @@ class OrderService:
                     account.broker_account_ref,
                     order,
                     _PaperClaim(keys, claim_terms, idempotency_key, fingerprint),
+                    paper_rows,
                 )
                 if placed:  # not when the held key's first answer was given
                     ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
@@ -281,10 +285,12 @@ class OrderService:
         account_ref: str,
         order: Order,
         held: _PaperClaim,
+        paper_rows: LockedPaperRows | None,
     ) -> tuple[StoredResponse, bool]:
         """Place on the paper broker inside this transaction: the paper books, the order
         row, its events and the idempotency record with its stored response commit
-        together or not at all.
+        together or not at all. ``paper_rows``: what the gate's read took under the paper
+        account's lock, handed to the paper engine.
 
         The paper broker's books are in our database, so there is no answer to lose and no
         ``unknown``: a refusal rolls everything back and is recorded on its own (the
@@ -297,7 +303,11 @@ class OrderService:
         paper_books = DeferredWrites()
         try:
             report = await paper.place_order_in(
-                session, account_ref, order_request_for(order), deferred=paper_books
+                session,
+                account_ref,
+                order_request_for(order),
+                deferred=paper_books,
+                locked=paper_rows,
             )
         except broker_errors.BrokerError as exc:
             await session.rollback()
@@ -394,13 +404,18 @@ class OrderService:
 
     async def _gate(
         self, session: AsyncSession, user_id: str, account_id: str, body: OrderCreate
-    ) -> tuple[Account, Connection, BrokerAdapter]:
-        """The pre-trade gates of a placement, in order (see the module docstring)."""
+    ) -> tuple[Account, Connection, BrokerAdapter, LockedPaperRows | None]:
+        """The pre-trade gates of a placement, in order (see the module docstring), and on
+        the paper broker its account's rows, read and locked by the same statement as the
+        account (Postgres): the paper engine needs that lock next, and taking it before
+        the gates saves a round trip; a gate's refusal rolls it back."""
         # 1. (ownership) the account is the caller's
-        found = await AccountRepository.for_user(session, user_id).get_with_connection(account_id)
+        found = await AccountRepository.for_user(session, user_id).get_locking_paper(
+            account_id, paper_slug=PaperAdapter.slug, symbol=order_symbol(body)
+        )
         if found is None:
             raise errors.NotFound("no such account")
-        account, connection = found
+        account, connection, paper_rows = found
         # The credential is opened at gate 2 (one vault read), not checked there and
         # opened again after gate 5.
         adapter = await self.check_gates(
@@ -408,7 +423,7 @@ class OrderService:
         )
         assert adapter is not None
         await check_at_broker(adapter, account.broker_account_ref, body)
-        return account, connection, adapter
+        return account, connection, adapter, paper_rows
 
     async def check_gates(
         self,

@@ -19,6 +19,8 @@ from app.brokers.base import (
     OrderUpdate,
     TimeInForce,
 )
+from app.db.models import PaperAccount
+from app.db.paper_lock import LockedPaperRows
 from app.db.session import SessionMaker
 from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
@@ -455,3 +457,57 @@ async def test_a_reused_client_order_id_is_refused_and_books_nothing(
 
     assert len(await engine.history(owner, account, None, None, None)) == 1
     assert (await engine.balances(owner, account)).cash == cash
+
+
+@pytest.mark.parametrize(
+    "asked", ["another symbol", "another account", "another owner", "no transaction"]
+)
+async def test_rows_read_for_another_order_or_transaction_are_not_taken(
+    sessionmaker: SessionMaker, asked: str
+) -> None:
+    """``locked`` rows stand in for the engine's own read only when they are for this
+    account, owner and symbol, read in the caller's transaction: otherwise the engine
+    reads (and locks) the account itself. Here the handed rows claim no cash at all."""
+    engine, _clock, _sink = make_engine(sessionmaker)
+    owner, account = await funded(engine)
+    async with sessionmaker() as session:
+        real = await session.get(PaperAccount, account)
+        assert real is not None
+        broke = {c.key: getattr(real, c.key) for c in PaperAccount.__table__.columns}
+    broke["cash"] = Decimal(0)
+    target = {
+        "another symbol": (account, owner, "MSFT"),
+        "another account": ("pa_other", owner, "AAPL"),
+        "another owner": (account, "someone-else", "AAPL"),
+        "no transaction": (account, owner, "AAPL"),
+    }[asked]
+    locked = LockedPaperRows(*target, account=broke, position=None)
+    if asked == "no transaction":
+        order = await engine.place(owner, account, request(quantity="5"), locked=locked)
+    else:
+        async with sessionmaker() as session:
+            order = await engine.place(
+                owner, account, request(quantity="5"), session=session, locked=locked
+            )
+            await session.commit()
+    assert order.status is OrderStatus.filled
+
+
+async def test_rows_read_under_the_lock_for_this_order_are_taken(
+    sessionmaker: SessionMaker,
+) -> None:
+    """The same handed rows for this very account, owner and symbol are the engine's
+    view: no cash, so the buy is refused."""
+    engine, _clock, _sink = make_engine(sessionmaker)
+    owner, account = await funded(engine)
+    async with sessionmaker() as session:
+        real = await session.get(PaperAccount, account)
+        assert real is not None
+        broke = {c.key: getattr(real, c.key) for c in PaperAccount.__table__.columns}
+        broke["cash"] = Decimal(0)
+        locked = LockedPaperRows(account, owner, "AAPL", account=broke, position=None)
+        with pytest.raises(broker_errors.InsufficientFunds):
+            await engine.place(
+                owner, account, request(quantity="5"), session=session, locked=locked
+            )
+        await session.rollback()

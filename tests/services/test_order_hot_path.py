@@ -13,9 +13,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
-from sqlalchemy import delete, func, select
+import pytest
+from sqlalchemy import delete, event, func, select, text
 
 from app.db.models import AuditChainHead, AuditEntry, IdempotencyKey, Order, OrderEvent
 from app.db.repositories.audit import user_chain
@@ -23,6 +25,7 @@ from app.db.repositories.orders import OrderRepository
 from app.db.session import create_engine, create_sessionmaker
 from app.streaming.outbox import LocalNotifier, database_key
 from tests.conftest import new_user, own_database
+from tests.harness import Harness
 from tests.services.support import LiveGateway, assert_problem, live_gateway
 
 
@@ -153,3 +156,68 @@ async def test_core_event_appends_wake_the_sqlite_hub_after_commit_only(
     finally:
         LocalNotifier.unregister(key, token)
         await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_paper_market_buy_is_two_statements_in_one_transaction(harness: Harness) -> None:
+    """On Postgres the gate's read of the account carries the paper account's lock and
+    position read, and one statement writes the rest: BEGIN, 2 statements, COMMIT."""
+    h, user = harness, new_user()
+    _, account = await h.paper_account(user)
+    warm = await h.place(user, account)  # the first order builds the position row
+    assert warm.status_code == 201, warm.text
+    engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
+    statements: list[str] = []
+    transactions: list[str] = []
+
+    def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            statements.append(statement)
+
+    def on_begin(conn: Any) -> None:
+        transactions.append("begin")
+
+    def on_end(conn: Any) -> None:
+        transactions.append("end")
+
+    event.listen(engine, "before_cursor_execute", on_statement)
+    event.listen(engine, "begin", on_begin)
+    event.listen(engine, "commit", on_end)
+    event.listen(engine, "rollback", on_end)
+    try:
+        # Through the app in process: only this request uses the engine meanwhile (the
+        # paper ticker and the reconciler are driven by hand in the harness).
+        placed = await h.place(user, account)
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+        event.remove(engine, "begin", on_begin)
+        event.remove(engine, "commit", on_end)
+        event.remove(engine, "rollback", on_end)
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["status"] == "filled"
+    assert [s.split()[0] for s in statements] == ["SELECT", "WITH"], statements
+    assert "FROM accounts" in statements[0]
+    assert "paper_account_locked" in statements[0]
+    assert "paper_position_now" in statements[0]
+    assert transactions == ["begin", "end"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_gate_refusal_after_the_paper_lock_releases_it(harness: Harness) -> None:
+    """The paper account is locked by the placement's first statement, before the gates:
+    a refusal rolls it back, so the account's next order is not kept waiting."""
+    h, user = harness, new_user()
+    _, account = await h.paper_account(user)
+    refused = await h.place(user, account, symbol="NOSUCHSYMBOL1")
+    assert refused.status_code in (400, 422), refused.text
+    async with h.state.ctx.sessionmaker() as other:
+        await other.execute(
+            text(
+                "SELECT 1 FROM paper_accounts p JOIN accounts a ON a.broker_account_ref = p.id "
+                "WHERE a.id = :id FOR UPDATE NOWAIT"
+            ),
+            {"id": account},
+        )
+        await other.rollback()
+    placed = await asyncio.wait_for(h.place(user, account), timeout=30)
+    assert placed.status_code == 201, placed.text

@@ -7,9 +7,15 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, true, update
 
 from app.db.models import Account, Connection
+from app.db.paper_lock import (
+    LockedPaperRows,
+    labelled_columns,
+    locked_account_and_position,
+    rows_from,
+)
 from app.db.repositories.scoped import UserScoped
 
 
@@ -191,6 +197,35 @@ class AccountRepository(UserScoped):
         row = (await self.session.execute(stmt, params)).first()
         return None if row is None else (row[0], row[1])
 
+    async def get_locking_paper(
+        self, account_id: str, *, paper_slug: str, symbol: str
+    ) -> tuple[Account, Connection, LockedPaperRows | None] | None:
+        """``get_with_connection``, and when the connection is on the paper broker
+        (``paper_slug``) its paper account locked and the position in ``symbol`` read after
+        the lock, in the same statement (Postgres; ``app.db.paper_lock``). The paper rows
+        are None for any other broker, and on SQLite, where the paper engine reads them
+        itself. The lock is held until the transaction ends, whatever is done next."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            found = await self.get_with_connection(account_id)
+            return None if found is None else (*found, None)
+        params = {"a_id": account_id, "paper_slug": paper_slug, "p_symbol": symbol}
+        if not self.is_system:
+            params["a_user_id"] = self.user_id
+        stmt = _account_with_connection_locking_paper_statement(scoped=not self.is_system)
+        row = (await self.session.execute(stmt, params)).first()
+        if row is None:
+            return None
+        account, connection = row[0], row[1]
+        if connection.broker_slug != paper_slug:
+            return account, connection, None
+        paper = rows_from(
+            row._mapping,
+            account_id=account.broker_account_ref,
+            owner=connection.user_id,
+            symbol=symbol,
+        )
+        return account, connection, paper
+
     async def usable_on_brokers(
         self, slugs: Sequence[str], statuses: Sequence[str]
     ) -> list[tuple[Account, Connection]]:
@@ -289,6 +324,30 @@ class AccountRepository(UserScoped):
         if account.user_id != self.user_id:
             raise PermissionError("account belongs to another user")
         self.session.add(account)
+
+
+@functools.cache
+def _account_with_connection_locking_paper_statement(*, scoped: bool) -> Any:
+    """The account and its connection and, on the paper broker only (a NULL account id
+    locks nothing elsewhere), its paper account locked and the position read after it."""
+    paper_account = case(
+        (Connection.broker_slug == bindparam("paper_slug"), Account.broker_account_ref),
+        else_=None,
+    )
+    locked, now = locked_account_and_position(
+        paper_account, Connection.user_id, bindparam("p_symbol")
+    )
+    stmt = (
+        select(Account, Connection, *labelled_columns(locked, now))
+        .select_from(Account)
+        .join(Connection, Connection.id == Account.connection_id)
+        .outerjoin(locked, true())
+        .outerjoin(now, true())
+        .where(Account.id == bindparam("a_id"))
+    )
+    if scoped:
+        stmt = stmt.where(Account.user_id == bindparam("a_user_id"))
+    return stmt
 
 
 @functools.cache
