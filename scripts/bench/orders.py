@@ -409,7 +409,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     if floor is not None:
         print(
-            "floor (a paper order's 5 database round trips, none of the gateway's logic; "
+            "floor (a paper order's 4 database round trips, none of the gateway's logic; "
             "bare_app.py /floor):"
         )
         for c in CONCURRENCY:
