@@ -614,7 +614,7 @@ class PaperEngine:
         if (
             session is None
             or locked is None
-            or not locked.is_for(account_id, owner, request.symbol)
+            or not locked.is_for(account_id, owner, request.symbol, session)
         ):
             locked = None
         async with self._writing(session) as session:

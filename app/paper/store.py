@@ -10,8 +10,10 @@ keeps the lock order fixed, so the paths cannot deadlock each other. SQLite igno
 
 Statement budget (the order path is benchmarked, ``scripts/bench/order_profile.py``): an
 equity placement or cancel reads with Core (the locked account, then its position: one
-round trip on Postgres for a placement, ``core_account_and_position``; a cancel also the
-locked order) and writes everything it changed with ``write_core``: one statement
+round trip on Postgres for a placement, ``core_account_and_position``, or none when the
+order service's first statement read them under the lock and handed them over,
+``adopt_locked``; a cancel also the locked order) and writes everything it changed with
+``write_core``: one statement
 on Postgres (data-modifying CTEs), one per row on SQLite. Reserved cash is a running figure
 on the account row, never a SUM over orders. Option orders, modify, the ticker and expiry
 settlement still go through the ORM session.
@@ -184,7 +186,9 @@ class PaperStore:
         row = found.mappings().one_or_none()
         if row is None:
             return None, None
-        return self.adopt_locked(rows_from(row, account_id=account_id, owner=owner, symbol=symbol))
+        return self.adopt_locked(
+            rows_from(row, self.session, account_id=account_id, owner=owner, symbol=symbol)
+        )
 
     def adopt_locked(
         self, rows: LockedPaperRows

@@ -410,8 +410,11 @@ class OrderService:
         account (Postgres): the paper engine needs that lock next, and taking it before
         the gates saves a round trip; a gate's refusal rolls it back."""
         # 1. (ownership) the account is the caller's
+        # An option order's paper placement locks and reads its own rows (every leg's).
         found = await AccountRepository.for_user(session, user_id).get_locking_paper(
-            account_id, paper_slug=PaperAdapter.slug, symbol=order_symbol(body)
+            account_id,
+            paper_slug=PaperAdapter.slug,
+            symbol=None if body.is_option else order_symbol(body),
         )
         if found is None:
             raise errors.NotFound("no such account")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 
 from app.brokers import errors as broker_errors
 from app.brokers.base import (
@@ -20,7 +21,7 @@ from app.brokers.base import (
     TimeInForce,
 )
 from app.db.models import PaperAccount
-from app.db.paper_lock import LockedPaperRows
+from app.db.paper_lock import LockedPaperRows, current_transaction
 from app.db.session import SessionMaker
 from app.paper.clock import ManualClock
 from app.paper.engine import PaperEngine
@@ -460,7 +461,8 @@ async def test_a_reused_client_order_id_is_refused_and_books_nothing(
 
 
 @pytest.mark.parametrize(
-    "asked", ["another symbol", "another account", "another owner", "no transaction"]
+    "asked",
+    ["another symbol", "another account", "another owner", "no transaction", "an earlier one"],
 )
 async def test_rows_read_for_another_order_or_transaction_are_not_taken(
     sessionmaker: SessionMaker, asked: str
@@ -480,12 +482,19 @@ async def test_rows_read_for_another_order_or_transaction_are_not_taken(
         "another account": ("pa_other", owner, "AAPL"),
         "another owner": (account, "someone-else", "AAPL"),
         "no transaction": (account, owner, "AAPL"),
+        "an earlier one": (account, owner, "AAPL"),
     }[asked]
-    locked = LockedPaperRows(*target, account=broke, position=None)
     if asked == "no transaction":
+        locked = LockedPaperRows(*target, account=broke, position=None, transaction=None)
         order = await engine.place(owner, account, request(quantity="5"), locked=locked)
     else:
         async with sessionmaker() as session:
+            await session.execute(select(1))
+            locked = LockedPaperRows(
+                *target, account=broke, position=None, transaction=current_transaction(session)
+            )
+            if asked == "an earlier one":
+                await session.commit()  # the rows' transaction is over, and its lock with it
             order = await engine.place(
                 owner, account, request(quantity="5"), session=session, locked=locked
             )
@@ -505,7 +514,14 @@ async def test_rows_read_under_the_lock_for_this_order_are_taken(
         assert real is not None
         broke = {c.key: getattr(real, c.key) for c in PaperAccount.__table__.columns}
         broke["cash"] = Decimal(0)
-        locked = LockedPaperRows(account, owner, "AAPL", account=broke, position=None)
+        locked = LockedPaperRows(
+            account,
+            owner,
+            "AAPL",
+            account=broke,
+            position=None,
+            transaction=current_transaction(session),
+        )
         with pytest.raises(broker_errors.InsufficientFunds):
             await engine.place(
                 owner, account, request(quantity="5"), session=session, locked=locked

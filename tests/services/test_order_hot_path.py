@@ -209,7 +209,7 @@ async def test_a_gate_refusal_after_the_paper_lock_releases_it(harness: Harness)
     h, user = harness, new_user()
     _, account = await h.paper_account(user)
     refused = await h.place(user, account, symbol="NOSUCHSYMBOL1")
-    assert refused.status_code in (400, 422), refused.text
+    assert_problem(refused, 422, "unknown_symbol")  # the paper broker's check, a gate
     async with h.state.ctx.sessionmaker() as other:
         await other.execute(
             text(

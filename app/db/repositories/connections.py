@@ -198,14 +198,15 @@ class AccountRepository(UserScoped):
         return None if row is None else (row[0], row[1])
 
     async def get_locking_paper(
-        self, account_id: str, *, paper_slug: str, symbol: str
+        self, account_id: str, *, paper_slug: str, symbol: str | None
     ) -> tuple[Account, Connection, LockedPaperRows | None] | None:
         """``get_with_connection``, and when the connection is on the paper broker
         (``paper_slug``) its paper account locked and the position in ``symbol`` read after
         the lock, in the same statement (Postgres; ``app.db.paper_lock``). The paper rows
-        are None for any other broker, and on SQLite, where the paper engine reads them
-        itself. The lock is held until the transaction ends, whatever is done next."""
-        if self.session.get_bind().dialect.name != "postgresql":
+        are None for any other broker, without a ``symbol``, and on SQLite, where the paper
+        engine reads them itself. The lock is held until the transaction ends, whatever is
+        done next."""
+        if symbol is None or self.session.get_bind().dialect.name != "postgresql":
             found = await self.get_with_connection(account_id)
             return None if found is None else (*found, None)
         params = {"a_id": account_id, "paper_slug": paper_slug, "p_symbol": symbol}
@@ -220,6 +221,7 @@ class AccountRepository(UserScoped):
             return account, connection, None
         paper = rows_from(
             row._mapping,
+            self.session,
             account_id=account.broker_account_ref,
             owner=connection.user_id,
             symbol=symbol,

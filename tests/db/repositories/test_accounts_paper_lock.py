@@ -59,7 +59,7 @@ async def test_the_paper_account_is_locked_and_its_position_read_with_the_accoun
         row, connection, rows = found
         assert (row.id, connection.id) == (account, row.connection_id)
         assert rows is not None
-        assert rows.is_for(paper, user, "AAPL")
+        assert rows.is_for(paper, user, "AAPL", session)
         assert rows.account is not None
         assert rows.account["id"] == paper
         assert rows.account["cash"] < Decimal("100000")
@@ -68,6 +68,8 @@ async def test_the_paper_account_is_locked_and_its_position_read_with_the_accoun
         # The lock is held until this transaction ends.
         assert not await _lockable_now(h, paper)
         await session.rollback()
+        # Read in a transaction that is over: no longer rows held under a lock.
+        assert not rows.is_for(paper, user, "AAPL", session)
     assert await _lockable_now(h, paper)
 
     async with h.state.ctx.sessionmaker() as session:
@@ -120,12 +122,18 @@ async def test_sqlite_and_postgres_give_the_same_account_and_connection(
     h, user = harness, new_user()
     _, account = await h.paper_account(user)
     async with h.state.ctx.sessionmaker() as session:
-        repo = AccountRepository.for_user(session, user)
-        plain = await repo.get_with_connection(account)
-        found = await repo.get_locking_paper(account, paper_slug="paper", symbol="AAPL")
+        plain = await AccountRepository.for_user(session, user).get_with_connection(account)
         assert plain is not None
+    async with h.state.ctx.sessionmaker() as session:
+        repo = AccountRepository.for_user(session, user)
+        found = await repo.get_locking_paper(account, paper_slug="paper", symbol="AAPL")
         assert found is not None
-        assert (found[0], found[1]) == plain
+        assert (found[0].id, found[0].connection_id) == (plain[0].id, plain[0].connection_id)
+        assert (found[1].id, found[1].broker_slug) == (plain[1].id, "paper")
         postgres = session.get_bind().dialect.name == "postgresql"
         assert (found[2] is not None) is postgres
+        # Without a symbol (an option order's placement locks its own rows) nothing is read.
+        without = await repo.get_locking_paper(account, paper_slug="paper", symbol=None)
+        assert without is not None
+        assert without[2] is None
         await session.rollback()
