@@ -387,7 +387,9 @@ async def source_main(plan_path: str, rate: float) -> None:
             line = (await reader.readline()).decode().strip()
             if line == "START":
                 started, count_at_start = time.monotonic(), placed
-            elif line == "STOP":
+            elif line == "STOP" and running:
+                # Only the first STOP ends the window: every client (this one too) is told
+                # STOP again with REPORT, after the drain.
                 stopped = time.monotonic()
                 running = False
                 await producer
