@@ -604,7 +604,7 @@ class PaperEngine:
         Postgres instead of sent here (``app.db.deferred``). ``locked`` (with ``session``):
         the account and position the caller's transaction already read under the account's
         lock (``app.db.paper_lock``), taken instead of reading them again when they are for
-        this account, owner and symbol."""
+        this account, owner and symbol and were read in ``session``'s current transaction."""
         if request.is_multi_leg or is_option_symbol(request.symbol):
             return await self._place_option(owner, account_id, request, session)
         self.check_symbol(request.symbol)

@@ -13,10 +13,9 @@ equity placement or cancel reads with Core (the locked account, then its positio
 round trip on Postgres for a placement, ``core_account_and_position``, or none when the
 order service's first statement read them under the lock and handed them over,
 ``adopt_locked``; a cancel also the locked order) and writes everything it changed with
-``write_core``: one statement
-on Postgres (data-modifying CTEs), one per row on SQLite. Reserved cash is a running figure
-on the account row, never a SUM over orders. Option orders, modify, the ticker and expiry
-settlement still go through the ORM session.
+``write_core``: one statement on Postgres (data-modifying CTEs), one per row on SQLite.
+Reserved cash is a running figure on the account row, never a SUM over orders. Option
+orders, modify, the ticker and expiry settlement still go through the ORM session.
 """
 
 from __future__ import annotations
