@@ -43,3 +43,28 @@ async def test_concurrent_first_orders_on_one_account_build_one_position(
         assert {r.json()["code"] for r in sells if r.status_code != 201} == {"insufficient_funds"}
         gone = await h.client.get(f"/v1/accounts/{account}/positions/MSFT", headers=h.auth(user))
         assert gone.status_code == 404 or Decimal(gone.json()["quantity"]) == 0
+
+
+async def test_refusals_and_placements_on_one_account_at_once_all_answer(
+    postgres_url: str,
+) -> None:
+    """The account is locked by a placement's first statement, before the gates: refusals
+    among concurrent placements give the lock back, and every request is answered."""
+    async with running_app(settings_for_tests(postgres_url)) as h:
+        user = new_user()
+        _, account = await h.paper_account(user, starting_cash="1000000")
+        requests = [
+            h.place(user, account, uuid.uuid4().hex, symbol="MSFT")
+            if i % 2 == 0
+            else h.place(user, account, uuid.uuid4().hex, symbol="NOSUCHSYMBOL1")
+            for i in range(20)
+        ]
+        answers = await asyncio.wait_for(asyncio.gather(*requests), timeout=60)
+        placed = [r for r in answers if r.status_code == 201]
+        refused = [r for r in answers if r.status_code != 201]
+        assert len(placed) == 10, [r.text for r in answers]
+        assert {(r.status_code, r.json()["code"]) for r in refused} == {(422, "unknown_symbol")}
+        position = await h.client.get(
+            f"/v1/accounts/{account}/positions/MSFT", headers=h.auth(user)
+        )
+        assert Decimal(position.json()["quantity"]) == 10
