@@ -460,6 +460,18 @@ async def test_a_reused_client_order_id_is_refused_and_books_nothing(
     assert (await engine.balances(owner, account)).cash == cash
 
 
+async def without_cash(sessionmaker: SessionMaker, account: str) -> dict[str, object]:
+    """The paper account's columns as a locked read would hand them over, with no cash."""
+    async with sessionmaker() as session:
+        real = await session.get(PaperAccount, account)
+        assert real is not None
+        row: dict[str, object] = {
+            c.key: getattr(real, c.key) for c in PaperAccount.__table__.columns
+        }
+    row["cash"] = Decimal(0)
+    return row
+
+
 @pytest.mark.parametrize(
     "asked",
     ["another symbol", "another account", "another owner", "no transaction", "an earlier one"],
@@ -472,11 +484,7 @@ async def test_rows_read_for_another_order_or_transaction_are_not_taken(
     reads (and locks) the account itself. Here the handed rows claim no cash at all."""
     engine, _clock, _sink = make_engine(sessionmaker)
     owner, account = await funded(engine)
-    async with sessionmaker() as session:
-        real = await session.get(PaperAccount, account)
-        assert real is not None
-        broke = {c.key: getattr(real, c.key) for c in PaperAccount.__table__.columns}
-    broke["cash"] = Decimal(0)
+    broke = await without_cash(sessionmaker, account)
     target = {
         "another symbol": (account, owner, "MSFT"),
         "another account": ("pa_other", owner, "AAPL"),
@@ -509,11 +517,9 @@ async def test_rows_read_under_the_lock_for_this_order_are_taken(
     view: no cash, so the buy is refused."""
     engine, _clock, _sink = make_engine(sessionmaker)
     owner, account = await funded(engine)
+    broke = await without_cash(sessionmaker, account)
     async with sessionmaker() as session:
-        real = await session.get(PaperAccount, account)
-        assert real is not None
-        broke = {c.key: getattr(real, c.key) for c in PaperAccount.__table__.columns}
-        broke["cash"] = Decimal(0)
+        await session.execute(select(1))
         locked = LockedPaperRows(
             account,
             owner,
