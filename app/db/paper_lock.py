@@ -72,7 +72,8 @@ def locked_account_and_position(
     account_id: SqlValue, owner: SqlValue, symbol: SqlValue
 ) -> tuple[LateralFromClause, LateralFromClause]:
     """The locked account (``paper_account_locked``) and, lateral to it, the position read
-    after the lock (``paper_position_now``). A NULL ``account_id`` locks and reads nothing.
+    after the lock (``paper_position_now``). A NULL ``account_id`` locks and reads nothing
+    (both are STRICT, migration 0019: Postgres does not run them for it).
     Join them with ``LEFT JOIN ... ON true``."""
     locked = (
         func.paper_account_locked(account_id, owner)

@@ -137,3 +137,20 @@ async def test_sqlite_and_postgres_give_the_same_account_and_connection(
         assert without is not None
         assert without[2] is None
         await session.rollback()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_the_paper_lock_functions_are_not_run_for_a_null_account(harness: Harness) -> None:
+    """Every other broker's account is read with a NULL paper account id: the functions are
+    STRICT (migration 0019), so Postgres answers those calls with no rows, unrun."""
+    async with harness.state.ctx.sessionmaker() as session:
+        strict = await session.execute(
+            text(
+                "SELECT proname, proisstrict FROM pg_proc "
+                "WHERE proname IN ('paper_account_locked', 'paper_position_now') ORDER BY 1"
+            )
+        )
+        assert strict.all() == [("paper_account_locked", True), ("paper_position_now", True)]
+        rows = await session.execute(text("SELECT * FROM paper_account_locked(NULL, 'someone')"))
+        assert rows.all() == []
+        await session.rollback()
