@@ -71,10 +71,12 @@ from app.db.repositories.audit import AuditRepository, user_chain
 from app.db.repositories.connections import AccountRepository
 from app.db.repositories.idempotency import IdempotencyRepository
 from app.db.repositories.orders import (
+    ClaimedOrder,
     HeadLock,
     KeyCompletion,
     KeyHeld,
     OrderRepository,
+    RowGuard,
     order_values,
 )
 from app.ids import client_order_id_for, new_id
@@ -241,16 +243,16 @@ class OrderService:
                     ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
                 return response
 
-            head: tuple[int, str] | None = None
+            claimed = ClaimedOrder(False)
 
             async def claim() -> bool:
                 """The key, the order row and the audit chain head with it (one statement
                 on Postgres): the order must be committed before the broker call."""
-                nonlocal head
-                claimed, head = await OrderRepository.for_user(session, user_id).claim_and_insert(
+                nonlocal claimed
+                claimed = await OrderRepository.for_user(session, user_id).claim_and_insert(
                     claim_terms, order, head=self._head_lock(target, user_id)
                 )
-                return claimed
+                return claimed.claimed
 
             if not await claim():
                 answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
@@ -266,14 +268,27 @@ class OrderService:
             # statement (Postgres), then the commit: the broker is called after it.
             events: list[dict[str, Any]] = []
             append_order_event(session, order, now, events)
-            entry = self._audit_entry(target, order, "place", fingerprint, order.status, now, head)
+            entry = self._audit_entry(
+                target, order, "place", fingerprint, order.status, now, claimed.head
+            )
             await OrderRepository.for_user(session, user_id).write(
                 events=events, audit=entry, audit_now=self._ctx.audit.now()
             )
             await session.commit()
 
+            # What the second transaction expects to find unchanged (Postgres): the row as
+            # committed here and the chain head at this entry.
+            guard = None
+            if claimed.row_version is not None:
+                guard = RowGuard(
+                    order.id,
+                    claimed.row_version,
+                    chain=None if entry is None else entry.chain,
+                    head_seq=0 if entry is None else entry.seq,
+                    head_hash="" if entry is None else entry.entry_hash,
+                )
             response = await self._submit(
-                session, adapter, account, connection, order, record_id, fingerprint
+                session, adapter, account, connection, order, record_id, fingerprint, guard
             )
             ORDERS_TOTAL.labels(broker=connection.broker_slug, outcome=str(order.status)).inc()
             return response
@@ -593,10 +608,23 @@ class OrderService:
         order: Order,
         record_id: str,
         fingerprint: str,
+        guard: RowGuard | None = None,
     ) -> StoredResponse:
+        """Send the committed ``order`` to the broker and record its answer.
+
+        With ``guard`` (Postgres), the answer is first recorded by one guarded statement
+        outside a transaction (``_record_if_unchanged``); when something changed the row
+        or the chain meanwhile (a stream update, another audited action), nothing was
+        written and the answer is applied to the row read again under its lock."""
         result = await send_order(adapter, account, order)
         repo = OrderRepository.for_user(session, order.user_id)
         target = _AuditTarget.of(connection)
+        if guard is not None and result.outcome is not SendOutcome.not_sent:
+            answer = await self._record_if_unchanged(
+                session, repo, target, order, guard, result, record_id, fingerprint
+            )
+            if answer is not None:
+                return answer
         # The row, then the chain head: one statement on Postgres.
         fresh, head = await repo.get_row_locking_head(
             order.id, self._head_lock(target, order.user_id)
@@ -606,10 +634,7 @@ class OrderService:
         keys = IdempotencyRepository.for_user(session, fresh.user_id)
         events: list[dict[str, Any]] = []
         problem = record_send_result(session, fresh, result, now, events=events)
-        if result.outcome is SendOutcome.accepted:
-            response = StoredResponse(201, OrderOut.from_row(fresh).model_dump(mode="json"))
-            outcome = audit_outcome(fresh)
-        elif result.outcome is SendOutcome.not_sent:
+        if result.outcome is SendOutcome.not_sent:
             # Nothing reached the broker and a retry is safe: the key is released so the
             # client's retry (same key, after Retry-After) places the order afresh.
             assert problem is not None
@@ -625,16 +650,7 @@ class OrderService:
             order.status = fresh.status
             body = problem.to_problem() | {"order_id": fresh.id}
             return StoredResponse(problem.status, body, problem.headers)
-        elif result.outcome is SendOutcome.rejected:
-            # Definitive: the broker did not take the order.
-            assert problem is not None
-            body = problem.to_problem() | {"order_id": fresh.id}
-            response = StoredResponse(problem.status, body, problem.headers)
-            outcome = audit_outcome(fresh, problem.code)
-        else:
-            # Unknown: the order may exist at the broker; reconciliation decides.
-            response = StoredResponse(202, OrderOut.from_row(fresh).model_dump(mode="json"))
-            outcome = audit_outcome(fresh)
+        response, outcome = _placement_answer(fresh, result, problem)
         await repo.write(
             changed=fresh,
             events=events,
@@ -643,6 +659,47 @@ class OrderService:
             audit_now=self._ctx.audit.now(),
         )
         await session.commit()
+        order.status = fresh.status
+        return response
+
+    async def _record_if_unchanged(
+        self,
+        session: AsyncSession,
+        repo: OrderRepository,
+        target: _AuditTarget,
+        order: Order,
+        guard: RowGuard,
+        result: SendResult,
+        record_id: str,
+        fingerprint: str,
+    ) -> StoredResponse | None:
+        """The broker's answer recorded in one round trip: applied to the row as the first
+        transaction committed it (``order``, unchanged here), and written with its event,
+        the key's stored response and the audit entry after ``guard``'s head by one
+        autocommit statement that writes only if neither the row nor the chain moved
+        since. None when they did (nothing written): the caller takes the locking path."""
+        fresh = Order(**order_values(order))
+        now = utcnow()
+        events: list[dict[str, Any]] = []
+        problem = record_send_result(session, fresh, result, now, events=events)
+        if not events:  # nothing new to record (a stale answer): the locking path decides
+            return None
+        response, outcome = _placement_answer(fresh, result, problem)
+        head = None if guard.chain is None else (guard.head_seq, guard.head_hash)
+        # The statement is its own transaction: no BEGIN or COMMIT round trip.
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        written = await repo.write_if_unchanged(
+            guard,
+            changed=fresh,
+            events=events,
+            complete_key=KeyCompletion(record_id, response.status, response.body, fresh.id),
+            audit=self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head),
+            audit_now=self._ctx.audit.now(),
+        )
+        # Hands the autocommit connection back (no round trip): a fallback begins afresh.
+        await session.commit()
+        if not written:
+            return None
         order.status = fresh.status
         return response
 
@@ -1161,6 +1218,29 @@ def record_send_result(
             events=events,
         )
     return to_app_error(result.failure)
+
+
+def _placement_answer(
+    order: Order, result: SendResult, problem: errors.AppError | None
+) -> tuple[StoredResponse, str]:
+    """The stored response and the audit outcome of a placement the broker answered
+    (accepted, rejected or unknown; ``not_sent`` releases its key instead), after
+    ``record_send_result`` applied ``result`` to ``order``."""
+    if result.outcome is SendOutcome.rejected:
+        # Definitive: the broker did not take the order.
+        assert problem is not None
+        body = problem.to_problem() | {"order_id": order.id}
+        return StoredResponse(problem.status, body, problem.headers), audit_outcome(
+            order, problem.code
+        )
+    if result.outcome is SendOutcome.accepted:
+        return StoredResponse(201, OrderOut.from_row(order).model_dump(mode="json")), (
+            audit_outcome(order)
+        )
+    # Unknown: the order may exist at the broker; reconciliation decides.
+    return StoredResponse(202, OrderOut.from_row(order).model_dump(mode="json")), (
+        audit_outcome(order)
+    )
 
 
 def ensure_live_orders_allowed(connection: Connection) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,15 @@ import httpx
 import pytest
 from sqlalchemy import delete, event, func, select, text
 
+from app.brokers.alpaca.mapping import order_from_wire
+from app.brokers.base import Fill, OrderUpdate
+from app.brokers.base import OrderStatus as BrokerStatus
 from app.db.models import AuditChainHead, AuditEntry, IdempotencyKey, Order, OrderEvent
 from app.db.repositories.audit import user_chain
+from app.db.repositories.connections import AccountRepository
 from app.db.repositories.orders import OrderRepository
 from app.db.session import create_engine, create_sessionmaker
+from app.services.order_updates import OrderUpdateIngest
 from app.streaming.outbox import LocalNotifier, database_key
 from tests.conftest import new_user, own_database
 from tests.harness import Harness
@@ -221,3 +228,180 @@ async def test_a_gate_refusal_after_the_paper_lock_releases_it(harness: Harness)
         await other.rollback()
     placed = await asyncio.wait_for(h.place(user, account), timeout=30)
     assert placed.status_code == 201, placed.text
+
+
+# --- a live order's answer: one guarded autocommit statement, or the locking path ---------
+
+
+def _recording(engine: Any) -> tuple[list[tuple[str, bool]], list[str], Any]:
+    """Every statement on ``engine`` (with whether it ran in autocommit) and every
+    BEGIN/COMMIT/ROLLBACK of a transaction; call the third item to stop recording."""
+    statements: list[tuple[str, bool]] = []
+    transactions: list[str] = []
+
+    def autocommit(conn: Any) -> bool:
+        return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
+
+    def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append((statement, autocommit(conn)))
+
+    def on_begin(conn: Any) -> None:
+        if not autocommit(conn):
+            transactions.append("begin")
+
+    def on_end(conn: Any) -> None:
+        if not autocommit(conn):
+            transactions.append("end")
+
+    hooks = [
+        ("before_cursor_execute", on_statement),
+        ("begin", on_begin),
+        ("commit", on_end),
+        ("rollback", on_end),
+    ]
+    for name, hook in hooks:
+        event.listen(engine, name, hook)
+
+    def stop() -> None:
+        for name, hook in hooks:
+            event.remove(engine, name, hook)
+
+    return statements, transactions, stop
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_live_order_s_answer_is_recorded_by_one_autocommit_statement(db_url: str) -> None:
+    """After the broker call nothing changed the row or the chain: the answer, its event,
+    the key's stored response and the audit entry go in one statement outside a
+    transaction (no BEGIN, no COMMIT), and the answer is what a read of the order gives."""
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        h, user = gw.harness, new_user()
+        _, account = await gw.connect_byob(user)
+        terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
+        warm = await h.place(user, account, **terms)
+        assert warm.status_code == 201, warm.text
+        engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
+        statements, transactions, stop = _recording(engine)
+        try:
+            placed = await h.place(user, account, **terms)
+        finally:
+            stop()
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["status"] == "accepted"
+        # The first transaction: the gate's read, the claim with the row and the head, the
+        # event with the entry; then, after the broker call, the guarded statement alone.
+        assert [autocommit for _, autocommit in statements] == [False, False, False, True]
+        assert statements[-1][0].startswith("WITH g_order AS")
+        assert transactions == ["begin", "end"]
+        read = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
+        assert read.json() == placed.json()
+        key = placed.request.headers["Idempotency-Key"]
+        replay = await h.place(user, account, key=key, **terms)
+        assert replay.json() == placed.json()
+        chain = await verify_chains(gw)
+        assert chain["ok"] is True, chain
+        entries = await chain_entries(gw, user)
+        assert [e.outcome for e in entries[-2:]] == ["pending_submit", "accepted"]
+
+
+async def verify_chains(gw: LiveGateway) -> dict[str, Any]:
+    h = gw.harness
+    admin = {"Authorization": f"Bearer {h.token(new_user('ops'), admin=True)}"}
+    response = await h.client.get("/v1/admin/audit/verify", headers=admin)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def chain_entries(gw: LiveGateway, user: str) -> list[AuditEntry]:
+    async with gw.harness.state.ctx.sessionmaker() as session:
+        rows = await session.execute(
+            select(AuditEntry).where(AuditEntry.user_id == user).order_by(AuditEntry.seq)
+        )
+        return list(rows.scalars().all())
+
+
+async def _held_order(gw: LiveGateway) -> Any:
+    """The one order the fake Alpaca holds the answer of (``timeout_after_accept``)."""
+    orders = gw.alpaca.fake.accounts[gw.byob_key.key_id].orders
+    async with asyncio.timeout(10):
+        while not orders:  # noqa: ASYNC110 - the fake has no event for it
+            await asyncio.sleep(0.01)
+    (held,) = orders.values()
+    return held
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_fill_streamed_during_the_live_placement_is_not_overwritten(db_url: str) -> None:
+    """The broker's stream says filled while its answer to the placement (still "new") is
+    on the way: the answer finds the row changed, writes nothing in its one statement,
+    and is applied to the row read again under its lock, where the fill wins."""
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        h, user = gw.harness, new_user()
+        _, account = await gw.connect_byob(user)
+        fake = gw.alpaca.fake
+        fake.faults.timeout_after_accept, fake.faults.hang_seconds = 1, 1.0
+        placing = asyncio.create_task(
+            h.place(user, account, order_type="limit", limit_price="1.00", time_in_force="gtc")
+        )
+        held = await _held_order(gw)
+        accepted = order_from_wire(held.wire())
+        assert accepted.status is BrokerStatus.accepted
+        now = datetime.now(UTC)
+        filled = dataclasses.replace(
+            accepted,
+            status=BrokerStatus.filled,
+            filled_quantity=accepted.quantity,
+            avg_fill_price=Decimal("1.00"),
+            updated_at=now,
+        )
+        fill = Fill(
+            fill_id="stream-fill-1",
+            quantity=accepted.quantity,
+            price=Decimal("1.00"),
+            occurred_at=now,
+        )
+        ingest = OrderUpdateIngest(h.state.ctx.sessionmaker, "alpaca")
+        async with h.state.ctx.sessionmaker() as session:
+            row = await AccountRepository.for_user(session, user).get(account)
+            assert row is not None
+            ref = row.broker_account_ref
+        await ingest(OrderUpdate(ref, filled, now, (fill,)), account_id=account)
+        placed = await placing
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["status"] == "filled"
+        read = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
+        assert (read.json()["status"], read.json()["filled_quantity"]) == ("filled", "1")
+        async with h.state.ctx.sessionmaker() as session:
+            types = await session.execute(
+                select(OrderEvent.type)
+                .where(OrderEvent.order_id == placed.json()["id"])
+                .order_by(OrderEvent.id)
+            )
+            assert list(types.scalars()) == ["order.pending_submit", "order.filled"]
+        chain = await verify_chains(gw)
+        assert chain["ok"] is True, chain
+        entries = await chain_entries(gw, user)
+        assert [e.outcome for e in entries] == ["pending_submit", "filled"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_one_user_s_concurrent_live_orders_keep_their_chain_whole(db_url: str) -> None:
+    """Orders of one user at the broker at once: each one's first transaction appends to
+    the user's chain while the others wait for their answers, so most answers find the
+    head moved and take the locking path. Every answer is recorded once, in chain order."""
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        h, user = gw.harness, new_user()
+        _, account = await gw.connect_byob(user)
+        gw.alpaca.fake.faults.latency = 0.2
+        terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
+        placed = await asyncio.gather(*(h.place(user, account, **terms) for _ in range(6)))
+        assert [p.status_code for p in placed] == [201] * 6, [p.text for p in placed]
+        assert {p.json()["status"] for p in placed} == {"accepted"}
+        chain = await verify_chains(gw)
+        assert chain["ok"] is True, chain
+        entries = await chain_entries(gw, user)
+        assert [e.seq for e in entries] == list(range(1, 13))
+        for order in placed:
+            outcomes = [e.outcome for e in entries if e.order_id == order.json()["id"]]
+            assert outcomes == ["pending_submit", "accepted"]

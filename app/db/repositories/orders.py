@@ -16,6 +16,7 @@ from sqlalchemy import (
     cast,
     func,
     insert,
+    literal_column,
     or_,
     select,
     true,
@@ -71,6 +72,30 @@ class KeyCompletion:
     status: int
     body: dict[str, Any]
     order_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedOrder:
+    """What ``claim_and_insert`` did: whether the key was claimed (and the order inserted),
+    the audit chain head it locked (last seq, last hash), and on Postgres the inserted
+    row's version (its ``xmin``), which ``write_if_unchanged`` checks."""
+
+    claimed: bool
+    head: tuple[int, str] | None = None
+    row_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowGuard:
+    """What ``write_if_unchanged`` expects to find: the order row at ``row_version``
+    (nobody has written it since) and, with ``chain``, that chain's head still at
+    (``head_seq``, ``head_hash``) (nobody has appended since)."""
+
+    order_id: str
+    row_version: str
+    chain: str | None = None
+    head_seq: int = 0
+    head_hash: str = ""
 
 
 class KeyHeld(Exception):
@@ -307,13 +332,12 @@ class OrderRepository(UserScoped):
 
     async def claim_and_insert(
         self, claim: dict[str, Any], order: Order, *, head: HeadLock | None = None
-    ) -> tuple[bool, tuple[int, str] | None]:
+    ) -> ClaimedOrder:
         """Claim the request's Idempotency-Key (``claim``: ``IdempotencyRepository.
         claim_params``) and, only if that claim is new, insert ``order`` and lock the audit
         chain ``head`` (``AuditRepository.lock_head``).
 
-        Returns whether the key was claimed and the head's (last seq, last hash) when one
-        was locked. On Postgres one statement (data-modifying CTEs: the order insert and the
+        On Postgres one statement (data-modifying CTEs: the order insert and the
         head lock select from the claim, so neither happens when the key is held, and the
         claim comes first: a request waiting for the same key holds no chain lock); SQLite
         sends them one after the other.
@@ -325,14 +349,13 @@ class OrderRepository(UserScoped):
         if dialect != "postgresql":
             found = await self.session.execute(claim_statement(dialect), claim)
             if found.scalar_one_or_none() is None:
-                return False, None
+                return ClaimedOrder(False)
             await self.session.execute(_insert_order_statement(), values)
             if head is None:
-                return True, None
+                return ClaimedOrder(True)
             audit = AuditRepository(self.session)
-            return True, await audit.lock_head(
-                head.chain, genesis_hash=head.genesis_hash, now=head.now
-            )
+            locked = await audit.lock_head(head.chain, genesis_hash=head.genesis_hash, now=head.now)
+            return ClaimedOrder(True, locked)
         params = claim | values
         if head is not None:
             params |= lock_head_params(head.chain, genesis_hash=head.genesis_hash, now=head.now)
@@ -340,8 +363,12 @@ class OrderRepository(UserScoped):
             await self.session.execute(_claim_and_insert_statement(head is not None), params)
         ).first()
         if row is None:
-            return False, None
-        return True, None if head is None else (int(row.last_seq), str(row.last_hash))
+            return ClaimedOrder(False)
+        return ClaimedOrder(
+            True,
+            None if head is None else (int(row.last_seq), str(row.last_hash)),
+            str(row.row_version),
+        )
 
     async def write(
         self,
@@ -446,6 +473,82 @@ class OrderRepository(UserScoped):
         if ids:
             note_core_append(self.session.sync_session, max(ids))
 
+    async def write_if_unchanged(
+        self,
+        guard: RowGuard,
+        *,
+        changed: Order,
+        events: Sequence[dict[str, Any]],
+        complete_key: KeyCompletion | None = None,
+        audit: AuditEntry | None = None,
+        audit_now: datetime | None = None,
+    ) -> bool:
+        """Postgres: ``write(changed=..., events=..., complete_key=..., audit=...)`` as one
+        statement that writes only if ``guard`` holds, and whether it did.
+
+        The statement first locks the order row if it is still at ``guard.row_version``,
+        then the chain head if it is still where ``guard`` says: the same lock order as
+        every other writer of both. A row or head that another transaction changes
+        meanwhile is re-read after that one commits and no longer matches (Postgres
+        re-checks a locking read's conditions on the newest version). When the guard
+        fails, nothing at all is written and the caller takes the locking path
+        (``get_row_locking_head`` and ``write``). Run it outside a transaction
+        (autocommit): it is then the whole transaction, one round trip.
+
+        ``audit`` must follow the head in ``guard``; ``events`` must not be empty (they
+        tell whether the statement wrote). Raises ``ValueError`` on another database.
+        """
+        if self.session.get_bind().dialect.name != "postgresql":
+            raise ValueError("write_if_unchanged is for Postgres only")
+        if not events:
+            raise ValueError("write_if_unchanged needs at least one event")
+        if (audit is None) != (guard.chain is None):
+            raise ValueError("an audit entry needs a guarded chain head, and only one")
+        if guard.order_id != changed.id:
+            raise ValueError("the guard is for another order")
+        if not self.is_system and changed.user_id != self.user_id:
+            raise PermissionError("order belongs to another user")
+        params: dict[str, Any] = {
+            "g_id": guard.order_id,
+            "g_user_id": changed.user_id,
+            "g_version": guard.row_version,
+            "c_id": changed.id,
+            "c_user_id": changed.user_id,
+        }
+        params |= _prefixed("c_", {k: getattr(changed, k) for k in _CHANGING_COLUMNS})
+        if complete_key is not None:
+            params |= {
+                "q_id": complete_key.record_id,
+                "q_status": complete_key.status,
+                "q_body": complete_key.body,
+                "q_order_id": complete_key.order_id,
+            }
+            if not self.is_system:
+                params["q_user_id"] = self.user_id
+        if audit is not None:
+            params |= {"g_chain": guard.chain, "g_seq": guard.head_seq, "g_hash": guard.head_hash}
+            params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
+            params["a_now"] = audit_now or audit.occurred_at
+        for n, event in enumerate(events):
+            params |= _prefixed(f"e{n}_", event)
+        shape = _Shape(
+            new=False,
+            changed=True,
+            key=None if complete_key is None else not self.is_system,
+            new_key=False,
+            audit=audit is not None,
+            events=len(events),
+        )
+        try:
+            result = await self.session.execute(_guarded_statement(shape), params)
+        except IntegrityError as exc:
+            if audit is not None and "audit_entries" in str(exc.orig):
+                raise AuditChainHeadMissing(
+                    f"audit chain {audit.chain}: entry {audit.seq} exists past its head"
+                ) from exc
+            raise
+        return bool(result.scalars().all())
+
 
 # --- the hot path's statements, built once per shape ---------------------------------------
 
@@ -527,16 +630,25 @@ def _claim_and_insert_statement(head: bool) -> Any:
     order = _binds("n_", _ORDERS, _ORDER_COLUMNS)
     source = select(*(v.label(k) for k, v in order.items())).where(select(claimed.c.id).exists())
     new_order = (
-        insert(_ORDERS).from_select(list(order), source).returning(_ORDERS.c.id).cte("new_order")
+        insert(_ORDERS)
+        .from_select(list(order), source)
+        .returning(_ORDERS.c.id, _row_version().label("row_version"))
+        .cte("new_order")
     )
+    found = claimed.outerjoin(new_order, true())
     if not head:
-        return select(claimed.c.id).add_cte(new_order)
+        return select(claimed.c.id, new_order.c.row_version).select_from(found)
     locked = lock_head_statement("postgresql", select(claimed.c.id)).cte("locked_head")
-    return (
-        select(claimed.c.id, locked.c.last_seq, locked.c.last_hash)
-        .select_from(claimed.outerjoin(locked, true()))
-        .add_cte(new_order)
-    )
+    return select(
+        claimed.c.id, locked.c.last_seq, locked.c.last_hash, new_order.c.row_version
+    ).select_from(found.outerjoin(locked, true()))
+
+
+def _row_version() -> Any:
+    """Postgres: an order row's version, its ``xmin`` (the transaction that wrote this
+    version of it) as text. Any write to the row makes a new version with a new ``xmin``;
+    a lock does not. https://www.postgresql.org/docs/15/ddl-system-columns.html"""
+    return cast(literal_column("orders.xmin"), String)
 
 
 @functools.cache
@@ -606,6 +718,90 @@ def _combined_statement(shape: _Shape) -> Any:
     for n, write in enumerate(writes):
         pk = next(iter(write.table.primary_key.columns))
         stmt = stmt.add_cte(write.returning(pk).cte(f"w{n}_{write.table.name}"))
+    return stmt
+
+
+@functools.cache
+def _guarded_statement(shape: _Shape) -> Any:
+    """Postgres: ``write_if_unchanged``'s statement. ``g_order`` locks the order row only at
+    its expected version, ``g_head`` (selecting from it) the chain head only at its expected
+    seq and hash; every write selects from the last of them, so either all run or none.
+    The events are the statement's result (their ids in append order, as in
+    ``_combined_statement``); the other writes are CTEs it does not read."""
+    if shape.new or shape.new_key or not shape.changed or not shape.events:
+        raise ValueError(f"no guarded statement for {shape}")
+    guard: Any = (
+        select(_ORDERS.c.id)
+        .where(
+            _ORDERS.c.id == bindparam("g_id"),
+            _ORDERS.c.user_id == bindparam("g_user_id"),
+            _row_version() == bindparam("g_version", type_=String),
+        )
+        .with_for_update()
+        .cte("g_order")
+    )
+    if shape.audit:
+        guard = (
+            select(_HEADS.c.chain)
+            .where(
+                _HEADS.c.chain == bindparam("g_chain", type_=_HEADS.c.chain.type),
+                _HEADS.c.last_seq == bindparam("g_seq", type_=_HEADS.c.last_seq.type),
+                _HEADS.c.last_hash == bindparam("g_hash", type_=_HEADS.c.last_hash.type),
+                select(guard.c.id).exists(),
+            )
+            .with_for_update()
+            .cte("g_head")
+        )
+    holds = select(next(iter(guard.c))).exists()
+
+    def rows(prefix: str, table: Table, columns: Sequence[str]) -> Any:
+        binds = _binds(prefix, table, columns)
+        source = select(*(v.label(k) for k, v in binds.items())).where(holds)
+        return insert(table).from_select(list(binds), source)
+
+    writes: list[Any] = [
+        update(_ORDERS)
+        .where(
+            _ORDERS.c.id == bindparam("c_id"), _ORDERS.c.user_id == bindparam("c_user_id"), holds
+        )
+        .values(_binds("c_", _ORDERS, _CHANGING_COLUMNS))
+        .returning(_ORDERS.c.id)
+    ]
+    if shape.key is not None:
+        key = update(_KEYS).where(_KEYS.c.id == bindparam("q_id"), holds)
+        if shape.key:
+            key = key.where(_KEYS.c.user_id == bindparam("q_user_id"))
+        writes.append(
+            key.values(
+                state="completed",
+                response_status=bindparam("q_status", type_=_KEYS.c.response_status.type),
+                response_body=bindparam("q_body", type_=_KEYS.c.response_body.type),
+                order_id=bindparam("q_order_id", type_=_KEYS.c.order_id.type),
+            ).returning(_KEYS.c.id)
+        )
+    if shape.audit:
+        writes.append(rows("a_", _AUDIT, _AUDIT_COLUMNS).returning(_AUDIT.c.seq))
+        writes.append(
+            update(_HEADS)
+            .where(_HEADS.c.chain == bindparam("a_chain"), holds)
+            .values(
+                last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
+                last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
+                updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
+            )
+            .returning(_HEADS.c.chain)
+        )
+    inserts = [
+        rows(f"e{n}_", _EVENTS, _EVENT_COLUMNS).returning(_EVENTS.c.id) for n in range(shape.events)
+    ]
+    stmt: Any
+    if len(inserts) == 1:
+        stmt = inserts[0]
+    else:
+        parts = [part.cte(f"e{n}") for n, part in enumerate(inserts)]
+        stmt = union_all(*(select(part.c.id) for part in parts))
+    for n, write in enumerate(writes):
+        stmt = stmt.add_cte(write.cte(f"w{n}_{write.table.name}"))
     return stmt
 
 

@@ -1,0 +1,271 @@
+"""``OrderRepository.write_if_unchanged``: a live order's answer recorded by one statement
+that writes only if the order row is still at the version the first transaction committed
+and its chain head still at that transaction's entry, and otherwise writes nothing.
+
+The rows come from a real live placement (the fake Alpaca over HTTP); the tests then
+change them the ways another writer would: an update committed before the statement, one
+committed while the statement waits for its lock, a lock alone, another audited action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from app.db.models import AuditChainHead, AuditEntry, IdempotencyKey, Order, OrderEvent
+from app.db.repositories.audit import user_chain
+from app.db.repositories.orders import KeyCompletion, OrderRepository, RowGuard
+from app.db.session import create_engine, create_sessionmaker
+from app.security.audit import AuditRecord
+from app.services.order_updates import order_event_values
+from tests.conftest import new_user
+from tests.services.support import LiveGateway, live_gateway
+
+postgres_only = pytest.mark.parametrize("backend", ["postgres"])
+
+
+@dataclass
+class Placed:
+    gw: LiveGateway
+    user: str
+    account: str
+    order_id: str
+
+
+@pytest.fixture
+async def placed(db_url: str) -> AsyncIterator[Placed]:
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        user = new_user()
+        _, account = await gw.connect_byob(user)
+        response = await gw.harness.place(
+            user, account, order_type="limit", limit_price="1.00", time_in_force="gtc"
+        )
+        assert response.status_code == 201, response.text
+        yield Placed(gw, user, account, response.json()["id"])
+
+
+async def _guard(p: Placed) -> RowGuard:
+    """The guard for the rows as they are now (what a first transaction would hand over)."""
+    async with p.gw.harness.state.ctx.sessionmaker() as session:
+        version = await session.scalar(
+            text("SELECT xmin::text FROM orders WHERE id = :id"), {"id": p.order_id}
+        )
+        head = (
+            await session.execute(
+                select(AuditChainHead).where(AuditChainHead.chain == user_chain(p.user))
+            )
+        ).scalar_one()
+        return RowGuard(p.order_id, str(version), user_chain(p.user), head.last_seq, head.last_hash)
+
+
+async def _snapshot(p: Placed) -> dict[str, Any]:
+    """What the statement may write: the row, the key, the chain and the events."""
+    async with p.gw.harness.state.ctx.sessionmaker() as session:
+        order = (await session.execute(select(Order).where(Order.id == p.order_id))).scalar_one()
+        key = (
+            await session.execute(
+                select(IdempotencyKey).where(IdempotencyKey.order_id == p.order_id)
+            )
+        ).scalar_one()
+        head = (
+            await session.execute(
+                select(AuditChainHead).where(AuditChainHead.chain == user_chain(p.user))
+            )
+        ).scalar_one()
+        return {
+            "reject_reason": order.reject_reason,
+            "updated_at": order.updated_at,
+            "key_body": key.response_body,
+            "head": (head.last_seq, head.last_hash),
+            "entries": await session.scalar(
+                select(func.count()).where(AuditEntry.user_id == p.user)
+            ),
+            "events": await session.scalar(
+                select(func.count()).where(OrderEvent.order_id == p.order_id)
+            ),
+        }
+
+
+async def _write(p: Placed, guard: RowGuard, note: str) -> bool:
+    """The order's answer written again under ``guard`` (a recognisable change: its reject
+    reason and the key's body carry ``note``), in autocommit as the order path sends it."""
+    ctx = p.gw.harness.state.ctx
+    async with ctx.sessionmaker() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        repo = OrderRepository.for_user(session, p.user)
+        order = await repo.get_row(p.order_id)
+        assert order is not None
+        now = datetime.now(UTC)
+        order.reject_reason, order.updated_at = note, now
+        key_id = await session.scalar(
+            select(IdempotencyKey.id).where(IdempotencyKey.order_id == p.order_id)
+        )
+        record = AuditRecord(
+            user_id=p.user,
+            action="place",
+            order_id=order.id,
+            account_id=order.account_id,
+            connection_id="conn-under-test",
+            broker_slug="alpaca",
+            request_fingerprint="f" * 64,
+            outcome=note,
+        )
+        assert guard.chain is not None
+        entry = ctx.audit.next_entry(record, guard.head_seq, guard.head_hash, occurred_at=now)
+        written = await repo.write_if_unchanged(
+            guard,
+            changed=order,
+            events=[order_event_values(order, now)],
+            complete_key=KeyCompletion(str(key_id), 201, {"note": note}, order.id),
+            audit=entry,
+            audit_now=now,
+        )
+        await session.commit()
+        return written
+
+
+async def _other_writer(p: Placed) -> Any:
+    """A session of another transaction (an ingest, a reconciliation)."""
+    return p.gw.harness.state.ctx.sessionmaker()
+
+
+@postgres_only
+async def test_an_unchanged_row_and_head_get_every_write(placed: Placed) -> None:
+    before = await _snapshot(placed)
+    assert await _write(placed, await _guard(placed), "probe-1") is True
+    after = await _snapshot(placed)
+    assert after["reject_reason"] == "probe-1"
+    assert after["key_body"] == {"note": "probe-1"}
+    assert after["head"][0] == before["head"][0] + 1
+    assert after["entries"] == before["entries"] + 1
+    assert after["events"] == before["events"] + 1
+    chain = await _verify(placed)
+    assert chain["ok"] is True, chain
+
+
+@postgres_only
+async def test_a_row_changed_before_the_statement_gets_nothing(placed: Placed) -> None:
+    guard = await _guard(placed)
+    async with await _other_writer(placed) as other:
+        await other.execute(
+            text("UPDATE orders SET updated_at = updated_at WHERE id = :id"),
+            {"id": placed.order_id},
+        )
+        await other.commit()
+    before = await _snapshot(placed)
+    assert await _write(placed, guard, "probe-2") is False
+    assert await _snapshot(placed) == before
+
+
+@postgres_only
+async def test_a_moved_chain_head_gets_nothing(placed: Placed) -> None:
+    guard = await _guard(placed)
+    again = await placed.gw.harness.place(
+        placed.user, placed.account, order_type="limit", limit_price="1.00", time_in_force="gtc"
+    )
+    assert again.status_code == 201, again.text  # two more entries on the user's chain
+    before = await _snapshot(placed)
+    assert await _write(placed, guard, "probe-3") is False
+    assert await _snapshot(placed) == before
+
+
+async def _waiting_for_a_lock(p: Placed) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            async with await _other_writer(p) as observer:
+                waiting = await observer.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'WITH g_order AS%'"
+                    )
+                )
+            if waiting:
+                return
+            await asyncio.sleep(0.02)
+
+
+@postgres_only
+async def test_a_row_changed_while_the_statement_waits_gets_nothing(placed: Placed) -> None:
+    """The other transaction holds the row's lock with its update: the statement waits,
+    then re-reads the row that transaction committed, whose version no longer matches."""
+    guard = await _guard(placed)
+    async with await _other_writer(placed) as other:
+        await other.execute(
+            text("UPDATE orders SET updated_at = updated_at WHERE id = :id"),
+            {"id": placed.order_id},
+        )
+        writing = asyncio.create_task(_write(placed, guard, "probe-4"))
+        await _waiting_for_a_lock(placed)
+        before = await _snapshot(placed)
+        await other.commit()
+    assert await writing is False
+    after = await _snapshot(placed)
+    assert {k: v for k, v in after.items() if k != "updated_at"} == {
+        k: v for k, v in before.items() if k != "updated_at"
+    }
+
+
+@postgres_only
+async def test_a_lock_alone_is_no_change(placed: Placed) -> None:
+    """Another transaction only locks the row (a reader that locks, then lets go): the
+    statement waits for it and then writes everything."""
+    guard = await _guard(placed)
+    async with await _other_writer(placed) as other:
+        await other.execute(
+            text("SELECT 1 FROM orders WHERE id = :id FOR UPDATE"), {"id": placed.order_id}
+        )
+        writing = asyncio.create_task(_write(placed, guard, "probe-5"))
+        await _waiting_for_a_lock(placed)
+        await other.rollback()
+    assert await writing is True
+    assert (await _snapshot(placed))["reject_reason"] == "probe-5"
+
+
+async def _verify(p: Placed) -> dict[str, Any]:
+    h = p.gw.harness
+    admin = {"Authorization": f"Bearer {h.token(new_user('ops'), admin=True)}"}
+    response = await h.client.get("/v1/admin/audit/verify", headers=admin)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_another_database_is_refused(sqlite_url: str) -> None:
+    """The guard needs Postgres' row versions and locking reads: SQLite takes the locking
+    path, and a call there is a programming error, refused before anything is sent."""
+    engine = create_engine(sqlite_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            order = Order(id="ord-x", user_id="user-x")
+            with pytest.raises(ValueError, match="Postgres only"):
+                await OrderRepository.for_user(session, "user-x").write_if_unchanged(
+                    RowGuard("ord-x", "1"), changed=order, events=[{}]
+                )
+    finally:
+        await engine.dispose()
+
+
+@postgres_only
+async def test_a_guard_that_does_not_fit_the_write_is_refused(placed: Placed) -> None:
+    """No events (nothing would tell whether it wrote), an entry without a guarded head, a
+    guard for another order: refused before anything is sent."""
+    guard = await _guard(placed)
+    async with placed.gw.harness.state.ctx.sessionmaker() as session:
+        repo = OrderRepository.for_user(session, placed.user)
+        order = await repo.get_row(placed.order_id)
+        assert order is not None
+        event = order_event_values(order, datetime.now(UTC))
+        with pytest.raises(ValueError, match="at least one event"):
+            await repo.write_if_unchanged(guard, changed=order, events=[])
+        with pytest.raises(ValueError, match="guarded chain head"):
+            await repo.write_if_unchanged(guard, changed=order, events=[event])
+        other = RowGuard("ord-other", guard.row_version)
+        with pytest.raises(ValueError, match="another order"):
+            await repo.write_if_unchanged(other, changed=order, events=[event])
+    assert (await _snapshot(placed))["reject_reason"] is None
