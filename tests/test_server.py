@@ -86,7 +86,12 @@ async def test_a_request_head_sent_byte_by_byte_is_cut_off(port: int) -> None:
                 await asyncio.sleep(0.05)
                 if reader.at_eof() or time.monotonic() - started > HEAD_TIMEOUT + 3:
                     break
-        data, _ = await _read_all(reader, within=10)
+        try:
+            data, _ = await _read_all(reader, within=10)
+        except ConnectionResetError:
+            # A byte sent after the server closed met a closed socket, whose reset then ends
+            # the read: cut off all the same, with nothing answered (seen under load).
+            data = b""
         closed_after = time.monotonic() - started
     assert data == b""
     assert closed_after < HEAD_TIMEOUT + 2  # trickling bytes does not extend it

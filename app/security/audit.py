@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,6 +191,10 @@ def head_missing(entry: AuditEntry) -> AuditChainHeadMissing:
     )
 
 
+# Chains whose last committed head a process remembers (a few hundred bytes each).
+_REMEMBERED_HEADS = 10_000
+
+
 class AuditChain:
     """Appends entries under the chain-head lock and verifies the whole chain.
 
@@ -202,9 +207,23 @@ class AuditChain:
             raise ValueError(f"the audit key must be at least {MIN_KEY_LENGTH} characters")
         self._key = raw.encode()
         self._clock = clock
+        self._heads: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
     def __repr__(self) -> str:
         return "AuditChain(key=<secret>)"
+
+    def remembered_head(self, chain: str) -> tuple[int, str] | None:
+        """The (seq, hash) this process last saw committed at ``chain``'s head, a hint: the
+        order path hashes its entry against it and appends only if the head is still there
+        (another instance or path may have moved it since), else locks and reads it."""
+        return self._heads.get(chain)
+
+    def remember_head(self, chain: str, seq: int, entry_hash: str) -> None:
+        """Note a head this process committed (the last ``_REMEMBERED_HEADS`` chains)."""
+        self._heads[chain] = (seq, entry_hash)
+        self._heads.move_to_end(chain)
+        if len(self._heads) > _REMEMBERED_HEADS:
+            self._heads.popitem(last=False)
 
     def _hash(self, prev_hash: str, content: bytes) -> str:
         return hmac.new(self._key, prev_hash.encode() + b"\n" + content, hashlib.sha256).hexdigest()

@@ -243,38 +243,62 @@ class OrderService:
                     ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
                 return response
 
-            claimed = ClaimedOrder(False)
-
-            async def claim() -> bool:
-                """The key, the order row and the audit chain head with it (one statement
-                on Postgres): the order must be committed before the broker call."""
-                nonlocal claimed
-                claimed = await OrderRepository.for_user(session, user_id).claim_and_insert(
-                    claim_terms, order, head=self._head_lock(target, user_id)
-                )
-                return claimed.claimed
-
-            if not await claim():
-                answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
-                if answer is not None:
-                    return answer
-                # The key had expired and is gone now: claim it afresh (once; a racing
-                # request that took it meanwhile makes this one wait and retry).
-                if not await claim():
-                    await session.rollback()
-                    raise errors.RequestInProgress(headers={"Retry-After": "1"})
-
-            # The order row is in (with the claim); its event and audit entry follow in one
-            # statement (Postgres), then the commit: the broker is called after it.
+            orders = OrderRepository.for_user(session, user_id)
             events: list[dict[str, Any]] = []
             append_order_event(session, order, now, events)
-            entry = self._audit_entry(
-                target, order, "place", fingerprint, order.status, now, claimed.head
-            )
-            await OrderRepository.for_user(session, user_id).write(
-                events=events, audit=entry, audit_now=self._ctx.audit.now()
-            )
+            claimed = ClaimedOrder(False)
+            entry: AuditEntry | None = None
+            # Postgres, with the user's chain head this process last saw committed: the head
+            # locked if it is still there, the key, the row, the entry and the event in one
+            # statement.
+            remembered = self._remembered_head(session, target, user_id)
+            if remembered is not None:
+                entry = self._audit_entry(
+                    target, order, "place", fingerprint, order.status, now, remembered
+                )
+                assert entry is not None
+                found = await orders.claim_and_write(
+                    claim_terms,
+                    order,
+                    event=events[0],
+                    audit=entry,
+                    audit_now=self._ctx.audit.now(),
+                )
+                if found is not None and found.claimed:
+                    claimed = found
+                elif found is not None:  # the key is held: nothing else was written
+                    answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
+                    if answer is not None:
+                        return answer
+                    # It had expired and is gone now: the locking path claims it afresh.
+
+            if not claimed.claimed:
+                # The locking path: the head locked wherever it is, then the key and the
+                # row in one statement, then the event and the entry in another (Postgres).
+
+                async def claim() -> bool:
+                    nonlocal claimed
+                    claimed = await orders.claim_and_insert(
+                        claim_terms, order, head=self._head_lock(target, user_id)
+                    )
+                    return claimed.claimed
+
+                if not await claim():
+                    answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
+                    if answer is not None:
+                        return answer
+                    # The key had expired and is gone now: claim it afresh (once; a racing
+                    # request that took it meanwhile makes this one wait and retry).
+                    if not await claim():
+                        await session.rollback()
+                        raise errors.RequestInProgress(headers={"Retry-After": "1"})
+                entry = self._audit_entry(
+                    target, order, "place", fingerprint, order.status, now, claimed.head
+                )
+                await orders.write(events=events, audit=entry, audit_now=self._ctx.audit.now())
+            # The order is committed before the broker is called.
             await session.commit()
+            self._remember(entry)
 
             # What the second transaction expects to find unchanged (Postgres): the row as
             # committed here and the chain head at this entry.
@@ -523,6 +547,15 @@ class OrderService:
             return None
         return HeadLock(user_chain(user_id), GENESIS_HASH, self._ctx.audit.now())
 
+    def _remembered_head(
+        self, session: AsyncSession, target: _AuditTarget, user_id: str
+    ) -> tuple[int, str] | None:
+        """The head of the user's chain this process last saw committed, for a live BYOB
+        action on Postgres (``OrderRepository.claim_and_write``); None otherwise."""
+        if not target.live_byob or session.get_bind().dialect.name != "postgresql":
+            return None
+        return self._ctx.audit.remembered_head(user_chain(user_id))
+
     async def _lock_head(
         self, session: AsyncSession, target: _AuditTarget, user_id: str
     ) -> tuple[int, str] | None:
@@ -569,13 +602,11 @@ class OrderService:
         on a user-supplied credential, its audit entry: the chain head is locked first (the
         order row is locked already), then one statement writes the rest (Postgres)."""
         head = await self._lock_head(session, target, order.user_id)
+        entry = self._audit_entry(target, order, action, fingerprint, outcome, now, head)
         await orders.write(
-            new=new,
-            changed=order,
-            events=events,
-            audit=self._audit_entry(target, order, action, fingerprint, outcome, now, head),
-            audit_now=self._ctx.audit.now(),
+            new=new, changed=order, events=events, audit=entry, audit_now=self._ctx.audit.now()
         )
+        self._remember(entry)  # a hint: before the commit, so it may be ahead of the chain
 
     async def audit(
         self,
@@ -640,27 +671,33 @@ class OrderService:
             assert problem is not None
             await keys.release(record_id)
             outcome = audit_outcome(fresh, problem.code)
+            entry = self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head)
             await repo.write(
-                changed=fresh,
-                events=events,
-                audit=self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head),
-                audit_now=self._ctx.audit.now(),
+                changed=fresh, events=events, audit=entry, audit_now=self._ctx.audit.now()
             )
             await session.commit()
+            self._remember(entry)
             order.status = fresh.status
             body = problem.to_problem() | {"order_id": fresh.id}
             return StoredResponse(problem.status, body, problem.headers)
         response, outcome = _placement_answer(fresh, result, problem)
+        entry = self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head)
         await repo.write(
             changed=fresh,
             events=events,
             complete_key=KeyCompletion(record_id, response.status, response.body, fresh.id),
-            audit=self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head),
+            audit=entry,
             audit_now=self._ctx.audit.now(),
         )
         await session.commit()
+        self._remember(entry)
         order.status = fresh.status
         return response
+
+    def _remember(self, entry: AuditEntry | None) -> None:
+        """Note a committed entry as its chain's head (``AuditChain.remember_head``)."""
+        if entry is not None:
+            self._ctx.audit.remember_head(entry.chain, entry.seq, entry.entry_hash)
 
     async def _record_if_unchanged(
         self,
@@ -688,18 +725,20 @@ class OrderService:
         head = None if guard.chain is None else (guard.head_seq, guard.head_hash)
         # The statement is its own transaction: no BEGIN or COMMIT round trip.
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        entry = self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head)
         written = await repo.write_if_unchanged(
             guard,
             changed=fresh,
             events=events,
             complete_key=KeyCompletion(record_id, response.status, response.body, fresh.id),
-            audit=self._audit_entry(target, fresh, "place", fingerprint, outcome, now, head),
+            audit=entry,
             audit_now=self._ctx.audit.now(),
         )
         # Hands the autocommit connection back (no round trip): a fallback begins afresh.
         await session.commit()
         if not written:
             return None
+        self._remember(entry)
         order.status = fresh.status
         return response
 

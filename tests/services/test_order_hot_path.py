@@ -271,9 +271,10 @@ def _recording(engine: Any) -> tuple[list[tuple[str, bool]], list[str], Any]:
 
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_a_live_order_s_answer_is_recorded_by_one_autocommit_statement(db_url: str) -> None:
-    """After the broker call nothing changed the row or the chain: the answer, its event,
+    """Before the broker call, one statement writes the order with its key, event and
+    audit entry; after it nothing changed the row or the chain, so the answer, its event,
     the key's stored response and the audit entry go in one statement outside a
-    transaction (no BEGIN, no COMMIT), and the answer is what a read of the order gives."""
+    transaction (no BEGIN, no COMMIT). The answer is what a read of the order gives."""
     async with live_gateway(db_url, paper_first_cycles=0) as gw:
         h, user = gw.harness, new_user()
         _, account = await gw.connect_byob(user)
@@ -288,9 +289,11 @@ async def test_a_live_order_s_answer_is_recorded_by_one_autocommit_statement(db_
             stop()
         assert placed.status_code == 201, placed.text
         assert placed.json()["status"] == "accepted"
-        # The first transaction: the gate's read, the claim with the row and the head, the
-        # event with the entry; then, after the broker call, the guarded statement alone.
-        assert [autocommit for _, autocommit in statements] == [False, False, False, True]
+        # The first transaction: the gate's read, then the head this process remembers
+        # locked with the claim, the row, the entry and the event in one statement; after
+        # the broker call, the guarded statement alone.
+        assert [autocommit for _, autocommit in statements] == [False, False, True]
+        assert statements[1][0].startswith("WITH g_head AS")
         assert statements[-1][0].startswith("WITH g_order AS")
         assert transactions == ["begin", "end"]
         read = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
@@ -405,3 +408,64 @@ async def test_one_user_s_concurrent_live_orders_keep_their_chain_whole(db_url: 
         for order in placed:
             outcomes = [e.outcome for e in entries if e.order_id == order.json()["id"]]
             assert outcomes == ["pending_submit", "accepted"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_stale_remembered_head_costs_a_statement_never_an_entry(db_url: str) -> None:
+    """The head this process remembers is behind the chain (another instance, or a path
+    that does not tell, appended since): the combined statement finds the head elsewhere
+    and does nothing, not even the claim; the order is placed by the locking path, and
+    the chain stays whole."""
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        h, user = gw.harness, new_user()
+        _, account = await gw.connect_byob(user)
+        terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
+        for _ in range(2):
+            placed = await h.place(user, account, **terms)
+            assert placed.status_code == 201, placed.text
+        first = (await chain_entries(gw, user))[0]
+        h.state.ctx.audit.remember_head(first.chain, first.seq, first.entry_hash)
+        engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
+        statements, _, stop = _recording(engine)
+        try:
+            placed = await h.place(user, account, **terms)
+        finally:
+            stop()
+        assert placed.status_code == 201, placed.text
+        texts = [statement for statement, _ in statements]
+        assert texts[1].startswith("WITH g_head AS")  # tried, found the head elsewhere
+        assert texts[2].startswith("WITH locked_head AS")  # the locking path
+        chain = await verify_chains(gw)
+        assert chain["ok"] is True, chain
+        assert [e.seq for e in await chain_entries(gw, user)] == list(range(1, 7))
+        remembered = h.state.ctx.audit.remembered_head(user_chain(user))
+        assert remembered is not None
+        assert remembered[0] == 6
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_one_key_sent_many_times_at_once_places_one_order(db_url: str) -> None:
+    """A client retrying one Idempotency-Key while its first request is at the broker, from
+    several connections at once: every request takes the user's chain head before the key,
+    whichever path it is on, so none waits for another in the opposite order. One order is
+    placed; every other request is answered with it or told to retry."""
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        h, user = gw.harness, new_user()
+        _, account = await gw.connect_byob(user)
+        terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
+        warm = await h.place(user, account, **terms)  # the process now remembers the head
+        assert warm.status_code == 201, warm.text
+        gw.alpaca.fake.faults.latency = 0.2
+        sent = [h.place(user, account, key="storm-1", **terms) for _ in range(8)]
+        sent += [h.place(user, account, **terms) for _ in range(4)]  # other orders meanwhile
+        answers = await asyncio.wait_for(asyncio.gather(*sent), timeout=30)
+        storm, others = answers[:8], answers[8:]
+        assert {a.status_code for a in storm} <= {201, 409}, [a.text for a in storm]
+        placed = [a.json()["id"] for a in storm if a.status_code == 201]
+        assert len(placed) >= 1
+        assert len(set(placed)) == 1
+        assert [a.status_code for a in others] == [201] * 4, [a.text for a in others]
+        assert await count(gw, Order, user) == 1 + 1 + 4
+        chain = await verify_chains(gw)
+        assert chain["ok"] is True, chain
+        assert [e.seq for e in await chain_entries(gw, user)] == list(range(1, 13))

@@ -46,6 +46,22 @@ def claim_statement(dialect: str) -> Any:
     )
 
 
+def claim_statement_when(when: Any) -> Any:
+    """Postgres: ``claim_statement`` that inserts only if ``when`` (a boolean SQL expression,
+    e.g. ``EXISTS`` over a lock taken before it in the same statement) holds: the order
+    hot path's combined statements take the user's audit chain head before the key. Not
+    cached here: the callers build their statements once."""
+    table: Table = IdempotencyKey.__table__  # type: ignore[assignment]
+    values = {c: bindparam(f"k_{c}", type_=table.c[c].type) for c in CLAIM_COLUMNS}
+    source = select(*(v.label(k) for k, v in values.items())).where(when)
+    return (
+        postgresql.insert(table)
+        .from_select(list(values), source)
+        .on_conflict_do_nothing(index_elements=["user_id", "key"])
+        .returning(table.c.id)
+    )
+
+
 class IdempotencyRepository(UserScoped):
     async def claim(
         self,

@@ -40,7 +40,11 @@ from app.db.repositories.audit import (
     lock_head_params,
     lock_head_statement,
 )
-from app.db.repositories.idempotency import CLAIM_COLUMNS, claim_statement
+from app.db.repositories.idempotency import (
+    CLAIM_COLUMNS,
+    claim_statement,
+    claim_statement_when,
+)
 from app.db.repositories.scoped import UserScoped
 from app.streaming.outbox import note_core_append
 
@@ -337,10 +341,10 @@ class OrderRepository(UserScoped):
         claim_params``) and, only if that claim is new, insert ``order`` and lock the audit
         chain ``head`` (``AuditRepository.lock_head``).
 
-        On Postgres one statement (data-modifying CTEs: the order insert and the
-        head lock select from the claim, so neither happens when the key is held, and the
-        claim comes first: a request waiting for the same key holds no chain lock); SQLite
-        sends them one after the other.
+        On Postgres one statement (data-modifying CTEs): the head is locked first, as on
+        every path that takes a chain head and a key, then the key claimed, and the order
+        insert selects from the claim, so it does not happen when the key is held (the head
+        stays locked until the transaction ends). SQLite sends them one after the other.
         """
         if not self.is_system and order.user_id != self.user_id:
             raise PermissionError("order belongs to another user")
@@ -362,13 +366,58 @@ class OrderRepository(UserScoped):
         row = (
             await self.session.execute(_claim_and_insert_statement(head is not None), params)
         ).first()
-        if row is None:
+        if row is None or row.id is None:
             return ClaimedOrder(False)
         return ClaimedOrder(
             True,
             None if head is None else (int(row.last_seq), str(row.last_hash)),
             str(row.row_version),
         )
+
+    async def claim_and_write(
+        self,
+        claim: dict[str, Any],
+        order: Order,
+        *,
+        event: dict[str, Any],
+        audit: AuditEntry,
+        audit_now: datetime,
+    ) -> ClaimedOrder | None:
+        """Postgres: ``claim_and_insert`` with ``write(events=[event], audit=audit)`` in one
+        statement, for an ``audit`` entry hashed against a head remembered from before
+        (``AuditChain.remembered_head``): the head is locked only if it is still the one
+        ``audit`` follows (seq - 1, its prev hash), the key claimed only then, and the
+        order, the entry, the head's move and the event written only if the key was claimed.
+
+        None when the head was elsewhere: nothing was done, and the caller takes the
+        locking path (``claim_and_insert``, then ``write``). Otherwise the claim's outcome;
+        when the key is held, the head stays locked until the transaction ends and nothing
+        else was written. Raises ``ValueError`` on another database.
+        """
+        if self.session.get_bind().dialect.name != "postgresql":
+            raise ValueError("claim_and_write is for Postgres only")
+        if not self.is_system and order.user_id != self.user_id:
+            raise PermissionError("order belongs to another user")
+        if audit.order_id != order.id or event["order_id"] != order.id:
+            raise ValueError("the entry and the event must be this order's")
+        params = claim | _prefixed("n_", order_values(order))
+        params |= {"g_chain": audit.chain, "g_seq": audit.seq - 1, "g_hash": audit.prev_hash}
+        params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
+        params["a_now"] = audit_now
+        params |= _prefixed("e0_", event)
+        try:
+            row = (await self.session.execute(_claim_and_write_statement(), params)).first()
+        except IntegrityError as exc:
+            if "audit_entries" in str(exc.orig):
+                raise AuditChainHeadMissing(
+                    f"audit chain {audit.chain}: entry {audit.seq} exists past its head"
+                ) from exc
+            raise
+        if row is None:
+            return None
+        if row.id is None:
+            return ClaimedOrder(False)
+        return ClaimedOrder(True, (audit.seq - 1, audit.prev_hash), str(row.row_version))
 
     async def write(
         self,
@@ -625,23 +674,86 @@ def _insert_order_statement() -> Any:
 
 @functools.cache
 def _claim_and_insert_statement(head: bool) -> Any:
-    """Postgres: the claim, then (selecting from it) the order insert and the head lock."""
-    claimed = claim_statement("postgresql").cte("claimed")
+    """Postgres: with ``head``, the audit chain head locked (created at the genesis if new),
+    then (selecting from it) the claim, then (selecting from the claim) the order insert;
+    without, the claim and the order insert. The head comes before the key on every path
+    that takes both (``_claim_and_write_statement`` too), so two requests with one key
+    never wait for each other in opposite orders."""
     order = _binds("n_", _ORDERS, _ORDER_COLUMNS)
-    source = select(*(v.label(k) for k, v in order.items())).where(select(claimed.c.id).exists())
+
+    def new_order_after(claimed: Any) -> Any:
+        source = select(*(v.label(k) for k, v in order.items())).where(
+            select(claimed.c.id).exists()
+        )
+        return (
+            insert(_ORDERS)
+            .from_select(list(order), source)
+            .returning(_ORDERS.c.id, _row_version().label("row_version"))
+            .cte("new_order")
+        )
+
+    if not head:
+        claimed = claim_statement("postgresql").cte("claimed")
+        new_order = new_order_after(claimed)
+        return select(claimed.c.id, new_order.c.row_version).select_from(
+            claimed.outerjoin(new_order, true())
+        )
+    locked = lock_head_statement("postgresql").cte("locked_head")
+    claimed = claim_statement_when(select(locked.c.last_seq).exists()).cte("claimed")
+    new_order = new_order_after(claimed)
+    return select(
+        claimed.c.id, locked.c.last_seq, locked.c.last_hash, new_order.c.row_version
+    ).select_from(locked.outerjoin(claimed, true()).outerjoin(new_order, true()))
+
+
+@functools.cache
+def _claim_and_write_statement() -> Any:
+    """Postgres: ``claim_and_write``'s statement. ``g_head`` locks the chain head only at
+    its expected seq and hash; the claim selects from it; the order row, the audit entry,
+    the head's move and the event select from the claim. Its one row says whether the
+    head was there (no row: nothing done), whether the key was claimed (``id``), and the
+    new row's version."""
+    guard = (
+        select(_HEADS.c.chain)
+        .where(
+            _HEADS.c.chain == bindparam("g_chain", type_=_HEADS.c.chain.type),
+            _HEADS.c.last_seq == bindparam("g_seq", type_=_HEADS.c.last_seq.type),
+            _HEADS.c.last_hash == bindparam("g_hash", type_=_HEADS.c.last_hash.type),
+        )
+        .with_for_update()
+        .cte("g_head")
+    )
+    claimed = claim_statement_when(select(guard.c.chain).exists()).cte("claimed")
+    made = select(claimed.c.id).exists()
+
+    def rows(prefix: str, table: Table, columns: Sequence[str]) -> Any:
+        binds = _binds(prefix, table, columns)
+        source = select(*(v.label(k) for k, v in binds.items())).where(made)
+        return insert(table).from_select(list(binds), source)
+
     new_order = (
-        insert(_ORDERS)
-        .from_select(list(order), source)
+        rows("n_", _ORDERS, _ORDER_COLUMNS)
         .returning(_ORDERS.c.id, _row_version().label("row_version"))
         .cte("new_order")
     )
-    found = claimed.outerjoin(new_order, true())
-    if not head:
-        return select(claimed.c.id, new_order.c.row_version).select_from(found)
-    locked = lock_head_statement("postgresql", select(claimed.c.id)).cte("locked_head")
-    return select(
-        claimed.c.id, locked.c.last_seq, locked.c.last_hash, new_order.c.row_version
-    ).select_from(found.outerjoin(locked, true()))
+    writes = (
+        rows("a_", _AUDIT, _AUDIT_COLUMNS).returning(_AUDIT.c.seq),
+        update(_HEADS)
+        .where(_HEADS.c.chain == bindparam("a_chain"), made)
+        .values(
+            last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
+            last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
+            updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
+        )
+        .returning(_HEADS.c.chain),
+        rows("e0_", _EVENTS, _EVENT_COLUMNS).returning(_EVENTS.c.id),
+    )
+    stmt = select(guard.c.chain, claimed.c.id, new_order.c.row_version).select_from(
+        guard.outerjoin(claimed, true()).outerjoin(new_order, true())
+    )
+    for n, write in enumerate(writes):
+        stmt = stmt.add_cte(write.cte(f"w{n}_{write.table.name}"))
+    return stmt
 
 
 def _row_version() -> Any:

@@ -1,6 +1,9 @@
-"""``OrderRepository.write_if_unchanged``: a live order's answer recorded by one statement
-that writes only if the order row is still at the version the first transaction committed
-and its chain head still at that transaction's entry, and otherwise writes nothing.
+"""The live order path's guarded statements. ``OrderRepository.write_if_unchanged``: a live
+order's answer recorded by one statement that writes only if the order row is still at the
+version the first transaction committed and its chain head still at that transaction's
+entry, and otherwise writes nothing. ``claim_and_write``: the key, the row, the entry and the
+event in one statement against a remembered head, nothing at all when the head moved; and
+the order every path takes the chain head and the key in.
 
 The rows come from a real live placement (the fake Alpaca over HTTP); the tests then
 change them the ways another writer would: an update committed before the statement, one
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,10 +23,21 @@ from sqlalchemy import func, select, text
 
 from app.db.models import AuditChainHead, AuditEntry, IdempotencyKey, Order, OrderEvent
 from app.db.repositories.audit import user_chain
-from app.db.repositories.orders import KeyCompletion, OrderRepository, RowGuard
+from app.db.repositories.connections import AccountRepository
+from app.db.repositories.idempotency import IdempotencyRepository
+from app.db.repositories.orders import (
+    ClaimedOrder,
+    HeadLock,
+    KeyCompletion,
+    OrderRepository,
+    RowGuard,
+)
 from app.db.session import create_engine, create_sessionmaker
-from app.security.audit import AuditRecord
+from app.ids import new_id
+from app.schemas.orders import OrderCreate
+from app.security.audit import GENESIS_HASH, AuditRecord
 from app.services.order_updates import order_event_values
+from app.services.orders import new_order_row
 from tests.conftest import new_user
 from tests.services.support import LiveGateway, live_gateway
 
@@ -269,3 +283,169 @@ async def test_a_guard_that_does_not_fit_the_write_is_refused(placed: Placed) ->
         with pytest.raises(ValueError, match="another order"):
             await repo.write_if_unchanged(other, changed=order, events=[event])
     assert (await _snapshot(placed))["reject_reason"] is None
+
+
+# --- claim_and_write, and the order of the chain head and the key -------------------------
+
+
+async def _new_claim(p: Placed, session: Any, key: str) -> tuple[dict[str, Any], Order]:
+    """A new order on the placed account with the claim of ``key``, as the order path
+    builds them."""
+    account = await AccountRepository.for_user(session, p.user).get(p.account)
+    assert account is not None
+    body = OrderCreate.model_validate(
+        {
+            "symbol": "AAPL",
+            "side": "buy",
+            "quantity": "1",
+            "order_type": "limit",
+            "limit_price": "1.00",
+            "time_in_force": "gtc",
+        }
+    )
+    now = datetime.now(UTC)
+    order = new_order_row(p.user, account, body, now)
+    terms = IdempotencyRepository.for_user(session, p.user).claim_params(
+        record_id=new_id("idem"),
+        key=key,
+        method="POST",
+        path=f"/v1/accounts/{p.account}/orders",
+        fingerprint="f" * 64,
+        now=now,
+        expires_at=now + timedelta(days=1),
+        order_id=order.id,
+    )
+    return terms, order
+
+
+async def _claim_and_write(p: Placed, key: str, head: tuple[int, str]) -> ClaimedOrder | None:
+    """``claim_and_write`` of a new order with ``key`` against ``head``, committed."""
+    ctx = p.gw.harness.state.ctx
+    async with ctx.sessionmaker() as session:
+        terms, order = await _new_claim(p, session, key)
+        now = datetime.now(UTC)
+        record = AuditRecord(
+            user_id=p.user,
+            action="place",
+            order_id=order.id,
+            account_id=order.account_id,
+            connection_id="conn-under-test",
+            broker_slug="alpaca",
+            request_fingerprint="f" * 64,
+            outcome="pending_submit",
+        )
+        entry = ctx.audit.next_entry(record, *head, occurred_at=now)
+        found = await OrderRepository.for_user(session, p.user).claim_and_write(
+            terms, order, event=order_event_values(order, now), audit=entry, audit_now=now
+        )
+        await session.commit()
+        return found
+
+
+async def _keys_named(p: Placed, key: str) -> int:
+    async with p.gw.harness.state.ctx.sessionmaker() as session:
+        count = await session.scalar(
+            select(func.count()).where(IdempotencyKey.user_id == p.user, IdempotencyKey.key == key)
+        )
+        return int(count or 0)
+
+
+@postgres_only
+async def test_claim_and_write_at_the_head_writes_everything(placed: Placed) -> None:
+    guard = await _guard(placed)
+    assert guard.chain is not None
+    before = await _snapshot(placed)
+    found = await _claim_and_write(placed, "cw-1", (guard.head_seq, guard.head_hash))
+    assert found is not None
+    assert found.claimed is True
+    assert found.row_version is not None
+    assert await _keys_named(placed, "cw-1") == 1
+    after = await _snapshot(placed)
+    assert after["head"][0] == before["head"][0] + 1
+    assert after["entries"] == before["entries"] + 1
+    chain = await _verify(placed)
+    assert chain["ok"] is True, chain
+
+
+@postgres_only
+async def test_claim_and_write_off_the_head_does_nothing_not_even_the_claim(
+    placed: Placed,
+) -> None:
+    guard = await _guard(placed)
+    before = await _snapshot(placed)
+    stale = (guard.head_seq - 1, "0" * 64)
+    assert await _claim_and_write(placed, "cw-2", stale) is None
+    assert await _keys_named(placed, "cw-2") == 0
+    assert await _snapshot(placed) == before
+
+
+@postgres_only
+async def test_claim_and_write_on_a_held_key_writes_nothing_else(placed: Placed) -> None:
+    guard = await _guard(placed)
+    head = (guard.head_seq, guard.head_hash)
+    first = await _claim_and_write(placed, "cw-3", head)
+    assert first is not None
+    assert first.claimed is True
+    now_head = await _guard(placed)
+    before = await _snapshot(placed)
+    again = await _claim_and_write(placed, "cw-3", (now_head.head_seq, now_head.head_hash))
+    assert again == ClaimedOrder(False)
+    assert await _snapshot(placed) == before
+    assert await _keys_named(placed, "cw-3") == 1
+
+
+async def _waiting(p: Placed, query_start: str, count: int) -> None:
+    """Until ``count`` sessions whose statement starts with ``query_start`` wait for a lock."""
+    async with asyncio.timeout(10):
+        while True:
+            async with await _other_writer(p) as observer:
+                waiting = await observer.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE :start"
+                    ),
+                    {"start": query_start + "%"},
+                )
+            if waiting == count:
+                return
+            await asyncio.sleep(0.02)
+
+
+@postgres_only
+async def test_both_paths_take_the_head_before_the_key(placed: Placed) -> None:
+    """Two requests with one key, one on each path, queued behind a third transaction that
+    holds the user's chain head. Were the locking path to claim the key before the head, the
+    first to get the head would then wait for the key the other holds while it waits for the
+    head: a deadlock, one of them failed. Both take the head first, so the first claims the
+    key and the other finds it held."""
+    guard = await _guard(placed)
+    assert guard.chain is not None
+    ctx = placed.gw.harness.state.ctx
+    async with await _other_writer(placed) as holder:
+        await holder.execute(
+            text("SELECT 1 FROM audit_chain_head WHERE chain = :c FOR UPDATE"),
+            {"c": guard.chain},
+        )
+        combined = asyncio.create_task(
+            _claim_and_write(placed, "cw-4", (guard.head_seq, guard.head_hash))
+        )
+        await _waiting(placed, "WITH g_head AS", 1)
+
+        async def locking_path() -> ClaimedOrder:
+            async with ctx.sessionmaker() as session:
+                terms, order = await _new_claim(placed, session, "cw-4")
+                head = HeadLock(guard.chain or "", GENESIS_HASH, datetime.now(UTC))
+                found = await OrderRepository.for_user(session, placed.user).claim_and_insert(
+                    terms, order, head=head
+                )
+                await session.rollback()
+                return found
+
+        locking = asyncio.create_task(locking_path())
+        await _waiting(placed, "WITH ", 2)  # both queued behind the holder
+        await holder.rollback()
+    first, second = await asyncio.wait_for(asyncio.gather(combined, locking), timeout=15)
+    assert first is not None
+    assert first.claimed is True
+    assert second.claimed is False
+    assert await _keys_named(placed, "cw-4") == 1
