@@ -421,8 +421,20 @@ class OrderUpdateIngest:
         by several rows (a reconnect keeps the old row; two users may link one account) does
         not leave a broker-made order unadopted; streams name only the broker's number."""
         async with self._sessionmaker() as session:
+            order: Order | None = None
+            if account_id is None:
+                # The common case, a stream's news of an order we placed: found and locked by
+                # one statement; the account rows are read only when it is not ours.
+                order = await OrderRepository.for_system(session).find_on_broker_account(
+                    self._broker_slug,
+                    update.account_ref,
+                    broker_order_id=update.order.broker_order_id,
+                    client_order_id=update.order.client_order_id,
+                )
             if account_id is not None:
                 account_ids = [account_id]
+            elif order is not None:
+                account_ids = [order.account_id]
             else:
                 account_ids = await AccountRepository.for_system(session).ids_by_broker_ref(
                     self._broker_slug, update.account_ref
@@ -436,12 +448,13 @@ class OrderUpdateIngest:
                     },
                 )
                 return
-            order = await OrderRepository.for_system(session).find_by_broker_ids(
-                account_ids,
-                broker_order_id=update.order.broker_order_id,
-                client_order_id=update.order.client_order_id,
-                for_update=True,
-            )
+            if order is None and account_id is not None:
+                order = await OrderRepository.for_system(session).find_by_broker_ids(
+                    account_ids,
+                    broker_order_id=update.order.broker_order_id,
+                    client_order_id=update.order.client_order_id,
+                    for_update=True,
+                )
             if order is None and update.order.replaces:
                 # A replacement we have not recorded yet (its modify answer is still on the
                 # way, or was lost): adopt it under the order it replaces.

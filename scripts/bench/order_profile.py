@@ -5,6 +5,9 @@ CPU per order. Not a test: it prints figures.
     .venv/bin/python scripts/bench/order_profile.py [--orders N] [--database sqlite]
         [--credential-cache-seconds 0]
 
+Also the broker stream's echo of a live order (the ingest of an update that changes
+nothing), which every live order costs in production.
+
 Round trips = statements + BEGIN + COMMIT/ROLLBACK (asyncpg sends each on its own; an
 autocommit statement is one round trip and is counted as a statement, not a transaction). The fake
 broker runs in this process too, so "live CPU" includes the fake's share; the paper
@@ -20,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import event  # noqa: E402
 
+from app.brokers.alpaca.mapping import order_from_wire  # noqa: E402
+from app.brokers.base import OrderUpdate  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
 from app.db.rate_limits import PostgresRateLimiter  # noqa: E402
 from app.db.repositories.connections import AccountRepository  # noqa: E402
+from app.services.order_updates import OrderUpdateIngest  # noqa: E402
 from tests.conftest import new_user  # noqa: E402
 from tests.postgres import fresh_database, postgres_server  # noqa: E402
 from tests.services.support import live_gateway  # noqa: E402
@@ -146,7 +153,47 @@ async def run(url: str, orders: int, cache_seconds: float) -> None:
             orders,
             vault,
         )
+        await stream_echo(gw, live_user, live, counter, orders)
         await open_credential(h, live_user, live, orders * 5)
+
+
+async def stream_echo(gw: Any, user: str, account_id: str, counter: Counter, times: int) -> None:
+    """A live order's news from the broker's stream, arriving after the order's answer was
+    recorded (Alpaca's trade_updates ``new`` beside the REST answer): what the ingest costs
+    for each live order in production, where every live connection's stream runs. The
+    update is the fake's own order, mapped as the Alpaca stream maps it; it changes
+    nothing (a duplicate), so every call takes the same path."""
+    h = gw.harness
+    placed = await h.place(user, account_id, order_type="limit", limit_price="1.00")
+    assert placed.status_code == 201, placed.text
+    wire = next(
+        o
+        for o in gw.alpaca.fake.accounts[gw.byob_key.key_id].orders.values()
+        if o.id == placed.json()["broker_order_id"]
+    ).wire()
+    async with h.state.ctx.sessionmaker() as session:
+        account = await AccountRepository.for_user(session, user).get(account_id)
+        assert account is not None
+        ref = account.broker_account_ref
+    update = OrderUpdate(ref, order_from_wire(wire), datetime.now(UTC))
+    ingest = OrderUpdateIngest(h.state.ctx.sessionmaker, "alpaca")
+    for _ in range(10):
+        await ingest(update)
+    counter.reset()
+    cpu: list[float] = []
+    for _ in range(times):
+        c0 = time.process_time()
+        await ingest(update)
+        cpu.append((time.process_time() - c0) * 1000)
+    total = sum(counter.statements.values())
+    print(f"\nthe stream's echo of a live order (ingested, nothing new): {times} times")
+    print(
+        f"  statements/echo {total / times:.1f}, round trips/echo "
+        f"{(total + counter.begins + counter.ends) / times:.1f}"
+    )
+    print(f"  CPU ms/echo p50 {statistics.median(cpu):.2f} mean {statistics.mean(cpu):.2f}")
+    for name, count in sorted(counter.statements.items(), key=lambda kv: -kv[1]):
+        print(f"    {count / times:5.2f}  {name}")
 
 
 async def open_credential(h: Any, user: str, account_id: str, times: int) -> None:

@@ -151,6 +151,29 @@ class OrderRepository(UserScoped):
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt.order_by(Order.created_at))).scalars().first()
 
+    async def find_on_broker_account(
+        self,
+        broker_slug: str,
+        broker_account_ref: str,
+        *,
+        broker_order_id: str | None,
+        client_order_id: str | None,
+    ) -> Order | None:
+        """System: ``find_by_broker_ids(ids_by_broker_ref(...), ..., for_update=True)`` in one
+        statement, built once: the order a broker stream names by its account number and its
+        client (preferred) or broker order id, on any of our account rows of that broker
+        account, locked. None when there is none (the caller then needs the account rows)."""
+        if not self.is_system:
+            raise PermissionError("a broker stream's lookup spans every user")
+        if client_order_id:
+            stmt, value = _on_broker_account_statement(by_client_id=True), client_order_id
+        elif broker_order_id:
+            stmt, value = _on_broker_account_statement(by_client_id=False), broker_order_id
+        else:
+            return None
+        params = {"b_slug": broker_slug, "b_ref": broker_account_ref, "b_order": value}
+        return (await self.session.execute(stmt, params)).scalars().first()
+
     async def broker_ids_near(
         self,
         account_ids: Sequence[str],
@@ -642,6 +665,23 @@ class _Shape:
     new_key: bool  # the key inserted completed
     audit: bool
     events: int
+
+
+@functools.cache
+def _on_broker_account_statement(*, by_client_id: bool) -> Any:
+    """``find_on_broker_account``'s statement: the orders rows locked (not the accounts')."""
+    accounts = select(Account.id).where(
+        Account.broker_slug == bindparam("b_slug"),
+        Account.broker_account_ref == bindparam("b_ref"),
+    )
+    order_id = Order.client_order_id if by_client_id else Order.broker_order_id
+    return (
+        select(Order)
+        .where(Order.account_id.in_(accounts.scalar_subquery()), order_id == bindparam("b_order"))
+        .order_by(Order.created_at)
+        .with_for_update(of=Order)
+        .execution_options(populate_existing=True)
+    )
 
 
 @functools.cache

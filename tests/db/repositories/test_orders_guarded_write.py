@@ -2,8 +2,9 @@
 order's answer recorded by one statement that writes only if the order row is still at the
 version the first transaction committed and its chain head still at that transaction's
 entry, and otherwise writes nothing. ``claim_and_write``: the key, the row, the entry and the
-event in one statement against a remembered head, nothing at all when the head moved; and
-the order every path takes the chain head and the key in.
+event in one statement against a remembered head, nothing at all when the head moved; the
+order every path takes the chain head and the key in; and a broker stream's lookup of the
+order it names.
 
 The rows come from a real live placement (the fake Alpaca over HTTP); the tests then
 change them the ways another writer would: an update committed before the statement, one
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from app.db.models import AuditChainHead, AuditEntry, IdempotencyKey, Order, OrderEvent
 from app.db.repositories.audit import user_chain
@@ -449,3 +451,64 @@ async def test_both_paths_take_the_head_before_the_key(placed: Placed) -> None:
     assert first.claimed is True
     assert second.claimed is False
     assert await _keys_named(placed, "cw-4") == 1
+
+
+# --- a broker stream's news of the order: found and locked by one statement ---------------
+
+
+@postgres_only
+async def test_a_stream_finds_and_locks_the_order_by_its_account_number(placed: Placed) -> None:
+    ctx = placed.gw.harness.state.ctx
+    async with ctx.sessionmaker() as session:
+        row = await OrderRepository.for_system(session).get_row(placed.order_id)
+        account = await AccountRepository.for_system(session).get(placed.account)
+        assert row is not None
+        assert account is not None
+        ref = account.broker_account_ref
+    async with ctx.sessionmaker() as session:
+        orders = OrderRepository.for_system(session)
+        by_client = await orders.find_on_broker_account(
+            "alpaca", ref, broker_order_id="ignored", client_order_id=row.client_order_id
+        )
+        assert by_client is not None
+        assert by_client.id == placed.order_id
+        async with await _other_writer(placed) as other:
+            with pytest.raises(DBAPIError, match="could not obtain lock"):
+                await other.execute(
+                    text("SELECT 1 FROM orders WHERE id = :id FOR UPDATE NOWAIT"),
+                    {"id": placed.order_id},
+                )
+            await other.rollback()
+            # The account rows are read, not locked.
+            await other.execute(
+                text("SELECT 1 FROM accounts WHERE id = :id FOR UPDATE NOWAIT"),
+                {"id": placed.account},
+            )
+            await other.rollback()
+        await session.rollback()
+    async with ctx.sessionmaker() as session:
+        orders = OrderRepository.for_system(session)
+        by_broker = await orders.find_on_broker_account(
+            "alpaca", ref, broker_order_id=row.broker_order_id, client_order_id=None
+        )
+        assert by_broker is not None
+        assert by_broker.id == placed.order_id
+        for slug, account_ref, client_id in (
+            ("tradier", ref, row.client_order_id),  # the same number at another broker
+            ("alpaca", "PA-NOT-OURS", row.client_order_id),
+            ("alpaca", ref, "c-not-ours"),
+        ):
+            found = await orders.find_on_broker_account(
+                slug, account_ref, broker_order_id=None, client_order_id=client_id
+            )
+            assert found is None
+        assert (
+            await orders.find_on_broker_account(
+                "alpaca", ref, broker_order_id=None, client_order_id=None
+            )
+            is None
+        )
+        with pytest.raises(PermissionError):
+            await OrderRepository.for_user(session, placed.user).find_on_broker_account(
+                "alpaca", ref, broker_order_id=None, client_order_id=row.client_order_id
+            )
