@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -37,6 +37,8 @@ from app.services.clock import utcnow
 log = logging.getLogger(__name__)
 
 USABLE_CONNECTION_STATUSES = frozenset({"active", "expiring"})
+# Paper account ids a process remembers (``ServiceContext.note_paper_account``).
+_PAPER_ACCOUNTS_REMEMBERED = 100_000
 T = TypeVar("T")
 
 # Connection ids already refreshed in the current ``with_fresh_tokens`` scope (None: no scope).
@@ -81,6 +83,15 @@ class ServiceContext:
     # "Now" for the OAuth flow and the token lifecycle (tests inject a manual clock).
     clock: Callable[[], datetime] = utcnow
     tokens: TokenRefresher | None = None
+    # Accounts this process has seen on the paper broker (an account never changes broker):
+    # their placements read the account inside a transaction from the start, since the paper
+    # broker's lock is taken with that read. A hint; bounded by ``note_paper_account``.
+    paper_accounts: set[str] = field(default_factory=set)
+
+    def note_paper_account(self, account_id: str) -> None:
+        if len(self.paper_accounts) >= _PAPER_ACCOUNTS_REMEMBERED:
+            self.paper_accounts.clear()
+        self.paper_accounts.add(account_id)
 
     def spec_for(self, connection: Connection) -> BrokerSpec:
         spec = self.registry.get(connection.broker_slug)

@@ -180,7 +180,7 @@ class OrderService:
     ) -> StoredResponse:
         # A paper placement that met its key held by an expired record (deleted now) is
         # placed afresh, once; a racing request that took the key meanwhile is answered.
-        for _attempt in range(2):
+        for _attempt in range(3):
             try:
                 return await self._place_once(
                     user_id=user_id,
@@ -189,7 +189,7 @@ class OrderService:
                     idempotency_key=idempotency_key,
                     path=path,
                 )
-            except _KeyFreed:
+            except (_KeyFreed, _OnPaper):
                 continue
         raise errors.RequestInProgress(headers={"Retry-After": "1"})
 
@@ -198,6 +198,15 @@ class OrderService:
     ) -> StoredResponse:
         fingerprint = request_fingerprint("POST", path, body)
         async with self._ctx.sessionmaker() as session:
+            # Postgres, an account not known to be on the paper broker: the gate's read and
+            # the order's one write run outside a transaction (autocommit): no BEGIN or
+            # COMMIT round trip. The paper broker's placement and any locking path run in one.
+            outside = (
+                account_id not in self._ctx.paper_accounts
+                and session.get_bind().dialect.name == "postgresql"
+            )
+            if outside:
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             keys = IdempotencyRepository.for_user(session, user_id)
             # A key already held is answered as first sent (replay, 422, 409), whatever the
             # gates would say now, so a gate's refusal looks for a held key before it is
@@ -228,6 +237,11 @@ class OrderService:
             )
             paper = paper_broker(adapter)
             target = _AuditTarget.of(connection)
+            if paper is not None and outside:
+                # Read without the paper account's lock (released with the statement): place
+                # it again, in a transaction from its first read on.
+                self._ctx.note_paper_account(account_id)
+                raise _OnPaper
             if paper is not None:
                 # Claim last, with the answer: the whole placement is one transaction, and
                 # a held key rolls it all back (nothing placed twice).
@@ -274,7 +288,10 @@ class OrderService:
 
             if not claimed.claimed:
                 # The locking path: the head locked wherever it is, then the key and the
-                # row in one statement, then the event and the entry in another (Postgres).
+                # row in one statement, then the event and the entry in another (Postgres),
+                # in a transaction (leaving autocommit costs no round trip).
+                if outside:
+                    await session.commit()
 
                 async def claim() -> bool:
                     nonlocal claimed
@@ -1044,6 +1061,11 @@ class _PaperClaim:
 
 class _KeyFreed(Exception):
     """A paper placement met its key held by an expired record, deleted now: place again."""
+
+
+class _OnPaper(Exception):
+    """The account read outside a transaction is on the paper broker (noted now): place
+    again, in a transaction."""
 
 
 def _audit_record(

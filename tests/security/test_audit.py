@@ -568,3 +568,18 @@ def test_the_fingerprint_is_the_sha256_of_the_canonical_request() -> None:
     ).hexdigest()
     assert request_fingerprint("POST", "/v1/x", body) == expected
     assert request_fingerprint("POST", "/v1/x", {"quantity": "1", "symbol": "AAPL"}) == expected
+
+
+def test_the_heads_a_process_remembers_are_a_bounded_hint() -> None:
+    """The last committed head per chain, most recent kept: past the bound the chain least
+    recently noted is forgotten (its next order locks and reads the head instead)."""
+    chain = AuditChain(KEY)
+    assert chain.remembered_head("user:a") is None
+    chain.remember_head("user:a", 1, "h1")
+    chain.remember_head("user:a", 2, "h2")
+    assert chain.remembered_head("user:a") == (2, "h2")
+    for n in range(10_000):
+        chain.remember_head(f"user:{n}", n, f"h{n}")
+    assert chain.remembered_head("user:a") is None  # the oldest, pushed out
+    assert chain.remembered_head("user:0") == (0, "h0")
+    assert chain.remembered_head("user:9999") == (9999, "h9999")

@@ -271,10 +271,11 @@ def _recording(engine: Any) -> tuple[list[tuple[str, bool]], list[str], Any]:
 
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_a_live_order_s_answer_is_recorded_by_one_autocommit_statement(db_url: str) -> None:
-    """Before the broker call, one statement writes the order with its key, event and
-    audit entry; after it nothing changed the row or the chain, so the answer, its event,
-    the key's stored response and the audit entry go in one statement outside a
-    transaction (no BEGIN, no COMMIT). The answer is what a read of the order gives."""
+    """Before the broker call, the gate's read and one statement that writes the order with
+    its key, event and audit entry; after it nothing changed the row or the chain, so the
+    answer, its event, the key's stored response and the audit entry go in one statement.
+    All three outside a transaction (no BEGIN, no COMMIT). The answer is what a read of
+    the order gives."""
     async with live_gateway(db_url, paper_first_cycles=0) as gw:
         h, user = gw.harness, new_user()
         _, account = await gw.connect_byob(user)
@@ -289,13 +290,14 @@ async def test_a_live_order_s_answer_is_recorded_by_one_autocommit_statement(db_
             stop()
         assert placed.status_code == 201, placed.text
         assert placed.json()["status"] == "accepted"
-        # The first transaction: the gate's read, then the head this process remembers
-        # locked with the claim, the row, the entry and the event in one statement; after
-        # the broker call, the guarded statement alone.
-        assert [autocommit for _, autocommit in statements] == [False, False, True]
+        # The gate's read, then the head this process remembers locked with the claim, the
+        # row, the entry and the event in one statement; after the broker call, the guarded
+        # statement alone. Each is its own transaction: no BEGIN, no COMMIT.
+        assert [autocommit for _, autocommit in statements] == [True, True, True]
+        assert "FROM accounts" in statements[0][0]
         assert statements[1][0].startswith("WITH g_head AS")
         assert statements[-1][0].startswith("WITH g_order AS")
-        assert transactions == ["begin", "end"]
+        assert transactions == []
         read = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
         assert read.json() == placed.json()
         key = placed.request.headers["Idempotency-Key"]
@@ -469,3 +471,49 @@ async def test_one_key_sent_many_times_at_once_places_one_order(db_url: str) -> 
         chain = await verify_chains(gw)
         assert chain["ok"] is True, chain
         assert [e.seq for e in await chain_entries(gw, user)] == list(range(1, 13))
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_paper_account_s_first_order_in_a_process_learns_it_is_paper(
+    harness: Harness,
+) -> None:
+    """An account not yet seen is read outside a transaction (as a live one is); on the
+    paper broker the placement starts again in a transaction, whose first read takes the
+    paper account's lock. The account is remembered: its next orders start in one."""
+    h, user = harness, new_user()
+    _, account = await h.paper_account(user)
+    assert account not in h.state.ctx.paper_accounts
+    engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
+    rounds: list[tuple[list[tuple[str, bool]], list[str]]] = []
+    for _ in range(2):
+        statements, transactions, stop = _recording(engine)
+        try:
+            placed = await h.place(user, account)
+        finally:
+            stop()
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["status"] == "filled"
+        rounds.append((statements, transactions))
+    (first, first_tx), (second, second_tx) = rounds
+    assert first[0][1] is True  # the read outside a transaction
+    assert "FROM accounts" in first[0][0]
+    assert [autocommit for _, autocommit in first[1:]] == [False, False]
+    assert "paper_account_locked" in first[1][0]
+    assert first_tx == ["begin", "end"]
+    assert [autocommit for _, autocommit in second] == [False, False]
+    assert second_tx == ["begin", "end"]
+    assert account in h.state.ctx.paper_accounts
+    orders = await h.client.get(f"/v1/accounts/{account}/orders", headers=h.auth(user))
+    assert len(orders.json()["items"]) == 2
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_the_paper_accounts_a_process_remembers_are_bounded(harness: Harness) -> None:
+    """A hint that only costs a read when forgotten: past its bound it starts again."""
+    ctx = harness.state.ctx
+    ctx.paper_accounts.clear()
+    for n in range(100_000):
+        ctx.note_paper_account(f"acct-{n}")
+    assert len(ctx.paper_accounts) == 100_000
+    ctx.note_paper_account("acct-one-more")
+    assert ctx.paper_accounts == {"acct-one-more"}
