@@ -208,6 +208,7 @@ class AuditChain:
         self._key = raw.encode()
         self._clock = clock
         self._heads: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._placing: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return "AuditChain(key=<secret>)"
@@ -217,6 +218,21 @@ class AuditChain:
         order path hashes its entry against it and appends only if the head is still there
         (another instance or path may have moved it since), else locks and reads it."""
         return self._heads.get(chain)
+
+    def start_placing(self, chain: str) -> bool:
+        """Note a live placement on ``chain`` in progress in this process (until
+        ``end_placing``); whether another one already was, whose appends may move the head
+        under this one."""
+        others = self._placing.get(chain, 0)
+        self._placing[chain] = others + 1
+        return others > 0
+
+    def end_placing(self, chain: str) -> None:
+        left = self._placing.get(chain, 1) - 1
+        if left > 0:
+            self._placing[chain] = left
+        else:
+            self._placing.pop(chain, None)
 
     def remember_head(self, chain: str, seq: int, entry_hash: str) -> None:
         """Note a head this process committed (the last ``_REMEMBERED_HEADS`` chains)."""

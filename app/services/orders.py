@@ -257,82 +257,91 @@ class OrderService:
                     ORDERS_TOTAL.labels(broker=target.broker_slug, outcome=str(order.status)).inc()
                 return response
 
-            orders = OrderRepository.for_user(session, user_id)
-            events: list[dict[str, Any]] = []
-            append_order_event(session, order, now, events)
-            claimed = ClaimedOrder(False)
-            entry: AuditEntry | None = None
-            # Postgres, with the user's chain head this process last saw committed: the head
-            # locked if it is still there, the key, the row, the entry and the event in one
-            # statement.
-            remembered = self._remembered_head(session, target, user_id)
-            if remembered is not None:
-                entry = self._audit_entry(
-                    target, order, "place", fingerprint, order.status, now, remembered
-                )
-                assert entry is not None
-                found = await orders.claim_and_write(
-                    claim_terms,
-                    order,
-                    event=events[0],
-                    audit=entry,
-                    audit_now=self._ctx.audit.now(),
-                )
-                if found is not None and found.claimed:
-                    claimed = found
-                elif found is not None:  # the key is held: nothing else was written
-                    answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
-                    if answer is not None:
-                        return answer
-                    # It had expired and is gone now: the locking path claims it afresh.
-
-            if not claimed.claimed:
-                # The locking path: the head locked wherever it is, then the key and the
-                # row in one statement, then the event and the entry in another (Postgres),
-                # in a transaction (leaving autocommit costs no round trip).
-                if outside:
-                    await session.commit()
-
-                async def claim() -> bool:
-                    nonlocal claimed
-                    claimed = await orders.claim_and_insert(
-                        claim_terms, order, head=self._head_lock(target, user_id)
+            # Another placement of this user in progress here may move the chain head under
+            # this one: then the head is locked wherever it is, without trying the one
+            # remembered first.
+            chain = user_chain(user_id) if target.live_byob else None
+            crowded = chain is not None and self._ctx.audit.start_placing(chain)
+            try:
+                orders = OrderRepository.for_user(session, user_id)
+                events: list[dict[str, Any]] = []
+                append_order_event(session, order, now, events)
+                claimed = ClaimedOrder(False)
+                entry: AuditEntry | None = None
+                # Postgres, with the user's chain head this process last saw committed: the head
+                # locked if it is still there, the key, the row, the entry and the event in one
+                # statement.
+                remembered = None if crowded else self._remembered_head(session, target, user_id)
+                if remembered is not None:
+                    entry = self._audit_entry(
+                        target, order, "place", fingerprint, order.status, now, remembered
                     )
-                    return claimed.claimed
+                    assert entry is not None
+                    found = await orders.claim_and_write(
+                        claim_terms,
+                        order,
+                        event=events[0],
+                        audit=entry,
+                        audit_now=self._ctx.audit.now(),
+                    )
+                    if found is not None and found.claimed:
+                        claimed = found
+                    elif found is not None:  # the key is held: nothing else was written
+                        answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
+                        if answer is not None:
+                            return answer
+                        # It had expired and is gone now: the locking path claims it afresh.
 
-                if not await claim():
-                    answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
-                    if answer is not None:
-                        return answer
-                    # The key had expired and is gone now: claim it afresh (once; a racing
-                    # request that took it meanwhile makes this one wait and retry).
+                if not claimed.claimed:
+                    # The locking path: the head locked wherever it is, then the key and the
+                    # row in one statement, then the event and the entry in another (Postgres),
+                    # in a transaction (leaving autocommit costs no round trip).
+                    if outside:
+                        await session.commit()
+
+                    async def claim() -> bool:
+                        nonlocal claimed
+                        claimed = await orders.claim_and_insert(
+                            claim_terms, order, head=self._head_lock(target, user_id)
+                        )
+                        return claimed.claimed
+
                     if not await claim():
-                        await session.rollback()
-                        raise errors.RequestInProgress(headers={"Retry-After": "1"})
-                entry = self._audit_entry(
-                    target, order, "place", fingerprint, order.status, now, claimed.head
-                )
-                await orders.write(events=events, audit=entry, audit_now=self._ctx.audit.now())
-            # The order is committed before the broker is called.
-            await session.commit()
-            self._remember(entry)
+                        answer = await self._answer_held_key(keys, idempotency_key, fingerprint)
+                        if answer is not None:
+                            return answer
+                        # The key had expired and is gone now: claim it afresh (once; a racing
+                        # request that took it meanwhile makes this one wait and retry).
+                        if not await claim():
+                            await session.rollback()
+                            raise errors.RequestInProgress(headers={"Retry-After": "1"})
+                    entry = self._audit_entry(
+                        target, order, "place", fingerprint, order.status, now, claimed.head
+                    )
+                    await orders.write(events=events, audit=entry, audit_now=self._ctx.audit.now())
+                # The order is committed before the broker is called.
+                await session.commit()
+                self._remember(entry)
 
-            # What the second transaction expects to find unchanged (Postgres): the row as
-            # committed here and the chain head at this entry.
-            guard = None
-            if claimed.row_version is not None:
-                guard = RowGuard(
-                    order.id,
-                    claimed.row_version,
-                    chain=None if entry is None else entry.chain,
-                    head_seq=0 if entry is None else entry.seq,
-                    head_hash="" if entry is None else entry.entry_hash,
+                # What the second transaction expects to find unchanged (Postgres): the row as
+                # committed here and the chain head at this entry.
+                guard = None
+                if claimed.row_version is not None:
+                    guard = RowGuard(
+                        order.id,
+                        claimed.row_version,
+                        chain=None if entry is None else entry.chain,
+                        head_seq=0 if entry is None else entry.seq,
+                        head_hash="" if entry is None else entry.entry_hash,
+                    )
+                response = await self._submit(
+                    session, adapter, account, connection, order, record_id, fingerprint, guard
                 )
-            response = await self._submit(
-                session, adapter, account, connection, order, record_id, fingerprint, guard
-            )
-            ORDERS_TOTAL.labels(broker=connection.broker_slug, outcome=str(order.status)).inc()
-            return response
+                ORDERS_TOTAL.labels(broker=connection.broker_slug, outcome=str(order.status)).inc()
+                return response
+            finally:
+                if chain is not None:
+                    self._ctx.audit.end_placing(chain)
 
     async def _place_paper(
         self,
@@ -667,7 +676,13 @@ class OrderService:
         result = await send_order(adapter, account, order)
         repo = OrderRepository.for_user(session, order.user_id)
         target = _AuditTarget.of(connection)
-        if guard is not None and result.outcome is not SendOutcome.not_sent:
+        # Skipped when this process has moved the chain head since (another placement of
+        # the user): the guard would fail.
+        unmoved = guard is not None and (
+            guard.chain is None
+            or self._ctx.audit.remembered_head(guard.chain) == (guard.head_seq, guard.head_hash)
+        )
+        if guard is not None and unmoved and result.outcome is not SendOutcome.not_sent:
             answer = await self._record_if_unchanged(
                 session, repo, target, order, guard, result, record_id, fingerprint
             )

@@ -583,3 +583,16 @@ def test_the_heads_a_process_remembers_are_a_bounded_hint() -> None:
     assert chain.remembered_head("user:a") is None  # the oldest, pushed out
     assert chain.remembered_head("user:0") == (0, "h0")
     assert chain.remembered_head("user:9999") == (9999, "h9999")
+
+
+def test_placements_in_progress_are_counted_per_chain() -> None:
+    chain = AuditChain(KEY)
+    assert chain.start_placing("user:a") is False
+    assert chain.start_placing("user:a") is True  # another one is in progress
+    assert chain.start_placing("user:b") is False  # chains are independent
+    chain.end_placing("user:a")
+    assert chain.start_placing("user:a") is True  # one is still in progress
+    chain.end_placing("user:a")
+    chain.end_placing("user:a")
+    chain.end_placing("user:a")  # more ends than starts: nothing below zero
+    assert chain.start_placing("user:a") is False

@@ -392,21 +392,35 @@ async def test_a_fill_streamed_during_the_live_placement_is_not_overwritten(db_u
 
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_one_user_s_concurrent_live_orders_keep_their_chain_whole(db_url: str) -> None:
-    """Orders of one user at the broker at once: each one's first transaction appends to
-    the user's chain while the others wait for their answers, so most answers find the
-    head moved and take the locking path. Every answer is recorded once, in chain order."""
+    """Orders of one user at the broker at once: each one's first write appends to the
+    user's chain while the others wait for their answers. The first to start tries the
+    remembered head; the others, knowing another placement of the user is in progress,
+    lock the head wherever it is. An answer is written by the guarded statement only when
+    the head is still at its own entry, else by the locking path, never both: nothing is
+    tried in vain. Every answer is recorded once, in chain order."""
     async with live_gateway(db_url, paper_first_cycles=0) as gw:
         h, user = gw.harness, new_user()
         _, account = await gw.connect_byob(user)
-        gw.alpaca.fake.faults.latency = 0.2
         terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
-        placed = await asyncio.gather(*(h.place(user, account, **terms) for _ in range(6)))
+        warm = await h.place(user, account, **terms)  # the process remembers the head
+        assert warm.status_code == 201, warm.text
+        gw.alpaca.fake.faults.latency = 0.2
+        engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
+        statements, _, stop = _recording(engine)
+        try:
+            placed = await asyncio.gather(*(h.place(user, account, **terms) for _ in range(6)))
+        finally:
+            stop()
         assert [p.status_code for p in placed] == [201] * 6, [p.text for p in placed]
+        sent = [statement.split(" AS")[0] for statement, _ in statements]
+        assert sent.count("WITH g_head") == 1
+        assert sent.count("WITH locked_head") == 5
+        assert sent.count("WITH g_order") + sent.count("WITH locked_order") == 6
         assert {p.json()["status"] for p in placed} == {"accepted"}
         chain = await verify_chains(gw)
         assert chain["ok"] is True, chain
         entries = await chain_entries(gw, user)
-        assert [e.seq for e in entries] == list(range(1, 13))
+        assert [e.seq for e in entries] == list(range(1, 15))
         for order in placed:
             outcomes = [e.outcome for e in entries if e.order_id == order.json()["id"]]
             assert outcomes == ["pending_submit", "accepted"]
