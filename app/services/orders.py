@@ -268,15 +268,15 @@ class OrderService:
                 append_order_event(session, order, now, events)
                 claimed = ClaimedOrder(False)
                 entry: AuditEntry | None = None
-                # Postgres, with the user's chain head this process last saw committed: the head
-                # locked if it is still there, the key, the row, the entry and the event in one
-                # statement.
+                # Postgres, with the user's chain head this process last saw committed (or no
+                # chain at all: a platform account's order): the head locked if it is still
+                # there, the key, the row, the entry and the event in one statement.
                 remembered = None if crowded else self._remembered_head(session, target, user_id)
-                if remembered is not None:
+                unchained = not target.live_byob and outside
+                if remembered is not None or unchained:
                     entry = self._audit_entry(
                         target, order, "place", fingerprint, order.status, now, remembered
                     )
-                    assert entry is not None
                     found = await orders.claim_and_write(
                         claim_terms,
                         order,

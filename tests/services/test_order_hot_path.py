@@ -531,3 +531,34 @@ async def test_the_paper_accounts_a_process_remembers_are_bounded(harness: Harne
     assert len(ctx.paper_accounts) == 100_000
     ctx.note_paper_account("acct-one-more")
     assert ctx.paper_accounts == {"acct-one-more"}
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_platform_account_s_order_is_three_statements_and_no_transaction(
+    db_url: str,
+) -> None:
+    """No audit chain on the platform's own credential, so nothing to guess: the key, the
+    row and the event go in at once, outside a transaction, from the first order on; a
+    replay of its key is answered as first sent and writes nothing."""
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        h, user = gw.harness, new_user()
+        _, account = await gw.connect_platform(user)
+        terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
+        engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
+        statements, transactions, stop = _recording(engine)
+        try:
+            placed = await h.place(user, account, key="platform-1", **terms)
+        finally:
+            stop()
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["status"] == "accepted"
+        assert [autocommit for _, autocommit in statements] == [True, True, True]
+        assert statements[1][0].startswith("WITH claimed AS")
+        assert statements[2][0].startswith("WITH g_order AS")
+        assert transactions == []
+        replay = await h.place(user, account, key="platform-1", **terms)
+        assert replay.json() == placed.json()
+        assert await count(gw, Order, user) == 1
+        assert await count(gw, AuditEntry, user) == 0
+        read = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
+        assert read.json() == placed.json()

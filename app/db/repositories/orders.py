@@ -403,39 +403,43 @@ class OrderRepository(UserScoped):
         order: Order,
         *,
         event: dict[str, Any],
-        audit: AuditEntry,
+        audit: AuditEntry | None,
         audit_now: datetime,
     ) -> ClaimedOrder | None:
         """Postgres: ``claim_and_insert`` with ``write(events=[event], audit=audit)`` in one
-        statement, for an ``audit`` entry hashed against a head remembered from before
-        (``AuditChain.remembered_head``): the head is locked only if it is still the one
-        ``audit`` follows (seq - 1, its prev hash), the key claimed only then, and the
-        order, the entry, the head's move and the event written only if the key was claimed.
+        statement. With an ``audit`` entry hashed against a head remembered from before
+        (``AuditChain.remembered_head``), the head is locked only if it is still the one
+        ``audit`` follows (seq - 1, its prev hash), and the key claimed only then; without
+        one (no chain: a platform account's order), the key is claimed at once. The order,
+        the entry, the head's move and the event are written only if the key was claimed.
 
         None when the head was elsewhere: nothing was done, and the caller takes the
         locking path (``claim_and_insert``, then ``write``). Otherwise the claim's outcome;
-        when the key is held, the head stays locked until the transaction ends and nothing
-        else was written. Raises ``ValueError`` on another database.
+        when the key is held, nothing else was written (and a head locked stays locked
+        until the transaction ends). Raises ``ValueError`` on another database.
         """
         if self.session.get_bind().dialect.name != "postgresql":
             raise ValueError("claim_and_write is for Postgres only")
         if not self.is_system and order.user_id != self.user_id:
             raise PermissionError("order belongs to another user")
-        if audit.order_id != order.id or event["order_id"] != order.id:
+        if event["order_id"] != order.id or (audit is not None and audit.order_id != order.id):
             raise ValueError("the entry and the event must be this order's")
-        params = claim | _prefixed("n_", order_values(order))
-        params |= {"g_chain": audit.chain, "g_seq": audit.seq - 1, "g_hash": audit.prev_hash}
-        params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
-        params["a_now"] = audit_now
-        params |= _prefixed("e0_", event)
+        params = claim | _prefixed("n_", order_values(order)) | _prefixed("e0_", event)
+        if audit is not None:
+            params |= {"g_chain": audit.chain, "g_seq": audit.seq - 1, "g_hash": audit.prev_hash}
+            params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
+            params["a_now"] = audit_now
+        stmt = _claim_and_write_statement(audit is not None)
         try:
-            row = (await self.session.execute(_claim_and_write_statement(), params)).first()
+            row = (await self.session.execute(stmt, params)).first()
         except IntegrityError as exc:
-            if "audit_entries" in str(exc.orig):
+            if audit is not None and "audit_entries" in str(exc.orig):
                 raise AuditChainHeadMissing(
                     f"audit chain {audit.chain}: entry {audit.seq} exists past its head"
                 ) from exc
             raise
+        if audit is None:
+            return ClaimedOrder(False) if row is None else ClaimedOrder(True, None, row.row_version)
         if row is None:
             return None
         if row.id is None:
@@ -747,23 +751,28 @@ def _claim_and_insert_statement(head: bool) -> Any:
 
 
 @functools.cache
-def _claim_and_write_statement() -> Any:
-    """Postgres: ``claim_and_write``'s statement. ``g_head`` locks the chain head only at
-    its expected seq and hash; the claim selects from it; the order row, the audit entry,
-    the head's move and the event select from the claim. Its one row says whether the
-    head was there (no row: nothing done), whether the key was claimed (``id``), and the
-    new row's version."""
-    guard = (
-        select(_HEADS.c.chain)
-        .where(
-            _HEADS.c.chain == bindparam("g_chain", type_=_HEADS.c.chain.type),
-            _HEADS.c.last_seq == bindparam("g_seq", type_=_HEADS.c.last_seq.type),
-            _HEADS.c.last_hash == bindparam("g_hash", type_=_HEADS.c.last_hash.type),
+def _claim_and_write_statement(head: bool) -> Any:
+    """Postgres: ``claim_and_write``'s statement. With ``head``, ``g_head`` locks the chain
+    head only at its expected seq and hash and the claim selects from it; the order row,
+    the audit entry, the head's move and the event select from the claim. Its one row
+    says whether the head was there (no row: nothing done), whether the key was claimed
+    (``id``), and the new row's version. Without, the claim and the row and event after
+    it (no row: the key is held)."""
+    guard: Any = None
+    if head:
+        guard = (
+            select(_HEADS.c.chain)
+            .where(
+                _HEADS.c.chain == bindparam("g_chain", type_=_HEADS.c.chain.type),
+                _HEADS.c.last_seq == bindparam("g_seq", type_=_HEADS.c.last_seq.type),
+                _HEADS.c.last_hash == bindparam("g_hash", type_=_HEADS.c.last_hash.type),
+            )
+            .with_for_update()
+            .cte("g_head")
         )
-        .with_for_update()
-        .cte("g_head")
-    )
-    claimed = claim_statement_when(select(guard.c.chain).exists()).cte("claimed")
+        claimed = claim_statement_when(select(guard.c.chain).exists()).cte("claimed")
+    else:
+        claimed = claim_statement("postgresql").cte("claimed")
     made = select(claimed.c.id).exists()
 
     def rows(prefix: str, table: Table, columns: Sequence[str]) -> Any:
@@ -776,21 +785,28 @@ def _claim_and_write_statement() -> Any:
         .returning(_ORDERS.c.id, _row_version().label("row_version"))
         .cte("new_order")
     )
-    writes = (
-        rows("a_", _AUDIT, _AUDIT_COLUMNS).returning(_AUDIT.c.seq),
-        update(_HEADS)
-        .where(_HEADS.c.chain == bindparam("a_chain"), made)
-        .values(
-            last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
-            last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
-            updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
+    writes: list[Any] = []
+    if head:
+        writes.append(rows("a_", _AUDIT, _AUDIT_COLUMNS).returning(_AUDIT.c.seq))
+        writes.append(
+            update(_HEADS)
+            .where(_HEADS.c.chain == bindparam("a_chain"), made)
+            .values(
+                last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
+                last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
+                updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
+            )
+            .returning(_HEADS.c.chain)
         )
-        .returning(_HEADS.c.chain),
-        rows("e0_", _EVENTS, _EVENT_COLUMNS).returning(_EVENTS.c.id),
-    )
-    stmt = select(guard.c.chain, claimed.c.id, new_order.c.row_version).select_from(
-        guard.outerjoin(claimed, true()).outerjoin(new_order, true())
-    )
+    writes.append(rows("e0_", _EVENTS, _EVENT_COLUMNS).returning(_EVENTS.c.id))
+    if head:
+        stmt = select(guard.c.chain, claimed.c.id, new_order.c.row_version).select_from(
+            guard.outerjoin(claimed, true()).outerjoin(new_order, true())
+        )
+    else:
+        stmt = select(claimed.c.id, new_order.c.row_version).select_from(
+            claimed.join(new_order, true())
+        )
     for n, write in enumerate(writes):
         stmt = stmt.add_cte(write.cte(f"w{n}_{write.table.name}"))
     return stmt
