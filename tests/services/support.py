@@ -15,9 +15,12 @@ from typing import Any
 
 import httpx
 from pydantic import SecretStr
+from sqlalchemy import select
 
+from app.db.models import AuditEntry
 from app.errors import PROBLEM_JSON
 from tests.brokers.alpaca.support import Running, running_fake
+from tests.conftest import new_user
 from tests.fakes.alpaca.server import FakeAccount
 from tests.harness import Harness, running_app, settings_for_tests
 
@@ -71,6 +74,25 @@ class LiveGateway:
             assert response.status_code == 201, response.text
             if response.json()["status"] != "filled":
                 await self.alpaca.fake.match()
+
+
+async def verify_chains(gw: LiveGateway) -> dict[str, Any]:
+    """``GET /v1/admin/audit/verify`` as ops call it."""
+    h = gw.harness
+    admin = {"Authorization": f"Bearer {h.token(new_user('ops'), admin=True)}"}
+    response = await h.client.get("/v1/admin/audit/verify", headers=admin)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def chain_entries(gw: LiveGateway, user: str) -> list[AuditEntry]:
+    """The user's audit entries in chain order."""
+    async with gw.harness.state.ctx.sessionmaker() as session:
+        rows = await session.execute(
+            select(AuditEntry).where(AuditEntry.user_id == user).order_by(AuditEntry.seq)
+        )
+        return list(rows.scalars().all())
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

@@ -11,35 +11,23 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select, text
 
-from app.db.models import AuditEntry, IdempotencyKey
+from app.db.models import IdempotencyKey
 from app.db.repositories.audit import AuditRepository, user_chain
 from app.schemas.orders import OrderUpdateBody
 from app.security.audit import request_fingerprint
 from tests.conftest import new_user, own_database
-from tests.services.support import LiveGateway, assert_problem, live_gateway
-
-
-async def entries_for(gw: LiveGateway, user: str) -> list[AuditEntry]:
-    async with gw.harness.state.ctx.sessionmaker() as session:
-        rows = await session.execute(
-            select(AuditEntry).where(AuditEntry.user_id == user).order_by(AuditEntry.seq)
-        )
-        return list(rows.scalars().all())
-
-
-async def verify(gw: LiveGateway) -> dict[str, Any]:
-    h = gw.harness
-    admin = {"Authorization": f"Bearer {h.token(new_user('ops'), admin=True)}"}
-    response = await h.client.get("/v1/admin/audit/verify", headers=admin)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+from tests.services.support import (
+    LiveGateway,
+    assert_problem,
+    chain_entries,
+    live_gateway,
+    verify_chains,
+)
 
 
 async def test_place_modify_cancel_on_byob_are_chained(db_url: str) -> None:
@@ -59,7 +47,7 @@ async def test_place_modify_cancel_on_byob_are_chained(db_url: str) -> None:
         assert_problem(poor, 422, "insufficient_funds")
         rejected_id = poor.json()["order_id"]
 
-        entries = await entries_for(gw, user)
+        entries = await chain_entries(gw, user)
         assert [(e.action, e.order_id, e.outcome) for e in entries] == [
             ("place", original["id"], "pending_submit"),
             ("place", original["id"], "accepted"),
@@ -96,7 +84,7 @@ async def test_place_modify_cancel_on_byob_are_chained(db_url: str) -> None:
         assert entries[4].request_fingerprint == request_fingerprint(
             "DELETE", f"/v1/orders/{replacement['id']}", None
         )
-        result = await verify(gw)
+        result = await verify_chains(gw)
         assert result["ok"] is True
         assert result["head_seq"] >= entries[-1].seq
 
@@ -120,7 +108,7 @@ async def test_platform_and_paper_actions_are_not_chained(db_url: str) -> None:
                 f"/v1/orders/{changed.json()['id']}", headers=h.auth(user)
             )
             assert canceled.status_code == 200, canceled.text
-        assert await entries_for(gw, user) == []
+        assert await chain_entries(gw, user) == []
 
 
 async def test_a_cancel_while_disconnecting_is_chained(db_url: str) -> None:
@@ -132,9 +120,9 @@ async def test_a_cancel_while_disconnecting_is_chained(db_url: str) -> None:
         )
         deleted = await h.client.delete(f"/v1/connections/{connection}", headers=h.auth(user))
         assert deleted.status_code == 204
-        outcomes = [(e.action, e.outcome) for e in await entries_for(gw, user)]
+        outcomes = [(e.action, e.outcome) for e in await chain_entries(gw, user)]
         assert outcomes[-2:] == [("cancel", "pending_cancel"), ("cancel", "canceled")]
-        assert placed.json()["id"] in {e.order_id for e in await entries_for(gw, user)}
+        assert placed.json()["id"] in {e.order_id for e in await chain_entries(gw, user)}
 
 
 async def test_a_failed_change_records_its_outcome(db_url: str) -> None:
@@ -151,10 +139,10 @@ async def test_a_failed_change_records_its_outcome(db_url: str) -> None:
         )
         assert failed.status_code >= 500
         code = failed.json()["code"]
-        last = (await entries_for(gw, user))[-1]
+        last = (await chain_entries(gw, user))[-1]
         assert last.action == "modify"
         assert last.outcome.endswith(f":{code}")
-        assert (await verify(gw))["ok"] is True
+        assert (await verify_chains(gw))["ok"] is True
 
 
 async def test_entries_never_hold_credentials(db_url: str) -> None:
@@ -183,7 +171,7 @@ async def test_concurrent_orders_from_many_users_keep_the_chain_linear(
         h = gw.harness
         users = [new_user("crowd") for _ in range(users_count)]
         accounts = [(await gw.connect_byob(u))[1] for u in users]
-        head_before = (await verify(gw))["head_seq"]
+        head_before = (await verify_chains(gw))["head_seq"]
 
         async def trade(user: str, account: str) -> None:
             for _ in range(orders_each):
@@ -198,12 +186,12 @@ async def test_concurrent_orders_from_many_users_keep_the_chain_linear(
 
         await asyncio.gather(*(trade(u, a) for u, a in zip(users, accounts, strict=True)))
 
-        result = await verify(gw)
+        result = await verify_chains(gw)
         assert result["ok"] is True, result
         written = users_count * orders_each * 4  # place x2, cancel x2
         assert result["head_seq"] == head_before + written
         for user in users:  # each user's chain is its own linear sequence
-            seqs = [e.seq for e in await entries_for(gw, user)]
+            seqs = [e.seq for e in await chain_entries(gw, user)]
             assert sorted(seqs) == list(range(1, orders_each * 4 + 1))
 
 
@@ -256,11 +244,11 @@ async def test_a_failing_audit_append_rolls_back_the_order_change(
             headers=h.auth(user, **{"Idempotency-Key": "fault-1"}),
         )
         assert_problem(response, 500, "internal_error")
-        [entry] = await entries_for(gw, user)  # only the one committed before the broker call
+        [entry] = await chain_entries(gw, user)  # only the one committed before the broker call
         assert entry.outcome == "pending_submit"
         got = await client.get(f"/v1/orders/{entry.order_id}", headers=h.auth(user))
         assert got.json()["status"] == "pending_submit"  # "accepted" was rolled back with it
-        assert (await verify(gw))["ok"] is True
+        assert (await verify_chains(gw))["ok"] is True
 
 
 async def test_a_failing_order_change_rolls_back_its_audit_entry(
@@ -276,7 +264,7 @@ async def test_a_failing_order_change_rolls_back_its_audit_entry(
         order_id = placed.json()["id"]
         response = await client.delete(f"/v1/orders/{order_id}", headers=h.auth(user))
         assert_problem(response, 500, "internal_error")
-        outcomes = [(e.action, e.outcome) for e in await entries_for(gw, user)]
+        outcomes = [(e.action, e.outcome) for e in await chain_entries(gw, user)]
         assert outcomes == [
             ("place", "pending_submit"),
             ("place", "accepted"),
@@ -286,4 +274,4 @@ async def test_a_failing_order_change_rolls_back_its_audit_entry(
             head = await AuditRepository(session).head(user_chain(user))
         assert head is not None
         assert head.last_seq == 3
-        assert (await verify(gw))["ok"] is True
+        assert (await verify_chains(gw))["ok"] is True

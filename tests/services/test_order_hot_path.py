@@ -33,7 +33,13 @@ from app.services.order_updates import OrderUpdateIngest
 from app.streaming.outbox import LocalNotifier, database_key
 from tests.conftest import new_user, own_database
 from tests.harness import Harness
-from tests.services.support import LiveGateway, assert_problem, live_gateway
+from tests.services.support import (
+    LiveGateway,
+    assert_problem,
+    chain_entries,
+    live_gateway,
+    verify_chains,
+)
 
 
 async def count(gw: LiveGateway, model: type, user: str) -> int:
@@ -307,23 +313,6 @@ async def test_a_live_order_s_answer_is_recorded_by_one_autocommit_statement(db_
         assert chain["ok"] is True, chain
         entries = await chain_entries(gw, user)
         assert [e.outcome for e in entries[-2:]] == ["pending_submit", "accepted"]
-
-
-async def verify_chains(gw: LiveGateway) -> dict[str, Any]:
-    h = gw.harness
-    admin = {"Authorization": f"Bearer {h.token(new_user('ops'), admin=True)}"}
-    response = await h.client.get("/v1/admin/audit/verify", headers=admin)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def chain_entries(gw: LiveGateway, user: str) -> list[AuditEntry]:
-    async with gw.harness.state.ctx.sessionmaker() as session:
-        rows = await session.execute(
-            select(AuditEntry).where(AuditEntry.user_id == user).order_by(AuditEntry.seq)
-        )
-        return list(rows.scalars().all())
 
 
 async def _held_order(gw: LiveGateway) -> Any:

@@ -420,23 +420,19 @@ class OrderRepository(UserScoped):
         """
         if self.session.get_bind().dialect.name != "postgresql":
             raise ValueError("claim_and_write is for Postgres only")
-        if not self.is_system and order.user_id != self.user_id:
-            raise PermissionError("order belongs to another user")
         if event["order_id"] != order.id or (audit is not None and audit.order_id != order.id):
             raise ValueError("the entry and the event must be this order's")
-        params = claim | _prefixed("n_", order_values(order)) | _prefixed("e0_", event)
+        params = claim | self._write_params(
+            new=order, events=[event], audit=audit, audit_now=audit_now
+        )
         if audit is not None:
             params |= {"g_chain": audit.chain, "g_seq": audit.seq - 1, "g_hash": audit.prev_hash}
-            params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
-            params["a_now"] = audit_now
         stmt = _claim_and_write_statement(audit is not None)
         try:
             row = (await self.session.execute(stmt, params)).first()
         except IntegrityError as exc:
             if audit is not None and "audit_entries" in str(exc.orig):
-                raise AuditChainHeadMissing(
-                    f"audit chain {audit.chain}: entry {audit.seq} exists past its head"
-                ) from exc
+                raise _head_missing(audit) from exc
             raise
         if audit is None:
             return ClaimedOrder(False) if row is None else ClaimedOrder(True, None, row.row_version)
@@ -481,33 +477,15 @@ class OrderRepository(UserScoped):
         books of a paper placement), sent in this statement on Postgres, before the others
         on SQLite. Their integrity errors propagate as they are.
         """
-        for row in (new, changed):
-            if row is not None and not self.is_system and row.user_id != self.user_id:
-                raise PermissionError("order belongs to another user")
-        params: dict[str, Any] = {}
-        if new is not None:
-            params |= _prefixed("n_", order_values(new))
-        if changed is not None:
-            params |= _prefixed("c_", {k: getattr(changed, k) for k in _CHANGING_COLUMNS})
-            params |= {"c_id": changed.id, "c_user_id": changed.user_id}
-        if complete_key is not None:
-            params |= {
-                "q_id": complete_key.record_id,
-                "q_status": complete_key.status,
-                "q_body": complete_key.body,
-                "q_order_id": complete_key.order_id,
-            }
-            if not self.is_system:
-                params["q_user_id"] = self.user_id
-        if completed_key is not None:
-            if not self.is_system and completed_key["k_user_id"] != self.user_id:
-                raise PermissionError("idempotency key belongs to another user")
-            params |= completed_key
-        if audit is not None:
-            params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
-            params["a_now"] = audit_now or audit.occurred_at
-        for n, event in enumerate(events):
-            params |= _prefixed(f"e{n}_", event)
+        params = self._write_params(
+            new=new,
+            changed=changed,
+            events=events,
+            complete_key=complete_key,
+            completed_key=completed_key,
+            audit=audit,
+            audit_now=audit_now,
+        )
         shape = _Shape(
             new=new is not None,
             changed=changed is not None,
@@ -541,13 +519,51 @@ class OrderRepository(UserScoped):
             if completed_key is not None and _is_key_conflict(exc):
                 raise KeyHeld(completed_key["k_key"]) from exc
             if audit is not None and "audit_entries" in str(exc.orig):
-                raise AuditChainHeadMissing(
-                    f"the head of audit chain {audit.chain} is missing or rewound: "
-                    f"entry {audit.seq} exists"
-                ) from exc
+                raise _head_missing(audit) from exc
             raise
         if ids:
             note_core_append(self.session.sync_session, max(ids))
+
+    def _write_params(
+        self,
+        *,
+        new: Order | None = None,
+        changed: Order | None = None,
+        events: Sequence[dict[str, Any]] = (),
+        complete_key: KeyCompletion | None = None,
+        completed_key: dict[str, Any] | None = None,
+        audit: AuditEntry | None = None,
+        audit_now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The bound parameters of a ``write`` (see there), the rows' owner checked."""
+        for row in (new, changed):
+            if row is not None and not self.is_system and row.user_id != self.user_id:
+                raise PermissionError("order belongs to another user")
+        params: dict[str, Any] = {}
+        if new is not None:
+            params |= _prefixed("n_", order_values(new))
+        if changed is not None:
+            params |= _prefixed("c_", {k: getattr(changed, k) for k in _CHANGING_COLUMNS})
+            params |= {"c_id": changed.id, "c_user_id": changed.user_id}
+        if complete_key is not None:
+            params |= {
+                "q_id": complete_key.record_id,
+                "q_status": complete_key.status,
+                "q_body": complete_key.body,
+                "q_order_id": complete_key.order_id,
+            }
+            if not self.is_system:
+                params["q_user_id"] = self.user_id
+        if completed_key is not None:
+            if not self.is_system and completed_key["k_user_id"] != self.user_id:
+                raise PermissionError("idempotency key belongs to another user")
+            params |= completed_key
+        if audit is not None:
+            params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
+            params["a_now"] = audit_now or audit.occurred_at
+        for n, event in enumerate(events):
+            params |= _prefixed(f"e{n}_", event)
+        return params
 
     async def write_if_unchanged(
         self,
@@ -582,31 +598,17 @@ class OrderRepository(UserScoped):
             raise ValueError("an audit entry needs a guarded chain head, and only one")
         if guard.order_id != changed.id:
             raise ValueError("the guard is for another order")
-        if not self.is_system and changed.user_id != self.user_id:
-            raise PermissionError("order belongs to another user")
-        params: dict[str, Any] = {
-            "g_id": guard.order_id,
-            "g_user_id": changed.user_id,
-            "g_version": guard.row_version,
-            "c_id": changed.id,
-            "c_user_id": changed.user_id,
-        }
-        params |= _prefixed("c_", {k: getattr(changed, k) for k in _CHANGING_COLUMNS})
-        if complete_key is not None:
-            params |= {
-                "q_id": complete_key.record_id,
-                "q_status": complete_key.status,
-                "q_body": complete_key.body,
-                "q_order_id": complete_key.order_id,
-            }
-            if not self.is_system:
-                params["q_user_id"] = self.user_id
+        params = self._write_params(
+            changed=changed,
+            events=events,
+            complete_key=complete_key,
+            audit=audit,
+            audit_now=audit_now,
+        )
+        params |= {"g_id": guard.order_id, "g_user_id": changed.user_id}
+        params["g_version"] = guard.row_version
         if audit is not None:
             params |= {"g_chain": guard.chain, "g_seq": guard.head_seq, "g_hash": guard.head_hash}
-            params |= _prefixed("a_", {k: getattr(audit, k) for k in _AUDIT_COLUMNS})
-            params["a_now"] = audit_now or audit.occurred_at
-        for n, event in enumerate(events):
-            params |= _prefixed(f"e{n}_", event)
         shape = _Shape(
             new=False,
             changed=True,
@@ -619,9 +621,7 @@ class OrderRepository(UserScoped):
             result = await self.session.execute(_guarded_statement(shape), params)
         except IntegrityError as exc:
             if audit is not None and "audit_entries" in str(exc.orig):
-                raise AuditChainHeadMissing(
-                    f"audit chain {audit.chain}: entry {audit.seq} exists past its head"
-                ) from exc
+                raise _head_missing(audit) from exc
             raise
         return bool(result.scalars().all())
 
@@ -634,6 +634,13 @@ _KEY_CONFLICTS = (
     "uq_idempotency_keys_user_id_key",
     "idempotency_keys.user_id, idempotency_keys.key",
 )
+
+
+def _head_missing(audit: AuditEntry) -> AuditChainHeadMissing:
+    """An entry's (chain, seq) is taken: the chain's head row was deleted or rewound."""
+    return AuditChainHeadMissing(
+        f"the head of audit chain {audit.chain} is missing or rewound: entry {audit.seq} exists"
+    )
 
 
 def _is_key_conflict(exc: IntegrityError) -> bool:
@@ -788,16 +795,7 @@ def _claim_and_write_statement(head: bool) -> Any:
     writes: list[Any] = []
     if head:
         writes.append(rows("a_", _AUDIT, _AUDIT_COLUMNS).returning(_AUDIT.c.seq))
-        writes.append(
-            update(_HEADS)
-            .where(_HEADS.c.chain == bindparam("a_chain"), made)
-            .values(
-                last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
-                last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
-                updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
-            )
-            .returning(_HEADS.c.chain)
-        )
+        writes.append(_head_move().where(made).returning(_HEADS.c.chain))
     writes.append(rows("e0_", _EVENTS, _EVENT_COLUMNS).returning(_EVENTS.c.id))
     if head:
         stmt = select(guard.c.chain, claimed.c.id, new_order.c.row_version).select_from(
@@ -819,6 +817,32 @@ def _row_version() -> Any:
     return cast(literal_column("orders.xmin"), String)
 
 
+def _key_completion(scoped: bool) -> Any:
+    """The in-flight key's completion with its stored response (``q_`` parameters)."""
+    key = update(_KEYS).where(_KEYS.c.id == bindparam("q_id"))
+    if scoped:
+        key = key.where(_KEYS.c.user_id == bindparam("q_user_id"))
+    return key.values(
+        state="completed",
+        response_status=bindparam("q_status", type_=_KEYS.c.response_status.type),
+        response_body=bindparam("q_body", type_=_KEYS.c.response_body.type),
+        order_id=bindparam("q_order_id", type_=_KEYS.c.order_id.type),
+    )
+
+
+def _head_move() -> Any:
+    """The chain head moved to the new entry (``a_`` parameters)."""
+    return (
+        update(_HEADS)
+        .where(_HEADS.c.chain == bindparam("a_chain"))
+        .values(
+            last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
+            last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
+            updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
+        )
+    )
+
+
 @functools.cache
 def _write_statements(shape: _Shape) -> tuple[Any, ...]:
     """The statements of a ``write`` of this shape, in order: a key inserted first (a held
@@ -836,28 +860,10 @@ def _write_statements(shape: _Shape) -> tuple[Any, ...]:
             .values(_binds("c_", _ORDERS, _CHANGING_COLUMNS))
         )
     if shape.key is not None:
-        key = update(_KEYS).where(_KEYS.c.id == bindparam("q_id"))
-        if shape.key:
-            key = key.where(_KEYS.c.user_id == bindparam("q_user_id"))
-        stmts.append(
-            key.values(
-                state="completed",
-                response_status=bindparam("q_status", type_=_KEYS.c.response_status.type),
-                response_body=bindparam("q_body", type_=_KEYS.c.response_body.type),
-                order_id=bindparam("q_order_id", type_=_KEYS.c.order_id.type),
-            )
-        )
+        stmts.append(_key_completion(shape.key))
     if shape.audit:
         stmts.append(insert(_AUDIT).values(_binds("a_", _AUDIT, _AUDIT_COLUMNS)))
-        stmts.append(
-            update(_HEADS)
-            .where(_HEADS.c.chain == bindparam("a_chain"))
-            .values(
-                last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
-                last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
-                updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
-            )
-        )
+        stmts.append(_head_move())
     for n in range(shape.events):
         stmts.append(
             insert(_EVENTS)
@@ -936,29 +942,10 @@ def _guarded_statement(shape: _Shape) -> Any:
         .returning(_ORDERS.c.id)
     ]
     if shape.key is not None:
-        key = update(_KEYS).where(_KEYS.c.id == bindparam("q_id"), holds)
-        if shape.key:
-            key = key.where(_KEYS.c.user_id == bindparam("q_user_id"))
-        writes.append(
-            key.values(
-                state="completed",
-                response_status=bindparam("q_status", type_=_KEYS.c.response_status.type),
-                response_body=bindparam("q_body", type_=_KEYS.c.response_body.type),
-                order_id=bindparam("q_order_id", type_=_KEYS.c.order_id.type),
-            ).returning(_KEYS.c.id)
-        )
+        writes.append(_key_completion(shape.key).where(holds).returning(_KEYS.c.id))
     if shape.audit:
         writes.append(rows("a_", _AUDIT, _AUDIT_COLUMNS).returning(_AUDIT.c.seq))
-        writes.append(
-            update(_HEADS)
-            .where(_HEADS.c.chain == bindparam("a_chain"), holds)
-            .values(
-                last_seq=bindparam("a_seq", type_=_HEADS.c.last_seq.type),
-                last_hash=bindparam("a_entry_hash", type_=_HEADS.c.last_hash.type),
-                updated_at=bindparam("a_now", type_=_HEADS.c.updated_at.type),
-            )
-            .returning(_HEADS.c.chain)
-        )
+        writes.append(_head_move().where(holds).returning(_HEADS.c.chain))
     inserts = [
         rows(f"e{n}_", _EVENTS, _EVENT_COLUMNS).returning(_EVENTS.c.id) for n in range(shape.events)
     ]

@@ -41,7 +41,7 @@ from app.security.audit import GENESIS_HASH, AuditRecord
 from app.services.order_updates import order_event_values
 from app.services.orders import new_order_row
 from tests.conftest import new_user
-from tests.services.support import LiveGateway, live_gateway
+from tests.services.support import LiveGateway, live_gateway, verify_chains
 
 postgres_only = pytest.mark.parametrize("backend", ["postgres"])
 
@@ -108,6 +108,20 @@ async def _snapshot(p: Placed) -> dict[str, Any]:
         }
 
 
+def _record(order: Order, outcome: str) -> AuditRecord:
+    """What a placement's entry says (the connection named for the test)."""
+    return AuditRecord(
+        user_id=order.user_id,
+        action="place",
+        order_id=order.id,
+        account_id=order.account_id,
+        connection_id="conn-under-test",
+        broker_slug="alpaca",
+        request_fingerprint="f" * 64,
+        outcome=outcome,
+    )
+
+
 async def _write(p: Placed, guard: RowGuard, note: str) -> bool:
     """The order's answer written again under ``guard`` (a recognisable change: its reject
     reason and the key's body carry ``note``), in autocommit as the order path sends it."""
@@ -122,17 +136,8 @@ async def _write(p: Placed, guard: RowGuard, note: str) -> bool:
         key_id = await session.scalar(
             select(IdempotencyKey.id).where(IdempotencyKey.order_id == p.order_id)
         )
-        record = AuditRecord(
-            user_id=p.user,
-            action="place",
-            order_id=order.id,
-            account_id=order.account_id,
-            connection_id="conn-under-test",
-            broker_slug="alpaca",
-            request_fingerprint="f" * 64,
-            outcome=note,
-        )
         assert guard.chain is not None
+        record = _record(order, note)
         entry = ctx.audit.next_entry(record, guard.head_seq, guard.head_hash, occurred_at=now)
         written = await repo.write_if_unchanged(
             guard,
@@ -151,6 +156,23 @@ async def _other_writer(p: Placed) -> Any:
     return p.gw.harness.state.ctx.sessionmaker()
 
 
+async def _waiting(p: Placed, query_start: str, count: int) -> None:
+    """Until ``count`` sessions whose statement starts with ``query_start`` wait for a lock."""
+    async with asyncio.timeout(10):
+        while True:
+            async with await _other_writer(p) as observer:
+                waiting = await observer.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE :start"
+                    ),
+                    {"start": query_start + "%"},
+                )
+            if waiting == count:
+                return
+            await asyncio.sleep(0.02)
+
+
 @postgres_only
 async def test_an_unchanged_row_and_head_get_every_write(placed: Placed) -> None:
     before = await _snapshot(placed)
@@ -161,7 +183,7 @@ async def test_an_unchanged_row_and_head_get_every_write(placed: Placed) -> None
     assert after["head"][0] == before["head"][0] + 1
     assert after["entries"] == before["entries"] + 1
     assert after["events"] == before["events"] + 1
-    chain = await _verify(placed)
+    chain = await verify_chains(placed.gw)
     assert chain["ok"] is True, chain
 
 
@@ -191,21 +213,6 @@ async def test_a_moved_chain_head_gets_nothing(placed: Placed) -> None:
     assert await _snapshot(placed) == before
 
 
-async def _waiting_for_a_lock(p: Placed) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            async with await _other_writer(p) as observer:
-                waiting = await observer.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE 'WITH g_order AS%'"
-                    )
-                )
-            if waiting:
-                return
-            await asyncio.sleep(0.02)
-
-
 @postgres_only
 async def test_a_row_changed_while_the_statement_waits_gets_nothing(placed: Placed) -> None:
     """The other transaction holds the row's lock with its update: the statement waits,
@@ -217,7 +224,7 @@ async def test_a_row_changed_while_the_statement_waits_gets_nothing(placed: Plac
             {"id": placed.order_id},
         )
         writing = asyncio.create_task(_write(placed, guard, "probe-4"))
-        await _waiting_for_a_lock(placed)
+        await _waiting(placed, "WITH g_order AS", 1)
         before = await _snapshot(placed)
         await other.commit()
     assert await writing is False
@@ -237,19 +244,10 @@ async def test_a_lock_alone_is_no_change(placed: Placed) -> None:
             text("SELECT 1 FROM orders WHERE id = :id FOR UPDATE"), {"id": placed.order_id}
         )
         writing = asyncio.create_task(_write(placed, guard, "probe-5"))
-        await _waiting_for_a_lock(placed)
+        await _waiting(placed, "WITH g_order AS", 1)
         await other.rollback()
     assert await writing is True
     assert (await _snapshot(placed))["reject_reason"] == "probe-5"
-
-
-async def _verify(p: Placed) -> dict[str, Any]:
-    h = p.gw.harness
-    admin = {"Authorization": f"Bearer {h.token(new_user('ops'), admin=True)}"}
-    response = await h.client.get("/v1/admin/audit/verify", headers=admin)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def test_another_database_is_refused(sqlite_url: str) -> None:
@@ -326,17 +324,7 @@ async def _claim_and_write(p: Placed, key: str, head: tuple[int, str]) -> Claime
     async with ctx.sessionmaker() as session:
         terms, order = await _new_claim(p, session, key)
         now = datetime.now(UTC)
-        record = AuditRecord(
-            user_id=p.user,
-            action="place",
-            order_id=order.id,
-            account_id=order.account_id,
-            connection_id="conn-under-test",
-            broker_slug="alpaca",
-            request_fingerprint="f" * 64,
-            outcome="pending_submit",
-        )
-        entry = ctx.audit.next_entry(record, *head, occurred_at=now)
+        entry = ctx.audit.next_entry(_record(order, "pending_submit"), *head, occurred_at=now)
         found = await OrderRepository.for_user(session, p.user).claim_and_write(
             terms, order, event=order_event_values(order, now), audit=entry, audit_now=now
         )
@@ -365,7 +353,7 @@ async def test_claim_and_write_at_the_head_writes_everything(placed: Placed) -> 
     after = await _snapshot(placed)
     assert after["head"][0] == before["head"][0] + 1
     assert after["entries"] == before["entries"] + 1
-    chain = await _verify(placed)
+    chain = await verify_chains(placed.gw)
     assert chain["ok"] is True, chain
 
 
@@ -394,23 +382,6 @@ async def test_claim_and_write_on_a_held_key_writes_nothing_else(placed: Placed)
     assert again == ClaimedOrder(False)
     assert await _snapshot(placed) == before
     assert await _keys_named(placed, "cw-3") == 1
-
-
-async def _waiting(p: Placed, query_start: str, count: int) -> None:
-    """Until ``count`` sessions whose statement starts with ``query_start`` wait for a lock."""
-    async with asyncio.timeout(10):
-        while True:
-            async with await _other_writer(p) as observer:
-                waiting = await observer.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE :start"
-                    ),
-                    {"start": query_start + "%"},
-                )
-            if waiting == count:
-                return
-            await asyncio.sleep(0.02)
 
 
 @postgres_only
