@@ -214,10 +214,25 @@ class AuditChain:
         return "AuditChain(key=<secret>)"
 
     def remembered_head(self, chain: str) -> tuple[int, str] | None:
-        """The (seq, hash) this process last saw committed at ``chain``'s head, a hint: the
-        order path hashes its entry against it and appends only if the head is still there
-        (another instance or path may have moved it since), else locks and reads it."""
+        """The (seq, hash) this process last wrote at ``chain``'s head, a hint (noted at or
+        just before its commit): the order path hashes its entry against it and appends
+        only if the head is still there (another instance or path may have moved it since,
+        or the commit failed), else locks and reads it."""
         return self._heads.get(chain)
+
+    async def lock_before_claim(self, session: AsyncSession, user_id: str) -> None:
+        """Lock the user's chain head (created at the genesis if new) before this
+        transaction claims an Idempotency-Key, for an action that will append to the chain.
+
+        Every path that takes both takes the head first (the order path's statements do), so
+        two requests with one key, at two endpoints, never wait for each other in opposite
+        orders (a deadlock). Postgres only: SQLite's one writer cannot interleave them. The
+        head stays locked until the transaction ends.
+        """
+        if session.get_bind().dialect.name != "postgresql":
+            return
+        repo = AuditRepository(session)
+        await repo.lock_head(user_chain(user_id), genesis_hash=GENESIS_HASH, now=self.now())
 
     def start_placing(self, chain: str) -> bool:
         """Note a live placement on ``chain`` in progress in this process (until
@@ -235,7 +250,11 @@ class AuditChain:
             self._placing.pop(chain, None)
 
     def remember_head(self, chain: str, seq: int, entry_hash: str) -> None:
-        """Note a head this process committed (the last ``_REMEMBERED_HEADS`` chains)."""
+        """Note a head this process wrote (the last ``_REMEMBERED_HEADS`` chains). A head
+        behind the one noted already is ignored: two commits may finish in either order."""
+        known = self._heads.get(chain)
+        if known is not None and known[0] > seq:
+            return
         self._heads[chain] = (seq, entry_hash)
         self._heads.move_to_end(chain)
         if len(self._heads) > _REMEMBERED_HEADS:
@@ -265,6 +284,7 @@ class AuditChain:
             await repo.append_entry(entry, now=now)
         except IntegrityError as exc:
             raise head_missing(entry) from exc
+        self.remember_head(entry.chain, entry.seq, entry.entry_hash)  # before the commit: a hint
         return entry
 
     def now(self) -> datetime:

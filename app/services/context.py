@@ -85,13 +85,16 @@ class ServiceContext:
     tokens: TokenRefresher | None = None
     # Accounts this process has seen on the paper broker (an account never changes broker):
     # their placements read the account inside a transaction from the start, since the paper
-    # broker's lock is taken with that read. A hint; bounded by ``note_paper_account``.
-    paper_accounts: set[str] = field(default_factory=set)
+    # broker's lock is taken with that read. A hint, in the order noted (an ordered set);
+    # bounded by ``note_paper_account``.
+    paper_accounts: dict[str, None] = field(default_factory=dict)
 
     def note_paper_account(self, account_id: str) -> None:
-        if len(self.paper_accounts) >= _PAPER_ACCOUNTS_REMEMBERED:
-            self.paper_accounts.clear()
-        self.paper_accounts.add(account_id)
+        """Remember a paper account; past the bound the one noted longest ago is forgotten
+        (its next placement reads it once more outside a transaction)."""
+        self.paper_accounts[account_id] = None
+        if len(self.paper_accounts) > _PAPER_ACCOUNTS_REMEMBERED:
+            del self.paper_accounts[next(iter(self.paper_accounts))]
 
     def spec_for(self, connection: Connection) -> BrokerSpec:
         spec = self.registry.get(connection.broker_slug)

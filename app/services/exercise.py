@@ -148,6 +148,8 @@ class ExerciseService:
                 now=now,
                 expires_at=now + self._ctx.settings.idempotency_ttl,
             )
+            if is_live_byob(connection.ownership, connection.tier):
+                await self._ctx.audit.lock_before_claim(session, user_id)
             if not await claim():
                 answer = await self._held(keys, idempotency_key, fingerprint)
                 if answer is not None:

@@ -180,7 +180,10 @@ class OrderService:
     ) -> StoredResponse:
         # A paper placement that met its key held by an expired record (deleted now) is
         # placed afresh, once; a racing request that took the key meanwhile is answered.
-        for _attempt in range(3):
+        # An account read outside a transaction and found on the paper broker is placed
+        # again in one, once.
+        retried: set[type[Exception]] = set()
+        while True:
             try:
                 return await self._place_once(
                     user_id=user_id,
@@ -189,8 +192,10 @@ class OrderService:
                     idempotency_key=idempotency_key,
                     path=path,
                 )
-            except (_KeyFreed, _OnPaper):
-                continue
+            except (_KeyFreed, _OnPaper) as again:
+                if type(again) in retried:
+                    break
+                retried.add(type(again))
         raise errors.RequestInProgress(headers={"Retry-After": "1"})
 
     async def _place_once(
@@ -456,7 +461,8 @@ class OrderService:
     ) -> StoredResponse | None:
         """The answer for a key this user already holds: its stored response, 422 for a
         changed body, 409 while in flight. None when nobody holds it or it expired, in
-        which case the expired record is deleted (uncommitted) so the key can be claimed.
+        which case the expired record is deleted (in the caller's transaction, or at once
+        when the caller runs outside one) so the key can be claimed.
         """
         existing = await keys.get(key)
         if existing is None:

@@ -323,6 +323,9 @@ class RoutingService:
             now = utcnow()
             record_id = new_id("idem")
             order = new_order_row(user_id, ready.account, body, now)
+            if paper_broker(ready.adapter) is None:
+                # Any live attempt of the route (a failover too) may append to the chain.
+                await self._ctx.audit.lock_before_claim(session, user_id)
             claimed = await keys.claim(
                 record_id=record_id,
                 key=idempotency_key,

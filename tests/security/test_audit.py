@@ -578,6 +578,8 @@ def test_the_heads_a_process_remembers_are_a_bounded_hint() -> None:
     chain.remember_head("user:a", 1, "h1")
     chain.remember_head("user:a", 2, "h2")
     assert chain.remembered_head("user:a") == (2, "h2")
+    chain.remember_head("user:a", 1, "h1")  # an older commit finishing last
+    assert chain.remembered_head("user:a") == (2, "h2")
     for n in range(10_000):
         chain.remember_head(f"user:{n}", n, f"h{n}")
     assert chain.remembered_head("user:a") is None  # the oldest, pushed out

@@ -4,16 +4,18 @@ and every refusal answered before anything is written or sent."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from app.brokers.base import OptionContract, OptionRight
 from app.db.models import AuditEntry, BrokerToken, IdempotencyKey
+from app.db.repositories.audit import user_chain
 from tests.brokers.alpaca.options import contract
 from tests.conftest import new_user
 from tests.fakes.alpaca.server import FakePosition
@@ -268,3 +270,52 @@ async def test_a_429_releases_the_key_and_a_lost_answer_is_unknown(db_url: str) 
             "pending:exercise",
             "unknown:exercise",
         ]
+
+
+async def _lock_waiters(gw: LiveGateway) -> int:
+    async with gw.harness.state.ctx.sessionmaker() as observer:
+        waiting = await observer.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        )
+        return int(waiting or 0)
+
+
+async def _until_waiting(gw: LiveGateway, count: int) -> None:
+    async with asyncio.timeout(10):
+        while await _lock_waiters(gw) < count:  # noqa: ASYNC110 - Postgres sends no event
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_one_key_at_an_exercise_and_an_order_at_once_never_deadlocks(db_url: str) -> None:
+    """An order and an exercise sent with one Idempotency-Key, queued behind a transaction
+    that holds the user's audit chain head: both take the head before the key, so the
+    order claims it and places, and the exercise finds it held by another request (422).
+    Were the exercise to claim the key first, the two would wait for each other."""
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        user = new_user()
+        _, account = await gw.connect_byob(user)
+        held = _long_call(gw)
+        h = gw.harness
+        terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
+        warm = await h.place(user, account, **terms)  # the chain and its head exist now
+        assert warm.status_code == 201, warm.text
+        async with h.state.ctx.sessionmaker() as holder:
+            await holder.execute(
+                text("SELECT 1 FROM audit_chain_head WHERE chain = :c FOR UPDATE"),
+                {"c": user_chain(user)},
+            )
+            placing = asyncio.create_task(h.place(user, account, key="both-1", **terms))
+            await _until_waiting(gw, 1)
+            exercising = asyncio.create_task(
+                _exercise(gw, user, account, held.symbol, {"action": "exercise"}, key="both-1")
+            )
+            await _until_waiting(gw, 2)
+            await holder.rollback()
+        placed, exercised = await asyncio.wait_for(asyncio.gather(placing, exercising), timeout=30)
+        assert placed.status_code == 201, placed.text
+        assert_problem(exercised, 422, "idempotency_key_reused")
+        assert held.symbol in gw.byob_key.positions  # nothing was exercised

@@ -16,9 +16,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from app.db.models import AuditEntry, IdempotencyKey, Order, RouteAttempt
+from app.db.repositories.audit import user_chain
 from app.services.clock import utcnow
 from app.services.reconciliation import Reconciler
 from tests.api.routing_support import Gateway, attempts_of, passed_over, routing_gateway
@@ -440,3 +441,52 @@ async def test_concurrent_retries_of_one_request_place_one_order(db_url: str) ->
                 (await session.execute(select(Order).where(Order.user_id == user))).scalars().all()
             )
         assert len(orders) == 2  # the refused Tradier attempt and the Alpaca order
+
+
+async def _lock_waiters(gw: Gateway) -> int:
+    async with gw.harness.state.ctx.sessionmaker() as observer:
+        waiting = await observer.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        )
+        return int(waiting or 0)
+
+
+async def _until_waiting(gw: Gateway, count: int) -> None:
+    async with asyncio.timeout(10):
+        while await _lock_waiters(gw) < count:  # noqa: ASYNC110 - Postgres sends no event
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_one_key_at_a_route_and_a_placement_at_once_never_deadlocks(db_url: str) -> None:
+    """A direct placement and a route sent with one Idempotency-Key, both queued behind a
+    transaction that holds the user's audit chain head. Both take the head before the key,
+    so the first to get it claims the key and places, and the other finds the key held by
+    a different request (422). Were the route to claim the key first, it would hold the key
+    while waiting for the head the placement holds while waiting for that key: a deadlock,
+    and one of them a 500."""
+    async with routing_gateway(db_url) as gw:
+        user = new_user()
+        accounts = await _three(gw, user)
+        h = gw.harness
+        warm = await h.place(user, accounts["alpaca"])  # the chain and its head exist now
+        assert warm.status_code == 201, warm.text
+        key = uuid.uuid4().hex
+        async with h.state.ctx.sessionmaker() as holder:
+            await holder.execute(
+                text("SELECT 1 FROM audit_chain_head WHERE chain = :c FOR UPDATE"),
+                {"c": user_chain(user)},
+            )
+            placing = asyncio.create_task(h.place(user, accounts["alpaca"], key=key))
+            await _until_waiting(gw, 1)
+            routing = asyncio.create_task(gw.route(user, key=key))
+            await _until_waiting(gw, 2)
+            await holder.rollback()
+        placed, routed = await asyncio.wait_for(asyncio.gather(placing, routing), timeout=30)
+        assert placed.status_code == 201, placed.text
+        assert routed.status_code == 422, routed.text
+        assert routed.json()["code"] == "idempotency_key_reused"
+        assert gw.held() == {"alpaca": 2, "tradier": 0, "tastytrade": 0}  # the warm one too

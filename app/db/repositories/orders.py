@@ -361,8 +361,9 @@ class OrderRepository(UserScoped):
         self, claim: dict[str, Any], order: Order, *, head: HeadLock | None = None
     ) -> ClaimedOrder:
         """Claim the request's Idempotency-Key (``claim``: ``IdempotencyRepository.
-        claim_params``) and, only if that claim is new, insert ``order`` and lock the audit
-        chain ``head`` (``AuditRepository.lock_head``).
+        claim_params``) and, only if that claim is new, insert ``order``; with ``head``, lock
+        that audit chain head (``AuditRepository.lock_head``) first, whether or not the key
+        is held.
 
         On Postgres one statement (data-modifying CTEs): the head is locked first, as on
         every path that takes a chain head and a key, then the key claimed, and the order
@@ -598,6 +599,12 @@ class OrderRepository(UserScoped):
             raise ValueError("an audit entry needs a guarded chain head, and only one")
         if guard.order_id != changed.id:
             raise ValueError("the guard is for another order")
+        if audit is not None and (
+            audit.chain != guard.chain
+            or audit.seq != guard.head_seq + 1
+            or audit.prev_hash != guard.head_hash
+        ):
+            raise ValueError("the audit entry does not follow the guarded head")
         params = self._write_params(
             changed=changed,
             events=events,
