@@ -310,7 +310,10 @@ class RoutingService:
                 answer = answer_existing(existing, fingerprint, utcnow())
                 if answer is not None:
                     return answer
+                # Committed at once: holding the expired record's row lock until the claim
+                # would take the key before the chain head (see ``lock_before_claim``).
                 await keys.delete_expired_key(idempotency_key, utcnow())
+                await session.commit()
 
             plan = await self._plan(session, user_id, body)
             if plan.explicit_error is not None:

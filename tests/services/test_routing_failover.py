@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 
 from app.db.models import AuditEntry, IdempotencyKey, Order, RouteAttempt
 from app.db.repositories.audit import user_chain
@@ -490,3 +490,34 @@ async def test_one_key_at_a_route_and_a_placement_at_once_never_deadlocks(db_url
         assert routed.status_code == 422, routed.text
         assert routed.json()["code"] == "idempotency_key_reused"
         assert gw.held() == {"alpaca": 2, "tradier": 0, "tastytrade": 0}  # the warm one too
+
+
+async def test_an_expired_key_routes_afresh(db_url: str) -> None:
+    """A route's key whose record expired counts as new: the record is deleted (committed at
+    once, so no key lock is held while the chain head is taken) and a new route places a
+    new order."""
+    async with routing_gateway(db_url) as gw:
+        user = new_user()
+        await _three(gw, user)
+        key = uuid.uuid4().hex
+        first = await gw.route(user, key=key)
+        assert first.status_code == 201, first.text
+        async with gw.harness.state.ctx.sessionmaker() as session:
+            await session.execute(
+                update(IdempotencyKey)
+                .where(IdempotencyKey.user_id == user, IdempotencyKey.key == key)
+                .values(expires_at=utcnow() - timedelta(seconds=1))
+            )
+            await session.commit()
+        second = await gw.route(user, key=key)
+        assert second.status_code == 201, second.text
+        assert second.json()["order"]["id"] != first.json()["order"]["id"]
+        assert second.json()["route"]["id"] != first.json()["route"]["id"]
+        assert gw.held()["tradier"] == 2  # the rule's first broker took both
+        async with gw.harness.state.ctx.sessionmaker() as session:
+            keys = await session.scalar(
+                select(func.count())
+                .select_from(IdempotencyKey)
+                .where(IdempotencyKey.user_id == user, IdempotencyKey.key == key)
+            )
+        assert keys == 1
