@@ -606,3 +606,39 @@ async def test_an_expired_key_on_a_live_order_counts_as_new(db_url: str, ownersh
         chain = await verify_chains(gw)
         assert chain["ok"] is True, chain
         assert len(await chain_entries(gw, user)) == (4 if ownership == "byob" else 0)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_paper_order_learning_its_broker_and_meeting_an_expired_key_is_placed(
+    harness: Harness,
+) -> None:
+    """Both retries of one placement: read outside a transaction and found on the paper
+    broker (placed again in one), then its key found held by an expired record (deleted,
+    placed afresh). One new order, one key."""
+    h, user = harness, new_user()
+    _, account = await h.paper_account(user)
+    first = await h.place(user, account, key="learn-and-expire")
+    assert first.status_code == 201, first.text
+    async with h.state.ctx.sessionmaker() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user, IdempotencyKey.key == "learn-and-expire")
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        await session.commit()
+    del h.state.ctx.paper_accounts[account]  # as in a process that has not seen it yet
+    second = await h.place(user, account, key="learn-and-expire")
+    assert second.status_code == 201, second.text
+    assert second.json()["id"] != first.json()["id"]
+    assert second.json()["status"] == "filled"
+    assert account in h.state.ctx.paper_accounts
+    async with h.state.ctx.sessionmaker() as session:
+        keys = await session.scalar(
+            select(func.count())
+            .select_from(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user, IdempotencyKey.key == "learn-and-expire")
+        )
+        orders = await session.scalar(
+            select(func.count()).select_from(Order).where(Order.user_id == user)
+        )
+    assert (keys, orders) == (1, 2)
