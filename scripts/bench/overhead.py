@@ -69,7 +69,7 @@ async def database(kind: str) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def gateway_process(
-    url: str, jwt_secret: str, fake_url: str
+    url: str, jwt_secret: str, fake_url: str, *, upstream_stream: bool = False
 ) -> AsyncIterator[tuple[str, int]]:
     """The gateway as production runs it (``python -m app.cli serve``: uvloop, the h11
     protocol of app/server.py, its background tasks), one process of its own, so its CPU
@@ -86,6 +86,9 @@ async def gateway_process(
         | {
             "BROKERAGE_PAPER_TICK_SECONDS": "86400",
             "BROKERAGE_RECONCILE_INTERVAL_SECONDS": "86400",
+            # --upstream-stream: the connection's trade_updates stream starts within a
+            # second (production looks every 30 s, later than a run of this bench lasts).
+            "BROKERAGE_UPSTREAM_SYNC_SECONDS": "0.5" if upstream_stream else "30",
         },
         port,
     )
@@ -95,14 +98,18 @@ async def gateway_process(
         await asyncio.to_thread(stop_server, server)
 
 
-async def main(orders: int, latency_ms: float, kind: str, concurrency: int) -> None:
+async def main(
+    orders: int, latency_ms: float, kind: str, concurrency: int, upstream_stream: bool = False
+) -> None:
     key = AlpacaKey.new()
     key_id, secret = key.key_id, key.secret
     async with database(kind) as url:
         jwt_secret = "bench-" + uuid.uuid4().hex
         async with fake_alpaca([key], latency_ms=latency_ms) as fake:
             fake_url = fake.url
-            async with gateway_process(url, jwt_secret, fake_url) as (gateway_url, gateway_pid):
+            async with gateway_process(
+                url, jwt_secret, fake_url, upstream_stream=upstream_stream
+            ) as (gateway_url, gateway_pid):
                 token = issue_dev_token(SecretStr(jwt_secret), "bench-user")
                 auth = {"Authorization": f"Bearer {token}"}
                 limits = httpx.Limits(max_connections=concurrency * 2)
@@ -133,6 +140,9 @@ async def main(orders: int, latency_ms: float, kind: str, concurrency: int) -> N
                             json=direct_body(f"warm-{n}"),
                             headers=keys,
                         )
+                    if upstream_stream:
+                        # Room for the supervisor's next look (every 0.5 s) to start the stream.
+                        await asyncio.sleep(3)
                     # The same order on the paper broker: the order path without any broker.
                     paper = await gw.post(
                         "/v1/connections", headers=auth, json={"broker": "paper", "options": {}}
@@ -223,5 +233,13 @@ if __name__ == "__main__":
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument(
+        "--upstream-stream",
+        action="store_true",
+        help="run the connection's trade_updates stream during the live orders, as production "
+        "does: each order's own update (and each direct order's) is ingested by the gateway",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.orders, args.latency_ms, args.database, args.concurrency))
+    asyncio.run(
+        main(args.orders, args.latency_ms, args.database, args.concurrency, args.upstream_stream)
+    )
