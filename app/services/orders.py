@@ -218,7 +218,7 @@ class OrderService:
             # raised.
             try:
                 account, connection, adapter, paper_rows = await self._gate(
-                    session, user_id, account_id, body
+                    session, user_id, account_id, body, lock_paper=not outside
                 )
             except errors.AppError:
                 await session.rollback()
@@ -474,18 +474,26 @@ class OrderService:
         return answer
 
     async def _gate(
-        self, session: AsyncSession, user_id: str, account_id: str, body: OrderCreate
+        self,
+        session: AsyncSession,
+        user_id: str,
+        account_id: str,
+        body: OrderCreate,
+        *,
+        lock_paper: bool = True,
     ) -> tuple[Account, Connection, BrokerAdapter, LockedPaperRows | None]:
         """The pre-trade gates of a placement, in order (see the module docstring), and on
         the paper broker its account's rows, read and locked by the same statement as the
         account (Postgres): the paper engine needs that lock next, and taking it before
-        the gates saves a round trip; a gate's refusal rolls it back."""
+        the gates saves a round trip; a gate's refusal rolls it back. Without
+        ``lock_paper`` (a read outside a transaction, where a lock would not outlive it)
+        only the account and its connection are read."""
         # 1. (ownership) the account is the caller's
         # An option order's paper placement locks and reads its own rows (every leg's).
         found = await AccountRepository.for_user(session, user_id).get_locking_paper(
             account_id,
             paper_slug=PaperAdapter.slug,
-            symbol=None if body.is_option else order_symbol(body),
+            symbol=None if body.is_option or not lock_paper else order_symbol(body),
         )
         if found is None:
             raise errors.NotFound("no such account")

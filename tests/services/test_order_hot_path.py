@@ -302,6 +302,7 @@ async def test_a_live_order_s_answer_is_recorded_by_one_autocommit_statement(db_
         # statement alone. Each is its own transaction: no BEGIN, no COMMIT.
         assert [autocommit for _, autocommit in statements] == [True, True, True]
         assert "FROM accounts" in statements[0][0]
+        assert "paper_account_locked" not in statements[0][0]  # no lock outlives it anyway
         assert statements[1][0].startswith("WITH g_head AS")
         assert statements[-1][0].startswith("WITH g_order AS")
         assert transactions == []
@@ -512,8 +513,9 @@ async def test_a_paper_account_s_first_order_in_a_process_learns_it_is_paper(
         assert placed.json()["status"] == "filled"
         rounds.append((statements, transactions))
     (first, first_tx), (second, second_tx) = rounds
-    assert first[0][1] is True  # the read outside a transaction
+    assert first[0][1] is True  # the read outside a transaction, without the paper lock
     assert "FROM accounts" in first[0][0]
+    assert "paper_account_locked" not in first[0][0]
     assert [autocommit for _, autocommit in first[1:]] == [False, False]
     assert "paper_account_locked" in first[1][0]
     assert first_tx == ["begin", "end"]
