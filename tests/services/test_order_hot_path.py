@@ -405,7 +405,8 @@ async def test_one_user_s_concurrent_live_orders_keep_their_chain_whole(db_url: 
         assert [p.status_code for p in placed] == [201] * 6, [p.text for p in placed]
         sent = [statement.split(" AS")[0] for statement, _ in statements]
         assert sent.count("WITH g_head") == 1
-        assert sent.count("WITH locked_head") == 5
+        # The one try loses when a placement that started after it reaches the head first.
+        assert sent.count("WITH locked_head") in (5, 6)
         # One answer may still meet a head moved by a commit whose placement has not noted
         # it yet (a benign race): never more.
         assert sent.count("WITH g_order") + sent.count("WITH locked_order") <= 7
