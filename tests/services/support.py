@@ -8,16 +8,19 @@ account, whose key the app gets from its settings (``BROKERAGE_ALPACA_PLATFORM_K
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
-from app.db.models import AuditEntry
+from app.db.models import AuditEntry, IdempotencyKey
+from app.db.session import SessionMaker
 from app.errors import PROBLEM_JSON
 from tests.brokers.alpaca.support import Running, running_fake
 from tests.conftest import new_user
@@ -93,6 +96,33 @@ async def chain_entries(gw: LiveGateway, user: str) -> list[AuditEntry]:
             select(AuditEntry).where(AuditEntry.user_id == user).order_by(AuditEntry.seq)
         )
         return list(rows.scalars().all())
+
+
+async def until_lock_waiters(sessionmaker: SessionMaker, count: int) -> None:
+    """Until ``count`` sessions of this database wait for a lock (10 s at most)."""
+    async with asyncio.timeout(10):
+        while True:
+            async with sessionmaker() as observer:
+                waiting = await observer.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                )
+            if int(waiting or 0) >= count:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def expire_key(sessionmaker: SessionMaker, user: str, key: str) -> None:
+    """Make the user's record of ``key`` expired a second ago."""
+    async with sessionmaker() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user, IdempotencyKey.key == key)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        await session.commit()
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

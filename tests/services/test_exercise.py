@@ -19,7 +19,12 @@ from app.db.repositories.audit import user_chain
 from tests.brokers.alpaca.options import contract
 from tests.conftest import new_user
 from tests.fakes.alpaca.server import FakePosition
-from tests.services.support import LiveGateway, assert_problem, live_gateway
+from tests.services.support import (
+    LiveGateway,
+    assert_problem,
+    live_gateway,
+    until_lock_waiters,
+)
 
 
 def _path(account: str, symbol: str) -> str:
@@ -272,23 +277,6 @@ async def test_a_429_releases_the_key_and_a_lost_answer_is_unknown(db_url: str) 
         ]
 
 
-async def _lock_waiters(gw: LiveGateway) -> int:
-    async with gw.harness.state.ctx.sessionmaker() as observer:
-        waiting = await observer.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-        )
-        return int(waiting or 0)
-
-
-async def _until_waiting(gw: LiveGateway, count: int) -> None:
-    async with asyncio.timeout(10):
-        while await _lock_waiters(gw) < count:  # noqa: ASYNC110 - Postgres sends no event
-            await asyncio.sleep(0.02)
-
-
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_one_key_at_an_exercise_and_an_order_at_once_never_deadlocks(db_url: str) -> None:
     """An order and an exercise sent with one Idempotency-Key, queued behind a transaction
@@ -309,11 +297,11 @@ async def test_one_key_at_an_exercise_and_an_order_at_once_never_deadlocks(db_ur
                 {"c": user_chain(user)},
             )
             placing = asyncio.create_task(h.place(user, account, key="both-1", **terms))
-            await _until_waiting(gw, 1)
+            await until_lock_waiters(h.state.ctx.sessionmaker, 1)
             exercising = asyncio.create_task(
                 _exercise(gw, user, account, held.symbol, {"action": "exercise"}, key="both-1")
             )
-            await _until_waiting(gw, 2)
+            await until_lock_waiters(h.state.ctx.sessionmaker, 2)
             await holder.rollback()
         placed, exercised = await asyncio.wait_for(asyncio.gather(placing, exercising), timeout=30)
         assert placed.status_code == 201, placed.text

@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy import delete, event, func, select, text
 
 from app.brokers.alpaca.mapping import order_from_wire
 from app.brokers.base import Fill, OrderUpdate
@@ -38,6 +38,7 @@ from tests.services.support import (
     LiveGateway,
     assert_problem,
     chain_entries,
+    expire_key,
     live_gateway,
     verify_chains,
 )
@@ -587,13 +588,7 @@ async def test_an_expired_key_on_a_live_order_counts_as_new(db_url: str, ownersh
         terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
         first = await h.place(user, account, key="expiring-1", **terms)
         assert first.status_code == 201, first.text
-        async with h.state.ctx.sessionmaker() as session:
-            await session.execute(
-                update(IdempotencyKey)
-                .where(IdempotencyKey.user_id == user, IdempotencyKey.key == "expiring-1")
-                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-            )
-            await session.commit()
+        await expire_key(h.state.ctx.sessionmaker, user, "expiring-1")
         engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
         statements, _, stop = _recording(engine)
         try:
@@ -622,13 +617,7 @@ async def test_a_paper_order_learning_its_broker_and_meeting_an_expired_key_is_p
     _, account = await h.paper_account(user)
     first = await h.place(user, account, key="learn-and-expire")
     assert first.status_code == 201, first.text
-    async with h.state.ctx.sessionmaker() as session:
-        await session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.user_id == user, IdempotencyKey.key == "learn-and-expire")
-            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
-        await session.commit()
+    await expire_key(h.state.ctx.sessionmaker, user, "learn-and-expire")
     del h.state.ctx.paper_accounts[account]  # as in a process that has not seen it yet
     second = await h.place(user, account, key="learn-and-expire")
     assert second.status_code == 201, second.text

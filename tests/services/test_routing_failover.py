@@ -24,6 +24,7 @@ from app.services.clock import utcnow
 from app.services.reconciliation import Reconciler
 from tests.api.routing_support import Gateway, attempts_of, passed_over, routing_gateway
 from tests.conftest import new_user
+from tests.services.support import until_lock_waiters
 
 
 async def _three(gw: Gateway, user: str, **cash: str) -> dict[str, str]:
@@ -443,23 +444,6 @@ async def test_concurrent_retries_of_one_request_place_one_order(db_url: str) ->
         assert len(orders) == 2  # the refused Tradier attempt and the Alpaca order
 
 
-async def _lock_waiters(gw: Gateway) -> int:
-    async with gw.harness.state.ctx.sessionmaker() as observer:
-        waiting = await observer.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-        )
-        return int(waiting or 0)
-
-
-async def _until_waiting(gw: Gateway, count: int) -> None:
-    async with asyncio.timeout(10):
-        while await _lock_waiters(gw) < count:  # noqa: ASYNC110 - Postgres sends no event
-            await asyncio.sleep(0.02)
-
-
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_one_key_at_a_route_and_a_placement_at_once_never_deadlocks(db_url: str) -> None:
     """A direct placement and a route sent with one Idempotency-Key, both queued behind a
@@ -481,9 +465,9 @@ async def test_one_key_at_a_route_and_a_placement_at_once_never_deadlocks(db_url
                 {"c": user_chain(user)},
             )
             placing = asyncio.create_task(h.place(user, accounts["alpaca"], key=key))
-            await _until_waiting(gw, 1)
+            await until_lock_waiters(h.state.ctx.sessionmaker, 1)
             routing = asyncio.create_task(gw.route(user, key=key))
-            await _until_waiting(gw, 2)
+            await until_lock_waiters(h.state.ctx.sessionmaker, 2)
             await holder.rollback()
         placed, routed = await asyncio.wait_for(asyncio.gather(placing, routing), timeout=30)
         assert placed.status_code == 201, placed.text
