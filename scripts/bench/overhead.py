@@ -98,14 +98,49 @@ async def gateway_process(
         await asyncio.to_thread(stop_server, server)
 
 
+@contextlib.asynccontextmanager
+async def floor_process(url: str, fake_url: str, key: AlpacaKey) -> AsyncIterator[tuple[str, int]]:
+    """scripts/bench/bare_app.py in one uvicorn process of its own (its ``/live-floor``: a
+    live order's database statements and broker call with none of the gateway's logic), on
+    the same database and the same fake with a key of its own; yields its URL and pid."""
+    port = free_port()
+    server = await asyncio.to_thread(
+        start_server,
+        [
+            str(ROOT / ".venv/bin/uvicorn"),
+            "scripts.bench.bare_app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        {
+            **os.environ,
+            "DATABASE_URL": url,
+            "FLOOR_BROKER_URL": fake_url,
+            "FLOOR_KEY_ID": key.key_id,
+            "FLOOR_SECRET": key.secret,
+        },
+        port,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", server.pid
+    finally:
+        await asyncio.to_thread(stop_server, server)
+
+
 async def main(
     orders: int, latency_ms: float, kind: str, concurrency: int, upstream_stream: bool = False
 ) -> None:
-    key = AlpacaKey.new()
+    key, floor_key = AlpacaKey.new(), AlpacaKey.new()
     key_id, secret = key.key_id, key.secret
+    floor: list[float] = []
+    beside_floor: list[float] = []
+    floor_cpu: float | None = None
     async with database(kind) as url:
         jwt_secret = "bench-" + uuid.uuid4().hex
-        async with fake_alpaca([key], latency_ms=latency_ms) as fake:
+        async with fake_alpaca([key, floor_key], latency_ms=latency_ms) as fake:
             fake_url = fake.url
             async with gateway_process(
                 url, jwt_secret, fake_url, upstream_stream=upstream_stream
@@ -188,6 +223,12 @@ async def main(
                     after = cpu_ticks([gateway_pid])
                     paper_cpu = cpu_ms_between(before, between) / orders
                     live_cpu = cpu_ms_between(between, after) / orders
+            if kind == "postgres":
+                # The same pairs against the floor, with the gateway idle: what the stack
+                # costs for a live order's work without the gateway's logic.
+                floor_cpu = await live_floor(
+                    url, fake_url, floor_key, orders, concurrency, floor, beside_floor
+                )
     # Pairs interleave within a worker; at c>1 the pairing is by completion order, so the
     # overhead row compares the two distributions' percentiles rather than pairs.
     store = "Postgres" if kind == "postgres" else "SQLite"
@@ -210,6 +251,69 @@ async def main(
         f"gateway process CPU per order: live {live_cpu:.2f} ms, paper {paper_cpu:.2f} ms "
         "(the fake's and the client's not included)"
     )
+    if floor_cpu is not None:
+        f50 = percentile(floor, 0.5) - percentile(beside_floor, 0.5)
+        f99 = percentile(floor, 0.99) - percentile(beside_floor, 0.99)
+        print(
+            "floor = bare_app.py /live-floor: the live order's 4 statements and its broker call "
+            "on the same stack, none of the gateway's logic (run after, paired with its own "
+            "direct calls)"
+        )
+        for name, values in (("floor", floor), ("direct", beside_floor)):
+            print(
+                f"{name:9s} p50 {percentile(values, 0.5):7.2f} ms   "
+                f"p99 {percentile(values, 0.99):7.2f} ms   mean {statistics.fmean(values):7.2f} ms"
+            )
+        print(f"floor overhead p50 {f50:7.2f} ms   p99 {f99:7.2f} ms   (floor - direct)")
+        print(f"floor process CPU per order: {floor_cpu:.2f} ms")
+
+
+async def live_floor(
+    url: str,
+    fake_url: str,
+    key: AlpacaKey,
+    orders: int,
+    concurrency: int,
+    floor: list[float],
+    straight: list[float],
+) -> float:
+    """Floor orders paired with direct ones, as the live workers pair the gateway's; fills
+    ``floor`` and ``straight`` with latencies in ms and returns the floor's CPU ms per order."""
+    keys = {"APCA-API-KEY-ID": key.key_id, "APCA-API-SECRET-KEY": key.secret}
+    limits = httpx.Limits(max_connections=concurrency * 2)
+    async with (
+        floor_process(url, fake_url, key) as (floor_url, floor_pid),
+        httpx.AsyncClient(base_url=floor_url, timeout=30, limits=limits) as client,
+        httpx.AsyncClient(base_url=fake_url, timeout=30, limits=limits) as direct,
+    ):
+
+        async def place(tag: str) -> float:
+            started = time.perf_counter()
+            answer = await client.post(
+                "/live-floor/acct-0", json=order_body(0), headers={"Idempotency-Key": tag}
+            )
+            assert answer.status_code == 201, answer.text
+            return (time.perf_counter() - started) * 1000
+
+        async def direct_once(tag: str) -> float:
+            started = time.perf_counter()
+            answer = await direct.post("/v2/orders", json=direct_body(tag), headers=keys)
+            assert answer.status_code == 200, answer.text
+            return (time.perf_counter() - started) * 1000
+
+        run = uuid.uuid4().hex[:8]
+        for n in range(5):  # warm up, unmeasured
+            await place(f"warm-{run}-{n}")
+            await direct_once(f"warm-{n}")
+
+        async def worker(w: int) -> None:
+            for n in range(w, orders, concurrency):
+                floor.append(await place(f"floor-{run}-{n}"))
+                straight.append(await direct_once(f"floor-direct-{n}"))
+
+        before = cpu_ticks([floor_pid])
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return cpu_ms_between(before, cpu_ticks([floor_pid])) / orders
 
 
 def direct_body(tag: str) -> dict[str, str]:
