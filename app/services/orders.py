@@ -1261,14 +1261,24 @@ async def send_order(adapter: BrokerAdapter, account: Account, order: Order) -> 
     unknown outcome (reconciliation looks the order up), never as a 500 that would leave
     the order and its key hanging.
     """
+    exc: broker_errors.BrokerError
     try:
         report = await adapter.place_order(account.broker_account_ref, order_request_for(order))
-    except broker_errors.BrokerError as exc:
-        return SendResult(None, exc)
+    except broker_errors.BrokerError as refused:
+        exc = refused
     except Exception:
         log.exception("placement failed unexpectedly", extra={"order_id": order.id})
-        return SendResult(None, broker_errors.OutcomeUnknown("unexpected error during placement"))
-    return SendResult(report, None)
+        exc = broker_errors.OutcomeUnknown("unexpected error during placement")
+    else:
+        return SendResult(report, None)
+    result = SendResult(None, exc)
+    if result.outcome is SendOutcome.unknown:
+        # Here, once per send: recording the result may take two tries.
+        log.warning(
+            "order outcome unknown; waiting for reconciliation",
+            extra={"order_id": order.id, "reason": exc.reason},
+        )
+    return result
 
 
 def record_send_result(
@@ -1291,10 +1301,6 @@ def record_send_result(
         return None
     assert result.failure is not None
     if outcome is SendOutcome.unknown:
-        log.warning(
-            "order outcome unknown; waiting for reconciliation",
-            extra={"order_id": order.id, "reason": result.failure.reason},
-        )
         if order.status == OrderStatus.pending_submit.value:
             set_status(session, order, OrderStatus.unknown, now, events=events)
         return None

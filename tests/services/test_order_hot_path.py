@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -380,6 +381,45 @@ async def test_a_fill_streamed_during_the_live_placement_is_not_overwritten(db_u
         assert chain["ok"] is True, chain
         entries = await chain_entries(gw, user)
         assert [e.outcome for e in entries] == ["pending_submit", "filled"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_lost_answer_is_logged_once_when_its_record_takes_the_locking_path(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker's answer is lost (it holds it past the read timeout) while its stream
+    says the order was accepted: the one-statement record finds the row moved and the
+    locking path records the unknown outcome. Ops see one "outcome unknown" line for the
+    one lost answer, not one per try."""
+    caplog.set_level(logging.WARNING, logger="app.services.orders")
+    async with live_gateway(db_url, paper_first_cycles=0) as gw:
+        h, user = gw.harness, new_user()
+        _, account = await gw.connect_byob(user)
+        fake = gw.alpaca.fake
+        fake.faults.timeout_after_accept, fake.faults.hang_seconds = 1, 3.0
+        placing = asyncio.create_task(
+            h.place(user, account, order_type="limit", limit_price="1.00", time_in_force="gtc")
+        )
+        held = await _held_order(gw)
+        accepted = order_from_wire(held.wire())
+        ingest = OrderUpdateIngest(h.state.ctx.sessionmaker, "alpaca")
+        async with h.state.ctx.sessionmaker() as session:
+            row = await AccountRepository.for_user(session, user).get(account)
+            assert row is not None
+            ref = row.broker_account_ref
+        await ingest(OrderUpdate(ref, accepted, datetime.now(UTC)), account_id=account)
+        placed = await placing
+        assert placed.status_code in (201, 202), placed.text
+        assert placed.json()["status"] == "accepted"  # the stream's news stands
+        lost = [
+            r
+            for r in caplog.records
+            if r.getMessage() == "order outcome unknown; waiting for reconciliation"
+        ]
+        assert [getattr(r, "order_id", None) for r in lost] == [placed.json()["id"]]
+        entries = await chain_entries(gw, user)
+        assert [e.outcome for e in entries] == ["pending_submit", "accepted"]
+        assert (await verify_chains(gw))["ok"] is True
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
