@@ -13,6 +13,7 @@ writing the answer, its event and the key's stored response) around one httpx ca
 broker (``FLOOR_BROKER_URL``, Alpaca's ``POST /v2/orders`` with ``FLOOR_KEY_ID`` /
 ``FLOOR_SECRET``), so what a live order adds beyond the broker's own time is split into
 what this much work costs on the stack and what the gateway adds on top.
+``POST /proxy-floor/{account}``: that broker call alone, no database.
 """
 
 from __future__ import annotations
@@ -179,12 +180,38 @@ class LiveBody(Body):
     time_in_force: str
 
 
+async def _send(body: LiveBody, client_order_id: str) -> httpx.Response:
+    if broker is None:
+        raise HTTPException(404, "FLOOR_BROKER_URL is not set")
+    answer = await broker.post(
+        "/v2/orders",
+        json={
+            "symbol": body.symbol,
+            "qty": body.quantity,
+            "side": body.side,
+            "type": body.order_type,
+            "limit_price": body.limit_price,
+            "time_in_force": body.time_in_force,
+            "client_order_id": client_order_id,
+        },
+    )
+    answer.raise_for_status()
+    return answer
+
+
+@app.post("/proxy-floor/{account}", status_code=201)
+async def proxy_floor(
+    account: str, body: LiveBody, idempotency_key: str = Header()
+) -> dict[str, str]:
+    """The broker call alone: the HTTP server in, the body's validation, httpx out."""
+    broker_order = (await _send(body, uuid.uuid4().hex)).json()
+    return {"broker_order_id": broker_order["id"], "status": broker_order["status"]}
+
+
 @app.post("/live-floor/{account}", status_code=201)
 async def live_floor(
     account: str, body: LiveBody, idempotency_key: str = Header()
 ) -> dict[str, str]:
-    if broker is None:
-        raise HTTPException(404, "FLOOR_BROKER_URL is not set")
     row_id = uuid.uuid4().hex
     params = {"id": row_id, "account": account, "key": idempotency_key}
     async with autocommit.connect() as conn:
@@ -197,19 +224,7 @@ async def live_floor(
         claimed = await conn.execute(LIVE_CLAIM, params | {"body": body.model_dump_json()})
         if claimed.first() is None:
             raise HTTPException(409, "key in use")
-    answer = await broker.post(
-        "/v2/orders",
-        json={
-            "symbol": body.symbol,
-            "qty": body.quantity,
-            "side": body.side,
-            "type": body.order_type,
-            "limit_price": body.limit_price,
-            "time_in_force": body.time_in_force,
-            "client_order_id": row_id,
-        },
-    )
-    answer.raise_for_status()
+    answer = await _send(body, row_id)
     broker_order = answer.json()
     async with autocommit.connect() as conn:
         await conn.execute(LIVE_RECORD, params | {"answer": answer.text})

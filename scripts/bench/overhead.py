@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import statistics
 import sys
@@ -135,9 +136,7 @@ async def main(
 ) -> None:
     key, floor_key = AlpacaKey.new(), AlpacaKey.new()
     key_id, secret = key.key_id, key.secret
-    floor: list[float] = []
-    beside_floor: list[float] = []
-    floor_cpu: float | None = None
+    floors: list[Floor] = []
     async with database(kind) as url:
         jwt_secret = "bench-" + uuid.uuid4().hex
         async with fake_alpaca([key, floor_key], latency_ms=latency_ms) as fake:
@@ -226,9 +225,7 @@ async def main(
             if kind == "postgres":
                 # The same pairs against the floor, with the gateway idle: what the stack
                 # costs for a live order's work without the gateway's logic.
-                floor_cpu = await live_floor(
-                    url, fake_url, floor_key, orders, concurrency, floor, beside_floor
-                )
+                floors = await live_floors(url, fake_url, floor_key, orders, concurrency)
     # Pairs interleave within a worker; at c>1 the pairing is by completion order, so the
     # overhead row compares the two distributions' percentiles rather than pairs.
     store = "Postgres" if kind == "postgres" else "SQLite"
@@ -251,34 +248,54 @@ async def main(
         f"gateway process CPU per order: live {live_cpu:.2f} ms, paper {paper_cpu:.2f} ms "
         "(the fake's and the client's not included)"
     )
-    if floor_cpu is not None:
-        f50 = percentile(floor, 0.5) - percentile(beside_floor, 0.5)
-        f99 = percentile(floor, 0.99) - percentile(beside_floor, 0.99)
-        print(
-            "floor = bare_app.py /live-floor: the live order's 4 statements and its broker call "
-            "on the same stack, none of the gateway's logic (run after, paired with its own "
-            "direct calls)"
-        )
-        for name, values in (("floor", floor), ("direct", beside_floor)):
+    for floor in floors:
+        print(floor.describe)
+        for name, values in ((floor.name, floor.latencies), ("direct", floor.straight)):
             print(
                 f"{name:9s} p50 {percentile(values, 0.5):7.2f} ms   "
                 f"p99 {percentile(values, 0.99):7.2f} ms   mean {statistics.fmean(values):7.2f} ms"
             )
-        print(f"floor overhead p50 {f50:7.2f} ms   p99 {f99:7.2f} ms   (floor - direct)")
-        print(f"floor process CPU per order: {floor_cpu:.2f} ms")
+        f50 = percentile(floor.latencies, 0.5) - percentile(floor.straight, 0.5)
+        f99 = percentile(floor.latencies, 0.99) - percentile(floor.straight, 0.99)
+        print(
+            f"{floor.name} overhead p50 {f50:7.2f} ms   p99 {f99:7.2f} ms   ({floor.name} - direct)"
+        )
+        print(f"{floor.name} process CPU per order: {floor.cpu_ms:.2f} ms")
 
 
-async def live_floor(
-    url: str,
-    fake_url: str,
-    key: AlpacaKey,
-    orders: int,
-    concurrency: int,
-    floor: list[float],
-    straight: list[float],
-) -> float:
-    """Floor orders paired with direct ones, as the live workers pair the gateway's; fills
-    ``floor`` and ``straight`` with latencies in ms and returns the floor's CPU ms per order."""
+@dataclasses.dataclass
+class Floor:
+    """One of bare_app.py's yardsticks, measured as the gateway's live orders are: each
+    call paired with a direct one."""
+
+    name: str
+    path: str
+    describe: str
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    straight: list[float] = dataclasses.field(default_factory=list)
+    cpu_ms: float = 0.0
+
+
+async def live_floors(
+    url: str, fake_url: str, key: AlpacaKey, orders: int, concurrency: int
+) -> list[Floor]:
+    """The floors, one after the other, with the gateway idle: what the stack costs for the
+    broker call alone, and for a live order's database work around it, with none of the
+    gateway's logic."""
+    floors = [
+        Floor(
+            "proxy",
+            "/proxy-floor/acct-0",
+            "proxy = bare_app.py /proxy-floor: the broker call alone through the same stack "
+            "(HTTP server in, body validated, httpx out), no database",
+        ),
+        Floor(
+            "floor",
+            "/live-floor/acct-0",
+            "floor = bare_app.py /live-floor: the live order's 4 statements and its broker call "
+            "on the same stack, none of the gateway's logic",
+        ),
+    ]
     keys = {"APCA-API-KEY-ID": key.key_id, "APCA-API-SECRET-KEY": key.secret}
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with (
@@ -286,12 +303,11 @@ async def live_floor(
         httpx.AsyncClient(base_url=floor_url, timeout=30, limits=limits) as client,
         httpx.AsyncClient(base_url=fake_url, timeout=30, limits=limits) as direct,
     ):
+        run = uuid.uuid4().hex[:8]
 
-        async def place(tag: str) -> float:
+        async def place(path: str, tag: str) -> float:
             started = time.perf_counter()
-            answer = await client.post(
-                "/live-floor/acct-0", json=order_body(0), headers={"Idempotency-Key": tag}
-            )
+            answer = await client.post(path, json=order_body(0), headers={"Idempotency-Key": tag})
             assert answer.status_code == 201, answer.text
             return (time.perf_counter() - started) * 1000
 
@@ -301,19 +317,20 @@ async def live_floor(
             assert answer.status_code == 200, answer.text
             return (time.perf_counter() - started) * 1000
 
-        run = uuid.uuid4().hex[:8]
-        for n in range(5):  # warm up, unmeasured
-            await place(f"warm-{run}-{n}")
-            await direct_once(f"warm-{n}")
+        for floor in floors:
+            for n in range(5):  # warm up, unmeasured
+                await place(floor.path, f"warm-{floor.name}-{run}-{n}")
+                await direct_once(f"warm-{n}")
 
-        async def worker(w: int) -> None:
-            for n in range(w, orders, concurrency):
-                floor.append(await place(f"floor-{run}-{n}"))
-                straight.append(await direct_once(f"floor-direct-{n}"))
+            async def worker(w: int, floor: Floor = floor) -> None:
+                for n in range(w, orders, concurrency):
+                    floor.latencies.append(await place(floor.path, f"{floor.name}-{run}-{n}"))
+                    floor.straight.append(await direct_once(f"{floor.name}-direct-{n}"))
 
-        before = cpu_ticks([floor_pid])
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return cpu_ms_between(before, cpu_ticks([floor_pid])) / orders
+            before = cpu_ticks([floor_pid])
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
+            floor.cpu_ms = cpu_ms_between(before, cpu_ticks([floor_pid])) / orders
+    return floors
 
 
 def direct_body(tag: str) -> dict[str, str]:
