@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import delete, event, func, select, text
 
 from app.brokers.alpaca.mapping import order_from_wire
-from app.brokers.base import Fill, OrderUpdate
+from app.brokers.base import BrokerOrder, Fill, OrderUpdate
 from app.brokers.base import OrderStatus as BrokerStatus
 from app.db.models import AuditChainHead, AuditEntry, IdempotencyKey, Order, OrderEvent
 from app.db.repositories.audit import user_chain
@@ -329,21 +329,52 @@ async def _held_order(gw: LiveGateway) -> Any:
     return held
 
 
+@dataclasses.dataclass
+class HeldPlacement:
+    """A live order whose answer the fake Alpaca holds (``timeout_after_accept``) while the
+    test streams news of it."""
+
+    user: str
+    account: str
+    placing: asyncio.Task[httpx.Response]
+    accepted: BrokerOrder  # the order as the broker's stream would report it now
+
+    async def stream(
+        self, gw: LiveGateway, update: BrokerOrder, fills: tuple[Fill, ...] = ()
+    ) -> None:
+        """The broker's stream reports ``update`` (and ``fills``) of this order."""
+        h = gw.harness
+        async with h.state.ctx.sessionmaker() as session:
+            row = await AccountRepository.for_user(session, self.user).get(self.account)
+            assert row is not None
+            ref = row.broker_account_ref
+        ingest = OrderUpdateIngest(h.state.ctx.sessionmaker, "alpaca")
+        await ingest(OrderUpdate(ref, update, datetime.now(UTC), fills), account_id=self.account)
+
+
+async def held_placement(gw: LiveGateway, hang_seconds: float) -> HeldPlacement:
+    """A new user's live limit order, its answer held ``hang_seconds`` by the fake (past
+    the gateway's 2 s read timeout: the answer is lost)."""
+    h, user = gw.harness, new_user()
+    _, account = await gw.connect_byob(user)
+    fake = gw.alpaca.fake
+    fake.faults.timeout_after_accept, fake.faults.hang_seconds = 1, hang_seconds
+    placing = asyncio.create_task(
+        h.place(user, account, order_type="limit", limit_price="1.00", time_in_force="gtc")
+    )
+    held = await _held_order(gw)
+    return HeldPlacement(user, account, placing, order_from_wire(held.wire()))
+
+
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_a_fill_streamed_during_the_live_placement_is_not_overwritten(db_url: str) -> None:
     """The broker's stream says filled while its answer to the placement (still "new") is
     on the way: the answer finds the row changed, writes nothing in its one statement,
     and is applied to the row read again under its lock, where the fill wins."""
     async with live_gateway(db_url, paper_first_cycles=0) as gw:
-        h, user = gw.harness, new_user()
-        _, account = await gw.connect_byob(user)
-        fake = gw.alpaca.fake
-        fake.faults.timeout_after_accept, fake.faults.hang_seconds = 1, 1.0
-        placing = asyncio.create_task(
-            h.place(user, account, order_type="limit", limit_price="1.00", time_in_force="gtc")
-        )
-        held = await _held_order(gw)
-        accepted = order_from_wire(held.wire())
+        h = gw.harness
+        held = await held_placement(gw, 1.0)
+        user, accepted = held.user, held.accepted
         assert accepted.status is BrokerStatus.accepted
         now = datetime.now(UTC)
         filled = dataclasses.replace(
@@ -359,13 +390,8 @@ async def test_a_fill_streamed_during_the_live_placement_is_not_overwritten(db_u
             price=Decimal("1.00"),
             occurred_at=now,
         )
-        ingest = OrderUpdateIngest(h.state.ctx.sessionmaker, "alpaca")
-        async with h.state.ctx.sessionmaker() as session:
-            row = await AccountRepository.for_user(session, user).get(account)
-            assert row is not None
-            ref = row.broker_account_ref
-        await ingest(OrderUpdate(ref, filled, now, (fill,)), account_id=account)
-        placed = await placing
+        await held.stream(gw, filled, (fill,))
+        placed = await held.placing
         assert placed.status_code == 201, placed.text
         assert placed.json()["status"] == "filled"
         read = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
@@ -393,22 +419,9 @@ async def test_a_lost_answer_is_logged_once_when_its_record_takes_the_locking_pa
     one lost answer, not one per try."""
     caplog.set_level(logging.WARNING, logger="app.services.orders")
     async with live_gateway(db_url, paper_first_cycles=0) as gw:
-        h, user = gw.harness, new_user()
-        _, account = await gw.connect_byob(user)
-        fake = gw.alpaca.fake
-        fake.faults.timeout_after_accept, fake.faults.hang_seconds = 1, 3.0
-        placing = asyncio.create_task(
-            h.place(user, account, order_type="limit", limit_price="1.00", time_in_force="gtc")
-        )
-        held = await _held_order(gw)
-        accepted = order_from_wire(held.wire())
-        ingest = OrderUpdateIngest(h.state.ctx.sessionmaker, "alpaca")
-        async with h.state.ctx.sessionmaker() as session:
-            row = await AccountRepository.for_user(session, user).get(account)
-            assert row is not None
-            ref = row.broker_account_ref
-        await ingest(OrderUpdate(ref, accepted, datetime.now(UTC)), account_id=account)
-        placed = await placing
+        held = await held_placement(gw, 3.0)
+        await held.stream(gw, held.accepted)
+        placed = await held.placing
         assert placed.status_code in (201, 202), placed.text
         assert placed.json()["status"] == "accepted"  # the stream's news stands
         lost = [
@@ -417,7 +430,7 @@ async def test_a_lost_answer_is_logged_once_when_its_record_takes_the_locking_pa
             if r.getMessage() == "order outcome unknown; waiting for reconciliation"
         ]
         assert [getattr(r, "order_id", None) for r in lost] == [placed.json()["id"]]
-        entries = await chain_entries(gw, user)
+        entries = await chain_entries(gw, held.user)
         assert [e.outcome for e in entries] == ["pending_submit", "accepted"]
         assert (await verify_chains(gw))["ok"] is True
 
