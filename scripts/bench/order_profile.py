@@ -6,7 +6,8 @@ CPU per order. Not a test: it prints figures.
         [--credential-cache-seconds 0]
 
 Also the broker stream's echo of a live order (the ingest of an update that changes
-nothing), which every live order costs in production.
+nothing), which every live order costs in production; and on Postgres the paper order's
+gate read through the ORM beside the same SQL on the driver.
 
 Round trips = statements + BEGIN + COMMIT/ROLLBACK (asyncpg sends each on its own; an
 autocommit statement is one round trip and is counted as a statement, not a transaction). The fake
@@ -36,7 +37,10 @@ from app.brokers.alpaca.mapping import order_from_wire  # noqa: E402
 from app.brokers.base import OrderUpdate  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
 from app.db.rate_limits import PostgresRateLimiter  # noqa: E402
-from app.db.repositories.connections import AccountRepository  # noqa: E402
+from app.db.repositories.connections import (  # noqa: E402
+    AccountRepository,
+    _account_with_connection_locking_paper_statement,
+)
 from app.services.order_updates import OrderUpdateIngest  # noqa: E402
 from tests.conftest import new_user  # noqa: E402
 from tests.postgres import fresh_database, postgres_server  # noqa: E402
@@ -155,6 +159,8 @@ async def run(url: str, orders: int, cache_seconds: float) -> None:
         )
         await stream_echo(gw, live_user, live, counter, orders)
         await open_credential(h, live_user, live, orders * 5)
+        if engine.dialect.name == "postgresql":
+            await gate_read(h, user, paper, orders * 5)
 
 
 async def stream_echo(gw: Any, user: str, account_id: str, counter: Counter, times: int) -> None:
@@ -194,6 +200,64 @@ async def stream_echo(gw: Any, user: str, account_id: str, counter: Counter, tim
     print(f"  CPU ms/echo p50 {statistics.median(cpu):.2f} mean {statistics.mean(cpu):.2f}")
     for name, count in sorted(counter.statements.items(), key=lambda kv: -kv[1]):
         print(f"    {count / times:5.2f}  {name}")
+
+
+async def gate_read(h: Any, user: str, account_id: str, times: int) -> None:
+    """A paper order's first statement (its account and connection with the paper account
+    locked, ``AccountRepository.get_locking_paper``) through the ORM, beside the same SQL
+    with the same parameters sent on the asyncpg driver, and beside an empty transaction:
+    what SQLAlchemy's execution and the two entities' loading cost over the driver."""
+    sessionmaker = h.state.ctx.sessionmaker
+    stmt = _account_with_connection_locking_paper_statement(scoped=True)
+    params = {"a_id": account_id, "paper_slug": "paper", "p_symbol": "AAPL", "a_user_id": user}
+    async with sessionmaker() as session:
+        compiled = stmt.compile(dialect=(await session.connection()).dialect)
+    sql, args = compiled.string, [params[name] for name in compiled.positiontup or ()]
+
+    async def empty() -> None:
+        async with sessionmaker() as session:
+            raw = await (await session.connection()).get_raw_connection()
+            assert raw.driver_connection is not None
+            transaction = raw.driver_connection.transaction()
+            await transaction.start()
+            await transaction.rollback()
+
+    async def through_the_orm() -> None:
+        async with sessionmaker() as session:
+            found = await AccountRepository.for_user(session, user).get_locking_paper(
+                account_id, paper_slug="paper", symbol="AAPL"
+            )
+            assert found is not None
+            assert found[2] is not None  # the paper rows, read under the lock
+            await session.rollback()
+
+    async def on_the_driver() -> None:
+        # SQLAlchemy sends BEGIN with a connection's first statement: here asyncpg does.
+        async with sessionmaker() as session:
+            raw = await (await session.connection()).get_raw_connection()
+            assert raw.driver_connection is not None
+            transaction = raw.driver_connection.transaction()
+            await transaction.start()
+            assert await raw.driver_connection.fetchrow(sql, *args) is not None
+            await transaction.rollback()
+
+    print(
+        f"\nthe paper order's gate read ({len(stmt.selected_columns)} columns), "
+        f"in a transaction rolled back: {times} times"
+    )
+    for label, read in (
+        ("BEGIN and ROLLBACK alone", empty),
+        ("through the ORM (get_locking_paper)", through_the_orm),
+        ("the same SQL on the driver", on_the_driver),
+    ):
+        for _ in range(20):
+            await read()
+        cpu: list[float] = []
+        for _ in range(times):
+            c0 = time.process_time()
+            await read()
+            cpu.append((time.process_time() - c0) * 1e6)
+        print(f"  {label:36s} CPU us p50 {statistics.median(cpu):4.0f}")
 
 
 async def open_credential(h: Any, user: str, account_id: str, times: int) -> None:
