@@ -362,6 +362,9 @@ class Settings(BaseSettings):
     # (https://docs.snaptrade.com/docs/webhooks, "Verifying Webhook Authenticity").
     snaptrade_webhook_max_age_seconds: float = 300.0
     broker_connect_timeout_seconds: float = 5.0
+    # Connections one instance may hold open to one broker host, every one of them kept
+    # alive between calls (app/brokers/http.py HttpPool).
+    broker_http_max_connections: int = Field(default=100, ge=1)
     # How often the upstream stream supervisor looks for connections to stream.
     upstream_sync_seconds: float = 30.0
     broker_read_timeout_seconds: float = 10.0

@@ -149,6 +149,7 @@ def create_app(
         vault = TokenVault(EnvelopeCipher(key_provider), cache=credential_cache)
         broker_http = HttpPool(
             timeouts=timeouts_from(settings),
+            max_connections=settings.broker_http_max_connections,
             # Several instances share one database: per-credential broker limits are kept
             # there so together they stay within each broker's published limits.
             limiter=PostgresRateLimiter(

@@ -272,10 +272,20 @@ class HttpPool:
         timeouts: Timeouts | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: SharedRateLimiter | None = None,
+        max_connections: int = 100,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self.timeouts = timeouts or Timeouts()
         self._transport = transport
         self._limiter = limiter
+        # As many idle connections kept per broker host as may be open at once: with
+        # httpx's default (20 kept of 100), every call beyond 20 at once to one broker
+        # opened a connection of its own and closed it after, a TLS handshake per call.
+        # https://www.python-httpx.org/advanced/resource-limits/
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._buckets: dict[tuple[str, str], Pacer] = {}
         self._memo: dict[tuple[str, ...], tuple[float, object]] = {}
@@ -306,6 +316,7 @@ class HttpPool:
                 follow_redirects=False,
                 transport=self._transport,
                 verify=tls_context(verify),
+                limits=self._limits,
             )
             self._clients[key] = found
         return found

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import REGISTRY
+from starlette.types import Receive, Scope, Send
 
 from app.brokers import errors
 from app.brokers.http import (
@@ -122,6 +123,38 @@ async def test_writes_are_sent_once_even_when_the_answer_is_lost() -> None:
             assert len(account.orders) == 1
         finally:
             await pool.aclose()
+
+
+async def test_every_connection_to_a_broker_host_is_kept_between_bursts() -> None:
+    """Forty calls at once to one broker host, twice: the second burst reuses the forty
+    connections the first opened (a real server counts them by the client's port). With
+    httpx's default of 20 kept alive, it opened 20 more: with a real broker, a TLS
+    handshake for each call over 20 at once."""
+    ports: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        ports.append(scope["client"][1])
+        await asyncio.sleep(0.2)  # the burst's calls overlap
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async with serve_asgi(app) as url:
+        pool = HttpPool()
+        try:
+            client = pool.client(url)
+            for _ in range(2):
+                answers = await asyncio.gather(*(client.get("/v2/clock") for _ in range(40)))
+                assert [a.status_code for a in answers] == [200] * 40
+        finally:
+            await pool.aclose()
+    assert len(ports) == 80
+    assert len(set(ports)) == 40, "the second burst opened connections of its own"
+
+
+def test_a_pool_refuses_fewer_than_one_connection() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        HttpPool(max_connections=0)
 
 
 def _metric(name: str, **labels: str) -> float:
