@@ -210,9 +210,12 @@ class LockWaits:
 # --- servers ------------------------------------------------------------------------------
 
 
-def gateway_env(url: str, secret: str, fake_url: str | None) -> dict[str, str]:
+def gateway_env(
+    url: str, secret: str, fake_url: str | None, *, ca_file: str | None = None
+) -> dict[str, str]:
     """The environment of a bench gateway (``python -m app.cli serve``, as production runs
-    it): its database, fresh secrets, and the fake Alpaca's URL when there is one."""
+    it): its database, fresh secrets, and the fake Alpaca's URL when there is one;
+    ``ca_file``: the CA of a fake served over TLS, trusted through ``SSL_CERT_FILE``."""
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -229,6 +232,8 @@ def gateway_env(url: str, secret: str, fake_url: str | None) -> dict[str, str]:
             # Policy, not cost: the bench users trade live at once, no paper round trips first.
             "BROKERAGE_PAPER_FIRST_CYCLES": "0",
         }
+    if ca_file is not None:
+        env["SSL_CERT_FILE"] = ca_file
     return env
 
 
@@ -284,21 +289,80 @@ class AlpacaKey:
 class FakeProcess:
     url: str
     pid: int
+    # With TLS: the CA certificate that signed the fake's, for the gateway's SSL_CERT_FILE.
+    ca_file: str | None = None
+
+
+def _self_signed(directory: Path) -> tuple[str, str, str]:
+    """A CA and a certificate for 127.0.0.1 signed by it, as PEM files in ``directory``:
+    (CA certificate, certificate chain, key). The fake then speaks HTTPS as a broker does."""
+    import ipaddress
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+
+    def certificate(
+        name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: Any, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            builder = builder.add_extension(san, critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    ca = certificate("bench CA", ca_key, ca_name, ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = certificate("127.0.0.1", key, ca_name, ca_key, False)
+    pem = serialization.Encoding.PEM
+    paths = (directory / "ca.pem", directory / "chain.pem", directory / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    paths[2].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(paths[0]), str(paths[1]), str(paths[2])
 
 
 @contextlib.asynccontextmanager
 async def fake_alpaca(
-    keys: list[AlpacaKey], *, latency_ms: float = 0.0, cash: str = "100000000"
+    keys: list[AlpacaKey], *, latency_ms: float = 0.0, cash: str = "100000000", tls: bool = False
 ) -> AsyncIterator[FakeProcess]:
     """The fake Alpaca (tests/fakes/alpaca) serving one account per key, in a process of its
     own (its CPU is not the gateway's nor the client's); yields its URL and pid. At the end
     it prints on stderr what it was asked, so a gateway that calls the broker more than once
-    per order shows there."""
-    config = {
-        "keys": [[k.key_id, k.secret] for k in keys],
-        "latency_ms": latency_ms,
-        "cash": cash,
-    }
+    per order shows there. ``tls``: served over HTTPS with a certificate of a CA made for
+    the run (``FakeProcess.ca_file``), as real brokers are, so connecting costs a TLS
+    handshake."""
+    with tempfile.TemporaryDirectory() as certificates:
+        ca_file, chain, key = _self_signed(Path(certificates)) if tls else (None, None, None)
+        config = {
+            "keys": [[k.key_id, k.secret] for k in keys],
+            "latency_ms": latency_ms,
+            "cash": cash,
+            "tls": None if chain is None else [chain, key],
+        }
+        async with _fake_alpaca_process(config) as (url, pid):
+            yield FakeProcess(url, pid, ca_file)
+
+
+@contextlib.asynccontextmanager
+async def _fake_alpaca_process(config: dict[str, object]) -> AsyncIterator[tuple[str, int]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -312,9 +376,9 @@ async def fake_alpaca(
             line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
             if not line:
                 raise RuntimeError("the fake Alpaca stopped during start-up")
-            if line.startswith(b"http://"):
+            if line.startswith((b"http://", b"https://")):
                 break
-        yield FakeProcess(line.decode().strip(), proc.pid)
+        yield line.decode().strip(), proc.pid
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -332,7 +396,9 @@ async def _serve_fake_alpaca(config: dict[str, object]) -> None:
     fake.faults.latency = float(str(config["latency_ms"])) / 1000
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with serve_asgi(fake.app, on_shutdown=fake.release_hung) as url:
+    tls = config.get("tls")
+    files = (str(tls[0]), str(tls[1])) if isinstance(tls, list) else None
+    async with serve_asgi(fake.app, on_shutdown=fake.release_hung, tls=files) as url:
         print(url, flush=True)
         await stop.wait()
     counts = collections.Counter(f"{method} {path}" for method, path in fake.requests)

@@ -267,7 +267,7 @@ async def open_accounts(
 
 
 async def run_gateway(
-    admin: str, target: Target, live: bool, users: int, latency_ms: float
+    admin: str, target: Target, live: bool, users: int, latency_ms: float, tls: bool = False
 ) -> tuple[dict[int, dict[str, Any]], int]:
     """The gateway of ``target`` under wrk at each concurrency; also the largest number of
     orders any one Alpaca key was sent (the per-key rate limit is 200 a minute)."""
@@ -275,14 +275,22 @@ async def run_gateway(
         await migrate(target, url)
         secret = "bench-secret-" + os.urandom(32).hex()
         keys = [AlpacaKey.new() for _ in range(users)] if live else None
-        fake_cm = fake_alpaca(keys, latency_ms=latency_ms) if keys else contextlib.nullcontext()
+        fake_cm = (
+            fake_alpaca(keys, latency_ms=latency_ms, tls=tls) if keys else contextlib.nullcontext()
+        )
         async with fake_cm as fake:
             port = free_port()
             gateway_url = f"http://127.0.0.1:{port}"
             args = ["-m", "app.cli", "serve", "--port", str(port), "--workers", str(WORKERS)]
             gateway = start_server(
                 [sys.executable, *args],
-                gateway_env(url, secret, fake.url if fake else None) | target.env,
+                gateway_env(
+                    url,
+                    secret,
+                    fake.url if fake else None,
+                    ca_file=fake.ca_file if fake else None,
+                )
+                | target.env,
                 port,
                 cwd=target.root,
             )
@@ -362,7 +370,7 @@ async def main(args: argparse.Namespace) -> None:
         async with postgres_server() as admin:
             for target in targets:
                 results, most = await run_gateway(
-                    explicit or admin, target, args.live, args.users, args.latency_ms
+                    explicit or admin, target, args.live, args.users, args.latency_ms, args.tls
                 )
                 gateways[target.label] = results
                 per_key[target.label] = most
@@ -437,6 +445,9 @@ if __name__ == "__main__":
     parser.add_argument("--live", action="store_true", help="live Alpaca orders (fake Alpaca)")
     parser.add_argument("--users", type=int, default=64, help="--live: users, one key each")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="--live: fake's latency")
+    parser.add_argument(
+        "--tls", action="store_true", help="--live: the fake over HTTPS, as brokers are"
+    )
     parser.add_argument(
         "--ref", action="append", default=[], help="also run the gateway of this git ref"
     )
