@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import statistics
 import sys
 import tempfile
@@ -214,12 +215,15 @@ async def gate_read(h: Any, user: str, account_id: str, times: int) -> None:
         compiled = stmt.compile(dialect=(await session.connection()).dialect)
     sql, args = compiled.string, [params[name] for name in compiled.positiontup or ()]
 
-    async def empty() -> None:
+    async def on_the_driver(*, read: bool) -> None:
+        # SQLAlchemy sends BEGIN with a connection's first statement: here asyncpg does.
         async with sessionmaker() as session:
             raw = await (await session.connection()).get_raw_connection()
             assert raw.driver_connection is not None
             transaction = raw.driver_connection.transaction()
             await transaction.start()
+            if read:
+                assert await raw.driver_connection.fetchrow(sql, *args) is not None
             await transaction.rollback()
 
     async def through_the_orm() -> None:
@@ -231,24 +235,14 @@ async def gate_read(h: Any, user: str, account_id: str, times: int) -> None:
             assert found[2] is not None  # the paper rows, read under the lock
             await session.rollback()
 
-    async def on_the_driver() -> None:
-        # SQLAlchemy sends BEGIN with a connection's first statement: here asyncpg does.
-        async with sessionmaker() as session:
-            raw = await (await session.connection()).get_raw_connection()
-            assert raw.driver_connection is not None
-            transaction = raw.driver_connection.transaction()
-            await transaction.start()
-            assert await raw.driver_connection.fetchrow(sql, *args) is not None
-            await transaction.rollback()
-
     print(
         f"\nthe paper order's gate read ({len(stmt.selected_columns)} columns), "
         f"in a transaction rolled back: {times} times"
     )
     for label, read in (
-        ("BEGIN and ROLLBACK alone", empty),
+        ("BEGIN and ROLLBACK alone", functools.partial(on_the_driver, read=False)),
         ("through the ORM (get_locking_paper)", through_the_orm),
-        ("the same SQL on the driver", on_the_driver),
+        ("the same SQL on the driver", functools.partial(on_the_driver, read=True)),
     ):
         for _ in range(20):
             await read()

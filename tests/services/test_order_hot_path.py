@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -50,6 +50,43 @@ async def count(gw: LiveGateway, model: type, user: str) -> int:
         column = model.user_id  # type: ignore[attr-defined]
         stmt = select(func.count()).select_from(model).where(column == user)
         return int((await session.execute(stmt)).scalar_one())
+
+
+@contextlib.contextmanager
+def _recording(h: Harness) -> Iterator[tuple[list[tuple[str, bool]], list[str]]]:
+    """Every statement on the harness's engine meanwhile (with whether it ran in
+    autocommit) and every BEGIN/COMMIT/ROLLBACK of a transaction."""
+    engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
+    statements: list[tuple[str, bool]] = []
+    transactions: list[str] = []
+
+    def autocommit(conn: Any) -> bool:
+        return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
+
+    def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append((statement, autocommit(conn)))
+
+    def on_begin(conn: Any) -> None:
+        if not autocommit(conn):
+            transactions.append("begin")
+
+    def on_end(conn: Any) -> None:
+        if not autocommit(conn):
+            transactions.append("end")
+
+    hooks = [
+        ("before_cursor_execute", on_statement),
+        ("begin", on_begin),
+        ("commit", on_end),
+        ("rollback", on_end),
+    ]
+    for name, hook in hooks:
+        event.listen(engine, name, hook)
+    try:
+        yield statements, transactions
+    finally:
+        for name, hook in hooks:
+            event.remove(engine, name, hook)
 
 
 async def test_a_held_key_on_a_live_order_writes_no_order_and_no_entry(db_url: str) -> None:
@@ -182,33 +219,11 @@ async def test_a_paper_market_buy_is_two_statements_in_one_transaction(harness: 
     _, account = await h.paper_account(user)
     warm = await h.place(user, account)  # the first order builds the position row
     assert warm.status_code == 201, warm.text
-    engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
-    statements: list[str] = []
-    transactions: list[str] = []
-
-    def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            statements.append(statement)
-
-    def on_begin(conn: Any) -> None:
-        transactions.append("begin")
-
-    def on_end(conn: Any) -> None:
-        transactions.append("end")
-
-    event.listen(engine, "before_cursor_execute", on_statement)
-    event.listen(engine, "begin", on_begin)
-    event.listen(engine, "commit", on_end)
-    event.listen(engine, "rollback", on_end)
-    try:
-        # Through the app in process: only this request uses the engine meanwhile (the
-        # paper ticker and the reconciler are driven by hand in the harness).
+    # Through the app in process: only this request uses the engine meanwhile (the paper
+    # ticker and the reconciler are driven by hand in the harness).
+    with _recording(h) as (seen, transactions):
         placed = await h.place(user, account)
-    finally:
-        event.remove(engine, "before_cursor_execute", on_statement)
-        event.remove(engine, "begin", on_begin)
-        event.remove(engine, "commit", on_end)
-        event.remove(engine, "rollback", on_end)
+    statements = [statement for statement, autocommit in seen if not autocommit]
     assert placed.status_code == 201, placed.text
     assert placed.json()["status"] == "filled"
     assert [s.split()[0] for s in statements] == ["SELECT", "WITH"], statements
@@ -242,42 +257,6 @@ async def test_a_gate_refusal_after_the_paper_lock_releases_it(harness: Harness)
 # --- a live order's answer: one guarded autocommit statement, or the locking path ---------
 
 
-def _recording(engine: Any) -> tuple[list[tuple[str, bool]], list[str], Any]:
-    """Every statement on ``engine`` (with whether it ran in autocommit) and every
-    BEGIN/COMMIT/ROLLBACK of a transaction; call the third item to stop recording."""
-    statements: list[tuple[str, bool]] = []
-    transactions: list[str] = []
-
-    def autocommit(conn: Any) -> bool:
-        return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
-
-    def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append((statement, autocommit(conn)))
-
-    def on_begin(conn: Any) -> None:
-        if not autocommit(conn):
-            transactions.append("begin")
-
-    def on_end(conn: Any) -> None:
-        if not autocommit(conn):
-            transactions.append("end")
-
-    hooks = [
-        ("before_cursor_execute", on_statement),
-        ("begin", on_begin),
-        ("commit", on_end),
-        ("rollback", on_end),
-    ]
-    for name, hook in hooks:
-        event.listen(engine, name, hook)
-
-    def stop() -> None:
-        for name, hook in hooks:
-            event.remove(engine, name, hook)
-
-    return statements, transactions, stop
-
-
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_a_live_order_s_answer_is_recorded_by_one_autocommit_statement(db_url: str) -> None:
     """Before the broker call, the gate's read and one statement that writes the order with
@@ -291,12 +270,8 @@ async def test_a_live_order_s_answer_is_recorded_by_one_autocommit_statement(db_
         terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
         warm = await h.place(user, account, **terms)
         assert warm.status_code == 201, warm.text
-        engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
-        statements, transactions, stop = _recording(engine)
-        try:
+        with _recording(h) as (statements, transactions):
             placed = await h.place(user, account, **terms)
-        finally:
-            stop()
         assert placed.status_code == 201, placed.text
         assert placed.json()["status"] == "accepted"
         # The gate's read, then the head this process remembers locked with the claim, the
@@ -450,12 +425,8 @@ async def test_one_user_s_concurrent_live_orders_keep_their_chain_whole(db_url: 
         warm = await h.place(user, account, **terms)  # the process remembers the head
         assert warm.status_code == 201, warm.text
         gw.alpaca.fake.faults.latency = 0.2
-        engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
-        statements, _, stop = _recording(engine)
-        try:
+        with _recording(h) as (statements, _):
             placed = await asyncio.gather(*(h.place(user, account, **terms) for _ in range(6)))
-        finally:
-            stop()
         assert [p.status_code for p in placed] == [201] * 6, [p.text for p in placed]
         sent = [statement.split(" AS")[0] for statement, _ in statements]
         assert sent.count("WITH g_head") == 1
@@ -500,12 +471,8 @@ async def test_a_stale_remembered_head_costs_a_statement_never_an_entry(db_url: 
             )
             await other_instance.append(session, record)
             await session.commit()
-        engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
-        statements, _, stop = _recording(engine)
-        try:
+        with _recording(h) as (statements, _):
             placed = await h.place(user, account, **terms)
-        finally:
-            stop()
         assert placed.status_code == 201, placed.text
         texts = [statement for statement, _ in statements]
         assert texts[1].startswith("WITH g_head AS")  # tried, found the head elsewhere
@@ -556,14 +523,10 @@ async def test_a_paper_account_s_first_order_in_a_process_learns_it_is_paper(
     h, user = harness, new_user()
     _, account = await h.paper_account(user)
     assert account not in h.state.ctx.paper_accounts
-    engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
     rounds: list[tuple[list[tuple[str, bool]], list[str]]] = []
     for _ in range(2):
-        statements, transactions, stop = _recording(engine)
-        try:
+        with _recording(h) as (statements, transactions):
             placed = await h.place(user, account)
-        finally:
-            stop()
         assert placed.status_code == 201, placed.text
         assert placed.json()["status"] == "filled"
         rounds.append((statements, transactions))
@@ -608,12 +571,8 @@ async def test_a_platform_account_s_order_is_three_statements_and_no_transaction
         h, user = gw.harness, new_user()
         _, account = await gw.connect_platform(user)
         terms = {"order_type": "limit", "limit_price": "1.00", "time_in_force": "gtc"}
-        engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
-        statements, transactions, stop = _recording(engine)
-        try:
+        with _recording(h) as (statements, transactions):
             placed = await h.place(user, account, key="platform-1", **terms)
-        finally:
-            stop()
         assert placed.status_code == 201, placed.text
         assert placed.json()["status"] == "accepted"
         assert [autocommit for _, autocommit in statements] == [True, True, True]
@@ -642,12 +601,8 @@ async def test_an_expired_key_on_a_live_order_counts_as_new(db_url: str, ownersh
         first = await h.place(user, account, key="expiring-1", **terms)
         assert first.status_code == 201, first.text
         await expire_key(h.state.ctx.sessionmaker, user, "expiring-1")
-        engine = h.state.ctx.sessionmaker.kw["bind"].sync_engine
-        statements, _, stop = _recording(engine)
-        try:
+        with _recording(h) as (statements, _):
             second = await h.place(user, account, key="expiring-1", **terms)
-        finally:
-            stop()
         assert second.status_code == 201, second.text
         assert second.json()["id"] != first.json()["id"]
         combined = "WITH g_head AS" if ownership == "byob" else "WITH claimed AS"
