@@ -52,6 +52,15 @@ async def count(gw: LiveGateway, model: type, user: str) -> int:
         return int((await session.execute(stmt)).scalar_one())
 
 
+async def event_types(h: Harness, order_id: str) -> list[str]:
+    """The order's event types, in append order."""
+    async with h.state.ctx.sessionmaker() as session:
+        types = await session.execute(
+            select(OrderEvent.type).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)
+        )
+        return list(types.scalars())
+
+
 @contextlib.contextmanager
 def _recording(h: Harness) -> Iterator[tuple[list[tuple[str, bool]], list[str]]]:
     """Every statement on the harness's engine meanwhile (with whether it ran in
@@ -156,13 +165,10 @@ async def test_a_paper_order_s_events_are_numbered_in_append_order(db_url: str) 
         placed = await h.place(user, account)
         assert placed.status_code == 201, placed.text
         assert placed.json()["status"] == "filled"
-        async with h.state.ctx.sessionmaker() as session:
-            rows = await session.execute(
-                select(OrderEvent.type)
-                .where(OrderEvent.order_id == placed.json()["id"])
-                .order_by(OrderEvent.id)
-            )
-            assert list(rows.scalars()) == ["order.pending_submit", "order.filled"]
+        assert await event_types(h, placed.json()["id"]) == [
+            "order.pending_submit",
+            "order.filled",
+        ]
 
 
 async def test_core_event_appends_wake_the_sqlite_hub_after_commit_only(
@@ -371,13 +377,10 @@ async def test_a_fill_streamed_during_the_live_placement_is_not_overwritten(db_u
         assert placed.json()["status"] == "filled"
         read = await h.client.get(f"/v1/orders/{placed.json()['id']}", headers=h.auth(user))
         assert (read.json()["status"], read.json()["filled_quantity"]) == ("filled", "1")
-        async with h.state.ctx.sessionmaker() as session:
-            types = await session.execute(
-                select(OrderEvent.type)
-                .where(OrderEvent.order_id == placed.json()["id"])
-                .order_by(OrderEvent.id)
-            )
-            assert list(types.scalars()) == ["order.pending_submit", "order.filled"]
+        assert await event_types(h, placed.json()["id"]) == [
+            "order.pending_submit",
+            "order.filled",
+        ]
         chain = await verify_chains(gw)
         assert chain["ok"] is True, chain
         entries = await chain_entries(gw, user)
